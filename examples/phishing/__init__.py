@@ -1,0 +1,1 @@
+"""The running example: a browser's phishing protection."""

@@ -1,0 +1,83 @@
+"""closedloop: build, run and grow closed-loop intelligent systems.
+
+The public API, curated. Submodules hold the rest: :mod:`closedloop.features` (as ``F``),
+:mod:`closedloop.intelligence`, :mod:`closedloop.checks`, :mod:`closedloop.creation`.
+"""
+
+from __future__ import annotations
+
+from . import features
+from .bundle import Bundle, verify_bundle
+from .clock import Clock, ManualClock, SystemClock
+from .decision import Decision, DecisionBatch
+from .errors import (
+    BatchContextError,
+    BundleError,
+    ClosedLoopError,
+    ConformanceError,
+    ContextError,
+    FeatureError,
+    IntelligenceError,
+    SpecError,
+)
+from .experience import Thresholds
+from .features import Feature, FeatureSet
+from .ids import DecisionIds
+from .intelligence import (
+    Intelligence,
+    LinearModel,
+    LogisticModel,
+    LookupTable,
+    Rule,
+    ScoringRules,
+    ThresholdRule,
+)
+from .runtime import Runtime
+from .schema import Bool, Float, Int, Schema, Str
+from .spec import Goal, LabelPolicy, OutcomeRule, System
+
+F = features
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "F",
+    "BatchContextError",
+    "Bool",
+    "Bundle",
+    "BundleError",
+    "Clock",
+    "ClosedLoopError",
+    "ConformanceError",
+    "ContextError",
+    "Decision",
+    "DecisionBatch",
+    "DecisionIds",
+    "Feature",
+    "FeatureError",
+    "FeatureSet",
+    "Float",
+    "Goal",
+    "Int",
+    "Intelligence",
+    "IntelligenceError",
+    "LabelPolicy",
+    "LinearModel",
+    "LogisticModel",
+    "LookupTable",
+    "ManualClock",
+    "OutcomeRule",
+    "Rule",
+    "Runtime",
+    "Schema",
+    "ScoringRules",
+    "SpecError",
+    "Str",
+    "System",
+    "SystemClock",
+    "Thresholds",
+    "ThresholdRule",
+    "features",
+    "verify_bundle",
+    "__version__",
+]

@@ -1,0 +1,367 @@
+"""Bundles: intelligence packaged as an immutable, versioned, checksummed directory.
+
+Layout::
+
+    <bundle>/
+      manifest.json        what the bundle is, for which system and features, and every file's sha256
+      intelligence.json    the intelligence's parameters (JSON; never pickle)
+      …                    further files an intelligence kind writes (e.g. a LightGBM text model)
+
+``manifest.json`` holds: the bundle format and its version, the system's name and schema version,
+the bundle version, the time it was created, the feature-definition fingerprint and names, the
+intelligence kind and outputs, the thresholds the bundle carries, its parent bundle, free-form
+metrics, each file's sha256 and size, and ``digest`` — the sha256 of the manifest's own canonical
+JSON without ``digest`` (so an edited threshold is caught too). The default bundle version is
+``<system>-<first 12 hex of the content digest>``: the same intelligence, features and thresholds
+always get the same version.
+
+Loading never executes code: JSON is parsed, the intelligence ``kind`` must be one of the kinds
+passed in (by default :data:`closedloop.intelligence.KINDS`), and files are hashed before they
+are parsed, from the very bytes that are hashed. Each refusal names its check:
+
+==================  ==========================================================================
+check               refused when
+==================  ==========================================================================
+``path``            the path is not a directory
+``manifest``        ``manifest.json`` is missing, not JSON, or lacks a required entry
+``format_version``  the bundle format or its version is not one this package reads
+``manifest_digest`` the manifest was edited after it was written
+``file_path``       a listed file name escapes the bundle directory
+``file_present``    a listed file is missing
+``file_size``       a file's size differs from the manifest's (e.g. truncated)
+``checksum``        a file's sha256 differs from the manifest's (tampered)
+``unlisted_file``   the directory holds a file the manifest does not list
+``system``          the bundle was built for another system
+``schema_version``  … for another version of the system's context schema
+``features``        … for other feature definitions (fingerprint mismatch)
+``intelligence``    the intelligence kind is unknown or its parameters are invalid
+``thresholds``      the thresholds do not fit the system's experience
+==================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError, ClosedLoopError, SpecError
+from .experience import Thresholds
+from .intelligence import KINDS, Intelligence, load_intelligence
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "verify_bundle"]
+
+FORMAT = "closedloop.bundle"
+FORMAT_VERSION = 1
+_SUPPORTED = (1,)
+MANIFEST = "manifest.json"
+ENTRY = "intelligence.json"
+_REQUIRED = (
+    "format", "format_version", "system", "version", "created_at", "features", "intelligence",
+    "thresholds", "parent", "metrics", "files", "digest",
+)
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    return _sha256(_canonical({k: v for k, v in manifest.items() if k != "digest"}))
+
+
+def _content_digest(manifest: Mapping[str, Any]) -> str:
+    keys = ("system", "features", "intelligence", "thresholds", "parent", "files")
+    return _sha256(_canonical({k: manifest[k] for k in keys}))
+
+
+class Bundle:
+    """A packaged intelligence: parameters, thresholds and a manifest.
+
+    Build one with :meth:`build` (in memory, validated against a system), write it with
+    :meth:`save`, read it back with :meth:`load` (which verifies it). A bundle is immutable.
+    """
+
+    def __init__(self, manifest: dict[str, Any], intelligence: Intelligence, path: Path | None = None) -> None:
+        self.manifest = manifest
+        self.intelligence = intelligence
+        self.path = path
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def system_name(self) -> str:
+        return str(self.manifest["system"]["name"])
+
+    @property
+    def schema_version(self) -> str:
+        return str(self.manifest["system"]["schema_version"])
+
+    @property
+    def feature_fingerprint(self) -> str:
+        return str(self.manifest["features"]["fingerprint"])
+
+    @property
+    def thresholds(self) -> dict[str, float] | None:
+        t = self.manifest["thresholds"]
+        return None if t is None else dict(t)
+
+    @property
+    def parent(self) -> str | None:
+        return self.manifest["parent"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.manifest["metrics"])
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.version!r}, kind={self.manifest['intelligence']['kind']!r})"
+
+    # -- building -------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        system: Any,
+        intelligence: Intelligence,
+        *,
+        thresholds: Mapping[str, float] | None = None,
+        parent: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        created_at: _dt.datetime | None = None,
+    ) -> Bundle:
+        """A bundle of ``intelligence`` for ``system``, validated: the intelligence binds to the
+        system's features, its outputs feed the experience, and ``thresholds`` (if given) fit it."""
+        if not isinstance(intelligence, Intelligence):
+            raise SpecError(f"Bundle.build needs an Intelligence. Got {intelligence!r} instead.")
+        intelligence.bind(system.features)
+        experience: Thresholds = system.experience
+        if thresholds is not None:
+            experience = experience.with_levels(thresholds)
+        experience.validate(system.actions, intelligence.outputs)
+        files: dict[str, bytes] = {}
+        spec = intelligence.to_dict(files)
+        if ENTRY in files or MANIFEST in files:
+            raise SpecError(f"Intelligence files must not be named {ENTRY!r} or {MANIFEST!r}.")
+        files[ENTRY] = _canonical(spec) + b"\n"
+        try:
+            metrics_obj = json.loads(_canonical(dict(metrics or {})))
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"Bundle 'metrics' must be JSON-serializable with finite numbers: {exc}") from exc
+        if version is not None and (not isinstance(version, str) or not version or "/" in version):
+            raise SpecError(f"A bundle 'version' must be a non-empty string without '/'. Got {version!r} instead.")
+        created = created_at or _dt.datetime.now(_dt.UTC)
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "system": {"name": system.name, "schema_version": system.schema_version},
+            "version": "",
+            "created_at": created.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z"),
+            "features": {"fingerprint": system.feature_fingerprint, "names": list(system.features.names)},
+            "intelligence": {"kind": intelligence.kind, "entry": ENTRY, "outputs": list(intelligence.outputs)},
+            "thresholds": None if thresholds is None else {k: float(v) for k, v in thresholds.items()},
+            "parent": parent,
+            "metrics": metrics_obj,
+            "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(files.items())},
+        }
+        manifest["version"] = version or f"{system.name}-{_content_digest(manifest)[:12]}"
+        manifest["digest"] = _manifest_digest(manifest)
+        bundle = cls(manifest, intelligence)
+        bundle._files = files
+        return bundle
+
+    _files: dict[str, bytes] | None = None
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the bundle to ``directory``, which must not exist yet (bundles are immutable).
+
+        Files are written to a temporary sibling, fsynced, and renamed into place, so a crash
+        never leaves a half-written bundle under the final name.
+        """
+        target = Path(directory)
+        if target.exists():
+            raise BundleError("path", "the target already exists; bundles are immutable, save to a new path", str(target))
+        files = self._files
+        if files is None:
+            if self.path is None:
+                raise BundleError("path", "this bundle has no files to save")
+            files = {name: (self.path / name).read_bytes() for name in self.manifest["files"]}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            for name, data in files.items():
+                _write_synced(tmp / name, data)
+            _write_synced(tmp / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode() + b"\n")
+            for p in tmp.iterdir():
+                p.chmod(0o444)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(target.parent)
+        self.path = target
+        return target
+
+    # -- loading and verifying ------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        system: Any = None,
+        *,
+        kinds: Mapping[str, type[Intelligence]] = KINDS,
+    ) -> Bundle:
+        """Read and verify a bundle. With ``system``, also check it was built for that system,
+        its schema version and its features, and that its thresholds fit the experience."""
+        root = Path(path)
+        manifest, files = _verify_files(root)
+        try:
+            spec = json.loads(files[manifest["intelligence"]["entry"]])
+            intelligence = load_intelligence(spec, files, kinds)
+        except (ClosedLoopError, ValueError, KeyError, TypeError) as exc:
+            raise BundleError("intelligence", str(exc), str(root)) from exc
+        bundle = cls(manifest, intelligence, root)
+        if system is not None:
+            bundle.check_compatible(system)
+        return bundle
+
+    def check_compatible(self, system: Any) -> None:
+        """Refuse (``BundleError``) unless this bundle was built for ``system`` as declared now."""
+        where = str(self.path) if self.path else self.version
+        if self.system_name != system.name:
+            raise BundleError("system", f"built for system {self.system_name!r}, not {system.name!r}", where)
+        if self.schema_version != system.schema_version:
+            raise BundleError(
+                "schema_version",
+                f"built for schema version {self.schema_version!r}, the system declares {system.schema_version!r}",
+                where,
+            )
+        if self.feature_fingerprint != system.feature_fingerprint:
+            raise BundleError(
+                "features",
+                f"built for features with fingerprint {self.feature_fingerprint[:12]}…, the system's "
+                f"features have {system.feature_fingerprint[:12]}… (a feature was added, removed or changed)",
+                where,
+            )
+        try:
+            self.intelligence.bind(system.features)
+        except ClosedLoopError as exc:
+            raise BundleError("intelligence", str(exc), where) from exc
+        try:
+            self.experience(system).validate(system.actions, self.intelligence.outputs)
+        except ClosedLoopError as exc:
+            raise BundleError("thresholds", str(exc), where) from exc
+
+    def experience(self, system: Any) -> Thresholds:
+        """The system's experience with this bundle's thresholds, when it carries any."""
+        t = self.thresholds
+        return system.experience if t is None else system.experience.with_levels(t)
+
+    def size_bytes(self) -> int:
+        return sum(int(f["size"]) for f in self.manifest["files"].values())
+
+
+def verify_bundle(path: str | os.PathLike[str], system: Any = None) -> Bundle:
+    """Verify a bundle (every check; the system checks too when ``system`` is given)."""
+    return Bundle.load(path, system)
+
+
+def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    where = str(root)
+    if not root.is_dir():
+        raise BundleError("path", "not a directory", where)
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise BundleError("manifest", f"{MANIFEST} is missing", where)
+    try:
+        manifest = json.loads(mpath.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError("manifest", f"{MANIFEST} is not valid JSON ({exc})", where) from exc
+    if not isinstance(manifest, dict):
+        raise BundleError("manifest", f"{MANIFEST} must hold a JSON object", where)
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in _SUPPORTED:
+        raise BundleError(
+            "format_version",
+            f"format {manifest.get('format')!r} version {manifest.get('format_version')!r} is not one this "
+            f"package reads ({FORMAT!r} versions {list(_SUPPORTED)})",
+            where,
+        )
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise BundleError("manifest", f"{MANIFEST} lacks {missing}", where)
+    try:
+        digest = _manifest_digest(manifest)
+    except (TypeError, ValueError) as exc:
+        raise BundleError("manifest", f"{MANIFEST} holds values that are not canonical JSON ({exc})", where) from exc
+    if digest != manifest["digest"]:
+        raise BundleError("manifest_digest", "the manifest was changed after the bundle was written", where)
+    listed = manifest["files"]
+    if not isinstance(listed, dict) or not listed:
+        raise BundleError("manifest", "'files' must list the bundle's files", where)
+    try:
+        entry = manifest["intelligence"]["entry"]
+        _ = manifest["system"]["name"], manifest["system"]["schema_version"], manifest["features"]["fingerprint"]
+    except (KeyError, TypeError) as exc:
+        raise BundleError("manifest", f"{MANIFEST} has a malformed entry ({exc})", where) from exc
+    if entry not in listed:
+        raise BundleError("manifest", f"the intelligence entry {entry!r} is not a listed file", where)
+    resolved_root = root.resolve()
+    files: dict[str, bytes] = {}
+    for name, meta in sorted(listed.items()):
+        p = (root / name)
+        if (
+            not isinstance(name, str) or name in ("", MANIFEST) or os.path.isabs(name)
+            or ".." in Path(name).parts or not p.resolve().is_relative_to(resolved_root)
+        ):
+            raise BundleError("file_path", f"listed file {name!r} is not a plain path inside the bundle", where)
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not isinstance(meta.get("size"), int):
+            raise BundleError("manifest", f"file entry {name!r} must have 'sha256' and 'size'", where)
+        if not p.is_file():
+            raise BundleError("file_present", f"listed file {name!r} is missing", where)
+        data = p.read_bytes()
+        if len(data) != meta["size"]:
+            raise BundleError(
+                "file_size", f"{name!r} has {len(data)} bytes, the manifest says {meta['size']} (truncated or altered)", where
+            )
+        actual = _sha256(data)
+        if actual != meta["sha256"]:
+            raise BundleError("checksum", f"{name!r} has sha256 {actual[:16]}…, the manifest says {meta['sha256'][:16]}…", where)
+        files[name] = data
+    for p in root.rglob("*"):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if rel != MANIFEST and rel not in listed:
+                raise BundleError("unlisted_file", f"{rel!r} is in the bundle but not in the manifest", where)
+    return manifest, files
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,138 @@
+"""Decision records: one (:class:`Decision`) and many, columnar (:class:`DecisionBatch`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from .errors import ContextError
+
+__all__ = ["Decision", "DecisionBatch"]
+
+
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """One execution of context → features → intelligence → experience → action.
+
+    ``timestamp_ns`` is nanoseconds since the Unix epoch (from the runtime's clock);
+    ``propensity`` is the probability with which ``action`` was chosen; ``why`` names the
+    threshold or rule that chose it.
+    """
+
+    decision_id: str
+    system: str
+    unit: str
+    timestamp_ns: int
+    bundle_version: str
+    scores: dict[str, float]
+    action: str
+    propensity: float
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)
+
+
+class DecisionBatch:
+    """Decisions for a columnar batch, kept columnar.
+
+    ``action`` and ``why`` are stored as small integer codes into ``actions`` / ``reasons``;
+    ``rows`` maps each decision to its row in the input (rows that failed validation with
+    ``errors="skip"`` have no decision and are listed in ``errors``). ``batch[i]`` is the i-th
+    decision as a :class:`Decision`, equal to what ``Runtime.decide`` returns for that row.
+    """
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        bundle_version: str,
+        decision_ids: list[str],
+        units: list[str],
+        timestamps_ns: np.ndarray,
+        outputs: tuple[str, ...],
+        scores: np.ndarray,
+        actions: tuple[str, ...],
+        action_codes: np.ndarray,
+        propensities: np.ndarray,
+        reasons: tuple[str, ...],
+        why_codes: np.ndarray,
+        rows: np.ndarray,
+        errors: list[ContextError],
+    ) -> None:
+        self.system = system
+        self.bundle_version = bundle_version
+        self.decision_ids = decision_ids
+        self.units = units
+        self.timestamps_ns = timestamps_ns
+        self.outputs = outputs
+        self.score_matrix = scores
+        self.actions = actions
+        self.action_codes = action_codes
+        self.propensities = propensities
+        self.reasons = reasons
+        self.why_codes = why_codes
+        self.rows = rows
+        self.errors = errors
+
+    def __len__(self) -> int:
+        return len(self.decision_ids)
+
+    @property
+    def action(self) -> np.ndarray:
+        """The chosen action of each decision (array of str)."""
+        return np.asarray(self.actions, dtype=object)[self.action_codes]
+
+    @property
+    def why(self) -> np.ndarray:
+        return np.asarray(self.reasons, dtype=object)[self.why_codes]
+
+    def scores(self, name: str) -> np.ndarray:
+        """The column of score ``name``."""
+        return self.score_matrix[:, self.outputs.index(name)]
+
+    def __getitem__(self, i: int) -> Decision:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"decision {i} out of range for a batch of {len(self)}")
+        row = self.score_matrix[i].tolist()
+        return Decision(
+            self.decision_ids[i],
+            self.system,
+            self.units[i],
+            int(self.timestamps_ns[i]),
+            self.bundle_version,
+            dict(zip(self.outputs, row, strict=True)),
+            self.actions[int(self.action_codes[i])],
+            float(self.propensities[i]),
+            self.reasons[int(self.why_codes[i])],
+        )
+
+    def __iter__(self) -> Any:
+        for i in range(len(self)):
+            yield self[i]
+
+    def to_arrow(self) -> pa.Table:
+        """One row per decision; scores as ``score_<name>`` columns, action/why dictionary-encoded."""
+        cols: dict[str, Any] = {
+            "decision_id": pa.array(self.decision_ids, type=pa.string()),
+            "system": pa.array([self.system] * len(self), type=pa.string()),
+            "unit": pa.array(self.units, type=pa.string()),
+            "timestamp_ns": pa.array(self.timestamps_ns, type=pa.int64()),
+            "bundle_version": pa.array([self.bundle_version] * len(self), type=pa.string()),
+        }
+        for j, name in enumerate(self.outputs):
+            cols[f"score_{name}"] = pa.array(self.score_matrix[:, j], type=pa.float64())
+        cols["action"] = pa.DictionaryArray.from_arrays(
+            pa.array(self.action_codes.astype(np.int16)), pa.array(self.actions, type=pa.string())
+        )
+        cols["propensity"] = pa.array(self.propensities, type=pa.float64())
+        cols["why"] = pa.DictionaryArray.from_arrays(
+            pa.array(self.why_codes.astype(np.int16)), pa.array(self.reasons, type=pa.string())
+        )
+        cols["row"] = pa.array(self.rows, type=pa.int64())
+        return pa.table(cols)
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self]

@@ -1,0 +1,123 @@
+"""The closedloop exception hierarchy.
+
+Every error the library raises on purpose is a :class:`ClosedLoopError`. Messages name the
+thing, the rule and the value, in the style of scikit-learn's parameter validation::
+
+    ClosedLoopError
+    ├── SpecError              a System, field, feature, action, threshold, cost … is declared wrongly
+    ├── ContextError           one context failed validation (field, rule, value)
+    │   └── BatchContextError  rows of a columnar batch failed validation (all of them listed)
+    ├── FeatureError           a feature could not be computed / its two forms disagree
+    ├── IntelligenceError      a model or heuristic is malformed or was given the wrong input
+    ├── BundleError            a bundle failed a named check when saved, loaded or verified
+    └── ConformanceError       a component broke the documented contract (closedloop.checks)
+
+``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
+catch ``ValueError`` for bad input keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BatchContextError",
+    "BundleError",
+    "ClosedLoopError",
+    "ConformanceError",
+    "ContextError",
+    "FeatureError",
+    "IntelligenceError",
+    "SpecError",
+]
+
+
+def _show(value: Any) -> str:
+    """Render a value for an error message, short and unambiguous."""
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text
+
+
+class ClosedLoopError(Exception):
+    """Base class of every error raised by closedloop."""
+
+
+class SpecError(ClosedLoopError, ValueError):
+    """A declaration (system, field, feature, action, threshold, cost, goal …) is invalid."""
+
+
+class ContextError(ClosedLoopError, ValueError):
+    """A context failed validation.
+
+    Attributes name what failed: ``field`` (the context field), ``rule`` (what it must be, e.g.
+    ``"a number ≥ 0"``) and ``value`` (what it was). ``row`` is the row index in a batch or the line
+    number in a stream, when there is one.
+    """
+
+    def __init__(self, field: str, rule: str, value: Any, row: int | None = None) -> None:
+        self.field = field
+        self.rule = rule
+        self.value = value
+        self.row = row
+        where = "" if row is None else f" (row {row})"
+        if rule == "present":
+            message = f"Context field '{field}' is required and has no default{where}."
+        else:
+            message = f"Context field '{field}' must be {rule}. Got {_show(value)} instead{where}."
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (used by the CLI and, later, problem details)."""
+        value = self.value
+        if not isinstance(value, str | int | float | bool | type(None)):
+            value = repr(value)
+        elif isinstance(value, float) and value != value:  # NaN is not JSON
+            value = "NaN"
+        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
+            value = "Infinity" if value > 0 else "-Infinity"
+        return {
+            "type": type(self).__name__,
+            "field": self.field,
+            "rule": self.rule,
+            "value": value,
+            "message": str(self),
+        }
+
+
+class BatchContextError(ContextError):
+    """Rows of a columnar batch failed validation; ``errors`` lists each one (row, field, rule)."""
+
+    def __init__(self, errors: list[ContextError]) -> None:
+        if not errors:
+            raise ValueError("BatchContextError needs at least one error")
+        first = errors[0]
+        self.errors = errors
+        super().__init__(first.field, first.rule, first.value, first.row)
+        more = len(errors) - 1
+        if more:
+            self.args = (f"{self.args[0]} … and {more} more invalid value(s) in the batch.",)
+
+
+class FeatureError(ClosedLoopError):
+    """A feature definition could not be evaluated."""
+
+
+class IntelligenceError(ClosedLoopError):
+    """A model or heuristic is malformed or was given input it cannot score."""
+
+
+class BundleError(ClosedLoopError):
+    """A bundle failed a named check (``check``) when saved, loaded or verified."""
+
+    def __init__(self, check: str, detail: str, path: str | None = None) -> None:
+        self.check = check
+        self.detail = detail
+        self.path = path
+        where = f" for {path}" if path else ""
+        super().__init__(f"Bundle check '{check}' failed{where}: {detail}")
+
+
+class ConformanceError(ClosedLoopError):
+    """A component broke the documented contract checked by :mod:`closedloop.checks`."""

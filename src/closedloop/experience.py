@@ -1,0 +1,157 @@
+"""Experience: how scores become what users see.
+
+:class:`Thresholds` is the graded experience of a binary system (allow / warn / block): levels
+ordered from the most forceful action down, each with the lowest score that triggers it, and an
+``otherwise`` action. The thresholds a bundle carries (tuned to its model) override the system's
+declared ones; both are validated against the system's actions.
+
+An experience binds to the intelligence's outputs as a :class:`Chooser` with a single-decision
+form (:meth:`Chooser.one`) and a batch form (:meth:`Chooser.batch`) that make the same comparisons,
+so an action never differs between the two paths. Reasons (``why``) are precomputed strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import SpecError
+
+__all__ = ["Chooser", "Thresholds"]
+
+
+def _fmt(x: float) -> str:
+    return repr(x)
+
+
+class Thresholds:
+    """Score → action by descending thresholds.
+
+    Parameters
+    ----------
+    score:
+        The intelligence output the thresholds read (e.g. ``"phish"``).
+    levels:
+        Action → threshold, most forceful first (``{"block": 0.9, "warn": 0.6}``); a score ≥ a
+        level's threshold takes that level's action. Thresholds must strictly decrease.
+    otherwise:
+        The action below every threshold (and for a NaN score).
+    """
+
+    def __init__(
+        self,
+        score: str,
+        levels: Mapping[str, float] | Sequence[tuple[str, float]],
+        otherwise: str,
+    ) -> None:
+        if not isinstance(score, str) or not score:
+            raise SpecError(f"The 'score' of Thresholds must be an output name. Got {score!r} instead.")
+        items = list(levels.items()) if isinstance(levels, Mapping) else list(levels)
+        if not items:
+            raise SpecError("The 'levels' of Thresholds must name at least one action. Got none instead.")
+        clean: list[tuple[str, float]] = []
+        for item in items:
+            if not (isinstance(item, tuple | list) and len(item) == 2):
+                raise SpecError(f"Each threshold level must be (action, threshold). Got {item!r} instead.")
+            action, t = item
+            if not isinstance(action, str) or not action:
+                raise SpecError(f"Threshold actions must be non-empty strings. Got {action!r} instead.")
+            if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+                raise SpecError(f"The threshold for action '{action}' must be a finite number. Got {t!r} instead.")
+            clean.append((action, float(t)))
+        names = [a for a, _ in clean]
+        if len(set(names)) != len(names):
+            raise SpecError(f"Each action may have one threshold. Got {names} instead.")
+        if otherwise in names:
+            raise SpecError(f"The 'otherwise' action must not also have a threshold. Got {otherwise!r} in both.")
+        for (a1, t1), (a2, t2) in zip(clean, clean[1:], strict=False):
+            if not t1 > t2:
+                raise SpecError(
+                    f"Thresholds must strictly decrease from the most forceful action. Got "
+                    f"'{a1}' at {t1!r} then '{a2}' at {t2!r} instead."
+                )
+        if not isinstance(otherwise, str) or not otherwise:
+            raise SpecError(f"The 'otherwise' action must be a non-empty string. Got {otherwise!r} instead.")
+        self.score = score
+        self.levels: tuple[tuple[str, float], ...] = tuple(clean)
+        self.otherwise = otherwise
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return (*(a for a, _ in self.levels), self.otherwise)
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.levels)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "thresholds", "score": self.score, "levels": [list(x) for x in self.levels], "otherwise": self.otherwise}
+
+    def with_levels(self, levels: Mapping[str, float]) -> Thresholds:
+        """The same experience with other threshold values (a bundle's tuned thresholds)."""
+        if not isinstance(levels, Mapping):
+            raise SpecError(f"Bundle thresholds must be a mapping of action to threshold. Got {levels!r} instead.")
+        mine = [a for a, _ in self.levels]
+        if sorted(levels) != sorted(mine):
+            raise SpecError(
+                f"Bundle thresholds must set exactly the actions {mine}. Got {sorted(levels)} instead."
+            )
+        return Thresholds(self.score, [(a, levels[a]) for a in mine], self.otherwise)
+
+    def validate(self, actions: Sequence[str], outputs: Sequence[str] | None = None) -> None:
+        for a in self.actions:
+            if a not in actions:
+                raise SpecError(f"Threshold actions must be declared actions {list(actions)}. Got {a!r} instead.")
+        if outputs is not None and self.score not in outputs:
+            raise SpecError(
+                f"The thresholds read score {self.score!r}, which the intelligence does not produce "
+                f"(it produces {list(outputs)})."
+            )
+
+    def bind(self, outputs: Sequence[str]) -> Chooser:
+        self.validate(self.actions, outputs)
+        return Chooser(self, list(outputs).index(self.score))
+
+    def __repr__(self) -> str:
+        return f"Thresholds({self.score!r}, {dict(self.levels)!r}, otherwise={self.otherwise!r})"
+
+
+class Chooser:
+    """The executable experience: scores → (action, propensity, why)."""
+
+    def __init__(self, spec: Thresholds, column: int) -> None:
+        self.spec = spec
+        self.actions: tuple[str, ...] = spec.actions
+        self._col = column
+        s = spec.score
+        self._levels = tuple(
+            (t, a, f"{s} ≥ {_fmt(t)} → {a}") for a, t in spec.levels
+        )
+        lowest = spec.levels[-1][1]
+        self._below = f"{s} < {_fmt(lowest)} → {spec.otherwise}"
+        self._nan = f"{s} is NaN → {spec.otherwise}"
+        self.reasons: tuple[str, ...] = (*(w for _, _, w in self._levels), self._below, self._nan)
+
+    def one(self, scores: tuple[float, ...]) -> tuple[str, float, str]:
+        v = scores[self._col]
+        for t, action, why in self._levels:
+            if v >= t:
+                return action, 1.0, why
+        if v != v:
+            return self.spec.otherwise, 1.0, self._nan
+        return self.spec.otherwise, 1.0, self._below
+
+    def batch(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(action codes into ``actions``, propensities, reason codes into ``reasons``)."""
+        v = S[:, self._col]
+        n = v.shape[0]
+        k = len(self._levels)
+        action = np.full(n, k, dtype=np.int16)
+        why = np.where(np.isnan(v), k + 1, k).astype(np.int16)
+        for j in range(k - 1, -1, -1):
+            hit = v >= self._levels[j][0]
+            action[hit] = j
+            why[hit] = j
+        return action, np.ones(n, dtype=np.float64), why

@@ -1,0 +1,316 @@
+"""Declaring a system: :class:`System` and what it is made of.
+
+A system is declared once, in Python, and everything else (runtime, bundles, training,
+evaluation, the loop) reads the declaration::
+
+    phishing = System(
+        name="phishing",
+        context=[Str("url"), Str("domain"), Float("domain_age_days", ge=0), ...],
+        schema_version="1",
+        unit="user_id",
+        features={"domain_age_log": F.log1p(F.col("domain_age_days")), ...},
+        actions=["allow", "warn", "block"],
+        experience=Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow"),
+        labels=("legit", "phish"),
+        costs={"allow": {"phish": 100.0}, "warn": {"legit": 1.0, "phish": 5.0}, "block": {"legit": 20.0}},
+        latency_budget_ms=5.0,
+        mistake_outcomes=["reported_false_block"],
+        label_policy=LabelPolicy(...), goals=[Goal(...)], slices=["browser", "country"],
+    )
+
+The constructor validates the whole declaration and raises :class:`~closedloop.errors.SpecError`
+naming the parameter, the rule and the value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from .errors import SpecError
+from .experience import Thresholds
+from .features import Expr, Feature, FeatureSet
+from .schema import Field, Int, Schema, Str
+
+__all__ = ["Goal", "LabelPolicy", "OutcomeRule", "System"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,62}$")
+_LEVELS = ("model", "user", "leading", "organizational")
+_CADENCES = ("hourly", "daily", "weekly", "monthly", "quarterly")
+_AGGREGATES = ("earliest", "latest", "sum", "max", "any")
+
+
+def _kind_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_.\-]*$", value):
+        raise SpecError(f"{what} must be a name of letters, digits, '_', '.' or '-'. Got {value!r} instead.")
+    return value
+
+
+class OutcomeRule:
+    """How outcomes of one ``kind`` vote for a label within the policy's window.
+
+    ``label`` is the class the outcome means (e.g. ``"phish"`` for ``reported_phish``), or
+    ``None`` to take the outcome's value as the label. ``aggregate`` combines several outcomes of
+    the kind: earliest / latest / sum / max / any.
+    """
+
+    def __init__(self, kind: str, label: str | None = None, aggregate: str = "any") -> None:
+        self.kind = _kind_name(kind, "An outcome rule's 'kind'")
+        if label is not None and not isinstance(label, str):
+            raise SpecError(f"An outcome rule's 'label' must be a class name or None. Got {label!r} instead.")
+        if aggregate not in _AGGREGATES:
+            raise SpecError(f"An outcome rule's 'aggregate' must be one of {list(_AGGREGATES)}. Got {aggregate!r} instead.")
+        self.label = label
+        self.aggregate = aggregate
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "label": self.label, "aggregate": self.aggregate}
+
+
+class LabelPolicy:
+    """How outcomes within a window after a decision become its label.
+
+    Parameters
+    ----------
+    window:
+        How long after a decision outcomes count (by event time).
+    rules:
+        One :class:`OutcomeRule` per outcome kind that counts; earlier rules take precedence.
+    default:
+        The label of a decision with no counted outcome once its window has closed, or ``None``
+        to leave it unlabeled.
+    """
+
+    def __init__(self, window: timedelta, rules: Sequence[OutcomeRule], default: str | None = None) -> None:
+        if not isinstance(window, timedelta) or window <= timedelta(0):
+            raise SpecError(f"The label policy 'window' must be a positive timedelta. Got {window!r} instead.")
+        rules = list(rules)
+        if not rules or not all(isinstance(r, OutcomeRule) for r in rules):
+            raise SpecError(f"The label policy 'rules' must be a non-empty list of OutcomeRule. Got {rules!r} instead.")
+        kinds = [r.kind for r in rules]
+        if len(set(kinds)) != len(kinds):
+            raise SpecError(f"The label policy may have one rule per outcome kind. Got {kinds} instead.")
+        if default is not None and not isinstance(default, str):
+            raise SpecError(f"The label policy 'default' must be a class name or None. Got {default!r} instead.")
+        self.window = window
+        self.rules = tuple(rules)
+        self.default = default
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "window_seconds": self.window.total_seconds(),
+            "rules": [r.describe() for r in self.rules],
+            "default": self.default,
+        }
+
+
+class Goal:
+    """A named measurement at one of the four levels, with a target and a cadence.
+
+    ``level``: model (hourly model properties), user (outcomes users see), leading (indicators
+    such as engagement), organizational (what the business wants). ``direction`` says whether the
+    metric must stay ``at_least`` or ``at_most`` the target.
+    """
+
+    def __init__(
+        self, name: str, level: str, metric: str, target: float, direction: str = "at_least",
+        cadence: str = "daily", description: str = "",
+    ) -> None:
+        self.name = _kind_name(name, "A goal's 'name'")
+        if level not in _LEVELS:
+            raise SpecError(f"The 'level' of goal '{name}' must be one of {list(_LEVELS)}. Got {level!r} instead.")
+        if not isinstance(metric, str) or not metric:
+            raise SpecError(f"The 'metric' of goal '{name}' must be a non-empty string. Got {metric!r} instead.")
+        if isinstance(target, bool) or not isinstance(target, int | float) or not math.isfinite(target):
+            raise SpecError(f"The 'target' of goal '{name}' must be a finite number. Got {target!r} instead.")
+        if direction not in ("at_least", "at_most"):
+            raise SpecError(f"The 'direction' of goal '{name}' must be 'at_least' or 'at_most'. Got {direction!r} instead.")
+        if cadence not in _CADENCES:
+            raise SpecError(f"The 'cadence' of goal '{name}' must be one of {list(_CADENCES)}. Got {cadence!r} instead.")
+        self.level, self.metric, self.target = level, metric, float(target)
+        self.direction, self.cadence, self.description = direction, cadence, description
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "level": self.level, "metric": self.metric, "target": self.target,
+            "direction": self.direction, "cadence": self.cadence,
+        }
+
+
+class System:
+    """One intelligent system: its context, unit, features, actions, experience, costs and goals.
+
+    See the module docstring for an example. All parameters are validated here; nothing does
+    I/O. ``schema_version`` is recorded in every bundle and checked when one is loaded, together
+    with :attr:`feature_fingerprint`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        context: Schema | Sequence[Field],
+        unit: str,
+        features: Mapping[str, Expr] | Sequence[Feature],
+        actions: Sequence[str],
+        experience: Thresholds,
+        schema_version: str = "1",
+        default_action: str | None = None,
+        labels: tuple[str, str] = ("negative", "positive"),
+        costs: Mapping[str, Mapping[str, float]] | None = None,
+        latency_budget_ms: float = 10.0,
+        mistake_outcomes: Sequence[str] = (),
+        label_policy: LabelPolicy | None = None,
+        goals: Sequence[Goal] = (),
+        slices: Sequence[str] = (),
+        description: str = "",
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise SpecError(
+                "The 'name' of a System must be lower-case letters, digits, '_' or '-', starting "
+                f"with a letter (at most 63 characters). Got {name!r} instead."
+            )
+        self.name = name
+        self.description = description
+        if isinstance(context, Schema):
+            schema = context
+            if schema_version != "1" and schema_version != schema.version:
+                raise SpecError(
+                    f"System '{name}' got schema_version={schema_version!r} and a Schema of version "
+                    f"{schema.version!r}; declare the version in one place."
+                )
+        else:
+            schema = Schema(context, version=schema_version)
+        self.schema = schema
+
+        f = schema.by_name.get(unit)
+        if not isinstance(f, Str | Int):
+            raise SpecError(
+                f"The 'unit' of System '{name}' must name a text or integer context field. Got {unit!r} "
+                f"({'undeclared' if f is None else type(f).__name__}) instead."
+            )
+        self.unit = unit
+
+        self.features = FeatureSet(features, schema)
+
+        actions = list(actions)
+        if not actions or not all(isinstance(a, str) and a for a in actions):
+            raise SpecError(f"The 'actions' of System '{name}' must be a non-empty list of names. Got {actions!r} instead.")
+        if len(set(actions)) != len(actions):
+            raise SpecError(f"The 'actions' of System '{name}' must be unique. Got {actions!r} instead.")
+        self.actions: tuple[str, ...] = tuple(actions)
+
+        if not isinstance(experience, Thresholds):
+            raise SpecError(f"The 'experience' of System '{name}' must be a Thresholds. Got {experience!r} instead.")
+        experience.validate(self.actions)
+        self.experience = experience
+
+        default_action = experience.otherwise if default_action is None else default_action
+        if default_action not in self.actions:
+            raise SpecError(
+                f"The 'default_action' of System '{name}' must be one of {actions}. Got {default_action!r} instead."
+            )
+        self.default_action = default_action
+
+        if (
+            not isinstance(labels, tuple | list) or len(labels) != 2
+            or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]
+        ):
+            raise SpecError(
+                f"The 'labels' of System '{name}' must be two distinct class names (negative, positive). "
+                f"Got {labels!r} instead."
+            )
+        self.labels: tuple[str, str] = (labels[0], labels[1])
+
+        self.costs: dict[str, dict[str, float]] = {}
+        for action, row in (costs or {}).items():
+            if action not in self.actions:
+                raise SpecError(f"Mistake costs must be keyed by declared actions {actions}. Got {action!r} instead.")
+            if not isinstance(row, Mapping):
+                raise SpecError(f"The mistake costs of action '{action}' must map a true class to a cost. Got {row!r} instead.")
+            clean = {}
+            for label, cost in row.items():
+                if label not in self.labels:
+                    raise SpecError(
+                        f"The mistake costs of action '{action}' must be keyed by the classes {list(self.labels)}. "
+                        f"Got {label!r} instead."
+                    )
+                if isinstance(cost, bool) or not isinstance(cost, int | float) or not (math.isfinite(cost) and cost >= 0):
+                    raise SpecError(
+                        f"The cost of '{action}' when the truth is '{label}' must be a number ≥ 0. Got {cost!r} instead."
+                    )
+                clean[label] = float(cost)
+            self.costs[action] = clean
+
+        if (
+            isinstance(latency_budget_ms, bool) or not isinstance(latency_budget_ms, int | float)
+            or not (math.isfinite(latency_budget_ms) and latency_budget_ms > 0)
+        ):
+            raise SpecError(
+                f"The 'latency_budget_ms' of System '{name}' must be a number > 0. Got {latency_budget_ms!r} instead."
+            )
+        self.latency_budget_ms = float(latency_budget_ms)
+
+        self.mistake_outcomes = tuple(_kind_name(k, "A mistake outcome kind") for k in mistake_outcomes)
+
+        if label_policy is not None:
+            if not isinstance(label_policy, LabelPolicy):
+                raise SpecError(f"The 'label_policy' of System '{name}' must be a LabelPolicy. Got {label_policy!r} instead.")
+            for r in label_policy.rules:
+                if r.label is not None and r.label not in self.labels:
+                    raise SpecError(
+                        f"Label policy rule '{r.kind}' must name a class in {list(self.labels)}. Got {r.label!r} instead."
+                    )
+            if label_policy.default is not None and label_policy.default not in self.labels:
+                raise SpecError(
+                    f"The label policy default must be a class in {list(self.labels)} or None. "
+                    f"Got {label_policy.default!r} instead."
+                )
+        self.label_policy = label_policy
+
+        goals = list(goals)
+        if not all(isinstance(g, Goal) for g in goals):
+            raise SpecError(f"The 'goals' of System '{name}' must be Goal objects. Got {goals!r} instead.")
+        gnames = [g.name for g in goals]
+        if len(set(gnames)) != len(gnames):
+            raise SpecError(f"Goal names must be unique. Got {gnames} instead.")
+        self.goals = tuple(goals)
+
+        for s in slices:
+            if s not in schema.by_name:
+                raise SpecError(f"Slice fields must be declared context fields. Got {s!r} instead.")
+        self.slices = tuple(slices)
+
+    @property
+    def schema_version(self) -> str:
+        return self.schema.version
+
+    @property
+    def feature_fingerprint(self) -> str:
+        return self.features.fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description of the whole declaration."""
+        return {
+            "name": self.name,
+            "schema": self.schema.describe(),
+            "unit": self.unit,
+            "features": self.features.describe(),
+            "feature_fingerprint": self.feature_fingerprint,
+            "actions": list(self.actions),
+            "default_action": self.default_action,
+            "experience": self.experience.describe(),
+            "labels": list(self.labels),
+            "costs": self.costs,
+            "latency_budget_ms": self.latency_budget_ms,
+            "mistake_outcomes": list(self.mistake_outcomes),
+            "label_policy": self.label_policy.describe() if self.label_policy else None,
+            "goals": [g.describe() for g in self.goals],
+            "slices": list(self.slices),
+        }
+
+    def __repr__(self) -> str:
+        return f"System({self.name!r}, schema_version={self.schema_version!r}, features={len(self.features)})"
