@@ -186,7 +186,8 @@ class Bundle:
     _files: dict[str, bytes] | None = None
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the bundle to ``directory``, which must not exist yet (bundles are immutable).
+        """Write the bundle to ``directory``, which must not exist yet (bundles are immutable),
+        and return its path (read it back, verified, with :meth:`load`).
 
         Files are written to a temporary sibling, fsynced, and renamed into place, so a crash
         never leaves a half-written bundle under the final name.
@@ -212,7 +213,6 @@ class Bundle:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _fsync_dir(target.parent)
-        self.path = target
         return target
 
     # -- loading and verifying ------------------------------------------------------------------

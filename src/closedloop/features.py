@@ -1089,7 +1089,9 @@ class FeatureSet:
             return out
 
         X = np.empty((cols.n, len(self.features)), dtype=np.float64)
-        for j, f in enumerate(self.features):
-            X[:, j] = ev(f.expr)
+        # Overflow to ±inf and NaN from inf - inf are IEEE results, as in the scalar form.
+        with np.errstate(all="ignore"):
+            for j, f in enumerate(self.features):
+                X[:, j] = ev(f.expr)
         return X
 

@@ -663,10 +663,14 @@ def _validate_str(f: Str, col: Any, n: int, bad: np.ndarray, found: list[Context
 def _validate_number(f: Field, col: Any, n: int, bad: np.ndarray, found: list[ContextError]) -> Any:
     nulls = None
     if isinstance(col, list):
+        values = col
         try:
-            col = pa.array(col)
+            col = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-            return _python_column(f, col, n, bad, found)
+            return _python_column(f, values, n, bad, found)
+        # Arrow infers [1.0, True] as doubles; one-context validation refuses a bool for a number.
+        if pa.types.is_floating(col.type) and any(v is True or v is False for v in values):
+            return _python_column(f, values, n, bad, found)
     if isinstance(col, pa.Array):
         t = col.type
         if pa.types.is_null(t):

@@ -48,8 +48,9 @@ class _LinearScorer(Scorer):
 
     def batch(self, X: np.ndarray, cols: Columns) -> np.ndarray:
         z = np.full(X.shape[0], self._b, dtype=np.float64)
-        for i, w in zip(self._idx, self._w, strict=True):
-            z = z + X[:, i] * w
+        with np.errstate(all="ignore"):  # ±inf / NaN propagate as in the scalar form
+            for i, w in zip(self._idx, self._w, strict=True):
+                z = z + X[:, i] * w
         if self._logistic:
             z = np.fromiter(map(sigmoid, z.tolist()), dtype=np.float64, count=z.shape[0])
         return z.reshape(-1, 1)

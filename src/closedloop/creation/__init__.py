@@ -1,0 +1,13 @@
+"""Creation: turning data into intelligence — trainers and the metrics that describe them.
+
+:func:`train_logistic` fits a logistic model on a system's own features (validated and featurized
+by the runtime's batch path) and returns a :class:`TrainResult` whose ``model`` goes straight into
+:meth:`closedloop.Bundle.build` (with its ``metrics``).
+"""
+
+from __future__ import annotations
+
+from .logistic import TrainResult, encode_labels, train_logistic
+from .metrics import log_loss, roc_auc
+
+__all__ = ["TrainResult", "encode_labels", "log_loss", "roc_auc", "train_logistic"]
