@@ -9,7 +9,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from closedloop import F, ConformanceError, FeatureError, FeatureSet, Float, Int, Schema, SpecError, Str, checks
+from closedloop import (
+    ConformanceError,
+    F,
+    FeatureError,
+    FeatureSet,
+    Float,
+    Int,
+    Schema,
+    SpecError,
+    Str,
+    checks,
+)
 from closedloop.checks import contexts_strategy, same_float
 
 SCHEMA = Schema(
