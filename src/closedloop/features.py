@@ -105,7 +105,17 @@ def _maximum(a: float, b: float) -> float:
     return a if a > b else b
 
 
-_ASCII_LOWER = {i: i + 32 for i in range(ord("A"), ord("Z") + 1)}
+_ASCII_LOWER_BYTES = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
+
+
+def _ascii_lower_slow(s: str) -> str:
+    # UTF-8 bytes of non-ASCII characters are all ≥ 0x80, so only A–Z change.
+    return s.encode("utf-8", "surrogatepass").translate(_ASCII_LOWER_BYTES).decode("utf-8", "surrogatepass")
+
+
+def ascii_lower(s: str) -> str:
+    """Lower-case A–Z only (what Arrow's ``ascii_lower`` does); other characters are kept."""
+    return s.lower() if s.isascii() else _ascii_lower_slow(s)
 
 
 def _vmap(fn: Callable[[float], float], a: np.ndarray) -> np.ndarray:
@@ -226,7 +236,8 @@ class _Gen:
             "_div": _div,
             "_min": _minimum,
             "_max": _maximum,
-            "_ASCII_LOWER": _ASCII_LOWER,
+            "_alower": ascii_lower,
+            "_alower_slow": _ascii_lower_slow,
             "_float": float,
             "_len": len,
         }
@@ -868,7 +879,10 @@ class _Lower(Expr):
         return STR
 
     def _src(self, g: _Gen, args: list[str]) -> str:
-        return f"{args[0]}.translate(_ASCII_LOWER)"
+        a = args[0]
+        if a.isidentifier():  # a hoisted local: inline the ASCII fast path
+            return f"({a}.lower() if {a}.isascii() else _alower_slow({a}))"
+        return f"_alower({a})"
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
         return pc.ascii_lower(args[0])

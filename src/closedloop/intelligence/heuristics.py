@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import IntelligenceError
-from ..features import FeatureSet
+from ..features import FeatureSet, ascii_lower
 from ..schema import Columns, Str
 from .base import Intelligence, Scorer, check_finite, check_output, spec_get
 
@@ -208,7 +208,7 @@ class LookupTable(Intelligence):
         for k, v in table.items():
             if not isinstance(k, str):
                 raise IntelligenceError(f"The keys of {owner}'s table must be strings. Got {k!r} instead.")
-            key = k.translate(_LOWER) if lowercase else k
+            key = ascii_lower(k) if lowercase else k
             clean[key] = check_finite(f"table[{k!r}]", v, owner)
         self.field = field
         self.table = clean
@@ -266,9 +266,6 @@ class LookupTable(Intelligence):
         )
 
 
-_LOWER = {i: i + 32 for i in range(ord("A"), ord("Z") + 1)}
-
-
 class _LookupScorer(Scorer):
     def __init__(self, features: FeatureSet, spec: LookupTable, fallback: Scorer | None) -> None:
         self.features = features
@@ -284,7 +281,7 @@ class _LookupScorer(Scorer):
     def one(self, x: tuple[float, ...], context: Any) -> tuple[float, ...]:
         key = getattr(context, self._field)
         if self._lower:
-            key = key.translate(_LOWER)
+            key = ascii_lower(key)
         v = self._table.get(key)
         if v is not None:
             return (v,)
