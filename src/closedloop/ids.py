@@ -29,7 +29,7 @@ class IdSource(Protocol):
 class DecisionIds:
     """The default id source (see the module doc). ``seed`` makes the sequence reproducible."""
 
-    __slots__ = ("_last_ms", "_seq")
+    __slots__ = ("_last_ms", "_prefix", "_seq")
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -38,21 +38,22 @@ class DecisionIds:
         # Start in the lower half so that a long run never wraps the counter.
         self._seq = rng.getrandbits(79)
         self._last_ms = 0
+        self._prefix = f"{0:012x}"
+
+    def _advance(self, now_ns: int) -> str:
+        ms = now_ns // 1_000_000
+        if ms > self._last_ms:  # a clock that steps back keeps the last prefix: ids stay ordered
+            self._last_ms = ms
+            self._prefix = f"{ms:012x}"
+        return self._prefix
 
     def next_id(self, now_ns: int) -> str:
-        ms = now_ns // 1_000_000
-        if ms < self._last_ms:
-            ms = self._last_ms
-        self._last_ms = ms
+        prefix = self._advance(now_ns)
         self._seq = seq = (self._seq + 1) & _MASK80
-        return f"{ms:012x}{seq:020x}"
+        return f"{prefix}{seq:020x}"
 
     def next_ids(self, n: int, now_ns: int) -> list[str]:
-        ms = max(now_ns // 1_000_000, self._last_ms)
-        self._last_ms = ms
+        prefix = self._advance(now_ns)
         start = self._seq
         self._seq = (start + n) & _MASK80
-        prefix = f"{ms:012x}"
         return [f"{prefix}{(start + i) & _MASK80:020x}" for i in range(1, n + 1)]
-
-
