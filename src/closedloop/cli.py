@@ -1,0 +1,356 @@
+"""The ``closedloop`` command line.
+
+::
+
+    closedloop init DIR [--name NAME]                       scaffold a system that decides right away
+    closedloop decide --system MOD:ATTR --bundle PATH       JSON lines in, decisions out
+    closedloop bundle inspect PATH [--system MOD:ATTR]      the manifest, after verifying it
+    closedloop bundle verify PATH [--system MOD:ATTR]       "ok <version>" or the failed check
+
+Settings (the project home) are read once, here, from ``--home`` / ``CLOSEDLOOP_HOME`` /
+``./.closedloop``, and passed down. A :class:`~closedloop.errors.ClosedLoopError` ends a command
+with its message on stderr and exit code 1; a bad option value exits 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import msgspec
+import typer
+from typer.core import TyperGroup
+
+from .bundle import Bundle
+from .errors import BundleError, ClosedLoopError, ContextError
+from .ids import DecisionIds
+from .runtime import Runtime
+from .scaffold import init_project, is_system_name
+from .settings import Settings
+from .spec import System
+
+__all__ = ["app", "decide_lines", "load_system", "main"]
+
+
+class _Group(TyperGroup):
+    """Ends any command that raises a ClosedLoopError with its message and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClosedLoopError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="closedloop",
+    help="Build, run and grow closed-loop intelligent systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+bundle_app = typer.Typer(help="Inspect and verify bundles.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+SystemOption = Annotated[
+    str,
+    typer.Option(
+        "--system",
+        metavar="MODULE:ATTR",
+        help="The System: 'module:attr' (importable from the working directory) or 'path/to/file.py:attr'.",
+    ),
+]
+OptionalSystemOption = Annotated[
+    str | None,
+    typer.Option(
+        "--system",
+        metavar="MODULE:ATTR",
+        help="Also check the bundle against this System ('module:attr' or 'path/to/file.py:attr').",
+    ),
+]
+BundleArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="PATH",
+        help="A bundle directory, or a bundle version in the project home's bundles/.",
+    ),
+]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            metavar="DIR",
+            help="The project home (default: $CLOSEDLOOP_HOME, else ./.closedloop).",
+        ),
+    ] = None,
+) -> None:
+    """Build, run and grow closed-loop intelligent systems."""
+    ctx.obj = Settings.from_env(home=home)
+
+
+# -- closedloop init ------------------------------------------------------------------------------
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory.")],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The system name (default: the directory name, normalized)."),
+    ] = None,
+) -> None:
+    """Scaffold a new system in DIR, ready for `closedloop decide`.
+
+    Writes DIR/system.py (the declaration and its heuristic), DIR/README.md (the exact decide command) and the project home DIR/.closedloop with the heuristic saved as a bundle. DIR must be new or empty.
+    """
+    if name is not None and not is_system_name(name):
+        raise typer.BadParameter(
+            f"{name!r} is not a system name: use lower-case letters, digits, '_' or '-', "
+            "starting with a letter (at most 63 characters).",
+            param_hint="'--name'",
+        )
+    project = init_project(directory, name)
+    typer.echo(f"Created system '{project.name}' in {project.directory}")
+    typer.echo(f"  {project.system_file}")
+    typer.echo(f"  {project.readme}")
+    typer.echo(f"  {project.bundle_path}  (heuristic bundle)")
+    typer.echo("Try it (see README.md):")
+    typer.echo(f"  {project.example_command}")
+
+
+# -- closedloop decide -----------------------------------------------------------------------------
+@app.command()
+def decide(
+    ctx: typer.Context,
+    system: SystemOption,
+    bundle: Annotated[
+        str,
+        typer.Option(
+            "--bundle",
+            metavar="PATH",
+            help="A bundle directory, or a bundle version in the project home's bundles/.",
+        ),
+    ],
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed the decision ids, for reproducible runs.")
+    ] = None,
+) -> None:
+    """Decide for contexts (JSON lines on stdin), writing decisions (JSON lines on stdout).
+
+    A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed.
+    """
+    settings: Settings = ctx.obj
+    sys_obj = load_system(system)
+    loaded = Bundle.load(_bundle_path(settings, bundle), sys_obj)
+    runtime = Runtime(sys_obj, loaded, ids=DecisionIds(seed))
+    out = typer.get_binary_stream("stdout")
+    try:
+        decided, failed = decide_lines(
+            runtime, typer.get_binary_stream("stdin"), out, flush=out.isatty()
+        )
+    except BrokenPipeError:
+        _silence_stdout()
+        raise typer.Exit(1) from None
+    if failed:
+        typer.echo(f"decided {decided}, failed {failed}", err=True)
+        raise typer.Exit(1)
+
+
+def decide_lines(
+    runtime: Runtime, lines: Iterable[bytes], out: IO[bytes], *, flush: bool = False
+) -> tuple[int, int]:
+    """Decide for each JSON line of ``lines`` and write one JSON line per decision (or error) to
+    ``out``, in order. Returns (decided, failed). ``flush`` flushes after every line."""
+    decode = runtime.system.schema.decode_json
+    run = runtime.decide
+    encode = msgspec.json.Encoder().encode
+    write = out.write
+    decided = failed = 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = encode(run(decode(line)))
+        except ContextError as exc:
+            record = encode({"line": n, "error": exc.to_dict()})
+            failed += 1
+        except msgspec.DecodeError as exc:
+            record = encode({"line": n, "error": {"type": "JSONError", "message": str(exc)}})
+            failed += 1
+        else:
+            decided += 1
+        write(record + b"\n")
+        if flush:
+            out.flush()
+    out.flush()
+    return decided, failed
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``… | head``), point stdout at /dev/null so exit is quiet."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
+        pass
+
+
+# -- closedloop bundle inspect / verify -------------------------------------------------------
+@bundle_app.command("inspect")
+def bundle_inspect(
+    ctx: typer.Context,
+    path: BundleArgument,
+    system: OptionalSystemOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the manifest and the verification as JSON.")
+    ] = False,
+) -> None:
+    """Verify a bundle's checksums (and its fit to --system), then print its manifest summary."""
+    sys_obj = load_system(system) if system is not None else None
+    loaded = Bundle.load(_bundle_path(ctx.obj, path), sys_obj)
+    if as_json:
+        report = {**loaded.manifest, "verified": True, "size_bytes": loaded.size_bytes()}
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    for line in _summary(loaded):
+        typer.echo(line)
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    ctx: typer.Context, path: BundleArgument, system: OptionalSystemOption = None
+) -> None:
+    """Verify a bundle: print "ok <version>" (exit 0) or the failed check and why (exit 1)."""
+    sys_obj = load_system(system) if system is not None else None
+    try:
+        loaded = Bundle.load(_bundle_path(ctx.obj, path), sys_obj)
+    except BundleError as exc:
+        typer.echo(f"failed {exc.check}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"ok {loaded.version}")
+
+
+def _summary(bundle: Bundle) -> list[str]:
+    m = bundle.manifest
+    intel = m["intelligence"]
+    thresholds = bundle.thresholds
+    files = m["files"]
+    lines = [
+        f"version         {bundle.version}  (verified)",
+        f"path            {bundle.path}",
+        f"system          {bundle.system_name}",
+        f"schema version  {bundle.schema_version}",
+        f"created         {m['created_at']}",
+        f"intelligence    {intel['kind']}",
+        f"outputs         {', '.join(intel['outputs'])}",
+        "thresholds      "
+        + (
+            "none (the system's own)"
+            if thresholds is None
+            else ", ".join(f"{a} ≥ {t!r}" for a, t in thresholds.items())
+        ),
+        f"parent          {bundle.parent or 'none'}",
+        f"metrics         {json.dumps(m['metrics'], sort_keys=True) if m['metrics'] else 'none'}",
+        f"files           {len(files)}",
+    ]
+    width = max(len(name) for name in files)
+    for name, meta in sorted(files.items()):
+        lines.append(f"  {name:<{width}}  sha256 {meta['sha256']}  {meta['size']} bytes")
+    lines.append(f"total size      {bundle.size_bytes()} bytes")
+    return lines
+
+
+def _bundle_path(settings: Settings, ref: str) -> Path:
+    """``ref`` as a path, or — when no such path exists and it is a bare name — the bundle of
+    that version in the project home."""
+    path = Path(ref)
+    if not path.exists() and path.name == ref:
+        candidate = settings.bundles / ref
+        if candidate.exists():
+            return candidate
+    return path
+
+
+# -- --system MODULE:ATTR -------------------------------------------------------------------------
+def load_system(spec: str) -> System:
+    """The :class:`~closedloop.System` named by ``module:attr`` or ``path/to/file.py:attr``.
+
+    Modules are imported with the working directory first on ``sys.path`` (like uvicorn); a file
+    is executed as a module with its own directory on ``sys.path``. Raises ``typer.BadParameter``
+    naming the value when it does not lead to a System.
+    """
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise _bad(spec, "expected 'module:attr' or 'path/to/file.py:attr'")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        module = _import_file(spec, Path(where))
+    else:
+        module = _import_module(spec, where)
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise _bad(spec, f"{where!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, System):
+        raise _bad(spec, f"{attr!r} is a {type(obj).__name__}, not a closedloop.System")
+    return obj
+
+
+def _import_module(spec: str, name: str) -> Any:
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == name or name.startswith(missing + "."):
+            raise _bad(
+                spec, f"no module named {missing!r} (looked in {cwd} and sys.path)"
+            ) from None
+        raise
+
+
+def _import_file(spec: str, path: Path) -> Any:
+    if not path.is_file():
+        raise _bad(spec, f"no such file {str(path)!r}")
+    path = path.resolve()
+    name = f"_closedloop_system_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise _bad(spec, f"cannot load {str(path)!r} as a Python module")
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _bad(spec: str, why: str) -> typer.BadParameter:
+    return typer.BadParameter(f"{spec!r}: {why}.", param_hint="'--system'")
+
+
+def main() -> None:
+    """The ``closedloop`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
