@@ -18,6 +18,7 @@ from .errors import (
     ContextError,
     FeatureError,
     IntelligenceError,
+    ProjectError,
     SpecError,
 )
 from .experience import Thresholds
@@ -67,6 +68,7 @@ __all__ = [
     "LookupTable",
     "ManualClock",
     "OutcomeRule",
+    "ProjectError",
     "Rule",
     "Runtime",
     "Schema",

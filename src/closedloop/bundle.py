@@ -208,6 +208,7 @@ class Bundle:
             _write_synced(tmp / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode() + b"\n")
             for p in tmp.iterdir():
                 p.chmod(0o444)
+            tmp.chmod(0o755)  # mkdtemp makes it 0700; a bundle is meant to be read by others
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── FeatureError           a feature could not be computed / its two forms disagree
     ├── IntelligenceError      a model or heuristic is malformed or was given the wrong input
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
+    ├── ProjectError           a project home or scaffold target is unusable
     └── ConformanceError       a component broke the documented contract (closedloop.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
@@ -28,6 +29,7 @@ __all__ = [
     "ContextError",
     "FeatureError",
     "IntelligenceError",
+    "ProjectError",
     "SpecError",
 ]
 
@@ -117,6 +119,10 @@ class BundleError(ClosedLoopError):
         self.path = path
         where = f" for {path}" if path else ""
         super().__init__(f"Bundle check '{check}' failed{where}: {detail}")
+
+
+class ProjectError(ClosedLoopError):
+    """A project home or a directory to scaffold into cannot be used (e.g. it is not empty)."""
 
 
 class ConformanceError(ClosedLoopError):

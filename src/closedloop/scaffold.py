@@ -26,7 +26,7 @@ from string import Template
 from typing import Any
 
 from .bundle import Bundle
-from .errors import ClosedLoopError, SpecError
+from .errors import ProjectError, SpecError
 from .settings import DEFAULT_HOME, Settings
 
 __all__ = ["EXAMPLE_CONTEXT", "Project", "init_project", "is_system_name", "system_name_for"]
@@ -79,7 +79,7 @@ def init_project(directory: str | os.PathLike[str], name: str | None = None) -> 
 
     ``name`` defaults to :func:`system_name_for` the directory. Raises
     :class:`~closedloop.errors.SpecError` for an invalid name and
-    :class:`~closedloop.errors.ClosedLoopError` for a directory that is a file or not empty.
+    :class:`~closedloop.errors.ProjectError` for a directory that is a file or not empty.
     """
     target = Path(directory)
     if name is None:
@@ -90,9 +90,9 @@ def init_project(directory: str | os.PathLike[str], name: str | None = None) -> 
             f"(at most 63 characters). Got {name!r} instead."
         )
     if target.exists() and not target.is_dir():
-        raise ClosedLoopError(f"Cannot init into '{target}': it is a file, not a directory.")
+        raise ProjectError(f"Cannot init into '{target}': it is a file, not a directory.")
     if target.is_dir() and any(target.iterdir()):
-        raise ClosedLoopError(
+        raise ProjectError(
             f"Cannot init into '{target}': the directory is not empty. Choose a new or empty directory."
         )
 
