@@ -55,6 +55,8 @@ def encode_labels(system: System, labels: Any, n: int | None = None, *, owner: s
         raise IntelligenceError(f"The 'labels' of {owner} must be an array or a list. Got {labels!r} instead.")
     try:
         arr = np.asarray(labels)
+        if arr.dtype.kind in "US" and not isinstance(labels, np.ndarray):
+            arr = np.asarray(labels, dtype=object)  # keep mixed names and numbers as they were
     except (TypeError, ValueError) as exc:
         raise IntelligenceError(f"The 'labels' of {owner} must be an array or a list. Got {labels!r} instead.") from exc
     if arr.ndim != 1:
