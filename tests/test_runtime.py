@@ -74,7 +74,7 @@ def test_decision_ids_are_unique_time_ordered_and_reproducible(phishing):
         clock = ManualClock(1_000_000_000_000, step_ns=250_000)  # 0.25 ms per reading
         rt = Runtime(phishing, heuristic_bundle(phishing), clock=clock, ids=DecisionIds(seed=seed))
         ids = [rt.decide(CTX).decision_id for _ in range(50)]
-        ids += list(rt.decide_batch({k: [v] * 20 for k, v in CTX.items()}).decision_ids)
+        ids += rt.decide_batch({k: [v] * 20 for k, v in CTX.items()}).decision_ids.to_pylist()
         return ids
 
     a = run(7)
@@ -167,7 +167,7 @@ def test_bad_contexts_raise_and_bad_rows_can_be_skipped(phishing, runtimes):
     assert err.value.row == 1
     batch = rt.decide_batch(cols, errors="skip", decision_ids=["a", "b", "c"])
     assert len(batch) == 2 and batch.rows.tolist() == [0, 2]
-    assert batch.decision_ids == ["a", "c"]
+    assert batch.decision_ids.to_pylist() == ["a", "c"]
     assert [e.row for e in batch.errors] == [1]
 
 
@@ -210,4 +210,4 @@ def test_integer_units_become_strings(phishing):
     )
     rt = Runtime(sys2, Bundle.build(sys2, LogisticModel({"n": 1.0})))
     assert rt.decide({"uid": 42, "n": 3}).unit == "42"
-    assert rt.decide_batch({"uid": np.array([42, 7]), "n": [3, 0]}).units == ["42", "7"]
+    assert rt.decide_batch({"uid": np.array([42, 7]), "n": [3, 0]}).units.to_pylist() == ["42", "7"]

@@ -38,7 +38,8 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
 class DecisionBatch:
     """Decisions for a columnar batch, kept columnar.
 
-    ``action`` and ``why`` are stored as small integer codes into ``actions`` / ``reasons``;
+    Ids and units are Arrow string arrays; ``action`` and ``why`` are stored as small integer
+    codes into ``actions`` / ``reasons`` (the ``action`` and ``why`` properties expand them);
     ``rows`` maps each decision to its row in the input (rows that failed validation with
     ``errors="skip"`` have no decision and are listed in ``errors``). ``batch[i]`` is the i-th
     decision as a :class:`Decision`, equal to what ``Runtime.decide`` returns for that row.
@@ -49,8 +50,8 @@ class DecisionBatch:
         *,
         system: str,
         bundle_version: str,
-        decision_ids: list[str],
-        units: list[str],
+        decision_ids: pa.StringArray,
+        units: pa.StringArray,
         timestamps_ns: np.ndarray,
         outputs: tuple[str, ...],
         scores: np.ndarray,
@@ -96,11 +97,13 @@ class DecisionBatch:
     def __getitem__(self, i: int) -> Decision:
         if not -len(self) <= i < len(self):
             raise IndexError(f"decision {i} out of range for a batch of {len(self)}")
+        if i < 0:
+            i += len(self)
         row = self.score_matrix[i].tolist()
         return Decision(
-            self.decision_ids[i],
+            self.decision_ids[i].as_py(),
             self.system,
-            self.units[i],
+            self.units[i].as_py(),
             int(self.timestamps_ns[i]),
             self.bundle_version,
             dict(zip(self.outputs, row, strict=True)),
@@ -116,9 +119,9 @@ class DecisionBatch:
     def to_arrow(self) -> pa.Table:
         """One row per decision; scores as ``score_<name>`` columns, action/why dictionary-encoded."""
         cols: dict[str, Any] = {
-            "decision_id": pa.array(self.decision_ids, type=pa.string()),
+            "decision_id": self.decision_ids,
             "system": pa.array([self.system] * len(self), type=pa.string()),
-            "unit": pa.array(self.units, type=pa.string()),
+            "unit": self.units,
             "timestamp_ns": pa.array(self.timestamps_ns, type=pa.int64()),
             "bundle_version": pa.array([self.bundle_version] * len(self), type=pa.string()),
         }

@@ -21,8 +21,9 @@ proves it on generated contexts:
 
 * arithmetic, comparisons, min/max and abs are exactly rounded IEEE-754 operations in both forms,
   evaluated in the same order (numpy never fuses a multiply and an add across two ufunc calls);
-* transcendental functions (``log1p``) call the same ``math`` function in both forms — numpy's
-  SIMD ``log``/``exp`` may differ from libm in the last bit, so they are not used;
+* transcendental functions (``log1p``) call the same C library function in both forms — through
+  ``math`` for one context, through a compiled column loop for a batch (:mod:`closedloop._numeric`);
+  numpy's SIMD ``log``/``exp`` may differ from libm in the last bit, so they are not used;
 * text operations have the same semantics in Python and Arrow: code-point lengths, non-overlapping
   counts, ASCII-only lower-casing, and regular expressions restricted to the subset on which
   Python's ``re`` (with ``re.ASCII``) and RE2 agree (see :func:`_translate_regex`);
@@ -45,6 +46,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._numeric import contains_array, count_array, log1p_array
+from ._numeric import log1p as _log1p
 from .errors import FeatureError, SpecError
 from .schema import Bool, Columns, Int, Schema, Str
 
@@ -69,14 +72,6 @@ STR = "str"
 
 # ---------------------------------------------------------------------------------------------
 # helpers shared by the two forms (the same Python function where both call one)
-
-
-def _log1p(x: float) -> float:
-    if x > -1.0:
-        return math.log1p(x)
-    if x == -1.0:
-        return -math.inf
-    return math.nan  # x < -1 or NaN
 
 
 def _sqrt(x: float) -> float:
@@ -118,8 +113,10 @@ def ascii_lower(s: str) -> str:
     return s.lower() if s.isascii() else _ascii_lower_slow(s)
 
 
-def _vmap(fn: Callable[[float], float], a: np.ndarray) -> np.ndarray:
-    return np.fromiter(map(fn, a.tolist()), dtype=np.float64, count=a.shape[0])
+def _vsqrt(a: np.ndarray) -> np.ndarray:
+    # sqrt is correctly rounded in libm and in numpy alike; NaN below 0 as in _sqrt.
+    ok = a >= 0.0
+    return np.where(ok, np.sqrt(np.where(ok, a, 0.0)), np.nan)
 
 
 def _vminimum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -707,7 +704,7 @@ class _Func(Expr):
 
     __slots__ = ("args", "name")
     _SCALAR = {"log1p": "_log1p", "sqrt": "_sqrt", "abs": "abs", "min": "_min", "max": "_max"}
-    _PY = {"log1p": _log1p, "sqrt": _sqrt}
+    _VEC = {"log1p": log1p_array, "sqrt": _vsqrt}
 
     def __init__(self, name: str, *args: Expr) -> None:
         self.name, self.args = name, args
@@ -727,8 +724,8 @@ class _Func(Expr):
         return f"{self._SCALAR[self.name]}({', '.join(args)})"
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
-        if self.name in self._PY:
-            return _vmap(self._PY[self.name], args[0])
+        if self.name in self._VEC:
+            return self._VEC[self.name](args[0])
         if self.name == "abs":
             return np.abs(args[0])
         if self.name == "min":
@@ -773,7 +770,7 @@ class _StrNum(Expr):
         if self.op == "length":
             return pc.utf8_length(s).to_numpy(zero_copy_only=False).astype(np.float64)
         if self.op == "count":
-            return pc.count_substring(s, self.arg).to_numpy(zero_copy_only=False).astype(np.float64)
+            return count_array(s, self.arg)
         if self.op == "contains":
             return _bool_f64(pc.match_substring(s, self.arg))
         if self.op == "startswith":
@@ -830,12 +827,7 @@ class _ContainsCol(Expr):
         return f"(1.0 if {args[1]} in {args[0]} else 0.0)"
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
-        hay, needle = args[0].to_pylist(), args[1].to_pylist()
-        return np.fromiter(
-            (1.0 if b in a else 0.0 for a, b in zip(hay, needle, strict=True)),
-            dtype=np.float64,
-            count=cols.n,
-        )
+        return contains_array(args[0], args[1])
 
 
 class _IsIn(Expr):
@@ -1091,7 +1083,10 @@ class FeatureSet:
 
     # -- the vectorized form -------------------------------------------------------------------
     def batch(self, cols: Columns) -> np.ndarray:
-        """Feature matrix (n rows × len(features), float64, C order) for a validated batch."""
+        """Feature matrix (n rows × len(features), float64) for a validated batch.
+
+        Column-major (Fortran order): each feature is written, and read by scorers, contiguously.
+        """
         memo: dict[str, Any] = {}
 
         def ev(e: Expr) -> Any:
@@ -1102,7 +1097,7 @@ class FeatureSet:
             memo[e.key] = out
             return out
 
-        X = np.empty((cols.n, len(self.features)), dtype=np.float64)
+        X = np.empty((cols.n, len(self.features)), dtype=np.float64, order="F")
         # Overflow to ±inf and NaN from inf - inf are IEEE results, as in the scalar form.
         with np.errstate(all="ignore"):
             for j, f in enumerate(self.features):

@@ -10,20 +10,28 @@ meet, which random starts make negligible.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
 
 from .errors import SpecError
 
 __all__ = ["DecisionIds", "IdSource"]
 
 _MASK80 = (1 << 80) - 1
+_MASK64 = (1 << 64) - 1
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# byte → its two hex digits as one little-endian uint16 (first digit in the low byte)
+_HEX_PAIRS = (_HEX[np.arange(256) >> 4].astype("<u2") | (_HEX[np.arange(256) & 15].astype("<u2") << 8))
 
 
 @runtime_checkable
 class IdSource(Protocol):
     def next_id(self, now_ns: int) -> str: ...
 
-    def next_ids(self, n: int, now_ns: int) -> list[str]: ...
+    def next_ids(self, n: int, now_ns: int) -> Sequence[str] | pa.StringArray: ...
 
 
 class DecisionIds:
@@ -52,8 +60,22 @@ class DecisionIds:
         self._seq = seq = (self._seq + 1) & _MASK80
         return f"{prefix}{seq:020x}"
 
-    def next_ids(self, n: int, now_ns: int) -> list[str]:
+    def next_ids(self, n: int, now_ns: int) -> pa.StringArray:
+        """``n`` consecutive ids, formatted column-wise (no Python string per id)."""
         prefix = self._advance(now_ns)
         start = self._seq
         self._seq = (start + n) & _MASK80
-        return [f"{prefix}{(start + i) & _MASK80:020x}" for i in range(1, n + 1)]
+        if n <= 0:
+            return pa.array([], type=pa.string())
+        i = np.arange(1, n + 1, dtype=np.uint64)
+        lo0 = np.uint64(start & _MASK64)
+        lo = lo0 + i  # wraps modulo 2**64, as uint64 does
+        hi = (np.uint64(start >> 64) + (lo < lo0).astype(np.uint64)) & np.uint64(0xFFFF)
+        digits = np.empty((n, 32), dtype=np.uint8)
+        digits[:, :12] = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
+        for first, word, dtype in ((12, hi, ">u2"), (16, lo, ">u8")):
+            octets = word.astype(dtype).view(np.uint8).reshape(n, -1)  # big-endian bytes
+            pairs = _HEX_PAIRS[octets].view(np.uint8)  # two hex digits per byte, in order
+            digits[:, first : first + pairs.shape[1]] = pairs
+        offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .bundle import Bundle
 from .clock import Clock, SystemClock
@@ -163,17 +164,16 @@ class Runtime:
         if decision_ids is None:
             ids = _ids_for(self.ids, ts)
         else:
-            ids_all = list(decision_ids)
-            if len(ids_all) != n_in or not all(isinstance(d, str) and d for d in ids_all):
+            ids_all = decision_ids if isinstance(decision_ids, pa.Array) else list(decision_ids)
+            if len(ids_all) != n_in or not _all_nonempty_str(ids_all):
                 raise ContextError(
                     "decision_ids", f"one non-empty string per input row ({n_in})", f"{len(ids_all)} values"
                 )
-            ids = [ids_all[i] for i in rows.tolist()]
+            ids = pa.array(ids_all, type=pa.string()) if not isinstance(ids_all, pa.Array) else ids_all.cast(pa.string())
+            if cols.n != n_in:
+                ids = ids.take(pa.array(rows))
         unit_col = cols[p.unit]
-        if isinstance(unit_col, pa.Array):
-            units = unit_col.to_pylist()
-        else:
-            units = [str(u) for u in unit_col.tolist()]
+        units = unit_col if isinstance(unit_col, pa.Array) else pa.array(unit_col).cast(pa.string())
         return DecisionBatch(
             system=p.system.name,
             bundle_version=p.version,
@@ -199,10 +199,20 @@ def _input_rows(batch: Any) -> int:
     return len(next(iter(batch.values())))
 
 
-def _ids_for(source: IdSource, ts: np.ndarray) -> list[str]:
+def _all_nonempty_str(ids: Any) -> bool:
+    if isinstance(ids, pa.Array):
+        return ids.null_count == 0 and (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)) and (
+            len(ids) == 0 or pc.min(pc.binary_length(ids)).as_py() > 0
+        )
+    return all(isinstance(d, str) and d for d in ids)
+
+
+def _ids_for(source: IdSource, ts: np.ndarray) -> pa.StringArray:
     n = int(ts.shape[0])
     if n == 0:
-        return []
+        return pa.array([], type=pa.string())
     if bool((ts == ts[0]).all()):
-        return source.next_ids(n, int(ts[0]))
-    return [source.next_id(int(t)) for t in ts.tolist()]
+        ids = source.next_ids(n, int(ts[0]))
+    else:
+        ids = [source.next_id(int(t)) for t in ts.tolist()]
+    return ids if isinstance(ids, pa.Array) else pa.array(ids, type=pa.string())

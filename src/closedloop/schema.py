@@ -517,8 +517,7 @@ class Schema:
 def _as_column_mapping(batch: Any) -> tuple[dict[str, Any], int]:
     if isinstance(batch, pa.Table | pa.RecordBatch):
         cols = {
-            name: (c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c)
-            for name, c in zip(batch.column_names, batch.columns, strict=True)
+            name: _one_array(c) for name, c in zip(batch.column_names, batch.columns, strict=True)
         }
         return cols, batch.num_rows
     if not isinstance(batch, Mapping):
@@ -528,8 +527,7 @@ def _as_column_mapping(batch: Any) -> tuple[dict[str, Any], int]:
     n: int | None = None
     cols = {}
     for name, col in batch.items():
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
+        col = _one_array(col)
         if not isinstance(col, pa.Array | np.ndarray):
             if isinstance(col, str | bytes) or not isinstance(col, Sequence):
                 raise ContextError(str(name), "a column (an array or a list)", col)
@@ -543,6 +541,15 @@ def _as_column_mapping(batch: Any) -> tuple[dict[str, Any], int]:
     if n is None:
         raise ContextError("<batch>", "a non-empty mapping of columns", batch)
     return cols, n
+
+
+def _one_array(col: Any) -> Any:
+    """A chunked column as one array (without copying when there is one chunk)."""
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            return col.chunk(0)
+        return col.combine_chunks()
+    return col
 
 
 def _record(
@@ -653,8 +660,10 @@ def _validate_str(f: Str, col: Any, n: int, bad: np.ndarray, found: list[Context
             zero_copy_only=False
         )
     if f.max_length is not None:
-        too_long = pc.greater(pc.utf8_length(col), f.max_length).to_numpy(zero_copy_only=False)
-        mask = too_long if mask is None else (mask | too_long)
+        # Bytes ≥ characters, so only a column with a long byte string needs counting characters.
+        if (pc.max(pc.binary_length(col)).as_py() or 0) > f.max_length:
+            too_long = pc.greater(pc.utf8_length(col), f.max_length).to_numpy(zero_copy_only=False)
+            mask = too_long if mask is None else (mask | too_long)
     if mask is not None and mask.any():
         _record(f, mask, col.to_pylist(), bad, found)
     return col

@@ -24,19 +24,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from .._numeric import sigmoid
 from ..errors import IntelligenceError
 from ..features import FeatureSet
 from ..schema import Columns, Str
 
 __all__ = ["Intelligence", "Scorer", "columns_from_context", "sigmoid"]
-
-
-def sigmoid(z: float) -> float:
-    """The logistic function, overflow-free; the scalar and the vectorized path both call it."""
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
 
 
 def columns_from_context(features: FeatureSet, context: Any) -> Columns:

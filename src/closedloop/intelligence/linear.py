@@ -3,8 +3,8 @@
 ``z = intercept + Σ w_j · x_j`` accumulated left to right in the declared feature order, then
 ``sigmoid(z)`` for :class:`LogisticModel` (or ``z`` itself for :class:`LinearModel`). The
 single-decision form is generated as one unrolled Python expression with the weights as exact
-literals; the batch form accumulates numpy columns in the same order and calls the same
-``sigmoid`` per element — so both round identically.
+literals; the batch form accumulates numpy columns in the same order and applies the same
+sigmoid through the shared kernel (:mod:`closedloop._numeric`) — so both round identically.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import IntelligenceError
 from ..features import FeatureSet
 from ..schema import Columns
-from .base import Intelligence, Scorer, check_finite, check_output, sigmoid, spec_get
+from .._numeric import sigmoid, sigmoid_array
+from .base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["LinearModel", "LogisticModel"]
 
@@ -52,7 +53,7 @@ class _LinearScorer(Scorer):
             for i, w in zip(self._idx, self._w, strict=True):
                 z = z + X[:, i] * w
         if self._logistic:
-            z = np.fromiter(map(sigmoid, z.tolist()), dtype=np.float64, count=z.shape[0])
+            z = sigmoid_array(z)
         return z.reshape(-1, 1)
 
 
