@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._numeric import sigmoid, sigmoid_array
 from ..errors import IntelligenceError
 from ..features import FeatureSet
 from ..schema import Columns
-from .._numeric import sigmoid, sigmoid_array
 from .base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["LinearModel", "LogisticModel"]
