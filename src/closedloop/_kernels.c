@@ -4,6 +4,7 @@
  *
  *   log1p_into(src, dst)      dst[i] = closedloop's log1p(src[i])      (libm log1p, as math.log1p)
  *   sigmoid_into(src, dst)    dst[i] = closedloop's sigmoid(src[i])    (libm exp, as math.exp)
+ *   exp_into(src, dst)        dst[i] = exp(src[i])                     (libm exp, as math.exp)
  *   contains_into(h_off, h_data, n_off, n_data, dst)
  *                             dst[i] = 1.0 if needle i occurs in haystack i else 0.0
  *                             (UTF-8 byte search: a byte match is a code-point match)
@@ -89,6 +90,9 @@ static PyObject *apply_unary(PyObject *args, unary_fn fn) {
     Py_RETURN_NONE;
 }
 
+static double cl_exp(double x) { return exp(x); }
+
+static PyObject *exp_into(PyObject *self, PyObject *args) { return apply_unary(args, cl_exp); }
 static PyObject *log1p_into(PyObject *self, PyObject *args) { return apply_unary(args, cl_log1p); }
 static PyObject *sigmoid_into(PyObject *self, PyObject *args) { return apply_unary(args, cl_sigmoid); }
 
@@ -188,6 +192,7 @@ f1:
 
 static PyMethodDef methods[] = {
     {"log1p_into", log1p_into, METH_VARARGS, "dst[i] = log1p(src[i]) as closedloop defines it."},
+    {"exp_into", exp_into, METH_VARARGS, "dst[i] = exp(src[i]) (the C library's, as math.exp)."},
     {"sigmoid_into", sigmoid_into, METH_VARARGS, "dst[i] = sigmoid(src[i]) as closedloop defines it."},
     {"contains_into", contains_into, METH_VARARGS, "dst[i] = 1.0 if needle i is in haystack i."},
     {"count_into", count_into, METH_VARARGS, "dst[i] = non-overlapping count of needle in string i."},

@@ -24,7 +24,8 @@ except ImportError:  # pragma: no cover
     _kernels = None  # type: ignore[assignment]
 
 __all__ = [
-    "COMPILED", "contains_array", "count_array", "log1p", "log1p_array", "sigmoid", "sigmoid_array",
+    "COMPILED", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
+    "sigmoid_array",
 ]
 
 COMPILED = _kernels is not None
@@ -45,6 +46,23 @@ def sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+def exp(x: float) -> float:
+    """e**x; +inf on overflow (as the C library), instead of Python's OverflowError."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def exp_array(a: np.ndarray) -> np.ndarray:
+    a = _as_f64(a)
+    if _kernels is None:
+        return np.fromiter(map(exp, a.tolist()), dtype=np.float64, count=a.shape[0])
+    out = np.empty_like(a)
+    _kernels.exp_into(a, out)
+    return out
 
 
 def _as_f64(a: np.ndarray) -> np.ndarray:

@@ -365,6 +365,15 @@ class Columns:
             self._lists[name] = out
         return out
 
+    def take(self, indices: np.ndarray) -> Columns:
+        """The rows at ``indices`` (positions in this batch), as a new :class:`Columns`."""
+        idx = np.asarray(indices, dtype=np.int64)
+        pa_idx = pa.array(idx)
+        data = {
+            k: (v.take(pa_idx) if isinstance(v, pa.Array) else v[idx]) for k, v in self._data.items()
+        }
+        return Columns(data, int(idx.shape[0]), self.rows[idx], [])
+
     def row(self, i: int) -> dict[str, Any]:
         """Row ``i`` as a plain dict (for error reports and tests, not for the hot path)."""
         return {k: self.pylist(k)[i] for k in self._data}
