@@ -26,7 +26,7 @@ def declare(**changes):
 def test_a_valid_declaration_describes_itself():
     s = declare(slices=["age"], goals=[Goal("recall", "model", "recall@warn", 0.9)])
     d = s.describe()
-    assert d["name"] == "demo" and d["unit"] == "user" and d["actions"] == ["allow", "warn", "block"]
+    assert d["name"] == "demo" and d["unit"] == "user" and [a["name"] for a in d["actions"]] == ["allow", "warn", "block"]
     assert d["default_action"] == "allow" and d["feature_fingerprint"] == s.feature_fingerprint
     assert s.schema_version == "1"
 

@@ -1,5 +1,12 @@
 """Experience: how scores become what users see.
 
+:class:`Action` declares what an action *presents*: its mode — ``automate`` (the system acts,
+e.g. blocks), ``prompt`` (the user is asked and chooses, e.g. a warning with "go back" /
+"continue"), ``annotate`` (an item is marked, nothing is done), ``organize`` (items are ordered;
+the mode of :class:`Ranking`) or ``none`` (nothing is shown) — and so what its outcomes will mean:
+the outcome kinds a presentation can yield (a report that the automated action was wrong, the
+choice the user made, whether the annotation was acted on, a click on a ranked slot).
+
 :class:`Thresholds` is the graded experience of a binary system (allow / warn / block): levels
 ordered from the most forceful action down, each with the lowest score that triggers it, and an
 ``otherwise`` action. The thresholds a bundle carries (tuned to its model) override the system's
@@ -16,11 +23,78 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from .errors import SpecError
+from .exploration import EpsilonGreedy, Softmax
 
-__all__ = ["Chooser", "Thresholds"]
+__all__ = ["MODES", "Action", "BestAction", "Chooser", "Presentation", "Ranking", "Thresholds"]
+
+MODES = ("automate", "prompt", "annotate", "organize", "none")
+
+_DEFAULT_OUTCOMES = {
+    "automate": ("reported_mistake",),
+    "annotate": ("acted_on_annotation", "ignored_annotation"),
+    "organize": ("clicked", "skipped"),
+    "none": (),
+}
+
+
+class Presentation(msgspec.Struct, frozen=True, gc=False):
+    """What a decision shows the user, and the outcome kinds that presentation can yield."""
+
+    mode: str
+    choices: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+
+
+class Action:
+    """An action and how it is presented.
+
+    Parameters
+    ----------
+    name:
+        The action's name.
+    mode:
+        One of ``automate``, ``prompt``, ``annotate``, ``organize``, ``none``.
+    choices:
+        For ``prompt``: what the user may choose (at least two).
+    outcomes:
+        The outcome kinds this presentation yields; by default ``reported_mistake`` for
+        automate, ``chose:<choice>`` for each prompt choice, ``acted_on_annotation`` /
+        ``ignored_annotation`` for annotate, ``clicked`` / ``skipped`` for organize, none for none.
+    """
+
+    def __init__(
+        self, name: str, mode: str = "automate", *, choices: Sequence[str] = (), outcomes: Sequence[str] | None = None
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"An action's name must be a non-empty string. Got {name!r} instead.")
+        if mode not in MODES:
+            raise SpecError(f"The 'mode' of action '{name}' must be one of {list(MODES)}. Got {mode!r} instead.")
+        choices = tuple(choices)
+        if mode == "prompt" and (len(choices) < 2 or not all(isinstance(c, str) and c for c in choices)):
+            raise SpecError(
+                f"Action '{name}' prompts the user and needs at least two choices. Got {list(choices)!r} instead."
+            )
+        if mode != "prompt" and choices:
+            raise SpecError(f"Only prompt actions have choices; action '{name}' is {mode!r}. Got {list(choices)!r}.")
+        if outcomes is None:
+            outcomes = tuple(f"chose:{c}" for c in choices) if mode == "prompt" else _DEFAULT_OUTCOMES[mode]
+        outcomes = tuple(outcomes)
+        if not all(isinstance(o, str) and o for o in outcomes):
+            raise SpecError(f"The outcomes of action '{name}' must be non-empty strings. Got {list(outcomes)!r}.")
+        self.name = name
+        self.mode = mode
+        self.presentation = Presentation(mode, choices, outcomes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **msgspec.to_builtins(self.presentation)}
+
+    def __repr__(self) -> str:
+        return f"Action({self.name!r}, mode={self.mode!r})"
+
 
 
 def _fmt(x: float) -> str:
@@ -39,6 +113,9 @@ class Thresholds:
         level's threshold takes that level's action. Thresholds must strictly decrease.
     otherwise:
         The action below every threshold (and for a NaN score).
+    explore:
+        An :class:`~closedloop.exploration.EpsilonGreedy` policy: inside its score band, with
+        probability epsilon a uniform choice among the actions (drawn from the decision id).
     """
 
     def __init__(
@@ -46,9 +123,17 @@ class Thresholds:
         score: str,
         levels: Mapping[str, float] | Sequence[tuple[str, float]],
         otherwise: str,
+        *,
+        explore: EpsilonGreedy | None = None,
     ) -> None:
         if not isinstance(score, str) or not score:
             raise SpecError(f"The 'score' of Thresholds must be an output name. Got {score!r} instead.")
+        if explore is not None and not isinstance(explore, EpsilonGreedy):
+            raise SpecError(
+                "The 'explore' policy of Thresholds must be an EpsilonGreedy (within a score band). "
+                f"Got {explore!r} instead."
+            )
+        self.explore = explore
         items = list(levels.items()) if isinstance(levels, Mapping) else list(levels)
         if not items:
             raise SpecError("The 'levels' of Thresholds must name at least one action. Got none instead.")
@@ -87,7 +172,10 @@ class Thresholds:
         return dict(self.levels)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "thresholds", "score": self.score, "levels": [list(x) for x in self.levels], "otherwise": self.otherwise}
+        return {
+            "kind": "thresholds", "score": self.score, "levels": [list(x) for x in self.levels],
+            "otherwise": self.otherwise, "explore": self.explore.describe() if self.explore else None,
+        }
 
     def with_levels(self, levels: Mapping[str, float]) -> Thresholds:
         """The same experience with other threshold values (a bundle's tuned thresholds)."""
@@ -98,7 +186,7 @@ class Thresholds:
             raise SpecError(
                 f"Bundle thresholds must set exactly the actions {mine}. Got {sorted(levels)} instead."
             )
-        return Thresholds(self.score, [(a, levels[a]) for a in mine], self.otherwise)
+        return Thresholds(self.score, [(a, levels[a]) for a in mine], self.otherwise, explore=self.explore)
 
     def validate(self, actions: Sequence[str], outputs: Sequence[str] | None = None) -> None:
         for a in self.actions:
@@ -155,3 +243,70 @@ class Chooser:
             action[hit] = j
             why[hit] = j
         return action, np.ones(n, dtype=np.float64), why
+
+
+class BestAction:
+    """One score per action (the intelligence's outputs are named after the actions): the
+    highest-scoring action, or a draw from ``explore`` — :class:`~closedloop.exploration.Softmax`
+    over the action scores or :class:`~closedloop.exploration.EpsilonGreedy` (band on the best
+    score)."""
+
+    def __init__(self, *, explore: Softmax | EpsilonGreedy | None = None) -> None:
+        if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy):
+            raise SpecError(f"The 'explore' policy of BestAction must be Softmax or EpsilonGreedy. Got {explore!r} instead.")
+        self.explore = explore
+        self.otherwise: str | None = None
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return ()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "best_action", "explore": self.explore.describe() if self.explore else None}
+
+    def validate(self, actions: Sequence[str], outputs: Sequence[str] | None = None) -> None:
+        if outputs is not None and list(outputs) != list(actions):
+            raise SpecError(
+                f"BestAction needs one intelligence output per action, named and ordered as the actions "
+                f"{list(actions)}. Got outputs {list(outputs)} instead."
+            )
+
+    def __repr__(self) -> str:
+        return f"BestAction(explore={self.explore!r})"
+
+
+class Ranking:
+    """The experience of a multi-action system: order the candidates by ``score`` and show the
+    top ``k`` (the ``organize`` mode), or draw each slot from ``explore`` (Plackett–Luce with
+    :class:`~closedloop.exploration.Softmax`, or :class:`~closedloop.exploration.EpsilonGreedy`),
+    recording each slot's exact propensity."""
+
+    def __init__(self, score: str, k: int, *, explore: Softmax | EpsilonGreedy | None = None) -> None:
+        if not isinstance(score, str) or not score:
+            raise SpecError(f"The 'score' of Ranking must be an output name. Got {score!r} instead.")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise SpecError(f"The 'k' of Ranking must be an integer ≥ 1. Got {k!r} instead.")
+        if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy):
+            raise SpecError(f"The 'explore' policy of Ranking must be Softmax or EpsilonGreedy. Got {explore!r} instead.")
+        self.score = score
+        self.k = k
+        self.explore = explore
+        self.otherwise: str | None = None
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return ()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "ranking", "score": self.score, "k": self.k,
+                "explore": self.explore.describe() if self.explore else None}
+
+    def validate(self, actions: Sequence[str], outputs: Sequence[str] | None = None) -> None:
+        if outputs is not None and self.score not in outputs:
+            raise SpecError(
+                f"The ranking reads score {self.score!r}, which the intelligence does not produce "
+                f"(it produces {list(outputs)})."
+            )
+
+    def __repr__(self) -> str:
+        return f"Ranking({self.score!r}, k={self.k}, explore={self.explore!r})"

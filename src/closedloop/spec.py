@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from .errors import SpecError
-from .experience import Thresholds
+from .experience import Action, BestAction, Ranking, Thresholds
 from .features import Expr, Feature, FeatureSet
 from .schema import Field, Int, Schema, Str
 
@@ -155,8 +155,11 @@ class System:
         context: Schema | Sequence[Field],
         unit: str,
         features: Mapping[str, Expr] | Sequence[Feature],
-        actions: Sequence[str],
-        experience: Thresholds,
+        experience: Thresholds | BestAction | Ranking,
+        actions: Sequence[str | Action] = (),
+        candidates: Sequence[Field] | None = None,
+        candidate_id: str | None = None,
+        guardrails: Sequence[Any] = (),
         schema_version: str = "1",
         default_action: str | None = None,
         labels: tuple[str, str] = ("negative", "positive"),
@@ -194,26 +197,81 @@ class System:
             )
         self.unit = unit
 
-        self.features = FeatureSet(features, schema)
+        self.candidate_schema: Schema | None = None
+        self.candidate_id: str | None = None
+        if candidates is not None:
+            cand = Schema(candidates, version=schema.version)
+            clash = sorted(set(cand.by_name) & set(schema.by_name))
+            if clash:
+                raise SpecError(
+                    f"Candidate fields of System '{name}' must not reuse context field names. Got {clash} in both."
+                )
+            cf = cand.by_name.get(candidate_id) if isinstance(candidate_id, str) else None
+            if not isinstance(cf, Str | Int):
+                raise SpecError(
+                    f"The 'candidate_id' of System '{name}' must name a text or integer candidate field. "
+                    f"Got {candidate_id!r} instead."
+                )
+            self.candidate_schema = cand
+            self.candidate_id = candidate_id
+            # Features read the request and one candidate: they are declared over both.
+            self.features = FeatureSet(features, Schema([*schema.fields, *cand.fields], version=schema.version))
+        else:
+            self.features = FeatureSet(features, schema)
 
-        actions = list(actions)
-        if not actions or not all(isinstance(a, str) and a for a in actions):
-            raise SpecError(f"The 'actions' of System '{name}' must be a non-empty list of names. Got {actions!r} instead.")
-        if len(set(actions)) != len(actions):
-            raise SpecError(f"The 'actions' of System '{name}' must be unique. Got {actions!r} instead.")
-        self.actions: tuple[str, ...] = tuple(actions)
+        specs: list[Action] = []
+        for a in actions:
+            if isinstance(a, Action):
+                specs.append(a)
+            elif isinstance(a, str) and a:
+                specs.append(Action(a, "automate"))
+            else:
+                raise SpecError(f"The 'actions' of System '{name}' must be names or Action objects. Got {a!r} instead.")
+        action_names = [a.name for a in specs]
+        if len(set(action_names)) != len(action_names):
+            raise SpecError(f"The 'actions' of System '{name}' must be unique. Got {action_names!r} instead.")
+        self.actions: tuple[str, ...] = tuple(action_names)
+        self.action_specs: dict[str, Action] = {a.name: a for a in specs}
 
-        if not isinstance(experience, Thresholds):
-            raise SpecError(f"The 'experience' of System '{name}' must be a Thresholds. Got {experience!r} instead.")
-        experience.validate(self.actions)
+        if isinstance(experience, Ranking):
+            if candidates is None:
+                raise SpecError(f"A Ranking experience needs candidates: System '{name}' declares none.")
+            if specs:
+                raise SpecError(
+                    f"A ranking system's actions are its candidates; System '{name}' must not declare 'actions'. "
+                    f"Got {action_names!r} instead."
+                )
+        elif isinstance(experience, Thresholds | BestAction):
+            if candidates is not None:
+                raise SpecError(f"A system with candidates needs a Ranking experience. Got {experience!r} instead.")
+            if not specs:
+                raise SpecError(f"The 'actions' of System '{name}' must be a non-empty list of names. Got [] instead.")
+            experience.validate(self.actions)
+        else:
+            raise SpecError(
+                f"The 'experience' of System '{name}' must be a Thresholds, BestAction or Ranking. Got {experience!r} instead."
+            )
         self.experience = experience
 
-        default_action = experience.otherwise if default_action is None else default_action
-        if default_action not in self.actions:
-            raise SpecError(
-                f"The 'default_action' of System '{name}' must be one of {actions}. Got {default_action!r} instead."
-            )
-        self.default_action = default_action
+        if isinstance(experience, Ranking):
+            self.default_action = None if default_action is None else default_action
+        else:
+            fallback = experience.otherwise if experience.otherwise is not None else self.actions[0]
+            default_action = fallback if default_action is None else default_action
+            if default_action not in self.actions:
+                raise SpecError(
+                    f"The 'default_action' of System '{name}' must be one of {action_names}. Got {default_action!r} instead."
+                )
+            self.default_action = default_action
+
+        from .guardrails import Guardrail  # guardrails read the system's fields and actions
+
+        guardrails = list(guardrails)
+        for g in guardrails:
+            if not isinstance(g, Guardrail):
+                raise SpecError(f"The 'guardrails' of System '{name}' must be guardrails. Got {g!r} instead.")
+            g.validate(self)
+        self.guardrails = tuple(guardrails)
 
         if (
             not isinstance(labels, tuple | list) or len(labels) != 2
@@ -300,7 +358,10 @@ class System:
             "unit": self.unit,
             "features": self.features.describe(),
             "feature_fingerprint": self.feature_fingerprint,
-            "actions": list(self.actions),
+            "actions": [a.describe() for a in self.action_specs.values()],
+            "candidates": self.candidate_schema.describe() if self.candidate_schema else None,
+            "candidate_id": self.candidate_id,
+            "guardrails": [g.describe() for g in self.guardrails],
             "default_action": self.default_action,
             "experience": self.experience.describe(),
             "labels": list(self.labels),
