@@ -107,12 +107,16 @@ def test_decide_equals_decide_batch_property(phishing, runtimes, data):
     batch_input = pa.table(columns) if as_table and all(any(v is not None for v in c) for c in columns.values()) else columns
     ids = [f"{i:032x}" for i in range(len(rows))]
     ts = list(range(1, len(rows) + 1))
-    for rt in runtimes:
-        batch = rt.decide_batch(batch_input, decision_ids=ids, timestamps_ns=ts)
+    for shared in runtimes:
+        # Fresh runtimes per path: frequency caps count shows, and both paths start from zero.
+        batch = Runtime(phishing, shared.bundle).decide_batch(batch_input, decision_ids=ids, timestamps_ns=ts)
+        rt = Runtime(phishing, shared.bundle)
         for i, r in enumerate(rows):
             d = rt.decide(r, decision_id=ids[i], timestamp_ns=ts[i])
             e = batch[i]
-            assert (d.action, d.why, d.unit, d.decision_id, d.timestamp_ns) == (e.action, e.why, e.unit, e.decision_id, e.timestamp_ns)
+            assert (d.action, d.why, d.unit, d.decision_id, d.timestamp_ns, d.guardrail, d.presentation) == (
+                e.action, e.why, e.unit, e.decision_id, e.timestamp_ns, e.guardrail, e.presentation
+            )
             assert same_float(d.propensity, e.propensity)
             assert all(same_float(d.scores[k], e.scores[k]) for k in d.scores), (r, d.scores, e.scores)
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from closedloop import (
+    Action,
     Bool,
     F,
     Float,
+    FrequencyCap,
     Goal,
+    HardLimit,
     Int,
     LabelPolicy,
     OutcomeRule,
@@ -84,7 +87,13 @@ phishing = System(
     schema_version="1",
     unit="user_id",
     features=features,
-    actions=["allow", "warn", "block"],
+    actions=[
+        Action("allow", "none"),  # nothing is shown; outcomes come from later reports
+        # A warning asks the user: going back or continuing is the feedback the loop learns from.
+        Action("warn", "prompt", choices=("go_back", "continue")),
+        # A block acts for the user; the only feedback is a report that it was wrong.
+        Action("block", "automate", outcomes=("reported_false_block",)),
+    ],
     experience=Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow"),
     labels=("legit", "phish"),
     # What a mistake costs, in "user-harm units": letting a phishing page through is the worst;
@@ -95,6 +104,17 @@ phishing = System(
         "warn": {"legit": 2.0, "phish": 10.0},
         "block": {"legit": 25.0},
     },
+    guardrails=[
+        # Policy, outermost first: a top-1,000 site is never blocked outright (a warning at most),
+        # and a user is not warned more than 5 times a day (fatigue makes warnings worthless).
+        HardLimit(
+            "top_sites",
+            (F.col("popularity_rank") > 0) & (F.col("popularity_rank") <= 1000),
+            {"block": "warn"},
+            reason="never block a top-1,000 site",
+        ),
+        FrequencyCap("warn", 5, timedelta(days=1), fallback="allow"),
+    ],
     latency_budget_ms=5.0,
     mistake_outcomes=["reported_false_block", "reported_false_warning"],
     label_policy=LabelPolicy(

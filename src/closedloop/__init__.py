@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import features
 from .bundle import Bundle, verify_bundle
 from .clock import Clock, ManualClock, SystemClock
-from .decision import Decision, DecisionBatch
+from .decision import Decision, DecisionBatch, ShadowResult
 from .errors import (
     BatchContextError,
     BundleError,
@@ -21,8 +21,10 @@ from .errors import (
     ProjectError,
     SpecError,
 )
-from .experience import Thresholds
+from .experience import Action, BestAction, Presentation, Ranking, Thresholds
+from .exploration import EpsilonGreedy, Softmax
 from .features import Feature, FeatureSet
+from .guardrails import AllowList, BlockList, CapStore, FrequencyCap, HardLimit, InMemoryCapStore
 from .ids import DecisionIds
 from .intelligence import (
     Intelligence,
@@ -43,6 +45,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "F",
+    "Action",
+    "AllowList",
+    "BestAction",
+    "BlockList",
+    "CapStore",
+    "EpsilonGreedy",
+    "FrequencyCap",
+    "HardLimit",
+    "InMemoryCapStore",
+    "Presentation",
+    "Ranking",
+    "ShadowResult",
+    "Softmax",
     "BatchContextError",
     "Bool",
     "Bundle",

@@ -36,6 +36,7 @@ check               refused when
 ``features``        … for other feature definitions (fingerprint mismatch)
 ``intelligence``    the intelligence kind is unknown or its parameters are invalid
 ``thresholds``      the thresholds do not fit the system's experience
+``guardrails``      the bundle's allow/block lists are malformed or do not fit the system
 ==================  ==========================================================================
 """
 
@@ -47,12 +48,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError, ClosedLoopError, SpecError
 from .experience import Thresholds
+from .guardrails import Guardrail, guardrail_from_dict
 from .intelligence import KINDS, Intelligence, load_intelligence
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "verify_bundle"]
@@ -81,8 +83,8 @@ def _manifest_digest(manifest: Mapping[str, Any]) -> str:
 
 
 def _content_digest(manifest: Mapping[str, Any]) -> str:
-    keys = ("system", "features", "intelligence", "thresholds", "parent", "files")
-    return _sha256(_canonical({k: manifest[k] for k in keys}))
+    keys = ("system", "features", "intelligence", "thresholds", "parent", "files", "guardrails")
+    return _sha256(_canonical({k: manifest[k] for k in keys if k in manifest}))
 
 
 class Bundle:
@@ -96,6 +98,12 @@ class Bundle:
         self.manifest = manifest
         self.intelligence = intelligence
         self.path = path
+        try:
+            self.guardrails: tuple[Guardrail, ...] = tuple(
+                guardrail_from_dict(g) for g in manifest.get("guardrails", [])
+            )
+        except (ClosedLoopError, TypeError) as exc:
+            raise BundleError("guardrails", str(exc), str(path) if path else None) from exc
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -142,16 +150,27 @@ class Bundle:
         metrics: Mapping[str, Any] | None = None,
         version: str | None = None,
         created_at: _dt.datetime | None = None,
+        guardrails: Sequence[Guardrail] = (),
     ) -> Bundle:
         """A bundle of ``intelligence`` for ``system``, validated: the intelligence binds to the
-        system's features, its outputs feed the experience, and ``thresholds`` (if given) fit it."""
+        system's features, its outputs feed the experience, ``thresholds`` (if given) fit it, and
+        ``guardrails`` (allow and block lists: hot fixes shipped as data) fit the system."""
         if not isinstance(intelligence, Intelligence):
             raise SpecError(f"Bundle.build needs an Intelligence. Got {intelligence!r} instead.")
         intelligence.bind(system.features)
-        experience: Thresholds = system.experience
+        experience = system.experience
         if thresholds is not None:
+            if not isinstance(experience, Thresholds):
+                raise SpecError(f"Only a Thresholds experience takes bundle thresholds; the system has {experience!r}.")
             experience = experience.with_levels(thresholds)
         experience.validate(system.actions, intelligence.outputs)
+        rails = []
+        for g in guardrails:
+            if not isinstance(g, Guardrail):
+                raise SpecError(f"Bundle guardrails must be AllowList or BlockList objects. Got {g!r} instead.")
+            spec_g = g.describe()
+            guardrail_from_dict(spec_g).validate(system)  # refuses kinds a bundle cannot carry
+            rails.append(spec_g)
         files: dict[str, bytes] = {}
         spec = intelligence.to_dict(files)
         if ENTRY in files or MANIFEST in files:
@@ -173,6 +192,7 @@ class Bundle:
             "features": {"fingerprint": system.feature_fingerprint, "names": list(system.features.names)},
             "intelligence": {"kind": intelligence.kind, "entry": ENTRY, "outputs": list(intelligence.outputs)},
             "thresholds": None if thresholds is None else {k: float(v) for k, v in thresholds.items()},
+            "guardrails": rails,
             "parent": parent,
             "metrics": metrics_obj,
             "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(files.items())},
@@ -265,11 +285,20 @@ class Bundle:
             self.experience(system).validate(system.actions, self.intelligence.outputs)
         except ClosedLoopError as exc:
             raise BundleError("thresholds", str(exc), where) from exc
+        try:
+            for g in self.guardrails:
+                g.validate(system)
+        except ClosedLoopError as exc:
+            raise BundleError("guardrails", str(exc), where) from exc
 
-    def experience(self, system: Any) -> Thresholds:
+    def experience(self, system: Any) -> Any:
         """The system's experience with this bundle's thresholds, when it carries any."""
         t = self.thresholds
-        return system.experience if t is None else system.experience.with_levels(t)
+        if t is None:
+            return system.experience
+        if not isinstance(system.experience, Thresholds):
+            raise SpecError(f"Only a Thresholds experience takes bundle thresholds; the system has {system.experience!r}.")
+        return system.experience.with_levels(t)
 
     def size_bytes(self) -> int:
         return sum(int(f["size"]) for f in self.manifest["files"].values())

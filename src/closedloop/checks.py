@@ -286,10 +286,11 @@ def check_runtime(system: Any, bundle: Bundle, *, n: int = 300, seed: int = 0) -
     rows = records(columns)
     ids = [f"{i:032x}" for i in range(n)]
     ts = [1_767_225_600_000_000_000 + i for i in range(n)]
-    rt = Runtime(system, bundle, ids=DecisionIds(seed))
-    batch = rt.decide_batch(columns, decision_ids=ids, timestamps_ns=ts)
+    # Separate runtimes: frequency caps keep state, and each path must start from the same.
+    batch = Runtime(system, bundle, ids=DecisionIds(seed)).decide_batch(columns, decision_ids=ids, timestamps_ns=ts)
     if len(batch) != n:
         raise ConformanceError(f"decide_batch returned {len(batch)} decisions for {n} contexts.")
+    rt = Runtime(system, bundle, ids=DecisionIds(seed))
     singles = [rt.decide(r, decision_id=ids[i], timestamp_ns=ts[i]) for i, r in enumerate(rows)]
     _same_decisions(singles, batch, "decide", "decide_batch")
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,15 +323,34 @@ def _renamed(system: Any) -> Any:
 
 
 def _same_decisions(a: list[Any], b: Any, what_a: str, what_b: str) -> None:
+    """Every field equal; every float (scores, shadow scores, propensity) bitwise equal."""
     for i, d in enumerate(a):
         e = b[i]
-        if (d.decision_id, d.unit, d.timestamp_ns, d.action, d.why, d.bundle_version) != (
-            e.decision_id, e.unit, e.timestamp_ns, e.action, e.why, e.bundle_version
-        ):
+        x, y = d.to_dict(), e.to_dict()
+        if _strip_floats(x) != _strip_floats(y):
             raise ConformanceError(f"Decision {i} differs between {what_a} ({d!r}) and {what_b} ({e!r}).")
-        if not same_float(d.propensity, e.propensity):
-            raise ConformanceError(f"Propensity of decision {i} differs: {d.propensity!r} vs {e.propensity!r}.")
-        if d.scores.keys() != e.scores.keys() or not all(
-            same_float(d.scores[k], e.scores[k]) for k in d.scores
-        ):
-            raise ConformanceError(f"Scores of decision {i} differ between {what_a} ({d.scores}) and {what_b} ({e.scores}).")
+        fx, fy = _floats(x), _floats(y)
+        if len(fx) != len(fy) or not all(same_float(p, q) for p, q in zip(fx, fy, strict=True)):
+            raise ConformanceError(
+                f"Scores or propensity of decision {i} differ between {what_a} ({d!r}) and {what_b} ({e!r})."
+            )
+
+
+def _strip_floats(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return 0.0
+    if isinstance(obj, dict):
+        return {k: _strip_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strip_floats(v) for v in obj]
+    return obj
+
+
+def _floats(obj: Any) -> list[float]:
+    if isinstance(obj, float):
+        return [obj]
+    if isinstance(obj, dict):
+        return [f for k in sorted(obj) for f in _floats(obj[k])]
+    if isinstance(obj, list | tuple):
+        return [f for v in obj for f in _floats(v)]
+    return []

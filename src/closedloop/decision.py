@@ -9,16 +9,31 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import ContextError
+from .experience import Presentation
 
-__all__ = ["Decision", "DecisionBatch"]
+__all__ = ["Decision", "DecisionBatch", "ShadowResult"]
+
+_NO_PRESENTATION = Presentation("none")
+
+
+class ShadowResult(msgspec.Struct, frozen=True, gc=False):
+    """What a shadow bundle scored and would have done (before guardrails); never acted on."""
+
+    bundle_version: str
+    scores: dict[str, float]
+    action: str
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
     """One execution of context → features → intelligence → experience → action.
 
     ``timestamp_ns`` is nanoseconds since the Unix epoch (from the runtime's clock);
-    ``propensity`` is the probability with which ``action`` was chosen; ``why`` names the
-    threshold or rule that chose it.
+    ``propensity`` is the probability with which ``action`` was shown (1.0 unless the
+    experience explores; exact through guardrails); ``why`` names the threshold, exploration or
+    rule that chose it; ``guardrail`` names the guardrail that changed the action, if one did;
+    ``presentation`` is what the action shows the user (its mode, choices and the outcome kinds
+    it can yield); ``shadows`` holds the shadow bundles' scores and actions; ``killswitch`` says
+    the intelligence was skipped.
     """
 
     decision_id: str
@@ -30,6 +45,10 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     action: str
     propensity: float
     why: str
+    presentation: Presentation = _NO_PRESENTATION
+    guardrail: str | None = None
+    shadows: tuple[ShadowResult, ...] = ()
+    killswitch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -62,6 +81,11 @@ class DecisionBatch:
         why_codes: np.ndarray,
         rows: np.ndarray,
         errors: list[ContextError],
+        presentations: tuple[Presentation, ...] | None = None,
+        guardrails: tuple[str, ...] = (),
+        guardrail_codes: np.ndarray | None = None,
+        shadows: tuple[tuple[str, tuple[str, ...], np.ndarray, np.ndarray], ...] = (),
+        killswitch: bool = False,
     ) -> None:
         self.system = system
         self.bundle_version = bundle_version
@@ -77,6 +101,12 @@ class DecisionBatch:
         self.why_codes = why_codes
         self.rows = rows
         self.errors = errors
+        self.presentations = presentations or tuple(_NO_PRESENTATION for _ in actions)
+        self.guardrails = guardrails
+        self.guardrail_codes = guardrail_codes
+        #: per shadow: (bundle version, outputs, score matrix, action codes)
+        self.shadows = shadows
+        self.killswitch = killswitch
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -100,6 +130,8 @@ class DecisionBatch:
         if i < 0:
             i += len(self)
         row = self.score_matrix[i].tolist()
+        code = int(self.action_codes[i])
+        g = -1 if self.guardrail_codes is None else int(self.guardrail_codes[i])
         return Decision(
             self.decision_ids[i].as_py(),
             self.system,
@@ -107,9 +139,16 @@ class DecisionBatch:
             int(self.timestamps_ns[i]),
             self.bundle_version,
             dict(zip(self.outputs, row, strict=True)),
-            self.actions[int(self.action_codes[i])],
+            self.actions[code],
             float(self.propensities[i]),
             self.reasons[int(self.why_codes[i])],
+            self.presentations[code],
+            None if g < 0 else self.guardrails[g],
+            tuple(
+                ShadowResult(version, dict(zip(outs, S[i].tolist(), strict=True)), self.actions[int(codes[i])])
+                for version, outs, S, codes in self.shadows
+            ),
+            self.killswitch,
         )
 
     def __iter__(self) -> Any:
@@ -134,6 +173,15 @@ class DecisionBatch:
         cols["why"] = pa.DictionaryArray.from_arrays(
             pa.array(self.why_codes.astype(np.int16)), pa.array(self.reasons, type=pa.string())
         )
+        if self.guardrail_codes is not None:
+            names = pa.array([*self.guardrails, None], type=pa.string())
+            g = np.where(self.guardrail_codes < 0, len(self.guardrails), self.guardrail_codes)
+            cols["guardrail"] = names.take(pa.array(g))
+        for version, outs, S, codes in self.shadows:
+            for j, name in enumerate(outs):
+                cols[f"shadow_{version}_score_{name}"] = pa.array(S[:, j], type=pa.float64())
+            cols[f"shadow_{version}_action"] = pa.array(np.asarray(self.actions, dtype=object)[codes], type=pa.string())
+        cols["killswitch"] = pa.array(np.full(len(self), self.killswitch))
         cols["row"] = pa.array(self.rows, type=pa.int64())
         return pa.table(cols)
 

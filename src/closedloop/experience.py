@@ -198,51 +198,131 @@ class Thresholds:
                 f"(it produces {list(outputs)})."
             )
 
-    def bind(self, outputs: Sequence[str]) -> Chooser:
-        self.validate(self.actions, outputs)
-        return Chooser(self, list(outputs).index(self.score))
+    def bind(self, outputs: Sequence[str], actions: Sequence[str] | None = None) -> Chooser:
+        """The executable form, reading ``outputs`` and coding actions as indices of ``actions``
+        (the system's actions; by default this experience's own)."""
+        actions = tuple(actions) if actions is not None else self.actions
+        self.validate(actions, outputs)
+        return ThresholdChooser(self, list(outputs).index(self.score), actions)
 
     def __repr__(self) -> str:
         return f"Thresholds({self.score!r}, {dict(self.levels)!r}, otherwise={self.otherwise!r})"
 
 
 class Chooser:
-    """The executable experience: scores → (action, propensity, why)."""
+    """The executable experience: scores → greedy action and reason (as indices into
+    ``actions`` and ``reasons``) and, when the experience explores, each action's probability.
 
-    def __init__(self, spec: Thresholds, column: int) -> None:
+    ``one``/``probs`` (one decision) and ``batch``/``probs_batch`` make the same comparisons and
+    the same arithmetic, so both decision paths choose alike.
+    """
+
+    actions: tuple[str, ...]
+    reasons: tuple[str, ...]
+    explores: bool = False
+    #: reasons[explored + a] explains an exploratory choice of action a
+    explored: int = 0
+
+    def one(self, scores: Sequence[float]) -> tuple[int, int]:
+        raise NotImplementedError  # pragma: no cover
+
+    def batch(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError  # pragma: no cover
+
+    def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
+        raise NotImplementedError  # pragma: no cover
+
+    def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError  # pragma: no cover
+
+    def _explore_reasons(self, policy: Any, what: str) -> tuple[str, ...]:
+        if policy is None:
+            return ()
+        if isinstance(policy, EpsilonGreedy):
+            band = f"ε={policy.epsilon!r}, {what} in [{_fmt(policy.low)}, {_fmt(policy.high)}]"
+        else:
+            band = f"softmax, temperature {policy.temperature!r}"
+        return tuple(f"explored ({band}) → {a}" for a in self.actions)
+
+
+class ThresholdChooser(Chooser):
+    def __init__(self, spec: Thresholds, column: int, actions: tuple[str, ...]) -> None:
         self.spec = spec
-        self.actions: tuple[str, ...] = spec.actions
+        self.actions = actions
+        index = {a: i for i, a in enumerate(actions)}
         self._col = column
         s = spec.score
-        self._levels = tuple(
-            (t, a, f"{s} ≥ {_fmt(t)} → {a}") for a, t in spec.levels
-        )
+        self._levels = tuple((t, index[a], f"{s} ≥ {_fmt(t)} → {a}") for a, t in spec.levels)
+        self._otherwise = index[spec.otherwise]
         lowest = spec.levels[-1][1]
-        self._below = f"{s} < {_fmt(lowest)} → {spec.otherwise}"
-        self._nan = f"{s} is NaN → {spec.otherwise}"
-        self.reasons: tuple[str, ...] = (*(w for _, _, w in self._levels), self._below, self._nan)
+        k = len(self._levels)
+        self._below, self._nan = k, k + 1
+        base = (*(w for _, _, w in self._levels), f"{s} < {_fmt(lowest)} → {spec.otherwise}", f"{s} is NaN → {spec.otherwise}")
+        self.explored = len(base)
+        self.reasons = base + self._explore_reasons(spec.explore, s)
+        self.explores = spec.explore is not None
+        self._policy = spec.explore
 
-    def one(self, scores: tuple[float, ...]) -> tuple[str, float, str]:
+    def one(self, scores: Sequence[float]) -> tuple[int, int]:
         v = scores[self._col]
-        for t, action, why in self._levels:
+        for j, (t, action, _) in enumerate(self._levels):
             if v >= t:
-                return action, 1.0, why
+                return action, j
         if v != v:
-            return self.spec.otherwise, 1.0, self._nan
-        return self.spec.otherwise, 1.0, self._below
+            return self._otherwise, self._nan
+        return self._otherwise, self._below
 
-    def batch(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(action codes into ``actions``, propensities, reason codes into ``reasons``)."""
+    def batch(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = S[:, self._col]
         n = v.shape[0]
-        k = len(self._levels)
-        action = np.full(n, k, dtype=np.int16)
-        why = np.where(np.isnan(v), k + 1, k).astype(np.int16)
-        for j in range(k - 1, -1, -1):
+        action = np.full(n, self._otherwise, dtype=np.int64)
+        why = np.where(np.isnan(v), self._nan, self._below).astype(np.int64)
+        for j in range(len(self._levels) - 1, -1, -1):
             hit = v >= self._levels[j][0]
-            action[hit] = j
+            action[hit] = self._levels[j][1]
             why[hit] = j
-        return action, np.ones(n, dtype=np.float64), why
+        return action, why
+
+    def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
+        return self._policy.probs(greedy, len(self.actions), scores[self._col])  # type: ignore[union-attr]
+
+    def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
+        return self._policy.probs_batch(greedy, len(self.actions), S[:, self._col])  # type: ignore[union-attr]
+
+
+class BestChooser(Chooser):
+    """argmax over one score per action (NaN counts as -inf; ties go to the first action)."""
+
+    def __init__(self, spec: BestAction, actions: tuple[str, ...]) -> None:
+        self.actions = actions
+        self.explores = spec.explore is not None
+        self._policy = spec.explore
+        base = tuple(f"best score → {a}" for a in actions)
+        self.explored = len(base)
+        self.reasons = base + self._explore_reasons(spec.explore, "best score")
+
+    def one(self, scores: Sequence[float]) -> tuple[int, int]:
+        best = 0
+        top = -math.inf
+        for i, v in enumerate(scores):
+            if v > top:
+                best, top = i, v
+        return best, best
+
+    def batch(self, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = np.argmax(np.where(np.isnan(S), -np.inf, S), axis=1).astype(np.int64)
+        return g, g.copy()
+
+    def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
+        if isinstance(self._policy, Softmax):
+            return self._policy.probs(scores)
+        return self._policy.probs(greedy, len(self.actions), scores[greedy])  # type: ignore[union-attr]
+
+    def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
+        if isinstance(self._policy, Softmax):
+            return self._policy.probs_batch(S)
+        top = S[np.arange(S.shape[0]), greedy]
+        return self._policy.probs_batch(greedy, len(self.actions), top)  # type: ignore[union-attr]
 
 
 class BestAction:
@@ -263,6 +343,10 @@ class BestAction:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "best_action", "explore": self.explore.describe() if self.explore else None}
+
+    def bind(self, outputs: Sequence[str], actions: Sequence[str]) -> Chooser:
+        self.validate(actions, outputs)
+        return BestChooser(self, tuple(actions))
 
     def validate(self, actions: Sequence[str], outputs: Sequence[str] | None = None) -> None:
         if outputs is not None and list(outputs) != list(actions):

@@ -1,15 +1,21 @@
 """The runtime: every decision, one path.
 
 ``Runtime.decide`` (one context) and ``Runtime.decide_batch`` (a columnar batch) run the same
-steps — validate → features → intelligence → experience → id and timestamp — and give identical
-decisions: the same action and propensity, and bitwise-equal scores (each step's two forms are
-built to round identically; see :mod:`closedloop.features`). The service, batch evaluation, the
-simulator and in-process callers all go through here.
+steps and give identical decisions — the same action, propensity and reason, and bitwise-equal
+scores (each step's two forms are built to round identically; see :mod:`closedloop.features`)::
+
+    validate → features → intelligence (production, and shadows beside it)
+             → experience (greedy choice; exploration drawn from the decision id)
+             → guardrails (bundle's inside, system's outside; caps last) → Decision
+
+The service, batch evaluation, the simulator and in-process callers all go through here.
+With the kill switch on, the intelligence is skipped: the system's default action, with
+propensity 1, and the decision says so.
 
 The per-decision path is lean: the context is validated once (msgspec), features are one
-generated function, the intelligence's single-row form is generated code, reasons are
-precomputed strings, and the state a decision reads is gathered into one :class:`_Plan` object
-that :meth:`Runtime.load` swaps atomically when a new bundle arrives.
+generated function, the intelligence's single-row form is generated or compiled code, reasons
+are precomputed strings, and everything a decision reads sits in one :class:`_Plan` that
+:meth:`Runtime.load` swaps with a single assignment.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import pyarrow.compute as pc
 
 from .bundle import Bundle
 from .clock import Clock, SystemClock
-from .decision import Decision, DecisionBatch
+from .decision import Decision, DecisionBatch, ShadowResult
 from .errors import ContextError, SpecError
+from .experience import Ranking
+from .exploration import choose, choose_batch, uniform, uniform_batch
+from .guardrails import CapStore, GuardLayer, InMemoryCapStore
 from .ids import DecisionIds, IdSource
 from .schema import Int
 from .spec import System
@@ -32,15 +41,31 @@ from .spec import System
 __all__ = ["Runtime"]
 
 
-class _Plan:
-    """Everything one decision reads, bound once per bundle."""
+class _Shadow:
+    """A shadow bundle, bound: scored beside production, its greedy action recorded."""
 
-    __slots__ = (
-        "bundle", "chooser", "features_one", "outputs", "score_batch", "score_one", "single",
-        "system", "unit", "unit_is_int", "validate", "version",
-    )
+    __slots__ = ("batch", "chooser", "one", "outputs", "version")
 
     def __init__(self, system: System, bundle: Bundle) -> None:
+        bundle.check_compatible(system)
+        scorer = bundle.intelligence.bind(system.features)
+        self.version = bundle.version
+        self.one = scorer.one
+        self.batch = scorer.batch
+        self.outputs = tuple(scorer.outputs)
+        self.chooser = bundle.experience(system).bind(self.outputs, system.actions)
+
+
+class _Plan:
+    """Everything one decision reads, bound once per (bundle, shadows)."""
+
+    __slots__ = (
+        "actions", "bundle", "chooser", "features_one", "guard", "kill_reason", "outputs",
+        "presentations", "reasons", "score_batch", "score_one", "shadows", "single", "system",
+        "unit", "unit_is_int", "validate", "version", "default",
+    )
+
+    def __init__(self, system: System, bundle: Bundle, shadows: Sequence[Bundle], store: CapStore) -> None:
         bundle.check_compatible(system)
         scorer = bundle.intelligence.bind(system.features)
         self.system = system
@@ -52,7 +77,18 @@ class _Plan:
         self.score_batch = scorer.batch
         self.outputs = tuple(scorer.outputs)
         self.single = self.outputs[0] if len(self.outputs) == 1 else None
-        self.chooser = bundle.experience(system).bind(self.outputs)
+        self.actions = system.actions
+        self.chooser = bundle.experience(system).bind(self.outputs, system.actions)
+        self.presentations = tuple(system.action_specs[a].presentation for a in system.actions)
+        rules = [*system.guardrails, *bundle.guardrails]  # outermost first: the system wraps the bundle
+        self.guard = GuardLayer(system, rules, store) if rules else None
+        self.default = system.actions.index(system.default_action)  # type: ignore[arg-type]
+        self.kill_reason = f"kill switch on → {system.default_action}"
+        # Every reason a decision may give, in one table: the experience's, then the guardrails'.
+        self.reasons = (
+            self.chooser.reasons + (self.guard.reasons if self.guard else ()) + (self.kill_reason,)
+        )
+        self.shadows = tuple(_Shadow(system, b) for b in shadows)
         self.unit = system.unit
         self.unit_is_int = isinstance(system.schema.by_name[system.unit], Int)
 
@@ -65,12 +101,19 @@ class Runtime:
     system:
         The declared :class:`~closedloop.System`.
     bundle:
-        The :class:`~closedloop.Bundle` to run (checked against the system).
+        The production :class:`~closedloop.Bundle` (checked against the system).
+    shadows:
+        Bundles scored beside production and recorded in each decision, never acted on.
     clock:
         Where timestamps come from (default: wall clock). Simulations pass a ``ManualClock``.
     ids:
         Where decision ids come from (default: :class:`~closedloop.ids.DecisionIds`; pass a
         seeded one for reproducible runs).
+    caps:
+        The :class:`~closedloop.guardrails.CapStore` that frequency caps count in (default: a
+        new in-memory store).
+    killswitch:
+        Start with the kill switch on.
     """
 
     def __init__(
@@ -78,52 +121,118 @@ class Runtime:
         system: System,
         bundle: Bundle,
         *,
+        shadows: Sequence[Bundle] = (),
         clock: Clock | None = None,
         ids: IdSource | None = None,
+        caps: CapStore | None = None,
+        killswitch: bool = False,
     ) -> None:
         if not isinstance(system, System):
             raise SpecError(f"Runtime needs a closedloop.System. Got {system!r} instead.")
         if not isinstance(bundle, Bundle):
             raise SpecError(f"Runtime needs a closedloop.Bundle. Got {bundle!r} instead.")
+        for s in shadows:
+            if not isinstance(s, Bundle):
+                raise SpecError(f"Shadows must be closedloop.Bundle objects. Got {s!r} instead.")
         self.system = system
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.ids: IdSource = ids if ids is not None else DecisionIds()
-        self._plan = _Plan(system, bundle)
+        self.caps: CapStore = caps if caps is not None else InMemoryCapStore()
+        self.killswitch = bool(killswitch)
+        self._ranking = isinstance(system.experience, Ranking)
+        self._shadow_bundles: tuple[Bundle, ...] = tuple(shadows)
+        self._plan: Any = self._build(bundle, self._shadow_bundles)
+
+    def _build(self, bundle: Bundle, shadows: tuple[Bundle, ...]) -> Any:
+        if self._ranking:
+            from .ranking import RankingPlan
+
+            if shadows:
+                raise SpecError("Shadow bundles are not supported for ranking systems yet.")
+            return RankingPlan(self.system, bundle)
+        return _Plan(self.system, bundle, shadows, self.caps)
 
     @property
     def bundle(self) -> Bundle:
         return self._plan.bundle
 
-    def load(self, bundle: Bundle) -> None:
-        """Switch to another bundle. The new plan is built and checked first, then swapped in
-        with one assignment: a decision in flight finishes on the plan it started with."""
-        self._plan = _Plan(self.system, bundle)
+    @property
+    def shadows(self) -> tuple[str, ...]:
+        """Versions of the shadow bundles being scored."""
+        return tuple(s.version for s in getattr(self._plan, "shadows", ()))
+
+    def load(self, bundle: Bundle, shadows: Sequence[Bundle] | None = None) -> None:
+        """Switch to another production bundle (and shadows; by default keep the current ones).
+        The new plan is built and checked first, then swapped in with one assignment: a decision
+        in flight finishes on the plan it started with."""
+        keep = self._shadow_bundles if shadows is None else tuple(shadows)
+        plan = self._build(bundle, keep)
+        self._shadow_bundles, self._plan = keep, plan
+
+    def set_killswitch(self, on: bool) -> None:
+        """Turn the kill switch on (skip the intelligence: the default action) or off."""
+        self.killswitch = bool(on)
 
     # -- one decision -----------------------------------------------------------------------
     def decide(
         self, context: Any, *, decision_id: str | None = None, timestamp_ns: int | None = None
-    ) -> Decision:
+    ) -> Any:
         """Decide for one context (a mapping such as parsed JSON, or a validated context)."""
         p = self._plan
-        c = p.validate(context)
-        x = p.features_one(c)
-        s = p.score_one(x, c)
-        action, propensity, why = p.chooser.one(s)
         if timestamp_ns is None:
             timestamp_ns = self.clock.now_ns()
+        if self._ranking:
+            if decision_id is None:
+                decision_id = self.ids.next_id(timestamp_ns)
+            return p.decide(context, decision_id, timestamp_ns, killswitch=self.killswitch)
+        c = p.validate(context)
+        unit = getattr(c, p.unit)
+        if p.unit_is_int:
+            unit = str(unit)
+        if self.killswitch:
+            if decision_id is None:
+                decision_id = self.ids.next_id(timestamp_ns)
+            d = p.default
+            return Decision(
+                decision_id, p.system.name, unit, timestamp_ns, p.version, {}, p.actions[d], 1.0,
+                p.kill_reason, p.presentations[d], None, (), True,
+            )
+        x = p.features_one(c)
+        s = p.score_one(x, c)
+        ch = p.chooser
+        a, w = ch.one(s)
         if decision_id is None:
             decision_id = self.ids.next_id(timestamp_ns)
-        unit = getattr(c, p.unit)
+        probs = None
+        if ch.explores:
+            probs = ch.probs(s, a)
+            e = choose(probs, uniform(decision_id))
+            if e != a:
+                a, w = e, ch.explored + e
+        guardrail = None
+        if p.guard is not None:
+            a, fired, propensity = p.guard.one(c, a, probs, unit, timestamp_ns)
+            if fired >= 0:
+                guardrail = p.guard.names[fired]
+                w = len(ch.reasons) + fired
+        else:
+            propensity = 1.0 if probs is None else probs[a]
+        shadows: tuple[ShadowResult, ...] = ()
+        if p.shadows:
+            shadows = tuple(_shadow_one(sh, x, c, p.actions) for sh in p.shadows)
         return Decision(
             decision_id,
             p.system.name,
-            str(unit) if p.unit_is_int else unit,
+            unit,
             timestamp_ns,
             p.version,
             {p.single: s[0]} if p.single is not None else dict(zip(p.outputs, s, strict=True)),
-            action,
+            p.actions[a],
             propensity,
-            why,
+            p.reasons[w],
+            p.presentations[a],
+            guardrail,
+            shadows,
         )
 
     # -- a batch ------------------------------------------------------------------------------
@@ -131,10 +240,11 @@ class Runtime:
         self,
         batch: Any,
         *,
+        candidates: Any = None,
         decision_ids: Sequence[str] | None = None,
         timestamps_ns: Any = None,
         errors: str = "raise",
-    ) -> DecisionBatch:
+    ) -> Any:
         """Decide for a columnar batch (an Arrow table / record batch, or a mapping of column
         name → array or list).
 
@@ -142,54 +252,88 @@ class Runtime:
         otherwise one clock reading stamps the batch and ids come from the id source.
         ``errors="raise"`` refuses a batch with any invalid row (naming every one);
         ``errors="skip"`` decides the valid rows and lists the others in ``.errors``.
+        For a ranking system, ``candidates`` is a columnar batch of candidates with a
+        ``request`` column naming each one's row in ``batch``.
         """
         p = self._plan
+        if self._ranking:
+            n_req = _input_rows(batch)
+            ts = self._timestamps(timestamps_ns, n_req, np.arange(n_req))
+            ids = self._ids(decision_ids, n_req, np.arange(n_req), ts)
+            return p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=self.killswitch)
         cols = p.system.schema.validate_batch(batch, errors=errors)
         n_in = _input_rows(batch)
-        X = p.system.features.batch(cols)
-        S = np.asarray(p.score_batch(X, cols), dtype=np.float64)
-        if S.shape != (cols.n, len(p.outputs)):
-            raise SpecError(
-                f"The intelligence returned scores of shape {S.shape}; expected {(cols.n, len(p.outputs))}."
-            )
-        action_codes, propensities, why_codes = p.chooser.batch(S)
         rows = cols.rows
-        if timestamps_ns is None:
-            ts = np.full(cols.n, self.clock.now_ns(), dtype=np.int64)
-        else:
-            ts_all = np.asarray(timestamps_ns, dtype=np.int64)
-            if ts_all.shape != (n_in,):
-                raise ContextError("timestamps_ns", f"one timestamp per input row ({n_in})", f"{ts_all.shape[0]} timestamps")
-            ts = ts_all[rows]
-        if decision_ids is None:
-            ids = _ids_for(self.ids, ts)
-        else:
-            ids_all = decision_ids if isinstance(decision_ids, pa.Array) else list(decision_ids)
-            if len(ids_all) != n_in or not _all_nonempty_str(ids_all):
-                raise ContextError(
-                    "decision_ids", f"one non-empty string per input row ({n_in})", f"{len(ids_all)} values"
-                )
-            ids = pa.array(ids_all, type=pa.string()) if not isinstance(ids_all, pa.Array) else ids_all.cast(pa.string())
-            if cols.n != n_in:
-                ids = ids.take(pa.array(rows))
+        ts = self._timestamps(timestamps_ns, n_in, rows)
+        ids = self._ids(decision_ids, n_in, rows, ts)
         unit_col = cols[p.unit]
         units = unit_col if isinstance(unit_col, pa.Array) else pa.array(unit_col).cast(pa.string())
-        return DecisionBatch(
-            system=p.system.name,
-            bundle_version=p.version,
-            decision_ids=ids,
-            units=units,
-            timestamps_ns=ts,
-            outputs=p.outputs,
-            scores=S,
-            actions=p.chooser.actions,
-            action_codes=action_codes,
-            propensities=propensities,
-            reasons=p.chooser.reasons,
-            why_codes=why_codes,
-            rows=rows,
-            errors=cols.errors,
+        n = cols.n
+        common = dict(
+            system=p.system.name, bundle_version=p.version, decision_ids=ids, units=units,
+            timestamps_ns=ts, actions=p.actions, reasons=p.reasons, rows=rows, errors=cols.errors,
+            presentations=p.presentations,
         )
+        if self.killswitch:
+            return DecisionBatch(
+                **common, outputs=(), scores=np.empty((n, 0)),
+                action_codes=np.full(n, p.default, dtype=np.int64), propensities=np.ones(n),
+                why_codes=np.full(n, len(p.reasons) - 1, dtype=np.int64), killswitch=True,
+            )
+        X = p.system.features.batch(cols)
+        S = np.asarray(p.score_batch(X, cols), dtype=np.float64)
+        if S.shape != (n, len(p.outputs)):
+            raise SpecError(f"The intelligence returned scores of shape {S.shape}; expected {(n, len(p.outputs))}.")
+        ch = p.chooser
+        a, w = ch.batch(S)
+        P = None
+        if ch.explores:
+            P = ch.probs_batch(S, a)
+            e = choose_batch(P, uniform_batch(ids))
+            w = np.where(e != a, ch.explored + e, w)
+            a = e
+        guard_codes = None
+        if p.guard is not None:
+            units_l = units.to_pylist() if p.guard.has_caps else None
+            a, fired, prop = p.guard.batch(cols, a, P, units_l, ts)
+            w = np.where(fired >= 0, len(ch.reasons) + fired, w)
+            guard_codes = fired
+        else:
+            prop = np.ones(n) if P is None else P[np.arange(n), a]
+        shadows = tuple(_shadow_batch(sh, X, cols) for sh in p.shadows)
+        return DecisionBatch(
+            **common, outputs=p.outputs, scores=S, action_codes=a, propensities=prop, why_codes=w,
+            guardrails=p.guard.names if p.guard else (), guardrail_codes=guard_codes, shadows=shadows,
+        )
+
+    def _timestamps(self, timestamps_ns: Any, n_in: int, rows: np.ndarray) -> np.ndarray:
+        if timestamps_ns is None:
+            return np.full(rows.shape[0], self.clock.now_ns(), dtype=np.int64)
+        ts_all = np.asarray(timestamps_ns, dtype=np.int64)
+        if ts_all.shape != (n_in,):
+            raise ContextError("timestamps_ns", f"one timestamp per input row ({n_in})", f"{ts_all.shape[0]} timestamps")
+        return ts_all[rows]
+
+    def _ids(self, decision_ids: Any, n_in: int, rows: np.ndarray, ts: np.ndarray) -> pa.StringArray:
+        if decision_ids is None:
+            return _ids_for(self.ids, ts)
+        ids_all = decision_ids if isinstance(decision_ids, pa.Array) else list(decision_ids)
+        if len(ids_all) != n_in or not _all_nonempty_str(ids_all):
+            raise ContextError("decision_ids", f"one non-empty string per input row ({n_in})", f"{len(ids_all)} values")
+        ids = ids_all.cast(pa.string()) if isinstance(ids_all, pa.Array) else pa.array(ids_all, type=pa.string())
+        if rows.shape[0] != n_in:
+            ids = ids.take(pa.array(rows))
+        return ids
+
+
+def _shadow_one(sh: _Shadow, x: tuple[float, ...], c: Any, actions: tuple[str, ...]) -> ShadowResult:
+    s = sh.one(x, c)
+    return ShadowResult(sh.version, dict(zip(sh.outputs, s, strict=True)), actions[sh.chooser.one(s)[0]])
+
+
+def _shadow_batch(sh: _Shadow, X: np.ndarray, cols: Any) -> tuple[str, tuple[str, ...], np.ndarray, np.ndarray]:
+    S = np.asarray(sh.batch(X, cols), dtype=np.float64)
+    return sh.version, sh.outputs, S, sh.chooser.batch(S)[0]
 
 
 def _input_rows(batch: Any) -> int:
@@ -201,9 +345,9 @@ def _input_rows(batch: Any) -> int:
 
 def _all_nonempty_str(ids: Any) -> bool:
     if isinstance(ids, pa.Array):
-        return ids.null_count == 0 and (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)) and (
-            len(ids) == 0 or pc.min(pc.binary_length(ids)).as_py() > 0
-        )
+        if ids.null_count or not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+            return False
+        return len(ids) == 0 or pc.min(pc.binary_length(ids)).as_py() > 0
     return all(isinstance(d, str) and d for d in ids)
 
 
