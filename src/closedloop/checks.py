@@ -278,7 +278,10 @@ def check_intelligence(
         raise ConformanceError(f"{intelligence!r} scores differently after to_dict → JSON → from_dict.")
 
 
-def check_runtime(system: Any, bundle: Bundle, *, n: int = 300, seed: int = 0) -> None:
+def check_runtime(
+    system: Any, bundle: Bundle, *, n: int = 300, seed: int = 0,
+    kinds: Mapping[str, type[Intelligence]] = KINDS,
+) -> None:
     """``Runtime.decide`` ≡ ``Runtime.decide_batch`` (action, propensity, why, bitwise scores)
     on generated contexts; the bundle survives save → load with identical decisions; a bundle
     claiming another system is refused."""
@@ -294,7 +297,7 @@ def check_runtime(system: Any, bundle: Bundle, *, n: int = 300, seed: int = 0) -
     singles = [rt.decide(r, decision_id=ids[i], timestamp_ns=ts[i]) for i, r in enumerate(rows)]
     _same_decisions(singles, batch, "decide", "decide_batch")
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = Bundle.load(bundle.save(Path(tmp) / "b"), system)
+        loaded = Bundle.load(bundle.save(Path(tmp) / "b"), system, kinds=kinds)
         if loaded.version != bundle.version:
             raise ConformanceError(f"The bundle version changed on save → load: {bundle.version} → {loaded.version}.")
         rt2 = Runtime(system, loaded)
