@@ -1,0 +1,160 @@
+"""Guardrails: overrides composed like middleware, each recorded in the decision; caps with
+per-unit state; exact propensities through overrides; both paths identical."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from closedloop import (
+    AllowList,
+    BlockList,
+    Bundle,
+    BundleError,
+    EpsilonGreedy,
+    F,
+    FrequencyCap,
+    HardLimit,
+    LogisticModel,
+    Runtime,
+    SpecError,
+    System,
+    Thresholds,
+    checks,
+)
+
+PHISHY = {"user_id": "u1", "url": "http://10.0.0.1/login", "domain": "10.0.0.1", "page_brand": "PayPal",
+          "domain_age_days": 3, "has_password_field": True}
+
+
+def model(system, bias):
+    return LogisticModel({n: 0.0 for n in system.features.names}, bias, output="phish")
+
+
+def variant(phishing, guardrails=(), explore=None):
+    exp = Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow", explore=explore)
+    return System(
+        "phishing", context=phishing.schema.fields, unit=phishing.unit,
+        features={f.name: f.expr for f in phishing.features.features},
+        actions=list(phishing.action_specs.values()), experience=exp, labels=phishing.labels,
+        guardrails=list(guardrails),
+    )
+
+
+def test_allow_list_overrides_a_block_and_says_so(phishing):
+    system = variant(phishing, [AllowList("partners", "domain", ["10.0.0.1"])])
+    d = Runtime(system, Bundle.build(system, model(system, 5.0))).decide(PHISHY)
+    assert d.action == "allow" and d.guardrail == "partners"
+    assert d.why == "domain on AllowList 'partners' → allow"
+    assert d.scores["phish"] > 0.99  # the intelligence still scored; the guardrail decided
+
+
+def test_block_list_in_a_bundle_is_a_hot_fix(phishing, tmp_path):
+    system = variant(phishing)
+    fix = BlockList("kit_2026_11", "domain", ["EVIL.example"])
+    bundle = Bundle.load(Bundle.build(system, model(system, -5.0), guardrails=[fix]).save(tmp_path / "b"), system)
+    rt = Runtime(system, bundle)
+    d = rt.decide({**PHISHY, "domain": "evil.example"})
+    assert (d.action, d.guardrail) == ("block", "kit_2026_11")
+    assert rt.decide(PHISHY).action == "allow"
+    assert Bundle.build(system, model(system, -5.0)).version != bundle.version  # the fix is content
+
+
+def test_bundles_carry_only_lists(phishing):
+    system = variant(phishing)
+    limit = HardLimit("x", F.col("popularity_rank") > 0, {"block": "warn"})
+    with pytest.raises(SpecError, match="allow and block lists only"):
+        Bundle.build(system, model(system, 0.0), guardrails=[limit])
+
+
+def test_a_bundle_list_for_an_unknown_action_is_refused(phishing, tmp_path):
+    system = variant(phishing)
+    with pytest.raises(SpecError, match="declared action"):
+        Bundle.build(system, model(system, 0.0), guardrails=[BlockList("b", "domain", ["x"], action="nuke")])
+    other = System(
+        "phishing", context=phishing.schema.fields, unit=phishing.unit,
+        features={f.name: f.expr for f in phishing.features.features},
+        actions=["allow", "warn", "quarantine"],
+        experience=Thresholds("phish", {"quarantine": 0.9, "warn": 0.6}, otherwise="allow"),
+    )
+    path = Bundle.build(system, model(system, 0.0), thresholds=None, guardrails=[BlockList("b", "domain", ["x"])]).save(tmp_path / "b")
+    with pytest.raises(BundleError) as err:
+        Bundle.load(path, other)
+    assert err.value.check == "guardrails"
+
+
+def test_hard_limit_never_blocks_a_top_site(phishing):
+    d = Runtime(phishing, Bundle.build(phishing, model(phishing, 5.0))).decide({**PHISHY, "popularity_rank": 10})
+    assert (d.action, d.guardrail, d.why) == ("warn", "top_sites", "never block a top-1,000 site")
+
+
+def test_the_outermost_guardrail_has_the_last_word(phishing):
+    allow = AllowList("partners", "domain", ["10.0.0.1"])
+    block = BlockList("attack", "domain", ["10.0.0.1"])
+    d1 = Runtime(s1 := variant(phishing, [allow, block]), Bundle.build(s1, model(s1, 0.0))).decide(PHISHY)
+    d2 = Runtime(s2 := variant(phishing, [block, allow]), Bundle.build(s2, model(s2, 0.0))).decide(PHISHY)
+    assert (d1.action, d1.guardrail) == ("allow", "partners")
+    assert (d2.action, d2.guardrail) == ("block", "attack")
+    # the system's guardrails wrap the bundle's
+    s3 = variant(phishing, [allow])
+    d3 = Runtime(s3, Bundle.build(s3, model(s3, 0.0), guardrails=[block])).decide(PHISHY)
+    assert (d3.action, d3.guardrail) == ("allow", "partners")
+
+
+def test_frequency_cap_limits_warnings_per_unit_per_day(phishing):
+    system = variant(phishing, [FrequencyCap("warn", 2, timedelta(days=1), fallback="allow")])
+    rt = Runtime(system, Bundle.build(system, model(system, 0.8)))  # sigmoid(0.8) ≈ 0.69 → warn
+    day = 86_400 * 10**9
+    shown = [rt.decide(PHISHY, timestamp_ns=t).action for t in (1, 2, 3, 4)]
+    assert shown == ["warn", "warn", "allow", "allow"]
+    capped = rt.decide(PHISHY, timestamp_ns=5)
+    assert capped.guardrail == "cap_warn" and "warn shown 2 times" in capped.why
+    assert rt.decide({**PHISHY, "user_id": "u2"}, timestamp_ns=6).action == "warn"  # per unit
+    assert rt.decide(PHISHY, timestamp_ns=day + 1).action == "warn"  # a new day
+
+
+def test_caps_in_a_batch_count_in_row_order_like_single_decisions(phishing):
+    system = variant(phishing, [FrequencyCap("warn", 2, timedelta(hours=1), fallback="allow")])
+    bundle = Bundle.build(system, model(system, 0.8))
+    users = ["a", "b", "a", "a", "b", "a", "c", "b", "b"]
+    cols = {k: [v] * len(users) for k, v in PHISHY.items()}
+    cols["user_id"] = users
+    batch = Runtime(system, bundle).decide_batch(cols)
+    assert batch.action.tolist() == ["warn", "warn", "warn", "allow", "warn", "allow", "warn", "allow", "allow"]
+    checks.check_runtime(system, bundle, n=300)
+
+
+def test_propensity_through_guardrails_is_exact(phishing):
+    """With exploration, the shown action's propensity sums every action the guards map to it."""
+    top = HardLimit("top_sites", (F.col("popularity_rank") > 0) & (F.col("popularity_rank") <= 1000), {"block": "warn"})
+    system = variant(phishing, [top], explore=EpsilonGreedy(0.3))
+    rt = Runtime(system, Bundle.build(system, model(system, 5.0)))
+    for _ in range(100):
+        d = rt.decide({**PHISHY, "popularity_rank": 10})
+        assert d.action in ("warn", "allow")
+        # greedy = block: P(block) = 0.7 + 0.1, P(warn) = 0.1, P(allow) = 0.1; block → warn
+        assert math.isclose(d.propensity, 0.9 if d.action == "warn" else 0.1)
+    checks.check_runtime(system, Bundle.build(system, model(system, 0.5)), n=300)
+
+
+def test_guardrail_declarations_are_validated(phishing):
+    with pytest.raises(SpecError, match="text context field"):
+        variant(phishing, [AllowList("a", "domain_age_days", ["x"])])
+    with pytest.raises(SpecError, match="declared actions"):
+        variant(phishing, [HardLimit("h", F.col("popularity_rank") > 0, {"block": "nuke"})])
+    with pytest.raises(SpecError, match="positive timedelta"):
+        FrequencyCap("warn", 2, timedelta(0), fallback="allow")
+    with pytest.raises(SpecError, match="another action"):
+        FrequencyCap("warn", 2, timedelta(days=1), fallback="warn")
+    s = variant(phishing, [FrequencyCap("warn", 2, timedelta(days=1), "block"), FrequencyCap("block", 1, timedelta(days=1), "warn")])
+    with pytest.raises(SpecError, match="must not be capped"):
+        Runtime(s, Bundle.build(s, model(s, 0.0)))
+
+
+def test_phishing_guardrails_conform(phishing):
+    rng = np.random.default_rng(0)
+    weights = {n: float(w) for n, w in zip(phishing.features.names, rng.normal(size=len(phishing.features)), strict=True)}
+    checks.check_runtime(phishing, Bundle.build(phishing, LogisticModel(weights, 0.0, output="phish")), n=500)
