@@ -20,6 +20,7 @@ from closedloop import (
     checks,
 )
 from closedloop.intelligence import KINDS, load_intelligence, sigmoid
+from closedloop.intelligence.combine import Partitioned, Stacking, WeightedVote
 
 
 def shipped(system) -> dict[str, object]:
@@ -38,6 +39,9 @@ def shipped(system) -> dict[str, object]:
         "scoring_rules": rules,
         "threshold_rule": ThresholdRule("young_domain", ">", 0.5, then=0.8, otherwise=0.1, output="phish"),
         "lookup_table": LookupTable("domain", {"Evil.example": 1.0, "good.example": 0.0}, fallback=rules, output="phish"),
+        "weighted_vote": WeightedVote([(LogisticModel(weights, -0.5, output="phish"), 2.0), (rules, 1.0)], output="phish"),
+        "stacking": Stacking([LogisticModel(weights, -0.5, output="phish"), rules], [1.5, 0.8], -1.0, output="phish"),
+        "partitioned": Partitioned("browser", {"chrome": rules}, default=LogisticModel(weights, -0.5, output="phish")),
     }
 
 

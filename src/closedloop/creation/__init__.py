@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from .logistic import TrainResult, encode_labels, train_logistic
 from .metrics import log_loss, roc_auc
+from .stacking import fit_stacking
 
-__all__ = ["TrainResult", "encode_labels", "log_loss", "roc_auc", "train_logistic"]
+__all__ = ["TrainResult", "encode_labels", "fit_stacking", "log_loss", "roc_auc", "train_logistic"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import IntelligenceError
 from .base import Intelligence, Scorer, sigmoid
+from .combine import Partitioned, Stacking, WeightedVote
 from .heuristics import LookupTable, Rule, ScoringRules, ThresholdRule
 from .linear import LinearModel, LogisticModel
 
@@ -19,10 +20,13 @@ __all__ = [
     "LinearModel",
     "LogisticModel",
     "LookupTable",
+    "Partitioned",
     "Rule",
     "Scorer",
     "ScoringRules",
+    "Stacking",
     "ThresholdRule",
+    "WeightedVote",
     "load_intelligence",
     "sigmoid",
 ]
@@ -30,6 +34,7 @@ __all__ = [
 KINDS: Mapping[str, type[Intelligence]] = {
     cls.kind: cls
     for cls in (LinearModel, LogisticModel, ScoringRules, ThresholdRule, LookupTable)
+    + (WeightedVote, Stacking, Partitioned)
 }
 
 
