@@ -223,3 +223,16 @@ def test_a_new_optional_field_with_unchanged_features_keeps_bundles_compatible(p
     s2 = other_system(phishing, context=fields)
     # The bundle depends on the schema version and the feature definitions, not on every field.
     assert Bundle.load(saved, s2).version
+
+
+def test_a_maliciously_deep_intelligence_document_is_refused(saved):
+    import hashlib
+
+    data = (b'{"kind": "lookup_table", "fallback": ' * 100_000) + b"null" + b"}" * 100_000
+    p = writable(saved / "intelligence.json")
+    p.write_bytes(data)
+    m = json.loads((saved / "manifest.json").read_text())
+    m["files"]["intelligence.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    m["digest"] = _manifest_digest(m)
+    writable(saved / "manifest.json").write_text(json.dumps(m))
+    assert refused(saved) == "intelligence"

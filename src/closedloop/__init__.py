@@ -31,9 +31,12 @@ from .intelligence import (
     LinearModel,
     LogisticModel,
     LookupTable,
+    Partitioned,
     Rule,
     ScoringRules,
+    Stacking,
     ThresholdRule,
+    WeightedVote,
 )
 from .runtime import Runtime
 from .schema import Bool, Float, Int, Schema, Str
@@ -54,7 +57,10 @@ __all__ = [
     "FrequencyCap",
     "HardLimit",
     "InMemoryCapStore",
+    "Partitioned",
     "Presentation",
+    "Stacking",
+    "WeightedVote",
     "Ranking",
     "ShadowResult",
     "Softmax",

@@ -252,6 +252,8 @@ class Bundle:
         try:
             spec = json.loads(files[manifest["intelligence"]["entry"]])
             intelligence = load_intelligence(spec, files, kinds)
+        except RecursionError as exc:  # a maliciously deep document
+            raise BundleError("intelligence", "the saved intelligence is nested too deeply", str(root)) from exc
         except (ClosedLoopError, ValueError, KeyError, TypeError) as exc:
             raise BundleError("intelligence", str(exc), str(root)) from exc
         bundle = cls(manifest, intelligence, root)
@@ -318,7 +320,7 @@ def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise BundleError("manifest", f"{MANIFEST} is missing", where)
     try:
         manifest = json.loads(mpath.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError("manifest", f"{MANIFEST} is not valid JSON ({exc})", where) from exc
     if not isinstance(manifest, dict):
         raise BundleError("manifest", f"{MANIFEST} must hold a JSON object", where)
