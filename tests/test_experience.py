@@ -277,3 +277,21 @@ def test_the_kill_switch_skips_intelligence(phishing):
     assert b.action.tolist() == ["allow"] * 3 and b[0] == rt.decide(CTX, decision_id=b[0].decision_id, timestamp_ns=b[0].timestamp_ns)
     rt.set_killswitch(False)
     assert rt.decide(CTX).action == "block"
+
+
+def test_organize_mode_ranks_candidates_through_the_runtime():
+    from examples.feed import data
+    from examples.feed.system import feed, model
+
+    bundle = Bundle.build(feed, model)
+    contexts = data.generate(30, [1, 5, 80] * 10, seed=4)
+    batch = Runtime(feed, bundle, ids=DecisionIds(seed=2)).decide_batch(*data.columnar(contexts))
+    rt = Runtime(feed, bundle)
+    for i, ctx in enumerate(contexts):
+        d = rt.decide(ctx, decision_id=batch[i].decision_id, timestamp_ns=batch[i].timestamp_ns)
+        assert d == batch[i]
+        assert d.mode == "organize" and len(d.ranking) == min(5, len(ctx["candidates"]))
+        assert 0.0 < d.propensity <= 1.0 and all(0.0 < p <= 1.0 for p in d.slot_propensities)
+    rt.set_killswitch(True)
+    d = rt.decide(contexts[2])
+    assert d.killswitch and d.ranking == [c["item_id"] for c in contexts[2]["candidates"][:5]]
