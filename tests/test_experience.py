@@ -285,7 +285,8 @@ def test_organize_mode_ranks_candidates_through_the_runtime():
 
     bundle = Bundle.build(feed, model)
     contexts = data.generate(30, [1, 5, 80] * 10, seed=4)
-    batch = Runtime(feed, bundle, ids=DecisionIds(seed=2)).decide_batch(*data.columnar(contexts))
+    requests, candidates = data.columnar(contexts)
+    batch = Runtime(feed, bundle, ids=DecisionIds(seed=2)).decide_batch(requests, candidates=candidates)
     rt = Runtime(feed, bundle)
     for i, ctx in enumerate(contexts):
         d = rt.decide(ctx, decision_id=batch[i].decision_id, timestamp_ns=batch[i].timestamp_ns)
