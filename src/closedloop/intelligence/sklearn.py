@@ -1,0 +1,455 @@
+"""Any scikit-learn estimator, stored with skops (never pickle).
+
+``SklearnModel(estimator, feature_names, method="predict_proba", column=1)`` scores one column of
+``estimator.<method>(X)`` where column j of ``X`` is the system feature ``feature_names[j]``.
+
+Saving and loading
+------------------
+The estimator is written with ``skops.io.dumps`` into its own bundle file
+(``model-<hash>.skops``, checksummed like every bundle file). The types that file needs beyond
+skops' defaults are derived *at save time* with ``skops.io.get_untrusted_types(data=…)`` and
+written into the spec (``intelligence.json``) as ``"trusted"``. Loading passes exactly that list
+as ``trusted=`` to ``skops.io.loads`` — so skops refuses any other type the file names — and first
+refuses the list itself unless every entry is allow-listed (:data:`TRUSTED_PREFIXES`,
+:data:`TRUSTED_NAMES`), so an edited ``intelligence.json`` cannot widen trust to ``os.system``,
+``builtins.eval`` or a module of its choosing. Trust extends to the code of scikit-learn, NumPy
+and SciPy (which closedloop already runs), to a few data containers of ``builtins`` and
+``collections`` — never to builtins' functions or to any other module. Saving refuses an
+estimator that would need more (e.g. a class of your own in a pipeline).
+
+skops warns that scikit-learn's tree structures (``sklearn.tree._tree.Tree`` and
+``HistGradientBoosting``'s ``TreePredictor``) are indexed without bounds checks when predicting,
+so a crafted file could crash the process. After loading, every such structure reachable from the
+estimator is validated (children after their parent and in range, features in range, categorical
+bitsets in range) and a bad one is refused with an :class:`~closedloop.errors.IntelligenceError`.
+
+The estimator is snapshotted when the model is created: it is dumped once and the scoring copy is
+the one loaded back from those bytes, so the saved bytes, the scoring estimator and a bundle
+loaded later are the same thing (refitting your estimator afterwards changes nothing here). On
+that copy every ``n_jobs`` parameter is set to 1 (see below).
+
+One ≡ batch
+-----------
+``Scorer.one`` must return bitwise the batch's row. Whether scikit-learn computes a row
+independently of the other rows of its batch depends on the estimator:
+
+* **Tree models** (decision trees, random forests, extra trees, gradient boosting and histogram
+  gradient boosting, alone or behind element-wise scalers/imputers in a ``Pipeline``) compute
+  each row on its own: a walk down each tree, the trees' values added to that row's accumulator
+  in a fixed order, then element-wise arithmetic (division by the number of trees, ``expit``).
+  Forests add the trees' probabilities in the order their worker threads finish when
+  ``n_jobs > 1``, which changes the last bit from run to run — hence ``n_jobs=1`` on the scoring
+  copy, making the order the trees' order. For these ``batch_mode="vectorized"``: the batch is
+  one call on the whole (C-contiguous) matrix and ``one`` is the same call on a one-row matrix.
+* **Anything with a matrix product** (linear models, ``Pipeline(StandardScaler,
+  LogisticRegression)``, SVMs, neural networks, …) does not: NumPy hands a one-row product to
+  BLAS ``ddot`` and a many-row product to ``dgemv``/``dgemm``, whose blocking and vector lanes
+  add the terms in a different order (we measured ~25% of rows of the phishing logistic pipeline
+  differing in the last bit). For these ``batch_mode="rowwise"``: the batch calls the estimator on
+  each row with the very code ``one`` runs (a one-row C-contiguous matrix built from the row's
+  values), so the two are equal by construction — at the price of scikit-learn's per-call
+  overhead (~0.1–0.5 ms) per row. For a fast linear model use
+  :meth:`closedloop.intelligence.LogisticModel.from_sklearn` instead.
+
+``batch_mode="auto"`` (the default) picks ``vectorized`` for the tree models listed in
+:data:`ROW_INDEPENDENT` (final step) and :data:`ELEMENTWISE` (preceding pipeline steps, by exact
+class), ``rowwise`` for everything else; ``"vectorized"`` can be forced for an estimator you have
+verified (``closedloop.checks.check_intelligence`` will tell you if it is not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import IntelligenceError
+from ..features import FeatureSet
+from ..schema import Columns
+from .base import Intelligence, Scorer, check_output, spec_get
+
+__all__ = ["ELEMENTWISE", "ROW_INDEPENDENT", "TRUSTED_NAMES", "TRUSTED_PREFIXES", "SklearnModel", "check_trusted"]
+
+#: Module prefixes whose types a saved estimator may ask skops to trust.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+#: Further single types that may be trusted (data containers only; no builtins functions).
+TRUSTED_NAMES = frozenset({
+    "builtins.bytearray", "builtins.bytes", "builtins.complex", "builtins.frozenset", "builtins.range",
+    "builtins.set", "builtins.slice", "collections.Counter", "collections.OrderedDict",
+    "collections.defaultdict", "collections.deque",
+})
+#: Final estimators (exact class, by public name) whose rows are scored independently of each other.
+ROW_INDEPENDENT = (
+    "sklearn.tree.DecisionTreeClassifier", "sklearn.tree.DecisionTreeRegressor",
+    "sklearn.tree.ExtraTreeClassifier", "sklearn.tree.ExtraTreeRegressor",
+    "sklearn.ensemble.RandomForestClassifier", "sklearn.ensemble.RandomForestRegressor",
+    "sklearn.ensemble.ExtraTreesClassifier", "sklearn.ensemble.ExtraTreesRegressor",
+    "sklearn.ensemble.GradientBoostingClassifier", "sklearn.ensemble.GradientBoostingRegressor",
+    "sklearn.ensemble.HistGradientBoostingClassifier", "sklearn.ensemble.HistGradientBoostingRegressor",
+)
+#: Pipeline steps before the final estimator that transform each value on its own.
+ELEMENTWISE = (
+    "sklearn.preprocessing.StandardScaler", "sklearn.preprocessing.MinMaxScaler",
+    "sklearn.preprocessing.MaxAbsScaler", "sklearn.preprocessing.RobustScaler",
+    "sklearn.impute.SimpleImputer",
+)
+_METHODS = ("predict_proba", "decision_function", "predict")
+_MODES = ("auto", "vectorized", "rowwise")
+
+
+def check_trusted(trusted: Any, owner: str = "SklearnModel") -> list[str]:
+    """The list of types to trust, refused unless every entry is allow-listed."""
+    if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
+        raise IntelligenceError(f"The 'trusted' types of {owner} must be a list of type names. Got {trusted!r} instead.")
+    for t in trusted:
+        if not (t in TRUSTED_NAMES or (t.startswith(TRUSTED_PREFIXES) and ".." not in t)):
+            raise IntelligenceError(
+                f"The 'trusted' types of {owner} may only name types under {list(TRUSTED_PREFIXES)} or "
+                f"{sorted(TRUSTED_NAMES)}. Got {t!r} instead."
+            )
+    return list(trusted)
+
+
+def _classes(names: Sequence[str]) -> tuple[type, ...]:
+    import importlib
+
+    out = []
+    for name in names:
+        module, _, cls = name.rpartition(".")
+        out.append(getattr(importlib.import_module(module), cls))
+    return tuple(out)
+
+
+def _is(obj: Any, names: Sequence[str]) -> bool:
+    return type(obj) in _classes(names)  # the exact class: a subclass may score differently
+
+
+def _row_independent(estimator: Any) -> bool:
+    if _is(estimator, ("sklearn.pipeline.Pipeline",)):
+        *pre, (_, last) = estimator.steps
+        return all(s in (None, "passthrough") or _is(s, ELEMENTWISE) for _, s in pre) and _row_independent(last)
+    if _is(estimator, ("sklearn.ensemble.GradientBoostingClassifier", "sklearn.ensemble.GradientBoostingRegressor")):
+        if getattr(estimator, "init", None) not in (None, "zero"):
+            return False  # an init estimator of its own may multiply matrices
+    return _is(estimator, ROW_INDEPENDENT)
+
+
+# -- validating tree structures after loading ------------------------------------------------------
+
+def _check_trees(estimator: Any) -> None:
+    """Validate every scikit-learn tree structure reachable from ``estimator`` (see the module
+    docstring): a crafted file must not make ``predict`` index out of bounds."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree._tree import Tree
+
+    seen: set[int] = set()
+    stack: list[tuple[Any, Any]] = [(estimator, None)]
+    while stack:
+        obj, owner = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Tree):
+            _check_sklearn_tree(obj)
+        elif isinstance(obj, TreePredictor):
+            _check_predictor(obj, owner)
+        if isinstance(obj, list | tuple):
+            stack.extend((o, owner) for o in obj)
+        elif isinstance(obj, dict):
+            stack.extend((o, owner) for o in obj.values())
+        elif isinstance(obj, np.ndarray):
+            if obj.dtype == object:
+                stack.extend((o, owner) for o in obj.ravel().tolist())
+        elif type(obj).__module__.startswith("sklearn.") and hasattr(obj, "__dict__"):
+            inner = obj if hasattr(obj, "_predictors") else owner
+            stack.extend((o, inner) for o in vars(obj).values())
+
+
+def _tree_error(what: str, rule: str, value: Any) -> IntelligenceError:
+    return IntelligenceError(f"The saved estimator's {what} must {rule}. Got {value!r} instead.")
+
+
+def _check_children(left: np.ndarray, right: np.ndarray, leaf: np.ndarray, what: str) -> None:
+    n = left.shape[0]
+    idx = np.arange(n)
+    for name, child in (("left", left), ("right", right)):
+        bad = ~leaf & ((child <= idx) | (child >= n))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _tree_error(what, f"have {name} children after their node and below {n} (node {i})", int(child[i]))
+
+
+def _check_sklearn_tree(tree: Any) -> None:
+    left = np.asarray(tree.children_left)
+    right = np.asarray(tree.children_right)
+    feature = np.asarray(tree.feature)
+    n = int(tree.node_count)
+    if not (left.shape == right.shape == feature.shape == (n,)) or n < 1:
+        raise _tree_error("tree", f"have {n} entries per node array", (left.shape, right.shape, feature.shape))
+    leaf = left == -1
+    if not np.array_equal(leaf, right == -1):
+        raise _tree_error("tree", "mark leaves in both children arrays", "a half leaf")
+    _check_children(left, right, leaf, "tree")
+    bad = ~leaf & ((feature < 0) | (feature >= int(tree.n_features)))
+    if bad.any():
+        raise _tree_error("tree", f"split on features 0…{int(tree.n_features) - 1}", int(feature[bad][0]))
+    if np.asarray(tree.value).shape[0] != n:
+        raise _tree_error("tree", f"hold {n} values", np.asarray(tree.value).shape)
+
+
+def _check_predictor(p: Any, owner: Any) -> None:
+    what = "gradient-boosting tree"
+    nodes = p.nodes
+    n = nodes.shape[0]
+    if n < 1:
+        raise _tree_error(what, "have at least one node", n)
+    leaf = nodes["is_leaf"].astype(bool)
+    _check_children(nodes["left"].astype(np.int64), nodes["right"].astype(np.int64), leaf, what)
+    n_features = getattr(owner, "n_features_in_", None)
+    if n_features is None:
+        raise _tree_error(what, "belong to a fitted HistGradientBoosting estimator", type(owner).__name__)
+    fidx = nodes["feature_idx"][~leaf].astype(np.int64)
+    if fidx.size and (fidx.min() < 0 or fidx.max() >= n_features):
+        raise _tree_error(what, f"split on features 0…{n_features - 1}", int(fidx.max() if fidx.min() >= 0 else fidx.min()))
+    cat = ~leaf & nodes["is_categorical"].astype(bool)
+    if cat.any():
+        is_cat = getattr(owner, "is_categorical_", None)
+        bits = int(np.asarray(p.raw_left_cat_bitsets).shape[0])
+        bidx = nodes["bitset_idx"][cat].astype(np.int64)
+        cfeat = nodes["feature_idx"][cat].astype(np.int64)
+        if (
+            is_cat is None or not np.asarray(is_cat, dtype=bool)[cfeat].all() or (bidx < 0).any()
+            or (bidx >= bits).any() or int(np.asarray(p.binned_left_cat_bitsets).shape[0]) != bits
+        ):
+            raise _tree_error(what, f"split categories only on categorical features, within its {bits} bitsets", bidx.tolist()[:5])
+
+
+# -- the scorer ----------------------------------------------------------------------------------
+
+class _SklearnScorer(Scorer):
+    def __init__(self, features: FeatureSet, model: SklearnModel, idx: list[int]) -> None:
+        self.features = features
+        self.outputs = (model.output,)
+        self._fn = getattr(model.estimator, model.method)
+        self._column = model._column_index
+        self._idx = idx
+        self._identity = idx == list(range(len(features))) and len(idx) == len(features)
+        self._vectorized = model.batch_mode_resolved == "vectorized"
+        self._quiet = hasattr(model.estimator, "feature_names_in_")
+        self._name = model._estimator_name
+
+    def _call(self, A: np.ndarray) -> np.ndarray:
+        try:
+            if self._quiet:  # fitted on named columns; we pass the same columns as an array
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    r = self._fn(A)
+            else:
+                r = self._fn(A)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise IntelligenceError(f"The scikit-learn estimator {self._name} could not score its input: {exc}") from exc
+        r = np.asarray(r)
+        if r.dtype.kind not in "biuf":
+            raise IntelligenceError(f"The scikit-learn estimator {self._name} must return numbers. Got {r.dtype} instead.")
+        return r
+
+    def _pick(self, r: np.ndarray) -> np.ndarray:
+        return (r[:, self._column] if r.ndim == 2 else r).astype(np.float64, copy=False)
+
+    def one(self, x: tuple[float, ...], context: Any) -> tuple[float, ...]:
+        row = x if self._identity else [x[i] for i in self._idx]
+        A = np.array((row,), dtype=np.float64)  # one C-contiguous row: the rowwise batch builds the same
+        return (float(self._pick(self._call(A))[0]),)
+
+    def batch(self, X: np.ndarray, cols: Columns) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if self._vectorized:
+            A = np.ascontiguousarray(X if self._identity else X[:, self._idx])
+            out = np.array(self._pick(self._call(A)), dtype=np.float64) if A.shape[0] else np.empty(0)
+        else:
+            out = np.empty(X.shape[0], dtype=np.float64)
+            for i, row in enumerate(X.tolist()):
+                out[i] = self.one(tuple(row), None)[0]
+        return out.reshape(-1, 1)
+
+
+# -- the intelligence ----------------------------------------------------------------------------
+
+def _skops() -> Any:
+    import skops.io as sio
+
+    return sio
+
+
+class SklearnModel(Intelligence):
+    """A fitted scikit-learn estimator (or pipeline), saved with skops and scored through it.
+
+    Parameters
+    ----------
+    estimator:
+        The fitted estimator. It is snapshotted (dumped with skops and loaded back) now.
+    feature_names:
+        The system feature of each column the estimator was fitted on, in order. When the
+        estimator was fitted on named columns (``feature_names_in_``) they must be the same.
+    output:
+        The name of the score.
+    method:
+        ``"predict_proba"`` (default), ``"decision_function"`` or ``"predict"``.
+    column:
+        The column of a two-dimensional result (by default 1 for ``predict_proba``: the positive
+        class of a binary classifier); must be None or 0 for a one-dimensional result.
+    batch_mode:
+        ``"auto"``, ``"vectorized"`` or ``"rowwise"`` — see the module docstring.
+    """
+
+    kind: ClassVar[str] = "sklearn"
+
+    def __init__(
+        self, estimator: Any, feature_names: Sequence[str], output: str = "score", method: str = "predict_proba",
+        column: int | None = None, *, batch_mode: str = "auto",
+    ) -> None:
+        data, trusted = self._dump(estimator)
+        self._setup(data, trusted, feature_names, output, method, column, batch_mode)
+
+    @classmethod
+    def _dump(cls, estimator: Any) -> tuple[bytes, list[str]]:
+        sio = _skops()
+        if not callable(getattr(estimator, "fit", None)):
+            raise IntelligenceError(f"{cls.__name__} needs a fitted scikit-learn estimator. Got {estimator!r} instead.")
+        try:
+            data = sio.dumps(estimator)
+            trusted = sorted(sio.get_untrusted_types(data=data))
+        except Exception as exc:
+            raise IntelligenceError(f"{cls.__name__} could not save {type(estimator).__name__} with skops: {exc}") from exc
+        try:
+            check_trusted(trusted, cls.__name__)
+        except IntelligenceError as exc:
+            raise IntelligenceError(
+                f"{cls.__name__} cannot save {type(estimator).__name__}: it needs types outside the allow-list. {exc}"
+            ) from None
+        return data, trusted
+
+    def _setup(
+        self, data: bytes, trusted: list[str], feature_names: Any, output: Any, method: Any, column: Any,
+        batch_mode: Any,
+    ) -> None:
+        owner = type(self).__name__
+        self.output = check_output(output, owner)
+        if method not in _METHODS:
+            raise IntelligenceError(f"The 'method' parameter of {owner} must be one of {list(_METHODS)}. Got {method!r} instead.")
+        if batch_mode not in _MODES:
+            raise IntelligenceError(f"The 'batch_mode' parameter of {owner} must be one of {list(_MODES)}. Got {batch_mode!r} instead.")
+        if isinstance(feature_names, str) or not isinstance(feature_names, Sequence) or not feature_names or not all(
+            isinstance(n, str) and n for n in feature_names
+        ):
+            raise IntelligenceError(
+                f"The 'feature_names' parameter of {owner} must be a non-empty list of feature names. Got {feature_names!r} instead."
+            )
+        if len(set(feature_names)) != len(feature_names):
+            raise IntelligenceError(f"The 'feature_names' of {owner} must be distinct. Got {list(feature_names)} instead.")
+        if column is not None and (isinstance(column, bool) or not isinstance(column, int) or column < 0):
+            raise IntelligenceError(f"The 'column' parameter of {owner} must be an integer ≥ 0 or None. Got {column!r} instead.")
+        self.trusted = check_trusted(trusted, owner)
+        sio = _skops()
+        try:
+            estimator = sio.loads(data, trusted=self.trusted)
+        except Exception as exc:
+            raise IntelligenceError(f"The skops file of {owner} could not be loaded with the trusted types {self.trusted}: {exc}") from None
+        self.data = data
+        self.estimator = estimator
+        self.feature_names = tuple(feature_names)
+        self.method = method
+        self.column = column
+        self.batch_mode = batch_mode
+        self._estimator_name = type(estimator).__name__
+        fn = getattr(estimator, method, None)
+        if not callable(fn):
+            raise IntelligenceError(f"The estimator {self._estimator_name} has no method {method!r}.")
+        n_in = getattr(estimator, "n_features_in_", None)
+        if n_in is not None and n_in != len(self.feature_names):
+            raise IntelligenceError(
+                f"The 'feature_names' of {owner} must name the estimator's {n_in} input columns. "
+                f"Got {len(self.feature_names)} names instead."
+            )
+        own = getattr(estimator, "feature_names_in_", None)
+        if own is not None and [str(n) for n in own] != list(self.feature_names):
+            raise IntelligenceError(
+                f"The 'feature_names' of {owner} must equal the names the estimator was fitted with, "
+                f"in order ({[str(n) for n in own]}). Got {list(self.feature_names)} instead."
+            )
+        _check_trees(estimator)
+        params = estimator.get_params(deep=True) if hasattr(estimator, "get_params") else {}
+        jobs = {k: 1 for k in params if k == "n_jobs" or k.endswith("__n_jobs")}
+        if jobs:
+            estimator.set_params(**jobs)  # our own copy: trees' contributions add in a fixed order
+        self.batch_mode_resolved = batch_mode if batch_mode != "auto" else (
+            "vectorized" if _row_independent(estimator) else "rowwise"
+        )
+        # the shape of the result decides the column
+        try:
+            probe = np.asarray(fn(np.zeros((1, len(self.feature_names)))))
+        except Exception as exc:
+            raise IntelligenceError(f"The estimator {self._estimator_name} could not score a row of zeros: {exc}") from None
+        if probe.ndim == 2:
+            col = column if column is not None else (1 if method == "predict_proba" else None)
+            if col is None or col >= probe.shape[1]:
+                raise IntelligenceError(
+                    f"The 'column' parameter of {owner} must pick one of the {probe.shape[1]} columns of "
+                    f"{method}. Got {column!r} instead."
+                )
+            self._column_index: int | None = col
+        elif probe.ndim == 1:
+            if column not in (None, 0):
+                raise IntelligenceError(
+                    f"The 'column' parameter of {owner} must be None or 0: {method} returns one value per row. Got {column!r} instead."
+                )
+            self._column_index = None
+        else:
+            raise IntelligenceError(f"{method} of {self._estimator_name} must return one or two dimensions. Got {probe.ndim}.")
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.feature_names
+
+    def bind(self, features: FeatureSet) -> Scorer:
+        return _SklearnScorer(features, self, self._indices(features, self.feature_names))
+
+    def to_dict(self, files: dict[str, bytes]) -> dict[str, Any]:
+        name = f"model-{hashlib.sha256(self.data).hexdigest()[:16]}.skops"
+        if files.get(name, self.data) != self.data:  # pragma: no cover - a 64-bit hash prefix collision
+            raise IntelligenceError(f"Two different estimators would be saved as {name!r}.")
+        files[name] = self.data
+        return {
+            "kind": self.kind,
+            "output": self.output,
+            "model": name,
+            "estimator": self._estimator_name,
+            "features": list(self.feature_names),
+            "method": self.method,
+            "column": self.column,
+            "batch_mode": self.batch_mode,
+            "trusted": list(self.trusted),
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any], files: Mapping[str, bytes], kinds: Any) -> Intelligence:
+        owner = cls.__name__
+        trusted = check_trusted(spec_get(spec, "trusted", owner), owner)  # before any bytes are read
+        name = spec_get(spec, "model", owner)
+        if not isinstance(name, str) or name not in files:
+            raise IntelligenceError(f"The saved 'model' of {owner} must name a file of the bundle. Got {name!r} instead.")
+        self = cls.__new__(cls)
+        self._setup(
+            files[name], trusted, spec_get(spec, "features", owner), spec_get(spec, "output", owner),
+            spec_get(spec, "method", owner), spec_get(spec, "column", owner), spec_get(spec, "batch_mode", owner),
+        )
+        return self
+
+    def __repr__(self) -> str:
+        return f"SklearnModel({self._estimator_name}, method={self.method!r}, outputs={self.outputs})"
