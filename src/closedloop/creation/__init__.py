@@ -7,8 +7,9 @@ by the runtime's batch path) and returns a :class:`TrainResult` whose ``model`` 
 
 from __future__ import annotations
 
+from .calibrate import calibrate
 from .logistic import TrainResult, encode_labels, train_logistic
 from .metrics import log_loss, roc_auc
 from .stacking import fit_stacking
 
-__all__ = ["TrainResult", "encode_labels", "fit_stacking", "log_loss", "roc_auc", "train_logistic"]
+__all__ = ["TrainResult", "calibrate", "encode_labels", "fit_stacking", "log_loss", "roc_auc", "train_logistic"]
