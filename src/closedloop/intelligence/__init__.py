@@ -10,13 +10,18 @@ from typing import Any
 
 from ..errors import IntelligenceError
 from .base import Intelligence, Scorer, sigmoid
+from .calibration import Calibrated
 from .combine import Partitioned, Stacking, WeightedVote
 from .heuristics import LookupTable, Rule, ScoringRules, ThresholdRule
+from .lightgbm import LightGBMModel
 from .linear import LinearModel, LogisticModel
+from .sklearn import SklearnModel
 
 __all__ = [
     "KINDS",
+    "Calibrated",
     "Intelligence",
+    "LightGBMModel",
     "LinearModel",
     "LogisticModel",
     "LookupTable",
@@ -24,6 +29,7 @@ __all__ = [
     "Rule",
     "Scorer",
     "ScoringRules",
+    "SklearnModel",
     "Stacking",
     "ThresholdRule",
     "WeightedVote",
@@ -33,7 +39,10 @@ __all__ = [
 
 KINDS: Mapping[str, type[Intelligence]] = {
     cls.kind: cls
-    for cls in (LinearModel, LogisticModel, ScoringRules, ThresholdRule, LookupTable)
+    for cls in (
+        LinearModel, LogisticModel, ScoringRules, ThresholdRule, LookupTable, LightGBMModel, SklearnModel,
+        Calibrated,
+    )
     + (WeightedVote, Stacking, Partitioned)
 }
 
