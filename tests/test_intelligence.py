@@ -3,6 +3,7 @@ kind this package ships."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -19,8 +20,30 @@ from closedloop import (
     ThresholdRule,
     checks,
 )
-from closedloop.intelligence import KINDS, load_intelligence, sigmoid
+from closedloop.intelligence import (
+    KINDS,
+    Calibrated,
+    LightGBMModel,
+    SklearnModel,
+    load_intelligence,
+    sigmoid,
+)
 from closedloop.intelligence.combine import Partitioned, Stacking, WeightedVote
+
+
+@functools.cache
+def trained(system) -> tuple[LightGBMModel, SklearnModel]:
+    """Small tree models trained on the phishing example (once per session)."""
+    import lightgbm as lgb
+    from examples.phishing.data import generate
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    columns, labels = generate(600, 0)
+    X = system.features.batch(system.schema.validate_batch(columns))
+    names = list(system.features.names)
+    booster = lgb.train({"objective": "binary", "num_leaves": 7, "verbose": -1}, lgb.Dataset(X, labels, feature_name=names), 10)
+    forest = HistGradientBoostingClassifier(max_iter=10).fit(X, labels)
+    return LightGBMModel.from_booster(booster, output="phish"), SklearnModel(forest, names, output="phish")
 
 
 def shipped(system) -> dict[str, object]:
@@ -42,6 +65,9 @@ def shipped(system) -> dict[str, object]:
         "weighted_vote": WeightedVote([(LogisticModel(weights, -0.5, output="phish"), 2.0), (rules, 1.0)], output="phish"),
         "stacking": Stacking([LogisticModel(weights, -0.5, output="phish"), rules], [1.5, 0.8], -1.0, output="phish"),
         "partitioned": Partitioned("browser", {"chrome": rules}, default=LogisticModel(weights, -0.5, output="phish")),
+        "lightgbm": trained(system)[0],
+        "sklearn": trained(system)[1],
+        "calibrated": Calibrated(LogisticModel(weights, -0.5, output="phish"), "isotonic", x=[0.1, 0.5, 0.9], y=[0.05, 0.4, 0.95]),
     }
 
 
@@ -120,4 +146,4 @@ def test_saved_parameters_are_plain_json(phishing):
         files: dict[str, bytes] = {}
         spec = intel.to_dict(files)
         assert json.loads(json.dumps(spec, allow_nan=False))["kind"] == kind
-        assert files == {}
+        assert files == {} or kind in ("lightgbm", "sklearn")  # their models are files of their own

@@ -27,13 +27,16 @@ from .features import Feature, FeatureSet
 from .guardrails import AllowList, BlockList, CapStore, FrequencyCap, HardLimit, InMemoryCapStore
 from .ids import DecisionIds
 from .intelligence import (
+    Calibrated,
     Intelligence,
+    LightGBMModel,
     LinearModel,
     LogisticModel,
     LookupTable,
     Partitioned,
     Rule,
     ScoringRules,
+    SklearnModel,
     Stacking,
     ThresholdRule,
     WeightedVote,
@@ -52,6 +55,9 @@ __all__ = [
     "AllowList",
     "BestAction",
     "BlockList",
+    "Calibrated",
+    "LightGBMModel",
+    "SklearnModel",
     "CapStore",
     "EpsilonGreedy",
     "FrequencyCap",
