@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop import _numeric
-from closedloop._numeric import contains_array, count_array, log1p, log1p_array, sigmoid, sigmoid_array
+from closedloop._numeric import (
+    contains_array,
+    count_array,
+    log1p,
+    log1p_array,
+    sigmoid,
+    sigmoid_array,
+)
 
 EDGES = [0.0, -0.0, 1e-300, -1e-300, 5e-324, -1.0, -1.0 + 1e-16, -2.0, 1e308, -1e308, math.inf, -math.inf,
          math.nan, 0.5, -0.5, 709.0, 710.0, -745.0, -746.0, 36.7, -36.7]
