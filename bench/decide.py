@@ -16,6 +16,17 @@ What it measures (all in the same process, same run):
   ≥ 10× the loop's throughput. The loop is timed on the first rows of the batch (20k by default)
   and its rate extrapolated; the table says so.
 
+Issue 3's figures, in the same run:
+
+* a 100-tree, 31-leaf LightGBM bundle of the same features: its intelligence step and the whole
+  ``decide`` against ``Booster.predict`` on one prebuilt row (targets ≤ 1.2× and ≤ 1.5×), with
+  LightGBM's scikit-learn wrapper as a second baseline; the largest difference from
+  ``Booster.predict`` is reported;
+* a guardrail layer of 3 rules (an allow list, a block list, a hard limit) around the logistic
+  bundle: what it adds to ``decide`` (target ≤ 1 µs);
+* multi-action choice over 80 candidates with softmax exploration (``examples/feed``):
+  decisions per second, single and batch.
+
 Timings are ``timeit``-style: the best (minimum) of several repeats of N calls each.
 
 Correctness is checked too: a sample of batch decisions must equal the single decisions for the
@@ -42,14 +53,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # examples/
+
 import closedloop
 from closedloop import (
+    AllowList,
+    BlockList,
     Bool,
     Bundle,
     DecisionIds,
     F,
     Float,
+    HardLimit,
     Int,
+    LightGBMModel,
     LogisticModel,
     Runtime,
     Str,
@@ -168,7 +185,7 @@ FEATURES = {
 }
 
 
-def make_system() -> System:
+def make_system(guardrails: tuple[Any, ...] = ()) -> System:
     return System(
         "bench-decide",
         context=CONTEXT,
@@ -177,7 +194,20 @@ def make_system() -> System:
         actions=["allow", "warn", "block"],
         experience=Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow"),
         labels=("legit", "phish"),
+        guardrails=list(guardrails),
     )
+
+
+THREE_RULES = (
+    AllowList("partners", "domain", [f"partner-{i}.example" for i in range(200)]),
+    BlockList("known_kits", "domain", [f"kit-{i}.example" for i in range(2000)]),
+    HardLimit(
+        "top_sites",
+        (F.col("popularity_rank") > 0) & (F.col("popularity_rank") <= 1000),
+        {"block": "warn"},
+        reason="never block a top-1,000 site",
+    ),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +362,92 @@ def once(fn: Any) -> tuple[float, Any]:
     return t, out
 
 
+def bench_issue3(
+    system: System, names: list[str], Xtr: np.ndarray, y: np.ndarray, model: LogisticModel,
+    many: list[dict[str, Any]], ctx: dict[str, Any], c: Any, x_tuple: tuple[float, ...],
+    x_row: np.ndarray, env: dict[str, Any], min_time: float, repeat: int, quick: bool,
+) -> dict[str, Any]:
+    """LightGBM, a 3-rule guardrail layer and multi-action choice (issue 3)."""
+    import lightgbm as lgb
+    from examples.feed import data as feed_data
+    from examples.feed.system import feed
+    from examples.feed.system import model as feed_model
+
+    params = {"objective": "binary", "num_leaves": 31, "min_data_in_leaf": 5, "learning_rate": 0.1,
+              "verbose": -1, "seed": 1, "deterministic": True}
+    booster = lgb.train(params, lgb.Dataset(Xtr, y, feature_name=names), num_boost_round=100)
+    leaves = [t["num_leaves"] for t in booster.dump_model()["tree_info"]]
+    wrapper = lgb.LGBMClassifier(n_estimators=100, num_leaves=31, min_child_samples=5, verbose=-1, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrapper.fit(Xtr, y)
+    lgb_bundle = Bundle.build(system, LightGBMModel.from_booster(booster, names, output="phish"))
+    rt_lgb = Runtime(system, lgb_bundle, ids=DecisionIds(seed=8))
+    guarded = make_system(THREE_RULES)
+    rt_g = Runtime(guarded, Bundle.build(guarded, model), ids=DecisionIds(seed=9))
+    rt_plain = env["decide"].__self__
+    xr = x_row.reshape(1, -1)
+    env3 = {
+        **env, "booster": booster, "xr": xr, "wrapper": wrapper,
+        "lscore": rt_lgb._plan.score_one, "lchoose": rt_lgb._plan.chooser.one,
+        "ldecide": rt_lgb.decide, "gdecide": rt_g.decide, "pdecide": rt_plain.decide,
+    }
+    per = len(many)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        timers = {
+            "booster": PerCall("booster.predict(xr)", env3, min_time=min_time),
+            "wrapper": PerCall("wrapper.predict_proba(xr)", env3, min_time=min_time),
+            "lintel": PerCall("lchoose(lscore(xt, c))", env3, min_time=min_time),
+            "ldecide": PerCall("for d in many: ldecide(d)", env3, min_time=min_time, per=per),
+            "plain": PerCall("for d in many: pdecide(d)", env3, min_time=min_time, per=per),
+            "guarded": PerCall("for d in many: gdecide(d)", env3, min_time=min_time, per=per),
+        }
+        best = interleaved(timers, repeat)
+    # accuracy against Booster.predict on generated rows (incl. the correctness sample)
+    check_cols = make_columns(2_000 if quick else 10_000, seed=11)
+    Xc = system.features.batch(system.schema.validate_batch(check_cols))
+    ours = rt_lgb.decide_batch(check_cols).scores("phish")
+    ref = booster.predict(np.ascontiguousarray(Xc))
+    max_diff = float(np.max(np.abs(ours - ref)))
+
+    # multi-action: 80 candidates, Ranking(k=5, Softmax(0.5))
+    bundle_feed = Bundle.build(feed, feed_model)
+    rt_feed = Runtime(feed, bundle_feed, ids=DecisionIds(seed=10))
+    n_req = 300 if quick else 2_000
+    contexts = feed_data.generate(n_req, 80, seed=12)
+    requests, candidates = feed_data.columnar(contexts)
+    n_single = 50 if quick else 300
+    single_t = math.inf
+    batch_t = math.inf
+    for _ in range(2 if quick else 3):
+        t, _ = once(lambda: [rt_feed.decide(cx) for cx in contexts[:n_single]])
+        single_t = min(single_t, t)
+        t, _ = once(lambda: rt_feed.decide_batch(requests, candidates=candidates))
+        batch_t = min(batch_t, t)
+    us = 1e6
+    return {
+        "lightgbm_trees": len(leaves),
+        "lightgbm_max_leaves": max(leaves),
+        "lightgbm_booster_predict_us": best["booster"] * us,
+        "lightgbm_sklearn_wrapper_us": best["wrapper"] * us,
+        "lightgbm_intelligence_step_us": best["lintel"] * us,
+        "lightgbm_intelligence_vs_booster": best["lintel"] / best["booster"],
+        "lightgbm_decide_us": best["ldecide"] * us,
+        "lightgbm_decide_vs_booster": best["ldecide"] / best["booster"],
+        "lightgbm_max_abs_diff": max_diff,
+        "lightgbm_rows_checked": int(Xc.shape[0]),
+        "guardrails_plain_decide_us": best["plain"] * us,
+        "guardrails_decide_us": best["guarded"] * us,
+        "guardrails_3_rules_added_us": (best["guarded"] - best["plain"]) * us,
+        "multiaction_candidates": 80,
+        "multiaction_single_us": single_t / n_single * us,
+        "multiaction_single_decisions_per_s": n_single / single_t,
+        "multiaction_batch_requests": n_req,
+        "multiaction_batch_decisions_per_s": n_req / batch_t,
+    }
+
+
 def bits(x: float) -> int:
     return struct.unpack("<q", struct.pack("<d", x))[0]
 
@@ -453,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     batch_rate = n_batch / batch_t
     batch_dict_rate = n_batch / batch_dict_t
 
+    # -- issue 3: LightGBM, a guardrail layer, multi-action choice -------------------------------
+    issue3 = bench_issue3(system, names, Xtr, y, model, many, ctx, c, x_tuple, x_row, env, min_time, repeat, quick)
+
     # -- correctness: batch == single, for the same ids and timestamps --------------------------
     check_idx = np.sort(np.random.default_rng(4).choice(n_batch, size=min(n_check, n_batch), replace=False))
     singles = [rt.decide(d) for d in rows_as_dicts(cols, check_idx)]
@@ -528,10 +647,16 @@ def main(argv: list[str] | None = None) -> int:
         "correct_rows_checked": len(singles),
         "correct": not failures,
     }
+    r.update(issue3)
+    if r["lightgbm_max_abs_diff"] > 1e-12:
+        failures.append(f"LightGBM bundle differs from Booster.predict by {r['lightgbm_max_abs_diff']!r} (> 1e-12)")
     targets = {
         "intelligence_vs_numpy": r["intelligence_vs_numpy"] <= 3.0,
         "decide_vs_sklearn": r["decide_vs_sklearn"] <= 0.1,
         "batch_vs_loop": r["batch_vs_loop"] >= 10.0,
+        "lightgbm_intelligence_vs_booster": r["lightgbm_intelligence_vs_booster"] <= 1.2,
+        "lightgbm_decide_vs_booster": r["lightgbm_decide_vs_booster"] <= 1.5,
+        "guardrails_3_rules_added_us": r["guardrails_3_rules_added_us"] <= 1.0,
     }
     r["targets"] = targets
     r["targets_met"] = all(targets.values())
@@ -565,6 +690,25 @@ def main(argv: list[str] | None = None) -> int:
          f"{r['batch_dict_vs_loop']:.1f}× loop", "info", ""),
         ("  (first decide_batch call, cold)", f"{n_batch / first_t:,.0f} rows/s",
          f"{n_batch / first_t / loop_rate:.1f}× loop", "", ""),
+        ("LightGBM Booster.predict (1 row, 100×31)", f"{r['lightgbm_booster_predict_us']:.1f} µs",
+         "1.00× booster", "baseline", ""),
+        ("LightGBM sklearn wrapper predict_proba", f"{r['lightgbm_sklearn_wrapper_us']:.1f} µs",
+         f"{r['lightgbm_sklearn_wrapper_us'] / r['lightgbm_booster_predict_us']:.1f}× booster", "baseline", ""),
+        ("intelligence step, LightGBM bundle", f"{r['lightgbm_intelligence_step_us']:.2f} µs",
+         f"{r['lightgbm_intelligence_vs_booster']:.3f}× booster", "≤ 1.2× booster",
+         ok(targets["lightgbm_intelligence_vs_booster"])),
+        ("Runtime.decide, LightGBM bundle", f"{r['lightgbm_decide_us']:.2f} µs",
+         f"{r['lightgbm_decide_vs_booster']:.3f}× booster", "≤ 1.5× booster",
+         ok(targets["lightgbm_decide_vs_booster"])),
+        ("  max |bundle − Booster.predict|", f"{r['lightgbm_max_abs_diff']:.2e}", "", "≤ 1e-12", ""),
+        ("Runtime.decide + 3 guardrails", f"{r['guardrails_decide_us']:.2f} µs",
+         f"+{r['guardrails_3_rules_added_us']:.2f} µs", "≤ +1 µs", ok(targets["guardrails_3_rules_added_us"])),
+        ("ranking 80 candidates, softmax: decide", f"{r['multiaction_single_decisions_per_s']:,.0f} dec/s",
+         f"{r['multiaction_single_us']:.0f} µs each", "report", ""),
+        (f"  decide_batch ({r['multiaction_batch_requests']:,} requests)",
+         f"{r['multiaction_batch_decisions_per_s']:,.0f} dec/s",
+         f"{r['multiaction_batch_decisions_per_s'] / r['multiaction_single_decisions_per_s']:.1f}× single",
+         "report", ""),
     ]
     head = ("figure", "time / rate", "ratio", "target", "")
     widths = [max(len(str(row[i])) for row in [head, *lines]) for i in range(5)]
