@@ -18,3 +18,6 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
     d = namespace["d"]
     assert d.action == "block" and d.bundle_version == namespace["bundle"].version
     assert len(namespace["batch"]) == 2
+    d2 = namespace["d2"]
+    assert (d2.action, d2.guardrail, d2.shadows[0].action) == ("allow", "partners", "block")
+    assert namespace["rt2"].killswitch
