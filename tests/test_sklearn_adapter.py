@@ -247,3 +247,16 @@ def test_parameters_are_checked_by_name(phishing, fitted):
 def test_a_decision_function_score(phishing, fitted):
     model = SklearnModel(fitted["scaled_logistic"], list(phishing.features.names), "phish", method="decision_function")
     checks.check_intelligence(phishing, model, n=100, score_range=None)
+
+
+def test_trusted_types_are_in_the_manifest_and_nothing_else_loads(phishing, models, tmp_path):
+    path = Bundle.build(phishing, models["random_forest"]).save(tmp_path / "b")
+    manifest = json.loads((path / "manifest.json").read_text())
+    spec = json.loads((path / "intelligence.json").read_text())
+    assert manifest["intelligence"]["trusted_types"] == sorted(spec["trusted"])
+    # widened inside the allow-list, but beyond what the manifest fixed at save time
+    spec["trusted"].append("sklearn.linear_model._logistic.LogisticRegression")
+    rewrite(path, "intelligence.json", json.dumps(spec).encode())
+    with pytest.raises(BundleError, match="manifest does not list") as err:
+        Bundle.load(path, phishing)
+    assert err.value.check == "intelligence"

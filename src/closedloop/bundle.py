@@ -17,7 +17,11 @@ always get the same version.
 
 Loading never executes code: JSON is parsed, the intelligence ``kind`` must be one of the kinds
 passed in (by default :data:`closedloop.intelligence.KINDS`), and files are hashed before they
-are parsed, from the very bytes that are hashed. Each refusal names its check:
+are parsed, from the very bytes that are hashed. Estimators stored with skops load only the types
+listed in the manifest's ``intelligence.trusted_types`` (derived when the bundle was built), and
+only from allow-listed modules (``closedloop.intelligence.sklearn.TRUSTED_PREFIXES``). Checksums
+and the digest protect integrity (corruption, accidental edits), not authenticity: anyone who can
+rewrite a bundle can recompute them, so bundles come from a store you trust (the registry). Each refusal names its check:
 
 ==================  ==========================================================================
 check               refused when
@@ -52,7 +56,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError, ClosedLoopError, SpecError
+from .errors import BundleError, ClosedLoopError, IntelligenceError, SpecError
 from .experience import Thresholds
 from .guardrails import Guardrail, guardrail_from_dict
 from .intelligence import KINDS, Intelligence, load_intelligence
@@ -190,7 +194,12 @@ class Bundle:
             "version": "",
             "created_at": created.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z"),
             "features": {"fingerprint": system.feature_fingerprint, "names": list(system.features.names)},
-            "intelligence": {"kind": intelligence.kind, "entry": ENTRY, "outputs": list(intelligence.outputs)},
+            "intelligence": {
+                "kind": intelligence.kind, "entry": ENTRY, "outputs": list(intelligence.outputs),
+                # Types a skops-stored estimator may load: fixed here, in the digest-protected
+                # manifest; loading accepts nothing else (see _check_trusted).
+                "trusted_types": _trusted_types(spec),
+            },
             "thresholds": None if thresholds is None else {k: float(v) for k, v in thresholds.items()},
             "guardrails": rails,
             "parent": parent,
@@ -251,6 +260,7 @@ class Bundle:
         manifest, files = _verify_files(root)
         try:
             spec = json.loads(files[manifest["intelligence"]["entry"]])
+            _check_trusted(spec, manifest["intelligence"].get("trusted_types", []))
             intelligence = load_intelligence(spec, files, kinds)
         except RecursionError as exc:  # a maliciously deep document
             raise BundleError("intelligence", "the saved intelligence is nested too deeply", str(root)) from exc
@@ -309,6 +319,30 @@ class Bundle:
 def verify_bundle(path: str | os.PathLike[str], system: Any = None) -> Bundle:
     """Verify a bundle (every check; the system checks too when ``system`` is given)."""
     return Bundle.load(path, system)
+
+
+def _trusted_types(spec: Any) -> list[str]:
+    """Every ``trusted`` type list of the skops-stored estimators in a saved intelligence tree."""
+    found: set[str] = set()
+    stack = [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("kind") == "sklearn" and isinstance(node.get("trusted"), list):
+                found.update(t for t in node["trusted"] if isinstance(t, str))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(found)
+
+
+def _check_trusted(spec: Any, allowed: Any) -> None:
+    extra = sorted(set(_trusted_types(spec)) - set(allowed if isinstance(allowed, list) else []))
+    if extra:
+        raise IntelligenceError(
+            f"The saved estimator trusts types the manifest does not list: {extra}. Only the manifest's "
+            "trusted_types may be loaded."
+        )
 
 
 def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
