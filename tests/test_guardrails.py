@@ -158,3 +158,28 @@ def test_phishing_guardrails_conform(phishing):
     rng = np.random.default_rng(0)
     weights = {n: float(w) for n, w in zip(phishing.features.names, rng.normal(size=len(phishing.features)), strict=True)}
     checks.check_runtime(phishing, Bundle.build(phishing, LogisticModel(weights, 0.0, output="phish")), n=500)
+
+
+SHIPPED = {
+    "allow_list": lambda: AllowList("partners", "domain", ["paypal.com", "bank.example", ""]),
+    "block_list": lambda: BlockList("kits", "url", ["http://10.0.0.12/", "login"], lowercase=False),
+    "hard_limit": lambda: HardLimit("top", F.col("popularity_rank").eq(0), {"block": "warn", "warn": "allow"}),
+    "frequency_cap": lambda: FrequencyCap("block", 1, timedelta(seconds=30), fallback="warn"),
+}
+
+
+def test_every_shipped_guardrail_is_covered():
+    import closedloop.guardrails as g
+
+    shipped = {c.__name__ for c in (g.AllowList, g.BlockList, g.HardLimit, g.FrequencyCap)}
+    exported = {n for n in g.__all__ if isinstance(getattr(g, n), type) and issubclass(getattr(g, n), g.Guardrail)}
+    assert exported - {"Guardrail"} == shipped
+    assert len(SHIPPED) == len(shipped)
+
+
+@pytest.mark.parametrize("kind", sorted(SHIPPED))
+def test_conformance_of_every_shipped_guardrail(phishing, kind):
+    system = variant(phishing, [SHIPPED[kind]()], explore=EpsilonGreedy(0.4, 0.1, 0.9))
+    rng = np.random.default_rng(1)
+    weights = {n: float(w) for n, w in zip(system.features.names, rng.normal(size=len(system.features)), strict=True)}
+    checks.check_runtime(system, Bundle.build(system, LogisticModel(weights, 0.0, output="phish")), n=400)
