@@ -57,13 +57,22 @@ def _check_name(name: Any, what: str = "Context field") -> str:
     return name
 
 
+_SENSITIVE = (None, "hash", "drop")
+
+
 @dataclass(frozen=True)
 class Field:
-    """Base of the field types. ``default`` is used when the field is absent or null."""
+    """Base of the field types. ``default`` is used when the field is absent or null.
+
+    ``sensitive`` marks personal data: ``"hash"`` writes a keyed hash instead of the value to
+    telemetry (equality kept: lookups and counts still work), ``"drop"`` writes nothing. Features
+    computed from the field at decision time are logged as features either way.
+    """
 
     name: str
     default: Any = MISSING
     description: str = ""
+    sensitive: str | None = None
 
     kind: ClassVar[str] = "field"
 
@@ -86,9 +95,16 @@ class Field:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.default is not MISSING:
             out["default"] = self.default
+        if self.sensitive is not None:
+            out["sensitive"] = self.sensitive
         return out
 
     def _validate_default(self) -> None:
+        if self.sensitive not in _SENSITIVE:
+            raise SpecError(
+                f"The 'sensitive' option of context field '{self.name}' must be one of {list(_SENSITIVE)}. "
+                f"Got {self.sensitive!r} instead."
+            )
         if self.default is MISSING:
             return
         ok, _ = self.check(self.default)
