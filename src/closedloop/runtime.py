@@ -114,6 +114,9 @@ class Runtime:
         new in-memory store).
     killswitch:
         Start with the kill switch on.
+    telemetry:
+        A :class:`~closedloop.telemetry.Telemetry` that every decision is logged to (put on its
+        buffer; the disk write happens on its own thread). ``None``: nothing is logged.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class Runtime:
         ids: IdSource | None = None,
         caps: CapStore | None = None,
         killswitch: bool = False,
+        telemetry: Any = None,
     ) -> None:
         if not isinstance(system, System):
             raise SpecError(f"Runtime needs a closedloop.System. Got {system!r} instead.")
@@ -139,6 +143,7 @@ class Runtime:
         self.ids: IdSource = ids if ids is not None else DecisionIds()
         self.caps: CapStore = caps if caps is not None else InMemoryCapStore()
         self.killswitch = bool(killswitch)
+        self.telemetry = telemetry
         self._ranking = isinstance(system.experience, Ranking)
         self._shadow_bundles: tuple[Bundle, ...] = tuple(shadows)
         self._plan: Any = self._build(bundle, self._shadow_bundles)
@@ -193,10 +198,13 @@ class Runtime:
             if decision_id is None:
                 decision_id = self.ids.next_id(timestamp_ns)
             d = p.default
-            return Decision(
+            out = Decision(
                 decision_id, p.system.name, unit, timestamp_ns, p.version, {}, p.actions[d], 1.0,
                 p.kill_reason, p.presentations[d], None, (), True,
             )
+            if self.telemetry is not None:
+                self.telemetry.log_decision(out, c, None)
+            return out
         x = p.features_one(c)
         s = p.score_one(x, c)
         ch = p.chooser
@@ -220,7 +228,7 @@ class Runtime:
         shadows: tuple[ShadowResult, ...] = ()
         if p.shadows:
             shadows = tuple(_shadow_one(sh, x, c, p.actions) for sh in p.shadows)
-        return Decision(
+        out = Decision(
             decision_id,
             p.system.name,
             unit,
@@ -234,6 +242,9 @@ class Runtime:
             guardrail,
             shadows,
         )
+        if self.telemetry is not None:
+            self.telemetry.log_decision(out, c, x)
+        return out
 
     # -- a batch ------------------------------------------------------------------------------
     def decide_batch(
@@ -275,11 +286,14 @@ class Runtime:
             presentations=p.presentations,
         )
         if self.killswitch:
-            return DecisionBatch(
+            out = DecisionBatch(
                 **common, outputs=(), scores=np.empty((n, 0)),
                 action_codes=np.full(n, p.default, dtype=np.int64), propensities=np.ones(n),
                 why_codes=np.full(n, len(p.reasons) - 1, dtype=np.int64), killswitch=True,
             )
+            if self.telemetry is not None:
+                self.telemetry.log_batch(out, cols, None)
+            return out
         X = p.system.features.batch(cols)
         S = np.asarray(p.score_batch(X, cols), dtype=np.float64)
         if S.shape != (n, len(p.outputs)):
@@ -301,10 +315,13 @@ class Runtime:
         else:
             prop = np.ones(n) if P is None else P[np.arange(n), a]
         shadows = tuple(_shadow_batch(sh, X, cols) for sh in p.shadows)
-        return DecisionBatch(
+        out = DecisionBatch(
             **common, outputs=p.outputs, scores=S, action_codes=a, propensities=prop, why_codes=w,
             guardrails=p.guard.names if p.guard else (), guardrail_codes=guard_codes, shadows=shadows,
         )
+        if self.telemetry is not None:
+            self.telemetry.log_batch(out, cols, X)
+        return out
 
     def _timestamps(self, timestamps_ns: Any, n_in: int, rows: np.ndarray) -> np.ndarray:
         if timestamps_ns is None:
