@@ -1,0 +1,471 @@
+"""Decisions joined with outcomes under a label policy: the Dataset (DESIGN.md, "Dataset").
+
+:func:`build_dataset` reads the telemetry Parquet files (``DECISION_SCHEMA`` / ``OUTCOME_SCHEMA``)
+with DuckDB and writes one Parquet file and a ``manifest.json``. The rules, exactly:
+
+Point in time
+    Only records with ``ingest_ns <= cutoff_ns`` exist. Rebuilding later with the same cut-off
+    reads the same records, so it gives the same rows (as a set) and the same counts.
+
+Deduplication
+    Decisions are deduplicated by ``decision_id`` and outcomes by ``outcome_id`` (both per
+    system): of several copies the first by ``(ingest_ns, writer, seq)`` is kept. The dropped
+    outcome copies are counted (``outcomes.duplicates``), the decision copies too
+    (``decisions.duplicates``).
+
+Linking
+    An outcome with a ``decision_id`` links to that decision. An outcome without one links by
+    unit and time: to the **latest decision of the same unit at or before the outcome's event
+    time** (ties on time: the greatest ``decision_id``). Only that decision can have a window
+    containing the outcome (every window has the same length), so this is also "the decision
+    whose window contains it", if any.
+
+Window
+    An outcome counts for its decision when ``timestamp_ns <= event_ns <= timestamp_ns +
+    window`` (both edges inclusive). ``event_ns < timestamp_ns`` is ``before_decision``,
+    ``event_ns > timestamp_ns + window`` is ``after_window``; both are counted, not used.
+
+Decisions in the dataset
+    Decisions with ``since_ns <= timestamp_ns < until_ns`` whose window has closed at the cut-off
+    (``timestamp_ns + window <= cutoff_ns``). Those still open are left out and counted
+    (``decisions.open``): no premature defaults.
+
+Aggregation, per rule kind, of the counted outcomes of that kind
+    ``earliest``/``latest``: the value of the outcome with the smallest/greatest
+    ``(event_ns, ingest_ns, outcome_id)``; ``sum``; ``max``; ``any``: 1.0 when some counted
+    outcome has a non-zero value, else 0.0. Written as column ``outcome:<kind>`` (null: none).
+
+Label
+    The first rule in policy order with at least one counted outcome decides: its class
+    (``rule.label``), or, for ``label=None``, ``system.labels[1]`` when the aggregate is non-zero
+    and ``system.labels[0]`` when it is zero. No counted outcome → ``policy.default`` (``None``:
+    the row stays, unlabeled). ``label_value`` is the index of the label in ``system.labels``
+    (0/1) or null.
+
+Reported, never silently dropped (``manifest["counts"]["outcomes"]``)
+    ``read`` (ingested by the cut-off, this system), ``duplicates``, ``unknown_id`` (no decision
+    with that id), ``unlinked`` (no decision id, and no decision of the unit at or before its
+    event time), ``before_decision``, ``after_window``, ``out_of_range`` (its decision is outside
+    ``[since, until)``), ``open`` (its decision's window is still open), ``other_kind`` (in the
+    window, but no rule names its kind), ``matched`` (counted towards a row's label). Every read,
+    non-duplicate outcome is in exactly one of the last seven.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ClosedLoopError
+from ..schema import MISSING, Columns
+from ..spec import LabelPolicy, System
+from ..telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
+
+__all__ = ["DatasetError", "DatasetManifest", "build_dataset", "load_dataset"]
+
+DATA_FILE = "data.parquet"
+MANIFEST_FILE = "manifest.json"
+#: DuckDB's memory limit for the join (it spills to disk beyond it).
+MEMORY_LIMIT = "900MB"
+
+_FIXED_COLUMNS = (
+    "decision_id", "unit", "timestamp_ns", "ingest_ns", "context_json", "features", "score_names",
+    "scores", "action", "propensity", "sample_prob", "weight", "bundle_version", "flight",
+    "schema_version", "feature_fingerprint", "label", "label_value",
+)
+
+
+class DatasetError(ClosedLoopError):
+    """A dataset cannot be built or loaded."""
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    """What a dataset is: its id (cited by training and evaluation), inputs, policy and counts."""
+
+    id: str
+    path: Path
+    content: dict[str, Any] = field(repr=False)
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return self.content["counts"]
+
+    @property
+    def data_path(self) -> Path:
+        return self.path / DATA_FILE
+
+    @classmethod
+    def read(cls, path: Path | str) -> DatasetManifest:
+        path = Path(path)
+        content = json.loads((path / MANIFEST_FILE).read_text())
+        return cls(id=content["id"], path=path, content=content)
+
+
+def _q(s: str) -> str:
+    """A SQL string literal."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def _register(con: Any, name: str, files: Sequence[Path | str], schema: pa.Schema) -> None:
+    files = [str(f) for f in files]
+    if files:
+        lst = "[" + ", ".join(_q(f) for f in files) + "]"
+        con.execute(
+            f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({lst}, filename=true, "
+            "file_row_number=true)"
+        )
+    else:
+        empty = schema.append(pa.field("filename", pa.string())).append(
+            pa.field("file_row_number", pa.int64())
+        ).empty_table()
+        con.register(f"{name}_empty", empty)
+        con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM {name}_empty")
+
+
+def _aggregate_sql(aggregate: str, kind: str) -> str:
+    flt = f"FILTER (WHERE kind = {_q(kind)})"
+    key = "struct_pack(e := event_ns, i := ingest_ns, o := outcome_id)"
+    return {
+        "earliest": f"arg_min(value, {key}) {flt}",
+        "latest": f"arg_max(value, {key}) {flt}",
+        "sum": f"sum(value) {flt}",
+        "max": f"max(value) {flt}",
+        "any": f"max(CASE WHEN value <> 0 THEN 1.0 ELSE 0.0 END) {flt}",
+    }[aggregate]
+
+
+def _feature_columns(
+    names_by_fp: Mapping[str, Sequence[str]],
+) -> list[tuple[str, str]]:
+    """(column name, SQL expression) per feature name, across fingerprints."""
+    order: list[str] = []
+    for names in names_by_fp.values():
+        for n in names:
+            if n not in order:
+                order.append(n)
+    out = []
+    for n in order:
+        cases = [
+            f"WHEN {_q(fp)} THEN d.features[{list(names).index(n) + 1}]"
+            for fp, names in names_by_fp.items()
+            if n in names
+        ]
+        col = n if n not in _FIXED_COLUMNS and not n.startswith("outcome:") else f"feature:{n}"
+        out.append((col, f"CASE d.feature_fingerprint {' '.join(cases)} END"))
+    return out
+
+
+def build_dataset(
+    system: System,
+    *,
+    decision_files: Sequence[Path | str],
+    outcome_files: Sequence[Path | str],
+    since_ns: int,
+    until_ns: int,
+    cutoff_ns: int,
+    out: Path | str,
+    policy: LabelPolicy | None = None,
+    feature_names: Mapping[str, Sequence[str]] | None = None,
+    memory_limit: str = MEMORY_LIMIT,
+) -> DatasetManifest:
+    """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
+
+    Writes ``out/data.parquet`` and ``out/manifest.json`` atomically (``out`` must not exist)
+    and returns the manifest. The rules are in this module's docstring. ``feature_names`` maps
+    a feature fingerprint to its feature names (default: the system's own feature set); each
+    name becomes a column next to the ``features`` list.
+    """
+    import duckdb
+
+    policy = policy if policy is not None else system.label_policy
+    if policy is None:
+        raise DatasetError(
+            f"System '{system.name}' declares no label policy and none was given; pass policy=."
+        )
+    for name, v in (("since_ns", since_ns), ("until_ns", until_ns), ("cutoff_ns", cutoff_ns)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise DatasetError(f"The dataset '{name}' must be an integer (ns). Got {v!r} instead.")
+    if until_ns <= since_ns:
+        raise DatasetError(
+            f"The dataset time range must have until_ns > since_ns. Got [{since_ns}, {until_ns}) instead."
+        )
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
+    if feature_names is None:
+        feature_names = {system.feature_fingerprint: [f.name for f in system.features.features]}
+    window_ns = int(policy.window.total_seconds() * 1_000_000_000)
+    pos, neg = system.labels[1], system.labels[0]
+    kinds = [r.kind for r in policy.rules]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        con = duckdb.connect()
+        con.execute(f"SET memory_limit={_q(memory_limit)}")
+        con.execute(f"SET temp_directory={_q(str(tmp / 'spill'))}")
+        con.execute("SET preserve_insertion_order=false")
+        _register(con, "dec_files", decision_files, DECISION_SCHEMA)
+        _register(con, "out_files", outcome_files, OUTCOME_SCHEMA)
+        sysq = _q(system.name)
+        p = {"cutoff": cutoff_ns, "window": window_ns, "since": since_ns, "until": until_ns}
+
+        # 1. decision copies to drop (a retried write): rare, so found from the ids alone.
+        con.execute(
+            f"""
+            CREATE TEMP TABLE dup AS
+            SELECT filename, file_row_number FROM (
+              SELECT filename, file_row_number,
+                     row_number() OVER (PARTITION BY decision_id
+                                        ORDER BY ingest_ns, writer, seq) AS rn
+              FROM dec_files
+              WHERE system = {sysq} AND ingest_ns <= $cutoff
+                AND decision_id IN (
+                  SELECT decision_id FROM dec_files
+                  WHERE system = {sysq} AND ingest_ns <= $cutoff
+                  GROUP BY decision_id HAVING count(*) > 1)
+            ) WHERE rn > 1
+            """,
+            {"cutoff": cutoff_ns},
+        )
+        # 2. outcomes: deduplicated, linked, classified (small: one row per outcome).
+        con.execute(
+            f"""
+            CREATE TEMP TABLE lo AS
+            WITH o AS (
+              SELECT * EXCLUDE (filename, file_row_number) FROM out_files
+              WHERE system = {sysq} AND ingest_ns <= $cutoff
+              QUALIFY row_number() OVER (PARTITION BY outcome_id
+                                         ORDER BY ingest_ns, writer, seq) = 1
+            ),
+            d AS (
+              SELECT decision_id, unit, timestamp_ns FROM dec_files
+              WHERE system = {sysq} AND ingest_ns <= $cutoff
+                AND (filename, file_row_number) NOT IN (SELECT (filename, file_row_number) FROM dup)
+            ),
+            by_id AS (
+              SELECT o.*, d.timestamp_ns AS d_ts, d.decision_id AS d_id
+              FROM o LEFT JOIN d ON o.decision_id = d.decision_id
+              WHERE o.decision_id IS NOT NULL
+            ),
+            ou AS (SELECT * FROM o WHERE decision_id IS NULL),
+            du AS (SELECT * FROM d WHERE unit IN (SELECT unit FROM ou)),
+            by_unit AS (
+              SELECT ou.*, du.timestamp_ns AS d_ts, du.decision_id AS d_id
+              FROM ou ASOF LEFT JOIN du ON ou.unit = du.unit AND ou.event_ns >= du.timestamp_ns
+            ),
+            linked AS (SELECT * FROM by_id UNION ALL BY NAME SELECT * FROM by_unit)
+            SELECT outcome_id, d_id AS decision_id, kind, value, event_ns, ingest_ns, d_ts,
+              CASE
+                WHEN d_id IS NULL AND decision_id IS NOT NULL THEN 'unknown_id'
+                WHEN d_id IS NULL THEN 'unlinked'
+                WHEN event_ns < d_ts THEN 'before_decision'
+                WHEN event_ns > d_ts + $window THEN 'after_window'
+                WHEN d_ts < $since OR d_ts >= $until THEN 'out_of_range'
+                WHEN d_ts + $window > $cutoff THEN 'open'
+                WHEN kind NOT IN ({", ".join(_q(k) for k in kinds)}) THEN 'other_kind'
+                ELSE 'matched'
+              END AS status
+            FROM linked
+            """,
+            p,
+        )
+        # 3. the join: one pass over the decisions, the labels from the small side.
+        agg_cols = []
+        label_cases = []
+        for i, r in enumerate(policy.rules):
+            agg_cols.append(f"count(*) FILTER (WHERE kind = {_q(r.kind)}) AS n{i}")
+            agg_cols.append(f"{_aggregate_sql(r.aggregate, r.kind)} AS a{i}")
+            if r.label is not None:
+                label_cases.append(f"WHEN l.n{i} > 0 THEN {_q(r.label)}")
+            else:
+                label_cases.append(
+                    f"WHEN l.n{i} > 0 THEN CASE WHEN l.a{i} <> 0 THEN {_q(pos)} ELSE {_q(neg)} END"
+                )
+        default = _q(policy.default) if policy.default is not None else "NULL::VARCHAR"
+        label_expr = f"CASE {' '.join(label_cases)} ELSE {default} END"
+        feats = _feature_columns(feature_names)
+        select = [
+            "d.decision_id", "d.unit", "d.timestamp_ns", "d.ingest_ns", "d.context_json",
+            "d.features",
+            *[f"{expr} AS {_ident(col)}" for col, expr in feats],
+            "d.score_names", "d.scores", "d.action", "d.propensity", "d.sample_prob",
+            "1.0 / d.sample_prob AS weight", "d.bundle_version", "d.flight", "d.schema_version",
+            "d.feature_fingerprint",
+            f"{label_expr} AS label",
+            f"CASE {label_expr} WHEN {_q(neg)} THEN 0 WHEN {_q(pos)} THEN 1 END::TINYINT AS label_value",
+            *[f"l.a{i} AS {_ident('outcome:' + r.kind)}" for i, r in enumerate(policy.rules)],
+        ]
+        data = tmp / DATA_FILE
+        con.execute(
+            f"""
+            COPY (
+              WITH l AS (
+                SELECT decision_id, {", ".join(agg_cols)}
+                FROM lo WHERE status = 'matched' GROUP BY decision_id
+              )
+              SELECT {", ".join(select)}
+              FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id
+              WHERE d.system = {sysq} AND d.ingest_ns <= $cutoff
+                AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
+                AND d.timestamp_ns + $window <= $cutoff
+                AND (d.filename, d.file_row_number) NOT IN
+                    (SELECT (filename, file_row_number) FROM dup)
+            ) TO {_q(str(data))} (FORMAT parquet, COMPRESSION zstd)
+            """,
+            p,
+        )
+        # 4. counts (cheap: single columns, the small tables, the written file).
+        dec_counts = con.execute(
+            f"""
+            SELECT
+              count(*) FILTER (WHERE timestamp_ns >= $since AND timestamp_ns < $until),
+              count(*) FILTER (WHERE timestamp_ns >= $since AND timestamp_ns < $until
+                               AND timestamp_ns + $window > $cutoff)
+            FROM dec_files
+            WHERE system = {sysq} AND ingest_ns <= $cutoff
+              AND (filename, file_row_number) NOT IN (SELECT (filename, file_row_number) FROM dup)
+            """,
+            p,
+        ).fetchone()
+        n_dup_dec = con.execute("SELECT count(*) FROM dup").fetchone()
+        row_counts = con.execute(
+            f"SELECT count(*), count(label) FROM read_parquet({_q(str(data))})"
+        ).fetchone()
+        o_read = con.execute(
+            f"SELECT count(*) FROM out_files WHERE system = {sysq} AND ingest_ns <= $cutoff",
+            {"cutoff": cutoff_ns},
+        ).fetchone()
+        status = dict(con.execute("SELECT status, count(*) FROM lo GROUP BY status").fetchall())
+        con.close()
+        assert dec_counts and n_dup_dec and row_counts and o_read
+        n_lo = sum(status.values())
+        counts = {
+            "decisions": {
+                "in_range": int(dec_counts[0]),
+                "rows": int(row_counts[0]),
+                "labeled": int(row_counts[1]),
+                "unlabeled": int(row_counts[0] - row_counts[1]),
+                "open": int(dec_counts[1]),
+                "duplicates": int(n_dup_dec[0]),
+            },
+            "outcomes": {
+                "read": int(o_read[0]),
+                "duplicates": int(o_read[0]) - n_lo,
+                **{
+                    k: int(status.get(k, 0))
+                    for k in (
+                        "matched", "unknown_id", "unlinked", "before_decision", "after_window",
+                        "out_of_range", "open", "other_kind",
+                    )
+                },
+            },
+        }
+        shutil.rmtree(tmp / "spill", ignore_errors=True)
+        content: dict[str, Any] = {
+            "format": 1,
+            "system": system.name,
+            "schema_version": system.schema_version,
+            "labels": list(system.labels),
+            "policy": policy.describe(),
+            "since_ns": since_ns,
+            "until_ns": until_ns,
+            "cutoff_ns": cutoff_ns,
+            "feature_names": {k: list(v) for k, v in feature_names.items()},
+            "columns": {
+                "features": [c for c, _ in feats],
+                "outcomes": {r.kind: "outcome:" + r.kind for r in policy.rules},
+            },
+            "rules": _RULES,
+            "counts": counts,
+        }
+        canonical = msgspec.json.encode(content, order="sorted")
+        ds_id = hashlib.sha256(canonical).hexdigest()
+        content = {"id": ds_id, **content}
+        mpath = tmp / MANIFEST_FILE
+        with open(mpath, "wb") as fh:
+            fh.write(msgspec.json.format(msgspec.json.encode(content, order="sorted"), indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(data, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.rename(tmp, out)
+        dfd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return DatasetManifest(id=ds_id, path=out, content=content)
+
+
+_RULES = (
+    "window: ts <= event <= ts + window; decisions: since <= ts < until, ts + window <= cutoff; "
+    "records: ingest <= cutoff; dedupe first by (ingest_ns, writer, seq); unit link: latest "
+    "decision of the unit at or before the event; label: first rule with a counted outcome"
+)
+
+
+def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:
+    """Load a dataset → (the table, its contexts decoded into the *current* context schema).
+
+    Rows logged under an older context schema are read through ``system.schema``: a field added
+    since takes its default, a field removed is ignored. Rows without a context (not sampled in)
+    are left out of both the table and the columns; the table returned is row-aligned with the
+    columns. A context that cannot be read into the current schema (a required field added
+    without a default) raises :class:`~closedloop.errors.ContextError` naming the row.
+    """
+    path = Path(path)
+    data = path / DATA_FILE if path.is_dir() else path
+    table = pq.read_table(data)
+    import pyarrow.compute as pc
+
+    table = table.filter(pc.is_valid(table["context_json"]))
+    schema = system.schema
+    decode = msgspec.json.decode
+    names = [f.name for f in schema.fields]
+    cols: dict[str, list[Any]] = {n: [] for n in names}
+    for row, raw in enumerate(table["context_json"].to_pylist()):
+        obj = decode(raw)
+        if not isinstance(obj, dict):
+            obj = {}
+        known = {k: v for k, v in obj.items() if k in schema.by_name}
+        try:
+            ctx = schema.validate(known)
+        except Exception as e:  # re-raise naming the row
+            from ..errors import ContextError
+
+            if isinstance(e, ContextError):
+                raise ContextError(e.field, e.rule, e.value, row) from None
+            raise
+        for n in names:
+            cols[n].append(getattr(ctx, n))
+    for f in schema.fields:  # defaults filled, never MISSING
+        assert f.default is not MISSING or all(v is not MISSING for v in cols[f.name])
+    columns = schema.validate_batch(cols) if table.num_rows else _empty_columns(schema)
+    return table, columns
+
+
+def _empty_columns(schema: Any) -> Columns:
+    import numpy as np
+
+    return Columns({f.name: [] for f in schema.fields}, 0, np.zeros(0, dtype=np.int64), [])
