@@ -2,7 +2,10 @@
 
 Record schemas are in :mod:`closedloop.telemetry.records`; sampling in
 :mod:`~closedloop.telemetry.sampling`; what of a context may be written in
-:mod:`~closedloop.telemetry.privacy`.
+:mod:`~closedloop.telemetry.privacy`. The writer (:class:`Telemetry`) puts records on a buffer
+and group-commits them to a :class:`Sink` — the embedded :class:`SegmentLog` in the project
+home — and :class:`TelemetryStore` compacts segments into day-partitioned Parquet, reads,
+forgets, applies retention and counts.
 """
 
 from __future__ import annotations
@@ -10,5 +13,21 @@ from __future__ import annotations
 from .privacy import Sanitizer
 from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
 from .sampling import Sampling
+from .segments import SegmentLog, read_segments
+from .sink import MemorySink, Sink
+from .store import TelemetryStore
+from .writer import OutcomeError, Telemetry
 
-__all__ = ["DECISION_SCHEMA", "OUTCOME_SCHEMA", "Sampling", "Sanitizer"]
+__all__ = [
+    "DECISION_SCHEMA",
+    "MemorySink",
+    "OUTCOME_SCHEMA",
+    "OutcomeError",
+    "Sampling",
+    "Sanitizer",
+    "SegmentLog",
+    "Sink",
+    "Telemetry",
+    "TelemetryStore",
+    "read_segments",
+]

@@ -1,0 +1,373 @@
+"""The embedded telemetry log: append-only segment files of checksummed Arrow IPC frames.
+
+Layout (in the project home)::
+
+    telemetry/segments/<stream>/<writer>-<NNNNNN>.seg      stream: decisions | outcomes
+
+Every writer (one per process and :class:`~closedloop.telemetry.Telemetry`) has its own id
+(``<host>-<pid>-<random>``), so processes never share a file and need no locks between them.
+A segment is a sequence of frames, one per group commit::
+
+    magic b"CLSG" | length: u32 LE | crc32(payload): u32 LE | payload
+
+where the payload is the Arrow IPC stream bytes of one RecordBatch of
+:data:`~closedloop.telemetry.records.DECISION_SCHEMA` / ``OUTCOME_SCHEMA`` rows. A segment rolls
+to the next number past ``segment_bytes``. The writer holds an exclusive ``flock`` on the segment
+it appends to (created under a hidden temporary name, locked, then renamed), so anyone can tell
+a *sealed* segment (no lock: rolled, closed, or its process died) from a live one.
+
+A crash can leave a *torn tail*: a last frame cut short or failing its crc. Readers
+(:func:`read_segments`) detect it, count it and skip it; a writer reopening its own segments
+(a restart with the same writer id) cuts it off and continues after the last good frame, with
+its sequence numbers continuing from the last durable one. A write error (e.g. disk full) cuts
+the file back to the last good frame, so one failed commit never corrupts the frames after it.
+
+Why Arrow IPC and not JSON lines (measured on this machine for 10k decisions with 20 float
+features, two scores and ids, no raw context; see ``bench/telemetry.py --payload``): encoding
+a RecordBatch to IPC bytes takes ≈ 1–2 ms and ≈ 3 MB, JSON lines via msgspec ≈ 10 ms and ≈ 5 MB,
+and reading back is a zero-copy IPC read vs a full JSON parse (≈ 25 ms); the frame also keeps the
+exact record schema (types, nulls) that compaction writes to Parquet. The columns are built once
+either way; JSON would only win for tiny commits (the IPC schema costs ≈ 2 KB per frame).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import socket
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+
+from ..errors import SpecError
+from .sink import STREAMS, Sink, check_stream
+
+__all__ = ["Frame", "SegmentLog", "read_segments", "scan_segment", "segment_dir", "new_writer_id"]
+
+MAGIC = b"CLSG"
+_HEADER = struct.Struct("<4sII")
+HEADER_SIZE = _HEADER.size
+
+
+def segment_dir(home: Path | str, stream: str) -> Path:
+    return Path(home) / "telemetry" / "segments" / stream
+
+
+def new_writer_id() -> str:
+    host = "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def encode_frame(batch: pa.RecordBatch) -> bytes:
+    out = pa.BufferOutputStream()
+    with pa.ipc.new_stream(out, batch.schema) as w:
+        w.write_batch(batch)
+    payload = out.getvalue().to_pybytes()
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass
+class Frame:
+    start: int  # byte offset of the header
+    end: int  # byte offset after the payload
+    payload: memoryview
+
+    def batch(self) -> pa.Table:
+        return pa.ipc.open_stream(pa.py_buffer(self.payload)).read_all()
+
+
+@dataclass
+class Scan:
+    frames: list[Frame]
+    good_end: int  # end of the last valid frame
+    size: int  # file size
+    torn: bool  # bytes after good_end that are not a valid frame
+
+
+def scan_segment(data: bytes, start: int = 0) -> Scan:
+    """Validate the frames of one segment's bytes from ``start`` (a frame boundary)."""
+    view = memoryview(data)
+    pos, frames = start, []
+    n = len(data)
+    while pos + HEADER_SIZE <= n:
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + HEADER_SIZE + length
+        if magic != MAGIC or end > n:
+            break
+        payload = view[pos + HEADER_SIZE:end]
+        if zlib.crc32(payload) != crc:
+            break
+        frames.append(Frame(pos, end, payload))
+        pos = end
+    return Scan(frames, pos, n, pos < n)
+
+
+def parse_name(name: str) -> tuple[str, int] | None:
+    if name.startswith(".") or not name.endswith(".seg"):
+        return None
+    writer, _, num = name[:-4].rpartition("-")
+    if not writer or not num.isdigit():
+        return None
+    return writer, int(num)
+
+
+def list_segments(home: Path | str, stream: str) -> list[Path]:
+    d = segment_dir(home, stream)
+    if not d.is_dir():
+        return []
+    items = [(p, parse_name(p.name)) for p in d.iterdir()]
+    return [p for p, k in sorted((x for x in items if x[1] is not None), key=lambda x: x[1])]  # type: ignore[arg-type, return-value]
+
+
+def is_sealed(path: Path) -> bool:
+    """True when no writer holds the segment (it rolled, closed, or died)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def read_segments(
+    home: Path | str,
+    stream: str,
+    *,
+    offsets: dict[str, int] | None = None,
+    stats: dict[str, int] | None = None,
+) -> pa.Table:
+    """Every valid frame of a stream's segments as one table.
+
+    ``offsets`` (segment file name → byte offset) skips what was already compacted. A torn tail
+    of a sealed segment is counted in ``stats["torn_tails"]`` and skipped; the incomplete last
+    frame of a live segment is a commit in progress, skipped without counting.
+    """
+    schema = STREAMS[stream]
+    tables: list[pa.Table] = []
+    for path in list_segments(home, stream):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # compacted and deleted meanwhile
+            continue
+        scan = scan_segment(data, (offsets or {}).get(path.name, 0))
+        tables.extend(f.batch() for f in scan.frames)
+        if stats is not None:
+            stats["frames"] = stats.get("frames", 0) + len(scan.frames)
+            if scan.torn and is_sealed(path):
+                stats["torn_tails"] = stats.get("torn_tails", 0) + 1
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables(tables)
+
+
+class _Active:
+    __slots__ = ("fd", "number", "path", "size")
+
+    def __init__(self, fd: int, number: int, path: Path, size: int) -> None:
+        self.fd, self.number, self.path, self.size = fd, number, path, size
+
+
+class SegmentLog(Sink):
+    """The embedded sink: one writer's append-only segments under ``<home>/telemetry/segments``.
+
+    Parameters
+    ----------
+    home:
+        The project home.
+    writer:
+        This writer's id (default: ``<host>-<pid>-<random>``). Give the id of a writer that
+        crashed to continue its segments: the torn tail is cut off and numbering continues.
+    segment_bytes:
+        Roll to a new segment once a segment reaches this size.
+    """
+
+    def __init__(self, home: Path | str, *, writer: str | None = None, segment_bytes: int = 64 << 20) -> None:
+        if writer is not None and (not writer or "/" in writer or writer.startswith(".")):
+            raise SpecError(f"A segment writer id must be a non-empty file-name-safe string. Got {writer!r} instead.")
+        if segment_bytes < 1024:
+            raise SpecError(f"SegmentLog 'segment_bytes' must be at least 1024. Got {segment_bytes!r} instead.")
+        self.home = Path(home)
+        self.writer = writer or new_writer_id()
+        self.segment_bytes = int(segment_bytes)
+        self.torn_tails = 0
+        self._active: dict[str, _Active] = {}
+        self._dirty: set[int] = set()
+        self._last_seq = -1
+        self._opened = False
+
+    # -- opening ---------------------------------------------------------------------------
+    def open(self) -> int:
+        """Create the directories, reopen this writer's last segments (cutting torn tails) and
+        return the highest sequence number already durable for this writer (-1: none)."""
+        if self._opened:
+            return self._last_seq
+        for stream in STREAMS:
+            segment_dir(self.home, stream).mkdir(parents=True, exist_ok=True)
+        (self.home / "telemetry" / "feature_sets").mkdir(parents=True, exist_ok=True)
+        last = -1
+        for stream in STREAMS:
+            mine = [p for p in list_segments(self.home, stream) if parse_name(p.name)[0] == self.writer]  # type: ignore[index]
+            if not mine:
+                continue
+            seq = self._reopen(stream, mine[-1])
+            for path in reversed(mine[:-1]):
+                if seq is not None:
+                    break
+                scan = scan_segment(path.read_bytes())
+                seq = _last_seq(scan)
+            if seq is not None:
+                last = max(last, seq)
+        self._last_seq = last
+        self._opened = True
+        return last
+
+    def _reopen(self, stream: str, path: Path) -> int | None:
+        """Cut this writer's last segment back to its last good frame and continue it."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpecError(f"Telemetry writer {self.writer!r} is already running (segment {path.name} is locked).") from None
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, size, 0) if size else b""
+        scan = scan_segment(data)
+        if scan.torn:
+            self.torn_tails += 1
+            os.ftruncate(fd, scan.good_end)
+            os.fsync(fd)
+        if scan.good_end < self.segment_bytes and _same_file(fd, path):
+            os.lseek(fd, scan.good_end, os.SEEK_SET)
+            self._active[stream] = _Active(fd, parse_name(path.name)[1], path, scan.good_end)  # type: ignore[index]
+        else:
+            os.close(fd)  # sealed; the next append starts the next segment
+        return _last_seq(scan)
+
+    def _new_segment(self, stream: str, number: int) -> _Active:
+        d = segment_dir(self.home, stream)
+        final = d / f"{self.writer}-{number:06d}.seg"
+        tmp = d / f".{final.name}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, final)
+        _fsync_dir(d)
+        return _Active(fd, number, final, 0)
+
+    def _segment(self, stream: str) -> _Active:
+        a = self._active.get(stream)
+        if a is None:
+            mine = [parse_name(p.name)[1] for p in list_segments(self.home, stream) if parse_name(p.name)[0] == self.writer]  # type: ignore[index]
+            a = self._active[stream] = self._new_segment(stream, (max(mine) + 1) if mine else 0)
+        elif a.size >= self.segment_bytes:
+            fsync_needed = a.fd in self._dirty
+            if fsync_needed:
+                os.fsync(a.fd)
+                self._dirty.discard(a.fd)
+            os.close(a.fd)  # releases the lock: the segment is sealed
+            a = self._active[stream] = self._new_segment(stream, a.number + 1)
+        return a
+
+    # -- the Sink interface ------------------------------------------------------------------
+    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+        check_stream(stream, batch)
+        if not self._opened:
+            self.open()
+        frame = encode_frame(batch)
+        a = self._segment(stream)
+        try:
+            _write_all(a.fd, frame)
+        except OSError:
+            # Cut the partial frame off so the frames after it stay readable; if even that
+            # fails, seal this segment and start a new one for the next commit.
+            try:
+                os.ftruncate(a.fd, a.size)
+                os.lseek(a.fd, a.size, os.SEEK_SET)
+            except OSError:
+                os.close(a.fd)
+                self._dirty.discard(a.fd)
+                del self._active[stream]
+            raise
+        a.size += len(frame)
+        self._dirty.add(a.fd)
+
+    def sync(self) -> None:
+        for a in self._active.values():
+            if a.fd in self._dirty:
+                os.fsync(a.fd)
+                self._dirty.discard(a.fd)
+
+    def close(self) -> None:
+        try:
+            self.sync()
+        finally:
+            for a in self._active.values():
+                os.close(a.fd)
+            self._active.clear()
+            self._dirty.clear()
+
+    def feature_set(self, fingerprint: str, names: Sequence[str]) -> None:
+        d = self.home / "telemetry" / "feature_sets"
+        path = d / f"{fingerprint}.json"
+        if path.exists():
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, msgspec.json.encode({"fingerprint": fingerprint, "names": list(names)}))
+
+    def files(self) -> Iterator[Path]:
+        for a in self._active.values():
+            yield a.path
+
+
+def _last_seq(scan: Scan) -> int | None:
+    if not scan.frames:
+        return None
+    return int(scan.frames[-1].batch().column("seq").to_numpy().max())
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        view = view[n:]
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)

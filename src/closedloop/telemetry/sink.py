@@ -1,0 +1,99 @@
+"""Where telemetry goes: the :class:`Sink` interface and an in-memory sink for tests.
+
+A sink receives Arrow record batches of :data:`~closedloop.telemetry.records.DECISION_SCHEMA` or
+:data:`~closedloop.telemetry.records.OUTCOME_SCHEMA` rows from one writer
+(:class:`~closedloop.telemetry.Telemetry`), makes them durable on :meth:`Sink.sync`, and is
+closed once. The embedded implementation is :class:`~closedloop.telemetry.segments.SegmentLog`
+(append-only segment files in the project home).
+
+Production sinks implement the same four methods and nothing else changes:
+
+- a Kafka producer: ``append`` produces one message per batch (key: the writer id, value: the
+  batch's Arrow IPC bytes), ``sync`` waits for the broker acknowledgements (``acks=all``), so the
+  durable watermark keeps its meaning; a consumer compacts the topic into the same Parquet layout.
+- an object-store lake: ``append`` buffers, ``sync`` uploads an immutable object per commit
+  (``<stream>/<writer>-<seq range>.arrow``), which plays the role of a segment frame.
+
+Neither exists yet (DESIGN.md, principle 4: keep the interface open, don't fake it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from ..errors import SpecError
+from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
+
+__all__ = ["MemorySink", "STREAMS", "Sink"]
+
+#: The streams a sink accepts, with their record schemas.
+STREAMS: dict[str, pa.Schema] = {"decisions": DECISION_SCHEMA, "outcomes": OUTCOME_SCHEMA}
+
+
+def check_stream(stream: str, batch: pa.RecordBatch) -> None:
+    schema = STREAMS.get(stream)
+    if schema is None:
+        raise SpecError(f"The telemetry stream must be one of {sorted(STREAMS)}. Got {stream!r} instead.")
+    if not batch.schema.equals(schema):
+        raise SpecError(f"A {stream!r} batch must have the {stream} record schema. Got {batch.schema} instead.")
+
+
+class Sink:
+    """The interface every telemetry sink implements.
+
+    ``writer`` names the writer whose records this sink holds (unique per process and writer,
+    so two processes never share a file). ``open()`` prepares the sink and returns the highest
+    sequence number this writer already made durable (``-1`` if none), so a restarted writer
+    continues its numbering. ``append`` may buffer; only ``sync`` promises durability.
+    ``torn_tails`` counts incomplete frames found (and cut off) when the sink reopened its files.
+    """
+
+    writer: str = "writer"
+    torn_tails: int = 0
+
+    def open(self) -> int:
+        return -1
+
+    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def feature_set(self, fingerprint: str, names: Sequence[str]) -> None:
+        """Record the feature names of a fingerprint (the join expands ``features`` with them)."""
+
+
+class MemorySink(Sink):
+    """Keeps batches in memory; ``synced`` holds what a ``sync`` made "durable" (for tests)."""
+
+    def __init__(self, writer: str = "memory") -> None:
+        self.writer = writer
+        self.pending: dict[str, list[pa.RecordBatch]] = {s: [] for s in STREAMS}
+        self.synced: dict[str, list[pa.RecordBatch]] = {s: [] for s in STREAMS}
+        self.feature_sets: dict[str, list[str]] = {}
+        self.closed = False
+
+    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+        check_stream(stream, batch)
+        self.pending[stream].append(batch)
+
+    def sync(self) -> None:
+        for s, batches in self.pending.items():
+            self.synced[s].extend(batches)
+            batches.clear()
+
+    def close(self) -> None:
+        self.sync()
+        self.closed = True
+
+    def feature_set(self, fingerprint: str, names: Sequence[str]) -> None:
+        self.feature_sets[fingerprint] = list(names)
+
+    def table(self, stream: str) -> pa.Table:
+        return pa.Table.from_batches(self.synced[stream], schema=STREAMS[stream])

@@ -1,0 +1,549 @@
+"""The telemetry writer: decisions and outcomes onto a buffer, a background group commit to a sink.
+
+The caller's thread (the decision path) only decides sampling, takes a sequence number and puts
+references on a bounded deque: no encoding, no disk. A background thread wakes every
+``flush_interval_ms`` (or as soon as ``flush_events`` are waiting), builds one Arrow RecordBatch
+per stream (sanitized context JSON, features as ``list<double>``, scores, shadows JSON via
+msgspec), appends it to the sink and calls ``sink.sync()`` (fsync). The **durable watermark** is
+the highest sequence number made durable; :meth:`Telemetry.flush` returns it once everything
+logged before the call is durable (or failed).
+
+Failures never reach the decision path: a full buffer drops and counts (``dropped_buffer_full``);
+a write error (disk full …) is recorded in ``last_error``, the decisions of the failed commit are
+counted in ``unlogged_errors`` and :attr:`Telemetry.healthy` turns False until a commit succeeds.
+
+``ingest_ns`` is stamped once per group commit (the time telemetry wrote the record, at most one
+flush interval after the call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+from ..errors import ContextError, SpecError
+from .privacy import Sanitizer
+from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
+from .sampling import Sampling
+from .sink import Sink
+
+__all__ = ["OutcomeError", "Telemetry"]
+
+_D, _B, _O = 0, 1, 2  # buffer item kinds: one decision, a decision batch, an outcome
+
+
+class OutcomeError(ContextError):
+    """An outcome failed validation: ``field``, ``rule`` and ``value`` name what failed."""
+
+    def __init__(self, field: str, rule: str, value: Any, row: int | None = None) -> None:
+        super().__init__(field, rule, value, row)
+        where = "" if row is None else f" (line {row})"
+        text = repr(value)
+        text = text if len(text) <= 80 else text[:77] + "..."
+        self.args = (f"Outcome field '{field}' must be {rule}. Got {text} instead{where}.",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(f"Telemetry '{name}' must be a positive integer. Got {value!r} instead.")
+    return value
+
+
+class Telemetry:
+    """Logs decisions and outcomes of one system to a :class:`~closedloop.telemetry.sink.Sink`.
+
+    Parameters
+    ----------
+    sink:
+        Where records go (e.g. :class:`~closedloop.telemetry.SegmentLog` in the project home).
+    system:
+        The :class:`~closedloop.System` (its schema says which context fields are sensitive;
+        its feature set names the logged features).
+    flush_interval_ms, flush_events:
+        Group commit every so many milliseconds, or as soon as this many events wait.
+    buffer_limit:
+        Events held in memory at most; beyond it, new events are dropped and counted.
+    sampling:
+        A :class:`~closedloop.telemetry.Sampling` policy (default: keep every decision).
+    key:
+        The telemetry key for hashing sensitive fields (see :mod:`~closedloop.telemetry.privacy`).
+    clock:
+        Nanoseconds since the epoch for ``ingest_ns``.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        system: Any,
+        flush_interval_ms: float = 5,
+        flush_events: int = 10_000,
+        buffer_limit: int = 1_000_000,
+        sampling: Sampling | None = None,
+        key: bytes | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if not isinstance(sink, Sink):
+            raise SpecError(f"Telemetry needs a closedloop.telemetry.Sink. Got {sink!r} instead.")
+        if isinstance(flush_interval_ms, bool) or not isinstance(flush_interval_ms, int | float) or not flush_interval_ms > 0:
+            raise SpecError(f"Telemetry 'flush_interval_ms' must be a number > 0. Got {flush_interval_ms!r} instead.")
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise SpecError(f"Telemetry 'sampling' must be a closedloop.telemetry.Sampling. Got {sampling!r} instead.")
+        self.sink = sink
+        self.system = system
+        self.system_name: str = system.name
+        self.schema_version: str = system.schema.version
+        self.fingerprint: str = system.features.fingerprint
+        self.feature_names: tuple[str, ...] = tuple(system.features.names)
+        self.sanitizer = Sanitizer(system.schema, system.unit, key)
+        self.flush_interval = float(flush_interval_ms) / 1000.0
+        self.flush_events = _positive_int("flush_events", flush_events)
+        self.buffer_limit = _positive_int("buffer_limit", buffer_limit)
+        self.sampling = sampling if sampling is not None and not sampling.keeps_all else None
+        self.clock = clock
+        self.writer = sink.writer
+
+        self._lock = threading.Lock()
+        self._buf: deque[tuple[Any, ...]] = deque()
+        self._pending = 0
+        self._seq = 0  # next sequence number
+        self._durable = -1
+        self._processed = -1  # highest seq the committer has dealt with (written or failed)
+        self._done = threading.Condition()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._closed = False
+        self._ok = True
+        self.counters: dict[str, Any] = {
+            "logged": 0, "sampled_out": 0, "dropped_buffer_full": 0, "unlogged_errors": 0,
+            "torn_tails": 0, "last_error": None, "commits": 0,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Telemetry:
+        """Open the sink and start the committer (done by the first log call if not before)."""
+        with self._lock:
+            if self._thread is not None:
+                return self
+            try:
+                last = self.sink.open()
+                self.sink.feature_set(self.fingerprint, self.feature_names)
+            except Exception as e:  # noqa: BLE001 - never raise into the decision path
+                last = -1
+                self._fail(e, 0)
+            self._seq = max(self._seq, last + 1)
+            self._durable = self._processed = last
+            self._thread = threading.Thread(target=self._run, name=f"closedloop-telemetry-{self.writer}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __enter__(self) -> Telemetry:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> int:
+        """Commit what is buffered, close the sink; returns the durable watermark."""
+        if self._closed:
+            return self._durable
+        if self._thread is None:
+            self.start()
+        self._closing = True
+        self._wake.set()
+        assert self._thread is not None
+        self._thread.join()
+        try:
+            self.sink.close()
+        except Exception as e:  # noqa: BLE001
+            self._fail(e, 0)
+        self._closed = True
+        return self._durable
+
+    # -- the caller's side ---------------------------------------------------------------------
+    def _put(self, item: tuple[Any, ...], n: int) -> int | None:
+        if self._thread is None:
+            self.start()
+        with self._lock:
+            if self._closing:
+                self.counters["unlogged_errors"] += n
+                self.counters["last_error"] = "telemetry is closed"
+                return None
+            if self._pending + n > self.buffer_limit:
+                self.counters["dropped_buffer_full"] += n
+                return None
+            seq = self._seq
+            self._seq = seq + n
+            self._pending += n
+            self._buf.append((seq, *item))
+            if self._pending >= self.flush_events:
+                self._wake.set()
+        return seq
+
+    def log_decision(self, decision: Any, context: Any = None, features: Sequence[float] | None = None) -> int | None:
+        """Log one :class:`~closedloop.Decision` with its validated context and feature tuple.
+        Returns its sequence number, or None if sampled out or dropped."""
+        p = 1.0
+        s = self.sampling
+        if s is not None:
+            p = s.prob(decision.unit, decision.action, decision.scores)
+            if not s.keep(decision.decision_id, decision.unit, p):
+                self.counters["sampled_out"] += 1
+                return None
+        return self._put((_D, decision, context, features, p), 1)
+
+    def log_batch(self, batch: Any, columns: Any = None, X: Any = None) -> int | None:
+        """Log a :class:`~closedloop.DecisionBatch` with its validated ``Columns`` and feature
+        matrix. Returns the first sequence number (the kept rows take consecutive numbers)."""
+        n = len(batch)
+        if n == 0:
+            return None
+        idx = None
+        p = None
+        s = self.sampling
+        if s is not None:
+            units = batch.units.to_pylist()
+            scores = {name: batch.score_matrix[:, j] for j, name in enumerate(batch.outputs)}
+            p = s.prob_batch(units, batch.action_codes, batch.actions, scores)
+            keep = s.keep_batch(batch.decision_ids, units, p)
+            if not keep.all():
+                idx = np.flatnonzero(keep)
+                self.counters["sampled_out"] += n - int(idx.shape[0])
+                p = p[idx]
+                n = int(idx.shape[0])
+                if n == 0:
+                    return None
+        return self._put((_B, batch, columns, X, idx, p), n)
+
+    def log_outcome(
+        self,
+        decision_id: str | None = None,
+        unit: Any = None,
+        *,
+        kind: str,
+        value: float = 1.0,
+        event_ns: int,
+        source: str,
+        outcome_id: str | None = None,
+    ) -> int | None:
+        """Log an outcome, linked by ``decision_id`` or by ``unit`` (and its time). Validates every
+        field (raises :class:`OutcomeError`); returns the sequence number (see :meth:`flush`)."""
+        if decision_id is not None and (not isinstance(decision_id, str) or not decision_id):
+            raise OutcomeError("decision_id", "a non-empty string or None", decision_id)
+        if unit is not None:
+            if isinstance(unit, int) and not isinstance(unit, bool):
+                unit = str(unit)
+            if not isinstance(unit, str) or not unit:
+                raise OutcomeError("unit", "a non-empty string (or integer) or None", unit)
+        if decision_id is None and unit is None:
+            raise OutcomeError("decision_id", "given when 'unit' is not (an outcome links to a decision or a unit)", None)
+        if not isinstance(kind, str) or not kind or len(kind) > 200:
+            raise OutcomeError("kind", "a non-empty string of at most 200 characters", kind)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise OutcomeError("value", "a finite number", value)
+        if isinstance(event_ns, bool) or not isinstance(event_ns, int) or not 0 <= event_ns < 1 << 63:
+            raise OutcomeError("event_ns", "an integer of nanoseconds since the epoch (≥ 0)", event_ns)
+        if not isinstance(source, str) or not source:
+            raise OutcomeError("source", "a non-empty string", source)
+        if outcome_id is not None and (not isinstance(outcome_id, str) or not outcome_id):
+            raise OutcomeError("outcome_id", "a non-empty string or None", outcome_id)
+        if unit is not None:
+            unit = self.sanitizer.unit(unit)
+        value = float(value)
+        if outcome_id is None:
+            content = msgspec.json.encode([self.system_name, decision_id, unit, kind, value, event_ns, source])
+            outcome_id = hashlib.sha256(content).hexdigest()[:32]
+        return self._put((_O, outcome_id, decision_id, unit, kind, value, event_ns, source), 1)
+
+    # -- durability ----------------------------------------------------------------------------
+    @property
+    def durable_watermark(self) -> int:
+        """The highest sequence number up to which everything is durable (-1: nothing yet)."""
+        return self._durable
+
+    @property
+    def healthy(self) -> bool:
+        """False after a failed commit, until a commit succeeds again."""
+        return self._ok
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until everything logged before this call is durable (or its commit failed);
+        return the durable watermark."""
+        if self._thread is None:
+            self.start()
+        with self._lock:
+            target = self._seq - 1
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done:
+            while self._processed < target and self._thread is not None and self._thread.is_alive():
+                self._wake.set()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._done.wait(0.05 if left is None else min(left, 0.05))
+        return self._durable
+
+    def stats(self) -> dict[str, Any]:
+        out = dict(self.counters)
+        out["torn_tails"] = getattr(self.sink, "torn_tails", 0)
+        out["durable_watermark"] = self._durable
+        out["buffered"] = self._pending
+        out["healthy"] = self._ok
+        out["writer"] = self.writer
+        return out
+
+    # -- the committer ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            closing = self._closing
+            with self._lock:
+                items, self._buf = self._buf, deque()
+                n = self._pending
+                self._pending = 0
+            if items:
+                self._commit(items, n)
+            if closing:
+                with self._lock:
+                    if not self._buf:
+                        break
+
+    def _commit(self, items: deque[tuple[Any, ...]], n: int) -> None:
+        last = items[-1][0] + (_count(items[-1]) - 1)
+        decisions = [it for it in items if it[1] != _O]
+        outcomes = [it for it in items if it[1] == _O]
+        n_dec = n - len(outcomes)
+        try:
+            now = self.clock()
+            if decisions:
+                self.sink.append("decisions", self._decision_batch(decisions, now))
+            if outcomes:
+                self.sink.append("outcomes", self._outcome_batch(outcomes, now))
+            self.sink.sync()
+        except Exception as e:  # noqa: BLE001 - recorded, never raised into the decision path
+            self._fail(e, n_dec, n - n_dec)
+        else:
+            self._ok = True
+            self.counters["logged"] += n_dec
+            self.counters["outcomes"] = self.counters.get("outcomes", 0) + len(outcomes)
+            self.counters["commits"] += 1
+            self._durable = last
+        with self._done:
+            self._processed = last
+            self._done.notify_all()
+
+    def _fail(self, e: BaseException, n_decisions: int, n_outcomes: int = 0) -> None:
+        self._ok = False
+        name = ""
+        if isinstance(e, OSError) and e.errno is not None:
+            import errno as _errno
+
+            name = f" [{_errno.errorcode.get(e.errno, e.errno)}]"
+        self.counters["last_error"] = f"{type(e).__name__}{name}: {e}"
+        self.counters["unlogged_errors"] += n_decisions
+        self.counters["unlogged_outcomes"] = self.counters.get("unlogged_outcomes", 0) + n_outcomes
+
+    # -- building record batches (committer thread) ------------------------------------------------
+    def _decision_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
+        parts: list[pa.RecordBatch] = []
+        singles = [it for it in items if it[1] == _D]
+        if singles:
+            parts.append(self._singles(singles, now))
+        for it in items:
+            if it[1] == _B:
+                parts.append(self._from_batch(it, now))
+        if len(parts) == 1:
+            return parts[0]
+        return pa.Table.from_batches(parts, schema=DECISION_SCHEMA).combine_chunks().to_batches()[0]
+
+    def _unit(self, u: str) -> str:
+        return self.sanitizer.unit(u)
+
+    def _context(self, c: Any) -> str | None:
+        if c is None:
+            return None
+        if isinstance(c, dict):
+            return _sanitize_dict(self.sanitizer, c)
+        return self.sanitizer.context_json(c)
+
+    def _singles(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
+        n = len(items)
+        ds = [it[2] for it in items]
+        sz = self.sanitizer
+        units = [d.unit for d in ds] if not sz.unit_hashed else [sz.unit(d.unit) for d in ds]
+        feats = [it[4] for it in items]
+        enc = msgspec.json.encode
+        cols = [
+            pa.array([it[0] for it in items], pa.int64()),
+            _const(self.writer, n),
+            pa.array([d.decision_id for d in ds], pa.string()),
+            _const(self.system_name, n),
+            pa.array(units, pa.string()),
+            pa.array([d.timestamp_ns for d in ds], pa.int64()),
+            pa.array(np.full(n, now, dtype=np.int64)),
+            pa.array([d.bundle_version for d in ds], pa.string()),
+            pa.nulls(n, pa.string()),
+            _const(self.schema_version, n),
+            _const(self.fingerprint, n),
+            pa.array([self._context(it[3]) for it in items], pa.string()),
+            _float_lists(feats),
+            _str_lists([d.scores for d in ds]),
+            _float_lists([d.scores.values() for d in ds]),
+            pa.array([d.action for d in ds], pa.string()),
+            pa.array([d.propensity for d in ds], pa.float64()),
+            pa.array([it[5] for it in items], pa.float64()),
+            pa.array([d.why for d in ds], pa.string()),
+            pa.array([d.guardrail for d in ds], pa.string()),
+            pa.array([enc(d.shadows).decode() if d.shadows else None for d in ds], pa.string()),
+            pa.array([d.killswitch for d in ds], pa.bool_()),
+        ]
+        return pa.RecordBatch.from_arrays(cols, schema=DECISION_SCHEMA)
+
+    def _from_batch(self, it: tuple[Any, ...], now: int) -> pa.RecordBatch:
+        seq0, _, b, columns, X, idx, p = it
+        n_all = len(b)
+        sel = np.arange(n_all) if idx is None else idx
+        n = int(sel.shape[0])
+        take = (lambda a: a) if idx is None else (lambda a: a.take(pa.array(idx)))
+        units = take(b.units)
+        if self.sanitizer.unit_hashed:
+            units = pa.array([self.sanitizer.unit(u) for u in units.to_pylist()], pa.string())
+        if columns is not None:
+            names = columns.names()
+            lists = [columns.pylist(k) for k in names]
+            ctx = [_sanitize_dict(self.sanitizer, dict(zip(names, (col[i] for col in lists), strict=True))) for i in sel.tolist()]
+            context = pa.array(ctx, pa.string())
+        else:
+            context = pa.nulls(n, pa.string())
+        if X is not None:
+            features = _matrix_lists(np.asarray(X, dtype=np.float64)[sel])
+        else:
+            features = pa.nulls(n, pa.list_(pa.float64()))
+        S = b.score_matrix[sel]
+        out_names = pa.array(list(b.outputs), pa.string())
+        k = len(b.outputs)
+        score_names = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), out_names.take(pa.array(np.tile(np.arange(k), n))) if k else pa.array([], pa.string()))
+        actions = pa.array(list(b.actions), pa.string()).take(pa.array(b.action_codes[sel]))
+        whys = pa.array(list(b.reasons), pa.string()).take(pa.array(b.why_codes[sel]))
+        if b.guardrail_codes is not None:
+            g = b.guardrail_codes[sel]
+            gnames = pa.array([*b.guardrails, None], pa.string())
+            guard = gnames.take(pa.array(np.where(g < 0, len(b.guardrails), g)))
+        else:
+            guard = pa.nulls(n, pa.string())
+        if b.shadows:
+            enc = msgspec.json.encode
+            sh = []
+            for i in sel.tolist():
+                sh.append(enc([
+                    {"bundle_version": v, "scores": dict(zip(outs, Sm[i].tolist(), strict=True)), "action": b.actions[int(codes[i])]}
+                    for v, outs, Sm, codes in b.shadows
+                ]).decode())
+            shadows = pa.array(sh, pa.string())
+        else:
+            shadows = pa.nulls(n, pa.string())
+        cols = [
+            pa.array(np.arange(seq0, seq0 + n, dtype=np.int64)),
+            _const(self.writer, n),
+            take(b.decision_ids),
+            _const(self.system_name, n),
+            units,
+            pa.array(np.asarray(b.timestamps_ns, dtype=np.int64)[sel]),
+            pa.array(np.full(n, now, dtype=np.int64)),
+            _const(b.bundle_version, n),
+            pa.nulls(n, pa.string()),
+            _const(self.schema_version, n),
+            _const(self.fingerprint, n),
+            context,
+            features,
+            score_names,
+            _matrix_lists(S),
+            actions,
+            pa.array(np.asarray(b.propensities, dtype=np.float64)[sel]),
+            pa.array(np.ones(n) if p is None else np.asarray(p, dtype=np.float64)),
+            whys,
+            guard,
+            shadows,
+            pa.array(np.full(n, bool(b.killswitch))),
+        ]
+        return pa.RecordBatch.from_arrays(cols, schema=DECISION_SCHEMA)
+
+    def _outcome_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
+        n = len(items)
+        cols = [
+            pa.array([it[0] for it in items], pa.int64()),
+            _const(self.writer, n),
+            pa.array([it[2] for it in items], pa.string()),
+            pa.array([it[3] for it in items], pa.string()),
+            _const(self.system_name, n),
+            pa.array([it[4] for it in items], pa.string()),
+            pa.array([it[5] for it in items], pa.string()),
+            pa.array([it[6] for it in items], pa.float64()),
+            pa.array([it[7] for it in items], pa.int64()),
+            pa.array(np.full(n, now, dtype=np.int64)),
+            pa.array([it[8] for it in items], pa.string()),
+        ]
+        return pa.RecordBatch.from_arrays(cols, schema=OUTCOME_SCHEMA)
+
+
+def _count(item: tuple[Any, ...]) -> int:
+    if item[1] == _B:
+        idx = item[5]
+        return len(item[2]) if idx is None else int(idx.shape[0])
+    return 1
+
+
+def _const(value: str, n: int) -> pa.Array:
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, dtype=np.int32)))
+
+
+def _float_lists(rows: Sequence[Any]) -> pa.Array:
+    """list<double> from a sequence of float sequences (None: a null list)."""
+    n = len(rows)
+    if n and all(r is not None for r in rows):
+        first = len(rows[0]) if hasattr(rows[0], "__len__") else -1
+        if first >= 0 and all(len(r) == first for r in rows):
+            flat = np.fromiter((v for r in rows for v in r), dtype=np.float64, count=n * first)
+            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * first), pa.array(flat))
+    return pa.array([None if r is None else list(r) for r in rows], pa.list_(pa.float64()))
+
+
+def _matrix_lists(M: np.ndarray) -> pa.Array:
+    n, k = M.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), pa.array(np.ascontiguousarray(M).ravel()))
+
+
+def _str_lists(dicts: Sequence[dict[str, float]]) -> pa.Array:
+    n = len(dicts)
+    if n:
+        keys = tuple(dicts[0])
+        if all(tuple(d) == keys for d in dicts):
+            k = len(keys)
+            names = pa.array(list(keys), pa.string())
+            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), names.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n))) if k else pa.array([], pa.string()))
+    return pa.array([list(d) for d in dicts], pa.list_(pa.string()))
+
+
+def _sanitize_dict(sz: Sanitizer, d: dict[str, Any]) -> str:
+    if not sz.plain:
+        d = dict(d)
+        for name in sz.dropped:
+            d.pop(name, None)
+        for name in sz.hashed:
+            if name in d:
+                d[name] = sz.hash(d[name])
+    return msgspec.json.encode(d).decode()
