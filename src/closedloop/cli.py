@@ -29,6 +29,7 @@ import typer
 from typer.core import TyperGroup
 
 from .bundle import Bundle
+from .cli_loop import dataset_app, outcomes_app, telemetry_app
 from .errors import BundleError, ClosedLoopError, ContextError
 from .ids import DecisionIds
 from .runtime import Runtime
@@ -60,6 +61,9 @@ app = typer.Typer(
 )
 bundle_app = typer.Typer(help="Inspect and verify bundles.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(outcomes_app, name="outcomes")
+app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(dataset_app, name="dataset")
 
 SystemOption = Annotated[
     str,
@@ -146,6 +150,9 @@ def decide(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed the decision ids, for reproducible runs.")
     ] = None,
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="Log every decision to the project home's telemetry.")
+    ] = False,
 ) -> None:
     """Decide for contexts (JSON lines on stdin), writing decisions (JSON lines on stdout).
 
@@ -154,7 +161,12 @@ def decide(
     settings: Settings = ctx.obj
     sys_obj = load_system(system)
     loaded = Bundle.load(_bundle_path(settings, bundle), sys_obj)
-    runtime = Runtime(sys_obj, loaded, ids=DecisionIds(seed))
+    telemetry = None
+    if log:
+        from .telemetry import SegmentLog, Telemetry
+
+        telemetry = Telemetry(SegmentLog(settings.home), system=sys_obj, key=settings.telemetry_key).start()
+    runtime = Runtime(sys_obj, loaded, ids=DecisionIds(seed), telemetry=telemetry)
     out = typer.get_binary_stream("stdout")
     try:
         decided, failed = decide_lines(
@@ -163,6 +175,11 @@ def decide(
     except BrokenPipeError:
         _silence_stdout()
         raise typer.Exit(1) from None
+    finally:
+        if telemetry is not None:
+            telemetry.close()  # flushes: every decision written out is durable
+            if telemetry.stats().get("unlogged_errors"):
+                typer.echo(f"telemetry: {telemetry.stats()['last_error']}", err=True)
     if failed:
         typer.echo(f"decided {decided}, failed {failed}", err=True)
         raise typer.Exit(1)

@@ -15,12 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_HOME", "ENV_HOME", "Settings"]
+from .errors import SpecError
+
+__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_TELEMETRY_KEY", "Settings"]
 
 #: The project home when neither ``--home`` nor ``CLOSEDLOOP_HOME`` says otherwise.
 DEFAULT_HOME = Path(".closedloop")
 #: The environment variable naming the project home.
 ENV_HOME = "CLOSEDLOOP_HOME"
+#: The environment variable holding the telemetry key (hex), for hashing sensitive fields.
+ENV_TELEMETRY_KEY = "CLOSEDLOOP_TELEMETRY_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +36,23 @@ class Settings:
     home:
         The project home: the directory that holds this deployment's bundles, telemetry,
         registry, datasets and reports. Relative paths are relative to the working directory.
+    telemetry_key:
+        The key that hashes sensitive context fields in telemetry (from ``CLOSEDLOOP_TELEMETRY_KEY``,
+        hex-encoded, at least 16 bytes); ``None`` when unset.
     """
 
     home: Path
+    telemetry_key: bytes | None = None
+
+    @property
+    def telemetry(self) -> Path:
+        """Where the embedded telemetry store lives: ``<home>/telemetry/``."""
+        return self.home / "telemetry"
+
+    @property
+    def datasets(self) -> Path:
+        """Where datasets are written by default: ``<home>/datasets/<id>/``."""
+        return self.home / "datasets"
 
     @property
     def bundles(self) -> Path:
@@ -49,4 +67,14 @@ class Settings:
         ``CLOSEDLOOP_HOME`` (when set and non-empty), else ``./.closedloop``."""
         if home is None:
             home = environ.get(ENV_HOME) or DEFAULT_HOME
-        return cls(home=Path(home).expanduser())
+        raw = environ.get(ENV_TELEMETRY_KEY) or None
+        key = None
+        if raw is not None:
+            try:
+                key = bytes.fromhex(raw)
+            except ValueError:
+                raise SpecError(
+                    f"The environment variable {ENV_TELEMETRY_KEY} must be hex-encoded bytes. Got a value "
+                    f"of {len(raw)} characters that is not hex."
+                ) from None
+        return cls(home=Path(home).expanduser(), telemetry_key=key)
