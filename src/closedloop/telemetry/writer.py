@@ -187,10 +187,10 @@ class Telemetry:
                 return None
             seq = self._seq
             self._seq = seq + n
-            self._pending += n
+            pending = self._pending = self._pending + n
             self._buf.append((seq, *item))
-            if self._pending >= self.flush_events:
-                self._wake.set()
+        if pending - n < self.flush_events <= pending:  # wake the committer once per crossing
+            self._wake.set()
         return seq
 
     def log_decision(self, decision: Any, context: Any = None, features: Sequence[float] | None = None) -> int | None:
@@ -401,8 +401,7 @@ class Telemetry:
             _const(self.fingerprint, n),
             pa.array([self._context(it[3]) for it in items], pa.string()),
             _float_lists(feats),
-            _str_lists([d.scores for d in ds]),
-            _float_lists([d.scores.values() for d in ds]),
+            *_score_lists([d.scores for d in ds]),
             pa.array([d.action for d in ds], pa.string()),
             pa.array([d.propensity for d in ds], pa.float64()),
             pa.array([it[5] for it in items], pa.float64()),
@@ -514,11 +513,13 @@ def _const(value: str, n: int) -> pa.Array:
 def _float_lists(rows: Sequence[Any]) -> pa.Array:
     """list<double> from a sequence of float sequences (None: a null list)."""
     n = len(rows)
-    if n and all(r is not None for r in rows):
-        first = len(rows[0]) if hasattr(rows[0], "__len__") else -1
-        if first >= 0 and all(len(r) == first for r in rows):
-            flat = np.fromiter((v for r in rows for v in r), dtype=np.float64, count=n * first)
-            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * first), pa.array(flat))
+    if n:
+        try:
+            M = np.asarray(rows, dtype=np.float64)  # equal lengths: one C-level conversion
+        except (ValueError, TypeError):
+            M = None
+        if M is not None and M.ndim == 2:
+            return _matrix_lists(M)
     return pa.array([None if r is None else list(r) for r in rows], pa.list_(pa.float64()))
 
 
@@ -527,15 +528,27 @@ def _matrix_lists(M: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), pa.array(np.ascontiguousarray(M).ravel()))
 
 
-def _str_lists(dicts: Sequence[dict[str, float]]) -> pa.Array:
+def _score_lists(dicts: Sequence[dict[str, float]]) -> tuple[pa.Array, pa.Array]:
+    """``score_names`` and ``scores`` (list<string>, list<double>) of many score dicts."""
     n = len(dicts)
-    if n:
-        keys = tuple(dicts[0])
-        if all(tuple(d) == keys for d in dicts):
-            k = len(keys)
-            names = pa.array(list(keys), pa.string())
-            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), names.take(pa.array(np.tile(np.arange(k, dtype=np.int32), n))) if k else pa.array([], pa.string()))
-    return pa.array([list(d) for d in dicts], pa.list_(pa.string()))
+    keys = tuple(dicts[0]) if n else ()
+    k = len(keys)
+    if n and all(len(d) == k for d in dicts) and all(tuple(d) == keys for d in dicts[:: max(1, n // 64)]):
+        try:
+            if k == 1:
+                (key,) = keys
+                M = np.array([d[key] for d in dicts], dtype=np.float64).reshape(n, 1)
+            else:
+                M = np.array([[d[x] for x in keys] for d in dicts], dtype=np.float64)
+        except KeyError:
+            M = None
+        if M is not None:
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+            idx = pa.array(np.tile(np.arange(k, dtype=np.int32), n))
+            names = pa.ListArray.from_arrays(offsets, pa.array(list(keys), pa.string()).take(idx))
+            return names, _matrix_lists(M)
+    return (pa.array([list(d) for d in dicts], pa.list_(pa.string())),
+            pa.array([list(d.values()) for d in dicts], pa.list_(pa.float64())))
 
 
 def _sanitize_dict(sz: Sanitizer, d: dict[str, Any]) -> str:
