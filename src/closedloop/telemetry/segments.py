@@ -65,12 +65,18 @@ def new_writer_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def encode_frame(batch: pa.RecordBatch) -> bytes:
+def encode_frame_parts(batch: pa.RecordBatch) -> tuple[bytes, memoryview]:
+    """The frame of one batch as (header, payload), without copying the payload."""
     out = pa.BufferOutputStream()
     with pa.ipc.new_stream(out, batch.schema) as w:
         w.write_batch(batch)
-    payload = out.getvalue().to_pybytes()
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    payload = memoryview(out.getvalue())
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)), payload
+
+
+def encode_frame(batch: pa.RecordBatch) -> bytes:
+    header, payload = encode_frame_parts(batch)
+    return header + bytes(payload)
 
 
 @dataclass
@@ -284,10 +290,11 @@ class SegmentLog(Sink):
         check_stream(stream, batch)
         if not self._opened:
             self.open()
-        frame = encode_frame(batch)
+        header, payload = encode_frame_parts(batch)
+        size = len(header) + len(payload)
         a = self._segment(stream)
         try:
-            _write_all(a.fd, frame)
+            _write_all(a.fd, header, payload)
         except OSError:
             # Cut the partial frame off so the frames after it stay readable; if even that
             # fails, seal this segment and start a new one for the next commit.
@@ -299,7 +306,7 @@ class SegmentLog(Sink):
                 self._dirty.discard(a.fd)
                 del self._active[stream]
             raise
-        a.size += len(frame)
+        a.size += size
         self._dirty.add(a.fd)
 
     def sync(self) -> None:
@@ -343,13 +350,17 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
+def _write_all(fd: int, *parts: bytes | memoryview) -> None:
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        n = os.writev(fd, views)
         if n <= 0:
             raise OSError(errno.EIO, "short write")
-        view = view[n:]
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
 
 
 def _fsync_dir(d: Path) -> None:

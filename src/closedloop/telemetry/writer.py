@@ -178,13 +178,8 @@ class Telemetry:
         if self._thread is None:
             self.start()
         with self._lock:
-            if self._closing:
-                self.counters["unlogged_errors"] += n
-                self.counters["last_error"] = "telemetry is closed"
-                return None
-            if self._pending + n > self.buffer_limit:
-                self.counters["dropped_buffer_full"] += n
-                return None
+            if self._closing or self._pending + n > self.buffer_limit:
+                return self._refuse(n)
             seq = self._seq
             self._seq = seq + n
             pending = self._pending = self._pending + n
@@ -203,7 +198,26 @@ class Telemetry:
             if not s.keep(decision.decision_id, decision.unit, p):
                 self.counters["sampled_out"] += 1
                 return None
-        return self._put((_D, decision, context, features, p), 1)
+        if self._thread is None:
+            self.start()
+        with self._lock:  # _put, inlined: this is the per-decision path
+            if self._closing or self._pending >= self.buffer_limit:
+                return self._refuse(1)
+            seq = self._seq
+            self._seq = seq + 1
+            pending = self._pending = self._pending + 1
+            self._buf.append((seq, _D, decision, context, features, p))
+        if pending == self.flush_events:
+            self._wake.set()
+        return seq
+
+    def _refuse(self, n: int) -> None:
+        """Count events refused (telemetry closed, or the buffer full); called under the lock."""
+        if self._closing:
+            self.counters["unlogged_errors"] += n
+            self.counters["last_error"] = "telemetry is closed"
+        else:
+            self.counters["dropped_buffer_full"] += n
 
     def log_batch(self, batch: Any, columns: Any = None, X: Any = None) -> int | None:
         """Log a :class:`~closedloop.DecisionBatch` with its validated ``Columns`` and feature
