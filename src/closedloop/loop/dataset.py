@@ -252,26 +252,33 @@ def build_dataset(
             WITH o AS (
               SELECT * EXCLUDE (filename, file_row_number) FROM out_files
               WHERE system = {sysq} AND ingest_ns <= $cutoff
-              QUALIFY row_number() OVER (PARTITION BY outcome_id
-                                         ORDER BY ingest_ns, writer, seq) = 1
             ),
-            d AS (
-              SELECT decision_id, unit, timestamp_ns FROM dec_files
+            d_all AS (
+              SELECT decision_id, unit, timestamp_ns, ingest_ns, writer, seq FROM dec_files
               WHERE system = {sysq} AND ingest_ns <= $cutoff
-                AND (filename, file_row_number) NOT IN (SELECT (filename, file_row_number) FROM dup)
             ),
-            by_id AS (
-              SELECT o.*, d.timestamp_ns AS d_ts, d.decision_id AS d_id
-              FROM o LEFT JOIN d ON o.decision_id = d.decision_id
+            by_id AS (  -- every copy of the decision; the first is chosen below
+              SELECT o.*, d.timestamp_ns AS d_ts, d.decision_id AS d_id,
+                     d.ingest_ns AS d_ingest, d.writer AS d_writer, d.seq AS d_seq
+              FROM o LEFT JOIN d_all d ON o.decision_id = d.decision_id
               WHERE o.decision_id IS NOT NULL
             ),
             ou AS (SELECT * FROM o WHERE decision_id IS NULL),
-            du AS (SELECT * FROM d WHERE unit IN (SELECT unit FROM ou)),
+            du AS (  -- deduplicated decisions of the units these outcomes name
+              SELECT decision_id, unit, timestamp_ns FROM dec_files
+              WHERE system = {sysq} AND ingest_ns <= $cutoff AND unit IN (SELECT unit FROM ou)
+                AND (filename, file_row_number) NOT IN (SELECT (filename, file_row_number) FROM dup)
+            ),
             by_unit AS (
               SELECT ou.*, du.timestamp_ns AS d_ts, du.decision_id AS d_id
               FROM ou ASOF LEFT JOIN du ON ou.unit = du.unit AND ou.event_ns >= du.timestamp_ns
             ),
-            linked AS (SELECT * FROM by_id UNION ALL BY NAME SELECT * FROM by_unit)
+            linked AS (
+              SELECT * FROM (SELECT * FROM by_id UNION ALL BY NAME SELECT * FROM by_unit)
+              QUALIFY row_number() OVER (
+                PARTITION BY outcome_id
+                ORDER BY ingest_ns, writer, seq, d_ingest NULLS LAST, d_writer, d_seq) = 1
+            )
             SELECT outcome_id, d_id AS decision_id, kind, value, event_ns, ingest_ns, d_ts,
               CASE
                 WHEN d_id IS NULL AND decision_id IS NOT NULL THEN 'unknown_id'
