@@ -316,3 +316,42 @@ def test_a_removed_field_is_ignored(tmp_path):
     table, cols = load_dataset(m.path, v2)
     assert cols.names() == ["user", "age"] and cols.pylist("user") == ["u1"]
     assert table["schema_version"].to_pylist() == ["1"] and rows["old"]["label"] == "legit"
+
+
+# -- end to end, through the telemetry writer and the embedded store --------------------------------
+
+def test_a_dataset_from_the_store(tmp_path):
+    import time
+
+    from closedloop.decision import Decision
+    from closedloop.loop import read_feature_sets
+    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+
+    day = 86_400 * S
+    t0 = (time.time_ns() // day - 30) * day
+    tel = Telemetry(SegmentLog(tmp_path), system=SYSTEM, flush_interval_ms=10_000)
+    ids = []
+    for i, unit in enumerate(["a", "b", "c"]):
+        c = SYSTEM.schema.validate({"user": unit, "age": 20.0 + i})
+        d = Decision(f"{i:032x}", "demo", unit, t0 + i * S, "v1", {"score": 0.3}, "allow", 1.0, "score < 0.5")
+        tel.log_decision(d, c, SYSTEM.features.one(c))
+        if i == 0:
+            tel.log_decision(d, c, SYSTEM.features.one(c))  # a retried write
+        ids.append(d.decision_id)
+    tel.log_outcome(ids[0], kind="report", event_ns=t0 + 10 * S, source="user")
+    tel.log_outcome(ids[0], kind="report", event_ns=t0 + 10 * S, source="user")  # retried: same id
+    tel.log_outcome(unit="b", kind="analyst", value=0.0, event_ns=t0 + 20 * S, source="analyst")
+    tel.close()
+    store = TelemetryStore(tmp_path)
+    store.compact()
+    m = build_dataset(
+        SYSTEM, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+        since_ns=t0, until_ns=t0 + day, cutoff_ns=time.time_ns(), out=tmp_path / "ds",
+        feature_names=read_feature_sets(tmp_path),
+    )
+    rows = {r["unit"]: r for r in pq.read_table(m.data_path).to_pylist()}
+    assert {u: r["label"] for u, r in rows.items()} == {"a": "bad", "b": "legit", "c": "legit"}
+    assert rows["b"]["outcome:analyst"] == 0.0 and rows["c"]["age2"] == 44.0
+    assert m.counts["decisions"]["duplicates"] == 1 and m.counts["outcomes"]["matched"] == 2
+    table, cols = load_dataset(m.path, SYSTEM)
+    assert sorted(cols.pylist("user")) == ["a", "b", "c"]

@@ -7,7 +7,7 @@ validates an outcome file (JSON lines or Parquet) line by line.
 
 from __future__ import annotations
 
-from .dataset import DatasetError, DatasetManifest, build_dataset, load_dataset
+from .dataset import DatasetError, DatasetManifest, build_dataset, load_dataset, read_feature_sets
 from .ingest import OutcomeLine, read_outcomes
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "OutcomeLine",
     "build_dataset",
     "load_dataset",
+    "read_feature_sets",
     "read_outcomes",
 ]

@@ -72,7 +72,7 @@ from ..schema import MISSING, Columns
 from ..spec import LabelPolicy, System
 from ..telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
-__all__ = ["DatasetError", "DatasetManifest", "build_dataset", "load_dataset"]
+__all__ = ["DatasetError", "DatasetManifest", "build_dataset", "load_dataset", "read_feature_sets"]
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -430,6 +430,16 @@ _RULES = (
     "records: ingest <= cutoff; dedupe first by (ingest_ns, writer, seq); unit link: latest "
     "decision of the unit at or before the event; label: first rule with a counted outcome"
 )
+
+
+def read_feature_sets(home: Path | str) -> dict[str, list[str]]:
+    """The feature names of each fingerprint the store has seen
+    (``<home>/telemetry/feature_sets/<fingerprint>.json`` holding ``{"names": [...]}``)."""
+    out: dict[str, list[str]] = {}
+    d = Path(home) / "telemetry" / "feature_sets"
+    for p in sorted(d.glob("*.json")) if d.is_dir() else ():
+        out[p.stem] = list(json.loads(p.read_text())["names"])
+    return out
 
 
 def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:
