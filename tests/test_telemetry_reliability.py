@@ -178,8 +178,9 @@ def test_threads_and_processes_logging_at_once_lose_and_corrupt_nothing(tmp_path
         th.start()
     store = TelemetryStore(tmp_path)
     compactions = 0
-    while any(p.is_alive() for p in procs) or any(th.is_alive() for th in threads):
-        store.compact()  # compaction runs while everyone writes
+    # Compaction runs while everyone writes (at least twice, however fast the writers finish).
+    while any(p.is_alive() for p in procs) or any(th.is_alive() for th in threads) or compactions < 2:
+        store.compact()
         compactions += 1
         time.sleep(0.01)
     for th in threads:
