@@ -195,8 +195,29 @@ def bench_sink(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def bench_dataset_section(args: argparse.Namespace) -> dict[str, Any]:
+    """``dataset build`` on 10M decisions × 2M outcomes (1M × 200k with --quick) against the same
+    semantics written by hand as one DuckDB query, each in its own subprocess (bench/dataset.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from dataset import bench_dataset
+
+    n_dec, n_out = (1_000_000, 200_000) if args.quick else (10_000_000, 2_000_000)
+    root = None if args.dir is None else Path(args.dir) / "dataset"
+    r = bench_dataset(n_dec, n_out, root=root)
+    print(f"dataset build: {r['decisions']:,} decisions × {r['outcomes']:,} outcomes (generation {r['generate_seconds']} s, untimed)")
+    print(f"  {'':24}{'seconds':>10}{'peak RSS GB':>14}{'rows':>12}")
+    print(f"  {'hand-written DuckDB':24}{r['hand_seconds']:>10.2f}{r['hand_peak_rss_gb']:>14.3f}{r['hand_rows']:>12}")
+    print(f"  {'build_dataset':24}{r['framework_seconds']:>10.2f}{r['framework_peak_rss_gb']:>14.3f}{r['framework_rows']:>12}")
+    print(f"  ratio {r['ratio']:.3f} (target ≤ {r['ratio_target']}); peak RSS target ≤ {r['rss_target_gb']} GB; "
+          f"rows that differ between the two: {r['label_mismatches']}")
+    return {k: v for k, v in r.items() if k != "counts"}
+
+
 #: name → section; each prints its table and returns its figures (another section: add it here).
-SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"sink": bench_sink}
+SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "sink": bench_sink,
+    "dataset": bench_dataset_section,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
