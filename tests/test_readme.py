@@ -21,3 +21,5 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
     d2 = namespace["d2"]
     assert (d2.action, d2.guardrail, d2.shadows[0].action) == ("allow", "partners", "block")
     assert namespace["rt2"].killswitch
+    assert namespace["watermark"] >= 1  # the decision and its outcome are durable
+    assert namespace["store"].read("decisions").num_rows == 1
