@@ -77,3 +77,25 @@ def test_decide_log_ingest_build_stats_forget(phishing, tmp_path):
     assert r.exit_code == 0, r.output
     units = set(pq.read_table(out2 / "data.parquet").column("unit").to_pylist())
     assert "u0" not in units and len(units) == 4
+
+
+def test_retention_is_a_declared_setting(phishing, tmp_path):
+    home = tmp_path / "home"
+    import time
+
+    new = time.time_ns()  # retention counts back from now
+    old = new - 400 * DAY  # far older than the declared 90 days
+    bundle = Bundle.build(phishing, LogisticModel({n: 0.0 for n in phishing.features.names}, 0.0, output="phish"))
+    with Telemetry(SegmentLog(home), system=phishing) as tel:
+        rt = Runtime(phishing, bundle, telemetry=tel)
+        for t in (old, new):
+            rt.decide({"user_id": "u1", "url": "https://a.example/", "domain": "a.example"}, timestamp_ns=t)
+    assert phishing.retention_days == 90
+    runner = CliRunner()
+    r = runner.invoke(app, ["--home", str(home), "telemetry", "compact"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["--home", str(home), "telemetry", "retain", "--system", SYSTEM])
+    assert r.exit_code == 0, r.output
+    from closedloop.telemetry import TelemetryStore
+
+    assert TelemetryStore(home).read("decisions").column("timestamp_ns").to_pylist() == [new]

@@ -134,4 +134,5 @@ phishing = System(
         Goal("account_takeovers", "organizational", "account_takeovers_per_million_users", 5.0, "at_most", "quarterly"),
     ],
     slices=["browser", "country", "new_user"],
+    retention_days=90,  # page-load telemetry is kept three months
 )

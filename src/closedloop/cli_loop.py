@@ -6,7 +6,7 @@
     closedloop telemetry stats [--window-days N]           counts, open-window backlog, torn tails
     closedloop telemetry compact                           sealed segments → day-partitioned Parquet
     closedloop telemetry forget --unit ID [--system …]      remove one unit's decisions and outcomes
-    closedloop telemetry retain --days N                    drop data older than N days
+    closedloop telemetry retain --days N | --system …       drop data older than N days
     closedloop dataset build --system … --since … --until … [--cutoff …] [--out DIR]
 
 Times are ISO-8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or integer nanoseconds.
@@ -153,12 +153,23 @@ def telemetry_forget(
 @telemetry_app.command("retain")
 def telemetry_retain(
     ctx: typer.Context,
-    days: Annotated[float, typer.Option("--days", help="Keep this many days; drop older data.")],
+    days: Annotated[
+        float | None, typer.Option("--days", help="Keep this many days; drop older data.")
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option("--system", metavar="MODULE:ATTR", help="Use the system's declared retention_days."),
+    ] = None,
 ) -> None:
-    """Apply retention: drop decisions and outcomes older than N days."""
+    """Apply retention: drop decisions and outcomes older than N days (--days, or the system's
+    declared ``retention_days``)."""
     from .telemetry import TelemetryStore
 
-    if not days > 0:
+    if days is None and system is not None:
+        days = _system(system).retention_days
+        if days is None:
+            raise typer.BadParameter(f"{system!r} declares no retention_days; give --days.", param_hint="'--system'")
+    if days is None or not days > 0:
         raise typer.BadParameter(f"must be a number > 0. Got {days!r} instead.", param_hint="'--days'")
     settings: Settings = ctx.obj
     typer.echo(json.dumps(TelemetryStore(settings.home).apply_retention(days, time.time_ns())))

@@ -169,6 +169,7 @@ class System:
         label_policy: LabelPolicy | None = None,
         goals: Sequence[Goal] = (),
         slices: Sequence[str] = (),
+        retention_days: float | None = None,
         description: str = "",
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
@@ -342,6 +343,16 @@ class System:
                 raise SpecError(f"Slice fields must be declared context fields. Got {s!r} instead.")
         self.slices = tuple(slices)
 
+        if retention_days is not None and (
+            isinstance(retention_days, bool) or not isinstance(retention_days, int | float)
+            or not (math.isfinite(retention_days) and retention_days > 0)
+        ):
+            raise SpecError(
+                f"The 'retention_days' of System '{name}' must be a number > 0 or None. Got {retention_days!r} instead."
+            )
+        #: Telemetry older than this many days is dropped (``closedloop telemetry retain``); None: kept.
+        self.retention_days = None if retention_days is None else float(retention_days)
+
     @property
     def schema_version(self) -> str:
         return self.schema.version
@@ -371,6 +382,7 @@ class System:
             "label_policy": self.label_policy.describe() if self.label_policy else None,
             "goals": [g.describe() for g in self.goals],
             "slices": list(self.slices),
+            "retention_days": self.retention_days,
         }
 
     def __repr__(self) -> str:
