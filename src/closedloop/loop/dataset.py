@@ -77,7 +77,7 @@ __all__ = ["DatasetError", "DatasetManifest", "build_dataset", "load_dataset", "
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
 #: DuckDB's memory limit for the join (it spills to disk beyond it).
-MEMORY_LIMIT = "750MB"
+MEMORY_LIMIT = "900MB"
 
 _FIXED_COLUMNS = (
     "decision_id", "unit", "timestamp_ns", "ingest_ns", "context_json", "features", "score_names",
