@@ -6,11 +6,13 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ClosedLoopError
     ├── SpecError              a System, field, feature, action, threshold, cost … is declared wrongly
     ├── ContextError           one context failed validation (field, rule, value)
-    │   └── BatchContextError  rows of a columnar batch failed validation (all of them listed)
+    │   ├── BatchContextError  rows of a columnar batch failed validation (all of them listed)
+    │   └── OutcomeError       an outcome failed validation (field, rule, value)
     ├── FeatureError           a feature could not be computed / its two forms disagree
     ├── IntelligenceError      a model or heuristic is malformed or was given the wrong input
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
+    ├── DatasetError           a dataset cannot be built or loaded
     └── ConformanceError       a component broke the documented contract (closedloop.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
@@ -27,8 +29,10 @@ __all__ = [
     "ClosedLoopError",
     "ConformanceError",
     "ContextError",
+    "DatasetError",
     "FeatureError",
     "IntelligenceError",
+    "OutcomeError",
     "ProjectError",
     "SpecError",
 ]
@@ -100,6 +104,22 @@ class BatchContextError(ContextError):
         more = len(errors) - 1
         if more:
             self.args = (f"{self.args[0]} … and {more} more invalid value(s) in the batch.",)
+
+
+class OutcomeError(ContextError):
+    """An outcome failed validation: ``field``, ``rule`` and ``value`` name what failed."""
+
+    def __init__(self, field: str, rule: str, value: Any, row: int | None = None) -> None:
+        super().__init__(field, rule, value, row)
+        where = "" if row is None else f" (line {row})"
+        self.args = (f"Outcome field '{field}' must be {rule}. Got {_show(value)} instead{where}.",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DatasetError(ClosedLoopError):
+    """A dataset cannot be built or loaded."""
 
 
 class FeatureError(ClosedLoopError):

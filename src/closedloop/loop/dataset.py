@@ -67,7 +67,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import ClosedLoopError
+from ..errors import DatasetError
 from ..schema import MISSING, Columns
 from ..spec import LabelPolicy, System
 from ..telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
@@ -84,10 +84,6 @@ _FIXED_COLUMNS = (
     "scores", "action", "propensity", "sample_prob", "weight", "bundle_version", "flight",
     "schema_version", "feature_fingerprint", "label", "label_value",
 )
-
-
-class DatasetError(ClosedLoopError):
-    """A dataset cannot be built or loaded."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ContextError, SpecError
+from ..errors import OutcomeError, SpecError
 from .privacy import Sanitizer
 from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
 from .sampling import Sampling
@@ -39,20 +39,6 @@ from .sink import Sink
 __all__ = ["OutcomeError", "Telemetry"]
 
 _D, _B, _O = 0, 1, 2  # buffer item kinds: one decision, a decision batch, an outcome
-
-
-class OutcomeError(ContextError):
-    """An outcome failed validation: ``field``, ``rule`` and ``value`` name what failed."""
-
-    def __init__(self, field: str, rule: str, value: Any, row: int | None = None) -> None:
-        super().__init__(field, rule, value, row)
-        where = "" if row is None else f" (line {row})"
-        text = repr(value)
-        text = text if len(text) <= 80 else text[:77] + "..."
-        self.args = (f"Outcome field '{field}' must be {rule}. Got {text} instead{where}.",)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def _positive_int(name: str, value: Any) -> int:
