@@ -291,8 +291,24 @@ def _child(mode: str, root: Path, out: Path) -> dict:
         rows = m.counts["decisions"]["rows"]
         extra = {"counts": m.counts, "id": m.id}
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _own_peak_rss()
     return {"mode": mode, "seconds": seconds, "peak_rss_bytes": peak, "rows": int(rows), **extra}
+
+
+def _own_peak_rss() -> int:
+    """This process's own peak RSS in bytes (VmHWM of its address space).
+
+    Not ``getrusage``: Linux carries ``ru_maxrss`` across fork and exec, so a child started by a
+    parent that generated 10M rows would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _compare(hand: Path, fw: Path) -> int:
