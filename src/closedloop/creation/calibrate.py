@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import IntelligenceError, SpecError
 from ..intelligence import Calibrated, Intelligence
 from ..spec import System
-from .logistic import encode_labels
+from .logistic import labelled_features
 
 __all__ = ["calibrate"]
 
@@ -81,16 +81,7 @@ def calibrate(
         raise SpecError(f"The 'method' parameter of {owner} must be one of {list(_METHODS)}. Got {method!r} instead.")
     scorer = intelligence.bind(system.features)
 
-    cols = system.schema.validate_batch(batch)
-    y = encode_labels(system, labels, cols.n, owner=owner)
-    positives = int(y.sum())
-    if positives == 0 or positives == y.shape[0]:
-        only = system.labels[1] if positives else system.labels[0]
-        raise IntelligenceError(
-            f"The 'labels' of {owner} must contain both classes {list(system.labels)}. "
-            f"Got only {only!r} ({y.shape[0]} rows) instead."
-        )
-    X = system.features.batch(cols)
+    cols, y, X = labelled_features(system, batch, labels, owner)
     s = np.asarray(scorer.batch(X, cols), dtype=np.float64)[:, 0]
     bad = ~np.isfinite(s)
     if bad.any():

@@ -29,7 +29,7 @@ from ..intelligence import LogisticModel
 from ..spec import System
 from .metrics import log_loss, roc_auc
 
-__all__ = ["TrainResult", "encode_labels", "train_logistic"]
+__all__ = ["TrainResult", "encode_labels", "labelled_features", "train_logistic"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,21 @@ def encode_labels(system: System, labels: Any, n: int | None = None, *, owner: s
     return out
 
 
+
+def labelled_features(system: System, batch: Any, labels: Any, owner: str) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Validate ``batch``, encode ``labels`` (both classes required) and compute the features
+    through the runtime's own batch path → (columns, 0/1 labels, feature matrix)."""
+    cols = system.schema.validate_batch(batch)
+    y = encode_labels(system, labels, cols.n, owner=owner)
+    positives = int(y.sum())
+    if positives == 0 or positives == y.shape[0]:
+        only = system.labels[1] if positives else system.labels[0]
+        raise IntelligenceError(
+            f"The 'labels' of {owner} must contain both classes {list(system.labels)}. "
+            f"Got only {only!r} ({y.shape[0]} rows) instead."
+        )
+    return cols, y, system.features.batch(cols)
+
 def _check_params(C: Any, max_iter: Any, standardize: Any) -> None:
     if isinstance(C, bool) or not isinstance(C, int | float) or not (math.isfinite(C) and C > 0):
         raise SpecError(f"The 'C' parameter of train_logistic must be a finite number > 0. Got {C!r} instead.")
@@ -148,16 +163,7 @@ def train_logistic(
     elif not isinstance(output, str) or not output.isidentifier():
         raise SpecError(f"The 'output' parameter of train_logistic must be an identifier. Got {output!r} instead.")
 
-    cols = system.schema.validate_batch(batch)
-    y = encode_labels(system, labels, cols.n)
-    positives = int(y.sum())
-    if positives == 0 or positives == y.shape[0]:
-        only = system.labels[1] if positives else system.labels[0]
-        raise IntelligenceError(
-            f"The 'labels' of train_logistic must contain both classes {list(system.labels)}. "
-            f"Got only {only!r} ({y.shape[0]} rows) instead."
-        )
-    X = system.features.batch(cols)
+    cols, y, X = labelled_features(system, batch, labels, "train_logistic")
     finite = np.isfinite(X)
     if not finite.all():
         row, j = (int(v[0]) for v in np.nonzero(~finite))
@@ -182,7 +188,7 @@ def train_logistic(
     p = model.bind(system.features).batch(X, cols)[:, 0]
     metrics: dict[str, Any] = {
         "n": int(y.shape[0]),
-        "positives": positives,
+        "positives": int(y.sum()),
         "train_log_loss": log_loss(y, p),
         "train_auc": roc_auc(y, p),
         "converged": converged,

@@ -31,7 +31,7 @@ from ..errors import IntelligenceError, SpecError
 from ..intelligence import Intelligence, Stacking
 from ..intelligence.combine import logit_array
 from ..spec import System
-from .logistic import encode_labels
+from .logistic import labelled_features
 
 __all__ = ["fit_stacking"]
 
@@ -85,16 +85,7 @@ def fit_stacking(
     zeros = [0.0] * (len(members) if isinstance(members, Sequence) else 0)
     members = list(Stacking(members, zeros, 0.0, output=output, transform=transform).members)
 
-    cols = system.schema.validate_batch(batch)
-    y = encode_labels(system, labels, cols.n, owner=owner)
-    positives = int(y.sum())
-    if positives == 0 or positives == y.shape[0]:
-        only = system.labels[1] if positives else system.labels[0]
-        raise IntelligenceError(
-            f"The 'labels' of {owner} must contain both classes {list(system.labels)}. "
-            f"Got only {only!r} ({y.shape[0]} rows) instead."
-        )
-    X = system.features.batch(cols)
+    cols, y, X = labelled_features(system, batch, labels, owner)
     S = np.empty((cols.n, len(members)), dtype=np.float64, order="F")
     for i, member in enumerate(members):
         S[:, i] = np.asarray(member.bind(system.features).batch(X, cols), dtype=np.float64)[:, 0]
