@@ -296,3 +296,12 @@ def test_organize_mode_ranks_candidates_through_the_runtime():
     rt.set_killswitch(True)
     d = rt.decide(contexts[2])
     assert d.killswitch and d.ranking == [c["item_id"] for c in contexts[2]["candidates"][:5]]
+
+
+def test_ranking_systems_refuse_telemetry_rather_than_drop_decisions(tmp_path):
+    from examples.feed.system import feed, model
+
+    from closedloop.telemetry import MemorySink, Telemetry
+
+    with pytest.raises(SpecError, match="does not log ranked decisions"):
+        Runtime(feed, Bundle.build(feed, model), telemetry=Telemetry(MemorySink(), system=feed))

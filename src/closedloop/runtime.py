@@ -145,6 +145,11 @@ class Runtime:
         self.killswitch = bool(killswitch)
         self.telemetry = telemetry
         self._ranking = isinstance(system.experience, Ranking)
+        if self._ranking and telemetry is not None:
+            raise SpecError(
+                "Telemetry does not log ranked decisions yet (their records differ); run the ranking "
+                f"system '{system.name}' without telemetry= rather than lose its decisions silently."
+            )
         self._shadow_bundles: tuple[Bundle, ...] = tuple(shadows)
         self._plan: Any = self._build(bundle, self._shadow_bundles)
 
