@@ -68,7 +68,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DatasetError
-from ..schema import MISSING, Columns
+from ..schema import Columns
 from ..spec import LabelPolicy, System
 from ..telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
@@ -358,7 +358,8 @@ def build_dataset(
         ).fetchone()
         status = dict(con.execute("SELECT status, count(*) FROM lo GROUP BY status").fetchall())
         con.close()
-        assert dec_counts and n_dup_dec and row_counts and o_read
+        if not (dec_counts and n_dup_dec and row_counts and o_read):  # COUNT(*) always returns a row
+            raise DatasetError("DuckDB returned no counts for the dataset's manifest.")
         n_lo = sum(status.values())
         counts = {
             "decisions": {
@@ -472,8 +473,6 @@ def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:
             raise
         for n in names:
             cols[n].append(getattr(ctx, n))
-    for f in schema.fields:  # defaults filled, never MISSING
-        assert f.default is not MISSING or all(v is not MISSING for v in cols[f.name])
     columns = schema.validate_batch(cols) if table.num_rows else _empty_columns(schema)
     return table, columns
 

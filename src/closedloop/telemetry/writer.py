@@ -158,8 +158,9 @@ class Telemetry:
             self.start()
         self._closing = True
         self._wake.set()
-        assert self._thread is not None
-        self._thread.join()
+        thread = self._thread
+        if thread is not None:  # start() above made one
+            thread.join()
         try:
             self.sink.close()
         except Exception as e:  # noqa: BLE001
