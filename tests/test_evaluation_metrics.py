@@ -200,6 +200,9 @@ def test_poisson_bootstrap_covers_and_respects_units():
     lo, hi = M.poisson_bootstrap(M.auc, y, s, n=100, seed=1)
     assert lo < point < hi and hi - lo < 0.1
     assert M.poisson_bootstrap(M.auc, y, s, n=100, seed=1) == (lo, hi)
+    # AUC's sort-once fast path equals the generic path
+    generic = M.poisson_bootstrap(lambda a, b, weights: M.auc(a, b, weights=weights), y, s, n=100, seed=1)
+    assert generic == pytest.approx((lo, hi), rel=1e-12)
     # one unit per 50 rows sharing a unit-level effect: the unit bootstrap is wider
     units = np.arange(1000) // 50
     y2 = (np.random.default_rng(0).random(20)[units] < 0.5).astype(int)

@@ -131,14 +131,35 @@ def _mean(x: np.ndarray, w: np.ndarray | None) -> float:
 def _grouped(y: np.ndarray, s: np.ndarray, w: np.ndarray | None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique scores in *descending* order with the (weighted) positives and negatives at each."""
-    order = np.argsort(-s, kind="stable")
+    order, starts, u = _sort_groups(s)
+    pos, neg = _group_sums(y[order], None if w is None else w[order], starts)
+    return u, pos, neg
+
+
+def _sort_groups(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The descending order of ``s``, where each run of equal scores starts, the distinct scores."""
+    order = np.argsort(s)[::-1]
     ss = s[order]
-    ys = y[order].astype(np.float64)
-    ws = np.ones_like(ys) if w is None else w[order]
     starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    pos = np.add.reduceat(ys * ws, starts)
-    neg = np.add.reduceat((1.0 - ys) * ws, starts)
-    return ss[starts], pos, neg
+    return order, starts, ss[starts]
+
+
+def _group_sums(ys: np.ndarray, ws: np.ndarray | None, starts: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    yf = ys.astype(np.float64)
+    if ws is None:
+        pos = np.add.reduceat(yf, starts)
+        return pos, np.diff(np.r_[starts, ys.size]) - pos
+    pos = np.add.reduceat(yf * ws, starts)
+    return pos, np.add.reduceat(ws, starts) - pos
+
+
+def _auc_from_groups(pos: np.ndarray, neg: np.ndarray, where: str) -> float:
+    P, N = float(pos.sum()), float(neg.sum())
+    _both_classes(P, N, where)
+    # descending scores: negatives strictly below group g = N - cumulative negatives through g
+    below = N - np.cumsum(neg)
+    return float(np.dot(pos, below + 0.5 * neg) / (P * N))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,11 +173,7 @@ def auc(y: Any, s: Any, weights: Any = None) -> float:
     ss = _scores(s, "s", "auc", yy.size)
     w = _weights(weights, "auc", yy.size)
     _, pos, neg = _grouped(yy, ss, w)
-    P, N = float(pos.sum()), float(neg.sum())
-    _both_classes(P, N, "auc")
-    # descending scores: negatives strictly below group g = N - cumulative negatives through g
-    below = N - np.cumsum(neg)
-    return float(np.dot(pos, below + 0.5 * neg) / (P * N))
+    return _auc_from_groups(pos, neg, "auc")
 
 
 def log_loss(y: Any, p: Any, eps: float = 1e-15, weights: Any = None) -> float:
@@ -499,6 +516,12 @@ def poisson_bootstrap(stat_fn: Callable[..., float], *arrays: Any, units: Any = 
         _, inverse = np.unique(uarr, return_inverse=True)
         groups = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
+    fast = None
+    if stat_fn is auc and len(arrays) == 2:
+        # AUC: sort once, then each resample only re-sums the weights of each run of tied scores
+        yy = _labels(arrays[0], "auc")
+        order, starts, _ = _sort_groups(_scores(arrays[1], "s", "auc", yy.size))
+        fast = (yy[order], order, starts)
     stats: list[float] = []
     for _ in range(n):
         draw = rng.poisson(1.0, groups).astype(np.float64)
@@ -508,7 +531,11 @@ def poisson_bootstrap(stat_fn: Callable[..., float], *arrays: Any, units: Any = 
         if not w.sum() > 0:
             continue
         try:
-            stats.append(float(stat_fn(*arrays, weights=w)))
+            if fast is not None:
+                ys, order, starts = fast
+                stats.append(_auc_from_groups(*_group_sums(ys, w[order], starts), "auc"))
+            else:
+                stats.append(float(stat_fn(*arrays, weights=w)))
         except EvaluationError:
             continue
     if len(stats) < n / 2:
