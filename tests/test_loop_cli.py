@@ -99,3 +99,21 @@ def test_retention_is_a_declared_setting(phishing, tmp_path):
     from closedloop.telemetry import TelemetryStore
 
     assert TelemetryStore(home).read("decisions").column("timestamp_ns").to_pylist() == [new]
+
+
+def test_dataset_import_through_the_cli(tmp_path):
+    import pyarrow as pa
+    from examples.phishing import data
+
+    columns, labels = data.generate(300, seed=3)
+    table = pa.table({**{k: list(v) if not isinstance(v, list) else v for k, v in columns.items()}, "is_phish": labels})
+    f = tmp_path / "corpus.parquet"
+    pq.write_table(table, f)
+    r = CliRunner().invoke(app, [
+        "--home", str(tmp_path / "home"), "dataset", "import", str(f), "--system", SYSTEM,
+        "--label", "is_phish", "--unit", "user_id",
+    ])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["counts"]["decisions"]["rows"] == 300
+    assert (tmp_path / "home" / "datasets" / out["id"] / "manifest.json").is_file()

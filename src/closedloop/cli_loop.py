@@ -8,6 +8,7 @@
     closedloop telemetry forget --unit ID [--system …]      remove one unit's decisions and outcomes
     closedloop telemetry retain --days N | --system …       drop data older than N days
     closedloop dataset build --system … --since … --until … [--cutoff …] [--out DIR]
+    closedloop dataset import FILE --system … --label COL [--unit COL] [--time COL] [--out DIR]
 
 Times are ISO-8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or integer nanoseconds.
 """
@@ -226,3 +227,45 @@ def dataset_build(
             path = final
     typer.echo(json.dumps({"id": manifest.id, "path": str(path), "counts": manifest.counts}, default=str))
 
+
+
+@dataset_app.command("import")
+def dataset_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A labeled .csv or .parquet file.")],
+    system: SystemOption,
+    label: Annotated[str, typer.Option("--label", metavar="COLUMN", help="The label column (0/1 or class names).")],
+    unit: Annotated[
+        str | None, typer.Option("--unit", metavar="COLUMN", help="The unit column (default: the row index).")
+    ] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time", metavar="COLUMN", help="The time column (default: the row index).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where to write it (default: <home>/datasets/<id>).")
+    ] = None,
+) -> None:
+    """Turn a labeled file into a dataset (a curated corpus); rows whose context fails validation
+    are counted with their reasons in the manifest."""
+    import shutil
+    import tempfile
+
+    from .loop import import_dataset
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file {str(file)!r}", param_hint="'FILE'")
+    staging = None
+    if out is None:
+        settings.datasets.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=settings.datasets)) / "dataset"
+    manifest = import_dataset(file, sys_obj, label=label, unit=unit, time=time_col, out=staging or out)
+    path = manifest.path
+    if staging is not None:
+        final = settings.datasets / manifest.id
+        if not final.exists():
+            staging.rename(final)
+        shutil.rmtree(staging.parent, ignore_errors=True)
+        path = final
+    typer.echo(json.dumps({"id": manifest.id, "path": str(path), "counts": manifest.counts}, default=str))

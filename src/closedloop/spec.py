@@ -170,6 +170,7 @@ class System:
         goals: Sequence[Goal] = (),
         slices: Sequence[str] = (),
         retention_days: float | None = None,
+        split: Any = None,
         description: str = "",
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
@@ -350,6 +351,12 @@ class System:
             raise SpecError(
                 f"The 'retention_days' of System '{name}' must be a number > 0 or None. Got {retention_days!r} instead."
             )
+        from .evaluation.splits import Split
+
+        if split is not None and not isinstance(split, Split):
+            raise SpecError(f"The 'split' of System '{name}' must be a closedloop.evaluation.Split. Got {split!r} instead.")
+        #: How training and evaluation set data aside (overridable per call); default: by unit.
+        self.split = split if split is not None else Split("unit")
         #: Telemetry older than this many days is dropped (``closedloop telemetry retain``); None: kept.
         self.retention_days = None if retention_days is None else float(retention_days)
 
@@ -383,6 +390,7 @@ class System:
             "goals": [g.describe() for g in self.goals],
             "slices": list(self.slices),
             "retention_days": self.retention_days,
+            "split": self.split.describe(),
         }
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ validates an outcome file (JSON lines or Parquet) line by line.
 from __future__ import annotations
 
 from .dataset import DatasetError, DatasetManifest, build_dataset, load_dataset, read_feature_sets
+from .importer import import_dataset
 from .ingest import OutcomeLine, read_outcomes
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DatasetManifest",
     "OutcomeLine",
     "build_dataset",
+    "import_dataset",
     "load_dataset",
     "read_feature_sets",
     "read_outcomes",
