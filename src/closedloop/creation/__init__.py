@@ -11,5 +11,7 @@ from .calibrate import calibrate
 from .logistic import TrainResult, encode_labels, train_logistic
 from .metrics import log_loss, roc_auc
 from .stacking import fit_stacking
+from .train import TrainRun, parse_params, train
 
 __all__ = ["TrainResult", "calibrate", "encode_labels", "fit_stacking", "log_loss", "roc_auc", "train_logistic"]
+__all__ += ["TrainRun", "parse_params", "train"]

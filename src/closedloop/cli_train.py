@@ -1,0 +1,94 @@
+"""``closedloop train``: a candidate bundle from a dataset, with lineage (see
+:mod:`closedloop.creation.train` for the rules).
+
+::
+
+    closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
+                     [--param k=v …] [--calibrate isotonic|platt] [--parent VERSION] [--out DIR]
+
+Prints one JSON object: ``{"version", "path", "metrics"}``. The bundle is saved under
+``<home>/bundles/<version>`` unless ``--out`` is given. ``--param`` values are parsed as ints,
+floats, true/false, else strings (a heuristic's ``rules`` as JSON: ``--param 'rules=[[...]]'``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .cli_loop import SystemOption, _system
+from .settings import Settings
+
+__all__ = ["train"]
+
+
+def _resolve_dataset(settings: Settings, value: str) -> Path:
+    p = Path(value)
+    if (p / "manifest.json").is_file():
+        return p
+    by_id = settings.datasets / value
+    if "/" not in value and (by_id / "manifest.json").is_file():
+        return by_id
+    raise typer.BadParameter(
+        f"{value!r} is neither a dataset directory nor a dataset id under {str(settings.datasets)!r}",
+        param_hint="'--dataset'",
+    )
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    from .creation.train import parse_params
+    from .errors import SpecError
+
+    try:
+        out = parse_params(items)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--param'") from None
+    for k, v in out.items():  # JSON-looking values (lists, objects) are decoded
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                raise typer.BadParameter(f"{k}={v!r} is not valid JSON", param_hint="'--param'") from None
+    return out
+
+
+def train(
+    ctx: typer.Context,
+    system: SystemOption,
+    dataset: Annotated[str, typer.Option("--dataset", metavar="ID|PATH", help="A dataset id or directory.")],
+    model: Annotated[
+        str, typer.Option("--model", metavar="KIND", help="logistic, lightgbm, heuristic or sklearn:MODULE:CLASS.")
+    ] = "logistic",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", metavar="K=V", help="A model parameter (repeatable).")
+    ] = None,
+    calibrate: Annotated[
+        str | None, typer.Option("--calibrate", metavar="METHOD", help="isotonic or platt.")
+    ] = None,
+    parent: Annotated[str | None, typer.Option("--parent", metavar="VERSION", help="The parent bundle.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where to save it (default: <home>/bundles/<version>).")
+    ] = None,
+) -> None:
+    """Train a candidate bundle on a dataset; its manifest records the lineage and metrics."""
+    from rich.console import Console
+
+    from .creation.train import train as train_api
+    from .errors import ClosedLoopError
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    path = _resolve_dataset(settings, dataset)
+    params = _params(list(param or []))
+    console = Console(stderr=True)
+    try:
+        with console.status(f"Training {model} on {path.name}…"):
+            run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent)
+            target = out if out is not None else settings.bundles / run.bundle.version
+            saved = run.bundle.save(target)
+    except ClosedLoopError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(json.dumps({"version": run.bundle.version, "path": str(saved), "metrics": run.metrics}, default=str))

@@ -1,0 +1,306 @@
+"""Train a candidate bundle from a dataset, with its lineage (issue 5, "Training").
+
+::
+
+    run = train(phishing, "home/datasets/<id>", model="lightgbm", params={"num_leaves": 15})
+    run.bundle.save("home/bundles/" + run.bundle.version)
+    run.metrics     # {"lineage": {...}, "train": {...}, "heldout": {...}}
+
+The rules, exactly:
+
+Rows
+    :func:`~closedloop.loop.dataset.load_dataset` reads the dataset (contexts decoded into the
+    current schema); only labeled rows (``label_value`` not null) are used. Row weights are not
+    used for fitting (they are recorded in ``lineage["weighted_rows"]`` when some differ from 1).
+Split
+    ``split`` (default: ``system.split``) divides the rows with
+    :func:`closedloop.evaluation.split`; the model is fitted on the train side only, and
+    ``metrics["heldout"]`` (AUC, log loss) is measured on the test side through the model's bound
+    scorer — the runtime's path — with :mod:`closedloop.evaluation.metrics`.
+Models
+    ``"logistic"``: :func:`~closedloop.creation.train_logistic` (params: ``C``, ``max_iter``,
+    ``standardize``). ``"lightgbm"``: ``lightgbm.train`` on the system's features with defaults
+    ``objective=binary, num_leaves=31, verbose=-1, deterministic=True, seed=0`` overridden by
+    ``params``; ``num_boost_round`` (default 100) is taken out of ``params``.
+    ``"sklearn:MODULE:CLASS"`` (or ``"sklearn:MODULE.CLASS"``): the class is imported only from a module named ``sklearn.…``
+    (anything else is refused with :class:`~closedloop.errors.SpecError`), built with ``params``,
+    fitted and wrapped in a :class:`~closedloop.intelligence.SklearnModel` (``predict_proba``).
+    ``"heuristic"``: nothing is fitted; ``params["rules"]`` is a list of
+    ``[feature, op, value, points]`` making a :class:`~closedloop.intelligence.ScoringRules`
+    (optional ``base``, ``lo``, ``hi``) — the library cannot import a system's own heuristic.
+Calibration
+    ``calibrate="isotonic"|"platt"`` fits :func:`~closedloop.creation.calibrate` on a held-out
+    slice of the *train* side — the train units that hash to test under
+    ``Split("unit", 0.2, seed=split.seed + 1)`` — and the base is fitted on the rest of the train
+    side, so the test side stays untouched by both.
+Lineage (``metrics["lineage"]``)
+    ``dataset_id``, ``dataset_time_range`` ``[since_ns, until_ns]``, ``label_policy``,
+    ``code_version`` (``git rev-parse HEAD`` in the working directory when it is a git checkout,
+    else ``closedloop <version>``), ``closedloop_version``, ``parent``, ``model``, ``params``,
+    ``split`` (:meth:`Split.describe`) and ``calibration``. ``parent`` is also the bundle's parent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from ..bundle import Bundle
+from ..errors import ClosedLoopError, IntelligenceError, SpecError
+from ..evaluation.splits import Split
+from ..evaluation.splits import split as split_rows
+from ..intelligence import Intelligence
+from ..spec import System
+
+__all__ = ["TrainRun", "code_version", "parse_params", "train"]
+
+_MODELS = ("logistic", "lightgbm", "heuristic", "sklearn:MODULE:CLASS")
+_CALIBRATIONS = ("isotonic", "platt")
+_LGBM_DEFAULTS: dict[str, Any] = {
+    "objective": "binary", "num_leaves": 31, "verbose": -1, "deterministic": True, "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """What :func:`train` produced: a built, unsaved ``bundle``, its ``metrics`` (also in the
+    bundle manifest: ``lineage``, ``train``, ``heldout``) and the trained ``model``."""
+
+    bundle: Bundle
+    metrics: dict[str, Any]
+    model: Intelligence = field(repr=False)
+
+
+def parse_params(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["k=v", …]`` → dict: ints, floats, ``true``/``false``, ``none``/``null``, else strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise SpecError(f"A training parameter must look like 'name=value'. Got {item!r} instead.")
+        k, v = (s.strip() for s in item.split("=", 1))
+        out[k] = _parse_value(v)
+    return out
+
+
+def _parse_value(v: str) -> Any:
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def code_version(cwd: Path | str | None = None) -> str:
+    """The git commit of ``cwd`` (default: the working directory) when it is a git checkout,
+    else ``closedloop <version>``."""
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+        sha = r.stdout.strip()
+        if r.returncode == 0 and len(sha) >= 40:
+            return sha
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from .. import __version__
+
+    return f"closedloop {__version__}"
+
+
+def _sklearn_class(model: str) -> Any:
+    parts = model.split(":")
+    if len(parts) == 2 and "." in parts[1]:  # sklearn:module.Class
+        parts = [parts[0], *parts[1].rsplit(".", 1)]
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise SpecError(f"An sklearn model must be named 'sklearn:MODULE:CLASS'. Got {model!r} instead.")
+    module, name = parts[1], parts[2]
+    if not module.startswith("sklearn."):
+        raise SpecError(
+            f"The module of an sklearn model must start with 'sklearn.' (only scikit-learn classes are "
+            f"imported). Got {module!r} (in {model!r}) instead."
+        )
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"The sklearn model {model!r} cannot be imported: {exc}.") from exc
+    if not isinstance(cls, type) or not callable(getattr(cls, "fit", None)):
+        raise SpecError(f"The sklearn model {model!r} must name an estimator class. Got {cls!r} instead.")
+    return cls
+
+
+def _check_model(model: str) -> None:
+    if not isinstance(model, str) or not (model in ("logistic", "lightgbm", "heuristic") or model.startswith("sklearn:")):
+        raise SpecError(f"The 'model' parameter of train must be one of {list(_MODELS)}. Got {model!r} instead.")
+    if model.startswith("sklearn:"):
+        _sklearn_class(model)
+
+
+def _mapping(cols: Any) -> dict[str, Any]:
+    """Validated Columns as a column mapping (what the trainers' batch validation takes)."""
+    return {n: cols[n] for n in cols.names()}
+
+
+def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.ndarray) -> Intelligence:
+    output = system.experience.score
+    if model == "heuristic":
+        from ..intelligence import Rule, ScoringRules
+
+        rules = params.get("rules")
+        if not isinstance(rules, list | tuple) or not rules:
+            raise SpecError(
+                "The 'heuristic' model needs params {'rules': [[feature, op, value, points], ...]}. "
+                f"Got {rules!r} instead."
+            )
+        extra = {k: params[k] for k in ("base", "lo", "hi") if k in params}
+        unknown = sorted(set(params) - {"rules", "base", "lo", "hi"})
+        if unknown:
+            raise SpecError(f"The 'heuristic' model takes params rules, base, lo, hi. Got {unknown} instead.")
+        try:
+            made = [Rule(*r) for r in rules]
+        except TypeError as exc:
+            raise SpecError(f"A heuristic rule must be [feature, op, value, points]. Got {rules!r} instead.") from exc
+        return ScoringRules(made, output=output, **extra)
+    if model == "logistic":
+        from .logistic import train_logistic
+
+        unknown = sorted(set(params) - {"C", "max_iter", "standardize"})
+        if unknown:
+            raise SpecError(f"The 'logistic' model takes params C, max_iter, standardize. Got {unknown} instead.")
+        return train_logistic(system, _mapping(cols), y, output=output, **params).model
+    X = system.features.batch(cols)
+    names = list(system.features.names)
+    if model == "lightgbm":
+        import lightgbm
+
+        from ..intelligence import LightGBMModel
+
+        p = dict(params)
+        rounds = p.pop("num_boost_round", 100)
+        full = {**_LGBM_DEFAULTS, **p}
+        booster = lightgbm.train(full, lightgbm.Dataset(X, label=y), num_boost_round=int(rounds))
+        return LightGBMModel.from_booster(booster, names, output=output)
+    from ..intelligence import SklearnModel
+
+    cls = _sklearn_class(model)
+    try:
+        est = cls(**params)
+    except TypeError as exc:
+        raise SpecError(f"The params of {model!r} were refused: {exc}.") from exc
+    est.fit(X, y)
+    return SklearnModel(est, names, output=output)
+
+
+def _scores(system: System, intelligence: Intelligence, cols: Any) -> np.ndarray:
+    X = system.features.batch(cols)
+    return np.asarray(intelligence.bind(system.features).batch(X, cols), dtype=np.float64)[:, 0]
+
+
+def _quality(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
+    from ..evaluation import metrics as m
+
+    out: dict[str, Any] = {"n": int(y.shape[0]), "positives": int(y.sum())}
+    try:
+        out["auc"] = m.auc(y, s)
+    except ClosedLoopError:
+        out["auc"] = None  # one class only
+    try:
+        out["log_loss"] = m.log_loss(y, s) if y.size and np.all((s >= 0) & (s <= 1)) else None
+    except ClosedLoopError:
+        out["log_loss"] = None
+    return out
+
+
+def train(
+    system: System,
+    dataset: Path | str,
+    *,
+    model: str = "logistic",
+    params: Mapping[str, Any] | None = None,
+    calibrate: str | None = None,
+    parent: str | None = None,
+    split: Split | None = None,
+) -> TrainRun:
+    """Train ``model`` on the dataset at ``dataset`` (a directory) → a :class:`TrainRun` whose
+    bundle (built, not saved) carries lineage and metrics. Rules: module docstring."""
+    from ..loop.dataset import DatasetManifest, load_dataset
+
+    if not isinstance(system, System):
+        raise SpecError(f"The 'system' parameter of train must be a closedloop.System. Got {system!r} instead.")
+    _check_model(model)
+    if calibrate is not None and calibrate not in _CALIBRATIONS:
+        raise SpecError(
+            f"The 'calibrate' parameter of train must be one of {list(_CALIBRATIONS)} or None. Got {calibrate!r} instead."
+        )
+    if params is not None and not isinstance(params, Mapping):
+        raise SpecError(f"The 'params' parameter of train must be a mapping. Got {params!r} instead.")
+    params = dict(params or {})
+    sp = split if split is not None else system.split
+    if not isinstance(sp, Split):
+        raise SpecError(f"The 'split' parameter of train must be a closedloop Split. Got {sp!r} instead.")
+
+    path = Path(dataset)
+    manifest = DatasetManifest.read(path)
+    table, cols = load_dataset(path, system)
+    labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
+    if labeled.size == 0:
+        raise IntelligenceError(f"The dataset {manifest.id!r} must have labeled rows to train on. Got none instead.")
+    table = table.take(labeled)
+    cols = cols.take(labeled)
+    y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    train_idx, test_idx = split_rows(table, sp)
+    if train_idx.size == 0:
+        raise IntelligenceError(f"The split {sp.describe()} leaves no training rows in dataset {manifest.id!r}.")
+
+    fit_idx, cal_idx = train_idx, np.zeros(0, dtype=np.int64)
+    if calibrate is not None:
+        cal_split = Split("unit", 0.2, seed=int(sp.seed) + 1)
+        a, b = split_rows(table.take(train_idx), cal_split)
+        fit_idx, cal_idx = train_idx[a], train_idx[b]
+        if cal_idx.size == 0 or fit_idx.size == 0:
+            raise IntelligenceError(
+                f"Calibration needs train units on both sides of {cal_split.describe()}; the dataset "
+                f"{manifest.id!r} has {train_idx.size} training rows."
+            )
+    intelligence = _fit(system, model, params, cols.take(fit_idx), y[fit_idx])
+    calibration: dict[str, Any] | None = None
+    if calibrate is not None:
+        from .calibrate import calibrate as fit_calibration
+
+        intelligence = fit_calibration(system, intelligence, _mapping(cols.take(cal_idx)), y[cal_idx], method=calibrate)
+        calibration = {"method": calibrate, "rows": int(cal_idx.size), "split": cal_split.describe()}
+
+    train_q = _quality(y[fit_idx], _scores(system, intelligence, cols.take(fit_idx)))
+    held_q = _quality(y[test_idx], _scores(system, intelligence, cols.take(test_idx))) if test_idx.size else {"n": 0}
+    content = manifest.content
+    w = table["weight"].to_numpy(zero_copy_only=False) if "weight" in table.column_names else None
+    from .. import __version__
+
+    lineage = {
+        "dataset_id": manifest.id,
+        "dataset_time_range": [content.get("since_ns"), content.get("until_ns")],
+        "label_policy": content.get("policy"),
+        "code_version": code_version(),
+        "closedloop_version": __version__,
+        "parent": parent,
+        "model": model,
+        "params": params,
+        "split": sp.describe(),
+        "calibration": calibration,
+        "weighted_rows": bool(w is not None and np.any(np.asarray(w, dtype=np.float64) != 1.0)),
+    }
+    metrics = {"lineage": lineage, "train": train_q, "heldout": held_q}
+    bundle = Bundle.build(system, intelligence, parent=parent, metrics=metrics)
+    return TrainRun(bundle=bundle, metrics=bundle.metrics, model=intelligence)

@@ -1,0 +1,128 @@
+"""closedloop.creation.train / closedloop train: candidate bundles with lineage (issue 5, Training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from closedloop import Bundle
+from closedloop.creation import parse_params, train
+from closedloop.creation.train import code_version
+from closedloop.errors import SpecError
+
+
+@pytest.fixture(scope="module")
+def dataset(phishing, tmp_path_factory):
+    from examples.phishing.data import generate
+
+    from closedloop.loop import import_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    cols, labels = generate(2000, 7, phish_rate=0.3)
+    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
+    data["label"] = pa.array(labels.tolist())
+    pq.write_table(pa.table(data), root / "pages.parquet")
+    return import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+
+
+def _roundtrip(run, phishing, tmp_path):
+    loaded = Bundle.load(run.bundle.save(tmp_path / run.bundle.version), phishing)
+    assert loaded.version == run.bundle.version
+    return loaded
+
+
+def test_logistic_has_lineage_and_heldout_auc(phishing, dataset, tmp_path):
+    run = train(phishing, dataset.path, model="logistic", params={"C": 0.5}, parent="phishing-parent")
+    loaded = _roundtrip(run, phishing, tmp_path)
+    lin = loaded.metrics["lineage"]
+    assert lin["dataset_id"] == dataset.id
+    assert lin["code_version"] == code_version()
+    assert lin["params"] == {"C": 0.5}
+    assert lin["model"] == "logistic"
+    assert lin["parent"] == "phishing-parent" and loaded.parent == "phishing-parent"
+    assert lin["split"] == phishing.split.describe()
+    assert lin["dataset_time_range"] == [dataset.content["since_ns"], dataset.content["until_ns"]]
+    assert loaded.metrics["heldout"]["auc"] > 0.85
+    assert loaded.metrics["heldout"]["n"] + loaded.metrics["train"]["n"] == 2000
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("lightgbm", {"num_leaves": 7, "num_boost_round": 20}),
+        ("sklearn:sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 20, "random_state": 0}),
+        ("heuristic", {"rules": [["ip_in_url", ">", 0.5, 0.45], ["young_domain", ">", 0.5, 0.3]]}),
+    ],
+)
+def test_other_models(phishing, dataset, tmp_path, model, params):
+    run = train(phishing, dataset.path, model=model, params=params)
+    loaded = _roundtrip(run, phishing, tmp_path)
+    assert loaded.metrics["lineage"]["model"] == model
+    assert loaded.metrics["lineage"]["params"] == json.loads(json.dumps(params))
+    assert loaded.metrics["heldout"]["auc"] > 0.6
+
+
+def test_calibrate_uses_a_slice_of_train(phishing, dataset, tmp_path):
+    plain = train(phishing, dataset.path, model="logistic")
+    run = train(phishing, dataset.path, model="logistic", calibrate="isotonic")
+    loaded = _roundtrip(run, phishing, tmp_path)
+    cal = loaded.metrics["lineage"]["calibration"]
+    assert cal["method"] == "isotonic" and cal["rows"] > 0
+    assert loaded.intelligence.kind == "calibrated"
+    # the test side is the same; the base is fitted on fewer rows
+    assert loaded.metrics["heldout"]["n"] == plain.metrics["heldout"]["n"]
+    assert loaded.metrics["train"]["n"] + cal["rows"] == plain.metrics["train"]["n"]
+
+
+def test_refusals_name_the_value(phishing, dataset):
+    with pytest.raises(SpecError, match="os.path"):
+        train(phishing, dataset.path, model="sklearn:os.path:join")
+    with pytest.raises(SpecError, match="'xgboost'"):
+        train(phishing, dataset.path, model="xgboost")
+    with pytest.raises(SpecError, match="rules"):
+        train(phishing, dataset.path, model="heuristic")
+    with pytest.raises(SpecError, match="sigmoid"):
+        train(phishing, dataset.path, calibrate="sigmoid")
+
+
+def test_parse_params():
+    assert parse_params(["a=1", "b=0.5", "c=true", "d=False", "e=gbdt", "f=none"]) == {
+        "a": 1, "b": 0.5, "c": True, "d": False, "e": "gbdt", "f": None,
+    }
+    with pytest.raises(SpecError, match="name=value"):
+        parse_params(["oops"])
+
+
+def test_cli_train(phishing, dataset, tmp_path):
+    from closedloop.cli_train import train as train_cmd
+    from closedloop.settings import Settings
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main(ctx: typer.Context) -> None:
+        ctx.obj = Settings(home=tmp_path / "home")
+
+    app.command()(train_cmd)
+    ds_home = tmp_path / "home" / "datasets"
+    ds_home.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(dataset.path, ds_home / dataset.id)
+    res = CliRunner().invoke(
+        app,
+        ["train", "--system", "examples.phishing.system:phishing", "--dataset", dataset.id,
+         "--model", "lightgbm", "--param", "num_leaves=7", "--param", "num_boost_round=10"],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["path"] == str(tmp_path / "home" / "bundles" / out["version"])
+    loaded = Bundle.load(out["path"], phishing)
+    assert loaded.metrics["lineage"]["params"] == {"num_leaves": 7, "num_boost_round": 10}
+    assert loaded.metrics["lineage"]["dataset_id"] == dataset.id
