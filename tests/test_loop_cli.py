@@ -117,3 +117,29 @@ def test_dataset_import_through_the_cli(tmp_path):
     out = json.loads(r.stdout)
     assert out["counts"]["decisions"]["rows"] == 300
     assert (tmp_path / "home" / "datasets" / out["id"] / "manifest.json").is_file()
+
+
+def test_import_then_train_through_the_cli(tmp_path):
+    import pyarrow as pa
+
+    from closedloop import Bundle
+    from examples.phishing import data
+
+    columns, labels = data.generate(1500, seed=5, phish_rate=0.3)
+    f = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({**{k: list(v) for k, v in columns.items()}, "is_phish": labels}), f)
+    home = tmp_path / "home"
+    runner = CliRunner()
+    r = runner.invoke(app, ["--home", str(home), "dataset", "import", str(f), "--system", SYSTEM,
+                            "--label", "is_phish", "--unit", "user_id"])
+    assert r.exit_code == 0, r.output
+    dataset_id = json.loads(r.stdout)["id"]
+    r = runner.invoke(app, ["--home", str(home), "train", "--system", SYSTEM, "--dataset", dataset_id,
+                            "--model", "logistic", "--param", "C=0.5"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    from examples.phishing.system import phishing
+
+    bundle = Bundle.load(out["path"], phishing)
+    assert bundle.metrics["lineage"]["dataset_id"] == dataset_id
+    assert bundle.metrics["heldout"]["auc"] > 0.85

@@ -30,6 +30,7 @@ from typer.core import TyperGroup
 
 from .bundle import Bundle
 from .cli_loop import dataset_app, outcomes_app, telemetry_app
+from .cli_train import train
 from .errors import BundleError, ClosedLoopError, ContextError
 from .ids import DecisionIds
 from .runtime import Runtime
@@ -64,6 +65,7 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(dataset_app, name="dataset")
+app.command()(train)
 
 SystemOption = Annotated[
     str,
