@@ -121,9 +121,9 @@ def test_dataset_import_through_the_cli(tmp_path):
 
 def test_import_then_train_through_the_cli(tmp_path):
     import pyarrow as pa
+    from examples.phishing import data
 
     from closedloop import Bundle
-    from examples.phishing import data
 
     columns, labels = data.generate(1500, seed=5, phish_rate=0.3)
     f = tmp_path / "corpus.parquet"
