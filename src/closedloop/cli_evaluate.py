@@ -1,0 +1,88 @@
+"""``closedloop evaluate``: every bundle re-run through the runtime on a dataset, as a JSON report
+(:mod:`closedloop.evaluation.report` documents the schema).
+
+::
+
+    closedloop evaluate --system MOD:ATTR --bundle PATH|VERSION [--bundle …] --dataset ID|PATH
+                        [--out FILE.json] [--all-rows] [--bootstrap N] [--seed N]
+
+The first ``--bundle`` is the baseline, the last the candidate the gate judges. A bundle is a
+directory, or a version under ``<home>/bundles``. The report is written to ``--out`` (default
+``<home>/reports/<dataset id>-<timestamp>.json``); one JSON line is printed:
+``{"path", "gate": "pass"|"fail"|null, "gate_reasons", "bundles": [{"version", "auc", "cost_per_1000"}]}``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .cli_loop import SystemOption, _system
+from .cli_train import _resolve_dataset
+from .settings import Settings
+
+__all__ = ["evaluate"]
+
+
+def _resolve_bundle(settings: Settings, value: str) -> Path:
+    p = Path(value)
+    if (p / "manifest.json").is_file():
+        return p
+    by_version = settings.bundles / value
+    if "/" not in value and (by_version / "manifest.json").is_file():
+        return by_version
+    raise typer.BadParameter(
+        f"{value!r} is neither a bundle directory nor a bundle version under {str(settings.bundles)!r}",
+        param_hint="'--bundle'",
+    )
+
+
+def evaluate(
+    ctx: typer.Context,
+    system: SystemOption,
+    bundle: Annotated[
+        list[str], typer.Option("--bundle", metavar="PATH|VERSION", help="A bundle (repeatable; the first is the baseline).")
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", metavar="ID|PATH", help="A dataset id or directory.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE.json", help="Where to write the report (default: <home>/reports/…)."),
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all-rows", help="Evaluate every labeled row, not only the split's test side.")
+    ] = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", help="Bootstrap resamples.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the bootstrap and golden sample.")] = 0,
+) -> None:
+    """Evaluate bundles on a dataset through the runtime; write the JSON report with a gate verdict."""
+    from .bundle import Bundle
+    from .errors import ClosedLoopError
+    from .evaluation.report import evaluate as evaluate_api
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    path = _resolve_dataset(settings, dataset)
+    paths = [_resolve_bundle(settings, b) for b in bundle]
+    try:
+        bundles = [Bundle.load(p, sys_obj) for p in paths]
+        report = evaluate_api(sys_obj, bundles, path, split="all" if all_rows else None,
+                              bootstrap=bootstrap, seed=seed)
+    except ClosedLoopError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if out is None:
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = settings.home / "reports" / f"{report['metadata']['dataset_id']}-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, allow_nan=False, indent=1))
+    gate = report["gate"]
+    typer.echo(json.dumps({
+        "path": str(out),
+        "gate": None if gate is None else ("pass" if gate["passed"] else "fail"),
+        "gate_reasons": [] if gate is None else gate["reasons"],
+        "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}
+                    for b in report["bundles"]],
+    }))
