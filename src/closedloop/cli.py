@@ -29,6 +29,7 @@ import typer
 from typer.core import TyperGroup
 
 from .bundle import Bundle
+from .cli_evaluate import evaluate
 from .cli_loop import dataset_app, outcomes_app, telemetry_app
 from .cli_train import train
 from .errors import BundleError, ClosedLoopError, ContextError
@@ -66,6 +67,7 @@ app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(dataset_app, name="dataset")
 app.command()(train)
+app.command()(evaluate)
 
 SystemOption = Annotated[
     str,
