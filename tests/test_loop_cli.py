@@ -143,3 +143,12 @@ def test_import_then_train_through_the_cli(tmp_path):
     bundle = Bundle.load(out["path"], phishing)
     assert bundle.metrics["lineage"]["dataset_id"] == dataset_id
     assert bundle.metrics["heldout"]["auc"] > 0.85
+
+    report = tmp_path / "report.json"
+    r = runner.invoke(app, ["--home", str(home), "evaluate", "--system", SYSTEM, "--bundle", out["path"],
+                            "--bundle", out["path"], "--dataset", dataset_id, "--out", str(report)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["gate"] == "pass"  # a bundle never fails against itself
+    body = json.loads(report.read_text())
+    assert body["schema_version"] == 1 and body["bundles"][0]["quality"]["auc"] > 0.85
