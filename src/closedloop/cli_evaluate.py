@@ -22,23 +22,14 @@ from typing import Annotated
 import typer
 
 from .cli_loop import SystemOption, _system
-from .cli_train import _resolve_dataset
+from .cli_train import _resolve_dataset, resolve_in
 from .settings import Settings
 
 __all__ = ["evaluate"]
 
 
 def _resolve_bundle(settings: Settings, value: str) -> Path:
-    p = Path(value)
-    if (p / "manifest.json").is_file():
-        return p
-    by_version = settings.bundles / value
-    if "/" not in value and (by_version / "manifest.json").is_file():
-        return by_version
-    raise typer.BadParameter(
-        f"{value!r} is neither a bundle directory nor a bundle version under {str(settings.bundles)!r}",
-        param_hint="'--bundle'",
-    )
+    return resolve_in(settings.bundles, value, "bundle", "version", "--bundle")
 
 
 def evaluate(

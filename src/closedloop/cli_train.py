@@ -25,17 +25,23 @@ from .settings import Settings
 __all__ = ["train"]
 
 
-def _resolve_dataset(settings: Settings, value: str) -> Path:
+def resolve_in(folder: Path, value: str, what: str, key: str, option: str) -> Path:
+    """``value`` as a directory holding a manifest, or the entry named ``value`` in ``folder``
+    (a dataset id, a bundle version)."""
     p = Path(value)
     if (p / "manifest.json").is_file():
         return p
-    by_id = settings.datasets / value
-    if "/" not in value and (by_id / "manifest.json").is_file():
-        return by_id
+    named = folder / value
+    if "/" not in value and (named / "manifest.json").is_file():
+        return named
     raise typer.BadParameter(
-        f"{value!r} is neither a dataset directory nor a dataset id under {str(settings.datasets)!r}",
-        param_hint="'--dataset'",
+        f"{value!r} is neither a {what} directory nor a {what} {key} under {str(folder)!r}",
+        param_hint=f"'{option}'",
     )
+
+
+def _resolve_dataset(settings: Settings, value: str) -> Path:
+    return resolve_in(settings.datasets, value, "dataset", "id", "--dataset")
 
 
 def _params(items: list[str]) -> dict[str, Any]:

@@ -403,19 +403,7 @@ def build_dataset(
         canonical = msgspec.json.encode(content, order="sorted")
         ds_id = hashlib.sha256(canonical).hexdigest()
         content = {"id": ds_id, **content}
-        mpath = tmp / MANIFEST_FILE
-        with open(mpath, "wb") as fh:
-            fh.write(msgspec.json.format(msgspec.json.encode(content, order="sorted"), indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        with open(data, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.rename(tmp, out)
-        dfd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        publish(tmp, out, content)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -437,6 +425,23 @@ def read_feature_sets(home: Path | str) -> dict[str, list[str]]:
     for p in sorted(d.glob("*.json")) if d.is_dir() else ():
         out[p.stem] = list(json.loads(p.read_text())["names"])
     return out
+
+
+def publish(tmp: Path, out: Path, content: dict[str, Any]) -> None:
+    """Write the manifest into ``tmp`` (which holds the data file), make both durable, and
+    rename ``tmp`` to ``out`` — a reader sees a whole dataset or none."""
+    with open(tmp / MANIFEST_FILE, "wb") as fh:
+        fh.write(msgspec.json.format(msgspec.json.encode(content, order="sorted"), indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    with open(tmp / DATA_FILE, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.rename(tmp, out)
+    dfd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:

@@ -38,7 +38,6 @@ is written to a temporary sibling and renamed into place, and ``out`` must not e
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import uuid
 from collections import Counter
@@ -53,7 +52,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DatasetError, SpecError
 from ..spec import System
-from .dataset import _FIXED_COLUMNS, DATA_FILE, MANIFEST_FILE, DatasetManifest
+from .dataset import _FIXED_COLUMNS, DATA_FILE, DatasetManifest, publish
 
 __all__ = ["import_dataset"]
 
@@ -280,18 +279,7 @@ def import_dataset(
     tmp.mkdir()
     try:
         pq.write_table(out_table, tmp / DATA_FILE, compression="zstd")
-        with open(tmp / MANIFEST_FILE, "wb") as fh:
-            fh.write(msgspec.json.format(msgspec.json.encode(content, order="sorted"), indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        with open(tmp / DATA_FILE, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.rename(tmp, out)
-        dfd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        publish(tmp, out, content)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
