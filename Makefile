@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean sysdeps
 
 $(STAMP): pyproject.toml setup.py src/closedloop/_kernels.c src/closedloop/_trees.c
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,17 @@ $(STAMP): pyproject.toml setup.py src/closedloop/_kernels.c src/closedloop/_tree
 demo: $(STAMP)
 	$(BIN)/python -m examples.phishing.demo
 
-test: $(STAMP)
+# Debian packages the suite drives for real (browser, PostgreSQL, wrk): installed when missing.
+sysdeps:
+	bash scripts/ensure_system_deps.sh
+
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 
-bench: $(STAMP)
+bench: $(STAMP) sysdeps
 	$(BIN)/python bench/decide.py
 
 clean:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the test suite and the benchmarks drive for real:
+#   chromium + chromium-driver  the browser test of the HTML reports (Selenium, headless)
+#   postgresql                  the registry's tests on a real PostgreSQL server (a throwaway
+#                               cluster started by the tests themselves on a loopback port)
+#   wrk                         the service benchmark's load generator
+# Idempotent and quick when everything is present; needs root (or sudo) only when something is
+# missing. Called by `make test` and `make bench`.
+set -euo pipefail
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "closedloop: installing Debian packages: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo"
+    else
+        echo "closedloop: cannot install ${missing[*]}: not root and no sudo. Install them with apt-get." >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
