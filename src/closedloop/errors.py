@@ -14,6 +14,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── ProjectError           a project home or scaffold target is unusable
     ├── DatasetError           a dataset cannot be built or loaded
     ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
+    ├── ServiceError           the decision service answered an error (closedloop.Client): .status .problem
     └── ConformanceError       a component broke the documented contract (closedloop.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
@@ -36,6 +37,7 @@ __all__ = [
     "IntelligenceError",
     "OutcomeError",
     "ProjectError",
+    "ServiceError",
     "SpecError",
 ]
 
@@ -149,6 +151,19 @@ class ProjectError(ClosedLoopError):
 
 class AuthError(ClosedLoopError):
     """A credential is missing, unknown, or lacks the role the operation needs."""
+
+
+class ServiceError(ClosedLoopError):
+    """The decision service answered an error (``closedloop.Client``), or could not be reached.
+
+    ``status`` is the HTTP status (``None``: no answer) and ``problem`` the problem details the
+    service sent (type, title, status, detail, and for validation errors field, rule, value).
+    """
+
+    def __init__(self, message: str, status: int | None = None, problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problem = problem or {}
 
 
 class ConformanceError(ClosedLoopError):
