@@ -137,7 +137,9 @@ def _bind(app: FastAPI, svc: Service) -> None:
     """Prepare per-System hot-path objects once the service has started."""
     app.state.decoder = ContextDecoder(svc.system.schema)
     schema = _schemas(svc.system)
-    app.state.extra_schemas = schema
+    from .admin import schemas as admin_schemas
+
+    app.state.extra_schemas = {**schema, **admin_schemas()}
 
 
 def _count(svc: Service | None, route: str, code: int) -> None:
@@ -190,10 +192,16 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
                               value=e.to_dict()["value"]) from None
             except msgspec.DecodeError as e:
                 raise _malformed(e) from None
-            d: Decision = rt.decide(ctx)  # type: ignore[union-attr]
+            try:
+                d: Decision = rt.decide(ctx)  # type: ignore[union-attr]
+            except Exception:
+                svc.arms.error(_arm(rt, ctx))
+                raise
             out = _encode(d)
             svc.m_decisions.inc((d.action, d.bundle_version, d.flight or ""))
-            svc.m_latency.observe(_perf() - t0)
+            dt = _perf() - t0
+            svc.m_latency.observe(dt)
+            svc.arms.record(d.flight, dt)
             svc.m_responses.inc(("/v1/decide", 200))
             return Response(out, media_type=JSON)
         if fb == 91:  # '[': a batch
@@ -221,6 +229,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
             tally[k] = tally.get(k, 0) + 1
         for k, n in tally.items():
             svc.m_decisions.inc(k, n)
+            svc.arms.count(k[2] or None, n)
         if not decisions and problems:
             raise Problem(422, "invalid-context", "Invalid contexts",
                           f"Every context of the batch was refused ({len(problems)}).", errors=problems)
@@ -399,6 +408,11 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         svc = holder["svc"]
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
+    # -- admin: the registry's operations ----------------------------------------------------------------
+    from .admin import admin_routes
+
+    admin_routes(app, settings, holder)
+
     # -- the OpenAPI document: the System's schemas merged in -------------------------------------------
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -422,6 +436,18 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _arm(rt: Any, ctx: Any) -> str | None:
+    """The arm (flight name, None: production) a validated context's unit is assigned to."""
+    from ..deployment import assign_flight
+
+    flights = rt.deployment.flights
+    if not flights:
+        return None
+    unit = getattr(ctx, rt.system.unit)
+    i = assign_flight(flights, str(unit))
+    return None if i < 0 else flights[i].name
 
 
 def _secs(w: float) -> float:

@@ -30,6 +30,7 @@ from ..spec import System
 from .durability import AckingSink, OutcomeAcks
 from .limits import TokenBuckets
 from .metrics import Registry
+from .reload import ArmCounters
 from .settings import ServiceSettings
 from .sources import DeploymentSource
 
@@ -83,6 +84,8 @@ class Service:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._lock = threading.Lock()  # one deployment change at a time (poller vs admin)
+        self.arms = ArmCounters()
+        self.guard: Any = None
         self.per_source = TokenBuckets(settings.outcome_rate_per_source, max_keys=settings.rate_limit_keys)
         self.per_unit = TokenBuckets(settings.outcome_rate_per_unit, max_keys=settings.rate_limit_keys)
         self.metrics = Registry()
@@ -160,11 +163,20 @@ class Service:
         self._apply(dep, "start")
         self._poller = threading.Thread(target=self._poll_loop, name="closedloop-service-poll", daemon=True)
         self._poller.start()
+        if self.source.kind == "registry" and self.telemetry is not None and s.guard_interval_s > 0:
+            from ..registry import GuardPolicy
+            from .reload import Guard
+
+            policy = GuardPolicy(alpha=s.guard_alpha, min_decisions=s.guard_min_decisions,
+                                 mistake_tolerance=s.guard_mistake_tolerance)
+            self.guard = Guard(self, s.guard_interval_s, policy).start()
         return self
 
     def stop(self) -> None:
         """Stop polling, commit what telemetry holds, release the source."""
         self._stop.set()
+        if self.guard is not None:
+            self.guard.stop()
         if self._poller is not None:
             self._poller.join(timeout=10)
         if self.acks is not None:
@@ -184,6 +196,7 @@ class Service:
         with self._lock:
             assert_runtime.apply(dep)
             self.revision = dep.revision
+            self.arms.reset(dep.revision, [None, *(f.name for f in dep.flights)])
         self.m_reloads.inc((via,))
         log.info("deployment revision %s applied (%s): production %s", dep.revision, via, dep.production.version)
 
@@ -326,6 +339,10 @@ class Service:
                 "outcomes_per_unit": self.settings.outcome_rate_per_unit.describe(),
             },
             "poll_interval_s": self.settings.poll_interval_s,
+            "guard": None if self.guard is None else {
+                "interval_s": self.settings.guard_interval_s, "last_error": self.guard.last_error,
+                "last_breaches": (self.guard.last or {}).get("breaches"),
+            },
         }
         return out
 

@@ -101,6 +101,10 @@ class ServiceSettings:
         How often each worker polls the registry's revision (hot reload).
     ack_timeout_s:
         How long an outcome report waits for durability before answering 503.
+    guard_interval_s:
+        How often, while flights run, the automatic rollback checks them against production
+        (the registry's guard; 0 turns it off). ``guard_alpha``, ``guard_min_decisions`` and
+        ``guard_mistake_tolerance`` are its declared policy.
     """
 
     project: Settings
@@ -120,6 +124,10 @@ class ServiceSettings:
     rate_limit_keys: int = 200_000
     poll_interval_s: float = 1.0
     ack_timeout_s: float = 10.0
+    guard_interval_s: float = 30.0
+    guard_alpha: float = 0.01
+    guard_min_decisions: int = 200
+    guard_mistake_tolerance: float = 0.0
     access_log: bool = False
 
     def __post_init__(self) -> None:
@@ -146,6 +154,10 @@ class ServiceSettings:
         _integer(own, "rate_limit_keys", self.rate_limit_keys, lo=1)
         _number(own, "poll_interval_s", self.poll_interval_s, lo=0.01, hi=3600)
         _number(own, "ack_timeout_s", self.ack_timeout_s, lo=0, lo_open=True, hi=600)
+        _number(own, "guard_interval_s", self.guard_interval_s, lo=0, hi=86_400)
+        _number(own, "guard_alpha", self.guard_alpha, lo=0, lo_open=True, hi=0.5)
+        _integer(own, "guard_min_decisions", self.guard_min_decisions, lo=1)
+        _number(own, "guard_mistake_tolerance", self.guard_mistake_tolerance, lo=0, hi=1)
 
     @property
     def credentials_path(self) -> Path:
@@ -160,7 +172,7 @@ class ServiceSettings:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, Settings):
-                v = {"home": str(v.home), "telemetry_key": None if v.telemetry_key is None else v.telemetry_key.hex()}
+                v = _project_dict(v)
             elif isinstance(v, RateLimit):
                 v = {"rate": None if v.unlimited else v.rate, "burst": v.burst}
             elif isinstance(v, Path):
@@ -176,9 +188,7 @@ class ServiceSettings:
             raise SpecError(f"The service settings must be a JSON object. Got text that is not JSON ({exc}).") from None
         if not isinstance(raw, dict):
             raise SpecError(f"The service settings must be a JSON object. Got {type(raw).__name__} instead.")
-        p = raw.pop("project", None) or {}
-        key = p.get("telemetry_key")
-        project = Settings(home=Path(p.get("home", ".closedloop")), telemetry_key=None if key is None else bytes.fromhex(key))
+        project = _project_from(raw.pop("project", None) or {})
         for name in ("outcome_rate_per_source", "outcome_rate_per_unit"):
             if isinstance(raw.get(name), dict):
                 r = raw[name]
@@ -199,3 +209,29 @@ class ServiceSettings:
                 "`closedloop serve`, or call closedloop.service.create_app(settings) yourself."
             )
         return cls.from_json(text)
+
+
+def _project_dict(p: Settings) -> dict[str, Any]:
+    """The project settings as JSON (the caller's token stays out: a server has no use for it)."""
+    out: dict[str, Any] = {}
+    for f in fields(p):
+        if f.name == "token":
+            continue
+        v = getattr(p, f.name)
+        out[f.name] = v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, Path) else v
+    return out
+
+
+def _project_from(raw: dict[str, Any]) -> Settings:
+    kw: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name not in raw:
+            continue
+        v = raw[f.name]
+        if f.name == "home":
+            v = Path(v)
+        elif f.name == "telemetry_key" and v is not None:
+            v = bytes.fromhex(v)
+        kw[f.name] = v
+    kw.setdefault("home", Path(".closedloop"))
+    return Settings(**kw)
