@@ -13,8 +13,8 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
     ├── DatasetError           a dataset cannot be built or loaded
-    ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
     ├── ServiceError           the decision service answered an error (closedloop.Client): .status .problem
+    ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
     └── ConformanceError       a component broke the documented contract (closedloop.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
@@ -36,8 +36,8 @@ __all__ = [
     "FeatureError",
     "IntelligenceError",
     "OutcomeError",
-    "ProjectError",
     "ServiceError",
+    "ProjectError",
     "SpecError",
 ]
 
@@ -149,10 +149,6 @@ class ProjectError(ClosedLoopError):
     """A project home or a directory to scaffold into cannot be used (e.g. it is not empty)."""
 
 
-class AuthError(ClosedLoopError):
-    """A credential is missing, unknown, or lacks the role the operation needs."""
-
-
 class ServiceError(ClosedLoopError):
     """The decision service answered an error (``closedloop.Client``), or could not be reached.
 
@@ -164,6 +160,10 @@ class ServiceError(ClosedLoopError):
         super().__init__(message)
         self.status = status
         self.problem = problem or {}
+
+
+class AuthError(ClosedLoopError):
+    """A credential is missing, unknown, or lacks the role the operation needs."""
 
 
 class ConformanceError(ClosedLoopError):
