@@ -301,3 +301,15 @@ def test_telemetry_unwritable_decisions_continue_drops_counted(phishing, bundle,
         with pytest.raises(ServiceError) as ei:  # an outcome cannot be made durable: never a false 202
             cl.report("some-decision", kind="k", source="s")
         assert ei.value.status == 503 and "not acknowledged" in ei.value.problem["detail"]
+
+
+def test_admin_on_a_fixed_deployment_is_refused(served):
+    base, tokens, _ = served
+    h = {"Authorization": f"Bearer {tokens['ops']}"}
+    r = httpx.post(base + "/v1/admin/killswitch", json={"on": True, "reason": "x"}, headers=h)
+    assert r.status_code == 409 and "--bundle" in r.json()["detail"]
+    r = httpx.post(base + "/v1/admin/killswitch", json={"on": True, "reason": "x"},
+                   headers={"Authorization": f"Bearer {tokens['app']}"})
+    assert r.status_code == 403
+    with Client(base, tokens["app"]) as cl:
+        assert cl.decide(CTX).killswitch is False

@@ -190,11 +190,11 @@ class Service:
 
     # -- deployment -----------------------------------------------------------------------------------
     def _apply(self, dep: Deployment, via: str) -> None:
-        assert_runtime = self.runtime
-        if assert_runtime is None:
+        rt = self.runtime
+        if rt is None:
             raise SpecError("The service has not started.")
         with self._lock:
-            assert_runtime.apply(dep)
+            rt.apply(dep)
             self.revision = dep.revision
             self.arms.reset(dep.revision, [None, *(f.name for f in dep.flights)])
         self.m_reloads.inc((via,))

@@ -18,9 +18,11 @@ Everything registry-specific is imported when a registry is used, not before.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from ..spec import System
@@ -33,7 +35,13 @@ log = logging.getLogger("closedloop.service")
 
 
 class RegistrySource(DeploymentSource):
-    """The deployment of ``system`` in ``registry`` (an open :class:`closedloop.registry.Registry`)."""
+    """The deployment of ``system`` in ``registry`` (an open :class:`closedloop.registry.Registry`).
+
+    With a SQLite registry, every poll first checks the file itself: a missing file is an
+    unavailable registry (pooled connections would otherwise go on reading the deleted file while
+    ``closedloop deploy`` writes a new one), and a file replaced by another makes the source
+    reconnect to the new one.
+    """
 
     kind = "registry"
     polled = True
@@ -41,8 +49,28 @@ class RegistrySource(DeploymentSource):
     def __init__(self, registry: Any, system: System) -> None:
         self.registry = registry
         self.system = system
+        self._file = _sqlite_file(registry.url)
+        self._inode: tuple[int, int] | None = None
+        if self._file is not None:
+            self._inode = self._stat()
+
+    def _stat(self) -> tuple[int, int]:
+        from ..errors import RegistryError
+
+        path = self._file
+        try:
+            st = os.stat(path)  # type: ignore[arg-type]
+        except OSError as e:
+            raise RegistryError(f"The registry file {path} is unavailable: {e.strerror or e}.") from None
+        return st.st_dev, st.st_ino
 
     def revision(self) -> int:
+        if self._file is not None:
+            inode = self._stat()
+            if inode != self._inode:  # replaced: read the file that is there now
+                self.registry.close()
+                self.registry.open(upgrade=False)
+                self._inode = inode
         return int(self.registry.revision(self.system))
 
     def deployment(self) -> Any:
@@ -53,6 +81,15 @@ class RegistrySource(DeploymentSource):
 
     def close(self) -> None:
         self.registry.close()
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database).expanduser()
 
 
 def registry_source(settings: ServiceSettings, system: System) -> RegistrySource:
