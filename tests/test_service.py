@@ -313,3 +313,23 @@ def test_admin_on_a_fixed_deployment_is_refused(served):
     assert r.status_code == 403
     with Client(base, tokens["app"]) as cl:
         assert cl.decide(CTX).killswitch is False
+
+
+def test_closedloop_serve_with_two_workers(bundle, tmp_path):
+    from _service import serve_subprocess
+
+    home, path, tokens = make_home(tmp_path, bundle)
+    args = ["--home", str(home), "serve", "--system", "examples.phishing.system:phishing",
+            "--bundle", bundle.version, "--workers", "2"]
+    with serve_subprocess(args) as base:
+        workers = set()
+        for i in range(40):
+            with Client(base, tokens["app"]) as cl:  # a new connection each time
+                assert cl.decide(ctx(i)).bundle_version == bundle.version
+                workers.add(cl.status()["worker"])
+            if len(workers) == 2 and i >= 10:
+                break
+        assert len(workers) == 2
+    # both workers logged their decisions, each to its own segment files
+    decisions = TelemetryStore(home).read("decisions")
+    assert decisions.num_rows == i + 1 and len(set(decisions.column("writer").to_pylist())) == 2

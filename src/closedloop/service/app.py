@@ -122,6 +122,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.holder = holder
+    if system is not None:  # the OpenAPI document is complete before start-up
+        app.state.extra_schemas = _extra_schemas(system)
     _routes(app, settings, holder)
     _errors(app, holder)
     return app
@@ -136,10 +138,13 @@ def app_from_environ() -> FastAPI:
 def _bind(app: FastAPI, svc: Service) -> None:
     """Prepare per-System hot-path objects once the service has started."""
     app.state.decoder = ContextDecoder(svc.system.schema)
-    schema = _schemas(svc.system)
+    app.state.extra_schemas = _extra_schemas(svc.system)
+
+
+def _extra_schemas(system: System) -> dict[str, Any]:
     from .admin import schemas as admin_schemas
 
-    app.state.extra_schemas = {**schema, **admin_schemas()}
+    return {**_schemas(system), **admin_schemas()}
 
 
 def _count(svc: Service | None, route: str, code: int) -> None:
