@@ -84,6 +84,7 @@ class Service:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._lock = threading.Lock()  # one deployment change at a time (poller vs admin)
+        self._refresh_lock = threading.Lock()
         self.arms = ArmCounters()
         self.guard: Any = None
         self.per_source = TokenBuckets(settings.outcome_rate_per_source, max_keys=settings.rate_limit_keys)
@@ -96,7 +97,7 @@ class Service:
         )
         self.m_latency = m.histogram(
             "closedloop_decision_latency_seconds",
-            "Time to answer one decision request (single context), from the body read to the encoded answer.",
+            "Time to handle one single-context decision request: auth, body, decision, encoded answer.",
             LATENCY_BOUNDS,
         )
         self.m_batch_latency = m.histogram(
@@ -203,6 +204,10 @@ class Service:
     def refresh(self, via: str = "poll") -> bool:
         """Apply the source's deployment if its revision changed; True when one was applied.
         Failures are recorded (``/readyz``) and the last good deployment keeps serving."""
+        with self._refresh_lock:  # the poller, an admin call and the guard: one at a time
+            return self._refresh(via)
+
+    def _refresh(self, via: str) -> bool:
         try:
             rev = self.source.revision()
         except Exception as e:  # noqa: BLE001 - the source is unreachable: keep serving
