@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import SpecError
 
-__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_TELEMETRY_KEY", "Settings"]
+__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_REGISTRY_URL", "ENV_TELEMETRY_KEY", "Settings"]
 
 #: The project home when neither ``--home`` nor ``CLOSEDLOOP_HOME`` says otherwise.
 DEFAULT_HOME = Path(".closedloop")
@@ -25,6 +25,8 @@ DEFAULT_HOME = Path(".closedloop")
 ENV_HOME = "CLOSEDLOOP_HOME"
 #: The environment variable holding the telemetry key (hex), for hashing sensitive fields.
 ENV_TELEMETRY_KEY = "CLOSEDLOOP_TELEMETRY_KEY"
+#: The environment variable naming the registry database (a SQLAlchemy URL, e.g. PostgreSQL).
+ENV_REGISTRY_URL = "CLOSEDLOOP_REGISTRY_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +41,19 @@ class Settings:
     telemetry_key:
         The key that hashes sensitive context fields in telemetry (from ``CLOSEDLOOP_TELEMETRY_KEY``,
         hex-encoded, at least 16 bytes); ``None`` when unset.
+    registry_url:
+        The registry database (from ``CLOSEDLOOP_REGISTRY_URL``), e.g.
+        ``postgresql://user@host/db``; ``None``: the SQLite file ``<home>/registry.sqlite``.
     """
 
     home: Path
     telemetry_key: bytes | None = None
+    registry_url: str | None = None
+
+    @property
+    def registry(self) -> str:
+        """The registry's database URL: ``registry_url``, else ``sqlite:///<home>/registry.sqlite``."""
+        return self.registry_url or f"sqlite:///{self.home / 'registry.sqlite'}"
 
     @property
     def telemetry(self) -> Path:
@@ -77,4 +88,5 @@ class Settings:
                     f"The environment variable {ENV_TELEMETRY_KEY} must be hex-encoded bytes. Got a value "
                     f"of {len(raw)} characters that is not hex."
                 ) from None
-        return cls(home=Path(home).expanduser(), telemetry_key=key)
+        registry_url = environ.get(ENV_REGISTRY_URL) or None
+        return cls(home=Path(home).expanduser(), telemetry_key=key, registry_url=registry_url)
