@@ -13,6 +13,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
     ├── DatasetError           a dataset cannot be built or loaded
+    ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
     ├── RegistryError          a registry operation was refused (unknown bundle, bad state …)
     │   ├── ConflictError      the deployment changed meanwhile (a racing change won)
     │   └── SanityCheckError   a bundle failed a named sanity check before taking traffic
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "BatchContextError",
     "BundleError",
     "ClosedLoopError",
@@ -149,6 +151,10 @@ class BundleError(ClosedLoopError):
 
 class ProjectError(ClosedLoopError):
     """A project home or a directory to scaffold into cannot be used (e.g. it is not empty)."""
+
+
+class AuthError(ClosedLoopError):
+    """A credential is missing, unknown, or lacks the role the operation needs."""
 
 
 class RegistryError(ClosedLoopError):
