@@ -409,6 +409,23 @@ class Registry:
             killswitch=st.killswitch, revision=st.revision,
         )
 
+    def refresh(self, runtime: Any) -> dict[str, Any]:
+        """Hot reload: when the registry's revision differs from the one ``runtime`` serves, load
+        the deployment (bundles verified) and :meth:`~closedloop.Runtime.apply` it. A bundle that
+        fails to load or verify changes nothing — the runtime keeps serving what it has — and the
+        error is returned. Returns ``{"applied", "revision", "serving", "error"}``."""
+        system = runtime.system
+        serving = runtime.deployment.revision
+        rev = self.revision(system.name)
+        if rev == serving or rev == 0:
+            return {"applied": False, "revision": rev, "serving": serving, "error": None}
+        try:
+            dep = self.deployment(system)
+            runtime.apply(dep)
+        except ClosedLoopError as exc:
+            return {"applied": False, "revision": rev, "serving": serving, "error": str(exc)}
+        return {"applied": True, "revision": dep.revision, "serving": dep.revision, "error": None}
+
     # -- history -----------------------------------------------------------------------------------
     def history(self, system: Any, *, limit: int | None = None, attempts: bool = True) -> list[dict[str, Any]]:
         """The system's events, oldest first (the last ``limit``): every change, and with
@@ -575,11 +592,9 @@ class Registry:
             raise
         seen = self.state(name)
         if expected_revision is not None and seen.revision != expected_revision:
-            self._record(name, operation, actor, reason, "conflict",
-                         {"bundle": version, "error": f"expected revision {expected_revision}, found {seen.revision}"},
-                         seen)
-            raise ConflictError(self._conflict_message(name, operation, expected_revision, seen.revision),
-                                seen.revision)
+            msg = self._conflict_message(name, operation, expected_revision, seen.revision)
+            self._record(name, operation, actor, reason, "conflict", {"bundle": version, "error": msg}, seen)
+            raise ConflictError(msg, seen.revision)
 
         def transition(st: DeploymentState) -> DeploymentState:
             return _deploy_transition(st, role, version, flight, share)
@@ -613,8 +628,9 @@ class Registry:
         self._check_force(force)
         seen = self.state(sname)
         if expected_revision is not None and seen.revision != expected_revision:
-            self._record(sname, "promote", actor, reason, "conflict", {"name": name}, seen)
-            raise ConflictError(self._conflict_message(sname, "promote", expected_revision, seen.revision), seen.revision)
+            msg = self._conflict_message(sname, "promote", expected_revision, seen.revision)
+            self._record(sname, "promote", actor, reason, "conflict", {"name": name, "error": msg}, seen)
+            raise ConflictError(msg, seen.revision)
         try:
             version = _promote_transition(seen, name).production
         except RegistryError as exc:
