@@ -330,3 +330,21 @@ def test_a_change_committed_during_the_checks_wins(registry_url, tmp_path, world
                                                                   ("deploy_flight", "conflict")]
         assert "killswitch_on by bob" in last[1]["detail"]["error"]
     other.close()
+
+
+def test_shadow_promote_and_stop(reg, world, phishing):
+    H, A, B = world.H.version, world.A.version, world.B.version
+    reg.deploy(phishing, H, actor="alice", reason="first")
+    reg.deploy(phishing, A, actor="alice", reason="watch A", shadow=True)
+    reg.deploy(phishing, B, actor="alice", reason="watch B", shadow=True)
+    with pytest.raises(RegistryError, match="shadow already"):
+        reg.deploy(phishing, B, actor="alice", reason="again", shadow=True)
+    stop = reg.stop("phishing", B, actor="alice", reason="enough of B")
+    assert stop.message == f"stopped shadow {B}" and reg.state("phishing").shadows == (A,)
+    c = reg.promote(phishing, A, actor="alice", reason="A's shadow run was good")
+    st = reg.state("phishing")
+    assert (st.production, st.shadows) == (A, ()) and c.detail["previous_production"] == H
+    assert {x["name"]: x["passed"] for x in c.detail["checks"]}["gate"]
+    back = reg.rollback("phishing", actor="alice", reason="undo")
+    assert reg.state("phishing").production == H and reg.state("phishing").shadows == (A,)
+    assert "restored the state of revision 4" in back.message

@@ -376,10 +376,19 @@ class Registry:
     def revision(self, system: Any) -> int:
         """The current revision of a system's deployment (0: nothing deployed). One indexed
         read: cheap enough to poll every second."""
-        with self.engine.connect() as conn:
-            r = conn.execute(select(T_DEPLOY.c.revision).where(T_DEPLOY.c.system == _system_name(system))).scalar()
-            conn.rollback()
-        return int(r or 0)
+        name = _system_name(system)
+        engine = self.engine
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        # The pool's DB-API connection directly: ~10x cheaper than a Core round trip (one
+        # statement needs no explicit transaction; the pool rolls back on return).
+        with engine.raw_connection() as rc:
+            cur = rc.cursor()
+            try:
+                cur.execute(f"SELECT revision FROM deployments WHERE system = {mark}", (name,))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        return int(row[0]) if row else 0
 
     def state(self, system: Any) -> DeploymentState:
         """The current :class:`DeploymentState` (revision 0, nothing deployed, when there is none)."""
