@@ -68,6 +68,7 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
         report = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01), actor="ops")
         (entry,) = report["flights"]
         assert entry["breach"] and entry["action"] == "stopped"
+        assert not report["srm"]["mismatch"] and report["srm"]["units"] == len(set(batch.units.to_pylist()))
         m = next(x for x in entry["metrics"] if x["metric"] == "mistake_rate")
         assert m["breach"] and m["flight"] > 2 * m["production"] and m["p_value"] < 1e-6
         assert m["n_flight"] > 800 and m["n_production"] > 3500
