@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -854,11 +854,6 @@ class Registry:
                 self._record(name, operation, actor, reason, "refused", {"error": str(exc)})
             raise
         return Change(name, operation, cur, new, message, eid, detail)
-
-    def event_count(self, system: Any) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(T_EVENTS)
-                                    .where(T_EVENTS.c.system == _system_name(system))).scalar() or 0)
 
 
 def _deploy_transition(st: DeploymentState, role: str, version: str, flight: str | None,
