@@ -201,6 +201,10 @@ def test_slice_auc_intervals_are_clustered_delong(per_unit):
                                         rel=1e-9)
         half = 1.959963984540054 * np.sqrt(var)
         assert (lo[k], hi[k]) == pytest.approx((a - half, a + half), rel=1e-9)
+    # units as text (sorted into codes first) give the same intervals
+    lo2, hi2 = part.auc_intervals(np.asarray([f"user-{u}" for u in units.tolist()]))
+    np.testing.assert_allclose(lo2, lo, rtol=1e-12)
+    np.testing.assert_allclose(hi2, hi, rtol=1e-12)
 
 
 def test_clustered_intervals_cover_and_widen_with_shared_units():

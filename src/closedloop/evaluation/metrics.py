@@ -150,16 +150,33 @@ def _sort_groups(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The descending order of ``s``, where each run of equal scores starts, the distinct scores."""
     order = np.argsort(s)[::-1]
     ss = s[order]
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    return order, starts, ss[starts]
+    return order, *_run_starts(ss)
+
+
+def _run_starts(ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each run of equal values of ``ss`` starts, and the run values."""
+    new = np.empty(ss.size, dtype=bool)
+    if ss.size:
+        new[0] = True
+        np.not_equal(ss[1:], ss[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    return starts, ss[starts]
 
 
 def _group_sums(ys: np.ndarray, ws: np.ndarray | None, starts: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     yf = ys.astype(np.float64)
+    if starts.size == ys.size:  # no ties: each group is one row
+        if ws is None:
+            return yf, 1.0 - yf
+        pos = yf * ws
+        return pos, ws - pos
     if ws is None:
         pos = np.add.reduceat(yf, starts)
-        return pos, np.diff(np.r_[starts, ys.size]) - pos
+        sizes = np.empty(starts.size)
+        sizes[:-1] = np.diff(starts)
+        sizes[-1] = ys.size - starts[-1]
+        return pos, sizes - pos
     pos = np.add.reduceat(yf * ws, starts)
     return pos, np.add.reduceat(ws, starts) - pos
 
@@ -268,7 +285,7 @@ class Partition:
     ``count``, ``pos`` and ``neg`` are each part's (weighted) rows, positives and negatives.
     """
 
-    __slots__ = ("_bounds", "_present", "_ranked", "_tied", "_yf", "codes", "count", "g_part", "k", "neg",
+    __slots__ = ("_bounds", "_groups", "_present", "_ranked", "_tied", "_yf", "codes", "count", "g_part", "k", "neg",
                  "order", "pos", "starts", "ws", "ys")
 
     def __init__(self, ranked: Ranked, codes: Any, k: int) -> None:
@@ -300,6 +317,7 @@ class Partition:
         self.g_part = cs[self.starts].astype(np.int64)
         self._tied = self.starts.size < ss.size
         gp, gn = _group_sums(self.ys, self.ws, self.starts)
+        self._groups = (gp, gn)
         self.pos = np.bincount(self.g_part, weights=gp, minlength=k)
         self.neg = np.bincount(self.g_part, weights=gn, minlength=k)
         self.count = self.pos + self.neg
@@ -338,7 +356,7 @@ class Partition:
 
     def aucs(self) -> tuple[np.ndarray, np.ndarray]:
         """(AUC of each part, AUC of all rows outside each part); NaN where a side lacks a class."""
-        gp, gn = _group_sums(self.ys, self.ws, self.starts)
+        gp, gn = self._groups
         _, _, u_in = self._pairs(gp, gn, True)
         r = self._ranked
         P, N = float(r.pos.sum()), float(r.neg.sum())
@@ -376,8 +394,11 @@ class Partition:
         hi = np.full(k, np.nan)
         if self.order.size == 0:
             return lo, hi
-        _, uc = np.unique(u, return_inverse=True)
-        gp, gn = _group_sums(self.ys, None, self.starts)
+        if np.issubdtype(u.dtype, np.integer) and int(u.min()) >= 0 and int(u.max()) < 4 * u.size + 16:
+            uc = u.astype(np.int64, copy=False)  # already small codes: no sort
+        else:
+            _, uc = np.unique(u, return_inverse=True)
+        gp, gn = self._groups
         part = self.g_part
         P, N = self.pos, self.neg
         # within each part (contiguous, scores descending): negatives below / positives above a group
@@ -394,19 +415,27 @@ class Partition:
         rpart = part[grp]
         n_units = int(uc.max()) + 1
         key = rpart.astype(np.int64) * n_units + uc[self.order]
-        clusters, c = np.unique(key, return_inverse=True)
-        cpart = clusters // n_units
-        X = np.bincount(c, weights=x, minlength=clusters.size)
-        Y = np.bincount(c, weights=y, minlength=clusters.size)
-        m = np.bincount(c, weights=is_pos.astype(np.float64), minlength=clusters.size)
-        nn = np.bincount(c, weights=(~is_pos).astype(np.float64), minlength=clusters.size)
+        if k * n_units <= max(4 * key.size, 1 << 20):
+            # a cluster is a (part, unit) pair: count them on the dense grid, no sort; empty
+            # pairs have m = n = X = Y = 0 and add nothing below
+            size = k * n_units
+            c = key
+            cpart = np.arange(size, dtype=np.int64) // n_units
+        else:
+            clusters, c = np.unique(key, return_inverse=True)
+            size = clusters.size
+            cpart = clusters // n_units
+        X = np.bincount(c, weights=x, minlength=size)
+        Y = np.bincount(c, weights=y, minlength=size)
+        m = np.bincount(c, weights=is_pos.astype(np.float64), minlength=size)
+        nn = np.bincount(c, weights=(~is_pos).astype(np.float64), minlength=size)
         with np.errstate(invalid="ignore", divide="ignore"):
             A = np.where((P > 0) & (N > 0), np.bincount(rpart, weights=x, minlength=k) / P, np.nan)
         dX = X - m * A[cpart]
         dY = Y - nn * A[cpart]
         I10 = np.bincount(cpart, weights=(m > 0).astype(np.float64), minlength=k)
         I01 = np.bincount(cpart, weights=(nn > 0).astype(np.float64), minlength=k)
-        I_all = np.bincount(cpart, minlength=k).astype(np.float64)
+        I_all = np.bincount(cpart, weights=((m > 0) | (nn > 0)).astype(np.float64), minlength=k)
         ok = (I10 >= 2) & (I01 >= 2) & np.isfinite(A)
         with np.errstate(invalid="ignore", divide="ignore"):
             s10 = I10 / ((I10 - 1) * P) * np.bincount(cpart, weights=dX * dX, minlength=k)
