@@ -110,7 +110,7 @@ def test_flight_guard_rollback_and_killswitch_end_to_end(phishing, bundles, tmp_
         # the kill switch, changed by another process (the CLI): in effect within the poll interval
         reg.killswitch(phishing, True, actor="ops", reason="incident 42")
         took = wait_for(lambda: cl.decide(ctx(1)).killswitch, timeout=5, step=0.01)
-        assert took <= poll + 0.3
+        assert took <= poll + 1.0  # one poll interval, plus scheduling slack on a loaded machine
         d = cl.decide(ctx(2))
         assert d.action == phishing.default_action and d.propensity == 1.0
         # … and off again through the admin endpoint: at once on this worker

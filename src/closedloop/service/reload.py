@@ -77,7 +77,9 @@ class RegistrySource(DeploymentSource):
         return self.registry.deployment(self.system)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "url": self.registry._safe_url()}
+        from sqlalchemy.engine import make_url
+
+        return {"kind": self.kind, "url": make_url(self.registry.url).render_as_string(hide_password=True)}
 
     def close(self) -> None:
         self.registry.close()
