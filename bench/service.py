@@ -246,7 +246,8 @@ def mlflow_figure(python: str, model_file: Path, rows: list[dict[str, Any]], wor
     bodies = [json.dumps({"dataframe_split": {"columns": NUMERIC, "data": [[r[k] for k in NUMERIC]]}}).encode()
               for r in rows[:1000]]
     script = lua_rotating(workdir / "mlflow.lua", bodies, {"Content-Type": "application/json"})
-    with Server(args, port, "/ping"):
+    venv_bin = str(Path(python).parent)  # mlflow starts its scoring server from PATH
+    with Server(args, port, "/ping", env={"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}):
         return measure("mlflow", f"http://127.0.0.1:{port}/invocations", script, warmup, seconds, 16)
 
 
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 mlflow = mlflow_figure(a.mlflow_python, env["model_file"], rows, tmp, warmup, seconds)
             except Exception as e:  # noqa: BLE001 - reported, not fatal: mlflow is not ours
-                mlflow_note = f"mlflow run failed: {type(e).__name__}: {e}"
+                mlflow_note = f"mlflow run failed: {type(e).__name__}: {str(e)[-400:]}"
         else:
             mlflow_note = "mlflow not measured: no --mlflow-python given"
         cl, bo = results["closedloop"], results["booster"]

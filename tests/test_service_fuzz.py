@@ -1,4 +1,4 @@
-"""Fuzzing the service with schemathesis against its own OpenAPI document: at least 1,000
+"""Fuzzing the service (served from the registry) with schemathesis against its own OpenAPI document: at least 1,000
 generated requests (valid and invalid bodies, every operation), authenticated with a token that
 holds every role — never a 5xx, and every error is problem details."""
 
@@ -36,9 +36,14 @@ def _app():
     bundle = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.5})
     path = bundle.save(home / "bundles" / bundle.version)
     token = Credentials(home / "credentials.json").add("fuzzer", ["decide", "report", "admin"])
-    st = ServiceSettings(project=Settings(home=home), system="examples.phishing.system:phishing", bundle=str(path),
+    # Served from the registry, so that the admin endpoints reach the registry's own checks.
+    from closedloop.registry import Registry
+
+    with Registry.from_settings(Settings(home=home)).open() as reg:
+        reg.deploy(phishing, path, actor="fuzzer", reason="first production", force="fuzzing: no report")
+    st = ServiceSettings(project=Settings(home=home), system="examples.phishing.system:phishing",
                          max_batch=200, outcome_rate_per_unit=RateLimit(float("inf"), 0.0),
-                         outcome_rate_per_source=RateLimit(float("inf"), 0.0))
+                         outcome_rate_per_source=RateLimit(float("inf"), 0.0), guard_interval_s=0)
     return create_app(st, system=phishing), token, home.parent
 
 
