@@ -185,3 +185,23 @@ def test_admin_endpoints_need_the_admin_role(phishing, bundles, tmp_path):
         assert r.status_code == 400 and r.json()["type"].endswith("registry-refused")
         assert reg.state(phishing).killswitch is False and reg.revision(phishing) == 1
     reg.close()
+
+
+def test_every_worker_follows_the_registry(phishing, bundles, tmp_path):
+    from _service import serve_subprocess
+
+    a, _, _ = bundles
+    home, tokens, reg = home_with_registry(tmp_path, phishing, a)
+    args = ["--home", str(home), "serve", "--system", "examples.phishing.system:phishing", "--workers", "2",
+            "--poll-interval", "0.2", "--guard-interval", "0"]
+    with serve_subprocess(args) as base:
+        reg.killswitch(phishing, True, actor="ops", reason="incident 43")
+        time.sleep(0.2 + 0.5)  # one poll interval (and slack for a loaded machine)
+        workers: dict[int, list[bool]] = {}
+        for i in range(40):
+            with Client(base, tokens["app"]) as cl:  # a new connection each time: both workers answer
+                workers.setdefault(cl.status()["worker"], []).append(cl.decide(ctx(i)).killswitch)
+            if len(workers) == 2 and i >= 10:
+                break
+        assert len(workers) == 2 and all(all(v) for v in workers.values()), workers
+    reg.close()

@@ -58,6 +58,7 @@ def serve(
     outcome_rate_per_source: Annotated[str, typer.Option("--outcome-rate-per-source", metavar="RATE/BURST", help="Outcome reports per second per reported source, and the burst allowed ('off' to disable).")] = "500/2000",
     outcome_rate_per_unit: Annotated[str, typer.Option("--outcome-rate-per-unit", metavar="RATE/BURST", help="Outcome reports per second per unit (or per decision id when no unit is given), and the burst.")] = "0.5/20",
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls of the registry's revision.")] = 1.0,
+    guard_interval: Annotated[float, typer.Option("--guard-interval", min=0.0, help="Seconds between guard checks of running flights (automatic rollback); 0 turns the guard off.")] = 30.0,
     flush_interval_ms: Annotated[float, typer.Option("--flush-interval-ms", min=0.1, help="Telemetry group-commit interval.")] = 5.0,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
 ) -> None:
@@ -76,7 +77,7 @@ def serve(
         max_body_bytes=max_body_bytes, max_batch=max_batch,
         outcome_rate_per_source=parse_rate(outcome_rate_per_source, "--outcome-rate-per-source"),  # type: ignore[arg-type]
         outcome_rate_per_unit=parse_rate(outcome_rate_per_unit, "--outcome-rate-per-unit"),  # type: ignore[arg-type]
-        poll_interval_s=poll_interval, access_log=access_log,
+        poll_interval_s=poll_interval, guard_interval_s=guard_interval, access_log=access_log,
     )
     if not settings.credentials_path.exists():
         typer.echo(
