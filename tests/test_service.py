@@ -134,6 +134,12 @@ def test_problem_details(served):
 
     r = httpx.post(base + "/v1/decide", content=chunks(), headers=h)
     assert r.status_code == 413
+    for path in ("/v1/decide", "/v1/outcomes", "/v1/admin/rollback"):  # never a 500 for bad JSON
+        for body in (b"[" * 30_000 + b"]" * 30_000, b'{"user_id": ' + b"[" * 30_000,
+                     b'[{"kind": 1}, {"kind": oops]', b'[{"user_id": 1}, nope]'):
+            who = tokens["ops"] if "admin" in path else tokens["app"]
+            r = httpx.post(base + path, content=body, headers={**h, "Authorization": f"Bearer {who}"})
+            assert r.status_code in (400, 422) and r.json()["status"] == r.status_code, (path, body[:30], r.text)
     r = httpx.get(base + "/v1/nothing-here")
     assert r.status_code == 404 and r.json()["status"] == 404
     with Client(base, tokens["app"]) as cl, pytest.raises(ContextError) as ei:

@@ -123,8 +123,10 @@ def admin_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Any]
             from .app import _path_field
 
             raise Problem(422, "invalid-request", "Invalid request", str(e), **_path_field(e)) from None
-        except msgspec.DecodeError as e:
-            raise Problem(400, "malformed-json", "Malformed JSON", f"The request body must be JSON. {e}.") from None
+        except (msgspec.DecodeError, RecursionError) as e:
+            from .app import _malformed
+
+            raise _malformed(e) from None
         if not body.reason.strip():  # type: ignore[attr-defined]
             raise Problem(422, "invalid-request", "Invalid request",
                           "Field 'reason' must be a non-empty string (it is recorded in the history). Got '' instead.",

@@ -42,6 +42,8 @@ log = logging.getLogger("closedloop.service")
 JSON = "application/json"
 _encode = msgspec.json.Encoder().encode
 _perf = time.perf_counter
+#: What decoding a body may raise: malformed JSON, or JSON nested deeper than the decoder recurses.
+_BAD_JSON = (msgspec.DecodeError, RecursionError)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -70,6 +72,8 @@ def _too_large(n: int, limit: int) -> Problem:
 
 
 def _malformed(e: Exception) -> Problem:
+    if isinstance(e, RecursionError):
+        return Problem(400, "malformed-json", "Malformed JSON", "The request body is JSON nested too deeply.")
     return Problem(400, "malformed-json", "Malformed JSON", f"The request body must be JSON. {e}.")
 
 
@@ -213,7 +217,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
                 svc.m_invalid.inc()
                 raise Problem(422, "invalid-context", "Invalid context", str(e), field=e.field, rule=e.rule,
                               value=e.to_dict()["value"]) from None
-            except msgspec.DecodeError as e:
+            except _BAD_JSON as e:
                 raise _malformed(e) from None
             try:
                 d: Decision = rt.decide(ctx)  # type: ignore[union-attr]
@@ -238,7 +242,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         except TooLarge as e:
             raise Problem(413, "batch-too-large", "Batch too large",
                           f"A batch must have at most {max_batch} contexts. Got {e.n} instead.", limit=max_batch) from None
-        except msgspec.DecodeError as e:
+        except _BAD_JSON as e:
             raise _malformed(e) from None
         if problems:
             svc.m_invalid.inc(n=len(problems))
@@ -387,9 +391,12 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         except msgspec.ValidationError as e:
             if single:
                 raise Problem(422, "invalid-outcome", "Invalid outcome", str(e), **_path_field(e)) from None
-        except msgspec.DecodeError as e:
+        except _BAD_JSON as e:
             raise _malformed(e) from None
-        raw = any_json.decode(body)  # valid JSON (the typed decode got past the syntax)
+        try:  # the typed decode stopped at the first invalid item: the rest may not even be JSON
+            raw = any_json.decode(body)
+        except _BAD_JSON as e:
+            raise _malformed(e) from None
         if not isinstance(raw, list):
             raise Problem(400, "bad-request", "Bad request", "A batch of outcomes must be a JSON array.")
         good: list[tuple[int, OutcomeReport]] = []
