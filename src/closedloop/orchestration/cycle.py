@@ -145,7 +145,7 @@ class Cycle:
             rec = {"id": (last["id"] + 1) if last else 1, "system": self.system.name, "now_ns": now,
                    "steps": {}, "finished": False, "outcome": None, "reason": None, "resumed": 0,
                    "alerts": [], "changes": [],
-                   "rollout": (last or {}).get("rollout"),
+                   "rollout": (last or {}).get("rollout"), "pending": (last or {}).get("pending", []),
                    "last_trained_ns": (last or {}).get("last_trained_ns")}
         self._save(rec)
         try:
@@ -290,6 +290,13 @@ class Cycle:
         result["quarantined"] = excluded
         result["source_weights"] = weights
         rec["alerts"] = result["alerts"]
+        # what alerts ask the cycle to do waits for the next training (a rollout may be under way)
+        asked = {p["id"] for p in rec.get("pending", [])}
+        rec["pending"] = rec.get("pending", []) + [
+            {"id": a.id, "action": a.action, "message": a.message} for a in new
+            if a.action in ("retrain", "tighten") and a.id not in asked
+        ]
+        result["pending"] = rec["pending"]
         return result
 
     def _bootstrap(self, rec: dict[str, Any]) -> dict[str, Any]:
@@ -299,8 +306,10 @@ class Cycle:
                         "to start with: deploy a production bundle first")
         state = self.registry.state(self.system.name)
         if state.production is None:
-            ch = self.registry.deploy(self.system, h, actor=self.actor,
-                                      reason="bootstrap: the heuristic is the first production", force=None)
+            ch = self.registry.deploy(
+                self.system, h, actor=self.actor, reason="bootstrap: the heuristic is the first production",
+                force="the declared heuristic starts the loop: there is no data to evaluate it on yet",
+            )
             rec["changes"].append(ch.to_dict())
             msg = ch.message
         else:
@@ -415,12 +424,11 @@ class Cycle:
     # the training path ----------------------------------------------------------------------------------
     def _plan(self, rec: dict[str, Any]) -> dict[str, Any]:
         now, last = rec["now_ns"], rec.get("last_trained_ns")
-        actions = sorted({a["action"] for a in rec.get("alerts", []) if a["action"] in ("retrain", "tighten")})
-        tighten = "tighten" in actions
+        pending = rec.get("pending", [])
+        actions = sorted({p["action"] for p in pending})
         if actions:
-            return {"train": True, "tighten": tighten,
-                    "why": f"alert(s) say {', '.join(actions)}: "
-                           + "; ".join(a["message"] for a in rec["alerts"] if a["action"] in ("retrain", "tighten"))}
+            return {"train": True, "tighten": "tighten" in actions, "alerts": [p["id"] for p in pending],
+                    "why": f"alert(s) say {', '.join(actions)}: " + "; ".join(p["message"] for p in pending)}
         every = int(self.plan.retrain_every.total_seconds() * 1e9)
         if last is None or now - last >= every:
             return {"train": True, "tighten": False,
@@ -471,15 +479,42 @@ class Cycle:
             except ClosedLoopError as exc:
                 raise _Stop("training_failed", str(exc)) from None
             b = run.bundle
+            levels = b.experience(self.system).levels
+            if self.plan.thresholds == "cost":
+                levels = tuple(self._cost_thresholds(rec["steps"]["dataset"]["result"]["path"], run.model).items())
             if tighten:
-                levels = (prod or b).experience(self.system).levels
-                b = Bundle.build(self.system, run.model, thresholds=self.plan.tighten.apply(levels),
-                                 parent=b.parent, metrics=run.metrics)
+                levels = tuple(self.plan.tighten.apply(levels).items())
+            if levels != b.experience(self.system).levels:
+                b = Bundle.build(self.system, run.model, thresholds=dict(levels), parent=b.parent, metrics=run.metrics)
             shutil.rmtree(path, ignore_errors=True)
             b = Bundle.load(b.save(path), self.system)
         rec["last_trained_ns"] = rec["now_ns"]
+        rec["pending"] = []  # the alerts that asked for it are answered
         return {"version": b.version, "path": str(path), "tightened": tighten, "thresholds": b.thresholds,
                 "heldout": (b.metrics or {}).get("heldout")}
+
+    def _cost_thresholds(self, dataset: str, model: Any) -> dict[str, float]:
+        """The thresholds that minimize the system's mistake costs on the dataset's training side
+        (the rows the model was fitted on; weighted by the dataset's weights)."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        from ..evaluation.metrics import best_thresholds
+        from ..evaluation.splits import split as split_rows
+        from ..loop.dataset import load_dataset
+
+        table, cols = load_dataset(dataset, self.system)
+        labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
+        table, cols = table.take(labeled), cols.take(labeled)
+        train_idx, _ = split_rows(table, self.system.split)
+        table, cols = table.take(train_idx), cols.take(train_idx)
+        y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
+        scorer = model.bind(self.system.features)
+        S = np.asarray(scorer.batch(self.system.features.batch(cols), cols), dtype=np.float64)
+        exp = self.system.experience
+        s = S[:, list(scorer.outputs).index(exp.score)]
+        return best_thresholds(y, s, exp, self.system.costs, weights=w, labels=self.system.labels)
 
     def _evaluate(self, rec: dict[str, Any]) -> dict[str, Any]:
         from ..evaluation.report import evaluate

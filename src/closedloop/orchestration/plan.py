@@ -109,6 +109,9 @@ class LoopPlan:
         first production when nothing is deployed yet (``bootstrap``).
     model, params, calibrate:
         What :func:`closedloop.creation.train` trains.
+    thresholds:
+        ``"cost"`` (default): the candidate's thresholds minimize the system's mistake costs on
+        the training side of its dataset (weighted); ``"system"``: the system's own.
     train_window:
         Decisions of this long before the cycle's time make the training dataset (those whose
         label window has closed).
@@ -141,6 +144,7 @@ class LoopPlan:
     model: str = "lightgbm"
     params: Mapping[str, Any] = field(default_factory=dict)
     calibrate: str | None = None
+    thresholds: str = "cost"
     train_window: timedelta = timedelta(days=14)
     retrain_every: timedelta = timedelta(days=1)
     min_labeled: int = 200
@@ -162,6 +166,10 @@ class LoopPlan:
             raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
         if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
             raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
+        if self.thresholds not in ("cost", "system"):
+            raise SpecError(f"The 'thresholds' parameter of LoopPlan must be 'cost' or 'system'. Got {self.thresholds!r} instead.")
+        if self.thresholds == "cost" and not self.system.costs:
+            raise SpecError(f"LoopPlan(thresholds='cost') needs mistake costs; system '{self.system.name}' declares none.")
         _td("train_window", self.train_window)
         _td("retrain_every", self.retrain_every, positive=False)
         if isinstance(self.min_labeled, bool) or not isinstance(self.min_labeled, int) or self.min_labeled < 1:
@@ -186,6 +194,7 @@ class LoopPlan:
     def describe(self) -> dict[str, Any]:
         return {
             "system": self.system.name, "model": self.model, "params": dict(self.params), "calibrate": self.calibrate,
+            "thresholds": self.thresholds,
             "train_window_seconds": self.train_window.total_seconds(),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
             "gate": asdict(self.gate),
