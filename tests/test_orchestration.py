@@ -479,3 +479,13 @@ def test_a_bad_candidate_that_passes_a_lax_gate_is_stopped_by_the_flights_guard(
     status = cycle.status()
     assert status["rollout"]["stage"] == "rolled_back" and status["rollout"]["ended"] == "guard breach"
     reg.close()
+
+
+def test_the_phishing_example_declares_its_loop() -> None:
+    from examples.phishing.loop import plan
+    from examples.phishing.system import phishing
+
+    assert isinstance(plan, LoopPlan) and plan.system is phishing
+    assert plan.heuristic_bundle().intelligence.kind == "lookup_table"
+    assert plan.describe()["rollout"]["flight_share"] == 0.2
+    json.dumps(plan.describe())

@@ -266,7 +266,11 @@ class Cycle:
         new_points = self.tracker.measure(self.goals, decision_files=dec, outcome_files=out, now_ns=now,
                                           exclude_sources=excluded, scratch=scratch)
         result["goal_points"] = len(new_points)
-        for p in new_points:
+        latest: dict[str, dict[str, Any]] = {}
+        for p in new_points:  # one alert per goal and cycle: its latest newly measured window
+            if p["met"] is not None and p["start_ns"] >= latest.get(p["name"], {}).get("start_ns", -1):
+                latest[p["name"]] = p
+        for p in latest.values():
             if p["met"] is False:
                 alerts.append(Alert("goal_missed", p["name"], p["value"], p["target"],
                                     f"goal {p['name']} ({p['metric']}) was {p['value']:.4g} in {p['window']}, "
