@@ -131,10 +131,15 @@ def test_allowed_phishing_is_reported_by_a_few_victims_hours_to_days_later():
     honest_phish = np.asarray(t["is_phish"]) & ~np.asarray(t["abusive_source"])
     rep = honest_phish & (np.asarray(out["kind"].to_numpy(zero_copy_only=False)) == "reported_phish")
     visits = sum(w.measure(d)["phish_visits"] for d in range(3))
+    # expected: victims (victim_rate × the page's efficacy; susceptibility averages 1) report at
+    # victim_report_rate, the others at aware_report_rate
     o = cfg.outcomes
-    expected = o.victim_rate * o.victim_report_rate + (1 - o.victim_rate) * o.aware_report_rate
-    assert visits > 800
-    assert rep.sum() / visits == pytest.approx(expected, rel=0.35)
+    eff = np.concatenate([w.catalog.cols["efficacy"][w._days[d].page[w._days[d].phish & (w._days[d].role == 0)]]
+                          for d in range(3)])
+    pv = o.victim_rate * eff
+    expected = float(np.mean(pv * o.victim_report_rate + (1 - pv) * o.aware_report_rate))
+    assert visits == eff.size > 800
+    assert rep.sum() / visits == pytest.approx(expected, rel=0.25)
     # delays: hours to days after the decision
     ts = {}
     for v in vs:

@@ -59,6 +59,8 @@ def test_overrides_merge_and_change_the_digest():
         ({"brands": [{"name": "PayPal", "domain": "paypal.com", "rank": 1, "phish_weight": 1}]},
          "World config 'brands[0].name' must be lower case"),
         ({"hosting": {"free_unknown": ["weebly.com"]}}, "'hosting.free_unknown' must be hosts not also listed in free_known"),
+        ({"efficacy": {"charm": {"yes": 2}}}, "World config 'efficacy.charm' must be a trait, one of ['hosting'"),
+        ({"efficacy": {"https": {"yes": -1}}}, "World config 'efficacy.https.yes' must be a number ≥ 0. Got -1 instead."),
     ],
 )
 def test_bad_values_are_refused_naming_parameter_rule_and_value(overrides, message):

@@ -10,9 +10,12 @@ its page loads were caught (a block counts 1, a warning ``warn_weight``) — it 
 decisions handed back to the world, as a real kit operator sees which of its URLs get flagged.
 When a generation has had ``min_visits`` loads and its caught share reaches ``threshold``, the
 operator retools: ``delay_days`` later a new generation goes live with new pages (new domains)
-and a signature moved away from what got caught — multiplicative weights,
-``p ← p · exp(−learning_rate · (caught share of the category − the trait's mean))``, smoothed by
-``prior_visits`` and floored at ``min_prob`` so that every option is still tried now and then.
+and a signature moved toward what paid: multiplicative weights,
+``p ← p · exp(learning_rate · (payoff − the trait's mean payoff))`` with ``payoff = efficacy ×
+(1 − caught share)`` per category (the caught share smoothed toward the generation's mean by
+``prior_visits``; ``efficacy``: how well that category deceives victims), then floored at
+``min_prob`` so that every option is still tried now and then. Evading is not free: a page
+without the brand's logo or a login form gets past more filters and fools fewer people.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ._random import stream
 from .config import TRAITS, WorldConfig
 from .pages import N_TRAITS, TRAIT_INDEX, Catalog, phish_pages
 
-__all__ = ["K", "Campaigns"]
+__all__ = ["K", "Campaigns", "efficacy_matrix"]
 
 #: Categories of the widest trait (vectors are padded to this width with zeros).
 K = max(len(c) for _, c in TRAITS)
@@ -33,6 +36,14 @@ _N_CATS = np.array([len(c) for _, c in TRAITS])
 _VALID = np.arange(K)[None, :] < _N_CATS[:, None]  # (T, K) which slots are real categories
 _HOST = dict(zip(TRAITS[0][1], range(len(TRAITS[0][1])), strict=True))
 _OWN = np.array([_HOST["lookalike"], _HOST["throwaway"]])
+
+def efficacy_matrix(cfg: WorldConfig) -> np.ndarray:
+    """(T, K): how well a page of each trait category deceives (1 in padding slots)."""
+    e = np.ones((N_TRAITS, K))
+    for t, vec in enumerate(cfg.efficacy):
+        e[t, : len(vec)] = vec
+    return e
+
 
 _INT_FIELDS = ("template", "brand", "start", "end", "generation", "first_page", "n_pages", "pending", "adaptations")
 
@@ -179,9 +190,10 @@ class Campaigns:
         a = cfg.adaptation
         mean = self.gen_caught[c] / max(self.gen_seen[c], 1.0)
         rate = (self.caught[c] + a.prior_visits * mean) / (self.seen[c] + a.prior_visits)  # (T, K)
+        payoff = efficacy_matrix(cfg) * (1.0 - rate)
         p = np.where(_VALID, self.probs[c], 0.0)
-        rbar = (p * rate).sum(axis=1, keepdims=True)
-        q = np.where(_VALID, np.maximum(p, 1e-12) * np.exp(-a.learning_rate * (rate - rbar)), 0.0)
+        pbar = (p * payoff).sum(axis=1, keepdims=True)
+        q = np.where(_VALID, np.maximum(p, 1e-12) * np.exp(a.learning_rate * (payoff - pbar)), 0.0)
         q /= q.sum(axis=1, keepdims=True)
         # the floor: every category keeps min_prob (renormalized so the floor holds exactly)
         floor = a.min_prob

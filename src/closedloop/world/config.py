@@ -207,6 +207,7 @@ class WorldConfig:
     legit: LegitConfig
     phish: PhishConfig
     adaptation: AdaptationConfig
+    efficacy: tuple[tuple[float, ...], ...]  # per trait (TRAITS order), per category: victim multiplier
     outcomes: OutcomesConfig
     analysts: AnalystsConfig
     abuse: AbuseConfig
@@ -249,6 +250,7 @@ class WorldConfig:
             legit=_legit(r.section("legit")),
             phish=_phish(r.section("phish")),
             adaptation=_adaptation(r.section("adaptation")),
+            efficacy=_efficacy(r.section("efficacy")),
             outcomes=_outcomes(r.section("outcomes")),
             analysts=_analysts(r.section("analysts")),
             abuse=_abuse(r.section("abuse")),
@@ -543,6 +545,22 @@ def _adaptation(r: _Reader) -> AdaptationConfig:
     )
     r.done()
     return out
+
+
+def _efficacy(r: _Reader) -> tuple[tuple[float, ...], ...]:
+    out = []
+    for name, cats in TRAITS:
+        if name in r.table:
+            given = dict(r.weights(name, cats))
+            out.append(tuple(given.get(c, 1.0) for c in cats))
+        else:
+            out.append(tuple(1.0 for _ in cats))
+    unknown = sorted(set(r.table) - {n for n, _ in TRAITS})
+    if unknown:
+        raise SpecError(
+            f"World config 'efficacy.{unknown[0]}' must be a trait, one of {[n for n, _ in TRAITS]}. Got {unknown[0]!r} instead."
+        )
+    return tuple(out)
 
 
 def _outcomes(r: _Reader) -> OutcomesConfig:

@@ -7,7 +7,7 @@ visit gets the same random numbers whatever was decided:
 - **warn** — the user chooses within seconds: ``chose:continue`` (phishing: ``click_through_phish``
   × susceptibility; legitimate: ``click_through_legit``) or ``chose:go_back``;
 - **allow**, or warned and continued, on a **phishing** page — the user may fall victim
-  (``victim_rate`` × susceptibility); victims report it (``reported_phish``, ``victim_report_rate``),
+  (``victim_rate`` × susceptibility × the page's efficacy); victims report it (``reported_phish``, ``victim_report_rate``),
   others who recognize it now and then (``aware_report_rate``), hours to days later;
 - **block** on a phishing page — nothing: the loop never hears of it (the selective label);
 - **block** on a legitimate page — ``reported_false_block`` (``false_block_report_rate``) within
@@ -92,7 +92,7 @@ def _exp(u: np.ndarray, mean: float) -> np.ndarray:
 def generate(
     cfg: WorldConfig, key: int, day: int, *, idx: np.ndarray, ts: np.ndarray, action: np.ndarray,
     phish: np.ndarray, role: np.ndarray, susceptibility: np.ndarray, report_mult: np.ndarray,
-    decision_ids: pa.Array, units: pa.Array,
+    efficacy: np.ndarray, decision_ids: pa.Array, units: pa.Array,
 ) -> Generated:
     """Outcomes of visits ``idx`` (their day indices) given the decisions ``action`` (0 allow,
     1 warn, 2 block). Every other argument is per visit."""
@@ -107,7 +107,8 @@ def generate(
     cont = warn & (R.uniform(key, P_CHOICE, idx) < ct)
     # phishing pages the user saw
     exposed = phish & (allow | cont)
-    victim = exposed & honest & (R.uniform(key, P_VICTIM, idx) < np.clip(o.victim_rate * susceptibility, 0.0, 1.0))
+    p_victim = np.clip(o.victim_rate * susceptibility * efficacy, 0.0, 1.0)
+    victim = exposed & honest & (R.uniform(key, P_VICTIM, idx) < p_victim)
     u_rep = R.uniform(key, P_REPORT, idx)
     rep_phish = honest & (
         (victim & (u_rep < np.clip(o.victim_report_rate * report_mult, 0, 1)))

@@ -76,6 +76,7 @@ COLUMNS: dict[str, Any] = {
     "num_external_links": np.int64, "num_resources": np.int64, "num_external_resources": np.int64,
     "https": np.bool_, "popularity_rank": np.int64,
     "site": np.int64, "kind": np.int16, "campaign": np.int64, "generation": np.int32,
+    "efficacy": np.float64,  # how well the page deceives (phishing; 1 for legitimate pages)
 }
 
 
@@ -330,6 +331,7 @@ def legit_pages(
         "https": https[site_of_page], "popularity_rank": rank[site_of_page],
         "site": first_site + site_of_page, "kind": np.full(n, kind_index, dtype=np.int16),
         "campaign": np.full(n, -1, dtype=np.int64), "generation": np.zeros(n, dtype=np.int32),
+        "efficacy": np.ones(n),
     }
     return cols, rank
 
@@ -456,4 +458,5 @@ def phish_pages(
         "https": https, "popularity_rank": rank,
         "site": np.full(m, -1, dtype=np.int64), "kind": np.full(m, -1, dtype=np.int16),
         "campaign": np.full(m, campaign, dtype=np.int64), "generation": np.full(m, generation, dtype=np.int32),
+        "efficacy": np.prod([np.asarray(cfg.efficacy[t])[traits[:, t]] for t in range(N_TRAITS)], axis=0),
     }

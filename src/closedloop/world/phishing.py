@@ -363,7 +363,8 @@ class PhishingWorld:
         gen = generate(
             cfg, R.key_of(self.seed, 3, visits.day), visits.day, idx=idx, ts=visits.timestamps_ns, action=codes.astype(np.int64),
             phish=D.phish[idx], role=D.role[idx].astype(np.int64), susceptibility=self.users.susceptibility_factor(us),
-            report_mult=self.users.report_mult[us], decision_ids=visits.decision_ids, units=visits.contexts["user_id"],
+            report_mult=self.users.report_mult[us], efficacy=self.catalog.cols["efficacy"][D.page[idx]],
+            decision_ids=visits.decision_ids, units=visits.contexts["user_id"],
         )
         self.queue.push(gen.table)
         D.victim[idx] = gen.victims
