@@ -10,6 +10,7 @@ from . import features
 from .bundle import Bundle, verify_bundle
 from .clock import Clock, ManualClock, SystemClock
 from .decision import Decision, DecisionBatch, ShadowResult
+from .deployment import Deployment, Flight
 from .errors import (
     BatchContextError,
     BundleError,
@@ -53,6 +54,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "F",
+    "Deployment",
+    "Flight",
     "Action",
     "AllowList",
     "BestAction",

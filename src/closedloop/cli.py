@@ -29,6 +29,7 @@ import typer
 from typer.core import TyperGroup
 
 from .bundle import Bundle
+from .cli_auth import token_app
 from .cli_evaluate import evaluate
 from .cli_loop import dataset_app, outcomes_app, telemetry_app
 from .cli_train import train
@@ -66,6 +67,7 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(token_app, name="token")
 app.command()(train)
 app.command()(evaluate)
 
@@ -105,9 +107,17 @@ def _root(
             help="The project home (default: $CLOSEDLOOP_HOME, else ./.closedloop).",
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="Your credential's token, for commands that change what serves (default: $CLOSEDLOOP_TOKEN).",
+        ),
+    ] = None,
 ) -> None:
     """Build, run and grow closed-loop intelligent systems."""
-    ctx.obj = Settings.from_env(home=home)
+    ctx.obj = Settings.from_env(home=home, token=token)
 
 
 # -- closedloop init ------------------------------------------------------------------------------

@@ -4,12 +4,14 @@
 ::
 
     closedloop evaluate --system MOD:ATTR --bundle PATH|VERSION [--bundle …] --dataset ID|PATH
-                        [--out FILE.json] [--all-rows] [--bootstrap N] [--seed N]
+                        [--out FILE.json] [--html FILE.html] [--all-rows] [--bootstrap N] [--seed N]
 
 The first ``--bundle`` is the baseline, the last the candidate the gate judges. A bundle is a
 directory, or a version under ``<home>/bundles``. The report is written to ``--out`` (default
-``<home>/reports/<dataset id>-<timestamp>.json``); one JSON line is printed:
-``{"path", "gate": "pass"|"fail"|null, "gate_reasons", "bundles": [{"version", "auc", "cost_per_1000"}]}``.
+``<home>/reports/<dataset id>-<timestamp>.json``), and as one self-contained HTML page to
+``--html`` (default: beside the JSON, same stem, ``.html``; :mod:`closedloop.evaluation.html`).
+One JSON line is printed: ``{"path", "html", "gate": "pass"|"fail"|null, "gate_reasons",
+"bundles": [{"version", "auc", "cost_per_1000"}]}``.
 """
 
 from __future__ import annotations
@@ -43,18 +45,26 @@ def evaluate(
         Path | None,
         typer.Option("--out", metavar="FILE.json", help="Where to write the report (default: <home>/reports/…)."),
     ] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option("--html", metavar="FILE.html", help="Where to write the HTML page (default: beside the JSON)."),
+    ] = None,
     all_rows: Annotated[
         bool, typer.Option("--all-rows", help="Evaluate every labeled row, not only the split's test side.")
     ] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", help="Bootstrap resamples.")] = 100,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the bootstrap and golden sample.")] = 0,
 ) -> None:
-    """Evaluate bundles on a dataset through the runtime; write the JSON report with a gate verdict."""
+    """Evaluate bundles on a dataset through the runtime; write the JSON report with a gate verdict
+    and its HTML page."""
     from .bundle import Bundle
     from .errors import ClosedLoopError
+    from .evaluation.html import write_html
     from .evaluation.report import evaluate as evaluate_api
 
     settings: Settings = ctx.obj
+    if out is not None and html_out is not None and out.resolve() == html_out.resolve():
+        raise typer.BadParameter(f"The --html file must differ from the --out file. Got {str(out)!r} for both.")
     sys_obj = _system(system)
     path = _resolve_dataset(settings, dataset)
     paths = [_resolve_bundle(settings, b) for b in bundle]
@@ -69,9 +79,12 @@ def evaluate(
         out = settings.home / "reports" / f"{report['metadata']['dataset_id']}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, allow_nan=False, indent=1))
+    if html_out is None:
+        html_out = out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.name + ".html")
+    html = write_html(report, html_out)
     gate = report["gate"]
     typer.echo(json.dumps({
-        "path": str(out),
+        "path": str(out), "html": str(html),
         "gate": None if gate is None else ("pass" if gate["passed"] else "fail"),
         "gate_reasons": [] if gate is None else gate["reasons"],
         "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}

@@ -33,7 +33,8 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     rule that chose it; ``guardrail`` names the guardrail that changed the action, if one did;
     ``presentation`` is what the action shows the user (its mode, choices and the outcome kinds
     it can yield); ``shadows`` holds the shadow bundles' scores and actions; ``killswitch`` says
-    the intelligence was skipped.
+    the intelligence was skipped; ``flight`` names the flight whose bundle decided (``None``:
+    production).
     """
 
     decision_id: str
@@ -49,6 +50,7 @@ class Decision(msgspec.Struct, frozen=True, gc=False):
     guardrail: str | None = None
     shadows: tuple[ShadowResult, ...] = ()
     killswitch: bool = False
+    flight: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -62,6 +64,9 @@ class DecisionBatch:
     ``rows`` maps each decision to its row in the input (rows that failed validation with
     ``errors="skip"`` have no decision and are listed in ``errors``). ``batch[i]`` is the i-th
     decision as a :class:`Decision`, equal to what ``Runtime.decide`` returns for that row.
+
+    With flights, rows come from different bundles: ``bundle_versions`` and ``flights`` then hold
+    one value per row (``flights`` null for production), and ``bundle_version`` is production's.
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class DecisionBatch:
         guardrail_codes: np.ndarray | None = None,
         shadows: tuple[tuple[str, tuple[str, ...], np.ndarray, np.ndarray], ...] = (),
         killswitch: bool = False,
+        bundle_versions: pa.Array | None = None,
+        flights: pa.Array | None = None,
     ) -> None:
         self.system = system
         self.bundle_version = bundle_version
@@ -107,6 +114,10 @@ class DecisionBatch:
         #: per shadow: (bundle version, outputs, score matrix, action codes)
         self.shadows = shadows
         self.killswitch = killswitch
+        #: per row, only when rows came from more than one bundle (flights); else None
+        self.bundle_versions = bundle_versions
+        #: per row flight name (null: production), only when a flight decided some row; else None
+        self.flights = flights
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -137,7 +148,7 @@ class DecisionBatch:
             self.system,
             self.units[i].as_py(),
             int(self.timestamps_ns[i]),
-            self.bundle_version,
+            self.bundle_version if self.bundle_versions is None else self.bundle_versions[i].as_py(),
             dict(zip(self.outputs, row, strict=True)),
             self.actions[code],
             float(self.propensities[i]),
@@ -149,6 +160,7 @@ class DecisionBatch:
                 for version, outs, S, codes in self.shadows
             ),
             self.killswitch,
+            None if self.flights is None else self.flights[i].as_py(),
         )
 
     def __iter__(self) -> Any:
@@ -162,7 +174,8 @@ class DecisionBatch:
             "system": pa.array([self.system] * len(self), type=pa.string()),
             "unit": self.units,
             "timestamp_ns": pa.array(self.timestamps_ns, type=pa.int64()),
-            "bundle_version": pa.array([self.bundle_version] * len(self), type=pa.string()),
+            "bundle_version": self.version_column(),
+            "flight": self.flight_column(),
         }
         for j, name in enumerate(self.outputs):
             cols[f"score_{name}"] = pa.array(self.score_matrix[:, j], type=pa.float64())
@@ -184,6 +197,18 @@ class DecisionBatch:
         cols["killswitch"] = pa.array(np.full(len(self), self.killswitch))
         cols["row"] = pa.array(self.rows, type=pa.int64())
         return pa.table(cols)
+
+    def version_column(self) -> pa.Array:
+        """The bundle version of every row (Arrow strings)."""
+        if self.bundle_versions is not None:
+            return self.bundle_versions
+        return pa.array([self.bundle_version], type=pa.string()).take(pa.array(np.zeros(len(self), dtype=np.int32)))
+
+    def flight_column(self) -> pa.Array:
+        """The flight of every row (Arrow strings, null: production)."""
+        if self.flights is not None:
+            return self.flights
+        return pa.nulls(len(self), type=pa.string())
 
     def to_pylist(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self]

@@ -13,6 +13,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
     ├── DatasetError           a dataset cannot be built or loaded
+    ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
     └── ConformanceError       a component broke the documented contract (closedloop.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "BatchContextError",
     "BundleError",
     "ClosedLoopError",
@@ -143,6 +145,10 @@ class BundleError(ClosedLoopError):
 
 class ProjectError(ClosedLoopError):
     """A project home or a directory to scaffold into cannot be used (e.g. it is not empty)."""
+
+
+class AuthError(ClosedLoopError):
+    """A credential is missing, unknown, or lacks the role the operation needs."""
 
 
 class ConformanceError(ClosedLoopError):

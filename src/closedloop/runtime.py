@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from .bundle import Bundle
 from .clock import Clock, SystemClock
 from .decision import Decision, DecisionBatch, ShadowResult
+from .deployment import Deployment, Flight, assign_flight
 from .errors import ContextError, SpecError
 from .experience import Ranking
 from .exploration import choose, choose_batch, uniform, uniform_batch
@@ -93,6 +94,19 @@ class _Plan:
         self.unit_is_int = isinstance(system.schema.by_name[system.unit], Int)
 
 
+class _Serving:
+    """What serves, bound: production's plan, each flight's plan, and the deployment they came from.
+    Swapped as one object, so every decision reads one consistent deployment."""
+
+    __slots__ = ("arms", "deployment", "flights", "plan")
+
+    def __init__(self, plan: Any, flights: tuple[Flight, ...], arms: tuple[_Plan, ...], deployment: Deployment) -> None:
+        self.plan = plan
+        self.flights = flights
+        self.arms = arms
+        self.deployment = deployment
+
+
 class Runtime:
     """Executes a system's intelligence.
 
@@ -117,6 +131,10 @@ class Runtime:
     telemetry:
         A :class:`~closedloop.telemetry.Telemetry` that every decision is logged to (put on its
         buffer; the disk write happens on its own thread). ``None``: nothing is logged.
+    flights:
+        :class:`~closedloop.Flight` s: shares of units that other bundles decide for (a unit's arm
+        is a stable hash of the flight name and the unit). :meth:`apply` swaps in a whole
+        :class:`~closedloop.Deployment` (production, shadows, flights, kill switch) at once.
     """
 
     def __init__(
@@ -130,6 +148,7 @@ class Runtime:
         caps: CapStore | None = None,
         killswitch: bool = False,
         telemetry: Any = None,
+        flights: Sequence[Flight] = (),
     ) -> None:
         if not isinstance(system, System):
             raise SpecError(f"Runtime needs a closedloop.System. Got {system!r} instead.")
@@ -142,7 +161,6 @@ class Runtime:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.ids: IdSource = ids if ids is not None else DecisionIds()
         self.caps: CapStore = caps if caps is not None else InMemoryCapStore()
-        self.killswitch = bool(killswitch)
         self.telemetry = telemetry
         self._ranking = isinstance(system.experience, Ranking)
         if self._ranking and telemetry is not None:
@@ -150,56 +168,113 @@ class Runtime:
                 "Telemetry does not log ranked decisions yet (their records differ); run the ranking "
                 f"system '{system.name}' without telemetry= rather than lose its decisions silently."
             )
-        self._shadow_bundles: tuple[Bundle, ...] = tuple(shadows)
-        self._plan: Any = self._build(bundle, self._shadow_bundles)
+        self._serving: _Serving = self._build(
+            Deployment(bundle, tuple(shadows), tuple(flights), bool(killswitch)), None
+        )
 
-    def _build(self, bundle: Bundle, shadows: tuple[Bundle, ...]) -> Any:
+    def _build(self, deployment: Deployment, old: _Serving | None) -> _Serving:
+        """Bind every arm of ``deployment`` (reusing plans ``old`` already bound for the same
+        bundle and shadows) and check them; nothing is swapped in here."""
+        shadows = deployment.shadows
         if self._ranking:
             from .ranking import RankingPlan
 
             if shadows:
                 raise SpecError("Shadow bundles are not supported for ranking systems yet.")
-            return RankingPlan(self.system, bundle)
-        return _Plan(self.system, bundle, shadows, self.caps)
+            if deployment.flights:
+                raise SpecError("Flights are not supported for ranking systems yet.")
+            return _Serving(RankingPlan(self.system, deployment.production), (), (), deployment)
+        reuse: dict[tuple[str, ...], _Plan] = {}
+        if old is not None:
+            for pl in (old.plan, *old.arms):
+                reuse[(pl.version, *(sh.version for sh in pl.shadows))] = pl
+        skey = tuple(b.version for b in shadows)
+
+        def plan(b: Bundle) -> _Plan:
+            got = reuse.get((b.version, *skey))
+            return got if got is not None else _Plan(self.system, b, shadows, self.caps)
+
+        prod = plan(deployment.production)
+        arms = tuple(plan(f.bundle) for f in deployment.flights)
+        for f, arm in zip(deployment.flights, arms, strict=True):
+            if arm.outputs != prod.outputs:
+                raise SpecError(
+                    f"Flight '{f.name}' bundle {arm.version} outputs {list(arm.outputs)}; a flight's bundle must "
+                    f"output what production's does ({list(prod.outputs)})."
+                )
+        return _Serving(prod, deployment.flights, arms, deployment)
+
+    @property
+    def _plan(self) -> Any:
+        return self._serving.plan
+
+    @property
+    def deployment(self) -> Deployment:
+        """What serves now: production, shadows, flights, the kill switch (and its registry revision)."""
+        return self._serving.deployment
+
+    @property
+    def killswitch(self) -> bool:
+        return self._serving.deployment.killswitch
 
     @property
     def bundle(self) -> Bundle:
-        return self._plan.bundle
+        return self._serving.plan.bundle
 
     @property
     def shadows(self) -> tuple[str, ...]:
         """Versions of the shadow bundles being scored."""
-        return tuple(s.version for s in getattr(self._plan, "shadows", ()))
+        return tuple(s.version for s in getattr(self._serving.plan, "shadows", ()))
+
+    @property
+    def flights(self) -> tuple[Flight, ...]:
+        return self._serving.deployment.flights
+
+    def apply(self, deployment: Deployment) -> None:
+        """Serve ``deployment``: every arm is built and checked first, then swapped in with one
+        assignment, so a decision in flight finishes on the deployment it started with. Plans
+        already bound for an unchanged bundle (and shadows) are reused."""
+        if not isinstance(deployment, Deployment):
+            raise SpecError(f"Runtime.apply needs a closedloop.Deployment. Got {deployment!r} instead.")
+        self._serving = self._build(deployment, self._serving)
 
     def load(self, bundle: Bundle, shadows: Sequence[Bundle] | None = None) -> None:
-        """Switch to another production bundle (and shadows; by default keep the current ones).
-        The new plan is built and checked first, then swapped in with one assignment: a decision
-        in flight finishes on the plan it started with."""
-        keep = self._shadow_bundles if shadows is None else tuple(shadows)
-        plan = self._build(bundle, keep)
-        self._shadow_bundles, self._plan = keep, plan
+        """Switch to another production bundle (and shadows; by default keep the current ones,
+        and the flights and kill switch). Swapped in with one assignment, as :meth:`apply`."""
+        d = self._serving.deployment
+        keep = d.shadows if shadows is None else tuple(shadows)
+        self.apply(Deployment(bundle, keep, d.flights, d.killswitch, d.revision))
 
     def set_killswitch(self, on: bool) -> None:
         """Turn the kill switch on (skip the intelligence: the default action) or off."""
-        self.killswitch = bool(on)
+        d = self._serving.deployment
+        self.apply(Deployment(d.production, d.shadows, d.flights, bool(on), d.revision))
 
     # -- one decision -----------------------------------------------------------------------
     def decide(
         self, context: Any, *, decision_id: str | None = None, timestamp_ns: int | None = None
     ) -> Any:
         """Decide for one context (a mapping such as parsed JSON, or a validated context)."""
-        p = self._plan
+        sv = self._serving
+        p = sv.plan
+        killswitch = sv.deployment.killswitch
         if timestamp_ns is None:
             timestamp_ns = self.clock.now_ns()
         if self._ranking:
             if decision_id is None:
                 decision_id = self.ids.next_id(timestamp_ns)
-            return p.decide(context, decision_id, timestamp_ns, killswitch=self.killswitch)
+            return p.decide(context, decision_id, timestamp_ns, killswitch=killswitch)
         c = p.validate(context)
         unit = getattr(c, p.unit)
         if p.unit_is_int:
             unit = str(unit)
-        if self.killswitch:
+        flight = None
+        if sv.flights and not killswitch:
+            arm = assign_flight(sv.flights, unit)
+            if arm >= 0:
+                p = sv.arms[arm]
+                flight = sv.flights[arm].name
+        if killswitch:
             if decision_id is None:
                 decision_id = self.ids.next_id(timestamp_ns)
             d = p.default
@@ -246,6 +321,8 @@ class Runtime:
             p.presentations[a],
             guardrail,
             shadows,
+            False,
+            flight,
         )
         if self.telemetry is not None:
             self.telemetry.log_decision(out, c, x)
@@ -271,12 +348,14 @@ class Runtime:
         For a ranking system, ``candidates`` is a columnar batch of candidates with a
         ``request`` column naming each one's row in ``batch``.
         """
-        p = self._plan
+        sv = self._serving
+        p = sv.plan
+        killswitch = sv.deployment.killswitch
         if self._ranking:
             n_req = _input_rows(batch)
             ts = self._timestamps(timestamps_ns, n_req, np.arange(n_req))
             ids = self._ids(decision_ids, n_req, np.arange(n_req), ts)
-            return p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=self.killswitch)
+            return p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=killswitch)
         cols = p.system.schema.validate_batch(batch, errors=errors)
         n_in = _input_rows(batch)
         rows = cols.rows
@@ -290,7 +369,7 @@ class Runtime:
             timestamps_ns=ts, actions=p.actions, reasons=p.reasons, rows=rows, errors=cols.errors,
             presentations=p.presentations,
         )
-        if self.killswitch:
+        if killswitch:
             out = DecisionBatch(
                 **common, outputs=(), scores=np.empty((n, 0)),
                 action_codes=np.full(n, p.default, dtype=np.int64), propensities=np.ones(n),
@@ -300,30 +379,14 @@ class Runtime:
                 self.telemetry.log_batch(out, cols, None)
             return out
         X = p.system.features.batch(cols)
-        S = np.asarray(p.score_batch(X, cols), dtype=np.float64)
-        if S.shape != (n, len(p.outputs)):
-            raise SpecError(f"The intelligence returned scores of shape {S.shape}; expected {(n, len(p.outputs))}.")
-        ch = p.chooser
-        a, w = ch.batch(S)
-        P = None
-        if ch.explores:
-            P = ch.probs_batch(S, a)
-            e = choose_batch(P, uniform_batch(ids))
-            w = np.where(e != a, ch.explored + e, w)
-            a = e
-        guard_codes = None
-        if p.guard is not None:
-            units_l = units.to_pylist() if p.guard.has_caps else None
-            a, fired, prop = p.guard.batch(cols, a, P, units_l, ts)
-            w = np.where(fired >= 0, len(ch.reasons) + fired, w)
-            guard_codes = fired
-        else:
-            prop = np.ones(n) if P is None else P[np.arange(n), a]
-        shadows = tuple(_shadow_batch(sh, X, cols) for sh in p.shadows)
-        out = DecisionBatch(
-            **common, outputs=p.outputs, scores=S, action_codes=a, propensities=prop, why_codes=w,
-            guardrails=p.guard.names if p.guard else (), guardrail_codes=guard_codes, shadows=shadows,
-        )
+        if sv.flights:
+            arm_of = _arms(sv.flights, units)
+            if bool((arm_of >= 0).any()):
+                out = _decide_arms(sv, arm_of, X, cols, units, common)
+                if self.telemetry is not None:
+                    self.telemetry.log_batch(out, cols, X)
+                return out
+        out = _score_plan(p, X, cols, units, ts, ids, common)
         if self.telemetry is not None:
             self.telemetry.log_batch(out, cols, X)
         return out
@@ -346,6 +409,94 @@ class Runtime:
         if rows.shape[0] != n_in:
             ids = ids.take(pa.array(rows))
         return ids
+
+
+def _score_plan(p: _Plan, X: np.ndarray, cols: Any, units: Any, ts: np.ndarray, ids: Any, common: dict[str, Any]) -> DecisionBatch:
+    """Score, choose and guard a validated batch with one plan."""
+    n = cols.n
+    S = np.asarray(p.score_batch(X, cols), dtype=np.float64)
+    if S.shape != (n, len(p.outputs)):
+        raise SpecError(f"The intelligence returned scores of shape {S.shape}; expected {(n, len(p.outputs))}.")
+    ch = p.chooser
+    a, w = ch.batch(S)
+    P = None
+    if ch.explores:
+        P = ch.probs_batch(S, a)
+        e = choose_batch(P, uniform_batch(ids))
+        w = np.where(e != a, ch.explored + e, w)
+        a = e
+    guard_codes = None
+    if p.guard is not None:
+        units_l = units.to_pylist() if p.guard.has_caps else None
+        a, fired, prop = p.guard.batch(cols, a, P, units_l, ts)
+        w = np.where(fired >= 0, len(ch.reasons) + fired, w)
+        guard_codes = fired
+    else:
+        prop = np.ones(n) if P is None else P[np.arange(n), a]
+    shadows = tuple(_shadow_batch(sh, X, cols) for sh in p.shadows)
+    return DecisionBatch(
+        **{**common, "bundle_version": p.version, "reasons": p.reasons},
+        outputs=p.outputs, scores=S, action_codes=a, propensities=prop, why_codes=w,
+        guardrails=p.guard.names if p.guard else (), guardrail_codes=guard_codes, shadows=shadows,
+    )
+
+
+def _arms(flights: tuple[Flight, ...], units: pa.Array) -> np.ndarray:
+    """Each row's arm: the index of the flight that claims its unit, or -1 (production)."""
+    memo: dict[str, int] = {}
+    out = np.empty(len(units), dtype=np.int64)
+    for i, u in enumerate(units.to_pylist()):
+        k = memo.get(u)
+        if k is None:
+            k = memo[u] = assign_flight(flights, u)
+        out[i] = k
+    return out
+
+
+def _decide_arms(sv: _Serving, arm_of: np.ndarray, X: np.ndarray, cols: Any, units: pa.Array,
+                 common: dict[str, Any]) -> DecisionBatch:
+    """Decide each arm's rows with its own plan and put the results back in row order: per-row
+    bundle versions and flights, reasons and guardrail names merged into one table each."""
+    n = cols.n
+    plans = (sv.plan, *sv.arms)
+    ts, ids = common["timestamps_ns"], common["decision_ids"]
+    S = np.empty((n, len(sv.plan.outputs)), dtype=np.float64)
+    a = np.empty(n, dtype=np.int64)
+    prop = np.empty(n, dtype=np.float64)
+    why = np.empty(n, dtype=np.int64)
+    guard = np.full(n, -1, dtype=np.int64)
+    reasons: dict[str, int] = {}
+    gnames: dict[str, int] = {}
+    shadow_S = [np.empty((n, len(sh.outputs))) for sh in sv.plan.shadows]
+    shadow_a = [np.empty(n, dtype=np.int64) for _ in sv.plan.shadows]
+    any_guard = False
+    for k, p in enumerate(plans, start=-1):
+        idx = np.flatnonzero(arm_of == k)
+        if idx.size == 0:
+            continue
+        pa_idx = pa.array(idx)
+        part = _score_plan(p, X[idx], cols.take(idx), units.take(pa_idx), ts[idx], ids.take(pa_idx), common)
+        S[idx], a[idx], prop[idx] = part.score_matrix, part.action_codes, part.propensities
+        rmap = np.array([reasons.setdefault(r, len(reasons)) for r in part.reasons], dtype=np.int64)
+        why[idx] = rmap[part.why_codes]
+        if part.guardrail_codes is not None:
+            any_guard = True
+            gmap = np.array([gnames.setdefault(g, len(gnames)) for g in part.guardrails] + [-1], dtype=np.int64)
+            guard[idx] = gmap[part.guardrail_codes]  # -1 indexes the trailing -1: no guardrail fired
+        for j, (_v, _o, Sj, cj) in enumerate(part.shadows):
+            shadow_S[j][idx], shadow_a[j][idx] = Sj, cj
+    arm_ix = pa.array(arm_of + 1)
+    versions = pa.array([p.version for p in plans], type=pa.string()).take(arm_ix)
+    flights = pa.array([None, *(f.name for f in sv.flights)], type=pa.string()).take(arm_ix)
+    shadows = tuple(
+        (sh.version, sh.outputs, shadow_S[j], shadow_a[j]) for j, sh in enumerate(sv.plan.shadows)
+    )
+    return DecisionBatch(
+        **{**common, "bundle_version": sv.plan.version, "reasons": tuple(reasons)},
+        outputs=sv.plan.outputs, scores=S, action_codes=a, propensities=prop, why_codes=why,
+        guardrails=tuple(gnames), guardrail_codes=guard if any_guard else None, shadows=shadows,
+        bundle_versions=versions, flights=flights,
+    )
 
 
 def _shadow_one(sh: _Shadow, x: tuple[float, ...], c: Any, actions: tuple[str, ...]) -> ShadowResult:

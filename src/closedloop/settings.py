@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SpecError
 
-__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_TELEMETRY_KEY", "Settings"]
+__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_TELEMETRY_KEY", "ENV_TOKEN", "Settings"]
 
 #: The project home when neither ``--home`` nor ``CLOSEDLOOP_HOME`` says otherwise.
 DEFAULT_HOME = Path(".closedloop")
@@ -25,6 +25,8 @@ DEFAULT_HOME = Path(".closedloop")
 ENV_HOME = "CLOSEDLOOP_HOME"
 #: The environment variable holding the telemetry key (hex), for hashing sensitive fields.
 ENV_TELEMETRY_KEY = "CLOSEDLOOP_TELEMETRY_KEY"
+#: The environment variable holding the caller's credential token (admin commands need one).
+ENV_TOKEN = "CLOSEDLOOP_TOKEN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +41,14 @@ class Settings:
     telemetry_key:
         The key that hashes sensitive context fields in telemetry (from ``CLOSEDLOOP_TELEMETRY_KEY``,
         hex-encoded, at least 16 bytes); ``None`` when unset.
+    token:
+        The caller's credential token (``--token``, else ``CLOSEDLOOP_TOKEN``); ``None`` when unset.
+        Operations that change what serves check it against :attr:`credentials`.
     """
 
     home: Path
-    telemetry_key: bytes | None = None
+    telemetry_key: bytes | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
 
     @property
     def telemetry(self) -> Path:
@@ -55,13 +61,21 @@ class Settings:
         return self.home / "datasets"
 
     @property
+    def credentials(self) -> Path:
+        """The credentials file (named tokens with roles, hashed): ``<home>/credentials.json``."""
+        return self.home / "credentials.json"
+
+    @property
     def bundles(self) -> Path:
         """Where bundles are kept: ``<home>/bundles/<bundle version>/``."""
         return self.home / "bundles"
 
     @classmethod
     def from_env(
-        cls, home: str | os.PathLike[str] | None = None, environ: Mapping[str, str] = os.environ
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] = os.environ,
+        token: str | None = None,
     ) -> Settings:
         """Settings from an explicit ``home`` (e.g. a CLI option), else ``environ``'s
         ``CLOSEDLOOP_HOME`` (when set and non-empty), else ``./.closedloop``."""
@@ -77,4 +91,6 @@ class Settings:
                     f"The environment variable {ENV_TELEMETRY_KEY} must be hex-encoded bytes. Got a value "
                     f"of {len(raw)} characters that is not hex."
                 ) from None
-        return cls(home=Path(home).expanduser(), telemetry_key=key)
+        if token is None:
+            token = environ.get(ENV_TOKEN) or None
+        return cls(home=Path(home).expanduser(), telemetry_key=key, token=token)
