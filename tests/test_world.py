@@ -305,6 +305,7 @@ def test_same_visit_stream_under_different_policies_until_decisions_matter():
 def test_save_and_load_continue_exactly(tmp_path):
     cfg = small()
     w = PhishingWorld(cfg, seed=23)
+    w.inject_fault(3, "labels_legit")
     run(w, 2, lambda w, v: oracle(w, v, "block"))
     w.due(w.day_start_ns(1) + 5 * H)
     w.save(tmp_path / "state")
@@ -319,6 +320,31 @@ def test_save_and_load_continue_exactly(tmp_path):
     assert w.due(w.day_start_ns(40)).equals(w2.due(w2.day_start_ns(40)))
     assert [w.measure(d) for d in range(4)] == [w2.measure(d) for d in range(4)]
     assert w.events == w2.events
+
+
+def test_an_injected_label_fault_corrupts_one_days_analyst_labels():
+    def labels(fault):
+        w = PhishingWorld(small(visits=8000, users=1500), seed=31)
+        if fault:
+            w.inject_fault(2, fault)
+        run(w, 4, lambda w, v: np.full(len(v), "allow"))
+        out = w.due(w.day_start_ns(4))
+        lab = out.filter(pc.equal(out["kind"], "analyst_label"))
+        day = (np.asarray(lab["deliver_ns"]) - w.config.world.start_ns) // w.config.day_ns
+        return w, lab, day
+
+    clean, lab0, day0 = labels(None)
+    for kind in PhishingWorld.FAULTS:
+        w, lab, day = labels(kind)
+        assert lab["outcome_id"].equals(lab0["outcome_id"])  # the same labels arrive …
+        v0, v = np.asarray(lab0["value"]), np.asarray(lab["value"])
+        hit = day == 2
+        assert hit.sum() > 20 and np.array_equal(v[~hit], v0[~hit])  # … other days untouched
+        assert np.array_equal(v[hit], 1.0 - v0[hit]) if kind == "labels_flipped" else (v[hit] == 0).all()
+        assert w.measure(2)["faulted_labels"] == hit.sum() and clean.measure(2)["faulted_labels"] == 0
+        assert {"day": 2, "event": "fault", "fault": kind} in w.events
+    with pytest.raises(SpecError, match="'kind' must be one of \\['labels_flipped', 'labels_legit'\\]"):
+        clean.inject_fault(9, "labels_late")
 
 
 def test_bad_arguments_are_refused():

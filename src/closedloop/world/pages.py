@@ -64,7 +64,8 @@ _INTRANET_BRANDS = ("", "", "", "netgear", "hp", "synology")
 _INTRANET_PATHS = ("/", "/login.html", "/admin/login", "/cgi-bin/status", "/printer/jobs")
 #: Referrers of legitimate and of phishing page loads (visits pick one).
 LEGIT_REFERRERS = ("", "", "google.com", "google.com", "bing.com", "duckduckgo.com", "t.co",
-                   "facebook.com", "reddit.com", "news.ycombinator.com")
+                   "facebook.com", "reddit.com", "news.ycombinator.com",
+                   "mail.google.com", "outlook.live.com")  # newsletters and receipts come by mail too
 EMAIL_REFERRERS = ("mail.google.com", "outlook.live.com", "mail.yahoo.com", "")
 OTHER_PHISH_REFERRERS = ("", "t.co", "facebook.com", "web.whatsapp.com", "google.com")
 

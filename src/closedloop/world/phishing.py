@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import SpecError
 from . import _random as R
@@ -166,6 +167,8 @@ class PhishingWorld:
         self._days: dict[int, _Day] = {}
         self._disable: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_adapted: list[int] = []
+        self._faults: dict[int, str] = {}
+        self._fault_hits: dict[int, int] = {}  # analyst labels corrupted, by delivery day
         self.timings: dict[str, float] = {"visits": 0.0, "observe": 0.0, "due": 0.0}
 
     # -- time ----------------------------------------------------------------------------------
@@ -422,8 +425,41 @@ class PhishingWorld:
         if isinstance(until_ns, bool) or not isinstance(until_ns, int | np.integer):
             raise SpecError(f"PhishingWorld.due 'until_ns' must be an integer (ns). Got {until_ns!r} instead.")
         out = self.queue.due(int(until_ns))
+        if self._faults and out.num_rows:
+            out = self._apply_faults(out)
         self.timings["due"] += time.perf_counter() - t0
         return out
+
+    # -- faults (scenarios: a broken label pipeline) ---------------------------------------------------
+    #: what :meth:`inject_fault` can break, for the outcomes delivered during one day
+    FAULTS = ("labels_flipped", "labels_legit")
+
+    def inject_fault(self, day: int, kind: str = "labels_flipped") -> None:
+        """Break the label pipeline for one day: every ``analyst_label`` delivered during ``day``
+        is flipped (``labels_flipped``) or says legitimate (``labels_legit``). The loop sees only
+        the corrupted labels; :attr:`events` and :meth:`measure` record the fault (truth)."""
+        if isinstance(day, bool) or not isinstance(day, int) or day < 0:
+            raise SpecError(f"PhishingWorld.inject_fault 'day' must be an integer ≥ 0. Got {day!r} instead.")
+        if kind not in self.FAULTS:
+            raise SpecError(f"PhishingWorld.inject_fault 'kind' must be one of {list(self.FAULTS)}. Got {kind!r} instead.")
+        self._faults[day] = kind
+        self.campaigns.events.append({"day": day, "event": "fault", "fault": kind})
+
+    def _apply_faults(self, out: pa.Table) -> pa.Table:
+        deliver = out["deliver_ns"].to_numpy()
+        day = (deliver - self.config.world.start_ns) // self.config.day_ns
+        label = np.asarray(pc.equal(out["kind"], "analyst_label").to_numpy(zero_copy_only=False), dtype=bool)
+        value = out["value"].to_numpy().copy()
+        hit = np.zeros(out.num_rows, dtype=bool)
+        for d, kind in self._faults.items():
+            m = label & (day == d)
+            value[m] = 1.0 - value[m] if kind == "labels_flipped" else 0.0
+            hit |= m
+            if m.any():
+                self._fault_hits[d] = self._fault_hits.get(d, 0) + int(m.sum())
+        if not hit.any():
+            return out
+        return out.set_column(out.schema.get_field_index("value"), "value", pa.array(value, type=pa.float64()))
 
     @property
     def pending_outcomes(self) -> int:
@@ -530,6 +566,7 @@ class PhishingWorld:
             "honest_reports": int(D.outcomes[2:5, 0].sum()),
             "abusive_reports": int(D.outcomes[:, 1].sum()),
             "protection_disabled": D.disables,
+            "faulted_labels": self._fault_hits.get(day, 0),
             "protected_share": float(self.users.protected.mean()) if day == self.day else None,
             "active_campaigns": int(self.campaigns.active(day).size),
             "campaigns_adapted": list(D.adapted),
@@ -592,7 +629,9 @@ class PhishingWorld:
             "id_base": self._id_base, "days": {str(d): {"disables": D.disables, "adapted": D.adapted,
                                                         "retool_decided": D.retool_decided} for d, D in self._days.items()},
             "disable_parts": len(self._disable), "events": self.campaigns.events,
-            "pending_adapted": getattr(self, "_pending_adapted", []),
+            "pending_adapted": self._pending_adapted,
+            "faults": {str(d): k for d, k in self._faults.items()},
+            "fault_hits": {str(d): k for d, k in self._fault_hits.items()},
         }
         (tmp / "state.json").write_text(json.dumps(meta))
         if path.exists():
@@ -635,7 +674,9 @@ class PhishingWorld:
         w.queue.push(pa.table({f.name: pa.array(st[f"queue.{f.name}"].tolist(), type=f.type) for f in OUTCOME_COLUMNS},
                               schema=OUTCOME_COLUMNS))
         w._disable = [(st[f"disable{j}.users"], st[f"disable{j}.until"]) for j in range(meta["disable_parts"])]
-        w._pending_adapted = list(meta.get("pending_adapted", []))
+        w._pending_adapted = list(meta["pending_adapted"])
+        w._faults = {int(d): k for d, k in meta["faults"].items()}
+        w._fault_hits = {int(d): int(k) for d, k in meta["fault_hits"].items()}
         w.timings = {"visits": 0.0, "observe": 0.0, "due": 0.0}
         return w
 
