@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..decision import DecisionBatch
 from ..errors import SpecError
 from . import _random as R
 from ._ids import format_ids, parse_counters
@@ -186,8 +188,6 @@ class PhishingWorld:
 
         Visits of users who turned protection off are not returned (the browser does not ask);
         the world still counts them (:meth:`measure`)."""
-        import time
-
         t0 = time.perf_counter()
         d = self.next_day if day is None else day
         if isinstance(d, bool) or not isinstance(d, int) or d != self.next_day:
@@ -343,8 +343,6 @@ class PhishingWorld:
         """Hand back the decisions for ``visits`` (a :class:`~closedloop.DecisionBatch` for
         exactly these visits, in order — or a sequence of action names). The world records them,
         draws their outcomes (queued until due) and lets campaigns see what got caught."""
-        import time
-
         t0 = time.perf_counter()
         if not isinstance(visits, Visits):
             raise SpecError(f"PhishingWorld.observe 'visits' must be Visits. Got {visits!r} instead.")
@@ -384,8 +382,6 @@ class PhishingWorld:
         self.timings["observe"] += time.perf_counter() - t0
 
     def _codes(self, visits: Visits, decisions: Any) -> np.ndarray:
-        from ..decision import DecisionBatch
-
         n = len(visits)
         if isinstance(decisions, DecisionBatch):
             if len(decisions) != n or decisions.errors:
@@ -419,8 +415,6 @@ class PhishingWorld:
         """Outcomes whose delivery time is ``<= until_ns``, removed from the queue, in delivery
         order: the ingest path's fields (``outcome_id, decision_id, system, unit, kind, value,
         event_ns, source``) and ``deliver_ns``."""
-        import time
-
         t0 = time.perf_counter()
         if isinstance(until_ns, bool) or not isinstance(until_ns, int | np.integer):
             raise SpecError(f"PhishingWorld.due 'until_ns' must be an integer (ns). Got {until_ns!r} instead.")
