@@ -32,6 +32,7 @@ from .bundle import Bundle
 from .cli_auth import token_app
 from .cli_evaluate import evaluate
 from .cli_loop import dataset_app, outcomes_app, telemetry_app
+from .cli_registry import register as _register_registry
 from .cli_train import train
 from .errors import BundleError, ClosedLoopError, ContextError
 from .ids import DecisionIds
@@ -70,6 +71,7 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(token_app, name="token")
 app.command()(train)
 app.command()(evaluate)
+_register_registry(app)
 
 SystemOption = Annotated[
     str,

@@ -14,6 +14,9 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── ProjectError           a project home or scaffold target is unusable
     ├── DatasetError           a dataset cannot be built or loaded
     ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
+    ├── RegistryError          a registry operation was refused (unknown bundle, bad state …)
+    │   ├── ConflictError      the deployment changed meanwhile (a racing change won)
+    │   └── SanityCheckError   a bundle failed a named sanity check before taking traffic
     └── ConformanceError       a component broke the documented contract (closedloop.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
@@ -36,6 +39,9 @@ __all__ = [
     "IntelligenceError",
     "OutcomeError",
     "ProjectError",
+    "RegistryError",
+    "ConflictError",
+    "SanityCheckError",
     "SpecError",
 ]
 
@@ -149,6 +155,29 @@ class ProjectError(ClosedLoopError):
 
 class AuthError(ClosedLoopError):
     """A credential is missing, unknown, or lacks the role the operation needs."""
+
+
+class RegistryError(ClosedLoopError):
+    """A registry operation was refused: unknown bundle or flight, nothing to roll back, bad input."""
+
+
+class ConflictError(RegistryError):
+    """The deployment changed between reading it and writing it (another change won the race).
+    Nothing was changed; the attempt is in the history. ``revision`` is the current revision."""
+
+    def __init__(self, message: str, revision: int | None = None) -> None:
+        self.revision = revision
+        super().__init__(message)
+
+
+class SanityCheckError(RegistryError):
+    """A bundle failed sanity checks before taking traffic. ``checks`` lists every check run
+    (``{"name", "passed", "detail", "forced"}``); ``failed`` names the ones that failed."""
+
+    def __init__(self, message: str, checks: list[dict[str, Any]]) -> None:
+        self.checks = checks
+        self.failed = [c["name"] for c in checks if not c["passed"] and not c.get("forced")]
+        super().__init__(message)
 
 
 class ConformanceError(ClosedLoopError):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import SpecError
 
-__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_TELEMETRY_KEY", "ENV_TOKEN", "Settings"]
+__all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_REGISTRY_URL", "ENV_TELEMETRY_KEY", "ENV_TOKEN", "Settings"]
 
 #: The project home when neither ``--home`` nor ``CLOSEDLOOP_HOME`` says otherwise.
 DEFAULT_HOME = Path(".closedloop")
@@ -27,6 +27,8 @@ ENV_HOME = "CLOSEDLOOP_HOME"
 ENV_TELEMETRY_KEY = "CLOSEDLOOP_TELEMETRY_KEY"
 #: The environment variable holding the caller's credential token (admin commands need one).
 ENV_TOKEN = "CLOSEDLOOP_TOKEN"
+#: The environment variable naming the registry database (a SQLAlchemy URL, e.g. PostgreSQL).
+ENV_REGISTRY_URL = "CLOSEDLOOP_REGISTRY_URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +46,20 @@ class Settings:
     token:
         The caller's credential token (``--token``, else ``CLOSEDLOOP_TOKEN``); ``None`` when unset.
         Operations that change what serves check it against :attr:`credentials`.
+    registry_url:
+        The registry database (from ``CLOSEDLOOP_REGISTRY_URL``), e.g.
+        ``postgresql://user@host/db``; ``None``: the SQLite file ``<home>/registry.sqlite``.
     """
 
     home: Path
     telemetry_key: bytes | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
+    registry_url: str | None = field(default=None, repr=False)
+
+    @property
+    def registry(self) -> str:
+        """The registry's database URL: ``registry_url``, else ``sqlite:///<home>/registry.sqlite``."""
+        return self.registry_url or f"sqlite:///{self.home / 'registry.sqlite'}"
 
     @property
     def telemetry(self) -> Path:
@@ -93,4 +104,5 @@ class Settings:
                 ) from None
         if token is None:
             token = environ.get(ENV_TOKEN) or None
-        return cls(home=Path(home).expanduser(), telemetry_key=key, token=token)
+        registry_url = environ.get(ENV_REGISTRY_URL) or None
+        return cls(home=Path(home).expanduser(), telemetry_key=key, token=token, registry_url=registry_url)

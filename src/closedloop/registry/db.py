@@ -1,0 +1,115 @@
+"""Database plumbing: one engine factory for SQLite and PostgreSQL, and the Alembic migrations
+run programmatically (no ``alembic.ini``: the scripts ship inside the package).
+
+SQLite: WAL journal, a 30 s busy timeout, and transactions opened by closedloop itself —
+``BEGIN IMMEDIATE`` for writes (so two writers queue instead of failing mid-transaction) and a
+plain ``BEGIN`` for reads (readers never block writers in WAL mode). PostgreSQL: the default
+READ COMMITTED; a change's ``UPDATE … WHERE revision = :seen`` is what serializes writers.
+``postgresql://`` URLs use the psycopg (v3) driver.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from ..errors import RegistryError
+
+__all__ = ["WRITE", "connect", "current", "head", "upgrade"]
+
+#: Execution option that makes a SQLite transaction ``BEGIN IMMEDIATE`` (a write transaction).
+WRITE = "closedloop_write"
+_MIGRATIONS = "closedloop.registry:migrations"
+_PG_LOCK = 0x636C7267  # pg_advisory_xact_lock key: one migration at a time per database
+
+
+def connect(url: str, **engine_args: Any) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql://…``), configured as the module
+    docstring says. Creating it does not connect."""
+    if not isinstance(url, str) or not url:
+        raise RegistryError(f"The registry URL must be a non-empty string. Got {url!r} instead.")
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        raise RegistryError(
+            f"The registry URL must be a SQLAlchemy URL such as 'sqlite:///home/registry.sqlite' or "
+            f"'postgresql://user@host/db'. Got {url!r} instead."
+        ) from None
+    backend = u.get_backend_name()
+    if backend == "postgresql" and u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    elif backend not in ("sqlite", "postgresql"):
+        raise RegistryError(f"The registry URL must be a SQLite or PostgreSQL URL. Got the backend {backend!r} instead.")
+    if backend == "sqlite" and u.database and u.database != ":memory:":
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(u, **({"pool_pre_ping": True} if backend == "postgresql" else {}), **engine_args)
+    except NoSuchModuleError as exc:  # pragma: no cover - a driver that is not installed
+        raise RegistryError(f"No database driver for the registry URL {url!r}: {exc}") from None
+    if backend == "sqlite":
+        _sqlite_transactions(engine)
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # closedloop emits BEGIN itself (below)
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA busy_timeout = 30000")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+
+
+def _config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", _MIGRATIONS)
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head() -> str:
+    """The newest schema revision the migrations shipped with this package reach."""
+    from alembic.script import ScriptDirectory
+
+    h = ScriptDirectory.from_config(_config()).get_current_head()
+    if h is None:  # pragma: no cover - the package always ships migrations
+        raise RegistryError("The registry migrations are missing from the installed package.")
+    return h
+
+
+def current(engine: Engine) -> str | None:
+    """The schema revision of the database (``None``: never migrated, e.g. empty)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Migrate the database to ``revision`` (default: head) in one transaction, one migrator at a
+    time (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: an advisory lock). Returns the revision."""
+    from alembic import command
+
+    with engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+        command.upgrade(_config(conn), revision)
+    now = current(engine)
+    if now is None:  # pragma: no cover - alembic always writes its version table
+        raise RegistryError("The registry migration did not record a schema revision.")
+    return now

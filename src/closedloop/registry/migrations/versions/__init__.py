@@ -1,0 +1,1 @@
+"""One module per schema revision. A schema change adds a module here; history is never dropped."""

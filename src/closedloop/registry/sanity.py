@@ -1,0 +1,215 @@
+"""Sanity checks a bundle passes before it may take any traffic, each with a name.
+
+=========== ==================================================================================== =========
+check       passes when                                                                          --force
+=========== ==================================================================================== =========
+``loads``   the bundle loads from the store and verifies (checksums, manifest digest, the digest  never
+            the registry recorded, fit to the system)
+``parity``  on the golden rows its evaluation report recorded, ``Runtime.decide`` reproduces the  only when
+            report's scores bit for bit and its actions (train/serve parity). A row whose action  no report
+            differs only because a frequency cap fired during the evaluation's batch (the report   has golden
+            carries the capped action, a fresh runtime does not) counts as reproduced and is       rows
+            reported as such
+``range``   every score is finite — and within [0, 1] when the experience's thresholds are —      never
+            on the golden contexts and on generated ones
+``latency`` the 99th percentile of single-decision latency (``Runtime.decide``, warmed up) is    yes
+            within the system's ``latency_budget_ms``
+``gate``    an attached evaluation report's gate passed with this bundle as the candidate and     yes
+            the current production as the baseline (not required for a shadow, which never acts,
+            nor for the first production when there is nothing to compare with)
+=========== ==================================================================================== =========
+
+``--force`` (``force=`` with a reason) lets a bundle through checks marked "yes" above; the
+reason and the forced checks are recorded in the history.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ClosedLoopError
+from ..experience import Thresholds
+
+__all__ = ["Check", "run_checks"]
+
+_LATENCY_CALLS = 300
+_WARMUP = 50
+_GENERATED = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One named check's result."""
+
+    name: str
+    passed: bool
+    detail: str
+    forceable: bool = False
+    forced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail, "forced": self.forced}
+
+
+def _same(a: float, b: Any) -> bool:
+    if b is None:  # the report writes non-finite numbers as null
+        return not math.isfinite(a)
+    return struct.pack("<d", float(a)) == struct.pack("<d", float(b))
+
+
+def golden_rows(reports: Sequence[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    """The golden rows of the newest report (``reports`` newest first) that has some for ``version``."""
+    for rep in reports:
+        for b in rep.get("bundles", ()):
+            if b.get("version") == version and b.get("golden"):
+                return list(b["golden"])
+    return []
+
+
+def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
+    from ..runtime import Runtime
+
+    if not golden:
+        return Check("parity", False, f"no evaluation report with golden rows is attached to {bundle.version} "
+                     "(evaluate it and register the report)", forceable=True)
+    rt = Runtime(system, bundle)
+    caps = {(g.action, g.fallback) for g in (*system.guardrails, *bundle.guardrails) if hasattr(g, "fallback")}
+    capped = 0
+    for i, row in enumerate(golden):
+        try:
+            d = rt.decide(row["context"], decision_id=row["decision_id"], timestamp_ns=int(row["timestamp_ns"]))
+        except (ClosedLoopError, KeyError, TypeError, ValueError) as exc:
+            return Check("parity", False, f"golden row {i} ({row.get('decision_id')!r}) cannot be decided: {exc}")
+        for name, want in row["scores"].items():
+            got = d.scores.get(name)
+            if got is None or not _same(got, want):
+                return Check("parity", False, f"golden row {i} ({row['decision_id']!r}): score {name!r} is {got!r} at "
+                             f"runtime, the evaluation recorded {want!r}")
+        if d.action != row["action"]:
+            if (d.action, row["action"]) in caps:
+                capped += 1
+                continue
+            return Check("parity", False, f"golden row {i} ({row['decision_id']!r}): action {d.action!r} at runtime, "
+                         f"the evaluation recorded {row['action']!r}")
+    note = f" ({capped} differ only by a frequency cap that fired in the evaluation's batch)" if capped else ""
+    return Check("parity", True, f"{len(golden)} golden rows reproduced exactly{note}")
+
+
+def _contexts(system: Any, golden: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from ..checks import generate_contexts, records
+
+    return [row["context"] for row in golden] + records(generate_contexts(system.schema, _GENERATED, seed=7))
+
+
+def _range(system: Any, bundle: Any, contexts: list[dict[str, Any]]) -> Check:
+    from ..runtime import Runtime
+
+    rt = Runtime(system, bundle)
+    exp = bundle.experience(system)
+    unit = isinstance(exp, Thresholds) and all(0.0 <= t <= 1.0 for _, t in exp.levels)
+    n = 0
+    for c in contexts:
+        try:
+            d = rt.decide(c)
+        except ClosedLoopError:
+            continue  # a generated context the system refuses is not the bundle's fault
+        n += 1
+        for name, s in d.scores.items():
+            if not math.isfinite(s) or (unit and not 0.0 <= s <= 1.0):
+                rule = "a finite number in [0, 1] (the thresholds are probabilities)" if unit else "a finite number"
+                return Check("range", False, f"score {name!r} must be {rule}. Got {s!r} for context {c!r}")
+        if d.action not in system.actions:
+            return Check("range", False, f"action {d.action!r} is not one of the system's {list(system.actions)}")
+    if n == 0:
+        return Check("range", False, "no context could be decided to check the outputs on")
+    return Check("range", True, f"scores in range on {n} contexts" + (" ([0, 1])" if unit else " (finite)"))
+
+
+def _latency(system: Any, bundle: Any, contexts: list[dict[str, Any]],
+             clock: Callable[[], int] = time.perf_counter_ns) -> Check:
+    from ..runtime import Runtime
+
+    rt = Runtime(system, bundle)
+    usable = []
+    for c in contexts:
+        try:
+            rt.decide(c)
+            usable.append(c)
+        except ClosedLoopError:
+            continue
+    if not usable:
+        return Check("latency", False, "no context could be decided to time", forceable=True)
+    for i in range(_WARMUP):
+        rt.decide(usable[i % len(usable)])
+    times = []
+    for i in range(_LATENCY_CALLS):
+        c = usable[i % len(usable)]
+        t0 = clock()
+        rt.decide(c)
+        times.append(clock() - t0)
+    times.sort()
+    p99 = times[min(len(times) - 1, math.ceil(0.99 * len(times)) - 1)] / 1e6
+    p50 = times[len(times) // 2] / 1e6
+    budget = system.latency_budget_ms
+    ok = p99 <= budget
+    return Check("latency", ok, f"p99 {p99:.3f} ms (median {p50:.3f} ms) over {len(times)} decisions, budget "
+                 f"{budget:g} ms" + ("" if ok else " — over budget"), forceable=True)
+
+
+def _gate(version: str, reports: Sequence[dict[str, Any]], production: str | None, need: bool) -> Check:
+    if not need:
+        return Check("gate", True, "not required for a shadow (it never acts)", forceable=True)
+    if production is None:
+        return Check("gate", True, "not required: no production bundle to compare with", forceable=True)
+    if production == version:
+        return Check("gate", True, f"{version} is production already", forceable=True)
+    verdicts = [r["gate"] for r in reports if isinstance(r.get("gate"), dict) and r["gate"].get("candidate") == version]
+    if not verdicts:
+        return Check("gate", False, f"no evaluation report with a gate verdict for {version} as candidate is attached "
+                     f"(evaluate it against production {production} and register the report)", forceable=True)
+    mine = [v for v in verdicts if v.get("baseline") == production]
+    if not mine:
+        return Check("gate", False, f"the attached gate verdicts compare {version} with "
+                     f"{sorted({str(v.get('baseline')) for v in verdicts})}, not with production {production}",
+                     forceable=True)
+    v = mine[0]
+    if not v.get("passed"):
+        return Check("gate", False, f"the gate failed against {production}: " + "; ".join(v.get("reasons") or []),
+                     forceable=True)
+    return Check("gate", True, f"the gate passed against production {production}", forceable=True)
+
+
+def run_checks(
+    system: Any,
+    load: Callable[[], Any],
+    reports: Sequence[dict[str, Any]],
+    *,
+    production: str | None,
+    need_gate: bool,
+    force: str | None = None,
+) -> tuple[Any, list[Check]]:
+    """Run every check in order on the bundle ``load()`` returns (``reports``: the evaluation
+    reports attached to it, newest first). Returns the loaded bundle (None when it did not load)
+    and the results, with forceable failures marked ``forced`` when ``force`` gives a reason."""
+    try:
+        bundle = load()
+    except ClosedLoopError as exc:
+        return None, [Check("loads", False, str(exc))]
+    checks = [Check("loads", True, f"{bundle.version} verified ({bundle.size_bytes()} bytes)")]
+    golden = golden_rows(reports, bundle.version)
+    parity = _parity(system, bundle, golden)
+    if not parity.passed and golden:
+        parity = Check(parity.name, False, parity.detail, forceable=False)
+    checks.append(parity)
+    contexts = _contexts(system, golden)
+    checks.append(_range(system, bundle, contexts))
+    checks.append(_latency(system, bundle, contexts))
+    checks.append(_gate(bundle.version, reports, production, need_gate))
+    if force:
+        checks = [Check(c.name, c.passed, c.detail, c.forceable, forced=c.forceable and not c.passed) for c in checks]
+    return bundle, checks
