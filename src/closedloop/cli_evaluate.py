@@ -54,6 +54,9 @@ def evaluate(
     ] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", help="Bootstrap resamples.")] = 100,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the bootstrap and golden sample.")] = 0,
+    register: Annotated[
+        bool, typer.Option("--register", help="Attach the report to its bundles in the registry (needs an admin token).")
+    ] = False,
 ) -> None:
     """Evaluate bundles on a dataset through the runtime; write the JSON report with a gate verdict
     and its HTML page."""
@@ -65,6 +68,11 @@ def evaluate(
     settings: Settings = ctx.obj
     if out is not None and html_out is not None and out.resolve() == html_out.resolve():
         raise typer.BadParameter(f"The --html file must differ from the --out file. Got {str(out)!r} for both.")
+    actor = None
+    if register:  # check the credential before the work, not after
+        from .cli_auth import admin
+
+        actor = admin(settings).name
     sys_obj = _system(system)
     path = _resolve_dataset(settings, dataset)
     paths = [_resolve_bundle(settings, b) for b in bundle]
@@ -82,9 +90,18 @@ def evaluate(
     if html_out is None:
         html_out = out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.name + ".html")
     html = write_html(report, html_out)
+    registered = None
+    if actor is not None:
+        from .registry import Registry
+
+        with Registry.from_settings(settings).open() as reg:
+            for b in bundles:
+                reg.add_bundle(b, actor=actor)
+            registered = reg.add_report(report, actor=actor)["id"]
     gate = report["gate"]
     typer.echo(json.dumps({
         "path": str(out), "html": str(html),
+        **({"registered_report": registered} if register else {}),
         "gate": None if gate is None else ("pass" if gate["passed"] else "fail"),
         "gate_reasons": [] if gate is None else gate["reasons"],
         "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}

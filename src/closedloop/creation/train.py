@@ -190,7 +190,7 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
         p = dict(params)
         rounds = p.pop("num_boost_round", 100)
         full = {**_LGBM_DEFAULTS, **p}
-        booster = lightgbm.train(full, lightgbm.Dataset(X, label=y), num_boost_round=int(rounds))
+        booster = lightgbm.train(full, lightgbm.Dataset(X, label=y, feature_name=names), num_boost_round=int(rounds))
         return LightGBMModel.from_booster(booster, names, output=output)
     from ..intelligence import SklearnModel
 

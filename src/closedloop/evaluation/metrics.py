@@ -28,6 +28,8 @@ from ..experience import Thresholds
 __all__ = [
     "Curve",
     "EvaluationError",
+    "Partition",
+    "Ranked",
     "Reliability",
     "auc",
     "benjamini_hochberg",
@@ -37,6 +39,8 @@ __all__ = [
     "ece",
     "expected_cost",
     "log_loss",
+    "p_auc_worse",
+    "p_error_worse",
     "poisson_bootstrap",
     "pr_curve",
     "precision_recall_f1",
@@ -122,10 +126,16 @@ def _both_classes(pos: float, neg: float, where: str) -> None:
                               f"{pos:g} positive and {neg:g} negative (weighted)", where)
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Σ a·b without BLAS: numpy's ``dot`` hands long vectors to a multi-threaded BLAS, whose
+    threads cost far more than the arithmetic when the machine is busy (or in a loop)."""
+    return float(np.add.reduce(a * b))
+
+
 def _mean(x: np.ndarray, w: np.ndarray | None) -> float:
     if w is None:
         return float(np.mean(x))
-    return float(np.dot(x, w) / w.sum())
+    return _dot(x, w) / float(w.sum())
 
 
 def _grouped(y: np.ndarray, s: np.ndarray, w: np.ndarray | None
@@ -140,16 +150,33 @@ def _sort_groups(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The descending order of ``s``, where each run of equal scores starts, the distinct scores."""
     order = np.argsort(s)[::-1]
     ss = s[order]
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    return order, starts, ss[starts]
+    return order, *_run_starts(ss)
+
+
+def _run_starts(ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each run of equal values of ``ss`` starts, and the run values."""
+    new = np.empty(ss.size, dtype=bool)
+    if ss.size:
+        new[0] = True
+        np.not_equal(ss[1:], ss[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    return starts, ss[starts]
 
 
 def _group_sums(ys: np.ndarray, ws: np.ndarray | None, starts: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     yf = ys.astype(np.float64)
+    if starts.size == ys.size:  # no ties: each group is one row
+        if ws is None:
+            return yf, 1.0 - yf
+        pos = yf * ws
+        return pos, ws - pos
     if ws is None:
         pos = np.add.reduceat(yf, starts)
-        return pos, np.diff(np.r_[starts, ys.size]) - pos
+        sizes = np.empty(starts.size)
+        sizes[:-1] = np.diff(starts)
+        sizes[-1] = ys.size - starts[-1]
+        return pos, sizes - pos
     pos = np.add.reduceat(yf * ws, starts)
     return pos, np.add.reduceat(ws, starts) - pos
 
@@ -159,7 +186,280 @@ def _auc_from_groups(pos: np.ndarray, neg: np.ndarray, where: str) -> float:
     _both_classes(P, N, where)
     # descending scores: negatives strictly below group g = N - cumulative negatives through g
     below = N - np.cumsum(neg)
-    return float(np.dot(pos, below + 0.5 * neg) / (P * N))
+    return _dot(pos, below + 0.5 * neg) / (P * N)
+
+
+class Ranked:
+    """Labels (and weights) in descending score order with the runs of tied scores: one sort that
+    AUC, both curves, the cost-minimizing thresholds, every slice (:class:`Partition`) and every
+    bootstrap resample reuse. ``Ranked.of(y, s, weights)`` validates as :func:`auc` does.
+
+    ``order`` are the row positions in descending score order, ``ys`` / ``ss`` / ``ws`` the labels,
+    scores and weights (None: all 1) in that order, ``starts`` where each run of equal scores
+    starts, ``pos`` / ``neg`` the (weighted) positives and negatives of each run.
+    """
+
+    __slots__ = ("_placements", "neg", "order", "pos", "ss", "starts", "ws", "ys")
+
+    def __init__(self, order: np.ndarray, ys: np.ndarray, ss: np.ndarray, ws: np.ndarray | None,
+                 starts: np.ndarray) -> None:
+        self.order, self.ys, self.ss, self.ws, self.starts = order, ys, ss, ws, starts
+        self.pos, self.neg = _group_sums(ys, ws, starts)
+        self._placements: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, y: Any, s: Any, weights: Any = None, where: str = "Ranked") -> Ranked:
+        yy = _labels(y, where)
+        ss = _scores(s, "s", where, yy.size)
+        w = _weights(weights, where, yy.size)
+        order, starts, _ = _sort_groups(ss)
+        return cls(order, yy[order], ss[order], None if w is None else w[order], starts)
+
+    @property
+    def n(self) -> int:
+        return int(self.order.size)
+
+    @property
+    def distinct(self) -> np.ndarray:
+        """The distinct scores, descending."""
+        return self.ss[self.starts]
+
+    def auc(self, where: str = "auc") -> float:
+        return _auc_from_groups(self.pos, self.neg, where)
+
+    def roc(self, max_points: int = 200) -> Curve:
+        """As :func:`roc_curve`."""
+        P, N = float(self.pos.sum()), float(self.neg.sum())
+        _both_classes(P, N, "roc_curve")
+        tpr = np.r_[0.0, np.cumsum(self.pos) / P]
+        fpr = np.r_[0.0, np.cumsum(self.neg) / N]
+        thr = np.r_[np.inf, self.distinct]
+        keep = _thin(tpr.size, max_points)
+        return Curve(fpr[keep], tpr[keep], thr[keep])
+
+    def pr(self, max_points: int = 200) -> Curve:
+        """As :func:`pr_curve`."""
+        P = float(self.pos.sum())
+        if not P > 0:
+            raise EvaluationError("y", "to contain the positive class (1, with weight > 0)", "no positive", "pr_curve")
+        tp = np.cumsum(self.pos)
+        fp = np.cumsum(self.neg)
+        denom = tp + fp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), 1.0)
+        keep = _thin(self.starts.size, max_points)
+        return Curve((tp / P)[keep], precision[keep], self.distinct[keep])
+
+    def resampled_auc(self, wo: np.ndarray) -> float:
+        """The AUC under per-row weights ``wo`` given in ``order`` (e.g. ``w[ranked.order]``),
+        multiplied into the weights."""
+        if self.ws is not None:
+            wo = wo * self.ws
+        if self.starts.size == self.ys.size:  # no ties: a group is a row
+            pos = wo * self.ys
+            return _auc_from_groups(pos, wo - pos, "auc")
+        return _auc_from_groups(*_group_sums(self.ys, wo, self.starts), "auc")
+
+    def placements(self) -> np.ndarray:
+        """Per row (in ``order``), its (weighted) share of the AUC's pair count: for a positive, the
+        negatives scored below it plus half those tied with it; for a negative, the positives scored
+        above it plus half those tied — times the row's weight. Σ over positives = Σ over
+        negatives = AUC · P · N. :class:`Partition` uses them for the AUC of everything but a part."""
+        if self._placements is None:
+            N = float(self.neg.sum())
+            below = N - np.cumsum(self.neg)
+            above = np.cumsum(self.pos) - self.pos
+            grp = np.repeat(np.arange(self.starts.size), np.diff(np.r_[self.starts, self.n]))
+            v = np.where(self.ys == 1, (below + 0.5 * self.neg)[grp], (above + 0.5 * self.pos)[grp])
+            self._placements = v if self.ws is None else v * self.ws
+        return self._placements
+
+
+class Partition:
+    """The rows of a :class:`Ranked` split into ``k`` parts by integer ``codes`` (0 … k−1, one per
+    row in the original order): the values of a slice field. The rows are re-ordered by part with
+    a stable counting sort over the score order, so every part stays ranked without sorting
+    scores again, and each part's AUC — and the AUC of the rest of the data — come from a few
+    vectorized passes (:meth:`aucs`, :meth:`resampled_aucs` for bootstrap weights).
+
+    ``count``, ``pos`` and ``neg`` are each part's (weighted) rows, positives and negatives.
+    """
+
+    __slots__ = ("_bounds", "_groups", "_present", "_ranked", "_tied", "_yf", "codes", "count", "g_part", "k", "neg",
+                 "order", "pos", "starts", "ws", "ys")
+
+    def __init__(self, ranked: Ranked, codes: Any, k: int) -> None:
+        c = np.asarray(codes)
+        if c.ndim != 1 or c.size != ranked.n or not np.issubdtype(c.dtype, np.integer):
+            raise EvaluationError("codes", f"a 1-d integer array with one code per row ({ranked.n} rows)",
+                                  f"dtype {c.dtype}, shape {c.shape}", "Partition")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise EvaluationError("k", "an integer ≥ 1", k, "Partition")
+        if c.size and (int(c.min()) < 0 or int(c.max()) >= k):
+            raise EvaluationError("codes", f"codes in [0, {k})", f"[{int(c.min())}, {int(c.max())}]", "Partition")
+        self._ranked = ranked
+        self.k = int(k)
+        self.codes = c
+        cr = c[ranked.order].astype(np.int16 if k < 2**15 else np.int64, copy=False)
+        idx = np.argsort(cr, kind="stable")  # a radix sort of small ints: the score order stays within parts
+        cs = cr[idx]
+        self.order = ranked.order[idx]
+        self.ys = ranked.ys[idx]
+        self._yf = self.ys.astype(np.float64)
+        ss = ranked.ss[idx]
+        self.ws = None if ranked.ws is None else ranked.ws[idx]
+        new = np.empty(ss.size, dtype=bool)
+        if ss.size:
+            new[0] = True
+            np.not_equal(ss[1:], ss[:-1], out=new[1:])
+            new[1:] |= cs[1:] != cs[:-1]
+        self.starts = np.flatnonzero(new)
+        self.g_part = cs[self.starts].astype(np.int64)
+        self._tied = self.starts.size < ss.size
+        gp, gn = _group_sums(self.ys, self.ws, self.starts)
+        self._groups = (gp, gn)
+        self.pos = np.bincount(self.g_part, weights=gp, minlength=k)
+        self.neg = np.bincount(self.g_part, weights=gn, minlength=k)
+        self.count = self.pos + self.neg
+        # where each non-empty part starts: in group space (tied) or row space (no ties: a group is a row)
+        self._present = np.flatnonzero(np.bincount(self.g_part, minlength=k) > 0)
+        self._bounds = np.searchsorted(self.g_part, self._present)
+
+    @staticmethod
+    def _ratio(u: np.ndarray, P: np.ndarray, N: np.ndarray) -> np.ndarray:
+        ok = (P > 0) & (N > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(ok, u / np.where(ok, P * N, 1.0), np.nan)
+
+    def _pairs(self, gp: np.ndarray, gn: np.ndarray, tied: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(P, N, pair count) of each part from its groups' positives ``gp`` and negatives ``gn``.
+
+        Within part j (contiguous, scores descending), a group's negatives strictly below it are
+        N_j − (C_g − B_j), with C the running sum of ``gn`` and B_j the negatives of the parts
+        before j; so Σ_g gp_g · (below_g + ½ gn_g) = N_j·P_j − Σ gp·C + B_j·P_j + ½ Σ gp·gn — a
+        running sum and a few segment sums, no per-group gathers. Without ties a group is one
+        row, holding a positive or a negative, so gp·gn = 0."""
+        b = self._bounds
+        P = np.zeros(self.k)
+        N = np.zeros(self.k)
+        if b.size == 0:
+            return P, N, np.zeros(self.k)
+        Pp, Np = np.add.reduceat(gp, b), np.add.reduceat(gn, b)
+        C = np.cumsum(gn)
+        S = np.add.reduceat(gp * C, b)
+        T = np.add.reduceat(gp * gn, b) if tied else 0.0
+        before = np.r_[0.0, np.cumsum(Np)[:-1]]
+        u = Np * Pp - S + before * Pp + 0.5 * T
+        U = np.zeros(self.k)
+        P[self._present], N[self._present], U[self._present] = Pp, Np, u
+        return P, N, U
+
+    def aucs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(AUC of each part, AUC of all rows outside each part); NaN where a side lacks a class."""
+        gp, gn = self._groups
+        _, _, u_in = self._pairs(gp, gn, True)
+        r = self._ranked
+        P, N = float(r.pos.sum()), float(r.neg.sum())
+        u_all = _dot(r.pos, (N - np.cumsum(r.neg)) + 0.5 * r.neg)
+        # pairs touching part j: its positives against all negatives, all positives against its
+        # negatives; the pairs inside j were counted twice
+        touch = np.bincount(self.codes[r.order], weights=r.placements(), minlength=self.k)
+        u_rest = u_all - touch + u_in
+        return self._ratio(u_in, self.pos, self.neg), self._ratio(u_rest, P - self.pos, N - self.neg)
+
+    def auc_intervals(self, units: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Each part's AUC confidence interval (normal, clipped to [0, 1]) from DeLong's variance
+        with the rows clustered by ``units`` (one unit id per row, original order; Obuchowski's
+        clustered form — a unit's rows are not independent, so its placements are summed before
+        their spread is taken). With one row per unit it is DeLong's variance. Returns (low, high),
+        NaN where a part has fewer than two units holding a positive or a negative. Unweighted.
+
+        For part k with AUC A, positives M and negatives N, each positive's placement is the share
+        of the part's negatives it outranks (ties ½), each negative's the share of positives that
+        outrank it; per unit c, X_c / Y_c sum its positives' / negatives' placements, m_c / n_c
+        count them; with I₁₀ / I₀₁ / I the units holding a positive / a negative / any row:
+        S₁₀ = I₁₀ / ((I₁₀−1) M) · Σ (X_c − m_c A)², S₀₁ = I₀₁ / ((I₀₁−1) N) · Σ (Y_c − n_c A)²,
+        S₁₁ = I / (I−1) · Σ (X_c − m_c A)(Y_c − n_c A), Var A = S₁₀/M + S₀₁/N + 2 S₁₁/(M N).
+        """
+        where = "auc_intervals"
+        if self.ws is not None:
+            raise EvaluationError("weights", "None (the clustered DeLong interval is unweighted)", "weights", where)
+        if not (isinstance(level, float) and 0 < level < 1):
+            raise EvaluationError("level", "a number in (0, 1)", level, where)
+        u = np.asarray(units)
+        if u.ndim != 1 or u.size != self.order.size:
+            raise EvaluationError("units", f"a 1-d array with one unit per row ({self.order.size} rows)", u.shape, where)
+        k = self.k
+        lo = np.full(k, np.nan)
+        hi = np.full(k, np.nan)
+        if self.order.size == 0:
+            return lo, hi
+        if np.issubdtype(u.dtype, np.integer) and int(u.min()) >= 0 and int(u.max()) < 4 * u.size + 16:
+            uc = u.astype(np.int64, copy=False)  # already small codes: no sort
+        else:
+            _, uc = np.unique(u, return_inverse=True)
+        gp, gn = self._groups
+        part = self.g_part
+        P, N = self.pos, self.neg
+        # within each part (contiguous, scores descending): negatives below / positives above a group
+        before_n = np.r_[0.0, np.cumsum(N)[:-1]]
+        before_p = np.r_[0.0, np.cumsum(P)[:-1]]
+        below = N[part] - (np.cumsum(gn) - before_n[part])
+        above = (np.cumsum(gp) - before_p[part]) - gp
+        sizes = np.diff(np.r_[self.starts, self.order.size])
+        grp = np.repeat(np.arange(self.starts.size), sizes)
+        is_pos = self.ys == 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where(is_pos, ((below + 0.5 * gn) / N[part])[grp], 0.0)
+            y = np.where(is_pos, 0.0, ((above + 0.5 * gp) / P[part])[grp])
+        rpart = part[grp]
+        n_units = int(uc.max()) + 1
+        key = rpart.astype(np.int64) * n_units + uc[self.order]
+        if k * n_units <= max(4 * key.size, 1 << 20):
+            # a cluster is a (part, unit) pair: count them on the dense grid, no sort; empty
+            # pairs have m = n = X = Y = 0 and add nothing below
+            size = k * n_units
+            c = key
+            cpart = np.arange(size, dtype=np.int64) // n_units
+        else:
+            clusters, c = np.unique(key, return_inverse=True)
+            size = clusters.size
+            cpart = clusters // n_units
+        X = np.bincount(c, weights=x, minlength=size)
+        Y = np.bincount(c, weights=y, minlength=size)
+        m = np.bincount(c, weights=is_pos.astype(np.float64), minlength=size)
+        nn = np.bincount(c, weights=(~is_pos).astype(np.float64), minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            A = np.where((P > 0) & (N > 0), np.bincount(rpart, weights=x, minlength=k) / P, np.nan)
+        dX = X - m * A[cpart]
+        dY = Y - nn * A[cpart]
+        I10 = np.bincount(cpart, weights=(m > 0).astype(np.float64), minlength=k)
+        I01 = np.bincount(cpart, weights=(nn > 0).astype(np.float64), minlength=k)
+        I_all = np.bincount(cpart, weights=((m > 0) | (nn > 0)).astype(np.float64), minlength=k)
+        ok = (I10 >= 2) & (I01 >= 2) & np.isfinite(A)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s10 = I10 / ((I10 - 1) * P) * np.bincount(cpart, weights=dX * dX, minlength=k)
+            s01 = I01 / ((I01 - 1) * N) * np.bincount(cpart, weights=dY * dY, minlength=k)
+            s11 = I_all / (I_all - 1) * np.bincount(cpart, weights=dX * dY, minlength=k)
+            var = s10 / P + s01 / N + 2.0 * s11 / (P * N)
+        z = _normal_quantile(0.5 + level / 2.0)
+        half = z * np.sqrt(np.maximum(var, 0.0))
+        lo[ok] = np.clip(A[ok] - half[ok], 0.0, 1.0)
+        hi[ok] = np.clip(A[ok] + half[ok], 0.0, 1.0)
+        return lo, hi
+
+    def resampled_aucs(self, wo: np.ndarray) -> np.ndarray:
+        """Each part's AUC under per-row weights ``wo`` given in ``order`` (e.g.
+        ``w[partition.order]``), multiplied into the weights; NaN where undefined."""
+        if self.ws is not None:
+            wo = wo * self.ws
+        if self._tied:
+            gp, gn = _group_sums(self.ys, wo, self.starts)
+        else:
+            gp = wo * self._yf
+            gn = wo - gp
+        P, N, U = self._pairs(gp, gn, self._tied)
+        return self._ratio(U, P, N)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,17 +541,7 @@ def roc_curve(y: Any, s: Any, weights: Any = None, max_points: int = 200) -> Cur
     ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``), thinned evenly to at most
     ``max_points`` points keeping both ends."""
     max_points = _check_max_points(max_points, "roc_curve")
-    yy = _labels(y, "roc_curve")
-    ss = _scores(s, "s", "roc_curve", yy.size)
-    w = _weights(weights, "roc_curve", yy.size)
-    u, pos, neg = _grouped(yy, ss, w)
-    P, N = float(pos.sum()), float(neg.sum())
-    _both_classes(P, N, "roc_curve")
-    tpr = np.r_[0.0, np.cumsum(pos) / P]
-    fpr = np.r_[0.0, np.cumsum(neg) / N]
-    thr = np.r_[np.inf, u]
-    keep = _thin(tpr.size, max_points)
-    return Curve(fpr[keep], tpr[keep], thr[keep])
+    return Ranked.of(y, s, weights, "roc_curve").roc(max_points)
 
 
 def pr_curve(y: Any, s: Any, weights: Any = None, max_points: int = 200) -> Curve:
@@ -260,21 +550,7 @@ def pr_curve(y: Any, s: Any, weights: Any = None, max_points: int = 200) -> Curv
     ``sklearn.metrics.precision_recall_curve`` without its appended (recall 0, precision 1),
     thinned evenly to at most ``max_points`` points keeping both ends. Needs a positive."""
     max_points = _check_max_points(max_points, "pr_curve")
-    yy = _labels(y, "pr_curve")
-    ss = _scores(s, "s", "pr_curve", yy.size)
-    w = _weights(weights, "pr_curve", yy.size)
-    u, pos, neg = _grouped(yy, ss, w)
-    P = float(pos.sum())
-    if not P > 0:
-        raise EvaluationError("y", "to contain the positive class (1, with weight > 0)", "no positive", "pr_curve")
-    tp = np.cumsum(pos)
-    fp = np.cumsum(neg)
-    denom = tp + fp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), 1.0)
-    recall = tp / P
-    keep = _thin(u.size, max_points)
-    return Curve(recall[keep], precision[keep], u[keep])
+    return Ranked.of(y, s, weights, "pr_curve").pr(max_points)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +700,15 @@ def best_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mapping[str, 
     if not ok.any():
         raise EvaluationError("s", "not all NaN", "NaN scores only", where)
     u_desc, pos, neg = _grouped(yy[ok], ss[ok], None if w is None else w[ok])
+    return _best_from_groups(u_desc, pos, neg, th, costs, neg_name, pos_name)
+
+
+def _best_from_groups(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray, th: Thresholds,
+                      costs: Mapping[str, Mapping[str, float]], neg_name: str, pos_name: str
+                      ) -> dict[str, float]:
+    """:func:`best_thresholds` on already grouped scores (distinct scores descending with the
+    weighted positives and negatives of each): the exact search, no validation."""
+    where = "best_thresholds"
     u = u_desc[::-1]  # ascending distinct scores
     m = u.size
     # Pge[c] / Nge[c]: weight of positives / negatives with score ≥ u[c]; index m → 0
@@ -573,6 +858,13 @@ def benjamini_hochberg(pvalues: Any, alpha: float = 0.05) -> np.ndarray:
     return out
 
 
+def _normal_quantile(q: float) -> float:
+    """The standard normal quantile (scipy, which scikit-learn brings)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(q))
+
+
 def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
@@ -584,7 +876,7 @@ def _hanley_mcneil_var(a: float, n_pos: float, n_neg: float) -> float:
 
 
 def _kish(w: np.ndarray) -> float:
-    return float(w.sum() ** 2 / np.dot(w, w)) if w.size else 0.0
+    return float(w.sum() ** 2 / _dot(w, w)) if w.size else 0.0
 
 
 def slice_vs_rest(y: Any, s: Any, slice_mask: Any, metric: str = "auc", weights: Any = None,
@@ -619,21 +911,32 @@ def slice_vs_rest(y: Any, s: Any, slice_mask: Any, metric: str = "auc", weights:
         if not (ww[mask].sum() > 0 and ww[~mask].sum() > 0):
             raise EvaluationError("weights", "positive in the slice and in the rest", "a zero total", where)
         e1, e2 = _mean(err[mask], ww[mask]), _mean(err[~mask], ww[~mask])
-        pooled = (e1 * n1 + e2 * n2) / (n1 + n2)
-        var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-        if var <= 0:
-            return 0.5 if e1 == e2 else (0.0 if e1 > e2 else 1.0)
-        return _normal_sf((e1 - e2) / math.sqrt(var))
+        return p_error_worse(e1, n1, e2, n2)
     parts = []
     for sel, name in ((mask, "the slice"), (~mask, "the rest")):
         ys, ws = yy[sel], ww[sel]
         npos, nneg = _kish(ws[ys == 1]), _kish(ws[ys == 0])
         if not (npos > 0 and nneg > 0):
             raise EvaluationError("y", f"both classes in {name}", f"{npos:g} positive and {nneg:g} negative", where)
-        a = auc(ys, ss[sel], weights=ws)
-        parts.append((a, _hanley_mcneil_var(a, npos, nneg)))
-    (a1, v1), (a2, v2) = parts
-    var = v1 + v2
+        parts.append((auc(ys, ss[sel], weights=ws), npos, nneg))
+    (a1, p1, n1), (a2, p2, n2) = parts
+    return p_auc_worse(a1, p1, n1, a2, p2, n2)
+
+
+def p_error_worse(e1: float, n1: float, e2: float, n2: float) -> float:
+    """One-sided p-value that error rate ``e1`` (of ``n1`` rows) is higher than ``e2`` (of
+    ``n2``): a two-proportion z-test with a pooled rate (``slice_vs_rest(metric="error")``)."""
+    pooled = (e1 * n1 + e2 * n2) / (n1 + n2)
+    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    if var <= 0:
+        return 0.5 if e1 == e2 else (0.0 if e1 > e2 else 1.0)
+    return _normal_sf((e1 - e2) / math.sqrt(var))
+
+
+def p_auc_worse(a1: float, pos1: float, neg1: float, a2: float, pos2: float, neg2: float) -> float:
+    """One-sided p-value that AUC ``a1`` (on ``pos1`` positives, ``neg1`` negatives) is lower than
+    the independent ``a2``: Hanley–McNeil standard errors (``slice_vs_rest(metric="auc")``)."""
+    var = _hanley_mcneil_var(a1, pos1, neg1) + _hanley_mcneil_var(a2, pos2, neg2)
     if var <= 0:
         return 0.5 if a1 == a2 else (0.0 if a1 < a2 else 1.0)
     return _normal_sf((a2 - a1) / math.sqrt(var))

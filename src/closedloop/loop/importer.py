@@ -7,7 +7,9 @@ rules, exactly:
 
 Contexts
     The file's columns named like context fields are validated with
-    ``system.schema.validate_batch(..., errors="skip")`` (other columns are ignored). A row that
+    ``system.schema.validate_batch(..., errors="skip")`` (other columns are ignored; a context
+    field with no column takes its default on every row and is listed in
+    ``manifest["source"]["absent_fields"]``, so that evaluation can refuse to slice on it). A row that
     fails is left out and counted in ``manifest["counts"]["rejected"]`` by reason
     (``"<field>: <rule>"``); the first few are listed with their file row in
     ``manifest["rejected_examples"]``.
@@ -257,6 +259,7 @@ def import_dataset(
             "time_column": time,
             "unit_stand_in": unit is None,
             "time_stand_in": time is None,
+            "absent_fields": [f.name for f in schema.fields if f.name not in table.column_names],
         },
         "since_ns": int(ts.min()),
         "until_ns": int(ts.max()) + 1,

@@ -311,7 +311,17 @@ def guard_check(
     if state.production is None:
         report["notes"].append("nothing deployed")
         return report
-    starts = [registry.flight_started(name, f.name) for f in state.flights]
+    view = registry.at(name, 2**62)
+    began = {f["name"]: (f["started"] or {}).get("at_ns") for f in view["flights"]}
+    starts = [began.get(f.name) for f in state.flights]
+    if state.flights:  # units per arm since the last flight started: is the split itself sound?
+        tv = telemetry_view(system, state, decisions, outcomes, max(s or 0 for s in starts), now)
+        report["srm"] = tv["srm"]
+        if tv["srm"] and tv["srm"]["mismatch"]:
+            notes.append("sample ratio mismatch: the arms' sizes differ from their shares; metrics may be biased")
+    shadow_starts = [(s["started"] or {}).get("at_ns") or 0 for s in view["shadows"]]
+    if shadow_starts:
+        report["shadow_disagreement"] = shadow_disagreement(decisions, name, min(shadow_starts), now)
     for f, started in zip(state.flights, starts, strict=True):
         since = started if started is not None else 0
         if policy.window_s is not None:

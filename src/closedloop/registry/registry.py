@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -376,10 +376,19 @@ class Registry:
     def revision(self, system: Any) -> int:
         """The current revision of a system's deployment (0: nothing deployed). One indexed
         read: cheap enough to poll every second."""
-        with self.engine.connect() as conn:
-            r = conn.execute(select(T_DEPLOY.c.revision).where(T_DEPLOY.c.system == _system_name(system))).scalar()
-            conn.rollback()
-        return int(r or 0)
+        name = _system_name(system)
+        engine = self.engine
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        # The pool's DB-API connection directly: ~10x cheaper than a Core round trip (one
+        # statement needs no explicit transaction; the pool rolls back on return).
+        with engine.raw_connection() as rc:
+            cur = rc.cursor()
+            try:
+                cur.execute(f"SELECT revision FROM deployments WHERE system = {mark}", (name,))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        return int(row[0]) if row else 0
 
     def state(self, system: Any) -> DeploymentState:
         """The current :class:`DeploymentState` (revision 0, nothing deployed, when there is none)."""
@@ -408,6 +417,23 @@ class Registry:
             flights=tuple(Flight(f.name, loaded[f.bundle], f.share) for f in st.flights),
             killswitch=st.killswitch, revision=st.revision,
         )
+
+    def refresh(self, runtime: Any) -> dict[str, Any]:
+        """Hot reload: when the registry's revision differs from the one ``runtime`` serves, load
+        the deployment (bundles verified) and :meth:`~closedloop.Runtime.apply` it. A bundle that
+        fails to load or verify changes nothing — the runtime keeps serving what it has — and the
+        error is returned. Returns ``{"applied", "revision", "serving", "error"}``."""
+        system = runtime.system
+        serving = runtime.deployment.revision
+        rev = self.revision(system.name)
+        if rev == serving or rev == 0:
+            return {"applied": False, "revision": rev, "serving": serving, "error": None}
+        try:
+            dep = self.deployment(system)
+            runtime.apply(dep)
+        except ClosedLoopError as exc:
+            return {"applied": False, "revision": rev, "serving": serving, "error": str(exc)}
+        return {"applied": True, "revision": dep.revision, "serving": dep.revision, "error": None}
 
     # -- history -----------------------------------------------------------------------------------
     def history(self, system: Any, *, limit: int | None = None, attempts: bool = True) -> list[dict[str, Any]]:
@@ -575,11 +601,9 @@ class Registry:
             raise
         seen = self.state(name)
         if expected_revision is not None and seen.revision != expected_revision:
-            self._record(name, operation, actor, reason, "conflict",
-                         {"bundle": version, "error": f"expected revision {expected_revision}, found {seen.revision}"},
-                         seen)
-            raise ConflictError(self._conflict_message(name, operation, expected_revision, seen.revision),
-                                seen.revision)
+            msg = self._conflict_message(name, operation, expected_revision, seen.revision)
+            self._record(name, operation, actor, reason, "conflict", {"bundle": version, "error": msg}, seen)
+            raise ConflictError(msg, seen.revision)
 
         def transition(st: DeploymentState) -> DeploymentState:
             return _deploy_transition(st, role, version, flight, share)
@@ -613,8 +637,9 @@ class Registry:
         self._check_force(force)
         seen = self.state(sname)
         if expected_revision is not None and seen.revision != expected_revision:
-            self._record(sname, "promote", actor, reason, "conflict", {"name": name}, seen)
-            raise ConflictError(self._conflict_message(sname, "promote", expected_revision, seen.revision), seen.revision)
+            msg = self._conflict_message(sname, "promote", expected_revision, seen.revision)
+            self._record(sname, "promote", actor, reason, "conflict", {"name": name, "error": msg}, seen)
+            raise ConflictError(msg, seen.revision)
         try:
             version = _promote_transition(seen, name).production
         except RegistryError as exc:
@@ -829,11 +854,6 @@ class Registry:
                 self._record(name, operation, actor, reason, "refused", {"error": str(exc)})
             raise
         return Change(name, operation, cur, new, message, eid, detail)
-
-    def event_count(self, system: Any) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(T_EVENTS)
-                                    .where(T_EVENTS.c.system == _system_name(system))).scalar() or 0)
 
 
 def _deploy_transition(st: DeploymentState, role: str, version: str, flight: str | None,

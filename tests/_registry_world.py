@@ -1,0 +1,52 @@
+"""Shared material for the registry tests: a labelled phishing dataset, three bundles and the
+evaluation reports that attach golden rows and gate verdicts to them.
+
+* ``H`` — the hand-written heuristic (the first production);
+* ``A`` — a logistic model trained on the dataset (its gate against H passes);
+* ``B`` — the heuristic with low thresholds: it blocks far too much (its gate against A fails).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass
+class World:
+    root: Path
+    dataset: Path
+    H: Any
+    A: Any
+    B: Any
+    report_HA: dict[str, Any]
+    report_AB: dict[str, Any]
+
+
+def build_world(system: Any, root: Path, n: int = 3000) -> World:
+    from examples.phishing.data import generate
+    from examples.phishing.heuristic import heuristic_intelligence
+
+    from closedloop import Bundle
+    from closedloop.creation import train
+    from closedloop.evaluation.report import evaluate
+    from closedloop.loop import import_dataset
+
+    root.mkdir(parents=True, exist_ok=True)
+    cols, labels = generate(n, 11, phish_rate=0.3)
+    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
+    data["label"] = pa.array(labels.tolist())
+    pq.write_table(pa.table(data), root / "pages.parquet")
+    ds = import_dataset(root / "pages.parquet", system, label="label", out=root / "ds")
+    A = train(system, ds.path, model="logistic").bundle
+    H = Bundle.build(system, heuristic_intelligence())
+    B = Bundle.build(system, heuristic_intelligence(), thresholds={"block": 0.3, "warn": 0.2})
+    report_HA = evaluate(system, [H, A], ds.path, bootstrap=10, golden=30)
+    report_AB = evaluate(system, [A, B], ds.path, bootstrap=10, golden=30)
+    assert report_HA["gate"]["passed"] and not report_AB["gate"]["passed"]
+    return World(root, ds.path, H, A, B, report_HA, report_AB)

@@ -1,0 +1,56 @@
+"""Registry schema: created by Alembic from its first version, on SQLite and on a real PostgreSQL
+server; the tables the code uses are exactly what the migrations build (so a schema change
+without a migration fails here)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect
+
+from closedloop.errors import RegistryError
+from closedloop.registry import Registry, db
+from closedloop.registry.models import metadata
+
+
+def test_empty_database_upgrades_to_head(registry_url, tmp_path):
+    engine = db.connect(registry_url)
+    try:
+        assert db.current(engine) is None
+        assert set(inspect(engine).get_table_names()) == set()
+        assert db.upgrade(engine) == db.head() == "0001"
+        assert set(inspect(engine).get_table_names()) == {*metadata.tables, "alembic_version"}
+        assert db.upgrade(engine) == db.head()  # idempotent
+    finally:
+        engine.dispose()
+
+
+def test_models_match_the_migrated_schema(registry_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = db.connect(registry_url)
+    try:
+        db.upgrade(engine)
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        assert diff == [], f"models.py and the migrations differ (add a migration): {diff}"
+    finally:
+        engine.dispose()
+
+
+def test_open_migrates_or_refuses(registry_url, tmp_path):
+    with pytest.raises(RegistryError, match="schema revision None"):
+        Registry(registry_url, tmp_path / "bundles").open(upgrade=False)
+    with Registry(registry_url, tmp_path / "bundles") as reg:
+        assert reg.revision("phishing") == 0 and reg.history("phishing") == []
+    with Registry(registry_url, tmp_path / "bundles").open(upgrade=False) as reg:  # at head now
+        assert reg.systems() == []
+
+
+def test_bad_urls_are_refused(tmp_path):
+    with pytest.raises(RegistryError, match="SQLite or PostgreSQL"):
+        db.connect("mysql://x@localhost/db")
+    with pytest.raises(RegistryError, match="SQLAlchemy URL"):
+        db.connect("not a url")
+    with pytest.raises(RegistryError, match="not open"):
+        Registry(f"sqlite:///{tmp_path}/r.sqlite", tmp_path).state("x")
