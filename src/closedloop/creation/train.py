@@ -10,10 +10,12 @@ The rules, exactly:
 
 Rows
     :func:`~closedloop.loop.dataset.load_dataset` reads the dataset (contexts decoded into the
-    current schema); only labeled rows (``label_value`` not null) are used. Row weights (the
-    dataset's ``weight``: 1 / (sample probability × propensity)) are fitting weights, rescaled to
-    mean 1 on the rows fitted (``weights=False`` ignores them; heuristics and calibration are
-    unweighted); ``lineage["weighted_rows"]`` and ``lineage["fitted_with_weights"]`` say so.
+    current schema); only labeled rows (``label_value`` not null) are used. With
+    ``weights=True`` the dataset's row weights (``weight``: 1 / (sample probability ×
+    propensity)) are fitting weights, rescaled to mean 1 on the rows fitted (heuristics and
+    calibration stay unweighted). The default is an unweighted fit: inverse-propensity weights
+    remove bias at the price of variance, which is the caller's trade-off to make.
+    ``lineage["weighted_rows"]`` and ``lineage["fitted_with_weights"]`` say what happened.
 Split
     ``split`` (default: ``system.split``) divides the rows with
     :func:`closedloop.evaluation.split`; the model is fitted on the train side only, and
@@ -243,7 +245,7 @@ def train(
     calibrate: str | None = None,
     parent: str | None = None,
     split: Split | None = None,
-    weights: bool = True,
+    weights: bool = False,
 ) -> TrainRun:
     """Train ``model`` on the dataset at ``dataset`` (a directory) → a :class:`TrainRun` whose
     bundle (built, not saved) carries lineage and metrics. Rules: module docstring."""

@@ -479,7 +479,7 @@ class Cycle:
             try:
                 run = train(self.system, rec["steps"]["dataset"]["result"]["path"], model=self.plan.model,
                             params=dict(self.plan.params), calibrate=self.plan.calibrate,
-                            parent=None if prod is None else prod.version)
+                            parent=None if prod is None else prod.version, weights=self.plan.train_weights)
             except ClosedLoopError as exc:
                 raise _Stop("training_failed", str(exc)) from None
             b = run.bundle
