@@ -1,0 +1,32 @@
+"""Simulation worlds: users, items, adversaries and feedback, to test the whole loop before
+production and to demonstrate it (DESIGN.md, "World"). The phishing world comes first.
+
+:class:`PhishingWorld` draws each simulated day's page loads (contexts of the phishing system),
+takes the decisions back, and emits outcomes with realistic delays and selective labels;
+:class:`WorldConfig` is its one committed configuration (``phishing.toml``);
+:func:`run_days` drives a world through a real :class:`~closedloop.Runtime` and
+:class:`~closedloop.telemetry.Telemetry` on simulated time. See ``docs/world.md``.
+"""
+
+from __future__ import annotations
+
+from .config import ACTIONS, LEGIT_KINDS, TRAITS, WorldConfig
+from .driver import DayRun, deliver, deliver_until, run_day, run_days
+from .outcomes import KINDS, OUTCOME_COLUMNS
+from .phishing import PhishingWorld, Visits
+
+__all__ = [
+    "ACTIONS",
+    "KINDS",
+    "LEGIT_KINDS",
+    "OUTCOME_COLUMNS",
+    "TRAITS",
+    "DayRun",
+    "PhishingWorld",
+    "Visits",
+    "WorldConfig",
+    "deliver",
+    "deliver_until",
+    "run_day",
+    "run_days",
+]
