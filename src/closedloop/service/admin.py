@@ -152,9 +152,10 @@ def admin_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Any]
             change = await asyncio.to_thread(call)
         except Exception as e:  # noqa: BLE001 - registry refusals become problem details
             raise _registry_problem(e) from None
-        applied = await asyncio.to_thread(svc.refresh, "admin")
+        await asyncio.to_thread(svc.refresh, "admin")  # (the poller may have been first: either way)
         svc.m_responses.inc((f"/v1/admin/{operation}", 200))
-        out = {"change": change.to_dict(), "applied": applied, "serving_revision": svc.revision}
+        # applied: this worker serves the change (or something newer) now; the others within a poll
+        out = {"change": change.to_dict(), "applied": svc.revision >= change.revision, "serving_revision": svc.revision}
         return Response(_encode(out), media_type=JSON)
 
     def route(operation: str, summary: str) -> None:
