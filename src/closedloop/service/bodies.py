@@ -9,7 +9,6 @@ valid; otherwise each row is validated alone, so one bad row never sinks the bat
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import msgspec
@@ -17,11 +16,12 @@ import msgspec
 from ..errors import ContextError
 from ..loop.ingest import _iso_ns
 from ..schema import Schema
+from ..telemetry.records import OUTCOME_KIND
 from .problems import context_problem, invalid
 
 __all__ = ["ContextDecoder", "OutcomeReport", "check_outcome"]
 
-_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
+_KIND = OUTCOME_KIND
 #: Bounds on caller-supplied strings (they become telemetry values and metric labels).
 MAX_ID = 128
 MAX_SOURCE = 200
