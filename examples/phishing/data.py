@@ -31,6 +31,21 @@ import numpy as np
 
 from closedloop import SpecError
 
+# Vocabularies shared with the simulated world (one definition, in the library).
+from closedloop.world.pages import (
+    _BAD_TLDS,
+    _LEGIT_PATHS,
+    _LOGIN_PATHS,
+    _LOGIN_SUBS,
+    _LURES,
+    _PLATFORM_PATHS,
+    _POPULAR,
+    _SUBS,
+    _TLDS,
+    _TRACKING,
+    _WORDS,
+)
+
 from .system import BROWSERS, FREE_HOSTS
 
 __all__ = ["KNOWN_BAD_DOMAINS", "generate", "records"]
@@ -68,21 +83,6 @@ BRANDS = (
     ("coinbase", "coinbase.com", 350),
 )
 # Phishing kits impersonate some brands far more than others.
-# Vocabularies shared with the simulated world (one definition, in the library).
-from closedloop.world.pages import (  # noqa: E402
-    _BAD_TLDS,
-    _LEGIT_PATHS,
-    _LOGIN_PATHS,
-    _LOGIN_SUBS,
-    _LURES,
-    _PLATFORM_PATHS,
-    _POPULAR,
-    _SUBS,
-    _TLDS,
-    _TRACKING,
-    _WORDS,
-)
-
 _BRAND_P = np.array([14, 10, 14, 8, 9, 6, 5, 5, 4, 6, 3, 4, 3, 3, 3, 3], dtype=float)
 _BRAND_P /= _BRAND_P.sum()
 
