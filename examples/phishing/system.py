@@ -125,13 +125,27 @@ phishing = System(
             OutcomeRule("reported_false_block", label="legit", aggregate="any"),
         ],
         default="legit",
+        # Selective labels: a blocked page yields no user outcome, so silence after a block says
+        # nothing — it stays unlabeled (analysts' samples and explored decisions label the band).
+        action_defaults={"block": None},
     ),
+    # Goals at four levels, each measured from telemetry (the metric grammar in
+    # closedloop.orchestration.goals): labels for model properties, outcome rates for users.
     goals=[
-        Goal("false_block_rate", "model", "false_positive_rate@block", 0.001, "at_most", "hourly"),
-        Goal("phish_recall", "model", "recall@warn", 0.9, "at_least", "hourly"),
-        Goal("users_harmed", "user", "phish_visits_allowed_per_1k_users", 0.5, "at_most", "daily"),
-        Goal("protection_enabled", "leading", "share_of_users_with_protection_on", 0.98, "at_least", "monthly"),
-        Goal("account_takeovers", "organizational", "account_takeovers_per_million_users", 5.0, "at_most", "quarterly"),
+        Goal("false_block_rate", "model", "false_positive_rate@block", 0.001, "at_most", "hourly",
+             description="legitimate pages blocked, of the labeled legitimate pages"),
+        Goal("phish_recall", "model", "recall@warn", 0.9, "at_least", "hourly",
+             description="labeled phishing pages warned or blocked"),
+        Goal("phish_allowed", "user", "labeled:phish_per_1k@allow", 0.5, "at_most", "daily",
+             description="phishing visits allowed per 1,000 visits (those that revealed themselves)"),
+        Goal("false_blocks", "user", "reported_false_block_per_1k", 0.2, "at_most", "daily",
+             description="blocks reported as wrong per 1,000 visits"),
+        Goal("warning_click_through", "leading", "rate:chose:continue@warn", 0.3, "at_most", "weekly",
+             description="warned users who continued anyway: warnings that are not believed"),
+        Goal("phish_reports", "leading", "reported_phish_per_1k", 1.0, "at_most", "weekly",
+             description="user reports of phishing per 1,000 visits"),
+        Goal("harm_cost", "organizational", "cost_per_1k", 50.0, "at_most", "monthly",
+             description="mistake cost (user-harm units, System.costs) per 1,000 labeled visits"),
     ],
     slices=["browser", "country", "new_user"],
     retention_days=90,  # page-load telemetry is kept three months

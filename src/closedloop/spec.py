@@ -82,9 +82,26 @@ class LabelPolicy:
     default:
         The label of a decision with no counted outcome once its window has closed, or ``None``
         to leave it unlabeled.
+    action_defaults:
+        Per action, a default that replaces ``default`` for decisions that took that action:
+        ``{"block": None}`` says a blocked page with no outcome is *unlabeled*, not ``default``
+        (blocking hides the outcome — selective labels). Keys must be the system's actions.
+    inverse_propensity:
+        When true (the default), a dataset row's ``weight`` is ``1 / (sample_prob × propensity)``:
+        a decision explored with probability p stands for 1/p decisions of its band (inverse
+        propensity scoring). Non-exploring decisions have propensity 1, so their weight is
+        ``1 / sample_prob`` either way.
     """
 
-    def __init__(self, window: timedelta, rules: Sequence[OutcomeRule], default: str | None = None) -> None:
+    def __init__(
+        self,
+        window: timedelta,
+        rules: Sequence[OutcomeRule],
+        default: str | None = None,
+        *,
+        action_defaults: Mapping[str, str | None] | None = None,
+        inverse_propensity: bool = True,
+    ) -> None:
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise SpecError(f"The label policy 'window' must be a positive timedelta. Got {window!r} instead.")
         rules = list(rules)
@@ -95,16 +112,47 @@ class LabelPolicy:
             raise SpecError(f"The label policy may have one rule per outcome kind. Got {kinds} instead.")
         if default is not None and not isinstance(default, str):
             raise SpecError(f"The label policy 'default' must be a class name or None. Got {default!r} instead.")
+        if action_defaults is None:
+            action_defaults = {}
+        if not isinstance(action_defaults, Mapping):
+            raise SpecError(
+                "The label policy 'action_defaults' must map an action to a class name or None. "
+                f"Got {action_defaults!r} instead."
+            )
+        for a, lab in action_defaults.items():
+            if not isinstance(a, str) or not a:
+                raise SpecError(f"The label policy 'action_defaults' must be keyed by action names. Got {a!r} instead.")
+            if lab is not None and not isinstance(lab, str):
+                raise SpecError(
+                    f"The label policy default of action '{a}' must be a class name or None. Got {lab!r} instead."
+                )
+        if not isinstance(inverse_propensity, bool):
+            raise SpecError(
+                f"The label policy 'inverse_propensity' must be True or False. Got {inverse_propensity!r} instead."
+            )
         self.window = window
         self.rules = tuple(rules)
         self.default = default
+        self.action_defaults: dict[str, str | None] = dict(action_defaults)
+        self.inverse_propensity = inverse_propensity
+
+    def default_for(self, action: str) -> str | None:
+        """The label of a decision that took ``action`` and has no counted outcome."""
+        return self.action_defaults.get(action, self.default)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "window_seconds": self.window.total_seconds(),
             "rules": [r.describe() for r in self.rules],
             "default": self.default,
         }
+        # Written only when used, so that the description (and the id of datasets built under
+        # it) of a policy that does not use them stays what it was.
+        if self.action_defaults:
+            out["action_defaults"] = dict(sorted(self.action_defaults.items()))
+        if not self.inverse_propensity:
+            out["inverse_propensity"] = False
+        return out
 
 
 class Goal:
@@ -329,6 +377,17 @@ class System:
                     f"The label policy default must be a class in {list(self.labels)} or None. "
                     f"Got {label_policy.default!r} instead."
                 )
+            for a, lab in label_policy.action_defaults.items():
+                if a not in self.actions:
+                    raise SpecError(
+                        f"The label policy 'action_defaults' must be keyed by the actions {list(self.actions)}. "
+                        f"Got {a!r} instead."
+                    )
+                if lab is not None and lab not in self.labels:
+                    raise SpecError(
+                        f"The label policy default of action '{a}' must be a class in {list(self.labels)} or None. "
+                        f"Got {lab!r} instead."
+                    )
         self.label_policy = label_policy
 
         goals = list(goals)

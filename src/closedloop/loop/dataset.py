@@ -38,9 +38,21 @@ Aggregation, per rule kind, of the counted outcomes of that kind
 Label
     The first rule in policy order with at least one counted outcome decides: its class
     (``rule.label``), or, for ``label=None``, ``system.labels[1]`` when the aggregate is non-zero
-    and ``system.labels[0]`` when it is zero. No counted outcome → ``policy.default`` (``None``:
-    the row stays, unlabeled). ``label_value`` is the index of the label in ``system.labels``
-    (0/1) or null.
+    and ``system.labels[0]`` when it is zero. No counted outcome → the policy's default for the
+    decision's action (``policy.action_defaults[action]``, else ``policy.default``; ``None``: the
+    row stays, unlabeled — e.g. a blocked page, whose outcome the block hid). ``label_value`` is
+    the index of the label in ``system.labels`` (0/1) or null.
+
+Weight
+    ``weight = 1 / (sample_prob × propensity)`` (``1 / sample_prob`` when the policy says
+    ``inverse_propensity=False``): a decision kept with probability ``sample_prob`` and shown
+    with probability ``propensity`` stands for that many decisions of its kind — an explored
+    decision for its whole score band. With ``source_weights``, it is further multiplied by the
+    smallest weight among the sources of the row's counted outcomes (1.0 for a source not named).
+
+Sources
+    ``exclude_sources``: outcomes from these sources are left out before anything else (they are
+    counted as ``outcomes.excluded_source``, not in ``read``), e.g. sources quarantined for abuse.
 
 Reported, never silently dropped (``manifest["counts"]["outcomes"]``)
     ``read`` (ingested by the cut-off, this system), ``duplicates``, ``unknown_id`` (no decision
@@ -48,7 +60,8 @@ Reported, never silently dropped (``manifest["counts"]["outcomes"]``)
     event time), ``before_decision``, ``after_window``, ``out_of_range`` (its decision is outside
     ``[since, until)``), ``open`` (its decision's window is still open), ``other_kind`` (in the
     window, but no rule names its kind), ``matched`` (counted towards a row's label). Every read,
-    non-duplicate outcome is in exactly one of the last seven.
+    non-duplicate outcome is in exactly one of the last seven. ``excluded_source`` counts the
+    outcomes of ``exclude_sources`` ingested by the cut-off (not in ``read``).
 """
 
 from __future__ import annotations
@@ -179,13 +192,16 @@ def build_dataset(
     policy: LabelPolicy | None = None,
     feature_names: Mapping[str, Sequence[str]] | None = None,
     memory_limit: str = MEMORY_LIMIT,
+    exclude_sources: Sequence[str] = (),
+    source_weights: Mapping[str, float] | None = None,
 ) -> DatasetManifest:
     """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
 
     Writes ``out/data.parquet`` and ``out/manifest.json`` atomically (``out`` must not exist)
     and returns the manifest. The rules are in this module's docstring. ``feature_names`` maps
     a feature fingerprint to its feature names (default: the system's own feature set); each
-    name becomes a column next to the ``features`` list.
+    name becomes a column next to the ``features`` list. ``exclude_sources`` and
+    ``source_weights`` act on outcome sources (module docstring, "Weight" and "Sources").
     """
     import duckdb
 
@@ -201,6 +217,8 @@ def build_dataset(
         raise DatasetError(
             f"The dataset time range must have until_ns > since_ns. Got [{since_ns}, {until_ns}) instead."
         )
+    excluded = _sources(exclude_sources)
+    weights = _source_weights(source_weights)
     out = Path(out)
     if out.exists():
         raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
@@ -222,6 +240,9 @@ def build_dataset(
         _register(con, "out_files", outcome_files, OUTCOME_SCHEMA)
         sysq = _q(system.name)
         p = {"cutoff": cutoff_ns, "window": window_ns, "since": since_ns, "until": until_ns}
+        src_ok = "TRUE"
+        if excluded:
+            src_ok = f"source NOT IN ({', '.join(_q(x) for x in excluded)})"
 
         # 1. decision copies to drop (a retried write): rare, so found from the ids alone.
         con.execute(
@@ -247,7 +268,7 @@ def build_dataset(
             CREATE TEMP TABLE lo AS
             WITH o AS (
               SELECT * EXCLUDE (filename, file_row_number) FROM out_files
-              WHERE system = {sysq} AND ingest_ns <= $cutoff
+              WHERE system = {sysq} AND ingest_ns <= $cutoff AND {src_ok}
             ),
             d_all AS (
               SELECT decision_id, unit, timestamp_ns, ingest_ns, writer, seq FROM dec_files
@@ -275,7 +296,7 @@ def build_dataset(
                 PARTITION BY outcome_id
                 ORDER BY ingest_ns, writer, seq, d_ingest NULLS LAST, d_writer, d_seq) = 1
             )
-            SELECT outcome_id, d_id AS decision_id, kind, value, event_ns, ingest_ns, d_ts,
+            SELECT outcome_id, d_id AS decision_id, kind, value, event_ns, ingest_ns, d_ts, source,
               CASE
                 WHEN d_id IS NULL AND decision_id IS NOT NULL THEN 'unknown_id'
                 WHEN d_id IS NULL THEN 'unlinked'
@@ -302,15 +323,21 @@ def build_dataset(
                 label_cases.append(
                     f"WHEN l.n{i} > 0 THEN CASE WHEN l.a{i} <> 0 THEN {_q(pos)} ELSE {_q(neg)} END"
                 )
-        default = _q(policy.default) if policy.default is not None else "NULL::VARCHAR"
-        label_expr = f"CASE {' '.join(label_cases)} ELSE {default} END"
+        label_expr = f"CASE {' '.join(label_cases)} ELSE {_default_sql(policy)} END"
         feats = _feature_columns(feature_names)
+        weight_expr = "1.0 / d.sample_prob"
+        if policy.inverse_propensity:
+            weight_expr = "1.0 / (d.sample_prob * d.propensity)"
+        if weights:
+            cases = " ".join(f"WHEN {_q(k)} THEN {v!r}" for k, v in sorted(weights.items()))
+            agg_cols.append(f"min(CASE source {cases} ELSE 1.0 END) AS sw")
+            weight_expr = f"{weight_expr} * coalesce(l.sw, 1.0)"
         select = [
             "d.decision_id", "d.unit", "d.timestamp_ns", "d.ingest_ns", "d.context_json",
             "d.features",
             *[f"{expr} AS {_ident(col)}" for col, expr in feats],
             "d.score_names", "d.scores", "d.action", "d.propensity", "d.sample_prob",
-            "1.0 / d.sample_prob AS weight", "d.bundle_version", "d.flight", "d.schema_version",
+            f"{weight_expr} AS weight", "d.bundle_version", "d.flight", "d.schema_version",
             "d.feature_fingerprint",
             f"{label_expr} AS label",
             f"CASE {label_expr} WHEN {_q(neg)} THEN 0 WHEN {_q(pos)} THEN 1 END::TINYINT AS label_value",
@@ -353,7 +380,8 @@ def build_dataset(
             f"SELECT count(*), count(label) FROM read_parquet({_q(str(data))})"
         ).fetchone()
         o_read = con.execute(
-            f"SELECT count(*) FROM out_files WHERE system = {sysq} AND ingest_ns <= $cutoff",
+            f"SELECT count(*) FILTER (WHERE {src_ok}), count(*) FILTER (WHERE NOT ({src_ok})) "
+            f"FROM out_files WHERE system = {sysq} AND ingest_ns <= $cutoff",
             {"cutoff": cutoff_ns},
         ).fetchone()
         status = dict(con.execute("SELECT status, count(*) FROM lo GROUP BY status").fetchall())
@@ -380,6 +408,7 @@ def build_dataset(
                         "out_of_range", "open", "other_kind",
                     )
                 },
+                "excluded_source": int(o_read[1]),
             },
         }
         shutil.rmtree(tmp / "spill", ignore_errors=True)
@@ -400,6 +429,8 @@ def build_dataset(
             "rules": _RULES,
             "counts": counts,
         }
+        if excluded or weights:
+            content["sources"] = {"excluded": excluded, "weights": dict(sorted(weights.items()))}
         canonical = msgspec.json.encode(content, order="sorted")
         ds_id = hashlib.sha256(canonical).hexdigest()
         content = {"id": ds_id, **content}
@@ -413,8 +444,47 @@ def build_dataset(
 _RULES = (
     "window: ts <= event <= ts + window; decisions: since <= ts < until, ts + window <= cutoff; "
     "records: ingest <= cutoff; dedupe first by (ingest_ns, writer, seq); unit link: latest "
-    "decision of the unit at or before the event; label: first rule with a counted outcome"
+    "decision of the unit at or before the event; label: first rule with a counted outcome, else "
+    "the default of the decision's action; weight: 1 / (sample_prob * propensity)"
 )
+
+
+def _default_sql(policy: LabelPolicy) -> str:
+    """The label of a row without a counted outcome: per action, else the policy default."""
+    def lit(label: str | None) -> str:
+        return _q(label) if label is not None else "NULL::VARCHAR"
+
+    if not policy.action_defaults:
+        return lit(policy.default)
+    cases = " ".join(f"WHEN {_q(a)} THEN {lit(lab)}" for a, lab in sorted(policy.action_defaults.items()))
+    return f"CASE d.action {cases} ELSE {lit(policy.default)} END"
+
+
+def _sources(sources: Sequence[str]) -> list[str]:
+    if isinstance(sources, str) or not all(isinstance(x, str) and x for x in sources):
+        raise DatasetError(
+            f"The dataset 'exclude_sources' must be a list of source names. Got {sources!r} instead."
+        )
+    return sorted(set(sources))
+
+
+def _source_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    import math
+
+    if weights is None:
+        return {}
+    if not isinstance(weights, Mapping):
+        raise DatasetError(f"The dataset 'source_weights' must map a source to a weight. Got {weights!r} instead.")
+    out = {}
+    for k, v in weights.items():
+        if not isinstance(k, str) or not k:
+            raise DatasetError(f"The dataset 'source_weights' must be keyed by source names. Got {k!r} instead.")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise DatasetError(
+                f"The weight of source {k!r} in 'source_weights' must be a number in [0, 1]. Got {v!r} instead."
+            )
+        out[k] = float(v)
+    return out
 
 
 def read_feature_sets(home: Path | str) -> dict[str, list[str]]:

@@ -1,0 +1,51 @@
+"""Orchestration: the loop over time (DESIGN.md, "Orchestration").
+
+* :class:`LoopPlan` (:class:`Rollout`, :class:`Tighten`) — how the system learns over time.
+* :class:`Cycle` — one turn of the loop: ingest → monitor → (bootstrap | advance a rollout |
+  dataset → train → evaluate → gate → register → sanity → shadow), every step recorded,
+  resumable and idempotent (``closedloop loop run`` / ``closedloop loop status``).
+* :class:`GoalTracker` / :class:`SeriesStore` / :func:`goal_status` — goals at four levels
+  measured from telemetry per cadence window, kept as time series; :func:`parse_metric`.
+* :class:`DriftMonitor` (PSI of features and score), :class:`MistakeSpikes` (River's
+  Page-Hinkley / ADWIN over mistake rates), :func:`psi`.
+* :class:`AbusePolicy` — sources that disagree with the analysts: down-weighted or quarantined.
+* :class:`Alert`, :class:`AlertSink`, :class:`JsonLinesAlertSink`, :class:`WebhookAlertSink`.
+
+``docs/orchestration.md`` is the user guide.
+"""
+
+from .abuse import AbusePolicy, AbuseReport
+from .alerts import Alert, AlertSink, JsonLinesAlertSink, WebhookAlertSink, deliver
+from .cycle import STEPS, Cycle
+from .drift import DriftMonitor, MistakeSpikes, psi
+from .goals import GoalTracker, Measure, MetricInput, SeriesStore, goal_status, parse_metric
+from .plan import LoopPlan, Rollout, Tighten
+from .windows import CADENCES, Window, window_at, windows_between
+
+__all__ = [
+    "CADENCES",
+    "STEPS",
+    "AbusePolicy",
+    "AbuseReport",
+    "Alert",
+    "AlertSink",
+    "Cycle",
+    "DriftMonitor",
+    "GoalTracker",
+    "JsonLinesAlertSink",
+    "LoopPlan",
+    "Measure",
+    "MetricInput",
+    "MistakeSpikes",
+    "Rollout",
+    "SeriesStore",
+    "Tighten",
+    "WebhookAlertSink",
+    "Window",
+    "deliver",
+    "goal_status",
+    "parse_metric",
+    "psi",
+    "window_at",
+    "windows_between",
+]

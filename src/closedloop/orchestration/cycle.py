@@ -1,0 +1,644 @@
+"""The cycle: one turn of the loop, every step recorded, resumable and idempotent.
+
+::
+
+    ingest ─► monitor ─► ┬─ bootstrap          nothing deployed: the heuristic becomes production
+                         ├─ advance            a rollout is under way: move it one stage
+                         └─ plan ─► dataset ─► train ─► evaluate ─► gate ─► register ─► sanity ─► shadow
+
+``ingest``
+    Outcome files dropped in ``<home>/inbox/`` (JSON lines or Parquet, validated line by line)
+    are logged to telemetry and moved to ``inbox/done/``; then the store is compacted.
+``monitor``
+    Abusive sources (:class:`~.abuse.AbusePolicy`), the goals (:class:`~.goals.GoalTracker`,
+    ``<home>/goals/series.jsonl``), drift (:class:`~.drift.DriftMonitor`) and mistake spikes
+    (:class:`~.drift.MistakeSpikes`). New alerts go to the plan's sinks and the home's log.
+``advance``
+    shadow (for ``Rollout.shadow_for``) → flight (``Rollout.flight_share`` of units, for
+    ``Rollout.flight_for``, the registry's guard checking it every cycle) → promote; a guard
+    breach stops the flight (the automatic rollback) and the next cycle retires the shadow.
+``plan``
+    Whether to train: the last candidate is ``LoopPlan.retrain_every`` old, or an alert says
+    ``retrain`` / ``tighten``.
+``dataset`` → ``train`` → ``evaluate``
+    The label-policy join over ``LoopPlan.train_window`` (quarantined sources excluded,
+    down-weighted ones weighted), a candidate (thresholds tightened on a ``tighten`` alert),
+    and the evaluation report against production and the heuristic with the plan's gate.
+``gate`` → ``register`` → ``sanity`` → ``shadow``
+    A failed gate or sanity check stops the cycle (recorded, with the reasons); else the
+    candidate and its report are registered and it starts as a shadow.
+
+**One deployment change per cycle, at most**: the bootstrap, one rollout stage, or the new
+shadow. **Recorded**: ``<home>/orchestration/cycles/<NNNNNN>.json`` holds the cycle's time and
+each step's result, rewritten atomically after every step. **Resumable**: a cycle that did not
+finish (a crash, SIGKILL) is resumed by the next run, at its own recorded time, from its first
+unfinished step. **Idempotent**: each step's effects are keyed so that redoing a step whose
+effect happened but was not recorded changes nothing — files by the cycle's paths (the dataset,
+the candidate bundle and the report live in ``<home>/orchestration/cycles/<NNNNNN>/``), series by
+(goal, window), alerts by id, registry changes by checking the deployment first.
+
+Time comes from a clock (``Clock.now_ns()``): the system clock, or a simulated one — a driver may
+call :meth:`Cycle.run_once` once per simulated day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..bundle import Bundle
+from ..clock import Clock, SystemClock
+from ..errors import ClosedLoopError, SpecError
+from ..telemetry import TelemetryStore
+from ..telemetry.segments import atomic_write
+from .alerts import Alert, JsonLinesAlertSink, deliver
+from .goals import GoalTracker, SeriesStore, goal_status
+from .plan import LoopPlan
+
+__all__ = ["Cycle", "STEPS"]
+
+STEPS = ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "evaluate", "gate",
+         "register", "sanity", "shadow")
+
+
+class _Stop(Exception):
+    """Ends a cycle early, on purpose (recorded as the cycle's outcome)."""
+
+    def __init__(self, outcome: str, reason: str) -> None:
+        self.outcome, self.reason = outcome, reason
+        super().__init__(reason)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=False, default=str).encode())
+
+
+class Cycle:
+    """Runs cycles of ``plan`` for the project home ``home`` against ``registry`` (an open
+    ``closedloop.registry.Registry``). ``actor`` is the name registry changes are recorded
+    under; ``clock`` gives the cycle's time; ``on_event(step, phase)`` is called with phase
+    ``"start"`` and ``"done"`` around every step (progress display)."""
+
+    def __init__(
+        self,
+        plan: LoopPlan,
+        home: Path | str,
+        registry: Any,
+        *,
+        actor: str = "loop",
+        clock: Clock | None = None,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if not isinstance(plan, LoopPlan):
+            raise SpecError(f"The 'plan' parameter of Cycle must be a LoopPlan. Got {plan!r} instead.")
+        if not isinstance(actor, str) or not actor:
+            raise SpecError(f"The 'actor' parameter of Cycle must be a non-empty name. Got {actor!r} instead.")
+        self.plan = plan
+        self.system = plan.system
+        self.home = Path(home)
+        self.registry = registry
+        self.actor = actor
+        self.clock = clock if clock is not None else SystemClock()
+        self.on_event = on_event
+        self.root = self.home / "orchestration"
+        self.cycles = self.root / "cycles"
+        self.alert_log = JsonLinesAlertSink(self.root / "alerts.jsonl")
+        self.goals = SeriesStore(self.home / "goals" / "series.jsonl")
+        self.mistakes = SeriesStore(self.home / "goals" / "mistake_rates.jsonl")
+        self.tracker = GoalTracker(plan.system, metrics=plan.metrics, rate_settle=plan.rate_settle)
+
+    # -- records -----------------------------------------------------------------------------------
+    def records(self) -> list[dict[str, Any]]:
+        """Every cycle record, oldest first (a record that cannot be read is skipped)."""
+        out = []
+        if self.cycles.is_dir():
+            for p in sorted(self.cycles.glob("[0-9]*.json")):
+                try:
+                    out.append(json.loads(p.read_text()))
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        _atomic_json(self.cycles / f"{rec['id']:06d}.json", rec)
+
+    def _dir(self, rec: dict[str, Any]) -> Path:
+        return self.cycles / f"{rec['id']:06d}"
+
+    # -- running -------------------------------------------------------------------------------------
+    def run_once(self) -> dict[str, Any]:
+        """Run one cycle — or finish the last one, if it did not finish — and return its record."""
+        recs = self.records()
+        last = recs[-1] if recs else None
+        if last is not None and not last.get("finished"):
+            rec = last
+            rec["resumed"] = rec.get("resumed", 0) + 1
+        else:
+            now = int(self.clock.now_ns())
+            if last is not None and now < last["now_ns"]:
+                raise SpecError(f"The cycle clock went back: {now} < the last cycle's {last['now_ns']}.")
+            rec = {"id": (last["id"] + 1) if last else 1, "system": self.system.name, "now_ns": now,
+                   "steps": {}, "finished": False, "outcome": None, "reason": None, "resumed": 0,
+                   "alerts": [], "changes": [],
+                   "rollout": (last or {}).get("rollout"), "pending": (last or {}).get("pending", []),
+                   "last_trained_ns": (last or {}).get("last_trained_ns")}
+        self._save(rec)
+        try:
+            self._step(rec, "ingest", self._ingest)
+            self._step(rec, "monitor", self._monitor)
+            branch = self._step(rec, "route", self._route)["branch"]
+            if branch == "bootstrap":
+                r = self._step(rec, "bootstrap", self._bootstrap)
+                raise _Stop("bootstrapped", r["message"])
+            if branch == "advance":
+                r = self._step(rec, "advance", self._advance)
+                raise _Stop(r["outcome"], r["message"])
+            self._step(rec, "plan", self._plan)
+            if not rec["steps"]["plan"]["result"]["train"]:
+                raise _Stop("nothing_to_do", rec["steps"]["plan"]["result"]["why"])
+            for name, fn in (("dataset", self._dataset), ("train", self._train), ("evaluate", self._evaluate),
+                             ("gate", self._gate), ("register", self._register), ("sanity", self._sanity),
+                             ("shadow", self._shadow)):
+                self._step(rec, name, fn)
+            raise _Stop("shadow", rec["steps"]["shadow"]["result"]["message"])
+        except _Stop as stop:
+            rec["outcome"], rec["reason"] = stop.outcome, stop.reason
+        rec["finished"] = True
+        rec["goals"] = goal_status(self.system, self.goals)
+        self._save(rec)
+        return rec
+
+    def _step(self, rec: dict[str, Any], name: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        done = rec["steps"].get(name)
+        if done is not None and done.get("status") in ("done", "stopped"):
+            if done["status"] == "stopped":
+                raise _Stop(done["result"]["outcome"], done["result"]["reason"])
+            return done["result"]
+        if done is None:  # the intent is durable before any effect: a resumed cycle redoes this step
+            rec["steps"][name] = {"status": "started"}
+            self._save(rec)
+        if self.on_event:
+            self.on_event(name, "start")
+        try:
+            result = fn(rec)
+        except _Stop as stop:
+            rec["steps"][name] = {"status": "stopped", "result": {"outcome": stop.outcome, "reason": stop.reason}}
+            self._save(rec)
+            if self.on_event:
+                self.on_event(name, "done")
+            raise
+        rec["steps"][name] = {"status": "done", "result": result}
+        self._save(rec)
+        if self.on_event:
+            self.on_event(name, "done")
+        return result
+
+    @staticmethod
+    def _in_progress(rec: dict[str, Any]) -> dict[str, Any] | None:
+        r = rec.get("rollout")
+        return r if r is not None and r.get("stage") in ("shadow", "flight", "retire_shadow") else None
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def _route(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Which way this cycle goes, decided once (a resumed cycle follows it)."""
+        state = self.registry.state(self.system.name)
+        if self._in_progress(rec) is not None:
+            return {"branch": "advance", "why": f"the rollout of {rec['rollout']['candidate']} is at stage "
+                                                f"{rec['rollout']['stage']}"}
+        if state.production is None:
+            return {"branch": "bootstrap", "why": "nothing is deployed"}
+        return {"branch": "train", "why": f"{state.production} is production; no rollout under way"}
+
+    def _ingest(self, rec: dict[str, Any]) -> dict[str, Any]:
+        from ..loop import read_outcomes
+        from ..telemetry import SegmentLog, Telemetry
+
+        inbox = self.home / "inbox"
+        files = sorted(p for p in inbox.glob("*") if p.is_file() and p.suffix in (".jsonl", ".json", ".parquet")) \
+            if inbox.is_dir() else []
+        ingested, rejected = 0, []
+        if files:
+            done = inbox / "done"
+            done.mkdir(exist_ok=True)
+            with Telemetry(SegmentLog(self.home), system=self.system, clock=self.clock.now_ns) as tel:
+                for f in files:
+                    table, errors = read_outcomes(f)
+                    for r in table.to_pylist():
+                        if r.get("system") not in (None, self.system.name):
+                            continue
+                        tel.log_outcome(r["decision_id"], r["unit"], kind=r["kind"], value=r["value"],
+                                        event_ns=r["event_ns"], source=r["source"], outcome_id=r["outcome_id"])
+                        ingested += 1
+                    rejected += [{"file": f.name, "line": line, "reason": why} for line, why in errors[:20]]
+                    tel.flush()
+                    os.replace(f, done / f.name)
+        compacted = TelemetryStore(self.home).compact()
+        return {"files": [f.name for f in files], "ingested": ingested, "rejected": rejected, "compacted": compacted}
+
+    def _files(self) -> tuple[list[Path], list[Path]]:
+        store = TelemetryStore(self.home)
+        return store.decision_files(), store.outcome_files()
+
+    def _monitor(self, rec: dict[str, Any]) -> dict[str, Any]:
+        plan, now = self.plan, rec["now_ns"]
+        dec, out = self._files()
+        scratch = self.root / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        result: dict[str, Any] = {}
+        alerts: list[Alert] = []
+        excluded: list[str] = []
+        weights: dict[str, float] = {}
+        if plan.abuse is not None:
+            report = plan.abuse.check(self.system, outcome_files=out, now_ns=now)
+            result["abuse"] = report.to_dict()
+            excluded, weights = report.quarantined, report.weights
+            for s in report.sources:
+                if s["verdict"] != "trusted":
+                    alerts.append(Alert("abuse", s["source"], s["share"], plan.abuse.quarantine_above
+                                        if s["verdict"] == "quarantined" else plan.abuse.downweight_above,
+                                        f"source {s['source']!r} {s['verdict']}: {s['reason']}",
+                                        "quarantine", s["verdict"], now))
+        new_points = self.tracker.measure(self.goals, decision_files=dec, outcome_files=out, now_ns=now,
+                                          exclude_sources=excluded, scratch=scratch)
+        result["goal_points"] = len(new_points)
+        latest: dict[str, dict[str, Any]] = {}
+        for p in new_points:  # one alert per goal and cycle: its latest newly measured window
+            if p["met"] is not None and p["start_ns"] >= latest.get(p["name"], {}).get("start_ns", -1):
+                latest[p["name"]] = p
+        for p in latest.values():
+            if p["met"] is False:
+                alerts.append(Alert("goal_missed", p["name"], p["value"], p["target"],
+                                    f"goal {p['name']} ({p['metric']}) was {p['value']:.4g} in {p['window']}, "
+                                    f"target {p['direction'].replace('_', ' ')} {p['target']:g}",
+                                    "none", p["window"], now))
+        if plan.drift is not None:
+            a, report = plan.drift.check(self.system, decision_files=dec, now_ns=now)
+            alerts += a
+            result["drift"] = report
+        if plan.spikes is not None:
+            a, report = plan.spikes.check(self.system, self.tracker, self.mistakes, decision_files=dec,
+                                          outcome_files=out, now_ns=now, exclude_sources=excluded, scratch=scratch)
+            alerts += a
+            result["spikes"] = report
+        seen = {a.get("id") for a in self.alert_log.read()}
+        new = [a for a in alerts if a.id not in seen]
+        failures = deliver(new, plan.sinks)  # at least once: the sinks first, then the log
+        self.alert_log.send(new)
+        result["alerts"] = [a.to_dict() for a in new]
+        result["delivery_failures"] = failures
+        result["quarantined"] = excluded
+        result["source_weights"] = weights
+        rec["alerts"] = result["alerts"]
+        # what alerts ask the cycle to do waits for the next training (a rollout may be under way)
+        asked = {p["id"] for p in rec.get("pending", [])}
+        rec["pending"] = rec.get("pending", []) + [
+            {"id": a.id, "action": a.action, "message": a.message} for a in new
+            if a.action in ("retrain", "tighten") and a.id not in asked
+        ]
+        result["pending"] = rec["pending"]
+        return result
+
+    def _bootstrap(self, rec: dict[str, Any]) -> dict[str, Any]:
+        h = self.plan.heuristic_bundle()
+        if h is None:
+            raise _Stop("nothing_deployed", f"nothing is deployed for '{self.system.name}' and the plan has no heuristic "
+                        "to start with: deploy a production bundle first")
+        state = self.registry.state(self.system.name)
+        if state.production is None:
+            ch = self.registry.deploy(
+                self.system, h, actor=self.actor, reason="bootstrap: the heuristic is the first production",
+                force="the declared heuristic starts the loop: there is no data to evaluate it on yet",
+            )
+            rec["changes"].append(ch.to_dict())
+            msg = ch.message
+        else:
+            msg = f"{state.production} is production already"
+        return {"bundle": h.version, "message": msg}
+
+    # rollout ---------------------------------------------------------------------------------------
+    def _advance(self, rec: dict[str, Any]) -> dict[str, Any]:
+        ro = dict(rec["rollout"])
+        cand, stage, now = ro["candidate"], ro["stage"], rec["now_ns"]
+        r = self.plan.rollout
+        state = self.registry.state(self.system.name)
+        name = self.system.name
+        flight = r.flight_name
+
+        def done(outcome: str, message: str, **extra: Any) -> dict[str, Any]:
+            rec["rollout"] = ro
+            return {"outcome": outcome, "message": message, "rollout": ro, **extra}
+
+        if stage == "shadow":
+            if state.flight(flight) is not None and state.flight(flight).bundle == cand:
+                ro.update(stage="flight", since_ns=now)
+                return done("flight", f"{cand} is in flight {flight!r} already")
+            if cand not in state.shadows:
+                ro.update(stage="ended", ended="the shadow was removed outside the loop", since_ns=now)
+                return done("rollout_ended", f"{cand} is no longer a shadow: the rollout ends")
+            waited = now - ro["since_ns"]
+            need = int((r.shadow_for.total_seconds() if r.shadow_for else 0) * 1e9)
+            if waited < need:
+                return done("waiting", f"{cand} stays a shadow ({waited / 3.6e12:.1f} h of {need / 3.6e12:.1f} h)")
+            ch = self.registry.deploy(self.system, cand, actor=self.actor, flight=flight, share=r.flight_share,
+                                      reason=f"loop: {cand} was a shadow for {waited / 3.6e12:.1f} h")
+            rec["changes"].append(ch.to_dict())
+            ro.update(stage="flight", since_ns=now)
+            return done("flight", ch.message)
+        if stage == "flight":
+            from ..registry import GuardPolicy, guard_check
+
+            f = state.flight(flight)
+            if state.production == cand:
+                ro.update(stage="promoted", since_ns=now)
+                return done("promoted", f"{cand} is production already")
+            if f is None or f.bundle != cand:
+                # the guard (this loop's or the service's) stopped it, or someone else did
+                ro.update(stage="retire_shadow" if cand in state.shadows else "rolled_back", since_ns=now,
+                          ended="the flight was stopped")
+                return done("rolled_back", f"flight {flight!r} of {cand} is no longer running: rolled back")
+            started = self.registry.flight_started(name, flight) or ro["since_ns"]
+            report = guard_check(self.registry, self.system, self._guard_tables(min(started, ro["since_ns"]), now),
+                                 policy=r.guard or GuardPolicy(), now_ns=now, actor=self.actor)
+            mine = [e for e in report["flights"] if e["name"] == flight]
+            entry = mine[0] if mine else {}
+            if entry.get("breach"):
+                if "change" in entry:
+                    rec["changes"].append(entry["change"])
+                ro.update(stage="retire_shadow" if cand in state.shadows else "rolled_back", since_ns=now,
+                          ended="guard breach")
+                reason = next((b["reason"] for b in report["breaches"] if b["flight"] == flight), "guard breach")
+                alert = Alert("rollback", cand, None, None, f"the guard stopped flight {flight!r} of {cand}: {reason}",
+                              "none", _key(now), now)
+                self._alert([alert], rec)
+                return done("rolled_back", reason, guard=_brief_guard(entry))
+            waited = now - ro["since_ns"]
+            need = int(r.flight_for.total_seconds() * 1e9)
+            if waited < need:
+                return done("waiting", f"flight {flight!r} of {cand} runs on ({waited / 3.6e12:.1f} h of "
+                            f"{need / 3.6e12:.1f} h); guard: no breach", guard=_brief_guard(entry))
+            dec = entry.get("decisions", {}).get("flight", 0)
+            min_dec = (r.guard or GuardPolicy()).min_decisions
+            if dec < min_dec:
+                return done("waiting", f"flight {flight!r} has {dec} decisions, fewer than the guard's {min_dec}",
+                            guard=_brief_guard(entry))
+            ch = self.registry.promote(self.system, flight, actor=self.actor,
+                                       reason=f"loop: flight {flight!r} ran {waited / 3.6e12:.1f} h with no guard breach")
+            rec["changes"].append(ch.to_dict())
+            ro.update(stage="promoted", since_ns=now)
+            return done("promoted", ch.message, guard=_brief_guard(entry))
+        if stage == "retire_shadow":
+            if cand in state.shadows:
+                ch = self.registry.stop(self.system, cand, actor=self.actor,
+                                        reason=f"loop: {cand} was rolled back; its shadow retires")
+                rec["changes"].append(ch.to_dict())
+                msg = ch.message
+            else:
+                msg = f"{cand} is no longer a shadow"
+            ro.update(stage="rolled_back", since_ns=now)
+            return done("shadow_retired", msg)
+        raise SpecError(f"Unknown rollout stage {stage!r} in cycle {rec['id']} of system {name!r}.")
+
+    def _guard_tables(self, since: int, now: int) -> tuple[Any, Any]:
+        """The columns the guard reads, of records ingested by ``now`` (decisions since ``since``)."""
+        from . import _data
+
+        dec, out = self._files()
+        con = _data.connect(self.system.name, dec, out, now)
+        try:
+            d = _data.arrow(con, "SELECT decision_id, system, unit, timestamp_ns, bundle_version, flight, action, "
+                                 "shadows_json, killswitch FROM decisions WHERE timestamp_ns >= $s", {"s": since})
+            o = _data.arrow(con, "SELECT outcome_id, decision_id, system, kind, value, event_ns, source FROM outcomes "
+                                 "WHERE event_ns >= $s", {"s": since})
+        finally:
+            con.close()
+        return d, o
+
+    def _alert(self, alerts: list[Alert], rec: dict[str, Any]) -> None:
+        seen = {a.get("id") for a in self.alert_log.read()}
+        new = [a for a in alerts if a.id not in seen]
+        deliver(new, self.plan.sinks)
+        self.alert_log.send(new)
+        rec["alerts"] = rec.get("alerts", []) + [a.to_dict() for a in new]
+
+    # the training path ----------------------------------------------------------------------------------
+    def _plan(self, rec: dict[str, Any]) -> dict[str, Any]:
+        now, last = rec["now_ns"], rec.get("last_trained_ns")
+        pending = rec.get("pending", [])
+        actions = sorted({p["action"] for p in pending})
+        if actions:
+            return {"train": True, "tighten": "tighten" in actions, "alerts": [p["id"] for p in pending],
+                    "why": f"alert(s) say {', '.join(actions)}: " + "; ".join(p["message"] for p in pending)}
+        every = int(self.plan.retrain_every.total_seconds() * 1e9)
+        if last is None or now - last >= every:
+            return {"train": True, "tighten": False,
+                    "why": "no candidate was trained yet" if last is None else "the retraining schedule is due"}
+        return {"train": False, "tighten": False,
+                "why": f"the last candidate was trained {(now - last) / 3.6e12:.1f} h ago; retraining every "
+                       f"{every / 3.6e12:.1f} h, and no alert asks for it"}
+
+    def _dataset(self, rec: dict[str, Any]) -> dict[str, Any]:
+        from ..loop.dataset import DatasetManifest, build_dataset
+
+        out = self._dir(rec) / "dataset"
+        mon = rec["steps"]["monitor"]["result"]
+        if (out / "manifest.json").is_file():
+            m = DatasetManifest.read(out)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            dec, outc = self._files()
+            now = rec["now_ns"]
+            m = build_dataset(
+                self.system, decision_files=dec, outcome_files=outc,
+                since_ns=now - int(self.plan.train_window.total_seconds() * 1e9), until_ns=now, cutoff_ns=now,
+                out=out, exclude_sources=mon.get("quarantined", []), source_weights=mon.get("source_weights") or None,
+            )
+        labeled = m.counts["decisions"]["labeled"]
+        result = {"id": m.id, "path": str(out), "counts": m.counts}
+        if labeled < self.plan.min_labeled:
+            raise _Stop("not_enough_labels", f"the dataset has {labeled} labeled rows; the plan needs {self.plan.min_labeled}")
+        return result
+
+    def _production(self) -> Bundle | None:
+        state = self.registry.state(self.system.name)
+        return None if state.production is None else self.registry.load_bundle(state.production, self.system)
+
+    def _train(self, rec: dict[str, Any]) -> dict[str, Any]:
+        from ..creation.train import train
+
+        path = self._dir(rec) / "candidate"
+        tighten = rec["steps"]["plan"]["result"]["tighten"]
+        if (path / "manifest.json").is_file():
+            b = Bundle.load(path, self.system)
+        else:
+            prod = self._production()
+            try:
+                run = train(self.system, rec["steps"]["dataset"]["result"]["path"], model=self.plan.model,
+                            params=dict(self.plan.params), calibrate=self.plan.calibrate,
+                            parent=None if prod is None else prod.version)
+            except ClosedLoopError as exc:
+                raise _Stop("training_failed", str(exc)) from None
+            b = run.bundle
+            levels = b.experience(self.system).levels
+            if self.plan.thresholds == "cost":
+                levels = tuple(self._cost_thresholds(rec["steps"]["dataset"]["result"]["path"], run.model).items())
+            if tighten:
+                levels = tuple(self.plan.tighten.apply(levels).items())
+            if levels != b.experience(self.system).levels:
+                b = Bundle.build(self.system, run.model, thresholds=dict(levels), parent=b.parent, metrics=run.metrics)
+            shutil.rmtree(path, ignore_errors=True)
+            b = Bundle.load(b.save(path), self.system)
+        rec["last_trained_ns"] = rec["now_ns"]
+        rec["pending"] = []  # the alerts that asked for it are answered
+        return {"version": b.version, "path": str(path), "tightened": tighten, "thresholds": b.thresholds,
+                "heldout": (b.metrics or {}).get("heldout")}
+
+    def _cost_thresholds(self, dataset: str, model: Any) -> dict[str, float]:
+        """The thresholds that minimize the system's mistake costs on the dataset's training side
+        (the rows the model was fitted on; weighted by the dataset's weights)."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        from ..evaluation.metrics import best_thresholds
+        from ..evaluation.splits import split as split_rows
+        from ..loop.dataset import load_dataset
+
+        table, cols = load_dataset(dataset, self.system)
+        labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
+        table, cols = table.take(labeled), cols.take(labeled)
+        train_idx, _ = split_rows(table, self.system.split)
+        table, cols = table.take(train_idx), cols.take(train_idx)
+        y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
+        scorer = model.bind(self.system.features)
+        S = np.asarray(scorer.batch(self.system.features.batch(cols), cols), dtype=np.float64)
+        exp = self.system.experience
+        s = S[:, list(scorer.outputs).index(exp.score)]
+        return best_thresholds(y, s, exp, self.system.costs, weights=w, labels=self.system.labels)
+
+    def _evaluate(self, rec: dict[str, Any]) -> dict[str, Any]:
+        from ..evaluation.report import evaluate
+
+        path = self._dir(rec) / "report.json"
+        cand = Bundle.load(rec["steps"]["train"]["result"]["path"], self.system)
+        if path.is_file():
+            report = json.loads(path.read_text())
+        else:
+            bundles = []
+            prod = self._production()
+            if prod is not None:
+                bundles.append(prod)
+            h = self.plan.heuristic_bundle()
+            if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
+                bundles.append(h)
+            bundles.append(cand)
+            if len(bundles) < 2:
+                raise _Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
+            try:
+                report = evaluate(self.system, bundles, rec["steps"]["dataset"]["result"]["path"], gate=self.plan.gate,
+                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"])
+            except ClosedLoopError as exc:
+                raise _Stop("evaluation_failed", str(exc)) from None
+            _atomic_json(path, report)
+        return {"path": str(path), "gate": report["gate"],
+                "bundles": [{"version": b["version"], "kind": b["kind"], "auc": b["quality"]["auc"],
+                             "cost_per_1000": b["mistakes"]["cost_per_1000"]} for b in report["bundles"]],
+                "heuristic_note": report.get("heuristic_note")}
+
+    def _gate(self, rec: dict[str, Any]) -> dict[str, Any]:
+        gate = rec["steps"]["evaluate"]["result"]["gate"]
+        if gate is None or not gate["passed"]:
+            reasons = "; ".join(gate["reasons"]) if gate else "no gate verdict"
+            raise _Stop("gate_failed", f"the candidate failed the gate: {reasons}")
+        return {"passed": True, "baseline": gate["baseline"], "candidate": gate["candidate"]}
+
+    def _register(self, rec: dict[str, Any]) -> dict[str, Any]:
+        path = rec["steps"]["train"]["result"]["path"]
+        b = self.registry.add_bundle(path, actor=self.actor)
+        r = self.registry.add_report(rec["steps"]["evaluate"]["result"]["path"], actor=self.actor)
+        return {"version": b["version"], "report": r["id"]}
+
+    def _sanity(self, rec: dict[str, Any]) -> dict[str, Any]:
+        from ..registry.sanity import run_checks
+
+        v = rec["steps"]["register"]["result"]["version"]
+        state = self.registry.state(self.system.name)
+        _, checks = run_checks(self.system, lambda: self.registry.load_bundle(v, self.system), self.registry.reports(v),
+                               production=state.production, need_gate=True)
+        out = [c.to_dict() for c in checks]
+        failed = [c for c in out if not c["passed"]]
+        if failed:
+            raise _Stop("sanity_failed", "failed sanity check(s) " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
+        return {"checks": out}
+
+    def _shadow(self, rec: dict[str, Any]) -> dict[str, Any]:
+        v = rec["steps"]["register"]["result"]["version"]
+        state = self.registry.state(self.system.name)
+        now = rec["now_ns"]
+        r = self.plan.rollout
+        if r.shadow_for is None:
+            f = state.flight(r.flight_name)
+            if f is not None and f.bundle == v:
+                msg = f"{v} is in flight {r.flight_name!r} already"
+            else:
+                ch = self.registry.deploy(self.system, v, actor=self.actor, flight=r.flight_name, share=r.flight_share,
+                                          reason=f"loop: a new candidate, cycle {rec['id']}")
+                rec["changes"].append(ch.to_dict())
+                msg = ch.message
+            rec["rollout"] = {"candidate": v, "stage": "flight", "since_ns": now, "cycle": rec["id"]}
+            return {"message": msg}
+        if v in state.shadows:
+            msg = f"{v} is a shadow already"
+        else:
+            ch = self.registry.deploy(self.system, v, actor=self.actor, shadow=True,
+                                      reason=f"loop: a new candidate, cycle {rec['id']}")
+            rec["changes"].append(ch.to_dict())
+            msg = ch.message
+        rec["rollout"] = {"candidate": v, "stage": "shadow", "since_ns": now, "cycle": rec["id"]}
+        return {"message": msg}
+
+    # -- status ----------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The last cycle, each goal against its target, open alerts, quarantined sources and
+        the deployment (JSON-ready)."""
+        recs = self.records()
+        last = recs[-1] if recs else None
+        alerts = self.alert_log.read()
+        latest_monitor = next((r["steps"]["monitor"]["result"] for r in reversed(recs)
+                               if r.get("steps", {}).get("monitor", {}).get("status") == "done"), None)
+        current = {a["id"] for a in (latest_monitor or {}).get("alerts", [])}
+        open_alerts = [a for a in alerts if a["id"] in current or (last is not None and a.get("at_ns") == last["now_ns"])]
+        abuse = (latest_monitor or {}).get("abuse") or {"sources": [], "quarantined": [], "weights": {}}
+        state = self.registry.state(self.system.name)
+        return {
+            "system": self.system.name,
+            "last_cycle": None if last is None else {
+                k: last.get(k) for k in ("id", "now_ns", "finished", "outcome", "reason", "resumed", "changes")
+            } | {"steps": {k: v["status"] for k, v in last.get("steps", {}).items()}},
+            "cycles": len(recs),
+            "rollout": None if last is None else last.get("rollout"),
+            "deployment": state.to_dict(),
+            "goals": goal_status(self.system, self.goals),
+            "open_alerts": open_alerts,
+            "alerts_total": len(alerts),
+            "quarantined": [s for s in abuse["sources"] if s["verdict"] == "quarantined"],
+            "downweighted": [s for s in abuse["sources"] if s["verdict"] == "downweighted"],
+        }
+
+
+def _key(ns: int) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _brief_guard(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry.get(k) for k in ("decisions", "units", "breach", "action")} | {
+        "metrics": [{k: m.get(k) for k in ("metric", "flight", "production", "p_value", "breach", "note")}
+                    for m in entry.get("metrics", [])]}
+
+

@@ -1,0 +1,525 @@
+"""Goals measured from telemetry, per cadence window, kept as time series.
+
+A system declares :class:`~closedloop.Goal` objects (name, level, metric, target, direction,
+cadence). :class:`GoalTracker` measures each goal over every window of its cadence (on the
+runtime's clock, :mod:`.windows`) once the window has *settled*, and appends one point per
+(goal, window) to ``<home>/goals/series.jsonl`` — append-only and idempotent: a window measured
+once is never measured again, so rerunning a cycle adds nothing twice.
+
+Metric grammar
+--------------
+Classification at an operating point, from decisions labeled under the system's label policy
+(the dataset join, :func:`closedloop.loop.build_dataset`; rows weighted by the dataset's
+``weight``: ``1 / (sample_prob × propensity)``). ``@A`` is the operating point: the decision took
+action ``A`` *or a more forceful one* (for :class:`~closedloop.Thresholds`, the levels are most
+forceful first and ``otherwise`` is the least; for other experiences exactly ``A``)::
+
+    false_positive_rate@A    negatives flagged at A / negatives
+    false_negative_rate@A    positives not flagged at A / positives
+    recall@A                 positives flagged at A / positives
+    precision@A              positives flagged at A / decisions flagged at A
+    cost_per_1k              expected mistake cost (System.costs) per 1,000 labeled decisions
+    labeled:<class>_per_1k[@A]   labeled decisions of the class (that took exactly A) per 1,000
+                                 labeled decisions — e.g. ``labeled:phish_per_1k@allow``
+
+Outcome rates, from outcome records (deduplicated by ``outcome_id``), per decision. Decisions
+count ``1 / sample_prob`` each (the decisions sampling left out)::
+
+    rate:<kind>              outcomes of the kind that happened in the window, per decision made
+                             in the window (no linking: a report counts in the window it was made)
+    rate:<kind>@A            the share of decisions in the window that took exactly A and got at
+                             least one outcome of the kind, linked by decision id (e.g. the
+                             warning click-through rate: ``rate:chose:continue@warn``)
+    <kind>_per_1k[@A]        the same × 1,000 (e.g. ``reported_phish_per_1k``)
+
+Actions::
+
+    share:<action>           the share of decisions that took the action
+
+Any other name must be one of the functions passed as ``metrics={name: fn}`` (no global
+registry): ``fn(MetricInput) -> float | None | (float | None, n)``.
+
+Settling
+--------
+A window is measured once no later data can change it: label-based metrics (classification,
+``cost_per_1k``, ``labeled:``, custom functions) once every decision in it has a closed label
+window (``end + policy.window <= now``); outcome rates once ``end + rate_settle <= now``
+(default: the label window); ``share:`` once the window has ended. Records ingested after the
+measuring time do not count (point in time), so a cycle rerun at the same time measures the same
+values. A window with no decisions (or an empty denominator) is recorded with ``value: null``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import SpecError
+from ..experience import Thresholds
+from ..spec import Goal, System
+from . import _data
+from .windows import Window, windows_between
+
+__all__ = [
+    "GoalTracker",
+    "Measure",
+    "MetricInput",
+    "SeriesStore",
+    "goal_status",
+    "parse_metric",
+]
+
+_CLASSIFY = ("false_positive_rate", "false_negative_rate", "recall", "precision")
+_NAME = r"[A-Za-z][A-Za-z0-9_.\-:]*"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A parsed metric: ``kind`` is classify / cost / labeled / rate / share / custom."""
+
+    text: str
+    kind: str
+    name: str = ""  # classify: fpr…; labeled: the class; rate: the outcome kind; share: action
+    action: str | None = None
+    scale: float = 1.0
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.kind in ("classify", "cost", "labeled", "custom")
+
+
+def parse_metric(text: str, system: System, custom: Mapping[str, Any] = ()) -> Metric:  # type: ignore[assignment]
+    """Parse ``text`` under the grammar in the module docstring (raises :class:`SpecError`
+    naming the metric and the rule)."""
+    if not isinstance(text, str) or not text:
+        raise SpecError(f"A goal metric must be a non-empty string. Got {text!r} instead.")
+    if text in custom:
+        return Metric(text, "custom", text)
+
+    def action(a: str | None) -> str | None:
+        if a is not None and a not in system.actions:
+            raise SpecError(
+                f"The metric {text!r} names action {a!r}, which is not one of the system's actions "
+                f"{list(system.actions)}."
+            )
+        return a
+
+    def labels_needed() -> None:
+        if system.label_policy is None:
+            raise SpecError(f"The metric {text!r} needs labels, but system '{system.name}' declares no label policy.")
+
+    m = re.fullmatch(rf"({'|'.join(_CLASSIFY)})@({_NAME})", text)
+    if m:
+        labels_needed()
+        return Metric(text, "classify", m.group(1), action(m.group(2)))
+    if text == "cost_per_1k":
+        labels_needed()
+        if not system.costs:
+            raise SpecError(f"The metric 'cost_per_1k' needs mistake costs; system '{system.name}' declares none.")
+        return Metric(text, "cost", scale=1000.0)
+    m = re.fullmatch(rf"labeled:({_NAME})_per_1k(?:@({_NAME}))?", text)
+    if m:
+        labels_needed()
+        if m.group(1) not in system.labels:
+            raise SpecError(f"The metric {text!r} names class {m.group(1)!r}; the classes are {list(system.labels)}.")
+        return Metric(text, "labeled", m.group(1), action(m.group(2)), 1000.0)
+    m = re.fullmatch(r"share:(.+)", text)
+    if m:
+        return Metric(text, "share", m.group(1), action(m.group(1)))
+    m = re.fullmatch(rf"rate:(.+?)(?:@({_NAME}))?", text)
+    if m and re.fullmatch(_NAME, m.group(1)):
+        return Metric(text, "rate", m.group(1), action(m.group(2)))
+    m = re.fullmatch(rf"(.+?)_per_1k(?:@({_NAME}))?", text)
+    if m and re.fullmatch(_NAME, m.group(1)):
+        return Metric(text, "rate", m.group(1), action(m.group(2)), 1000.0)
+    raise SpecError(
+        f"The metric {text!r} is not in the grammar (false_positive_rate@A, false_negative_rate@A, "
+        "recall@A, precision@A, cost_per_1k, labeled:<class>_per_1k[@A], rate:<kind>[@A], "
+        f"<kind>_per_1k[@A], share:<action>) nor a function passed in metrics= ({sorted(custom)})."
+    )
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One series to keep: a goal, or a monitored rate (no target)."""
+
+    name: str
+    metric: str
+    cadence: str
+    level: str | None = None
+    target: float | None = None
+    direction: str | None = None
+
+    @classmethod
+    def of(cls, goal: Goal) -> Measure:
+        return cls(goal.name, goal.metric, goal.cadence, goal.level, goal.target, goal.direction)
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None or self.target is None:
+            return None
+        return value >= self.target if self.direction == "at_least" else value <= self.target
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """What a user-registered metric function sees for one window: the window, its decisions
+    (``decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version,
+    flight``), the outcomes that happened in it (``outcome_id, decision_id, unit, kind, value,
+    event_ns, source``) and its labeled decisions (the dataset columns ``decision_id,
+    timestamp_ns, action, label_value, weight``). All are Arrow tables."""
+
+    window: Window
+    decisions: pa.Table
+    outcomes: pa.Table
+    labeled: pa.Table
+    system: System
+
+
+# -- the series file ---------------------------------------------------------------------------------
+class SeriesStore:
+    """An append-only JSON-lines file of points, one per (name, window). Appends take an
+    exclusive ``flock`` and skip (name, window) pairs already present; a torn or bad line (a
+    crash mid-append) is skipped on read, never fatal."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name("." + self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def points(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        with open(self.path, "rb") as fh:
+            for line in fh:
+                try:
+                    p = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("window"), str):
+                    out.append(p)
+        return out
+
+    def keys(self) -> set[tuple[str, str]]:
+        return {(p["name"], p["window"]) for p in self.points()}
+
+    def append(self, points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append the points whose (name, window) is new; return those appended (durable)."""
+        with self._lock():
+            have = self.keys()
+            new = []
+            for p in points:
+                k = (p["name"], p["window"])
+                if k not in have:
+                    have.add(k)
+                    new.append(p)
+            if new:
+                data = b"".join(json.dumps(p, sort_keys=True, allow_nan=False).encode() + b"\n" for p in new)
+                with open(self.path, "ab") as fh:
+                    if fh.tell() > 0:  # a torn last line (crash mid-append) must not swallow ours
+                        with open(self.path, "rb") as r:
+                            r.seek(-1, os.SEEK_END)
+                            if r.read(1) != b"\n":
+                                data = b"\n" + data
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            return new
+
+    def series(self, name: str) -> list[dict[str, Any]]:
+        """The points of one series, in window order."""
+        return sorted((p for p in self.points() if p["name"] == name), key=lambda p: p["start_ns"])
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+def _flagged(system: System, action: str) -> list[str]:
+    """The actions at the operating point ``action``: it and every more forceful action."""
+    exp = system.experience
+    if isinstance(exp, Thresholds):
+        order = list(exp.actions)  # most forceful first, otherwise last
+        if action in order:
+            return order[: order.index(action) + 1]
+    return [action]
+
+
+def _ratio(num: float, den: float, scale: float = 1.0) -> float | None:
+    return None if den <= 0 else scale * num / den
+
+
+class GoalTracker:
+    """Measures goals (and other series) from telemetry; see the module docstring.
+
+    Parameters
+    ----------
+    system:
+        The system whose goals (``system.goals``) are measured.
+    metrics:
+        User metric functions, by name (a goal's metric may name one).
+    rate_settle:
+        How long after a window ends its outcome rates are measured (default: the label window,
+        or one day without a label policy).
+    """
+
+    def __init__(
+        self,
+        system: System,
+        *,
+        metrics: Mapping[str, Callable[[MetricInput], Any]] | None = None,
+        rate_settle: timedelta | None = None,
+    ) -> None:
+        if not isinstance(system, System):
+            raise SpecError(f"The 'system' parameter of GoalTracker must be a closedloop.System. Got {system!r} instead.")
+        metrics = dict(metrics or {})
+        for k, f in metrics.items():
+            if not isinstance(k, str) or not callable(f):
+                raise SpecError(f"GoalTracker 'metrics' must map a name to a function. Got {k!r}: {f!r} instead.")
+        if rate_settle is not None and (not isinstance(rate_settle, timedelta) or rate_settle < timedelta(0)):
+            raise SpecError(f"The 'rate_settle' parameter of GoalTracker must be a timedelta ≥ 0. Got {rate_settle!r} instead.")
+        self.system = system
+        self.metrics = metrics
+        policy = system.label_policy
+        default = policy.window if policy is not None else timedelta(days=1)
+        self.rate_settle = rate_settle if rate_settle is not None else default
+        for g in system.goals:  # refuse a goal that cannot be measured, at declaration
+            parse_metric(g.metric, system, metrics)
+
+    def settle_ns(self, metric: Metric) -> int:
+        if metric.kind == "share":
+            return 0
+        if metric.kind == "rate":
+            return int(self.rate_settle.total_seconds() * 1e9)
+        policy = self.system.label_policy
+        window = policy.window if policy is not None else self.rate_settle
+        return int(window.total_seconds() * 1e9)
+
+    def measure(
+        self,
+        store: SeriesStore,
+        *,
+        decision_files: Sequence[Path | str],
+        outcome_files: Sequence[Path | str],
+        now_ns: int,
+        measures: Sequence[Measure] | None = None,
+        exclude_sources: Sequence[str] = (),
+        scratch: Path | str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Measure every settled, not yet recorded window of each measure (default: the
+        system's goals) and append the points to ``store``. Returns the points appended.
+
+        ``exclude_sources``: outcome sources left out (quarantined for abuse). ``scratch``: a
+        directory for the labeled-decisions dataset this builds (deleted afterwards)."""
+        measures = [Measure.of(g) for g in self.system.goals] if measures is None else list(measures)
+        if not measures:
+            return []
+        con = _data.connect(self.system.name, decision_files, outcome_files, now_ns, exclude_sources)
+        try:
+            row = con.execute("SELECT min(timestamp_ns), max(timestamp_ns) FROM decisions").fetchall()[0]
+            if row is None or row[0] is None:
+                return []
+            first_ns = int(row[0])
+            have = store.keys()
+            todo: list[tuple[Measure, Metric, Window]] = []
+            for m in measures:
+                metric = parse_metric(m.metric, self.system, self.metrics)
+                settle = self.settle_ns(metric)
+                for w in windows_between(m.cadence, first_ns, now_ns):
+                    if w.end_ns + settle > now_ns:
+                        break
+                    if (m.name, w.key) not in have:
+                        todo.append((m, metric, w))
+            if not todo:
+                return []
+            since = min(w.start_ns for _, _, w in todo)
+            until = max(w.end_ns for _, _, w in todo)
+            dec = _data.arrow(
+                con,
+                "SELECT decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version, flight "
+                "FROM decisions WHERE timestamp_ns >= $s AND timestamp_ns < $u ORDER BY timestamp_ns",
+                {"s": since, "u": until},
+            )
+            out = _data.arrow(
+                con,
+                "SELECT o.outcome_id, o.decision_id, o.unit, o.kind, o.value, o.event_ns, o.source, "
+                "d.timestamp_ns AS d_ts, d.action AS d_action, d.sample_prob AS d_sample_prob "
+                "FROM outcomes o LEFT JOIN decisions d ON o.decision_id = d.decision_id "
+                "WHERE (o.event_ns >= $s AND o.event_ns < $u) OR (d.timestamp_ns >= $s AND d.timestamp_ns < $u)",
+                {"s": since, "u": until},
+            )
+        finally:
+            con.close()
+        labeled = None
+        if any(metric.needs_labels for _, metric, _ in todo):
+            lab_todo = [w for _, metric, w in todo if metric.needs_labels]
+            labeled = self._labeled(
+                decision_files, outcome_files, now_ns, min(w.start_ns for w in lab_todo),
+                max(w.end_ns for w in lab_todo), exclude_sources, scratch,
+            )
+        frame = _Frame(dec, out, labeled, self.system)
+        points = []
+        for m, metric, w in todo:
+            value, n = self._value(metric, w, frame)
+            if value is not None and not math.isfinite(value):
+                value = None
+            points.append({
+                "name": m.name, "metric": m.metric, "level": m.level, "cadence": m.cadence,
+                "window": w.key, "start_ns": w.start_ns, "end_ns": w.end_ns, "value": value, "n": n,
+                "target": m.target, "direction": m.direction, "met": m.met(value), "measured_ns": int(now_ns),
+            })
+        return store.append(points)
+
+    def _labeled(
+        self, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str], now_ns: int,
+        since: int, until: int, exclude_sources: Sequence[str], scratch: Path | str | None,
+    ) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        from ..loop.dataset import build_dataset
+
+        tmp = Path(tempfile.mkdtemp(prefix=".goals-", dir=scratch))
+        try:
+            manifest = build_dataset(
+                self.system, decision_files=decision_files, outcome_files=outcome_files,
+                since_ns=since, until_ns=until, cutoff_ns=now_ns, out=tmp / "labeled",
+                exclude_sources=exclude_sources,
+            )
+            t = pq.read_table(manifest.data_path, columns=["decision_id", "timestamp_ns", "action", "label_value", "weight"])
+            t = t.filter(t["label_value"].is_valid())
+            return t.sort_by("timestamp_ns")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _value(self, metric: Metric, w: Window, f: _Frame) -> tuple[float | None, int]:
+        system = self.system
+        if metric.kind == "custom":
+            r = self.metrics[metric.name](f.input(w))
+            if isinstance(r, tuple):
+                return (None if r[0] is None else float(r[0])), int(r[1])
+            return (None if r is None else float(r)), 0
+        if metric.kind == "share":
+            sl = f.dec_slice(w)
+            act, wt = f.d_action[sl], f.d_w[sl]
+            return _ratio(float(wt[act == metric.action].sum()), float(wt.sum())), int(wt.size)
+        if metric.kind == "rate":
+            if metric.action is None:
+                sl = f.dec_slice(w)
+                o = (f.o_kind == metric.name) & (f.o_event >= w.start_ns) & (f.o_event < w.end_ns)
+                return _ratio(float(o.sum()), float(f.d_w[sl].sum()), metric.scale), int(f.d_w[sl].size)
+            sl = f.dec_slice(w)
+            mask = f.d_action[sl] == metric.action
+            den = float(f.d_w[sl][mask].sum())
+            o = (
+                (f.o_kind == metric.name) & (f.o_daction == metric.action)
+                & (f.o_dts >= w.start_ns) & (f.o_dts < w.end_ns)
+            )
+            ids, first = np.unique(f.o_did[o], return_index=True)
+            num = float(f.o_dw[o][first].sum()) if ids.size else 0.0
+            return _ratio(num, den, metric.scale), int(mask.sum())
+        # label-based
+        sl = f.lab_slice(w)
+        y, wt, act = f.l_y[sl], f.l_w[sl], f.l_action[sl]
+        if metric.kind == "cost":
+            cost = np.zeros(y.size)
+            for a, row in system.costs.items():
+                for j, lab in enumerate(system.labels):
+                    c = row.get(lab, 0.0)
+                    if c:
+                        cost[(act == a) & (y == j)] = c
+            return _ratio(float((wt * cost).sum()), float(wt.sum()), 1000.0), int(y.size)
+        if metric.kind == "labeled":
+            j = system.labels.index(metric.name)
+            hit = y == j
+            if metric.action is not None:
+                hit &= act == metric.action
+            return _ratio(float(wt[hit].sum()), float(wt.sum()), 1000.0), int(y.size)
+        flag = np.isin(act, _flagged(system, metric.action or ""))
+        pos, neg = y == 1, y == 0
+        if metric.name == "false_positive_rate":
+            return _ratio(float(wt[neg & flag].sum()), float(wt[neg].sum())), int(neg.sum())
+        if metric.name == "false_negative_rate":
+            return _ratio(float(wt[pos & ~flag].sum()), float(wt[pos].sum())), int(pos.sum())
+        if metric.name == "recall":
+            return _ratio(float(wt[pos & flag].sum()), float(wt[pos].sum())), int(pos.sum())
+        return _ratio(float(wt[pos & flag].sum()), float(wt[flag].sum())), int(flag.sum())
+
+
+class _Frame:
+    """The columns of one measurement as numpy arrays, with window slicing."""
+
+    def __init__(self, dec: pa.Table, out: pa.Table, labeled: pa.Table | None, system: System) -> None:
+        self.dec, self.out, self.system = dec, out, system
+        self.d_ts = dec["timestamp_ns"].to_numpy()
+        self.d_action = np.asarray(dec["action"].to_pylist(), dtype=object)
+        self.d_w = 1.0 / dec["sample_prob"].to_numpy()
+        self.o_kind = np.asarray(out["kind"].to_pylist(), dtype=object)
+        self.o_event = out["event_ns"].to_numpy()
+        self.o_did = np.asarray(out["decision_id"].to_pylist(), dtype=object)
+        self.o_daction = np.asarray(out["d_action"].to_pylist(), dtype=object)
+        self.o_dts = np.nan_to_num(out["d_ts"].to_numpy(zero_copy_only=False).astype(np.float64), nan=-1.0)
+        sp = out["d_sample_prob"].to_numpy(zero_copy_only=False).astype(np.float64)
+        self.o_dw = np.where(np.isnan(sp), 0.0, 1.0 / np.where(np.isnan(sp), 1.0, sp))
+        self.labeled = labeled
+        if labeled is not None:
+            self.l_ts = labeled["timestamp_ns"].to_numpy()
+            self.l_y = labeled["label_value"].to_numpy(zero_copy_only=False).astype(np.int64)
+            self.l_w = labeled["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
+            self.l_action = np.asarray(labeled["action"].to_pylist(), dtype=object)
+
+    def dec_slice(self, w: Window) -> slice:
+        return slice(int(np.searchsorted(self.d_ts, w.start_ns)), int(np.searchsorted(self.d_ts, w.end_ns)))
+
+    def lab_slice(self, w: Window) -> slice:
+        return slice(int(np.searchsorted(self.l_ts, w.start_ns)), int(np.searchsorted(self.l_ts, w.end_ns)))
+
+    def input(self, w: Window) -> MetricInput:
+        sl = self.dec_slice(w)
+        o = (self.o_event >= w.start_ns) & (self.o_event < w.end_ns)
+        outs = self.out.filter(pa.array(o)).select(
+            ["outcome_id", "decision_id", "unit", "kind", "value", "event_ns", "source"]
+        )
+        lab = self.labeled.slice(self.lab_slice(w).start, self.lab_slice(w).stop - self.lab_slice(w).start) \
+            if self.labeled is not None else pa.table({})
+        return MetricInput(w, self.dec.slice(sl.start, sl.stop - sl.start), outs, lab, self.system)
+
+
+def goal_status(system: System, store: SeriesStore, *, history: int = 8) -> list[dict[str, Any]]:
+    """Where each of the system's goals stands: its latest measured value against its target
+    (``met``: True / False, None when never measured or no value), and the last ``history``
+    values."""
+    pts = store.points()
+    out = []
+    for g in system.goals:
+        s = sorted((p for p in pts if p["name"] == g.name), key=lambda p: p["start_ns"])
+        valued = [p for p in s if p.get("value") is not None]
+        last = valued[-1] if valued else None
+        out.append({
+            "name": g.name, "level": g.level, "metric": g.metric, "cadence": g.cadence,
+            "target": g.target, "direction": g.direction,
+            "value": None if last is None else last["value"],
+            "window": None if last is None else last["window"],
+            "met": None if last is None else Measure.of(g).met(last["value"]),
+            "windows_measured": len(s),
+            "recent": [p.get("value") for p in s[-history:]],
+        })
+    return out

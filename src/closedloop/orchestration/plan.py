@@ -1,0 +1,207 @@
+"""The loop's declaration: what one cycle does, as data (a :class:`LoopPlan`).
+
+A system declares *what* it is (``System``: context, features, actions, costs, label policy,
+goals); a plan declares *how it learns over time*: which model to train on how much data, how
+often, the gate a candidate must pass, how it rolls out, what to watch (drift, mistake spikes,
+abusive sources) and what to do about alerts. The cycle (:mod:`.cycle`) executes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..bundle import Bundle
+from ..errors import SpecError
+from ..evaluation.report import Gate
+from ..intelligence import Intelligence
+from ..spec import System
+from .abuse import AbusePolicy
+from .alerts import AlertSink
+from .drift import DriftMonitor, MistakeSpikes
+
+__all__ = ["LoopPlan", "Rollout", "Tighten"]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How a candidate that passed the gate and the sanity checks reaches users, one stage per
+    cycle: a **shadow** for at least ``shadow_for`` (scored beside production, never acted on),
+    then a **flight** of ``flight_share`` of units named ``flight_name`` for at least
+    ``flight_for``, watched by the registry's guard (``guard``: a
+    ``closedloop.registry.GuardPolicy``; default: the registry's default policy), then
+    **promotion** — or the guard stops the flight (the automatic rollback). ``shadow_for=None``
+    skips the shadow stage."""
+
+    shadow_for: timedelta | None = timedelta(days=1)
+    flight_share: float = 0.2
+    flight_for: timedelta = timedelta(days=1)
+    flight_name: str = "candidate"
+    guard: Any = None
+
+    def __post_init__(self) -> None:
+        if self.shadow_for is not None and (not isinstance(self.shadow_for, timedelta) or self.shadow_for < timedelta(0)):
+            raise SpecError(f"The 'shadow_for' of Rollout must be a timedelta ≥ 0 or None. Got {self.shadow_for!r} instead.")
+        if not isinstance(self.flight_for, timedelta) or self.flight_for < timedelta(0):
+            raise SpecError(f"The 'flight_for' of Rollout must be a timedelta ≥ 0. Got {self.flight_for!r} instead.")
+        s = self.flight_share
+        if isinstance(s, bool) or not isinstance(s, int | float) or not 0.0 < s < 1.0:
+            raise SpecError(f"The 'flight_share' of Rollout must be a number in (0, 1). Got {s!r} instead.")
+        from ..deployment import _NAME
+
+        if not isinstance(self.flight_name, str) or not _NAME.match(self.flight_name):
+            raise SpecError(f"The 'flight_name' of Rollout must be a flight name. Got {self.flight_name!r} instead.")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "shadow_seconds": None if self.shadow_for is None else self.shadow_for.total_seconds(),
+            "flight_share": self.flight_share, "flight_seconds": self.flight_for.total_seconds(),
+            "flight_name": self.flight_name,
+        }
+
+
+@dataclass(frozen=True)
+class Tighten:
+    """What "tighten thresholds" does: every threshold of the candidate moves ``step`` lower
+    (more decisions get the more forceful actions), never below ``floor``, keeping them strictly
+    decreasing. The candidate still has to pass the gate."""
+
+    step: float = 0.05
+    floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("step", "floor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and 0.0 < v < 1.0):
+                raise SpecError(f"The '{name}' of Tighten must be a number in (0, 1). Got {v!r} instead.")
+
+    def apply(self, levels: Sequence[tuple[str, float]]) -> dict[str, float]:
+        """Tightened thresholds for ``levels`` (most forceful first)."""
+        out: dict[str, float] = {}
+        lowest = self.floor
+        for i, (action, t) in reversed(list(enumerate(levels))):
+            v = max(t - self.step, lowest + (1e-6 if i < len(levels) - 1 else 0.0))
+            out[action] = v
+            lowest = v
+        return out
+
+
+def _td(name: str, v: Any, positive: bool = True) -> timedelta:
+    if not isinstance(v, timedelta) or (v <= timedelta(0) if positive else v < timedelta(0)):
+        raise SpecError(f"The '{name}' parameter of LoopPlan must be a {'positive' if positive else 'non-negative'} "
+                        f"timedelta. Got {v!r} instead.")
+    return v
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    """Everything one cycle of the loop needs to know besides the system.
+
+    Parameters
+    ----------
+    system:
+        The system.
+    heuristic:
+        The baseline every candidate is also compared with (a bundle or an intelligence), and the
+        first production when nothing is deployed yet (``bootstrap``).
+    model, params, calibrate:
+        What :func:`closedloop.creation.train` trains.
+    thresholds:
+        ``"cost"`` (default): the candidate's thresholds minimize the system's mistake costs on
+        the training side of its dataset (weighted); ``"system"``: the system's own.
+    train_window:
+        Decisions of this long before the cycle's time make the training dataset (those whose
+        label window has closed).
+    retrain_every:
+        A new candidate is trained when the last one is this old — or sooner, when an alert says
+        ``retrain`` or ``tighten``.
+    min_labeled:
+        Labeled rows the dataset needs before training (fewer: the cycle stops, saying so).
+    gate:
+        The promotion rule (:class:`~closedloop.evaluation.report.Gate`).
+    rollout:
+        :class:`Rollout`.
+    drift, spikes, abuse:
+        :class:`~.drift.DriftMonitor`, :class:`~.drift.MistakeSpikes`,
+        :class:`~.abuse.AbusePolicy` (None: not watched).
+    tighten:
+        :class:`Tighten`.
+    metrics:
+        User metric functions for goals (``GoalTracker(metrics=...)``).
+    rate_settle:
+        When outcome-rate goals are measured (``GoalTracker(rate_settle=...)``).
+    sinks:
+        Alert sinks besides the home's log (``<home>/orchestration/alerts.jsonl``).
+    evaluate_bootstrap:
+        Bootstrap resamples in the evaluation report.
+    """
+
+    system: System
+    heuristic: Bundle | Intelligence | None = None
+    model: str = "lightgbm"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    calibrate: str | None = None
+    thresholds: str = "cost"
+    train_window: timedelta = timedelta(days=14)
+    retrain_every: timedelta = timedelta(days=1)
+    min_labeled: int = 200
+    gate: Gate = field(default_factory=Gate)
+    rollout: Rollout = field(default_factory=Rollout)
+    drift: DriftMonitor | None = field(default_factory=DriftMonitor)
+    spikes: MistakeSpikes | None = None
+    abuse: AbusePolicy | None = field(default_factory=AbusePolicy)
+    tighten: Tighten = field(default_factory=Tighten)
+    metrics: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    rate_settle: timedelta | None = None
+    sinks: Sequence[AlertSink] = ()
+    evaluate_bootstrap: int = 50
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.system, System):
+            raise SpecError(f"The 'system' parameter of LoopPlan must be a closedloop.System. Got {self.system!r} instead.")
+        if self.system.label_policy is None:
+            raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
+        if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
+            raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
+        if self.thresholds not in ("cost", "system"):
+            raise SpecError(f"The 'thresholds' parameter of LoopPlan must be 'cost' or 'system'. Got {self.thresholds!r} instead.")
+        if self.thresholds == "cost" and not self.system.costs:
+            raise SpecError(f"LoopPlan(thresholds='cost') needs mistake costs; system '{self.system.name}' declares none.")
+        _td("train_window", self.train_window)
+        _td("retrain_every", self.retrain_every, positive=False)
+        if isinstance(self.min_labeled, bool) or not isinstance(self.min_labeled, int) or self.min_labeled < 1:
+            raise SpecError(f"The 'min_labeled' parameter of LoopPlan must be an integer ≥ 1. Got {self.min_labeled!r} instead.")
+        for name, typ in (("gate", Gate), ("rollout", Rollout), ("tighten", Tighten)):
+            if not isinstance(getattr(self, name), typ):
+                raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__}. Got {getattr(self, name)!r} instead.")
+        for name, typ in (("drift", DriftMonitor), ("spikes", MistakeSpikes), ("abuse", AbusePolicy)):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, typ):
+                raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__} or None. Got {v!r} instead.")
+        for s in self.sinks:
+            if not isinstance(s, AlertSink):
+                raise SpecError(f"The 'sinks' of LoopPlan must be AlertSinks. Got {s!r} instead.")
+
+    def heuristic_bundle(self) -> Bundle | None:
+        h = self.heuristic
+        if h is None or isinstance(h, Bundle):
+            return h
+        return Bundle.build(self.system, h)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "system": self.system.name, "model": self.model, "params": dict(self.params), "calibrate": self.calibrate,
+            "thresholds": self.thresholds,
+            "train_window_seconds": self.train_window.total_seconds(),
+            "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
+            "gate": asdict(self.gate),
+            "rollout": self.rollout.describe(),
+            "drift": self.drift.describe() if self.drift else None,
+            "spikes": self.spikes.describe() if self.spikes else None,
+            "abuse": self.abuse.describe() if self.abuse else None,
+            "tighten": {"step": self.tighten.step, "floor": self.tighten.floor},
+            "sinks": [s.describe() for s in self.sinks],
+        }
