@@ -429,7 +429,7 @@ def test_alerts_go_to_a_json_lines_log_and_a_webhook_with_retries(hook, tmp_path
     assert len(failures) == 1 and "HTTP 503" in failures[0]["error"] and failures[0]["sink"].startswith("webhook:")
     assert len(log.read()) == 3
     dead = WebhookAlertSink("http://127.0.0.1:9/none", timeout=0.5, retries=0)
-    assert "ConnectError" in deliver([a], [dead])[0]["error"] or deliver([a], [dead])
+    assert "ConnectError" in deliver([a], [dead])[0]["error"]  # nothing listens: reported, not raised
     with pytest.raises(SpecError, match="http\\(s\\) URL"):
         WebhookAlertSink("ftp://x")
     with pytest.raises(SpecError, match="'action' of an Alert"):

@@ -127,7 +127,13 @@ def test_loop_run_killed_at_every_step_resumes_to_one_bundle_and_one_change_per_
     # every effect happened once: one dataset, series points and alerts without duplicates
     kept = sorted(p.name for p in (home / "orchestration" / "cycles" / "000001").iterdir() if not p.name.startswith("."))
     assert kept == ["candidate", "dataset", "report.json"]
+    # counts reconcile: the world's decisions → telemetry → the dataset → the goal series
+    ds = json.loads((home / "orchestration" / "cycles" / "000001" / "dataset" / "manifest.json").read_text())
+    assert ds["counts"]["decisions"]["in_range"] == sum(c["decisions"] for c in synth.counts) == 6 * 1500
+    assert ds["counts"]["decisions"]["rows"] + ds["counts"]["decisions"]["open"] == 6 * 1500
+    assert ds["counts"]["outcomes"]["excluded_source"] > 0  # mallory, quarantined by the monitor step
     series = [json.loads(x) for x in (home / "goals" / "series.jsonl").read_text().splitlines()]
+    assert {p["n"] for p in series if p["name"] == "reports"} == {1500}
     assert series and max(Counter((p["name"], p["window"]) for p in series).values()) == 1
     alerts = [json.loads(x) for x in (home / "orchestration" / "alerts.jsonl").read_text().splitlines()]
     assert max(Counter(a["id"] for a in alerts).values()) == 1
