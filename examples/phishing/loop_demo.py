@@ -51,7 +51,7 @@ from closedloop import Bundle, DecisionIds, ManualClock, Runtime, SpecError
 from closedloop.evaluation.report import Gate
 from closedloop.experience import Thresholds
 from closedloop.exploration import EpsilonGreedy
-from closedloop.orchestration import Cycle, LoopPlan
+from closedloop.orchestration import Cycle, LabelCheck, LoopPlan
 from closedloop.registry import GuardPolicy, Registry
 from closedloop.spec import LabelPolicy, System
 from closedloop.telemetry import SegmentLog, Telemetry
@@ -88,6 +88,7 @@ class DemoSettings:
     fault_kind: str = "labels_flipped"
     measure_from: int = 30  # the table's period: days measure_from … days-1
     slices: int = 24  # decision batches per day (hour by hour)
+    diagnose: bool = False  # record, from ground truth, what the loop's allowed phishing scored
 
     def __post_init__(self) -> None:
         for name in ("days", "shared_days", "cycle_every", "slices"):
@@ -154,6 +155,8 @@ def demo_plan(system: System) -> LoopPlan:
                 "min_sum_hessian_in_leaf": 1.0, "num_threads": 1},
         evaluate_bootstrap=20, min_labeled=200,
         gate=Gate(max_auc_drop=0.02, min_slice_n=20_000, cost_must_not_rise=True),
+        # a day of analysts' labels unlike the others is a broken pipeline: refuse what it trained
+        label_check=LabelCheck("analyst_label", ratio=2.0, alpha=1e-6, min_count=50),
         rollout=dataclasses.replace(example_plan.rollout, guard=GuardPolicy(latency_tolerance=1e6)),
     )
 
@@ -282,6 +285,43 @@ def _done(steps: dict[str, Any], name: str) -> dict[str, Any] | None:
     return st.get("result") if st.get("status") == "done" else None
 
 
+class _Recorder:
+    """Forwards to a runtime and keeps each decided batch (for :func:`_diagnose`: measurement only)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.clock = runtime.clock
+        self.telemetry = runtime.telemetry
+        self.batches: list[Any] = []
+
+    def decide_batch(self, *args: Any, **kw: Any) -> Any:
+        b = self.runtime.decide_batch(*args, **kw)
+        self.batches.append(b)
+        return b
+
+
+def _diagnose(world: PhishingWorld, batches: list[Any], day: int) -> dict[str, Any]:
+    """Ground truth about one day of the loop's decisions: how its allowed phishing scored, and
+    why it was allowed (for docs/demo.md's analysis; never seen by the loop)."""
+    import numpy as np
+    import pyarrow as pa
+
+    ids = pa.concat_arrays([b.decision_ids for b in batches])
+    score = np.concatenate([b.scores("phish") for b in batches])
+    action = np.concatenate([b.action for b in batches])
+    why = np.concatenate([b.why for b in batches])
+    t = world.truth(ids)
+    phish = np.asarray(t["is_phish"].to_numpy(zero_copy_only=False), dtype=bool)
+    allowed = phish & (action == "allow")
+    q = np.quantile(score[allowed], [0.1, 0.25, 0.5, 0.75, 0.9]).tolist() if allowed.any() else []
+    capped = int(sum(1 for w in why[allowed] if "shown" in str(w)))
+    explored = int(sum(1 for w in why[allowed] if str(w).startswith("explored")))
+    legit = ~phish
+    return {"day": day, "phish": int(phish.sum()), "phish_allowed": int(allowed.sum()), "allowed_score_q": q,
+            "allowed_capped": capped, "allowed_explored": explored,
+            "legit_score_q": np.quantile(score[legit], [0.5, 0.9, 0.99, 0.999]).tolist() if legit.any() else []}
+
+
 def _brief_cycle(rec: dict[str, Any], day: int) -> dict[str, Any]:
     steps = rec.get("steps", {})
     out: dict[str, Any] = {"id": rec["id"], "day": day, "outcome": rec.get("outcome"), "reason": rec.get("reason"),
@@ -347,6 +387,7 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
     cycles: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     frozen_bundle: Bundle | None = None
+    diagnostics: list[dict[str, Any]] = []
     static: dict[str, _StaticArm] = {}
     worker: Any = None
     queue: Any = None
@@ -424,7 +465,10 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
                     world.inject_fault(day, s.fault_kind)
                 rt.apply(reg.deployment(system))
                 t0 = time.perf_counter()
-                r = run_day(world, rt, tel, clock, slices=s.slices)
+                rec_rt = _Recorder(rt) if s.diagnose else None
+                r = run_day(world, rec_rt or rt, tel, clock, slices=s.slices)
+                if rec_rt is not None:
+                    diagnostics.append(_diagnose(world, rec_rt.batches, day))
                 timings["world_and_decide"] += time.perf_counter() - t0
                 row = _row(day, r.measure)
                 if day < s.shared_days:
@@ -457,9 +501,11 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
         abuse["quarantined"] = list(mon.get("quarantined", []))
         abuse["truth"] = _abuse_truth(world, abuse)
         goals = cyc.goals.points()
-        fault = _fault_story(s, world, cycles, events) if s.fault_day is not None else None
+        fault = _fault_story(s, world, home, cycles) if s.fault_day is not None else None
         counts = {"telemetry": stats, "cycles": len(cycles), "last_cycle": last.get("id"),
                   "frozen_bundle": None if frozen_bundle is None else frozen_bundle.version}
+        if diagnostics:
+            counts["diagnostics"] = diagnostics
     timings["total"] = time.perf_counter() - t_start
     run = DemoRun(s, home, arms, cycles, events, goals, abuse, fault, timings, counts)
     (home / "demo-run.json").write_text(json.dumps(run.to_json(), indent=1, default=str, allow_nan=True))
@@ -492,24 +538,32 @@ def _abuse_truth(world: PhishingWorld, abuse: dict[str, Any]) -> dict[str, Any]:
             "wrongly_quarantined": sorted(set(abuse.get("quarantined", [])) - set(abusive))}
 
 
-def _fault_story(s: DemoSettings, world: PhishingWorld, cycles: list[dict[str, Any]],
-                 events: list[dict[str, Any]]) -> dict[str, Any]:
-    """What became of the candidates trained on the faulted day's labels."""
+def _fault_story(s: DemoSettings, world: PhishingWorld, home: Path, cycles: list[dict[str, Any]]) -> dict[str, Any]:
+    """What became of the candidates trained on the faulted day's labels: those whose dataset was
+    built after the fault without leaving that day's analyst labels out."""
     fd = int(s.fault_day or 0)
+    start = world.day_start_ns(fd)
     hit = {"labels_corrupted": int(world.measure(fd).get("faulted_labels", 0))}
-    trained = [c for c in cycles if "candidate" in c and c["day"] > fd]
-    # a dataset covers the faulted labels from the first cycle after the fault day on, while the
-    # faulted decisions are inside the training window
-    affected = [c for c in trained if c["day"] <= fd + 10 + 3]
     fates = []
-    for c in affected:
+    for c in cycles:
+        if "candidate" not in c or c["day"] <= fd:
+            continue
+        man = json.loads((home / "orchestration" / "cycles" / f"{c['id']:06d}" / "dataset" / "manifest.json").read_text())
+        if man["until_ns"] <= start - DAY_NS * 7:
+            continue
+        left_out = any(k == "analyst_label" and a <= start < b for k, a, b in man.get("excluded_ingested", []))
+        if left_out:
+            continue  # trained without the corrupted labels
+        if man["since_ns"] > start:
+            continue  # the faulted decisions are out of its window
         v = c["candidate"]["version"]
         if c["outcome"] in ("gate_failed", "sanity_failed"):
             fates.append({"day": c["day"], "candidate": v, "fate": "stopped by the gate", "why": c["reason"]})
             continue
-        later = [x for x in cycles if x["day"] > c["day"] and x.get("advance")]
         fate, why = "still rolling out", ""
-        for x in later:
+        for x in cycles:
+            if x["day"] <= c["day"] or not x.get("advance"):
+                continue
             adv = x["advance"]
             if adv["outcome"] == "rolled_back":
                 fate, why = "stopped by the flight's guard", adv["message"]
@@ -518,5 +572,5 @@ def _fault_story(s: DemoSettings, world: PhishingWorld, cycles: list[dict[str, A
                 fate, why = "promoted", adv["message"]
                 break
         fates.append({"day": c["day"], "candidate": v, "fate": fate, "why": why})
-    stopped = bool(fates) and fates[0]["fate"].startswith("stopped")
+    stopped = bool(fates) and all(f["fate"].startswith("stopped") for f in fates)
     return {"day": fd, "kind": s.fault_kind, "event": hit, "candidates": fates, "stopped": stopped}

@@ -146,7 +146,8 @@ class Cycle:
                    "steps": {}, "finished": False, "outcome": None, "reason": None, "resumed": 0,
                    "alerts": [], "changes": [],
                    "rollout": (last or {}).get("rollout"), "pending": (last or {}).get("pending", []),
-                   "last_trained_ns": (last or {}).get("last_trained_ns")}
+                   "last_trained_ns": (last or {}).get("last_trained_ns"),
+                   "label_quarantine": (last or {}).get("label_quarantine", [])}
         self._save(rec)
         try:
             self._step(rec, "ingest", self._ingest)
@@ -456,6 +457,7 @@ class Cycle:
                 self.system, decision_files=dec, outcome_files=outc,
                 since_ns=now - int(self.plan.train_window.total_seconds() * 1e9), until_ns=now, cutoff_ns=now,
                 out=out, exclude_sources=mon.get("quarantined", []), source_weights=mon.get("source_weights") or None,
+                exclude_ingested=[(q["kind"], q["start_ns"], q["end_ns"]) for q in rec.get("label_quarantine", [])],
             )
         labeled = m.counts["decisions"]["labeled"]
         result = {"id": m.id, "path": str(out), "counts": m.counts}
@@ -551,10 +553,35 @@ class Cycle:
 
     def _gate(self, rec: dict[str, Any]) -> dict[str, Any]:
         gate = rec["steps"]["evaluate"]["result"]["gate"]
+        labels = self._label_check(rec)
+        if labels:
+            have = {(q["kind"], q["start_ns"]) for q in rec.get("label_quarantine", [])}
+            rec["label_quarantine"] = rec.get("label_quarantine", []) + [
+                {k: a[k] for k in ("kind", "start_ns", "end_ns", "reason")} for a in labels
+                if (a["kind"], a["start_ns"]) not in have]
+            cand = rec["steps"]["train"]["result"]["version"]
+            self._alert([Alert("label_anomaly", f"{a['kind']}@{_key(a['start_ns'])}", a["share"], a["others_share"],
+                               a["reason"], "none", _key(a["start_ns"]), rec["now_ns"]) for a in labels], rec)
+            raise _Stop("gate_failed", f"the candidate {cand} was trained on corrupted labels: "
+                        + "; ".join(a["reason"] for a in labels)
+                        + ". Later datasets leave those labels out.")
         if gate is None or not gate["passed"]:
             reasons = "; ".join(gate["reasons"]) if gate else "no gate verdict"
             raise _Stop("gate_failed", f"the candidate failed the gate: {reasons}")
         return {"passed": True, "baseline": gate["baseline"], "candidate": gate["candidate"]}
+
+    def _label_check(self, rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """Anomalous label days among the labels the candidate's dataset could hold."""
+        chk = self.plan.label_check
+        if chk is None:
+            return []
+        now = rec["now_ns"]
+        since = now - int(self.plan.train_window.total_seconds() * 1e9)
+        _, out = self._files()
+        q = [(x["kind"], x["start_ns"], x["end_ns"]) for x in rec.get("label_quarantine", [])]
+        report = chk.check(self.system, outcome_files=out, since_ns=since, until_ns=now, cutoff_ns=now,
+                           day0_ns=now, exclude=q)
+        return list(report["anomalies"])
 
     def _register(self, rec: dict[str, Any]) -> dict[str, Any]:
         path = rec["steps"]["train"]["result"]["path"]
