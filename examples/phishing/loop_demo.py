@@ -148,12 +148,12 @@ def demo_plan(system: System) -> LoopPlan:
     guard judged on reported mistakes and errors (the simulated runtime's batch latency is not a
     per-page latency)."""
     return dataclasses.replace(
-        example_plan, system=system, heuristic=heuristic_intelligence(), train_window=timedelta(days=10),
+        example_plan, system=system, heuristic=heuristic_intelligence(), train_window=timedelta(days=7),
         # regularized: with ~0.3 % positives, LightGBM's defaults (min_sum_hessian_in_leaf 1e-3) let a few
         # leaves run off to extreme values — train AUC 0.64 on the loop's first dataset; with these, 0.97
         params={"num_leaves": 15, "num_boost_round": 60, "min_data_in_leaf": 100, "lambda_l2": 1.0,
                 "min_sum_hessian_in_leaf": 1.0, "num_threads": 1},
-        evaluate_bootstrap=20, min_labeled=200,
+        evaluate_bootstrap=0, min_labeled=200,
         gate=Gate(max_auc_drop=0.02, min_slice_n=20_000, cost_must_not_rise=True),
         # a day of analysts' labels unlike the others is a broken pipeline: refuse what it trained
         label_check=LabelCheck("analyst_label", ratio=2.0, alpha=1e-6, min_count=50),

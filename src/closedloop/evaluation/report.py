@@ -424,7 +424,8 @@ def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, in
             for q in range(len(pairs))]
 
 
-def _rows(system: Any, dataset: Path, split: Split | str | None) -> tuple[Any, Any, np.ndarray, Any, Any]:
+def _rows(system: Any, dataset: Path, split: Split | str | None,
+          loaded: tuple[Any, Any] | None = None) -> tuple[Any, Any, np.ndarray, Any, Any]:
     from ..loop.dataset import MANIFEST_FILE, DatasetManifest, load_dataset
 
     if not (dataset / MANIFEST_FILE).is_file():
@@ -436,7 +437,7 @@ def _rows(system: Any, dataset: Path, split: Split | str | None) -> tuple[Any, A
             f"The dataset {manifest.id!r} was built for system {built_for!r}; it cannot evaluate system "
             f"{system.name!r}."
         )
-    table, cols = load_dataset(dataset, system)
+    table, cols = loaded if loaded is not None else load_dataset(dataset, system)
     if "label_value" not in table.column_names:
         raise DatasetError(f"The dataset {manifest.id!r} has no labels (no 'label_value' column) to evaluate on.")
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
@@ -584,12 +585,14 @@ def evaluate(
     bootstrap: int = 100,
     seed: int = 0,
     gate: Gate | None = None,
+    loaded: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``bundles`` (the first is the baseline, the last the candidate) on the labeled
     rows of the dataset directory ``dataset``: its test side under ``split`` (default
     ``system.split``), or every labeled row with ``split="all"``. Returns the report described
     in this module's docstring (JSON-ready). ``gate`` (default :class:`Gate`) is checked when
-    there are at least two bundles."""
+    there are at least two bundles. ``loaded``: what ``load_dataset(dataset, system)`` returned,
+    when the caller has it already (the dataset is then not read again)."""
     from ..bundle import Bundle
     from ..spec import System
 
@@ -612,7 +615,7 @@ def evaluate(
                 f"fields {names}."
             )
     dataset = Path(dataset)
-    manifest, table, y, cols, sp = _rows(system, dataset, split)
+    manifest, table, y, cols, sp = _rows(system, dataset, split, loaded)
     slice_fields = _slice_fields(system, table, cols, manifest)
     unit_col = table["unit"].cast(pa.string()).combine_chunks().dictionary_encode()
     units = np.asarray(unit_col.indices, dtype=np.int64)

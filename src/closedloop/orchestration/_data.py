@@ -44,12 +44,16 @@ def connect(
     # (ingest_ns, writer, seq) — go into a small table once; the view then keeps every other row
     # as it is, so a query's time filter reaches the Parquet scan (row-group pruning) instead of
     # waiting behind a sort of the whole history.
+    keep = f"system = {sysq} AND ingest_ns <= {cut} AND decision_id IS NOT NULL"
     con.execute(
         f"""CREATE TEMP TABLE dec_dups AS
+        WITH h AS (  -- candidates first, by a 64-bit hash of the id: cheaper than grouping the strings
+          SELECT hash(decision_id) AS h FROM dec_files WHERE {keep} GROUP BY 1 HAVING count(*) > 1
+        )
         SELECT decision_id,
                arg_min(struct_pack(f := filename, r := file_row_number),
                        struct_pack(i := ingest_ns, w := writer, s := seq)) AS keep
-        FROM dec_files WHERE system = {sysq} AND ingest_ns <= {cut} AND decision_id IS NOT NULL
+        FROM dec_files WHERE {keep} AND hash(decision_id) IN (SELECT h FROM h)
         GROUP BY decision_id HAVING count(*) > 1"""
     )
     con.execute(

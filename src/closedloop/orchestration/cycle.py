@@ -111,6 +111,15 @@ class Cycle:
         self.goals = SeriesStore(self.home / "goals" / "series.jsonl")
         self.mistakes = SeriesStore(self.home / "goals" / "mistake_rates.jsonl")
         self.tracker = GoalTracker(plan.system, metrics=plan.metrics, rate_settle=plan.rate_settle)
+        self._loaded: tuple[str, Any] | None = None  # the dataset read in this cycle (train, thresholds, evaluate)
+
+    def _load(self, path: str) -> Any:
+        """``load_dataset(path)``, read once per cycle and process (a dataset never changes)."""
+        from ..loop.dataset import load_dataset
+
+        if self._loaded is None or self._loaded[0] != str(path):
+            self._loaded = (str(path), load_dataset(path, self.system))
+        return self._loaded[1]
 
     # -- records -----------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -169,6 +178,7 @@ class Cycle:
             raise _Stop("shadow", rec["steps"]["shadow"]["result"]["message"])
         except _Stop as stop:
             rec["outcome"], rec["reason"] = stop.outcome, stop.reason
+        self._loaded = None
         rec["finished"] = True
         rec["goals"] = goal_status(self.system, self.goals)
         self._save(rec)
@@ -479,9 +489,10 @@ class Cycle:
         else:
             prod = self._production()
             try:
-                run = train(self.system, rec["steps"]["dataset"]["result"]["path"], model=self.plan.model,
+                ds = rec["steps"]["dataset"]["result"]["path"]
+                run = train(self.system, ds, model=self.plan.model,
                             params=dict(self.plan.params), calibrate=self.plan.calibrate,
-                            parent=None if prod is None else prod.version)
+                            parent=None if prod is None else prod.version, loaded=self._load(ds))
             except ClosedLoopError as exc:
                 raise _Stop("training_failed", str(exc)) from None
             b = run.bundle
@@ -507,9 +518,7 @@ class Cycle:
 
         from ..evaluation.metrics import best_thresholds
         from ..evaluation.splits import split as split_rows
-        from ..loop.dataset import load_dataset
-
-        table, cols = load_dataset(dataset, self.system)
+        table, cols = self._load(dataset)
         labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
         table, cols = table.take(labeled), cols.take(labeled)
         train_idx, _ = split_rows(table, self.system.split)
@@ -541,8 +550,9 @@ class Cycle:
             if len(bundles) < 2:
                 raise _Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
             try:
-                report = evaluate(self.system, bundles, rec["steps"]["dataset"]["result"]["path"], gate=self.plan.gate,
-                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"])
+                ds = rec["steps"]["dataset"]["result"]["path"]
+                report = evaluate(self.system, bundles, ds, gate=self.plan.gate,
+                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"], loaded=self._load(ds))
             except ClosedLoopError as exc:
                 raise _Stop("evaluation_failed", str(exc)) from None
             _atomic_json(path, report)
