@@ -1,5 +1,5 @@
-"""LabelCheck (a day of labels unlike the others), build_dataset(exclude_ingested=...), and the
-monitoring view's deduplication of decisions."""
+"""LabelCheck (a day of labels unlike the others), build_dataset(exclude_ingested=...), the
+monitoring view's deduplication of decisions, and the gate's cost tolerance."""
 
 from __future__ import annotations
 
@@ -132,3 +132,17 @@ def test_monitoring_keeps_the_first_copy_of_a_decision_logged_twice(tmp_path: Pa
         ("a", "v3-w2"), ("b", "v5-w1"), ("c", "v5-w1"), ("d", "v5-w1")]
     con = _data.connect("s", files, [], 4)  # the cut-off: only what was ingested by then
     assert con.execute("SELECT decision_id, bundle_version FROM decisions").fetchall() == [("a", "v3-w2")]
+
+
+def test_the_gate_tolerates_a_declared_cost_rise_and_no_more() -> None:
+    from closedloop.evaluation.report import Gate
+
+    def rep(version: str, cost: float) -> dict:
+        return {"version": version, "quality": {"auc": 0.9}, "slices": {}, "mistakes": {"cost_per_1000": cost}}
+
+    assert not Gate().check(rep("a", 100.0), rep("b", 100.5))["passed"]
+    assert Gate(cost_tolerance=0.02).check(rep("a", 100.0), rep("b", 101.9))["passed"]
+    v = Gate(cost_tolerance=0.02).check(rep("a", 100.0), rep("b", 102.1))
+    assert not v["passed"] and "more than 2%" in v["reasons"][0]
+    with pytest.raises(SpecError, match="'cost_tolerance'"):
+        Gate(cost_tolerance=-0.1)
