@@ -173,3 +173,33 @@ def test_demo_cli_prints_the_table_and_writes_the_report(tmp_path, capsys):
     assert (tmp_path / "homes" / "seed-4" / "demo-run.json").is_file()
     # a rerun replaces its own earlier home
     assert demo.main(argv) == 0
+
+
+def test_the_report_draws_every_chart_offline_in_a_browser(small_run, tmp_path):
+    from examples.phishing.loop_report import write_report
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_report_browser import _browser
+
+    path = write_report([small_run], tmp_path / "demo.html")
+    driver = _browser()
+    try:
+        driver.get(path.resolve().as_uri())
+        try:
+            WebDriverWait(driver, 30).until(
+                lambda d: d.execute_script("return document.documentElement.getAttribute('data-charts')"))
+        except TimeoutException:
+            pass
+        state = driver.execute_script("""
+            return {drawn: document.documentElement.getAttribute("data-charts"),
+                    charts: [...document.querySelectorAll("div.chart")].map(el => ({
+                      title: el.dataset.chart,
+                      marks: el.querySelectorAll("svg g.role-mark path, svg g.role-mark line").length})),
+                    resources: performance.getEntriesByType("resource").map(e => e.name)};""")
+    finally:
+        driver.quit()
+    assert state["drawn"] == "drawn", state
+    assert len(state["charts"]) == 2 + 7  # two arm charts, one per goal
+    assert all(c["marks"] > 0 for c in state["charts"]), state["charts"]
+    assert state["resources"] == []  # nothing fetched: the page is self-contained

@@ -148,7 +148,7 @@ def demo_plan(system: System) -> LoopPlan:
     guard judged on reported mistakes and errors (the simulated runtime's batch latency is not a
     per-page latency)."""
     return dataclasses.replace(
-        example_plan, system=system, heuristic=heuristic_intelligence(), train_window=timedelta(days=7),
+        example_plan, system=system, heuristic=heuristic_intelligence(), train_window=timedelta(days=10),
         # regularized: with ~0.3 % positives, LightGBM's defaults (min_sum_hessian_in_leaf 1e-3) let a few
         # leaves run off to extreme values — train AUC 0.64 on the loop's first dataset; with these, 0.97
         params={"num_leaves": 15, "num_boost_round": 60, "min_data_in_leaf": 100, "lambda_l2": 1.0,
@@ -425,87 +425,92 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
         note("cycle", {"day": day, "record": rec})
         return rec
 
-    with Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=clock) as reg:
-        step_t: dict[str, float] = {}
+    try:
+        with Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=clock) as reg:
+            step_t: dict[str, float] = {}
 
-        def on_event(step: str, phase: str) -> None:
-            if phase == "start":
-                step_t["_" + step] = time.perf_counter()
-            else:
-                k = "step:" + step
-                dt = time.perf_counter() - step_t.pop("_" + step, time.perf_counter())
-                timings[k] = timings.get(k, 0.0) + dt
-                note("step", {"step": step, "seconds": dt})
+            def on_event(step: str, phase: str) -> None:
+                if phase == "start":
+                    step_t["_" + step] = time.perf_counter()
+                else:
+                    k = "step:" + step
+                    dt = time.perf_counter() - step_t.pop("_" + step, time.perf_counter())
+                    timings[k] = timings.get(k, 0.0) + dt
+                    note("step", {"step": step, "seconds": dt})
 
-        cyc = Cycle(plan, home, reg, actor="demo-loop", clock=clock, on_event=on_event)
-        cycle(0, reg, cyc)  # the bootstrap: the heuristic is the first production
-        with Telemetry(SegmentLog(home), system=system, clock=clock.now_ns) as tel:
-            prod = reg.state(system.name).production
-            rt = Runtime(system, reg.load_bundle(prod, system), clock=clock, ids=DecisionIds(s.seed), telemetry=tel)
-            for day in range(s.days):
-                if day >= s.shared_days and (day - s.shared_days) % s.cycle_every == 0:
-                    clock.set_ns(world.day_start_ns(day))
-                    rec = cycle(day, reg, cyc)
-                    if day == s.shared_days:
-                        frozen_bundle = _frozen(rec, day)
-                        worlds = {"heuristic": world.fork(), "frozen": world.fork()}
-                        paths: dict[str, str | None] = {"heuristic": None, "frozen": str(frozen_bundle.path)}
-                        if parallel:
-                            import multiprocessing as mp
+            cyc = Cycle(plan, home, reg, actor="demo-loop", clock=clock, on_event=on_event)
+            cycle(0, reg, cyc)  # the bootstrap: the heuristic is the first production
+            with Telemetry(SegmentLog(home), system=system, clock=clock.now_ns) as tel:
+                prod = reg.state(system.name).production
+                rt = Runtime(system, reg.load_bundle(prod, system), clock=clock, ids=DecisionIds(s.seed), telemetry=tel)
+                for day in range(s.days):
+                    if day >= s.shared_days and (day - s.shared_days) % s.cycle_every == 0:
+                        clock.set_ns(world.day_start_ns(day))
+                        rec = cycle(day, reg, cyc)
+                        if day == s.shared_days:
+                            frozen_bundle = _frozen(rec, day)
+                            worlds = {"heuristic": world.fork(), "frozen": world.fork()}
+                            paths: dict[str, str | None] = {"heuristic": None, "frozen": str(frozen_bundle.path)}
+                            if parallel:
+                                import multiprocessing as mp
 
-                            ctx = mp.get_context("spawn")
-                            queue = ctx.Queue()
-                            worker = ctx.Process(target=_static_worker, name="demo-static-arms", daemon=True,
-                                                 args=(worlds, paths, s.seed, s.slices, s.days - s.shared_days, queue))
-                            worker.start()
-                        else:
-                            static = {k: _StaticArm(w, phishing, _static_bundle(paths[k]), s.seed, s.slices)
-                                      for k, w in worlds.items()}
-                if day == s.fault_day:
-                    world.inject_fault(day, s.fault_kind)
-                rt.apply(reg.deployment(system))
-                t0 = time.perf_counter()
-                rec_rt = _Recorder(rt) if s.diagnose else None
-                r = run_day(world, rec_rt or rt, tel, clock, slices=s.slices)
-                if rec_rt is not None:
-                    diagnostics.append(_diagnose(world, rec_rt.batches, day))
-                timings["world_and_decide"] += time.perf_counter() - t0
-                row = _row(day, r.measure)
-                if day < s.shared_days:
-                    for a in ARMS:
-                        arms[a].append(dict(row))
-                    note("day", {"arm": "shared", "day": day, "measure": row})
-                    continue
-                arms["loop"].append(row)
-                note("day", {"arm": "loop", "day": day, "measure": row})
-                for name, arm in static.items():
+                                ctx = mp.get_context("spawn")
+                                queue = ctx.Queue()
+                                worker = ctx.Process(target=_static_worker, name="demo-static-arms", daemon=True,
+                                                     args=(worlds, paths, s.seed, s.slices, s.days - s.shared_days, queue))
+                                worker.start()
+                            else:
+                                static = {k: _StaticArm(w, phishing, _static_bundle(paths[k]), s.seed, s.slices)
+                                          for k, w in worlds.items()}
+                    if day == s.fault_day:
+                        world.inject_fault(day, s.fault_kind)
+                    rt.apply(reg.deployment(system))
                     t0 = time.perf_counter()
-                    srow = arm.run_day()
-                    timings["static_arms"] += time.perf_counter() - t0
-                    arms[name].append(srow)
-                    note("day", {"arm": name, "day": day, "measure": srow})
-                if worker is not None:
-                    drain(block=False)
-            stats = tel.stats()
-        if worker is not None:
-            t0 = time.perf_counter()
-            drain(block=True)
-            worker.join(timeout=60)
-            timings["waiting_for_static_arms"] = time.perf_counter() - t0
-        for a in ARMS:
-            arms[a].sort(key=lambda r: r["day"])
-        last = cyc.records()[-1] if cyc.records() else {}
-        mon = next((r["steps"]["monitor"]["result"] for r in reversed(cyc.records())
-                    if r.get("steps", {}).get("monitor", {}).get("status") == "done"), {})
-        abuse = dict(mon.get("abuse") or {})
-        abuse["quarantined"] = list(mon.get("quarantined", []))
-        abuse["truth"] = _abuse_truth(world, abuse)
-        goals = cyc.goals.points()
-        fault = _fault_story(s, world, home, cycles) if s.fault_day is not None else None
-        counts = {"telemetry": stats, "cycles": len(cycles), "last_cycle": last.get("id"),
-                  "frozen_bundle": None if frozen_bundle is None else frozen_bundle.version}
-        if diagnostics:
-            counts["diagnostics"] = diagnostics
+                    rec_rt = _Recorder(rt) if s.diagnose else None
+                    r = run_day(world, rec_rt or rt, tel, clock, slices=s.slices)
+                    if rec_rt is not None:
+                        diagnostics.append(_diagnose(world, rec_rt.batches, day))
+                    timings["world_and_decide"] += time.perf_counter() - t0
+                    row = _row(day, r.measure)
+                    if day < s.shared_days:
+                        for a in ARMS:
+                            arms[a].append(dict(row))
+                        note("day", {"arm": "shared", "day": day, "measure": row})
+                        continue
+                    arms["loop"].append(row)
+                    note("day", {"arm": "loop", "day": day, "measure": row})
+                    for name, arm in static.items():
+                        t0 = time.perf_counter()
+                        srow = arm.run_day()
+                        timings["static_arms"] += time.perf_counter() - t0
+                        arms[name].append(srow)
+                        note("day", {"arm": name, "day": day, "measure": srow})
+                    if worker is not None:
+                        drain(block=False)
+                stats = tel.stats()
+            if worker is not None:
+                t0 = time.perf_counter()
+                drain(block=True)
+                worker.join(timeout=60)
+                timings["waiting_for_static_arms"] = time.perf_counter() - t0
+            for a in ARMS:
+                arms[a].sort(key=lambda r: r["day"])
+            last = cyc.records()[-1] if cyc.records() else {}
+            mon = next((r["steps"]["monitor"]["result"] for r in reversed(cyc.records())
+                        if r.get("steps", {}).get("monitor", {}).get("status") == "done"), {})
+            abuse = dict(mon.get("abuse") or {})
+            abuse["quarantined"] = list(mon.get("quarantined", []))
+            abuse["truth"] = _abuse_truth(world, abuse)
+            goals = cyc.goals.points()
+            fault = _fault_story(s, world, home, cycles) if s.fault_day is not None else None
+            counts = {"telemetry": stats, "cycles": len(cycles), "last_cycle": last.get("id"),
+                      "frozen_bundle": None if frozen_bundle is None else frozen_bundle.version}
+            if diagnostics:
+                counts["diagnostics"] = diagnostics
+    finally:  # an error (or Ctrl-C) must not leave the static arms' worker running
+        if worker is not None and worker.is_alive():
+            worker.terminate()
+            worker.join(timeout=10)
     timings["total"] = time.perf_counter() - t_start
     run = DemoRun(s, home, arms, cycles, events, goals, abuse, fault, timings, counts)
     (home / "demo-run.json").write_text(json.dumps(run.to_json(), indent=1, default=str, allow_nan=True))
