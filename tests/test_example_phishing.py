@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from examples.phishing import demo
+from examples.phishing import static_demo as demo
 from examples.phishing.data import KNOWN_BAD_DOMAINS, generate, records
 from examples.phishing.heuristic import heuristic_intelligence
 

@@ -1,172 +1,150 @@
-"""The phishing system end to end, in-process: heuristic → trained model → bundles → decisions.
+"""``make demo``: a phishing blocker that gets better because it is used.
 
 Run it from the repository root (``make demo`` does)::
 
-    python -m examples.phishing.demo [--home DIR] [--train N] [--test N] [--seed S]
+    python -m examples.phishing.demo [--seeds N] [--seed S] [--days 60] [--report demo-report.html]
 
-It generates synthetic page loads (:mod:`examples.phishing.data`), packages the hand-written
-heuristic (:mod:`examples.phishing.heuristic`) and a logistic model trained on the system's own
-features (:func:`closedloop.creation.train_logistic`) as bundles under ``<home>/bundles/<version>``,
-loads them back (verified), makes a few single decisions, then runs both bundles over a held-out
-set through ``Runtime.decide_batch`` and prints AUC, actions, expected mistake cost and speed.
+The phishing world (:mod:`closedloop.world`, its committed configuration: 50,000 page loads a
+simulated day) runs 60 days under three policies on the same visit stream — the heuristic only,
+a model trained once on day 7 and frozen, and the closed loop (:mod:`examples.phishing.loop_demo`:
+one orchestration cycle a day through the real runtime, telemetry, dataset build, training,
+evaluation, gate and registry). It shows progress while it runs, prints a table, and writes one
+self-contained HTML report (:mod:`examples.phishing.loop_report`). The last line printed is one
+JSON object with the figures. See docs/demo.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from closedloop import Bundle, BundleError, DecisionIds, Intelligence, Runtime, System
-from closedloop.creation import roc_auc, train_logistic
+from .loop_demo import ARMS, DemoRun, DemoSettings, run_demo
+from .loop_report import write_report
 
-from .data import generate, records
-from .heuristic import heuristic_intelligence
-from .system import phishing
-
-__all__ = ["expected_cost_per_1k", "main", "store_bundle"]
-
-
-def store_bundle(bundle: Bundle, home: Path, system: System) -> tuple[Bundle, bool]:
-    """Save ``bundle`` as ``<home>/bundles/<version>`` unless that version is already there,
-    then load it back from disk, verified. Returns (loaded bundle, whether it was written now).
-
-    Bundles are content-versioned and immutable: an existing directory with the same version
-    holds the same intelligence, so it is reused (and verified) rather than overwritten.
-    """
-    path = home / "bundles" / bundle.version
-    written = False
-    if not path.exists():
-        bundle.save(path)
-        written = True
-    loaded = Bundle.load(path, system)
-    if loaded.version != bundle.version:
-        raise BundleError("version", f"holds version {loaded.version!r}, expected {bundle.version!r}", str(path))
-    return loaded, written
-
-
-def expected_cost_per_1k(system: System, actions: np.ndarray, labels: np.ndarray) -> float:
-    """Mean mistake cost per 1,000 decisions: ``system.costs[action][true label]`` (0 if unset)."""
-    total = 0.0
-    for action, row in system.costs.items():
-        for j, name in enumerate(system.labels):
-            total += row.get(name, 0.0) * float(np.sum((actions == action) & (labels == j)))
-    return 1000.0 * total / max(1, labels.shape[0])
-
-
-def _train_metrics(system: System, intelligence: Intelligence, columns: Mapping[str, Any], labels: np.ndarray) -> dict[str, Any]:
-    cols = system.schema.validate_batch(columns)
-    X = system.features.batch(cols)
-    p = intelligence.bind(system.features).batch(X, cols)[:, 0]
-    return {"n": int(labels.shape[0]), "positives": int(labels.sum()), "train_auc": roc_auc(labels, p)}
-
-
-def _time_single(runtime: Runtime, rows: Sequence[dict[str, Any]]) -> float:
-    """Mean seconds per ``Runtime.decide`` over ``rows`` (after a short warm-up)."""
-    decide = runtime.decide
-    for r in rows[:50]:
-        decide(r)
-    t0 = time.perf_counter()
-    for r in rows:
-        decide(r)
-    return (time.perf_counter() - t0) / max(1, len(rows))
+__all__ = ["main"]
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m examples.phishing.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", type=Path, default=Path(".closedloop"), help="project home (default: ./.closedloop)")
-    ap.add_argument("--train", type=int, default=20_000, help="training page loads (default: 20000)")
-    ap.add_argument("--test", type=int, default=5_000, help="held-out page loads (default: 5000)")
-    ap.add_argument("--single", type=int, default=3_000, help="single decide() calls to time (default: 3000)")
-    ap.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    ap.add_argument("--seeds", type=int, default=1, help="how many seeds to run, one after another (default: 1)")
+    ap.add_argument("--seed", type=int, default=1, help="the first seed (default: 1)")
+    ap.add_argument("--days", type=int, default=60, help="simulated days (default: 60)")
+    ap.add_argument("--shared-days", type=int, default=7, help="days all policies share (default: 7)")
+    ap.add_argument("--visits", type=int, default=None, help="page loads per day (default: the world's, 50000)")
+    ap.add_argument("--users", type=int, default=None, help="browser profiles (default: the world's)")
+    ap.add_argument("--fault-day", type=int, default=20, help="day of the label-pipeline fault (default: 20; -1: none)")
+    ap.add_argument("--measure-from", type=int, default=30, help="first day of the table's period (default: 30)")
+    ap.add_argument("--home", type=Path, default=Path(".closedloop/demo"),
+                    help="where each seed's loop home goes, as <home>/seed-<S> (replaced) (default: .closedloop/demo)")
+    ap.add_argument("--report", type=Path, default=Path("demo-report.html"), help="the HTML report (default: demo-report.html)")
     return ap.parse_args(argv)
+
+
+def _fresh(home: Path) -> Path:
+    """The seed's home, emptied: only a directory an earlier demo run made is removed."""
+    if home.exists():
+        if not (home / "demo-run.json").is_file() and not (home / "registry.sqlite").is_file():
+            if any(home.iterdir()):
+                raise SystemExit(f"{home} holds files that are not an earlier demo run's; choose another --home.")
+        shutil.rmtree(home)
+    return home
+
+
+def _table(runs: Sequence[DemoRun]) -> Table:
+    s0 = runs[0].settings
+    t = Table(title=f"Days {s0.measure_from}–{s0.days - 1}, pooled (ground truth, measured by the world)")
+    for col in ("seed", "policy", "phishing allowed / 1k", "caught", "false blocks / 1k legit",
+                "false warnings / 1k legit", "victims"):
+        t.add_column(col, justify="left" if col in ("seed", "policy") else "right")
+    for run in runs:
+        summ = run.summary()
+        for arm in ARMS:
+            a = summ["arms"][arm]
+            t.add_row(str(run.settings.seed), arm, f"{a['phish_allowed_per_1k']:.3f}",
+                      f"{100 * a['phish_caught_share']:.1f} %", f"{a['false_blocks_per_1k_legit']:.3f}",
+                      f"{a['false_warnings_per_1k_legit']:.3f}", f"{a['victims']:,.0f}")
+    return t
+
+
+def _targets(runs: Sequence[DemoRun]) -> Table:
+    t = Table(title="Targets: the closed loop against the frozen model")
+    for col in ("seed", "phishing allowed", "false blocks", "bad candidate", "abusers", "promotions", "rollbacks",
+                "gate stops", "seconds"):
+        t.add_column(col, justify="left" if col == "seed" else "right")
+    for run in runs:
+        s = run.summary()
+        m = s["targets_met"]
+        fault = run.fault or {}
+        first = (fault.get("candidates") or [{}])[0]
+        t.add_row(
+            str(s["seed"]),
+            f"{-100 * s['phish_allowed_reduction_vs_frozen']:+.1f} % ({'met' if m['phish_allowed_halved'] else 'NOT met'})",
+            f"{100 * s['false_blocks_relative_to_frozen']:+.1f} % ({'met' if m['false_blocks_within_5pct'] else 'NOT met'})",
+            first.get("fate", "no fault") if fault else "no fault",
+            f"{len(s['quarantined'])} quarantined",
+            str(s["promotions"]), str(s["rollbacks"]), str(s["gate_stops"]), f"{s['seconds']:.0f}",
+        )
+    return t
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     console = Console(width=120) if not Console().is_terminal else Console()
-    system = phishing
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be ≥ 1")
     t_start = time.perf_counter()
+    runs: list[DemoRun] = []
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    console.print(f"[bold]closedloop demo[/]: the phishing world, {args.days} simulated days × 3 policies "
+                  f"(heuristic, frozen model, closed loop), seed(s) {', '.join(map(str, seeds))}")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[status]}"), console=console, transient=False) as progress:
+        for seed in seeds:
+            settings = DemoSettings(seed=seed, days=args.days, shared_days=args.shared_days, visits_per_day=args.visits,
+                                    users=args.users, fault_day=None if args.fault_day < 0 else args.fault_day,
+                                    measure_from=args.measure_from)
+            task = progress.add_task(f"seed {seed}", total=args.days, status="")
+            last: dict[str, Any] = {"cycle": ""}
 
-    # 1. data: what the browser saw, and what each page turned out to be
-    train_cols, train_y = generate(args.train, seed=args.seed)
-    test_cols, test_y = generate(args.test, seed=args.seed + 1)
-    console.print(
-        f"[bold]{system.name}[/]: {args.train:,} training page loads ({int(train_y.sum()):,} phish), "
-        f"{args.test:,} held-out ({int(test_y.sum()):,} phish); {len(system.features)} features"
-    )
+            def on_progress(what: str, info: dict[str, Any], task: Any = task, last: dict[str, Any] = last) -> None:
+                if what == "cycle":
+                    r = info["record"]
+                    last["cycle"] = f"cycle {r['id']}: {r.get('outcome')}"
+                    progress.update(task, status=last["cycle"])
+                elif what == "step":
+                    progress.update(task, status=f"{last.get('day', '')} · cycle step {info['step']} done")
+                elif what == "day" and info["arm"] in ("loop", "shared"):
+                    m = info["measure"]
+                    pa = 1000.0 * m["phish_allowed"] / max(m["decided"], 1)
+                    last["day"] = f"day {info['day']}: the loop allowed {pa:.2f} phishing/1k"
+                    progress.update(task, advance=1, status=f"{last['day']} · {last['cycle']}")
 
-    # 2. intelligence: the hand-written heuristic, then a model trained on the same features
-    heuristic = heuristic_intelligence()
-    h_bundle = Bundle.build(system, heuristic, metrics=_train_metrics(system, heuristic, train_cols, train_y))
-    trained = train_logistic(system, train_cols, train_y)
-    m_bundle = Bundle.build(system, trained.model, parent=h_bundle.version, metrics=trained.metrics)
-
-    # 3. package: immutable, content-versioned bundle directories, loaded back and verified
-    stored = []
-    for b in (h_bundle, m_bundle):
-        loaded, written = store_bundle(b, args.home, system)
-        stored.append(loaded)
-        console.print(f"bundle [cyan]{loaded.version}[/] ({loaded.manifest['intelligence']['kind']}) "
-                      f"{'saved to' if written else 'already at'} {loaded.path} — verified")
-    h_bundle, m_bundle = stored
-
-    # 4. a few decisions, in-process
-    test_rows = records(test_cols)
-    picks = [int(i) for i in np.flatnonzero(test_y == 0)[:3]] + [int(i) for i in np.flatnonzero(test_y == 1)[:2]]
-    runtime = Runtime(system, m_bundle, ids=DecisionIds(seed=args.seed))
-    console.print(f"\n[bold]Example decisions[/] (bundle {m_bundle.version}):")
-    for i in picks:
-        d = runtime.decide(test_rows[i])
-        print(f"# {test_rows[i]['url'][:90]}  (truly {system.labels[int(test_y[i])]})")
-        print(json.dumps(d.to_dict(), ensure_ascii=False))
-
-    # 5. every held-out page through decide_batch, for both bundles
-    table = Table(title=f"Held-out evaluation: {args.test:,} page loads via Runtime.decide_batch")
-    for col, kw in (
-        ("bundle", {}), ("kind", {}), ("AUC", {"justify": "right"}), ("allow", {"justify": "right"}),
-        ("warn", {"justify": "right"}), ("block", {"justify": "right"}),
-        ("cost / 1k", {"justify": "right"}), ("decide µs", {"justify": "right"}),
-        ("batch µs/row", {"justify": "right"}),
-    ):
-        table.add_column(col, **kw)
-    single_rows = [test_rows[i % len(test_rows)] for i in range(args.single)] if test_rows else []
-    summary = []
-    for b in (h_bundle, m_bundle):
-        rt = Runtime(system, b, ids=DecisionIds(seed=args.seed))
-        t0 = time.perf_counter()
-        batch = rt.decide_batch(test_cols)
-        per_row = (time.perf_counter() - t0) / max(1, len(batch))
-        per_decision = _time_single(rt, single_rows) if single_rows else float("nan")
-        actions = batch.action
-        counts = {a: int(np.sum(actions == a)) for a in system.actions}
-        auc = roc_auc(test_y, batch.scores(system.experience.score))
-        cost = expected_cost_per_1k(system, actions, test_y)
-        summary.append({"version": b.version, "auc": auc, "actions": counts, "cost_per_1k": cost,
-                        "decide_us": per_decision * 1e6, "batch_us_per_row": per_row * 1e6})
-        table.add_row(
-            b.version, b.manifest["intelligence"]["kind"], f"{auc:.3f}",
-            *(f"{counts[a]:,}" for a in ("allow", "warn", "block")),
-            f"{cost:,.0f}", f"{per_decision * 1e6:.1f}", f"{per_row * 1e6:.2f}",
-        )
-    console.print()
-    console.print(table)
-    h, m = summary
-    console.print(
-        "Mistake cost per 1,000 decisions uses system.costs\\[action]\\[truth]; the trained model "
-        f"cuts it from {h['cost_per_1k']:,.0f} to {m['cost_per_1k']:,.0f} "
-        f"(AUC {h['auc']:.3f} → {m['auc']:.3f}). Latency budget: {system.latency_budget_ms:g} ms per decision."
-    )
-    console.print(f"Bundles are in {(args.home / 'bundles').resolve()} "
-                  f"(parent of {m_bundle.version} is {m_bundle.parent}). "
-                  f"Done in {time.perf_counter() - t_start:.1f} s.")
+            run = run_demo(settings, _fresh(args.home / f"seed-{seed}"), on_progress=on_progress)
+            runs.append(run)
+    console.print(_table(runs))
+    console.print(_targets(runs))
+    for run in runs:
+        f = run.fault
+        if f:
+            for c in f["candidates"][:1]:
+                console.print(f"seed {run.settings.seed}: the label fault of day {f['day']} "
+                              f"({(f.get('event') or {}).get('labels_corrupted', 0):,} labels wrong) → candidate "
+                              f"{c['candidate']} trained on day {c['day']}: [bold]{c['fate']}[/] — {c['why'][:160]}")
+        q = run.abuse.get("quarantined", [])
+        console.print(f"seed {run.settings.seed}: quarantined source(s) {', '.join(q) if q else 'none'}")
+    path = write_report(runs, args.report)
+    console.print(f"Report: {path.resolve()} · loop homes under {args.home.resolve()} · "
+                  f"{time.perf_counter() - t_start:.0f} s")
+    print(json.dumps({"seeds": [r.summary() for r in runs]}, default=str, separators=(",", ":")))
     return 0
 
 

@@ -246,9 +246,12 @@ def train(
     parent: str | None = None,
     split: Split | None = None,
     weights: bool = False,
+    loaded: tuple[Any, Any] | None = None,
 ) -> TrainRun:
     """Train ``model`` on the dataset at ``dataset`` (a directory) → a :class:`TrainRun` whose
-    bundle (built, not saved) carries lineage and metrics. Rules: module docstring."""
+    bundle (built, not saved) carries lineage and metrics. Rules: module docstring.
+    ``loaded``: what ``load_dataset(dataset, system)`` returned, when the caller has it already
+    (the dataset is then not read again)."""
     from ..loop.dataset import DatasetManifest, load_dataset
 
     if not isinstance(system, System):
@@ -267,7 +270,7 @@ def train(
 
     path = Path(dataset)
     manifest = DatasetManifest.read(path)
-    table, cols = load_dataset(path, system)
+    table, cols = loaded if loaded is not None else load_dataset(path, system)
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
     if labeled.size == 0:
         raise IntelligenceError(f"The dataset {manifest.id!r} must have labeled rows to train on. Got none instead.")

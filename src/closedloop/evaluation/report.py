@@ -102,12 +102,19 @@ class Gate:
 
     Fails when the candidate's AUC is below the baseline's by more than ``max_auc_drop``
     overall or in any slice value with at least ``min_slice_n`` rows (both AUCs defined), or,
-    with ``cost_must_not_rise``, when its expected cost per 1,000 is higher than the baseline's.
+    with ``cost_must_not_rise``, when its expected cost per 1,000 is higher than the baseline's
+    (by more than ``cost_tolerance``, relative: 0.02 lets it be up to 2 % higher).
     """
 
     max_auc_drop: float = 0.005
     min_slice_n: int = 500
     cost_must_not_rise: bool = True
+    cost_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        t = self.cost_tolerance
+        if isinstance(t, bool) or not isinstance(t, int | float) or not (math.isfinite(t) and t >= 0):
+            raise SpecError(f"The 'cost_tolerance' of Gate must be a number ≥ 0. Got {t!r} instead.")
 
     def check(self, base: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
         reasons: list[str] = []
@@ -126,8 +133,9 @@ class Gate:
                         f"baseline's {b['auc']:.4f} by more than {self.max_auc_drop}"
                     )
         c0, c1 = base["mistakes"]["cost_per_1000"], cand["mistakes"]["cost_per_1000"]
-        if self.cost_must_not_rise and c0 is not None and c1 is not None and c1 > c0:
-            reasons.append(f"expected cost per 1,000 decisions rises from {c0:.4f} to {c1:.4f}")
+        if self.cost_must_not_rise and c0 is not None and c1 is not None and c1 > c0 * (1.0 + self.cost_tolerance):
+            more = f" (more than {self.cost_tolerance:.0%})" if self.cost_tolerance else ""
+            reasons.append(f"expected cost per 1,000 decisions rises from {c0:.4f} to {c1:.4f}{more}")
         return {
             "rule": asdict(self), "baseline": base["version"], "candidate": cand["version"],
             "passed": not reasons, "reasons": reasons,
@@ -424,7 +432,8 @@ def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, in
             for q in range(len(pairs))]
 
 
-def _rows(system: Any, dataset: Path, split: Split | str | None) -> tuple[Any, Any, np.ndarray, Any, Any]:
+def _rows(system: Any, dataset: Path, split: Split | str | None,
+          loaded: tuple[Any, Any] | None = None) -> tuple[Any, Any, np.ndarray, Any, Any]:
     from ..loop.dataset import MANIFEST_FILE, DatasetManifest, load_dataset
 
     if not (dataset / MANIFEST_FILE).is_file():
@@ -436,7 +445,7 @@ def _rows(system: Any, dataset: Path, split: Split | str | None) -> tuple[Any, A
             f"The dataset {manifest.id!r} was built for system {built_for!r}; it cannot evaluate system "
             f"{system.name!r}."
         )
-    table, cols = load_dataset(dataset, system)
+    table, cols = loaded if loaded is not None else load_dataset(dataset, system)
     if "label_value" not in table.column_names:
         raise DatasetError(f"The dataset {manifest.id!r} has no labels (no 'label_value' column) to evaluate on.")
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
@@ -584,12 +593,14 @@ def evaluate(
     bootstrap: int = 100,
     seed: int = 0,
     gate: Gate | None = None,
+    loaded: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``bundles`` (the first is the baseline, the last the candidate) on the labeled
     rows of the dataset directory ``dataset``: its test side under ``split`` (default
     ``system.split``), or every labeled row with ``split="all"``. Returns the report described
     in this module's docstring (JSON-ready). ``gate`` (default :class:`Gate`) is checked when
-    there are at least two bundles."""
+    there are at least two bundles. ``loaded``: what ``load_dataset(dataset, system)`` returned,
+    when the caller has it already (the dataset is then not read again)."""
     from ..bundle import Bundle
     from ..spec import System
 
@@ -612,7 +623,7 @@ def evaluate(
                 f"fields {names}."
             )
     dataset = Path(dataset)
-    manifest, table, y, cols, sp = _rows(system, dataset, split)
+    manifest, table, y, cols, sp = _rows(system, dataset, split, loaded)
     slice_fields = _slice_fields(system, table, cols, manifest)
     unit_col = table["unit"].cast(pa.string()).combine_chunks().dictionary_encode()
     units = np.asarray(unit_col.indices, dtype=np.int64)

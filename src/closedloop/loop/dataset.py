@@ -147,6 +147,19 @@ def _register(con: Any, name: str, files: Sequence[Path | str], schema: pa.Schem
         con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM {name}_empty")
 
 
+def _ingest_ranges(ranges: Any) -> list[tuple[str, int, int]]:
+    out = []
+    for r in ranges or ():
+        ok = isinstance(r, tuple | list) and len(r) == 3 and isinstance(r[0], str) and r[0]
+        ok = ok and all(isinstance(x, int) and not isinstance(x, bool) for x in r[1:]) and r[1] < r[2]
+        if not ok:
+            raise DatasetError(
+                f"Each 'exclude_ingested' entry must be (kind, start_ns, end_ns) with start < end. Got {r!r} instead."
+            )
+        out.append((str(r[0]), int(r[1]), int(r[2])))
+    return out
+
+
 def _aggregate_sql(aggregate: str, kind: str) -> str:
     flt = f"FILTER (WHERE kind = {_q(kind)})"
     key = "struct_pack(e := event_ns, i := ingest_ns, o := outcome_id)"
@@ -194,6 +207,7 @@ def build_dataset(
     memory_limit: str = MEMORY_LIMIT,
     exclude_sources: Sequence[str] = (),
     source_weights: Mapping[str, float] | None = None,
+    exclude_ingested: Sequence[tuple[str, int, int]] = (),
 ) -> DatasetManifest:
     """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
 
@@ -202,6 +216,9 @@ def build_dataset(
     a feature fingerprint to its feature names (default: the system's own feature set); each
     name becomes a column next to the ``features`` list. ``exclude_sources`` and
     ``source_weights`` act on outcome sources (module docstring, "Weight" and "Sources").
+    ``exclude_ingested``: ``(kind, start_ns, end_ns)`` — outcomes of that kind ingested in
+    ``[start_ns, end_ns)`` are left out (a batch of labels found corrupted, e.g. by
+    ``closedloop.orchestration.LabelCheck``).
     """
     import duckdb
 
@@ -243,6 +260,8 @@ def build_dataset(
         src_ok = "TRUE"
         if excluded:
             src_ok = f"source NOT IN ({', '.join(_q(x) for x in excluded)})"
+        for kind, start, end in _ingest_ranges(exclude_ingested):
+            src_ok += f" AND NOT (kind = {_q(kind)} AND ingest_ns >= {start} AND ingest_ns < {end})"
 
         # 1. decision copies to drop (a retried write): rare, so found from the ids alone.
         con.execute(
@@ -431,6 +450,8 @@ def build_dataset(
         }
         if excluded or weights:
             content["sources"] = {"excluded": excluded, "weights": dict(sorted(weights.items()))}
+        if exclude_ingested:
+            content["excluded_ingested"] = [list(r) for r in _ingest_ranges(exclude_ingested)]
         canonical = msgspec.json.encode(content, order="sorted")
         ds_id = hashlib.sha256(canonical).hexdigest()
         content = {"id": ds_id, **content}

@@ -9,6 +9,8 @@
 * :class:`DriftMonitor` (PSI of features and score), :class:`MistakeSpikes` (River's
   Page-Hinkley / ADWIN over mistake rates), :func:`psi`.
 * :class:`AbusePolicy` — sources that disagree with the analysts: down-weighted or quarantined.
+* :class:`LabelCheck` — a day of labels unlike the others (a broken label pipeline): the gate
+  refuses the candidate trained on it, and later datasets leave those labels out.
 * :class:`Alert`, :class:`AlertSink`, :class:`JsonLinesAlertSink`, :class:`WebhookAlertSink`.
 
 ``docs/orchestration.md`` is the user guide.
@@ -19,6 +21,7 @@ from .alerts import Alert, AlertSink, JsonLinesAlertSink, WebhookAlertSink, deli
 from .cycle import STEPS, Cycle
 from .drift import DriftMonitor, MistakeSpikes, psi
 from .goals import GoalTracker, Measure, MetricInput, SeriesStore, goal_status, parse_metric
+from .labels import LabelCheck
 from .plan import LoopPlan, Rollout, Tighten
 from .windows import CADENCES, Window, window_at, windows_between
 
@@ -33,6 +36,7 @@ __all__ = [
     "DriftMonitor",
     "GoalTracker",
     "JsonLinesAlertSink",
+    "LabelCheck",
     "LoopPlan",
     "Measure",
     "MetricInput",

@@ -39,11 +39,29 @@ def connect(
     _register(con, "out_files", outcome_files, OUTCOME_SCHEMA)
     sysq = _q(system_name)
     cut = int(cutoff_ns)
+    # Deduplicated without a window over every column of every decision: the ids logged more
+    # than once (a cheap scan of a few columns) and which copy each keeps — the first by
+    # (ingest_ns, writer, seq) — go into a small table once; the view then keeps every other row
+    # as it is, so a query's time filter reaches the Parquet scan (row-group pruning) instead of
+    # waiting behind a sort of the whole history.
+    keep = f"system = {sysq} AND ingest_ns <= {cut} AND decision_id IS NOT NULL"
+    con.execute(
+        f"""CREATE TEMP TABLE dec_dups AS
+        WITH h AS (  -- candidates first, by a 64-bit hash of the id: cheaper than grouping the strings
+          SELECT hash(decision_id) AS h FROM dec_files WHERE {keep} GROUP BY 1 HAVING count(*) > 1
+        )
+        SELECT decision_id,
+               arg_min(struct_pack(f := filename, r := file_row_number),
+                       struct_pack(i := ingest_ns, w := writer, s := seq)) AS keep
+        FROM dec_files WHERE {keep} AND hash(decision_id) IN (SELECT h FROM h)
+        GROUP BY decision_id HAVING count(*) > 1"""
+    )
     con.execute(
         f"""CREATE TEMP VIEW decisions AS
-        SELECT * EXCLUDE (filename, file_row_number) FROM dec_files
+        SELECT * EXCLUDE (filename, file_row_number) FROM dec_files d
         WHERE system = {sysq} AND ingest_ns <= {cut}
-        QUALIFY row_number() OVER (PARTITION BY decision_id ORDER BY ingest_ns, writer, seq) = 1"""
+          AND (d.decision_id NOT IN (SELECT decision_id FROM dec_dups)
+               OR struct_pack(f := d.filename, r := d.file_row_number) IN (SELECT keep FROM dec_dups))"""
     )
     src = f"AND source NOT IN {sql_list(exclude_sources)}" if exclude_sources else ""
     con.execute(

@@ -111,6 +111,15 @@ class Cycle:
         self.goals = SeriesStore(self.home / "goals" / "series.jsonl")
         self.mistakes = SeriesStore(self.home / "goals" / "mistake_rates.jsonl")
         self.tracker = GoalTracker(plan.system, metrics=plan.metrics, rate_settle=plan.rate_settle)
+        self._loaded: tuple[str, Any] | None = None  # the dataset read in this cycle (train, thresholds, evaluate)
+
+    def _load(self, path: str) -> Any:
+        """``load_dataset(path)``, read once per cycle and process (a dataset never changes)."""
+        from ..loop.dataset import load_dataset
+
+        if self._loaded is None or self._loaded[0] != str(path):
+            self._loaded = (str(path), load_dataset(path, self.system))
+        return self._loaded[1]
 
     # -- records -----------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -146,7 +155,8 @@ class Cycle:
                    "steps": {}, "finished": False, "outcome": None, "reason": None, "resumed": 0,
                    "alerts": [], "changes": [],
                    "rollout": (last or {}).get("rollout"), "pending": (last or {}).get("pending", []),
-                   "last_trained_ns": (last or {}).get("last_trained_ns")}
+                   "last_trained_ns": (last or {}).get("last_trained_ns"),
+                   "label_quarantine": (last or {}).get("label_quarantine", [])}
         self._save(rec)
         try:
             self._step(rec, "ingest", self._ingest)
@@ -168,6 +178,7 @@ class Cycle:
             raise _Stop("shadow", rec["steps"]["shadow"]["result"]["message"])
         except _Stop as stop:
             rec["outcome"], rec["reason"] = stop.outcome, stop.reason
+        self._loaded = None
         rec["finished"] = True
         rec["goals"] = goal_status(self.system, self.goals)
         self._save(rec)
@@ -456,6 +467,7 @@ class Cycle:
                 self.system, decision_files=dec, outcome_files=outc,
                 since_ns=now - int(self.plan.train_window.total_seconds() * 1e9), until_ns=now, cutoff_ns=now,
                 out=out, exclude_sources=mon.get("quarantined", []), source_weights=mon.get("source_weights") or None,
+                exclude_ingested=[(q["kind"], q["start_ns"], q["end_ns"]) for q in rec.get("label_quarantine", [])],
             )
         labeled = m.counts["decisions"]["labeled"]
         result = {"id": m.id, "path": str(out), "counts": m.counts}
@@ -477,9 +489,11 @@ class Cycle:
         else:
             prod = self._production()
             try:
-                run = train(self.system, rec["steps"]["dataset"]["result"]["path"], model=self.plan.model,
+                ds = rec["steps"]["dataset"]["result"]["path"]
+                run = train(self.system, ds, model=self.plan.model,
                             params=dict(self.plan.params), calibrate=self.plan.calibrate,
-                            parent=None if prod is None else prod.version, weights=self.plan.train_weights)
+                            parent=None if prod is None else prod.version, weights=self.plan.train_weights,
+                            loaded=self._load(ds))
             except ClosedLoopError as exc:
                 raise _Stop("training_failed", str(exc)) from None
             b = run.bundle
@@ -505,9 +519,7 @@ class Cycle:
 
         from ..evaluation.metrics import best_thresholds
         from ..evaluation.splits import split as split_rows
-        from ..loop.dataset import load_dataset
-
-        table, cols = load_dataset(dataset, self.system)
+        table, cols = self._load(dataset)
         labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
         table, cols = table.take(labeled), cols.take(labeled)
         train_idx, _ = split_rows(table, self.system.split)
@@ -539,8 +551,9 @@ class Cycle:
             if len(bundles) < 2:
                 raise _Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
             try:
-                report = evaluate(self.system, bundles, rec["steps"]["dataset"]["result"]["path"], gate=self.plan.gate,
-                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"])
+                ds = rec["steps"]["dataset"]["result"]["path"]
+                report = evaluate(self.system, bundles, ds, gate=self.plan.gate,
+                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"], loaded=self._load(ds))
             except ClosedLoopError as exc:
                 raise _Stop("evaluation_failed", str(exc)) from None
             _atomic_json(path, report)
@@ -551,10 +564,35 @@ class Cycle:
 
     def _gate(self, rec: dict[str, Any]) -> dict[str, Any]:
         gate = rec["steps"]["evaluate"]["result"]["gate"]
+        labels = self._label_check(rec)
+        if labels:
+            have = {(q["kind"], q["start_ns"]) for q in rec.get("label_quarantine", [])}
+            rec["label_quarantine"] = rec.get("label_quarantine", []) + [
+                {k: a[k] for k in ("kind", "start_ns", "end_ns", "reason")} for a in labels
+                if (a["kind"], a["start_ns"]) not in have]
+            cand = rec["steps"]["train"]["result"]["version"]
+            self._alert([Alert("label_anomaly", f"{a['kind']}@{_key(a['start_ns'])}", a["share"], a["others_share"],
+                               a["reason"], "none", _key(a["start_ns"]), rec["now_ns"]) for a in labels], rec)
+            raise _Stop("gate_failed", f"the candidate {cand} was trained on corrupted labels: "
+                        + "; ".join(a["reason"] for a in labels)
+                        + ". Later datasets leave those labels out.")
         if gate is None or not gate["passed"]:
             reasons = "; ".join(gate["reasons"]) if gate else "no gate verdict"
             raise _Stop("gate_failed", f"the candidate failed the gate: {reasons}")
         return {"passed": True, "baseline": gate["baseline"], "candidate": gate["candidate"]}
+
+    def _label_check(self, rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """Anomalous label days among the labels the candidate's dataset could hold."""
+        chk = self.plan.label_check
+        if chk is None:
+            return []
+        now = rec["now_ns"]
+        since = now - int(self.plan.train_window.total_seconds() * 1e9)
+        _, out = self._files()
+        q = [(x["kind"], x["start_ns"], x["end_ns"]) for x in rec.get("label_quarantine", [])]
+        report = chk.check(self.system, outcome_files=out, since_ns=since, until_ns=now, cutoff_ns=now,
+                           day0_ns=now, exclude=q)
+        return list(report["anomalies"])
 
     def _register(self, rec: dict[str, Any]) -> dict[str, Any]:
         path = rec["steps"]["train"]["result"]["path"]

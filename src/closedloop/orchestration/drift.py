@@ -189,19 +189,22 @@ class DriftMonitor:
         score = getattr(system.experience, "score", None)
         if score is None:
             return None
-        prod = np.asarray([f is None for f in t["flight"].to_pylist()])
-        versions = np.asarray(t["bundle_version"].to_pylist(), dtype=object)
-        cv = versions[cur & prod]
-        if cv.size == 0:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        prod = np.asarray(pc.is_null(t["flight"]).to_numpy(zero_copy_only=False), dtype=bool)
+        cur_prod = pa.array(cur & prod)
+        cv = t["bundle_version"].filter(cur_prod)
+        if len(cv) == 0:
             return None
-        vals, counts = np.unique(cv, return_counts=True)
-        version = str(vals[np.argmax(counts)])
-        names = t["score_names"].to_pylist()
-        scores = t["scores"].to_pylist()
-        sel = prod & (versions == version)
-        s = np.array([sc[nm.index(score)] if sc is not None and score in nm else np.nan
-                      for nm, sc in zip(names, scores, strict=True)], dtype=np.float64)
-        ref, now = s[sel & ~cur], s[sel & cur]
+        vc = pc.value_counts(cv.combine_chunks()).to_pylist()
+        best = max(c["counts"] for c in vc)
+        version = str(min(c["values"] for c in vc if c["counts"] == best))  # ties: the smallest version
+        sel = prod & np.asarray(pc.fill_null(pc.equal(t["bundle_version"], version), False).to_numpy(
+            zero_copy_only=False), dtype=bool)
+        s = _score_column(t.filter(pa.array(sel)), score)
+        cur_sel = cur[sel]
+        ref, now = s[~cur_sel], s[cur_sel]
         if ref.size < self.min_rows or now.size < self.min_rows:
             return {"bundle_version": version, "psi": None,
                     "skipped": f"fewer than {self.min_rows} decisions of {version} in a window"}
@@ -213,6 +216,35 @@ class DriftMonitor:
                 self.action, window, now_ns,
             ))
         return {"bundle_version": version, "psi": v}
+
+
+def _score_column(t: Any, score: str) -> np.ndarray:
+    """Each row's value of the score named ``score`` (NaN where the row has none), from the
+    ``score_names`` / ``scores`` list columns — vectorized: no Python loop per decision."""
+    import pyarrow.compute as pc
+
+    n = t.num_rows
+    out = np.full(n, np.nan, dtype=np.float64)
+    if n == 0:
+        return out
+    names = t["score_names"].combine_chunks()
+    scores = t["scores"].combine_chunks()
+    parent = np.asarray(pc.list_parent_indices(names).to_numpy(zero_copy_only=False), dtype=np.int64)
+    hit = np.asarray(pc.fill_null(pc.equal(pc.list_flatten(names), score), False).to_numpy(zero_copy_only=False),
+                     dtype=bool)
+    rows_all = np.arange(n)
+    start = np.searchsorted(parent, rows_all)
+    rows = parent[hit]
+    pos = np.flatnonzero(hit) - start[rows]
+    rows, first = np.unique(rows, return_index=True)  # the first match in each row, as list.index does
+    pos = pos[first]
+    sparent = np.asarray(pc.list_parent_indices(scores).to_numpy(zero_copy_only=False), dtype=np.int64)
+    sstart = np.searchsorted(sparent, rows_all)
+    slen = np.asarray(pc.fill_null(pc.list_value_length(scores), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    ok = pos < slen[rows]
+    flat = np.asarray(pc.list_flatten(scores).to_numpy(zero_copy_only=False), dtype=np.float64)
+    out[rows[ok]] = flat[sstart[rows[ok]] + pos[ok]]
+    return out
 
 
 def _iso(ns: int) -> str:

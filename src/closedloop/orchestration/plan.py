@@ -22,6 +22,7 @@ from ..spec import System
 from .abuse import AbusePolicy
 from .alerts import AlertSink
 from .drift import DriftMonitor, MistakeSpikes
+from .labels import LabelCheck
 
 __all__ = ["LoopPlan", "Rollout", "Tighten"]
 
@@ -131,6 +132,9 @@ class LoopPlan:
     drift, spikes, abuse:
         :class:`~.drift.DriftMonitor`, :class:`~.drift.MistakeSpikes`,
         :class:`~.abuse.AbusePolicy` (None: not watched).
+    label_check:
+        :class:`~.labels.LabelCheck`: the gate refuses a candidate whose training labels hold a
+        day unlike the others, and later datasets leave that day's labels out (None: no check).
     tighten:
         :class:`Tighten`.
     metrics:
@@ -158,6 +162,7 @@ class LoopPlan:
     drift: DriftMonitor | None = field(default_factory=DriftMonitor)
     spikes: MistakeSpikes | None = None
     abuse: AbusePolicy | None = field(default_factory=AbusePolicy)
+    label_check: LabelCheck | None = None
     tighten: Tighten = field(default_factory=Tighten)
     metrics: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     rate_settle: timedelta | None = None
@@ -182,7 +187,8 @@ class LoopPlan:
         for name, typ in (("gate", Gate), ("rollout", Rollout), ("tighten", Tighten)):
             if not isinstance(getattr(self, name), typ):
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__}. Got {getattr(self, name)!r} instead.")
-        for name, typ in (("drift", DriftMonitor), ("spikes", MistakeSpikes), ("abuse", AbusePolicy)):
+        for name, typ in (("drift", DriftMonitor), ("spikes", MistakeSpikes), ("abuse", AbusePolicy),
+                          ("label_check", LabelCheck)):
             v = getattr(self, name)
             if v is not None and not isinstance(v, typ):
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__} or None. Got {v!r} instead.")
@@ -207,6 +213,7 @@ class LoopPlan:
             "drift": self.drift.describe() if self.drift else None,
             "spikes": self.spikes.describe() if self.spikes else None,
             "abuse": self.abuse.describe() if self.abuse else None,
+            "label_check": self.label_check.describe() if self.label_check else None,
             "tighten": {"step": self.tighten.step, "floor": self.tighten.floor},
             "sinks": [s.describe() for s in self.sinks],
         }
