@@ -51,7 +51,7 @@ from closedloop import Bundle, DecisionIds, ManualClock, Runtime, SpecError
 from closedloop.evaluation.report import Gate
 from closedloop.experience import Thresholds
 from closedloop.exploration import EpsilonGreedy
-from closedloop.orchestration import Cycle, LabelCheck, LoopPlan
+from closedloop.orchestration import Cycle, DriftMonitor, LabelCheck, LoopPlan
 from closedloop.registry import GuardPolicy, Registry
 from closedloop.spec import LabelPolicy, System
 from closedloop.telemetry import SegmentLog, Telemetry
@@ -158,6 +158,9 @@ def demo_plan(system: System) -> LoopPlan:
         # a day of analysts' labels unlike the others is a broken pipeline: refuse what it trained
         label_check=LabelCheck("analyst_label", ratio=2.0, alpha=1e-6, min_count=50),
         rollout=dataclasses.replace(example_plan.rollout, guard=GuardPolicy(latency_tolerance=1e6)),
+        # a 3-day reference for feature and score drift (the example's is 7): a third of the rows to read
+        drift=DriftMonitor(current=timedelta(days=1), reference=timedelta(days=3), feature_threshold=0.25,
+                           score_threshold=0.25),
     )
 
 
@@ -218,6 +221,13 @@ class DemoRun:
             "quarantined": list(self.abuse.get("quarantined", [])),
             "seconds": self.timings.get("total"),
         }
+
+    @classmethod
+    def load(cls, path: str | Path) -> DemoRun:
+        """A run read back from its ``demo-run.json`` (e.g. to render the report again)."""
+        d = json.loads(Path(path).read_text())
+        return cls(DemoSettings(**d["settings"]), Path(d["home"]), d["arms"], d["cycles"], d["events"], d["goals"],
+                   d["abuse"], d["fault"], d["timings"], d.get("counts", {}))
 
     def to_json(self) -> dict[str, Any]:
         return {"settings": dataclasses.asdict(self.settings), "home": str(self.home), "arms": self.arms,

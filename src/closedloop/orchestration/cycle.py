@@ -52,7 +52,7 @@ from typing import Any
 
 from ..bundle import Bundle
 from ..clock import Clock, SystemClock
-from ..errors import ClosedLoopError, SpecError
+from ..errors import ClosedLoopError, SanityCheckError, SpecError
 from ..telemetry import TelemetryStore
 from ..telemetry.segments import atomic_write
 from .alerts import Alert, JsonLinesAlertSink, deliver
@@ -274,8 +274,20 @@ class Cycle:
                                         if s["verdict"] == "quarantined" else plan.abuse.downweight_above,
                                         f"source {s['source']!r} {s['verdict']}: {s['reason']}",
                                         "quarantine", s["verdict"], now))
+        from . import _data
+
+        con = _data.connect(self.system.name, dec, out, now, excluded)  # one reading for goals, drift, spikes
+        try:
+            return self._monitor_with(rec, con, dec, out, scratch, result, alerts, excluded, weights)
+        finally:
+            con.close()
+
+    def _monitor_with(self, rec: dict[str, Any], con: Any, dec: list[Path], out: list[Path], scratch: Path,
+                      result: dict[str, Any], alerts: list[Alert], excluded: list[str],
+                      weights: dict[str, float]) -> dict[str, Any]:
+        plan, now = self.plan, rec["now_ns"]
         new_points = self.tracker.measure(self.goals, decision_files=dec, outcome_files=out, now_ns=now,
-                                          exclude_sources=excluded, scratch=scratch)
+                                          exclude_sources=excluded, scratch=scratch, con=con)
         result["goal_points"] = len(new_points)
         latest: dict[str, dict[str, Any]] = {}
         for p in new_points:  # one alert per goal and cycle: its latest newly measured window
@@ -288,12 +300,13 @@ class Cycle:
                                     f"target {p['direction'].replace('_', ' ')} {p['target']:g}",
                                     "none", p["window"], now))
         if plan.drift is not None:
-            a, report = plan.drift.check(self.system, decision_files=dec, now_ns=now)
+            a, report = plan.drift.check(self.system, decision_files=dec, now_ns=now, con=con)
             alerts += a
             result["drift"] = report
         if plan.spikes is not None:
             a, report = plan.spikes.check(self.system, self.tracker, self.mistakes, decision_files=dec,
-                                          outcome_files=out, now_ns=now, exclude_sources=excluded, scratch=scratch)
+                                          outcome_files=out, now_ns=now, exclude_sources=excluded, scratch=scratch,
+                                          con=con)
             alerts += a
             result["spikes"] = report
         seen = {a.get("id") for a in self.alert_log.read()}
@@ -355,8 +368,11 @@ class Cycle:
             need = int((r.shadow_for.total_seconds() if r.shadow_for else 0) * 1e9)
             if waited < need:
                 return done("waiting", f"{cand} stays a shadow ({waited / 3.6e12:.1f} h of {need / 3.6e12:.1f} h)")
-            ch = self.registry.deploy(self.system, cand, actor=self.actor, flight=flight, share=r.flight_share,
-                                      reason=f"loop: {cand} was a shadow for {waited / 3.6e12:.1f} h")
+            try:
+                ch = self.registry.deploy(self.system, cand, actor=self.actor, flight=flight, share=r.flight_share,
+                                          reason=f"loop: {cand} was a shadow for {waited / 3.6e12:.1f} h")
+            except SanityCheckError as exc:  # the registry's own checks refused it: stays a shadow, retried
+                return done("waiting", f"{cand} stays a shadow: the registry refused the flight: {exc}")
             rec["changes"].append(ch.to_dict())
             ro.update(stage="flight", since_ns=now)
             return done("flight", ch.message)
@@ -397,8 +413,12 @@ class Cycle:
             if dec < min_dec:
                 return done("waiting", f"flight {flight!r} has {dec} decisions, fewer than the guard's {min_dec}",
                             guard=_brief_guard(entry))
-            ch = self.registry.promote(self.system, flight, actor=self.actor,
-                                       reason=f"loop: flight {flight!r} ran {waited / 3.6e12:.1f} h with no guard breach")
+            try:
+                ch = self.registry.promote(self.system, flight, actor=self.actor,
+                                           reason=f"loop: flight {flight!r} ran {waited / 3.6e12:.1f} h with no guard breach")
+            except SanityCheckError as exc:  # the flight runs on; the next cycle tries again
+                return done("waiting", f"flight {flight!r} of {cand} runs on: the registry refused the promotion: {exc}",
+                            guard=_brief_guard(entry))
             rec["changes"].append(ch.to_dict())
             ro.update(stage="promoted", since_ns=now)
             return done("promoted", ch.message, guard=_brief_guard(entry))
@@ -623,8 +643,11 @@ class Cycle:
             if f is not None and f.bundle == v:
                 msg = f"{v} is in flight {r.flight_name!r} already"
             else:
-                ch = self.registry.deploy(self.system, v, actor=self.actor, flight=r.flight_name, share=r.flight_share,
-                                          reason=f"loop: a new candidate, cycle {rec['id']}")
+                try:
+                    ch = self.registry.deploy(self.system, v, actor=self.actor, flight=r.flight_name,
+                                              share=r.flight_share, reason=f"loop: a new candidate, cycle {rec['id']}")
+                except SanityCheckError as exc:
+                    raise _Stop("sanity_failed", f"the registry refused {v}: {exc}") from None
                 rec["changes"].append(ch.to_dict())
                 msg = ch.message
             rec["rollout"] = {"candidate": v, "stage": "flight", "since_ns": now, "cycle": rec["id"]}
@@ -632,8 +655,11 @@ class Cycle:
         if v in state.shadows:
             msg = f"{v} is a shadow already"
         else:
-            ch = self.registry.deploy(self.system, v, actor=self.actor, shadow=True,
-                                      reason=f"loop: a new candidate, cycle {rec['id']}")
+            try:
+                ch = self.registry.deploy(self.system, v, actor=self.actor, shadow=True,
+                                          reason=f"loop: a new candidate, cycle {rec['id']}")
+            except SanityCheckError as exc:  # e.g. latency measured on a busy machine
+                raise _Stop("sanity_failed", f"the registry refused {v}: {exc}") from None
             rec["changes"].append(ch.to_dict())
             msg = ch.message
         rec["rollout"] = {"candidate": v, "stage": "shadow", "since_ns": now, "cycle": rec["id"]}

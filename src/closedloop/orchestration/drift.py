@@ -140,9 +140,11 @@ class DriftMonitor:
         }
 
     def check(
-        self, system: System, *, decision_files: Sequence[Path | str], now_ns: int,
+        self, system: System, *, decision_files: Sequence[Path | str], now_ns: int, con: Any = None,
     ) -> tuple[list[Alert], dict[str, Any]]:
-        """PSI of each feature and of the score; returns (alerts, a report of every value)."""
+        """PSI of each feature and of the score; returns (alerts, a report of every value).
+        ``con``: an open ``_data.connect`` connection over the same decisions and cut-off, to
+        reuse (it is left open)."""
         names = list(system.features.names)
         watch = names if self.features is None else self.features
         unknown = sorted(set(watch) - set(names))
@@ -153,7 +155,9 @@ class DriftMonitor:
         c0, r0 = now_ns - cur_ns, now_ns - cur_ns - ref_ns
         window = f"{_iso(c0)}/{_iso(now_ns)}"
         report: dict[str, Any] = {"window": window, "reference": f"{_iso(r0)}/{_iso(c0)}", "features": {}, "score": None}
-        con = _data.connect(system.name, decision_files, (), now_ns)
+        own = con is None
+        if own:
+            con = _data.connect(system.name, decision_files, (), now_ns)
         try:
             t = _data.arrow(
                 con,
@@ -162,7 +166,8 @@ class DriftMonitor:
                 {"r": r0, "n": now_ns, "fp": system.feature_fingerprint},
             )
         finally:
-            con.close()
+            if own:
+                con.close()
         ts = t["timestamp_ns"].to_numpy()
         cur = ts >= c0
         report["rows"] = {"reference": int((~cur).sum()), "current": int(cur.sum())}
@@ -324,12 +329,13 @@ class MistakeSpikes:
     def check(
         self, system: System, tracker: GoalTracker, store: SeriesStore, *,
         decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str], now_ns: int,
-        exclude_sources: Sequence[str] = (), scratch: Path | str | None = None,
+        exclude_sources: Sequence[str] = (), scratch: Path | str | None = None, con: Any = None,
     ) -> tuple[list[Alert], dict[str, Any]]:
         """Measure the rates' new windows into ``store``, replay each series through a fresh
-        detector, and return an alert per window where it signals an increase."""
+        detector, and return an alert per window where it signals an increase. ``con``: as in
+        :meth:`GoalTracker.measure`."""
         tracker.measure(store, decision_files=decision_files, outcome_files=outcome_files, now_ns=now_ns,
-                        measures=self.measures(system), exclude_sources=exclude_sources, scratch=scratch)
+                        measures=self.measures(system), exclude_sources=exclude_sources, scratch=scratch, con=con)
         alerts: list[Alert] = []
         report: dict[str, Any] = {}
         for m in self.measures(system):

@@ -324,16 +324,21 @@ class GoalTracker:
         measures: Sequence[Measure] | None = None,
         exclude_sources: Sequence[str] = (),
         scratch: Path | str | None = None,
+        con: Any = None,
     ) -> list[dict[str, Any]]:
         """Measure every settled, not yet recorded window of each measure (default: the
         system's goals) and append the points to ``store``. Returns the points appended.
 
         ``exclude_sources``: outcome sources left out (quarantined for abuse). ``scratch``: a
-        directory for the labeled-decisions dataset this builds (deleted afterwards)."""
+        directory for the labeled-decisions dataset this builds (deleted afterwards). ``con``:
+        an open ``_data.connect`` connection over the same files, cut-off and exclusions, to
+        reuse (it is left open)."""
         measures = [Measure.of(g) for g in self.system.goals] if measures is None else list(measures)
         if not measures:
             return []
-        con = _data.connect(self.system.name, decision_files, outcome_files, now_ns, exclude_sources)
+        own = con is None
+        if own:
+            con = _data.connect(self.system.name, decision_files, outcome_files, now_ns, exclude_sources)
         try:
             row = con.execute("SELECT min(timestamp_ns), max(timestamp_ns) FROM decisions").fetchall()[0]
             if row is None or row[0] is None:
@@ -368,7 +373,8 @@ class GoalTracker:
                 {"s": since, "u": until},
             )
         finally:
-            con.close()
+            if own:
+                con.close()
         labeled = None
         if any(metric.needs_labels for _, metric, _ in todo):
             lab_todo = [w for _, metric, w in todo if metric.needs_labels]
