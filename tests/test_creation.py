@@ -218,3 +218,31 @@ def test_sklearn_without_intercept_also_converts(toy: System) -> None:
     model = LogisticModel.from_sklearn(est, toy.features.names, output="p")
     ours = model.bind(toy.features).batch(X, cc)[:, 0]
     np.testing.assert_allclose(ours, est.predict_proba(X)[:, 1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_sample_weights_equal_repeated_rows(toy: System, standardize: bool) -> None:
+    batch, y = _data(400, seed=11, noise=0.3)
+    w = np.where(np.arange(400) % 3 == 0, 3.0, 1.0)
+    weighted = train_logistic(toy, batch, y, sample_weight=w, standardize=False).model
+    rep = np.repeat(np.arange(400), w.astype(int))
+    big = {k: np.asarray(v)[rep] for k, v in batch.items()}
+    repeated = train_logistic(toy, big, y[rep], standardize=False).model
+    plain = train_logistic(toy, batch, y, standardize=False).model
+    a, b, c = (np.array(list(m.weights.values())) for m in (weighted, repeated, plain))
+    # Weight 3 is the row three times, up to the solver's tolerance (C scales with the row count,
+    # so compare against the repeated rows' fit, not the unweighted one).
+    assert np.allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert not np.allclose(a, c, rtol=1e-3, atol=1e-4)
+    if standardize:  # the Pipeline path routes the weights to the logistic step
+        train_logistic(toy, batch, y, sample_weight=w, standardize=True)
+
+
+def test_bad_sample_weights_are_named(toy: System) -> None:
+    batch, y = _data(50, seed=1)
+    with pytest.raises(SpecError, match="one weight per row \\(50\\)"):
+        train_logistic(toy, batch, y, sample_weight=np.ones(49))
+    with pytest.raises(SpecError, match="finite and >= 0. Got -1.0 instead \\(row 3\\)"):
+        train_logistic(toy, batch, y, sample_weight=np.where(np.arange(50) == 3, -1.0, 1.0))
+    with pytest.raises(SpecError, match="all zero"):
+        train_logistic(toy, batch, y, sample_weight=np.zeros(50))

@@ -175,8 +175,8 @@ def test_softmax_decide_equals_decide_batch():
 
 # -- epsilon within a score band -------------------------------------------------------------------
 
-def eps_system(phishing, epsilon=0.3, low=0.2, high=0.8):
-    exp = Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow", explore=EpsilonGreedy(epsilon, low, high))
+def eps_system(phishing, epsilon=0.3, low=0.2, high=0.8, to=None):
+    exp = Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow", explore=EpsilonGreedy(epsilon, low, high, to=to))
     return System(
         "phishing", context=phishing.schema.fields, unit=phishing.unit,
         features={f.name: f.expr for f in phishing.features.features},
@@ -205,6 +205,36 @@ def test_epsilon_explores_only_inside_the_band(phishing):
     explored = [d for d in inside if d.why.startswith("explored")]
     assert explored and all(math.isclose(d.propensity, other_p) for d in explored)
     del rng
+
+
+def test_epsilon_to_shows_only_the_named_actions_with_exact_propensities(phishing):
+    # The block band, explored as warnings only: a block hides the outcome, a warning does not.
+    system = eps_system(phishing, epsilon=0.2, low=0.5, high=1.0, to=("warn",))
+    bundle = Bundle.build(system, logistic(system))
+    rt = Runtime(system, bundle, ids=DecisionIds(seed=3))
+    cols = checks.generate_contexts(system.schema, 1500, seed=7)
+    seen = {}
+    for row in checks.records(cols):
+        d = rt.decide(row)
+        s = d.scores["phish"]
+        greedy = "block" if s >= 0.9 else "warn" if s >= 0.6 else "allow"
+        if not 0.5 <= s <= 1.0:
+            assert (d.action, d.propensity) == (greedy, 1.0)
+        elif greedy == "warn":
+            assert (d.action, d.propensity) == ("warn", 1.0)  # already what exploration would show
+        elif greedy == "block":
+            assert d.action in ("block", "warn")
+            assert math.isclose(d.propensity, 0.8 if d.action == "block" else 0.2)
+        else:  # allow in the band: stays allow (p 0.8) or is shown a warning (p 0.2)
+            assert d.action in ("allow", "warn")
+            assert math.isclose(d.propensity, 0.8 if d.action == "allow" else 0.2)
+        seen[(greedy, d.action)] = seen.get((greedy, d.action), 0) + 1
+    assert seen.get(("block", "warn")) and not seen.get(("block", "allow"))
+    checks.check_runtime(system, bundle, n=400)
+    with pytest.raises(SpecError, match="'to' of EpsilonGreedy must name declared actions"):
+        eps_system(phishing, to=("nag",))
+    with pytest.raises(SpecError, match="'to' of EpsilonGreedy must be a non-empty sequence"):
+        EpsilonGreedy(0.1, to="warn")
 
 
 def test_epsilon_decide_equals_decide_batch(phishing):

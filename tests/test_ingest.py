@@ -84,3 +84,15 @@ def test_a_million_good_lines_with_a_few_bad_ones_keeps_every_good_one(tmp_path)
     assert [e[0] for e in errors] == sorted(bad_at)
     ids = table["decision_id"]
     assert ids[0].as_py() == "d1" and ids[-1].as_py() == f"d{n}" and table["event_ns"][16].as_py() == 18
+
+
+def test_a_prompt_choice_kind_is_accepted_as_the_service_accepts_it(tmp_path):
+    from closedloop.telemetry.records import OUTCOME_KIND
+
+    p = tmp_path / "o.jsonl"
+    p.write_text(json.dumps({"decision_id": "d1", "kind": "chose:go_back", "event_time": 5, "source": "u"}) + "\n"
+                 + json.dumps({"decision_id": "d2", "kind": ":nope", "event_time": 5, "source": "u"}) + "\n")
+    table, errors = read_outcomes(p)
+    assert table["kind"].to_pylist() == ["chose:go_back"]
+    assert [e[0] for e in errors] == [2] and "':'" in errors[0][1]
+    assert OUTCOME_KIND.match("chose:continue") and not OUTCOME_KIND.match("9x")

@@ -126,3 +126,12 @@ def test_cli_train(phishing, dataset, tmp_path):
     loaded = Bundle.load(out["path"], phishing)
     assert loaded.metrics["lineage"]["params"] == {"num_leaves": 7, "num_boost_round": 10}
     assert loaded.metrics["lineage"]["dataset_id"] == dataset.id
+
+
+def test_weights_opt_in_and_unit_weights_keep_the_unweighted_fit(phishing, dataset):
+    plain = train(phishing, dataset.path, model="logistic")
+    opted = train(phishing, dataset.path, model="logistic", weights=True)
+    # An imported corpus has weight 1 everywhere: opting in changes nothing, bit for bit.
+    assert plain.model.weights == opted.model.weights
+    assert plain.metrics["lineage"]["fitted_with_weights"] is False
+    assert opted.metrics["lineage"]["fitted_with_weights"] is False

@@ -31,6 +31,21 @@ import numpy as np
 
 from closedloop import SpecError
 
+# Vocabularies shared with the simulated world (one definition, in the library).
+from closedloop.world.pages import (
+    _BAD_TLDS,
+    _LEGIT_PATHS,
+    _LOGIN_PATHS,
+    _LOGIN_SUBS,
+    _LURES,
+    _PLATFORM_PATHS,
+    _POPULAR,
+    _SUBS,
+    _TLDS,
+    _TRACKING,
+    _WORDS,
+)
+
 from .system import BROWSERS, FREE_HOSTS
 
 __all__ = ["KNOWN_BAD_DOMAINS", "generate", "records"]
@@ -71,26 +86,6 @@ BRANDS = (
 _BRAND_P = np.array([14, 10, 14, 8, 9, 6, 5, 5, 4, 6, 3, 4, 3, 3, 3, 3], dtype=float)
 _BRAND_P /= _BRAND_P.sum()
 
-_POPULAR = (
-    "wikipedia.org", "github.com", "nytimes.com", "bbc.co.uk", "reddit.com", "stackoverflow.com",
-    "youtube.com", "espn.com", "weather.com", "imdb.com", "spiegel.de", "lemonde.fr", "yahoo.co.jp",
-    "booking.com", "ebay.com", "walmart.com", "cnn.com", "theguardian.com", "twitch.tv", "zillow.com",
-)
-_WORDS = (
-    "green", "river", "bakery", "studio", "north", "maple", "pixel", "garden", "coffee", "atlas",
-    "harbor", "summit", "cedar", "lumen", "craft", "nova", "orbit", "tiger", "velvet", "willow",
-    "blue", "stone", "market", "travel", "fitness", "photo", "design", "school", "clinic", "auto",
-)
-_TLDS = ("com", "com", "com", "net", "org", "io", "de", "co.uk", "fr", "nl", "com.br", "ca")
-_BAD_TLDS = ("xyz", "top", "info", "online", "site", "live", "club", "com", "net", "support")
-_LURES = ("login", "signin", "verify", "account", "secure", "update", "banking", "confirm", "password", "wallet")
-_SUBS = ("www.", "www.", "", "shop.", "blog.", "m.", "news.")
-_LOGIN_SUBS = ("login.", "secure.", "accounts.", "signin.", "online.", "my.")
-_LEGIT_PATHS = (
-    "/", "/index.html", "/news/{w}-{w2}", "/products/{w}", "/blog/2024/{w}-{w2}", "/about",
-    "/search?q={w}+{w2}", "/category/{w}/page/{d}", "/article/{d}/{w}", "/help/{w}", "/contact",
-)
-_LOGIN_PATHS = ("/login", "/signin", "/account/login", "/secure/signin?next=%2F{w}", "/auth/password/reset", "/")
 _PHISH_PATHS = (
     "/{lure}/{b}/index.php", "/{b}/{lure}.html", "/{lure}-{lure2}/?session={hex}",
     "/app/{lure}?id={hex}&ref={b}", "/{hex}/{lure}/", "/", "/{b}-{lure}.php?cmd={lure2}&{hex}",
@@ -122,9 +117,6 @@ _PLATFORMS = (
     ("www.dropbox.com", "dropbox.com", 140), ("notion.site", "notion.site", 900),
     ("pages.dev", "pages.dev", 700), ("forms.gle", "forms.gle", 1500),
 )
-_PLATFORM_PATHS = ("/forms/d/e/{hex}/viewform", "/s/{hex}/{w}.html", "/r/{hex}", "/view/{w}-{w2}", "/{w}/{hex}")
-_TRACKING = ("?utm_source=newsletter&utm_medium=email&utm_campaign={w}-{d}", "?fbclid={hex}{hex}",
-             "?ref={w}&gclid={hex}", "?utm_source={w}&utm_medium=social", "#section-{d}")
 
 N_USERS = 3000
 

@@ -22,6 +22,7 @@ from .errors import (
     IntelligenceError,
     OutcomeError,
     ProjectError,
+    ServiceError,
     SpecError,
 )
 from .experience import Action, BestAction, Presentation, Ranking, Thresholds
@@ -52,6 +53,16 @@ F = features
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The HTTP client imports httpx (~0.1 s): loaded on first use, not with closedloop.
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(f"module 'closedloop' has no attribute {name!r}")
+
+
 __all__ = [
     "F",
     "Deployment",
@@ -61,6 +72,7 @@ __all__ = [
     "BestAction",
     "BlockList",
     "Calibrated",
+    "Client",
     "LightGBMModel",
     "SklearnModel",
     "CapStore",
@@ -107,6 +119,7 @@ __all__ = [
     "Runtime",
     "Schema",
     "ScoringRules",
+    "ServiceError",
     "SpecError",
     "Str",
     "System",

@@ -34,6 +34,7 @@ from .cli_evaluate import evaluate
 from .cli_loop import dataset_app, outcomes_app, telemetry_app
 from .cli_orchestration import loop_app
 from .cli_registry import register as _register_registry
+from .cli_serve import serve
 from .cli_train import train
 from .errors import BundleError, ClosedLoopError, ContextError
 from .ids import DecisionIds
@@ -74,6 +75,7 @@ app.add_typer(loop_app, name="loop")
 app.command()(train)
 app.command()(evaluate)
 _register_registry(app)
+app.command()(serve)
 
 SystemOption = Annotated[
     str,

@@ -13,6 +13,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
     ├── DatasetError           a dataset cannot be built or loaded
+    ├── ServiceError           the decision service answered an error (closedloop.Client): .status .problem
     ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
     ├── RegistryError          a registry operation was refused (unknown bundle, bad state …)
     │   ├── ConflictError      the deployment changed meanwhile (a racing change won)
@@ -38,6 +39,7 @@ __all__ = [
     "FeatureError",
     "IntelligenceError",
     "OutcomeError",
+    "ServiceError",
     "ProjectError",
     "RegistryError",
     "ConflictError",
@@ -151,6 +153,19 @@ class BundleError(ClosedLoopError):
 
 class ProjectError(ClosedLoopError):
     """A project home or a directory to scaffold into cannot be used (e.g. it is not empty)."""
+
+
+class ServiceError(ClosedLoopError):
+    """The decision service answered an error (``closedloop.Client``), or could not be reached.
+
+    ``status`` is the HTTP status (``None``: no answer) and ``problem`` the problem details the
+    service sent (type, title, status, detail, and for validation errors field, rule, value).
+    """
+
+    def __init__(self, message: str, status: int | None = None, problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problem = problem or {}
 
 
 class AuthError(ClosedLoopError):

@@ -192,6 +192,8 @@ class Thresholds:
         for a in self.actions:
             if a not in actions:
                 raise SpecError(f"Threshold actions must be declared actions {list(actions)}. Got {a!r} instead.")
+        if self.explore is not None:
+            self.explore.mask(actions)
         if outputs is not None and self.score not in outputs:
             raise SpecError(
                 f"The thresholds read score {self.score!r}, which the intelligence does not produce "
@@ -262,6 +264,7 @@ class ThresholdChooser(Chooser):
         self.reasons = base + self._explore_reasons(spec.explore, s)
         self.explores = spec.explore is not None
         self._policy = spec.explore
+        self._mask = spec.explore.mask(actions) if spec.explore is not None else None
 
     def one(self, scores: Sequence[float]) -> tuple[int, int]:
         v = scores[self._col]
@@ -284,10 +287,10 @@ class ThresholdChooser(Chooser):
         return action, why
 
     def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
-        return self._policy.probs(greedy, len(self.actions), scores[self._col])  # type: ignore[union-attr]
+        return self._policy.probs(greedy, len(self.actions), scores[self._col], self._mask)  # type: ignore[union-attr]
 
     def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
-        return self._policy.probs_batch(greedy, len(self.actions), S[:, self._col])  # type: ignore[union-attr]
+        return self._policy.probs_batch(greedy, len(self.actions), S[:, self._col], self._mask)  # type: ignore[union-attr]
 
 
 class BestChooser(Chooser):
@@ -297,6 +300,7 @@ class BestChooser(Chooser):
         self.actions = actions
         self.explores = spec.explore is not None
         self._policy = spec.explore
+        self._mask = spec.explore.mask(actions) if isinstance(spec.explore, EpsilonGreedy) else None
         base = tuple(f"best score → {a}" for a in actions)
         self.explored = len(base)
         self.reasons = base + self._explore_reasons(spec.explore, "best score")
@@ -316,13 +320,13 @@ class BestChooser(Chooser):
     def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
         if isinstance(self._policy, Softmax):
             return self._policy.probs(scores)
-        return self._policy.probs(greedy, len(self.actions), scores[greedy])  # type: ignore[union-attr]
+        return self._policy.probs(greedy, len(self.actions), scores[greedy], self._mask)  # type: ignore[union-attr]
 
     def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
         if isinstance(self._policy, Softmax):
             return self._policy.probs_batch(S)
         top = S[np.arange(S.shape[0]), greedy]
-        return self._policy.probs_batch(greedy, len(self.actions), top)  # type: ignore[union-attr]
+        return self._policy.probs_batch(greedy, len(self.actions), top, self._mask)  # type: ignore[union-attr]
 
 
 class BestAction:
@@ -349,6 +353,8 @@ class BestAction:
         return BestChooser(self, tuple(actions))
 
     def validate(self, actions: Sequence[str], outputs: Sequence[str] | None = None) -> None:
+        if isinstance(self.explore, EpsilonGreedy):
+            self.explore.mask(actions)
         if outputs is not None and list(outputs) != list(actions):
             raise SpecError(
                 f"BestAction needs one intelligence output per action, named and ordered as the actions "
@@ -372,6 +378,8 @@ class Ranking:
             raise SpecError(f"The 'k' of Ranking must be an integer ≥ 1. Got {k!r} instead.")
         if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy):
             raise SpecError(f"The 'explore' policy of Ranking must be Softmax or EpsilonGreedy. Got {explore!r} instead.")
+        if isinstance(explore, EpsilonGreedy) and explore.to is not None:
+            raise SpecError("A Ranking explores over candidates, not actions: its EpsilonGreedy takes no 'to'.")
         self.score = score
         self.k = k
         self.explore = explore

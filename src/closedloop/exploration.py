@@ -162,9 +162,17 @@ class Softmax:
 
 class EpsilonGreedy:
     """Inside the score band [``low``, ``high``], explore with probability ``epsilon``: a uniform
-    choice among all actions (the greedy one included). Outside it, always the greedy action."""
+    choice among all actions (the greedy one included), or among the actions named in ``to``.
+    Outside it, always the greedy action.
 
-    def __init__(self, epsilon: float, low: float = -math.inf, high: float = math.inf) -> None:
+    ``to`` narrows what exploration may show: e.g. ``EpsilonGreedy(0.05, low=0.9, to=("warn",))``
+    shows a warning instead of a block on 5% of block-band decisions, so the loop sees outcomes
+    for pages it would otherwise block (a block hides the outcome) without ever allowing them.
+    """
+
+    def __init__(
+        self, epsilon: float, low: float = -math.inf, high: float = math.inf, *, to: Sequence[str] | None = None
+    ) -> None:
         if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0.0 < epsilon <= 1.0:
             raise SpecError(f"The 'epsilon' of EpsilonGreedy must be a number in (0, 1]. Got {epsilon!r} instead.")
         for name, v in (("low", low), ("high", high)):
@@ -172,31 +180,63 @@ class EpsilonGreedy:
                 raise SpecError(f"The '{name}' bound of EpsilonGreedy must be a number. Got {v!r} instead.")
         if not low <= high:
             raise SpecError(f"EpsilonGreedy needs low ≤ high. Got low={low!r}, high={high!r} instead.")
+        if to is not None:
+            if isinstance(to, str) or not all(isinstance(a, str) and a for a in to) or not to or len(set(to)) != len(to):
+                raise SpecError(
+                    f"The 'to' of EpsilonGreedy must be a non-empty sequence of distinct action names. Got {to!r} instead."
+                )
+            to = tuple(to)
         self.epsilon = float(epsilon)
         self.low = float(low)
         self.high = float(high)
+        self.to: tuple[str, ...] | None = to
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "epsilon", "epsilon": self.epsilon, "low": self.low, "high": self.high}
+        out: dict[str, Any] = {"kind": "epsilon", "epsilon": self.epsilon, "low": self.low, "high": self.high}
+        if self.to is not None:
+            out["to"] = list(self.to)
+        return out
+
+    def mask(self, actions: Sequence[str]) -> tuple[bool, ...] | None:
+        """Which of ``actions`` exploration may show (None: all of them); checks ``to``."""
+        if self.to is None:
+            return None
+        unknown = [a for a in self.to if a not in actions]
+        if unknown:
+            raise SpecError(f"The 'to' of EpsilonGreedy must name declared actions {list(actions)}. Got {unknown!r} instead.")
+        return tuple(a in self.to for a in actions)
 
     def in_band(self, score: float) -> bool:
         return self.low <= score <= self.high
 
-    def probs(self, greedy: int, k: int, score: float) -> list[float]:
+    def probs(self, greedy: int, k: int, score: float, mask: Sequence[bool] | None = None) -> list[float]:
         if not self.in_band(score):
             out = [0.0] * k
             out[greedy] = 1.0
             return out
-        share = self.epsilon / k
-        out = [share] * k
-        out[greedy] = (1.0 - self.epsilon) + share
+        if mask is None:
+            share = self.epsilon / k
+            out = [share] * k
+            out[greedy] = (1.0 - self.epsilon) + share
+            return out
+        share = self.epsilon / sum(mask)
+        out = [share if m else 0.0 for m in mask]
+        out[greedy] += 1.0 - self.epsilon
         return out
 
-    def probs_batch(self, greedy: np.ndarray, k: int, score: np.ndarray) -> np.ndarray:
+    def probs_batch(self, greedy: np.ndarray, k: int, score: np.ndarray, mask: Sequence[bool] | None = None) -> np.ndarray:
         n = greedy.shape[0]
         band = (score >= self.low) & (score <= self.high)
-        share = self.epsilon / k
-        P = np.where(band[:, None], share, 0.0) * np.ones((n, k))
-        top = np.where(band, (1.0 - self.epsilon) + share, 1.0)
-        P[np.arange(n), greedy] = top
+        rows = np.arange(n)
+        if mask is None:
+            share = self.epsilon / k
+            P = np.where(band[:, None], share, 0.0) * np.ones((n, k))
+            top = np.where(band, (1.0 - self.epsilon) + share, 1.0)
+            P[rows, greedy] = top
+            return P
+        m = np.asarray(mask, dtype=bool)
+        share = self.epsilon / int(m.sum())
+        P = np.where(band[:, None] & m[None, :], share, 0.0)
+        # The same additions as the single path, in the same order: share (if allowed) + (1 - ε).
+        P[rows, greedy] = np.where(band, P[rows, greedy] + (1.0 - self.epsilon), 1.0)
         return P

@@ -115,6 +115,22 @@ def _check_params(C: Any, max_iter: Any, standardize: Any) -> None:
         raise SpecError(f"The 'standardize' parameter of train_logistic must be True or False. Got {standardize!r} instead.")
 
 
+def _check_weights(w: Any, n: int, who: str) -> np.ndarray | None:
+    """Validated per-row sample weights (float64, finite, ≥ 0, not all 0), or None."""
+    if w is None:
+        return None
+    arr = np.asarray(w, dtype=np.float64)
+    if arr.shape != (n,):
+        raise SpecError(f"The 'sample_weight' parameter of {who} must hold one weight per row ({n}). Got shape {arr.shape} instead.")
+    bad = ~np.isfinite(arr) | (arr < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SpecError(f"The 'sample_weight' parameter of {who} must be finite and >= 0. Got {float(arr[i])!r} instead (row {i}).")
+    if not arr.any():
+        raise SpecError(f"The 'sample_weight' parameter of {who} must not be all zero.")
+    return arr
+
+
 def train_logistic(
     system: System,
     batch: Any,
@@ -124,6 +140,7 @@ def train_logistic(
     max_iter: int = 1000,
     standardize: bool = True,
     output: str | None = None,
+    sample_weight: Any = None,
 ) -> TrainResult:
     """Fit an L2-regularized logistic model on ``system``'s features of ``batch``.
 
@@ -147,6 +164,9 @@ def train_logistic(
         weights) rather than ``LogisticRegression`` on raw features.
     output:
         The model's score name; by default the score the system's experience reads.
+    sample_weight:
+        One non-negative finite weight per row (e.g. a dataset's inverse-propensity ``weight``),
+        or None.
 
     Returns
     -------
@@ -164,6 +184,7 @@ def train_logistic(
         raise SpecError(f"The 'output' parameter of train_logistic must be an identifier. Got {output!r} instead.")
 
     cols, y, X = labelled_features(system, batch, labels, "train_logistic")
+    sw = _check_weights(sample_weight, y.shape[0], "train_logistic")
     finite = np.isfinite(X)
     if not finite.all():
         row, j = (int(v[0]) for v in np.nonzero(~finite))
@@ -181,7 +202,12 @@ def train_logistic(
     estimator: Any = Pipeline([("scale", StandardScaler()), ("logistic", clf)]) if standardize else clf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        estimator.fit(X, y)
+        if sw is None:
+            estimator.fit(X, y)
+        elif standardize:
+            estimator.fit(X, y, logistic__sample_weight=sw)
+        else:
+            estimator.fit(X, y, sample_weight=sw)
     converged = bool(np.all(np.asarray(clf.n_iter_) < max_iter))
 
     model = cast(LogisticModel, LogisticModel.from_sklearn(estimator, system.features.names, output=output))

@@ -10,8 +10,12 @@ The rules, exactly:
 
 Rows
     :func:`~closedloop.loop.dataset.load_dataset` reads the dataset (contexts decoded into the
-    current schema); only labeled rows (``label_value`` not null) are used. Row weights are not
-    used for fitting (they are recorded in ``lineage["weighted_rows"]`` when some differ from 1).
+    current schema); only labeled rows (``label_value`` not null) are used. With
+    ``weights=True`` the dataset's row weights (``weight``: 1 / (sample probability ×
+    propensity)) are fitting weights, rescaled to mean 1 on the rows fitted (heuristics and
+    calibration stay unweighted). The default is an unweighted fit: inverse-propensity weights
+    remove bias at the price of variance, which is the caller's trade-off to make.
+    ``lineage["weighted_rows"]`` and ``lineage["fitted_with_weights"]`` say what happened.
 Split
     ``split`` (default: ``system.split``) divides the rows with
     :func:`closedloop.evaluation.split`; the model is fitted on the train side only, and
@@ -153,7 +157,8 @@ def _mapping(cols: Any) -> dict[str, Any]:
     return {n: cols[n] for n in cols.names()}
 
 
-def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.ndarray) -> Intelligence:
+def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.ndarray,
+         w: np.ndarray | None = None) -> Intelligence:
     output = system.experience.score
     if model == "heuristic":
         from ..intelligence import Rule, ScoringRules
@@ -179,7 +184,7 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
         unknown = sorted(set(params) - {"C", "max_iter", "standardize"})
         if unknown:
             raise SpecError(f"The 'logistic' model takes params C, max_iter, standardize. Got {unknown} instead.")
-        return train_logistic(system, _mapping(cols), y, output=output, **params).model
+        return train_logistic(system, _mapping(cols), y, output=output, sample_weight=w, **params).model
     X = system.features.batch(cols)
     names = list(system.features.names)
     if model == "lightgbm":
@@ -190,7 +195,7 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
         p = dict(params)
         rounds = p.pop("num_boost_round", 100)
         full = {**_LGBM_DEFAULTS, **p}
-        booster = lightgbm.train(full, lightgbm.Dataset(X, label=y, feature_name=names), num_boost_round=int(rounds))
+        booster = lightgbm.train(full, lightgbm.Dataset(X, label=y, weight=w, feature_name=names), num_boost_round=int(rounds))
         return LightGBMModel.from_booster(booster, names, output=output)
     from ..intelligence import SklearnModel
 
@@ -199,7 +204,15 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
         est = cls(**params)
     except TypeError as exc:
         raise SpecError(f"The params of {model!r} were refused: {exc}.") from exc
-    est.fit(X, y)
+    if w is None:
+        est.fit(X, y)
+    else:
+        try:
+            est.fit(X, y, sample_weight=w)
+        except TypeError as exc:
+            raise SpecError(
+                f"{model!r} does not take sample weights ({exc}); train it with weights=False."
+            ) from exc
     return SklearnModel(est, names, output=output)
 
 
@@ -232,6 +245,7 @@ def train(
     calibrate: str | None = None,
     parent: str | None = None,
     split: Split | None = None,
+    weights: bool = False,
     loaded: tuple[Any, Any] | None = None,
 ) -> TrainRun:
     """Train ``model`` on the dataset at ``dataset`` (a directory) → a :class:`TrainRun` whose
@@ -277,7 +291,15 @@ def train(
                 f"Calibration needs train units on both sides of {cal_split.describe()}; the dataset "
                 f"{manifest.id!r} has {train_idx.size} training rows."
             )
-    intelligence = _fit(system, model, params, cols.take(fit_idx), y[fit_idx])
+    w_all = table["weight"].to_numpy(zero_copy_only=False) if "weight" in table.column_names else None
+    fit_w = None
+    if weights and w_all is not None:
+        fit_w = np.asarray(w_all, dtype=np.float64)[fit_idx]
+        if np.all(fit_w == 1.0):
+            fit_w = None  # unweighted: keep the exact unweighted fit
+        else:
+            fit_w = fit_w * (fit_w.size / fit_w.sum())  # mean 1: regularization keeps its meaning
+    intelligence = _fit(system, model, params, cols.take(fit_idx), y[fit_idx], fit_w)
     calibration: dict[str, Any] | None = None
     if calibrate is not None:
         from .calibrate import calibrate as fit_calibration
@@ -288,7 +310,7 @@ def train(
     train_q = _quality(y[fit_idx], _scores(system, intelligence, cols.take(fit_idx)))
     held_q = _quality(y[test_idx], _scores(system, intelligence, cols.take(test_idx))) if test_idx.size else {"n": 0}
     content = manifest.content
-    w = table["weight"].to_numpy(zero_copy_only=False) if "weight" in table.column_names else None
+    w = w_all
     from .. import __version__
 
     lineage = {
@@ -303,6 +325,7 @@ def train(
         "split": sp.describe(),
         "calibration": calibration,
         "weighted_rows": bool(w is not None and np.any(np.asarray(w, dtype=np.float64) != 1.0)),
+        "fitted_with_weights": fit_w is not None,
     }
     metrics = {"lineage": lineage, "train": train_q, "heldout": held_q}
     bundle = Bundle.build(system, intelligence, parent=parent, metrics=metrics)

@@ -19,7 +19,6 @@ line is kept.
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,11 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from ..telemetry.records import OUTCOME_KIND
+
 __all__ = ["OUTCOME_LINE_SCHEMA", "OutcomeLine", "read_outcomes"]
 
-_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+_KIND = OUTCOME_KIND
 
 
 class OutcomeLine(msgspec.Struct, kw_only=True):
@@ -75,7 +76,7 @@ def _iso_ns(s: str) -> int:
 def _check(o: OutcomeLine, cols: dict[str, list[Any]]) -> str | None:
     """Append a valid outcome's fields to ``cols``; or return why it is refused."""
     if not _KIND.match(o.kind):
-        return f"'kind' must be a name of letters, digits, '_', '.' or '-'. Got {o.kind!r} instead."
+        return f"'kind' must be a name of letters, digits, '_', '.', ':' or '-' starting with a letter. Got {o.kind!r} instead."
     if not o.source:
         return "'source' must be a non-empty string. Got '' instead."
     unit = o.unit

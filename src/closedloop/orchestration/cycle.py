@@ -512,7 +512,8 @@ class Cycle:
                 ds = rec["steps"]["dataset"]["result"]["path"]
                 run = train(self.system, ds, model=self.plan.model,
                             params=dict(self.plan.params), calibrate=self.plan.calibrate,
-                            parent=None if prod is None else prod.version, loaded=self._load(ds))
+                            parent=None if prod is None else prod.version, weights=self.plan.train_weights,
+                            loaded=self._load(ds))
             except ClosedLoopError as exc:
                 raise _Stop("training_failed", str(exc)) from None
             b = run.bundle

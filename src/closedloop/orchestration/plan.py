@@ -110,6 +110,10 @@ class LoopPlan:
         first production when nothing is deployed yet (``bootstrap``).
     model, params, calibrate:
         What :func:`closedloop.creation.train` trains.
+    train_weights:
+        Fit with the dataset's row weights (inverse propensity × sampling), so that explored
+        decisions stand for their whole band in training too (default: unweighted fit; the
+        weights still reach the thresholds chosen from costs).
     thresholds:
         ``"cost"`` (default): the candidate's thresholds minimize the system's mistake costs on
         the training side of its dataset (weighted); ``"system"``: the system's own.
@@ -148,6 +152,7 @@ class LoopPlan:
     model: str = "lightgbm"
     params: Mapping[str, Any] = field(default_factory=dict)
     calibrate: str | None = None
+    train_weights: bool = False
     thresholds: str = "cost"
     train_window: timedelta = timedelta(days=14)
     retrain_every: timedelta = timedelta(days=1)
@@ -200,7 +205,7 @@ class LoopPlan:
     def describe(self) -> dict[str, Any]:
         return {
             "system": self.system.name, "model": self.model, "params": dict(self.params), "calibrate": self.calibrate,
-            "thresholds": self.thresholds,
+            "train_weights": self.train_weights, "thresholds": self.thresholds,
             "train_window_seconds": self.train_window.total_seconds(),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
             "gate": asdict(self.gate),

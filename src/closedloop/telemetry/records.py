@@ -16,9 +16,15 @@ telemetry) and the source (who reported it).
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
-__all__ = ["DECISION_SCHEMA", "OUTCOME_SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["DECISION_SCHEMA", "OUTCOME_KIND", "OUTCOME_SCHEMA", "SCHEMA_VERSION"]
+
+#: What an outcome kind may be: a letter, then letters, digits, '_', '.', ':' or '-' (':' for
+#: kinds such as ``chose:go_back``, the choice a prompt's user made). Ingest and the service share it.
+OUTCOME_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
 
 #: Version of these record schemas (not of a system's context schema).
 SCHEMA_VERSION = 1

@@ -1,0 +1,365 @@
+"""Benchmark: the decision service under wrk, against a minimal FastAPI model endpoint measured in
+the same run.
+
+Run it as ``nice .venv/bin/python bench/service.py`` (``--quick`` for a short run). Needs
+``wrk`` and ``taskset`` (Debian's ``wrk`` and ``util-linux``; ``scripts/ensure_system_deps.sh``
+installs wrk) and two cores: every server is pinned to CPU 0 and wrk to CPU 1.
+
+Each server gets a 3 s warm-up, then ``wrk -t1 -c16 -d15s --latency`` on 127.0.0.1 with
+single-row requests: a 50-field context (bench/decide.py's system), rotated over 1,000
+different contexts by a wrk Lua script.
+
+* ``minimal`` — FastAPI on uvicorn (uvloop, httptools), the body parsed with orjson, no model:
+  the ceiling of the stack;
+* ``booster`` — the same endpoint calling LightGBM's ``Booster.predict`` on the context's 30
+  numeric fields (100 trees, 31 leaves), no telemetry, no auth: **the baseline**;
+* ``closedloop`` — ``closedloop serve`` with the same 100-tree model as a bundle (features
+  computed from the 50 fields, experience, decision ids), telemetry on (every decision made
+  durable in the project home), auth on (a bearer token checked per request), 1 worker.
+  Target: ≥ 0.8× the baseline's requests/s, with p99 ≤ 10 ms at that load;
+* ``batch`` — ``POST /v1/decide`` with 1,000 contexts per request on the same server
+  (``-c4``): decisions per second; target ≥ 100k per worker;
+* ``mlflow`` — only when ``mlflow`` is importable from the interpreter named by
+  ``--mlflow-python`` (a separate venv: it is not a dependency of closedloop).
+
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import decide as bench_decide  # noqa: E402  (bench/decide.py: the 50-field system and its data)
+
+#: The system the service serves (``--system bench/service.py:SYSTEM``).
+SYSTEM = bench_decide.make_system()
+NUMERIC = [f.name for f in bench_decide.CONTEXT if type(f).__name__ in ("Float", "Int")]
+
+
+# ---------------------------------------------------------------------------------------------
+# the baseline servers (run as: bench/service.py --serve-baseline MODE --port P --model FILE)
+
+def baseline_app(mode: str, model_file: str | None) -> Any:
+    import orjson
+
+    app = FastAPI()
+    if mode == "minimal":
+        @app.post("/predict")
+        async def predict_minimal(request: Request) -> Response:
+            body = orjson.loads(await request.body())
+            return Response(orjson.dumps({"ok": len(body)}), media_type="application/json")
+        return app
+
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_file=model_file)
+    cols = list(NUMERIC)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        row = np.array([[float(body[k]) for k in cols]])
+        p = float(booster.predict(row)[0])
+        return Response(orjson.dumps({"score": p}), media_type="application/json")
+
+    return app
+
+
+def serve_baseline(mode: str, port: int, model_file: str | None) -> None:
+    import uvicorn
+
+    uvicorn.run(baseline_app(mode, model_file), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up: the model, the bundle, the contexts, the wrk scripts
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build(home: Path) -> dict[str, Any]:
+    import lightgbm as lgb
+
+    from closedloop import Bundle, LightGBMModel
+    from closedloop.auth import Credentials
+
+    cols = bench_decide.make_columns(20_000, seed=1)
+    X = SYSTEM.features.batch(SYSTEM.schema.validate_batch(cols))
+    rng = np.random.default_rng(2)
+    logit = 2.0 * X[:, 0] - 1.5 * X[:, 3] + rng.normal(0, 1, X.shape[0])
+    y = (logit > np.quantile(logit, 0.8)).astype(int)
+    names = list(SYSTEM.features.names)
+    params = {"objective": "binary", "num_leaves": 31, "min_data_in_leaf": 5, "learning_rate": 0.1,
+              "verbose": -1, "seed": 1, "deterministic": True}
+    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=names), num_boost_round=100)
+    bundle = Bundle.build(SYSTEM, LightGBMModel.from_booster(booster, names, output="phish"))
+    bundle.save(home / "bundles" / bundle.version)
+    # The baseline's model: the same shape (100 trees × 31 leaves) over the 30 numeric fields.
+    Xn = np.column_stack([np.asarray(cols[k], dtype=np.float64) for k in NUMERIC])
+    base_booster = lgb.train(params, lgb.Dataset(Xn, y, feature_name=NUMERIC), num_boost_round=100)
+    model_file = home / "baseline_model.txt"
+    base_booster.save_model(str(model_file))
+    token = Credentials(home / "credentials.json").add("bench", ["decide", "report"])
+    rows = bench_decide.rows_as_dicts(bench_decide.make_columns(1_000, seed=3), np.arange(1_000))
+    return {"bundle": bundle, "booster": booster, "model_file": model_file, "token": token, "rows": rows,
+            "trees": booster.num_trees()}
+
+
+def lua_rotating(path: Path, bodies: list[bytes], headers: dict[str, str]) -> Path:
+    def q(b: bytes) -> str:
+        return "[==[" + b.decode() + "]==]"
+
+    lines = ["local bodies = {"] + [f"  {q(b)}," for b in bodies] + ["}", "local i = 0", 'wrk.method = "POST"']
+    for k, v in headers.items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    lines += ["request = function()", "  i = i % #bodies + 1",
+              "  return wrk.format(nil, nil, nil, bodies[i])", "end"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def lua_fixed(path: Path, body_file: Path, headers: dict[str, str]) -> Path:
+    lines = [f'local f = io.open("{body_file}", "rb")', "wrk.body = f:read('*a')", "f:close()",
+             'wrk.method = "POST"']
+    for k, v in headers.items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# running servers and wrk
+
+class Server:
+    def __init__(self, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None) -> None:
+        self.args, self.port, self.ready_path, self.env = args, port, ready_path, env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(["taskset", "-c", "0", *self.args], cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+        deadline = time.monotonic() + 60
+        import httpx
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=1).status_code < 500:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("server did not start")
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            v = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+            lat[f"p{pct}_ms"] = v
+    m = re.search(r"(\d+) requests in", out)
+    total = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    bad = int(m.group(1)) if m else 0
+    errs = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, **lat, "requests": total, "non_2xx": bad, "socket_errors": errs.group(1) if errs else None}
+
+
+def measure(name: str, url: str, script: Path, warmup: int, seconds: int, connections: int) -> dict[str, Any]:
+    wrk(url, script, warmup, connections)
+    res = wrk(url, script, seconds, connections)
+    print(f"{name:<12} {res['rps']:>10.0f} req/s   p50 {res.get('p50_ms', float('nan')):.2f} ms   "
+          f"p99 {res.get('p99_ms', float('nan')):.2f} ms   non-2xx {res['non_2xx']}", flush=True)
+    return res
+
+
+def check_sanity(port: int, token: str, rows: list[dict[str, Any]], bundle: Any, booster: Any) -> float:
+    """The served decisions equal the model's: max |service score − Booster.predict| over 200 rows."""
+    from closedloop import Client
+
+    with Client(f"http://127.0.0.1:{port}", token) as cl:
+        ds = cl.decide_batch(rows[:200]).decisions
+    X = SYSTEM.features.batch(SYSTEM.schema.validate_batch({k: [r[k] for r in rows[:200]] for k in rows[0]}))
+    ref = booster.predict(np.ascontiguousarray(X))
+    got = np.array([d.scores["phish"] for d in ds])  # type: ignore[union-attr]
+    assert all(d is not None and d.bundle_version == bundle.version for d in ds)
+    return float(np.max(np.abs(got - ref)))
+
+
+def mlflow_figure(python: str, model_file: Path, rows: list[dict[str, Any]], workdir: Path, warmup: int,
+                  seconds: int) -> dict[str, Any]:
+    """``mlflow models serve`` on the baseline model (pyfunc over the LightGBM booster)."""
+    code = (
+        "import sys, lightgbm as lgb, mlflow.lightgbm\n"
+        f"b = lgb.Booster(model_file={str(model_file)!r})\n"
+        f"mlflow.lightgbm.save_model(b, {str(workdir / 'mlflow_model')!r})\n"
+    )
+    subprocess.run([python, "-c", code], check=True, capture_output=True, timeout=300)
+    port = free_port()
+    mlflow_bin = str(Path(python).parent / "mlflow")
+    args = [mlflow_bin, "models", "serve", "-m", str(workdir / "mlflow_model"), "-p", str(port), "-h", "127.0.0.1",
+            "--env-manager", "local", "-w", "1"]
+    bodies = [json.dumps({"dataframe_split": {"columns": NUMERIC, "data": [[r[k] for k in NUMERIC]]}}).encode()
+              for r in rows[:1000]]
+    script = lua_rotating(workdir / "mlflow.lua", bodies, {"Content-Type": "application/json"})
+    venv_bin = str(Path(python).parent)  # mlflow starts its scoring server from PATH
+    with Server(args, port, "/ping", env={"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}):
+        return measure("mlflow", f"http://127.0.0.1:{port}/invocations", script, warmup, seconds, 16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 s runs after 1 s warm-ups (a smoke test, not figures)")
+    ap.add_argument("--mlflow-python", default=None, help="a Python with mlflow installed (a separate venv)")
+    ap.add_argument("--serve-baseline", choices=("minimal", "booster"), help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.serve_baseline:
+        serve_baseline(a.serve_baseline, a.port, a.model)
+        return 0
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed: run `bash scripts/ensure_system_deps.sh` (wrk) / apt-get install util-linux",
+                  file=sys.stderr)
+            return 2
+    if (os.cpu_count() or 1) < 2:
+        print("this benchmark pins the server and wrk on two different cores; this machine has one", file=sys.stderr)
+        return 2
+    warmup, seconds = (1, 2) if a.quick else (3, 15)
+    tmp = Path(tempfile.mkdtemp(prefix="closedloop-bench-service-"))
+    home = tmp / "home"
+    try:
+        t0 = time.perf_counter()
+        env = build(home)
+        print(f"set-up {time.perf_counter() - t0:.1f} s: bundle {env['bundle'].version}, {env['trees']} trees; "
+              f"server on CPU 0, wrk on CPU 1; {warmup} s warm-up, then wrk -t1 -c16 -d{seconds}s --latency", flush=True)
+        rows = env["rows"]
+        bodies = [json.dumps(r).encode() for r in rows]
+        plain = lua_rotating(tmp / "plain.lua", bodies, {"Content-Type": "application/json"})
+        authed = lua_rotating(tmp / "authed.lua", bodies, {"Content-Type": "application/json",
+                                                            "Authorization": f"Bearer {env['token']}"})
+        batch_file = tmp / "batch.json"
+        batch_file.write_bytes(json.dumps(rows).encode())
+        batch = lua_fixed(tmp / "batch.lua", batch_file, {"Content-Type": "application/json",
+                                                          "Authorization": f"Bearer {env['token']}"})
+        results: dict[str, Any] = {}
+        for mode in ("minimal", "booster"):
+            port = free_port()
+            args = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", mode, "--port", str(port),
+                    "--model", str(env["model_file"])]
+            with Server(args, port, "/docs"):
+                results[mode] = measure(mode, f"http://127.0.0.1:{port}/predict", plain, warmup, seconds, 16)
+        port = free_port()
+        args = [sys.executable, "-m", "closedloop.cli", "--home", str(home), "serve",
+                "--system", f"{Path(__file__).resolve()}:SYSTEM", "--bundle", env["bundle"].version,
+                "--port", str(port), "--workers", "1"]
+        with Server(args, port, "/readyz"):
+            max_diff = check_sanity(port, env["token"], rows, env["bundle"], env["booster"])
+            results["closedloop"] = measure("closedloop", f"http://127.0.0.1:{port}/v1/decide", authed, warmup,
+                                            seconds, 16)
+            results["batch"] = measure("batch x1000", f"http://127.0.0.1:{port}/v1/decide", batch, warmup,
+                                       max(2, seconds * 2 // 3), 4)
+            import httpx
+
+            st = httpx.get(f"http://127.0.0.1:{port}/v1/status",
+                           headers={"Authorization": f"Bearer {env['token']}"}).json()
+        from closedloop.telemetry import TelemetryStore
+
+        logged = TelemetryStore(home).read("decisions").num_rows
+        tel = st["telemetry"]
+        mlflow: dict[str, Any] | None = None
+        mlflow_note = None
+        if a.mlflow_python:
+            try:
+                mlflow = mlflow_figure(a.mlflow_python, env["model_file"], rows, tmp, warmup, seconds)
+            except Exception as e:  # noqa: BLE001 - reported, not fatal: mlflow is not ours
+                mlflow_note = f"mlflow run failed: {type(e).__name__}: {str(e)[-400:]}"
+        else:
+            mlflow_note = "mlflow not measured: no --mlflow-python given"
+        cl, bo = results["closedloop"], results["booster"]
+        batch_dps = results["batch"]["rps"] * len(rows)
+        out = {
+            "bench": "service",
+            "quick": a.quick,
+            "python": platform.python_version(),
+            "wrk": f"-t1 -c16 -d{seconds}s --latency (batch: -c4), {warmup} s warm-up, server CPU 0, wrk CPU 1",
+            "context_fields": len(bench_decide.CONTEXT),
+            "trees": env["trees"],
+            "minimal_fastapi_rps": results["minimal"]["rps"],
+            "booster_fastapi_rps": bo["rps"],
+            "booster_fastapi_p99_ms": bo.get("p99_ms"),
+            "closedloop_decide_rps": cl["rps"],
+            "closedloop_decide_p50_ms": cl.get("p50_ms"),
+            "closedloop_decide_p99_ms": cl.get("p99_ms"),
+            "closedloop_non_2xx": cl["non_2xx"],
+            "decide_vs_booster_fastapi": cl["rps"] / bo["rps"],
+            "decide_vs_minimal_fastapi": cl["rps"] / results["minimal"]["rps"],
+            "batch_requests_per_s": results["batch"]["rps"],
+            "batch_decisions_per_s": batch_dps,
+            "batch_p99_ms": results["batch"].get("p99_ms"),
+            "batch_non_2xx": results["batch"]["non_2xx"],
+            "telemetry_logged": tel["logged"],
+            "telemetry_dropped": tel["dropped_buffer_full"] + tel["unlogged_errors"],
+            "telemetry_records_on_disk": logged,
+            "max_abs_diff_vs_booster": max_diff,
+            "mlflow_rps": None if mlflow is None else mlflow["rps"],
+            "decide_vs_mlflow": None if mlflow is None else cl["rps"] / mlflow["rps"],
+            "mlflow_note": mlflow_note,
+            "targets": {"decide_vs_booster_fastapi": ">= 0.8", "closedloop_decide_p99_ms": "<= 10",
+                        "batch_decisions_per_s": ">= 100000"},
+        }
+        out["targets_met"] = bool(out["decide_vs_booster_fastapi"] >= 0.8 and (cl.get("p99_ms") or 1e9) <= 10
+                                  and batch_dps >= 100_000)
+        print(json.dumps(out))
+        return 0 if max_diff <= 1e-12 and cl["non_2xx"] == 0 and results["batch"]["non_2xx"] == 0 else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Service metrics in the Prometheus text exposition format (version 0.0.4).
+
+Counters and histograms are plain dictionaries keyed by label values, updated on the event-loop
+thread (one per worker process): an increment is a dict update, an observation a ``bisect`` and
+two additions. Gauges (telemetry buffer depth, flight shares, readiness …) are read when
+``/metrics`` is rendered. Every worker process keeps its own numbers (scrape each worker, or run
+one worker per container behind the load balancer).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+__all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Registry"]
+
+#: The content type of the text exposition format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Label values kept per counter at most; further values are counted under ``"other"`` (outcome
+#: sources are caller-supplied: their cardinality must be bounded).
+MAX_SERIES = 1_000
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(names: Sequence[str], values: Sequence[Any]) -> str:
+    if not names:
+        return ""
+    return "{" + ",".join(f'{n}="{_escape("" if v is None else str(v))}"' for n, v in zip(names, values, strict=True)) + "}"
+
+
+def _num(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
+class Counter:
+    """A monotonically increasing count per tuple of label values."""
+
+    __slots__ = ("help", "labels", "name", "values")
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        self.name, self.help, self.labels = name, help, tuple(labels)
+        self.values: dict[tuple[Any, ...], float] = {}
+
+    def inc(self, key: tuple[Any, ...] = (), n: float = 1) -> None:
+        v = self.values
+        if key in v:
+            v[key] += n
+        elif len(v) < MAX_SERIES:
+            v[key] = n
+        else:
+            other = ("other",) * len(self.labels)
+            v[other] = v.get(other, 0) + n
+
+    def get(self, key: tuple[Any, ...] = ()) -> float:
+        return self.values.get(key, 0)
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} counter"
+        if not self.values and not self.labels:
+            yield f"{self.name} 0"
+        for key, v in sorted(self.values.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            yield f"{self.name}{_labels(self.labels, key)} {_num(v)}"
+
+
+class Histogram:
+    """Observations counted into cumulative buckets (seconds), with their sum and count."""
+
+    __slots__ = ("bounds", "counts", "help", "name", "total", "n")
+
+    def __init__(self, name: str, help: str, bounds: Sequence[float]) -> None:
+        self.name, self.help = name, help
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float, n: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.total += value * n
+        self.n += n
+
+    def quantile(self, q: float) -> float:
+        """An upper bound of the ``q`` quantile: the smallest bucket bound holding it."""
+        if self.n == 0:
+            return float("nan")
+        want = q * self.n
+        acc = 0
+        for i, c in enumerate(self.counts):
+            acc += c
+            if acc >= want:
+                return self.bounds[i] if i < len(self.bounds) else float("inf")
+        return float("inf")
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} histogram"
+        acc = 0
+        for bound, c in zip(self.bounds, self.counts, strict=False):
+            acc += c
+            yield f'{self.name}_bucket{{le="{_num(bound)}"}} {acc}'
+        yield f'{self.name}_bucket{{le="+Inf"}} {self.n}'
+        yield f"{self.name}_sum {_num(self.total)}"
+        yield f"{self.name}_count {self.n}"
+
+
+class Registry:
+    """The metrics of one worker: counters, histograms, and gauges read at render time."""
+
+    def __init__(self) -> None:
+        self._items: list[Counter | Histogram] = []
+        self._gauges: list[tuple[str, str, tuple[str, ...], Callable[[], Iterable[tuple[tuple[Any, ...], float]]]]] = []
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        c = Counter(name, help, labels)
+        self._items.append(c)
+        return c
+
+    def histogram(self, name: str, help: str, bounds: Sequence[float]) -> Histogram:
+        h = Histogram(name, help, bounds)
+        self._items.append(h)
+        return h
+
+    def gauge(
+        self, name: str, help: str, labels: Sequence[str], read: Callable[[], Iterable[tuple[tuple[Any, ...], float]]]
+    ) -> None:
+        """A gauge whose series ``read()`` yields as ``(label values, value)`` when rendered."""
+        self._gauges.append((name, help, tuple(labels), read))
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for item in self._items:
+            lines.extend(item.render())
+        for name, help, labels, read in self._gauges:
+            lines.append(f"# HELP {name} {help}")
+            lines.append(f"# TYPE {name} gauge")
+            for key, v in read():
+                lines.append(f"{name}{_labels(labels, key)} {_num(float(v))}")
+        return "\n".join(lines) + "\n"
