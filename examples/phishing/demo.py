@@ -88,7 +88,8 @@ def _targets(runs: Sequence[DemoRun]) -> Table:
         t.add_row(
             str(s["seed"]),
             f"{-100 * s['phish_allowed_reduction_vs_frozen']:+.1f} % ({'met' if m['phish_allowed_halved'] else 'NOT met'})",
-            f"{100 * s['false_blocks_relative_to_frozen']:+.1f} % ({'met' if m['false_blocks_within_5pct'] else 'NOT met'})",
+            (f"{100 * s['false_blocks_relative_to_frozen']:+.1f} %" if s["false_blocks_relative_to_frozen"] is not None
+             else "frozen: none") + f" ({'met' if m['false_blocks_within_5pct'] else 'NOT met'})",
             first.get("fate", "no fault") if fault else "no fault",
             f"{len(s['quarantined'])} quarantined",
             str(s["promotions"]), str(s["rollbacks"]), str(s["gate_stops"]), f"{s['seconds']:.0f}",

@@ -202,8 +202,8 @@ class DemoRun:
         per = {arm: self.period(arm) for arm in ARMS}
         f, lp = per["frozen"], per["loop"]
         reduction = 1.0 - lp["phish_allowed_per_1k"] / f["phish_allowed_per_1k"] if f["phish_allowed_per_1k"] else 0.0
-        fb_rel = (lp["false_blocks_per_1k_legit"] / f["false_blocks_per_1k_legit"] - 1.0
-                  if f["false_blocks_per_1k_legit"] else (0.0 if lp["false_blocks_per_1k_legit"] == 0 else float("inf")))
+        f_fb, l_fb = f["false_blocks_per_1k_legit"], lp["false_blocks_per_1k_legit"]
+        fb_rel = l_fb / f_fb - 1.0 if f_fb else (0.0 if l_fb == 0 else None)  # None: the frozen model blocked nothing
         promoted = [e for e in self.events if e["kind"] == "promote"]
         return {
             "seed": self.settings.seed, "days": self.settings.days, "period": [self.settings.measure_from,
@@ -211,7 +211,7 @@ class DemoRun:
             "arms": per,
             "phish_allowed_reduction_vs_frozen": reduction,
             "false_blocks_relative_to_frozen": fb_rel,
-            "targets_met": {"phish_allowed_halved": reduction >= 0.5, "false_blocks_within_5pct": fb_rel <= 0.05,
+            "targets_met": {"phish_allowed_halved": reduction >= 0.5, "false_blocks_within_5pct": l_fb <= 1.05 * f_fb,
                             "fault_stopped": bool(self.fault and self.fault.get("stopped")),
                             "abuse_quarantined": bool(self.abuse.get("quarantined"))},
             "promotions": len(promoted),

@@ -41,6 +41,10 @@ def _f(x: Any, digits: int = 2) -> str:
     return "—" if x is None else f"{float(x):,.{digits}f}"
 
 
+def _rel(x: Any) -> str:
+    return "the frozen model blocked nothing" if x is None else f"{100 * x:+.1f} %"
+
+
 def _ok(b: bool) -> str:
     return "<span class='ok'>met</span>" if b else "<span class='bad'>not met</span>"
 
@@ -149,7 +153,7 @@ def _targets_table(summaries: Sequence[dict[str, Any]]) -> str:
         t = s["targets_met"]
         body.append(
             f"<tr><td>{s['seed']}</td><td>{_f(-100 * s['phish_allowed_reduction_vs_frozen'], 1)} %</td>"
-            f"<td>{_ok(t['phish_allowed_halved'])}</td><td>{_f(100 * s['false_blocks_relative_to_frozen'], 1)} %</td>"
+            f"<td>{_ok(t['phish_allowed_halved'])}</td><td>{_rel(s['false_blocks_relative_to_frozen'])}</td>"
             f"<td>{_ok(t['false_blocks_within_5pct'])}</td><td>{_ok(t['fault_stopped'])}</td>"
             f"<td>{_ok(t['abuse_quarantined'])}</td><td>{s['promotions']}</td><td>{s['rollbacks']}</td>"
             f"<td>{s['gate_stops']}</td><td>{_f(s['seconds'], 0)}</td></tr>")
