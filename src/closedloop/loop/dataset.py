@@ -538,7 +538,7 @@ def publish(tmp: Path, out: Path, content: dict[str, Any]) -> None:
 def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:
     """Load a dataset → (the table, its contexts decoded into the *current* context schema).
 
-    Rows come in ``decision_id`` order. Rows logged under an older context schema are read through ``system.schema``: a field added
+    Rows logged under an older context schema are read through ``system.schema``: a field added
     since takes its default, a field removed is ignored. Rows without a context (not sampled in)
     are left out of both the table and the columns; the table returned is row-aligned with the
     columns. A context that cannot be read into the current schema (a required field added
@@ -550,10 +550,6 @@ def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:
     import pyarrow.compute as pc
 
     table = table.filter(pc.is_valid(table["context_json"]))
-    if "decision_id" in table.column_names and table.num_rows:
-        # one row order whatever order DuckDB wrote the file in (it writes in parallel): the same
-        # dataset then trains the same model, bit for bit
-        table = table.take(pc.sort_indices(table, sort_keys=[("decision_id", "ascending")]))
     schema = system.schema
     names = [f.name for f in schema.fields]
     raws = table["context_json"].to_pylist()
