@@ -44,6 +44,8 @@ from closedloop.world.pages import (
     _TLDS,
     _TRACKING,
     _WORDS,
+    _paths,
+    _pick,
 )
 
 from .system import BROWSERS, FREE_HOSTS
@@ -142,26 +144,7 @@ class _Rows:
         self.at_prefix[:] = ""
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...], m: int, p: Any = None) -> list[str]:
-    idx = rng.choice(len(options), size=m, p=p)
-    return [options[i] for i in idx.tolist()]
-
-
-def _fill_path(
-    rng: np.random.Generator, templates: tuple[str, ...], m: int, brands: list[str] | None = None
-) -> list[str]:
-    t = _pick(rng, templates, m)
-    w = _pick(rng, _WORDS, m)
-    w2 = _pick(rng, _WORDS, m)
-    lure = _pick(rng, _LURES, m)
-    lure2 = _pick(rng, _LURES, m)
-    d = rng.integers(1, 5000, size=m).tolist()
-    hx = [f"{v:x}" for v in rng.integers(16**6, 16**12, size=m).tolist()]
-    b = brands if brands is not None else w
-    return [
-        ti.format(w=wi, w2=w2i, lure=li, lure2=l2i, d=di, hex=hi, b=bi)
-        for ti, wi, w2i, li, l2i, di, hi, bi in zip(t, w, w2, lure, lure2, d, hx, b, strict=True)
-    ]
+_fill_path = _paths  # the world's path filler: the same draws, in the same order
 
 
 def _smallsite(rng: np.random.Generator, m: int, tlds: tuple[str, ...] = _TLDS) -> list[str]:
