@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _orchestration_support import DAY, START, compacted, make_system
 
+from _orchestration_support import DAY, START, compacted, make_system
 from closedloop import (
     Bundle,
     F,
