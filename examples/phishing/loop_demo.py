@@ -133,9 +133,9 @@ def loop_system(base: System = phishing) -> System:
     lp = base.label_policy
     if lp is None:
         raise SpecError(f"loop_system needs a system with a label policy; '{base.name}' declares none.")
-    s.label_policy = LabelPolicy(timedelta(days=3), lp.rules, lp.default,
+    s.label_policy = LabelPolicy(timedelta(days=2), lp.rules, lp.default,
                                  action_defaults={**dict(lp.action_defaults), "warn": None, "block": None},
-                                 inverse_propensity=lp.inverse_propensity, audit="analyst_label")
+                                 inverse_propensity=lp.inverse_propensity)
     exp = base.experience
     if isinstance(exp, Thresholds):
         s.experience = Thresholds(exp.score, exp.levels, exp.otherwise, explore=EpsilonGreedy(0.05, low=0.9, high=1.0))
@@ -153,9 +153,6 @@ def demo_plan(system: System) -> LoopPlan:
         # leaves run off to extreme values — train AUC 0.64 on the loop's first dataset; with these, 0.97
         params={"num_leaves": 15, "num_boost_round": 60, "min_data_in_leaf": 100, "lambda_l2": 1.0,
                 "min_sum_hessian_in_leaf": 1.0, "num_threads": 1},
-        # Platt-calibrated on a fifth of the training units held out of the fit; the cost thresholds
-        # are chosen on those rows (out of sample: in-sample booster scores put thresholds too low)
-        calibrate=None, train_weights=True, evaluate_weights=True,
         evaluate_bootstrap=0, min_labeled=200,
         gate=Gate(max_auc_drop=0.02, min_slice_n=20_000, cost_must_not_rise=True, cost_tolerance=0.02),
         # a day of analysts' labels unlike the others is a broken pipeline: refuse what it trained
