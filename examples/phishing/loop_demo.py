@@ -487,7 +487,7 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
                     rec_rt = _Recorder(rt) if s.diagnose else None
                     every = s.slices // s.cycles_per_day
 
-                    def later_cycles(i: int, end_ns: int, day: int = day) -> None:
+                    def later_cycles(i: int, end_ns: int, day: int = day, every: int = every) -> None:
                         """The day's later cycles (cycles_per_day > 1), at their hour, once the loop runs."""
                         if day < s.shared_days or (i + 1) % every or i + 1 == s.slices:
                             return
