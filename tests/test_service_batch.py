@@ -6,10 +6,12 @@ frequency caps applied row by row in order) and the same telemetry records."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import msgspec
 import numpy as np
 import pyarrow as pa
@@ -70,6 +72,13 @@ def contexts(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the series of ``name`` whose labels include ``labels`` (Prometheus text)."""
+    pat = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.M)
+    want = {f'{k}="{v}"' for k, v in labels.items()}
+    return sum(float(m.group(2)) for m in pat.finditer(text) if want <= set((m.group(1) or "").split(",")))
+
+
 def same_scores(a: dict[str, float], b: dict[str, float]) -> bool:
     return list(a) == list(b) and all(struct.pack("<d", a[k]) == struct.pack("<d", b[k]) for k in a)
 
@@ -119,6 +128,10 @@ def test_decide_batch_of_columns_equals_decide_per_context(phishing, hashed):
     db = rts[1].decide_batch(system.schema.columns(structs), decision_ids=ids, timestamps_ns=ts)
     many = db.decisions()
     assert many == [db[i] for i in range(len(db))] == list(db)
+    tally: dict[tuple[str, str, str | None], int] = {}
+    for d in many:
+        tally[(d.action, d.bundle_version, d.flight)] = tally.get((d.action, d.bundle_version, d.flight), 0) + 1
+    assert db.counts() == tally and len({k[2] for k in tally}) == 2
     assert len(many) == len(singles)
     for a, b in zip(singles, many, strict=True):
         assert (a.decision_id, a.unit, a.action, a.why, a.guardrail, a.flight, a.bundle_version, a.propensity) == (
@@ -146,6 +159,7 @@ def test_decisions_of_a_killswitched_batch_equal_row_by_row(phishing):
     rt = Runtime(system, bundle(system, 1, 0.0), killswitch=True)
     db = rt.decide_batch(system.schema.columns(contexts(20)))
     assert db.decisions() == [db[i] for i in range(20)] and all(d.killswitch for d in db.decisions())
+    assert db.counts() == {(system.default_action, db.bundle_version, None): 20}
     assert rt.decide_batch(system.schema.columns([])).decisions() == []
 
 
@@ -172,6 +186,7 @@ def test_a_service_batch_decides_and_logs_as_one_decision_per_context(phishing, 
             singles = [cl.decide(cs[i]) for i in good]
         with Client(many, many_token) as cl:
             res = cl.decide_batch(batch)
+        text = httpx.get(many + "/metrics").text
     assert sorted(e["index"] for e in res.errors) == sorted(bad)
     assert {e["index"]: e["field"] for e in res.errors}[2] == "domain_age_days"
     got = [res.decisions[i] for i in good]
@@ -181,6 +196,11 @@ def test_a_service_batch_decides_and_logs_as_one_decision_per_context(phishing, 
             b.unit, b.action, b.why, b.guardrail, b.flight, b.bundle_version, b.propensity)
         assert same_scores(a.scores, b.scores)
     assert {d.guardrail for d in got} >= {None, "cap_warn"} and {d.flight for d in got} == {None, "cand"}
+    for action in ("allow", "warn", "block"):
+        for flight in ("", "cand"):
+            n = sum(d.action == action and (d.flight or "") == flight for d in got)
+            assert metric(text, "closedloop_decisions_total", action=action, flight=flight) == n
+    assert metric(text, "closedloop_invalid_contexts_total") == len(bad)
     keep = ["unit", "bundle_version", "flight", "context_json", "features", "score_names", "scores", "action",
             "propensity", "sample_prob", "why", "guardrail", "shadows_json", "killswitch"]
     rows = []

@@ -166,6 +166,24 @@ class DecisionBatch:
     def __iter__(self) -> Any:
         return iter(self.decisions())
 
+    def counts(self) -> dict[tuple[str, str, str | None], int]:
+        """How many decisions took each (action, bundle version, flight) — counted on the codes."""
+        n = len(self)
+        if n == 0:
+            return {}
+        k = len(self.actions)
+        if self.bundle_versions is None and self.flights is None:
+            got = np.bincount(self.action_codes, minlength=k)
+            return {(self.actions[a], self.bundle_version, None): int(c) for a, c in enumerate(got.tolist()) if c}
+        v = self.version_column().dictionary_encode()
+        f = self.flight_column().dictionary_encode(null_encoding="encode")
+        nv, nf = len(v.dictionary), len(f.dictionary)
+        vi = v.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        fi = f.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        got = np.bincount((vi * nf + fi) * k + self.action_codes, minlength=nv * nf * k)
+        vs, fs = v.dictionary.to_pylist(), f.dictionary.to_pylist()
+        return {(self.actions[i % k], vs[i // k // nf], fs[i // k % nf]): int(c) for i, c in enumerate(got.tolist()) if c}
+
     def decisions(self) -> list[Decision]:
         """Every decision as a :class:`Decision` (each equal to ``batch[i]``), built column by
         column rather than row by row."""

@@ -619,9 +619,8 @@ class Schema:
         in ``Columns.contexts`` (telemetry writes them as the single path does)."""
         st = self.struct
         ctxs = list(contexts)
-        for i, c in enumerate(ctxs):
-            if type(c) is not st:
-                ctxs[i] = self._validate_row(c, i)
+        if not all(type(c) is st for c in ctxs):
+            ctxs = [c if type(c) is st else self._validate_row(c, i) for i, c in enumerate(ctxs)]
         n = len(ctxs)
         return Columns({}, n, np.arange(n, dtype=np.int64), [], contexts=ctxs, fields=self.by_name)
 

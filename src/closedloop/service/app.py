@@ -252,14 +252,11 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         decisions: list[Decision] = []
         if good:
             rt = svc.runtime
-            decisions = rt.decide_batch(rt.system.schema.columns(good)).decisions()  # type: ignore[union-attr]
-        tally: dict[tuple[str, str, str], int] = {}
-        for d in decisions:
-            k = (d.action, d.bundle_version, d.flight or "")
-            tally[k] = tally.get(k, 0) + 1
-        for k, n in tally.items():
-            svc.m_decisions.inc(k, n)
-            svc.arms.count(k[2] or None, n)
+            db = rt.decide_batch(rt.system.schema.columns(good))  # type: ignore[union-attr]
+            decisions = db.decisions()
+            for (action, bundle, flight), n in db.counts().items():
+                svc.m_decisions.inc((action, bundle, flight or ""), n)
+                svc.arms.count(flight, n)
         if not decisions and problems:
             raise Problem(422, "invalid-context", "Invalid contexts",
                           f"Every context of the batch was refused ({len(problems)}).", errors=problems)
