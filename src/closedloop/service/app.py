@@ -121,12 +121,16 @@ def create_app(
         await asyncio.to_thread(svc.start)
         holder["svc"] = svc
         _bind(app, svc)
+        if getattr(app.state, "freeze_gc", False):
+            import gc
+
+            gc.freeze()  # what start-up built (bundles, runtime, app) is never scanned by a collection again
         try:
             yield
         finally:
             await asyncio.to_thread(svc.stop)
 
-    app = FastAPI(
+    app = _ServiceApp(
         title="closedloop decision service",
         version="1",
         description=(
@@ -143,18 +147,54 @@ def create_app(
     return app
 
 
+class _ServiceApp(FastAPI):
+    """The FastAPI app, with ``POST /v1/decide`` — the per-decision route — answered by its
+    endpoint directly: no routing over every route, no dependency solving, no middleware stack
+    (≈ 40 µs a request here, a fifth of a single decision's cost over HTTP). The endpoint and its
+    errors are the route's own: exceptions go to the app's exception handlers, responses are
+    counted by route as on the general path, and the route stays in the OpenAPI document."""
+
+    _fast_route: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        route = self._fast_route
+        if route is not None and scope["type"] == "http" and scope["path"] == "/v1/decide" and scope["method"] == "POST":
+            scope["app"] = self
+            scope["route"] = route
+            request = Request(scope, receive)
+            try:
+                response = await route.endpoint(request)
+            except Exception as exc:  # noqa: BLE001 - answered by the app's own handlers
+                response = await self._handler(exc)(request, exc)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Any:
+        handlers = self.exception_handlers
+        for cls in type(exc).__mro__:
+            h = handlers.get(cls)
+            if h is not None:
+                return h
+        raise exc  # pragma: no cover - the app registers a handler for Exception
+
+
 def app_from_environ() -> FastAPI:
     """The app factory uvicorn calls in each worker (``closedloop serve``): the settings come from
     ``CLOSEDLOOP_SERVICE_SETTINGS``, read once here.
 
     A worker process is ours alone, so its garbage collector is tuned for serving: what the imports
-    allocated is frozen out of the collections, and young collections run less often (the telemetry
-    buffer holds many small objects for a few milliseconds; ≈ 13 % less CPU per decision here)."""
+    and the start-up (bundles, runtime, app) allocated is frozen out of the collections (a full
+    collection then scans only what serving holds), and young collections run less often (the
+    telemetry buffer holds many small objects for a few milliseconds; ≈ 13 % less CPU per
+    decision here)."""
     import gc
 
     gc.freeze()
     gc.set_threshold(10_000, 50, 100)
-    return create_app(ServiceSettings.from_environ())
+    app = create_app(ServiceSettings.from_environ())
+    app.state.freeze_gc = True  # again once started (the lifespan)
+    return app
 
 
 def _bind(app: FastAPI, svc: Service) -> None:
@@ -264,6 +304,9 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         svc.m_batch_latency.observe(_perf() - t0)
         svc.m_responses.inc(("/v1/decide", 200))
         return Response(out, media_type=JSON)
+
+    if isinstance(app, _ServiceApp):
+        app._fast_route = next(r for r in app.routes if getattr(r, "endpoint", None) is decide)
 
     # -- outcomes -------------------------------------------------------------------------------------
     one_outcome = msgspec.json.Decoder(OutcomeReport)
