@@ -396,6 +396,12 @@ class Telemetry:
             return _json_strings(contexts)
         return _arr([sz.context_json(c) for c in contexts], pa.string())
 
+    def _single_contexts(self, contexts: list[Any]) -> pa.Array:
+        st = self.system.schema.struct
+        if self.sanitizer.plain and all(type(c) is st for c in contexts):
+            return _json_strings(contexts)
+        return _arr([self._context(c) for c in contexts], pa.string())
+
     def _singles(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
         n = len(items)
         ds = [it[2] for it in items]
@@ -415,7 +421,7 @@ class Telemetry:
             _arr([d.flight for d in ds], pa.string()),
             _const(self.schema_version, n),
             _const(self.fingerprint, n),
-            _arr([self._context(it[3]) for it in items], pa.string()),
+            self._single_contexts([it[3] for it in items]),
             _float_lists(feats),
             *_score_lists([d.scores for d in ds]),
             _arr([d.action for d in ds], pa.string()),
