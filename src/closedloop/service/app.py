@@ -3,7 +3,9 @@
 ``create_app(settings)`` builds the app; its lifespan starts a :class:`~closedloop.service.core.Service`
 in the worker process and stops it at shutdown. The per-decision route reads the raw body, decodes
 and validates it in one msgspec step, runs ``Runtime.decide`` and encodes the
-:class:`~closedloop.Decision` with msgspec — no pydantic on the hot path. The OpenAPI document
+:class:`~closedloop.Decision` with msgspec — no pydantic on the hot path (and no routing or
+middleware stack: :class:`_ServiceApp` hands it to its endpoint directly). A batch is decoded into
+validated contexts and decided by one ``Runtime.decide_batch`` on ``Schema.columns`` of them. The OpenAPI document
 still describes every body exactly: the System's context schema and the decision's schema are
 generated from the same msgspec types and merged into it.
 """
