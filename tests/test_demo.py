@@ -144,6 +144,10 @@ def test_settings_are_validated():
         _settings(fault_day=1)
     with pytest.raises(SpecError, match="'days'"):
         _settings(days=0)
+    with pytest.raises(SpecError, match="'cycles_per_day' of DemoSettings must divide 'slices'"):
+        _settings(cycles_per_day=5)
+    with pytest.raises(SpecError, match="needs cycle_every 1"):
+        _settings(cycles_per_day=2, cycle_every=2)
 
 
 def test_the_demo_home_must_be_fresh(tmp_path):

@@ -170,3 +170,19 @@ def test_the_driver_refuses_wall_clock_telemetry_or_another_clock(tmp_path, phis
             run_day(world, Runtime(phishing, bundle, telemetry=tel), tel, clock)
         with pytest.raises(SpecError, match="must log its decisions"):
             run_day(world, Runtime(phishing, bundle, clock=clock), tel, clock)
+
+
+def test_after_slice_runs_at_each_slice_end_with_the_clock_there(tmp_path, phishing):
+    from examples.phishing.heuristic import heuristic_intelligence
+
+    cfg = WorldConfig.load(overrides={"world": {"visits_per_day": 2000}, "users": {"count": 500}})
+    world = PhishingWorld(cfg, seed=2)
+    bundle = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.6})
+    clock = ManualClock(world.day_start_ns(0))
+    seen = []
+    with Telemetry(SegmentLog(tmp_path), system=phishing, clock=clock.now_ns) as tel:
+        rt = Runtime(phishing, bundle, clock=clock, telemetry=tel)
+        run_day(world, rt, tel, clock, slices=4, after_slice=lambda i, end: seen.append((i, end, clock.now_ns())))
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3]
+    assert all(end == now for _, end, now in seen)
+    assert [end - world.day_start_ns(0) for _, end, _ in seen] == [k * 6 * 3600 * 10**9 for k in (1, 2, 3, 4)]

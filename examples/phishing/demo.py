@@ -42,6 +42,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--visits", type=int, default=None, help="page loads per day (default: the world's, 50000)")
     ap.add_argument("--users", type=int, default=None, help="browser profiles (default: the world's)")
     ap.add_argument("--fault-day", type=int, default=20, help="day of the label-pipeline fault (default: 20; -1: none)")
+    ap.add_argument("--cycles-per-day", type=int, default=DemoSettings.cycles_per_day,
+                    help="loop cycles per simulated day (default: %(default)s)")
     ap.add_argument("--measure-from", type=int, default=30, help="first day of the table's period (default: 30)")
     ap.add_argument("--home", type=Path, default=Path(".closedloop/demo"),
                     help="where each seed's loop home goes, as <home>/seed-<S> (replaced) (default: .closedloop/demo)")
@@ -112,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in seeds:
             settings = DemoSettings(seed=seed, days=args.days, shared_days=args.shared_days, visits_per_day=args.visits,
                                     users=args.users, fault_day=None if args.fault_day < 0 else args.fault_day,
-                                    measure_from=args.measure_from)
+                                    measure_from=args.measure_from, cycles_per_day=args.cycles_per_day)
             task = progress.add_task(f"seed {seed}", total=args.days, status="")
             last: dict[str, Any] = {"cycle": ""}
 

@@ -84,6 +84,7 @@ class DemoSettings:
     visits_per_day: int | None = None  # None: the configuration's (50,000)
     users: int | None = None  # None: the configuration's
     cycle_every: int = 1  # a loop cycle every this many simulated days
+    cycles_per_day: int = 1  # with cycle_every 1: cycles at 00:00 and then every 24 h / this (a divisor of slices)
     fault_day: int | None = 20  # the label-pipeline fault (None: no fault)
     fault_kind: str = "labels_flipped"
     measure_from: int = 30  # the table's period: days measure_from … days-1
@@ -91,10 +92,13 @@ class DemoSettings:
     diagnose: bool = False  # record, from ground truth, what the loop's allowed phishing scored
 
     def __post_init__(self) -> None:
-        for name in ("days", "shared_days", "cycle_every", "slices"):
+        for name in ("days", "shared_days", "cycle_every", "slices", "cycles_per_day"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"The '{name}' of DemoSettings must be an integer ≥ 1. Got {v!r} instead.")
+        if self.slices % self.cycles_per_day or (self.cycles_per_day > 1 and self.cycle_every != 1):
+            raise SpecError(f"The 'cycles_per_day' of DemoSettings must divide 'slices' ({self.slices}) and needs "
+                            f"cycle_every 1. Got {self.cycles_per_day!r} (cycle_every {self.cycle_every}) instead.")
         if self.shared_days >= self.days:
             raise SpecError(f"The 'shared_days' of DemoSettings must be below 'days' ({self.days}). "
                             f"Got {self.shared_days} instead.")
@@ -142,11 +146,13 @@ def loop_system(base: System = phishing) -> System:
     return s
 
 
-def demo_plan(system: System) -> LoopPlan:
+def demo_plan(system: System, cycles_per_day: int = 1) -> LoopPlan:
     """The example's plan (``examples/phishing/loop.py``) for ``system``, with the demo's choices:
     a 10-day training window (older kits are retired), a lighter evaluation bootstrap, and a
     guard judged on reported mistakes and errors (the simulated runtime's batch latency is not a
-    per-page latency)."""
+    per-page latency). With ``cycles_per_day`` > 1 a candidate is a shadow and then in flight for
+    one cycle each (24 h / cycles_per_day) instead of a day each: fresher models."""
+    stage = timedelta(days=1) / cycles_per_day
     return dataclasses.replace(
         example_plan, system=system, heuristic=heuristic_intelligence(), train_window=timedelta(days=10),
         # regularized: with ~0.3 % positives, LightGBM's defaults (min_sum_hessian_in_leaf 1e-3) let a few
@@ -157,7 +163,8 @@ def demo_plan(system: System) -> LoopPlan:
         gate=Gate(max_auc_drop=0.02, min_slice_n=20_000, cost_must_not_rise=True, cost_tolerance=0.02),
         # a day of analysts' labels unlike the others is a broken pipeline: refuse what it trained
         label_check=LabelCheck("analyst_label", ratio=2.0, alpha=1e-6, min_count=50),
-        rollout=dataclasses.replace(example_plan.rollout, guard=GuardPolicy(latency_tolerance=1e6)),
+        rollout=dataclasses.replace(example_plan.rollout, shadow_for=stage, flight_for=stage,
+                                    guard=GuardPolicy(latency_tolerance=1e6)),
         # a 3-day reference for feature and score drift (the example's is 7): a third of the rows to read
         drift=DriftMonitor(current=timedelta(days=1), reference=timedelta(days=3), feature_threshold=0.25,
                            score_threshold=0.25),
@@ -390,7 +397,7 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
     note = on_progress or (lambda what, info: None)
     s = settings
     system = loop_system(phishing)
-    plan = demo_plan(system)
+    plan = demo_plan(system, s.cycles_per_day)
     world = PhishingWorld(s.world_config(), seed=s.seed)
     clock = ManualClock(world.day_start_ns(0))
     arms: dict[str, list[dict[str, Any]]] = {a: [] for a in ARMS}
@@ -402,6 +409,7 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
     worker: Any = None
     queue: Any = None
     static_left = 2 * (s.days - s.shared_days)
+    nested = [0.0]  # seconds of the day's later cycles, run inside run_day
 
     def drain(block: bool) -> None:
         nonlocal static_left
@@ -477,10 +485,23 @@ def run_demo(settings: DemoSettings, home: Path, *, on_progress: Callable[[str, 
                     rt.apply(reg.deployment(system))
                     t0 = time.perf_counter()
                     rec_rt = _Recorder(rt) if s.diagnose else None
-                    r = run_day(world, rec_rt or rt, tel, clock, slices=s.slices)
+                    every = s.slices // s.cycles_per_day
+
+                    def later_cycles(i: int, end_ns: int, day: int = day, every: int = every) -> None:
+                        """The day's later cycles (cycles_per_day > 1), at their hour, once the loop runs."""
+                        if day < s.shared_days or (i + 1) % every or i + 1 == s.slices:
+                            return
+                        t1 = time.perf_counter()
+                        cycle(day, reg, cyc)
+                        rt.apply(reg.deployment(system))
+                        nested[0] += time.perf_counter() - t1
+
+                    r = run_day(world, rec_rt or rt, tel, clock, slices=s.slices,
+                                after_slice=later_cycles if s.cycles_per_day > 1 else None)
                     if rec_rt is not None:
                         diagnostics.append(_diagnose(world, rec_rt.batches, day))
-                    timings["world_and_decide"] += time.perf_counter() - t0
+                    timings["world_and_decide"] += time.perf_counter() - t0 - nested[0]
+                    nested[0] = 0.0
                     row = _row(day, r.measure)
                     if day < s.shared_days:
                         for a in ARMS:

@@ -91,6 +91,16 @@ class LabelPolicy:
         a decision explored with probability p stands for 1/p decisions of its band (inverse
         propensity scoring). Non-exploring decisions have propensity 1, so their weight is
         ``1 / sample_prob`` either way.
+    audit:
+        The outcome kind (one of ``rules``) that is a *random audit sample* of decisions — e.g.
+        analysts labeling a random share of each action's decisions — or ``None``. For an action
+        whose default is ``None`` (its decisions hide the user outcome: a block, a warning most
+        users answer by going back), only audited decisions are labeled, by the audit, and each
+        weighs ``decisions of that action / audited decisions of that action`` (both counted in
+        the dataset). Outcomes other than the audit select themselves in such a band — a victim
+        who clicked through a warning reports, a user who went back does not — and an unweighted
+        audit under-represents the band: either way the next model learns that what the current
+        one catches is rare, and forgets it. With the audit the band keeps its true share and mix.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class LabelPolicy:
         *,
         action_defaults: Mapping[str, str | None] | None = None,
         inverse_propensity: bool = True,
+        audit: str | None = None,
     ) -> None:
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise SpecError(f"The label policy 'window' must be a positive timedelta. Got {window!r} instead.")
@@ -130,6 +141,10 @@ class LabelPolicy:
             raise SpecError(
                 f"The label policy 'inverse_propensity' must be True or False. Got {inverse_propensity!r} instead."
             )
+        if audit is not None and audit not in kinds:
+            raise SpecError(f"The label policy 'audit' must be the outcome kind of one of its rules {kinds} or None. "
+                            f"Got {audit!r} instead.")
+        self.audit = audit
         self.window = window
         self.rules = tuple(rules)
         self.default = default
@@ -152,6 +167,8 @@ class LabelPolicy:
             out["action_defaults"] = dict(sorted(self.action_defaults.items()))
         if not self.inverse_propensity:
             out["inverse_propensity"] = False
+        if self.audit is not None:
+            out["audit"] = self.audit
         return out
 
 

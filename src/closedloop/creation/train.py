@@ -236,6 +236,32 @@ def _quality(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def calibration_split(split: Split) -> Split:
+    """The split of the training side that holds out rows for calibration (a fifth of its units)."""
+    return Split("unit", 0.2, seed=int(split.seed) + 1)
+
+
+def training_rows(table: Any, split: Split, calibrate: bool, dataset_id: str = "?") -> tuple[Any, Any, Any]:
+    """The row indices of ``table`` (labeled rows) → ``(fit, calibration, test)``: ``split``
+    divides train from test; with ``calibrate`` a fifth of the train side's units
+    (:func:`calibration_split`) is held out of the fit for calibration (empty otherwise). The
+    cycle chooses cost thresholds on the calibration rows: scores the model was not fitted on."""
+    train_idx, test_idx = split_rows(table, split)
+    if train_idx.size == 0:
+        raise IntelligenceError(f"The split {split.describe()} leaves no training rows in dataset {dataset_id!r}.")
+    if not calibrate:
+        return train_idx, np.zeros(0, dtype=np.int64), test_idx
+    cal_split = calibration_split(split)
+    a, b = split_rows(table.take(train_idx), cal_split)
+    fit_idx, cal_idx = train_idx[a], train_idx[b]
+    if cal_idx.size == 0 or fit_idx.size == 0:
+        raise IntelligenceError(
+            f"Calibration needs train units on both sides of {cal_split.describe()}; the dataset "
+            f"{dataset_id!r} has {train_idx.size} training rows."
+        )
+    return fit_idx, cal_idx, test_idx
+
+
 def train(
     system: System,
     dataset: Path | str,
@@ -277,20 +303,7 @@ def train(
     table = table.take(labeled)
     cols = cols.take(labeled)
     y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
-    train_idx, test_idx = split_rows(table, sp)
-    if train_idx.size == 0:
-        raise IntelligenceError(f"The split {sp.describe()} leaves no training rows in dataset {manifest.id!r}.")
-
-    fit_idx, cal_idx = train_idx, np.zeros(0, dtype=np.int64)
-    if calibrate is not None:
-        cal_split = Split("unit", 0.2, seed=int(sp.seed) + 1)
-        a, b = split_rows(table.take(train_idx), cal_split)
-        fit_idx, cal_idx = train_idx[a], train_idx[b]
-        if cal_idx.size == 0 or fit_idx.size == 0:
-            raise IntelligenceError(
-                f"Calibration needs train units on both sides of {cal_split.describe()}; the dataset "
-                f"{manifest.id!r} has {train_idx.size} training rows."
-            )
+    fit_idx, cal_idx, test_idx = training_rows(table, sp, calibrate is not None, manifest.id)
     w_all = table["weight"].to_numpy(zero_copy_only=False) if "weight" in table.column_names else None
     fit_w = None
     if weights and w_all is not None:
@@ -305,7 +318,7 @@ def train(
         from .calibrate import calibrate as fit_calibration
 
         intelligence = fit_calibration(system, intelligence, _mapping(cols.take(cal_idx)), y[cal_idx], method=calibrate)
-        calibration = {"method": calibrate, "rows": int(cal_idx.size), "split": cal_split.describe()}
+        calibration = {"method": calibrate, "rows": int(cal_idx.size), "split": calibration_split(sp).describe()}
 
     train_q = _quality(y[fit_idx], _scores(system, intelligence, cols.take(fit_idx)))
     held_q = _quality(y[test_idx], _scores(system, intelligence, cols.take(test_idx))) if test_idx.size else {"n": 0}

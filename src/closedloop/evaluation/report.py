@@ -241,54 +241,61 @@ def _row_costs(y: np.ndarray, s: np.ndarray, th: Thresholds, labels: Sequence[st
 @dataclass
 class Measured:
     """What :func:`slice_intervals` and :func:`paired_intervals` reuse of one bundle's :func:`measure`: the scores sorted once
-    (``ranked``), each slice field's ``parts``, and each row's mistake cost (None: no costs)."""
+    (``ranked``), each slice field's ``parts``, each row's mistake cost (None: no costs; weighted
+    when the rows are) and the row weights (None: all 1)."""
 
     ranked: M.Ranked
     parts: list[M.Partition]
     row_cost: np.ndarray | None
+    weights: np.ndarray | None = None
 
 
 def measure(y: np.ndarray, s: np.ndarray, thresholds: Thresholds, *, labels: Sequence[str],
-            costs: Any = None, slices: Sequence[SliceField] = (), max_points: int = MAX_CURVE_POINTS
-            ) -> tuple[dict[str, Any], Measured]:
+            costs: Any = None, slices: Sequence[SliceField] = (), max_points: int = MAX_CURVE_POINTS,
+            weights: np.ndarray | None = None) -> tuple[dict[str, Any], Measured]:
     """The metrics of one bundle's scores ``s`` on labels ``y`` (0/1): ``quality``, ``curves``,
     ``calibration``, ``mistakes`` and ``slices`` as in the report (slice ``auc_ci`` left None:
     :func:`slice_intervals` fills them) — and the :class:`Measured` structures (scores sorted once)
     that every part, and the bootstrap, reuse.
 
     Log loss, Brier score and calibration are None when the scores are not probabilities
-    (outside [0, 1]). ``costs`` (``System.costs``; None or empty: no cost figures).
+    (outside [0, 1]). ``costs`` (``System.costs``; None or empty: no cost figures). ``weights``
+    (per row, or None): every figure is a weighted one — a row of weight 3 counts as three rows.
     """
     y = np.asarray(y, dtype=np.int64)
     s = np.asarray(s, dtype=np.float64)
-    ranked = M.Ranked.of(y, s, where="evaluate")
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    ranked = M.Ranked.of(y, s, w, where="evaluate")
     op = float(thresholds.levels[-1][1])
     pred = s >= op
-    p, r, f1 = M.precision_recall_f1(y, pred)
+    p, r, f1 = M.precision_recall_f1(y, pred, w)
     probs = _probabilities(s)
     if probs:
         q = np.clip(s, 1e-15, 1.0 - 1e-15)
         row_loss = -np.where(y == 1, np.log(q), np.log1p(-q))
         row_sq = (s - y) ** 2
-    quality = {"auc": ranked.auc(), "log_loss": float(np.mean(row_loss)) if probs else None,
-               "brier": float(np.mean(row_sq)) if probs else None, "precision": p, "recall": r, "f1": f1}
+    quality = {"auc": ranked.auc(), "log_loss": float(np.average(row_loss, weights=w)) if probs else None,
+               "brier": float(np.average(row_sq, weights=w)) if probs else None, "precision": p, "recall": r,
+               "f1": f1}
     calibration = None
     if probs:
-        rel = M.reliability(y, s, bins=CALIBRATION_BINS)
+        rel = M.reliability(y, s, bins=CALIBRATION_BINS, weights=w)
         full = rel.counts > 0
         ece = float(np.dot(rel.counts[full], np.abs(rel.observed[full] - rel.mean_predicted[full]))
                     / rel.counts.sum())
         calibration = {"reliability": rel._asdict(), "ece": ece}
-    confusion = M.confusion_at_thresholds(y, s, thresholds, labels=labels)
+    confusion = M.confusion_at_thresholds(y, s, thresholds, weights=w, labels=labels)
     cost = best = best_cost = None
     row_cost = None
     if costs:
         cost = M.expected_cost(confusion, costs)
         row_cost = _row_costs(y, s, thresholds, labels, costs)
+        if w is not None:
+            row_cost = row_cost * w
         try:
             best = M._best_from_groups(ranked.distinct, ranked.pos, ranked.neg, thresholds, costs, *labels)
             best_cost = M.expected_cost(
-                M.confusion_at_thresholds(y, s, thresholds.with_levels(best), labels=labels), costs)
+                M.confusion_at_thresholds(y, s, thresholds.with_levels(best), weights=w, labels=labels), costs)
         except (M.EvaluationError, SpecError):
             best = best_cost = None
     out = {
@@ -300,17 +307,22 @@ def measure(y: np.ndarray, s: np.ndarray, thresholds: Thresholds, *, labels: Seq
     }
     parts = [M.Partition(ranked, f.codes, len(f.values)) for f in slices]
     out["slices"] = _slices(ranked, parts, y, pred, slices, row_loss if probs else None,
-                            row_sq if probs else None, row_cost)
-    return out, Measured(ranked, parts, row_cost)
+                            row_sq if probs else None, row_cost, w)
+    return out, Measured(ranked, parts, row_cost, w)
 
 
 def _slices(ranked: M.Ranked, parts: Sequence[M.Partition], y: np.ndarray, pred: np.ndarray,
             fields: Sequence[SliceField], row_loss: np.ndarray | None, row_sq: np.ndarray | None,
-            row_cost: np.ndarray | None) -> dict[str, list[dict[str, Any]]]:
-    n = y.size
-    err = (pred != (y == 1)).astype(np.float64)
-    tp_row = (pred & (y == 1)).astype(np.float64)
-    fp_row = (pred & (y == 0)).astype(np.float64)
+            row_cost: np.ndarray | None, w: np.ndarray | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per slice value; with row weights ``w`` every count is weighted (``row_cost`` comes weighted)."""
+    n = y.size if w is None else float(w.sum())
+    one = np.ones(y.size) if w is None else w
+    err = (pred != (y == 1)) * one
+    tp_row = (pred & (y == 1)) * one
+    fp_row = (pred & (y == 0)) * one
+    if w is not None:
+        row_loss = None if row_loss is None else row_loss * w
+        row_sq = None if row_sq is None else row_sq * w
     out: dict[str, list[dict[str, Any]]] = {}
     p_auc: list[tuple[str, int, float]] = []
     for f, part in zip(fields, parts, strict=True):
@@ -408,6 +420,7 @@ def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, in
     itype = np.int32 if n_units < 2**31 else np.int64
     units = np.asarray(units).astype(itype, copy=False)
     need = sorted({i for pr in pairs for i in pr})
+    row_w = measured[need[0]].weights  # the same rows (and weights) for every bundle
     rank_units = {i: units[measured[i].ranked.order] for i in need}
     d_auc = np.empty((bootstrap, len(pairs)))
     d_cost = np.empty((bootstrap, len(pairs)))
@@ -422,6 +435,8 @@ def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, in
             except M.EvaluationError:
                 aucs[i] = math.nan
         w = np.take(draw, units)
+        if row_w is not None:
+            w = w * row_w
         total = float(w.sum())
         for q, (a, b) in enumerate(pairs):
             d_auc[r, q] = aucs[b] - aucs[a]
@@ -527,7 +542,8 @@ def _contexts(cols: Any, rows: np.ndarray) -> list[dict[str, Any]]:
 
 
 def _one(system: Any, bundle: Any, y: np.ndarray, cols: Any, table: Any, ids: list[Any], ts: np.ndarray,
-         slice_fields: Sequence[SliceField], *, worst: int, golden: int, seed: int) -> tuple[dict[str, Any], Measured]:
+         slice_fields: Sequence[SliceField], *, worst: int, golden: int, seed: int,
+         weights: np.ndarray | None = None) -> tuple[dict[str, Any], Measured]:
     from ..runtime import Runtime
 
     bundle.check_compatible(system)
@@ -539,7 +555,7 @@ def _one(system: Any, bundle: Any, y: np.ndarray, cols: Any, table: Any, ids: li
     s = np.asarray(batch.scores(th.score), dtype=np.float64)
     act = batch.action
     op = float(th.levels[-1][1])
-    body, measured = measure(y, s, th, labels=system.labels, costs=system.costs, slices=slice_fields)
+    body, measured = measure(y, s, th, labels=system.labels, costs=system.costs, slices=slice_fields, weights=weights)
     pred = s >= op
     fp = np.flatnonzero((y == 0) & pred)
     fp = fp[np.argsort(-s[fp], kind="stable")][:worst]
@@ -594,13 +610,16 @@ def evaluate(
     seed: int = 0,
     gate: Gate | None = None,
     loaded: tuple[Any, Any] | None = None,
+    weights: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``bundles`` (the first is the baseline, the last the candidate) on the labeled
     rows of the dataset directory ``dataset``: its test side under ``split`` (default
     ``system.split``), or every labeled row with ``split="all"``. Returns the report described
     in this module's docstring (JSON-ready). ``gate`` (default :class:`Gate`) is checked when
     there are at least two bundles. ``loaded``: what ``load_dataset(dataset, system)`` returned,
-    when the caller has it already (the dataset is then not read again)."""
+    when the caller has it already (the dataset is then not read again). ``weights=True``: every
+    figure weighs each row by the dataset's ``weight`` column (inverse propensity, sampling, a
+    label policy's audit) — the metrics of the population the rows stand for."""
     from ..bundle import Bundle
     from ..spec import System
 
@@ -632,8 +651,12 @@ def evaluate(
     ts = table["timestamp_ns"].to_numpy(zero_copy_only=False).astype(np.int64)
     reports: list[dict[str, Any]] = []
     measured: list[Measured] = []
+    if not isinstance(weights, bool):
+        raise SpecError(f"The 'weights' parameter of evaluate must be True or False. Got {weights!r} instead.")
+    w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64) if weights else None
     for b in bundles:
-        rep, m = _one(system, b, y, cols, table, ids, ts, slice_fields, worst=worst, golden=golden, seed=seed)
+        rep, m = _one(system, b, y, cols, table, ids, ts, slice_fields, worst=worst, golden=golden, seed=seed,
+                      weights=w)
         reports.append(rep)
         measured.append(m)
     # pairs: each later bundle against the first, then each (heuristic, model) pair
@@ -642,6 +665,8 @@ def evaluate(
     against_first = [(0, j) for j in range(1, len(bundles))]
     pairs = list(dict.fromkeys(against_first + [(h, m) for h in heur for m in models]))
     for rep, m in zip(reports, measured, strict=True):
+        if m.weights is not None:
+            continue  # the clustered DeLong interval is unweighted: weighted slices carry no auc_ci
         for f, cis in zip(slice_fields, slice_intervals(m, units), strict=True):
             for row, ci in zip(rep["slices"][f.name], cis, strict=True):
                 row["auc_ci"] = ci if row["auc"] is not None else None
@@ -686,6 +711,7 @@ def evaluate(
             "side": "test" if isinstance(sp, Split) else "all",
             "unit_stand_in": source.get("unit_stand_in"), "time_stand_in": source.get("time_stand_in"),
             "created": _dt.datetime.now(_dt.UTC).isoformat(), "bootstrap": bootstrap, "seed": seed,
+            "weighted": weights,
             "notes": _notes(source),
         },
         "rows": {"n": int(y.size), "positives": int(y.sum())},

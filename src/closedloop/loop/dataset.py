@@ -42,6 +42,8 @@ Label
     decision's action (``policy.action_defaults[action]``, else ``policy.default``; ``None``: the
     row stays, unlabeled — e.g. a blocked page, whose outcome the block hid). ``label_value`` is
     the index of the label in ``system.labels`` (0/1) or null.
+    With ``policy.audit`` (a random audit sample, e.g. analysts' labels): for a decision whose
+    action's default is ``None``, only the audit rule labels — no audit outcome, no label.
 
 Weight
     ``weight = 1 / (sample_prob × propensity)`` (``1 / sample_prob`` when the policy says
@@ -49,6 +51,9 @@ Weight
     with probability ``propensity`` stands for that many decisions of its kind — an explored
     decision for its whole score band. With ``source_weights``, it is further multiplied by the
     smallest weight among the sources of the row's counted outcomes (1.0 for a source not named).
+    With ``policy.audit``, a decision of an action whose default is ``None`` is multiplied by
+    ``decisions of that action / audited decisions of that action`` (both over the dataset's
+    decisions; ``manifest["audit"]`` lists them): the audited rows stand for their whole band.
 
 Sources
     ``exclude_sources``: outcomes from these sources are left out before anything else (they are
@@ -347,6 +352,40 @@ def build_dataset(
         weight_expr = "1.0 / d.sample_prob"
         if policy.inverse_propensity:
             weight_expr = "1.0 / (d.sample_prob * d.propensity)"
+        audit = None
+        hidden = [a for a in system.actions if policy.default_for(a) is None]
+        if policy.audit is not None and hidden:
+            # LabelPolicy(audit=): in the bands whose outcome is hidden, the audit alone labels,
+            # each audited decision standing for (decisions / audited decisions) of its action
+            ai = [r.kind for r in policy.rules].index(policy.audit)
+            rule = policy.rules[ai]
+            audit_label = (_q(rule.label) if rule.label is not None
+                           else f"CASE WHEN l.a{ai} <> 0 THEN {_q(pos)} ELSE {_q(neg)} END")
+            in_hidden = f"d.action IN ({', '.join(_q(a) for a in hidden)})"
+            audit = {"kind": policy.audit, "actions": {}}
+            rows = con.execute(
+                f"""
+                WITH a AS (SELECT DISTINCT decision_id FROM lo WHERE status = 'matched' AND kind = {_q(policy.audit)})
+                SELECT d.action, count(*), count(a.decision_id)
+                FROM dec_files d LEFT JOIN a ON d.decision_id = a.decision_id
+                WHERE d.system = {sysq} AND d.ingest_ns <= $cutoff
+                  AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
+                  AND d.timestamp_ns + $window <= $cutoff AND {in_hidden}
+                  AND (d.filename, d.file_row_number) NOT IN (SELECT (filename, file_row_number) FROM dup)
+                GROUP BY d.action ORDER BY d.action
+                """,
+                p,
+            ).fetchall()
+            factor = []
+            for action, n, n_audited in rows:
+                w = float(n) / float(n_audited) if n_audited else None
+                audit["actions"][str(action)] = {"decisions": int(n), "audited": int(n_audited), "weight": w}
+                if w is not None:
+                    factor.append(f"WHEN {_q(str(action))} THEN {w!r}")
+            label_expr = (f"CASE WHEN {in_hidden} THEN (CASE WHEN l.n{ai} > 0 THEN {audit_label} END) "
+                          f"ELSE {label_expr} END")
+            if factor:
+                weight_expr = f"{weight_expr} * (CASE WHEN {in_hidden} THEN (CASE d.action {' '.join(factor)} ELSE 1.0 END) ELSE 1.0 END)"
         if weights:
             cases = " ".join(f"WHEN {_q(k)} THEN {v!r}" for k, v in sorted(weights.items()))
             agg_cols.append(f"min(CASE source {cases} ELSE 1.0 END) AS sw")
@@ -452,6 +491,8 @@ def build_dataset(
             content["sources"] = {"excluded": excluded, "weights": dict(sorted(weights.items()))}
         if exclude_ingested:
             content["excluded_ingested"] = [list(r) for r in _ingest_ranges(exclude_ingested)]
+        if audit is not None:
+            content["audit"] = audit
         canonical = msgspec.json.encode(content, order="sorted")
         ds_id = hashlib.sha256(canonical).hexdigest()
         content = {"id": ds_id, **content}

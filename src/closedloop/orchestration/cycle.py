@@ -532,18 +532,26 @@ class Cycle:
                 "heldout": (b.metrics or {}).get("heldout")}
 
     def _cost_thresholds(self, dataset: str, model: Any) -> dict[str, float]:
-        """The thresholds that minimize the system's mistake costs on the dataset's training side
-        (the rows the model was fitted on; weighted by the dataset's weights)."""
+        """The thresholds that minimize the system's mistake costs (weighted by the dataset's
+        weights) on the rows of the train side that the model was *not* fitted on — the
+        calibration rows — when the plan calibrates; else on the whole train side.
+
+        Scores of the rows a model was fitted on are more extreme than on new rows (a booster
+        memorizes part of its training data), so thresholds chosen on them are too low for the
+        rows the model will meet: a block threshold that looks optimal in-sample blocks too much
+        out of sample. Calibration rows are out of sample, and the test side stays untouched for
+        the gate."""
         import numpy as np
         import pyarrow.compute as pc
 
+        from ..creation.train import training_rows
         from ..evaluation.metrics import best_thresholds
-        from ..evaluation.splits import split as split_rows
         table, cols = self._load(dataset)
         labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
         table, cols = table.take(labeled), cols.take(labeled)
-        train_idx, _ = split_rows(table, self.system.split)
-        table, cols = table.take(train_idx), cols.take(train_idx)
+        fit_idx, cal_idx, _ = training_rows(table, self.system.split, self.plan.calibrate is not None)
+        rows = cal_idx if cal_idx.size else fit_idx
+        table, cols = table.take(rows), cols.take(rows)
         y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
         w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
         scorer = model.bind(self.system.features)
@@ -573,7 +581,8 @@ class Cycle:
             try:
                 ds = rec["steps"]["dataset"]["result"]["path"]
                 report = evaluate(self.system, bundles, ds, gate=self.plan.gate,
-                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"], loaded=self._load(ds))
+                                  bootstrap=self.plan.evaluate_bootstrap, seed=rec["id"], loaded=self._load(ds),
+                                  weights=self.plan.evaluate_weights)
             except ClosedLoopError as exc:
                 raise _Stop("evaluation_failed", str(exc)) from None
             _atomic_json(path, report)

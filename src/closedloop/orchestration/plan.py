@@ -114,6 +114,11 @@ class LoopPlan:
         Fit with the dataset's row weights (inverse propensity × sampling), so that explored
         decisions stand for their whole band in training too (default: unweighted fit; the
         weights still reach the thresholds chosen from costs).
+    evaluate_weights:
+        Evaluate (and gate) with the dataset's row weights (``evaluate(weights=True)``): needed when
+        the weights correct a selection the labels went through — a label policy's ``audit``
+        — so that candidate and production are compared on the population, not on the rows the
+        production model let be labeled (default: unweighted).
     thresholds:
         ``"cost"`` (default): the candidate's thresholds minimize the system's mistake costs on
         the training side of its dataset (weighted); ``"system"``: the system's own.
@@ -153,6 +158,7 @@ class LoopPlan:
     params: Mapping[str, Any] = field(default_factory=dict)
     calibrate: str | None = None
     train_weights: bool = False
+    evaluate_weights: bool = False
     thresholds: str = "cost"
     train_window: timedelta = timedelta(days=14)
     retrain_every: timedelta = timedelta(days=1)
@@ -176,6 +182,9 @@ class LoopPlan:
             raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
         if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
             raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
+        for name in ("train_weights", "evaluate_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"The '{name}' parameter of LoopPlan must be True or False. Got {getattr(self, name)!r} instead.")
         if self.thresholds not in ("cost", "system"):
             raise SpecError(f"The 'thresholds' parameter of LoopPlan must be 'cost' or 'system'. Got {self.thresholds!r} instead.")
         if self.thresholds == "cost" and not self.system.costs:
@@ -205,7 +214,8 @@ class LoopPlan:
     def describe(self) -> dict[str, Any]:
         return {
             "system": self.system.name, "model": self.model, "params": dict(self.params), "calibrate": self.calibrate,
-            "train_weights": self.train_weights, "thresholds": self.thresholds,
+            "train_weights": self.train_weights, "evaluate_weights": self.evaluate_weights,
+            "thresholds": self.thresholds,
             "train_window_seconds": self.train_window.total_seconds(),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
             "gate": asdict(self.gate),

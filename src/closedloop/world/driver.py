@@ -94,8 +94,11 @@ def _advance(clock: ManualClock, t: int) -> None:
         clock.set_ns(t)
 
 
-def run_day(world: PhishingWorld, runtime: Any, telemetry: Any, clock: ManualClock, *, slices: int = 24) -> DayRun:
-    """Run the world's next day through ``runtime`` (module docstring)."""
+def run_day(world: PhishingWorld, runtime: Any, telemetry: Any, clock: ManualClock, *, slices: int = 24,
+            after_slice: Callable[[int, int], None] | None = None) -> DayRun:
+    """Run the world's next day through ``runtime`` (module docstring). ``after_slice(i, end_ns)``
+    is called after slice ``i`` (0-based) is decided and its due outcomes are logged, with the
+    clock at the slice's end — e.g. to run a loop cycle at noon."""
     _check(world, runtime, telemetry, clock)
     w0 = sum(world.timings.values())
     visits = world.visits()
@@ -104,7 +107,7 @@ def run_day(world: PhishingWorld, runtime: Any, telemetry: Any, clock: ManualClo
     rejected: list[tuple[str, str]] = []
     t_decide = 0.0
     t_tel = 0.0
-    for end_ns, part in visits.split(slices):
+    for i, (end_ns, part) in enumerate(visits.split(slices)):
         _advance(clock, end_ns)
         if len(part):
             t0 = time.perf_counter()
@@ -118,6 +121,8 @@ def run_day(world: PhishingWorld, runtime: Any, telemetry: Any, clock: ManualClo
         rejected.extend(bad)
         telemetry.flush()
         t_tel += time.perf_counter() - t0
+        if after_slice is not None:
+            after_slice(i, end_ns)
     return DayRun(
         day=visits.day, visits=len(visits), decisions=n_dec, outcomes_delivered=delivered, outcomes_rejected=rejected,
         world_seconds=sum(world.timings.values()) - w0, decide_seconds=t_decide, telemetry_seconds=t_tel,
