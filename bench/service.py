@@ -22,6 +22,11 @@ different contexts by a wrk Lua script.
 * ``mlflow`` — only when ``mlflow`` is importable from the interpreter named by
   ``--mlflow-python`` (a separate venv: it is not a dependency of closedloop).
 
+For every server the bench also reads the server process's CPU time over the measured run
+(``/proc``): its share of its core and its CPU time per request (per decision for the batch).
+On a shared machine these say whether the server had its core to itself, and what a request
+costs whatever the load.
+
 The last line printed is one JSON object with every figure.
 """
 
@@ -180,6 +185,12 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError("server did not start")
 
+    @property
+    def pid(self) -> int:
+        """The server's pid (``taskset`` execs the server in its own process)."""
+        assert self.proc is not None
+        return self.proc.pid
+
     def __exit__(self, *exc: Any) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)
@@ -209,11 +220,28 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any
     return {"rps": rps, **lat, "requests": total, "non_2xx": bad, "socket_errors": errs.group(1) if errs else None}
 
 
-def measure(name: str, url: str, script: Path, warmup: int, seconds: int, connections: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, url: str, script: Path, warmup: int, seconds: int, connections: int,
+            pid: int | None = None) -> dict[str, Any]:
+    """wrk's figures, and (given the server's pid) the server's CPU time over the measured run:
+    ``cpu_share`` (of its core: < 1 when the server waited or other processes took the core) and
+    ``cpu_us_per_request`` — the figures that stay meaningful on a shared machine."""
     wrk(url, script, warmup, connections)
+    c0, t0 = (cpu_seconds(pid), time.monotonic()) if pid else (0.0, 0.0)
     res = wrk(url, script, seconds, connections)
+    if pid:
+        cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+        res["cpu_share"] = round(cpu / wall, 3)
+        res["cpu_us_per_request"] = round(cpu / max(res["requests"], 1) * 1e6, 1)
     print(f"{name:<12} {res['rps']:>10.0f} req/s   p50 {res.get('p50_ms', float('nan')):.2f} ms   "
-          f"p99 {res.get('p99_ms', float('nan')):.2f} ms   non-2xx {res['non_2xx']}", flush=True)
+          f"p99 {res.get('p99_ms', float('nan')):.2f} ms   non-2xx {res['non_2xx']}"
+          + (f"   server CPU {res['cpu_share']:.0%} of its core, {res['cpu_us_per_request']:.0f} µs/request" if pid else ""),
+          flush=True)
     return res
 
 
@@ -292,18 +320,19 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             args = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", mode, "--port", str(port),
                     "--model", str(env["model_file"])]
-            with Server(args, port, "/docs"):
-                results[mode] = measure(mode, f"http://127.0.0.1:{port}/predict", plain, warmup, seconds, 16)
+            with Server(args, port, "/docs") as srv:
+                results[mode] = measure(mode, f"http://127.0.0.1:{port}/predict", plain, warmup, seconds, 16,
+                                        srv.pid)
         port = free_port()
         args = [sys.executable, "-m", "closedloop.cli", "--home", str(home), "serve",
                 "--system", f"{Path(__file__).resolve()}:SYSTEM", "--bundle", env["bundle"].version,
                 "--port", str(port), "--workers", "1"]
-        with Server(args, port, "/readyz"):
+        with Server(args, port, "/readyz") as srv:
             max_diff = check_sanity(port, env["token"], rows, env["bundle"], env["booster"])
             results["closedloop"] = measure("closedloop", f"http://127.0.0.1:{port}/v1/decide", authed, warmup,
-                                            seconds, 16)
+                                            seconds, 16, srv.pid)
             results["batch"] = measure("batch x1000", f"http://127.0.0.1:{port}/v1/decide", batch, warmup,
-                                       max(2, seconds * 2 // 3), 4)
+                                       max(2, seconds * 2 // 3), 4, srv.pid)
             import httpx
 
             st = httpx.get(f"http://127.0.0.1:{port}/v1/status",
@@ -343,6 +372,15 @@ def main(argv: list[str] | None = None) -> int:
             "batch_decisions_per_s": batch_dps,
             "batch_p99_ms": results["batch"].get("p99_ms"),
             "batch_non_2xx": results["batch"]["non_2xx"],
+            # The server's CPU over each measured run: its share of its core (< 1: it waited, or other
+            # processes took the core — a shared machine) and its CPU time per request / decision.
+            "booster_cpu_share": bo.get("cpu_share"),
+            "booster_cpu_us_per_request": bo.get("cpu_us_per_request"),
+            "closedloop_cpu_share": cl.get("cpu_share"),
+            "closedloop_cpu_us_per_request": cl.get("cpu_us_per_request"),
+            "batch_cpu_share": results["batch"].get("cpu_share"),
+            "batch_cpu_us_per_decision": (None if results["batch"].get("cpu_us_per_request") is None
+                                          else round(results["batch"]["cpu_us_per_request"] / len(rows), 2)),
             "telemetry_logged": tel["logged"],
             "telemetry_dropped": tel["dropped_buffer_full"] + tel["unlogged_errors"],
             "telemetry_records_on_disk": logged,

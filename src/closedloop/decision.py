@@ -164,8 +164,72 @@ class DecisionBatch:
         )
 
     def __iter__(self) -> Any:
-        for i in range(len(self)):
-            yield self[i]
+        return iter(self.decisions())
+
+    def counts(self) -> dict[tuple[str, str, str | None], int]:
+        """How many decisions took each (action, bundle version, flight) — counted on the codes."""
+        n = len(self)
+        if n == 0:
+            return {}
+        k = len(self.actions)
+        if self.bundle_versions is None and self.flights is None:
+            got = np.bincount(self.action_codes, minlength=k)
+            return {(self.actions[a], self.bundle_version, None): int(c) for a, c in enumerate(got.tolist()) if c}
+        v = self.version_column().dictionary_encode()
+        f = self.flight_column().dictionary_encode(null_encoding="encode")
+        nv, nf = len(v.dictionary), len(f.dictionary)
+        vi = v.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        fi = f.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        got = np.bincount((vi * nf + fi) * k + self.action_codes, minlength=nv * nf * k)
+        vs, fs = v.dictionary.to_pylist(), f.dictionary.to_pylist()
+        return {(self.actions[i % k], vs[i // k // nf], fs[i // k % nf]): int(c) for i, c in enumerate(got.tolist()) if c}
+
+    def decisions(self) -> list[Decision]:
+        """Every decision as a :class:`Decision` (each equal to ``batch[i]``), built column by
+        column rather than row by row."""
+        n = len(self)
+        if n == 0:
+            return []
+        outs = self.outputs
+        S = self.score_matrix.tolist()
+        if len(outs) == 1:
+            (o,) = outs
+            scores = [{o: r[0]} for r in S]
+        else:
+            scores = [dict(zip(outs, r, strict=True)) for r in S]
+        codes = self.action_codes.tolist()
+        acts, pres, reasons = self.actions, self.presentations, self.reasons
+        if self.guardrail_codes is None:
+            guard: list[str | None] = [None] * n
+        else:
+            gnames = (*self.guardrails, None)
+            guard = [gnames[g] for g in self.guardrail_codes.tolist()]  # -1 → None
+        if self.shadows:
+            per = [
+                [ShadowResult(version, dict(zip(outs_s, r, strict=True)), acts[c])
+                 for r, c in zip(Sm.tolist(), cs.tolist(), strict=True)]
+                for version, outs_s, Sm, cs in self.shadows
+            ]
+            shadows: list[tuple[ShadowResult, ...]] = list(zip(*per, strict=True))
+        else:
+            shadows = [()] * n
+        return list(map(
+            Decision,
+            self.decision_ids.to_pylist(),
+            [self.system] * n,
+            self.units.to_pylist(),
+            np.asarray(self.timestamps_ns, dtype=np.int64).tolist(),
+            [self.bundle_version] * n if self.bundle_versions is None else self.bundle_versions.to_pylist(),
+            scores,
+            [acts[c] for c in codes],
+            np.asarray(self.propensities, dtype=np.float64).tolist(),
+            [reasons[w] for w in self.why_codes.tolist()],
+            [pres[c] for c in codes],
+            guard,
+            shadows,
+            [self.killswitch] * n,
+            [None] * n if self.flights is None else self.flights.to_pylist(),
+        ))
 
     def to_arrow(self) -> pa.Table:
         """One row per decision; scores as ``score_<name>`` columns, action/why dictionary-encoded."""

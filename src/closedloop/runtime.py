@@ -36,7 +36,7 @@ from .experience import Ranking
 from .exploration import choose, choose_batch, uniform, uniform_batch
 from .guardrails import CapStore, GuardLayer, InMemoryCapStore
 from .ids import DecisionIds, IdSource
-from .schema import Int
+from .schema import Columns, Int
 from .spec import System
 
 __all__ = ["Runtime"]
@@ -339,7 +339,10 @@ class Runtime:
         errors: str = "raise",
     ) -> Any:
         """Decide for a columnar batch (an Arrow table / record batch, or a mapping of column
-        name → array or list).
+        name → array or list), or for :class:`~closedloop.schema.Columns` validated already
+        (``Schema.validate_batch``, or ``Schema.columns`` of contexts validated one by one, as
+        the service decodes them): those are not validated again, and ``decision_ids`` /
+        ``timestamps_ns`` then give one value per row of the Columns.
 
         ``decision_ids`` and ``timestamps_ns`` (one per input row) replay decisions exactly;
         otherwise one clock reading stamps the batch and ids come from the id source.
@@ -352,15 +355,24 @@ class Runtime:
         p = sv.plan
         killswitch = sv.deployment.killswitch
         if self._ranking:
+            if isinstance(batch, Columns):
+                raise SpecError("A ranking system decides batches of requests given as a table or a mapping of "
+                                "columns (with candidates), not as Columns.")
             n_req = _input_rows(batch)
             ts = self._timestamps(timestamps_ns, n_req, np.arange(n_req))
             ids = self._ids(decision_ids, n_req, np.arange(n_req), ts)
             return p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=killswitch)
-        cols = p.system.schema.validate_batch(batch, errors=errors)
-        n_in = _input_rows(batch)
+        if isinstance(batch, Columns):  # validated already (Schema.validate_batch / Schema.columns)
+            cols = batch
+            n_in = cols.n
+            sel = np.arange(n_in, dtype=np.int64)
+        else:
+            cols = p.system.schema.validate_batch(batch, errors=errors)
+            n_in = _input_rows(batch)
+            sel = cols.rows
         rows = cols.rows
-        ts = self._timestamps(timestamps_ns, n_in, rows)
-        ids = self._ids(decision_ids, n_in, rows, ts)
+        ts = self._timestamps(timestamps_ns, n_in, sel)
+        ids = self._ids(decision_ids, n_in, sel, ts)
         unit_col = cols[p.unit]
         units = unit_col if isinstance(unit_col, pa.Array) else pa.array(unit_col).cast(pa.string())
         n = cols.n

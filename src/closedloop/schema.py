@@ -15,6 +15,7 @@ It validates contexts two ways that accept and reject exactly the same values:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
@@ -25,6 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import BatchContextError, ContextError, SpecError
+
+try:  # pragma: no cover - which branch runs depends on the build
+    from . import _kernels
+except ImportError:  # pragma: no cover
+    _kernels = None  # type: ignore[assignment]
 
 __all__ = ["Bool", "Columns", "Field", "Float", "Int", "Schema", "Str"]
 
@@ -346,9 +352,13 @@ class Columns:
 
     ``rows`` maps each row back to its index in the input (rows that failed validation are
     dropped when the batch was validated with ``errors="skip"``); ``errors`` lists those failures.
+
+    Columns built by :meth:`Schema.columns` from contexts validated one by one keep them in
+    ``contexts`` (one struct per row) and build each column the first time it is read, so a batch
+    that only reads some fields (features, guardrails) converts only those.
     """
 
-    __slots__ = ("_data", "_lists", "errors", "n", "rows")
+    __slots__ = ("_data", "_fields", "_lists", "contexts", "errors", "n", "rows")
 
     def __init__(
         self,
@@ -356,28 +366,62 @@ class Columns:
         n: int,
         rows: np.ndarray,
         errors: list[ContextError],
+        *,
+        contexts: list[Any] | None = None,
+        fields: dict[str, Field] | None = None,
     ) -> None:
         self._data = data
         self._lists: dict[str, list[Any]] = {}
         self.n = n
         self.rows = rows
         self.errors = errors
+        #: the validated context structs, one per row, when the columns were built from them
+        self.contexts = contexts
+        self._fields = fields  # every field (name → Field) when columns are built from contexts
 
     def __getitem__(self, name: str) -> Any:
-        return self._data[name]
+        try:
+            return self._data[name]
+        except KeyError:
+            if self._fields is None or name not in self._fields:
+                raise
+        return self._build(name)
+
+    def _build(self, name: str) -> Any:
+        """Column ``name`` from the contexts (each already validated: no check repeated)."""
+        f = self._fields[name]  # type: ignore[index]
+        col = _gather(f, self.contexts, self.n)  # type: ignore[arg-type]
+        if col is not None:
+            self._data[name] = col
+            return col
+        values = self.pylist(name)
+        if isinstance(f, Str):
+            col: Any = pa.array(values, type=pa.string())
+        elif isinstance(f, Bool):
+            col = np.array(values, dtype=bool)
+        elif isinstance(f, Int):
+            col = np.array(values, dtype=np.int64)
+        else:
+            col = np.array(values, dtype=np.float64)
+        self._data[name] = col
+        return col
 
     def __contains__(self, name: object) -> bool:
-        return name in self._data
+        return name in self._data or (self._fields is not None and name in self._fields)
 
     def names(self) -> list[str]:
-        return list(self._data)
+        return list(self._fields) if self._fields is not None else list(self._data)
 
     def pylist(self, name: str) -> list[Any]:
         """The column as a Python list (cached: several features may need it)."""
         out = self._lists.get(name)
         if out is None:
-            col = self._data[name]
-            out = col.to_pylist() if isinstance(col, pa.Array) else col.tolist()
+            col = self._data.get(name)
+            if col is None and self._fields is not None and name in self._fields:
+                out = list(map(operator.attrgetter(name), self.contexts))  # type: ignore[arg-type]
+            else:
+                col = self._data[name]
+                out = col.to_pylist() if isinstance(col, pa.Array) else col.tolist()
             self._lists[name] = out
         return out
 
@@ -388,11 +432,40 @@ class Columns:
         data = {
             k: (v.take(pa_idx) if isinstance(v, pa.Array) else v[idx]) for k, v in self._data.items()
         }
-        return Columns(data, int(idx.shape[0]), self.rows[idx], [])
+        contexts = None
+        if self.contexts is not None:
+            ctx = self.contexts
+            contexts = [ctx[i] for i in idx.tolist()]
+        return Columns(data, int(idx.shape[0]), self.rows[idx], [], contexts=contexts, fields=self._fields)
 
     def row(self, i: int) -> dict[str, Any]:
         """Row ``i`` as a plain dict (for error reports and tests, not for the hot path)."""
-        return {k: self.pylist(k)[i] for k in self._data}
+        return {k: self.pylist(k)[i] for k in self.names()}
+
+
+def _gather(f: Field, contexts: list[Any], n: int) -> Any:
+    """Field ``f`` of validated context structs as a column, in one compiled loop (None: the
+    compiled module is missing or a value is not of the field's type; the caller takes the
+    general path, which gives the same column)."""
+    if _kernels is None or not n:
+        return None
+    member = type(contexts[0]).__dict__.get(f.name)
+    try:
+        if isinstance(f, Str):
+            offsets, data = _kernels.gather_str(contexts, member)
+            return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+        if isinstance(f, Bool):
+            out = np.empty(n, dtype=bool)
+            _kernels.gather_into(contexts, member, "b", out)
+        elif isinstance(f, Int):
+            out = np.empty(n, dtype=np.int64)
+            _kernels.gather_into(contexts, member, "i", out)
+        else:
+            out = np.empty(n, dtype=np.float64)
+            _kernels.gather_into(contexts, member, "f", out)
+        return out
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 class Schema:
@@ -442,6 +515,9 @@ class Schema:
             spec,
             kw_only=True,
             forbid_unknown_fields=(extra == "forbid"),
+            # Scalars only (str, int, float, bool): a context can never be part of a reference
+            # cycle, so the garbage collector need not track (and scan) the thousands a batch holds.
+            gc=False,
         )
         self._convert = msgspec.convert
         self._json_decoder = msgspec.json.Decoder(self.struct)
@@ -533,6 +609,26 @@ class Schema:
                 else:
                     data[name] = col[keep]
         return Columns(data, int(rows.shape[0]), rows, found)
+
+    def columns(self, contexts: Sequence[Any]) -> Columns:
+        """:class:`Columns` of contexts validated one by one (instances of :attr:`struct`, as
+        :meth:`validate` and :meth:`decode_json` return; anything else is validated here).
+
+        Nothing is validated twice: each column is built from the contexts the first time it is
+        read, with the values :meth:`validate_batch` gives for the same rows. The contexts stay
+        in ``Columns.contexts`` (telemetry writes them as the single path does)."""
+        st = self.struct
+        ctxs = list(contexts)
+        if not all(type(c) is st for c in ctxs):
+            ctxs = [c if type(c) is st else self._validate_row(c, i) for i, c in enumerate(ctxs)]
+        n = len(ctxs)
+        return Columns({}, n, np.arange(n, dtype=np.int64), [], contexts=ctxs, fields=self.by_name)
+
+    def _validate_row(self, context: Any, row: int) -> Any:
+        try:
+            return self.validate(context)
+        except ContextError as e:
+            raise BatchContextError([ContextError(e.field, e.rule, e.value, row)]) from None
 
 
 # ---------------------------------------------------------------------------------------------

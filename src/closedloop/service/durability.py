@@ -33,7 +33,7 @@ class AckingSink(Sink):
         self.inner = inner
         self.writer = inner.writer
         self._lock = threading.Lock()
-        self._appended: list[pa.Array] = []
+        self._appended: list[pa.Array | pa.ChunkedArray] = []
         self._confirmed: set[int] = set()
 
     @property
@@ -46,7 +46,7 @@ class AckingSink(Sink):
     def feature_set(self, fingerprint: str, names: Sequence[str]) -> None:
         self.inner.feature_set(fingerprint, names)
 
-    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+    def append(self, stream: str, batch: pa.RecordBatch | pa.Table) -> None:
         self.inner.append(stream, batch)
         if stream == "outcomes":
             self._appended.append(batch.column(0))  # "seq"

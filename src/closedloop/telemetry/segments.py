@@ -10,7 +10,7 @@ A segment is a sequence of frames, one per group commit::
 
     magic b"CLSG" | length: u32 LE | crc32(payload): u32 LE | payload
 
-where the payload is the Arrow IPC stream bytes of one RecordBatch of
+where the payload is the Arrow IPC stream bytes of the commit's record batches (usually one) of
 :data:`~closedloop.telemetry.records.DECISION_SCHEMA` / ``OUTCOME_SCHEMA`` rows. A segment rolls
 to the next number past ``segment_bytes``. The writer holds an exclusive ``flock`` on the segment
 it appends to (created under a hidden temporary name, locked, then renamed), so anyone can tell
@@ -65,18 +65,26 @@ def new_writer_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def encode_frame_parts(batch: pa.RecordBatch) -> tuple[bytes, memoryview]:
-    """The frame of one batch as (header, payload), without copying the payload."""
-    out = pa.BufferOutputStream()
-    with pa.ipc.new_stream(out, batch.schema) as w:
-        w.write_batch(batch)
-    payload = memoryview(out.getvalue())
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)), payload
+#: The end-of-stream marker of the Arrow IPC stream format.
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
-def encode_frame(batch: pa.RecordBatch) -> bytes:
-    header, payload = encode_frame_parts(batch)
-    return header + bytes(payload)
+def encode_frame_parts(batch: pa.RecordBatch | pa.Table) -> tuple[bytes, list[memoryview]]:
+    """The frame of one commit as (header, payload parts): the payload is the Arrow IPC stream
+    (schema message, one message per record batch, end-of-stream) — exactly what
+    ``pa.ipc.new_stream`` writes — serialized into buffers of the exact size (no growing, no copy
+    to join them)."""
+    batches = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
+    parts = [memoryview(batch.schema.serialize()), *(memoryview(b.serialize()) for b in batches), memoryview(_EOS)]
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return _HEADER.pack(MAGIC, sum(len(part) for part in parts), crc), parts
+
+
+def encode_frame(batch: pa.RecordBatch | pa.Table) -> bytes:
+    header, parts = encode_frame_parts(batch)
+    return b"".join([header, *parts])
 
 
 @dataclass
@@ -286,15 +294,15 @@ class SegmentLog(Sink):
         return a
 
     # -- the Sink interface ------------------------------------------------------------------
-    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+    def append(self, stream: str, batch: pa.RecordBatch | pa.Table) -> None:
         check_stream(stream, batch)
         if not self._opened:
             self.open()
         header, payload = encode_frame_parts(batch)
-        size = len(header) + len(payload)
+        size = len(header) + sum(len(part) for part in payload)
         a = self._segment(stream)
         try:
-            _write_all(a.fd, header, payload)
+            _write_all(a.fd, header, *payload)
         except OSError:
             # Cut the partial frame off so the frames after it stay readable; if even that
             # fails, seal this segment and start a new one for the next commit.

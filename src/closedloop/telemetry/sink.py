@@ -32,7 +32,7 @@ __all__ = ["MemorySink", "STREAMS", "Sink"]
 STREAMS: dict[str, pa.Schema] = {"decisions": DECISION_SCHEMA, "outcomes": OUTCOME_SCHEMA}
 
 
-def check_stream(stream: str, batch: pa.RecordBatch) -> None:
+def check_stream(stream: str, batch: pa.RecordBatch | pa.Table) -> None:
     schema = STREAMS.get(stream)
     if schema is None:
         raise SpecError(f"The telemetry stream must be one of {sorted(STREAMS)}. Got {stream!r} instead.")
@@ -46,7 +46,9 @@ class Sink:
     ``writer`` names the writer whose records this sink holds (unique per process and writer,
     so two processes never share a file). ``open()`` prepares the sink and returns the highest
     sequence number this writer already made durable (``-1`` if none), so a restarted writer
-    continues its numbering. ``append`` may buffer; only ``sync`` promises durability.
+    continues its numbering. ``append`` takes one commit's records of a stream (a
+    ``RecordBatch``, or a ``Table`` of several when the commit gathered batches logged apart) and
+    may buffer; only ``sync`` promises durability.
     ``torn_tails`` counts incomplete frames found (and cut off) when the sink reopened its files.
     """
 
@@ -56,7 +58,7 @@ class Sink:
     def open(self) -> int:
         return -1
 
-    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+    def append(self, stream: str, batch: pa.RecordBatch | pa.Table) -> None:
         raise NotImplementedError
 
     def sync(self) -> None:
@@ -79,9 +81,9 @@ class MemorySink(Sink):
         self.feature_sets: dict[str, list[str]] = {}
         self.closed = False
 
-    def append(self, stream: str, batch: pa.RecordBatch) -> None:
+    def append(self, stream: str, batch: pa.RecordBatch | pa.Table) -> None:
         check_stream(stream, batch)
-        self.pending[stream].append(batch)
+        self.pending[stream].extend(batch.to_batches() if isinstance(batch, pa.Table) else [batch])
 
     def sync(self) -> None:
         for s, batches in self.pending.items():

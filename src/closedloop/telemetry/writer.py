@@ -367,7 +367,7 @@ class Telemetry:
         self.counters["unlogged_outcomes"] = self.counters.get("unlogged_outcomes", 0) + n_outcomes
 
     # -- building record batches (committer thread) ------------------------------------------------
-    def _decision_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
+    def _decision_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch | pa.Table:
         parts: list[pa.RecordBatch] = []
         singles = [it for it in items if it[1] == _D]
         if singles:
@@ -377,7 +377,7 @@ class Telemetry:
                 parts.append(self._from_batch(it, now))
         if len(parts) == 1:
             return parts[0]
-        return pa.Table.from_batches(parts, schema=DECISION_SCHEMA).combine_chunks().to_batches()[0]
+        return pa.Table.from_batches(parts, schema=DECISION_SCHEMA)  # one commit, not copied into one batch
 
     def _unit(self, u: str) -> str:
         return self.sanitizer.unit(u)
@@ -388,6 +388,19 @@ class Telemetry:
         if isinstance(c, dict):
             return _sanitize_dict(self.sanitizer, c)
         return self.sanitizer.context_json(c)
+
+    def _contexts_json(self, contexts: Sequence[Any]) -> pa.Array:
+        """The sanitized JSON of validated contexts (structs), as :meth:`_context` writes each."""
+        sz = self.sanitizer
+        if sz.plain:
+            return _json_strings(contexts)
+        return _arr([sz.context_json(c) for c in contexts], pa.string())
+
+    def _single_contexts(self, contexts: list[Any]) -> pa.Array:
+        st = self.system.schema.struct
+        if self.sanitizer.plain and all(type(c) is st for c in contexts):
+            return _json_strings(contexts)
+        return _arr([self._context(c) for c in contexts], pa.string())
 
     def _singles(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
         n = len(items)
@@ -408,7 +421,7 @@ class Telemetry:
             _arr([d.flight for d in ds], pa.string()),
             _const(self.schema_version, n),
             _const(self.fingerprint, n),
-            _arr([self._context(it[3]) for it in items], pa.string()),
+            self._single_contexts([it[3] for it in items]),
             _float_lists(feats),
             *_score_lists([d.scores for d in ds]),
             _arr([d.action for d in ds], pa.string()),
@@ -430,7 +443,10 @@ class Telemetry:
         units = take(b.units)
         if self.sanitizer.unit_hashed:
             units = _arr([self.sanitizer.unit(u) for u in units.to_pylist()], pa.string())
-        if columns is not None:
+        contexts = None if columns is None else getattr(columns, "contexts", None)
+        if contexts is not None:  # the validated structs: encoded as the single path encodes them
+            context = self._contexts_json(contexts if idx is None else [contexts[i] for i in sel.tolist()])
+        elif columns is not None:
             names = columns.names()
             lists = [columns.pylist(k) for k in names]
             ctx = [_sanitize_dict(self.sanitizer, dict(zip(names, (col[i] for col in lists), strict=True))) for i in sel.tolist()]
@@ -513,6 +529,26 @@ def _count(item: tuple[Any, ...]) -> int:
         idx = item[5]
         return len(item[2]) if idx is None else int(idx.shape[0])
     return 1
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _json_strings(values: Sequence[Any]) -> pa.Array:
+    """A string array of the JSON of each value (msgspec, as ``msgspec.json.encode(v).decode()``),
+    encoded one after the other into one buffer."""
+    n = len(values)
+    buf = bytearray()
+    ends = [0] * n
+    into = _ENCODER.encode_into
+    for i, v in enumerate(values):
+        into(v, buf, -1)
+        ends[i] = len(buf)
+    if len(buf) >= 2**31:
+        return _arr([msgspec.json.encode(v).decode() for v in values], pa.string())
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets[1:] = ends
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
 
 
 def _const(value: str, n: int) -> pa.Array:
