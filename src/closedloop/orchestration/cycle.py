@@ -61,6 +61,9 @@ from .plan import LoopPlan
 
 __all__ = ["Cycle", "STEPS"]
 
+#: dataset columns the cycle does not read (what was logged at decision time; large lists)
+_UNREAD = ("features", "scores", "score_names")
+
 STEPS = ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "evaluate", "gate",
          "register", "sanity", "shadow")
 
@@ -132,25 +135,30 @@ class Cycle:
         return self._loaded[1]
 
     def _read_dataset(self, path: str) -> Any:
-        """What ``load_dataset(path, system)`` returns, the same table and columns — with the
-        contexts of rows the last dataset read in this process also held (same decision id, same
-        context text: consecutive training windows overlap by most of their days) taken from it
-        instead of decoded again. Decoding ~350,000 contexts was most of a demo cycle's training."""
+        """What ``load_dataset(path, system)`` returns — the same rows and columns, less the
+        list columns nothing in the cycle reads (``features``, ``scores``, ``score_names``) —
+        with the contexts of rows the last dataset read in this process also held (same decision
+        id, same context text: consecutive training windows overlap by most of their days) taken
+        from it instead of decoded again. Decoding ~350,000 contexts was most of a demo cycle's
+        training."""
         import numpy as np
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         from ..errors import ContextError
-        from ..loop.dataset import DATA_FILE, decode_contexts, load_dataset
+        from ..loop.dataset import DATA_FILE, decode_contexts
         from ..schema import concat_columns
 
         prev, self._contexts = self._contexts, None
+        p = Path(path)
+        data = p / DATA_FILE if p.is_dir() else p
+        # the list columns (features and scores as logged) are not read: nothing here uses them
+        keep = [c for c in pq.read_schema(data).names if c not in _UNREAD]
+        table = pq.read_table(data, columns=keep)
+        table = table.filter(pc.is_valid(table["context_json"]))
         if prev is None:
-            table, cols = load_dataset(path, self.system)
+            cols = decode_contexts(table["context_json"], self.system)
         else:
-            p = Path(path)
-            table = pq.read_table(p / DATA_FILE if p.is_dir() else p)
-            table = table.filter(pc.is_valid(table["context_json"]))
             ids, raws = table["decision_id"].combine_chunks(), table["context_json"].combine_chunks()
             pos = pc.index_in(ids, value_set=prev[0])
             found = np.asarray(pos.is_valid(), dtype=bool)
@@ -160,8 +168,8 @@ class Cycle:
             new = np.flatnonzero(~np.isin(np.arange(len(ids)), hit))
             try:
                 fresh = decode_contexts(raws.take(new), self.system)
-            except ContextError:  # load_dataset names the row in the whole dataset
-                table, cols = load_dataset(path, self.system)
+            except ContextError:  # named by its row in the whole dataset
+                cols = decode_contexts(table["context_json"], self.system)
             else:
                 both = concat_columns([prev[2].take(old[same]), fresh])  # rows: hit, then new
                 order = np.empty(len(ids), dtype=np.int64)
