@@ -468,6 +468,27 @@ def _gather(f: Field, contexts: list[Any], n: int) -> Any:
         return None
 
 
+def concat_columns(parts: Sequence[Columns]) -> Columns:
+    """The rows of ``parts`` (validated batches of one schema, no rows dropped), one after
+    another, as one :class:`Columns`."""
+    if not parts:
+        raise SpecError("concat_columns needs at least one Columns. Got none instead.")
+    full = [p for p in parts if p.n]  # an empty batch may hold untyped empty lists
+    if len(full) <= 1:
+        return (full or list(parts))[0]
+    parts = full
+    names = parts[0].names()
+    data: dict[str, Any] = {}
+    for k in names:
+        vals = [p[k] for p in parts]
+        if isinstance(vals[0], pa.Array):
+            data[k] = pa.concat_arrays([v if v.type == vals[0].type else v.cast(vals[0].type) for v in vals])
+        else:
+            data[k] = np.concatenate(vals)
+    n = sum(p.n for p in parts)
+    return Columns(data, n, np.arange(n, dtype=np.int64), [])
+
+
 class Schema:
     """A versioned list of context fields.
 

@@ -300,6 +300,8 @@ def train(
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
     if labeled.size == 0:
         raise IntelligenceError(f"The dataset {manifest.id!r} must have labeled rows to train on. Got none instead.")
+    # only the columns read below are carried through the takes (not the contexts' JSON)
+    table = table.select([c for c in ("label_value", "weight", "unit", "timestamp_ns") if c in table.column_names])
     table = table.take(labeled)
     cols = cols.take(labeled)
     y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -463,6 +463,9 @@ def _rows(system: Any, dataset: Path, split: Split | str | None,
     table, cols = loaded if loaded is not None else load_dataset(dataset, system)
     if "label_value" not in table.column_names:
         raise DatasetError(f"The dataset {manifest.id!r} has no labels (no 'label_value' column) to evaluate on.")
+    # only the columns the evaluation reads are carried through the takes below
+    table = table.select([c for c in ("decision_id", "unit", "timestamp_ns", "context_json", "label_value")
+                          if c in table.column_names])
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
     if labeled.size == 0:
         raise DatasetError(f"The dataset {manifest.id!r} must have labeled rows to evaluate on. Got none instead.")

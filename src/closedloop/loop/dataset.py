@@ -30,6 +30,14 @@ Decisions in the dataset
     (``timestamp_ns + window <= cutoff_ns``). Those still open are left out and counted
     (``decisions.open``): no premature defaults.
 
+Row order
+    The same decision files give the data file's rows in the same order, whatever order the
+    files are passed in and however many threads DuckDB runs: the files are read sorted by path
+    (the store names compacted files by day and first ingest time), and the pass that writes the
+    rows runs on one DuckDB thread — close to file order, and the same every time (an ``ORDER
+    BY`` would cost +50 % on ``bench/dataset.py``). A model fitted on the dataset then does not
+    depend on how the join was scheduled (LightGBM's fit depends, in its last bits, on row order).
+
 Aggregation, per rule kind, of the counted outcomes of that kind
     ``earliest``/``latest``: the value of the outcome with the smallest/greatest
     ``(event_ns, ingest_ns, outcome_id)``; ``sum``; ``max``; ``any``: 1.0 when some counted
@@ -213,6 +221,7 @@ def build_dataset(
     exclude_sources: Sequence[str] = (),
     source_weights: Mapping[str, float] | None = None,
     exclude_ingested: Sequence[tuple[str, int, int]] = (),
+    columns: Sequence[str] | None = None,
 ) -> DatasetManifest:
     """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
 
@@ -224,6 +233,9 @@ def build_dataset(
     ``exclude_ingested``: ``(kind, start_ns, end_ns)`` — outcomes of that kind ingested in
     ``[start_ns, end_ns)`` are left out (a batch of labels found corrupted, e.g. by
     ``closedloop.orchestration.LabelCheck``).
+    ``columns``: write only these columns of the data file (``label`` is always written), e.g.
+    ``["decision_id", "timestamp_ns", "action", "label_value", "weight"]`` for a labels-only
+    dataset that skips the contexts; the manifest records them (``written_columns``).
     """
     import duckdb
 
@@ -241,6 +253,8 @@ def build_dataset(
         )
     excluded = _sources(exclude_sources)
     weights = _source_weights(source_weights)
+    decision_files = sorted(str(f) for f in decision_files)  # one order: "Row order" above
+    outcome_files = sorted(str(f) for f in outcome_files)
     out = Path(out)
     if out.exists():
         raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
@@ -401,10 +415,15 @@ def build_dataset(
             f"CASE {label_expr} WHEN {_q(neg)} THEN 0 WHEN {_q(pos)} THEN 1 END::TINYINT AS label_value",
             *[f"l.a{i} AS {_ident('outcome:' + r.kind)}" for i, r in enumerate(policy.rules)],
         ]
+        written = None
+        if columns is not None:
+            names = [*_FIXED_COLUMNS, *[c for c, _ in feats], *["outcome:" + r.kind for r in policy.rules]]
+            bad = [c for c in columns if c not in names] if not isinstance(columns, str) else [columns]
+            if bad:
+                raise DatasetError(f"The dataset 'columns' must be columns of the dataset {names}. Got {bad!r} instead.")
+            written = list(dict.fromkeys([*columns, "label"]))
         data = tmp / DATA_FILE
-        con.execute(
-            f"""
-            COPY (
+        body = f"""
               WITH l AS (
                 SELECT decision_id, {", ".join(agg_cols)}
                 FROM lo WHERE status = 'matched' GROUP BY decision_id
@@ -415,11 +434,21 @@ def build_dataset(
                 AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
                 AND d.timestamp_ns + $window <= $cutoff
                 AND (d.filename, d.file_row_number) NOT IN
-                    (SELECT (filename, file_row_number) FROM dup)
+                    (SELECT (filename, file_row_number) FROM dup)"""
+        if written is not None:  # a projection: DuckDB then reads only what these columns need
+            body = f"SELECT {', '.join(_ident(c) for c in written)} FROM ({body})"
+        # One thread for the pass that writes the rows: no race decides their order, so the same
+        # files give the same row order (module docstring, "Row order"). Measured: no slower than
+        # DuckDB's parallel writer on 2 cores, where an ORDER BY cost +50 % (bench/dataset.py --quick).
+        con.execute("SET threads=1")
+        con.execute(
+            f"""
+            COPY ({body}
             ) TO {_q(str(data))} (FORMAT parquet, COMPRESSION zstd)
             """,
             p,
         )
+        con.execute("RESET threads")
         # 4. counts (cheap: single columns, the small tables, the written file).
         dec_counts = con.execute(
             f"""
@@ -493,6 +522,8 @@ def build_dataset(
             content["excluded_ingested"] = [list(r) for r in _ingest_ranges(exclude_ingested)]
         if audit is not None:
             content["audit"] = audit
+        if written is not None:
+            content["written_columns"] = written
         canonical = msgspec.json.encode(content, order="sorted")
         ds_id = hashlib.sha256(canonical).hexdigest()
         content = {"id": ds_id, **content}
@@ -591,29 +622,40 @@ def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:
     import pyarrow.compute as pc
 
     table = table.filter(pc.is_valid(table["context_json"]))
+    return table, decode_contexts(table["context_json"], system)
+
+
+def decode_contexts(raws: pa.ChunkedArray | pa.Array, system: System) -> Columns:
+    """The contexts ``raws`` (JSON text, no nulls) decoded into the *current* context schema and
+    validated, as :func:`load_dataset` does (a context that cannot be read raises
+    :class:`~closedloop.errors.ContextError` naming its position in ``raws``). Each row's result
+    depends on its text only, so a caller may decode rows in parts and combine them."""
     schema = system.schema
     names = [f.name for f in schema.fields]
-    raws = table["context_json"].to_pylist()
     contexts = _decode_all(schema, raws)
     if contexts is None:  # some row needs the explaining path: decode one by one, naming the row
-        contexts = [_decode_one(schema, raw, row) for row, raw in enumerate(raws)]
+        contexts = [_decode_one(schema, raw, row) for row, raw in enumerate(raws.to_pylist())]
     cols: dict[str, Any] = {n: [] for n in names}
     if contexts:
         rows = map(msgspec.structs.astuple, contexts)  # fields in schema order
         cols = {n: list(values) for n, values in zip(names, zip(*rows, strict=True), strict=True)}
-    columns = schema.validate_batch(cols) if table.num_rows else _empty_columns(schema)
-    return table, columns
+    return schema.validate_batch(cols) if len(raws) else _empty_columns(schema)
 
 
-def _decode_all(schema: Any, raws: list[str]) -> list[Any] | None:
+def _decode_all(schema: Any, raws: pa.ChunkedArray) -> list[Any] | None:
     """Every context in one C call (a JSON array decoded straight into the schema's structs),
     or None when any row is refused — then :func:`_decode_one` explains it. Unknown fields
     (removed since) are ignored and missing ones (added since) take their defaults, as in the
-    row-by-row path."""
-    if not raws:
+    row-by-row path. The array's text is joined by Arrow (no Python string per row)."""
+    import pyarrow.compute as pc
+
+    if len(raws) == 0:
         return []
+    arr = raws.combine_chunks() if isinstance(raws, pa.ChunkedArray) else raws
+    one = pa.LargeListArray.from_arrays(pa.array([0, len(arr)], pa.int64()), arr.cast(pa.large_string()))
+    text = pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()
     try:
-        return msgspec.json.decode(("[" + ",".join(raws) + "]").encode(), type=list[schema.struct])
+        return msgspec.json.decode(b"[" + memoryview(text).tobytes() + b"]", type=list[schema.struct])
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
 

@@ -61,6 +61,9 @@ from .plan import LoopPlan
 
 __all__ = ["Cycle", "STEPS"]
 
+#: dataset columns the cycle does not read (what was logged at decision time; large lists)
+_UNREAD = ("features", "scores", "score_names")
+
 STEPS = ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "evaluate", "gate",
          "register", "sanity", "shadow")
 
@@ -73,9 +76,20 @@ class _Stop(Exception):
         super().__init__(reason)
 
 
+def _enc_hook(obj: Any) -> Any:
+    """What msgspec cannot encode by itself: numpy floats as numbers, anything else as its str."""
+    return float(obj) if isinstance(obj, float) else str(obj)
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON with sorted keys, written atomically. msgspec, not ``json``: a
+    cycle record is rewritten after every step and the monitor's results (every outcome source's
+    abuse verdict) make it large — ``json.dumps`` took ~0.1 s per write at the demo's size."""
+    import msgspec
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, allow_nan=False, default=str).encode())
+    data = msgspec.json.encode(obj, order="sorted", enc_hook=_enc_hook)
+    atomic_write(path, msgspec.json.format(data, indent=1))
 
 
 class Cycle:
@@ -112,14 +126,59 @@ class Cycle:
         self.mistakes = SeriesStore(self.home / "goals" / "mistake_rates.jsonl")
         self.tracker = GoalTracker(plan.system, metrics=plan.metrics, rate_settle=plan.rate_settle)
         self._loaded: tuple[str, Any] | None = None  # the dataset read in this cycle (train, thresholds, evaluate)
+        self._contexts: tuple[Any, Any, Any] | None = None  # the last dataset's ids, context text, decoded columns
 
     def _load(self, path: str) -> Any:
         """``load_dataset(path)``, read once per cycle and process (a dataset never changes)."""
-        from ..loop.dataset import load_dataset
-
         if self._loaded is None or self._loaded[0] != str(path):
-            self._loaded = (str(path), load_dataset(path, self.system))
+            self._loaded = (str(path), self._read_dataset(path))
         return self._loaded[1]
+
+    def _read_dataset(self, path: str) -> Any:
+        """What ``load_dataset(path, system)`` returns — the same rows and columns, less the
+        list columns nothing in the cycle reads (``features``, ``scores``, ``score_names``) —
+        with the contexts of rows the last dataset read in this process also held (same decision
+        id, same context text: consecutive training windows overlap by most of their days) taken
+        from it instead of decoded again. Decoding ~350,000 contexts was most of a demo cycle's
+        training."""
+        import numpy as np
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from ..errors import ContextError
+        from ..loop.dataset import DATA_FILE, decode_contexts
+        from ..schema import concat_columns
+
+        prev, self._contexts = self._contexts, None
+        p = Path(path)
+        data = p / DATA_FILE if p.is_dir() else p
+        # the list columns (features and scores as logged) are not read: nothing here uses them
+        keep = [c for c in pq.read_schema(data).names if c not in _UNREAD]
+        table = pq.read_table(data, columns=keep)
+        table = table.filter(pc.is_valid(table["context_json"]))
+        if prev is None:
+            cols = decode_contexts(table["context_json"], self.system)
+        else:
+            ids, raws = table["decision_id"].combine_chunks(), table["context_json"].combine_chunks()
+            pos = pc.index_in(ids, value_set=prev[0])
+            found = np.asarray(pos.is_valid(), dtype=bool)
+            old = np.asarray(pos.filter(found), dtype=np.int64)
+            same = np.asarray(pc.equal(raws.filter(found), prev[1].take(old)), dtype=bool)
+            hit = np.flatnonzero(found)[same]
+            new = np.flatnonzero(~np.isin(np.arange(len(ids)), hit))
+            try:
+                fresh = decode_contexts(raws.take(new), self.system)
+            except ContextError:  # named by its row in the whole dataset
+                cols = decode_contexts(table["context_json"], self.system)
+            else:
+                both = concat_columns([prev[2].take(old[same]), fresh])  # rows: hit, then new
+                order = np.empty(len(ids), dtype=np.int64)
+                order[np.concatenate([hit, new])] = np.arange(len(ids))
+                cols = both.take(order)
+                cols.rows = np.arange(cols.n, dtype=np.int64)  # as validated in one batch
+        if table.num_rows:
+            self._contexts = (table["decision_id"].combine_chunks(), table["context_json"].combine_chunks(), cols)
+        return table, cols
 
     # -- records -----------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -133,6 +192,16 @@ class Cycle:
                     continue
         return out
 
+    def _last(self) -> dict[str, Any] | None:
+        """The newest cycle record that can be read (what :meth:`records` would end with)."""
+        if self.cycles.is_dir():
+            for p in sorted(self.cycles.glob("[0-9]*.json"), reverse=True):
+                try:
+                    return json.loads(p.read_text())
+                except (OSError, ValueError):
+                    continue
+        return None
+
     def _save(self, rec: dict[str, Any]) -> None:
         _atomic_json(self.cycles / f"{rec['id']:06d}.json", rec)
 
@@ -142,8 +211,7 @@ class Cycle:
     # -- running -------------------------------------------------------------------------------------
     def run_once(self) -> dict[str, Any]:
         """Run one cycle — or finish the last one, if it did not finish — and return its record."""
-        recs = self.records()
-        last = recs[-1] if recs else None
+        last = self._last()
         if last is not None and not last.get("finished"):
             rec = last
             rec["resumed"] = rec.get("resumed", 0) + 1
@@ -547,6 +615,7 @@ class Cycle:
         from ..creation.train import training_rows
         from ..evaluation.metrics import best_thresholds
         table, cols = self._load(dataset)
+        table = table.select([c for c in ("label_value", "weight", "unit", "timestamp_ns") if c in table.column_names])
         labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
         table, cols = table.take(labeled), cols.take(labeled)
         fit_idx, cal_idx, _ = training_rows(table, self.system.split, self.plan.calibrate is not None)

@@ -83,6 +83,8 @@ __all__ = [
     "parse_metric",
 ]
 
+#: the dataset columns label-based metrics read (the labels-only dataset :meth:`GoalTracker._labeled` builds)
+_LABELED = ["decision_id", "timestamp_ns", "action", "label_value", "weight"]
 _CLASSIFY = ("false_positive_rate", "false_negative_rate", "recall", "precision")
 _NAME = r"[A-Za-z][A-Za-z0-9_.\-:]*"
 
@@ -408,9 +410,9 @@ class GoalTracker:
             manifest = build_dataset(
                 self.system, decision_files=decision_files, outcome_files=outcome_files,
                 since_ns=since, until_ns=until, cutoff_ns=now_ns, out=tmp / "labeled",
-                exclude_sources=exclude_sources,
+                exclude_sources=exclude_sources, columns=_LABELED,
             )
-            t = pq.read_table(manifest.data_path, columns=["decision_id", "timestamp_ns", "action", "label_value", "weight"])
+            t = pq.read_table(manifest.data_path, columns=_LABELED)
             t = t.filter(t["label_value"].is_valid())
             return t.sort_by("timestamp_ns")
         finally:

@@ -3,7 +3,7 @@
 Layout (in the project home)::
 
     telemetry/segments/<stream>/<writer>-<NNNNNN>.seg              written by SegmentLog
-    telemetry/parquet/<stream>/day=YYYY-MM-DD/part-<uuid>.parquet  written by compact()
+    telemetry/parquet/<stream>/day=YYYY-MM-DD/part-<first ingest_ns>-<tag>.parquet  written by compact()
     telemetry/feature_sets/<fingerprint>.json                      feature names of a fingerprint
     telemetry/store.json                                           compaction state (atomic)
 
@@ -175,7 +175,11 @@ class TelemetryStore:
             for day, part in _by_day(t, _TIME[stream]):
                 d = self.root / "parquet" / stream / f"day={day}"
                 d.mkdir(parents=True, exist_ok=True)
-                name = f"part-{uuid.uuid4().hex}.parquet"
+                # named by the part's first ingest time (then a random tag): listing a day's files
+                # by name lists them in the order they were written, the same order in every run of
+                # the same simulated world (a dataset's row order follows it)
+                first = int(pc.min(part["ingest_ns"]).as_py() or 0)
+                name = f"part-{first:020d}-{uuid.uuid4().hex[:12]}.parquet"
                 tmp = d / f".{name}.tmp"
                 _write_parquet(part, tmp)
                 files.append(str((d / name).relative_to(self.root)))
