@@ -464,7 +464,7 @@ def _rows(system: Any, dataset: Path, split: Split | str | None,
     if "label_value" not in table.column_names:
         raise DatasetError(f"The dataset {manifest.id!r} has no labels (no 'label_value' column) to evaluate on.")
     # only the columns the evaluation reads are carried through the takes below
-    table = table.select([c for c in ("decision_id", "unit", "timestamp_ns", "context_json", "label_value")
+    table = table.select([c for c in ("decision_id", "unit", "timestamp_ns", "context_json", "label_value", "weight")
                           if c in table.column_names])
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
     if labeled.size == 0:
