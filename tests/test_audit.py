@@ -111,6 +111,20 @@ def test_the_audit_alone_labels_a_hidden_band_and_stands_for_it(tmp_path: Path) 
     # the band's share of the labeled population: weighted, it is the band's share of the decisions
     labeled = ~np.isnan(lab)
     assert float(w[labeled & in_band].sum() / w[labeled].sum()) == pytest.approx(warned.mean(), rel=1e-9)
+    # evaluation on that population: weights=True weighs each labeled row by the dataset's weight
+    from closedloop.evaluation.report import evaluate
+
+    sysa = _system("analyst_label")
+    lo = Bundle.build(sysa, LinearModel({"s": 1.0}, 0.0, output="phish"), thresholds={"warn": 0.3})
+    hi = Bundle.build(sysa, LinearModel({"s": 1.0}, 0.0, output="phish"), thresholds={"warn": 0.7})
+    rep_w = evaluate(sysa, [lo, hi], m.path, split="all", bootstrap=0, weights=True)
+    rep_u = evaluate(sysa, [lo, hi], m.path, split="all", bootstrap=0)
+    assert rep_w["metadata"]["weighted"] is True and rep_u["metadata"]["weighted"] is False
+    for rep, ww in ((rep_w, w), (rep_u, np.ones_like(w))):
+        for b, t in zip(rep["bundles"], (0.3, 0.7), strict=True):
+            warn = s[rows] >= t
+            warned_legit = (ww * (labeled & warn & (lab == 0))).sum()
+            assert b["mistakes"]["confusion"]["warn"]["legit"] == pytest.approx(warned_legit, rel=1e-9)
 
 
 def test_label_policy_audit_is_validated_and_described() -> None:
