@@ -351,7 +351,7 @@ def _slices(ranked: M.Ranked, parts: Sequence[M.Partition], y: np.ndarray, pred:
                 e_rest = (e_all * n - float(errs[j])) / (n - nj)
                 pe_ = M.p_error_worse(float(errs[j]) / nj, nj, e_rest, n - nj)
             rows.append({
-                "value": v, "n": int(nj), "positives": int(pos[j]),
+                "value": v, "n": int(round(nj)), "positives": int(round(float(pos[j]))),
                 "auc": float(a_in[j]) if math.isfinite(a_in[j]) else None, "auc_ci": None,
                 "log_loss": None if loss is None else float(loss[j]),
                 "brier": None if sq is None else float(sq[j]),

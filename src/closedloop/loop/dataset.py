@@ -351,16 +351,13 @@ def build_dataset(
         )
         # 3. the join: one pass over the decisions, the labels from the small side.
         agg_cols = []
-        label_cases = []
+        # the class a rule gives when it has a counted outcome (row i of the aggregates)
+        rule_label = [_q(r.label) if r.label is not None else f"CASE WHEN l.a{i} <> 0 THEN {_q(pos)} ELSE {_q(neg)} END"
+                      for i, r in enumerate(policy.rules)]
+        label_cases = [f"WHEN l.n{i} > 0 THEN {rule_label[i]}" for i in range(len(policy.rules))]
         for i, r in enumerate(policy.rules):
             agg_cols.append(f"count(*) FILTER (WHERE kind = {_q(r.kind)}) AS n{i}")
             agg_cols.append(f"{_aggregate_sql(r.aggregate, r.kind)} AS a{i}")
-            if r.label is not None:
-                label_cases.append(f"WHEN l.n{i} > 0 THEN {_q(r.label)}")
-            else:
-                label_cases.append(
-                    f"WHEN l.n{i} > 0 THEN CASE WHEN l.a{i} <> 0 THEN {_q(pos)} ELSE {_q(neg)} END"
-                )
         label_expr = f"CASE {' '.join(label_cases)} ELSE {_default_sql(policy)} END"
         feats = _feature_columns(feature_names)
         weight_expr = "1.0 / d.sample_prob"
@@ -372,9 +369,7 @@ def build_dataset(
             # LabelPolicy(audit=): in the bands whose outcome is hidden, the audit alone labels,
             # each audited decision standing for (decisions / audited decisions) of its action
             ai = [r.kind for r in policy.rules].index(policy.audit)
-            rule = policy.rules[ai]
-            audit_label = (_q(rule.label) if rule.label is not None
-                           else f"CASE WHEN l.a{ai} <> 0 THEN {_q(pos)} ELSE {_q(neg)} END")
+            audit_label = rule_label[ai]
             in_hidden = f"d.action IN ({', '.join(_q(a) for a in hidden)})"
             audit = {"kind": policy.audit, "actions": {}}
             rows = con.execute(
