@@ -14,10 +14,12 @@ from closedloop import (
     BlockList,
     Bundle,
     BundleError,
+    CapStore,
     EpsilonGreedy,
     F,
     FrequencyCap,
     HardLimit,
+    InMemoryCapStore,
     LogisticModel,
     Runtime,
     SpecError,
@@ -183,3 +185,55 @@ def test_conformance_of_every_shipped_guardrail(phishing, kind):
     rng = np.random.default_rng(1)
     weights = {n: float(w) for n, w in zip(system.features.names, rng.normal(size=len(system.features)), strict=True)}
     checks.check_runtime(system, Bundle.build(system, LogisticModel(weights, 0.0, output="phish")), n=400)
+
+
+class _RowByRowStore(CapStore):
+    """A store with only count and add: CapStore's default admit_batch goes row by row."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryCapStore()
+
+    def count(self, cap, bucket, unit):
+        return self.inner.count(cap, bucket, unit)
+
+    def add(self, cap, bucket, unit, n=1):
+        self.inner.add(cap, bucket, unit, n)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vectorized_caps_agree_with_single_decisions_on_random_batches(phishing, seed):
+    """The batch path's caps (InMemoryCapStore.admit_batch, vectorized) give what decide()'s
+    per-row path gives — actions, the rule that fired, propensities and the counts kept — on
+    random batches with repeated units, exploration, window boundaries inside a batch, late
+    batches for a closed window, and a limit of 0; and so does a store with only count/add."""
+    import pyarrow as pa
+
+    from closedloop.guardrails import GuardLayer
+
+    rng = np.random.default_rng(seed)
+    limit = int(rng.integers(0, 4))
+    hour = 3_600 * 10**9
+    system = variant(phishing, [FrequencyCap("warn", limit, timedelta(hours=1), fallback="allow"),
+                                FrequencyCap("block", 1, timedelta(hours=1), fallback="allow")])
+    rules = system.guardrails
+    fast, rows, single = (GuardLayer(system, rules, s) for s in (InMemoryCapStore(), _RowByRowStore(), InMemoryCapStore()))
+    k = len(system.actions)
+    t = 0
+    for i in range(40):
+        n = int(rng.integers(0, 80))
+        units = [f"u{u}" for u in rng.integers(0, 6, n)]
+        chosen = rng.integers(0, k, n)
+        P = rng.dirichlet(np.ones(k), n) if i % 2 else None
+        span = hour // 3 if i % 5 else 2 * hour  # every fifth batch spans a window boundary
+        if i % 7 == 6:
+            t -= 3 * hour  # a late batch: its window is closed
+        ts = t + np.sort(rng.integers(0, span, n)).astype(np.int64)
+        t += int(rng.integers(0, hour // 2))
+        want = [single.one(None, int(chosen[r]), None if P is None else P[r].tolist(), units[r], int(ts[r]))
+                for r in range(n)]
+        for layer, u in ((fast, pa.array(units, pa.string()) if i % 3 else units), (rows, units)):
+            b, fired, prop = layer.batch(None, chosen, P, u, ts)
+            assert b.tolist() == [w[0] for w in want]
+            assert fired.tolist() == [w[1] for w in want]
+            np.testing.assert_allclose(prop, [w[2] for w in want] if n else np.zeros(0), rtol=0, atol=1e-12)
+        assert fast.store._counts == single.store._counts == rows.store.inner._counts

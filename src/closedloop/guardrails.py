@@ -246,13 +246,34 @@ def guardrail_from_dict(spec: Any) -> Guardrail:
 
 class CapStore(ABC):
     """Counts of shows per (cap, window bucket, unit). The in-memory store serves one process;
-    a shared store (e.g. Redis) serves replicas (later)."""
+    a shared store (e.g. Redis) serves replicas (later).
+
+    :meth:`admit_batch` applies one cap to a batch of decisions in row order. Its default runs
+    :meth:`count` and :meth:`add` row by row (exact for any store whose caps count
+    independently); a store may override it with a vectorized form that gives the same answer
+    (:class:`InMemoryCapStore` does)."""
 
     @abstractmethod
     def count(self, cap: int, bucket: int, unit: str) -> int: ...
 
     @abstractmethod
     def add(self, cap: int, bucket: int, unit: str, n: int = 1) -> None: ...
+
+    def admit_batch(self, cap: int, buckets: np.ndarray, units: Any, want: np.ndarray, limit: int) -> np.ndarray:
+        """One cap over a batch, row by row in order: row ``i`` sees the unit's count in its
+        bucket (``buckets[i]``) and is *full* when it is ``>= limit``; a row that wants the
+        capped action (``want[i]``) and is not full is counted (:meth:`add`). Returns the
+        ``full`` flag of every row. ``units``: one string per row (a list or an Arrow array)."""
+        us = units.to_pylist() if hasattr(units, "to_pylist") else list(units)
+        bl = np.asarray(buckets, dtype=np.int64).tolist()
+        wl = np.asarray(want, dtype=bool).tolist()
+        full = np.zeros(len(bl), dtype=bool)
+        for i, (bucket, unit, w) in enumerate(zip(bl, us, wl, strict=True)):
+            f = self.count(cap, bucket, unit) >= limit
+            full[i] = f
+            if w and not f:
+                self.add(cap, bucket, unit)
+        return full
 
 
 class InMemoryCapStore(CapStore):
@@ -276,6 +297,56 @@ class InMemoryCapStore(CapStore):
             return  # a late decision for a closed window: its count no longer matters
         counts = entry[1]
         counts[unit] = counts.get(unit, 0) + n
+
+    def admit_batch(self, cap: int, buckets: np.ndarray, units: Any, want: np.ndarray, limit: int) -> np.ndarray:
+        """The row-by-row result of :meth:`CapStore.admit_batch`, vectorized when the batch lies
+        in one bucket (a batch spanning a window boundary goes row by row). A row is full when
+        the unit's stored count plus the rows before it in the batch that want the action
+        reaches ``limit`` — each of those was counted unless it was full itself, and once a row
+        is full every later row of the unit is."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(want)
+        b = np.asarray(buckets, dtype=np.int64)
+        if n == 0 or int(b.min()) != int(b.max()):
+            return super().admit_batch(cap, buckets, units, want, limit)
+        bucket = int(b[0])
+        entry = self._counts.get(cap)
+        if entry is not None and bucket < entry[0]:  # a closed window: counts read 0, adds are dropped
+            return np.full(n, 0 >= limit, dtype=bool)
+        arr = units if isinstance(units, pa.Array) else pa.array(list(units), pa.string())
+        if arr.null_count:
+            return super().admit_batch(cap, buckets, units, want, limit)
+        enc = pc.dictionary_encode(arr.cast(pa.string()))
+        code = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        uniq = enc.dictionary.to_pylist()
+        if entry is not None and bucket == entry[0]:
+            have = entry[1]
+            base = np.fromiter((have.get(u, 0) for u in uniq), dtype=np.int64, count=len(uniq))
+        else:
+            base = np.zeros(len(uniq), dtype=np.int64)
+        w = np.asarray(want, dtype=bool)
+        # rows before each row, of its unit, that want the action (a stable sort groups units in row order)
+        order = np.argsort(code, kind="stable")
+        wo = w[order].astype(np.int64)
+        run = np.cumsum(wo) - wo  # wanting rows before, over the sorted rows
+        co = code[order]
+        first = np.r_[True, co[1:] != co[:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        before = np.empty(n, dtype=np.int64)
+        before[order] = run - run[start]
+        full = base[code] + before >= limit
+        admitted = np.bincount(code[w & ~full], minlength=len(uniq))
+        hit = np.flatnonzero(admitted)
+        if hit.size:
+            if entry is None or bucket > entry[0]:
+                entry = (bucket, {})
+                self._counts[cap] = entry
+            counts = entry[1]
+            for u, k in zip([uniq[i] for i in hit.tolist()], admitted[hit].tolist(), strict=True):
+                counts[u] = counts.get(u, 0) + k
+        return full
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +436,11 @@ class GuardLayer:
 
     # -- a batch --------------------------------------------------------------------------------
     def batch(
-        self, cols: Columns, chosen: np.ndarray, P: np.ndarray | None, units: list[str] | None, ts: np.ndarray
+        self, cols: Columns, chosen: np.ndarray, P: np.ndarray | None, units: Any, ts: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(final actions, index of the rule that changed each or -1, propensities of the final
+        actions) — what :meth:`one` gives row by row, in row order. ``units``: one string per
+        row (a list or an Arrow string array), or None when no cap is declared."""
         n = chosen.shape[0]
         k = len(self.actions)
         b = chosen.astype(np.int64, copy=True)
@@ -383,29 +457,21 @@ class GuardLayer:
                 if T is not None:
                     T = np.where(on[:, None], m[T], T)
         if self._caps:
-            # Caps keep per-unit state in decision order: applied row by row, as decide() does.
+            # Caps keep per-unit state in decision order, as decide() does: each cap counts on its
+            # own (a capped action's fallback is never capped, so a row can hit one cap at most),
+            # and the store applies one cap to the whole batch in row order (CapStore.admit_batch).
             if units is None:
                 raise SpecError("Frequency caps need the unit of every decision.")
-            tsl = ts.tolist()
-            bl = b.tolist()
-            fl = fired.tolist()
-            Tl = T.tolist() if T is not None else None
-            for i in range(n):
-                full = {}
-                for j, (act, fb, limit, per_ns) in enumerate(self._caps):
-                    full[act] = self.store.count(j, tsl[i] // per_ns, units[i]) >= limit
-                    if full[act] and bl[i] == act:
-                        fl[i] = self._n_plain + j
-                        bl[i] = fb
-                if Tl is not None:
-                    Tl[i] = [self._caps[self._cap_of[t]][1] if full.get(t) else t for t in Tl[i]]
-                j = self._cap_of.get(bl[i])
-                if j is not None:
-                    self.store.add(j, tsl[i] // self._caps[j][3], units[i])
-            b = np.asarray(bl, dtype=np.int64)
-            fired = np.asarray(fl, dtype=np.int64)
-            if Tl is not None:
-                T = np.asarray(Tl, dtype=np.int64).reshape(n, k)
+            if len(units) != n:
+                raise SpecError(f"Frequency caps need one unit per decision ({n}). Got {len(units)} instead.")
+            for j, (act, fb, limit, per_ns) in enumerate(self._caps):
+                want = b == act
+                full = self.store.admit_batch(j, ts // per_ns, units, want, limit)
+                hit = want & full
+                b = np.where(hit, fb, b)
+                fired = np.where(hit, self._n_plain + j, fired)
+                if T is not None:
+                    T = np.where(full[:, None] & (T == act), fb, T)
         if P is None:
             return b, fired, np.ones(n, dtype=np.float64)
         prop = np.zeros(n, dtype=np.float64)

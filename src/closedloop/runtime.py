@@ -439,8 +439,7 @@ def _score_plan(p: _Plan, X: np.ndarray, cols: Any, units: Any, ts: np.ndarray, 
         a = e
     guard_codes = None
     if p.guard is not None:
-        units_l = units.to_pylist() if p.guard.has_caps else None
-        a, fired, prop = p.guard.batch(cols, a, P, units_l, ts)
+        a, fired, prop = p.guard.batch(cols, a, P, units if p.guard.has_caps else None, ts)
         w = np.where(fired >= 0, len(ch.reasons) + fired, w)
         guard_codes = fired
     else:
