@@ -75,11 +75,18 @@ _LGBM_DEFAULTS: dict[str, Any] = {
 @dataclass(frozen=True)
 class TrainRun:
     """What :func:`train` produced: a built, unsaved ``bundle``, its ``metrics`` (also in the
-    bundle manifest: ``lineage``, ``train``, ``heldout``) and the trained ``model``."""
+    bundle manifest: ``lineage``, ``train``, ``heldout``) and the trained ``model``.
+
+    ``scores`` holds the trained model's scores that :func:`train` computed for its metrics, so
+    a caller need not featurize and score the same rows again: ``{"fit": (rows, S), "test":
+    (rows, S)}`` — ``rows`` index the dataset's labeled rows (in file order, as
+    :func:`training_rows` gives them), ``S`` is the bound scorer's matrix (one column per
+    ``model.outputs``)."""
 
     bundle: Bundle
     metrics: dict[str, Any]
     model: Intelligence = field(repr=False)
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
 
 def parse_params(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -158,7 +165,7 @@ def _mapping(cols: Any) -> dict[str, Any]:
 
 
 def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.ndarray,
-         w: np.ndarray | None = None) -> Intelligence:
+         w: np.ndarray | None = None, X: np.ndarray | None = None) -> Intelligence:
     output = system.experience.score
     if model == "heuristic":
         from ..intelligence import Rule, ScoringRules
@@ -185,7 +192,8 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
         if unknown:
             raise SpecError(f"The 'logistic' model takes params C, max_iter, standardize. Got {unknown} instead.")
         return train_logistic(system, _mapping(cols), y, output=output, sample_weight=w, **params).model
-    X = system.features.batch(cols)
+    if X is None:
+        X = system.features.batch(cols)
     names = list(system.features.names)
     if model == "lightgbm":
         import lightgbm
@@ -216,9 +224,19 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
     return SklearnModel(est, names, output=output)
 
 
-def _scores(system: System, intelligence: Intelligence, cols: Any) -> np.ndarray:
-    X = system.features.batch(cols)
-    return np.asarray(intelligence.bind(system.features).batch(X, cols), dtype=np.float64)[:, 0]
+def _score_matrix(system: System, intelligence: Intelligence, cols: Any, X: np.ndarray | None = None) -> np.ndarray:
+    if X is None:
+        X = system.features.batch(cols)
+    return np.asarray(intelligence.bind(system.features).batch(X, cols), dtype=np.float64)
+
+
+def _rows_of(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of a feature matrix, column-major like ``FeatureSet.batch``'s: the same
+    values as featurizing those rows alone (each row's features depend on its context only)."""
+    out = np.empty((idx.size, X.shape[1]), dtype=X.dtype, order="F")
+    for j in range(X.shape[1]):  # column by column: one copy, contiguous on both sides
+        np.take(X[:, j], idx, out=out[:, j])
+    return out
 
 
 def _quality(y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
@@ -314,7 +332,12 @@ def train(
             fit_w = None  # unweighted: keep the exact unweighted fit
         else:
             fit_w = fit_w * (fit_w.size / fit_w.sum())  # mean 1: regularization keeps its meaning
-    intelligence = _fit(system, model, params, cols.take(fit_idx), y[fit_idx], fit_w)
+    # the features of the labeled rows, computed once: the fit, the training metrics and the
+    # held-out metrics read their rows of it (featurizing is per row, so the values are the same)
+    X = system.features.batch(cols)
+    fit_cols = cols.take(fit_idx)
+    X_fit = _rows_of(X, fit_idx)
+    intelligence = _fit(system, model, params, fit_cols, y[fit_idx], fit_w, X_fit)
     calibration: dict[str, Any] | None = None
     if calibrate is not None:
         from .calibrate import calibrate as fit_calibration
@@ -322,8 +345,14 @@ def train(
         intelligence = fit_calibration(system, intelligence, _mapping(cols.take(cal_idx)), y[cal_idx], method=calibrate)
         calibration = {"method": calibrate, "rows": int(cal_idx.size), "split": calibration_split(sp).describe()}
 
-    train_q = _quality(y[fit_idx], _scores(system, intelligence, cols.take(fit_idx)))
-    held_q = _quality(y[test_idx], _scores(system, intelligence, cols.take(test_idx))) if test_idx.size else {"n": 0}
+    S_fit = _score_matrix(system, intelligence, fit_cols, X_fit)
+    train_q = _quality(y[fit_idx], S_fit[:, 0])
+    scores = {"fit": (fit_idx, S_fit)}
+    held_q: dict[str, Any] = {"n": 0}
+    if test_idx.size:
+        S_test = _score_matrix(system, intelligence, cols.take(test_idx), _rows_of(X, test_idx))
+        held_q = _quality(y[test_idx], S_test[:, 0])
+        scores["test"] = (test_idx, S_test)
     content = manifest.content
     w = w_all
     from .. import __version__
@@ -344,4 +373,4 @@ def train(
     }
     metrics = {"lineage": lineage, "train": train_q, "heldout": held_q}
     bundle = Bundle.build(system, intelligence, parent=parent, metrics=metrics)
-    return TrainRun(bundle=bundle, metrics=bundle.metrics, model=intelligence)
+    return TrainRun(bundle=bundle, metrics=bundle.metrics, model=intelligence, scores=scores)

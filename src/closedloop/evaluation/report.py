@@ -469,20 +469,25 @@ def _rows(system: Any, dataset: Path, split: Split | str | None,
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
     if labeled.size == 0:
         raise DatasetError(f"The dataset {manifest.id!r} must have labeled rows to evaluate on. Got none instead.")
-    if labeled.size < table.num_rows:
-        table, cols = table.take(labeled), cols.take(labeled)
+    # the rows are chosen on the narrow columns; the wide ones (contexts) are taken once, at the end
+    narrow = table.select([c for c in table.column_names if c != "context_json"])
+    rows = labeled if labeled.size < table.num_rows else None
+    if rows is not None:
+        narrow = narrow.take(rows)
     sp = system.split if split is None else split
     if isinstance(sp, str) and sp == "all":
         idx = None
     elif isinstance(sp, Split):
-        _, idx = split_rows(table, sp)
+        _, idx = split_rows(narrow, sp)
     else:
         raise SpecError(f"The 'split' parameter of evaluate must be a closedloop Split, 'all' or None. Got {sp!r} instead.")
     if idx is not None and idx.size == 0:
         raise DatasetError(f"The split {sp.describe() if isinstance(sp, Split) else sp} leaves no evaluation rows "
                            f"in dataset {manifest.id!r}.")
-    if idx is not None and idx.size < table.num_rows:
-        table, cols = table.take(idx), cols.take(idx)
+    if idx is not None and idx.size < narrow.num_rows:
+        rows = idx if rows is None else rows[idx]
+    if rows is not None:
+        table, cols = table.take(rows), cols.take(rows)
     y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
     if np.unique(y).size < 2:
         raise DatasetError(

@@ -282,20 +282,26 @@ def build_dataset(
         for kind, start, end in _ingest_ranges(exclude_ingested):
             src_ok += f" AND NOT (kind = {_q(kind)} AND ingest_ns >= {start} AND ingest_ns < {end})"
 
-        # 1. decision copies to drop (a retried write): rare, so found from the ids alone.
+        # 1. decision copies to drop (a retried write): rare, so found from the ids alone — first
+        #    the 64-bit hashes seen more than once (cheaper than grouping the id strings), then
+        #    the ids among those rows that really repeat.
         con.execute(
             f"""
             CREATE TEMP TABLE dup AS
+            WITH h AS (
+              SELECT hash(decision_id) AS h FROM dec_files
+              WHERE system = {sysq} AND ingest_ns <= $cutoff GROUP BY 1 HAVING count(*) > 1
+            ),
+            c AS (
+              SELECT decision_id, filename, file_row_number, ingest_ns, writer, seq FROM dec_files
+              WHERE system = {sysq} AND ingest_ns <= $cutoff AND hash(decision_id) IN (SELECT h FROM h)
+            )
             SELECT filename, file_row_number FROM (
               SELECT filename, file_row_number,
                      row_number() OVER (PARTITION BY decision_id
                                         ORDER BY ingest_ns, writer, seq) AS rn
-              FROM dec_files
-              WHERE system = {sysq} AND ingest_ns <= $cutoff
-                AND decision_id IN (
-                  SELECT decision_id FROM dec_files
-                  WHERE system = {sysq} AND ingest_ns <= $cutoff
-                  GROUP BY decision_id HAVING count(*) > 1)
+              FROM c
+              WHERE decision_id IN (SELECT decision_id FROM c GROUP BY decision_id HAVING count(*) > 1)
             ) WHERE rn > 1
             """,
             {"cutoff": cutoff_ns},

@@ -3,6 +3,17 @@
 Monitoring reads what the dataset join reads (``TelemetryStore.decision_files()`` /
 ``outcome_files()``, compacted Parquet — the cycle compacts first), point in time: records
 ingested after ``cutoff_ns`` do not exist. Outcomes are deduplicated by ``outcome_id``.
+
+Incremental reading
+-------------------
+Monitoring looks at recent windows, but the telemetry history grows every day. The Parquet
+footer of each file records the minimum and maximum of every column (its per-file aggregates,
+kept by the file itself: nothing to go stale), so :func:`files_since` keeps only the files that
+can hold records at or after a time, and :func:`first_ns` finds the earliest decision by reading
+the footers and scanning only the file(s) that can hold it. Reading a subset this way gives the
+same records for the time range: copies of a record (a retried write) are the same record, with
+the same time, so deduplication among the files kept is deduplication among all of them. A file
+without statistics is always read.
 """
 
 from __future__ import annotations
@@ -14,7 +25,73 @@ from typing import Any
 from ..loop.dataset import _q, _register
 from ..telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
-__all__ = ["connect", "sql_list"]
+__all__ = ["connect", "files_since", "first_ns", "sql_list", "time_range"]
+
+#: the time column of each stream: what the store partitions by, and what monitoring filters on
+TIME_COLUMN = {"decisions": "timestamp_ns", "outcomes": "event_ns"}
+
+
+def time_range(path: Path | str, column: str) -> tuple[int, int] | None:
+    """``(min, max)`` of ``column`` over the whole file, from its Parquet footer's statistics;
+    None when the file has no rows or a row group lacks the statistics (then read the file)."""
+    import pyarrow.parquet as pq
+
+    md = pq.read_metadata(path)
+    try:
+        j = md.schema.to_arrow_schema().get_field_index(column)
+    except Exception:  # noqa: BLE001 — an unreadable schema: no statistics to trust
+        return None
+    if j < 0 or md.num_row_groups == 0:
+        return None
+    lo = hi = None
+    for g in range(md.num_row_groups):
+        st = md.row_group(g).column(j).statistics
+        if st is None or not st.has_min_max:
+            return None
+        a, b = int(st.min), int(st.max)
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def files_since(files: Sequence[Path | str], column: str, since_ns: int | None) -> list[Path | str]:
+    """The files of ``files`` that can hold a record whose ``column`` is ``>= since_ns`` (all of
+    them when ``since_ns`` is None), in the order given."""
+    if since_ns is None:
+        return list(files)
+    out = []
+    for f in files:
+        r = time_range(f, column)
+        if r is None or r[1] >= since_ns:
+            out.append(f)
+    return out
+
+
+def first_ns(system_name: str, decision_files: Sequence[Path | str], cutoff_ns: int) -> int | None:
+    """The earliest ``timestamp_ns`` of this system's decisions ingested by ``cutoff_ns`` (None:
+    none) — what ``SELECT min(timestamp_ns) FROM decisions`` on :func:`connect`'s view gives,
+    scanning only the files whose footer says they can hold an earlier one than found so far."""
+    import duckdb
+
+    ranges = [(time_range(f, "timestamp_ns"), f) for f in decision_files]
+    # files without statistics first (they must be read), then by their smallest timestamp
+    ranges.sort(key=lambda rf: (rf[0] is not None, rf[0][0] if rf[0] is not None else 0))
+    best: int | None = None
+    con = duckdb.connect()
+    try:
+        for r, f in ranges:
+            if best is not None and r is not None and r[0] >= best:
+                break
+            v = con.execute(
+                f"SELECT min(timestamp_ns) FROM read_parquet({_q(str(f))}) "
+                f"WHERE system = $s AND ingest_ns <= $c",
+                {"s": system_name, "c": int(cutoff_ns)},
+            ).fetchone()
+            if v is not None and v[0] is not None:
+                best = int(v[0]) if best is None else min(best, int(v[0]))
+    finally:
+        con.close()
+    return best
 
 
 def sql_list(values: Sequence[str]) -> str:

@@ -61,8 +61,9 @@ from .plan import LoopPlan
 
 __all__ = ["Cycle", "STEPS"]
 
-#: dataset columns the cycle does not read (what was logged at decision time; large lists)
-_UNREAD = ("features", "scores", "score_names")
+#: the dataset columns the cycle reads (train, cost thresholds, evaluate): not the logged features,
+#: scores, per-feature and outcome columns — the cycle featurizes the contexts with the current code
+_READ = ("decision_id", "unit", "timestamp_ns", "context_json", "label_value", "weight")
 
 STEPS = ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "evaluate", "gate",
          "register", "sanity", "shadow")
@@ -135,8 +136,9 @@ class Cycle:
         return self._loaded[1]
 
     def _read_dataset(self, path: str) -> Any:
-        """What ``load_dataset(path, system)`` returns — the same rows and columns, less the
-        list columns nothing in the cycle reads (``features``, ``scores``, ``score_names``) —
+        """What ``load_dataset(path, system)`` returns — the same rows, and of the columns those
+        the cycle reads (``_READ``: not the logged features and scores, nor the per-feature and
+        outcome columns) —
         with the contexts of rows the last dataset read in this process also held (same decision
         id, same context text: consecutive training windows overlap by most of their days) taken
         from it instead of decoded again. Decoding ~350,000 contexts was most of a demo cycle's
@@ -152,33 +154,59 @@ class Cycle:
         prev, self._contexts = self._contexts, None
         p = Path(path)
         data = p / DATA_FILE if p.is_dir() else p
-        # the list columns (features and scores as logged) are not read: nothing here uses them
-        keep = [c for c in pq.read_schema(data).names if c not in _UNREAD]
+        # only the columns the cycle reads (the features and scores as logged are not)
+        keep = [c for c in pq.read_schema(data).names if c in _READ]
         table = pq.read_table(data, columns=keep)
-        table = table.filter(pc.is_valid(table["context_json"]))
+        if table["context_json"].null_count:  # a filter copies every column: only when some row has no context
+            table = table.filter(pc.is_valid(table["context_json"]))
+        ids, raws = table["decision_id"].combine_chunks(), table["context_json"].combine_chunks()
         if prev is None:
             cols = decode_contexts(table["context_json"], self.system)
         else:
-            ids, raws = table["decision_id"].combine_chunks(), table["context_json"].combine_chunks()
-            pos = pc.index_in(ids, value_set=prev[0])
-            found = np.asarray(pos.is_valid(), dtype=bool)
-            old = np.asarray(pos.filter(found), dtype=np.int64)
-            same = np.asarray(pc.equal(raws.filter(found), prev[1].take(old)), dtype=bool)
-            hit = np.flatnonzero(found)[same]
+            hit, old_hit = self._shared_rows(ids, raws, prev[0], prev[1])
             new = np.flatnonzero(~np.isin(np.arange(len(ids)), hit))
             try:
                 fresh = decode_contexts(raws.take(new), self.system)
             except ContextError:  # named by its row in the whole dataset
                 cols = decode_contexts(table["context_json"], self.system)
             else:
-                both = concat_columns([prev[2].take(old[same]), fresh])  # rows: hit, then new
+                both = concat_columns([prev[2].take(old_hit), fresh])  # rows: hit, then new
                 order = np.empty(len(ids), dtype=np.int64)
                 order[np.concatenate([hit, new])] = np.arange(len(ids))
                 cols = both.take(order)
                 cols.rows = np.arange(cols.n, dtype=np.int64)  # as validated in one batch
         if table.num_rows:
-            self._contexts = (table["decision_id"].combine_chunks(), table["context_json"].combine_chunks(), cols)
+            self._contexts = (ids, raws, cols)
         return table, cols
+
+    @staticmethod
+    def _shared_rows(ids: Any, raws: Any, prev_ids: Any, prev_raws: Any) -> tuple[Any, Any]:
+        """The rows of a dataset (``ids``, ``raws``: decision ids, context texts) that the last
+        one held with the same id and text, and their rows there: ``(rows, rows in the last)``.
+        Consecutive training windows list the days they share in the same order, so the shared
+        rows are first looked for as one aligned run (compared in place); when that finds less
+        than nine in ten of the rows it could, every id is looked up. A row not found is decoded
+        again — the same values (decoding depends on the text only), just slower."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(ids)
+        if n and len(prev_ids):
+            k = pc.index(prev_ids, ids[0]).as_py()
+            if k >= 0:
+                m = min(n, len(prev_ids) - k)
+                same = pc.and_(pc.equal(ids.slice(0, m), prev_ids.slice(k, m)),
+                               pc.equal(raws.slice(0, m), prev_raws.slice(k, m)))
+                hit = np.flatnonzero(np.asarray(pc.fill_null(same, False), dtype=bool))
+                if hit.size >= 0.9 * m:
+                    return hit, hit + k
+        pos = pc.index_in(ids, value_set=prev_ids)
+        found = np.asarray(pos.is_valid(), dtype=bool)
+        old = np.asarray(pos.filter(pa.array(found)), dtype=np.int64)
+        same = np.asarray(pc.fill_null(pc.equal(raws.filter(pa.array(found)), prev_raws.take(pa.array(old))), False),
+                          dtype=bool)
+        return np.flatnonzero(found)[same], old[same]
 
     # -- records -----------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -344,18 +372,28 @@ class Cycle:
                                         "quarantine", s["verdict"], now))
         from . import _data
 
-        con = _data.connect(self.system.name, dec, out, now, excluded)  # one reading for goals, drift, spikes
+        # one reading for goals, drift and spikes, of the decision files that can hold what they
+        # look at: the goals' and spikes' windows still to measure and drift's two windows
+        first = _data.first_ns(self.system.name, dec, now)
+        since = [w.start_ns for _, _, w in self.tracker.pending(self.goals, first_ns=first, now_ns=now)]
+        if plan.spikes is not None:
+            since += [w.start_ns for _, _, w in self.tracker.pending(
+                self.mistakes, first_ns=first, now_ns=now, measures=plan.spikes.measures(self.system))]
+        if plan.drift is not None:
+            since.append(now - int((plan.drift.current + plan.drift.reference).total_seconds() * 1e9))
+        read = _data.files_since(dec, "timestamp_ns", min(since)) if since else []
+        con = _data.connect(self.system.name, read, out, now, excluded)
         try:
-            return self._monitor_with(rec, con, dec, out, scratch, result, alerts, excluded, weights)
+            return self._monitor_with(rec, con, dec, out, scratch, result, alerts, excluded, weights, first)
         finally:
             con.close()
 
     def _monitor_with(self, rec: dict[str, Any], con: Any, dec: list[Path], out: list[Path], scratch: Path,
                       result: dict[str, Any], alerts: list[Alert], excluded: list[str],
-                      weights: dict[str, float]) -> dict[str, Any]:
+                      weights: dict[str, float], first: int | None) -> dict[str, Any]:
         plan, now = self.plan, rec["now_ns"]
         new_points = self.tracker.measure(self.goals, decision_files=dec, outcome_files=out, now_ns=now,
-                                          exclude_sources=excluded, scratch=scratch, con=con)
+                                          exclude_sources=excluded, scratch=scratch, con=con, first_ns=first)
         result["goal_points"] = len(new_points)
         latest: dict[str, dict[str, Any]] = {}
         for p in new_points:  # one alert per goal and cycle: its latest newly measured window
@@ -374,7 +412,7 @@ class Cycle:
         if plan.spikes is not None:
             a, report = plan.spikes.check(self.system, self.tracker, self.mistakes, decision_files=dec,
                                           outcome_files=out, now_ns=now, exclude_sources=excluded, scratch=scratch,
-                                          con=con)
+                                          con=con, first_ns=first)
             alerts += a
             result["spikes"] = report
         seen = {a.get("id") for a in self.alert_log.read()}
@@ -507,7 +545,9 @@ class Cycle:
         from . import _data
 
         dec, out = self._files()
-        con = _data.connect(self.system.name, dec, out, now)
+        # the files that can hold decisions / outcomes since the flight began (the same records)
+        con = _data.connect(self.system.name, _data.files_since(dec, "timestamp_ns", since),
+                            _data.files_since(out, "event_ns", since), now)
         try:
             d = _data.arrow(con, "SELECT decision_id, system, unit, timestamp_ns, bundle_version, flight, action, "
                                  "shadows_json, killswitch FROM decisions WHERE timestamp_ns >= $s", {"s": since})
@@ -587,7 +627,8 @@ class Cycle:
             b = run.bundle
             levels = b.experience(self.system).levels
             if self.plan.thresholds == "cost":
-                levels = tuple(self._cost_thresholds(rec["steps"]["dataset"]["result"]["path"], run.model).items())
+                levels = tuple(self._cost_thresholds(rec["steps"]["dataset"]["result"]["path"], run.model,
+                                                     run.scores).items())
             if tighten:
                 levels = tuple(self.plan.tighten.apply(levels).items())
             if levels != b.experience(self.system).levels:
@@ -599,7 +640,8 @@ class Cycle:
         return {"version": b.version, "path": str(path), "tightened": tighten, "thresholds": b.thresholds,
                 "heldout": (b.metrics or {}).get("heldout")}
 
-    def _cost_thresholds(self, dataset: str, model: Any) -> dict[str, float]:
+    def _cost_thresholds(self, dataset: str, model: Any,
+                         scored: dict[str, tuple[Any, Any]] | None = None) -> dict[str, float]:
         """The thresholds that minimize the system's mistake costs (weighted by the dataset's
         weights) on the rows of the train side that the model was *not* fitted on — the
         calibration rows — when the plan calibrates; else on the whole train side.
@@ -617,14 +659,19 @@ class Cycle:
         table, cols = self._load(dataset)
         table = table.select([c for c in ("label_value", "weight", "unit", "timestamp_ns") if c in table.column_names])
         labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
-        table, cols = table.take(labeled), cols.take(labeled)
+        table = table.take(labeled)
         fit_idx, cal_idx, _ = training_rows(table, self.system.split, self.plan.calibrate is not None)
         rows = cal_idx if cal_idx.size else fit_idx
-        table, cols = table.take(rows), cols.take(rows)
+        table = table.take(rows)
         y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
         w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
         scorer = model.bind(self.system.features)
-        S = np.asarray(scorer.batch(self.system.features.batch(cols), cols), dtype=np.float64)
+        have = (scored or {}).get("calibration" if cal_idx.size else "fit")
+        if have is not None and np.array_equal(have[0], rows):
+            S = have[1]  # what training scored: the same model on the same rows
+        else:
+            cols = cols.take(labeled[rows])
+            S = np.asarray(scorer.batch(self.system.features.batch(cols), cols), dtype=np.float64)
         exp = self.system.experience
         s = S[:, list(scorer.outputs).index(exp.score)]
         return best_thresholds(y, s, exp, self.system.costs, weights=w, labels=self.system.labels)

@@ -51,14 +51,15 @@ def psi(reference: np.ndarray, current: np.ndarray, *, bins: int = 10) -> float:
         raise SpecError(f"PSI needs values in both windows. Got {r.size} reference and {c.size} current values.")
     rn, cn = np.isnan(r), np.isnan(c)
     rf, cf = r[~rn], c[~cn]
-    values = np.unique(rf)
+    rs = np.sort(rf)  # sorted once: its distinct values (as np.unique finds them) and its quantiles
+    values = rs[np.r_[True, rs[1:] != rs[:-1]]] if rs.size else rs
     if values.size <= bins:  # categorical: a bin per value seen in either window
         cats = np.unique(np.concatenate([values, np.unique(cf)]))
         rb = np.searchsorted(cats, rf)
         cb = np.searchsorted(cats, cf)
         k = cats.size
     else:
-        edges = np.unique(np.quantile(rf, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+        edges = np.unique(np.quantile(rs, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
         rb = np.searchsorted(edges, rf, side="right")
         cb = np.searchsorted(edges, cf, side="right")
         k = edges.size + 1
@@ -330,12 +331,14 @@ class MistakeSpikes:
         self, system: System, tracker: GoalTracker, store: SeriesStore, *,
         decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str], now_ns: int,
         exclude_sources: Sequence[str] = (), scratch: Path | str | None = None, con: Any = None,
+        first_ns: int | None = None,
     ) -> tuple[list[Alert], dict[str, Any]]:
         """Measure the rates' new windows into ``store``, replay each series through a fresh
-        detector, and return an alert per window where it signals an increase. ``con``: as in
-        :meth:`GoalTracker.measure`."""
+        detector, and return an alert per window where it signals an increase. ``con`` and
+        ``first_ns``: as in :meth:`GoalTracker.measure`."""
         tracker.measure(store, decision_files=decision_files, outcome_files=outcome_files, now_ns=now_ns,
-                        measures=self.measures(system), exclude_sources=exclude_sources, scratch=scratch, con=con)
+                        measures=self.measures(system), exclude_sources=exclude_sources, scratch=scratch, con=con,
+                        first_ns=first_ns)
         alerts: list[Alert] = []
         report: dict[str, Any] = {}
         for m in self.measures(system):
