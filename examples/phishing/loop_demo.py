@@ -336,8 +336,12 @@ def _diagnose(world: PhishingWorld, batches: list[Any], day: int) -> dict[str, A
     capped = int(sum(1 for w in why[allowed] if "shown" in str(w)))
     explored = int(sum(1 for w in why[allowed] if str(w).startswith("explored")))
     legit = ~phish
+    abusive = np.asarray(t["abusive_source"].to_numpy(zero_copy_only=False), dtype=bool)
+    capped_rows = allowed & np.array(["shown" in str(w) for w in why], dtype=bool)
     return {"day": day, "phish": int(phish.sum()), "phish_allowed": int(allowed.sum()), "allowed_score_q": q,
             "allowed_capped": capped, "allowed_explored": explored,
+            "phish_abusive": int((phish & abusive).sum()), "allowed_abusive": int((allowed & abusive).sum()),
+            "capped_abusive": int((capped_rows & abusive).sum()),
             "legit_score_q": np.quantile(score[legit], [0.5, 0.9, 0.99, 0.999]).tolist() if legit.any() else []}
 
 
