@@ -183,6 +183,30 @@ def test_open_windows_are_left_out_and_counted(tmp_path):
     assert m.counts["outcomes"]["open"] == 1
 
 
+def test_early_labels_take_open_decisions_that_already_have_an_outcome(tmp_path):
+    """``early_labels=True``: an open decision with a counted outcome is in, labeled by its rule —
+    never by the default (its silence is not over); open and silent ones stay out."""
+    cutoff = T0 + W * S
+    ds = [decision("closed", T0), decision("open_reported", T0 + 1, unit="u2"),
+          decision("open_appealed", T0 + 2, unit="u3"), decision("open_silent", T0 + 3, unit="u4"),
+          decision("open_other_kind", T0 + 4, unit="u5")]
+    os_ = [outcome("o1", "report", T0 + 5, did="open_reported", ingest=T0 + 6),
+           outcome("o2", "appeal", T0 + 5, did="open_appealed", ingest=T0 + 6),
+           outcome("o3", "chose:go_back", T0 + 5, did="open_other_kind", ingest=T0 + 6),
+           outcome("o4", "report", T0 + 5, did="open_silent", ingest=cutoff + 1)]  # arrives after the cut-off
+    m, rows = build(tmp_path, ds, os_, cutoff=cutoff, early_labels=True)
+    assert set(rows) == {"closed", "open_reported", "open_appealed"}
+    assert rows["open_reported"]["label"] == "bad" and rows["open_appealed"]["label"] == "legit"
+    assert rows["closed"]["label"] == "legit"
+    c = m.counts["decisions"]
+    assert (c["in_range"], c["rows"], c["early"], c["open"]) == (5, 3, 2, 2)
+    assert m.content["early_labels"] is True
+    m2, rows2 = build(tmp_path / "plain", ds, os_, cutoff=cutoff)
+    assert set(rows2) == {"closed"} and "early_labels" not in m2.content and "early" not in m2.counts["decisions"]
+    with pytest.raises(DatasetError, match="'early_labels' must be True or False. Got 'yes'"):
+        build(tmp_path / "bad", ds, os_, cutoff=cutoff, early_labels="yes")
+
+
 def test_time_range_is_half_open_and_outcomes_of_other_decisions_are_counted(tmp_path):
     ds = [decision("before", T0 - 1), decision("first", T0), decision("last", T0 + 10 * S - 1), decision("after", T0 + 10 * S)]
     os_ = [outcome("o", "report", T0, did="before")]
