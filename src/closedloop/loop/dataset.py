@@ -56,6 +56,10 @@ Label
     the index of the label in ``system.labels`` (0/1) or null.
     With ``policy.audit`` (a random audit sample, e.g. analysts' labels): for a decision whose
     action's default is ``None``, only the audit rule labels — no audit outcome, no label.
+    With ``policy.entity`` (a string context field, e.g. the page's ``url``): a decision without a
+    counted outcome takes, before any default, the label most of the dataset's decisions of the
+    same entity that have one got from their rules (a tie: none); counted as
+    ``decisions.entity_labeled``.
 
 Weight
     ``weight = 1 / (sample_prob × propensity)`` (``1 / sample_prob`` when the policy says
@@ -367,7 +371,37 @@ def build_dataset(
         for i, r in enumerate(policy.rules):
             agg_cols.append(f"count(*) FILTER (WHERE kind = {_q(r.kind)}) AS n{i}")
             agg_cols.append(f"{_aggregate_sql(r.aggregate, r.kind)} AS a{i}")
-        label_expr = f"CASE {' '.join(label_cases)} ELSE {_default_sql(policy)} END"
+        rows_where = f"""d.system = {sysq} AND d.ingest_ns <= $cutoff
+                AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
+                AND {"(d.timestamp_ns + $window <= $cutoff OR l.decision_id IS NOT NULL)" if early_labels
+                     else "d.timestamp_ns + $window <= $cutoff"}
+                AND (d.filename, d.file_row_number) NOT IN
+                    (SELECT (filename, file_row_number) FROM dup)"""
+        l_cte = f"""l AS (
+                SELECT decision_id, {", ".join(agg_cols)}
+                FROM lo WHERE status = 'matched' GROUP BY decision_id
+              )"""
+        entity_join, entity_case = "", ""
+        if policy.entity is not None:
+            # LabelPolicy(entity=): the label most of the entity's decisions with an outcome got
+            ent = f"json_extract_string(d.context_json, {_q('$.' + chr(34) + policy.entity + chr(34))})"
+            con.execute(
+                f"""
+                CREATE TEMP TABLE ent AS
+                WITH {l_cte}
+                SELECT e, CASE WHEN p > q THEN {_q(pos)} WHEN q > p THEN {_q(neg)} END AS elabel FROM (
+                  SELECT {ent} AS e, count(*) FILTER (WHERE rl = {_q(pos)}) AS p,
+                         count(*) FILTER (WHERE rl = {_q(neg)}) AS q
+                  FROM (SELECT d.context_json, CASE {' '.join(label_cases)} END AS rl
+                        FROM dec_files d JOIN l ON d.decision_id = l.decision_id WHERE {rows_where}) AS d
+                  GROUP BY e)
+                WHERE e IS NOT NULL AND p <> q
+                """,
+                p,
+            )
+            entity_join = f"LEFT JOIN ent ON {ent} = ent.e"
+            entity_case = "WHEN ent.elabel IS NOT NULL THEN ent.elabel"
+        label_expr = f"CASE {' '.join(label_cases)} {entity_case} ELSE {_default_sql(policy)} END"
         feats = _feature_columns(feature_names)
         weight_expr = "1.0 / d.sample_prob"
         if policy.inverse_propensity:
@@ -428,18 +462,10 @@ def build_dataset(
             written = list(dict.fromkeys([*columns, "label"]))
         data = tmp / DATA_FILE
         body = f"""
-              WITH l AS (
-                SELECT decision_id, {", ".join(agg_cols)}
-                FROM lo WHERE status = 'matched' GROUP BY decision_id
-              )
+              WITH {l_cte}
               SELECT {", ".join(select)}
-              FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id
-              WHERE d.system = {sysq} AND d.ingest_ns <= $cutoff
-                AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
-                AND {"(d.timestamp_ns + $window <= $cutoff OR l.decision_id IS NOT NULL)" if early_labels
-                     else "d.timestamp_ns + $window <= $cutoff"}
-                AND (d.filename, d.file_row_number) NOT IN
-                    (SELECT (filename, file_row_number) FROM dup)"""
+              FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {entity_join}
+              WHERE {rows_where}"""
         if written is not None:  # a projection: DuckDB then reads only what these columns need
             body = f"SELECT {', '.join(_ident(c) for c in written)} FROM ({body})"
         # One thread for the pass that writes the rows: no race decides their order, so the same
@@ -468,6 +494,14 @@ def build_dataset(
             p,
         ).fetchone()
         n_dup_dec = con.execute("SELECT count(*) FROM dup").fetchone()
+        n_entity = None
+        if policy.entity is not None:
+            n_entity = con.execute(
+                f"""WITH {l_cte}
+                SELECT count(*) FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {entity_join}
+                WHERE {rows_where} AND l.decision_id IS NULL AND ent.elabel IS NOT NULL""",
+                p,
+            ).fetchone()
         early_sql = "0"
         if early_labels and (written is None or "timestamp_ns" in written):
             early_sql = f"count(*) FILTER (WHERE timestamp_ns + {window_ns} > {cutoff_ns})"
@@ -532,6 +566,8 @@ def build_dataset(
             content["audit"] = audit
         if written is not None:
             content["written_columns"] = written
+        if n_entity is not None:
+            counts["decisions"]["entity_labeled"] = int(n_entity[0])
         if early_labels:  # written only when used: other datasets' ids stay what they were
             content["early_labels"] = True
             counts["decisions"]["early"] = int(row_counts[2])
