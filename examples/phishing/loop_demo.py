@@ -130,7 +130,13 @@ def loop_system(base: System = phishing) -> System:
       Analysts' samples (a fifth of the warnings) label the band without that bias;
     * **exploration** in the block band: 5 % of pages scored ≥ 0.9 get a uniformly drawn action
       (propensity logged), so blocked pages — which yield no user outcome — still get labels,
-      weighted by inverse propensity.
+      weighted by inverse propensity;
+    * **outcomes judge the page** (``entity="url"``): an analyst's label or a victim's report is
+      about the page, so a visit nobody reported on takes the label most of its page's labeled
+      visits got. Without it, the allowed loads of a page others reported read as legitimate
+      (silence), and the warnings nobody answered stay unlabeled — the next model learns that
+      what production catches is rare. A phishing page lives a few days and is loaded ~10 times;
+      one label now speaks for all its loads.
 
     Everything else (context, features, actions, costs, guardrails, goals) is ``base``'s."""
     s = copy.copy(base)
@@ -139,7 +145,7 @@ def loop_system(base: System = phishing) -> System:
         raise SpecError(f"loop_system needs a system with a label policy; '{base.name}' declares none.")
     s.label_policy = LabelPolicy(timedelta(days=3), lp.rules, lp.default,
                                  action_defaults={**dict(lp.action_defaults), "warn": None, "block": None},
-                                 inverse_propensity=lp.inverse_propensity)
+                                 inverse_propensity=lp.inverse_propensity, entity="url")
     exp = base.experience
     if isinstance(exp, Thresholds):
         s.experience = Thresholds(exp.score, exp.levels, exp.otherwise, explore=EpsilonGreedy(0.05, low=0.9, high=1.0))
@@ -336,8 +342,12 @@ def _diagnose(world: PhishingWorld, batches: list[Any], day: int) -> dict[str, A
     capped = int(sum(1 for w in why[allowed] if "shown" in str(w)))
     explored = int(sum(1 for w in why[allowed] if str(w).startswith("explored")))
     legit = ~phish
+    abusive = np.asarray(t["abusive_source"].to_numpy(zero_copy_only=False), dtype=bool)
+    capped_rows = allowed & np.array(["shown" in str(w) for w in why], dtype=bool)
     return {"day": day, "phish": int(phish.sum()), "phish_allowed": int(allowed.sum()), "allowed_score_q": q,
             "allowed_capped": capped, "allowed_explored": explored,
+            "phish_abusive": int((phish & abusive).sum()), "allowed_abusive": int((allowed & abusive).sum()),
+            "capped_abusive": int((capped_rows & abusive).sum()),
             "legit_score_q": np.quantile(score[legit], [0.5, 0.9, 0.99, 0.999]).tolist() if legit.any() else []}
 
 
