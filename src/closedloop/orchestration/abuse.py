@@ -122,9 +122,14 @@ class AbusePolicy:
         ref = _q(self.reference_kind)
         con = _data.connect(system.name, (), outcome_files, now_ns)
         try:
+            # the deduplicated outcomes, once (the query below reads them four times; the view
+            # would deduplicate the whole history again each time)
+            con.execute("CREATE TEMP TABLE o AS SELECT source, kind, decision_id, value, event_ns, ingest_ns, "
+                        "outcome_id FROM outcomes")
             rows = con.execute(
                 f"""
-                WITH refsrc AS (SELECT DISTINCT source FROM outcomes WHERE kind = {ref}),
+                WITH outcomes AS (SELECT * FROM o),
+                refsrc AS (SELECT DISTINCT source FROM outcomes WHERE kind = {ref}),
                 ref AS (
                   SELECT decision_id, CASE WHEN arg_max(value, {key}) <> 0 THEN 1 ELSE 0 END AS y
                   FROM outcomes WHERE kind = {ref} AND decision_id IS NOT NULL GROUP BY decision_id
