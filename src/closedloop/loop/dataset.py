@@ -377,10 +377,12 @@ def build_dataset(
                      else "d.timestamp_ns + $window <= $cutoff"}
                 AND (d.filename, d.file_row_number) NOT IN
                     (SELECT (filename, file_row_number) FROM dup)"""
-        l_cte = f"""l AS (
+        def l_cte() -> str:  # the labels' side, with the aggregate columns declared so far
+            return f"""l AS (
                 SELECT decision_id, {", ".join(agg_cols)}
                 FROM lo WHERE status = 'matched' GROUP BY decision_id
               )"""
+
         entity_join, entity_case = "", ""
         if policy.entity is not None:
             # LabelPolicy(entity=): the label most of the entity's decisions with an outcome got
@@ -390,7 +392,7 @@ def build_dataset(
             con.execute(
                 f"""
                 CREATE TEMP TABLE ent AS
-                WITH {l_cte}
+                WITH {l_cte()}
                 SELECT e, CASE WHEN p > q THEN {_q(pos)} WHEN q > p THEN {_q(neg)} END AS elabel, n_silent FROM (
                   SELECT {ent} AS e, count(*) FILTER (WHERE rl = {_q(pos)}) AS p,
                          count(*) FILTER (WHERE rl = {_q(neg)}) AS q, count(*) FILTER (WHERE no_outcome) AS n_silent
@@ -464,7 +466,7 @@ def build_dataset(
             written = list(dict.fromkeys([*columns, "label"]))
         data = tmp / DATA_FILE
         body = f"""
-              WITH {l_cte}
+              WITH {l_cte()}
               SELECT {", ".join(select)}
               FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {entity_join}
               WHERE {rows_where}"""
