@@ -386,23 +386,27 @@ def build_dataset(
                      else "d.timestamp_ns + $window <= $cutoff"}
                 AND (d.filename, d.file_row_number) NOT IN
                     (SELECT (filename, file_row_number) FROM dup)"""
-        l_cte = f"""l AS (
+        def l_cte() -> str:  # the labels' side, with the aggregate columns declared so far
+            return f"""l AS (
                 SELECT decision_id, {", ".join(agg_cols)}
                 FROM lo WHERE status = 'matched' GROUP BY decision_id
               )"""
+
         entity_join, entity_case = "", ""
         if policy.entity is not None:
             # LabelPolicy(entity=): the label most of the entity's decisions with an outcome got
             ent = f"json_extract_string(d.context_json, {_q('$.' + chr(34) + policy.entity + chr(34))})"
+            # one pass: each entity's votes (decisions with an outcome, by their rules) and how many
+            # of its decisions have none (they take the entity's label: the manifest counts them)
             con.execute(
                 f"""
                 CREATE TEMP TABLE ent AS
-                WITH {l_cte}
-                SELECT e, CASE WHEN p > q THEN {_q(pos)} WHEN q > p THEN {_q(neg)} END AS elabel FROM (
+                WITH {l_cte()}
+                SELECT e, CASE WHEN p > q THEN {_q(pos)} WHEN q > p THEN {_q(neg)} END AS elabel, n_silent FROM (
                   SELECT {ent} AS e, count(*) FILTER (WHERE rl = {_q(pos)}) AS p,
-                         count(*) FILTER (WHERE rl = {_q(neg)}) AS q
-                  FROM (SELECT d.context_json, CASE {' '.join(label_cases)} END AS rl
-                        FROM dec_files d JOIN l ON d.decision_id = l.decision_id WHERE {rows_where}) AS d
+                         count(*) FILTER (WHERE rl = {_q(neg)}) AS q, count(*) FILTER (WHERE no_outcome) AS n_silent
+                  FROM (SELECT d.context_json, CASE {' '.join(label_cases)} END AS rl, l.decision_id IS NULL AS no_outcome
+                        FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id WHERE {rows_where}) AS d
                   GROUP BY e)
                 WHERE e IS NOT NULL AND p <> q
                 """,
@@ -469,7 +473,7 @@ def build_dataset(
             written = list(dict.fromkeys([*columns, "label"]))
         data = tmp / DATA_FILE
         body = f"""
-              WITH {l_cte}
+              WITH {l_cte()}
               SELECT {", ".join(select)}
               FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {entity_join}
               WHERE {rows_where}"""
@@ -503,12 +507,7 @@ def build_dataset(
         n_dup_dec = con.execute("SELECT count(*) FROM dup").fetchone()
         n_entity = None
         if policy.entity is not None:
-            n_entity = con.execute(
-                f"""WITH {l_cte}
-                SELECT count(*) FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {entity_join}
-                WHERE {rows_where} AND l.decision_id IS NULL AND ent.elabel IS NOT NULL""",
-                p,
-            ).fetchone()
+            n_entity = con.execute("SELECT coalesce(sum(n_silent), 0) FROM ent").fetchone()
         early_sql = "0"
         if early_labels and (written is None or "timestamp_ns" in written):
             early_sql = f"count(*) FILTER (WHERE timestamp_ns + {window_ns} > {cutoff_ns})"
