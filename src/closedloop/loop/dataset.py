@@ -377,9 +377,6 @@ def build_dataset(
         for i, r in enumerate(policy.rules):
             agg_cols.append(f"count(*) FILTER (WHERE kind = {_q(r.kind)}) AS n{i}")
             agg_cols.append(f"{_aggregate_sql(r.aggregate, r.kind)} AS a{i}")
-        if weights:  # the smallest source weight among the row's counted outcomes (l.sw, "Weight")
-            cases = " ".join(f"WHEN {_q(k)} THEN {v!r}" for k, v in sorted(weights.items()))
-            agg_cols.append(f"min(CASE source {cases} ELSE 1.0 END) AS sw")
         rows_where = f"""d.system = {sysq} AND d.ingest_ns <= $cutoff
                 AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
                 AND {"(d.timestamp_ns + $window <= $cutoff OR l.decision_id IS NOT NULL)" if early_labels
@@ -452,6 +449,8 @@ def build_dataset(
             if factor:
                 weight_expr = f"{weight_expr} * (CASE WHEN {in_hidden} THEN (CASE d.action {' '.join(factor)} ELSE 1.0 END) ELSE 1.0 END)"
         if weights:
+            cases = " ".join(f"WHEN {_q(k)} THEN {v!r}" for k, v in sorted(weights.items()))
+            agg_cols.append(f"min(CASE source {cases} ELSE 1.0 END) AS sw")
             weight_expr = f"{weight_expr} * coalesce(l.sw, 1.0)"
         select = [
             "d.decision_id", "d.unit", "d.timestamp_ns", "d.ingest_ns", "d.context_json",
