@@ -2,9 +2,12 @@
 
 The caller's thread (the decision path) only decides sampling, takes a sequence number and puts
 references on a bounded deque: no encoding, no disk. A background thread wakes every
-``flush_interval_ms`` (or as soon as ``flush_events`` are waiting), builds one Arrow RecordBatch
-per stream (sanitized context JSON, features as ``list<double>``, scores, shadows JSON via
-msgspec), appends it to the sink and calls ``sink.sync()`` (fsync). The **durable watermark** is
+``flush_interval_ms`` (or as soon as ``flush_events`` are waiting), builds the commit's Arrow
+record batches per stream (features as ``list<double>``, scores, shadows JSON via msgspec; the
+sanitized context as typed columns — the compact form of :mod:`~closedloop.telemetry.compact`,
+which readers turn back into ``context_json`` — or as JSON when a context is not a validated
+struct, or with ``compact=False``), appends them to the sink and calls ``sink.sync()`` (fsync).
+The **durable watermark** is
 the highest sequence number made durable; :meth:`Telemetry.flush` returns it once everything
 logged before the call is durable (or failed).
 
