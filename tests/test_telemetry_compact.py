@@ -116,7 +116,9 @@ def test_a_batch_logged_compact_reads_back_equal_to_the_same_decisions_logged_on
         decide_all(sys2, tel, rs, how)
         tel.close()
         (seg,) = list_segments(home, "decisions")
-        assert all(CONTEXT in f.raw().schema.names for f in scan_segment(seg.read_bytes()).frames)
+        frames = scan_segment(seg.read_bytes()).frames
+        # batches are written compact; single decisions (a few dozen a commit) as DECISION_SCHEMA rows
+        assert all((CONTEXT in f.raw().schema.names) is (how == "contexts") for f in frames)
         assert read_segments(home, "decisions").to_pylist() == ref.to_pylist(), how
     # the context JSON is byte for byte what the single path writes for each context
     ctx = one.column("context_json").to_pylist()
@@ -161,11 +163,21 @@ def test_compact_frames_are_smaller_and_hold_typed_contexts(tmp_path):
 
 
 def test_a_commit_of_compact_and_json_parts_reads_back_whole(tmp_path):
-    """A decision whose context is not a validated struct is written as JSON; a batch in the same
-    commit is compact: the commit's parts get one schema, every row reads back."""
-    sys_ = system()
+    """Single decisions are written as DECISION_SCHEMA rows (one a plain dict context); a batch
+    in the same commit is compact: two frames of one commit, every row reads back."""
+    sys_ = system(int_default=False)
+    home = tmp_path / "mixed"
+    tel = Telemetry(SegmentLog(home, writer="w"), system=sys_, flush_interval_ms=10_000)
+    _log_mixed(sys_, tel)
+    (seg,) = list_segments(home, "decisions")
+    frames = scan_segment(seg.read_bytes()).frames
+    assert [CONTEXT in f.raw().schema.names for f in frames] == [False, True]
+    _check_mixed(sys_, read_segments(home, "decisions"))
     sink = MemorySink()
-    tel = Telemetry(sink, system=sys_, flush_interval_ms=10_000)
+    _check_mixed(sys_, _log_mixed(sys_, Telemetry(sink, system=sys_, flush_interval_ms=10_000), sink))
+
+
+def _log_mixed(sys_: System, tel: Telemetry, sink: MemorySink | None = None) -> pa.Table | None:
     rt = runtime(sys_, None)
     rs = rows(50)
     good = [sys_.schema.validate(r) for r in rs]
@@ -175,7 +187,12 @@ def test_a_commit_of_compact_and_json_parts_reads_back_whole(tmp_path):
     tel.log_batch(db, sys_.schema.columns(good), sys_.features.batch(sys_.schema.columns(good)))
     tel.log_decision(d, good[1], sys_.features.one(good[1]))
     tel.close()
-    t = sink.table("decisions")
+    return None if sink is None else sink.table("decisions")
+
+
+def _check_mixed(sys_: System, t: pa.Table) -> None:
+    rs = rows(50)
+    good = [sys_.schema.validate(r) for r in rs]
     assert t.num_rows == 52 and t.schema.equals(DECISION_SCHEMA)
     ctx = t.column("context_json").to_pylist()
     assert ctx[0] == '{"user":"u0","x":1.5}'

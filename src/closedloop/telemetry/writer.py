@@ -3,10 +3,11 @@
 The caller's thread (the decision path) only decides sampling, takes a sequence number and puts
 references on a bounded deque: no encoding, no disk. A background thread wakes every
 ``flush_interval_ms`` (or as soon as ``flush_events`` are waiting), builds the commit's Arrow
-record batches per stream (features as ``list<double>``, scores, shadows JSON via msgspec; the
-sanitized context as typed columns — the compact form of :mod:`~closedloop.telemetry.compact`,
-which readers turn back into ``context_json`` — or as JSON when a context is not a validated
-struct, or with ``compact=False``), appends them to the sink and calls ``sink.sync()`` (fsync).
+record batches per stream (features as ``list<double>``, scores, shadows JSON via msgspec; a
+batch's sanitized contexts as typed columns — the compact form of
+:mod:`~closedloop.telemetry.compact`, which readers turn back into ``context_json`` — single
+decisions' contexts as JSON, as are a batch's when a context is not a validated struct or with
+``compact=False``), appends them to the sink (one frame per form) and calls ``sink.sync()`` (fsync).
 The **durable watermark** is
 the highest sequence number made durable; :meth:`Telemetry.flush` returns it once everything
 logged before the call is durable (or failed).
@@ -83,7 +84,7 @@ class Telemetry:
     clock:
         Nanoseconds since the epoch for ``ingest_ns``.
     compact:
-        Write decision records in the compact form (typed context columns, constant columns
+        Write decision batches in the compact form (typed context columns, constant columns
         stored once; :mod:`~closedloop.telemetry.compact`) — what readers get is the same rows
         and values either way. ``False`` writes ``DECISION_SCHEMA`` rows as they are read
         (e.g. for a sink whose consumers do not convert).
@@ -359,7 +360,8 @@ class Telemetry:
         try:
             now = self.clock()
             if decisions:
-                self.sink.append("decisions", self._decision_batch(decisions, now))
+                for table in self._decision_tables(decisions, now):  # one per record form
+                    self.sink.append("decisions", table)
             if outcomes:
                 self.sink.append("outcomes", self._outcome_batch(outcomes, now))
             self.sink.sync()
@@ -387,7 +389,10 @@ class Telemetry:
         self.counters["unlogged_outcomes"] = self.counters.get("unlogged_outcomes", 0) + n_outcomes
 
     # -- building record batches (committer thread) ------------------------------------------------
-    def _decision_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch | pa.Table:
+    def _decision_tables(self, items: list[tuple[Any, ...]], now: int) -> list[pa.RecordBatch | pa.Table]:
+        """The commit's decision records: the single decisions in ``DECISION_SCHEMA`` (a commit
+        holds a few dozen: per-column work would cost more than their JSON), the batches in the
+        compact form when they can be — one table per form, each appended as its own frame."""
         parts: list[pa.RecordBatch] = []
         singles = [it for it in items if it[1] == _D]
         if singles:
@@ -395,9 +400,15 @@ class Telemetry:
         for it in items:
             if it[1] == _B:
                 parts.append(self._from_batch(it, now))
-        if len(parts) == 1:
-            return parts[0]
-        return pa.Table.from_batches(_unify(parts))  # one commit, not copied into one batch
+        plain = [p for p in parts if p.schema.field(_JSON_AT).name != CONTEXT]
+        compact = [p for p in parts if p.schema.field(_JSON_AT).name == CONTEXT]
+        out: list[pa.RecordBatch | pa.Table] = []
+        for group in (plain, compact):
+            if len(group) == 1:
+                out.append(group[0])
+            elif group:
+                out.append(pa.Table.from_batches(_unify(group)))  # one commit, not copied into one batch
+        return out
 
     def _unit(self, u: str) -> str:
         return self.sanitizer.unit(u)
@@ -483,21 +494,19 @@ class Telemetry:
         feats = [it[4] for it in items]
         enc = msgspec.json.encode
         contexts = [it[3] for it in items]
-        typed = self._typed_contexts(contexts) if self.compact else None
-        const = _const if typed is None else self._once
         cols = [
             _arr([it[0] for it in items], pa.int64()),
-            const(self.writer, n),
+            _const(self.writer, n),
             _arr([d.decision_id for d in ds], pa.string()),
-            const(self.system_name, n),
+            _const(self.system_name, n),
             _arr(units, pa.string()),
             _arr([d.timestamp_ns for d in ds], pa.int64()),
-            _arr(np.full(n, now, dtype=np.int64)) if typed is None else run_end(now, n, pa.int64()),
+            _arr(np.full(n, now, dtype=np.int64)),
             _arr([d.bundle_version for d in ds], pa.string()),
             _arr([d.flight for d in ds], pa.string()),
-            const(self.schema_version, n),
-            const(self.fingerprint, n),
-            self._single_contexts(contexts) if typed is None else typed,
+            _const(self.schema_version, n),
+            _const(self.fingerprint, n),
+            self._single_contexts(contexts),
             _float_lists(feats),
             *_score_lists([d.scores for d in ds]),
             _arr([d.action for d in ds], pa.string()),
@@ -508,7 +517,7 @@ class Telemetry:
             _arr([enc(d.shadows).decode() if d.shadows else None for d in ds], pa.string()),
             _arr([d.killswitch for d in ds], pa.bool_()),
         ]
-        return _record_batch(cols, typed is not None)
+        return pa.RecordBatch.from_arrays(cols, schema=DECISION_SCHEMA)
 
     def _from_batch(self, it: tuple[Any, ...], now: int) -> pa.RecordBatch:
         seq0, _, b, columns, X, idx, p = it
@@ -653,9 +662,9 @@ def _record_batch(cols: list[pa.Array], compact: bool) -> pa.RecordBatch:
 
 
 def _unify(parts: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
-    """The record batches of one commit with one schema (an IPC stream has one): a column that
-    is run-end encoded in one part and not in another is decoded, and if some parts could not
-    be written compact, the compact ones are converted to ``DECISION_SCHEMA``."""
+    """The compact record batches of one commit with one schema (an IPC stream has one): a
+    column that is run-end encoded in one part and not in another is decoded (if the parts still
+    differ, they are converted to ``DECISION_SCHEMA``)."""
     schema = parts[0].schema
     if all(p.schema.equals(schema) for p in parts):
         return parts
