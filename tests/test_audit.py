@@ -172,3 +172,7 @@ def test_loop_plan_weights_flags_are_validated() -> None:
     assert LoopPlan(system, evaluate_weights=True).describe()["evaluate_weights"] is True
     with pytest.raises(SpecError, match="'evaluate_weights' parameter of LoopPlan must be True or False"):
         LoopPlan(system, evaluate_weights=1)
+    assert LoopPlan(system, early_labels=True).describe()["early_labels"] is True
+    assert "early_labels" not in LoopPlan(system).describe()  # a plan without it describes as before
+    with pytest.raises(SpecError, match="'early_labels' parameter of LoopPlan must be True or False. Got 'y'"):
+        LoopPlan(system, early_labels="y")

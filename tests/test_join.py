@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closedloop import F, Float, LabelPolicy, OutcomeRule, Str, System, Thresholds
+from closedloop import F, Float, LabelPolicy, OutcomeRule, SpecError, Str, System, Thresholds
 from closedloop.loop import DatasetError, DatasetManifest, build_dataset, load_dataset
 from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
@@ -181,6 +181,62 @@ def test_open_windows_are_left_out_and_counted(tmp_path):
     c = m.counts["decisions"]
     assert (c["in_range"], c["rows"], c["open"]) == (3, 1, 2)
     assert m.counts["outcomes"]["open"] == 1
+
+
+def test_early_labels_take_open_decisions_that_already_have_an_outcome(tmp_path):
+    """``early_labels=True``: an open decision with a counted outcome is in, labeled by its rule —
+    never by the default (its silence is not over); open and silent ones stay out."""
+    cutoff = T0 + W * S
+    ds = [decision("closed", T0), decision("open_reported", T0 + 1, unit="u2"),
+          decision("open_appealed", T0 + 2, unit="u3"), decision("open_silent", T0 + 3, unit="u4"),
+          decision("open_other_kind", T0 + 4, unit="u5")]
+    os_ = [outcome("o1", "report", T0 + 5, did="open_reported", ingest=T0 + 6),
+           outcome("o2", "appeal", T0 + 5, did="open_appealed", ingest=T0 + 6),
+           outcome("o3", "chose:go_back", T0 + 5, did="open_other_kind", ingest=T0 + 6),
+           outcome("o4", "report", T0 + 5, did="open_silent", ingest=cutoff + 1)]  # arrives after the cut-off
+    m, rows = build(tmp_path, ds, os_, cutoff=cutoff, early_labels=True)
+    assert set(rows) == {"closed", "open_reported", "open_appealed"}
+    assert rows["open_reported"]["label"] == "bad" and rows["open_appealed"]["label"] == "legit"
+    assert rows["closed"]["label"] == "legit"
+    c = m.counts["decisions"]
+    assert (c["in_range"], c["rows"], c["early"], c["open"]) == (5, 3, 2, 2)
+    assert m.content["early_labels"] is True
+    m2, rows2 = build(tmp_path / "plain", ds, os_, cutoff=cutoff)
+    assert set(rows2) == {"closed"} and "early_labels" not in m2.content and "early" not in m2.counts["decisions"]
+    with pytest.raises(DatasetError, match="'early_labels' must be True or False. Got 'yes'"):
+        build(tmp_path / "bad", ds, os_, cutoff=cutoff, early_labels="yes")
+
+
+def test_entity_labels_reach_the_entitys_decisions_without_an_outcome(tmp_path):
+    """``LabelPolicy(entity="url")``: an outcome judges the page; a visit with no outcome of its
+    own takes the label most of the page's labeled visits got (a tie: none), before the default;
+    its own outcome always wins."""
+    base = SYSTEM.label_policy
+    policy = LabelPolicy(base.window, base.rules, default="legit", action_defaults={"warn": None}, entity="url")
+    system = make_system(policy, context=[Str("user"), Str("url"), Float("age", ge=0, default=1.0)])
+
+    def visit(did, url, action="warn"):
+        return decision(did, T0, unit=did, ctx={"user": did, "url": url, "age": 20.0}, action=action,
+                        fp=system.feature_fingerprint)
+
+    ds = [visit("p1", "http://bad"), visit("p2", "http://bad"), visit("p3", "http://bad", "allow"),
+          visit("p4", "http://bad"), visit("g1", "http://good"), visit("g2", "http://good"),
+          visit("t1", "http://tied"), visit("t2", "http://tied"), visit("t3", "http://tied"),
+          visit("n1", "http://none")]
+    os_ = [outcome("o1", "analyst", T0 + 5, did="p1", value=1.0), outcome("o2", "report", T0 + 5, did="p2"),
+           outcome("o3", "analyst", T0 + 5, did="p4", value=0.0),  # outvoted, but its own label stands
+           outcome("o4", "analyst", T0 + 5, did="g1", value=0.0),
+           outcome("o5", "analyst", T0 + 5, did="t1", value=1.0), outcome("o6", "analyst", T0 + 5, did="t2", value=0.0)]
+    m, rows = build(tmp_path, ds, os_, system=system)
+    label = {k: r["label"] for k, r in rows.items()}
+    assert label == {"p1": "bad", "p2": "bad", "p3": "bad", "p4": "legit", "g1": "legit", "g2": "legit",
+                     "t1": "bad", "t2": "legit", "t3": None, "n1": None}
+    assert m.counts["decisions"]["entity_labeled"] == 2  # p3 (allowed: not its default 'legit') and g2
+    assert m.content["policy"]["entity"] == "url"
+    with pytest.raises(SpecError, match="'entity' must be a string context field of System 'demo'. Got 'age'"):
+        make_system(LabelPolicy(base.window, base.rules, entity="age"))
+    with pytest.raises(SpecError, match="an 'audit' or an 'entity', not both"):
+        LabelPolicy(base.window, base.rules, audit="analyst", entity="url")
 
 
 def test_time_range_is_half_open_and_outcomes_of_other_decisions_are_counted(tmp_path):

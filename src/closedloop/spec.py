@@ -101,6 +101,14 @@ class LabelPolicy:
         who clicked through a warning reports, a user who went back does not — and an unweighted
         audit under-represents the band: either way the next model learns that what the current
         one catches is rare, and forgets it. With the audit the band keeps its true share and mix.
+    entity:
+        A string context field that names what outcomes judge — e.g. ``"url"``: an analyst's
+        verdict on a page, or a victim's report of it, is about the page, not about one visit — or
+        ``None`` (default: outcomes label their own decision only). With an entity, a decision
+        without a counted outcome of its own takes the label most of its entity's labeled
+        decisions in the dataset have (by their rules; a tie gives none), before any default:
+        one analyst's label of a page labels the visits to it that nobody reported on — the
+        warnings most users answer by going back, the allowed loads of a page others reported.
     """
 
     def __init__(
@@ -112,6 +120,7 @@ class LabelPolicy:
         action_defaults: Mapping[str, str | None] | None = None,
         inverse_propensity: bool = True,
         audit: str | None = None,
+        entity: str | None = None,
     ) -> None:
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise SpecError(f"The label policy 'window' must be a positive timedelta. Got {window!r} instead.")
@@ -144,6 +153,12 @@ class LabelPolicy:
         if audit is not None and audit not in kinds:
             raise SpecError(f"The label policy 'audit' must be the outcome kind of one of its rules {kinds} or None. "
                             f"Got {audit!r} instead.")
+        if entity is not None and (not isinstance(entity, str) or not entity):
+            raise SpecError(f"The label policy 'entity' must be a context field name or None. Got {entity!r} instead.")
+        if entity is not None and audit is not None:
+            raise SpecError(f"The label policy may have an 'audit' or an 'entity', not both. Got audit={audit!r}, "
+                            f"entity={entity!r}.")
+        self.entity = entity
         self.audit = audit
         self.window = window
         self.rules = tuple(rules)
@@ -169,6 +184,8 @@ class LabelPolicy:
             out["inverse_propensity"] = False
         if self.audit is not None:
             out["audit"] = self.audit
+        if self.entity is not None:
+            out["entity"] = self.entity
         return out
 
 
@@ -394,6 +411,13 @@ class System:
                     f"The label policy default must be a class in {list(self.labels)} or None. "
                     f"Got {label_policy.default!r} instead."
                 )
+            if label_policy.entity is not None:
+                ent = next((f for f in self.schema.fields if f.name == label_policy.entity), None)
+                if ent is None or not isinstance(ent, Str):
+                    raise SpecError(
+                        f"The label policy 'entity' must be a string context field of System '{name}'. "
+                        f"Got {label_policy.entity!r} instead."
+                    )
             for a, lab in label_policy.action_defaults.items():
                 if a not in self.actions:
                     raise SpecError(

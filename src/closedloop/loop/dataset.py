@@ -29,6 +29,10 @@ Decisions in the dataset
     Decisions with ``since_ns <= timestamp_ns < until_ns`` whose window has closed at the cut-off
     (``timestamp_ns + window <= cutoff_ns``). Those still open are left out and counted
     (``decisions.open``): no premature defaults.
+    With ``early_labels=True``, an open decision that already has a counted outcome is in too,
+    labeled by its rules (never by a default: its silence is not over yet) and counted
+    (``decisions.early``) — the freshest labels (e.g. yesterday's reports on today's campaign) reach
+    training days sooner, at the price of a positive-rich tail: open rows enter only when labeled.
 
 Row order
     The same decision files give the data file's rows in the same order, whatever order the
@@ -52,6 +56,10 @@ Label
     the index of the label in ``system.labels`` (0/1) or null.
     With ``policy.audit`` (a random audit sample, e.g. analysts' labels): for a decision whose
     action's default is ``None``, only the audit rule labels — no audit outcome, no label.
+    With ``policy.entity`` (a string context field, e.g. the page's ``url``): a decision without a
+    counted outcome takes, before any default, the label most of the dataset's decisions of the
+    same entity that have one got from their rules (a tie: none); counted as
+    ``decisions.entity_labeled``.
 
 Weight
     ``weight = 1 / (sample_prob × propensity)`` (``1 / sample_prob`` when the policy says
@@ -222,6 +230,7 @@ def build_dataset(
     source_weights: Mapping[str, float] | None = None,
     exclude_ingested: Sequence[tuple[str, int, int]] = (),
     columns: Sequence[str] | None = None,
+    early_labels: bool = False,
 ) -> DatasetManifest:
     """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
 
@@ -236,6 +245,8 @@ def build_dataset(
     ``columns``: write only these columns of the data file (``label`` is always written), e.g.
     ``["decision_id", "timestamp_ns", "action", "label_value", "weight"]`` for a labels-only
     dataset that skips the contexts; the manifest records them (``written_columns``).
+    ``early_labels``: also take open decisions that already have a counted outcome (module
+    docstring, "Decisions in the dataset"); the manifest says so (``early_labels``).
     """
     import duckdb
 
@@ -247,6 +258,8 @@ def build_dataset(
     for name, v in (("since_ns", since_ns), ("until_ns", until_ns), ("cutoff_ns", cutoff_ns)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise DatasetError(f"The dataset '{name}' must be an integer (ns). Got {v!r} instead.")
+    if not isinstance(early_labels, bool):
+        raise DatasetError(f"The dataset 'early_labels' must be True or False. Got {early_labels!r} instead.")
     if until_ns <= since_ns:
         raise DatasetError(
             f"The dataset time range must have until_ns > since_ns. Got [{since_ns}, {until_ns}) instead."
@@ -341,7 +354,7 @@ def build_dataset(
                 WHEN event_ns < d_ts THEN 'before_decision'
                 WHEN event_ns > d_ts + $window THEN 'after_window'
                 WHEN d_ts < $since OR d_ts >= $until THEN 'out_of_range'
-                WHEN d_ts + $window > $cutoff THEN 'open'
+                {"" if early_labels else "WHEN d_ts + $window > $cutoff THEN 'open'"}
                 WHEN kind NOT IN ({", ".join(_q(k) for k in kinds)}) THEN 'other_kind'
                 ELSE 'matched'
               END AS status
@@ -358,7 +371,41 @@ def build_dataset(
         for i, r in enumerate(policy.rules):
             agg_cols.append(f"count(*) FILTER (WHERE kind = {_q(r.kind)}) AS n{i}")
             agg_cols.append(f"{_aggregate_sql(r.aggregate, r.kind)} AS a{i}")
-        label_expr = f"CASE {' '.join(label_cases)} ELSE {_default_sql(policy)} END"
+        rows_where = f"""d.system = {sysq} AND d.ingest_ns <= $cutoff
+                AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
+                AND {"(d.timestamp_ns + $window <= $cutoff OR l.decision_id IS NOT NULL)" if early_labels
+                     else "d.timestamp_ns + $window <= $cutoff"}
+                AND (d.filename, d.file_row_number) NOT IN
+                    (SELECT (filename, file_row_number) FROM dup)"""
+        def l_cte() -> str:  # the labels' side, with the aggregate columns declared so far
+            return f"""l AS (
+                SELECT decision_id, {", ".join(agg_cols)}
+                FROM lo WHERE status = 'matched' GROUP BY decision_id
+              )"""
+
+        entity_join, entity_case = "", ""
+        if policy.entity is not None:
+            # LabelPolicy(entity=): the label most of the entity's decisions with an outcome got
+            ent = f"json_extract_string(d.context_json, {_q('$.' + chr(34) + policy.entity + chr(34))})"
+            # one pass: each entity's votes (decisions with an outcome, by their rules) and how many
+            # of its decisions have none (they take the entity's label: the manifest counts them)
+            con.execute(
+                f"""
+                CREATE TEMP TABLE ent AS
+                WITH {l_cte()}
+                SELECT e, CASE WHEN p > q THEN {_q(pos)} WHEN q > p THEN {_q(neg)} END AS elabel, n_silent FROM (
+                  SELECT {ent} AS e, count(*) FILTER (WHERE rl = {_q(pos)}) AS p,
+                         count(*) FILTER (WHERE rl = {_q(neg)}) AS q, count(*) FILTER (WHERE no_outcome) AS n_silent
+                  FROM (SELECT d.context_json, CASE {' '.join(label_cases)} END AS rl, l.decision_id IS NULL AS no_outcome
+                        FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id WHERE {rows_where}) AS d
+                  GROUP BY e)
+                WHERE e IS NOT NULL AND p <> q
+                """,
+                p,
+            )
+            entity_join = f"LEFT JOIN ent ON {ent} = ent.e"
+            entity_case = "WHEN ent.elabel IS NOT NULL THEN ent.elabel"
+        label_expr = f"CASE {' '.join(label_cases)} {entity_case} ELSE {_default_sql(policy)} END"
         feats = _feature_columns(feature_names)
         weight_expr = "1.0 / d.sample_prob"
         if policy.inverse_propensity:
@@ -419,17 +466,10 @@ def build_dataset(
             written = list(dict.fromkeys([*columns, "label"]))
         data = tmp / DATA_FILE
         body = f"""
-              WITH l AS (
-                SELECT decision_id, {", ".join(agg_cols)}
-                FROM lo WHERE status = 'matched' GROUP BY decision_id
-              )
+              WITH {l_cte()}
               SELECT {", ".join(select)}
-              FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id
-              WHERE d.system = {sysq} AND d.ingest_ns <= $cutoff
-                AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
-                AND d.timestamp_ns + $window <= $cutoff
-                AND (d.filename, d.file_row_number) NOT IN
-                    (SELECT (filename, file_row_number) FROM dup)"""
+              FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {entity_join}
+              WHERE {rows_where}"""
         if written is not None:  # a projection: DuckDB then reads only what these columns need
             body = f"SELECT {', '.join(_ident(c) for c in written)} FROM ({body})"
         # One thread for the pass that writes the rows: no race decides their order, so the same
@@ -458,8 +498,14 @@ def build_dataset(
             p,
         ).fetchone()
         n_dup_dec = con.execute("SELECT count(*) FROM dup").fetchone()
+        n_entity = None
+        if policy.entity is not None:
+            n_entity = con.execute("SELECT coalesce(sum(n_silent), 0) FROM ent").fetchone()
+        early_sql = "0"
+        if early_labels and (written is None or "timestamp_ns" in written):
+            early_sql = f"count(*) FILTER (WHERE timestamp_ns + {window_ns} > {cutoff_ns})"
         row_counts = con.execute(
-            f"SELECT count(*), count(label) FROM read_parquet({_q(str(data))})"
+            f"SELECT count(*), count(label), {early_sql} FROM read_parquet({_q(str(data))})"
         ).fetchone()
         o_read = con.execute(
             f"SELECT count(*) FILTER (WHERE {src_ok}), count(*) FILTER (WHERE NOT ({src_ok})) "
@@ -477,7 +523,7 @@ def build_dataset(
                 "rows": int(row_counts[0]),
                 "labeled": int(row_counts[1]),
                 "unlabeled": int(row_counts[0] - row_counts[1]),
-                "open": int(dec_counts[1]),
+                "open": int(dec_counts[1]) - int(row_counts[2]),
                 "duplicates": int(n_dup_dec[0]),
             },
             "outcomes": {
@@ -519,6 +565,11 @@ def build_dataset(
             content["audit"] = audit
         if written is not None:
             content["written_columns"] = written
+        if n_entity is not None:
+            counts["decisions"]["entity_labeled"] = int(n_entity[0])
+        if early_labels:  # written only when used: other datasets' ids stay what they were
+            content["early_labels"] = True
+            counts["decisions"]["early"] = int(row_counts[2])
         canonical = msgspec.json.encode(content, order="sorted")
         ds_id = hashlib.sha256(canonical).hexdigest()
         content = {"id": ds_id, **content}

@@ -556,6 +556,7 @@ class Cycle:
                 since_ns=now - int(self.plan.train_window.total_seconds() * 1e9), until_ns=now, cutoff_ns=now,
                 out=out, exclude_sources=mon.get("quarantined", []), source_weights=mon.get("source_weights") or None,
                 exclude_ingested=[(q["kind"], q["start_ns"], q["end_ns"]) for q in rec.get("label_quarantine", [])],
+                early_labels=self.plan.early_labels,
             )
         labeled = m.counts["decisions"]["labeled"]
         result = {"id": m.id, "path": str(out), "counts": m.counts}

@@ -125,6 +125,11 @@ class LoopPlan:
     train_window:
         Decisions of this long before the cycle's time make the training dataset (those whose
         label window has closed).
+    early_labels:
+        The training dataset also takes decisions whose label window is still open but that
+        already have a counted outcome (``build_dataset(early_labels=True)``): yesterday's
+        reports and analysts' labels on a campaign reach the next candidate days sooner. Goals and
+        monitoring keep closed windows only (default: False).
     retrain_every:
         A new candidate is trained when the last one is this old — or sooner, when an alert says
         ``retrain`` or ``tighten``.
@@ -161,6 +166,7 @@ class LoopPlan:
     evaluate_weights: bool = False
     thresholds: str = "cost"
     train_window: timedelta = timedelta(days=14)
+    early_labels: bool = False
     retrain_every: timedelta = timedelta(days=1)
     min_labeled: int = 200
     gate: Gate = field(default_factory=Gate)
@@ -182,7 +188,7 @@ class LoopPlan:
             raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
         if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
             raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
-        for name in ("train_weights", "evaluate_weights"):
+        for name in ("train_weights", "evaluate_weights", "early_labels"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be True or False. Got {getattr(self, name)!r} instead.")
         if self.thresholds not in ("cost", "system"):
@@ -217,6 +223,7 @@ class LoopPlan:
             "train_weights": self.train_weights, "evaluate_weights": self.evaluate_weights,
             "thresholds": self.thresholds,
             "train_window_seconds": self.train_window.total_seconds(),
+            **({"early_labels": True} if self.early_labels else {}),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
             "gate": asdict(self.gate),
             "rollout": self.rollout.describe(),
