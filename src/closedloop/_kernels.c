@@ -15,8 +15,10 @@
  *                             dst[i] = the field `member` (a member descriptor of the rows'
  *                             exact type, e.g. a msgspec Struct's) of rows[i], for kind 'f'
  *                             (float64: a float, or an int as float() converts it), 'i' (int64:
- *                             an int), 'b' (bool, one byte: True or False); raises TypeError on
- *                             anything else, so the caller can take its general path
+ *                             an int), 'b' (bool, one byte: True or False), 'F' (float64: a
+ *                             float only — telemetry's typed contexts, which must give back the
+ *                             very value the row holds); raises TypeError on anything else, so
+ *                             the caller can take its general path
  *   gather_str(rows, member) -> (offsets, data)
  *                             the field's strings as an Arrow string column: int32 offsets
  *                             (n + 1) and UTF-8 data, as bytes
@@ -237,8 +239,8 @@ static PyObject *gather_into(PyObject *self, PyObject *args) {
     Py_ssize_t offset;
     if (member_slot(member, &owner, &offset) < 0) return NULL;
     Py_ssize_t size = kind == 'b' ? 1 : 8;
-    if (kind != 'f' && kind != 'i' && kind != 'b') {
-        PyErr_SetString(PyExc_ValueError, "kind must be 'f', 'i' or 'b'");
+    if (kind != 'f' && kind != 'F' && kind != 'i' && kind != 'b') {
+        PyErr_SetString(PyExc_ValueError, "kind must be 'f', 'F', 'i' or 'b'");
         return NULL;
     }
     if (PyObject_GetBuffer(dsto, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
@@ -251,7 +253,13 @@ static PyObject *gather_into(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = field_of(PyList_GET_ITEM(rows, i), owner, offset);
         if (v == NULL) goto fail;
-        if (kind == 'f') {
+        if (kind == 'F') {
+            if (!PyFloat_CheckExact(v)) {
+                PyErr_SetString(PyExc_TypeError, "a float field holds something else than a float");
+                goto fail;
+            }
+            ((double *)dst.buf)[i] = PyFloat_AS_DOUBLE(v);
+        } else if (kind == 'f') {
             double x;
             if (PyFloat_CheckExact(v)) {
                 x = PyFloat_AS_DOUBLE(v);

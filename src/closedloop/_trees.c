@@ -21,7 +21,7 @@
  *                                             out: contiguous float64[n]
  *
  * Per node (LightGBM's Tree::NumericalDecision, after its predictor turned |v| <= kZeroThreshold
- * into 0.0 when it read the row):
+ * into 0.0 when it read the row — done here once per row and column, clean_row):
  *     NaN:  missing type NaN -> the default direction; otherwise it is read as 0.0
  *     |v| <= kZeroThreshold (1e-35f as a double) -> 0.0
  *     missing type zero and v == 0.0 -> the default direction
@@ -69,27 +69,40 @@ static double cl_sigmoid(double z) {
     return e / (1.0 + e);
 }
 
-/* The leaf a row reaches in the tree starting at `node`; the row's column j is row[j * cs]. */
-static inline double leaf_of(const Forest *F, int32_t node, const double *row, Py_ssize_t cs) {
+/* A row's value of column j as every node reads it (LightGBM's predictor, when it reads the row):
+ * NaN as 0.0 (with its NaN-ness kept apart, for nodes whose missing type is NaN), |v| <=
+ * kZeroThreshold as 0.0, anything else as it is. Done once per row and column, not per node. */
+static inline void clean_row(const Forest *F, const double *row, Py_ssize_t cs, double *v, uint8_t *nan) {
+    for (Py_ssize_t k = 0; k < F->n_used; k++) {
+        Py_ssize_t j = F->used[k];
+        double x = row[j * cs];
+        if (isnan(x)) {
+            nan[j] = 1;
+            x = 0.0;
+        } else {
+            nan[j] = 0;
+            if (fabs(x) <= kZeroThreshold) x = 0.0;
+        }
+        v[j] = x;
+    }
+}
+
+/* The leaf a cleaned row (v, nan: clean_row) reaches in the tree starting at `node`. */
+static inline double leaf_of(const Forest *F, int32_t node, const double *v, const uint8_t *nan) {
     const Node *nodes = F->nodes;
     while (node >= 0) {
         const Node *nd = &nodes[node];
-        double v = row[(Py_ssize_t)nd->feature * cs];
-        int missing = (nd->flags >> 1) & 3;
-        if (isnan(v)) {
-            if (missing == 2) {
-                node = (nd->flags & 1) ? nd->left : nd->right;
+        int32_t j = nd->feature;
+        double x = v[j];
+        uint8_t fl = nd->flags;
+        if (fl & 6) { /* a missing type: NaN (2) takes the default direction for NaN; zero (1) for 0.0 */
+            int missing = (fl >> 1) & 3;
+            if ((missing == 2 && nan[j]) || (missing == 1 && x == 0.0)) {
+                node = (fl & 1) ? nd->left : nd->right;
                 continue;
             }
-            v = 0.0;
-        } else if (fabs(v) <= kZeroThreshold) {
-            v = 0.0;
         }
-        if (missing == 1 && v == 0.0) {
-            node = (nd->flags & 1) ? nd->left : nd->right;
-            continue;
-        }
-        node = (v <= nd->threshold) ? nd->left : nd->right;
+        node = (x <= nd->threshold) ? nd->left : nd->right;
     }
     return F->leaves[~node];
 }
@@ -97,12 +110,13 @@ static inline double leaf_of(const Forest *F, int32_t node, const double *row, P
 /* The one kernel, for one row and for a batch alike: out[i] = the score of row i (i < n), whose
  * column j is base[i * rs + j * cs]: 0.0 + leaf(tree 0) + leaf(tree 1) + ... in tree order, then
  * the average and the transform — the same operations whether the row came alone (one) or with
- * others (batch). */
-static void score_rows(const Forest *F, const double *base, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t n, double *out) {
+ * others (batch). v and nan are the caller's workspace of n_inputs entries. */
+static void score_rows(const Forest *F, const double *base, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t n, double *out,
+                       double *v, uint8_t *nan) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        const double *row = base + i * rs;
+        clean_row(F, base + i * rs, cs, v, nan);
         double raw = 0.0;
-        for (Py_ssize_t t = 0; t < F->n_trees; t++) raw += leaf_of(F, F->roots[t], row, cs);
+        for (Py_ssize_t t = 0; t < F->n_trees; t++) raw += leaf_of(F, F->roots[t], v, nan);
         if (F->divisor > 0.0) raw = raw / F->divisor;
         out[i] = F->transform == 1 ? cl_sigmoid(F->scale * raw) : raw;
     }
@@ -304,7 +318,21 @@ static PyObject *Forest_one(Forest *self, PyObject *const *args, Py_ssize_t narg
         row[j] = v;
     }
     double s;
-    score_rows(self, row, 0, 1, 1, &s);
+    double vstack[STACK_INPUTS];
+    uint8_t nstack[STACK_INPUTS];
+    double *v = vstack;
+    uint8_t *nan = nstack;
+    if (n > STACK_INPUTS) {
+        v = PyMem_Malloc((sizeof(double) + 1) * (size_t)n);
+        if (v == NULL) {
+            if (row != stack) PyMem_Free(row);
+            Py_DECREF(seq);
+            return PyErr_NoMemory();
+        }
+        nan = (uint8_t *)(v + n);
+    }
+    score_rows(self, row, 0, 1, 1, &s, v, nan);
+    if (v != vstack) PyMem_Free(v);
     if (row != stack) PyMem_Free(row);
     Py_DECREF(seq);
     PyObject *f = PyFloat_FromDouble(s);
@@ -351,9 +379,16 @@ static PyObject *Forest_batch_into(Forest *self, PyObject *args) {
     const double *base = X.buf;
     Py_ssize_t rs = X.strides[0] / 8, cs = X.strides[1] / 8;
     double *o = out.buf;
+    double *v = PyMem_Malloc((sizeof(double) + 1) * (size_t)(self->n_inputs ? self->n_inputs : 1));
+    if (v == NULL) {
+        PyBuffer_Release(&X);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
-    score_rows(self, base, rs, cs, n, o);
+    score_rows(self, base, rs, cs, n, o, v, (uint8_t *)(v + self->n_inputs));
     Py_END_ALLOW_THREADS
+    PyMem_Free(v);
     PyBuffer_Release(&X);
     PyBuffer_Release(&out);
     Py_RETURN_NONE;

@@ -358,7 +358,7 @@ class Columns:
     that only reads some fields (features, guardrails) converts only those.
     """
 
-    __slots__ = ("_data", "_fields", "_lists", "contexts", "errors", "n", "rows")
+    __slots__ = ("_data", "_fields", "_held", "_lists", "contexts", "errors", "n", "rows")
 
     def __init__(
         self,
@@ -378,6 +378,7 @@ class Columns:
         #: the validated context structs, one per row, when the columns were built from them
         self.contexts = contexts
         self._fields = fields  # every field (name → Field) when columns are built from contexts
+        self._held: set[str] = set()  # columns built from the contexts that hold exactly their values
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -390,7 +391,11 @@ class Columns:
     def _build(self, name: str) -> Any:
         """Column ``name`` from the contexts (each already validated: no check repeated)."""
         f = self._fields[name]  # type: ignore[index]
-        col = _gather(f, self.contexts, self.n)  # type: ignore[arg-type]
+        col = _gather(f, self.contexts, self.n, exact=True)  # type: ignore[arg-type]
+        if col is not None:
+            self._held.add(name)
+        else:
+            col = _gather(f, self.contexts, self.n)  # type: ignore[arg-type]
         if col is not None:
             self._data[name] = col
             return col
@@ -405,6 +410,12 @@ class Columns:
             col = np.array(values, dtype=np.float64)
         self._data[name] = col
         return col
+
+    def held(self, name: str) -> Any:
+        """Column ``name`` if it was built already from the contexts and holds exactly their values
+        (a Float field's ints are not turned into floats in it), else None. Telemetry's typed
+        contexts reuse it rather than gather the field again."""
+        return self._data.get(name) if name in self._held else None
 
     def __contains__(self, name: object) -> bool:
         return name in self._data or (self._fields is not None and name in self._fields)
@@ -443,10 +454,12 @@ class Columns:
         return {k: self.pylist(k)[i] for k in self.names()}
 
 
-def _gather(f: Field, contexts: list[Any], n: int) -> Any:
+def _gather(f: Field, contexts: list[Any], n: int, exact: bool = False) -> Any:
     """Field ``f`` of validated context structs as a column, in one compiled loop (None: the
     compiled module is missing or a value is not of the field's type; the caller takes the
-    general path, which gives the same column)."""
+    general path, which gives the same column). ``exact`` refuses (None) a Float field holding
+    an int, which the column would turn into a float: telemetry's typed contexts must give back
+    the very values the rows hold."""
     if _kernels is None or not n:
         return None
     member = type(contexts[0]).__dict__.get(f.name)
@@ -462,7 +475,7 @@ def _gather(f: Field, contexts: list[Any], n: int) -> Any:
             _kernels.gather_into(contexts, member, "i", out)
         else:
             out = np.empty(n, dtype=np.float64)
-            _kernels.gather_into(contexts, member, "f", out)
+            _kernels.gather_into(contexts, member, "F" if exact else "f", out)
         return out
     except (TypeError, ValueError, OverflowError):
         return None

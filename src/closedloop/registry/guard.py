@@ -43,6 +43,7 @@ import msgspec
 import pyarrow as pa
 
 from ..errors import RegistryError
+from ..telemetry.records import DECISION_SCHEMA
 
 __all__ = ["ArmOps", "GuardPolicy", "arm_counts", "guard_check", "shadow_disagreement", "srm"]
 
@@ -164,11 +165,16 @@ def _not_measured(name: str, why: str) -> dict[str, Any]:
 
 
 # -- telemetry queries ---------------------------------------------------------------------------
+#: The decision columns the guard reads: everything but the context and the features (a read of a
+#: live segment need not decode a context a decision logged).
+_DECISION_COLUMNS = tuple(n for n in DECISION_SCHEMA.names if n not in ("context_json", "features"))
+
+
 def _tables(telemetry: Any) -> tuple[pa.Table, pa.Table]:
     if isinstance(telemetry, tuple) and len(telemetry) == 2:
         return telemetry[0], telemetry[1]
-    if hasattr(telemetry, "read"):
-        return telemetry.read("decisions"), telemetry.read("outcomes")
+    if hasattr(telemetry, "read"):  # only the columns the guard's queries read (no context decoded)
+        return telemetry.read("decisions", _DECISION_COLUMNS), telemetry.read("outcomes")
     raise RegistryError(
         "The guard's 'telemetry' must be a closedloop.telemetry.TelemetryStore or a (decisions, outcomes) pair of "
         f"Arrow tables. Got {telemetry!r} instead."

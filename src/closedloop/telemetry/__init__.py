@@ -1,6 +1,7 @@
 """Telemetry: the durable, append-only log of decisions and outcomes (see DESIGN.md).
 
-Record schemas are in :mod:`closedloop.telemetry.records`; sampling in
+Record schemas are in :mod:`closedloop.telemetry.records` (and the compact form writers append
+in :mod:`~closedloop.telemetry.compact`: ``to_decision_schema`` is what every reader applies); sampling in
 :mod:`~closedloop.telemetry.sampling`; what of a context may be written in
 :mod:`~closedloop.telemetry.privacy`. The writer (:class:`Telemetry`) puts records on a buffer
 and group-commits them to a :class:`Sink` — the embedded :class:`SegmentLog` in the project
@@ -10,6 +11,7 @@ forgets, applies retention and counts.
 
 from __future__ import annotations
 
+from .compact import to_decision_schema
 from .privacy import Sanitizer
 from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
 from .sampling import Sampling
@@ -30,4 +32,5 @@ __all__ = [
     "Telemetry",
     "TelemetryStore",
     "read_segments",
+    "to_decision_schema",
 ]

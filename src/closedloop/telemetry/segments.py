@@ -11,7 +11,9 @@ A segment is a sequence of frames, one per group commit::
     magic b"CLSG" | length: u32 LE | crc32(payload): u32 LE | payload
 
 where the payload is the Arrow IPC stream bytes of the commit's record batches (usually one) of
-:data:`~closedloop.telemetry.records.DECISION_SCHEMA` / ``OUTCOME_SCHEMA`` rows. A segment rolls
+:data:`~closedloop.telemetry.records.DECISION_SCHEMA` rows — or of their compact form (typed
+context columns, constants stored once: :mod:`~closedloop.telemetry.compact`), which
+:meth:`Frame.batch` converts, so every reader gets ``DECISION_SCHEMA`` — / ``OUTCOME_SCHEMA`` rows. A segment rolls
 to the next number past ``segment_bytes``. The writer holds an exclusive ``flock`` on the segment
 it appends to (created under a hidden temporary name, locked, then renamed), so anyone can tell
 a *sealed* segment (no lock: rolled, closed, or its process died) from a live one.
@@ -47,6 +49,7 @@ import msgspec
 import pyarrow as pa
 
 from ..errors import SpecError
+from .compact import to_decision_schema
 from .sink import STREAMS, Sink, check_stream
 
 __all__ = ["Frame", "SegmentLog", "read_segments", "scan_segment", "segment_dir", "new_writer_id"]
@@ -93,7 +96,13 @@ class Frame:
     end: int  # byte offset after the payload
     payload: memoryview
 
-    def batch(self) -> pa.Table:
+    def batch(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The frame's records as readers get them (decisions in ``DECISION_SCHEMA``, whatever
+        form the writer chose); only ``columns`` (the others not converted) when given."""
+        return to_decision_schema(self.raw(), columns)  # type: ignore[return-value]
+
+    def raw(self) -> pa.Table:
+        """The frame's records as written."""
         return pa.ipc.open_stream(pa.py_buffer(self.payload)).read_all()
 
 
@@ -161,14 +170,17 @@ def read_segments(
     *,
     offsets: dict[str, int] | None = None,
     stats: dict[str, int] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pa.Table:
-    """Every valid frame of a stream's segments as one table.
+    """Every valid frame of a stream's segments as one table (of ``columns`` only, when given).
 
     ``offsets`` (segment file name → byte offset) skips what was already compacted. A torn tail
     of a sealed segment is counted in ``stats["torn_tails"]`` and skipped; the incomplete last
     frame of a live segment is a commit in progress, skipped without counting.
     """
     schema = STREAMS[stream]
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
     tables: list[pa.Table] = []
     for path in list_segments(home, stream):
         try:
@@ -176,7 +188,7 @@ def read_segments(
         except FileNotFoundError:  # compacted and deleted meanwhile
             continue
         scan = scan_segment(data, (offsets or {}).get(path.name, 0))
-        tables.extend(f.batch() for f in scan.frames)
+        tables.extend(f.batch(columns) for f in scan.frames)
         if stats is not None:
             stats["frames"] = stats.get("frames", 0) + len(scan.frames)
             if scan.torn and is_sealed(path):
@@ -348,7 +360,7 @@ class SegmentLog(Sink):
 def _last_seq(scan: Scan) -> int | None:
     if not scan.frames:
         return None
-    return int(scan.frames[-1].batch().column("seq").to_numpy().max())
+    return int(scan.frames[-1].raw().column("seq").to_numpy().max())
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -1,7 +1,8 @@
 """Where telemetry goes: the :class:`Sink` interface and an in-memory sink for tests.
 
-A sink receives Arrow record batches of :data:`~closedloop.telemetry.records.DECISION_SCHEMA` or
-:data:`~closedloop.telemetry.records.OUTCOME_SCHEMA` rows from one writer
+A sink receives Arrow record batches of :data:`~closedloop.telemetry.records.DECISION_SCHEMA` (or
+its compact form: :mod:`~closedloop.telemetry.compact`, which readers convert with
+``to_decision_schema``) or :data:`~closedloop.telemetry.records.OUTCOME_SCHEMA` rows from one writer
 (:class:`~closedloop.telemetry.Telemetry`), makes them durable on :meth:`Sink.sync`, and is
 closed once. The embedded implementation is :class:`~closedloop.telemetry.segments.SegmentLog`
 (append-only segment files in the project home).
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from ..errors import SpecError
+from .compact import is_decision_form, to_decision_schema
 from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 __all__ = ["MemorySink", "STREAMS", "Sink"]
@@ -33,9 +35,13 @@ STREAMS: dict[str, pa.Schema] = {"decisions": DECISION_SCHEMA, "outcomes": OUTCO
 
 
 def check_stream(stream: str, batch: pa.RecordBatch | pa.Table) -> None:
+    """Refuse a batch that is not of the stream's record schema (for decisions: or one of its
+    compact forms, :mod:`~closedloop.telemetry.compact`)."""
     schema = STREAMS.get(stream)
     if schema is None:
         raise SpecError(f"The telemetry stream must be one of {sorted(STREAMS)}. Got {stream!r} instead.")
+    if stream == "decisions" and is_decision_form(batch.schema):
+        return
     if not batch.schema.equals(schema):
         raise SpecError(f"A {stream!r} batch must have the {stream} record schema. Got {batch.schema} instead.")
 
@@ -72,7 +78,9 @@ class Sink:
 
 
 class MemorySink(Sink):
-    """Keeps batches in memory; ``synced`` holds what a ``sync`` made "durable" (for tests)."""
+    """Keeps batches in memory; ``synced`` holds what a ``sync`` made "durable" (for tests).
+    Decision records are kept as readers get them (``DECISION_SCHEMA``, whatever form the writer
+    appended)."""
 
     def __init__(self, writer: str = "memory") -> None:
         self.writer = writer
@@ -83,6 +91,7 @@ class MemorySink(Sink):
 
     def append(self, stream: str, batch: pa.RecordBatch | pa.Table) -> None:
         check_stream(stream, batch)
+        batch = to_decision_schema(batch)
         self.pending[stream].extend(batch.to_batches() if isinstance(batch, pa.Table) else [batch])
 
     def sync(self) -> None:

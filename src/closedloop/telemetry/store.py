@@ -34,7 +34,7 @@ import fcntl
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +218,24 @@ class TelemetryStore:
     def outcome_files(self) -> list[Path]:
         return self.files("outcomes")
 
-    def read(self, stream: str) -> pa.Table:
-        """Everything of a stream: compacted Parquet plus the segment frames not compacted yet."""
+    def read(self, stream: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """Everything of a stream: compacted Parquet plus the segment frames not compacted yet.
+        ``columns`` reads only those (a reader that needs no context need not decode any)."""
+        need = None
+        if columns is not None:
+            unknown = [c for c in columns if c not in STREAMS.get(stream, pa.schema([])).names]
+            if unknown and stream in STREAMS:
+                raise SpecError(f"The {stream!r} records have no column {unknown[0]!r}. Got columns={list(columns)!r}.")
+            need = list(dict.fromkeys([*columns, "unit", *(["decision_id"] if stream == "outcomes" else [])]))
         with self._locked(False):
             state = self._load()
-            parts = [pq.read_table(f, schema=STREAMS[stream]) for f in self.files(stream)]
+            parts = [pq.read_table(f, schema=STREAMS[stream], columns=need) for f in self.files(stream)]
             from .segments import read_segments
 
-            seg = read_segments(self.home, stream, offsets=self._offsets(state, stream))
+            seg = read_segments(self.home, stream, offsets=self._offsets(state, stream), columns=need)
             parts.append(self._drop_forgotten(stream, seg, state))
-        return pa.concat_tables(parts)
+        out = pa.concat_tables(parts)
+        return out if columns is None else out.select(list(columns))
 
     def torn_tails(self) -> int:
         """Torn tails found so far: deleted by compaction plus those in sealed segments now."""

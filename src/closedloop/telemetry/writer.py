@@ -2,9 +2,13 @@
 
 The caller's thread (the decision path) only decides sampling, takes a sequence number and puts
 references on a bounded deque: no encoding, no disk. A background thread wakes every
-``flush_interval_ms`` (or as soon as ``flush_events`` are waiting), builds one Arrow RecordBatch
-per stream (sanitized context JSON, features as ``list<double>``, scores, shadows JSON via
-msgspec), appends it to the sink and calls ``sink.sync()`` (fsync). The **durable watermark** is
+``flush_interval_ms`` (or as soon as ``flush_events`` are waiting), builds the commit's Arrow
+record batches per stream (features as ``list<double>``, scores, shadows JSON via msgspec; a
+batch's sanitized contexts as typed columns — the compact form of
+:mod:`~closedloop.telemetry.compact`, which readers turn back into ``context_json`` — single
+decisions' contexts as JSON, as are a batch's when a context is not a validated struct or with
+``compact=False``), appends them to the sink (one frame per form) and calls ``sink.sync()`` (fsync).
+The **durable watermark** is
 the highest sequence number made durable; :meth:`Telemetry.flush` returns it once everything
 logged before the call is durable (or failed).
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import threading
 import time
 from collections import deque
@@ -30,8 +35,11 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import OutcomeError, SpecError
+from ..schema import Bool, Float, Int, _gather
+from .compact import CONTEXT, json_strings, run_end, to_decision_schema
 from .privacy import Sanitizer
 from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
 from .sampling import Sampling
@@ -75,6 +83,11 @@ class Telemetry:
         The telemetry key for hashing sensitive fields (see :mod:`~closedloop.telemetry.privacy`).
     clock:
         Nanoseconds since the epoch for ``ingest_ns``.
+    compact:
+        Write decision batches in the compact form (typed context columns, constant columns
+        stored once; :mod:`~closedloop.telemetry.compact`) — what readers get is the same rows
+        and values either way. ``False`` writes ``DECISION_SCHEMA`` rows as they are read
+        (e.g. for a sink whose consumers do not convert).
     """
 
     def __init__(
@@ -88,6 +101,7 @@ class Telemetry:
         sampling: Sampling | None = None,
         key: bytes | None = None,
         clock: Callable[[], int] = time.time_ns,
+        compact: bool = True,
     ) -> None:
         if not isinstance(sink, Sink):
             raise SpecError(f"Telemetry needs a closedloop.telemetry.Sink. Got {sink!r} instead.")
@@ -108,6 +122,13 @@ class Telemetry:
         self.sampling = sampling if sampling is not None and not sampling.keeps_all else None
         self.clock = clock
         self.writer = sink.writer
+        self.compact = bool(compact)
+        sz = self.sanitizer
+        #: the context fields telemetry writes (sanitized: dropped ones left out), with whether hashed
+        self._ctx_fields = [(f, f.name in sz.hashed) for f in system.schema.fields if f.name not in sz.dropped]
+        self._ctx_type = pa.struct([pa.field(f.name, pa.string() if hashed else _arrow_type(f))
+                                    for f, hashed in self._ctx_fields])
+        self._runs: dict[tuple[Any, ...], pa.Array] = {}  # constant columns, built once per (value, length)
 
         self._lock = threading.Lock()
         self._buf: deque[tuple[Any, ...]] = deque()
@@ -339,7 +360,8 @@ class Telemetry:
         try:
             now = self.clock()
             if decisions:
-                self.sink.append("decisions", self._decision_batch(decisions, now))
+                for table in self._decision_tables(decisions, now):  # one per record form
+                    self.sink.append("decisions", table)
             if outcomes:
                 self.sink.append("outcomes", self._outcome_batch(outcomes, now))
             self.sink.sync()
@@ -367,7 +389,10 @@ class Telemetry:
         self.counters["unlogged_outcomes"] = self.counters.get("unlogged_outcomes", 0) + n_outcomes
 
     # -- building record batches (committer thread) ------------------------------------------------
-    def _decision_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch | pa.Table:
+    def _decision_tables(self, items: list[tuple[Any, ...]], now: int) -> list[pa.RecordBatch | pa.Table]:
+        """The commit's decision records: the single decisions in ``DECISION_SCHEMA`` (a commit
+        holds a few dozen: per-column work would cost more than their JSON), the batches in the
+        compact form when they can be — one table per form, each appended as its own frame."""
         parts: list[pa.RecordBatch] = []
         singles = [it for it in items if it[1] == _D]
         if singles:
@@ -375,9 +400,15 @@ class Telemetry:
         for it in items:
             if it[1] == _B:
                 parts.append(self._from_batch(it, now))
-        if len(parts) == 1:
-            return parts[0]
-        return pa.Table.from_batches(parts, schema=DECISION_SCHEMA)  # one commit, not copied into one batch
+        plain = [p for p in parts if p.schema.field(_JSON_AT).name != CONTEXT]
+        compact = [p for p in parts if p.schema.field(_JSON_AT).name == CONTEXT]
+        out: list[pa.RecordBatch | pa.Table] = []
+        for group in (plain, compact):
+            if len(group) == 1:
+                out.append(group[0])
+            elif group:
+                out.append(pa.Table.from_batches(_unify(group)))  # one commit, not copied into one batch
+        return out
 
     def _unit(self, u: str) -> str:
         return self.sanitizer.unit(u)
@@ -396,6 +427,59 @@ class Telemetry:
             return _json_strings(contexts)
         return _arr([sz.context_json(c) for c in contexts], pa.string())
 
+    def _once(self, value: Any, n: int, type: pa.DataType = pa.string()) -> pa.Array:
+        """A constant column, run-end encoded; the same ones recur commit after commit (the
+        committer thread alone uses this cache)."""
+        key = (tuple(value) if isinstance(value, list) else value, n, str(type))
+        got = self._runs.get(key)
+        if got is None:
+            if len(self._runs) >= 256:
+                self._runs.clear()
+            got = self._runs[key] = run_end(value, n, type)
+        return got
+
+    def _typed_contexts(self, contexts: list[Any], columns: Any = None) -> pa.StructArray | None:
+        """The sanitized contexts of validated context structs as typed columns (the compact
+        form's ``context``), or None when a row is not such a struct (the caller writes JSON).
+        ``columns`` (the batch's ``Columns`` of these very contexts) lends the columns it built
+        already from them."""
+        st = self.system.schema.struct
+        n = len(contexts)
+        if not n or (columns is None and not all(type(c) is st for c in contexts)):
+            return None
+        arrays = []
+        for f, hashed in self._ctx_fields:
+            if hashed:
+                h = self.sanitizer.hash
+                arrays.append(_arr([h(v) for v in map(operator.attrgetter(f.name), contexts)], pa.string()))
+                continue
+            col = None if columns is None else columns.held(f.name)
+            if col is None:
+                col = _gather(f, contexts, n, exact=True)
+            if col is None:
+                return None
+            arrays.append(col if isinstance(col, pa.Array) else _arr(col))
+        return pa.StructArray.from_arrays(arrays, fields=list(self._ctx_type))
+
+    def _typed_columns(self, columns: Any, idx: np.ndarray | None) -> pa.StructArray | None:
+        """The sanitized contexts of a validated columnar batch (``Schema.validate_batch``) as
+        typed columns, or None when a column is not of its field's type."""
+        arrays = []
+        sel = None if idx is None else _arr(idx)
+        for (f, hashed), want in zip(self._ctx_fields, self._ctx_type, strict=True):
+            if hashed:
+                vals = columns.pylist(f.name)
+                if idx is not None:
+                    vals = [vals[i] for i in idx.tolist()]
+                arrays.append(_arr([self.sanitizer.hash(v) for v in vals], pa.string()))
+                continue
+            col = columns[f.name]
+            a = col if isinstance(col, pa.Array) else _arr(col)
+            if a.type != want.type:
+                return None
+            arrays.append(a if sel is None else a.take(sel))
+        return pa.StructArray.from_arrays(arrays, fields=list(self._ctx_type))
+
     def _single_contexts(self, contexts: list[Any]) -> pa.Array:
         st = self.system.schema.struct
         if self.sanitizer.plain and all(type(c) is st for c in contexts):
@@ -409,6 +493,7 @@ class Telemetry:
         units = [d.unit for d in ds] if not sz.unit_hashed else [sz.unit(d.unit) for d in ds]
         feats = [it[4] for it in items]
         enc = msgspec.json.encode
+        contexts = [it[3] for it in items]
         cols = [
             _arr([it[0] for it in items], pa.int64()),
             _const(self.writer, n),
@@ -421,7 +506,7 @@ class Telemetry:
             _arr([d.flight for d in ds], pa.string()),
             _const(self.schema_version, n),
             _const(self.fingerprint, n),
-            self._single_contexts([it[3] for it in items]),
+            self._single_contexts(contexts),
             _float_lists(feats),
             *_score_lists([d.scores for d in ds]),
             _arr([d.action for d in ds], pa.string()),
@@ -444,8 +529,20 @@ class Telemetry:
         if self.sanitizer.unit_hashed:
             units = _arr([self.sanitizer.unit(u) for u in units.to_pylist()], pa.string())
         contexts = None if columns is None else getattr(columns, "contexts", None)
-        if contexts is not None:  # the validated structs: encoded as the single path encodes them
-            context = self._contexts_json(contexts if idx is None else [contexts[i] for i in sel.tolist()])
+        if contexts is not None and idx is not None:
+            contexts = [contexts[i] for i in sel.tolist()]
+        typed = None
+        if self.compact:
+            if contexts is not None:  # the validated structs, field by field
+                typed = self._typed_contexts(contexts, columns if idx is None and hasattr(columns, "held") else None)
+            elif columns is not None:  # validated columns (Schema.validate_batch) as they are
+                typed = self._typed_columns(columns, idx)
+            else:
+                typed = pa.nulls(n, self._ctx_type)
+        if typed is not None:
+            context = typed
+        elif contexts is not None:  # the validated structs: encoded as the single path encodes them
+            context = self._contexts_json(contexts)
         elif columns is not None:
             names = columns.names()
             lists = [columns.pylist(k) for k in names]
@@ -453,14 +550,20 @@ class Telemetry:
             context = _arr(ctx, pa.string())
         else:
             context = _nulls(n, pa.string())
+        compact = typed is not None
+        const = self._once if compact else _const
         if X is not None:
-            features = _matrix_lists(np.asarray(X, dtype=np.float64)[sel])
+            Xs = np.asarray(X, dtype=np.float64)
+            features = _matrix_lists(Xs if idx is None else Xs[sel])
         else:
             features = _nulls(n, pa.list_(pa.float64()))
-        S = b.score_matrix[sel]
-        out_names = _arr(list(b.outputs), pa.string())
+        S = b.score_matrix if idx is None else b.score_matrix[sel]
         k = len(b.outputs)
-        score_names = pa.ListArray.from_arrays(_arr(np.arange(n + 1, dtype=np.int32) * k), out_names.take(_arr(np.tile(np.arange(k), n))) if k else _arr([], pa.string()), pool=_POOL)
+        if compact:
+            score_names = self._once(list(b.outputs), n, pa.list_(pa.string()))
+        else:
+            out_names = _arr(list(b.outputs), pa.string())
+            score_names = pa.ListArray.from_arrays(_arr(np.arange(n + 1, dtype=np.int32) * k), out_names.take(_arr(np.tile(np.arange(k), n))) if k else _arr([], pa.string()), pool=_POOL)
         actions = _arr(list(b.actions), pa.string()).take(_arr(b.action_codes[sel]))
         whys = _arr(list(b.reasons), pa.string()).take(_arr(b.why_codes[sel]))
         if b.guardrail_codes is not None:
@@ -480,31 +583,33 @@ class Telemetry:
             shadows = _arr(sh, pa.string())
         else:
             shadows = _nulls(n, pa.string())
+        ts = np.asarray(b.timestamps_ns, dtype=np.int64)
+        props = np.asarray(b.propensities, dtype=np.float64)
         cols = [
             _arr(np.arange(seq0, seq0 + n, dtype=np.int64)),
-            _const(self.writer, n),
+            const(self.writer, n),
             take(b.decision_ids),
-            _const(self.system_name, n),
+            const(self.system_name, n),
             units,
-            _arr(np.asarray(b.timestamps_ns, dtype=np.int64)[sel]),
-            _arr(np.full(n, now, dtype=np.int64)),
-            _const(b.bundle_version, n) if b.bundle_versions is None else take(b.bundle_versions),
-            _nulls(n, pa.string()) if b.flights is None else take(b.flights),
-            _const(self.schema_version, n),
-            _const(self.fingerprint, n),
+            _arr(ts if idx is None else ts[sel]),
+            run_end(now, n, pa.int64()) if compact else _arr(np.full(n, now, dtype=np.int64)),
+            const(b.bundle_version, n) if b.bundle_versions is None else take(b.bundle_versions),
+            (self._once(None, n) if compact else _nulls(n, pa.string())) if b.flights is None else take(b.flights),
+            const(self.schema_version, n),
+            const(self.fingerprint, n),
             context,
             features,
             score_names,
             _matrix_lists(S),
             actions,
-            _arr(np.asarray(b.propensities, dtype=np.float64)[sel]),
-            _arr(np.ones(n) if p is None else np.asarray(p, dtype=np.float64)),
+            _arr(props if idx is None else props[sel]),
+            (self._once(1.0, n, pa.float64()) if compact else _arr(np.ones(n))) if p is None else _arr(np.asarray(p, dtype=np.float64)),
             whys,
             guard,
             shadows,
-            _arr(np.full(n, bool(b.killswitch))),
+            self._once(bool(b.killswitch), n, pa.bool_()) if compact else _arr(np.full(n, bool(b.killswitch))),
         ]
-        return pa.RecordBatch.from_arrays(cols, schema=DECISION_SCHEMA)
+        return _record_batch(cols, compact)
 
     def _outcome_batch(self, items: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
         n = len(items)
@@ -531,28 +636,53 @@ def _count(item: tuple[Any, ...]) -> int:
     return 1
 
 
-_ENCODER = msgspec.json.Encoder()
+_json_strings = json_strings
+_JSON_AT = DECISION_SCHEMA.get_field_index("context_json")
 
 
-def _json_strings(values: Sequence[Any]) -> pa.Array:
-    """A string array of the JSON of each value (msgspec, as ``msgspec.json.encode(v).decode()``),
-    encoded one after the other into one buffer."""
-    n = len(values)
-    buf = bytearray()
-    ends = [0] * n
-    into = _ENCODER.encode_into
-    for i, v in enumerate(values):
-        into(v, buf, -1)
-        ends[i] = len(buf)
-    if len(buf) >= 2**31:
-        return _arr([msgspec.json.encode(v).decode() for v in values], pa.string())
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    offsets[1:] = ends
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+def _arrow_type(f: Any) -> pa.DataType:
+    """The Arrow type of a context field's values in the compact form."""
+    if isinstance(f, Float):
+        return pa.float64()
+    if isinstance(f, Int):
+        return pa.int64()
+    if isinstance(f, Bool):
+        return pa.bool_()
+    return pa.string()
+
+
+def _record_batch(cols: list[pa.Array], compact: bool) -> pa.RecordBatch:
+    """The decision records of ``cols``: ``DECISION_SCHEMA``, or its compact form (each column's
+    own type — run-end encoded or not — and the typed ``context``)."""
+    if not compact:
+        return pa.RecordBatch.from_arrays(cols, schema=DECISION_SCHEMA)
+    fields = [pa.field(CONTEXT if i == _JSON_AT else f.name, c.type, nullable=f.nullable or i == _JSON_AT)
+              for i, (f, c) in enumerate(zip(DECISION_SCHEMA, cols, strict=True))]
+    return pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
+
+
+def _unify(parts: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """The compact record batches of one commit with one schema (an IPC stream has one): a
+    column that is run-end encoded in one part and not in another is decoded (if the parts still
+    differ, they are converted to ``DECISION_SCHEMA``)."""
+    schema = parts[0].schema
+    if all(p.schema.equals(schema) for p in parts):
+        return parts
+    if len({p.schema.field(_JSON_AT).name for p in parts}) > 1:
+        return [to_decision_schema(p) for p in parts]  # type: ignore[misc]
+    out = []
+    for p in parts:
+        cols = [pc.run_end_decode(c) if isinstance(c.type, pa.RunEndEncodedType) else c for c in p.columns]
+        out.append(pa.RecordBatch.from_arrays(cols, names=p.schema.names))
+    target = out[0].schema
+    if all(p.schema.equals(target) for p in out):
+        return out
+    return [to_decision_schema(p) for p in parts]  # type: ignore[misc]
 
 
 def _const(value: str, n: int) -> pa.Array:
     return _arr([value], pa.string()).take(_arr(np.zeros(n, dtype=np.int32)))
+
 
 
 def _float_lists(rows: Sequence[Any]) -> pa.Array:
