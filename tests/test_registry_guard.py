@@ -65,12 +65,21 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
         assert abs(share - 0.2) < 0.04  # by unit: ~1.5k users, so looser than per decision
 
         store = TelemetryStore(home)
+        # GuardPolicy(mistakes=): the guard counts only the named outcome kinds (a dry run changes nothing)
+        def rate(kinds):
+            r = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01, mistakes=kinds), apply=False)
+            return next(x for x in r["flights"][0]["metrics"] if x["metric"] == "mistake_rate")
+        only_blocks, nothing = rate(("reported_false_block",)), rate(("no_such_kind",))
+        assert (nothing["flight"], nothing["production"], nothing["breach"]) == (0.0, 0.0, False)
         report = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01), actor="ops")
         (entry,) = report["flights"]
         assert entry["breach"] and entry["action"] == "stopped"
         assert not report["srm"]["mismatch"] and report["srm"]["units"] == len(set(batch.units.to_pylist()))
         m = next(x for x in entry["metrics"] if x["metric"] == "mistake_rate")
         assert m["breach"] and m["flight"] > 2 * m["production"] and m["p_value"] < 1e-6
+        assert 0 < only_blocks["flight"] < m["flight"] and only_blocks["production"] <= m["production"]
+        with pytest.raises(RegistryError, match="'mistakes' of GuardPolicy must be a non-empty tuple"):
+            GuardPolicy(mistakes="reported_false_block")
         assert m["n_flight"] > 800 and m["n_production"] > 3500
         not_measured = {x["metric"]: x["note"] for x in entry["metrics"] if not x["measured"]}
         assert set(not_measured) == {"error_rate", "latency_p99"} and "no latency" in not_measured["latency_p99"]

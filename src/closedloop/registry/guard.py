@@ -69,6 +69,11 @@ class GuardPolicy:
         Decisions each arm needs in the window before it is judged.
     window_s:
         Compare over the last ``window_s`` seconds only (None: since the flight started).
+    mistakes:
+        The outcome kinds the mistake rate counts (None: the system's ``mistake_outcomes``). A
+        flight sees only the mistakes users report — never the phishing a warning or a block
+        caught — so a candidate that warns more always looks worse on reported false warnings;
+        ``("reported_false_block",)`` judges it by the mistakes that cost enough to stop it for.
     """
 
     alpha: float = 0.01
@@ -77,8 +82,17 @@ class GuardPolicy:
     latency_tolerance: float = 0.5
     min_decisions: int = 200
     window_s: float | None = None
+    mistakes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        m = self.mistakes
+        if m is not None and (isinstance(m, str) or not isinstance(m, tuple | list) or not m
+                              or not all(isinstance(k, str) and k for k in m)):
+            raise RegistryError(
+                f"The 'mistakes' of GuardPolicy must be a non-empty tuple of outcome kinds or None. Got {m!r} instead."
+            )
+        if m is not None:
+            object.__setattr__(self, "mistakes", tuple(m))
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha < 1.0):
             raise RegistryError(f"The 'alpha' of GuardPolicy must be a number in (0, 1). Got {self.alpha!r} instead.")
         for name in ("mistake_tolerance", "error_tolerance", "latency_tolerance"):
@@ -308,7 +322,8 @@ def guard_check(
     state = registry.state(name)
     decisions, outcomes = _tables(telemetry)
     notes = []
-    if not system.mistake_outcomes:
+    kinds = tuple(policy.mistakes) if policy.mistakes is not None else tuple(system.mistake_outcomes)
+    if not kinds:
         notes.append(f"system {name!r} declares no mistake_outcomes: the mistake rate cannot be measured")
     notes.append("outcomes linked only by unit (no decision_id) are not attributed to an arm")
     report: dict[str, Any] = {"system": name, "revision": state.revision, "checked_at_ns": now,
@@ -332,11 +347,11 @@ def guard_check(
         since = started if started is not None else 0
         if policy.window_s is not None:
             since = max(since, now - int(policy.window_s * 1e9))
-        counts = arm_counts(decisions, outcomes, name, system.mistake_outcomes, since, now)
+        counts = arm_counts(decisions, outcomes, name, kinds, since, now)
         fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
         pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
         metrics = []
-        if system.mistake_outcomes:
+        if kinds:
             metrics.append(_metric("mistake_rate", fl["mistakes"], fl["n"], pr["mistakes"], pr["n"],
                                    float(policy.mistake_tolerance), policy))
         else:
