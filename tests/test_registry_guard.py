@@ -70,6 +70,10 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
             r = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01, mistakes=kinds), apply=False)
             return next(x for x in r["flights"][0]["metrics"] if x["metric"] == "mistake_rate")
         only_blocks, nothing = rate(("reported_false_block",)), rate(("no_such_kind",))
+        # guard_check(exclude_sources=): a quarantined source's reports do not count
+        r = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01), apply=False, exclude_sources=["user"])
+        muted = next(x for x in r["flights"][0]["metrics"] if x["metric"] == "mistake_rate")
+        assert (muted["flight"], muted["breach"], r["excluded_sources"]) == (0.0, False, ["user"])
         assert (nothing["flight"], nothing["production"], nothing["breach"]) == (0.0, 0.0, False)
         report = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01), actor="ops")
         (entry,) = report["flights"]

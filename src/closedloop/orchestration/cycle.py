@@ -495,8 +495,11 @@ class Cycle:
                           ended="the flight was stopped")
                 return done("rolled_back", f"flight {flight!r} of {cand} is no longer running: rolled back")
             started = self.registry.flight_started(name, flight) or ro["since_ns"]
+            # reports of the sources this cycle's monitoring quarantined do not count against the flight
+            quarantined = ((rec["steps"].get("monitor") or {}).get("result") or {}).get("quarantined") or []
             report = guard_check(self.registry, self.system, self._guard_tables(min(started, ro["since_ns"]), now),
-                                 policy=r.guard or GuardPolicy(), now_ns=now, actor=self.actor)
+                                 policy=r.guard or GuardPolicy(), now_ns=now, actor=self.actor,
+                                 exclude_sources=quarantined)
             mine = [e for e in report["flights"] if e["name"] == flight]
             entry = mine[0] if mine else {}
             if entry.get("breach"):

@@ -196,9 +196,11 @@ def _tables(telemetry: Any) -> tuple[pa.Table, pa.Table]:
 
 
 def arm_counts(decisions: pa.Table, outcomes: pa.Table, system: str, mistake_kinds: Sequence[str],
-               since_ns: int, until_ns: int) -> dict[tuple[str | None, str], dict[str, int]]:
+               since_ns: int, until_ns: int, exclude_sources: Sequence[str] = (),
+               ) -> dict[tuple[str | None, str], dict[str, int]]:
     """Per (flight or None, bundle version): decisions, distinct units and decisions followed by
-    a mistake outcome (linked by decision id, reported by ``until_ns``), in [since, until]."""
+    a mistake outcome (linked by decision id, reported by ``until_ns``, by a source not in
+    ``exclude_sources``), in [since, until]."""
     import duckdb
 
     con = duckdb.connect()
@@ -206,17 +208,19 @@ def arm_counts(decisions: pa.Table, outcomes: pa.Table, system: str, mistake_kin
         con.register("decisions", decisions)
         con.register("outcomes", outcomes)
         kinds = list(mistake_kinds) or ["\x00none"]
+        excluded = list(exclude_sources) or ["\x00none"]
         rows = con.execute(
             """
             WITH m AS (SELECT DISTINCT decision_id FROM outcomes
-                       WHERE decision_id IS NOT NULL AND kind IN (SELECT unnest(?)) AND event_ns <= ?)
+                       WHERE decision_id IS NOT NULL AND kind IN (SELECT unnest(?)) AND event_ns <= ?
+                         AND source NOT IN (SELECT unnest(?)))
             SELECT d.flight, d.bundle_version, count(*) AS n, count(DISTINCT d.unit) AS units,
                    count(m.decision_id) AS mistakes
             FROM decisions d LEFT JOIN m ON d.decision_id = m.decision_id
             WHERE d.system = ? AND d.timestamp_ns >= ? AND d.timestamp_ns <= ? AND NOT d.killswitch
             GROUP BY 1, 2
             """,
-            [kinds, int(until_ns), system, int(since_ns), int(until_ns)],
+            [kinds, int(until_ns), excluded, system, int(since_ns), int(until_ns)],
         ).fetchall()
     finally:
         con.close()
@@ -306,12 +310,18 @@ def guard_check(
     now_ns: int | None = None,
     actor: str = "guard",
     apply: bool = True,
+    exclude_sources: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Check every running flight of ``system`` against production over the same window and,
     with ``apply`` (default), stop each flight that breaches (recorded with the metric, both
     values, the test and the reason). ``telemetry``: a :class:`~closedloop.telemetry.TelemetryStore`
     or ``(decisions, outcomes)`` Arrow tables; ``ops``: per-arm :class:`ArmOps` (key None =
-    production) for decision errors and latency. Returns a JSON-ready report."""
+    production) for decision errors and latency. ``exclude_sources``: outcome sources whose
+    reports do not count (e.g. those an :class:`~closedloop.orchestration.AbusePolicy`
+    quarantined — an abusive reporter whose unit hashes into the flight would otherwise stop every
+    candidate). Returns a JSON-ready report."""
+    if isinstance(exclude_sources, str) or not all(isinstance(x, str) for x in exclude_sources):
+        raise RegistryError(f"The 'exclude_sources' of guard_check must be a list of source names. Got {exclude_sources!r} instead.")
     policy = policy or GuardPolicy()
     if not isinstance(policy, GuardPolicy):
         raise RegistryError(f"The 'policy' of guard_check must be a GuardPolicy. Got {policy!r} instead.")
@@ -329,6 +339,8 @@ def guard_check(
     report: dict[str, Any] = {"system": name, "revision": state.revision, "checked_at_ns": now,
                               "policy": asdict(policy), "state": state.to_dict(), "flights": [], "breaches": [],
                               "notes": notes}
+    if exclude_sources:
+        report["excluded_sources"] = sorted(set(exclude_sources))
     if state.production is None:
         report["notes"].append("nothing deployed")
         return report
@@ -347,7 +359,7 @@ def guard_check(
         since = started if started is not None else 0
         if policy.window_s is not None:
             since = max(since, now - int(policy.window_s * 1e9))
-        counts = arm_counts(decisions, outcomes, name, kinds, since, now)
+        counts = arm_counts(decisions, outcomes, name, kinds, since, now, exclude_sources)
         fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
         pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
         metrics = []
