@@ -177,8 +177,8 @@ def demo_plan(system: System, cycles_per_day: int = 1) -> LoopPlan:
         label_check=LabelCheck("analyst_label", ratio=2.0, alpha=1e-6, min_count=50),
         # the flight's guard stops a candidate for the false blocks users report, not for reported
         # false warnings: a flight never sees the phishing a warning caught, so a candidate that warns
-        # more always looks worse on them (seed 1 once rolled back 9 candidates in a row so); what a
-        # warning costs against what it catches is weighed by the cost thresholds and the gate
+        # more always looks worse on them; what a warning costs against what it catches is weighed by
+        # the cost thresholds and the gate (the cycle also leaves quarantined sources' reports out)
         rollout=dataclasses.replace(example_plan.rollout, shadow_for=stage, flight_for=stage,
                                     guard=GuardPolicy(latency_tolerance=1e6, mistakes=("reported_false_block",))),
         # a 3-day reference for feature and score drift (the example's is 7): a third of the rows to read
