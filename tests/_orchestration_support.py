@@ -168,3 +168,18 @@ def compacted(home: Path) -> TelemetryStore:
     store = TelemetryStore(home)
     store.compact()
     return store
+
+
+def synth_days(home: Path, days: int, *, per_day: int, seed: int, compact_each: bool = False,
+               ) -> tuple[System, Synth, TelemetryStore]:
+    """``days`` simulated days of the synthetic system in ``home``, decided by its first bundle
+    (compacted after each day with ``compact_each``, and once at the end)."""
+    system = make_system()
+    rt = open_runtime(home, system, first_bundle(system))
+    synth = Synth(home, system, per_day=per_day, seed=seed)
+    for _ in range(days):
+        synth.run_day(rt)
+        if compact_each:
+            compacted(home)
+    rt.telemetry.close()
+    return system, synth, compacted(home)

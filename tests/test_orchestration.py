@@ -20,6 +20,7 @@ from _orchestration_support import (
     first_bundle,
     make_system,
     open_runtime,
+    synth_days,
 )
 from closedloop import (
     Bundle,
@@ -117,13 +118,7 @@ def test_the_phishing_example_goals_are_measurable_at_four_levels() -> None:
 def synth_home(tmp_path_factory: pytest.TempPathFactory):
     """Eight simulated days of the synthetic system, decided by the first bundle."""
     home = tmp_path_factory.mktemp("synth")
-    system = make_system()
-    rt = open_runtime(home, system, first_bundle(system))
-    synth = Synth(home, system, per_day=1500, seed=11)
-    for _ in range(8):
-        synth.run_day(rt)
-    rt.telemetry.close()
-    store = compacted(home)
+    system, synth, store = synth_days(home, 8, per_day=1500, seed=11)
     return home, system, synth, store
 
 

@@ -13,11 +13,7 @@ import pytest
 from _orchestration_support import (
     DAY,
     START,
-    Synth,
-    compacted,
-    first_bundle,
-    make_system,
-    open_runtime,
+    synth_days,
 )
 from closedloop.orchestration import GoalTracker, SeriesStore, _data
 
@@ -26,14 +22,8 @@ from closedloop.orchestration import GoalTracker, SeriesStore, _data
 def home6(tmp_path_factory: pytest.TempPathFactory):
     """Six simulated days, compacted after each (one file per day and compaction)."""
     home = tmp_path_factory.mktemp("incr")
-    system = make_system()
-    rt = open_runtime(home, system, first_bundle(system))
-    synth = Synth(home, system, per_day=600, seed=5)
-    for _ in range(6):
-        synth.run_day(rt)
-        compacted(home)
-    rt.telemetry.close()
-    return home, system, compacted(home)
+    system, _, store = synth_days(home, 6, per_day=600, seed=5, compact_each=True)
+    return home, system, store
 
 
 def test_footer_ranges_pick_the_files_and_the_first_decision(home6, tmp_path: Path) -> None:
