@@ -383,6 +383,7 @@ def build_dataset(
                      else "d.timestamp_ns + $window <= $cutoff"}
                 AND (d.filename, d.file_row_number) NOT IN
                     (SELECT (filename, file_row_number) FROM dup)"""
+
         def l_cte() -> str:  # the labels' side, with the aggregate columns declared so far
             return f"""l AS (
                 SELECT decision_id, {", ".join(agg_cols)}
@@ -392,7 +393,8 @@ def build_dataset(
         entity_join, entity_case = "", ""
         if policy.entity is not None:
             # LabelPolicy(entity=): the label most of the entity's decisions with an outcome got
-            ent = f"json_extract_string(d.context_json, {_q('$.' + chr(34) + policy.entity + chr(34))})"
+            path = '$."' + policy.entity + '"'  # JSONPath to the field, quoted
+            ent = f"json_extract_string(d.context_json, {_q(path)})"
             # one pass: each entity's votes (decisions with an outcome, by their rules) and how many
             # of its decisions have none (they take the entity's label: the manifest counts them)
             con.execute(
