@@ -207,3 +207,19 @@ def test_the_report_draws_every_chart_offline_in_a_browser(small_run, tmp_path):
     assert len(state["charts"]) == 2 + 7  # two arm charts, one per goal
     assert all(c["marks"] > 0 for c in state["charts"]), state["charts"]
     assert state["resources"] == []  # nothing fetched: the page is self-contained
+
+
+def test_the_demo_guard_tolerates_noise_and_stops_a_misbehaving_flight(phishing):
+    """The demo's guard (one more reported false block per 1,000 decisions tolerated) lets through
+    the difference that stopped five of seed 1's flights without a tolerance, and still stops a
+    flight that blocks legitimate pages at a few per 1,000 — what a broken bundle does."""
+    from examples.phishing.loop_demo import demo_plan, loop_system
+    from closedloop.registry.guard import _metric
+
+    pol = demo_plan(loop_system(phishing)).rollout.guard
+    assert pol.mistakes == ("reported_false_block",)
+    seed1 = _metric("mistake_rate", 6, 9640, 4, 38360, pol.mistake_tolerance, pol)
+    assert not seed1["breach"]
+    assert _metric("mistake_rate", 6, 9640, 4, 38360, 0.0, pol)["breach"]  # the same counts, no tolerance
+    broken = _metric("mistake_rate", 35, 9640, 4, 38360, pol.mistake_tolerance, pol)
+    assert broken["breach"] and broken["p_value"] < pol.alpha
