@@ -24,12 +24,14 @@ def test_each_rule_rejects_its_line_alone(tmp_path):
         {"decision_id": "d", "kind": "k", "event_ns": 7, "source": "u", "outcome_id": "o1", "extra": 1},  # 10 good
     ]
     text = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n" + '{"decision_id": "d", "kind": "k", "event_time": 1, "source": "u", "value": Infinity}\n'
+    text += json.dumps({"decision_id": "d", "kind": "k", "event_time": 5, "source": "u\u0007bell"}) + "\n"  # 13 control char
     p = tmp_path / "o.jsonl"
     p.write_text(text)
     table, errors = read_outcomes(p)
     assert table.num_rows == 3
-    assert [e[0] for e in errors] == [3, 4, 5, 6, 7, 8, 9, 11, 12]
+    assert [e[0] for e in errors] == [3, 4, 5, 6, 7, 8, 9, 11, 12, 13]
     reasons = dict(errors)
+    assert reasons[13].startswith("'source' must be a non-empty string of at most 200 characters without control")
     assert "'decision_id' or 'unit'" in reasons[3] and "kind" in reasons[5] and "source" in reasons[6]
     assert "ISO-8601" in reasons[7] and "required" in reasons[8] and "value" in reasons[9]
     assert table["event_ns"].to_pylist() == [5, 1_000_000_000, 7]

@@ -185,10 +185,12 @@ def test_outcomes_are_acknowledged_once_durable(served, phishing):
             {"decision": d, "kind": "chose:continue", "source": "user"},
             {"decision_id": d.decision_id, "kind": "9bad", "source": "user"},
             {"decision_id": d.decision_id, "kind": "ok", "source": "user", "value": "NaN?"},
+            {"decision_id": d.decision_id, "kind": "ok", "source": "user\r\nforged"},
         ])
         assert res["accepted"] == 1
         bad = {e["index"]: e for e in res["rejected"]}
         assert bad[1]["field"] == "kind" and bad[1]["value"] == "9bad" and bad[2]["field"] == "value"
+        assert bad[3]["field"] == "source" and "without control characters" in bad[3]["rule"]
     decisions = TelemetryStore(home).read("decisions")
     assert d.decision_id in decisions.column("decision_id").to_pylist()
 

@@ -160,6 +160,13 @@ def test_outcomes_are_validated_field_by_field_and_deduplicate_by_content():
         (dict(kind="k", event_ns=T0, source="s", unit="u", value=float("nan")), "value"),
         (dict(kind="k", event_ns=T0, source="s", unit="u", value=True), "value"),
         (dict(kind="k", event_ns=1.5, source="s", unit="u"), "event_ns"),
+        # the rules every boundary shares (records.outcome_field_problem): names, bounds, and no
+        # control characters in a source (it is printed in abuse verdicts and alert lines)
+        (dict(kind="9bad", event_ns=T0, source="s", unit="u"), "kind"),
+        (dict(kind="k", event_ns=T0, source="s\nALERT forged", unit="u"), "source"),
+        (dict(kind="k", event_ns=T0, source="s" * 201, unit="u"), "source"),
+        (dict(kind="k", event_ns=T0, source="s", decision_id="d" * 129), "decision_id"),
+        (dict(kind="k", event_ns=T0, source="s", unit="u", outcome_id=""), "outcome_id"),
     ]
     for kw, field in cases:
         with pytest.raises(OutcomeError, match=f"Outcome field '{field}' must be") as e:

@@ -26,11 +26,9 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
-from ..telemetry.records import OUTCOME_KIND
+from ..telemetry.records import outcome_field_problem
 
 __all__ = ["OUTCOME_LINE_SCHEMA", "OutcomeLine", "read_outcomes"]
-
-_KIND = OUTCOME_KIND
 
 
 class OutcomeLine(msgspec.Struct, kw_only=True):
@@ -75,17 +73,15 @@ def _iso_ns(s: str) -> int:
 
 def _check(o: OutcomeLine, cols: dict[str, list[Any]]) -> str | None:
     """Append a valid outcome's fields to ``cols``; or return why it is refused."""
-    if not _KIND.match(o.kind):
-        return f"'kind' must be a name of letters, digits, '_', '.', ':' or '-' starting with a letter. Got {o.kind!r} instead."
-    if not o.source:
-        return "'source' must be a non-empty string. Got '' instead."
     unit = o.unit
     if isinstance(unit, int):
         unit = str(unit)
-    if not o.decision_id and unit is None:
+    if o.decision_id is None and unit is None:
         return "'decision_id' or 'unit' is required. Got neither instead."
-    if o.decision_id == "":
-        return "'decision_id' must be a non-empty string or absent. Got '' instead."
+    bad = outcome_field_problem(o.decision_id, unit, o.kind, o.source, o.outcome_id)
+    if bad is not None:
+        field, rule, value = bad
+        return f"'{field}' must be {rule}. Got {value!r} instead."
     if not math.isfinite(o.value):
         return f"'value' must be a finite number. Got {o.value!r} instead."
     t = o.event_time if o.event_time is not None else o.event_ns
@@ -98,8 +94,6 @@ def _check(o: OutcomeLine, cols: dict[str, list[Any]]) -> str | None:
             return f"'event_time' must be nanoseconds or an ISO-8601 time. Got {t!r} instead."
     if not (0 <= t < 2**63):
         return f"'event_time' must be nanoseconds ≥ 0. Got {t!r} instead."
-    if o.outcome_id == "":
-        return "'outcome_id' must be a non-empty string or absent. Got '' instead."
     cols["outcome_id"].append(o.outcome_id)
     cols["decision_id"].append(o.decision_id)
     cols["system"].append(o.system)

@@ -16,17 +16,10 @@ import msgspec
 from ..errors import ContextError
 from ..loop.ingest import _iso_ns
 from ..schema import Schema
-from ..telemetry.records import OUTCOME_KIND
+from ..telemetry.records import outcome_field_problem
 from .problems import context_problem, invalid
 
 __all__ = ["ContextDecoder", "OutcomeReport", "check_outcome"]
-
-_KIND = OUTCOME_KIND
-#: Bounds on caller-supplied strings (they become telemetry values and metric labels).
-MAX_ID = 128
-MAX_SOURCE = 200
-MAX_KIND = 200
-MAX_UNIT = 512
 
 
 class OutcomeReport(msgspec.Struct, kw_only=True):
@@ -108,19 +101,13 @@ def check_outcome(o: OutcomeReport, system: str, now_ns: int, index: int | None)
     problem-details entry naming the field, the rule and the value."""
     if o.system is not None and o.system != system:
         return invalid("outcome", "system", f"this service's system '{system}' (or absent)", o.system, index=index)
-    if not o.kind or len(o.kind) > MAX_KIND or not _KIND.match(o.kind):
-        return invalid("outcome", "kind", f"a name of letters, digits, '_', '.', ':' or '-' starting with a letter (at most {MAX_KIND})", o.kind, index=index)
-    if not o.source or len(o.source) > MAX_SOURCE:
-        return invalid("outcome", "source", f"a non-empty string of at most {MAX_SOURCE} characters", o.source, index=index)
-    if o.decision_id is not None and (not o.decision_id or len(o.decision_id) > MAX_ID):
-        return invalid("outcome", "decision_id", f"a non-empty string of at most {MAX_ID} characters, or absent", o.decision_id, index=index)
     unit = o.unit
     if isinstance(unit, int):
         unit = str(unit)
-    if unit is not None and (not unit or len(unit) > MAX_UNIT):
-        return invalid("outcome", "unit", f"a non-empty string of at most {MAX_UNIT} characters, or absent", o.unit, index=index)
-    if o.decision_id is None and unit is None:
-        return invalid("outcome", "decision_id", "given when 'unit' is not (an outcome links to a decision or a unit)", None, index=index)
+    bad = outcome_field_problem(o.decision_id, unit, o.kind, o.source, o.outcome_id)
+    if bad is not None:
+        field, rule, value = bad
+        return invalid("outcome", field, rule, o.unit if field == "unit" else value, index=index)
     if not math.isfinite(o.value):
         return invalid("outcome", "value", "a finite number", o.value, index=index)
     t = o.event_time
@@ -133,6 +120,4 @@ def check_outcome(o: OutcomeReport, system: str, now_ns: int, index: int | None)
             return invalid("outcome", "event_time", "nanoseconds since the epoch or an ISO-8601 time", o.event_time, index=index)
     if not 0 <= t < 2**63:
         return invalid("outcome", "event_time", "nanoseconds since the epoch, >= 0", o.event_time, index=index)
-    if o.outcome_id is not None and (not o.outcome_id or len(o.outcome_id) > MAX_ID):
-        return invalid("outcome", "outcome_id", f"a non-empty string of at most {MAX_ID} characters, or absent", o.outcome_id, index=index)
     return (o.decision_id, unit, o.kind, float(o.value), t, o.source, o.outcome_id)

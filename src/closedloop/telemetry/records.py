@@ -20,11 +20,42 @@ import re
 
 import pyarrow as pa
 
-__all__ = ["DECISION_SCHEMA", "OUTCOME_KIND", "OUTCOME_SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["DECISION_SCHEMA", "OUTCOME_KIND", "OUTCOME_SCHEMA", "SCHEMA_VERSION", "outcome_field_problem"]
 
 #: What an outcome kind may be: a letter, then letters, digits, '_', '.', ':' or '-' (':' for
 #: kinds such as ``chose:go_back``, the choice a prompt's user made). Ingest and the service share it.
 OUTCOME_KIND = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]*$")
+
+#: Bounds on a reporter's strings, the same at every boundary (``Telemetry.log_outcome``, the
+#: service, ``closedloop ingest``): they become telemetry values, metric labels, rate-limit keys,
+#: and — a source — the name an abuse verdict, an alert line and a report print.
+MAX_ID = 128
+MAX_SOURCE = 200
+MAX_KIND = 200
+MAX_UNIT = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def outcome_field_problem(
+    decision_id: object, unit: object, kind: object, source: object, outcome_id: object
+) -> tuple[str, str, object] | None:
+    """The first of an outcome's identifying fields that breaks its rule, as ``(field, rule,
+    value)``, or None. ``unit`` is already a string (or None); a source may not hold control
+    characters (a source named ``"x\nALERT …"`` would forge a line in the alert log)."""
+    if decision_id is not None and (not isinstance(decision_id, str) or not decision_id or len(decision_id) > MAX_ID):
+        return "decision_id", f"a non-empty string of at most {MAX_ID} characters, or absent", decision_id
+    if unit is not None and (not isinstance(unit, str) or not unit or len(unit) > MAX_UNIT):
+        return "unit", f"a non-empty string of at most {MAX_UNIT} characters, or absent", unit
+    if decision_id is None and unit is None:
+        return "decision_id", "given when 'unit' is not (an outcome links to a decision or a unit)", None
+    if not isinstance(kind, str) or not kind or len(kind) > MAX_KIND or not OUTCOME_KIND.match(kind):
+        return ("kind", f"a name of letters, digits, '_', '.', ':' or '-' starting with a letter "
+                        f"(at most {MAX_KIND} characters)", kind)
+    if not isinstance(source, str) or not source or len(source) > MAX_SOURCE or _CONTROL.search(source):
+        return "source", f"a non-empty string of at most {MAX_SOURCE} characters without control characters", source
+    if outcome_id is not None and (not isinstance(outcome_id, str) or not outcome_id or len(outcome_id) > MAX_ID):
+        return "outcome_id", f"a non-empty string of at most {MAX_ID} characters, or absent", outcome_id
+    return None
 
 #: Version of these record schemas (not of a system's context schema).
 SCHEMA_VERSION = 1

@@ -41,7 +41,7 @@ from ..errors import OutcomeError, SpecError
 from ..schema import Bool, Float, Int, _gather
 from .compact import CONTEXT, json_strings, run_end, to_decision_schema
 from .privacy import Sanitizer
-from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
+from .records import DECISION_SCHEMA, OUTCOME_SCHEMA, outcome_field_problem
 from .sampling import Sampling
 from .sink import Sink
 
@@ -271,25 +271,15 @@ class Telemetry:
     ) -> int | None:
         """Log an outcome, linked by ``decision_id`` or by ``unit`` (and its time). Validates every
         field (raises :class:`OutcomeError`); returns the sequence number (see :meth:`flush`)."""
-        if decision_id is not None and (not isinstance(decision_id, str) or not decision_id):
-            raise OutcomeError("decision_id", "a non-empty string or None", decision_id)
-        if unit is not None:
-            if isinstance(unit, int) and not isinstance(unit, bool):
-                unit = str(unit)
-            if not isinstance(unit, str) or not unit:
-                raise OutcomeError("unit", "a non-empty string (or integer) or None", unit)
-        if decision_id is None and unit is None:
-            raise OutcomeError("decision_id", "given when 'unit' is not (an outcome links to a decision or a unit)", None)
-        if not isinstance(kind, str) or not kind or len(kind) > 200:
-            raise OutcomeError("kind", "a non-empty string of at most 200 characters", kind)
+        if isinstance(unit, int) and not isinstance(unit, bool):
+            unit = str(unit)
+        bad = outcome_field_problem(decision_id, unit, kind, source, outcome_id)
+        if bad is not None:
+            raise OutcomeError(*bad)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise OutcomeError("value", "a finite number", value)
         if isinstance(event_ns, bool) or not isinstance(event_ns, int) or not 0 <= event_ns < 1 << 63:
             raise OutcomeError("event_ns", "an integer of nanoseconds since the epoch (≥ 0)", event_ns)
-        if not isinstance(source, str) or not source:
-            raise OutcomeError("source", "a non-empty string", source)
-        if outcome_id is not None and (not isinstance(outcome_id, str) or not outcome_id):
-            raise OutcomeError("outcome_id", "a non-empty string or None", outcome_id)
         if unit is not None:
             unit = self.sanitizer.unit(unit)
         value = float(value)
