@@ -341,3 +341,26 @@ def test_closedloop_serve_with_two_workers(bundle, tmp_path):
     # both workers logged their decisions, each to its own segment files
     decisions = TelemetryStore(home).read("decisions")
     assert decisions.num_rows == i + 1 and len(set(decisions.column("writer").to_pylist())) == 2
+
+
+def test_added_middleware_sees_the_decide_route_too(phishing, bundle, tmp_path):
+    """``POST /v1/decide`` skips the middleware stack only while the app has none: a middleware a
+    deployment adds runs for it like for every other route."""
+    home, path, tokens = make_home(tmp_path, bundle)
+    app = create_app(settings_for(home, path), system=phishing)
+    seen: list[str] = []
+
+    class Tag:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Tag)
+    with serve_in_thread(app) as base, Client(base, tokens["app"], retries=0) as cl:
+        assert cl.decide(ctx(1)).action in ("allow", "warn", "block")
+        assert len([d for d in cl.decide_batch([ctx(i) for i in range(3)]).decisions if d]) == 3
+    assert seen.count("/v1/decide") == 2

@@ -154,13 +154,16 @@ class _ServiceApp(FastAPI):
     endpoint directly: no routing over every route, no dependency solving, no middleware stack
     (≈ 40 µs a request here, a fifth of a single decision's cost over HTTP). The endpoint and its
     errors are the route's own: exceptions go to the app's exception handlers, responses are
-    counted by route as on the general path, and the route stays in the OpenAPI document."""
+    counted by route as on the general path, and the route stays in the OpenAPI document. Once a
+    middleware is added (``app.add_middleware``: CORS, an auth proxy's check, tracing), every
+    request takes the general path, so the middleware sees ``/v1/decide`` too."""
 
     _fast_route: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         route = self._fast_route
-        if route is not None and scope["type"] == "http" and scope["path"] == "/v1/decide" and scope["method"] == "POST":
+        if (route is not None and scope["type"] == "http" and scope["path"] == "/v1/decide"
+                and scope["method"] == "POST" and not self.user_middleware):
             scope["app"] = self
             scope["route"] = route
             request = Request(scope, receive)
