@@ -214,6 +214,7 @@ def test_the_demo_guard_tolerates_noise_and_stops_a_misbehaving_flight(phishing)
     the difference that stopped five of seed 1's flights without a tolerance, and still stops a
     flight that blocks legitimate pages at a few per 1,000 — what a broken bundle does."""
     from examples.phishing.loop_demo import demo_plan, loop_system
+
     from closedloop.registry.guard import _metric
 
     pol = demo_plan(loop_system(phishing)).rollout.guard
