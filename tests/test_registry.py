@@ -5,6 +5,7 @@ refusals; a corrupt bundle refused at load while production keeps serving; racin
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import multiprocessing
 import os
@@ -182,6 +183,35 @@ def _corrupt(path):
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0x01
     f.write_bytes(bytes(data))
+
+
+def test_latency_check_judges_the_bundle_not_the_machines_load(world, phishing, monkeypatch):
+    """The latency check times a decision in the calling thread's CPU time: time the thread spends
+    off the CPU — descheduled on a busy machine, waiting for the GIL; here a 3 ms sleep in every
+    decision — shows in the wall-clock p99 it reports, but does not make the bundle's own cost
+    look over budget."""
+    import time
+
+    from closedloop.registry.sanity import _contexts, _latency
+    from closedloop.runtime import Runtime as Rt
+
+    system = copy.copy(phishing)
+    system.latency_budget_ms = 1.0
+    contexts = _contexts(system, [])
+    decide = Rt.decide
+
+    def descheduled(self, ctx, *a, **kw):
+        time.sleep(0.003)
+        return decide(self, ctx, *a, **kw)
+
+    monkeypatch.setattr(Rt, "decide", descheduled)
+    busy = _latency(system, world.A, contexts)
+    wall_p99 = float(busy.detail.split("wall clock p99 ")[1].split(" ms")[0])
+    assert busy.passed, busy.detail
+    assert wall_p99 >= 3.0  # the wall clock saw the waits: it would have failed the bundle
+    ticks = itertools.count(0, 3_000_000)  # a clock on which every decision costs 3 ms: over budget
+    slow = _latency(system, world.A, contexts, clock=lambda: next(ticks))
+    assert not slow.passed and "p99 3.000 ms CPU" in slow.detail and "over budget" in slow.detail
 
 
 def test_corrupt_bundle_refused_at_load_production_keeps_serving(reg, world, phishing, tmp_path):
