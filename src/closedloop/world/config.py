@@ -564,21 +564,20 @@ def _efficacy(r: _Reader) -> tuple[tuple[float, ...], ...]:
 
 
 def _outcomes(r: _Reader) -> OutcomesConfig:
-    pos = {"lo": 0.0, "lo_open": True}
     out = OutcomesConfig(
-        choice_delay_seconds=r.number("choice_delay_seconds", **pos),
+        choice_delay_seconds=r.number("choice_delay_seconds", 0.0, lo_open=True),
         click_through_phish=r.prob("click_through_phish"),
         click_through_legit=r.prob("click_through_legit"),
         victim_rate=r.prob("victim_rate"),
         victim_report_rate=r.prob("victim_report_rate"),
         aware_report_rate=r.prob("aware_report_rate"),
-        report_delay_median_hours=r.number("report_delay_median_hours", **pos),
+        report_delay_median_hours=r.number("report_delay_median_hours", 0.0, lo_open=True),
         report_delay_sigma=r.number("report_delay_sigma", 0.0),
         false_block_report_rate=r.prob("false_block_report_rate"),
-        false_block_delay_median_minutes=r.number("false_block_delay_median_minutes", **pos),
+        false_block_delay_median_minutes=r.number("false_block_delay_median_minutes", 0.0, lo_open=True),
         false_warning_report_rate=r.prob("false_warning_report_rate"),
         false_report_rate=r.prob("false_report_rate"),
-        false_report_delay_median_hours=r.number("false_report_delay_median_hours", **pos),
+        false_report_delay_median_hours=r.number("false_report_delay_median_hours", 0.0, lo_open=True),
         transport_delay_seconds=r.number("transport_delay_seconds", 0.0),
     )
     r.done()

@@ -79,9 +79,10 @@ def _check(world: Any, runtime: Any, telemetry: Any, clock: Any) -> None:
         raise SpecError(f"run_day 'world' must be a PhishingWorld. Got {world!r} instead.")
     if not isinstance(clock, ManualClock):
         raise SpecError(f"run_day 'clock' must be a ManualClock (simulated time). Got {clock!r} instead.")
+    now_ns = clock.now_ns
     if getattr(runtime, "clock", None) is not clock:
         raise SpecError("run_day 'runtime' must run on the same ManualClock: Runtime(..., clock=clock).")
-    if telemetry is None or getattr(telemetry, "clock", None) != clock.now_ns:
+    if telemetry is None or getattr(telemetry, "clock", None) != now_ns:
         raise SpecError(
             "run_day 'telemetry' must stamp records in simulated time: Telemetry(..., clock=clock.now_ns)."
         )

@@ -143,7 +143,7 @@ def generate(
     report_kind = np.full(n, -1, dtype=np.int64)
     report_at = np.zeros(n, dtype=np.int64)
     z = R.normal(key, P_REPORT_DELAY, idx)
-    for mask, kind, median_ns, sigma in (
+    for mask, kind_name, median_ns, sigma in (
         (rep_phish, "reported_phish", o.report_delay_median_hours * _H, o.report_delay_sigma),
         (rep_fb, "reported_false_block", o.false_block_delay_median_minutes * 60 * _S, 1.0),
         (rep_fw, "reported_false_warning", o.false_block_delay_median_minutes * 60 * _S, 1.0),
@@ -152,7 +152,7 @@ def generate(
         (ab_ph, "reported_phish", cfg.abuse.delay_median_minutes * 60 * _S, 1.0),
     ):
         pos = np.flatnonzero(mask & (report_kind < 0))
-        report_kind[pos] = _K[kind]
+        report_kind[pos] = _K[kind_name]
         report_at[pos] = ts[pos] + 1 + (median_ns * np.exp(sigma * z[pos])).astype(np.int64)
     r = np.flatnonzero(report_kind >= 0)
     add(r, 1, report_kind[r], 1.0, report_at[r], 1)

@@ -216,6 +216,8 @@ def legit_pages(
     page_brand: list[str] | None = None
     fixed_age = np.zeros(m, dtype=bool)
     hosts_per_page: list[str] | None = None
+    path_t: tuple[str, ...]
+    subs: tuple[str, ...]
     if kind == "popular":
         k = np.arange(m) + first_site
         domains, rank = [], np.zeros(m, dtype=np.int64)

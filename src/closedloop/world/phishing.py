@@ -617,7 +617,7 @@ class PhishingWorld:
         for j, (users, until) in enumerate(self._disable):
             arrays[f"disable{j}.users"], arrays[f"disable{j}.until"] = users, until
         with open(tmp / "state.npz", "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=False, **arrays)  # no object arrays: load refuses pickles too
         meta = {
             "version": _STATE_VERSION, "config_digest": self.config.digest, "seed": self.seed, "day": self.day,
             "id_base": self._id_base, "days": {str(d): {"disables": D.disables, "adapted": D.adapted,

@@ -43,6 +43,13 @@ def user_ids(serial: np.ndarray) -> pa.StringArray:
 
 
 class Users:
+    # drawn per profile by _draw (set on first use, refilled for the profiles that churn)
+    browser: np.ndarray
+    country: np.ndarray
+    activity: np.ndarray
+    susceptibility: np.ndarray
+    report_mult: np.ndarray
+
     def __init__(self, cfg: WorldConfig, rng: np.random.Generator) -> None:
         u = cfg.users
         n = u.count
