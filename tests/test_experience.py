@@ -138,6 +138,38 @@ def three_scores(system):
     return Three()
 
 
+def test_trainers_refuse_a_best_action_system_by_name(tmp_path):
+    """A BestAction experience reads one score per action: a trainer must be told which score to
+    fit (train_logistic, fit_stacking) or refuse (train) — never an AttributeError."""
+    from closedloop.creation import train_logistic
+    from closedloop.creation.stacking import fit_stacking
+    from closedloop.creation.train import train
+
+    system = best_system()
+    batch = {"user": ["u"] * 6, "a": [0.1, 0.9, 0.2, 0.8, 0.3, 0.7], "b": [1.0, 0.0, 1.0, 0.0, 0.5, 0.5]}
+    labels = [0, 1, 0, 1, 0, 1]
+    with pytest.raises(SpecError, match="'output' parameter of train_logistic must name the score"):
+        train_logistic(system, batch, labels)
+    assert train_logistic(system, batch, labels, output="discount").model.outputs == ("discount",)
+    members = [LogisticModel({"a": 1.0}, 0.0, output="s1"), LogisticModel({"b": 1.0}, 0.0, output="s2")]
+    with pytest.raises(SpecError, match="'output' parameter of fit_stacking must name the score"):
+        fit_stacking(system, members, batch, labels)
+    with pytest.raises(SpecError, match="train fits one score"):
+        train(system, tmp_path / "never-read")  # refused before the dataset is read
+
+
+def test_a_chooser_that_does_not_explore_has_no_probabilities():
+    actions = ("allow", "warn", "block")
+    greedy = Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow").bind(["phish"], actions)
+    best = BestAction().bind(actions, actions)
+    for ch in (greedy, best):
+        assert not ch.explores
+        with pytest.raises(SpecError, match="does not explore"):
+            ch.probs([0.7, 0.1, 0.2], 0)
+        with pytest.raises(SpecError, match="does not explore"):
+            ch.probs_batch(np.array([[0.7, 0.1, 0.2]]), np.array([0]))
+
+
 def test_best_action_takes_the_highest_score():
     system = best_system()
     rt = Runtime(system, Bundle.build(system, three_scores(system)))

@@ -23,6 +23,7 @@ from _orchestration_support import (
     synth_days,
 )
 from closedloop import (
+    BestAction,
     Bundle,
     EpsilonGreedy,
     F,
@@ -291,6 +292,16 @@ def test_label_policy_action_defaults_are_validated() -> None:
     assert p.default_for("block") is None and p.default_for("allow") == "legit"
     assert p.describe()["action_defaults"] == {"block": None}
     assert "action_defaults" not in make_system(action_defaults={}).label_policy.describe()
+
+
+def test_a_loop_plan_needs_a_thresholds_experience() -> None:
+    base = make_system()
+    other = System(
+        "synth", context=base.schema.fields, unit=base.unit, features={"x": F.col("x"), "z": F.col("z")},
+        actions=list(base.actions), experience=BestAction(), labels=base.labels, label_policy=base.label_policy,
+    )
+    with pytest.raises(SpecError, match="LoopPlan needs a system with a Thresholds experience; 'synth' has BestAction"):
+        LoopPlan(other, thresholds="system")
 
 
 # -- drift and spikes --------------------------------------------------------------------------------------

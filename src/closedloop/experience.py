@@ -247,6 +247,10 @@ class Chooser:
         return tuple(f"explored ({band}) → {a}" for a in self.actions)
 
 
+def _not_exploring(spec: Thresholds | BestAction) -> SpecError:
+    return SpecError(f"The experience {spec!r} does not explore: it has no action probabilities (see 'explores').")
+
+
 class ThresholdChooser(Chooser):
     def __init__(self, spec: Thresholds, column: int, actions: tuple[str, ...]) -> None:
         self.spec = spec
@@ -287,16 +291,23 @@ class ThresholdChooser(Chooser):
         return action, why
 
     def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
-        return self._policy.probs(greedy, len(self.actions), scores[self._col], self._mask)  # type: ignore[union-attr]
+        policy = self._policy
+        if policy is None:
+            raise _not_exploring(self.spec)
+        return policy.probs(greedy, len(self.actions), scores[self._col], self._mask)
 
     def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
-        return self._policy.probs_batch(greedy, len(self.actions), S[:, self._col], self._mask)  # type: ignore[union-attr]
+        policy = self._policy
+        if policy is None:
+            raise _not_exploring(self.spec)
+        return policy.probs_batch(greedy, len(self.actions), S[:, self._col], self._mask)
 
 
 class BestChooser(Chooser):
     """argmax over one score per action (NaN counts as -inf; ties go to the first action)."""
 
     def __init__(self, spec: BestAction, actions: tuple[str, ...]) -> None:
+        self.spec = spec
         self.actions = actions
         self.explores = spec.explore is not None
         self._policy = spec.explore
@@ -318,15 +329,21 @@ class BestChooser(Chooser):
         return g, g.copy()
 
     def probs(self, scores: Sequence[float], greedy: int) -> list[float]:
-        if isinstance(self._policy, Softmax):
-            return self._policy.probs(scores)
-        return self._policy.probs(greedy, len(self.actions), scores[greedy], self._mask)  # type: ignore[union-attr]
+        policy = self._policy
+        if isinstance(policy, Softmax):
+            return policy.probs(scores)
+        if policy is None:
+            raise _not_exploring(self.spec)
+        return policy.probs(greedy, len(self.actions), scores[greedy], self._mask)
 
     def probs_batch(self, S: np.ndarray, greedy: np.ndarray) -> np.ndarray:
-        if isinstance(self._policy, Softmax):
-            return self._policy.probs_batch(S)
+        policy = self._policy
+        if isinstance(policy, Softmax):
+            return policy.probs_batch(S)
+        if policy is None:
+            raise _not_exploring(self.spec)
         top = S[np.arange(S.shape[0]), greedy]
-        return self._policy.probs_batch(greedy, len(self.actions), top, self._mask)  # type: ignore[union-attr]
+        return policy.probs_batch(greedy, len(self.actions), top, self._mask)
 
 
 class BestAction:

@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import IntelligenceError, SpecError
+from ..experience import BestAction
 from ..intelligence import LogisticModel
 from ..spec import System
 from .metrics import log_loss, roc_auc
 
-__all__ = ["TrainResult", "encode_labels", "labelled_features", "train_logistic"]
+__all__ = ["TrainResult", "encode_labels", "experience_score", "labelled_features", "train_logistic"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,24 @@ def encode_labels(system: System, labels: Any, n: int | None = None, *, owner: s
             raise IntelligenceError(f"The 'labels' of {owner} must be {rule}. Got {v!r} instead (row {i}).")
     return out
 
+
+
+def experience_score(system: System, owner: str, *, has_output: bool = True) -> str:
+    """The score ``system``'s experience reads (Thresholds, Ranking): what a trainer fits when it
+    is not told which output to fit. A BestAction experience reads one score per action, not one:
+    refused (SpecError), naming ``owner``'s ``output`` parameter when it ``has_output``."""
+    exp = system.experience
+    if isinstance(exp, BestAction):
+        if has_output:
+            raise SpecError(
+                f"The 'output' parameter of {owner} must name the score to fit when the system's experience "
+                f"reads one score per action (System '{system.name}' has {exp!r}). Got None instead."
+            )
+        raise SpecError(
+            f"{owner} fits one score, and System '{system.name}' cannot use one: its experience {exp!r} "
+            f"reads one score per action."
+        )
+    return exp.score
 
 
 def labelled_features(system: System, batch: Any, labels: Any, owner: str) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -179,7 +198,7 @@ def train_logistic(
         raise SpecError(f"The 'system' parameter of train_logistic must be a closedloop.System. Got {system!r} instead.")
     _check_params(C, max_iter, standardize)
     if output is None:
-        output = system.experience.score
+        output = experience_score(system, "train_logistic")
     elif not isinstance(output, str) or not output.isidentifier():
         raise SpecError(f"The 'output' parameter of train_logistic must be an identifier. Got {output!r} instead.")
 

@@ -31,7 +31,7 @@ from ..errors import IntelligenceError, SpecError
 from ..intelligence import Intelligence, Stacking
 from ..intelligence.combine import logit_array
 from ..spec import System
-from .logistic import labelled_features
+from .logistic import experience_score, labelled_features
 
 __all__ = ["fit_stacking"]
 
@@ -80,7 +80,7 @@ def fit_stacking(
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise SpecError(f"The 'max_iter' parameter of {owner} must be an integer ≥ 1. Got {max_iter!r} instead.")
     if output is None:
-        output = system.experience.score
+        output = experience_score(system, owner)
     # Validates the members (non-empty, one output each) and the output name before any work.
     zeros = [0.0] * (len(members) if isinstance(members, Sequence) else 0)
     members = list(Stacking(members, zeros, 0.0, output=output, transform=transform).members)

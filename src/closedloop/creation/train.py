@@ -62,6 +62,7 @@ from ..evaluation.splits import Split
 from ..evaluation.splits import split as split_rows
 from ..intelligence import Intelligence
 from ..spec import System
+from .logistic import experience_score
 
 __all__ = ["TrainRun", "code_version", "parse_params", "train"]
 
@@ -166,7 +167,7 @@ def _mapping(cols: Any) -> dict[str, Any]:
 
 def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.ndarray,
          w: np.ndarray | None = None, X: np.ndarray | None = None) -> Intelligence:
-    output = system.experience.score
+    output = experience_score(system, "train", has_output=False)
     if model == "heuristic":
         from ..intelligence import Rule, ScoringRules
 
@@ -300,6 +301,7 @@ def train(
 
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of train must be a closedloop.System. Got {system!r} instead.")
+    experience_score(system, "train", has_output=False)  # refused before the dataset is read
     _check_model(model)
     if calibrate is not None and calibrate not in _CALIBRATIONS:
         raise SpecError(

@@ -53,6 +53,7 @@ from typing import Any
 from ..bundle import Bundle
 from ..clock import Clock, SystemClock
 from ..errors import ClosedLoopError, SanityCheckError, SpecError
+from ..experience import Thresholds
 from ..telemetry import TelemetryStore
 from ..telemetry.segments import atomic_write
 from .alerts import Alert, JsonLinesAlertSink, deliver
@@ -677,6 +678,8 @@ class Cycle:
             cols = cols.take(labeled[rows])
             S = np.asarray(scorer.batch(self.system.features.batch(cols), cols), dtype=np.float64)
         exp = self.system.experience
+        if not isinstance(exp, Thresholds):  # pragma: no cover - LoopPlan refuses other experiences
+            raise SpecError(f"Cost thresholds need a Thresholds experience. Got {exp!r} instead.")
         s = S[:, list(scorer.outputs).index(exp.score)]
         return best_thresholds(y, s, exp, self.system.costs, weights=w, labels=self.system.labels)
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..bundle import Bundle
 from ..errors import SpecError
 from ..evaluation.report import Gate
+from ..experience import Thresholds
 from ..intelligence import Intelligence
 from ..spec import System
 from .abuse import AbusePolicy
@@ -186,6 +187,11 @@ class LoopPlan:
             raise SpecError(f"The 'system' parameter of LoopPlan must be a closedloop.System. Got {self.system!r} instead.")
         if self.system.label_policy is None:
             raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
+        if not isinstance(self.system.experience, Thresholds):  # the cycle trains one score and sets its thresholds
+            raise SpecError(
+                f"LoopPlan needs a system with a Thresholds experience; '{self.system.name}' has "
+                f"{self.system.experience!r}."
+            )
         if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
             raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
         for name in ("train_weights", "evaluate_weights", "early_labels"):
@@ -202,11 +208,13 @@ class LoopPlan:
         for name, typ in (("gate", Gate), ("rollout", Rollout), ("tighten", Tighten)):
             if not isinstance(getattr(self, name), typ):
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__}. Got {getattr(self, name)!r} instead.")
-        for name, typ in (("drift", DriftMonitor), ("spikes", MistakeSpikes), ("abuse", AbusePolicy),
-                          ("label_check", LabelCheck)):
+        optional: tuple[tuple[str, type], ...] = (
+            ("drift", DriftMonitor), ("spikes", MistakeSpikes), ("abuse", AbusePolicy), ("label_check", LabelCheck),
+        )
+        for name, opt in optional:
             v = getattr(self, name)
-            if v is not None and not isinstance(v, typ):
-                raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__} or None. Got {v!r} instead.")
+            if v is not None and not isinstance(v, opt):
+                raise SpecError(f"The '{name}' parameter of LoopPlan must be a {opt.__name__} or None. Got {v!r} instead.")
         for s in self.sinks:
             if not isinstance(s, AlertSink):
                 raise SpecError(f"The 'sinks' of LoopPlan must be AlertSinks. Got {s!r} instead.")
