@@ -156,6 +156,34 @@ def test_guardrail_declarations_are_validated(phishing):
         Runtime(s, Bundle.build(s, model(s, 0.0)))
 
 
+def test_a_custom_rule_without_a_condition_is_refused_by_name(phishing):
+    from closedloop.guardrails import Guardrail
+
+    class Unconditional(Guardrail):  # condition() may be None only for a FrequencyCap
+        name, reason = "unconditional", "always"
+
+        def condition(self):
+            return None
+
+        def overrides(self, actions):
+            return {"block": "warn"}
+
+        def describe(self):
+            return {"kind": "unconditional", "name": self.name}
+
+    s = variant(phishing, [Unconditional()])
+    with pytest.raises(SpecError, match="condition of Guardrail 'unconditional' must be a feature expression"):
+        Runtime(s, Bundle.build(s, model(s, 0.0)))
+
+
+def test_a_saved_guardrail_of_no_known_kind_is_refused_by_name():
+    from closedloop.guardrails import guardrail_from_dict
+
+    for kind in ("hard_limit", ["allow_list"], None):  # a list is not even hashable
+        with pytest.raises(SpecError, match=r"allow and block lists only\. Got a guardrail of kind"):
+            guardrail_from_dict({"kind": kind, "name": "x"})
+
+
 def test_phishing_guardrails_conform(phishing):
     rng = np.random.default_rng(0)
     weights = {n: float(w) for n, w in zip(phishing.features.names, rng.normal(size=len(phishing.features)), strict=True)}

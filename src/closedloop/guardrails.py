@@ -230,7 +230,7 @@ def guardrail_from_dict(spec: Any) -> Guardrail:
     if not isinstance(spec, Mapping):
         raise SpecError(f"A saved guardrail must be a JSON object. Got {spec!r} instead.")
     kind = spec.get("kind")
-    cls = {"allow_list": AllowList, "block_list": BlockList}.get(kind)  # type: ignore[arg-type]
+    cls = {"allow_list": AllowList, "block_list": BlockList}.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise SpecError(f"Bundles may carry allow and block lists only. Got a guardrail of kind {kind!r}.")
     try:
@@ -386,10 +386,16 @@ class GuardLayer:
             for src, dst in r.overrides(actions).items():
                 m[index[src]] = index[dst]
             self._maps.append(m)
-        self._conds = (
-            FeatureSet({f"g{i}": r.condition() for i, r in enumerate(inner_first)}, system.features.schema)
-            if inner_first else None
-        )
+        conds: dict[str, Expr] = {}
+        for i, r in enumerate(inner_first):
+            cond = r.condition()
+            if cond is None:  # only a cap (kept apart above) may apply without a condition
+                raise SpecError(
+                    f"The condition of Guardrail '{r.name}' must be a feature expression (only a "
+                    f"FrequencyCap has none). Got None instead."
+                )
+            conds[f"g{i}"] = cond
+        self._conds = FeatureSet(conds, system.features.schema) if inner_first else None
         self._caps = [(index[c.action], index[c.fallback], c.limit, c.per_ns) for c in caps]
         self._cap_of = {index[c.action]: i for i, c in enumerate(caps)}
         self.store = store if store is not None else InMemoryCapStore()
@@ -423,13 +429,13 @@ class GuardLayer:
                     b = fb
             if targets is not None:
                 targets = [self._caps[self._cap_of[t]][1] if full.get(t) else t for t in targets]
-            j = self._cap_of.get(b)
-            if j is not None:
-                self.store.add(j, ts // self._caps[j][3], unit)
-        if probs is None:
+            cap = self._cap_of.get(b)
+            if cap is not None:
+                self.store.add(cap, ts // self._caps[cap][3], unit)
+        if probs is None or targets is None:  # targets are tracked exactly when probs are given
             return b, fired, 1.0
         prop = 0.0
-        for t, p in zip(targets, probs, strict=True):  # type: ignore[arg-type]
+        for t, p in zip(targets, probs, strict=True):
             if t == b:
                 prop = prop + p
         return b, fired, prop
@@ -472,11 +478,11 @@ class GuardLayer:
                 fired = np.where(hit, self._n_plain + j, fired)
                 if T is not None:
                     T = np.where(full[:, None] & (T == act), fb, T)
-        if P is None:
+        if P is None or T is None:  # T is tracked exactly when P is given
             return b, fired, np.ones(n, dtype=np.float64)
         prop = np.zeros(n, dtype=np.float64)
         for j in range(k):
-            prop = prop + np.where(T[:, j] == b, P[:, j], 0.0)  # type: ignore[index]
+            prop = prop + np.where(T[:, j] == b, P[:, j], 0.0)
         return b, fired, prop
 
 
