@@ -182,6 +182,12 @@ def test_one_bundle_without_costs_renders(small):
     assert "Expected cost per 1,000 decisions" not in titles and "ROC curve" in titles
 
 
+def test_a_report_without_a_positive_count_renders(small):
+    rep = copy.deepcopy(small["report"])
+    rep["rows"]["positives"] = None  # the header's base rate is unknown, not a crash
+    assert "(— positive, base rate —)" in render_html(rep)
+
+
 def test_best_confusion_is_shown_when_the_report_has_it(small):
     rep = copy.deepcopy(small["report"])
     m = rep["bundles"][0]["mistakes"]

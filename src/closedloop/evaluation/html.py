@@ -500,7 +500,7 @@ def _header(report: Mapping[str, Any]) -> str:
         ("dataset", md.get("dataset_id")),
         ("dataset path", md.get("dataset_path")),
         ("split", f"{_split_text(md.get('split'))} — evaluated on {side_text}"),
-        ("rows evaluated", f"{_count(n)} ({_count(pos)} positive, base rate {_pct(pos / n) if n else '—'})"),
+        ("rows evaluated", f"{_count(n)} ({_count(pos)} positive, base rate {_pct(pos / n) if n and pos is not None else '—'})"),
         ("bundles", len(report["bundles"])),
         ("bootstrap", f"{md.get('bootstrap')} resamples by unit, seed {md.get('seed')}"),
         ("created", md.get("created")),

@@ -401,6 +401,11 @@ def slice_intervals(measured: Measured, units: Any, level: float = 0.95) -> list
     return out
 
 
+def _minus(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+    """``x - y``, or None when either is unknown."""
+    return None if x is None or y is None else x - y
+
+
 def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, int]], units: np.ndarray,
                      n_units: int, bootstrap: int, seed: int) -> list[dict[str, Any]]:
     """For each ``(a, b)`` pair of bundles, intervals of the differences in AUC and expected cost
@@ -424,8 +429,7 @@ def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, in
     rank_units = {i: units[measured[i].ranked.order] for i in need}
     d_auc = np.empty((bootstrap, len(pairs)))
     d_cost = np.empty((bootstrap, len(pairs)))
-    cost_diff = [None if measured[a].row_cost is None or measured[b].row_cost is None
-                 else measured[b].row_cost - measured[a].row_cost for a, b in pairs]
+    cost_diff = [_minus(measured[b].row_cost, measured[a].row_cost) for a, b in pairs]
     for r in range(bootstrap):
         draw = _poisson1(rng, n_units)
         aucs = {}
@@ -697,11 +701,11 @@ def evaluate(
         comparison = [{"baseline": bundles[0].version, "candidate": bundles[j].version, **diffs[(0, j)]}
                       for j in range(1, len(bundles))]
         for h in heur:
-            for m in models:
-                d = diffs[(h, m)]
+            for mi in models:
+                d = diffs[(h, mi)]
                 if _within_noise(d):
                     note = (f"{HEURISTIC_NOTE} (heuristic {bundles[h].version} is within the noise of "
-                            f"model {bundles[m].version}: AUC difference {d['auc_diff']:+.4f}, 95% CI "
+                            f"model {bundles[mi].version}: AUC difference {d['auc_diff']:+.4f}, 95% CI "
                             f"{d['auc_diff_ci']})")
                     break
             if note:
