@@ -17,8 +17,10 @@ units get production. :func:`expected_shares` gives the share of units each arm 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from typing import Protocol
 
 from .bundle import Bundle
 from .errors import SpecError
@@ -117,7 +119,17 @@ def assign_flight(flights: tuple[Flight, ...], unit: str) -> int:
     return -1
 
 
-def expected_shares(flights: tuple[Flight, ...]) -> dict[str | None, float]:
+class _Arm(Protocol):
+    """What expected_shares reads of a flight (a Flight, or the registry's FlightState)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def share(self) -> float: ...
+
+
+def expected_shares(flights: Sequence[_Arm]) -> dict[str | None, float]:
     """The share of units each arm should get (``None``: production), flights tried in order."""
     left = 1.0
     out: dict[str | None, float] = {}

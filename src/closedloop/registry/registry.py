@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..bundle import Bundle
@@ -331,16 +331,17 @@ class Registry:
         body = _dumps(report)
         digest = hashlib.sha256(body.encode()).hexdigest()
         gate = report.get("gate") if isinstance(report.get("gate"), dict) else None
-        meta = report.get("metadata") if isinstance(report.get("metadata"), dict) else {}
+        given = report.get("metadata")
+        meta: dict[str, Any] = given if isinstance(given, dict) else {}
         try:
             with self._write() as conn:
                 found = conn.execute(select(T_REPORTS.c.id).where(T_REPORTS.c.digest == digest)).scalar()
                 if found is None:
-                    rid = conn.execute(insert(T_REPORTS).values(
+                    rid = _inserted_id(conn.execute(insert(T_REPORTS).values(
                         system=report["system"], digest=digest, dataset_id=str(meta.get("dataset_id") or "")[:200] or None,
                         created=str(meta.get("created") or "")[:40] or None, registered_ns=self.clock.now_ns(),
                         registered_by=actor, body=body,
-                    )).inserted_primary_key[0]
+                    )), "report")
                     for pos, v in enumerate(dict.fromkeys(versions)):
                         cand = gate is not None and gate.get("candidate") == v
                         conn.execute(insert(T_RB).values(
@@ -350,9 +351,12 @@ class Registry:
                         ))
                 else:
                     rid = found
-        except IntegrityError:  # the same report added concurrently
+        except IntegrityError as exc:  # the same report added concurrently
             with self._read() as conn:
-                rid = conn.execute(select(T_REPORTS.c.id).where(T_REPORTS.c.digest == digest)).scalar()
+                again = conn.execute(select(T_REPORTS.c.id).where(T_REPORTS.c.digest == digest)).scalar()
+            if again is None:  # not that race: another constraint refused the report
+                raise RegistryError(f"The registry database refused the evaluation report: {exc.orig}") from exc
+            rid = again
         return {"id": int(rid), "digest": digest, "bundles": versions,
                 "gate": None if gate is None else {k: gate.get(k) for k in ("baseline", "candidate", "passed", "reasons")}}
 
@@ -615,7 +619,7 @@ class Registry:
             raise
         checks = self._sanity(system, version, seen.production, need_gate=role != "shadow", force=force,
                               name=name, operation=operation, actor=actor, reason=reason, seen=seen)
-        detail = {"bundle": version, "role": role, "checks": checks, "forced": force}
+        detail: dict[str, Any] = {"bundle": version, "role": role, "checks": checks, "forced": force}
         if flight is not None:
             detail.update(flight=flight, share=share)
 
@@ -835,12 +839,12 @@ class Registry:
                                        .values(revision=new.revision, state=new.to_json(), updated_ns=now))
                     if res.rowcount != 1:
                         raise _Lost(cur.revision, None)
-                eid = int(conn.execute(insert(T_EVENTS).values(
+                eid = _inserted_id(conn.execute(insert(T_EVENTS).values(
                     system=name, at_ns=now, actor=actor, operation=operation, reason=reason, status="applied",
                     revision_before=cur.revision, revision_after=new.revision, before=cur.to_json(),
                     after=new.to_json(), detail=_dumps({**detail, "message": message}), undoable=undoable,
                     undone_by=None,
-                )).inserted_primary_key[0])
+                )), "event")
                 if undo is not None:
                     conn.execute(update(T_EVENTS).where(T_EVENTS.c.id == undo).values(undone_by=eid))
         except (_Lost, IntegrityError) as exc:
@@ -906,7 +910,15 @@ def _ns(when: int | _dt.datetime) -> int:
     return when
 
 
-def _event(r: Mapping[str, Any]) -> dict[str, Any]:
+def _inserted_id(result: CursorResult[Any], table: str) -> int:
+    """The id the database gave the one row ``result`` inserted."""
+    key = result.inserted_primary_key
+    if key is None or key[0] is None:
+        raise RegistryError(f"The registry database gave the new {table} row no id (an autoincrement key is required).")
+    return int(key[0])
+
+
+def _event(r: RowMapping) -> dict[str, Any]:
     return {
         "id": int(r["id"]), "system": r["system"], "at": iso(r["at_ns"]), "at_ns": int(r["at_ns"]),
         "actor": r["actor"], "operation": r["operation"], "reason": r["reason"], "status": r["status"],
