@@ -21,7 +21,7 @@ import pyarrow as pa
 try:  # pragma: no cover - which branch runs depends on the build
     from . import _kernels
 except ImportError:  # pragma: no cover
-    _kernels = None  # type: ignore[assignment]
+    _kernels = None
 
 __all__ = [
     "COMPILED", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",

@@ -152,7 +152,7 @@ class Credentials:
         if name in self.names():
             raise SpecError(f"A credential named '{name}' already exists in {self.path}; remove it first.")
         token = secrets.token_urlsafe(32)
-        entry = {
+        entry: dict[str, object] = {
             "name": name, "roles": roles, "sha256": _digest(token),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }

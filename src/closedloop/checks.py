@@ -109,16 +109,16 @@ def _random_value(f: Any, rng: np.random.Generator) -> Any:
     if isinstance(f, Float):
         if f.nonfinite != "reject" and r < 0.08:
             return float(("nan", "inf", "-inf")[int(rng.integers(0, 3))])
-        lo = f.ge if f.ge is not None else -1e6
-        hi = f.le if f.le is not None else lo + 2e6
+        flo = f.ge if f.ge is not None else -1e6
+        fhi = f.le if f.le is not None else flo + 2e6
         if r < 0.15:
-            return float(lo)
+            return float(flo)
         if r < 0.2:
-            return float(hi)
+            return float(fhi)
         if r < 0.3:
-            return float(lo) + float(rng.integers(0, 5))  # small whole numbers: thresholds
-        x = float(lo + (hi - lo) * rng.random() ** 3)
-        return min(max(x, float(lo)), float(hi))
+            return float(flo) + float(rng.integers(0, 5))  # small whole numbers: thresholds
+        x = float(flo + (fhi - flo) * rng.random() ** 3)
+        return min(max(x, float(flo)), float(fhi))
     raise ConformanceError(f"No generator for field type {type(f).__name__}")  # pragma: no cover
 
 
@@ -142,7 +142,8 @@ def contexts_strategy(schema: Schema) -> Any:
             pieces = st.lists(st.sampled_from(_TEXT_PIECES), max_size=8).map("".join)
             text = st.one_of(pieces, st.text(max_size=30))
             if f.max_length is not None:
-                text = text.map(lambda s, m=f.max_length: s[:m])
+                m = f.max_length
+                text = text.map(lambda s: s[:m])
             return text
         if isinstance(f, Int):
             lo = f.ge if f.ge is not None else -(2**40)

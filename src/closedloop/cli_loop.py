@@ -206,14 +206,15 @@ def dataset_build(
         raise typer.BadParameter("--since must be before --until.", param_hint="'--since'")
     store = TelemetryStore(settings.home)
     store.compact()
-    target = out
     staging = None
-    if target is None:
+    if out is None:
         settings.datasets.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.datasets)) / "dataset"
+        staging = target = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.datasets)) / "dataset"
+    else:
+        target = out
     manifest = build_dataset(
         sys_obj, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
-        since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=staging or target,
+        since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=target,
     )
     path = manifest.path
     if staging is not None:
@@ -259,8 +260,10 @@ def dataset_import(
     staging = None
     if out is None:
         settings.datasets.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=settings.datasets)) / "dataset"
-    manifest = import_dataset(file, sys_obj, label=label, unit=unit, time=time_col, out=staging or out)
+        staging = target = Path(tempfile.mkdtemp(prefix=".import-", dir=settings.datasets)) / "dataset"
+    else:
+        target = out
+    manifest = import_dataset(file, sys_obj, label=label, unit=unit, time=time_col, out=target)
     path = manifest.path
     if staging is not None:
         final = settings.datasets / manifest.id

@@ -22,7 +22,7 @@ import json
 import re
 import sys
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -50,16 +50,16 @@ def _plan(plan: str | None, system: str | None) -> Any:
 
     if (plan is None) == (system is None):
         raise typer.BadParameter("give exactly one of --plan and --system.", param_hint="'--plan'")
-    if system is not None:
+    if plan is None:
         from .cli import load_system
 
-        return LoopPlan(load_system(system))
-    where, _, attr = plan.rpartition(":")  # type: ignore[union-attr]
+        return LoopPlan(load_system(cast(str, system)))  # one of the two is given (checked above)
+    where, _, attr = plan.rpartition(":")
     if not where or not attr:
         raise _bad(str(plan), "expected 'module:attr' or 'path/to/file.py:attr'")
     from pathlib import Path
 
-    module = _import_file(plan, Path(where)) if (where.endswith(".py") or "/" in where) else _import_module(plan, where)  # type: ignore[arg-type]
+    module = _import_file(plan, Path(where)) if (where.endswith(".py") or "/" in where) else _import_module(plan, where)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .errors import SpecError
 from .settings import Settings
 
+if TYPE_CHECKING:  # the service is imported when a command needs it
+    from .service import RateLimit
+
 __all__ = ["parse_rate", "serve"]
 
 
-def parse_rate(text: str, option: str) -> object:
+def parse_rate(text: str, option: str) -> RateLimit:
     """``RATE/BURST`` (events per second / bucket size), ``RATE`` (burst = 10 × rate, at least 1)
     or ``off``."""
     from .service import RateLimit
@@ -73,10 +77,10 @@ def serve(
     project: Settings = ctx.obj
     settings = ServiceSettings(
         project=project, system=system, bundle=bundle, host=host, port=port, workers=workers,
-        credentials=credentials, telemetry=telemetry, flush_interval_ms=flush_interval_ms,
+        credentials=None if credentials is None else Path(credentials), telemetry=telemetry, flush_interval_ms=flush_interval_ms,
         max_body_bytes=max_body_bytes, max_batch=max_batch,
-        outcome_rate_per_source=parse_rate(outcome_rate_per_source, "--outcome-rate-per-source"),  # type: ignore[arg-type]
-        outcome_rate_per_unit=parse_rate(outcome_rate_per_unit, "--outcome-rate-per-unit"),  # type: ignore[arg-type]
+        outcome_rate_per_source=parse_rate(outcome_rate_per_source, "--outcome-rate-per-source"),
+        outcome_rate_per_unit=parse_rate(outcome_rate_per_unit, "--outcome-rate-per-unit"),
         poll_interval_s=poll_interval, guard_interval_s=guard_interval, access_log=access_log,
     )
     if not settings.credentials_path.exists():

@@ -40,7 +40,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -264,6 +264,7 @@ class Expr:
     """
 
     __slots__ = ("_key",)
+    _key: str  # the cached canonical description (see key)
 
     # -- to implement ---------------------------------------------------------------------------
     def children(self) -> tuple[Expr, ...]:
@@ -337,16 +338,16 @@ class Expr:
         return _Neg(self)
 
     # -- comparisons and logic --------------------------------------------------------------------
-    def __gt__(self, other: Any) -> Expr:  # type: ignore[override]
+    def __gt__(self, other: Any) -> Expr:
         return _Cmp(">", self, _wrap(other))
 
-    def __ge__(self, other: Any) -> Expr:  # type: ignore[override]
+    def __ge__(self, other: Any) -> Expr:
         return _Cmp(">=", self, _wrap(other))
 
-    def __lt__(self, other: Any) -> Expr:  # type: ignore[override]
+    def __lt__(self, other: Any) -> Expr:
         return _Cmp("<", self, _wrap(other))
 
-    def __le__(self, other: Any) -> Expr:  # type: ignore[override]
+    def __le__(self, other: Any) -> Expr:
         return _Cmp("<=", self, _wrap(other))
 
     def eq(self, other: Any) -> Expr:
@@ -770,7 +771,7 @@ class _StrNum(Expr):
         if self.op == "length":
             return pc.utf8_length(s).to_numpy(zero_copy_only=False).astype(np.float64)
         if self.op == "count":
-            return count_array(s, self.arg)
+            return count_array(s, cast(str, self.arg))  # Expr.count always gives the literal
         if self.op == "contains":
             return _bool_f64(pc.match_substring(s, self.arg))
         if self.op == "startswith":

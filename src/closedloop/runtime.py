@@ -83,7 +83,7 @@ class _Plan:
         self.presentations = tuple(system.action_specs[a].presentation for a in system.actions)
         rules = [*system.guardrails, *bundle.guardrails]  # outermost first: the system wraps the bundle
         self.guard = GuardLayer(system, rules, store) if rules else None
-        self.default = system.actions.index(system.default_action)  # type: ignore[arg-type]
+        self.default = system.actions.index(system.default_action)
         self.kill_reason = f"kill switch on → {system.default_action}"
         # Every reason a decision may give, in one table: the experience's, then the guardrails'.
         self.reasons = (

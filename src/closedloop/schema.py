@@ -18,7 +18,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import msgspec
 import numpy as np
@@ -30,7 +30,7 @@ from .errors import BatchContextError, ContextError, SpecError
 try:  # pragma: no cover - which branch runs depends on the build
     from . import _kernels
 except ImportError:  # pragma: no cover
-    _kernels = None  # type: ignore[assignment]
+    _kernels = None
 
 __all__ = ["Bool", "Columns", "Field", "Float", "Int", "Schema", "Str"]
 
@@ -325,7 +325,7 @@ class Str(Field):
 
     def msgspec_type(self) -> Any:
         if self.choices is not None:
-            return Literal[self.choices]  # type: ignore[valid-type]
+            return Literal[self.choices]
         if self.max_length is not None:
             return Annotated[str, msgspec.Meta(max_length=self.max_length)]
         return str
@@ -390,18 +390,21 @@ class Columns:
 
     def _build(self, name: str) -> Any:
         """Column ``name`` from the contexts (each already validated: no check repeated)."""
-        f = self._fields[name]  # type: ignore[index]
-        col = _gather(f, self.contexts, self.n, exact=True)  # type: ignore[arg-type]
+        fields, contexts = self._fields, self.contexts
+        if fields is None or contexts is None:  # only columns built from contexts have fields
+            raise KeyError(name)
+        f = fields[name]
+        col: Any = _gather(f, contexts, self.n, exact=True)
         if col is not None:
             self._held.add(name)
         else:
-            col = _gather(f, self.contexts, self.n)  # type: ignore[arg-type]
+            col = _gather(f, contexts, self.n)
         if col is not None:
             self._data[name] = col
             return col
         values = self.pylist(name)
         if isinstance(f, Str):
-            col: Any = pa.array(values, type=pa.string())
+            col = pa.array(values, type=pa.string())
         elif isinstance(f, Bool):
             col = np.array(values, dtype=bool)
         elif isinstance(f, Int):
@@ -428,8 +431,9 @@ class Columns:
         out = self._lists.get(name)
         if out is None:
             col = self._data.get(name)
-            if col is None and self._fields is not None and name in self._fields:
-                out = list(map(operator.attrgetter(name), self.contexts))  # type: ignore[arg-type]
+            contexts = self.contexts
+            if col is None and self._fields is not None and name in self._fields and contexts is not None:
+                out = list(map(operator.attrgetter(name), contexts))
             else:
                 col = self._data[name]
                 out = col.to_pylist() if isinstance(col, pa.Array) else col.tolist()
@@ -538,7 +542,7 @@ class Schema:
         self.version = version
         self.extra = extra
         self.by_name: dict[str, Field] = {f.name: f for f in fields}
-        spec = []
+        spec: list[tuple[str, Any] | tuple[str, Any, Any]] = []
         for f in fields:
             if f.required:
                 spec.append((f.name, f.msgspec_type()))
@@ -758,7 +762,7 @@ def _constant(f: Field, value: Any, n: int) -> Any:
 
 def _python_column(f: Field, values: list[Any], n: int, bad: np.ndarray, found: list[ContextError]) -> Any:
     """The exact, element-by-element path (object arrays, mixed lists)."""
-    out = []
+    out: list[Any] = []
     mask = np.zeros(n, dtype=bool)
     for i, v in enumerate(values):
         if v is None:
@@ -874,7 +878,7 @@ def _validate_number(f: Field, col: Any, n: int, bad: np.ndarray, found: list[Co
         if mask.any():
             _record(f, mask, out, bad, found)
     else:
-        ff: Float = f  # type: ignore[assignment]
+        ff = cast(Float, f)  # the numeric fields are Bool, Int (above) and Float
         if kind not in "iuf":
             _record(f, np.ones(n, dtype=bool), col, bad, found)
             return _filler(f, n)

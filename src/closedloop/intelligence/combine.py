@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -211,7 +211,7 @@ class WeightedVote(Intelligence):
                     f"{owner} takes weights either in 'members' as (intelligence, weight) pairs or in "
                     f"'weights', not both. Got both instead."
                 )
-            pairs = list(members)
+            pairs = cast("list[tuple[Any, ...]]", list(members))  # every member is a tuple (checked above)
             for i, p in enumerate(pairs):
                 if len(p) != 2:
                     raise IntelligenceError(

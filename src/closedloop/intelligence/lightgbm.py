@@ -58,7 +58,7 @@ from .base import Intelligence, Scorer, check_output, spec_get
 try:  # pragma: no cover - which branch runs depends on the build
     from .. import _trees
 except ImportError:  # pragma: no cover
-    _trees = None  # type: ignore[assignment]
+    _trees = None
 
 __all__ = ["COMPILED", "LightGBMModel", "PyForest", "parse_lightgbm"]
 

@@ -45,7 +45,7 @@ class _LinearScorer(Scorer):
         src = f"def one(x, c):\n    return ({body},)\n"
         ns: dict[str, Any] = {"_sigmoid": sigmoid}
         exec(compile(src, "<closedloop linear>", "exec"), ns)  # generated from validated floats
-        self.one = ns["one"]  # type: ignore[method-assign]
+        self.one = ns["one"]  # type: ignore[method-assign]  # deliberate: the generated function, no method frame
 
     def batch(self, X: np.ndarray, cols: Columns) -> np.ndarray:
         z = np.full(X.shape[0], self._b, dtype=np.float64)

@@ -153,9 +153,9 @@ def _ident(s: str) -> str:
 
 
 def _register(con: Any, name: str, files: Sequence[Path | str], schema: pa.Schema) -> None:
-    files = [str(f) for f in files]
-    if files:
-        lst = "[" + ", ".join(_q(f) for f in files) + "]"
+    paths = [str(f) for f in files]
+    if paths:
+        lst = "[" + ", ".join(_q(f) for f in paths) + "]"
         con.execute(
             f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({lst}, filename=true, "
             "file_row_number=true)"
@@ -418,7 +418,7 @@ def build_dataset(
         weight_expr = "1.0 / d.sample_prob"
         if policy.inverse_propensity:
             weight_expr = "1.0 / (d.sample_prob * d.propensity)"
-        audit = None
+        audit: dict[str, Any] | None = None
         hidden = [a for a in system.actions if policy.default_for(a) is None]
         if policy.audit is not None and hidden:
             # LabelPolicy(audit=): in the bands whose outcome is hidden, the audit alone labels,

@@ -172,7 +172,7 @@ class WebhookAlertSink(AlertSink):
 def deliver(alerts: Sequence[Alert], sinks: Sequence[AlertSink]) -> list[dict[str, str]]:
     """Send ``alerts`` to every sink; a failing sink does not stop the others. Returns one
     ``{"sink", "error"}`` per failure."""
-    failures = []
+    failures: list[dict[str, str]] = []
     if not alerts:
         return failures
     for s in sinks:

@@ -104,9 +104,10 @@ class Metric:
         return self.kind in ("classify", "cost", "labeled", "custom")
 
 
-def parse_metric(text: str, system: System, custom: Mapping[str, Any] = ()) -> Metric:  # type: ignore[assignment]
+def parse_metric(text: str, system: System, custom: Mapping[str, Any] | None = None) -> Metric:
     """Parse ``text`` under the grammar in the module docstring (raises :class:`SpecError`
-    naming the metric and the rule)."""
+    naming the metric and the rule). ``custom``: the metric functions passed in ``metrics=``."""
+    custom = custom if custom is not None else {}
     if not isinstance(text, str) or not text:
         raise SpecError(f"A goal metric must be a non-empty string. Got {text!r} instead.")
     if text in custom:

@@ -92,7 +92,7 @@ class LabelCheck:
             ).fetchall()
         finally:
             con.close()
-        days = [{"start_ns": int(d) * _DAY_NS + off, "n": int(n), "positives": int(p)} for d, n, p in rows]
+        days: list[dict[str, Any]] = [{"start_ns": int(d) * _DAY_NS + off, "n": int(n), "positives": int(p)} for d, n, p in rows]
         judged = [x for x in days if x["n"] >= self.min_count]
         anomalies = []
         for x in days:

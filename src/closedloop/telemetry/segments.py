@@ -99,7 +99,7 @@ class Frame:
     def batch(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The frame's records as readers get them (decisions in ``DECISION_SCHEMA``, whatever
         form the writer chose); only ``columns`` (the others not converted) when given."""
-        return to_decision_schema(self.raw(), columns)  # type: ignore[return-value]
+        return to_decision_schema(self.raw(), columns)
 
     def raw(self) -> pa.Table:
         """The frame's records as written."""

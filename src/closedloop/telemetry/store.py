@@ -146,7 +146,7 @@ class TelemetryStore:
         new_offsets: dict[str, list[int]] = {}
         sealed_done: list[Path] = []
         for stream in STREAMS:
-            tables = []
+            tables: list[pa.Table] = []
             for path in list_segments(self.home, stream):
                 key = f"{stream}/{path.name}"
                 sealed = is_sealed(path)  # decided before reading: a sealed file no longer grows

@@ -195,7 +195,8 @@ class Telemetry:
             self.start()
         with self._lock:
             if self._closing or self._pending + n > self.buffer_limit:
-                return self._refuse(n)
+                self._refuse(n)
+                return None
             seq = self._seq
             self._seq = seq + n
             pending = self._pending = self._pending + n
@@ -218,7 +219,8 @@ class Telemetry:
             self.start()
         with self._lock:  # _put, inlined: this is the per-decision path
             if self._closing or self._pending >= self.buffer_limit:
-                return self._refuse(1)
+                self._refuse(1)
+                return None
             seq = self._seq
             self._seq = seq + 1
             pending = self._pending = self._pending + 1
@@ -659,7 +661,7 @@ def _unify(parts: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
     if all(p.schema.equals(schema) for p in parts):
         return parts
     if len({p.schema.field(_JSON_AT).name for p in parts}) > 1:
-        return [to_decision_schema(p) for p in parts]  # type: ignore[misc]
+        return [to_decision_schema(p) for p in parts]
     out = []
     for p in parts:
         cols = [pc.run_end_decode(c) if isinstance(c.type, pa.RunEndEncodedType) else c for c in p.columns]
@@ -667,7 +669,7 @@ def _unify(parts: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
     target = out[0].schema
     if all(p.schema.equals(target) for p in out):
         return out
-    return [to_decision_schema(p) for p in parts]  # type: ignore[misc]
+    return [to_decision_schema(p) for p in parts]
 
 
 def _const(value: str, n: int) -> pa.Array:
