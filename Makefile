@@ -24,6 +24,7 @@ test: $(STAMP) sysdeps
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
+	$(BIN)/mypy
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/decide.py
