@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server for the registry tests: a new cluster in a temporary directory,
 listening on a free loopback port (and a unix socket in the same directory), stopped and removed
-at the end. Uses Debian's ``postgresql`` binaries (``scripts/ensure_system_deps.sh`` installs
+at the end. A run that was killed (SIGKILL: no teardown) leaves its cluster running; the next
+``start()`` stops and removes every cluster whose owning test process is gone. Uses Debian's ``postgresql`` binaries (``scripts/ensure_system_deps.sh`` installs
 them; ``make test`` runs it). ``initdb`` refuses to run as root, so as root the server runs as
 the ``postgres`` user (``runuser``). Nothing is skipped: a missing PostgreSQL is an error.
 """
@@ -11,6 +12,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -37,6 +39,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(tmp: str | None = None) -> list[Path]:
+    """Stop and remove the clusters of test runs that died without their teardown (the owner's
+    pid is in ``owner.pid``); returns the roots removed."""
+    removed = []
+    for root in map(Path, glob.glob(os.path.join(tmp or tempfile.gettempdir(), "closedloop-pg-*"))):
+        try:
+            owner = int((root / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # being set up right now, or not ours
+        if _alive(owner):
+            continue
+        try:
+            postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
+            deadline = time.monotonic() + 10
+            while _alive(postmaster) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except (OSError, ValueError, IndexError):
+            pass  # no server left (or never started)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
+
+
 class PostgresServer:
     """``start()`` a cluster, ``database()`` a fresh empty database URL, ``stop()`` and remove."""
 
@@ -58,6 +94,8 @@ class PostgresServer:
         )
 
     def start(self) -> PostgresServer:
+        reap_orphans()
+        (self.root / "owner.pid").write_text(str(os.getpid()))
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                   "-E", "UTF8", "--no-sync", "--no-instructions")
         for attempt in range(5):
@@ -90,9 +128,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            if self.port:
+            if self.port and self.data.exists():
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError):
             pass
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -338,9 +338,46 @@ def test_closedloop_serve_with_two_workers(bundle, tmp_path):
             if len(workers) == 2 and i >= 10:
                 break
         assert len(workers) == 2
+        # /metrics answers for the whole server, whichever worker a scrape reaches: the sums of
+        # both workers' counters and histograms (each publishes its numbers at least once a second)
+        time.sleep(1.5)
+        for _ in range(4):
+            text = httpx.get(base + "/metrics").text  # a new connection each time
+            assert metric(text, "closedloop_decisions_total") == i + 1
+            assert metric(text, "closedloop_decision_latency_seconds_count") == i + 1
     # both workers logged their decisions, each to its own segment files
     decisions = TelemetryStore(home).read("decisions")
     assert decisions.num_rows == i + 1 and len(set(decisions.column("writer").to_pylist())) == 2
+    assert not list((home / "run").glob("metrics-*"))  # the server removed its shared directory
+
+
+def test_shared_metrics_sum_the_workers(tmp_path):
+    """SharedMetrics: each worker publishes its counters and histograms; any worker renders the
+    sums; a worker that exited keeps its last numbers; an unreadable file is skipped."""
+    from closedloop.service.metrics import Registry, SharedMetrics
+
+    def worker(pid):
+        reg = Registry()
+        c = reg.counter("d_total", "decisions", ("action",))
+        h = reg.histogram("lat_seconds", "latency", (0.001, 0.01))
+        return SharedMetrics(tmp_path / "m", reg, pid=pid), c, h
+
+    (a, ca, ha), (b, cb, hb) = worker(101), worker(102)
+    ca.inc(("allow",), 3)
+    ha.observe(0.0005, 3)
+    cb.inc(("allow",), 2)
+    cb.inc(("block",), 1)
+    hb.observe(0.005, 2)
+    b.publish()
+    text = a.render()
+    assert metric(text, "d_total", action="allow") == 5 and metric(text, "d_total", action="block") == 1
+    assert metric(text, "lat_seconds_count") == 5 and 'lat_seconds_bucket{le="0.001"} 3' in text
+    assert 'lat_seconds_bucket{le="0.01"} 5' in text
+    assert a.registry.render().count("d_total{") == 1  # its own numbers alone: allow only
+    (tmp_path / "m" / "103.json").write_text("{not json")  # a torn or foreign file
+    cb.inc(("allow",), 10)  # not yet published: the others see b's last numbers
+    assert metric(a.render(), "d_total", action="allow") == 5
+    assert metric(b.render(), "d_total", action="allow") == 15
 
 
 def test_added_middleware_sees_the_decide_route_too(phishing, bundle, tmp_path):

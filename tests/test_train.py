@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import typer
@@ -15,6 +16,7 @@ from closedloop import Bundle
 from closedloop.creation import parse_params, train
 from closedloop.creation.train import code_version
 from closedloop.errors import SpecError
+from closedloop.loop import load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,14 @@ def test_calibrate_uses_a_slice_of_train(phishing, dataset, tmp_path):
     # the test side is the same; the base is fitted on fewer rows
     assert loaded.metrics["heldout"]["n"] == plain.metrics["heldout"]["n"]
     assert loaded.metrics["train"]["n"] + cal["rows"] == plain.metrics["train"]["n"]
+    # TrainRun.scores: the calibration rows too, scored exactly as a caller rescoring them would
+    rows, S = run.scores["calibration"]
+    assert rows.size == cal["rows"] and "calibration" not in plain.scores
+    table, cols = load_dataset(dataset.path, phishing)
+    labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
+    again = cols.take(labeled[rows])
+    scorer = run.model.bind(phishing.features)
+    assert np.array_equal(S, np.asarray(scorer.batch(phishing.features.batch(again), again), dtype=np.float64))
 
 
 def test_refusals_name_the_value(phishing, dataset):

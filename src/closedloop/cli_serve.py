@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -88,12 +89,41 @@ def serve(
             f"warning: no credentials file at {settings.credentials_path}: every authenticated request will be "
             "refused. Create a token with `closedloop token add NAME --role decide`.", err=True,
         )
+    shared = None
+    if workers > 1:  # the workers share one port: /metrics answers the sums over all of them
+        shared = _metrics_dir(project.home)
+        settings = settings.replace(metrics_dir=shared)
     os.environ[ENV_SERVICE_SETTINGS] = settings.to_json()
     # Modules named by --system import from the working directory, in every worker.
     cwd = os.getcwd()
     os.environ["PYTHONPATH"] = cwd + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-    uvicorn.run(
-        "closedloop.service.app:app_from_environ", factory=True, host=host, port=port, workers=workers,
-        loop="uvloop", http="httptools", lifespan="on", access_log=access_log, log_level="info",
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "closedloop.service.app:app_from_environ", factory=True, host=host, port=port, workers=workers,
+            loop="uvloop", http="httptools", lifespan="on", access_log=access_log, log_level="info",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def _metrics_dir(home: Path) -> Path:
+    """A fresh directory for this server's workers to share their metrics through:
+    ``<home>/run/metrics-<pid>``. Those of servers that are gone (killed before they could
+    remove theirs) are removed first."""
+    run = Path(home) / "run"
+    for old in run.glob("metrics-*"):
+        try:
+            pid = int(old.name.split("-", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live server
+    d = run / f"metrics-{os.getpid()}"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    return d

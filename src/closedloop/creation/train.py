@@ -80,7 +80,8 @@ class TrainRun:
 
     ``scores`` holds the trained model's scores that :func:`train` computed for its metrics, so
     a caller need not featurize and score the same rows again: ``{"fit": (rows, S), "test":
-    (rows, S)}`` — ``rows`` index the dataset's labeled rows (in file order, as
+    (rows, S)}``, and ``"calibration"`` when the model was calibrated (the rows its calibration
+    was fitted on, which the cycle's cost thresholds are chosen on) — ``rows`` index the dataset's labeled rows (in file order, as
     :func:`training_rows` gives them), ``S`` is the bound scorer's matrix (one column per
     ``model.outputs``)."""
 
@@ -355,6 +356,8 @@ def train(
         S_test = _score_matrix(system, intelligence, cols.take(test_idx), _rows_of(X, test_idx))
         held_q = _quality(y[test_idx], S_test[:, 0])
         scores["test"] = (test_idx, S_test)
+    if cal_idx.size:
+        scores["calibration"] = (cal_idx, _score_matrix(system, intelligence, cols.take(cal_idx), _rows_of(X, cal_idx)))
     content = manifest.content
     w = w_all
     from .. import __version__

@@ -13,6 +13,7 @@ generated from the same msgspec types and merged into it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -127,9 +128,15 @@ def create_app(
             import gc
 
             gc.freeze()  # what start-up built (bundles, runtime, app) is never scanned by a collection again
+        shared = svc.shared_metrics
+        publisher = asyncio.create_task(_publish_every(shared, 1.0)) if shared is not None else None
         try:
             yield
         finally:
+            if shared is not None and publisher is not None:
+                publisher.cancel()
+                with contextlib.suppress(OSError):
+                    shared.publish()  # this worker's last numbers
             await asyncio.to_thread(svc.stop)
 
     app = _ServiceApp(
@@ -147,6 +154,15 @@ def create_app(
     _routes(app, settings, holder)
     _errors(app, holder)
     return app
+
+
+async def _publish_every(shared: Any, seconds: float) -> None:
+    """Publish this worker's metrics for the server's other workers, on the event loop (the thread
+    that updates them), every ``seconds``."""
+    while True:
+        await asyncio.sleep(seconds)
+        with contextlib.suppress(OSError):  # a full or vanished directory costs the others fresh numbers, not a request
+            shared.publish()
 
 
 class _ServiceApp(FastAPI):
@@ -511,8 +527,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
     @app.get("/metrics", summary="Prometheus text format", tags=["health"], response_class=Response,
              responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}})
     async def metrics() -> Response:
-        svc = holder["svc"]
-        return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(holder["svc"].render_metrics(), media_type=CONTENT_TYPE)
 
     # -- admin: the registry's operations ----------------------------------------------------------------
     from .admin import admin_routes

@@ -29,7 +29,7 @@ from ..runtime import Runtime
 from ..spec import System
 from .durability import AckingSink, OutcomeAcks
 from .limits import TokenBuckets
-from .metrics import Registry
+from .metrics import Registry, SharedMetrics
 from .reload import ArmCounters
 from .settings import ServiceSettings
 from .sources import DeploymentSource
@@ -90,6 +90,8 @@ class Service:
         self.per_source = TokenBuckets(settings.outcome_rate_per_source, max_keys=settings.rate_limit_keys)
         self.per_unit = TokenBuckets(settings.outcome_rate_per_unit, max_keys=settings.rate_limit_keys)
         self.metrics = Registry()
+        # the server's other workers' numbers too, when they share a directory (closedloop serve --workers N)
+        self.shared_metrics = SharedMetrics(settings.metrics_dir, self.metrics) if settings.metrics_dir else None
         m = self.metrics
         self.m_decisions = m.counter(
             "closedloop_decisions_total", "Decisions made, by action, bundle version and flight ('' = production).",
@@ -146,6 +148,10 @@ class Service:
                 lambda: [(("source",), len(self.per_source)), (("unit",), len(self.per_unit))])
 
     # -- lifecycle ------------------------------------------------------------------------------------
+    def render_metrics(self) -> str:
+        """``/metrics``: this worker's numbers, summed with the server's other workers' when shared."""
+        return self.metrics.render() if self.shared_metrics is None else self.shared_metrics.render()
+
     def start(self) -> Service:
         """Read credentials, load the deployment, open telemetry, start polling."""
         s = self.settings

@@ -3,17 +3,26 @@
 Counters and histograms are plain dictionaries keyed by label values, updated on the event-loop
 thread (one per worker process): an increment is a dict update, an observation a ``bisect`` and
 two additions. Gauges (telemetry buffer depth, flight shares, readiness …) are read when
-``/metrics`` is rendered. Every worker process keeps its own numbers (scrape each worker, or run
-one worker per container behind the load balancer).
+``/metrics`` is rendered.
+
+Every worker process keeps its own numbers. The workers of one server (``closedloop serve
+--workers N``, which share one port: a scrape reaches any one of them) publish their counters and
+histograms to a directory they share (:class:`SharedMetrics`, once a second and at every scrape),
+and the worker that answers ``/metrics`` renders the sum over all of them; gauges are the
+answering worker's own.
 """
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Registry"]
+import msgspec
+
+__all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Registry", "SharedMetrics"]
 
 #: The content type of the text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -68,12 +77,13 @@ class Counter:
     def total(self) -> float:
         return sum(self.values.values())
 
-    def render(self) -> Iterable[str]:
+    def render(self, values: Mapping[tuple[Any, ...], float] | None = None) -> Iterable[str]:
+        values = self.values if values is None else values
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
-        if not self.values and not self.labels:
+        if not values and not self.labels:
             yield f"{self.name} 0"
-        for key, v in sorted(self.values.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        for key, v in sorted(values.items(), key=lambda kv: tuple(map(str, kv[0]))):
             yield f"{self.name}{_labels(self.labels, key)} {_num(v)}"
 
 
@@ -106,16 +116,17 @@ class Histogram:
                 return self.bounds[i] if i < len(self.bounds) else float("inf")
         return float("inf")
 
-    def render(self) -> Iterable[str]:
+    def render(self, state: tuple[Sequence[int], float, int] | None = None) -> Iterable[str]:
+        counts, total, n = (self.counts, self.total, self.n) if state is None else state
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"
         acc = 0
-        for bound, c in zip(self.bounds, self.counts, strict=False):
+        for bound, c in zip(self.bounds, counts, strict=False):
             acc += c
             yield f'{self.name}_bucket{{le="{_num(bound)}"}} {acc}'
-        yield f'{self.name}_bucket{{le="+Inf"}} {self.n}'
-        yield f"{self.name}_sum {_num(self.total)}"
-        yield f"{self.name}_count {self.n}"
+        yield f'{self.name}_bucket{{le="+Inf"}} {n}'
+        yield f"{self.name}_sum {_num(total)}"
+        yield f"{self.name}_count {n}"
 
 
 class Registry:
@@ -141,13 +152,88 @@ class Registry:
         """A gauge whose series ``read()`` yields as ``(label values, value)`` when rendered."""
         self._gauges.append((name, help, tuple(labels), read))
 
-    def render(self) -> str:
+    def snapshot(self) -> dict[str, Any]:
+        """The counters and histograms as plain data (what :class:`SharedMetrics` publishes)."""
+        counters, histograms = {}, {}
+        for item in self._items:
+            if isinstance(item, Counter):
+                counters[item.name] = [[list(k), v] for k, v in item.values.items()]
+            else:
+                histograms[item.name] = [list(item.counts), item.total, item.n]
+        return {"counters": counters, "histograms": histograms}
+
+    def render(self, peers: Iterable[Mapping[str, Any]] = ()) -> str:
+        """The text exposition; with ``peers`` (other workers' :meth:`snapshot`), counters and
+        histograms are the sums over this worker and them (a peer's histogram with other bounds
+        is left out)."""
+        peers = list(peers)
         lines: list[str] = []
         for item in self._items:
-            lines.extend(item.render())
+            if not peers:
+                lines.extend(item.render())
+            elif isinstance(item, Counter):
+                values = dict(item.values)
+                for p in peers:
+                    for key, v in p.get("counters", {}).get(item.name, ()):
+                        k = tuple(key)
+                        values[k] = values.get(k, 0) + v
+                lines.extend(item.render(values))
+            else:
+                counts, total, n = list(item.counts), item.total, item.n
+                for p in peers:
+                    got = p.get("histograms", {}).get(item.name)
+                    if got is None or len(got[0]) != len(counts):
+                        continue
+                    counts = [a + b for a, b in zip(counts, got[0], strict=True)]
+                    total, n = total + got[1], n + got[2]
+                lines.extend(item.render((counts, total, n)))
         for name, help, labels, read in self._gauges:
             lines.append(f"# HELP {name} {help}")
             lines.append(f"# TYPE {name} gauge")
             for key, v in read():
                 lines.append(f"{name}{_labels(labels, key)} {_num(float(v))}")
         return "\n".join(lines) + "\n"
+
+
+class SharedMetrics:
+    """The metrics of one server's workers, shared through a directory: each worker publishes its
+    :meth:`Registry.snapshot` as ``<pid>.json`` (written whole, then renamed into place), and
+    :meth:`render` sums this worker's numbers and every other file's. A worker that has exited
+    leaves its last numbers in place, so the sums never go down while the server runs."""
+
+    def __init__(self, directory: Path | str, registry: Registry, pid: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.registry = registry
+        self.pid = os.getpid() if pid is None else pid
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.pid}.json"
+
+    def publish(self) -> None:
+        """Write this worker's numbers (call it on the thread that updates them)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{self.pid}.json.tmp"
+        tmp.write_bytes(msgspec.json.encode(self.registry.snapshot()))
+        os.replace(tmp, self.path)
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The other workers' last published numbers (unreadable files are skipped)."""
+        out = []
+        for f in sorted(self.directory.glob("*.json")):
+            if f.name == self.path.name:
+                continue
+            try:
+                got = msgspec.json.decode(f.read_bytes())
+            except (OSError, msgspec.DecodeError):
+                continue
+            if isinstance(got, dict):
+                out.append(got)
+        return out
+
+    def render(self) -> str:
+        try:
+            self.publish()
+        except OSError:  # the others miss this worker's freshest numbers; the answer is still whole
+            pass
+        return self.registry.render(self.peers())

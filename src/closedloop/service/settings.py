@@ -101,6 +101,10 @@ class ServiceSettings:
         How often each worker polls the registry's revision (hot reload).
     ack_timeout_s:
         How long an outcome report waits for durability before answering 503.
+    metrics_dir:
+        A directory the workers of one server share their metrics through (``closedloop serve
+        --workers N`` sets a fresh one under ``<home>/run/``): ``/metrics`` then answers the sums
+        over every worker. None: each worker reports its own.
     guard_interval_s:
         How often, while flights run, the automatic rollback checks them against production
         (the registry's guard; 0 turns it off). ``guard_alpha``, ``guard_min_decisions`` and
@@ -129,6 +133,7 @@ class ServiceSettings:
     guard_min_decisions: int = 200
     guard_mistake_tolerance: float = 0.0
     access_log: bool = False
+    metrics_dir: Path | None = None
 
     def __post_init__(self) -> None:
         own = "ServiceSettings"
@@ -142,8 +147,12 @@ class ServiceSettings:
             raise SpecError(f"The 'host' parameter of {own} must be a host name or address. Got {self.host!r} instead.")
         _integer(own, "port", self.port, lo=0, hi=65535)
         _integer(own, "workers", self.workers, lo=1, hi=64)
-        if self.credentials is not None:
-            object.__setattr__(self, "credentials", Path(self.credentials))
+        for name in ("credentials", "metrics_dir"):
+            v = getattr(self, name)
+            if v is not None:
+                if not isinstance(v, str | os.PathLike) or not str(v):
+                    raise SpecError(f"The '{name}' parameter of {own} must be a path or None. Got {v!r} instead.")
+                object.__setattr__(self, name, Path(v))
         _number(own, "flush_interval_ms", self.flush_interval_ms, lo=0, lo_open=True, hi=60_000)
         _integer(own, "buffer_limit", self.buffer_limit, lo=1)
         _integer(own, "max_body_bytes", self.max_body_bytes, lo=1024)
