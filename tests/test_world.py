@@ -360,3 +360,11 @@ def test_bad_arguments_are_refused():
     with pytest.raises(SpecError, match="'until_ns' must be an integer"):
         w.due("tomorrow")
     assert set(KINDS) >= {"reported_phish", "reported_false_block", "analyst_label"}
+    from closedloop.world.pages import COLUMNS, Catalog
+
+    cols = {k: ["x"] * 3 if t is object else [0] * 3 for k, t in COLUMNS.items()}
+    cols["domain"] = ["a", "b"]  # one page short
+    cat = Catalog()
+    with pytest.raises(SpecError, match=r"The catalog column 'domain' must have one value per page \(3"):
+        cat.append(cols)
+    assert cat.n == 0 and all(len(v) == 0 for v in cat.cols.values())  # nothing half-added

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import SpecError
 from .config import TRAITS, WorldConfig
 
 __all__ = ["Catalog", "N_TRAITS", "TRAIT_INDEX", "legit_pages", "phish_pages"]
@@ -94,13 +95,20 @@ class Catalog:
     def append(self, cols: dict[str, Any], traits: np.ndarray | None = None) -> np.ndarray:
         """Add pages (every column given, same length); returns their row numbers."""
         m = len(cols["url"])
-        for k, t in COLUMNS.items():
+        new = {}
+        for k, t in COLUMNS.items():  # every column checked before any is added: a refusal changes nothing
             v = np.asarray(cols[k], dtype=t) if t is not object else _objects(cols[k])
             if v.shape != (m,):
-                raise ValueError(f"catalog column {k} has {v.shape[0]} rows, expected {m}")
-            self.cols[k] = np.concatenate([self.cols[k], v])
+                raise SpecError(f"The catalog column {k!r} must have one value per page ({m}, as 'url' has). "
+                                f"Got shape {v.shape} instead.")
+            new[k] = v
         if traits is None:
             traits = np.full((m, N_TRAITS), -1, dtype=np.int8)
+        if traits.shape != (m, N_TRAITS):
+            raise SpecError(f"The 'traits' of the catalog's new pages must have shape {(m, N_TRAITS)}. "
+                            f"Got {traits.shape} instead.")
+        for k, v in new.items():
+            self.cols[k] = np.concatenate([self.cols[k], v])
         self.traits = np.concatenate([self.traits, traits.astype(np.int8)])
         rows = np.arange(self.n, self.n + m, dtype=np.int64)
         self.n += m
@@ -297,7 +305,7 @@ def legit_pages(
         https_p, forms, pw_p, links = 1.0, (1, 0.2), 0.8, (6, (3, 3), 15, (6, 3))
         path_t, subs = _SSO_PATHS, ("", "login.", "id.")
     else:  # pragma: no cover - validated by the config
-        raise ValueError(kind)
+        raise SpecError(f"The site kind must be one of the configured kinds. Got {kind!r} instead.")
     if new and kind not in ("intranet", "login_service"):
         # a replacement site is a newly registered domain: young and not (yet) ranked
         age = np.minimum(age, _young_age(rng, m, 20.0)) if kind != "free_personal" else age
