@@ -207,6 +207,29 @@ def test_slice_auc_intervals_are_clustered_delong(per_unit):
     np.testing.assert_allclose(hi2, hi, rtol=1e-12)
 
 
+def test_weighted_slice_intervals_equal_the_rows_repeated_in_their_unit():
+    """A row of weight k counts as k copies of itself in its unit: integer weights give exactly
+    the interval of the rows repeated; scaling every weight changes nothing."""
+    y, s, rng = _tied(900, 8, levels=30)
+    units = np.arange(y.size) // 3
+    codes = rng.integers(0, 3, y.size)
+    k = rng.integers(1, 4, y.size)
+    weighted = M.Partition(M.Ranked.of(y, s, k.astype(float)), codes, 3)
+    repeated = M.Partition(M.Ranked.of(np.repeat(y, k), np.repeat(s, k)), np.repeat(codes, k), 3)
+    lo, hi = weighted.auc_intervals(units)
+    lo_r, hi_r = repeated.auc_intervals(np.repeat(units, k))
+    assert np.isfinite(lo).all()
+    np.testing.assert_allclose(lo, lo_r, rtol=1e-9)
+    np.testing.assert_allclose(hi, hi_r, rtol=1e-9)
+    scaled = M.Partition(M.Ranked.of(y, s, 0.37 * k), codes, 3).auc_intervals(units)
+    np.testing.assert_allclose(scaled[0], lo, rtol=1e-9)
+    np.testing.assert_allclose(scaled[1], hi, rtol=1e-9)
+    # unit weights are the unweighted interval
+    plain = M.Partition(M.Ranked.of(y, s), codes, 3).auc_intervals(units)
+    ones = M.Partition(M.Ranked.of(y, s, np.ones(y.size)), codes, 3).auc_intervals(units)
+    np.testing.assert_allclose(ones[0], plain[0], rtol=1e-12)
+
+
 def test_clustered_intervals_cover_and_widen_with_shared_units():
     """Units whose 4 rows share their label and part of their score: the clustered interval covers
     the true AUC about 95% of the time, the row-wise one (units ignored) clearly less often

@@ -372,7 +372,12 @@ class Partition:
         with the rows clustered by ``units`` (one unit id per row, original order; Obuchowski's
         clustered form — a unit's rows are not independent, so its placements are summed before
         their spread is taken). With one row per unit it is DeLong's variance. Returns (low, high),
-        NaN where a part has fewer than two units holding a positive or a negative. Unweighted.
+        NaN where a part has fewer than two units holding a positive or a negative.
+
+        With row weights (the :class:`Ranked`'s), every count below is a sum of weights and every
+        placement a weighted share: a row of weight k counts as k copies of itself in its unit (so
+        integer weights give the interval of the rows repeated, and scaling every weight changes
+        nothing).
 
         For part k with AUC A, positives M and negatives N, each positive's placement is the share
         of the part's negatives it outranks (ties ½), each negative's the share of positives that
@@ -382,8 +387,6 @@ class Partition:
         S₁₁ = I / (I−1) · Σ (X_c − m_c A)(Y_c − n_c A), Var A = S₁₀/M + S₀₁/N + 2 S₁₁/(M N).
         """
         where = "auc_intervals"
-        if self.ws is not None:
-            raise EvaluationError("weights", "None (the clustered DeLong interval is unweighted)", "weights", where)
         if not (isinstance(level, float) and 0 < level < 1):
             raise EvaluationError("level", "a number in (0, 1)", level, where)
         u = np.asarray(units)
@@ -425,12 +428,14 @@ class Partition:
             clusters, c = np.unique(key, return_inverse=True)
             size = clusters.size
             cpart = clusters // n_units
-        X = np.bincount(c, weights=x, minlength=size)
-        Y = np.bincount(c, weights=y, minlength=size)
-        m = np.bincount(c, weights=is_pos.astype(np.float64), minlength=size)
-        nn = np.bincount(c, weights=(~is_pos).astype(np.float64), minlength=size)
+        w = np.ones(self.order.size) if self.ws is None else np.asarray(self.ws, dtype=np.float64)
+        xw = x * w
+        X = np.bincount(c, weights=xw, minlength=size)
+        Y = np.bincount(c, weights=y * w, minlength=size)
+        m = np.bincount(c, weights=np.where(is_pos, w, 0.0), minlength=size)
+        nn = np.bincount(c, weights=np.where(is_pos, 0.0, w), minlength=size)
         with np.errstate(invalid="ignore", divide="ignore"):
-            A = np.where((P > 0) & (N > 0), np.bincount(rpart, weights=x, minlength=k) / P, np.nan)
+            A = np.where((P > 0) & (N > 0), np.bincount(rpart, weights=xw, minlength=k) / P, np.nan)
         dX = X - m * A[cpart]
         dY = Y - nn * A[cpart]
         I10 = np.bincount(cpart, weights=(m > 0).astype(np.float64), minlength=k)

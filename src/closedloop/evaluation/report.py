@@ -677,8 +677,6 @@ def evaluate(
     against_first = [(0, j) for j in range(1, len(bundles))]
     pairs = list(dict.fromkeys(against_first + [(h, m) for h in heur for m in models]))
     for rep, m in zip(reports, measured, strict=True):
-        if m.weights is not None:
-            continue  # the clustered DeLong interval is unweighted: weighted slices carry no auc_ci
         for f, cis in zip(slice_fields, slice_intervals(m, units), strict=True):
             for row, ci in zip(rep["slices"][f.name], cis, strict=True):
                 row["auc_ci"] = ci if row["auc"] is not None else None
