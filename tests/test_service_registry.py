@@ -205,3 +205,51 @@ def test_every_worker_follows_the_registry(phishing, bundles, tmp_path):
                 break
         assert len(workers) == 2 and all(all(v) for v in workers.values()), workers
     reg.close()
+
+
+def test_a_postgresql_registry_announces_changes_and_workers_reload_at_once(phishing, bundles, tmp_path, postgres):
+    """On PostgreSQL every applied change is announced (NOTIFY, in its own transaction): a worker
+    listening reloads within moments of a deploy even with a 30 s poll interval; a source on
+    SQLite has nothing to listen to and waits the interval out (polling); ``stop`` ends a wait."""
+    import threading
+
+    from closedloop.service.reload import RegistrySource
+
+    a, _, c = bundles
+    url = postgres.database()
+    home = tmp_path / "home"
+    creds = Credentials(home / "credentials.json")
+    tokens = {"app": creds.add("app", ["decide", "report"])}
+    project = Settings(home=home, registry_url=url)
+    reg = Registry.from_settings(project).open()
+    reg.deploy(phishing, a, actor="ops", reason="first production", force=FORCE)
+
+    # the source: a change of this system wakes a wait at once, another system's does not
+    src = RegistrySource(Registry.from_settings(project).open(upgrade=False), phishing)
+    stop = threading.Event()
+    assert src.wait(0.3, stop) is False  # nothing announced: the timeout
+    timer = threading.Timer(0.3, lambda: reg.killswitch(phishing, True, actor="ops", reason="incident"))
+    timer.start()
+    t0 = time.monotonic()
+    assert src.wait(20.0, stop) is True and time.monotonic() - t0 < 5.0
+    timer.join()
+    stop.set()
+    t0 = time.monotonic()
+    assert src.wait(20.0, stop) is False and time.monotonic() - t0 < 1.0  # stop ends the wait
+    src.close()
+    lite = RegistrySource(Registry(f"sqlite:///{tmp_path}/r.sqlite", tmp_path / "b").open(), phishing)
+    t0 = time.monotonic()
+    assert lite.wait(0.3, threading.Event()) is False and time.monotonic() - t0 >= 0.29
+    lite.close()
+
+    # a served worker: polling every 30 s, it still serves a new production within moments
+    st = ServiceSettings(project=project, system="examples.phishing.system:phishing", poll_interval_s=30.0,
+                         guard_interval_s=0.0)
+    with serve_in_thread(create_app(st, system=phishing)) as base, Client(base, tokens["app"]) as cl:
+        assert cl.decide(ctx(1)).bundle_version == a.version
+        reg.deploy(phishing, c, actor="ops", reason="c replaces a", force=FORCE)
+        took = wait_for(lambda: cl.decide(ctx(2)).bundle_version == c.version, timeout=10.0)
+        assert took < 10.0
+        metrics = httpx.get(base + "/metrics").text
+        assert 'closedloop_deployment_changes_total{via="notify"} 1' in metrics
+    reg.close()

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -51,7 +51,12 @@ from .models import reports as T_REPORTS
 from .state import DeploymentState, FlightState, check_flight_name, check_share
 from .store import BundleStore, FileBundleStore
 
-__all__ = ["Change", "Registry", "iso"]
+__all__ = ["NOTIFY_CHANNEL", "Change", "Registry", "iso"]
+
+#: On PostgreSQL every applied change is announced on this channel (``LISTEN closedloop_deployments``;
+#: payload ``<system>:<revision>``), in the change's own transaction: listeners hear of it once it is
+#: committed, never before. The serving workers listen, so a rollback reaches them at once.
+NOTIFY_CHANNEL = "closedloop_deployments"
 
 _MAX_ACTOR = 200
 
@@ -847,6 +852,9 @@ class Registry:
                 )), "event")
                 if undo is not None:
                     conn.execute(update(T_EVENTS).where(T_EVENTS.c.id == undo).values(undone_by=eid))
+                if conn.dialect.name == "postgresql":  # delivered at commit: serving workers reload at once
+                    conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                                 {"channel": NOTIFY_CHANNEL, "payload": f"{name}:{new.revision}"})
         except (_Lost, IntegrityError) as exc:
             seen = exc.seen if isinstance(exc, _Lost) else expected
             now_rev = self.revision(name)

@@ -247,9 +247,12 @@ class Service:
 
     def _poll_loop(self) -> None:
         interval = self.settings.poll_interval_s
-        while not self._stop.wait(interval):
+        while not self._stop.is_set():
+            announced = self.source.wait(interval, self._stop)  # a registry on PostgreSQL announces changes
+            if self._stop.is_set():
+                break
             if self.source.polled:
-                self.refresh("poll")
+                self.refresh("notify" if announced else "poll")
             try:
                 self._reload_credentials()
             except AuthError as e:  # a broken credentials file: keep the last good ones

@@ -41,6 +41,11 @@ class RegistrySource(DeploymentSource):
     unavailable registry (pooled connections would otherwise go on reading the deleted file while
     ``closedloop deploy`` writes a new one), and a file replaced by another makes the source
     reconnect to the new one.
+
+    With PostgreSQL, :meth:`wait` listens on the registry's notification channel (the registry
+    announces every applied change in the change's own transaction), so a deploy or a rollback
+    reaches the worker within milliseconds rather than at its next poll; polling goes on as the
+    fallback (a lost listening connection is opened again at the next wait).
     """
 
     kind = "registry"
@@ -53,6 +58,8 @@ class RegistrySource(DeploymentSource):
         self._inode: tuple[int, int] | None = None
         if self._file is not None:
             self._inode = self._stat()
+        self._listener: Any = None  # a psycopg connection of its own, LISTENing (PostgreSQL only)
+        self._listens = registry.engine.dialect.name == "postgresql"
 
     def _stat(self) -> tuple[int, int]:
         from ..errors import RegistryError
@@ -81,7 +88,44 @@ class RegistrySource(DeploymentSource):
 
         return {"kind": self.kind, "url": make_url(self.registry.url).render_as_string(hide_password=True)}
 
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        if not self._listens:
+            return super().wait(timeout, stop)
+        from ..registry.registry import NOTIFY_CHANNEL
+
+        deadline = time.monotonic() + timeout
+        want = f"{self.system.name}:"
+        try:
+            if self._listener is None:
+                raw = self.registry.engine.raw_connection()
+                conn = raw.driver_connection
+                raw.detach()  # ours alone, never back in the pool: it holds a LISTEN
+                conn.autocommit = True
+                conn.execute(f'LISTEN "{NOTIFY_CHANNEL}"')
+                self._listener = conn
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                for n in self._listener.notifies(timeout=min(left, 0.25), stop_after=1):
+                    if n.payload.startswith(want):
+                        return True
+        except Exception as e:  # noqa: BLE001 - listening is a speed-up: polling goes on without it
+            log.warning("not listening for registry changes (polling instead): %s", e)
+            self._drop_listener()
+            stop.wait(max(0.0, deadline - time.monotonic()))
+        return False
+
+    def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
     def close(self) -> None:
+        self._drop_listener()
         self.registry.close()
 
 

@@ -9,6 +9,7 @@ registry's source lives in :mod:`closedloop.service.reload`.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..deployment import Deployment
@@ -36,6 +37,13 @@ class DeploymentSource:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind}
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """Block until the source announces a change, ``stop`` is set, or ``timeout`` seconds
+        pass; True when a change was announced (the service then polls at once). A source
+        without announcements just waits: the service polls every ``poll_interval_s``."""
+        stop.wait(timeout)
+        return False
 
     def close(self) -> None:
         """Release connections (called once at shutdown)."""
