@@ -60,6 +60,7 @@ class RegistrySource(DeploymentSource):
             self._inode = self._stat()
         self._listener: Any = None  # a psycopg connection of its own, LISTENing (PostgreSQL only)
         self._listens = registry.engine.dialect.name == "postgresql"
+        self._listen_failed = False  # said once in the log, not at every poll interval
 
     def _stat(self) -> tuple[int, int]:
         from ..errors import RegistryError
@@ -103,6 +104,9 @@ class RegistrySource(DeploymentSource):
                 conn.autocommit = True
                 conn.execute(f'LISTEN "{NOTIFY_CHANNEL}"')
                 self._listener = conn
+                if self._listen_failed:
+                    log.warning("listening for registry changes again")
+                    self._listen_failed = False
             while not stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -111,7 +115,9 @@ class RegistrySource(DeploymentSource):
                     if n.payload.startswith(want):
                         return True
         except Exception as e:  # noqa: BLE001 - listening is a speed-up: polling goes on without it
-            log.warning("not listening for registry changes (polling instead): %s", e)
+            if not self._listen_failed:
+                log.warning("not listening for registry changes (polling instead): %s", e)
+                self._listen_failed = True
             self._drop_listener()
             stop.wait(max(0.0, deadline - time.monotonic()))
         return False
