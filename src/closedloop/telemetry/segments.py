@@ -16,7 +16,8 @@ context columns, constants stored once: :mod:`~closedloop.telemetry.compact`), w
 :meth:`Frame.batch` converts, so every reader gets ``DECISION_SCHEMA`` — / ``OUTCOME_SCHEMA`` rows. A segment rolls
 to the next number past ``segment_bytes``. The writer holds an exclusive ``flock`` on the segment
 it appends to (created under a hidden temporary name, locked, then renamed), so anyone can tell
-a *sealed* segment (no lock: rolled, closed, or its process died) from a live one.
+a *sealed* segment (no lock: rolled, closed, or its process died) from a live one. Segments hold
+raw contexts: they are created ``0600``, their folders ``0700`` (:mod:`closedloop._files`).
 
 A crash can leave a *torn tail*: a last frame cut short or failing its crc. Readers
 (:func:`read_segments`) detect it, count it and skip it; a writer reopening its own segments
@@ -48,6 +49,7 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 
+from .._files import make_private_dirs, open_private
 from ..errors import SpecError
 from .compact import to_decision_schema
 from .sink import STREAMS, Sink, check_stream
@@ -240,8 +242,8 @@ class SegmentLog(Sink):
         if self._opened:
             return self._last_seq
         for stream in STREAMS:
-            segment_dir(self.home, stream).mkdir(parents=True, exist_ok=True)
-        (self.home / "telemetry" / "feature_sets").mkdir(parents=True, exist_ok=True)
+            make_private_dirs(segment_dir(self.home, stream))
+        make_private_dirs(self.home / "telemetry" / "feature_sets")
         last = -1
         for stream in STREAMS:
             mine = [p for p in list_segments(self.home, stream) if parse_name(p.name)[0] == self.writer]  # type: ignore[index]
@@ -285,7 +287,7 @@ class SegmentLog(Sink):
         d = segment_dir(self.home, stream)
         final = d / f"{self.writer}-{number:06d}.seg"
         tmp = d / f".{final.name}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_private(tmp, os.O_RDWR | os.O_TRUNC)  # 0600: a segment holds raw contexts
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(tmp, final)
         _fsync_dir(d)
@@ -349,7 +351,7 @@ class SegmentLog(Sink):
         path = d / f"{fingerprint}.json"
         if path.exists():
             return
-        d.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(d)
         atomic_write(path, msgspec.json.encode({"fingerprint": fingerprint, "names": list(names)}))
 
     def files(self) -> Iterator[Path]:
@@ -392,9 +394,10 @@ def _fsync_dir(d: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new content, never a mix."""
+    """Write ``data`` to ``path`` so a reader sees the old or the new content, never a mix
+    (a private file: ``0600``)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
         _write_all(fd, data)
         os.fsync(fd)
