@@ -64,6 +64,7 @@ def evaluate(
     from .errors import ClosedLoopError
     from .evaluation.html import write_html
     from .evaluation.report import evaluate as evaluate_api
+    from .evaluation.report import write_report
 
     settings: Settings = ctx.obj
     if out is not None and html_out is not None and out.resolve() == html_out.resolve():
@@ -85,8 +86,7 @@ def evaluate(
     if out is None:
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         out = settings.home / "reports" / f"{report['metadata']['dataset_id']}-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, allow_nan=False, indent=1))
+    write_report(report, out)
     if html_out is None:
         html_out = out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.name + ".html")
     html = write_html(report, html_out)

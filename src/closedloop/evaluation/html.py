@@ -819,11 +819,15 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 def write_html(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write :func:`render_html` of ``report`` to ``path`` (atomically: a temporary file renamed
-    into place); returns the path."""
+    into place; privately: ``0600``, folders created ``0700`` — a report quotes contexts);
+    returns the path."""
+    from .._files import make_private_dirs, open_private_file
+
     text = render_html(report)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with open_private_file(tmp, "wb") as fh:
+        fh.write(text.encode("utf-8"))
     os.replace(tmp, path)
     return path

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ from .splits import Split
 from .splits import split as split_rows
 
 __all__ = ["HEURISTIC_KINDS", "MAX_CURVE_POINTS", "SCHEMA_VERSION", "Gate", "Measured", "SliceField",
-           "evaluate", "measure", "paired_intervals", "slice_intervals"]
+           "evaluate", "measure", "paired_intervals", "slice_intervals", "write_report"]
 
 SCHEMA_VERSION = 1
 HEURISTIC_KINDS = frozenset({"scoring_rules", "threshold_rule", "lookup_table"})
@@ -731,3 +731,27 @@ def evaluate(
         "gate": verdict,
     }
     return _clean(report)
+
+
+def write_report(report: Mapping[str, Any], path: Path | str) -> Path:
+    """Write ``report`` as indented JSON to ``path``, atomically (a temporary name renamed into
+    place) and privately (``0600``; folders created ``0700``: a report quotes contexts); returns
+    the path."""
+    import json
+    import os
+    import secrets
+
+    from .._files import make_private_dirs, open_private_file
+
+    path = Path(path)
+    make_private_dirs(path.parent)
+    data = json.dumps(report, allow_nan=False, indent=1).encode()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open_private_file(tmp, "xb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -101,6 +101,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._files import make_private_dirs, open_private_file, restrict_tree
 from ..errors import ContextError, DatasetError
 from ..schema import Columns
 from ..spec import LabelPolicy, System
@@ -277,9 +278,9 @@ def build_dataset(
     pos, neg = system.labels[1], system.labels[0]
     kinds = [r.kind for r in policy.rules]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    make_private_dirs(tmp)
     try:
         con = duckdb.connect()
         con.execute(f"SET memory_limit={_q(memory_limit)}")
@@ -646,13 +647,15 @@ def read_feature_sets(home: Path | str) -> dict[str, list[str]]:
 
 def publish(tmp: Path, out: Path, content: dict[str, Any]) -> None:
     """Write the manifest into ``tmp`` (which holds the data file), make both durable, and
-    rename ``tmp`` to ``out`` — a reader sees a whole dataset or none."""
-    with open(tmp / MANIFEST_FILE, "wb") as fh:
+    rename ``tmp`` to ``out`` — a reader sees a whole dataset or none. What ``tmp`` holds is made
+    private first (files ``0600``, folders ``0700``: DuckDB and Arrow create theirs ``0644``)."""
+    with open_private_file(tmp / MANIFEST_FILE, "wb") as fh:
         fh.write(msgspec.json.format(msgspec.json.encode(content, order="sorted"), indent=2))
         fh.flush()
         os.fsync(fh.fileno())
     with open(tmp / DATA_FILE, "rb") as fh:
         os.fsync(fh.fileno())
+    restrict_tree(tmp)
     os.rename(tmp, out)
     dfd = os.open(out.parent, os.O_RDONLY)
     try:

@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .._files import make_private_dirs
 from ..errors import DatasetError, SpecError
 from ..spec import System
 from .dataset import _FIXED_COLUMNS, DATA_FILE, DatasetManifest, publish
@@ -277,9 +278,9 @@ def import_dataset(
     ds_id = hashlib.sha256(canonical).hexdigest()
     content = {"id": ds_id, **content}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    make_private_dirs(tmp)
     try:
         pq.write_table(out_table, tmp / DATA_FILE, compression="zstd")
         publish(tmp, out, content)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import make_private_dirs, open_private, open_private_file
 from ..errors import SpecError
 
 __all__ = ["ACTIONS", "Alert", "AlertSink", "JsonLinesAlertSink", "WebhookAlertSink", "deliver"]
@@ -80,14 +81,15 @@ class AlertSink(ABC):
 
 
 class JsonLinesAlertSink(AlertSink):
-    """Appends one JSON line per alert to ``path`` (flock'ed, fsynced)."""
+    """Appends one JSON line per alert to ``path`` (flock'ed, fsynced; ``0600``, its lock file
+    too, folders created ``0700``)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        fd = os.open(self.path.with_name("." + self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_private(self.path.with_name("." + self.path.name + ".lock"), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -97,9 +99,9 @@ class JsonLinesAlertSink(AlertSink):
     def send(self, alerts: Sequence[Alert]) -> None:
         if not alerts:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         data = b"".join(json.dumps(a.to_dict(), sort_keys=True, allow_nan=False).encode() + b"\n" for a in alerts)
-        with self._lock(), open(self.path, "ab") as fh:
+        with self._lock(), open_private_file(self.path, "ab") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .._files import make_private_dirs, open_private, open_private_file
 from ..errors import SpecError
 from ..experience import Thresholds
 from ..spec import Goal, System
@@ -194,17 +195,18 @@ class MetricInput:
 
 # -- the series file ---------------------------------------------------------------------------------
 class SeriesStore:
-    """An append-only JSON-lines file of points, one per (name, window). Appends take an
-    exclusive ``flock`` and skip (name, window) pairs already present; a torn or bad line (a
-    crash mid-append) is skipped on read, never fatal."""
+    """An append-only JSON-lines file of points, one per (name, window), private (``0600``, its
+    lock file too; folders created ``0700``). Appends take an exclusive ``flock`` and skip
+    (name, window) pairs already present; a torn or bad line (a crash mid-append) is skipped on
+    read, never fatal."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name("." + self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_dirs(self.path.parent)
+        fd = open_private(self.path.with_name("." + self.path.name + ".lock"), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -242,8 +244,8 @@ class SeriesStore:
                     new.append(p)
             if new:
                 data = b"".join(json.dumps(p, sort_keys=True, allow_nan=False).encode() + b"\n" for p in new)
-                with open(self.path, "ab") as fh:
-                    if fh.tell() > 0:  # a torn last line (crash mid-append) must not swallow ours
+                with open_private_file(self.path, "ab") as fh:
+                    if fh.seek(0, os.SEEK_END) > 0:  # a torn last line (crash mid-append) must not swallow ours
                         with open(self.path, "rb") as r:
                             r.seek(-1, os.SEEK_END)
                             if r.read(1) != b"\n":

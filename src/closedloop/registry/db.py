@@ -1,10 +1,12 @@
 """Database plumbing: one engine factory for SQLite and PostgreSQL, and the Alembic migrations
 run programmatically (no ``alembic.ini``: the scripts ship inside the package).
 
-SQLite: WAL journal, a 30 s busy timeout, and transactions opened by closedloop itself —
-``BEGIN IMMEDIATE`` for writes (so two writers queue instead of failing mid-transaction) and a
-plain ``BEGIN`` for reads (readers never block writers in WAL mode). PostgreSQL: the default
-READ COMMITTED; a change's ``UPDATE … WHERE revision = :seen`` is what serializes writers.
+SQLite: the database file is created ``0600`` (its folder ``0700``) before SQLite opens it, and
+SQLite gives its ``-wal``/``-shm``/``-journal`` files the same mode; WAL journal, a 30 s busy
+timeout, and transactions opened by closedloop itself — ``BEGIN IMMEDIATE`` for writes (so two
+writers queue instead of failing mid-transaction) and a plain ``BEGIN`` for reads (readers never
+block writers in WAL mode). PostgreSQL: the default READ COMMITTED; a change's
+``UPDATE … WHERE revision = :seen`` is what serializes writers.
 ``postgresql://`` URLs use the psycopg (v3) driver.
 """
 
@@ -17,6 +19,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from .._files import create_private, make_private_dirs
 from ..errors import RegistryError
 
 __all__ = ["WRITE", "connect", "current", "head", "upgrade"]
@@ -44,8 +47,12 @@ def connect(url: str, **engine_args: Any) -> Engine:
         u = u.set(drivername="postgresql+psycopg")
     elif backend not in ("sqlite", "postgresql"):
         raise RegistryError(f"The registry URL must be a SQLite or PostgreSQL URL. Got the backend {backend!r} instead.")
-    if backend == "sqlite" and u.database and u.database != ":memory:":
-        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if backend == "sqlite" and u.database and u.database != ":memory:" and not u.query.get("uri"):
+        # Private: the folder 0700 when created here, the file 0600 before SQLite opens it (SQLite
+        # then gives its -wal, -shm and -journal files the database file's mode).
+        db_file = Path(u.database).expanduser()
+        make_private_dirs(db_file.parent)
+        create_private(db_file)
     try:
         engine = create_engine(u, **({"pool_pre_ping": True} if backend == "postgresql" else {}), **engine_args)
     except NoSuchModuleError as exc:  # pragma: no cover - a driver that is not installed

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .._files import create_private, make_private_dirs, open_private
 from ..errors import SpecError
 from .privacy import Sanitizer
 from .segments import _fsync_dir, atomic_write, is_sealed, list_segments, scan_segment
@@ -73,8 +74,8 @@ class TelemetryStore:
     # -- plumbing ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".store.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_dirs(self.root)
+        fd = open_private(self.root / ".store.lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -174,7 +175,7 @@ class TelemetryStore:
             result[stream] = t.num_rows
             for day, part in _by_day(t, _TIME[stream]):
                 d = self.root / "parquet" / stream / f"day={day}"
-                d.mkdir(parents=True, exist_ok=True)
+                make_private_dirs(d)
                 # named by the part's first ingest time (then a random tag): listing a day's files
                 # by name lists them in the order they were written, the same order in every run of
                 # the same simulated world (a dataset's row order follows it)
@@ -378,6 +379,9 @@ def _by_day(t: pa.Table, col: str) -> Iterator[tuple[str, pa.Table]]:
 
 
 def _write_parquet(t: pa.Table, path: Path) -> None:
+    """Write ``t`` to ``path`` (a new temporary name), ``0600``, and make it durable. The file is
+    created private first: Arrow's writer truncates an existing file and keeps its mode."""
+    create_private(path)
     pq.write_table(t, path, compression="zstd")
     fd = os.open(path, os.O_RDONLY)
     try:
