@@ -73,8 +73,8 @@ STEPS = ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset"
 class _Stop(Exception):
     """Ends a cycle early, on purpose (recorded as the cycle's outcome)."""
 
-    def __init__(self, outcome: str, reason: str) -> None:
-        self.outcome, self.reason = outcome, reason
+    def __init__(self, outcome: str, reason: str, detail: dict[str, Any] | None = None) -> None:
+        self.outcome, self.reason, self.detail = outcome, reason, detail or {}
         super().__init__(reason)
 
 
@@ -295,7 +295,8 @@ class Cycle:
         try:
             result = fn(rec)
         except _Stop as stop:
-            rec["steps"][name] = {"status": "stopped", "result": {"outcome": stop.outcome, "reason": stop.reason}}
+            rec["steps"][name] = {"status": "stopped",
+                                  "result": {**stop.detail, "outcome": stop.outcome, "reason": stop.reason}}
             self._save(rec)
             if self.on_event:
                 self.on_event(name, "done")
@@ -323,30 +324,69 @@ class Cycle:
         return {"branch": "train", "why": f"{state.production} is production; no rollout under way"}
 
     def _ingest(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """Each inbox file in name order, one telemetry commit per file; a file moves to
+        ``inbox/done/`` only once that commit is durable (written and fsynced). The first file
+        whose commit fails stops the step — it and the files after it stay in the inbox for the
+        next run — and the cycle (``ingest_failed``: no training on outcomes known to be missing)."""
         from ..loop import read_outcomes
         from ..telemetry import SegmentLog, Telemetry
 
         inbox = self.home / "inbox"
         files = sorted(p for p in inbox.glob("*") if p.is_file() and p.suffix in (".jsonl", ".json", ".parquet")) \
             if inbox.is_dir() else []
-        ingested, rejected = 0, []
+        ingested, durable, rejected = 0, 0, []
+        moved: list[str] = []
+        failed: list[dict[str, Any]] = []
         if files:
             done = inbox / "done"
             done.mkdir(exist_ok=True)
-            with Telemetry(SegmentLog(self.home), system=self.system, clock=self.clock.now_ns) as tel:
+            # no timed group commit: a file's outcomes go in one commit (one frame, one fsync), made
+            # at the flush — all of them durable, or none
+            with Telemetry(SegmentLog(self.home), system=self.system, clock=self.clock.now_ns,
+                           flush_interval_ms=3_600_000, flush_events=1 << 62, buffer_limit=1 << 62) as tel:
                 for f in files:
                     table, errors = read_outcomes(f)
+                    before = tel.counters.get("outcomes", 0)
+                    logged = refused = 0
                     for r in table.to_pylist():
                         if r.get("system") not in (None, self.system.name):
                             continue
-                        tel.log_outcome(r["decision_id"], r["unit"], kind=r["kind"], value=r["value"],
-                                        event_ns=r["event_ns"], source=r["source"], outcome_id=r["outcome_id"])
-                        ingested += 1
+                        seq = tel.log_outcome(r["decision_id"], r["unit"], kind=r["kind"], value=r["value"],
+                                              event_ns=r["event_ns"], source=r["source"], outcome_id=r["outcome_id"])
+                        if seq is None:
+                            refused += 1
+                        else:
+                            logged += 1
                     rejected += [{"file": f.name, "line": line, "reason": why} for line, why in errors[:20]]
                     tel.flush()
+                    made = tel.counters.get("outcomes", 0) - before
+                    if refused or made < logged:
+                        error = tel.counters.get("last_error") or "the telemetry commit did not finish"
+                        failed.append({"file": f.name, "records": logged + refused, "durable": made, "error": error})
+                        break
                     os.replace(f, done / f.name)
-        compacted = TelemetryStore(self.home).compact()
-        return {"files": [f.name for f in files], "ingested": ingested, "rejected": rejected, "compacted": compacted}
+                    _fsync_dirs(inbox, done)
+                    moved.append(f.name)
+                    ingested += logged
+                    durable += made
+        result: dict[str, Any] = {"files": moved, "ingested": ingested, "durable": durable, "rejected": rejected}
+        if failed:
+            result["failed"] = failed
+            result["waiting"] = [f.name for f in files[len(moved) + 1:]]
+        try:
+            result["compacted"] = TelemetryStore(self.home).compact()
+        except OSError as exc:  # e.g. the disk is full: the segments stay, the next run compacts them
+            result["compaction_error"] = _os_error(exc)
+        if failed:
+            x = failed[0]
+            more = f" (and {len(result['waiting'])} later file(s) wait behind it)" if result["waiting"] else ""
+            raise _Stop("ingest_failed", f"the outcomes of inbox file {x['file']!r} ({x['records']} records) could not "
+                        f"be made durable: {x['error']}. It stays in the inbox{more}; the next run retries it.",
+                        detail=result)
+        if "compaction_error" in result:
+            raise _Stop("ingest_failed", f"telemetry could not be compacted: {result['compaction_error']}. The "
+                        "outcomes are durable in the telemetry log; the next run compacts them.", detail=result)
+        return result
 
     def _files(self) -> tuple[list[Path], list[Path]]:
         store = TelemetryStore(self.home)
@@ -830,6 +870,24 @@ def _key(ns: int) -> str:
     import datetime as _dt
 
     return _dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as the telemetry writer records one: ``OSError [ENOSPC]: [Errno 28] …``."""
+    import errno
+
+    name = f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno is not None else ""
+    return f"{type(exc).__name__}{name}: {exc}"
+
+
+def _fsync_dirs(*dirs: Path) -> None:
+    """Make renames between ``dirs`` durable (a file moved to ``done/`` is not ingested again)."""
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _brief_guard(entry: dict[str, Any]) -> dict[str, Any]:

@@ -201,10 +201,11 @@ def read_segments(
 
 
 class _Active:
-    __slots__ = ("fd", "number", "path", "size")
+    __slots__ = ("fd", "number", "path", "size", "synced")
 
     def __init__(self, fd: int, number: int, path: Path, size: int) -> None:
         self.fd, self.number, self.path, self.size = fd, number, path, size
+        self.synced = size  # the size at the last successful sync: what a failed sync rolls back to
 
 
 class SegmentLog(Sink):
@@ -303,6 +304,7 @@ class SegmentLog(Sink):
             if fsync_needed:
                 os.fsync(a.fd)
                 self._dirty.discard(a.fd)
+                a.synced = a.size
             os.close(a.fd)  # releases the lock: the segment is sealed
             a = self._active[stream] = self._new_segment(stream, a.number + 1)
         return a
@@ -332,10 +334,36 @@ class SegmentLog(Sink):
         self._dirty.add(a.fd)
 
     def sync(self) -> None:
+        """fsync what was appended since the last sync. If an fsync fails (ENOSPC, EIO), the
+        frames appended since are cut off again — in every stream: the commit failed as a whole,
+        and records reported as not durable must not turn up later (a retried commit would
+        write them twice) — and the error is raised."""
+        try:
+            for a in self._active.values():
+                if a.fd in self._dirty:
+                    os.fsync(a.fd)
+        except OSError:
+            self._roll_back()
+            raise
+        self._dirty.clear()
         for a in self._active.values():
-            if a.fd in self._dirty:
-                os.fsync(a.fd)
-                self._dirty.discard(a.fd)
+            a.synced = a.size
+
+    def _roll_back(self) -> None:
+        """Cut every segment back to its size at the last successful sync; a segment that
+        cannot be cut is sealed (the next commit starts a new one)."""
+        for stream, a in list(self._active.items()):
+            if a.size > a.synced:
+                try:
+                    os.ftruncate(a.fd, a.synced)
+                    os.lseek(a.fd, a.synced, os.SEEK_SET)
+                    os.fsync(a.fd)
+                except OSError:
+                    os.close(a.fd)
+                    del self._active[stream]
+                    continue
+                a.size = a.synced
+        self._dirty.clear()
 
     def close(self) -> None:
         try:
