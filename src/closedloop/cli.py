@@ -176,7 +176,7 @@ def decide(
 ) -> None:
     """Decide for contexts (JSON lines on stdin), writing decisions (JSON lines on stdout).
 
-    A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed.
+    A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed, and with --log also if any decision could not be logged (e.g. a full disk; the reason on stderr).
     """
     settings: Settings = ctx.obj
     sys_obj = load_system(system)
@@ -197,11 +197,18 @@ def decide(
         raise typer.Exit(1) from None
     finally:
         if telemetry is not None:
-            telemetry.close()  # flushes: every decision written out is durable
-            if telemetry.stats().get("unlogged_errors"):
-                typer.echo(f"telemetry: {telemetry.stats()['last_error']}", err=True)
+            telemetry.close()  # flushes: every decision written out is durable, or counted as not
+    lost = 0
+    if telemetry is not None:
+        stats = telemetry.stats()
+        lost = int(stats.get("unlogged_errors", 0)) + int(stats.get("dropped_buffer_full", 0))
+        if lost:
+            typer.echo(f"Error: telemetry: {lost} of {decided} decisions were not logged "
+                       f"({stats.get('last_error') or 'the telemetry buffer was full'}); the decisions on "
+                       "stdout stand, their records are missing from the project home.", err=True)
     if failed:
         typer.echo(f"decided {decided}, failed {failed}", err=True)
+    if failed or lost:
         raise typer.Exit(1)
 
 

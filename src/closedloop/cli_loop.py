@@ -67,8 +67,10 @@ def outcomes_ingest(
     system: SystemOption,
 ) -> None:
     """Validate FILE line by line and log every valid outcome; report each rejected line (line
-    number and reason). Returns once every logged outcome is durable. Exits 1 if any line was
-    rejected (the others are kept)."""
+    number and reason). Returns once every logged outcome is durable (or its commit failed) and
+    prints ``ingested`` (outcomes logged) beside ``durable`` (made durable: written and fsynced).
+    Exits 1 if any line was rejected (the others are kept) or any outcome was not made durable
+    (e.g. a full disk: the reason is on stderr; ingest the file again once it is fixed)."""
     from .loop import read_outcomes
     from .telemetry import SegmentLog, Telemetry
 
@@ -89,16 +91,22 @@ def outcomes_ingest(
                 source=r["source"], outcome_id=r["outcome_id"],
             )
         watermark = tel.flush()
-        stats = tel.stats()
+    stats = tel.stats()  # closed: every commit is counted, made durable or failed
+    ingested = len(rows) - other
+    durable = int(stats.get("outcomes", 0))
     for line, reason in errors[:20]:
         typer.echo(f"line {line}: {reason}", err=True)
     if len(errors) > 20:
         typer.echo(f"… and {len(errors) - 20} more rejected lines", err=True)
+    if durable < ingested:
+        typer.echo(f"Error: {ingested - durable} of {ingested} outcomes were not made durable "
+                   f"({stats.get('last_error') or 'telemetry refused them'}); fix the cause and ingest "
+                   f"{str(file)!r} again (outcome ids make the outcomes already durable count once).", err=True)
     typer.echo(json.dumps({
-        "ingested": len(rows) - other, "rejected": len(errors), "other_system": other,
-        "durable_watermark": watermark, "unlogged_errors": stats.get("unlogged_errors", 0),
+        "ingested": ingested, "durable": durable, "not_durable": ingested - durable, "rejected": len(errors),
+        "other_system": other, "durable_watermark": watermark,
     }))
-    if errors or stats.get("unlogged_errors"):
+    if errors or durable < ingested:
         raise typer.Exit(1)
 
 
