@@ -26,6 +26,11 @@ class World:
     B: Any
     report_HA: dict[str, Any]
     report_AB: dict[str, Any]
+    key: Any  # the SigningKey that signed H, A and B: a registry must trust it (trust(reg))
+
+    def trust(self, reg: Any) -> Any:
+        reg.trust_key(self.key.public_key, name="tests", actor="alice")
+        return reg
 
 
 def build_world(system: Any, root: Path, n: int = 3000) -> World:
@@ -36,6 +41,7 @@ def build_world(system: Any, root: Path, n: int = 3000) -> World:
     from closedloop.creation import train
     from closedloop.evaluation.report import evaluate
     from closedloop.loop import import_dataset
+    from closedloop.signing import SigningKey
 
     root.mkdir(parents=True, exist_ok=True)
     cols, labels = generate(n, 11, phish_rate=0.3)
@@ -43,10 +49,11 @@ def build_world(system: Any, root: Path, n: int = 3000) -> World:
     data["label"] = pa.array(labels.tolist())
     pq.write_table(pa.table(data), root / "pages.parquet")
     ds = import_dataset(root / "pages.parquet", system, label="label", out=root / "ds")
-    A = train(system, ds.path, model="logistic").bundle
-    H = Bundle.build(system, heuristic_intelligence())
-    B = Bundle.build(system, heuristic_intelligence(), thresholds={"block": 0.3, "warn": 0.2})
+    key = SigningKey.generate()
+    A = train(system, ds.path, model="logistic").bundle.signed(key)
+    H = Bundle.build(system, heuristic_intelligence()).signed(key)
+    B = Bundle.build(system, heuristic_intelligence(), thresholds={"block": 0.3, "warn": 0.2}).signed(key)
     report_HA = evaluate(system, [H, A], ds.path, bootstrap=10, golden=30)
     report_AB = evaluate(system, [A, B], ds.path, bootstrap=10, golden=30)
     assert report_HA["gate"]["passed"] and not report_AB["gate"]["passed"]
-    return World(root, ds.path, H, A, B, report_HA, report_AB)
+    return World(root, ds.path, H, A, B, report_HA, report_AB, key)

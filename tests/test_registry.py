@@ -27,7 +27,7 @@ def world(phishing, tmp_path_factory):
 
 
 def _open(url, tmp_path, world, clock=None):
-    reg = Registry(url, tmp_path / "bundles", clock=clock).open()
+    reg = world.trust(Registry(url, tmp_path / "bundles", clock=clock).open())
     for b in (world.H, world.A, world.B):
         reg.add_bundle(b, actor="alice")
     reg.add_report(world.report_HA, actor="alice")
@@ -48,7 +48,7 @@ def test_lifecycle_rollback_in_steps(reg, world, phishing):
         reg.deploy(phishing, A, actor="alice", reason="too early", flight="a", share=0.1)
     c1 = reg.deploy(phishing, H, actor="alice", reason="first production")
     assert (c1.revision, reg.revision("phishing")) == (1, 1)
-    assert [c["name"] for c in c1.detail["checks"]] == ["loads", "parity", "range", "latency", "gate"]
+    assert [c["name"] for c in c1.detail["checks"]] == ["signature", "loads", "parity", "range", "latency", "gate"]
     assert all(c["passed"] for c in c1.detail["checks"])
     c2 = reg.deploy(phishing, B, actor="alice", reason="watch B", shadow=True)
     c3 = reg.deploy(phishing, A, actor="bob", reason="5% on A", flight="a", share=0.05)
@@ -157,13 +157,13 @@ def test_sanity_checks_name_the_failure(reg, world, phishing, tmp_path):
     assert ei.value.failed == ["parity"] and "golden row 3" in str(ei.value)
 
     # range: a raw linear score where the thresholds are probabilities
-    lin = Bundle.build(phishing, LinearModel({"ip_in_url": 5.0, "url_dots": 3.0}, 0.5, output="phish"))
+    lin = Bundle.build(phishing, LinearModel({"ip_in_url": 5.0, "url_dots": 3.0}, 0.5, output="phish")).signed(world.key)
     with pytest.raises(SanityCheckError, match="range") as ei:
         reg.deploy(phishing, lin, actor="alice", reason="linear", shadow=True, force="no report")
     assert "range" in ei.value.failed and "[0, 1]" in str(ei.value)
 
     # loads: a corrupt stored bundle cannot be forced through
-    corrupt = Bundle.build(phishing, LinearModel({"ip_in_url": 0.1}, 0.0, output="phish"))
+    corrupt = Bundle.build(phishing, LinearModel({"ip_in_url": 0.1}, 0.0, output="phish")).signed(world.key)
     reg.add_bundle(corrupt, actor="alice")
     _corrupt(tmp_path / "bundles" / corrupt.version)
     with pytest.raises(SanityCheckError, match="loads") as ei:

@@ -17,7 +17,7 @@ def test_empty_database_upgrades_to_head(registry_url, tmp_path):
     try:
         assert db.current(engine) is None
         assert set(inspect(engine).get_table_names()) == set()
-        assert db.upgrade(engine) == db.head() == "0001"
+        assert db.upgrade(engine) == db.head() == "0002"
         assert set(inspect(engine).get_table_names()) == {*metadata.tables, "alembic_version"}
         assert db.upgrade(engine) == db.head()  # idempotent
     finally:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .errors import BundleError
 from .settings import Settings
 
 __all__ = ["guard_app", "register"]
@@ -84,7 +85,7 @@ def _print_change(change: Any, as_json: bool) -> None:
     typer.echo(f"revision {change.before.revision} → {change.after.revision} (change #{change.event_id})")
     for c in change.detail.get("checks", []):
         mark = "ok    " if c["passed"] else "FORCED" if c["forced"] else "FAILED"
-        typer.echo(f"  {mark} {c['name']:<8} {c['detail']}")
+        typer.echo(f"  {mark} {c['name']:<9} {c['detail']}")
 
 
 # -- deploy / promote / rollback / killswitch ---------------------------------------------------------
@@ -100,9 +101,12 @@ def deploy(
                                               help="Deploy despite failed forceable checks (gate, latency); recorded.")] = None,
     report: Annotated[list[str] | None, typer.Option("--report", metavar="FILE.json",
                                                      help="Attach an evaluation report first (repeatable).")] = None,
+    allow_unsigned: Annotated[str | None, typer.Option(
+        "--allow-unsigned", metavar="REASON",
+        help="Deploy a bundle not signed by a trusted key (local experiments); recorded.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Deploy a bundle to production (default), as a shadow, or in a flight — after its sanity checks."""
+    """Deploy a bundle to production (default), as a shadow, or in a flight — after its signature and sanity checks."""
     settings: Settings = ctx.obj
     actor = _admin(settings)
     sys_obj = _load(system)
@@ -111,11 +115,18 @@ def deploy(
     if flight is not None and share is None:
         raise typer.BadParameter("a flight needs --share (e.g. 5%).", param_hint="'--share'")
     with _registry(settings) as reg:
-        reg.add_bundle(bundle, actor=actor)
-        for r in report or []:
-            reg.add_report(r, actor=actor)
+        if report:  # reports attach to registered bundles; a refused signature is recorded by deploy below
+            try:
+                reg.add_bundle(bundle, actor=actor, allow_unsigned=allow_unsigned)
+            except BundleError as exc:
+                if exc.check != "signature":
+                    raise
+            else:
+                for r in report:
+                    reg.add_report(r, actor=actor)
         change = reg.deploy(sys_obj, bundle, actor=actor, reason=reason, shadow=shadow, flight=flight,
-                            share=None if share is None else _share(share), force=force)
+                            share=None if share is None else _share(share), force=force,
+                            allow_unsigned=allow_unsigned)
     _print_change(change, as_json)
 
 

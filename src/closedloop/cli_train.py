@@ -61,6 +61,15 @@ def _params(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _home_signer(settings: Settings) -> Any:
+    """The home's signing key (created on first use and trusted in the home's registry):
+    a bundle trained here is signed by it, so deploy accepts it (closedloop.signing)."""
+    from .registry import Registry
+
+    with Registry.from_settings(settings) as reg:
+        return reg.signing_key(settings.home)
+
+
 def train(
     ctx: typer.Context,
     system: SystemOption,
@@ -94,7 +103,7 @@ def train(
         with console.status(f"Training {model} on {path.name}…"):
             run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent)
             target = out if out is not None else settings.bundles / run.bundle.version
-            saved = run.bundle.save(target)
+            saved = run.bundle.save(target, key=_home_signer(settings))
     except ClosedLoopError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(json.dumps({"version": run.bundle.version, "path": str(saved), "metrics": run.metrics}, default=str))

@@ -214,9 +214,12 @@ class Client:
         return self.admin("promote", flight=flight, reason=reason)
 
     def deploy(self, bundle: str, *, reason: str, shadow: bool = False, flight: str | None = None,
-               share: float | None = None, force: bool = False) -> dict[str, Any]:
+               share: float | None = None, force: str | None = None,
+               allow_unsigned: str | None = None) -> dict[str, Any]:
+        """Deploy a bundle over HTTP; ``force`` and ``allow_unsigned`` are reasons (recorded), as
+        for :meth:`closedloop.registry.Registry.deploy`."""
         return self.admin("deploy", bundle=bundle, reason=reason, shadow=shadow or None, flight=flight,
-                          share=share, force=force or None)
+                          share=share, force=force, allow_unsigned=allow_unsigned)
 
     # -- the transport ----------------------------------------------------------------------------------
     def _send(self, method: str, path: str, content: bytes | None, *, safe: str) -> httpx.Response:

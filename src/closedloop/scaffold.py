@@ -111,7 +111,11 @@ def init_project(directory: str | os.PathLike[str], name: str | None = None) -> 
     system_file.write_text(source, encoding="utf-8")
     readme_file = target / "README.md"
     readme_file.write_text(readme, encoding="utf-8")
-    bundle_path = bundle.save(settings.bundles / bundle.version)
+    from .registry import Registry
+
+    with Registry.from_settings(settings) as reg:  # the home's signing key, trusted by its registry
+        key = reg.signing_key(settings.home)
+    bundle_path = bundle.save(settings.bundles / bundle.version, key=key)
     return Project(
         target, name, settings, system_file, readme_file, bundle.version, bundle_path, command
     )

@@ -14,6 +14,8 @@ report_bundles which bundles a report evaluated, in order, and the gate verdict 
 deployments    the current deployment state of each system and its revision (optimistic locking)
 events         the history: every change and every refused or lost attempt — when, who (credential
                name), why, the state before and after, details (sanity checks, guard metrics …)
+signing_keys   the Ed25519 public keys whose bundle signatures deploy accepts (closedloop.signing):
+               who trusted each and when, and who revoked it
 ============== =====================================================================================
 
 Times are integers of nanoseconds since the Unix epoch (UTC); JSON documents are text.
@@ -34,7 +36,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["bundles", "deployments", "events", "metadata", "report_bundles", "reports"]
+__all__ = ["bundles", "deployments", "events", "metadata", "report_bundles", "reports", "signing_keys"]
 
 metadata = MetaData()
 
@@ -104,4 +106,16 @@ events = Table(
     Column("undone_by", Integer, ForeignKey("events.id"), nullable=True),
     Index("ix_events_system_id", "system", "id"),
     Index("ix_events_system_at", "system", "at_ns"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),  # ed25519:<16 hex of sha256(public key)>
+    Column("public_key", String(100), nullable=False),  # base64 of the 32 raw bytes
+    Column("name", String(200), nullable=False),
+    Column("added_ns", BigInteger, nullable=False),
+    Column("added_by", String(200), nullable=False),
+    Column("revoked_ns", BigInteger, nullable=True),
+    Column("revoked_by", String(200), nullable=True),
 )

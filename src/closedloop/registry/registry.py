@@ -39,15 +39,17 @@ from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ..bundle import Bundle
+from ..bundle import Bundle, read_header
 from ..clock import Clock, SystemClock
 from ..errors import BundleError, ClosedLoopError, ConflictError, RegistryError, SanityCheckError
+from ..signing import SigningKey, home_key, key_id, parse_public_key, verify_signature
 from . import db
 from .models import bundles as T_BUNDLES
 from .models import deployments as T_DEPLOY
 from .models import events as T_EVENTS
 from .models import report_bundles as T_RB
 from .models import reports as T_REPORTS
+from .models import signing_keys as T_KEYS
 from .state import DeploymentState, FlightState, check_flight_name, check_share
 from .store import BundleStore, FileBundleStore
 
@@ -89,6 +91,12 @@ def _system_name(system: Any) -> str:
     if not isinstance(name, str) or not name:
         raise RegistryError(f"The 'system' must be a closedloop.System or a system name. Got {system!r} instead.")
     return name
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode("ascii")
 
 
 def _dumps(obj: Any) -> str:
@@ -220,11 +228,20 @@ class Registry:
             yield conn
 
     # -- bundles ---------------------------------------------------------------------------------
-    def add_bundle(self, bundle: Bundle | str | os.PathLike[str], *, actor: str) -> dict[str, Any]:
+    def add_bundle(self, bundle: Bundle | str | os.PathLike[str], *, actor: str,
+                   allow_unsigned: str | None = None) -> dict[str, Any]:
         """Register a bundle (a :class:`~closedloop.Bundle`, a bundle directory, or a version
-        already in the store): verify it, copy it into the store, record it. Registering the same
-        bundle again is a no-op; a different bundle under a registered version is refused."""
+        already in the store): check its signature, verify it, copy it into the store, record it.
+        Registering the same bundle again is a no-op; a different bundle under a registered
+        version is refused.
+
+        The signature is checked first, from the manifest and ``signature.json`` alone: a bundle
+        not signed by a key this registry trusts (:meth:`trust_key`) is refused before any of its
+        other files is read, and nothing is copied. ``allow_unsigned`` (the reason) lets an
+        unsigned bundle in for a local experiment."""
         actor = _check_actor(actor)
+        if not (isinstance(bundle, str) and self._registered_version(bundle)):
+            self.check_signature(bundle, allow_unsigned=allow_unsigned)
         b = self._bundle_object(bundle)
         self.store.put(b)
         m = b.manifest
@@ -299,10 +316,122 @@ class Registry:
                               f"differs from the registered {digest[:12]}…", str(version))
         return b
 
-    def _ensure_registered(self, ref: Bundle | str | os.PathLike[str], actor: str) -> str:
-        if isinstance(ref, str) and not (Path(ref) / "manifest.json").is_file() and self.bundle(ref) is not None:
+    def _registered_version(self, ref: str) -> bool:
+        return not (Path(ref) / "manifest.json").is_file() and self.bundle(ref) is not None
+
+    def _ensure_registered(self, ref: Bundle | str | os.PathLike[str], actor: str,
+                           allow_unsigned: str | None = None) -> str:
+        if isinstance(ref, str) and self._registered_version(ref):
             return ref
-        return str(self.add_bundle(ref, actor=actor)["version"])
+        return str(self.add_bundle(ref, actor=actor, allow_unsigned=allow_unsigned)["version"])
+
+    # -- signing keys ----------------------------------------------------------------------------
+    def trust_key(self, public_key: str, *, name: str, actor: str) -> dict[str, Any]:
+        """Trust bundles signed by the Ed25519 key ``public_key`` (base64, as
+        ``closedloop key show`` prints it). Trusting a trusted key again is a no-op; a revoked
+        key is trusted again (the revocation is cleared, and the record says who did it)."""
+        actor = _check_actor(actor)
+        raw = parse_public_key(public_key)
+        if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ACTOR:
+            raise RegistryError(f"A trusted key's 'name' must be a non-empty string of at most {_MAX_ACTOR} "
+                                f"characters. Got {str(name)[:60]!r} instead.")
+        kid, pub = key_id(raw), _b64(raw)
+        try:
+            with self._write() as conn:
+                row = conn.execute(select(T_KEYS).where(T_KEYS.c.key_id == kid)).mappings().first()
+                now = self.clock.now_ns()
+                if row is None:
+                    conn.execute(insert(T_KEYS).values(key_id=kid, public_key=pub, name=name, added_ns=now,
+                                                       added_by=actor, revoked_ns=None, revoked_by=None))
+                elif row["revoked_ns"] is not None:
+                    conn.execute(update(T_KEYS).where(T_KEYS.c.key_id == kid).values(
+                        name=name, added_ns=now, added_by=actor, revoked_ns=None, revoked_by=None))
+        except IntegrityError:  # trusted meanwhile by another process: the same key, fine
+            pass
+        return next(k for k in self.keys() if k["key_id"] == kid)
+
+    def revoke_key(self, key: str, *, actor: str) -> dict[str, Any]:
+        """Stop trusting a key (by id, ``ed25519:…``, or base64 public key): bundles it signed
+        are refused by deploy from now on; what serves keeps serving."""
+        actor = _check_actor(actor)
+        kid = key if isinstance(key, str) and key.startswith("ed25519:") else key_id(parse_public_key(key))
+        with self._write() as conn:
+            res = conn.execute(update(T_KEYS).where(and_(T_KEYS.c.key_id == kid, T_KEYS.c.revoked_ns.is_(None)))
+                               .values(revoked_ns=self.clock.now_ns(), revoked_by=actor))
+            if res.rowcount != 1:
+                raise RegistryError(f"The key to revoke must be a trusted key id or public key. Got {str(key)[:60]!r} "
+                                    f"instead (trusted: {', '.join(sorted(self.trusted_keys())) or 'none'}).")
+        return next(k for k in self.keys() if k["key_id"] == kid)
+
+    def keys(self) -> list[dict[str, Any]]:
+        """Every key the registry trusts or trusted: id, public key, name, who added and revoked it, when."""
+        with self._read() as conn:
+            rows = conn.execute(select(T_KEYS).order_by(T_KEYS.c.added_ns, T_KEYS.c.key_id)).mappings().all()
+        return [{"key_id": r["key_id"], "public_key": r["public_key"], "name": r["name"],
+                 "added_at": iso(r["added_ns"]), "added_by": r["added_by"],
+                 "revoked_at": iso(r["revoked_ns"]), "revoked_by": r["revoked_by"]} for r in rows]
+
+    def trusted_keys(self) -> dict[str, str]:
+        """The keys deploy accepts now: key id → base64 public key."""
+        with self._read() as conn:
+            rows = conn.execute(select(T_KEYS.c.key_id, T_KEYS.c.public_key)
+                                .where(T_KEYS.c.revoked_ns.is_(None))).all()
+        return {r.key_id: r.public_key for r in rows}
+
+    def signing_key(self, home: str | os.PathLike[str]) -> SigningKey:
+        """The signing key of the project home ``home`` (created on first use, see
+        :func:`closedloop.signing.home_key`), trusted by this registry when it was just created or
+        when this registry has never trusted a key: a home trusts its own key from the start.
+        A key found in an established registry that does not trust it is not trusted silently
+        (an admin does it: ``closedloop key trust --home``)."""
+        hk = home_key(home)
+        if hk is None:  # pragma: no cover - home_key creates
+            raise RegistryError(f"No signing key in {home}.")
+        if hk.created or not self.keys():
+            self.trust_key(hk.key.public_key, name=f"home {Path(home).resolve()}"[:_MAX_ACTOR], actor="closedloop")
+        return hk.key
+
+    def _header(self, ref: Bundle | str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None, str]:
+        """(manifest digest, signature document or None, where) of a bundle reference, read
+        without parsing the bundle's other files."""
+        if isinstance(ref, Bundle):
+            return str(ref.manifest["digest"]), ref.signature, ref.version
+        if not isinstance(ref, str | os.PathLike):
+            raise RegistryError(f"A bundle must be a closedloop.Bundle, a directory or a version. Got {ref!r} instead.")
+        p = Path(ref)
+        if (p / "manifest.json").is_file():
+            manifest, sig = read_header(p)
+            return str(manifest["digest"]), sig, str(p)
+        if isinstance(ref, str) and self.store.exists(ref):
+            manifest, sig = self.store.header(ref)
+            rec = self.bundle(ref)
+            if rec is not None and rec["digest"] != manifest["digest"]:
+                raise BundleError("registry_digest", f"the stored bundle's manifest digest {manifest['digest'][:12]}… "
+                                  f"differs from the registered {rec['digest'][:12]}…", ref)
+            return str(manifest["digest"]), sig, ref
+        raise RegistryError(f"{str(ref)!r} is neither a bundle directory nor a bundle version in the store "
+                            f"({self.store.describe()}).")
+
+    def check_signature(self, bundle: Bundle | str | os.PathLike[str], *,
+                        allow_unsigned: str | None = None) -> dict[str, Any]:
+        """The ``signature`` check of a bundle (a Bundle, a directory or a stored version): passed
+        when it is signed by a key this registry trusts; else :class:`~closedloop.errors.BundleError`
+        — or, with ``allow_unsigned`` (the reason), a failed check marked as allowed."""
+        if allow_unsigned is not None and (not isinstance(allow_unsigned, str) or not allow_unsigned.strip()):
+            raise RegistryError("'allow_unsigned' must be the reason for deploying an unsigned bundle (a non-empty "
+                                f"string) or None. Got {allow_unsigned!r} instead.")
+        digest, sig, where = self._header(bundle)
+        trusted = self.trusted_keys()
+        try:
+            kid = verify_signature(sig, digest, trusted, where)
+        except BundleError as exc:
+            if allow_unsigned is None:
+                raise
+            return {"name": "signature", "passed": False, "detail": exc.detail, "forced": True,
+                    "allowed_unsigned": allow_unsigned}
+        names = {k["key_id"]: k["name"] for k in self.keys()}
+        return {"name": "signature", "passed": True, "detail": f"signed by {kid} ({names.get(kid, '?')})",
+                "forced": False}
 
     # -- reports ---------------------------------------------------------------------------------
     def add_report(self, report: Mapping[str, Any] | str | os.PathLike[str], *, actor: str) -> dict[str, Any]:
@@ -582,11 +711,14 @@ class Registry:
         share: float | None = None,
         force: str | None = None,
         expected_revision: int | None = None,
+        allow_unsigned: str | None = None,
     ) -> Change:
         """Deploy ``bundle`` for ``system`` (a :class:`~closedloop.System`): as production (the
         default), as a shadow (``shadow=True``: scored beside production, never acted on), or in
         the flight ``flight`` with ``share`` of the units (the same name again changes its bundle
-        or share). The bundle is registered if needed and must pass the sanity checks
+        or share). The bundle must be signed by a key this registry trusts (checked first, before
+        any other file of the bundle is read; ``allow_unsigned`` — the reason, recorded — is the
+        opt-out for local experiments), is registered if needed and must pass the sanity checks
         (:mod:`closedloop.registry.sanity`); ``force`` (a reason) lets it through the forceable
         ones. The state read before the checks must still be current when the change commits."""
         name = _system_name(system)
@@ -604,9 +736,11 @@ class Registry:
         role = "shadow" if shadow else "flight" if flight is not None else "production"
         operation = f"deploy_{role}"
         try:
-            version = self._ensure_registered(bundle, actor)
+            signature = self.check_signature(bundle, allow_unsigned=allow_unsigned)
+            version = self._ensure_registered(bundle, actor, allow_unsigned)
         except ClosedLoopError as exc:
-            self._record(name, operation, actor, reason, "refused", {"error": str(exc), "bundle": str(bundle)})
+            ref = bundle.version if isinstance(bundle, Bundle) else str(bundle)
+            self._record(name, operation, actor, reason, "refused", {"error": str(exc), "bundle": ref})
             raise
         seen = self.state(name)
         if expected_revision is not None and seen.revision != expected_revision:
@@ -622,9 +756,11 @@ class Registry:
         except RegistryError as exc:
             self._record(name, operation, actor, reason, "refused", {"bundle": version, "error": str(exc)}, seen)
             raise
-        checks = self._sanity(system, version, seen.production, need_gate=role != "shadow", force=force,
-                              name=name, operation=operation, actor=actor, reason=reason, seen=seen)
+        checks = [signature] + self._sanity(system, version, seen.production, need_gate=role != "shadow", force=force,
+                                            name=name, operation=operation, actor=actor, reason=reason, seen=seen)
         detail: dict[str, Any] = {"bundle": version, "role": role, "checks": checks, "forced": force}
+        if allow_unsigned is not None and not signature["passed"]:
+            detail["allowed_unsigned"] = allow_unsigned
         if flight is not None:
             detail.update(flight=flight, share=share)
 
@@ -727,17 +863,29 @@ class Registry:
                 keep = tuple(f for f in back.flights if (f.name, f.bundle) not in stopped)
                 dropped = [f.to_dict() for f in back.flights if (f.name, f.bundle) in stopped]
                 back = back.with_(flights=keep)
+            trusted = {r.key_id: r.public_key for r in conn.execute(
+                select(T_KEYS.c.key_id, T_KEYS.c.public_key).where(T_KEYS.c.revoked_ns.is_(None))).all()}
+            unsigned = []
             for v in back.bundles():
                 try:
-                    self.store.load(v)
+                    b = self.store.load(v)
                 except BundleError as exc:
                     raise RegistryError(f"Cannot roll back to revision {target['revision_before']}: its bundle {v!r} "
                                         f"fails verification in the store ({exc}).") from exc
+                try:
+                    verify_signature(b.signature, str(b.manifest["digest"]), trusted, v)
+                except BundleError as exc:  # in the history already: it may serve again, with a warning
+                    unsigned.append({"bundle": v, "warning": exc.detail})
             detail = {"undid": int(target["id"]), "undid_operation": target["operation"],
                       "undid_actor": target["actor"], "undid_reason": target["reason"],
                       "restored_revision": target["revision_before"], "dropped_flights": dropped}
+            if unsigned:
+                detail["unsigned"] = unsigned
             note = (f" without flight(s) {', '.join(d['name'] for d in dropped)} that the guard stopped"
                     if dropped else "")
+            if unsigned:
+                note += (f" (warning: {', '.join(u['bundle'] for u in unsigned)} not signed by a trusted key; "
+                         "restored because it is in the history)")
             msg = (f"rolled back change #{target['id']} ({target['operation']} by {target['actor']}: "
                    f"{target['reason']}); restored the state of revision {target['revision_before']}{note}: "
                    f"{back.describe()}")

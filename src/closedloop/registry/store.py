@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from ..bundle import Bundle
+from ..bundle import Bundle, read_header
 from ..errors import BundleError, RegistryError
 
 __all__ = ["BundleStore", "FileBundleStore"]
@@ -32,6 +32,12 @@ class BundleStore(ABC):
     @abstractmethod
     def load(self, version: str, system: Any = None) -> Bundle:
         """The bundle stored under ``version``, verified (and checked against ``system``)."""
+
+    def header(self, version: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The stored bundle's manifest (digest verified) and signature document (or None),
+        ideally without reading its other files (see :func:`closedloop.bundle.read_header`)."""
+        b = self.load(version)
+        return b.manifest, b.signature
 
     @abstractmethod
     def exists(self, version: str) -> bool:
@@ -87,6 +93,9 @@ class FileBundleStore(BundleStore):
 
     def load(self, version: str, system: Any = None) -> Bundle:
         return Bundle.load(self.path(version), system)
+
+    def header(self, version: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        return read_header(self.path(version))
 
     def describe(self) -> str:
         return str(self.root)

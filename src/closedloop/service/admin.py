@@ -38,6 +38,8 @@ class DeployBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flight: str | None = None
     share: float | None = None
     force: str | None = None
+    #: The reason for deploying a bundle not signed by a key the registry trusts (recorded).
+    allow_unsigned: str | None = None
 
 
 class PromoteBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -139,7 +141,7 @@ def admin_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Any]
             b: Any = body
             if operation == "deploy":
                 return reg.deploy(system, b.bundle, actor=actor, reason=b.reason, shadow=b.shadow, flight=b.flight,
-                                  share=b.share, force=b.force)
+                                  share=b.share, force=b.force, allow_unsigned=b.allow_unsigned)
             if operation == "promote":
                 return reg.promote(system, b.flight, actor=actor, reason=b.reason, force=b.force)
             if operation == "stop":
