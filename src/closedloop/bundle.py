@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,13 +61,16 @@ from .errors import BundleError, ClosedLoopError, IntelligenceError, SpecError
 from .experience import Thresholds
 from .guardrails import Guardrail, guardrail_from_dict
 from .intelligence import KINDS, Intelligence, load_intelligence
+from .signing import SIGNATURE_FILE, SigningKey, read_signature
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "verify_bundle"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "read_header", "verify_bundle"]
 
 FORMAT = "closedloop.bundle"
 FORMAT_VERSION = 1
 _SUPPORTED = (1,)
 MANIFEST = "manifest.json"
+#: The largest manifest.json read (a bundle's manifest is a few kB; this bounds a hostile one).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 ENTRY = "intelligence.json"
 _REQUIRED = (
     "format", "format_version", "system", "version", "created_at", "features", "intelligence",
@@ -98,10 +102,14 @@ class Bundle:
     :meth:`save`, read it back with :meth:`load` (which verifies it). A bundle is immutable.
     """
 
-    def __init__(self, manifest: dict[str, Any], intelligence: Intelligence, path: Path | None = None) -> None:
+    def __init__(self, manifest: dict[str, Any], intelligence: Intelligence, path: Path | None = None,
+                 signature: dict[str, Any] | None = None) -> None:
         self.manifest = manifest
         self.intelligence = intelligence
         self.path = path
+        #: The ``signature.json`` document (parsed, not verified: the registry verifies it against
+        #: the keys it trusts when the bundle is deployed), or None for an unsigned bundle.
+        self.signature = signature
         try:
             self.guardrails: tuple[Guardrail, ...] = tuple(
                 guardrail_from_dict(g) for g in manifest.get("guardrails", [])
@@ -214,12 +222,24 @@ class Bundle:
 
     _files: dict[str, bytes] | None = None
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
+    def signed(self, key: SigningKey) -> Bundle:
+        """This bundle with a signature by ``key`` (a :class:`~closedloop.signing.SigningKey`):
+        the same manifest, files and version; :meth:`save` writes the signature beside them."""
+        if not isinstance(key, SigningKey):
+            raise SpecError(f"The 'key' parameter of Bundle.signed must be a closedloop.signing.SigningKey. Got {key!r} instead.")
+        out = Bundle(self.manifest, self.intelligence, self.path, key.sign(self.manifest["digest"]))
+        out._files = self._files
+        return out
+
+    def save(self, directory: str | os.PathLike[str], *, key: SigningKey | None = None) -> Path:
         """Write the bundle to ``directory``, which must not exist yet (bundles are immutable),
         and return its path (read it back, verified, with :meth:`load`).
 
+        With ``key`` the saved bundle is signed by it (``signature.json``, see
+        :mod:`closedloop.signing`); without, a signature the bundle already carries is kept.
         Files are written to a temporary sibling, fsynced, and renamed into place, so a crash
-        never leaves a half-written bundle under the final name.
+        never leaves a half-written bundle under the final name. The files are read-only for
+        their owner alone (0400) in a 0700 directory: a bundle may hold what its data taught it.
         """
         target = Path(directory)
         if target.exists():
@@ -229,15 +249,17 @@ class Bundle:
             if self.path is None:
                 raise BundleError("path", "this bundle has no files to save")
             files = {name: (self.path / name).read_bytes() for name in self.manifest["files"]}
+        signature = key.sign(self.manifest["digest"]) if key is not None else self.signature
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # mode 0700
         try:
             for name, data in files.items():
                 _write_synced(tmp / name, data)
             _write_synced(tmp / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode() + b"\n")
-            for p in tmp.iterdir():
-                p.chmod(0o444)
-            tmp.chmod(0o755)  # mkdtemp makes it 0700; a bundle is meant to be read by others
+            if signature is not None:
+                _write_synced(tmp / SIGNATURE_FILE, json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n")
+            for p in tmp.rglob("*"):
+                p.chmod(0o700 if p.is_dir() else 0o400)
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -266,7 +288,7 @@ class Bundle:
             raise BundleError("intelligence", "the saved intelligence is nested too deeply", str(root)) from exc
         except (ClosedLoopError, ValueError, KeyError, TypeError) as exc:
             raise BundleError("intelligence", str(exc), str(root)) from exc
-        bundle = cls(manifest, intelligence, root)
+        bundle = cls(manifest, intelligence, root, read_signature(root))
         if system is not None:
             bundle.check_compatible(system)
         return bundle
@@ -409,9 +431,37 @@ def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     for p in root.rglob("*"):
         if p.is_file():
             rel = p.relative_to(root).as_posix()
-            if rel != MANIFEST and rel not in listed:
+            if rel not in (MANIFEST, SIGNATURE_FILE) and rel not in listed:
                 raise BundleError("unlisted_file", f"{rel!r} is in the bundle but not in the manifest", where)
     return manifest, files
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A bundle's manifest (its digest verified) and its ``signature.json`` (parsed, or None) —
+    read without opening any other file of the bundle, so that a signature can be checked before
+    anything the bundle holds is parsed (:meth:`closedloop.registry.Registry.deploy`)."""
+    root = Path(path)
+    where = str(root)
+    mpath = root / MANIFEST
+    try:
+        st = os.lstat(mpath)
+    except OSError:
+        raise BundleError("manifest", f"{MANIFEST} is missing", where) from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST_BYTES:
+        raise BundleError("manifest", f"{MANIFEST} must be a regular file of at most {MAX_MANIFEST_BYTES} bytes "
+                          f"(it has {st.st_size})", where)
+    fd = os.open(mpath, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        manifest = json.loads(data)
+        ok = isinstance(manifest, dict) and isinstance(manifest.get("digest"), str) \
+            and _manifest_digest(manifest) == manifest["digest"]
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        ok = False
+    if not ok:
+        raise BundleError("manifest_digest", f"{MANIFEST} is not a manifest whose digest matches its content", where)
+    return manifest, read_signature(root)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
