@@ -48,6 +48,43 @@ __all__ = [
 ]
 
 
+#: A string (or bytes) value longer than this is kept, in an error, as its start and its length.
+_CLIP_OVER = 80
+_CLIP_KEEP = 40
+
+
+def clip_value(value: Any) -> Any:
+    """``value`` as an error keeps and shows it: unchanged when small; a string or bytes longer
+    than 80 characters as its first 40 and its length (``'uuuu…' (7340032 characters)``); a
+    container whose ``repr`` is longer than 80 characters as a clipped ``repr``; an integer of
+    more than 256 bits as its size. A refused 7 MB value is never echoed back whole (in a
+    message, a problem-details body, a log line)."""
+    if isinstance(value, str):
+        if len(value) <= _CLIP_OVER:
+            return value
+        return f"{value[:_CLIP_KEEP]}… ({len(value)} characters)"
+    if isinstance(value, bool | float | type(None)):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 256 else f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, bytes | bytearray | memoryview):
+        if len(value) <= _CLIP_OVER:
+            return value
+        return f"{bytes(value[:_CLIP_KEEP])!r}… ({len(value)} bytes)"
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        import reprlib
+
+        r = reprlib.Repr()
+        r.maxstring = r.maxother = _CLIP_KEEP
+        r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = 8
+        r.maxlevel = 3
+        short = r.repr(value)
+        if short.count("...") == 0 and len(short) <= _CLIP_OVER:
+            return value  # small and shown whole by reprlib: keep the object
+        return f"{short[:_CLIP_OVER]} ({type(value).__name__} of {len(value)} items)"
+    return value
+
+
 def _show(value: Any) -> str:
     """Render a value for an error message, short and unambiguous."""
     text = repr(value)
@@ -68,14 +105,15 @@ class ContextError(ClosedLoopError, ValueError):
     """A context failed validation.
 
     Attributes name what failed: ``field`` (the context field), ``rule`` (what it must be, e.g.
-    ``"a number ≥ 0"``) and ``value`` (what it was). ``row`` is the row index in a batch or the line
+    ``"a number ≥ 0"``) and ``value`` (what it was — a long string or a large container clipped
+    by :func:`clip_value`: its start and its size). ``row`` is the row index in a batch or the line
     number in a stream, when there is one.
     """
 
     def __init__(self, field: str, rule: str, value: Any, row: int | None = None) -> None:
-        self.field = field
+        self.field = field = clip_value(field)
         self.rule = rule
-        self.value = value
+        self.value = value = clip_value(value)
         self.row = row
         where = "" if row is None else f" (row {row})"
         if rule == "present":
@@ -122,7 +160,7 @@ class OutcomeError(ContextError):
     def __init__(self, field: str, rule: str, value: Any, row: int | None = None) -> None:
         super().__init__(field, rule, value, row)
         where = "" if row is None else f" (line {row})"
-        self.args = (f"Outcome field '{field}' must be {rule}. Got {_show(value)} instead{where}.",)
+        self.args = (f"Outcome field '{self.field}' must be {rule}. Got {_show(self.value)} instead{where}.",)
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -32,7 +32,7 @@ try:  # pragma: no cover - which branch runs depends on the build
 except ImportError:  # pragma: no cover
     _kernels = None
 
-__all__ = ["Bool", "Columns", "Field", "Float", "Int", "Schema", "Str"]
+__all__ = ["DEFAULT_MAX_LENGTH", "Bool", "Columns", "Field", "Float", "Int", "Schema", "Str"]
 
 
 class _Missing:
@@ -45,6 +45,11 @@ _MAX_FLOAT = 1.7976931348623157e308
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _NONFINITE = ("reject", "default", "keep")
+#: The most characters a string field holds when it declares no ``max_length`` of its own: a
+#: context is decided, echoed and logged, so no string in it is unbounded.
+DEFAULT_MAX_LENGTH = 8192
+#: The largest ``max_length`` a field may declare (Arrow string arrays have 32-bit offsets).
+_MAX_MAX_LENGTH = 2**31 - 1
 # A batch reports at most this many individual row errors (all invalid rows are still masked).
 _MAX_REPORTED_ERRORS = 100
 
@@ -89,6 +94,10 @@ class Field:
     def rule(self) -> str:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def rule_for(self, value: Any) -> str:
+        """The rule ``value`` breaks (:meth:`rule`, unless a field has a more precise one)."""
+        return self.rule()
+
     def msgspec_type(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -116,7 +125,7 @@ class Field:
         ok, _ = self.check(self.default)
         if not ok:
             raise SpecError(
-                f"The default of context field '{self.name}' must be {self.rule()}. "
+                f"The default of context field '{self.name}' must be {self.rule_for(self.default)}. "
                 f"Got {self.default!r} instead."
             )
 
@@ -285,7 +294,9 @@ class Bool(Field):
 
 @dataclass(frozen=True)
 class Str(Field):
-    """Text. ``choices`` restricts it to a set of values; ``max_length`` bounds its length."""
+    """Text. ``choices`` restricts it to a set of values; ``max_length`` bounds its length in
+    characters (an integer ≥ 1; when not declared, :data:`DEFAULT_MAX_LENGTH`, 8,192: every
+    string field is bounded — a 7 MB value is refused, not decided, echoed and logged)."""
 
     choices: tuple[str, ...] | None = None
     max_length: int | None = None
@@ -308,13 +319,18 @@ class Str(Field):
         if self.max_length is not None and (
             isinstance(self.max_length, bool)
             or not isinstance(self.max_length, int)
-            or self.max_length < 0
+            or not 1 <= self.max_length <= _MAX_MAX_LENGTH
         ):
             raise SpecError(
-                f"The 'max_length' of context field '{self.name}' must be an integer ≥ 0. "
-                f"Got {self.max_length!r} instead."
+                f"The 'max_length' of context field '{self.name}' must be an integer in "
+                f"[1, {_MAX_MAX_LENGTH}]. Got {self.max_length!r} instead."
             )
         self._validate_default()
+
+    @property
+    def limit(self) -> int:
+        """The most characters a value may have: ``max_length``, else :data:`DEFAULT_MAX_LENGTH`."""
+        return DEFAULT_MAX_LENGTH if self.max_length is None else self.max_length
 
     def rule(self) -> str:
         if self.choices is not None:
@@ -323,19 +339,22 @@ class Str(Field):
             return f"a string of at most {self.max_length} characters"
         return "a string"
 
+    def rule_for(self, value: Any) -> str:
+        if self.choices is None and isinstance(value, str) and len(value) > self.limit:
+            return f"a string of at most {self.limit} characters"
+        return self.rule()
+
     def msgspec_type(self) -> Any:
         if self.choices is not None:
             return Literal[self.choices]
-        if self.max_length is not None:
-            return Annotated[str, msgspec.Meta(max_length=self.max_length)]
-        return str
+        return Annotated[str, msgspec.Meta(max_length=self.limit)]
 
     def check(self, value: Any) -> tuple[bool, Any]:
         if not isinstance(value, str):
             return False, value
         if self.choices is not None and value not in self.choices:
             return False, value
-        if self.max_length is not None and len(value) > self.max_length:
+        if len(value) > self.limit:
             return False, value
         return True, value
 
@@ -604,7 +623,7 @@ class Schema:
                 continue
             ok, v = f.check(value)
             if not ok:
-                raise ContextError(f.name, f.rule(), value, row)
+                raise ContextError(f.name, f.rule_for(value), value, row)
             cleaned[f.name] = v
         if self.extra == "forbid":
             for key in context:
@@ -721,7 +740,7 @@ def _record(
         v = values[int(i)] if values is not None else None
         if isinstance(v, np.generic):
             v = v.item()
-        rule = f.rule() if v is not MISSING else "present"
+        rule = f.rule_for(v) if v is not MISSING else "present"
         found.append(ContextError(f.name, rule, v, int(i)))
 
 
@@ -818,10 +837,12 @@ def _validate_str(f: Str, col: Any, n: int, bad: np.ndarray, found: list[Context
         mask = ~pc.is_in(col, value_set=pa.array(f.choices, type=pa.string())).to_numpy(
             zero_copy_only=False
         )
-    if f.max_length is not None:
-        # Bytes ≥ characters, so only a column with a long byte string needs counting characters.
-        if (pc.max(pc.binary_length(col)).as_py() or 0) > f.max_length:
-            too_long = pc.greater(pc.utf8_length(col), f.max_length).to_numpy(zero_copy_only=False)
+    if f.choices is None:
+        # Bytes ≥ characters, so only a column with a long byte string needs counting characters
+        # (and a column of fewer bytes in all than the limit needs no look at all).
+        limit = f.limit
+        if col.nbytes > limit and (pc.max(pc.binary_length(col)).as_py() or 0) > limit:
+            too_long = pc.greater(pc.utf8_length(col), limit).to_numpy(zero_copy_only=False)
             mask = too_long if mask is None else (mask | too_long)
     if mask is not None and mask.any():
         _record(f, mask, col.to_pylist(), bad, found)

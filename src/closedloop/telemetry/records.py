@@ -20,6 +20,8 @@ import re
 
 import pyarrow as pa
 
+from ..errors import clip_value
+
 __all__ = ["DECISION_SCHEMA", "OUTCOME_KIND", "OUTCOME_SCHEMA", "SCHEMA_VERSION", "outcome_field_problem"]
 
 #: What an outcome kind may be: a letter, then letters, digits, '_', '.', ':' or '-' (':' for
@@ -41,7 +43,18 @@ def outcome_field_problem(
 ) -> tuple[str, str, object] | None:
     """The first of an outcome's identifying fields that breaks its rule, as ``(field, rule,
     value)``, or None. ``unit`` is already a string (or None); a source may not hold control
-    characters (a source named ``"x\nALERT …"`` would forge a line in the alert log)."""
+    characters (a source named ``"x\nALERT …"`` would forge a line in the alert log). The value
+    is clipped for showing (:func:`~closedloop.errors.clip_value`: a 7 MB unit is named by its
+    first 40 characters and its length, never echoed whole)."""
+    bad = _problem(decision_id, unit, kind, source, outcome_id)
+    if bad is None:
+        return None
+    return bad[0], bad[1], clip_value(bad[2])
+
+
+def _problem(
+    decision_id: object, unit: object, kind: object, source: object, outcome_id: object
+) -> tuple[str, str, object] | None:
     if decision_id is not None and (not isinstance(decision_id, str) or not decision_id or len(decision_id) > MAX_ID):
         return "decision_id", f"a non-empty string of at most {MAX_ID} characters, or absent", decision_id
     if unit is not None and (not isinstance(unit, str) or not unit or len(unit) > MAX_UNIT):
