@@ -19,7 +19,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from closedloop import Bundle, BundleError, IntelligenceError, checks
 from closedloop.bundle import _manifest_digest
 from closedloop.intelligence import KINDS, SklearnModel, load_intelligence
-from closedloop.intelligence.sklearn import check_trusted
+from closedloop.intelligence.sklearn import TRUSTED_TYPES, check_trusted, skops_references
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,9 @@ def test_bundle_round_trip(phishing, models, held_out, tmp_path, name):
     assert loaded.version == bundle.version
     assert isinstance(loaded.intelligence, SklearnModel)
     spec = json.loads((path / "intelligence.json").read_text())
-    assert spec["trusted"] == sio.get_untrusted_types(data=(path / spec["model"]).read_bytes())
+    data = (path / spec["model"]).read_bytes()
+    assert spec["trusted"] == skops_references(data)  # every name the file references …
+    assert set(sio.get_untrusted_types(data=data)) <= set(spec["trusted"]) <= TRUSTED_TYPES  # … all allow-listed
     cols, X = held_out
     a = model.bind(phishing.features).batch(X, cols)
     b = loaded.intelligence.bind(phishing.features).batch(X, cols)
@@ -142,15 +144,15 @@ def test_a_widened_trusted_list_is_refused(models, extra):
     files: dict[str, bytes] = {}
     spec = models["hist_gradient_boosting"].to_dict(files)
     spec["trusted"] = [*spec["trusted"], extra]
-    with pytest.raises(IntelligenceError, match="may only name types under"):
+    with pytest.raises(IntelligenceError, match="must each be one of the allow-listed names"):
         load_intelligence(json.loads(json.dumps(spec)), files, KINDS)
 
 
-def test_a_narrowed_trusted_list_makes_skops_refuse(models):
+def test_a_narrowed_trusted_list_is_refused_before_skops_reads_the_file(models):
     files: dict[str, bytes] = {}
     spec = models["hist_gradient_boosting"].to_dict(files)
     spec["trusted"] = []
-    with pytest.raises(IntelligenceError, match="could not be loaded with the trusted types"):
+    with pytest.raises(IntelligenceError, match="only the types its 'trusted' list"):
         load_intelligence(spec, files, KINDS)
 
 
@@ -172,7 +174,7 @@ def test_a_swapped_skops_file_with_untrusted_types_is_refused(phishing, models, 
     path = Bundle.build(phishing, models["scaled_logistic"]).save(tmp_path / "b")
     spec = json.loads((path / "intelligence.json").read_text())
     rewrite(path, spec["model"], sio.dumps(est))
-    with pytest.raises(BundleError, match="Untrusted types") as err:
+    with pytest.raises(BundleError, match="only allow-listed types.*evil") as err:
         Bundle.load(path, phishing)
     assert err.value.check == "intelligence"
 
@@ -182,14 +184,18 @@ def test_saving_an_estimator_that_needs_other_types_is_refused(phishing):
         return x
 
     est = make_pipeline(FunctionTransformer(mine), LogisticRegression()).fit(np.eye(19), np.arange(19) % 2)
-    with pytest.raises(IntelligenceError, match="outside the allow-list"):
+    with pytest.raises(IntelligenceError, match=r"outside the allow-list .*test_sklearn_adapter\.mine"):
         SklearnModel(est, list(phishing.features.names))
 
 
 def test_the_allow_list():
-    assert check_trusted(["sklearn.tree._tree.Tree", "numpy.dtype", "collections.OrderedDict"]) == [
-        "sklearn.tree._tree.Tree", "numpy.dtype", "collections.OrderedDict"
+    assert check_trusted(["sklearn.tree._tree.Tree", "numpy.dtype", "builtins.dict"]) == [
+        "sklearn.tree._tree.Tree", "numpy.dtype", "builtins.dict"
     ]
+    for name in ("numpy.testing._private.utils.runstring", "numpy.load", "sklearn.utils._testing.ignore_warnings",
+                 "collections.OrderedDict", "scipy.io.loadmat"):
+        with pytest.raises(IntelligenceError, match="allow-listed names"):  # no prefix is trusted
+            check_trusted([name])
     with pytest.raises(IntelligenceError, match="must be a list of type names"):
         check_trusted("sklearn.tree._tree.Tree")
 
@@ -255,7 +261,7 @@ def test_trusted_types_are_in_the_manifest_and_nothing_else_loads(phishing, mode
     spec = json.loads((path / "intelligence.json").read_text())
     assert manifest["intelligence"]["trusted_types"] == sorted(spec["trusted"])
     # widened inside the allow-list, but beyond what the manifest fixed at save time
-    spec["trusted"].append("sklearn.linear_model._logistic.LogisticRegression")
+    spec["trusted"].append("sklearn.pipeline.Pipeline")
     rewrite(path, "intelligence.json", json.dumps(spec).encode())
     with pytest.raises(BundleError, match="manifest does not list") as err:
         Bundle.load(path, phishing)

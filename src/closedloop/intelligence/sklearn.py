@@ -6,16 +6,35 @@
 Saving and loading
 ------------------
 The estimator is written with ``skops.io.dumps`` into its own bundle file
-(``model-<hash>.skops``, checksummed like every bundle file). The types that file needs beyond
-skops' defaults are derived *at save time* with ``skops.io.get_untrusted_types(data=…)`` and
-written into the spec (``intelligence.json``) as ``"trusted"``. Loading passes exactly that list
-as ``trusted=`` to ``skops.io.loads`` — so skops refuses any other type the file names — and first
-refuses the list itself unless every entry is allow-listed (:data:`TRUSTED_PREFIXES`,
-:data:`TRUSTED_NAMES`), so an edited ``intelligence.json`` cannot widen trust to ``os.system``,
-``builtins.eval`` or a module of its choosing. Trust extends to the code of scikit-learn, NumPy
-and SciPy (which closedloop already runs), to a few data containers of ``builtins`` and
-``collections`` — never to builtins' functions or to any other module. Saving refuses an
-estimator that would need more (e.g. a class of your own in a pipeline).
+(``model-<hash>.skops``, checksummed like every bundle file). Supported estimators: the tree
+models of :data:`ROW_INDEPENDENT`, alone or after :data:`ELEMENTWISE` steps in a ``Pipeline``
+(histogram gradient boosting with categorical features included), ``LogisticRegression`` alone
+or after a ``StandardScaler``, ``LinearRegression``, ``Ridge``, ``RidgeClassifier``,
+``SGDClassifier`` and ``SGDRegressor``. A skops file is a zip of
+``schema.json`` — a tree of nodes, each naming a type or function by module and name, which
+skops imports and calls, instantiates or returns when loading — and NumPy arrays (``.npy``, read
+with ``allow_pickle=False``). Whatever a node names is code that runs, so trust is an explicit
+allow-list, :data:`TRUSTED_TYPES`: the exact type names (and one vetted function,
+``sklearn.utils.validation.check_array``) that the supported estimators need — never a module
+prefix, and nothing that evaluates code, imports, or touches files or the OS. It was derived by
+dumping every estimator this module supports (see below) in the configurations its tests cover
+and collecting what the files name (``tests/test_sklearn_trust.py`` re-derives it and fails,
+naming the type, when a scikit-learn or skops upgrade needs a new one).
+
+Saving collects every name the file references (:func:`skops_references`) and refuses the
+estimator, naming the type, unless all are allow-listed (e.g. a class or function of your own in
+a pipeline); the names are written into the spec (``intelligence.json``) as ``"trusted"``, and the
+bundle's manifest lists them as ``intelligence.trusted_types``.
+
+Loading checks *before skops reads or constructs anything*: the skops zip is parsed here (a
+stored, uncompressed zip of bounded size and member count; ``schema.json`` at most
+:data:`MAX_SKOPS_SCHEMA_BYTES`, nested at most :data:`MAX_SKOPS_DEPTH` deep; only the node kinds
+in :data:`SKOPS_NODE_KINDS`, of the one skops protocol read here), every type, function, method
+and bit-generator reference of its schema tree is collected, and the file is refused unless each
+is in :data:`TRUSTED_TYPES` *and* in the spec's ``"trusted"`` list (itself refused unless
+allow-listed, :func:`check_trusted`; the bundle also refuses a ``"trusted"`` list wider than its
+manifest's). Only then is ``skops.io.loads(data, trusted=…)`` called. Anything unparseable is
+refused with an :class:`~closedloop.errors.IntelligenceError`.
 
 skops warns that scikit-learn's tree structures (``sklearn.tree._tree.Tree`` and
 ``HistGradientBoosting``'s ``TreePredictor``) are indexed without bounds checks when predicting,
@@ -42,7 +61,7 @@ independently of the other rows of its batch depends on the estimator:
   copy, making the order the trees' order. For these ``batch_mode="vectorized"``: the batch is
   one call on the whole (C-contiguous) matrix and ``one`` is the same call on a one-row matrix.
 * **Anything with a matrix product** (linear models, ``Pipeline(StandardScaler,
-  LogisticRegression)``, SVMs, neural networks, …) does not: NumPy hands a one-row product to
+  LogisticRegression)``, …) does not: NumPy hands a one-row product to
   BLAS ``ddot`` and a many-row product to ``dgemv``/``dgemm``, whose blocking and vector lanes
   add the terms in a different order (we measured ~25% of rows of the phishing logistic pipeline
   differing in the last bit). For these ``batch_mode="rowwise"``: the batch calls the estimator on
@@ -60,7 +79,10 @@ verified (``closedloop.checks.check_intelligence`` will tell you if it is not).
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -71,16 +93,78 @@ from ..features import FeatureSet
 from ..schema import Columns
 from .base import Intelligence, Scorer, check_output, spec_get
 
-__all__ = ["ELEMENTWISE", "ROW_INDEPENDENT", "TRUSTED_NAMES", "TRUSTED_PREFIXES", "SklearnModel", "check_trusted"]
+__all__ = [
+    "ELEMENTWISE", "ROW_INDEPENDENT", "SKOPS_NODE_KINDS", "TRUSTED_FUNCTIONS", "TRUSTED_TYPES", "SklearnModel",
+    "check_trusted", "skops_references",
+]
 
-#: Module prefixes whose types a saved estimator may ask skops to trust.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
-#: Further single types that may be trusted (data containers only; no builtins functions).
-TRUSTED_NAMES = frozenset({
-    "builtins.bytearray", "builtins.bytes", "builtins.complex", "builtins.frozenset", "builtins.range",
-    "builtins.set", "builtins.slice", "collections.Counter", "collections.OrderedDict",
-    "collections.defaultdict", "collections.deque",
+#: The exact names a saved estimator may reference (types; one vetted pure function). Derived
+#: by dumping, with skops 0.16 / scikit-learn 1.9 / NumPy 2.4, every supported estimator (see the
+#: module docstring) fitted for binary, multiclass and string labels, regression losses, class
+#: weights, early stopping, categorical features, imputers with indicators, float32 data — the
+#: configurations of ``tests/test_sklearn_trust.py`` — and collecting every reference of each
+#: file (:func:`skops_references`, a superset of ``skops.io.get_untrusted_types``). NumPy's
+#: numeric scalar types and Python's ``int``/``float``/``bool`` (dict key types) complete the
+#: families the derivation met. Nothing here evaluates code, imports, or touches files or the OS.
+TRUSTED_TYPES = frozenset({
+    # Python containers and scalars (skops' dict, list, tuple, slice, JSON and key-type nodes)
+    "builtins.bool", "builtins.dict", "builtins.float", "builtins.int", "builtins.list", "builtins.slice",
+    "builtins.str", "builtins.tuple",
+    # partial(check_array, …): HistGradientBoosting's categorical preprocessor
+    "functools.partial", "sklearn.utils.validation.check_array",
+    # NumPy arrays, dtypes, numeric scalars, random state
+    "numpy.ndarray", "numpy.dtype", "numpy.bool", "numpy.float16", "numpy.float32", "numpy.float64",
+    "numpy.int8", "numpy.int16", "numpy.int32", "numpy.int64", "numpy.uint8", "numpy.uint16", "numpy.uint32",
+    "numpy.uint64", "numpy.random.mtrand.RandomState", "numpy.random._generator.Generator", "numpy.random.PCG64",
+    # scikit-learn estimators and the internals they hold
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.dummy.DummyClassifier", "sklearn.dummy.DummyRegressor",
+    "sklearn.ensemble._forest.ExtraTreesClassifier", "sklearn.ensemble._forest.ExtraTreesRegressor",
+    "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._gb.GradientBoostingClassifier", "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.impute._base.MissingIndicator", "sklearn.impute._base.SimpleImputer",
+    "sklearn.linear_model._base.LinearRegression", "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._ridge.Ridge", "sklearn.linear_model._ridge.RidgeClassifier",
+    "sklearn.linear_model._stochastic_gradient.SGDClassifier", "sklearn.linear_model._stochastic_gradient.SGDRegressor",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.MaxAbsScaler", "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._data.RobustScaler", "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._encoders.OrdinalEncoder", "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "sklearn.preprocessing._label.LabelBinarizer", "sklearn.preprocessing._label.LabelEncoder",
+    "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._classes.ExtraTreeClassifier", "sklearn.tree._classes.ExtraTreeRegressor",
+    "sklearn.tree._tree.Tree",
+    "sklearn._loss.link.HalfLogitLink", "sklearn._loss.link.IdentityLink", "sklearn._loss.link.Interval",
+    "sklearn._loss.link.LogLink", "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.AbsoluteError", "sklearn._loss.loss.ExponentialLoss", "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfGammaLoss", "sklearn._loss.loss.HalfMultinomialLoss", "sklearn._loss.loss.HalfPoissonLoss",
+    "sklearn._loss.loss.HalfSquaredError", "sklearn._loss.loss.HuberLoss", "sklearn._loss.loss.PinballLoss",
+    "sklearn._loss._loss.CyAbsoluteError", "sklearn._loss._loss.CyExponentialLoss",
+    "sklearn._loss._loss.CyHalfBinomialLoss", "sklearn._loss._loss.CyHalfGammaLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss", "sklearn._loss._loss.CyHalfPoissonLoss",
+    "sklearn._loss._loss.CyHalfSquaredError", "sklearn._loss._loss.CyHuberLoss", "sklearn._loss._loss.CyPinballLoss",
 })
+#: The functions among :data:`TRUSTED_TYPES` (everything else is a class): pure input validation.
+TRUSTED_FUNCTIONS = frozenset({"sklearn.utils.validation.check_array"})
+#: The skops node kinds (``__loader__``) a saved estimator may use — those the supported estimators
+#: need. Bound methods (``MethodNode``), ``operator`` getters/callers, bytes, sets, sparse matrices,
+#: cached references and reduce-constructed objects are refused outright.
+SKOPS_NODE_KINDS = frozenset({
+    "DictNode", "DTypeNode", "FunctionNode", "JsonNode", "ListNode", "LossNode", "NdArrayNode", "ObjectNode",
+    "PartialNode", "RandomGeneratorNode", "RandomStateNode", "SliceNode", "TreeNode", "TupleNode", "TypeNode",
+})
+#: The one skops file protocol read here (older protocols route nodes to older loaders).
+SKOPS_PROTOCOL = 2
+#: The largest ``schema.json`` read (a 200-tree random forest's is ~3 MB).
+MAX_SKOPS_SCHEMA_BYTES = 64 * 1024 * 1024
+#: The deepest nesting of ``schema.json`` (supported estimators stay under 30).
+MAX_SKOPS_DEPTH = 200
+#: The most members of a skops zip (a 200-tree random forest has ~1,000).
+MAX_SKOPS_MEMBERS = 200_000
 #: Final estimators (exact class, by public name) whose rows are scored independently of each other.
 ROW_INDEPENDENT = (
     "sklearn.tree.DecisionTreeClassifier", "sklearn.tree.DecisionTreeRegressor",
@@ -101,16 +185,124 @@ _MODES = ("auto", "vectorized", "rowwise")
 
 
 def check_trusted(trusted: Any, owner: str = "SklearnModel") -> list[str]:
-    """The list of types to trust, refused unless every entry is allow-listed."""
+    """The list of types to trust, refused unless every entry is in :data:`TRUSTED_TYPES`."""
     if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
         raise IntelligenceError(f"The 'trusted' types of {owner} must be a list of type names. Got {trusted!r} instead.")
     for t in trusted:
-        if not (t in TRUSTED_NAMES or (t.startswith(TRUSTED_PREFIXES) and ".." not in t)):
+        if t not in TRUSTED_TYPES:
             raise IntelligenceError(
-                f"The 'trusted' types of {owner} may only name types under {list(TRUSTED_PREFIXES)} or "
-                f"{sorted(TRUSTED_NAMES)}. Got {t!r} instead."
+                f"The 'trusted' types of {owner} must each be one of the allow-listed names "
+                f"(closedloop.intelligence.sklearn.TRUSTED_TYPES). Got {t!r} instead."
             )
     return list(trusted)
+
+
+# -- what a skops file names, read without skops --------------------------------------------------
+
+def _skops_error(owner: str, rule: str, value: Any) -> IntelligenceError:
+    return IntelligenceError(f"The skops file of {owner} must {rule}. Got {value} instead.")
+
+
+def skops_references(data: bytes, owner: str = "SklearnModel") -> list[str]:
+    """Every type, function, method and bit generator the skops file ``data`` names, sorted — read
+    with :mod:`zipfile` and :mod:`json` alone (skops reads and imports nothing here).
+
+    Refused with an :class:`~closedloop.errors.IntelligenceError`: anything that is not a stored
+    (uncompressed, unencrypted) zip with unique member names, at most :data:`MAX_SKOPS_MEMBERS`
+    members and a ``schema.json`` of at most :data:`MAX_SKOPS_SCHEMA_BYTES`; a schema that is not
+    JSON, not of protocol :data:`SKOPS_PROTOCOL`, nested deeper than :data:`MAX_SKOPS_DEPTH`, or
+    holding a node kind outside :data:`SKOPS_NODE_KINDS`, a node without a string module and name,
+    or an array file the zip does not hold. Every node names ``module.name`` (what skops imports
+    and instantiates, calls or returns); a ``RandomGeneratorNode`` also names the bit generator
+    ``numpy.random.<name>`` its state holds as a string.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _skops_error(owner, "be bytes", type(data).__name__)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+        raise _skops_error(owner, "be a zip archive", repr(str(exc))) from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_SKOPS_MEMBERS:
+            raise _skops_error(owner, f"hold at most {MAX_SKOPS_MEMBERS} members", len(infos))
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            if info.filename in members:
+                raise _skops_error(owner, "name each member once", repr(info.filename))
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.file_size != info.compress_size:
+                raise _skops_error(owner, "store its members uncompressed and unencrypted (as skops.io.dumps does)",
+                                   repr(info.filename))
+            members[info.filename] = info
+        info = members.get("schema.json")
+        if info is None:
+            raise _skops_error(owner, "hold a schema.json", sorted(members)[:5])
+        if info.file_size > MAX_SKOPS_SCHEMA_BYTES:
+            raise _skops_error(owner, f"have a schema.json of at most {MAX_SKOPS_SCHEMA_BYTES} bytes", info.file_size)
+        try:
+            with zf.open(info) as fh:
+                raw = fh.read(MAX_SKOPS_SCHEMA_BYTES + 1)
+            schema = json.loads(raw)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError, RecursionError) as exc:
+            raise _skops_error(owner, "have a readable JSON schema.json", repr(str(exc)[:200])) from None
+    if not isinstance(schema, dict):
+        raise _skops_error(owner, "have a JSON object in schema.json", type(schema).__name__)
+    protocol = schema.get("protocol")
+    if type(protocol) is not int or protocol != SKOPS_PROTOCOL:
+        raise _skops_error(owner, f"be of skops protocol {SKOPS_PROTOCOL}", repr(protocol))
+    refs: set[str] = set()
+    stack: list[tuple[Any, int]] = [(schema, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SKOPS_DEPTH:
+            raise _skops_error(owner, f"nest its schema at most {MAX_SKOPS_DEPTH} deep", "deeper")
+        if isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if "__loader__" in node or node is schema:
+            kind, module, name = node.get("__loader__"), node.get("__module__"), node.get("__class__")
+            if kind not in SKOPS_NODE_KINDS:
+                raise _skops_error(owner, f"use only the node kinds {sorted(SKOPS_NODE_KINDS)}", repr(kind))
+            if not (isinstance(module, str) and module and isinstance(name, str) and name):
+                raise _skops_error(owner, "give each node a module and a name", repr((module, name)))
+            refs.add(f"{module}.{name}")
+            if kind == "RandomGeneratorNode":
+                refs.add(f"numpy.random.{_bit_generator(node, owner)}")
+            if kind == "NdArrayNode" and node.get("type") == "numpy" and node.get("file") not in members:
+                raise _skops_error(owner, "hold every array its schema names", repr(node.get("file")))
+        stack.extend((v, depth + 1) for v in node.values())
+    return sorted(refs)
+
+
+def _bit_generator(node: Mapping[str, Any], owner: str) -> str:
+    """The bit generator class name a ``RandomGeneratorNode`` holds (where skops reads it)."""
+    try:
+        name = json.loads(node["content"]["bit_generator"]["content"]["bit_generator"]["content"])
+    except (KeyError, TypeError, ValueError):
+        name = None
+    if not isinstance(name, str):
+        raise _skops_error(owner, "name the bit generator of each numpy Generator", "none")
+    return name
+
+
+def _check_references(data: bytes, trusted: Sequence[str], owner: str) -> list[str]:
+    """Refuse ``data`` unless every name it references is allow-listed and in ``trusted``."""
+    refs = skops_references(data, owner)
+    outside = [r for r in refs if r not in TRUSTED_TYPES]
+    if outside:
+        raise IntelligenceError(
+            f"The skops file of {owner} must reference only allow-listed types "
+            f"(closedloop.intelligence.sklearn.TRUSTED_TYPES). Got {outside} instead."
+        )
+    untrusted = [r for r in refs if r not in set(trusted)]
+    if untrusted:
+        raise IntelligenceError(
+            f"The skops file of {owner} must reference only the types its 'trusted' list (and the bundle "
+            f"manifest's trusted_types) names. Got {untrusted} instead."
+        )
+    return refs
 
 
 def _classes(names: Sequence[str]) -> tuple[type, ...]:
@@ -216,7 +408,10 @@ def _check_predictor(p: Any, owner: Any) -> None:
         raise _tree_error(what, f"split on features 0…{n_features - 1}", int(fidx.max() if fidx.min() >= 0 else fidx.min()))
     cat = ~leaf & nodes["is_categorical"].astype(bool)
     if cat.any():
-        is_cat = getattr(owner, "is_categorical_", None)
+        # the trees index the preprocessed columns, which put the categorical features first
+        is_cat = getattr(owner, "_is_categorical_remapped", None)
+        if is_cat is None:
+            is_cat = getattr(owner, "is_categorical_", None)
         bits = int(np.asarray(p.raw_left_cat_bitsets).shape[0])
         bidx = nodes["bitset_idx"][cat].astype(np.int64)
         cfeat = nodes["feature_idx"][cat].astype(np.int64)
@@ -321,15 +516,18 @@ class SklearnModel(Intelligence):
             raise IntelligenceError(f"{cls.__name__} needs a fitted scikit-learn estimator. Got {estimator!r} instead.")
         try:
             data = sio.dumps(estimator)
-            trusted = sorted(sio.get_untrusted_types(data=data))
         except Exception as exc:
             raise IntelligenceError(f"{cls.__name__} could not save {type(estimator).__name__} with skops: {exc}") from exc
         try:
-            check_trusted(trusted, cls.__name__)
-        except IntelligenceError as exc:
+            trusted = skops_references(data, cls.__name__)
+        except IntelligenceError as exc:  # e.g. a node kind closedloop never loads
+            raise IntelligenceError(f"{cls.__name__} cannot save {type(estimator).__name__}: {exc}") from None
+        outside = [t for t in trusted if t not in TRUSTED_TYPES]
+        if outside:
             raise IntelligenceError(
-                f"{cls.__name__} cannot save {type(estimator).__name__}: it needs types outside the allow-list. {exc}"
-            ) from None
+                f"{cls.__name__} cannot save {type(estimator).__name__}: it needs types outside the allow-list "
+                f"(closedloop.intelligence.sklearn.TRUSTED_TYPES): {outside}."
+            )
         return data, trusted
 
     def _setup(
@@ -353,6 +551,7 @@ class SklearnModel(Intelligence):
         if column is not None and (isinstance(column, bool) or not isinstance(column, int) or column < 0):
             raise IntelligenceError(f"The 'column' parameter of {owner} must be an integer ≥ 0 or None. Got {column!r} instead.")
         self.trusted = check_trusted(trusted, owner)
+        _check_references(data, self.trusted, owner)  # before skops reads or imports anything
         sio = _skops()
         try:
             estimator = sio.loads(data, trusted=self.trusted)
