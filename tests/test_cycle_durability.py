@@ -127,3 +127,30 @@ def test_a_real_full_tmpfs(loop) -> None:
     with tiny_tmpfs(home / "telemetry", 1 << 20) as mnt:
         filler = fill(mnt)
         _check_failed_then_fixed(home, cycle, clock, filler.unlink)
+
+
+def test_loop_run_exits_1_when_the_ingest_failed(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from closedloop.auth import Credentials
+    from closedloop.cli import app
+
+    home = tmp_path / "home"
+    plan = tmp_path / "plan.py"
+    plan.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                    "from _orchestration_support import make_system\nfrom closedloop.orchestration import LoopPlan\n"
+                    "plan = LoopPlan(make_system())\n")
+    token = Credentials(home / "credentials.json").add("loop-bot", ["admin"])
+    _inbox(home)
+    disk = FullDisk(monkeypatch)
+    args = ["--home", str(home), "--token", token, "loop", "run", "--once", "--plan", f"{plan}:plan",
+            "--now", str(START)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["outcome"] == "ingest_failed"
+    assert "Error: cycle 1: ingest_failed: the outcomes of inbox file 'outcomes.jsonl'" in r.stderr
+    assert "ENOSPC" in r.stderr
+    disk.full = False
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["outcome"] == "nothing_deployed"

@@ -3,7 +3,7 @@
 ::
 
     closedloop loop run  (--plan MOD:ATTR | --system MOD:ATTR) [--once] [--every 1h] [--cycles N]
-                         [--now TIME] [--webhook URL]
+                         [--now TIME] [--webhook URL] [--wait SECONDS]
     closedloop loop status (--plan MOD:ATTR | --system MOD:ATTR) [--json]
 
 ``--plan`` names a :class:`~closedloop.orchestration.LoopPlan` (``module:attr``); ``--system`` a
@@ -14,6 +14,12 @@ cycle (or finishes an interrupted one) and exits; otherwise a cycle starts every
 (default 1h) until ``--cycles`` have run or the process is stopped. ``--now`` runs the cycle at
 that time instead of the clock's (a replay, a simulated home). Each step prints one line to
 stderr (``step <name> started`` / ``done``); the cycle's record is printed as one JSON line.
+
+One cycle at a time per home: a run that finds another one's cycle running (the lock
+``<home>/.cycle.lock``) says who holds it (pid, host, since) and exits 1 — or, with ``--wait``,
+waits up to that many seconds for it to finish. A cycle whose ingest failed (``ingest_failed``:
+e.g. a full disk; the files stay in the inbox) prints why on stderr and, as the last cycle of the
+run, makes it exit 1; so does an error writing the home (e.g. the cycle record on a full disk).
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ SystemOpt = Annotated[
     str | None,
     typer.Option("--system", metavar="MODULE:ATTR", help="A System, run with the default LoopPlan (instead of --plan)."),
 ]
+
+
+#: cycle outcomes that mean the loop could not do its work (the run exits 1 when its last cycle ends so)
+FAILED = frozenset({"ingest_failed"})
 
 
 def _plan(plan: str | None, system: str | None) -> Any:
@@ -95,6 +105,9 @@ def loop_run(
     cycles: Annotated[int | None, typer.Option("--cycles", metavar="N", help="Stop after N cycles.")] = None,
     now: Annotated[str | None, typer.Option("--now", metavar="TIME", help="Run the cycle at this time (ISO-8601 or ns).")] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", metavar="URL", help="Also POST alerts to this URL.")] = None,
+    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS", min=0,
+                                        help="If another run's cycle of this home is running, wait up to this long "
+                                             "for it (default: exit 1 at once, naming it).")] = 0.0,
 ) -> None:
     """Run the loop: each cycle ingests outcomes, measures goals, drift and abuse, and moves one
     step toward a better production bundle (see docs/orchestration.md)."""
@@ -121,13 +134,22 @@ def loop_run(
     with Registry.from_settings(settings, clock=clock) as reg:
         cycle = Cycle(lp, settings.home, reg, actor=actor, clock=clock, on_event=progress)
         while True:
-            rec = cycle.run_once()
+            try:
+                rec = cycle.run_once(wait=wait)
+            except OSError as exc:  # e.g. the cycle record on a full disk: the next run resumes the cycle
+                typer.echo(f"Error: the cycle could not write to the home ({exc}); the next run resumes it.",
+                           err=True)
+                raise typer.Exit(1) from None
             typer.echo(json.dumps(_line(rec), default=str))
             sys.stdout.flush()
+            if rec.get("outcome") in FAILED:
+                typer.echo(f"Error: cycle {rec['id']}: {rec['outcome']}: {rec['reason']}", err=True)
             n += 1
             if once or (cycles is not None and n >= cycles) or now is not None:
                 break
             time.sleep(pause)
+    if rec.get("outcome") in FAILED:
+        raise typer.Exit(1)
 
 
 @loop_app.command("status")

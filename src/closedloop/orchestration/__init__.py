@@ -3,7 +3,8 @@
 * :class:`LoopPlan` (:class:`Rollout`, :class:`Tighten`) — how the system learns over time.
 * :class:`Cycle` — one turn of the loop: ingest → monitor → (bootstrap | advance a rollout |
   dataset → train → evaluate → gate → register → sanity → shadow), every step recorded,
-  resumable and idempotent (``closedloop loop run`` / ``closedloop loop status``).
+  resumable and idempotent (``closedloop loop run`` / ``closedloop loop status``); one cycle at
+  a time per home (:class:`CycleLock`, :class:`FileCycleLock`; :class:`LockHeldError`).
 * :class:`GoalTracker` / :class:`SeriesStore` / :func:`goal_status` — goals at four levels
   measured from telemetry per cadence window, kept as time series; :func:`parse_metric`.
 * :class:`DriftMonitor` (PSI of features and score), :class:`MistakeSpikes` (River's
@@ -22,6 +23,7 @@ from .cycle import STEPS, Cycle
 from .drift import DriftMonitor, MistakeSpikes, psi
 from .goals import GoalTracker, Measure, MetricInput, SeriesStore, goal_status, parse_metric
 from .labels import LabelCheck
+from .lock import CycleLock, FileCycleLock, LockHeldError
 from .plan import LoopPlan, Rollout, Tighten
 from .windows import CADENCES, Window, window_at, windows_between
 
@@ -33,10 +35,13 @@ __all__ = [
     "Alert",
     "AlertSink",
     "Cycle",
+    "CycleLock",
     "DriftMonitor",
+    "FileCycleLock",
     "GoalTracker",
     "JsonLinesAlertSink",
     "LabelCheck",
+    "LockHeldError",
     "LoopPlan",
     "Measure",
     "MetricInput",

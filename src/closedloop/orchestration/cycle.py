@@ -58,6 +58,7 @@ from ..telemetry import TelemetryStore
 from ..telemetry.segments import atomic_write
 from .alerts import Alert, JsonLinesAlertSink, deliver
 from .goals import GoalTracker, SeriesStore, goal_status
+from .lock import CycleLock, FileCycleLock
 from .plan import LoopPlan
 
 __all__ = ["Cycle", "STEPS"]
@@ -98,7 +99,9 @@ class Cycle:
     """Runs cycles of ``plan`` for the project home ``home`` against ``registry`` (an open
     ``closedloop.registry.Registry``). ``actor`` is the name registry changes are recorded
     under; ``clock`` gives the cycle's time; ``on_event(step, phase)`` is called with phase
-    ``"start"`` and ``"done"`` around every step (progress display)."""
+    ``"start"`` and ``"done"`` around every step (progress display). ``lock`` is held while a
+    cycle runs — one cycle at a time per home (default: a :class:`~.lock.FileCycleLock` on
+    ``<home>/.cycle.lock``)."""
 
     def __init__(
         self,
@@ -109,14 +112,19 @@ class Cycle:
         actor: str = "loop",
         clock: Clock | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        lock: CycleLock | None = None,
     ) -> None:
         if not isinstance(plan, LoopPlan):
             raise SpecError(f"The 'plan' parameter of Cycle must be a LoopPlan. Got {plan!r} instead.")
         if not isinstance(actor, str) or not actor:
             raise SpecError(f"The 'actor' parameter of Cycle must be a non-empty name. Got {actor!r} instead.")
+        if lock is not None and not isinstance(lock, CycleLock):
+            raise SpecError(f"The 'lock' parameter of Cycle must be a closedloop.orchestration.CycleLock. "
+                            f"Got {lock!r} instead.")
         self.plan = plan
         self.system = plan.system
         self.home = Path(home)
+        self.lock = lock if lock is not None else FileCycleLock(self.home / ".cycle.lock")
         self.registry = registry
         self.actor = actor
         self.clock = clock if clock is not None else SystemClock()
@@ -129,6 +137,11 @@ class Cycle:
         self.tracker = GoalTracker(plan.system, metrics=plan.metrics, rate_settle=plan.rate_settle)
         self._loaded: tuple[str, Any] | None = None  # the dataset read in this cycle (train, thresholds, evaluate)
         self._contexts: tuple[Any, Any, Any] | None = None  # the last dataset's ids, context text, decoded columns
+
+    def _signer(self) -> Any:
+        """The home's signing key (trusted by the registry when it is created): what the loop
+        trains and deploys is signed by it (closedloop.signing)."""
+        return self.registry.signing_key(self.home)
 
     def _load(self, path: str) -> Any:
         """``load_dataset(path)``, read once per cycle and process (a dataset never changes)."""
@@ -238,8 +251,16 @@ class Cycle:
         return self.cycles / f"{rec['id']:06d}"
 
     # -- running -------------------------------------------------------------------------------------
-    def run_once(self) -> dict[str, Any]:
-        """Run one cycle — or finish the last one, if it did not finish — and return its record."""
+    def run_once(self, *, wait: float = 0.0) -> dict[str, Any]:
+        """Run one cycle — or finish the last one, if it did not finish — and return its record.
+
+        The cycle lock is held meanwhile: if another process runs a cycle of this home, this
+        waits up to ``wait`` seconds for it to finish, then raises
+        :class:`~.lock.LockHeldError` naming it (pid, host, since)."""
+        with self.lock.acquire(wait=wait):
+            return self._run_once()
+
+    def _run_once(self) -> dict[str, Any]:
         last = self._last()
         if last is not None and not last.get("finished"):
             rec = last
@@ -482,7 +503,8 @@ class Cycle:
         state = self.registry.state(self.system.name)
         if state.production is None:
             ch = self.registry.deploy(
-                self.system, h, actor=self.actor, reason="bootstrap: the heuristic is the first production",
+                self.system, h.signed(self._signer()), actor=self.actor,
+                reason="bootstrap: the heuristic is the first production",
                 force="the declared heuristic starts the loop: there is no data to evaluate it on yet",
             )
             rec["changes"].append(ch.to_dict())
@@ -679,7 +701,7 @@ class Cycle:
             if levels != b.experience(self.system).levels:
                 b = Bundle.build(self.system, run.model, thresholds=dict(levels), parent=b.parent, metrics=run.metrics)
             shutil.rmtree(path, ignore_errors=True)
-            b = Bundle.load(b.save(path), self.system)
+            b = Bundle.load(b.save(path, key=self._signer()), self.system)
         rec["last_trained_ns"] = rec["now_ns"]
         rec["pending"] = []  # the alerts that asked for it are answered
         return {"version": b.version, "path": str(path), "tightened": tighten, "thresholds": b.thresholds,
