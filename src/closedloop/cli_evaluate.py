@@ -85,7 +85,7 @@ def evaluate(
         raise typer.BadParameter(str(exc)) from exc
     if out is None:
         stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = settings.home / "reports" / f"{report['metadata']['dataset_id']}-{stamp}.json"
+        out = settings.reports / f"{report['metadata']['dataset_id']}-{stamp}.json"
     write_report(report, out)
     if html_out is None:
         html_out = out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.name + ".html")

@@ -5,7 +5,9 @@ environment variable, else ``./.closedloop``, and hands it to the code it calls.
 the environment anywhere else, and there is no module-level settings object.
 
 The project home holds, as its owners need them: ``bundles/`` (one directory per bundle version),
-``telemetry/``, ``registry.sqlite``, ``datasets/`` and ``reports/``.
+``telemetry/``, ``registry.sqlite``, ``datasets/`` and ``reports/``. It holds raw contexts and
+outcomes, so what closedloop creates in it is private: data files ``0600``, folders ``0700``
+(explicit modes through :mod:`closedloop._files`, whatever the process umask).
 """
 
 from __future__ import annotations
@@ -75,6 +77,11 @@ class Settings:
     def credentials(self) -> Path:
         """The credentials file (named tokens with roles, hashed): ``<home>/credentials.json``."""
         return self.home / "credentials.json"
+
+    @property
+    def reports(self) -> Path:
+        """Where ``closedloop evaluate`` writes reports by default: ``<home>/reports/``."""
+        return self.home / "reports"
 
     @property
     def bundles(self) -> Path:
