@@ -1,8 +1,9 @@
 """Credentials: named tokens with roles, stored hashed.
 
-Three roles exist: ``decide`` (ask for decisions), ``report`` (report outcomes) and ``admin``
-(change what serves: deploy, promote, rollback, kill switch). The registry records the
-credential's *name* as the actor of every change.
+Four roles exist: ``decide`` (ask for decisions), ``report`` (report outcomes), ``metrics``
+(read the service's ``/metrics`` — reporter sources, bundle versions — when the server listens
+beyond loopback; ``admin`` may read them too) and ``admin`` (change what serves: deploy, promote,
+rollback, kill switch). The registry records the credential's *name* as the actor of every change.
 
 Tokens are 32 random bytes (``secrets.token_urlsafe``), shown once when created. At rest only
 their SHA-256 is kept, in ``<home>/credentials.json``::
@@ -34,7 +35,7 @@ from .errors import AuthError, SpecError
 __all__ = ["ROLES", "Credential", "Credentials"]
 
 #: The roles a credential may hold.
-ROLES = ("decide", "report", "admin")
+ROLES = ("decide", "report", "metrics", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _FORMAT = 1
 
@@ -53,11 +54,13 @@ class Credential:
     def has(self, role: str) -> bool:
         return role in self.roles
 
-    def require(self, role: str) -> Credential:
-        """Return self when it holds ``role``; else raise :class:`AuthError` naming it."""
-        if role not in self.roles:
+    def require(self, role: str, *alternatives: str) -> Credential:
+        """Return self when it holds ``role`` (or one of ``alternatives``); else raise
+        :class:`AuthError` naming them."""
+        if role not in self.roles and self.roles.isdisjoint(alternatives):
+            also = "".join(f" (or '{r}')" for r in alternatives)
             raise AuthError(
-                f"The credential '{self.name}' lacks the role '{role}' this operation needs. "
+                f"The credential '{self.name}' lacks the role '{role}'{also} this operation needs. "
                 f"It has {sorted(self.roles)}."
             )
         return self

@@ -31,11 +31,11 @@ from ..decision import Decision
 from ..deployment import Deployment
 from ..errors import AuthError, ClosedLoopError, ContextError
 from ..spec import System
-from .bodies import ContextDecoder, OutcomeReport, TooLarge, check_outcome, first_byte
+from .bodies import BoundedArray, ContextDecoder, OutcomeReport, TooLarge, check_outcome, first_byte
 from .core import Service
 from .limits import take_both
 from .metrics import CONTENT_TYPE
-from .problems import Problem, problem_response
+from .problems import Problem, invalid, problem_response
 from .settings import ServiceSettings
 from .sources import DeploymentSource, StaticSource
 
@@ -122,8 +122,8 @@ def create_app(
         src = source if source is not None else _default_source(settings, sys_obj)
         svc = Service(settings, sys_obj, src)
         await asyncio.to_thread(svc.start)
+        await asyncio.to_thread(_bind, app, svc)  # (the batch decoders take ≈ 40 ms per 10,000 of max_batch)
         holder["svc"] = svc
-        _bind(app, svc)
         if getattr(app.state, "freeze_gc", False):
             import gc
 
@@ -144,7 +144,7 @@ def create_app(
         version="1",
         description=(
             "Decisions (one context or a batch) and outcome reports for one closed-loop System. "
-            "Authenticate with 'Authorization: Bearer <token>' (roles: decide, report, admin)."
+            "Authenticate with 'Authorization: Bearer <token>' (roles: decide, report, metrics, admin)."
         ),
         lifespan=lifespan,
     )
@@ -247,8 +247,10 @@ def _keep_freed_memory() -> bool:
 
 
 def _bind(app: FastAPI, svc: Service) -> None:
-    """Prepare per-System hot-path objects once the service has started."""
-    app.state.decoder = ContextDecoder(svc.system.schema)
+    """Prepare per-System hot-path objects once the service has started (before it serves)."""
+    max_batch = svc.settings.max_batch
+    app.state.decoder = ContextDecoder(svc.system.schema, max_batch)
+    app.state.outcome_rows = BoundedArray(OutcomeReport, max_batch)
     app.state.extra_schemas = _extra_schemas(svc.system)
 
 
@@ -256,6 +258,16 @@ def _extra_schemas(system: System) -> dict[str, Any]:
     from .admin import schemas as admin_schemas
 
     return {**_schemas(system), **admin_schemas()}
+
+
+def _batch_too_large(limit: int, what: str) -> Problem:
+    return Problem(413, "batch-too-large", "Batch too large",
+                   f"A batch must have at most {limit} {what}. Got {limit + 1} or more instead.",
+                   limit=limit, field="<batch>", rule=f"at most {limit} {what}", value=f"{limit + 1} or more")
+
+
+def _not_an_array(what: str) -> Problem:
+    return Problem(400, "bad-request", "Bad request", f"A batch of {what} must be a JSON array.")
 
 
 def _count(svc: Service | None, route: str, code: int) -> None:
@@ -321,16 +333,27 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
             svc.m_responses.inc(("/v1/decide", 200))
             return Response(out, media_type=JSON)
         if fb == 91:  # '[': a batch
-            return _decide_batch(request, svc, body, t0)
+            return await _decide_batch(request, svc, body, t0)
         raise Problem(400, "bad-request", "Bad request",
                       "The request body must be a JSON object (one context) or a JSON array of objects (a batch).")
 
-    def _decide_batch(request: Request, svc: Service, body: bytes, t0: float) -> Response:
+    async def _decide_batch(request: Request, svc: Service, body: bytes, t0: float) -> Response:
+        # Never read past the (max_batch + 1)-th row: a longer batch is refused before any per-row
+        # work. A batch with an invalid row is validated row by row in a worker thread, so one
+        # client's bad batch does not hold the event loop (and every other request) meanwhile.
+        decoder: ContextDecoder = request.app.state.decoder
+        problems: list[dict[str, Any]] = []
         try:
-            good, index, problems = request.app.state.decoder.batch(body, max_batch)
-        except TooLarge as e:
-            raise Problem(413, "batch-too-large", "Batch too large",
-                          f"A batch must have at most {max_batch} contexts. Got {e.n} instead.", limit=max_batch) from None
+            try:
+                good = decoder.batch(body)
+                index = list(range(len(good)))
+            except msgspec.ValidationError:  # an invalid row, or too many rows
+                items = decoder.rows.items(body)
+                good, index, problems = await asyncio.to_thread(decoder.rows_one_by_one, items)
+        except TooLarge:
+            raise _batch_too_large(max_batch, "contexts") from None
+        except msgspec.ValidationError:
+            raise _not_an_array("contexts") from None
         except _BAD_JSON as e:
             raise _malformed(e) from None
         if problems:
@@ -359,8 +382,6 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
 
     # -- outcomes -------------------------------------------------------------------------------------
     one_outcome = msgspec.json.Decoder(OutcomeReport)
-    many_outcomes = msgspec.json.Decoder(list[OutcomeReport])
-    any_json = msgspec.json.Decoder()
 
     @app.post(
         "/v1/outcomes",
@@ -392,11 +413,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         if not single and fb != 91:
             raise Problem(400, "bad-request", "Bad request",
                           "The request body must be a JSON object (one outcome) or a JSON array of objects (a batch).")
-        reports, problems = _decode_outcomes(body, single)
-        if len(reports) + len(problems) > max_batch:
-            raise Problem(413, "batch-too-large", "Batch too large",
-                          f"A batch must have at most {max_batch} outcomes. Got {len(reports) + len(problems)} instead.",
-                          limit=max_batch)
+        reports, problems = await _decode_outcomes(request.app.state.outcome_rows, body, single)
         if svc.telemetry is None:
             raise Problem(503, "telemetry-off", "Telemetry is off",
                           "This service runs without telemetry, so outcome reports cannot be made durable.")
@@ -475,30 +492,45 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         svc.m_responses.inc(("/v1/outcomes", 202))
         return Response(_encode({"accepted": len(seqs), "rejected": problems}), status_code=202, media_type=JSON)
 
-    def _decode_outcomes(body: bytes, single: bool) -> tuple[list[tuple[int, OutcomeReport]], list[dict[str, Any]]]:
+    async def _decode_outcomes(rows: BoundedArray, body: bytes, single: bool,
+                               ) -> tuple[list[tuple[int, OutcomeReport]], list[dict[str, Any]]]:
+        """The reports of a body, and the problems of a batch's invalid ones. A batch is never read
+        past its (max_batch + 1)-th item; one with an invalid item is decoded item by item in a
+        worker thread (the event loop serves other requests meanwhile)."""
         try:
             if single:
                 return [(0, one_outcome.decode(body))], []
-            return list(enumerate(many_outcomes.decode(body))), []
-        except msgspec.ValidationError as e:
+            return list(enumerate(rows.decode(body))), []
+        except msgspec.ValidationError as e:  # an invalid report, or (a batch) too many
             if single:
                 raise Problem(422, "invalid-outcome", "Invalid outcome", str(e), **_path_field(e)) from None
         except _BAD_JSON as e:
             raise _malformed(e) from None
-        try:  # the typed decode stopped at the first invalid item: the rest may not even be JSON
-            raw = any_json.decode(body)
+        try:
+            items = rows.items(body)
+        except TooLarge:
+            raise _batch_too_large(max_batch, "outcomes") from None
+        except msgspec.ValidationError:
+            raise _not_an_array("outcomes") from None
         except _BAD_JSON as e:
             raise _malformed(e) from None
-        if not isinstance(raw, list):
-            raise Problem(400, "bad-request", "Bad request", "A batch of outcomes must be a JSON array.")
+        return await asyncio.to_thread(_outcomes_one_by_one, items)
+
+    def _outcomes_one_by_one(items: list[msgspec.Raw]) -> tuple[list[tuple[int, OutcomeReport]], list[dict[str, Any]]]:
         good: list[tuple[int, OutcomeReport]] = []
         bad: list[dict[str, Any]] = []
-        for i, r in enumerate(raw):
+        for i, r in enumerate(items):
             try:
-                good.append((i, msgspec.convert(r, OutcomeReport)))
+                good.append((i, one_outcome.decode(r)))
             except msgspec.ValidationError as e:
-                bad.append({"type": "urn:closedloop:problem:invalid-outcome", "title": "Invalid outcome", "status": 422,
-                            "detail": str(e), "index": i, **_path_field(e)})
+                where = _path_field(e)
+                if where:
+                    bad.append({"type": "urn:closedloop:problem:invalid-outcome", "title": "Invalid outcome",
+                                "status": 422, "detail": str(e), "index": i, **where})
+                else:  # not an object at all
+                    bad.append(invalid("outcome", "<outcome>", "a JSON object", _shown(r), index=i))
+            except _BAD_JSON:
+                bad.append(invalid("outcome", "<outcome>", "a JSON object nested less deeply", "<too deep>", index=i))
         return good, bad
 
     # -- status, health, metrics ----------------------------------------------------------------------
@@ -524,10 +556,20 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         body = {"status": "degraded" if reasons else "ready", "reasons": reasons, "revision": svc.revision}
         return Response(_encode(body), media_type=JSON)
 
-    @app.get("/metrics", summary="Prometheus text format", tags=["health"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}})
-    async def metrics() -> Response:
-        return Response(holder["svc"].render_metrics(), media_type=CONTENT_TYPE)
+    # Metrics name reporter sources and bundle versions: open on loopback only; a server that
+    # listens beyond it asks for a credential with the 'metrics' role (or 'admin').
+    metrics_public = settings.listens_on_loopback
+    metrics_roles = ("metrics", "admin")
+
+    @app.get("/metrics", summary="Prometheus text format (a 'metrics' or 'admin' token unless served on loopback)",
+             tags=["health"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+                        **({} if metrics_public else {c: {"$ref": "#/components/responses/Problem"} for c in (401, 403)})})
+    async def metrics(request: Request) -> Response:
+        svc = holder["svc"]
+        if not metrics_public:
+            svc.authenticate(request.headers.get(auth_header), metrics_roles)
+        return Response(svc.render_metrics(), media_type=CONTENT_TYPE)
 
     # -- admin: the registry's operations ----------------------------------------------------------------
     from .admin import admin_routes
@@ -547,7 +589,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         comps["responses"] = {"Problem": {"description": "Problem details (RFC 9457).", "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}}
         comps["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        public = {"/healthz", "/readyz", "/metrics"}
+        public = {"/healthz", "/readyz", *(("/metrics",) if metrics_public else ())}
         for path, ops in doc.get("paths", {}).items():
             if path in public:
                 continue
@@ -575,9 +617,25 @@ def _secs(w: float) -> float:
     return round(w, 3) if w != float("inf") else 3600.0
 
 
+def _shown(raw: msgspec.Raw) -> Any:
+    """A refused item's value for a problem entry: a scalar as is, a container by its kind."""
+    head = bytes(memoryview(raw)[:1])
+    if head in (b"[", b"{"):
+        return "<an array>" if head == b"[" else "<an object>"
+    v = msgspec.json.decode(raw)
+    if isinstance(v, str) and len(v) > 200:
+        return v[:197] + "..."
+    return v
+
+
 def _path_field(e: msgspec.ValidationError) -> dict[str, Any]:
-    """The field a msgspec validation error names (``… - at `$[0].value```)."""
+    """The field a msgspec validation error names (``… - at `$[0].value``` or ``Object missing
+    required field `kind```); empty when it names none (the value is not an object at all)."""
     msg = str(e)
+    missing = "Object missing required field `"
+    if msg.startswith(missing):
+        name = msg[len(missing):].split("`", 1)[0]
+        return {"field": name, "rule": "present"}
     at = msg.rfind("at `$")
     if at < 0:
         return {}

@@ -271,9 +271,9 @@ class Service:
             self._cred_stamp = stamp
 
     # -- auth -----------------------------------------------------------------------------------------
-    def authenticate(self, header: str | None, role: str | None) -> Credential:
+    def authenticate(self, header: str | None, role: str | tuple[str, ...] | None) -> Credential:
         """The caller's credential from an ``Authorization: Bearer`` header, checked for ``role``
-        (``None``: any role). Raises :class:`AuthError` (counted)."""
+        (``None``: any role; a tuple: any one of them). Raises :class:`AuthError` (counted)."""
         if not header:
             self.m_auth_failures.inc(("missing",))
             raise AuthError("A credential is required: send 'Authorization: Bearer <token>'.")
@@ -286,9 +286,12 @@ class Service:
         except AuthError:
             self.m_auth_failures.inc(("invalid",))
             raise
-        if role is not None and role not in cred.roles:
+        if role is None:
+            return cred
+        roles = (role,) if isinstance(role, str) else role
+        if cred.roles.isdisjoint(roles):
             self.m_auth_failures.inc(("forbidden",))
-            cred.require(role)
+            cred.require(*roles)
         return cred
 
     # -- health -------------------------------------------------------------------------------------

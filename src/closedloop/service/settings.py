@@ -8,6 +8,7 @@ reads it once, in the app factory; nothing else reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -23,6 +24,9 @@ __all__ = ["ENV_SERVICE_SETTINGS", "RateLimit", "ServiceSettings"]
 
 #: The environment variable that carries the settings (JSON) from ``closedloop serve`` to workers.
 ENV_SERVICE_SETTINGS = "CLOSEDLOOP_SERVICE_SETTINGS"
+#: The largest ``max_batch`` (a batch is decided in one call on the event loop; its bounded
+#: decoders have one slot per item).
+MAX_BATCH = 100_000
 
 
 def _number(owner: str, name: str, value: Any, *, lo: float, lo_open: bool = False, hi: float = math.inf) -> float:
@@ -82,16 +86,20 @@ class ServiceSettings:
         Serve this bundle (a path, or a version in the project home's ``bundles/``) as a fixed
         deployment, without a registry. ``None``: the deployment comes from the registry.
     host, port, workers:
-        Where uvicorn listens and how many worker processes it runs.
+        Where uvicorn listens and how many worker processes it runs. On a loopback address
+        (``127.0.0.0/8``, ``::1``, ``localhost``: :attr:`listens_on_loopback`) ``/metrics`` is
+        open; on any other it needs a token with the ``metrics`` (or ``admin``) role.
     credentials:
         The credentials file (default: ``<home>/credentials.json``). Every endpoint but
-        ``/healthz``, ``/readyz``, ``/metrics`` and the OpenAPI docs needs a token.
+        ``/healthz``, ``/readyz``, the OpenAPI docs and (on loopback) ``/metrics`` needs a token.
     telemetry:
         Log decisions and outcomes to the project home's telemetry (outcome reports need it).
     flush_interval_ms, buffer_limit:
         The telemetry writer's group-commit interval and in-memory buffer bound.
     max_body_bytes, max_batch:
-        The largest request body accepted and the most contexts (or outcomes) in one batch.
+        The largest request body accepted and the most contexts (or outcomes) in one batch (at
+        most 100,000: a batch is decided in one call on the event loop). A batch is never read
+        past its ``max_batch + 1``-th item: a longer one is refused (413) before any per-row work.
     outcome_rate_per_source, outcome_rate_per_unit:
         Outcome reports are rate-limited per reported ``source`` and per ``unit`` (the unit the
         report names; a report linked only by decision id counts against its decision id).
@@ -156,7 +164,7 @@ class ServiceSettings:
         _number(own, "flush_interval_ms", self.flush_interval_ms, lo=0, lo_open=True, hi=60_000)
         _integer(own, "buffer_limit", self.buffer_limit, lo=1)
         _integer(own, "max_body_bytes", self.max_body_bytes, lo=1024)
-        _integer(own, "max_batch", self.max_batch, lo=1)
+        _integer(own, "max_batch", self.max_batch, lo=1, hi=MAX_BATCH)
         for name in ("outcome_rate_per_source", "outcome_rate_per_unit"):
             if not isinstance(getattr(self, name), RateLimit):
                 raise SpecError(f"The '{name}' parameter of {own} must be a RateLimit. Got {getattr(self, name)!r} instead.")
@@ -167,6 +175,21 @@ class ServiceSettings:
         _number(own, "guard_alpha", self.guard_alpha, lo=0, lo_open=True, hi=0.5)
         _integer(own, "guard_min_decisions", self.guard_min_decisions, lo=1)
         _number(own, "guard_mistake_tolerance", self.guard_mistake_tolerance, lo=0, hi=1)
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``) or ``localhost``: then
+        only this machine can reach the server. Any other name or address (``0.0.0.0``, ``::``, a
+        host name) counts as reachable from elsewhere."""
+        host = self.host.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def credentials_path(self) -> Path:
