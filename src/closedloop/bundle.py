@@ -17,11 +17,23 @@ always get the same version.
 
 Loading never executes code: JSON is parsed, the intelligence ``kind`` must be one of the kinds
 passed in (by default :data:`closedloop.intelligence.KINDS`), and files are hashed before they
-are parsed, from the very bytes that are hashed. Estimators stored with skops load only the types
-listed in the manifest's ``intelligence.trusted_types`` (derived when the bundle was built), and
-only from allow-listed modules (``closedloop.intelligence.sklearn.TRUSTED_PREFIXES``). Checksums
-and the digest protect integrity (corruption, accidental edits), not authenticity: anyone who can
-rewrite a bundle can recompute them, so bundles come from a store you trust (the registry). Each refusal names its check:
+are parsed, from the very bytes that are hashed. Estimators stored with skops load only if every
+type and function their skops file names — read from the file's own schema before skops reads or
+imports anything — is on the exact allow-list
+:data:`closedloop.intelligence.sklearn.TRUSTED_TYPES` (no module prefix is trusted) *and* in the
+manifest's ``intelligence.trusted_types`` (derived when the bundle was built).
+
+Reading is bounded and follows nothing: the directory is walked by ``lstat`` without following
+links, and a symbolic link anywhere in it (to a file, a directory, or itself) is refused, as is
+anything but regular files and directories (a FIFO is never opened, so loading never blocks);
+``manifest.json`` is at most :data:`MAX_MANIFEST_BYTES` (4 MiB, checked before it is read), the
+listed files declare at most :data:`MAX_BUNDLE_BYTES` (2 GiB) in all, each is read at most its
+declared size + 1 bytes (opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked to be a regular
+file), and the bundle holds at most :data:`MAX_ENTRIES` entries. The one unlisted file allowed is
+:data:`SIGNATURE` (``signature.json``, at most :data:`MAX_SIGNATURE_BYTES`, written and parsed by
+:mod:`closedloop.signing`) beside the manifest. Checksums and the digest protect integrity
+(corruption, accidental edits), not authenticity: anyone who can rewrite a bundle can recompute
+them, so bundles come from a store you trust (the registry). Each refusal names its check:
 
 ==================  ==========================================================================
 check               refused when
@@ -34,11 +46,17 @@ check               refused when
 ``file_present``    a listed file is missing
 ``file_size``       a file's size differs from the manifest's (e.g. truncated)
 ``checksum``        a file's sha256 differs from the manifest's (tampered)
-``unlisted_file``   the directory holds a file the manifest does not list
+``unlisted_file``   the directory holds a file or folder the manifest does not list
+``symlink``         the bundle holds a symbolic link (listed or not, to a file or a folder, a loop)
+``file_type``       an entry is a FIFO, socket or device, or a listed name is a folder
+``size_limit``      ``manifest.json`` exceeds 4 MiB, ``signature.json`` 4 KiB, the listed files
+                    declare more than 2 GiB in all, or the bundle holds over 10,000 entries
 ``system``          the bundle was built for another system
 ``schema_version``  … for another version of the system's context schema
 ``features``        … for other feature definitions (fingerprint mismatch)
-``intelligence``    the intelligence kind is unknown or its parameters are invalid
+``intelligence``    the intelligence kind is unknown or its parameters are invalid, or a skops
+                    file names a type or function outside the allow-list or the manifest's
+                    ``trusted_types``, or cannot be parsed
 ``thresholds``      the thresholds do not fit the system's experience
 ``guardrails``      the bundle's allow/block lists are malformed or do not fit the system
 ==================  ==========================================================================
@@ -47,6 +65,7 @@ check               refused when
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -71,6 +90,18 @@ _SUPPORTED = (1,)
 MANIFEST = "manifest.json"
 #: The largest manifest.json read (a bundle's manifest is a few kB; this bounds a hostile one).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: The one file a bundle may hold beside the manifest without listing it (closedloop.signing).
+SIGNATURE = SIGNATURE_FILE
+#: The largest signature.json accepted (bounded read; closedloop.signing parses it).
+MAX_SIGNATURE_BYTES = 4096
+#: The most bytes a bundle's listed files may declare in all (each is read at most its size + 1).
+MAX_BUNDLE_BYTES = 2 * 1024**3
+#: The most directory entries (files and folders) a bundle may hold.
+MAX_ENTRIES = 10_000
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 ENTRY = "intelligence.json"
 _REQUIRED = (
     "format", "format_version", "system", "version", "created_at", "features", "intelligence",
@@ -368,14 +399,35 @@ def _check_trusted(spec: Any, allowed: Any) -> None:
 
 
 def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and every listed file's bytes, verified (see the module docstring's table).
+    Nothing is followed or opened before ``lstat`` says it is a regular file, every read is
+    bounded, and the directory is opened once: every later open is relative to it."""
     where = str(root)
-    if not root.is_dir():
-        raise BundleError("path", "not a directory", where)
-    mpath = root / MANIFEST
-    if not mpath.is_file():
-        raise BundleError("manifest", f"{MANIFEST} is missing", where)
     try:
-        manifest = json.loads(mpath.read_bytes())
+        root_fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    except OSError:
+        raise BundleError("path", "not a directory", where) from None
+    try:
+        return _verify_open(root_fd, where)
+    finally:
+        os.close(root_fd)
+
+
+def _verify_open(root_fd: int, where: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    found, dirs = _walk(root_fd, where)
+    if MANIFEST not in found:
+        if MANIFEST in dirs:
+            raise BundleError("file_type", f"{MANIFEST} is a directory, not a regular file", where)
+        raise BundleError("manifest", f"{MANIFEST} is missing", where)
+    if found[MANIFEST] > MAX_MANIFEST_BYTES:
+        raise BundleError(
+            "size_limit", f"{MANIFEST} has {found[MANIFEST]} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}", where
+        )
+    raw = _read(root_fd, MANIFEST, MAX_MANIFEST_BYTES, where)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError("size_limit", f"{MANIFEST} grew beyond {MAX_MANIFEST_BYTES} bytes while read", where)
+    try:
+        manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BundleError("manifest", f"{MANIFEST} is not valid JSON ({exc})", where) from exc
     if not isinstance(manifest, dict):
@@ -406,34 +458,141 @@ def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise BundleError("manifest", f"{MANIFEST} has a malformed entry ({exc})", where) from exc
     if entry not in listed:
         raise BundleError("manifest", f"the intelligence entry {entry!r} is not a listed file", where)
-    resolved_root = root.resolve()
+    total = 0
+    for name, meta in listed.items():
+        if not _plain(name):
+            raise BundleError("file_path", f"listed file {name!r} is not a plain path inside the bundle", where)
+        if (
+            not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or type(meta.get("size")) is not int
+            or meta["size"] < 0
+        ):
+            raise BundleError("manifest", f"file entry {name!r} must have 'sha256' and a 'size' ≥ 0", where)
+        total += meta["size"]
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError("size_limit", f"the listed files declare {total} bytes; a bundle holds at most {MAX_BUNDLE_BYTES}", where)
+    # nothing unlisted: a file, a directory no listed file lies in, or anything beside signature.json
+    parents = {name.rsplit("/", 1)[0] for name in listed if "/" in name}
+    parents |= {p.rsplit("/", i)[0] for p in list(parents) for i in range(1, p.count("/") + 1)}
+    for rel in sorted(found):
+        if rel not in listed and rel not in (MANIFEST, SIGNATURE):
+            raise BundleError("unlisted_file", f"{rel!r} is in the bundle but not in the manifest", where)
+    for rel in sorted(dirs):
+        if rel not in parents:
+            kind = "file_type" if rel in listed or rel in (MANIFEST, SIGNATURE) else "unlisted_file"
+            raise BundleError(kind, f"{rel!r} is a directory the manifest does not list", where)
+    if SIGNATURE in found:  # written by closedloop.signing beside the manifest; parsed there, not here
+        if found[SIGNATURE] > MAX_SIGNATURE_BYTES or len(_read(root_fd, SIGNATURE, MAX_SIGNATURE_BYTES, where)) > MAX_SIGNATURE_BYTES:
+            raise BundleError("size_limit", f"{SIGNATURE} holds at most {MAX_SIGNATURE_BYTES} bytes", where)
     files: dict[str, bytes] = {}
     for name, meta in sorted(listed.items()):
-        p = (root / name)
-        if (
-            not isinstance(name, str) or name in ("", MANIFEST) or os.path.isabs(name)
-            or ".." in Path(name).parts or not p.resolve().is_relative_to(resolved_root)
-        ):
-            raise BundleError("file_path", f"listed file {name!r} is not a plain path inside the bundle", where)
-        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not isinstance(meta.get("size"), int):
-            raise BundleError("manifest", f"file entry {name!r} must have 'sha256' and 'size'", where)
-        if not p.is_file():
+        size = meta["size"]
+        if name not in found:
             raise BundleError("file_present", f"listed file {name!r} is missing", where)
-        data = p.read_bytes()
-        if len(data) != meta["size"]:
+        if found[name] != size:  # by lstat: a huge or sparse file is refused without reading it
             raise BundleError(
-                "file_size", f"{name!r} has {len(data)} bytes, the manifest says {meta['size']} (truncated or altered)", where
+                "file_size", f"{name!r} has {found[name]} bytes, the manifest says {size} (truncated or altered)", where
             )
+        data = _read(root_fd, name, size, where)
+        if len(data) != size:
+            raise BundleError("file_size", f"{name!r} has {len(data)}+ bytes, the manifest says {size} (altered)", where)
         actual = _sha256(data)
         if actual != meta["sha256"]:
             raise BundleError("checksum", f"{name!r} has sha256 {actual[:16]}…, the manifest says {meta['sha256'][:16]}…", where)
         files[name] = data
-    for p in root.rglob("*"):
-        if p.is_file():
-            rel = p.relative_to(root).as_posix()
-            if rel not in (MANIFEST, SIGNATURE_FILE) and rel not in listed:
-                raise BundleError("unlisted_file", f"{rel!r} is in the bundle but not in the manifest", where)
     return manifest, files
+
+
+def _plain(name: Any) -> bool:
+    """A relative path of plain components: no '', '.', '..', NUL, absolute or reserved name."""
+    return (
+        isinstance(name, str) and name not in (MANIFEST, SIGNATURE) and "\x00" not in name and "\\" not in name
+        and all(part not in ("", ".", "..") for part in name.split("/"))
+    )
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def _walk(root_fd: int, where: str) -> tuple[dict[str, int], set[str]]:
+    """Every regular file (relative path → size) and directory of the bundle, by ``lstat``:
+    no link is followed. A symbolic link (to a file, a directory, or itself) or anything but a
+    regular file or a directory is refused, as are more than :data:`MAX_ENTRIES` entries."""
+    found: dict[str, int] = {}
+    dirs: set[str] = set()
+    stack = [""]
+    count = 0
+    while stack:
+        rel = stack.pop()
+        fd = _open_dir(root_fd, rel, where) if rel else root_fd
+        try:
+            with os.scandir(fd) as entries:
+                for e in entries:
+                    count += 1
+                    if count > MAX_ENTRIES:
+                        raise BundleError("size_limit", f"the bundle holds more than {MAX_ENTRIES} entries", where)
+                    path = f"{rel}/{e.name}" if rel else e.name
+                    st = e.stat(follow_symlinks=False)
+                    if stat.S_ISLNK(st.st_mode):
+                        raise BundleError("symlink", f"{path!r} is a symbolic link; a bundle holds no links", where)
+                    if stat.S_ISDIR(st.st_mode):
+                        dirs.add(path)
+                        stack.append(path)
+                    elif stat.S_ISREG(st.st_mode):
+                        found[path] = st.st_size
+                    else:
+                        raise BundleError("file_type", f"{path!r} is {_kind(st.st_mode)}; a bundle holds regular files", where)
+        finally:
+            if rel:
+                os.close(fd)
+    return found, dirs
+
+
+def _open_dir(root_fd: int, rel: str, where: str) -> int:
+    """A directory below the bundle, opened component by component without following links."""
+    fd = root_fd
+    try:
+        for part in rel.split("/"):
+            nfd = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd)
+            if fd != root_fd:
+                os.close(fd)
+            fd = nfd
+    except OSError as exc:
+        if fd != root_fd:
+            os.close(fd)
+        raise _open_error(rel, exc, where) from None
+    return fd
+
+
+def _open_error(rel: str, exc: OSError, where: str) -> BundleError:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return BundleError("symlink", f"{rel!r} is (or lies behind) a symbolic link; a bundle holds no links", where)
+    if exc.errno == errno.ENOENT:
+        return BundleError("file_present", f"listed file {rel!r} is missing", where)
+    return BundleError("file_present", f"{rel!r} cannot be opened ({exc.strerror})", where)
+
+
+def _read(root_fd: int, rel: str, limit: int, where: str) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``rel``: opened without following links
+    and without blocking (a FIFO swapped in never blocks), and checked to be a regular file."""
+    head, _, base = rel.rpartition("/")
+    parent = _open_dir(root_fd, head, where) if head else root_fd
+    try:
+        fd = os.open(base, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=parent)
+    except OSError as exc:
+        raise _open_error(rel, exc, where) from None
+    finally:
+        if head:
+            os.close(parent)
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BundleError("file_type", f"{rel!r} is {_kind(mode)}; a bundle holds regular files", where)
+        return fh.read(limit + 1)
 
 
 def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
