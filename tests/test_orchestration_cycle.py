@@ -101,7 +101,8 @@ def test_loop_run_killed_at_every_step_resumes_to_one_bundle_and_one_change_per_
     token = Credentials(home / "credentials.json").add("loop-bot", ["admin"])
     system = make_system()
     reg = Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=ManualClock(START)).open()
-    reg.deploy(system, first_bundle(system), actor="alice", reason="the first production", force="no data yet")
+    reg.deploy(system, first_bundle(system).signed(reg.signing_key(home)), actor="alice",
+               reason="the first production", force="no data yet")
     synth = Synth(home, system, per_day=1500, seed=3)
     _simulate(home, reg, synth, 6)
 

@@ -42,9 +42,19 @@ def test_cli_lifecycle(tmp_path, world):
     assert r.exit_code == 1 and "credential is required" in r.stderr
     r = _run(home, "deploy", H, "--system", SYSTEM, "--reason", "first", token=viewer)
     assert r.exit_code == 1 and "lacks the role 'admin'" in r.stderr
+    # signed by a key this home's registry does not trust yet: refused, recorded, nothing copied
+    r = _run(home, "deploy", H, "--system", SYSTEM, "--reason", "first", token=admin)
+    assert r.exit_code == 1 and "Bundle check 'signature' failed" in r.stderr and "does not trust" in r.stderr
+    assert "Traceback" not in r.output
+    r = _run(home, "key", "trust", world.key.public_key, "--name", "the test builder", token=viewer)
+    assert r.exit_code == 1 and "lacks the role 'admin'" in r.stderr
+    r = _run(home, "key", "trust", world.key.public_key, "--name", "the test builder", token=admin)
+    assert r.exit_code == 0 and json.loads(r.output)["key_id"] == world.key.key_id, r.stderr
+    assert [json.loads(line)["name"] for line in _run(home, "key", "list").output.splitlines()] == ["the test builder"]
     r = _run(home, "deploy", H, "--system", SYSTEM, "--reason", "first", "--report", str(rep_ha),
              "--report", str(rep_ab), token=admin)
     assert r.exit_code == 0, r.stderr
+    assert "ok     signature" in r.output
     assert f"deployed {H} to production" in r.output and "revision 0 → 1" in r.output
     assert "ok     parity" in r.output
     r = _run(home, "deploy", A, "--system", SYSTEM, "--flight", "a", "--share", "20%", "--reason", "try A",
@@ -85,7 +95,7 @@ def test_cli_lifecycle(tmp_path, world):
 
     hist = json.loads(_run(home, "history", "--json").output)
     # attempts without an admin credential never reach the registry; the gate refusal is recorded
-    assert [e["status"] for e in hist].count("refused") == 1
+    assert [e["status"] for e in hist].count("refused") == 2  # the unknown key, then the gate
     r = _run(home, "history")
     assert r.exit_code == 0 and "REFUSED" in r.output and "rolled back by #" in r.output
     flight_b = next(e for e in hist if e["operation"] == "deploy_flight" and e["status"] == "applied"
@@ -105,6 +115,7 @@ def test_cli_evaluate_register(tmp_path, world):
             str(world.dataset), "--bootstrap", "10", "--register"]
     r = _run(home, *args)
     assert r.exit_code == 1 and "credential is required" in r.stderr, r.stderr
+    assert _run(home, "key", "trust", world.key.public_key, "--name", "builder", token=admin).exit_code == 0
     r = _run(home, *args, token=admin)
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.output)

@@ -47,6 +47,7 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
     home = tmp_path / "home"
     H, A, B = world.H.version, world.A.version, world.B.version
     with Registry(registry_url, home / "bundles").open() as reg:
+        world.trust(reg)
         for b in (world.H, world.A, world.B):
             reg.add_bundle(b, actor="alice")
         reg.add_report(world.report_HA, actor="alice")
@@ -124,6 +125,7 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
 
 def test_guard_never_restarts_a_stopped_flight(tmp_path, world, phishing):
     with Registry(f"sqlite:///{tmp_path}/r.sqlite", tmp_path / "bundles").open() as reg:
+        world.trust(reg)
         for b in (world.H, world.A, world.B):
             reg.add_bundle(b, actor="a")
         reg.add_report(world.report_HA, actor="a")
@@ -160,6 +162,7 @@ def test_flight_assignment_stable_across_processes_and_binomial(tmp_path, world,
     # a new process, a registry on disk, the runtime it builds: every unit keeps its arm
     url = f"sqlite:///{tmp_path}/r.sqlite"
     with Registry(url, tmp_path / "bundles").open() as reg:
+        world.trust(reg)
         for b in (world.H, world.A):
             reg.add_bundle(b, actor="a")
         reg.add_report(world.report_HA, actor="a")
@@ -197,6 +200,7 @@ def test_srm_detects_a_mismatch():
 def test_status_reports_srm_and_shadow_disagreement(tmp_path, world, phishing):
     home = tmp_path / "home"
     with Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open() as reg:
+        world.trust(reg)
         for b in (world.H, world.A, world.B):
             reg.add_bundle(b, actor="a")
         reg.add_report(world.report_HA, actor="a")
@@ -248,6 +252,7 @@ def test_guard_statistics_and_ops(tmp_path, world, phishing):
     # ops given for both arms: the decision error rate is judged too, and can breach alone
     home = tmp_path / "home"
     with Registry(f"sqlite:///{home}/r.sqlite", home / "bundles").open() as reg:
+        world.trust(reg)
         for b in (world.H, world.A):
             reg.add_bundle(b, actor="a")
         reg.add_report(world.report_HA, actor="a")

@@ -34,12 +34,12 @@ def _app():
 
     home = Path(tempfile.mkdtemp(prefix="closedloop-fuzz-")) / "home"
     bundle = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.5})
-    path = bundle.save(home / "bundles" / bundle.version)
     token = Credentials(home / "credentials.json").add("fuzzer", ["decide", "report", "admin"])
     # Served from the registry, so that the admin endpoints reach the registry's own checks.
     from closedloop.registry import Registry
 
     with Registry.from_settings(Settings(home=home)).open() as reg:
+        path = bundle.save(home / "bundles" / bundle.version, key=reg.signing_key(home))
         reg.deploy(phishing, path, actor="fuzzer", reason="first production", force="fuzzing: no report")
     st = ServiceSettings(project=Settings(home=home), system="examples.phishing.system:phishing",
                          max_batch=200, outcome_rate_per_unit=RateLimit(float("inf"), 0.0),

@@ -18,6 +18,7 @@ from closedloop.auth import Credentials
 from closedloop.deployment import flight_bucket
 from closedloop.service import ServiceSettings, create_app
 from closedloop.settings import Settings
+from closedloop.signing import SigningKey
 
 # The registry (issue 6) and the service meet here: these tests run once both are on the branch.
 Registry = pytest.importorskip("closedloop.registry").Registry
@@ -30,14 +31,17 @@ def ctx(i: int) -> dict[str, Any]:
     return {"user_id": f"user-{i}", "url": f"http://login-{i}.example/verify", "domain": f"login-{i}.example",
             "domain_age_days": float(5 + i % 20), "has_password_field": True, "num_forms": 1}
 
+#: Signs the test bundles; each registry below trusts it (closedloop.signing).
+KEY = SigningKey.generate()
+
 
 @pytest.fixture(scope="module")
 def bundles(phishing):
     from examples.phishing.heuristic import heuristic_intelligence
 
-    a = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.6})
-    b = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.05, "warn": 0.01})
-    c = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.8, "warn": 0.5})
+    a = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.6}).signed(KEY)
+    b = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.05, "warn": 0.01}).signed(KEY)
+    c = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.8, "warn": 0.5}).signed(KEY)
     return a, b, c
 
 
@@ -46,6 +50,7 @@ def home_with_registry(tmp: Path, phishing: Any, production: Bundle) -> tuple[Pa
     creds = Credentials(home / "credentials.json")
     tokens = {"app": creds.add("app", ["decide", "report"]), "ops": creds.add("ops", ["admin"])}
     reg = Registry.from_settings(Settings(home=home)).open()
+    reg.trust_key(KEY.public_key, name="tests", actor="ops")
     reg.deploy(phishing, production, actor="ops", reason="first production", force=FORCE)
     return home, tokens, reg
 
@@ -222,6 +227,7 @@ def test_a_postgresql_registry_announces_changes_and_workers_reload_at_once(phis
     tokens = {"app": creds.add("app", ["decide", "report"])}
     project = Settings(home=home, registry_url=url)
     reg = Registry.from_settings(project).open()
+    reg.trust_key(KEY.public_key, name="tests", actor="ops")
     reg.deploy(phishing, a, actor="ops", reason="first production", force=FORCE)
 
     # the source: a change of this system wakes a wait at once, another system's does not

@@ -31,6 +31,7 @@ from typer.core import TyperGroup
 from .bundle import Bundle
 from .cli_auth import token_app
 from .cli_evaluate import evaluate
+from .cli_keys import key_app
 from .cli_loop import dataset_app, outcomes_app, telemetry_app
 from .cli_orchestration import loop_app
 from .cli_registry import register as _register_registry
@@ -71,6 +72,7 @@ app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(token_app, name="token")
+app.add_typer(key_app, name="key")
 app.add_typer(loop_app, name="loop")
 app.command()(train)
 app.command()(evaluate)
