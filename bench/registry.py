@@ -58,8 +58,9 @@ def main() -> None:
     try:
         db = tmp / "registry.sqlite"
         reg = Registry(f"sqlite:///{db}", tmp / "bundles").open()
+        key = reg.signing_key(tmp)
         bundles = [Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9 - i / 100, "warn": 0.5})
-                   for i in range(3)]
+                   .signed(key) for i in range(3)]
         v = [b.version for b in bundles]
         reg.deploy(phishing, bundles[0], actor="bench", reason="first", force="bench")
         reg.deploy(phishing, bundles[1], actor="bench", reason="shadow", shadow=True, force="bench")
