@@ -76,6 +76,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._files import make_private_dirs
 from .errors import BundleError, ClosedLoopError, IntelligenceError, SpecError
 from .experience import Thresholds
 from .guardrails import Guardrail, guardrail_from_dict
@@ -281,7 +282,7 @@ class Bundle:
                 raise BundleError("path", "this bundle has no files to save")
             files = {name: (self.path / name).read_bytes() for name in self.manifest["files"]}
         signature = key.sign(self.manifest["digest"]) if key is not None else self.signature
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # mode 0700
         try:
             for name, data in files.items():
@@ -624,7 +625,7 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()

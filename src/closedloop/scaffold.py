@@ -25,6 +25,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from ._files import make_private_dirs
 from .bundle import Bundle
 from .errors import ProjectError, SpecError
 from .settings import DEFAULT_HOME, Settings
@@ -106,7 +107,7 @@ def init_project(directory: str | os.PathLike[str], name: str | None = None) -> 
     readme = _render("README.md.tmpl", name=name, bundle=bundle_ref, command=command)
 
     settings = Settings(home=target / DEFAULT_HOME)
-    settings.bundles.mkdir(parents=True)
+    make_private_dirs(settings.bundles)
     system_file = target / "system.py"
     system_file.write_text(source, encoding="utf-8")
     readme_file = target / "README.md"

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._files import make_private_dirs
 from .errors import BundleError
 
 __all__ = [
@@ -178,8 +179,8 @@ def home_key(home: str | os.PathLike[str], *, create: bool = True) -> HomeKey | 
     if not create:
         return None
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    make_private_dirs(folder)
+    folder.chmod(0o700)  # the key's own folder: owner only, even if it existed
     key = SigningKey.generate()
     fd, tmp = tempfile.mkstemp(prefix=".bundle-signing.", dir=folder)  # mkstemp: mode 0600
     try:
