@@ -8,7 +8,9 @@
 
 ``ingest``
     Outcome files dropped in ``<home>/inbox/`` (JSON lines or Parquet, validated line by line)
-    are logged to telemetry and moved to ``inbox/done/``; then the store is compacted.
+    are logged to telemetry — one commit per file — and moved to ``inbox/done/`` only once that
+    commit is durable; then the store is compacted. A failed commit (a full disk) leaves the file
+    in the inbox and stops the cycle (``ingest_failed``, the file and the error in the step's result).
 ``monitor``
     Abusive sources (:class:`~.abuse.AbusePolicy`), the goals (:class:`~.goals.GoalTracker`,
     ``<home>/goals/series.jsonl``), drift (:class:`~.drift.DriftMonitor`) and mistake spikes
@@ -28,7 +30,8 @@
     A failed gate or sanity check stops the cycle (recorded, with the reasons); else the
     candidate and its report are registered and it starts as a shadow.
 
-**One deployment change per cycle, at most**: the bootstrap, one rollout stage, or the new
+**One cycle at a time per home**: :meth:`Cycle.run_once` holds the cycle lock
+(:mod:`~.lock`, ``<home>/.cycle.lock``). **One deployment change per cycle, at most**: the bootstrap, one rollout stage, or the new
 shadow. **Recorded**: ``<home>/orchestration/cycles/<NNNNNN>.json`` holds the cycle's time and
 each step's result, rewritten atomically after every step. **Resumable**: a cycle that did not
 finish (a crash, SIGKILL) is resumed by the next run, at its own recorded time, from its first
