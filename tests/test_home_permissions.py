@@ -2,7 +2,8 @@
 
 The home holds raw contexts (a segment held a raw URL), outcomes, the registry, datasets and
 reports; with the usual umask 0o022 every one of them used to be created world-readable.
-``bundles/`` is left out of the walk for now (saved bundles are made private separately).
+Saved bundles are read-only for their owner (0400 files in 0700 folders), the home's signing key
+0600 in a 0700 folder.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def umask_022():
         os.umask(old)
 
 
-def _open_to_others(home: Path, skip: tuple[str, ...] = ("bundles",)) -> list[str]:
+def _open_to_others(home: Path, skip: tuple[str, ...] = ()) -> list[str]:
     """Every file or folder under ``home`` (and ``home``) that group or others may read, write or
     enter, walked with ``os.lstat`` (links are not followed)."""
     bad = []
@@ -121,8 +122,11 @@ def test_a_home_after_a_realistic_flow_has_nothing_readable_by_others(tmp_path, 
     JsonLinesAlertSink(home / "orchestration" / "alerts.jsonl").send(
         [Alert("goal", "share", 0.5, 0.4, "share above target")])
 
-    # the registry, open: its -wal and -shm files exist while it is
-    with Registry.from_settings(settings).open():
+    # the registry, open: its -wal and -shm files exist while it is; a bundle saved signed by
+    # the home's key (both created here) and registered into the store
+    with Registry.from_settings(settings).open() as reg:
+        reg.add_bundle(bundle.signed(reg.signing_key(home)), actor="alice")
+        assert (home / "bundles" / bundle.version / "signature.json").is_file()
         assert (home / "registry.sqlite-wal").exists() and (home / "registry.sqlite-shm").exists()
         offenders = _open_to_others(home)
     assert offenders == [], "\n".join(offenders)
