@@ -255,11 +255,21 @@ def test_the_runstring_exploit_through_the_cli(phishing, bundle, marker, tmp_pat
         assert not marker.exists()
 
 
-def test_an_allow_listed_type_the_manifest_does_not_trust_is_refused(phishing, bundle):
-    # Pipeline is allow-listed, but this bundle (a tree) never trusted it
-    forge(bundle, {"__class__": "Pipeline", "__module__": "sklearn.pipeline", "__loader__": "ObjectNode"}, [])
-    err = refused(bundle, phishing)
-    assert err.check == "intelligence" and "sklearn.pipeline.Pipeline" in err.detail
+def test_a_bundle_saved_before_the_exact_allow_list_still_loads(phishing, bundle):
+    # older bundles listed only what skops reports as untrusted (not the arrays, dicts and
+    # random states it loads natively): they stay loadable, for rollback
+    import skops.io as sio
+
+    from closedloop.intelligence.sklearn import skops_references
+
+    name, members = skops_members(bundle)
+    data = (bundle / name).read_bytes()
+    old = sorted(sio.get_untrusted_types(data=data))
+    assert set(old) < set(skops_references(data))
+    spec = json.loads((bundle / "intelligence.json").read_bytes())
+    spec["trusted"] = old
+    rewrite(bundle, {"intelligence.json": json.dumps(spec).encode()})
+    assert Bundle.load(bundle, phishing).intelligence.trusted == old
 
 
 def test_an_unknown_node_kind_is_refused(phishing, bundle):
