@@ -20,7 +20,12 @@ different contexts by a wrk Lua script.
 * ``batch`` — ``POST /v1/decide`` with 1,000 contexts per request on the same server
   (``-c4``): decisions per second; target ≥ 100k per worker;
 * ``mlflow`` — only when ``mlflow`` is importable from the interpreter named by
-  ``--mlflow-python`` (a separate venv: it is not a dependency of closedloop).
+  ``--mlflow-python`` (a separate venv: it is not a dependency of closedloop);
+* ``attack`` — a normal client (a single decision every 5 ms, latency counted from when each
+  was due) alone, then while two clients (``wrk -c2``) post, back to back, the largest invalid
+  outcome batch the body limit lets through (8 MiB: ≈ 4.2 million ``0`` items) with a
+  ``report`` token: the normal client's p50 and p99 both ways and their ratio.
+  ``--only-attack`` measures this alone (no baselines).
 
 For every server the bench also reads the server process's CPU time over the measured run
 (``/proc``): its share of its core and its CPU time per request (per decision for the batch).
@@ -220,6 +225,106 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any
     return {"rps": rps, **lat, "requests": total, "non_2xx": bad, "socket_errors": errs.group(1) if errs else None}
 
 
+def wrk_start(url: str, script: Path, seconds: int, connections: int) -> subprocess.Popen[str]:
+    """wrk in the background (on CPU 1, as the measuring wrk)."""
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout=60s", "-s", str(script),
+           url]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def paced(url: str, bodies: list[bytes], headers: dict[str, str], seconds: float,
+          interval_s: float = 0.005) -> dict[str, Any]:
+    """A normal client: one request every ``interval_s`` on one keep-alive connection for
+    ``seconds``, each latency measured from when it was *due* (a stall delays the requests queued
+    behind it, and they count: no coordinated omission, as in wrk2). Requests still unsent when
+    the time is up count with the time they had waited (a lower bound)."""
+    import httpx
+
+    lat: list[float] = []
+    bad = 0
+    due_n = int(seconds / interval_s)
+    with httpx.Client(headers=headers, timeout=120) as cl:
+        t0 = time.perf_counter()
+        k = 0
+        while k < due_n and time.perf_counter() - t0 < seconds:
+            due = t0 + k * interval_s
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            r = cl.post(url, content=bodies[k % len(bodies)])
+            lat.append(time.perf_counter() - due)
+            bad += r.status_code != 200
+            k += 1
+        end = time.perf_counter()
+    sent = len(lat)
+    lat.extend(end - (t0 + j * interval_s) for j in range(k, due_n))
+    ms = np.array(lat) * 1e3
+    return {"requests": sent, "unsent": due_n - sent, "non_2xx": bad, "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p90_ms": round(float(np.percentile(ms, 90)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "max_ms": round(float(ms.max()), 3)}
+
+
+def attack_figure(port: int, token: str, bodies: list[bytes], tmp: Path, warmup: int, seconds: int,
+                  body_limit: int = 8 << 20) -> dict[str, Any]:
+    """A normal client's latency (single decisions, one every 5 ms: :func:`paced`) alone, then
+    while two clients (``wrk -c2``) repeatedly post an invalid outcome batch as large as the body
+    limit allows (``[0,0,…]``: ≈ 4.2 M items in 8 MiB, each refused). The bench process (the
+    normal client) and wrk run on CPU 1, the server on CPU 0."""
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    n = (body_limit - 2) // 2
+    junk = tmp / "attack-body.json"
+    junk.write_bytes(b"[" + b",".join([b"0"] * n) + b"]")
+    hostile = lua_fixed(tmp / "attack-hostile.lua", junk, auth)
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1})
+    try:
+        paced(base + "/v1/decide", bodies, auth, warmup)
+        alone = paced(base + "/v1/decide", bodies, auth, seconds)
+        attackers = wrk_start(base + "/v1/outcomes", hostile, seconds + warmup + 2, 2)
+        try:
+            time.sleep(warmup + 1.0)
+            under = paced(base + "/v1/decide", bodies, auth, seconds)
+        finally:
+            out, _ = attackers.communicate(timeout=seconds + warmup + 300)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    refused = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    fig = {
+        "normal_client": "one single decision every 5 ms, one connection, latency from when it was due",
+        "hostile_clients": f"wrk -c2: [0,0,...] of {n:,} items ({junk.stat().st_size:,} bytes) to /v1/outcomes, back to back",
+        "p50_alone_ms": alone["p50_ms"],
+        "p99_alone_ms": alone["p99_ms"],
+        "p50_under_attack_ms": under["p50_ms"],
+        "p99_under_attack_ms": under["p99_ms"],
+        "max_under_attack_ms": under["max_ms"],
+        "p50_ratio": round(under["p50_ms"] / alone["p50_ms"], 2),
+        "normal_requests": [alone["requests"], under["requests"]],
+        "normal_unsent": [alone["unsent"], under["unsent"]],
+        "normal_non_2xx": alone["non_2xx"] + under["non_2xx"],
+        "hostile_requests": int(total.group(1)) if total else None,
+        "hostile_rps": float(rps.group(1)) if rps else None,
+        "hostile_non_2xx": int(refused.group(1)) if refused else 0,
+        "server_413": outcomes_413(base),
+    }
+    print(f"attack       normal p50 {fig['p50_alone_ms']:.2f} ms alone, {fig['p50_under_attack_ms']:.2f} ms while two "
+          f"clients post {n:,}-item invalid outcome batches ({fig['p50_ratio']:.1f}×); p99 {fig['p99_alone_ms']:.2f} → "
+          f"{fig['p99_under_attack_ms']:.2f} ms; hostile: {fig['hostile_requests']} requests "
+          f"({fig['hostile_rps']}/s), {fig['hostile_non_2xx']} refused", flush=True)
+    return fig
+
+
+def outcomes_413(base: str) -> int | None:
+    """How many 413s the server answered on /v1/outcomes (its metrics; open on loopback)."""
+    import httpx
+
+    text = httpx.get(base + "/metrics", timeout=300).text
+    m = re.search(r'^closedloop_http_responses_total\{route="/v1/outcomes",code="413"\} (\S+)$', text, re.M)
+    return int(float(m.group(1))) if m else None
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) the process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -283,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 s runs after 1 s warm-ups (a smoke test, not figures)")
     ap.add_argument("--mlflow-python", default=None, help="a Python with mlflow installed (a separate venv)")
+    ap.add_argument("--only-attack", action="store_true",
+                    help="measure only the normal client's latency alone and under two hostile clients")
     ap.add_argument("--serve-baseline", choices=("minimal", "booster"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -316,6 +423,16 @@ def main(argv: list[str] | None = None) -> int:
         batch = lua_fixed(tmp / "batch.lua", batch_file, {"Content-Type": "application/json",
                                                           "Authorization": f"Bearer {env['token']}"})
         results: dict[str, Any] = {}
+        if a.only_attack:
+            port = free_port()
+            args = [sys.executable, "-m", "closedloop.cli", "--home", str(home), "serve",
+                    "--system", f"{Path(__file__).resolve()}:SYSTEM", "--bundle", env["bundle"].version,
+                    "--port", str(port), "--workers", "1"]
+            with Server(args, port, "/readyz"):
+                fig = attack_figure(port, env["token"], bodies, tmp, warmup, seconds)
+            print(json.dumps({"bench": "service", "quick": a.quick, "python": platform.python_version(),
+                              "attack": fig}))
+            return 0 if fig["normal_non_2xx"] == 0 else 1
         for mode in ("minimal", "booster"):
             port = free_port()
             args = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", mode, "--port", str(port),
@@ -333,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                                             seconds, 16, srv.pid)
             results["batch"] = measure("batch x1000", f"http://127.0.0.1:{port}/v1/decide", batch, warmup,
                                        max(2, seconds * 2 // 3), 4, srv.pid)
+            attack = attack_figure(port, env["token"], bodies, tmp, warmup, max(2, seconds * 2 // 3))
             import httpx
 
             st = httpx.get(f"http://127.0.0.1:{port}/v1/status",
@@ -388,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
             "mlflow_rps": None if mlflow is None else mlflow["rps"],
             "decide_vs_mlflow": None if mlflow is None else cl["rps"] / mlflow["rps"],
             "mlflow_note": mlflow_note,
+            # A normal client's latency alone and while two clients post 8 MiB invalid outcome batches.
+            "attack_p50_alone_ms": attack["p50_alone_ms"],
+            "attack_p50_under_attack_ms": attack["p50_under_attack_ms"],
+            "attack_p50_ratio": attack["p50_ratio"],
+            "attack": attack,
             "targets": {"decide_vs_booster_fastapi": ">= 0.8", "closedloop_decide_p99_ms": "<= 10",
                         "batch_decisions_per_s": ">= 100000"},
         }
