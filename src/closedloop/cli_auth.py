@@ -22,7 +22,7 @@ from .settings import Settings
 
 __all__ = ["admin", "authenticate", "token_app"]
 
-token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, admin).", no_args_is_help=True)
+token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, metrics, admin).", no_args_is_help=True)
 
 
 def authenticate(settings: Settings, role: str) -> Credential:

@@ -69,7 +69,7 @@ def serve(
 ) -> None:
     """Serve decisions and outcome reports over HTTP (see docs/service.md).
 
-    Every endpoint but /healthz, /readyz, /metrics and the OpenAPI docs needs 'Authorization: Bearer <token>' with the right role (decide, report, admin); create tokens with `closedloop token add`.
+    Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
     """
     import uvicorn
 
