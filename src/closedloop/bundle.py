@@ -81,7 +81,7 @@ from .errors import BundleError, ClosedLoopError, IntelligenceError, SpecError
 from .experience import Thresholds
 from .guardrails import Guardrail, guardrail_from_dict
 from .intelligence import KINDS, Intelligence, load_intelligence
-from .signing import SIGNATURE_FILE, SigningKey, read_signature
+from .signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, SigningKey, read_signature
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "read_header", "verify_bundle"]
 
@@ -93,8 +93,6 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: The one file a bundle may hold beside the manifest without listing it (closedloop.signing).
 SIGNATURE = SIGNATURE_FILE
-#: The largest signature.json accepted (bounded read; closedloop.signing parses it).
-MAX_SIGNATURE_BYTES = 4096
 #: The most bytes a bundle's listed files may declare in all (each is read at most its size + 1).
 MAX_BUNDLE_BYTES = 2 * 1024**3
 #: The most directory entries (files and folders) a bundle may hold.
@@ -420,35 +418,7 @@ def _verify_open(root_fd: int, where: str) -> tuple[dict[str, Any], dict[str, by
         if MANIFEST in dirs:
             raise BundleError("file_type", f"{MANIFEST} is a directory, not a regular file", where)
         raise BundleError("manifest", f"{MANIFEST} is missing", where)
-    if found[MANIFEST] > MAX_MANIFEST_BYTES:
-        raise BundleError(
-            "size_limit", f"{MANIFEST} has {found[MANIFEST]} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}", where
-        )
-    raw = _read(root_fd, MANIFEST, MAX_MANIFEST_BYTES, where)
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError("size_limit", f"{MANIFEST} grew beyond {MAX_MANIFEST_BYTES} bytes while read", where)
-    try:
-        manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BundleError("manifest", f"{MANIFEST} is not valid JSON ({exc})", where) from exc
-    if not isinstance(manifest, dict):
-        raise BundleError("manifest", f"{MANIFEST} must hold a JSON object", where)
-    if manifest.get("format") != FORMAT or manifest.get("format_version") not in _SUPPORTED:
-        raise BundleError(
-            "format_version",
-            f"format {manifest.get('format')!r} version {manifest.get('format_version')!r} is not one this "
-            f"package reads ({FORMAT!r} versions {list(_SUPPORTED)})",
-            where,
-        )
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise BundleError("manifest", f"{MANIFEST} lacks {missing}", where)
-    try:
-        digest = _manifest_digest(manifest)
-    except (TypeError, ValueError) as exc:
-        raise BundleError("manifest", f"{MANIFEST} holds values that are not canonical JSON ({exc})", where) from exc
-    if digest != manifest["digest"]:
-        raise BundleError("manifest_digest", "the manifest was changed after the bundle was written", where)
+    manifest = _read_manifest(root_fd, found[MANIFEST], where)
     listed = manifest["files"]
     if not isinstance(listed, dict) or not listed:
         raise BundleError("manifest", "'files' must list the bundle's files", where)
@@ -577,6 +547,41 @@ def _open_error(rel: str, exc: OSError, where: str) -> BundleError:
     return BundleError("file_present", f"{rel!r} cannot be opened ({exc.strerror})", where)
 
 
+def _read_manifest(root_fd: int, size: int, where: str) -> dict[str, Any]:
+    """The bundle's manifest (``size`` bytes by lstat): read within bounds, parsed, its format
+    and required entries checked and its digest verified."""
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(
+            "size_limit", f"{MANIFEST} has {size} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}", where
+        )
+    raw = _read(root_fd, MANIFEST, MAX_MANIFEST_BYTES, where)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError("size_limit", f"{MANIFEST} grew beyond {MAX_MANIFEST_BYTES} bytes while read", where)
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError("manifest", f"{MANIFEST} is not valid JSON ({exc})", where) from exc
+    if not isinstance(manifest, dict):
+        raise BundleError("manifest", f"{MANIFEST} must hold a JSON object", where)
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in _SUPPORTED:
+        raise BundleError(
+            "format_version",
+            f"format {manifest.get('format')!r} version {manifest.get('format_version')!r} is not one this "
+            f"package reads ({FORMAT!r} versions {list(_SUPPORTED)})",
+            where,
+        )
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise BundleError("manifest", f"{MANIFEST} lacks {missing}", where)
+    try:
+        digest = _manifest_digest(manifest)
+    except (TypeError, ValueError) as exc:
+        raise BundleError("manifest", f"{MANIFEST} holds values that are not canonical JSON ({exc})", where) from exc
+    if digest != manifest["digest"]:
+        raise BundleError("manifest_digest", "the manifest was changed after the bundle was written", where)
+    return manifest
+
+
 def _read(root_fd: int, rel: str, limit: int, where: str) -> bytes:
     """At most ``limit + 1`` bytes of the regular file ``rel``: opened without following links
     and without blocking (a FIFO swapped in never blocks), and checked to be a regular file."""
@@ -597,31 +602,26 @@ def _read(root_fd: int, rel: str, limit: int, where: str) -> bytes:
 
 
 def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A bundle's manifest (its digest verified) and its ``signature.json`` (parsed, or None) —
-    read without opening any other file of the bundle, so that a signature can be checked before
-    anything the bundle holds is parsed (:meth:`closedloop.registry.Registry.deploy`)."""
-    root = Path(path)
-    where = str(root)
-    mpath = root / MANIFEST
+    """A bundle's manifest (checked as :meth:`Bundle.load` checks it, digest included) and its
+    ``signature.json`` (parsed, or None) — read without opening any other file of the bundle, so
+    that a signature can be checked before anything the bundle holds is parsed
+    (:meth:`closedloop.registry.Registry.deploy`)."""
+    where = str(path)
     try:
-        st = os.lstat(mpath)
+        root_fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
     except OSError:
-        raise BundleError("manifest", f"{MANIFEST} is missing", where) from None
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST_BYTES:
-        raise BundleError("manifest", f"{MANIFEST} must be a regular file of at most {MAX_MANIFEST_BYTES} bytes "
-                          f"(it has {st.st_size})", where)
-    fd = os.open(mpath, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_MANIFEST_BYTES + 1)
+        raise BundleError("path", "not a directory", where) from None
     try:
-        manifest = json.loads(data)
-        ok = isinstance(manifest, dict) and isinstance(manifest.get("digest"), str) \
-            and _manifest_digest(manifest) == manifest["digest"]
-    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
-        ok = False
-    if not ok:
-        raise BundleError("manifest_digest", f"{MANIFEST} is not a manifest whose digest matches its content", where)
-    return manifest, read_signature(root)
+        try:
+            st = os.stat(MANIFEST, dir_fd=root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise BundleError("manifest", f"{MANIFEST} is missing", where) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError("file_type", f"{MANIFEST} is {_kind(st.st_mode)}; a bundle holds regular files", where)
+        manifest = _read_manifest(root_fd, st.st_size, where)
+    finally:
+        os.close(root_fd)
+    return manifest, read_signature(path)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

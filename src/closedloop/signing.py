@@ -45,6 +45,7 @@ from .errors import BundleError
 
 __all__ = [
     "KEY_FILE",
+    "MAX_SIGNATURE_BYTES",
     "SIGNATURE_FORMAT",
     "SigningKey",
     "home_key",
@@ -60,7 +61,8 @@ KEY_FILE = Path("keys") / "bundle-signing.pem"
 SIGNATURE_FORMAT = "closedloop.bundle.signature"
 SIGNATURE_FILE = "signature.json"
 _MESSAGE_PREFIX = b"closedloop.bundle.signature.v1:"
-_MAX_SIGNATURE_BYTES = 4096
+#: The largest signature.json read (a signature document is ~400 bytes).
+MAX_SIGNATURE_BYTES = 4096
 _MAX_KEY_BYTES = 4096
 
 
@@ -226,12 +228,12 @@ def read_signature(bundle_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     import stat
 
-    if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_SIGNATURE_BYTES:
-        raise BundleError("signature", f"{SIGNATURE_FILE} must be a regular file of at most {_MAX_SIGNATURE_BYTES} bytes",
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIGNATURE_BYTES:
+        raise BundleError("signature", f"{SIGNATURE_FILE} must be a regular file of at most {MAX_SIGNATURE_BYTES} bytes",
                           str(bundle_dir))
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(_MAX_SIGNATURE_BYTES + 1)
+        data = fh.read(MAX_SIGNATURE_BYTES + 1)
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
