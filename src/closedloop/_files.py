@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import SpecError
+
 __all__ = ["DIR_MODE", "FILE_MODE", "create_private", "make_private_dirs", "open_private",
            "open_private_file", "restrict_tree"]
 
@@ -75,7 +77,7 @@ def open_private_file(path: str | os.PathLike[str], mode: str = "wb") -> IO[Any]
     flags = {"wb": os.O_WRONLY | os.O_TRUNC, "ab": os.O_WRONLY | os.O_APPEND,
              "xb": os.O_WRONLY | os.O_EXCL}.get(mode)
     if flags is None:
-        raise ValueError(f"The 'mode' parameter of open_private_file must be 'wb', 'ab' or 'xb'. Got {mode!r} instead.")
+        raise SpecError(f"The 'mode' parameter of open_private_file must be 'wb', 'ab' or 'xb'. Got {mode!r} instead.")
     fd = open_private(path, flags)
     try:
         return os.fdopen(fd, mode.replace("x", "w"))

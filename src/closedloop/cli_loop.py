@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ._files import make_private_dirs
 from .settings import Settings
 
 __all__ = ["dataset_app", "outcomes_app", "telemetry_app"]
@@ -216,7 +217,7 @@ def dataset_build(
     store.compact()
     staging = None
     if out is None:
-        settings.datasets.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(settings.datasets)
         staging = target = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.datasets)) / "dataset"
     else:
         target = out
@@ -267,7 +268,7 @@ def dataset_import(
         raise typer.BadParameter(f"no such file {str(file)!r}", param_hint="'FILE'")
     staging = None
     if out is None:
-        settings.datasets.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(settings.datasets)
         staging = target = Path(tempfile.mkdtemp(prefix=".import-", dir=settings.datasets)) / "dataset"
     else:
         target = out

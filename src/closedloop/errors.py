@@ -12,6 +12,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── IntelligenceError      a model or heuristic is malformed or was given the wrong input
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
+    │   └── LockHeldError      another process runs the home's orchestration cycle: .holder
     ├── DatasetError           a dataset cannot be built or loaded
     ├── ServiceError           the decision service answered an error (closedloop.Client): .status .problem
     ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
@@ -38,6 +39,7 @@ __all__ = [
     "DatasetError",
     "FeatureError",
     "IntelligenceError",
+    "LockHeldError",
     "OutcomeError",
     "ServiceError",
     "ProjectError",
@@ -191,6 +193,16 @@ class BundleError(ClosedLoopError):
 
 class ProjectError(ClosedLoopError):
     """A project home or a directory to scaffold into cannot be used (e.g. it is not empty)."""
+
+
+class LockHeldError(ProjectError):
+    """Another process holds the home's cycle lock (one orchestration cycle per home at a time).
+    ``holder`` names it — ``{"pid", "host", "since", "since_ns"}`` — or is None when it could not
+    be read."""
+
+    def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:
+        self.holder = holder
+        super().__init__(message)
 
 
 class ServiceError(ClosedLoopError):

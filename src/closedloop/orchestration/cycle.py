@@ -53,6 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._files import make_private_dirs
 from ..bundle import Bundle
 from ..clock import Clock, SystemClock
 from ..errors import ClosedLoopError, SanityCheckError, SpecError
@@ -93,7 +94,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
     abuse verdict) make it large — ``json.dumps`` took ~0.1 s per write at the demo's size."""
     import msgspec
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     data = msgspec.json.encode(obj, order="sorted", enc_hook=_enc_hook)
     atomic_write(path, msgspec.json.format(data, indent=1))
 
@@ -363,7 +364,7 @@ class Cycle:
         failed: list[dict[str, Any]] = []
         if files:
             done = inbox / "done"
-            done.mkdir(exist_ok=True)
+            make_private_dirs(done)
             # no timed group commit: a file's outcomes go in one commit (one frame, one fsync), made
             # at the flush — all of them durable, or none
             with Telemetry(SegmentLog(self.home), system=self.system, clock=self.clock.now_ns,
@@ -420,7 +421,7 @@ class Cycle:
         plan, now = self.plan, rec["now_ns"]
         dec, out = self._files()
         scratch = self.root / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(scratch)
         result: dict[str, Any] = {}
         alerts: list[Alert] = []
         excluded: list[str] = []

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClosedLoopError, SpecError
+from .._files import make_private_dirs, open_private
+from ..errors import LockHeldError, SpecError
 
 __all__ = ["CycleLock", "FileCycleLock", "LockHeldError"]
 
@@ -38,15 +39,6 @@ POLL = 0.05
 #: an acquire tries at least this long (seconds), so that a probe by :meth:`CycleLock.holder` —
 #: a shared lock taken for an instant — never makes a run that does not wait fail
 GRACE = 0.2
-
-
-class LockHeldError(ClosedLoopError):
-    """Another process holds the lock (one cycle per home). ``holder`` names it — ``{"pid",
-    "host", "since", "since_ns"}`` — or is None when it could not be read."""
-
-    def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:
-        self.holder = holder
-        super().__init__(message)
 
 
 def describe(holder: dict[str, Any] | None) -> str:
@@ -145,8 +137,8 @@ class FileCycleLock(CycleLock):
         self._me: dict[str, Any] | None = None
 
     def _try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        make_private_dirs(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
