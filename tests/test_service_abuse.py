@@ -214,3 +214,39 @@ def test_metrics_beyond_loopback_need_the_metrics_or_admin_role(phishing, bundle
         assert doc["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
         for public in ("/healthz", "/readyz", "/openapi.json"):
             assert httpx.get(base + public).status_code == 200
+
+
+# -- a bad batch does not hold the event loop ---------------------------------------------------------------
+def test_a_batch_validated_row_by_row_leaves_the_event_loop_free(phishing, bundle, tmp_path):
+    """Every row invalid: each is validated alone — in a worker thread, so /healthz (answered on
+    the event loop) stays quick meanwhile. Before, the rows were validated on the event loop and
+    /healthz waited for the whole batch."""
+    import threading
+
+    home, path, tokens = _home(tmp_path, bundle)
+    n = 60_000
+    st = _settings(home, path, max_batch=n, telemetry=False)
+    body = b"[" + b",".join([b'{"user_id": 1}'] * n) + b"]"
+    with serve_in_thread(create_app(st, system=phishing)) as base:
+        waits: list[float] = []
+        done = threading.Event()
+
+        def poll() -> None:
+            with httpx.Client(base_url=base) as cl:
+                while not done.is_set():
+                    t0 = time.perf_counter()
+                    assert cl.get("/healthz").status_code == 200
+                    waits.append(time.perf_counter() - t0)
+                    time.sleep(0.002)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            time.sleep(0.1)
+            r, wall, _ = _post(base, "/v1/decide", body, tokens["app"])
+        finally:
+            done.set()
+            poller.join()
+    assert r.status_code == 422 and len(r.json()["errors"]) == n
+    assert wall > 0.2, wall  # long enough to tell (≈ 10 µs a row)
+    assert max(waits) < wall / 3, (max(waits), wall)

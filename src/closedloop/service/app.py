@@ -47,6 +47,8 @@ _encode = msgspec.json.Encoder().encode
 _perf = time.perf_counter
 #: What decoding a body may raise: malformed JSON, or JSON nested deeper than the decoder recurses.
 _BAD_JSON = (msgspec.DecodeError, RecursionError)
+#: Problem details listing more refused rows than this are rendered in a worker thread.
+_ERRORS_ON_LOOP = 200
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -653,6 +655,10 @@ def _errors(app: FastAPI, holder: dict[str, Service]) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
         _count(holder.get("svc"), route_of(request), exc.status)
+        errors = exc.extra.get("errors")
+        if errors is not None and len(errors) > _ERRORS_ON_LOOP:
+            # A whole refused batch: making its problem entries JSON-safe is Python work per row.
+            return await asyncio.to_thread(exc.response)
         return exc.response()
 
     @app.exception_handler(AuthError)
