@@ -155,3 +155,17 @@ def test_the_service_answers_a_7mb_user_id_with_a_small_422(served):
     ok = dict(json.loads(body), user_id="u" * 8192)
     r = httpx.post(base + "/v1/decide", json=ok, timeout=60, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
+
+
+def test_the_service_answers_a_huge_outcome_unit_and_time_with_small_problems(served):
+    import httpx
+
+    base, token = served
+    auth = {"Authorization": f"Bearer {token}"}
+    for field, report in (("unit", {"kind": "reported_phish", "source": "user", "unit": "u" * 1_000_000}),
+                          ("event_time", {"kind": "reported_phish", "source": "user", "unit": "u1",
+                                          "event_time": "t" * 1_000_000})):
+        r = httpx.post(base + "/v1/outcomes", json=report, timeout=60, headers=auth)
+        assert r.status_code == 422, r.text[:300]
+        assert len(r.content) < 2000, (field, len(r.content))
+        assert r.json()["field"] == field and "1000000 characters" in r.json()["value"]

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._files import make_private_dirs
 from .errors import AuthError, SpecError
 
 __all__ = ["ROLES", "Credential", "Credentials"]
@@ -173,7 +174,7 @@ class Credentials:
         self.reload()
 
     def _write(self, entries: list[dict[str, object]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
         data = json.dumps({"version": _FORMAT, "credentials": entries}, indent=1).encode()
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-")
         try:

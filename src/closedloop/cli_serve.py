@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ._files import make_private_dirs
 from .errors import SpecError
 from .settings import Settings
 
@@ -125,5 +126,5 @@ def _metrics_dir(home: Path) -> Path:
             pass  # another user's live server
     d = run / f"metrics-{os.getpid()}"
     shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
+    make_private_dirs(d)
     return d

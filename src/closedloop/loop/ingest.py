@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from ..errors import clip_value
 from ..telemetry.records import outcome_field_problem
 
 __all__ = ["OUTCOME_LINE_SCHEMA", "OutcomeLine", "read_outcomes"]
@@ -91,9 +92,9 @@ def _check(o: OutcomeLine, cols: dict[str, list[Any]]) -> str | None:
         try:
             t = _iso_ns(t)
         except ValueError:
-            return f"'event_time' must be nanoseconds or an ISO-8601 time. Got {t!r} instead."
+            return f"'event_time' must be nanoseconds or an ISO-8601 time. Got {clip_value(t)!r} instead."
     if not (0 <= t < 2**63):
-        return f"'event_time' must be nanoseconds ≥ 0. Got {t!r} instead."
+        return f"'event_time' must be nanoseconds ≥ 0. Got {clip_value(t)!r} instead."
     cols["outcome_id"].append(o.outcome_id)
     cols["decision_id"].append(o.decision_id)
     cols["system"].append(o.system)

@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from .._files import make_private_dirs, open_private_file
+
 __all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Registry", "SharedMetrics"]
 
 #: The content type of the text exposition format.
@@ -212,9 +214,10 @@ class SharedMetrics:
 
     def publish(self) -> None:
         """Write this worker's numbers (call it on the thread that updates them)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         tmp = self.directory / f".{self.pid}.json.tmp"
-        tmp.write_bytes(msgspec.json.encode(self.registry.snapshot()))
+        with open_private_file(tmp) as fh:  # reporter sources, bundle versions: the owner's alone
+            fh.write(msgspec.json.encode(self.registry.snapshot()))
         os.replace(tmp, self.path)
 
     def peers(self) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-from ..errors import ContextError
+from ..errors import ContextError, clip_value
 
 __all__ = ["PROBLEM_TYPE", "Problem", "context_problem", "problem_response"]
 
@@ -84,6 +84,7 @@ def context_problem(e: ContextError, *, index: int | None = None, what: str = "c
 
 def invalid(what: str, field: str, rule: str, value: Any, *, index: int | None = None) -> dict[str, Any]:
     """A problem-details entry for a value refused at the edge (not by the System's schema)."""
+    value = clip_value(value)  # a refused 7 MB value is never echoed back whole
     shown = value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
     out: dict[str, Any] = {
         "type": _PREFIX + f"invalid-{what}",
