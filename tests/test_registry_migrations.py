@@ -54,3 +54,22 @@ def test_bad_urls_are_refused(tmp_path):
         db.connect("not a url")
     with pytest.raises(RegistryError, match="not open"):
         Registry(f"sqlite:///{tmp_path}/r.sqlite", tmp_path).state("x")
+
+
+def test_a_registry_at_0001_upgrades_to_signing_keys_and_keeps_its_history(registry_url, tmp_path):
+    engine = db.connect(registry_url)
+    try:
+        assert db.upgrade(engine, "0001") == "0001"
+        with engine.begin() as conn:
+            conn.execute(metadata.tables["events"].insert().values(
+                system="phishing", at_ns=1, actor="alice", operation="killswitch_on", reason="before signing",
+                status="applied", revision_before=0, revision_after=1, before=None, after=None, detail="{}",
+                undoable=False, undone_by=None))
+        assert "signing_keys" not in inspect(engine).get_table_names()
+        assert db.upgrade(engine) == "0002"
+        assert "signing_keys" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    with Registry(registry_url, tmp_path / "bundles") as reg:
+        assert [e["reason"] for e in reg.history("phishing")] == ["before signing"]
+        assert reg.keys() == [] and reg.trusted_keys() == {}
