@@ -461,3 +461,42 @@ def test_a_signature_that_is_not_a_small_regular_file_is_refused(bundle, tmp_pat
     assert isinstance(err, ClosedLoopError) and isinstance(err, BundleError)
     assert err.check in {"large": ("size_limit",), "symlink": ("symlink",), "directory": ("unlisted_file", "file_type"),
                          "fifo": ("file_type",)}[case]
+
+
+def test_the_runstring_exploit_through_the_servers_deploy_runs_nothing_and_leaves_nothing(
+        phishing, bundle, marker, tmp_path, monkeypatch):
+    """POST /v1/admin/deploy with the exploit: unsigned, it is refused by its signature before
+    any of it is read; signed by the home's own key (a stolen key, an insider), it is refused by
+    the allow-list. Either way nothing runs, nothing is registered, nothing is copied."""
+    from examples.phishing.heuristic import heuristic_intelligence
+
+    from _service import serve_in_thread
+    from closedloop import Client, ServiceError
+    from closedloop.auth import Credentials
+    from closedloop.registry import Registry
+    from closedloop.service import ServiceSettings, create_app
+    from closedloop.settings import Settings
+
+    home = tmp_path / "home"
+    token = Credentials(home / "credentials.json").add("ops", ["admin"])
+    reg = Registry.from_settings(Settings(home=home)).open()
+    key = reg.signing_key(home)
+    production = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.5})
+    reg.deploy(phishing, production.signed(key), actor="ops", reason="first", force="no report")
+    node, names = gadget_runstring(marker, tmp_path, monkeypatch)
+    forge(bundle, node, names)
+    st = ServiceSettings(project=Settings(home=home), system="examples.phishing.system:phishing")
+    with serve_in_thread(create_app(st, system=phishing)) as base, Client(base, token) as ops:
+        with pytest.raises(ServiceError) as ei:
+            ops.deploy(str(bundle), reason="unsigned exploit", shadow=True, force="x")
+        assert ei.value.status == 422 and "signature" in str(ei.value.problem)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        (bundle / "signature.json").write_text(json.dumps(key.sign(manifest["digest"])))
+        with pytest.raises(ServiceError) as ei:
+            ops.deploy(str(bundle), reason="signed exploit", shadow=True, force="x")
+        assert ei.value.status == 422 and "runstring" in str(ei.value.problem)
+    assert not marker.exists()
+    assert sorted(p.name for p in (home / "bundles").iterdir()) == [production.version]
+    assert [b["version"] for b in reg.bundles(phishing)] == [production.version]
+    assert [e["status"] for e in reg.history(phishing)] == ["applied", "refused", "refused"]
+    reg.close()
