@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from .errors import SpecError
 
-__all__ = ["DIR_MODE", "FILE_MODE", "create_private", "make_private_dirs", "open_private",
+__all__ = ["DIR_MODE", "FILE_MODE", "create_private", "fsync_dir", "make_private_dirs", "open_private",
            "open_private_file", "restrict_tree"]
 
 #: The mode of every data file closedloop creates in a home (owner read/write).
@@ -114,3 +114,15 @@ def restrict_tree(path: str | os.PathLike[str]) -> None:
             f = os.path.join(root, name)
             if not os.path.islink(f):
                 os.chmod(f, FILE_MODE)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """fsync the folder ``path``, so that a rename or a new name in it survives a crash."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -76,7 +76,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import make_private_dirs
+from ._files import fsync_dir, make_private_dirs
 from .errors import BundleError, ClosedLoopError, IntelligenceError, SpecError
 from .experience import Thresholds
 from .guardrails import Guardrail, guardrail_from_dict
@@ -294,7 +294,7 @@ class Bundle:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return target
 
     # -- loading and verifying ------------------------------------------------------------------
@@ -397,15 +397,21 @@ def _check_trusted(spec: Any, allowed: Any) -> None:
         )
 
 
+def _open_root(root: str | os.PathLike[str], where: str) -> int:
+    """A descriptor on the bundle directory: every file of the bundle is then opened relative
+    to it, so nothing inside can be swapped for a link between a check and a read."""
+    try:
+        return os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    except OSError:
+        raise BundleError("path", "not a directory", where) from None
+
+
 def _verify_files(root: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest and every listed file's bytes, verified (see the module docstring's table).
     Nothing is followed or opened before ``lstat`` says it is a regular file, every read is
     bounded, and the directory is opened once: every later open is relative to it."""
     where = str(root)
-    try:
-        root_fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    except OSError:
-        raise BundleError("path", "not a directory", where) from None
+    root_fd = _open_root(root, where)
     try:
         return _verify_open(root_fd, where)
     finally:
@@ -607,10 +613,7 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     that a signature can be checked before anything the bundle holds is parsed
     (:meth:`closedloop.registry.Registry.deploy`)."""
     where = str(path)
-    try:
-        root_fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    except OSError:
-        raise BundleError("path", "not a directory", where) from None
+    root_fd = _open_root(path, where)
     try:
         try:
             st = os.stat(MANIFEST, dir_fd=root_fd, follow_symlinks=False)
@@ -631,13 +634,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

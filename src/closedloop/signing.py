@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._files import make_private_dirs
+from ._files import fsync_dir, make_private_dirs
 from .errors import BundleError
 
 __all__ = [
@@ -196,7 +196,7 @@ def home_key(home: str | os.PathLike[str], *, create: bool = True) -> HomeKey | 
             return HomeKey(_read_key(path), False, path)
     finally:
         os.unlink(tmp)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return HomeKey(key, True, path)
 
 
@@ -206,16 +206,6 @@ def _read_key(path: Path) -> SigningKey:
         raise BundleError("signature", f"the signing key {path} must be a regular file of at most {_MAX_KEY_BYTES} bytes")
     return SigningKey.from_pem(path.read_bytes(), str(path))
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_signature(bundle_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
