@@ -317,7 +317,7 @@ def test_a_huge_sparse_manifest_is_refused_without_reading_it(bundle):
     os.truncate(writable(bundle / "manifest.json"), 300 * 2**20)
     start = time.perf_counter()
     err = refused(bundle)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 1.0  # nothing read: milliseconds
     assert err.check == "size_limit" and "manifest.json" in err.detail
 
 
@@ -328,7 +328,7 @@ def test_a_listed_file_longer_than_declared_is_read_no_further(bundle):
         fh.truncate(300 * 2**20)
     start = time.perf_counter()
     err = refused(bundle)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 1.0  # nothing read: milliseconds
     assert err.check == "file_size" and str(m["files"][name]["size"]) in err.detail
 
 

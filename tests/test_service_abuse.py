@@ -121,7 +121,9 @@ def test_millions_of_tiny_elements_are_refused_fast(served, route, what, element
     assert len(body) <= BODY_LIMIT and body.count(b",") >= 300_000
     r, wall, cpu = _post(base, route, body, tokens["app"])
     _too_large(r, what)
-    assert cpu < 0.25 and wall < 2.0, (cpu, wall)  # before: up to 5.8 s of CPU
+    # before: 1.09–5.8 s of CPU; now ~0.03–0.05 s alone, ~0.3 s seen with the whole suite's
+    # threads in this process (the figure is the process's, not the request's)
+    assert cpu < 0.8 and wall < 4.0, (cpu, wall)
 
 
 @pytest.mark.parametrize("route", ["/v1/outcomes", "/v1/decide"])
