@@ -91,6 +91,20 @@ def test_init_scaffolds_a_system_its_home_and_a_bundle(project: dict[str, object
     assert command in project["out"]  # init prints the README's command too
 
 
+def test_init_creates_the_homes_signing_key_and_signs_the_bundle(project: dict[str, object]) -> None:
+    import stat
+
+    home = project["dir"] / ".closedloop"
+    key = home / "keys" / "bundle-signing.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    shown = json.loads(runner.invoke(app, ["--home", str(home), "key", "show"]).stdout)
+    assert shown["created"] is False
+    sig = json.loads((project["bundle"] / "signature.json").read_text())
+    assert sig["key_id"] == shown["key_id"]
+    listed = runner.invoke(app, ["--home", str(home), "key", "list"]).stdout.splitlines()
+    assert [json.loads(line)["key_id"] for line in listed] == [shown["key_id"]]  # the home's registry trusts it
+
+
 def test_init_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     result = runner.invoke(app, ["init", str(tmp_path)])
