@@ -234,13 +234,14 @@ def skops_references(data: bytes, owner: str = "SklearnModel") -> list[str]:
                 raise _skops_error(owner, "store its members uncompressed and unencrypted (as skops.io.dumps does)",
                                    repr(info.filename))
             members[info.filename] = info
-        info = members.get("schema.json")
-        if info is None:
+        schema_info = members.get("schema.json")
+        if schema_info is None:
             raise _skops_error(owner, "hold a schema.json", sorted(members)[:5])
-        if info.file_size > MAX_SKOPS_SCHEMA_BYTES:
-            raise _skops_error(owner, f"have a schema.json of at most {MAX_SKOPS_SCHEMA_BYTES} bytes", info.file_size)
+        if schema_info.file_size > MAX_SKOPS_SCHEMA_BYTES:
+            raise _skops_error(owner, f"have a schema.json of at most {MAX_SKOPS_SCHEMA_BYTES} bytes",
+                               schema_info.file_size)
         try:
-            with zf.open(info) as fh:
+            with zf.open(schema_info) as fh:
                 raw = fh.read(MAX_SKOPS_SCHEMA_BYTES + 1)
             schema = json.loads(raw)
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, UnicodeDecodeError, RecursionError) as exc:

@@ -102,7 +102,7 @@ class BoundedArray:
 
 def _bounded_decoder(item_type: Any, n: int) -> msgspec.json.Decoder:
     fields = [(f"i{i}", item_type, msgspec.UNSET) for i in range(n)]
-    probe = msgspec.defstruct("BoundedArray", fields, array_like=True, forbid_unknown_fields=True)  # type: ignore[arg-type]
+    probe = msgspec.defstruct("BoundedArray", fields, array_like=True, forbid_unknown_fields=True)
     return msgspec.json.Decoder(probe)
 
 
