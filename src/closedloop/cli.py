@@ -20,7 +20,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -44,11 +44,34 @@ from .scaffold import init_project, is_system_name
 from .settings import Settings
 from .spec import System
 
-__all__ = ["app", "decide_lines", "load_system", "main"]
+__all__ = [
+    "NO_TERMINAL_WIDTH", "app", "decide_lines", "hoist_root_options", "load_system", "main", "no_terminal_columns",
+]
+
+
+#: The width help and tables get when no terminal tells one and COLUMNS is unset (rich's default,
+#: 80, cuts tables and wraps help in a log, a pipe or CI).
+NO_TERMINAL_WIDTH = 160
 
 
 class _Group(TyperGroup):
-    """Ends any command that raises a ClosedLoopError with its message and exit code 1."""
+    """The root group: root options anywhere, a width without a terminal, and any command that
+    raises a ClosedLoopError ended with its message and exit code 1."""
+
+    def main(self, args: Any = None, *a: Any, **kw: Any) -> Any:
+        # Without a terminal rich (help, tables) falls back to 80 columns; give it COLUMNS for this
+        # command only (rich, typer's help and click all read it), restored after.
+        columns = no_terminal_columns(os.environ, terminal=_has_terminal())
+        if columns is None:
+            return super().main(args, *a, **kw)
+        os.environ["COLUMNS"] = columns
+        try:
+            return super().main(args, *a, **kw)
+        finally:
+            os.environ.pop("COLUMNS", None)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_root_options(self, args))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -56,6 +79,92 @@ class _Group(TyperGroup):
         except ClosedLoopError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
+
+
+# Typer vendors its own click: commands and parameters are recognised by what they have.
+def _takes_value(param: Any) -> bool:
+    return not getattr(param, "is_flag", False) and not getattr(param, "count", False)
+
+
+def _options(command: Any) -> dict[str, Any]:
+    return {
+        name: p
+        for p in command.params
+        if getattr(p, "param_type_name", None) == "option"
+        for name in (*p.opts, *p.secondary_opts)
+    }
+
+
+def hoist_root_options(group: Any, args: list[str]) -> list[str]:
+    """``args`` with the root group's options found after the subcommand moved in front of it
+    (``closedloop deploy V … --token T`` → ``closedloop --token T deploy V …``), so that root
+    options work wherever users put them.
+
+    An option of the subcommand (or of a sub-group on the way) with the same name is the
+    subcommand's and stays (``key trust --home``); values of the subcommand's options, and
+    everything after ``--``, are never taken for options. Order is kept, so a root option given
+    twice takes its last value, as click does. Unknown commands are left for click to refuse.
+    """
+    root = _options(group)
+    command: Any = group
+    below: dict[str, Any] = {}  # options of the commands after the root
+    out: list[str] = []
+    moved: list[str] = []
+    at: int | None = None  # where the subcommand's name is in ``out``
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            name, eq, _ = arg.partition("=")
+            if at is not None and name in root and name not in below:
+                n = 1 if eq or not _takes_value(root[name]) else 2
+                if i + n > len(args):
+                    raise typer.BadParameter("needs a value. Got none (it ends the command) instead.",
+                                             param_hint=f"'{name}'")
+                moved.extend(args[i : i + n])
+                i += n
+                continue
+            param = (root if at is None else below).get(name)
+            n = 2 if param is not None and _takes_value(param) and not eq else 1
+            out.extend(args[i : i + n])
+            i += n
+            continue
+        out.append(arg)
+        i += 1
+        commands = getattr(command, "commands", None)
+        if isinstance(commands, dict):
+            sub = commands.get(arg)
+            if sub is None:
+                return args
+            if at is None:
+                at = len(out) - 1
+            command = sub
+            below.update(_options(sub))
+    if at is None or not moved:
+        return args
+    return out[:at] + moved + out[at:]
+
+
+def no_terminal_columns(environ: Mapping[str, str], *, terminal: bool) -> str | None:
+    """The ``COLUMNS`` a command should run with: :data:`NO_TERMINAL_WIDTH` when there is no
+    terminal and ``COLUMNS`` is unset, else ``None`` (leave the terminal's, or the user's, width)."""
+    if terminal or environ.get("COLUMNS", "").strip():
+        return None
+    return str(NO_TERMINAL_WIDTH)
+
+
+def _has_terminal() -> bool:
+    """Whether stdin, stdout or stderr is a terminal with a width (where rich looks)."""
+    for fd in (0, 1, 2):
+        try:
+            if os.get_terminal_size(fd).columns > 0:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 app = typer.Typer(
