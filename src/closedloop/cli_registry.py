@@ -86,6 +86,12 @@ def _print_change(change: Any, as_json: bool) -> None:
     for c in change.detail.get("checks", []):
         mark = "ok    " if c["passed"] else "FORCED" if c["forced"] else "FAILED"
         typer.echo(f"  {mark} {c['name']:<9} {c['detail']}")
+    switch = change.detail.get("killswitch") if change.operation == "rollback" else None
+    if isinstance(switch, dict) and switch.get("after") is True:
+        typer.echo("warning: the kill switch is ON again (this rollback undid turning it off): every decision gets "
+                   "the system's default action; 'closedloop killswitch off --reason …' serves the intelligence again")
+    elif isinstance(switch, dict) and switch.get("after") is False:
+        typer.echo("note: the kill switch is off again (this rollback undid turning it on): the intelligence decides")
 
 
 # -- deploy / promote / rollback / killswitch ---------------------------------------------------------

@@ -881,6 +881,12 @@ class Registry:
                       "restored_revision": target["revision_before"], "dropped_flights": dropped}
             if unsigned:
                 detail["unsigned"] = unsigned
+            switch = ""
+            if back.killswitch != st.killswitch:  # said aloud: undoing 'kill switch off' turns it back ON
+                detail["killswitch"] = {"before": st.killswitch, "after": back.killswitch}
+                switch = ("; the kill switch is ON again: every decision gets the system's default action "
+                          "('closedloop killswitch off --reason …' serves the intelligence again)"
+                          if back.killswitch else "; the kill switch is off again: the intelligence decides again")
             note = (f" without flight(s) {', '.join(d['name'] for d in dropped)} that the guard stopped"
                     if dropped else "")
             if unsigned:
@@ -888,7 +894,7 @@ class Registry:
                          "restored because it is in the history)")
             msg = (f"rolled back change #{target['id']} ({target['operation']} by {target['actor']}: "
                    f"{target['reason']}); restored the state of revision {target['revision_before']}{note}: "
-                   f"{back.describe()}")
+                   f"{back.describe()}{switch}")
             return back, detail, int(target["id"]), msg
 
         return self._commit(sname, "rollback", actor, reason, mutate, undoable=False)

@@ -74,12 +74,25 @@ def golden_rows(reports: Sequence[dict[str, Any]], version: str) -> list[dict[st
     return []
 
 
+def _no_golden(version: str) -> str:
+    """The parity check's refusal when no report has golden rows: what the check needs, and the
+    three ways to give it (or to go without)."""
+    return (
+        f"no evaluation report with golden rows is attached to {version} (parity replays a report's golden rows "
+        "through the runtime: what serves must reproduce what was evaluated). Attach one: "
+        f"'closedloop evaluate --system MODULE:ATTR --bundle {version} --dataset DATASET --register' (with "
+        f"'--bundle PRODUCTION' first when something serves: the gate compares the two), or "
+        "'closedloop deploy BUNDLE --report FILE.json …' (promote takes --report too) with the JSON report "
+        "'closedloop evaluate' wrote, or in Python Registry.add_report(evaluate(system, [production, bundle], "
+        "dataset)); or deploy without it: '--force \"why\"' (force=, recorded in the history)"
+    )
+
+
 def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
     from ..runtime import Runtime
 
     if not golden:
-        return Check("parity", False, f"no evaluation report with golden rows is attached to {bundle.version} "
-                     "(evaluate it and register the report)", forceable=True)
+        return Check("parity", False, _no_golden(bundle.version), forceable=True)
     rt = Runtime(system, bundle)
     caps = {(g.action, g.fallback) for g in (*system.guardrails, *bundle.guardrails) if hasattr(g, "fallback")}
     capped = 0
@@ -171,7 +184,7 @@ def _gate(version: str, reports: Sequence[dict[str, Any]], production: str | Non
     if not need:
         return Check("gate", True, "not required for a shadow (it never acts)", forceable=True)
     if production is None:
-        return Check("gate", True, "not required: no production bundle to compare with", forceable=True)
+        return Check("gate", True, "not required for the first production (nothing serves to compare with)", forceable=True)
     if production == version:
         return Check("gate", True, f"{version} is production already", forceable=True)
     verdicts = [r["gate"] for r in reports if isinstance(r.get("gate"), dict) and r["gate"].get("candidate") == version]
