@@ -4,11 +4,16 @@
 ::
 
     closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
-                     [--param k=v …] [--calibrate isotonic|platt] [--parent VERSION] [--out DIR]
+                     [--param k=v …] [--calibrate isotonic|platt] [--thresholds system|cost]
+                     [--parent VERSION] [--out DIR]
 
 Prints one JSON object: ``{"version", "path", "metrics"}``. The bundle is saved under
 ``<home>/bundles/<version>`` unless ``--out`` is given. ``--param`` values are parsed as ints,
 floats, true/false, else strings (a heuristic's ``rules`` as JSON: ``--param 'rules=[[...]]'``).
+``--thresholds cost`` builds the bundle with the thresholds that minimize the system's mistake
+costs on rows the model was not fitted on (the calibration rows with ``--calibrate``, else the
+fitted rows) — the loop's own choice (:mod:`closedloop.creation.thresholds`); the default,
+``system``, keeps the system's thresholds.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ def train(
     calibrate: Annotated[
         str | None, typer.Option("--calibrate", metavar="METHOD", help="isotonic or platt.")
     ] = None,
+    thresholds: Annotated[
+        str, typer.Option("--thresholds", metavar="RULE",
+                          help="system (the system's thresholds) or cost (those that minimize its mistake costs).")
+    ] = "system",
     parent: Annotated[str | None, typer.Option("--parent", metavar="VERSION", help="The parent bundle.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Where to save it (default: <home>/bundles/<version>).")
@@ -101,7 +110,8 @@ def train(
     console = Console(stderr=True)
     try:
         with console.status(f"Training {model} on {path.name}…"):
-            run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent)
+            run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent,
+                            thresholds=thresholds)
             target = out if out is not None else settings.bundles / run.bundle.version
             saved = run.bundle.save(target, key=_home_signer(settings))
     except ClosedLoopError as exc:

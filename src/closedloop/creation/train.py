@@ -37,11 +37,18 @@ Calibration
     slice of the *train* side — the train units that hash to test under
     ``Split("unit", 0.2, seed=split.seed + 1)`` — and the base is fitted on the rest of the train
     side, so the test side stays untouched by both.
+Thresholds
+    ``thresholds="system"`` (default) keeps the system's thresholds; ``thresholds="cost"`` builds
+    the bundle with the thresholds that minimize ``System.costs`` on the calibration rows (when
+    calibrated), else on the fitted rows — never the test side — weighted by the dataset's row
+    weights: :mod:`closedloop.creation.thresholds`, the loop's own code path.
+    ``lineage["thresholds"]`` records ``{"rule"}`` and, for ``"cost"``, ``"rows"``
+    (``"calibration"`` | ``"fit"``), ``"n"`` and ``"values"``.
 Lineage (``metrics["lineage"]``)
     ``dataset_id``, ``dataset_time_range`` ``[since_ns, until_ns]``, ``label_policy``,
     ``code_version`` (``git rev-parse HEAD`` in the working directory when it is a git checkout,
     else ``closedloop <version>``), ``closedloop_version``, ``parent``, ``model``, ``params``,
-    ``split`` (:meth:`Split.describe`) and ``calibration``. ``parent`` is also the bundle's parent.
+    ``split`` (:meth:`Split.describe`), ``calibration`` and ``thresholds``. ``parent`` is also the bundle's parent.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from ..evaluation.splits import split as split_rows
 from ..intelligence import Intelligence
 from ..spec import System
 from .logistic import experience_score
+from .thresholds import check_threshold_rule, cost_thresholds, threshold_rows
 
 __all__ = ["TrainRun", "code_version", "parse_params", "train"]
 
@@ -293,17 +301,20 @@ def train(
     split: Split | None = None,
     weights: bool = False,
     loaded: tuple[Any, Any] | None = None,
+    thresholds: str = "system",
 ) -> TrainRun:
     """Train ``model`` on the dataset at ``dataset`` (a directory) → a :class:`TrainRun` whose
     bundle (built, not saved) carries lineage and metrics. Rules: module docstring.
     ``loaded``: what ``load_dataset(dataset, system)`` returned, when the caller has it already
-    (the dataset is then not read again)."""
+    (the dataset is then not read again). ``thresholds``: ``"system"`` (the system's own) or
+    ``"cost"`` (the cost-minimizing ones, :mod:`closedloop.creation.thresholds`)."""
     from ..loop.dataset import DatasetManifest, load_dataset
 
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of train must be a closedloop.System. Got {system!r} instead.")
     experience_score(system, "train", has_output=False)  # refused before the dataset is read
     _check_model(model)
+    check_threshold_rule(system, thresholds)
     if calibrate is not None and calibrate not in _CALIBRATIONS:
         raise SpecError(
             f"The 'calibrate' parameter of train must be one of {list(_CALIBRATIONS)} or None. Got {calibrate!r} instead."
@@ -358,6 +369,14 @@ def train(
         scores["test"] = (test_idx, S_test)
     if cal_idx.size:
         scores["calibration"] = (cal_idx, _score_matrix(system, intelligence, cols.take(cal_idx), _rows_of(X, cal_idx)))
+    chosen: dict[str, Any] = {"rule": thresholds}
+    levels = None
+    if thresholds == "cost":
+        rows, side = threshold_rows(fit_idx, cal_idx)
+        S_rows = scores[side][1]
+        levels = cost_thresholds(system, y[rows], S_rows, intelligence.bind(system.features).outputs,
+                                 None if w_all is None else np.asarray(w_all, dtype=np.float64)[rows])
+        chosen.update({"rows": side, "n": int(rows.size), "values": levels})
     content = manifest.content
     w = w_all
     from .. import __version__
@@ -375,7 +394,8 @@ def train(
         "calibration": calibration,
         "weighted_rows": bool(w is not None and np.any(np.asarray(w, dtype=np.float64) != 1.0)),
         "fitted_with_weights": fit_w is not None,
+        "thresholds": chosen,
     }
     metrics = {"lineage": lineage, "train": train_q, "heldout": held_q}
-    bundle = Bundle.build(system, intelligence, parent=parent, metrics=metrics)
+    bundle = Bundle.build(system, intelligence, thresholds=levels, parent=parent, metrics=metrics)
     return TrainRun(bundle=bundle, metrics=bundle.metrics, model=intelligence, scores=scores)

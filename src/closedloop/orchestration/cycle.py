@@ -57,7 +57,6 @@ from .._files import make_private_dirs
 from ..bundle import Bundle
 from ..clock import Clock, SystemClock
 from ..errors import ClosedLoopError, SanityCheckError, SpecError
-from ..experience import Thresholds
 from ..telemetry import TelemetryStore
 from ..telemetry.segments import atomic_write
 from .alerts import Alert, JsonLinesAlertSink, deliver
@@ -692,62 +691,22 @@ class Cycle:
                 run = train(self.system, ds, model=self.plan.model,
                             params=dict(self.plan.params), calibrate=self.plan.calibrate,
                             parent=None if prod is None else prod.version, weights=self.plan.train_weights,
-                            loaded=self._load(ds))
+                            loaded=self._load(ds), thresholds=self.plan.thresholds)
             except ClosedLoopError as exc:
                 raise _Stop("training_failed", str(exc)) from None
-            b = run.bundle
-            levels = b.experience(self.system).levels
-            if self.plan.thresholds == "cost":
-                levels = tuple(self._cost_thresholds(rec["steps"]["dataset"]["result"]["path"], run.model,
-                                                     run.scores).items())
+            b = run.bundle  # built with the plan's thresholds: the system's, or the cost-minimizing ones
             if tighten:
-                levels = tuple(self.plan.tighten.apply(levels).items())
-            if levels != b.experience(self.system).levels:
-                b = Bundle.build(self.system, run.model, thresholds=dict(levels), parent=b.parent, metrics=run.metrics)
+                levels = b.experience(self.system).levels
+                tightened = tuple(self.plan.tighten.apply(levels).items())
+                if tightened != levels:
+                    b = Bundle.build(self.system, run.model, thresholds=dict(tightened), parent=b.parent,
+                                     metrics=run.metrics)
             shutil.rmtree(path, ignore_errors=True)
             b = Bundle.load(b.save(path, key=self._signer()), self.system)
         rec["last_trained_ns"] = rec["now_ns"]
         rec["pending"] = []  # the alerts that asked for it are answered
         return {"version": b.version, "path": str(path), "tightened": tighten, "thresholds": b.thresholds,
                 "heldout": (b.metrics or {}).get("heldout")}
-
-    def _cost_thresholds(self, dataset: str, model: Any,
-                         scored: dict[str, tuple[Any, Any]] | None = None) -> dict[str, float]:
-        """The thresholds that minimize the system's mistake costs (weighted by the dataset's
-        weights) on the rows of the train side that the model was *not* fitted on — the
-        calibration rows — when the plan calibrates; else on the whole train side.
-
-        Scores of the rows a model was fitted on are more extreme than on new rows (a booster
-        memorizes part of its training data), so thresholds chosen on them are too low for the
-        rows the model will meet: a block threshold that looks optimal in-sample blocks too much
-        out of sample. Calibration rows are out of sample, and the test side stays untouched for
-        the gate."""
-        import numpy as np
-        import pyarrow.compute as pc
-
-        from ..creation.train import training_rows
-        from ..evaluation.metrics import best_thresholds
-        table, cols = self._load(dataset)
-        table = table.select([c for c in ("label_value", "weight", "unit", "timestamp_ns") if c in table.column_names])
-        labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
-        table = table.take(labeled)
-        fit_idx, cal_idx, _ = training_rows(table, self.system.split, self.plan.calibrate is not None)
-        rows = cal_idx if cal_idx.size else fit_idx
-        table = table.take(rows)
-        y = np.asarray(table["label_value"].to_numpy(zero_copy_only=False), dtype=np.int64)
-        w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
-        scorer = model.bind(self.system.features)
-        have = (scored or {}).get("calibration" if cal_idx.size else "fit")
-        if have is not None and np.array_equal(have[0], rows):
-            S = have[1]  # what training scored: the same model on the same rows
-        else:
-            cols = cols.take(labeled[rows])
-            S = np.asarray(scorer.batch(self.system.features.batch(cols), cols), dtype=np.float64)
-        exp = self.system.experience
-        if not isinstance(exp, Thresholds):  # pragma: no cover - LoopPlan refuses other experiences
-            raise SpecError(f"Cost thresholds need a Thresholds experience. Got {exp!r} instead.")
-        s = S[:, list(scorer.outputs).index(exp.score)]
-        return best_thresholds(y, s, exp, self.system.costs, weights=w, labels=self.system.labels)
 
     def _evaluate(self, rec: dict[str, Any]) -> dict[str, Any]:
         from ..evaluation.report import evaluate
