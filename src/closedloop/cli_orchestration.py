@@ -3,7 +3,7 @@
 ::
 
     closedloop loop run  (--plan MOD:ATTR | --system MOD:ATTR) [--once] [--every 1h] [--cycles N]
-                         [--now TIME] [--webhook URL] [--wait SECONDS]
+                         [--now TIME [--allow-future]] [--webhook URL] [--wait SECONDS]
     closedloop loop status (--plan MOD:ATTR | --system MOD:ATTR) [--json]
 
 ``--plan`` names a :class:`~closedloop.orchestration.LoopPlan` (``module:attr``); ``--system`` a
@@ -12,7 +12,10 @@ changes what serves, so it needs a credential with the ``admin`` role (``--token
 ``CLOSEDLOOP_TOKEN``); its name is recorded as the actor of every change. ``--once`` runs one
 cycle (or finishes an interrupted one) and exits; otherwise a cycle starts every ``--every``
 (default 1h) until ``--cycles`` have run or the process is stopped. ``--now`` runs the cycle at
-that time instead of the clock's (a replay, a simulated home). Each step prints one line to
+that time instead of the clock's (a replay, a simulated home); a ``--now`` more than 5 minutes
+ahead of the wall clock is refused unless ``--allow-future`` confirms it — the cycle's registry
+changes take effect on the serving workers at once whatever time they carry, and every later
+cycle must run at or after it (the cycle clock never goes back; its refusal says how to go on). Each step prints one line to
 stderr (``step <name> started`` / ``done``); the cycle's record is printed as one JSON line.
 
 One cycle at a time per home: a run that finds another one's cycle running (the lock
@@ -87,6 +90,36 @@ def _duration(value: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
 
 
+#: How far ahead of the wall clock a --now may be without --allow-future (another host's clock).
+FUTURE_SLACK_NS = 300 * 1_000_000_000
+
+
+def _now(value: str, allow_future: bool) -> int:
+    """--now as ns; refused when far ahead of the wall clock unless --allow-future: the cycle's
+    registry changes reach the serving workers at once, whatever time they are stamped with, and
+    every later cycle would have to run after that time (the cycle clock never goes back)."""
+    t = parse_time(value, "--now")
+    wall = time.time_ns()
+    if t - wall > FUTURE_SLACK_NS and not allow_future:
+        ahead = (t - wall) / 86_400e9
+        span = f"{ahead:.1f} days" if ahead >= 1 else f"{ahead * 24:.1f} hours"
+        raise typer.BadParameter(
+            f"--now {_iso_s(t)} is {span} ahead of the wall clock ({_iso_s(wall)}). A cycle's registry changes "
+            "(deploy, flight, promote) take effect at once on every serving worker, whatever --now says, and each "
+            f"later cycle must run at or after {_iso_s(t)} (a run at the real time would be refused: the cycle "
+            "clock went back). Pass --allow-future to run it anyway (a simulated home), or a --now in the past "
+            "(a replay).",
+            param_hint="'--now'",
+        )
+    return t
+
+
+def _iso_s(ns: int) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ns // 1_000_000_000, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _line(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: rec.get(k) for k in ("id", "system", "now_ns", "outcome", "reason", "resumed", "rollout")} | {
         "steps": {k: v["status"] for k, v in rec.get("steps", {}).items()},
@@ -108,6 +141,9 @@ def loop_run(
     wait: Annotated[float, typer.Option("--wait", metavar="SECONDS", min=0,
                                         help="If another run's cycle of this home is running, wait up to this long "
                                              "for it (default: exit 1 at once, naming it).")] = 0.0,
+    allow_future: Annotated[bool, typer.Option(
+        "--allow-future", help="Accept a --now more than 5 minutes ahead of the wall clock (a simulated home): its "
+                               "registry changes take effect at once, and later cycles must run after it.")] = False,
 ) -> None:
     """Run the loop: each cycle ingests outcomes, measures goals, drift and abuse, and moves one
     step toward a better production bundle (see docs/orchestration.md)."""
@@ -124,7 +160,7 @@ def loop_run(
     if webhook is not None:
         lp = replace(lp, sinks=(*lp.sinks, WebhookAlertSink(webhook)))
     pause = _duration(every)
-    clock: Any = SystemClock() if now is None else ManualClock(parse_time(now, "--now"))
+    clock: Any = SystemClock() if now is None else ManualClock(_now(now, allow_future))
 
     def progress(step: str, phase: str) -> None:
         typer.echo(f"step {step} {'started' if phase == 'start' else 'done'}", err=True)

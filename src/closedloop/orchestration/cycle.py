@@ -98,6 +98,44 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write(path, msgspec.json.format(data, indent=1))
 
 
+def _iso_ns(ns: int) -> str:
+    """ISO-8601 UTC: to the second, or to the microsecond when the time has a fraction."""
+    import datetime as _dt
+
+    t = _dt.datetime.fromtimestamp(ns // 1000 / 1e6, _dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ" if ns % 1_000_000_000 == 0 else "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _span(ns: int) -> str:
+    s = ns / 1e9
+    return (f"{s / 86400:.1f} days" if s >= 86400 else f"{s / 3600:.1f} hours" if s >= 3600
+            else f"{s / 60:.1f} minutes" if s >= 60 else f"{s:.3g} seconds")
+
+
+def _clock_went_back(cycles: Path, last: dict[str, Any], records: list[dict[str, Any]], now: int) -> SpecError:
+    """The refusal of a cycle whose time is before the last cycle's: in dates, the cycles ahead of
+    it named, and the two ways on (run at or after the last one's time, or move the records of the
+    cycles ahead aside)."""
+    ahead = [r for r in records if isinstance(r.get("id"), int) and int(r.get("now_ns") or 0) > now] or [last]
+    ids = [int(r["id"]) for r in ahead]
+    later = (f"cycle #{ids[0]} ran" if len(ids) == 1 else f"cycles {', '.join(f'#{i}' for i in ids)} ran")
+    resume = -(-int(last["now_ns"]) // 1_000_000_000) * 1_000_000_000  # --now to the second, not before it
+    aside = cycles.parent / "cycles-ahead"
+    files = " ".join(f"{cycles}/{i:06d}.json" + (f" {cycles}/{i:06d}" if (cycles / f"{i:06d}").exists() else "")
+                     for i in ids)
+    return SpecError(
+        f"The cycle clock went back: this cycle's time, {_iso_ns(now)}, is before the time of the last cycle "
+        f"(cycle #{last['id']}), {_iso_ns(int(last['now_ns']))} — {_span(int(last['now_ns']) - now)} later. Cycles "
+        f"run in time order; {later} later than this one (e.g. 'closedloop loop run --now' with a time ahead of the "
+        f"clock). To go on, run at or after {_iso_ns(int(last['now_ns']))}: wait until then, or pass "
+        f"'--now {_iso_ns(resume)}' (with '--allow-future' while that is ahead of the wall clock; a Cycle's clock "
+        f"in Python). Or, to go back to this time, move the records of the cycles ahead aside: "
+        f"'mkdir -p {aside} && mv {files} {aside}/'. The registry changes those cycles made stay applied "
+        "('closedloop history' lists them, 'closedloop rollback' undoes them one at a time), and so do their goal "
+        "points and alerts."
+    )
+
+
 class Cycle:
     """Runs cycles of ``plan`` for the project home ``home`` against ``registry`` (an open
     ``closedloop.registry.Registry``). ``actor`` is the name registry changes are recorded
@@ -271,7 +309,7 @@ class Cycle:
         else:
             now = int(self.clock.now_ns())
             if last is not None and now < last["now_ns"]:
-                raise SpecError(f"The cycle clock went back: {now} < the last cycle's {last['now_ns']}.")
+                raise _clock_went_back(self.cycles, last, self.records(), now)
             rec = {"id": (last["id"] + 1) if last else 1, "system": self.system.name, "now_ns": now,
                    "steps": {}, "finished": False, "outcome": None, "reason": None, "resumed": 0,
                    "alerts": [], "changes": [],
