@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,7 +20,7 @@ def test_each_rule_rejects_its_line_alone(tmp_path):
         {"decision_id": "d", "kind": "9bad", "event_time": 5, "source": "u"},  # 5 not a name
         {"decision_id": "d", "kind": "k", "event_time": 5, "source": ""},  # 6 empty source
         {"decision_id": "d", "kind": "k", "event_time": "yesterday", "source": "u"},  # 7 bad time
-        {"decision_id": "d", "kind": "k", "source": "u"},  # 8 no time
+        {"decision_id": "d", "kind": "k", "source": "u"},  # 8 good: no time, the file's (as the service's)
         {"decision_id": "d", "kind": "k", "event_time": 5, "source": "u", "value": "high"},  # 9 value
         {"decision_id": "d", "kind": "k", "event_ns": 7, "source": "u", "outcome_id": "o1", "extra": 1},  # 10 good
     ]
@@ -27,17 +28,19 @@ def test_each_rule_rejects_its_line_alone(tmp_path):
     text += json.dumps({"decision_id": "d", "kind": "k", "event_time": 5, "source": "u\u0007bell"}) + "\n"  # 13 control char
     p = tmp_path / "o.jsonl"
     p.write_text(text)
+    os.utime(p, ns=(8, 8))
     table, errors = read_outcomes(p)
-    assert table.num_rows == 3
-    assert [e[0] for e in errors] == [3, 4, 5, 6, 7, 8, 9, 11, 12, 13]
+    assert table.num_rows == 4
+    assert [e[0] for e in errors] == [3, 4, 5, 6, 7, 9, 11, 12, 13]
     reasons = dict(errors)
     assert reasons[13].startswith("'source' must be a non-empty string of at most 200 characters without control")
-    assert "'decision_id' or 'unit'" in reasons[3] and "kind" in reasons[5] and "source" in reasons[6]
-    assert "ISO-8601" in reasons[7] and "required" in reasons[8] and "value" in reasons[9]
-    assert table["event_ns"].to_pylist() == [5, 1_000_000_000, 7]
-    assert table["value"].to_pylist() == [1.0, 0.0, 1.0]
-    assert table["outcome_id"].to_pylist() == [None, None, "o1"]
-    assert table["unit"].to_pylist() == [None, "u1", None]
+    assert "'decision_id' must be given when 'unit' is not" in reasons[3] and "kind" in reasons[5]
+    assert "source" in reasons[6] and "ISO-8601" in reasons[7]
+    assert reasons[9] == "'value' must be a finite number. Got 'high' instead."
+    assert table["event_ns"].to_pylist() == [5, 1_000_000_000, 8, 7]
+    assert table["value"].to_pylist() == [1.0, 0.0, 1.0, 1.0]
+    assert table["outcome_id"].to_pylist() == [None, None, None, "o1"]
+    assert table["unit"].to_pylist() == [None, "u1", None, None]
 
 
 def test_iso_times_with_offsets_and_naive_ones_are_utc(tmp_path):

@@ -10,19 +10,27 @@ before any per-row work, whatever follows.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from ..errors import ContextError
-from ..loop.ingest import _iso_ns
 from ..schema import Schema
-from ..telemetry.records import outcome_field_problem
+from ..telemetry.records import OutcomeProblem, check_outcome_fields
 from .problems import context_problem, invalid
 
 __all__ = ["BoundedArray", "ContextDecoder", "OutcomeReport", "TooLarge", "check_outcome"]
+
+
+def _shown_as(schema: dict[str, Any]) -> Any:
+    """A field decoded as any JSON value (the outcome rules judge it, not the decoder) that the
+    OpenAPI document still describes by ``schema``."""
+    return Annotated[Any, msgspec.Meta(extra_json_schema=schema)]
+
+
+_STR: dict[str, Any] = {"type": "string"}
+_NULL: dict[str, Any] = {"type": "null"}
 
 
 class OutcomeReport(msgspec.Struct, kw_only=True):
@@ -34,14 +42,18 @@ class OutcomeReport(msgspec.Struct, kw_only=True):
     report is deduplicated when datasets are built.
     """
 
-    kind: str
-    source: str
-    decision_id: str | None = None
-    unit: str | int | None = None
-    value: float = 1.0
-    event_time: int | str | None = None
-    outcome_id: str | None = None
-    system: str | None = None
+    # Every field is decoded as it comes and judged by the outcome rules every boundary shares
+    # (closedloop.telemetry.records.check_outcome_fields): a refused field is named with its rule
+    # and value ("Outcome field 'value' must be a finite number. Got 'high' instead."), never by
+    # the decoder's types. The annotations keep the OpenAPI document's types.
+    kind: _shown_as(_STR)  # type: ignore[valid-type]
+    source: _shown_as(_STR)  # type: ignore[valid-type]
+    decision_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+    unit: _shown_as({"anyOf": [_STR, {"type": "integer"}, _NULL]}) = None  # type: ignore[valid-type]
+    value: _shown_as({"type": "number"}) = 1.0  # type: ignore[valid-type]
+    event_time: _shown_as({"anyOf": [{"type": "integer"}, _STR, _NULL]}) = None  # type: ignore[valid-type]
+    outcome_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+    system: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
 
 
 def first_byte(body: bytes) -> int:
@@ -152,26 +164,13 @@ class ContextDecoder:
 def check_outcome(o: OutcomeReport, system: str, now_ns: int, index: int | None) -> dict[str, Any] | tuple[Any, ...]:
     """Validate one decoded report at the edge → the arguments of ``Telemetry.log_outcome``
     as a tuple ``(decision_id, unit, kind, value, event_ns, source, outcome_id)``, or a
-    problem-details entry naming the field, the rule and the value."""
+    problem-details entry naming the field, the rule and the value. The rules are the ones
+    ``closedloop outcomes ingest`` applies (:func:`~closedloop.telemetry.records.check_outcome_fields`);
+    a report without ``event_time`` happened at ``now_ns`` (when the service received it)."""
     if o.system is not None and o.system != system:
         return invalid("outcome", "system", f"this service's system '{system}' (or absent)", o.system, index=index)
-    unit = o.unit
-    if isinstance(unit, int):
-        unit = str(unit)
-    bad = outcome_field_problem(o.decision_id, unit, o.kind, o.source, o.outcome_id)
-    if bad is not None:
-        field, rule, value = bad
-        return invalid("outcome", field, rule, o.unit if field == "unit" else value, index=index)
-    if not math.isfinite(o.value):
-        return invalid("outcome", "value", "a finite number", o.value, index=index)
-    t = o.event_time
-    if t is None:
-        t = now_ns
-    elif isinstance(t, str):
-        try:
-            t = _iso_ns(t)
-        except (ValueError, OverflowError):
-            return invalid("outcome", "event_time", "nanoseconds since the epoch or an ISO-8601 time", o.event_time, index=index)
-    if not 0 <= t < 2**63:
-        return invalid("outcome", "event_time", "nanoseconds since the epoch, >= 0", o.event_time, index=index)
-    return (o.decision_id, unit, o.kind, float(o.value), t, o.source, o.outcome_id)
+    got = check_outcome_fields(o.decision_id, o.unit, o.kind, o.source, o.outcome_id, o.value, o.event_time,
+                               default_event_ns=now_ns)
+    if isinstance(got, OutcomeProblem):
+        return invalid("outcome", got.field, got.rule, got.value, index=index)
+    return got

@@ -12,17 +12,37 @@ the features as computed at decision time, scores, action, propensity, the sampl
 Outcome records carry what happened: linked by ``decision_id``, or by ``unit`` and time when the
 reporter does not know the decision; a kind, a value, the event time, the ingest time (set by
 telemetry) and the source (who reported it).
+
+The outcome rules are here, once, and every boundary applies them (the service's
+``POST /v1/outcomes``, ``closedloop outcomes ingest`` and the loop's inbox, ``Telemetry.log_outcome``):
+:func:`outcome_field_problem` for the identifying fields, :func:`check_outcome_fields` for a whole
+report as received — its value, its event time (defaulted when absent to the time the boundary
+received it) — naming the field, the rule and the value of the first one that breaks its rule.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from ..errors import clip_value
 
-__all__ = ["DECISION_SCHEMA", "OUTCOME_KIND", "OUTCOME_SCHEMA", "SCHEMA_VERSION", "outcome_field_problem"]
+__all__ = [
+    "DECISION_SCHEMA",
+    "EVENT_TIME_RULE",
+    "OUTCOME_KIND",
+    "OUTCOME_SCHEMA",
+    "SCHEMA_VERSION",
+    "VALUE_RULE",
+    "OutcomeProblem",
+    "check_outcome_fields",
+    "event_ns_of",
+    "outcome_field_problem",
+]
 
 #: What an outcome kind may be: a letter, then letters, digits, '_', '.', ':' or '-' (':' for
 #: kinds such as ``chose:go_back``, the choice a prompt's user made). Ingest and the service share it.
@@ -69,6 +89,93 @@ def _problem(
     if outcome_id is not None and (not isinstance(outcome_id, str) or not outcome_id or len(outcome_id) > MAX_ID):
         return "outcome_id", f"a non-empty string of at most {MAX_ID} characters, or absent", outcome_id
     return None
+
+#: What an outcome's ``value`` must be (JSON ``true`` is not a number here).
+VALUE_RULE = "a finite number"
+#: What an outcome's ``event_time`` must be (absent: the time the boundary received the report).
+EVENT_TIME_RULE = "nanoseconds since the epoch (an integer ≥ 0) or an ISO-8601 time"
+_SYSTEM_RULE = f"a non-empty string of at most {MAX_ID} characters, or absent"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OutcomeProblem(NamedTuple):
+    """The first field of an outcome report that breaks its rule (``value`` clipped for showing)."""
+
+    field: str
+    rule: str
+    value: Any
+
+
+def event_ns_of(t: object) -> int:
+    """An event time as nanoseconds since the epoch: an integer as is; an ISO-8601 string (a
+    naive one is UTC; ``Z`` accepted) or a :class:`~datetime.datetime` (a Parquet timestamp)
+    converted. Raises ``ValueError`` for anything else (and ``OverflowError`` past a datetime's
+    range); the range ``[0, 2**63)`` is the caller's check."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        return t
+    if isinstance(t, str):
+        s = t.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        t = datetime.fromisoformat(s)
+    if isinstance(t, datetime):
+        dt = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        delta = dt - _EPOCH
+        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+        return ns + int(getattr(t, "nanosecond", 0))  # a pandas Timestamp keeps nanoseconds
+    raise ValueError(f"not an event time: {type(t).__name__}")
+
+
+def check_outcome_fields(
+    decision_id: object,
+    unit: object,
+    kind: object,
+    source: object,
+    outcome_id: object,
+    value: object,
+    event_time: object,
+    *,
+    default_event_ns: int,
+    system: object = None,
+    time_field: str = "event_time",
+) -> tuple[str | None, str | None, str, float, int, str, str | None] | OutcomeProblem:
+    """One outcome report, as received, against every outcome rule → ``(decision_id, unit, kind,
+    value, event_ns, source, outcome_id)`` ready for ``Telemetry.log_outcome``, or the
+    :class:`OutcomeProblem` of the first field that breaks its rule.
+
+    The fields may be any decoded JSON (or Parquet) value: the rules, not a decoder's types,
+    judge them, so every boundary names the same field, rule and value. ``unit`` may be an
+    integer (it becomes its decimal string); ``value`` must be :data:`VALUE_RULE` (default 1.0 is
+    the caller's); ``event_time`` :data:`EVENT_TIME_RULE` (or a datetime) — absent (None), it is
+    ``default_event_ns``, the time the boundary received the report. ``time_field`` names the
+    time in a problem (``closedloop outcomes ingest`` also reads ``event_ns``).
+    """
+    if system is not None and (not isinstance(system, str) or not system or len(system) > MAX_ID):
+        return OutcomeProblem("system", _SYSTEM_RULE, clip_value(system))
+    if isinstance(unit, int) and not isinstance(unit, bool):
+        unit = str(unit)
+    bad = outcome_field_problem(decision_id, unit, kind, source, outcome_id)
+    if bad is not None:
+        return OutcomeProblem(*bad)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return OutcomeProblem("value", VALUE_RULE, clip_value(value))
+    try:
+        v = float(value)
+    except OverflowError:  # an integer past a float's range
+        return OutcomeProblem("value", VALUE_RULE, clip_value(value))
+    if not math.isfinite(v):
+        return OutcomeProblem("value", VALUE_RULE, v)
+    if event_time is None:
+        t = default_event_ns
+    else:
+        try:
+            t = event_ns_of(event_time)
+        except (ValueError, OverflowError, TypeError):
+            return OutcomeProblem(time_field, EVENT_TIME_RULE, clip_value(event_time))
+        if not 0 <= t < 1 << 63:
+            return OutcomeProblem(time_field, EVENT_TIME_RULE, clip_value(event_time))
+    return (decision_id, unit, kind, v, t, source, outcome_id)  # type: ignore[return-value]
+
 
 #: Version of these record schemas (not of a system's context schema).
 SCHEMA_VERSION = 1
