@@ -53,7 +53,8 @@ def test_each_mode_presents_itself_and_names_its_outcomes(phishing):
     allow = phishing.action_specs["allow"].presentation
     assert block.mode == "automate" and block.outcomes == ("reported_false_block",)
     assert warn.mode == "prompt" and warn.choices == ("go_back", "continue")
-    assert warn.outcomes == ("chose:go_back", "chose:continue")  # the user's choice is the feedback
+    # the user's choice is the feedback, then the mistakes the system declares (a false warning)
+    assert warn.outcomes == ("chose:go_back", "chose:continue", "reported_false_block", "reported_false_warning")
     assert allow.mode == "none" and allow.outcomes == ()
     for action, presentation in by_action.items():
         assert presentation == phishing.action_specs[action].presentation

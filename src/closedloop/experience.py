@@ -64,6 +64,11 @@ class Action:
         The outcome kinds this presentation yields; by default ``reported_mistake`` for
         automate, ``chose:<choice>`` for each prompt choice, ``acted_on_annotation`` /
         ``ignored_annotation`` for annotate, ``clicked`` / ``skipped`` for organize, none for none.
+        In a :class:`~closedloop.System` that declares ``mistake_outcomes``, the default of a
+        presentation that shows something (every mode but ``none``) names them: an automated
+        action's default is the system's mistake kinds (instead of the generic
+        ``reported_mistake``), the others' defaults are followed by them. Outcomes given here
+        are kept as given.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Action:
             )
         if mode != "prompt" and choices:
             raise SpecError(f"Only prompt actions have choices; action '{name}' is {mode!r}. Got {list(choices)!r}.")
+        given = outcomes is not None
         if outcomes is None:
             outcomes = tuple(f"chose:{c}" for c in choices) if mode == "prompt" else _DEFAULT_OUTCOMES[mode]
         outcomes = tuple(outcomes)
@@ -87,7 +93,27 @@ class Action:
             raise SpecError(f"The outcomes of action '{name}' must be non-empty strings. Got {list(outcomes)!r}.")
         self.name = name
         self.mode = mode
+        #: Whether ``outcomes`` was given (else: the mode's default, which a system's mistake kinds complete).
+        self.outcomes_given = given
         self.presentation = Presentation(mode, choices, outcomes)
+
+    def with_mistakes(self, kinds: Sequence[str]) -> Action:
+        """This action as a system declaring the mistake outcome kinds ``kinds`` presents it: when
+        its outcomes are its mode's default and it shows something (not ``none``), an automated
+        action yields ``kinds`` (the generic ``reported_mistake`` is dropped), another mode its own
+        default followed by ``kinds``. Otherwise (outcomes given, mode ``none``, no kinds) itself.
+        A new Action: the one declared is not changed."""
+        kinds = tuple(kinds)
+        if self.outcomes_given or not kinds or self.mode == "none":
+            return self
+        p = self.presentation
+        own = () if self.mode == "automate" else p.outcomes
+        outcomes = own + tuple(k for k in kinds if k not in own)
+        if outcomes == p.outcomes:
+            return self
+        completed = Action(self.name, self.mode, choices=p.choices, outcomes=outcomes)
+        completed.outcomes_given = False  # still the default, completed
+        return completed
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **msgspec.to_builtins(self.presentation)}

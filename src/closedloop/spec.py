@@ -396,7 +396,13 @@ class System:
             )
         self.latency_budget_ms = float(latency_budget_ms)
 
+        if isinstance(mistake_outcomes, str):  # not its letters, each a one-letter kind
+            raise SpecError(f"The 'mistake_outcomes' of System '{name}' must be a list of outcome kinds. "
+                            f"Got the string {mistake_outcomes!r} instead.")
         self.mistake_outcomes = tuple(_kind_name(k, "A mistake outcome kind") for k in mistake_outcomes)
+        # What a decision presents names the mistakes the system declares it can be reported for
+        # (an action's default outcomes; outcomes an Action was given are kept as given).
+        self.action_specs = {n: a.with_mistakes(self.mistake_outcomes) for n, a in self.action_specs.items()}
 
         if label_policy is not None:
             if not isinstance(label_policy, LabelPolicy):
