@@ -191,7 +191,7 @@ def test_a_report_without_a_positive_count_renders(small):
 def test_best_confusion_is_shown_when_the_report_has_it(small):
     rep = copy.deepcopy(small["report"])
     m = rep["bundles"][0]["mistakes"]
-    assert "best_confusion" not in m
+    assert "best_confusion" in m  # the JSON report carries it (issue 16)
     m["best_confusion"] = {a: {"legit": 1234567.0, "phish": 0.0} for a in m["confusion"]}
     assert "1,234,567" in render_html(rep)
 

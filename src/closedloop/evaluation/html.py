@@ -613,7 +613,17 @@ def _score_range(action: str, thresholds: Mapping[str, Any]) -> str:
     return ""
 
 
-def _confusion_table(confusion: Mapping[str, Any], thresholds: Mapping[str, Any], costs: Mapping[str, Any]) -> str:
+def _when(action: str, thresholds: Mapping[str, Any], meaning: Any) -> str:
+    """When an action is taken: the threshold's words when they say more than a number does
+    (never: above every score; always: below every score), else the score band."""
+    said = meaning.get(action) if isinstance(meaning, Mapping) else None
+    if isinstance(said, str) and said.startswith(("never", "always")):
+        return said
+    return _score_range(action, thresholds)
+
+
+def _confusion_table(confusion: Mapping[str, Any], thresholds: Mapping[str, Any], costs: Mapping[str, Any],
+                     meaning: Any = None) -> str:
     labels: list[str] = []
     for row in confusion.values():
         for k in (row or {}):
@@ -631,7 +641,7 @@ def _confusion_table(confusion: Mapping[str, Any], thresholds: Mapping[str, Any]
             total += cnt * c
             extra = f" <span class='muted'>× {_e(_money(c))}</span>" if c else ""
             cells.append(f"<td>{_count(cnt)}{extra}</td>")
-        out.append(f"<tr><td class='t'>{_e(action)}</td><td class='t'>{_e(_score_range(str(action), thresholds))}</td>"
+        out.append(f"<tr><td class='t'>{_e(action)}</td><td class='t'>{_e(_when(str(action), thresholds, meaning))}</td>"
                    + "".join(cells) + f"<td>{_money(total) if costs else '—'}</td></tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -642,9 +652,16 @@ def _mistakes(b: Mapping[str, Any]) -> str:
     th = b.get("thresholds") or {}
     costs = m.get("costs") or {}
     out = ["<h4>At the experience thresholds</h4>"]
+    rng = b.get("score_range")
+    if isinstance(rng, Mapping) and _num(rng.get("min")) is not None and _num(rng.get("max")) is not None:
+        scale = ("probabilities" if rng.get("probability") is True else
+                 "not probabilities: a raw score, so thresholds are on its scale, not in [0, 1]")
+        out.append(f"<p class='muted'>The {_e(b.get('score') or 'score')} scores of these rows range from "
+                   f"{_e(format(float(rng['min']), '.4g'))} to {_e(format(float(rng['max']), '.4g'))} "
+                   f"({_e(scale)}).</p>")
     conf = m.get("confusion")
     if isinstance(conf, Mapping) and conf:
-        out.append(_confusion_table(conf, th, costs))
+        out.append(_confusion_table(conf, th, costs, m.get("thresholds_meaning")))
     if m.get("cost_per_1000") is None:
         out.append("<p class='muted'>The system declares no mistake costs: no expected cost and no cost-minimizing "
                    "thresholds.</p>")
@@ -655,13 +672,20 @@ def _mistakes(b: Mapping[str, Any]) -> str:
     if not isinstance(best, Mapping) or not best:
         out.append("<p class='muted'>No cost-minimizing thresholds could be computed.</p>")
         return "\n".join(out)
-    out.append("<table><tr><th class='t'>action</th><th>experience threshold</th><th>cost-minimizing threshold</th></tr>")
+    said = m.get("best_thresholds_meaning")
+    said = said if isinstance(said, Mapping) else {}
+    out.append("<table><tr><th class='t'>action</th><th>experience threshold</th><th>cost-minimizing threshold</th>"
+               "<th class='t'>what it means</th></tr>")
     for a in best:
-        out.append(f"<tr><td class='t'>{_e(a)}</td><td>{_f(th.get(a))}</td><td>{_f(best.get(a))}</td></tr>")
+        out.append(f"<tr><td class='t'>{_e(a)}</td><td>{_f(th.get(a))}</td><td>{_f(best.get(a))}</td>"
+                   f"<td class='t'>{_e(said.get(a, ''))}</td></tr>")
     out.append("</table>")
+    if any(isinstance(v, str) and v.startswith("never") for v in said.values()):
+        out.append("<p class='muted'>A threshold above every score is not a probability above 1: it means the "
+                   "action is never taken, because no threshold for it lowers the cost on these rows.</p>")
     bc = m.get("best_confusion")  # present when the JSON report carries it
     if isinstance(bc, Mapping) and bc:
-        out.append(_confusion_table(bc, best, costs))
+        out.append(_confusion_table(bc, best, costs, said))
     cost, best_cost = _num(m.get("cost_per_1000")), _num(m.get("best_cost_per_1000"))
     saving = "" if cost is None or best_cost is None else f" (saves {_money(cost - best_cost)})"
     out.append(f"<p>Expected cost at these thresholds: <b>{_money(best_cost)}</b> per 1,000 decisions{saving}. "

@@ -38,6 +38,7 @@ __all__ = [
     "confusion_at_thresholds",
     "ece",
     "expected_cost",
+    "explain_thresholds",
     "log_loss",
     "p_auc_worse",
     "p_error_worse",
@@ -764,6 +765,44 @@ def _best_from_groups(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray, th: 
             raise EvaluationError("s", "distinct enough scores to place strictly decreasing thresholds",
                                   values, where)
     return {th.levels[i][0]: values[i] for i in range(k)}
+
+
+def explain_thresholds(thresholds: Thresholds, values: Mapping[str, float], lo: float, hi: float,
+                       counts: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, str]:
+    """Each level's threshold in ``values`` in words, against the scores' range [``lo``, ``hi``]
+    and, when given, ``counts`` (:func:`confusion_at_thresholds` at ``values``: the rows each
+    action takes).
+
+    A number alone misleads: :func:`best_thresholds` gives a level that no threshold makes
+    cheaper a value *above every score* (the highest score plus the scores' span — 1.85 for
+    probabilities between 0.01 and 0.93), so that the runtime never takes it; and a level
+    squeezed to an empty band gets a value between two neighbouring scores. The words say what
+    happens: ``"never: …"`` (no row takes the action), ``"always: …"`` (the threshold is at or
+    below every score: every row the levels above leave takes it) or ``"score ≥ v: …"`` with the
+    share of rows it takes.
+    """
+    th = _check_thresholds(thresholds, "explain_thresholds")
+    total = None if counts is None else sum(float(sum(r.values())) for r in counts.values())
+    out: dict[str, str] = {}
+    above: str | None = None
+    for a, _ in th.levels:
+        v = float(values[a])
+        taken = None if counts is None else float(sum((counts.get(a) or {}).values()))
+        rest = "" if above is None else f" the '{above}' threshold leaves"
+        if v > hi:
+            out[a] = (f"never: {v:.4g} is above every score (the highest is {hi:.4g}) — no threshold for "
+                      f"'{a}' lowers the cost")
+        elif taken == 0.0:
+            out[a] = (f"never: no score falls between {v:.4g} and the '{above}' threshold — no band of scores "
+                      f"for '{a}' lowers the cost" if above is not None else
+                      f"never: no row scores {v:.4g} or more")
+        elif v <= lo:
+            out[a] = f"always: {v:.4g} is at or below every score (the lowest is {lo:.4g}) — '{a}' for every row{rest}"
+        else:
+            share = "" if not total or taken is None else f" ({taken / total:.1%} of the rows)"
+            out[a] = f"score ≥ {v:.4g}{share}"
+        above = a
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

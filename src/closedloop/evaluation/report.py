@@ -21,8 +21,13 @@ runtime's path, with the dataset's decision ids and timestamps) and measures the
          "curves": {"roc": {"x": fpr[], "y": tpr[], "thresholds": []},   # ≤ MAX_CURVE_POINTS each
                     "pr": {"x": recall[], "y": precision[], "thresholds": []}},
          "calibration": null | {"reliability": {"centers", "mean_predicted", "observed", "counts"}, "ece"},
+         "score_range": {"min", "max", "probability": bool},   # the scores of the evaluated rows
          "mistakes": {"confusion": {action: {label: count}}, "costs": System.costs,
-                      "cost_per_1000": float | null, "best_thresholds": {action: value} | null,
+                      "cost_per_1000": float | null,
+                      "thresholds_meaning": {action: str},          # the thresholds in words
+                      "best_thresholds": {action: value} | null,
+                      "best_thresholds_meaning": {action: str} | null,
+                      "best_confusion": {action: {label: count}} | null,
                       "best_cost_per_1000": float | null},
          "slices": {field: [{"value", "n", "positives", "auc" (null: one class), "auc_ci": [lo, hi] | null,
                              "log_loss" | null, "brier" | null, "precision", "recall", "error_rate",
@@ -44,6 +49,13 @@ error rate use "predicted positive ⇔ score ≥ operating point".
 
 Log loss, Brier score and calibration are null when the scores are not probabilities (any
 outside [0, 1]); log loss clips probabilities to [1e-15, 1 − 1e-15].
+
+Thresholds in words (:func:`~closedloop.evaluation.metrics.explain_thresholds`): a
+cost-minimizing threshold is a number on the score's scale, and one above every score means
+the action is never worth taking on these rows (``best_thresholds`` gives such a level the
+highest score plus the scores' span: 1.85 for probabilities between 0.01 and 0.93). So each
+threshold also has a sentence: ``"never: …"``, ``"always: …"`` or ``"score ≥ v (x% of the
+rows)"``, and ``score_range`` gives the scores' range and whether they are probabilities.
 
 Slices: for every field of ``System.slices``, each distinct value (as text; rows whose stored
 context lacks the field — a schema change, a dropped sensitive field — are the value
@@ -285,7 +297,8 @@ def measure(y: np.ndarray, s: np.ndarray, thresholds: Thresholds, *, labels: Seq
                     / rel.counts.sum())
         calibration = {"reliability": rel._asdict(), "ece": ece}
     confusion = M.confusion_at_thresholds(y, s, thresholds, weights=w, labels=labels)
-    cost = best = best_cost = None
+    lo, hi = (float(ranked.distinct[-1]), float(ranked.distinct[0])) if ranked.distinct.size else (math.nan, math.nan)
+    cost = best = best_cost = best_confusion = best_meaning = None
     row_cost = None
     if costs:
         cost = M.expected_cost(confusion, costs)
@@ -294,16 +307,20 @@ def measure(y: np.ndarray, s: np.ndarray, thresholds: Thresholds, *, labels: Seq
             row_cost = row_cost * w
         try:
             best = M._best_from_groups(ranked.distinct, ranked.pos, ranked.neg, thresholds, costs, *labels)
-            best_cost = M.expected_cost(
-                M.confusion_at_thresholds(y, s, thresholds.with_levels(best), weights=w, labels=labels), costs)
+            best_confusion = M.confusion_at_thresholds(y, s, thresholds.with_levels(best), weights=w, labels=labels)
+            best_cost = M.expected_cost(best_confusion, costs)
+            best_meaning = M.explain_thresholds(thresholds, best, lo, hi, best_confusion)
         except (M.EvaluationError, SpecError):
-            best = best_cost = None
+            best = best_cost = best_confusion = best_meaning = None
     out = {
         "quality": quality,
+        "score_range": {"min": lo, "max": hi, "probability": probs},
         "curves": {"roc": ranked.roc(max_points)._asdict(), "pr": ranked.pr(max_points)._asdict()},
         "calibration": calibration,
         "mistakes": {"confusion": confusion, "costs": costs or {}, "cost_per_1000": cost,
-                     "best_thresholds": best, "best_cost_per_1000": best_cost},
+                     "thresholds_meaning": M.explain_thresholds(thresholds, dict(thresholds.levels), lo, hi, confusion),
+                     "best_thresholds": best, "best_thresholds_meaning": best_meaning,
+                     "best_confusion": best_confusion, "best_cost_per_1000": best_cost},
     }
     parts = [M.Partition(ranked, f.codes, len(f.values)) for f in slices]
     out["slices"] = _slices(ranked, parts, y, pred, slices, row_loss if probs else None,
