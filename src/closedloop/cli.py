@@ -41,7 +41,7 @@ from .errors import BundleError, ClosedLoopError, ContextError
 from .ids import DecisionIds
 from .runtime import Runtime
 from .scaffold import init_project, is_system_name
-from .settings import Settings
+from .settings import ENV_HOME, Settings
 from .spec import System
 
 __all__ = [
@@ -235,11 +235,17 @@ def _root(
 ) -> None:
     """Build, run and grow closed-loop intelligent systems."""
     ctx.obj = Settings.from_env(home=home, token=token)
+    # whether the home was named (not the ./.closedloop default): `init` puts the home there
+    ctx.meta[_HOME_GIVEN] = home is not None or bool(os.environ.get(ENV_HOME))
 
 
 # -- closedloop init ------------------------------------------------------------------------------
+_HOME_GIVEN = "closedloop.home_given"
+
+
 @app.command()
 def init(
+    ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory.")],
     name: Annotated[
         str | None,
@@ -248,7 +254,7 @@ def init(
 ) -> None:
     """Scaffold a new system in DIR, ready for `closedloop decide`.
 
-    Writes DIR/system.py (the declaration and its heuristic), DIR/README.md (the exact decide command) and the project home DIR/.closedloop with the heuristic saved as a bundle. DIR must be new or empty.
+    Writes DIR/system.py (the declaration and its heuristic), DIR/loop.py (its LoopPlan), DIR/README.md (the commands from a first decision to a cycle of the loop) and the project home with the heuristic saved as a signed bundle. The home is --home or $CLOSEDLOOP_HOME when given, else DIR/.closedloop (the default home of commands run in DIR). DIR must be new or empty.
     """
     if name is not None and not is_system_name(name):
         raise typer.BadParameter(
@@ -256,11 +262,13 @@ def init(
             "starting with a letter (at most 63 characters).",
             param_hint="'--name'",
         )
-    project = init_project(directory, name)
+    settings: Settings = ctx.obj
+    project = init_project(directory, name, home=settings.home if ctx.meta.get(_HOME_GIVEN) else None)
     typer.echo(f"Created system '{project.name}' in {project.directory}")
     typer.echo(f"  {project.system_file}")
+    typer.echo(f"  {project.loop_file}")
     typer.echo(f"  {project.readme}")
-    typer.echo(f"  {project.bundle_path}  (heuristic bundle)")
+    typer.echo(f"  {project.bundle_path}  (heuristic bundle, in the project home {project.settings.home})")
     typer.echo("Try it (see README.md):")
     typer.echo(f"  {project.example_command}")
 

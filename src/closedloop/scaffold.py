@@ -4,9 +4,10 @@
 
     DIR/
       system.py                          the System declaration, its heuristic and build_bundle()
-      README.md                          the exact `closedloop decide` command that works now
-      .closedloop/                       the project home
-        bundles/<bundle version>/        the heuristic, saved as a bundle
+      loop.py                            its LoopPlan: `closedloop loop run --plan loop:plan`
+      README.md                          the commands from a first decision to a cycle of the loop
+      .closedloop/                       the project home (unless ``home=`` names another)
+        bundles/<bundle version>/        the heuristic, saved as a signed bundle
 
 The generated ``system.py`` is executed (in memory) and its bundle built *before* anything is
 written, so a failure leaves the directory as it was.
@@ -14,6 +15,7 @@ written, so a failure leaves the directory as it was.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import re
@@ -58,6 +60,8 @@ class Project:
     bundle_path: Path
     #: The shell command (also in the README) that decides for :data:`EXAMPLE_CONTEXT`.
     example_command: str
+    #: ``DIR/loop.py``: the system's LoopPlan.
+    loop_file: Path
 
 
 def is_system_name(name: object) -> bool:
@@ -75,10 +79,14 @@ def system_name_for(directory: str | os.PathLike[str]) -> str:
     return name or "system"
 
 
-def init_project(directory: str | os.PathLike[str], name: str | None = None) -> Project:
+def init_project(
+    directory: str | os.PathLike[str], name: str | None = None, *, home: str | os.PathLike[str] | None = None
+) -> Project:
     """Scaffold a system into ``directory`` (created if missing; refused unless empty).
 
-    ``name`` defaults to :func:`system_name_for` the directory. Raises
+    ``name`` defaults to :func:`system_name_for` the directory. ``home`` is the project home
+    (``closedloop init`` passes ``--home`` / ``CLOSEDLOOP_HOME`` when given); by default
+    ``DIR/.closedloop`` — the home every command run in ``DIR`` finds (``./.closedloop``). Raises
     :class:`~closedloop.errors.SpecError` for an invalid name and
     :class:`~closedloop.errors.ProjectError` for a directory that is a file or not empty.
     """
@@ -97,19 +105,46 @@ def init_project(directory: str | os.PathLike[str], name: str | None = None) -> 
             f"Cannot init into '{target}': the directory is not empty. Choose a new or empty directory."
         )
 
-    source = _render("system.py.tmpl", name=name)
+    default_home = home is None
+    home_path = target / DEFAULT_HOME if home is None else Path(os.path.abspath(Path(home).expanduser()))
+    if default_home:
+        home_doc = "`.closedloop/` here, the default home of commands run in this directory"
+        home_expr = 'Path(__file__).resolve().parent / ".closedloop"'
+        home_note = (
+            "The project home is `.closedloop/` in this directory: every `closedloop` command run here finds it\n"
+            "(the default home is `./.closedloop`; `--home DIR` or `CLOSEDLOOP_HOME` name another)."
+        )
+    else:
+        home_doc = f"{home_path}, from `closedloop init --home` or CLOSEDLOOP_HOME"
+        home_expr = repr(str(home_path))
+        home_note = (
+            f"The project home is `{home_path}` (given to `closedloop init` by `--home` or `CLOSEDLOOP_HOME`),\n"
+            "not `.closedloop/`: run every command below with it, e.g.\n\n"
+            f"```sh\nexport CLOSEDLOOP_HOME={shlex.quote(str(home_path))}\n```"
+        )
+    created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    source = _render("system.py.tmpl", name=name, home_doc=home_doc, home_expr=home_expr, created=created)
     bundle = _build_bundle(source, target / "system.py")
-    bundle_ref = f"{DEFAULT_HOME.as_posix()}/bundles/{bundle.version}"
+    loop_source = _render("loop.py.tmpl", name=name)
+    # the bundle as the README names it: its path in the default home, else its version (which
+    # every command looks up in the home's bundles/)
+    bundle_ref = f"{DEFAULT_HOME.as_posix()}/bundles/{bundle.version}" if default_home else bundle.version
     command = (
         f"cd {shlex.quote(str(directory))} && echo {shlex.quote(json.dumps(EXAMPLE_CONTEXT))} "
         f"| closedloop decide --system system:system --bundle {bundle_ref}"
     )
-    readme = _render("README.md.tmpl", name=name, bundle=bundle_ref, command=command)
+    readme = _render(
+        "README.md.tmpl", name=name, bundle=bundle_ref, command=command, home_note=home_note,
+        context=json.dumps(EXAMPLE_CONTEXT),
+    )
 
-    settings = Settings(home=target / DEFAULT_HOME)
+    settings = Settings(home=home_path)
+    target.mkdir(parents=True, exist_ok=True)
     make_private_dirs(settings.bundles)
     system_file = target / "system.py"
     system_file.write_text(source, encoding="utf-8")
+    loop_file = target / "loop.py"
+    loop_file.write_text(loop_source, encoding="utf-8")
     readme_file = target / "README.md"
     readme_file.write_text(readme, encoding="utf-8")
     from .registry import Registry
@@ -118,7 +153,7 @@ def init_project(directory: str | os.PathLike[str], name: str | None = None) -> 
         key = reg.signing_key(settings.home)
     bundle_path = bundle.save(settings.bundles / bundle.version, key=key)
     return Project(
-        target, name, settings, system_file, readme_file, bundle.version, bundle_path, command
+        target, name, settings, system_file, readme_file, bundle.version, bundle_path, command, loop_file
     )
 
 
