@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from _service import serve_in_thread
+from _waiting import steadily
 from closedloop import Bundle, Client, ContextError, Runtime
 from closedloop.auth import Credentials
 from closedloop.errors import AuthError, ServiceError
@@ -339,12 +340,16 @@ def test_closedloop_serve_with_two_workers(bundle, tmp_path):
                 break
         assert len(workers) == 2
         # /metrics answers for the whole server, whichever worker a scrape reaches: the sums of
-        # both workers' counters and histograms (each publishes its numbers at least once a second)
-        time.sleep(1.5)
-        for _ in range(4):
+        # both workers' counters and histograms (each publishes its numbers about once a second).
+        # Wait until 4 scrapes in a row show the exact sums; no scrape ever shows more.
+        def summed() -> bool:
             text = httpx.get(base + "/metrics").text  # a new connection each time
-            assert metric(text, "closedloop_decisions_total") == i + 1
-            assert metric(text, "closedloop_decision_latency_seconds_count") == i + 1
+            n = metric(text, "closedloop_decisions_total")
+            count = metric(text, "closedloop_decision_latency_seconds_count")
+            assert n <= i + 1 and count <= i + 1, (n, count)
+            return n == count == i + 1
+
+        steadily(summed, times=4, what="/metrics showing both workers' sums")
     # both workers logged their decisions, each to its own segment files
     decisions = TelemetryStore(home).read("decisions")
     assert decisions.num_rows == i + 1 and len(set(decisions.column("writer").to_pylist())) == 2

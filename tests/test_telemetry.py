@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -88,20 +89,38 @@ def test_group_commit_happens_on_its_own_every_interval():
     tel.close()
 
 
-class SlowSink(MemorySink):
+class BlockedSink(MemorySink):
+    """A sink whose ``sync`` waits until released: a committer stuck in the sink (a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
     def sync(self) -> None:
-        time.sleep(0.2)
+        self.entered.set()
+        self.release.wait(60)
         super().sync()
 
 
 def test_a_full_buffer_drops_and_counts_without_blocking():
-    tel = Telemetry(SlowSink(), system=tiny(), buffer_limit=50, flush_interval_ms=10_000)
-    t = time.perf_counter()
-    log_some(tel, tiny(), 80)
-    assert time.perf_counter() - t < 0.15  # the caller never waited for the sink
+    # No wall-clock bound: the caller logs (and overflows the buffer) while the committer is
+    # stuck in the sink, and returns before the sink is released — it never waited for it.
+    sink = BlockedSink()
+    tel = Telemetry(sink, system=tiny(), buffer_limit=50, flush_interval_ms=10_000)
+    log_some(tel, tiny(), 10)
+    flusher = threading.Thread(target=tel.flush, daemon=True)
+    flusher.start()
+    assert sink.entered.wait(30)  # the committer took the 10 and is in the sink
+    caller = threading.Thread(target=log_some, args=(tel, tiny(), 80), kwargs={"start": 10}, daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive() and not sink.release.is_set()  # returned while the sink still blocks
     s = tel.stats()
     assert s["dropped_buffer_full"] == 30 and s["buffered"] == 50
-    assert tel.flush() == 49
+    sink.release.set()
+    flusher.join(30)
+    assert tel.flush() == 59
     tel.close()
 
 
