@@ -120,7 +120,7 @@ def test_the_lock_in_process(tmp_path: Path) -> None:
         t0 = time.monotonic()
         with pytest.raises(LockHeldError, match=r"after waiting 0\.3 s by pid"):
             b.acquire(wait=0.3)
-        assert 0.3 <= time.monotonic() - t0 < 5
+        assert 0.3 <= time.monotonic() - t0 < 30  # it waited, and not forever (no tighter bound: a loaded machine)
         with pytest.raises(Exception, match="held by this object already"):
             a.acquire()
     assert not a.held and b.holder() is None

@@ -262,7 +262,7 @@ def test_fast_on_a_million_rows():
     n = 1_000_000
     y = rng.integers(0, 2, n)
     p = rng.random(n)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: what the metrics cost, whatever else the machine runs
     M.auc(y, p)
     M.log_loss(y, p)
     M.brier(y, p)
@@ -270,4 +270,4 @@ def test_fast_on_a_million_rows():
     M.ece(y, p)
     M.confusion_at_thresholds(y, p, TH)
     M.best_thresholds(y, p, TH, COSTS, labels=LABELS)
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 5.0  # ≈ 0.5 s

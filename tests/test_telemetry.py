@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from _waiting import eventually
 from closedloop import Bundle, F, Float, LogisticModel, Runtime, Str, System, Thresholds
 from closedloop.decision import Decision
 from closedloop.telemetry import (
@@ -82,9 +83,7 @@ def test_group_commit_happens_on_its_own_every_interval():
     sink = MemorySink()
     tel = Telemetry(sink, system=tiny(), flush_interval_ms=2)
     log_some(tel, tiny(), 10)
-    deadline = time.monotonic() + 5
-    while tel.durable_watermark < 9 and time.monotonic() < deadline:
-        time.sleep(0.002)
+    eventually(lambda: tel.durable_watermark >= 9, step=0.002, what="a commit on its own")
     assert tel.durable_watermark == 9
     tel.close()
 
