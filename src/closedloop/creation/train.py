@@ -24,8 +24,12 @@ Split
 Models
     ``"logistic"``: :func:`~closedloop.creation.train_logistic` (params: ``C``, ``max_iter``,
     ``standardize``). ``"lightgbm"``: ``lightgbm.train`` on the system's features with defaults
-    ``objective=binary, num_leaves=31, verbose=-1, deterministic=True, seed=0`` overridden by
-    ``params``; ``num_boost_round`` (default 100) is taken out of ``params``.
+    ``objective=binary, verbose=-1, deterministic=True, seed=0`` and, sized to the fitted rows'
+    smaller class, regularized ``num_leaves``, ``min_data_in_leaf``, ``min_sum_hessian_in_leaf``,
+    ``lambda_l2`` and ``learning_rate`` (:func:`lightgbm_defaults`: LightGBM's own defaults from
+    10,000 rows of the smaller class on), each overridden by ``params`` (under its name or an
+    alias); ``num_boost_round`` (default 100) is taken out of ``params``. The sized values
+    used are ``lineage["defaults"]``.
     ``"sklearn:MODULE:CLASS"`` (or ``"sklearn:MODULE.CLASS"``): the class is imported only from a module named ``sklearn.…``
     (anything else is refused with :class:`~closedloop.errors.SpecError`), built with ``params``,
     fitted and wrapped in a :class:`~closedloop.intelligence.SklearnModel` (``predict_proba``).
@@ -47,7 +51,8 @@ Thresholds
 Lineage (``metrics["lineage"]``)
     ``dataset_id``, ``dataset_time_range`` ``[since_ns, until_ns]``, ``label_policy``,
     ``code_version`` (``git rev-parse HEAD`` in the working directory when it is a git checkout,
-    else ``closedloop <version>``), ``closedloop_version``, ``parent``, ``model``, ``params``,
+    else ``closedloop <version>``), ``closedloop_version``, ``parent``, ``model``, ``params`` (as
+    given), ``defaults`` (the parameters the library chose: :func:`lightgbm_defaults`, else ``{}``),
     ``split`` (:meth:`Split.describe`), ``calibration`` and ``thresholds``. ``parent`` is also the bundle's parent.
 """
 
@@ -72,13 +77,69 @@ from ..spec import System
 from .logistic import experience_score
 from .thresholds import check_threshold_rule, cost_thresholds, threshold_rows
 
-__all__ = ["TrainRun", "code_version", "parse_params", "train"]
+__all__ = ["TrainRun", "code_version", "lightgbm_defaults", "parse_params", "train"]
 
 _MODELS = ("logistic", "lightgbm", "heuristic", "sklearn:MODULE:CLASS")
 _CALIBRATIONS = ("isotonic", "platt")
 _LGBM_DEFAULTS: dict[str, Any] = {
-    "objective": "binary", "num_leaves": 31, "verbose": -1, "deterministic": True, "seed": 0,
+    "objective": "binary", "verbose": -1, "deterministic": True, "seed": 0,
 }
+#: LightGBM's names (and aliases, as ``lightgbm.basic._ConfigAliases`` lists them) of what
+#: :func:`lightgbm_defaults` sizes: a value the caller gave under any of them is kept.
+_LGBM_ALIASES: dict[str, tuple[str, ...]] = {
+    "num_leaves": ("num_leaves", "num_leaf", "max_leaves", "max_leaf", "max_leaf_nodes"),
+    "min_data_in_leaf": ("min_data_in_leaf", "min_data_per_leaf", "min_data", "min_child_samples",
+                         "min_samples_leaf"),
+    "min_sum_hessian_in_leaf": ("min_sum_hessian_in_leaf", "min_sum_hessian_per_leaf", "min_sum_hessian",
+                                "min_hessian", "min_child_weight"),
+    "lambda_l2": ("lambda_l2", "reg_lambda", "lambda", "l2_regularization"),
+    "learning_rate": ("learning_rate", "shrinkage_rate", "eta"),
+    "num_iterations": ("num_boost_round", "num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees",
+                       "num_round", "num_rounds", "nrounds", "n_estimators", "max_iter"),
+}
+#: The smaller class's row count at and below which :func:`lightgbm_defaults` regularizes fully,
+#: and from which on it gives LightGBM's own defaults.
+_SMALL, _LARGE = 300, 10_000
+#: (fully regularized, LightGBM's default) of each sized parameter.
+_SIZED: dict[str, tuple[float, float]] = {
+    "num_leaves": (5, 31), "min_data_in_leaf": (40, 20), "min_sum_hessian_in_leaf": (1.0, 1e-3),
+    "lambda_l2": (2.0, 0.0), "learning_rate": (0.05, 0.1),
+}
+
+
+def lightgbm_defaults(params: Mapping[str, Any], y: np.ndarray) -> dict[str, Any]:
+    """The regularized LightGBM parameters for fitting labels ``y`` (0/1), for each of
+    ``num_leaves``, ``min_data_in_leaf``, ``min_sum_hessian_in_leaf``, ``lambda_l2`` and
+    ``learning_rate`` that ``params`` does not set (under its name or an alias) → ``{name: value}``.
+
+    LightGBM's defaults (31 leaves of ≥ 20 rows, a minimum hessian of 0.001, no L2 penalty, a
+    learning rate of 0.1 for 100 rounds) memorize a few thousand noisy rows: train AUC near 1,
+    held-out far below. The capacity a dataset supports grows with the rows of its smaller class
+    ``m`` (the positives of an imbalanced problem: each leaf value is estimated from them), so
+    each parameter moves with ``t = clip(log(m / 300) / log(10,000 / 300), 0, 1)`` from its
+    regularized value (``m ≤ 300``: 4 leaves of ≥ 100 rows and a hessian sum ≥ 5 — about five
+    positives' worth at a low base rate —, ``lambda_l2`` 10, learning rate 0.03) to LightGBM's
+    own (``m ≥ 10,000``): leaves and minimum rows linearly in ``t``, the minimum hessian
+    geometrically, ``lambda_l2`` and the learning rate linearly. The learning rate and the number
+    of rounds are one choice (their product is what boosting fits): the learning rate is sized
+    only when the caller set neither."""
+    y = np.asarray(y)
+    n = int(y.size)
+    pos = int(np.count_nonzero(y))
+    m = min(pos, n - pos)
+    t = min(1.0, max(0.0, float(np.log(max(m, 1) / _SMALL) / np.log(_LARGE / _SMALL))))
+    given = {k for k, names in _LGBM_ALIASES.items() if any(a in params for a in names)}
+    out: dict[str, Any] = {}
+    for name, (small, large) in _SIZED.items():
+        if name in given or (name == "learning_rate" and "num_iterations" in given):
+            continue
+        if name == "min_sum_hessian_in_leaf":
+            out[name] = float(f"{small ** (1.0 - t) * large ** t:.3g}")
+        elif name in ("num_leaves", "min_data_in_leaf"):
+            out[name] = int(round(small + t * (large - small)))
+        else:
+            out[name] = float(f"{small + t * (large - small):.3g}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -351,7 +412,8 @@ def train(
     X = system.features.batch(cols)
     fit_cols = cols.take(fit_idx)
     X_fit = _rows_of(X, fit_idx)
-    intelligence = _fit(system, model, params, fit_cols, y[fit_idx], fit_w, X_fit)
+    sized = lightgbm_defaults(params, y[fit_idx]) if model == "lightgbm" else {}
+    intelligence = _fit(system, model, {**params, **sized}, fit_cols, y[fit_idx], fit_w, X_fit)
     calibration: dict[str, Any] | None = None
     if calibrate is not None:
         from .calibrate import calibrate as fit_calibration
@@ -390,6 +452,7 @@ def train(
         "parent": parent,
         "model": model,
         "params": params,
+        "defaults": sized,
         "split": sp.describe(),
         "calibration": calibration,
         "weighted_rows": bool(w is not None and np.any(np.asarray(w, dtype=np.float64) != 1.0)),
