@@ -79,7 +79,8 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
         report = guard_check(reg, phishing, store, policy=GuardPolicy(alpha=0.01), actor="ops")
         (entry,) = report["flights"]
         assert entry["breach"] and entry["action"] == "stopped"
-        assert not report["srm"]["mismatch"] and report["srm"]["units"] == len(set(batch.units.to_pylist()))
+        first = flights.index("b")  # the units counted: after the first decision that shows the flight
+        assert not report["srm"]["mismatch"] and report["srm"]["units"] == len(set(batch.units.to_pylist()[first + 1:]))
         m = next(x for x in entry["metrics"] if x["metric"] == "mistake_rate")
         assert m["breach"] and m["flight"] > 2 * m["production"] and m["p_value"] < 1e-6
         assert 0 < only_blocks["flight"] < m["flight"] and only_blocks["production"] <= m["production"]
@@ -194,7 +195,11 @@ def test_srm_detects_a_mismatch():
     assert not ok["mismatch"] and ok["chi2"] == pytest.approx(0.0)
     bad = srm({None: 8200, "b": 1800}, exp)  # chi2 = 200²/8000 + 200²/2000 = 25
     assert bad["mismatch"] and bad["chi2"] == pytest.approx(25.0) and bad["p_value"] < 1e-6
-    assert srm({None: 0, "b": 0}, exp)["p_value"] is None
+    none = srm({None: 0, "b": 0}, exp)
+    assert none["p_value"] is None and none["verdict"] == "not enough data yet"
+    assert none["note"].startswith("not enough data yet (0 units; the test needs 25")  # 5 expected in the 20% arm
+    assert srm({None: 19, "b": 5}, exp)["verdict"] == "not enough data yet"
+    assert srm({None: 20, "b": 5}, exp)["verdict"] == "ok"
 
 
 def test_status_reports_srm_and_shadow_disagreement(tmp_path, world, phishing):
@@ -217,7 +222,10 @@ def test_status_reports_srm_and_shadow_disagreement(tmp_path, world, phishing):
     tv = st["telemetry"]
     s = tv["srm"]
     assert not s["mismatch"] and {a["arm"] for a in s["arms"]} == {"production", "a"}
-    assert sum(a["units"] for a in s["arms"]) == len(set(batch.units.to_pylist()))
+    # counted from the first decision that shows the flight (the runtime had applied it), exclusive
+    first = batch.flights.to_pylist().index("a")
+    assert sum(a["units"] for a in s["arms"]) == len(set(batch.units.to_pylist()[first + 1:]))
+    assert s["verdict"] == "ok" and s["writers"] == {"seen": 1, "applied": 1}
     d = tv["shadow_disagreement"][world.B.version]
     acts = batch.action.tolist()
     shadow_acts = [sh.action for i in range(len(batch)) for sh in batch[i].shadows]

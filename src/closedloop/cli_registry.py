@@ -222,9 +222,16 @@ def status(ctx: typer.Context, system: NameSystemOption = None, as_json: JsonOpt
     if tv:
         s = tv.get("srm")
         if s:
-            verdict = "MISMATCH" if s["mismatch"] else "ok"
             arms = ", ".join(f"{a['arm']} {a['units']} units (expected {a['expected_share'] * 100:.3g}%)" for a in s["arms"])
-            typer.echo(f"  sample ratio: {verdict} (chi2 {s['chi2']}, p {s['p_value']}): {arms}")
+            if s.get("p_value") is None:  # nothing to test yet: said in words
+                verdict = s.get("note") or s.get("verdict") or "not tested"
+            else:
+                verdict = (f"{'MISMATCH' if s['mismatch'] else 'ok'} (chi2 {s['chi2']:.3g}, p {s['p_value']:.3g}; "
+                           f"mismatch below p {s.get('alpha', 0.001):g})")
+            since = (s.get("since") or {}).get("at")
+            typer.echo(f"  sample ratio: {verdict}: {arms}" + (f"; since {since}" if since else ""))
+            if s.get("counted"):
+                typer.echo(f"    units counted {s['counted']}")
         for v, d in tv.get("shadow_disagreement", {}).items():
             typer.echo(f"  shadow {v} disagrees on {d['rate'] * 100:.3g}% of {d['n']} decisions: "
                        + ", ".join(f"{a} {x['rate'] * 100:.3g}% of {x['n']}" for a, x in d["by_action"].items()))

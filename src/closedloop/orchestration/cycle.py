@@ -656,8 +656,8 @@ class Cycle:
         con = _data.connect(self.system.name, _data.files_since(dec, "timestamp_ns", since),
                             _data.files_since(out, "event_ns", since), now)
         try:
-            d = _data.arrow(con, "SELECT decision_id, system, unit, timestamp_ns, bundle_version, flight, action, "
-                                 "shadows_json, killswitch FROM decisions WHERE timestamp_ns >= $s", {"s": since})
+            d = _data.arrow(con, "SELECT writer, seq, decision_id, system, unit, timestamp_ns, bundle_version, flight, "
+                                 "action, shadows_json, killswitch FROM decisions WHERE timestamp_ns >= $s", {"s": since})
             o = _data.arrow(con, "SELECT outcome_id, decision_id, system, kind, value, event_ns, source FROM outcomes "
                                  "WHERE event_ns >= $s", {"s": since})
         finally:

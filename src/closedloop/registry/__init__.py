@@ -6,13 +6,14 @@ rollback (see ``docs/registry.md``).
 * :class:`DeploymentState` / :class:`FlightState` — what the registry records as serving.
 * :class:`Change` — what one lifecycle operation did.
 * :func:`guard_check` / :class:`GuardPolicy` / :class:`ArmOps` — guard metrics per flight vs
-  production and the automatic rollback; :func:`srm` and :func:`shadow_disagreement`.
+  production and the automatic rollback; :func:`srm` (the sample-ratio test), :func:`srm_view`
+  (units per arm counted from when each writer applied the current arms) and :func:`shadow_disagreement`.
 * :class:`BundleStore` / :class:`FileBundleStore` — where bundles live, verified on every load.
 """
 
 from __future__ import annotations
 
-from .guard import ArmOps, GuardPolicy, guard_check, shadow_disagreement, srm
+from .guard import ArmOps, GuardPolicy, guard_check, shadow_disagreement, srm, srm_view
 from .registry import Change, Registry
 from .state import DeploymentState, FlightState
 from .store import BundleStore, FileBundleStore
@@ -29,4 +30,5 @@ __all__ = [
     "guard_check",
     "shadow_disagreement",
     "srm",
+    "srm_view",
 ]

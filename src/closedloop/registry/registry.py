@@ -667,16 +667,12 @@ class Registry:
             "checked_at": iso(now),
         }
         if telemetry is not None and st.production is not None:
-            from .guard import _tables, telemetry_view
+            from .guard import _tables, shadow_disagreement, srm_view
 
-            decisions, outcomes = _tables(telemetry)
-            starts = [f["started"]["at_ns"] for f in view["flights"] if f["started"]]
-            since = max(starts) if starts else ((view["production"] or {}).get("since") or {}).get("at_ns", 0)
-            tv = telemetry_view(system, st, decisions, outcomes, int(since), now)
+            decisions, _ = _tables(telemetry)
+            tv: dict[str, Any] = {"srm": srm_view(self, name, st, decisions, now), "shadow_disagreement": {}}
             shadow_starts = [s["started"]["at_ns"] for s in view["shadows"] if s["started"]]
             if shadow_starts:
-                from .guard import shadow_disagreement
-
                 tv["shadow_disagreement"] = shadow_disagreement(decisions, name, int(min(shadow_starts)), now)
             out["telemetry"] = tv
         return out
