@@ -11,7 +11,8 @@ runtime's path, with the dataset's decision ids and timestamps) and measures the
       "metadata": {"dataset_id", "dataset_path", "split": Split.describe() | "all",
                    "side": "test" | "all", "unit_stand_in": bool | None,
                    "time_stand_in": bool | None, "created": ISO-8601 UTC,
-                   "bootstrap": int, "seed": int,
+                   "bootstrap": int, "seed": int, "weighted": bool,
+                   "slice_bins": {field: {"bins", "edges": [lowest, …, highest]}},
                    "notes": [str]},                 # plain sentences, e.g. the row index stands in for the unit
       "rows": {"n", "positives"},
       "bundles": [                                  # in the order given; the first is the baseline
@@ -59,7 +60,10 @@ rows)"``, and ``score_range`` gives the scores' range and whether they are proba
 
 Slices: for every field of ``System.slices``, each distinct value (as text; rows whose stored
 context lacks the field — a schema change, a dropped sensitive field — are the value
-``"(not recorded)"``; a field no row records is refused). Precision, recall and the error rate
+``"(not recorded)"``; a field no row records is refused) — except a numeric field (``Float``,
+``Int``) with more distinct values than ``slice_bins`` (default 5): it is cut into that many
+quantile bins, edges from the evaluated rows, each slice value a range such as ``"[3.2, 7.9)"``
+(:meth:`SliceField.binned`; ``metadata.slice_bins`` lists each binned field's edges). Precision, recall and the error rate
 are at the operating point, ``cost_per_1000`` is the slice's expected cost. ``p_auc`` / ``p_error`` are
 :func:`~closedloop.evaluation.metrics.slice_vs_rest` p-values (slice worse than the rest);
 ``significantly_worse`` is the Benjamini–Hochberg rejection (FDR 0.05) of the AUC test over all
@@ -100,7 +104,7 @@ from . import metrics as M
 from .splits import Split
 from .splits import split as split_rows
 
-__all__ = ["HEURISTIC_KINDS", "MAX_CURVE_POINTS", "SCHEMA_VERSION", "Gate", "Measured", "SliceField",
+__all__ = ["DEFAULT_SLICE_BINS", "HEURISTIC_KINDS", "MAX_CURVE_POINTS", "SCHEMA_VERSION", "Gate", "Measured", "SliceField",
            "evaluate", "measure", "paired_intervals", "slice_intervals", "write_report"]
 
 SCHEMA_VERSION = 1
@@ -179,6 +183,20 @@ MAX_CURVE_POINTS = 200
 CALIBRATION_BINS = 10
 #: The slice value of rows whose stored context lacks the slice field.
 NOT_RECORDED = "(not recorded)"
+#: Quantile bins of a numeric slice field (``evaluate(slice_bins=…)``).
+DEFAULT_SLICE_BINS = 5
+
+
+def _edge_text(edges: Sequence[float], integer: bool) -> list[str]:
+    """Bin edges as text: integers as such; else the fewest significant digits (at least 3) that
+    keep distinct edges distinct."""
+    if integer and all(math.isfinite(e) and e == int(e) for e in edges):
+        return [str(int(e)) for e in edges]
+    for digits in range(3, 18):
+        text = [f"{e:.{digits}g}" for e in edges]
+        if len(set(text)) == len(set(edges)):
+            return text
+    return [repr(e) for e in edges]
 
 
 @dataclass(frozen=True)
@@ -189,6 +207,43 @@ class SliceField:
     name: str
     codes: np.ndarray
     values: tuple[str, ...]
+    #: a binned numeric field's bin edges (lowest value, inner edges, highest value); None: one
+    #: slice per value
+    edges: tuple[float, ...] | None = None
+
+    @classmethod
+    def binned(cls, name: str, column: Any, missing: np.ndarray | None = None, bins: int = DEFAULT_SLICE_BINS,
+               integer: bool = False) -> SliceField:
+        """A numeric field in at most ``bins`` quantile bins, edges from the data: with the
+        recorded values' ``k/bins`` quantiles (numpy's ``higher``: each edge is a value the
+        data holds; repeated edges merged), bin ``j`` holds ``edge[j] ≤ value < edge[j+1]``, the
+        last one up to and including the highest value. Labels are ranges: ``"[3.2, 7.9)"``, the
+        last ``"[7.9, 12]"`` (numbers in the fewest significant digits that tell the edges apart;
+        ``integer``: as integers). Bins are in value order, then ``"NaN"`` and
+        :data:`NOT_RECORDED` when some rows are. A field with at most ``bins`` distinct values
+        keeps one slice per value (:meth:`of`)."""
+        x = np.asarray(column, dtype=np.float64).reshape(-1)
+        rec = np.ones(x.size, dtype=bool) if missing is None else ~np.asarray(missing, dtype=bool)
+        nan = np.isnan(x) & rec
+        vals = x[rec & ~nan]
+        distinct = np.unique(vals)
+        if distinct.size <= bins:
+            return cls.of(name, column, missing)
+        q = np.quantile(vals, np.arange(1, bins) / bins, method="higher")
+        inner = np.unique(q)
+        inner = inner[inner > distinct[0]]  # an edge at the lowest value would leave its bin empty
+        edges = (float(distinct[0]), *(float(e) for e in inner), float(distinct[-1]))
+        text = _edge_text(edges, integer)
+        k = len(edges) - 1
+        labels = [f"[{text[j]}, {text[j + 1]})" for j in range(k - 1)] + [f"[{text[k - 1]}, {text[k]}]"]
+        codes = np.searchsorted(inner, x, side="right").astype(np.int64)
+        if nan.any():
+            labels.append("NaN")
+            codes[nan] = len(labels) - 1
+        if missing is not None and np.any(missing):
+            labels.append(NOT_RECORDED)
+            codes[np.asarray(missing, dtype=bool)] = len(labels) - 1
+        return cls(name, codes, tuple(labels), edges)
 
     @classmethod
     def of(cls, name: str, column: Any, missing: np.ndarray | None = None) -> SliceField:
@@ -518,10 +573,15 @@ def _rows(system: Any, dataset: Path, split: Split | str | None,
     return manifest, table, y, cols, sp
 
 
-def _slice_fields(system: Any, table: Any, cols: Any, manifest: Any) -> list[SliceField]:
-    """The declared slice fields, coded. A field the imported file had no column for, or that no
-    stored context records, is an error (its slices would all hold the default); one that some
-    stored contexts lack gives those rows :data:`NOT_RECORDED`."""
+def _slice_fields(system: Any, table: Any, cols: Any, manifest: Any,
+                  bins: int | None = DEFAULT_SLICE_BINS) -> list[SliceField]:
+    """The declared slice fields, coded: a numeric field (``Float``, ``Int``) in ``bins``
+    quantile bins (:meth:`SliceField.binned`; None: one slice per value), the others one slice
+    per value. A field the imported file had no column for, or that no stored context records,
+    is an error (its slices would all hold the default); one that some stored contexts lack
+    gives those rows :data:`NOT_RECORDED`."""
+    from ..schema import Float, Int
+
     out = []
     manifest_id = manifest.id
     absent = (manifest.content.get("source") or {}).get("absent_fields") or []
@@ -539,7 +599,11 @@ def _slice_fields(system: Any, table: Any, cols: Any, manifest: Any) -> list[Sli
                 f"of dataset {manifest_id!r}. Got no row that records it instead (the file or the telemetry "
                 f"did not carry it, or it is dropped as sensitive): every slice would hold its default."
             )
-        out.append(SliceField.of(name, cols[name], missing=~has))
+        field = system.schema.by_name[name]
+        if bins is not None and isinstance(field, Float | Int):
+            out.append(SliceField.binned(name, cols[name], missing=~has, bins=bins, integer=isinstance(field, Int)))
+        else:
+            out.append(SliceField.of(name, cols[name], missing=~has))
     return out
 
 
@@ -640,6 +704,7 @@ def evaluate(
     gate: Gate | None = None,
     loaded: tuple[Any, Any] | None = None,
     weights: bool = False,
+    slice_bins: int | None = DEFAULT_SLICE_BINS,
 ) -> dict[str, Any]:
     """Evaluate ``bundles`` (the first is the baseline, the last the candidate) on the labeled
     rows of the dataset directory ``dataset``: its test side under ``split`` (default
@@ -648,7 +713,8 @@ def evaluate(
     there are at least two bundles. ``loaded``: what ``load_dataset(dataset, system)`` returned,
     when the caller has it already (the dataset is then not read again). ``weights=True``: every
     figure weighs each row by the dataset's ``weight`` column (inverse propensity, sampling, a
-    label policy's audit) — the metrics of the population the rows stand for."""
+    label policy's audit) — the metrics of the population the rows stand for. ``slice_bins``:
+    the quantile bins of a numeric slice field (default 5; None: one slice per distinct value)."""
     from ..bundle import Bundle
     from ..spec import System
 
@@ -658,6 +724,8 @@ def evaluate(
     if not bundles or not all(isinstance(b, Bundle) for b in bundles):
         raise SpecError(f"The 'bundles' parameter of evaluate must be a non-empty list of Bundles. Got {bundles!r} instead.")
     worst, golden = _check_int("worst", worst, 0), _check_int("golden", golden, 0)
+    if slice_bins is not None:
+        slice_bins = _check_int("slice_bins", slice_bins, 2)
     bootstrap, seed = _check_int("bootstrap", bootstrap, 0), _check_int("seed", seed, 0)
     if gate is not None and not isinstance(gate, Gate):
         raise SpecError(f"The 'gate' parameter of evaluate must be a closedloop Gate or None. Got {gate!r} instead.")
@@ -672,7 +740,7 @@ def evaluate(
             )
     dataset = Path(dataset)
     manifest, table, y, cols, sp = _rows(system, dataset, split, loaded)
-    slice_fields = _slice_fields(system, table, cols, manifest)
+    slice_fields = _slice_fields(system, table, cols, manifest, slice_bins)
     unit_col = table["unit"].cast(pa.string()).combine_chunks().dictionary_encode()
     units = np.asarray(unit_col.indices, dtype=np.int64)
     n_units = len(unit_col.dictionary)
@@ -739,6 +807,8 @@ def evaluate(
             "unit_stand_in": source.get("unit_stand_in"), "time_stand_in": source.get("time_stand_in"),
             "created": _dt.datetime.now(_dt.UTC).isoformat(), "bootstrap": bootstrap, "seed": seed,
             "weighted": weights,
+            "slice_bins": {f.name: {"bins": len(f.edges) - 1, "edges": list(f.edges)}
+                           for f in slice_fields if f.edges is not None},
             "notes": _notes(source),
         },
         "rows": {"n": int(y.size), "positives": int(y.sum())},
