@@ -5,6 +5,7 @@ subprocess), `curl …` as the same HTTP request, `export`, `cd` and `echo … |
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import sys
@@ -116,7 +117,7 @@ class Session:
     def _serve(self, args: list[str]) -> str:
         self._servers.close()
         self._servers = contextlib.ExitStack()
-        env = {**self.env, "PYTHONPATH": str(self.cwd)}
+        env = {**self.env, "PYTHONPATH": os.pathsep.join(p for p in (str(self.cwd), self.env.get("PYTHONPATH")) if p)}
         self.base = self._servers.enter_context(serve_subprocess(args, env=env, cwd=self.cwd))
         return ""
 
