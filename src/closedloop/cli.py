@@ -10,6 +10,11 @@
 Settings (the project home) are read once, here, from ``--home`` / ``CLOSEDLOOP_HOME`` /
 ``./.closedloop``, and passed down. A :class:`~closedloop.errors.ClosedLoopError` ends a command
 with its message on stderr and exit code 1; a bad option value exits 2.
+
+The root options (``--home``, ``--token``) work before or after the subcommand
+(:func:`hoist_root_options`); a subcommand's own option of the same name is the subcommand's
+(``key trust --home``). Without a terminal, help and tables are :data:`NO_TERMINAL_WIDTH` columns
+wide unless ``COLUMNS`` says otherwise (rich's fallback, 80, cuts them).
 """
 
 from __future__ import annotations
@@ -170,7 +175,8 @@ def _has_terminal() -> bool:
 app = typer.Typer(
     cls=_Group,
     name="closedloop",
-    help="Build, run and grow closed-loop intelligent systems.",
+    help="Build, run and grow closed-loop intelligent systems. The options below (--home, --token) may come "
+    "before or after the command.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -233,7 +239,10 @@ def _root(
         ),
     ] = None,
 ) -> None:
-    """Build, run and grow closed-loop intelligent systems."""
+    """Build, run and grow closed-loop intelligent systems.
+
+    --home and --token may also follow the subcommand (`closedloop deploy V … --token T`).
+    """
     ctx.obj = Settings.from_env(home=home, token=token)
     # whether the home was named (not the ./.closedloop default): `init` puts the home there
     ctx.meta[_HOME_GIVEN] = home is not None or bool(os.environ.get(ENV_HOME))
