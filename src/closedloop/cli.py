@@ -69,11 +69,15 @@ class _Group(TyperGroup):
         columns = no_terminal_columns(os.environ, terminal=_has_terminal())
         if columns is None:
             return super().main(args, *a, **kw)
+        before = os.environ.get("COLUMNS")
         os.environ["COLUMNS"] = columns
         try:
             return super().main(args, *a, **kw)
         finally:
-            os.environ.pop("COLUMNS", None)
+            if before is None:
+                os.environ.pop("COLUMNS", None)
+            else:
+                os.environ["COLUMNS"] = before
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_root_options(self, args))
