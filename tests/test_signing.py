@@ -144,3 +144,28 @@ def test_a_rollback_to_an_unsigned_bundle_in_the_history_works_and_warns(tmp_pat
         assert "not signed by a trusted key" in back.message
         assert back.detail["unsigned"][0]["bundle"] == old.version
         assert reg.deployment(phishing).production.version == old.version  # it loads and serves
+
+
+def test_the_same_content_built_again_later_registers_and_deploys_as_the_stored_bundle(tmp_path, phishing):
+    """A plan's heuristic is rebuilt by every process (another creation time, so another manifest
+    digest, the same content and version): registering or deploying it again is the stored one."""
+    import datetime as dt
+
+    from examples.phishing.heuristic import heuristic_intelligence
+
+    home = tmp_path / "home"
+    with Registry(f"sqlite:///{tmp_path}/r.sqlite", home / "bundles").open() as reg:
+        key = reg.signing_key(home)
+        first = Bundle.build(phishing, heuristic_intelligence(), created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+        again = Bundle.build(phishing, heuristic_intelligence(), created_at=dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
+        assert first.version == again.version and first.manifest["digest"] != again.manifest["digest"]
+        rec = reg.add_bundle(first.signed(key), actor="alice")
+        assert reg.add_bundle(again.signed(key), actor="bob") == rec
+        ch = reg.deploy(phishing, again.signed(key), actor="bob", reason="bootstrap", force="no report")
+        assert ch.after.production == first.version
+        assert reg.deployment(phishing).production.manifest["digest"] == first.manifest["digest"]
+        # a different bundle under the same version is still refused
+        other = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.8, "warn": 0.5},
+                             version=first.version)
+        with pytest.raises(RegistryError, match="immutable"):
+            reg.add_bundle(other.signed(key), actor="eve")

@@ -83,7 +83,7 @@ from .guardrails import Guardrail, guardrail_from_dict
 from .intelligence import KINDS, Intelligence, load_intelligence
 from .signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, SigningKey, read_signature
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "read_header", "verify_bundle"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "content_digest", "read_header", "verify_bundle"]
 
 FORMAT = "closedloop.bundle"
 FORMAT_VERSION = 1
@@ -120,7 +120,8 @@ def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     return _sha256(_canonical({k: v for k, v in manifest.items() if k != "digest"}))
 
 
-def _content_digest(manifest: Mapping[str, Any]) -> str:
+def content_digest(manifest: Mapping[str, Any]) -> str:
+    """The digest of a manifest's content (see :attr:`Bundle.content_digest`)."""
     keys = ("system", "features", "intelligence", "thresholds", "parent", "files", "guardrails")
     return _sha256(_canonical({k: manifest[k] for k in keys if k in manifest}))
 
@@ -159,6 +160,14 @@ class Bundle:
     @property
     def schema_version(self) -> str:
         return str(self.manifest["system"]["schema_version"])
+
+    @property
+    def content_digest(self) -> str:
+        """The digest of what the bundle *is* — system, features, intelligence, thresholds,
+        guardrails, parent and every file's sha256 — without when it was built or its metrics:
+        the default version is made from it, and a store treats two bundles with the same
+        version and content digest as the same bundle."""
+        return content_digest(self.manifest)
 
     @property
     def feature_fingerprint(self) -> str:
@@ -244,7 +253,7 @@ class Bundle:
             "metrics": metrics_obj,
             "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(files.items())},
         }
-        manifest["version"] = version or f"{system.name}-{_content_digest(manifest)[:12]}"
+        manifest["version"] = version or f"{system.name}-{content_digest(manifest)[:12]}"
         manifest["digest"] = _manifest_digest(manifest)
         bundle = cls(manifest, intelligence)
         bundle._files = files

@@ -39,7 +39,7 @@ from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ..bundle import Bundle, read_header
+from ..bundle import Bundle, content_digest, read_header
 from ..clock import Clock, SystemClock
 from ..errors import BundleError, ClosedLoopError, ConflictError, RegistryError, SanityCheckError
 from ..signing import SigningKey, home_key, key_id, parse_public_key, verify_signature
@@ -253,7 +253,8 @@ class Registry:
         for _ in range(2):
             existing = self.bundle(b.version)
             if existing is not None:
-                if existing["digest"] != m["digest"]:
+                # the same content built again (another creation time or metrics) is the stored bundle
+                if existing["digest"] != m["digest"] and content_digest(existing["manifest"]) != b.content_digest:
                     raise RegistryError(
                         f"Bundle version {b.version!r} is registered with manifest digest {existing['digest'][:12]}…; "
                         f"this bundle has {m['digest'][:12]}…. Versions are immutable: build it under another version."

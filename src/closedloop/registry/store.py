@@ -5,7 +5,10 @@ their content (``<system>-<12 hex of the content digest>``, see :mod:`closedloop
 load verifies the bundle (each file's sha256 and size, the manifest digest, no unlisted file);
 the registry also checks the manifest digest against the one it recorded when the bundle was
 registered, so a bundle swapped wholesale in the store (with recomputed checksums) is refused too.
-Stored bundles are never overwritten.
+Stored bundles are never overwritten. Storing a bundle whose version and content digest
+(:attr:`~closedloop.Bundle.content_digest`: everything but when it was built and its metrics) match
+a stored one is a no-op — a plan's heuristic rebuilt by another process is the stored bundle; a
+different content under a stored version is refused.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class FileBundleStore(BundleStore):
                     f"The store already holds something under version {bundle.version!r} at {target} and it "
                     f"fails verification ({exc}); it is never overwritten: remove it by hand after inspection."
                 ) from exc
-            if stored.manifest["digest"] != bundle.manifest["digest"]:
+            if stored.content_digest != bundle.content_digest:  # the same content built again later: the same
                 raise RegistryError(
                     f"The store already holds a different bundle under version {bundle.version!r} (manifest "
                     f"digest {stored.manifest['digest'][:12]}…, this one {bundle.manifest['digest'][:12]}…); "
