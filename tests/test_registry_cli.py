@@ -128,3 +128,15 @@ def test_cli_evaluate_register(tmp_path, world):
         assert rep["gate"]["candidate"] == world.B.version and not rep["gate"]["passed"]
         assert reg.bundle(world.A.version)["registered_by"] == "alice"
         assert (home / "bundles" / world.B.version / "manifest.json").is_file()
+
+
+def test_cli_evaluate_slice_bins(tmp_path, world):
+    home = tmp_path / "home"
+    paths = [str(world.A.save(tmp_path / "out" / world.A.version))]
+    args = ["evaluate", "--system", SYSTEM, "--bundle", paths[0], "--dataset", str(world.dataset), "--bootstrap", "0",
+            "--out", str(tmp_path / "r.json")]
+    r = _run(home, *args, "--slice-bins", "1")
+    assert r.exit_code == 2 and "slice_bins" in r.stderr
+    for n in ("0", "3"):  # 0: one slice per distinct value (the phishing system's slices are not numeric)
+        r = _run(home, *args, "--slice-bins", n)
+        assert r.exit_code == 0, r.stderr

@@ -54,6 +54,9 @@ def evaluate(
     ] = False,
     bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", help="Bootstrap resamples.")] = 100,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the bootstrap and golden sample.")] = 0,
+    slice_bins: Annotated[int, typer.Option(
+        "--slice-bins", metavar="N",
+        help="Quantile bins of a numeric slice field (0: one slice per distinct value).")] = 5,
     register: Annotated[
         bool, typer.Option("--register", help="Attach the report to its bundles in the registry (needs an admin token).")
     ] = False,
@@ -80,7 +83,7 @@ def evaluate(
     try:
         bundles = [Bundle.load(p, sys_obj) for p in paths]
         report = evaluate_api(sys_obj, bundles, path, split="all" if all_rows else None,
-                              bootstrap=bootstrap, seed=seed)
+                              bootstrap=bootstrap, seed=seed, slice_bins=slice_bins or None)
     except ClosedLoopError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if out is None:

@@ -122,7 +122,9 @@ class LoopPlan:
         production model let be labeled (default: unweighted).
     thresholds:
         ``"cost"`` (default): the candidate's thresholds minimize the system's mistake costs on
-        the training side of its dataset (weighted); ``"system"``: the system's own.
+        the calibration rows of its dataset when the plan calibrates, else on the rows the model
+        was fitted on (weighted; ``closedloop.creation.thresholds``, the code path
+        ``closedloop train --thresholds cost`` uses too); ``"system"``: the system's own.
     train_window:
         Decisions of this long before the cycle's time make the training dataset (those whose
         label window has closed).
