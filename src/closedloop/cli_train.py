@@ -113,7 +113,23 @@ def train(
             run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent,
                             thresholds=thresholds)
             target = out if out is not None else settings.bundles / run.bundle.version
-            saved = run.bundle.save(target, key=_home_signer(settings))
+            existing = _same_bundle(target, run.bundle)
+            saved = existing or run.bundle.save(target, key=_home_signer(settings))
     except ClosedLoopError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    typer.echo(json.dumps({"version": run.bundle.version, "path": str(saved), "metrics": run.metrics}, default=str))
+    typer.echo(json.dumps({"version": run.bundle.version, "path": str(saved), "metrics": run.metrics,
+                           **({"already_saved": True} if existing else {})}, default=str))
+
+
+def _same_bundle(target: Path, bundle: Any) -> Path | None:
+    """``target`` when it holds this very bundle already (the same content: the same model
+    trained again on the same data), else None — and then saving refuses an existing target."""
+    from .bundle import Bundle
+    from .errors import BundleError
+
+    if not (target / "manifest.json").is_file():
+        return None
+    try:
+        return target if Bundle.load(target).content_digest == bundle.content_digest else None
+    except BundleError:
+        return None
