@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop import FrequencyCap
-from closedloop.guardrails import CapStore, GuardLayer, InMemoryCapStore
+from closedloop.experience.guardrails import CapStore, GuardLayer, InMemoryCapStore
 
 
 class _RowByRow(CapStore):

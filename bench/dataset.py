@@ -10,7 +10,7 @@ child's peak RSS):
 (a) ``hand``: one hand-written DuckDB statement with the same semantics (point in time, dedupe
     by id, id and unit + time linking, inclusive window, per-kind aggregation, rule precedence,
     defaults, open windows left out) written to Parquet;
-(b) ``framework``: :func:`closedloop.loop.build_dataset` (the same join, plus the manifest's
+(b) ``framework``: :func:`closedloop.datasets.build_dataset` (the same join, plus the manifest's
     counts, one column per feature, an fsynced atomic write).
 
 Run: ``.venv/bin/python bench/dataset.py [--quick] [--dir DIR]``. The last line printed is one
@@ -282,7 +282,7 @@ def _child(mode: str, root: Path, out: Path) -> dict:
         rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
         extra: dict = {}
     else:
-        from closedloop.loop import build_dataset
+        from closedloop.datasets import build_dataset
 
         m = build_dataset(
             _system(), decision_files=dfiles, outcome_files=ofiles, since_ns=SINCE, until_ns=UNTIL,

@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     # -- evaluate() end to end, the JSON size, the HTML ------------------------------------------
     report = None
     if not args.no_end_to_end:
-        from closedloop.loop import import_dataset
-        from closedloop.loop.dataset import load_dataset
+        from closedloop.datasets import import_dataset
+        from closedloop.datasets.dataset import load_dataset
 
         with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as tmp:
             import pyarrow.parquet as pq

@@ -117,7 +117,7 @@ def build(home: Path) -> dict[str, Any]:
     import lightgbm as lgb
 
     from closedloop import Bundle, LightGBMModel
-    from closedloop.auth import Credentials
+    from closedloop.service.auth import Credentials
 
     cols = bench_decide.make_columns(20_000, seed=1)
     X = SYSTEM.features.batch(SYSTEM.schema.validate_batch(cols))

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop import F, Float, Str, System, Thresholds
-from closedloop.decision import Decision
+from closedloop.runtime.decision import Decision
 from closedloop.telemetry import DECISION_SCHEMA, SegmentLog, Telemetry
 from closedloop.telemetry.segments import encode_frame
 

@@ -85,9 +85,9 @@ def write_csv(path: Path | str) -> Path:
 def run(out: Path | str, *, bootstrap: int = 100) -> dict[str, Any]:
     """Import → train heuristic, logistic and LightGBM → evaluate side by side → the report
     (also written to ``out/report.json``). Returns ``{"dataset", "runs", "report", "path"}``."""
-    from closedloop.creation import train
+    from closedloop.datasets import import_dataset
     from closedloop.evaluation.report import evaluate
-    from closedloop.loop import import_dataset
+    from closedloop.training import train
 
     out = Path(out)
     ds = import_dataset(write_csv(out / "phishing.csv"), system, label=LABEL, out=out / "dataset")

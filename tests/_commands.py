@@ -17,7 +17,7 @@ import httpx
 from typer.testing import CliRunner
 
 from _service import serve_subprocess
-from closedloop.cli import app
+from closedloop.cli.main import app
 
 SH_BLOCK = re.compile(r"```(?:sh|bash)\n(.*?)```", re.S)
 

@@ -26,7 +26,7 @@ from closedloop import (
     System,
     Thresholds,
 )
-from closedloop.ids import DecisionIds
+from closedloop.runtime.ids import DecisionIds
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
 DAY = 86_400 * 10**9

@@ -38,10 +38,10 @@ def build_world(system: Any, root: Path, n: int = 3000) -> World:
     from examples.phishing.heuristic import heuristic_intelligence
 
     from closedloop import Bundle
-    from closedloop.creation import train
+    from closedloop.datasets import import_dataset
     from closedloop.evaluation.report import evaluate
-    from closedloop.loop import import_dataset
-    from closedloop.signing import SigningKey
+    from closedloop.runtime.signing import SigningKey
+    from closedloop.training import train
 
     root.mkdir(parents=True, exist_ok=True)
     cols, labels = generate(n, 11, phish_rate=0.3)

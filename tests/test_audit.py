@@ -26,13 +26,13 @@ from closedloop import (
     System,
     Thresholds,
 )
-from closedloop.creation.train import training_rows
+from closedloop.datasets import build_dataset
 from closedloop.evaluation import Split
 from closedloop.evaluation.report import measure
-from closedloop.ids import DecisionIds
-from closedloop.loop import build_dataset
 from closedloop.orchestration import LoopPlan
+from closedloop.runtime.ids import DecisionIds
 from closedloop.telemetry import SegmentLog, Telemetry
+from closedloop.training.train import training_rows
 
 RULES = [OutcomeRule("analyst_label", label=None, aggregate="latest"), OutcomeRule("reported_phish", label="phish")]
 

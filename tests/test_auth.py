@@ -9,10 +9,10 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-from closedloop.auth import Credentials
-from closedloop.cli import app
-from closedloop.cli_auth import admin
+from closedloop.cli.main import app
+from closedloop.cli.tokens import admin
 from closedloop.errors import AuthError, SpecError
+from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from closedloop import Bundle, BundleError, F, LogisticModel, Str, System, Thresholds, verify_bundle
-from closedloop.bundle import _manifest_digest
+from closedloop.runtime.bundle import _manifest_digest
 
 
 def model(system, bias: float = -1.0) -> LogisticModel:

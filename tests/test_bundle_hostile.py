@@ -25,10 +25,10 @@ from sklearn.tree import DecisionTreeClassifier
 from typer.testing import CliRunner
 
 from closedloop import Bundle, BundleError
-from closedloop.bundle import _manifest_digest
-from closedloop.cli import app
+from closedloop.cli.main import app
 from closedloop.errors import ClosedLoopError
 from closedloop.intelligence import SklearnModel
+from closedloop.runtime.bundle import _manifest_digest
 
 runner = CliRunner()
 
@@ -451,7 +451,7 @@ def test_the_cli_refuses_links_and_pipes(phishing, bundle, tmp_path, case):
 
 
 def test_a_small_signature_beside_the_manifest_is_accepted(phishing, bundle):
-    (bundle / "signature.json").write_text('{"parsed": "by closedloop.signing, not here"}')
+    (bundle / "signature.json").write_text('{"parsed": "by closedloop.runtime.signing, not here"}')
     assert Bundle.load(bundle, phishing).version
 
 
@@ -482,9 +482,9 @@ def test_the_runstring_exploit_through_the_servers_deploy_runs_nothing_and_leave
 
     from _service import serve_in_thread
     from closedloop import Client, ServiceError
-    from closedloop.auth import Credentials
     from closedloop.registry import Registry
     from closedloop.service import ServiceSettings, create_app
+    from closedloop.service.auth import Credentials
     from closedloop.settings import Settings
 
     home = tmp_path / "home"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from closedloop import Bundle, IntelligenceError, LinearModel, LogisticModel, SpecError, checks
-from closedloop.creation import calibrate, train_logistic
 from closedloop.intelligence import Calibrated, LightGBMModel, ScoringRules, load_intelligence
 from closedloop.intelligence.heuristics import Rule
+from closedloop.training import calibrate, train_logistic
 
 
 def split(phishing, n, seed):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from closedloop.cli import app
-from closedloop.scaffold import EXAMPLE_CONTEXT, system_name_for
+from closedloop.cli.main import app
+from closedloop.cli.scaffold import EXAMPLE_CONTEXT, system_name_for
 from closedloop.settings import Settings
 
 runner = CliRunner()
@@ -279,7 +279,7 @@ def test_decide_lines_flushes_per_line_only_for_a_tty(
     project: dict[str, object], tty: bool
 ) -> None:
     from closedloop import Bundle, Runtime
-    from closedloop.cli import decide_lines, load_system
+    from closedloop.cli.main import decide_lines, load_system
 
     class Out(io.BytesIO):
         flushes = 0

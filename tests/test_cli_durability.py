@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from _full_disk import FullDisk
 from closedloop import Bundle, LogisticModel
-from closedloop.cli import app
+from closedloop.cli.main import app
 from closedloop.telemetry import TelemetryStore
 
 SYSTEM = "examples.phishing.system:phishing"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from closedloop.cli import app, hoist_root_options, no_terminal_columns
+from closedloop.cli.main import app, hoist_root_options, no_terminal_columns
 
 runner = CliRunner()
 
@@ -39,7 +39,7 @@ def test_token_after_the_subcommand_authenticates(tmp_path: Path) -> None:
     home = tmp_path / "h"
     token = _run("--home", str(home), "token", "add", "ops", "--role", "admin").stdout.strip()
     # the README's form: the token after the subcommand and its own options
-    from closedloop.signing import SigningKey
+    from closedloop.runtime.signing import SigningKey
 
     other = SigningKey.generate()
     r = _run("key", "trust", other.public_key, "--name", "ci", "--token", token, env={"CLOSEDLOOP_HOME": str(home)})

@@ -22,7 +22,6 @@ from closedloop import (
     ThresholdRule,
     checks,
 )
-from closedloop.creation import fit_stacking, roc_auc, train_logistic
 from closedloop.intelligence import (
     KINDS,
     Intelligence,
@@ -35,6 +34,7 @@ from closedloop.intelligence import (
 )
 from closedloop.intelligence.base import check_output
 from closedloop.intelligence.combine import LOGIT_EPS, logit, logit_array
+from closedloop.training import fit_stacking, roc_auc, train_logistic
 
 # ---------------------------------------------------------------------------------------------
 # members

@@ -1,4 +1,4 @@
-"""closedloop.creation: train_logistic and its metrics."""
+"""closedloop.training: train_logistic and its metrics."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from closedloop import (
     System,
     Thresholds,
 )
-from closedloop.creation import TrainResult, encode_labels, log_loss, roc_auc, train_logistic
+from closedloop.training import TrainResult, encode_labels, log_loss, roc_auc, train_logistic
 
 
 @pytest.fixture(scope="module")

@@ -132,8 +132,8 @@ def test_a_real_full_tmpfs(loop) -> None:
 def test_loop_run_exits_1_when_the_ingest_failed(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from closedloop.auth import Credentials
-    from closedloop.cli import app
+    from closedloop.cli.main import app
+    from closedloop.service.auth import Credentials
 
     home = tmp_path / "home"
     plan = tmp_path / "plan.py"

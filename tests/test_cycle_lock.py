@@ -17,9 +17,9 @@ import pytest
 
 from _orchestration_support import START, make_system
 from closedloop import ManualClock
-from closedloop.auth import Credentials
 from closedloop.orchestration import Cycle, CycleLock, FileCycleLock, LockHeldError, LoopPlan
 from closedloop.registry import Registry
+from closedloop.service.auth import Credentials
 
 TESTS = Path(__file__).resolve().parent
 

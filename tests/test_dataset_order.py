@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closedloop.loop import DatasetError, build_dataset
+from closedloop.datasets import DatasetError, build_dataset
 from test_join import SYSTEM, T0, S, decision, outcome
 
 
@@ -118,7 +118,7 @@ def test_cycle_records_are_written_as_json_with_numpy_numbers(tmp_path):
 def test_the_cycle_reuses_decoded_contexts_and_reads_what_load_dataset_reads(tmp_path, monkeypatch):
     """Consecutive training windows overlap: the cycle decodes only the contexts the last
     dataset did not hold (or held with another text), and returns exactly load_dataset's."""
-    from closedloop.loop import load_dataset
+    from closedloop.datasets import load_dataset
     from closedloop.orchestration import Cycle, LoopPlan
     from closedloop.telemetry.records import DECISION_SCHEMA
 
@@ -142,7 +142,7 @@ def test_the_cycle_reuses_decoded_contexts_and_reads_what_load_dataset_reads(tmp
 
     paths = [ds("a", 0, 400), ds("b", 100, 550), ds("c", 200, 600, [other / "part-0.parquet"])]
     wanted = [load_dataset(p, SYSTEM) for p in paths]
-    import closedloop.loop.dataset as dsmod
+    import closedloop.datasets.dataset as dsmod
 
     decoded = []
     real = dsmod.decode_contexts

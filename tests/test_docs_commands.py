@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from _commands import command_lines, forget_modules, session, sh_blocks
-from closedloop.cli import app
+from closedloop.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -214,7 +214,7 @@ def test_doc_block_runs(doc: str, line: int, body: str, shop: Workspace, shop_fr
             if cmd.startswith("closedloop evaluate"):
                 extra["<file>"] = Path(json.loads(out)["path"]).stem
             if cmd.startswith("closedloop key show"):
-                from closedloop.signing import SigningKey
+                from closedloop.runtime.signing import SigningKey
 
                 other = SigningKey.generate()
                 extra["<PUBLIC_KEY>"] = other.public_key

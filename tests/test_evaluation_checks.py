@@ -19,11 +19,10 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from closedloop import Bundle, F, Float, LinearModel, LogisticModel, Str, System, Thresholds
-from closedloop.errors import BundleError, DatasetError
+from closedloop.datasets import import_dataset
+from closedloop.errors import BundleError, DatasetError, EvaluationError
 from closedloop.evaluation import metrics as M
-from closedloop.evaluation.metrics import EvaluationError
 from closedloop.evaluation.report import NOT_RECORDED, SliceField, evaluate, measure
-from closedloop.loop import import_dataset
 
 REL = 1e-9
 SEGMENTS = ("a", "b", "c", "d", "e", "f")

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
+from closedloop.errors import EvaluationError
 from closedloop.evaluation import metrics as M
-from closedloop.evaluation.metrics import EvaluationError
-from closedloop.experience import Thresholds
+from closedloop.experience.experiences import Thresholds
 
 REL = 1e-9
 

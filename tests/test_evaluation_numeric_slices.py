@@ -10,17 +10,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closedloop.creation import train
 from closedloop.errors import SpecError
 from closedloop.evaluation import render_html
 from closedloop.evaluation.report import NOT_RECORDED, SliceField, evaluate
+from closedloop.training import train
 
 
 @pytest.fixture(scope="module")
 def sliced(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     root = tmp_path_factory.mktemp("numeric-slices")
     cols, labels = generate(3000, 4, phish_rate=0.3)

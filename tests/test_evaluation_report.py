@@ -15,12 +15,12 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from closedloop import Runtime
-from closedloop.creation import train
+from closedloop.datasets.dataset import load_dataset
 from closedloop.errors import BundleError, DatasetError
 from closedloop.evaluation import report as R
 from closedloop.evaluation.report import Gate, evaluate
-from closedloop.evaluation.splits import split as split_rows
-from closedloop.loop.dataset import load_dataset
+from closedloop.system.splits import split as split_rows
+from closedloop.training import train
 
 RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.5, 0.4]]}
 
@@ -28,7 +28,7 @@ RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.
 def _dataset(system, root, seed, flip_browser=None, flip_rate=0.3):
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     cols, labels = generate(3000, seed, phish_rate=0.3)
     labels = labels.copy()
@@ -189,7 +189,7 @@ def test_errors_name_the_problem(phishing, setup, tmp_path):
 
 
 def test_cli_writes_the_report(phishing, setup, tmp_path):
-    from closedloop.cli_evaluate import evaluate as evaluate_cmd
+    from closedloop.cli.evaluate import evaluate as evaluate_cmd
     from closedloop.settings import Settings
 
     home = tmp_path / "home"

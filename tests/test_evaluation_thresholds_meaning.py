@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from closedloop import Thresholds
-from closedloop.creation import train
 from closedloop.evaluation import metrics as M
 from closedloop.evaluation import render_html
 from closedloop.evaluation.report import evaluate, measure
+from closedloop.training import train
 
 TH = Thresholds("p", {"block": 0.9, "warn": 0.6}, otherwise="allow")
 LABELS = ("legit", "phish")
@@ -69,7 +69,7 @@ def test_always_and_an_empty_band_and_raw_scores():
 def never_report(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     root = tmp_path_factory.mktemp("never")
     cols, labels = generate(2000, 9, phish_rate=0.3)

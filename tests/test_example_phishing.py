@@ -11,7 +11,7 @@ from examples.phishing.data import KNOWN_BAD_DOMAINS, generate, records
 from examples.phishing.heuristic import heuristic_intelligence
 
 from closedloop import Bundle
-from closedloop.creation import roc_auc, train_logistic
+from closedloop.training import roc_auc, train_logistic
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -28,7 +28,7 @@ from closedloop import (
     Thresholds,
     checks,
 )
-from closedloop.exploration import choose, uniform
+from closedloop.experience.exploration import choose, uniform
 
 CTX = {"user_id": "u1", "url": "http://10.0.0.1/login", "domain": "10.0.0.1", "page_brand": "PayPal",
        "domain_age_days": 3, "has_password_field": True}
@@ -142,9 +142,9 @@ def three_scores(system):
 def test_trainers_refuse_a_best_action_system_by_name(tmp_path):
     """A BestAction experience reads one score per action: a trainer must be told which score to
     fit (train_logistic, fit_stacking) or refuse (train) — never an AttributeError."""
-    from closedloop.creation import train_logistic
-    from closedloop.creation.stacking import fit_stacking
-    from closedloop.creation.train import train
+    from closedloop.training import train_logistic
+    from closedloop.training.stacking import fit_stacking
+    from closedloop.training.train import train
 
     system = best_system()
     batch = {"user": ["u"] * 6, "a": [0.1, 0.9, 0.2, 0.8, 0.3, 0.7], "b": [1.0, 0.0, 1.0, 0.0, 0.5, 0.5]}

@@ -21,7 +21,7 @@ from closedloop import (
     Str,
     checks,
 )
-from closedloop.checks import contexts_strategy, same_float
+from closedloop.runtime.checks import contexts_strategy, same_float
 
 SCHEMA = Schema(
     [

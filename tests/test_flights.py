@@ -13,8 +13,14 @@ import pytest
 from tests.test_runtime import heuristic_bundle, logistic_bundle
 
 from closedloop import Runtime, SpecError
-from closedloop.deployment import Deployment, Flight, assign_flight, expected_shares, flight_bucket
-from closedloop.guardrails import BlockList
+from closedloop.experience.guardrails import BlockList
+from closedloop.runtime.deployment import (
+    Deployment,
+    Flight,
+    assign_flight,
+    expected_shares,
+    flight_bucket,
+)
 from closedloop.telemetry import MemorySink, Telemetry
 
 
@@ -40,7 +46,7 @@ def test_assignment_is_stable_across_processes_and_within_a_binomial_bound():
     sd = math.sqrt(len(units) * share * (1 - share))
     assert abs(inside - share * len(units)) < 4.5 * sd
     # Another process (another hash seed) puts the same units in the same arm.
-    code = "from closedloop.deployment import flight_bucket; print([flight_bucket('b-test', f'u{i}') for i in range(20)])"
+    code = "from closedloop.runtime.deployment import flight_bucket; print([flight_bucket('b-test', f'u{i}') for i in range(20)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout
     assert eval(out) == [flight_bucket("b-test", f"u{i}") for i in range(20)]  # noqa: S307 - our own output

@@ -157,7 +157,7 @@ def test_guardrail_declarations_are_validated(phishing):
 
 
 def test_a_custom_rule_without_a_condition_is_refused_by_name(phishing):
-    from closedloop.guardrails import Guardrail
+    from closedloop.experience.guardrails import Guardrail
 
     class Unconditional(Guardrail):  # condition() may be None only for a FrequencyCap
         name, reason = "unconditional", "always"
@@ -177,7 +177,7 @@ def test_a_custom_rule_without_a_condition_is_refused_by_name(phishing):
 
 
 def test_a_saved_guardrail_of_no_known_kind_is_refused_by_name():
-    from closedloop.guardrails import guardrail_from_dict
+    from closedloop.experience.guardrails import guardrail_from_dict
 
     for kind in ("hard_limit", ["allow_list"], None):  # a list is not even hashable
         with pytest.raises(SpecError, match=r"allow and block lists only\. Got a guardrail of kind"):
@@ -199,7 +199,7 @@ SHIPPED = {
 
 
 def test_every_shipped_guardrail_is_covered():
-    import closedloop.guardrails as g
+    import closedloop.experience.guardrails as g
 
     shipped = {c.__name__ for c in (g.AllowList, g.BlockList, g.HardLimit, g.FrequencyCap)}
     exported = {n for n in g.__all__ if isinstance(getattr(g, n), type) and issubclass(getattr(g, n), g.Guardrail)}
@@ -236,7 +236,7 @@ def test_vectorized_caps_agree_with_single_decisions_on_random_batches(phishing,
     batches for a closed window, and a limit of 0; and so does a store with only count/add."""
     import pyarrow as pa
 
-    from closedloop.guardrails import GuardLayer
+    from closedloop.experience.guardrails import GuardLayer
 
     rng = np.random.default_rng(seed)
     limit = int(rng.integers(0, 4))

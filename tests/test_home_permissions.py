@@ -20,7 +20,7 @@ import pytest
 
 from closedloop import F, Float, LabelPolicy, OutcomeRule, Str, System, Thresholds
 from closedloop._files import create_private, make_private_dirs, open_private_file, restrict_tree
-from closedloop.decision import Decision
+from closedloop.runtime.decision import Decision
 from closedloop.settings import Settings
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
@@ -81,13 +81,13 @@ def _log(home: Path, system: System, start: int, n: int) -> None:
 def test_a_home_after_a_realistic_flow_has_nothing_readable_by_others(tmp_path, umask_022, phishing):
     from examples.phishing.data import generate
 
-    from closedloop.creation import train
+    from closedloop.datasets import build_dataset, import_dataset
     from closedloop.evaluation import write_html
     from closedloop.evaluation.report import evaluate, write_report
-    from closedloop.loop import build_dataset, import_dataset
     from closedloop.orchestration.alerts import Alert, JsonLinesAlertSink
     from closedloop.orchestration.goals import SeriesStore
     from closedloop.registry import Registry
+    from closedloop.training import train
 
     home = tmp_path / "home"  # created by closedloop itself, under the umask
     settings = Settings(home=home)

@@ -8,9 +8,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from closedloop.datasets.dataset import DatasetManifest, load_dataset
+from closedloop.datasets.importer import import_dataset
 from closedloop.errors import DatasetError
-from closedloop.loop.dataset import DatasetManifest, load_dataset
-from closedloop.loop.importer import import_dataset
 
 
 def _table(n: int = 200, seed: int = 0) -> pa.Table:

@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from closedloop.loop import read_outcomes
+from closedloop.datasets import read_outcomes
 
 
 def test_each_rule_rejects_its_line_alone(tmp_path):

@@ -1,4 +1,4 @@
-"""The join: decisions × outcomes under a label policy → a dataset (closedloop.loop.dataset)."""
+"""The join: decisions × outcomes under a label policy → a dataset (closedloop.datasets.dataset)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from closedloop import F, Float, LabelPolicy, OutcomeRule, SpecError, Str, System, Thresholds
-from closedloop.loop import DatasetError, DatasetManifest, build_dataset, load_dataset
+from closedloop.datasets import DatasetError, DatasetManifest, build_dataset, load_dataset
 from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 S = 1_000_000_000  # one second in ns
@@ -379,8 +379,8 @@ def test_a_removed_field_is_ignored(tmp_path):
 def test_a_dataset_from_the_store(tmp_path):
     import time
 
-    from closedloop.decision import Decision
-    from closedloop.loop import read_feature_sets
+    from closedloop.datasets import read_feature_sets
+    from closedloop.runtime.decision import Decision
     from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
     day = 86_400 * S

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from closedloop import Bundle, BundleError, IntelligenceError, checks
-from closedloop.bundle import _manifest_digest
 from closedloop.intelligence import KINDS, LightGBMModel, load_intelligence
 from closedloop.intelligence import lightgbm as lgbmod
 from closedloop.intelligence.lightgbm import K_ZERO, PyForest, _make_forest, parse_lightgbm
+from closedloop.runtime.bundle import _manifest_digest
 
 D = 6
 NAMES = [f"f{i}" for i in range(D)]

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closedloop.creation import train
-from closedloop.creation.train import lightgbm_defaults
+from closedloop.training import train
+from closedloop.training.train import lightgbm_defaults
 
 #: LightGBM's own defaults, given explicitly: what train used before the sized defaults
 LIGHTGBM_OWN = {"num_leaves": 31, "min_data_in_leaf": 20, "min_sum_hessian_in_leaf": 1e-3, "lambda_l2": 0.0,
@@ -21,7 +21,7 @@ def noisy(phishing, tmp_path_factory):
     """4,000 page loads, 12 % phishing, 40 % of the labels redrawn at the base rate (noise)."""
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     root = tmp_path_factory.mktemp("noisy")
     cols, labels = generate(4000, 11, phish_rate=0.12)
@@ -80,7 +80,7 @@ def test_a_value_given_under_any_alias_is_kept():
 def test_aliases_are_lightgbm_own():
     from lightgbm.basic import _ConfigAliases
 
-    from closedloop.creation.train import _LGBM_ALIASES
+    from closedloop.training.train import _LGBM_ALIASES
 
     for name, names in _LGBM_ALIASES.items():
         assert set(names) == set(_ConfigAliases.get(name)), name

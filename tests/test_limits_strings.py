@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from closedloop import Bundle, ContextError, Float, Schema, SpecError, Str
+from closedloop.context.schema import DEFAULT_MAX_LENGTH
 from closedloop.errors import BatchContextError, OutcomeError
-from closedloop.schema import DEFAULT_MAX_LENGTH
 from closedloop.telemetry import MemorySink, Telemetry
 
 BIG = "u" * (7 << 20)  # a 7 MB user id
@@ -109,7 +109,7 @@ def test_outcome_strings_are_bounded_and_shown_clipped_in_log_outcome(phishing):
 
 
 def test_ingest_refuses_a_huge_unit_with_a_short_reason(tmp_path: Path):
-    from closedloop.loop import read_outcomes
+    from closedloop.datasets import read_outcomes
 
     p = tmp_path / "o.jsonl"
     p.write_text(json.dumps({"unit": BIG, "kind": "reported", "source": "a", "event_time": 1}) + "\n"
@@ -124,8 +124,8 @@ def served(phishing, tmp_path_factory):
     from examples.phishing.heuristic import heuristic_intelligence
 
     from _service import serve_in_thread
-    from closedloop.auth import Credentials
     from closedloop.service import ServiceSettings, create_app
+    from closedloop.service.auth import Credentials
     from closedloop.settings import Settings
 
     bundle = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.5})

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from closedloop import Bundle, DecisionIds, LogisticModel, ManualClock, Runtime
-from closedloop.cli import app
+from closedloop.cli.main import app
 from closedloop.telemetry import SegmentLog, Telemetry
 
 DAY = 86_400 * 10**9

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from _orchestration_support import DAY, START, make_system
 from closedloop import ManualClock
-from closedloop.auth import Credentials
 from closedloop.errors import SpecError
 from closedloop.orchestration import Cycle, LoopPlan
 from closedloop.registry import Registry
+from closedloop.service.auth import Credentials
 
 TESTS = Path(__file__).resolve().parent
 PLAN = """
@@ -80,7 +80,7 @@ def cli_home(tmp_path: Path):
 
 
 def _run(home: Path, plan: Path, token: str, *args: str):
-    from closedloop.cli import app
+    from closedloop.cli.main import app
 
     return CliRunner().invoke(app, ["--home", str(home), "--token", token, "loop", "run", "--once",
                                     "--plan", f"{plan}:plan", *args],

@@ -37,8 +37,7 @@ from closedloop import (
     System,
     Thresholds,
 )
-from closedloop.ids import DecisionIds
-from closedloop.loop import build_dataset
+from closedloop.datasets import build_dataset
 from closedloop.orchestration import (
     AbusePolicy,
     Alert,
@@ -59,6 +58,7 @@ from closedloop.orchestration import (
     windows_between,
 )
 from closedloop.orchestration.drift import DriftMonitor
+from closedloop.runtime.ids import DecisionIds
 from closedloop.telemetry import SegmentLog, Telemetry
 
 

@@ -24,9 +24,9 @@ from _orchestration_support import (
     open_runtime,
 )
 from closedloop import ManualClock
-from closedloop.auth import Credentials
 from closedloop.orchestration import Cycle, DriftMonitor, LoopPlan, Rollout
 from closedloop.registry import GuardPolicy, Registry
+from closedloop.service.auth import Credentials
 
 TESTS = Path(__file__).resolve().parent
 
@@ -58,7 +58,7 @@ def _save(self, rec):
         os.kill(os.getpid(), signal.SIGKILL)
     save(self, rec)
 C.Cycle._save = _save
-from closedloop.cli import app
+from closedloop.cli.main import app
 app(sys.argv[2:], prog_name="closedloop")
 """
 

@@ -85,8 +85,8 @@ def test_small_days_are_not_judged_and_the_check_is_validated(tmp_path: Path, ph
 
 
 def test_build_dataset_leaves_excluded_ingest_ranges_out(tmp_path: Path, phishing) -> None:
+    from closedloop.datasets import build_dataset
     from closedloop.errors import DatasetError
-    from closedloop.loop import build_dataset
 
     n = 40
     ids = [f"d{i}" for i in range(n)]

@@ -17,8 +17,8 @@ import pytest
 
 from _service import serve_in_thread
 from closedloop import Bundle
-from closedloop.auth import Credentials
-from closedloop.loop import read_outcomes
+from closedloop.datasets import read_outcomes
+from closedloop.service.auth import Credentials
 from closedloop.service.bodies import OutcomeReport, check_outcome
 
 VALUE_RULE = "a finite number"

@@ -27,9 +27,9 @@ from closedloop import (
     Str,
     System,
 )
-from closedloop.experience import Ranking
-from closedloop.exploration import EpsilonGreedy, Softmax, choose, uniform
-from closedloop.ranking import (
+from closedloop.experience.experiences import Ranking
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform
+from closedloop.experience.ranking import (
     RankedDecision,
     RankedDecisionBatch,
     RankingPlan,

@@ -16,9 +16,9 @@ import pytest
 
 from _registry_world import build_world
 from closedloop import Bundle, LinearModel, Runtime
-from closedloop.clock import ManualClock
 from closedloop.errors import BundleError, ConflictError, RegistryError, SanityCheckError
 from closedloop.registry import DeploymentState, Registry
+from closedloop.runtime.clock import ManualClock
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_latency_check_judges_the_bundle_not_the_machines_load(world, phishing, 
     import time
 
     from closedloop.registry.sanity import _contexts, _latency
-    from closedloop.runtime import Runtime as Rt
+    from closedloop.runtime.runtime import Runtime as Rt
 
     system = copy.copy(phishing)
     system.latency_budget_ms = 1.0

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from _registry_world import build_world
-from closedloop.cli import app
+from closedloop.cli.main import app
 
 runner = CliRunner()
 SYSTEM = "examples.phishing.system:phishing"

@@ -16,9 +16,9 @@ import pytest
 
 from _registry_world import build_world
 from closedloop import Runtime
-from closedloop.deployment import Flight, assign_flight, expected_shares, flight_bucket
 from closedloop.errors import RegistryError
 from closedloop.registry import ArmOps, GuardPolicy, Registry, guard_check, srm
+from closedloop.runtime.deployment import Flight, assign_flight, expected_shares, flight_bucket
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
 

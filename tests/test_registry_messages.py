@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from _registry_world import build_world
-from closedloop.clock import ManualClock
 from closedloop.errors import SanityCheckError
 from closedloop.registry import Registry
+from closedloop.runtime.clock import ManualClock
 
 SYSTEM = "examples.phishing.system:phishing"
 
@@ -69,7 +69,7 @@ def test_rollback_says_when_the_kill_switch_turns_back(tmp_path, world, phishing
 
 
 def test_cli_rollback_prints_the_kill_switch_line(tmp_path, world):
-    from closedloop.cli import app
+    from closedloop.cli.main import app
 
     runner = CliRunner()
     home = tmp_path / "home"

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from _registry_world import build_world
 from closedloop import Runtime
-from closedloop.deployment import expected_shares
 from closedloop.registry import Registry, srm
 from closedloop.registry.guard import arm_counts
+from closedloop.runtime.deployment import expected_shares
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
 
@@ -41,7 +41,7 @@ def _registry(home, world):
 
 
 def _status_text(home):
-    from closedloop.cli import app
+    from closedloop.cli.main import app
 
     r = CliRunner().invoke(app, ["--home", str(home), "status"], env={"CLOSEDLOOP_TOKEN": "", "CLOSEDLOOP_REGISTRY_URL": ""})
     assert r.exit_code == 0, r.output

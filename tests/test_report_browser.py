@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closedloop.creation import train
 from closedloop.evaluation import write_html
 from closedloop.evaluation.report import evaluate
+from closedloop.training import train
 
 RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.5, 0.4]]}
 #: Rendered as markup it would load an image and set a flag; rendered as text it does nothing.
@@ -53,7 +53,7 @@ def _browser():
 def page(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     root = tmp_path_factory.mktemp("report-browser")
     cols, labels = generate(3000, 11, phish_rate=0.3)

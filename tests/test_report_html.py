@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from closedloop.cli import app
-from closedloop.creation import train
+from closedloop.cli.main import app
 from closedloop.evaluation import EvaluationError, render_html, write_html
 from closedloop.evaluation import html as H
 from closedloop.evaluation.report import evaluate
+from closedloop.training import train
 
 SYSTEM = "examples.phishing.system:phishing"
 XSS = "</script><script>alert(1)</script>"
@@ -31,7 +31,7 @@ ASSETS = Path(H.__file__).parent / "assets"
 def _import(system, root: Path, n: int, seed: int = 7, referrer: str | None = None):
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     cols, labels = generate(n, seed, phish_rate=0.3)
     data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}

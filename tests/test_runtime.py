@@ -24,7 +24,7 @@ from closedloop import (
     SpecError,
     checks,
 )
-from closedloop.checks import contexts_strategy, same_float
+from closedloop.runtime.checks import contexts_strategy, same_float
 
 CTX = {
     "user_id": "u1",

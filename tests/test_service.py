@@ -15,9 +15,9 @@ import pytest
 from _service import serve_in_thread
 from _waiting import steadily
 from closedloop import Bundle, Client, ContextError, Runtime
-from closedloop.auth import Credentials
 from closedloop.errors import AuthError, ServiceError
 from closedloop.service import RateLimit, ServiceSettings, create_app
+from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
 from closedloop.telemetry import TelemetryStore
 

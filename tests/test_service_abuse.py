@@ -14,9 +14,9 @@ import pytest
 
 from _service import serve_in_thread
 from closedloop import Bundle
-from closedloop.auth import ROLES, Credentials
 from closedloop.errors import SpecError
 from closedloop.service import ServiceSettings, create_app
+from closedloop.service.auth import ROLES, Credentials
 from closedloop.settings import Settings
 
 MAX_BATCH = 50

@@ -19,11 +19,11 @@ import pytest
 
 from _service import serve_in_thread
 from closedloop import Bundle, Client, FrequencyCap, LogisticModel, Runtime, System, Thresholds
-from closedloop.auth import Credentials
-from closedloop.deployment import Deployment, Flight
+from closedloop.context.schema import Columns
 from closedloop.errors import BatchContextError
-from closedloop.schema import Columns
+from closedloop.runtime.deployment import Deployment, Flight
 from closedloop.service import ServiceSettings, create_app
+from closedloop.service.auth import Credentials
 from closedloop.service.sources import StaticSource
 from closedloop.settings import Settings
 from closedloop.telemetry import MemorySink, Telemetry, TelemetryStore
@@ -86,12 +86,12 @@ def same_scores(a: dict[str, float], b: dict[str, float]) -> bool:
 # -- Columns of validated contexts ---------------------------------------------------------------------
 @pytest.mark.parametrize("compiled", [True, False])
 def test_columns_of_validated_contexts_equal_validate_batch(phishing, compiled, monkeypatch):
-    import closedloop.schema
+    import closedloop.context.schema
 
     if not compiled:  # the pure-Python gather gives the same columns
-        monkeypatch.setattr(closedloop.schema, "_kernels", None)
+        monkeypatch.setattr(closedloop.context.schema, "_kernels", None)
     else:
-        assert closedloop.schema._kernels is not None
+        assert closedloop.context.schema._kernels is not None
     schema = phishing.schema
     cs = contexts(60)
     cs[7]["domain_age_days"] = float("inf")  # nonfinite='default': the slow path puts the default

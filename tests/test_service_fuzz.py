@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 
 from _service import serve_in_thread
 from closedloop import Bundle
-from closedloop.auth import Credentials
 from closedloop.service import RateLimit, ServiceSettings, create_app
+from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
 
 pytestmark = pytest.mark.fuzz

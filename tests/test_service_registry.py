@@ -16,11 +16,11 @@ import pytest
 from _service import serve_in_thread
 from _waiting import eventually
 from closedloop import Bundle, Client, ServiceError
-from closedloop.auth import Credentials
-from closedloop.deployment import flight_bucket
+from closedloop.runtime.deployment import flight_bucket
+from closedloop.runtime.signing import SigningKey
 from closedloop.service import ServiceSettings, create_app
+from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
-from closedloop.signing import SigningKey
 
 # The registry (issue 6) and the service meet here: these tests run once both are on the branch.
 Registry = pytest.importorskip("closedloop.registry").Registry
@@ -33,7 +33,7 @@ def ctx(i: int) -> dict[str, Any]:
     return {"user_id": f"user-{i}", "url": f"http://login-{i}.example/verify", "domain": f"login-{i}.example",
             "domain_age_days": float(5 + i % 20), "has_password_field": True, "num_forms": 1}
 
-#: Signs the test bundles; each registry below trusts it (closedloop.signing).
+#: Signs the test bundles; each registry below trusts it (closedloop.runtime.signing).
 KEY = SigningKey.generate()
 
 

@@ -1,4 +1,4 @@
-"""Bundle signatures (closedloop.signing): a home's key, created once and private; deploy refuses
+"""Bundle signatures (closedloop.runtime.signing): a home's key, created once and private; deploy refuses
 what a trusted key did not sign — before it reads anything else of the bundle, leaving nothing
 behind — unless an explicit reason is recorded; revoked keys; a rollback to an unsigned bundle
 in the history still works and says so."""
@@ -15,7 +15,7 @@ import pytest
 from closedloop import Bundle
 from closedloop.errors import BundleError, RegistryError
 from closedloop.registry import Registry
-from closedloop.signing import SigningKey, home_key, verify_signature
+from closedloop.runtime.signing import SigningKey, home_key, verify_signature
 
 
 def _bundle(phishing, block=0.9):

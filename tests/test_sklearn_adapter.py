@@ -17,9 +17,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from closedloop import Bundle, BundleError, IntelligenceError, checks
-from closedloop.bundle import _manifest_digest
 from closedloop.intelligence import KINDS, SklearnModel, load_intelligence
 from closedloop.intelligence.sklearn import TRUSTED_TYPES, check_trusted, skops_references
+from closedloop.runtime.bundle import _manifest_digest
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop.errors import DatasetError, SpecError
-from closedloop.evaluation.splits import Split, split
+from closedloop.system.splits import Split, split
 
 
 def _table(n: int, n_units: int, seed: int = 0) -> pa.Table:

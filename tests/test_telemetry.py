@@ -15,7 +15,7 @@ import pytest
 
 from _waiting import eventually
 from closedloop import Bundle, F, Float, LogisticModel, Runtime, Str, System, Thresholds
-from closedloop.decision import Decision
+from closedloop.runtime.decision import Decision
 from closedloop.telemetry import (
     DECISION_SCHEMA,
     MemorySink,

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from closedloop import Bool, Bundle, F, Float, Int, LogisticModel, Runtime, Str, System, Thresholds
-from closedloop.clock import ManualClock
 from closedloop.errors import SpecError
+from closedloop.runtime.clock import ManualClock
 from closedloop.telemetry import (
     DECISION_SCHEMA,
     MemorySink,

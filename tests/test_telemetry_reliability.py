@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from closedloop import Bundle, F, Float, LogisticModel, Runtime, Str, System, Thresholds
-from closedloop.decision import Decision
+from closedloop.runtime.decision import Decision
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore, read_segments
 from closedloop.telemetry.segments import encode_frame, list_segments
 

@@ -1,4 +1,4 @@
-"""closedloop.creation.train / closedloop train: candidate bundles with lineage (issue 5, Training)."""
+"""closedloop.training.train / closedloop train: candidate bundles with lineage (issue 5, Training)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import typer
 from typer.testing import CliRunner
 
 from closedloop import Bundle
-from closedloop.creation import parse_params, train
-from closedloop.creation.train import code_version
+from closedloop.datasets import load_dataset
 from closedloop.errors import SpecError
-from closedloop.loop import load_dataset
+from closedloop.training import parse_params, train
+from closedloop.training.train import code_version
 
 
 @pytest.fixture(scope="module")
 def dataset(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     root = tmp_path_factory.mktemp("train")
     cols, labels = generate(2000, 7, phish_rate=0.3)
@@ -110,7 +110,7 @@ def test_parse_params():
 
 
 def test_cli_train(phishing, dataset, tmp_path):
-    from closedloop.cli_train import train as train_cmd
+    from closedloop.cli.train import train as train_cmd
     from closedloop.settings import Settings
 
     app = typer.Typer()

@@ -16,10 +16,10 @@ import typer
 from typer.testing import CliRunner
 
 from closedloop import Bundle
-from closedloop.creation import train
+from closedloop.datasets import load_dataset
 from closedloop.errors import SpecError
 from closedloop.evaluation import metrics as M
-from closedloop.loop import load_dataset
+from closedloop.training import train
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def imbalanced(phishing, tmp_path_factory):
     calibrated model lets most phishing through, which costs 100 a page."""
     from examples.phishing.data import generate
 
-    from closedloop.loop import import_dataset
+    from closedloop.datasets import import_dataset
 
     root = tmp_path_factory.mktemp("imbalanced")
     cols, labels = generate(4000, 23, phish_rate=0.12)
@@ -89,7 +89,7 @@ def _without_costs(system):
 def test_cycle_and_cli_choose_the_same_thresholds(phishing, imbalanced, tmp_path):
     """The loop's train step and `closedloop train --thresholds cost` on the same dataset and model:
     the same thresholds, bit for bit (one code path)."""
-    from closedloop.cli_train import train as train_cmd
+    from closedloop.cli.train import train as train_cmd
     from closedloop.orchestration import Cycle, LoopPlan
     from closedloop.registry import Registry
     from closedloop.settings import Settings

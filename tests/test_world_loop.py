@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from closedloop import Bundle, DecisionIds, ManualClock, Runtime, SpecError
-from closedloop.creation import train
-from closedloop.loop import build_dataset
+from closedloop.datasets import build_dataset
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+from closedloop.training import train
 from closedloop.world import PhishingWorld, WorldConfig, deliver_until, run_day, run_days
 
 DAYS = 4

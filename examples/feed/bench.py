@@ -12,7 +12,7 @@ import sys
 import time
 
 from closedloop import Bundle, DecisionIds
-from closedloop.ranking import RankingPlan
+from closedloop.experience.ranking import RankingPlan
 
 from .data import columnar, generate
 from .system import feed, model

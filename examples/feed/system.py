@@ -4,7 +4,7 @@ A request carries what is known about the user and the moment (``user_id``, ``co
 ``hour``); each candidate carries what is known about one item (``item_id``, ``category``,
 ``item_ctr``, ``age_hours``, ``is_new``). Features read both — the request's values are the same
 for every candidate of a request. The intelligence scores each candidate (a click probability),
-and the :class:`~closedloop.experience.Ranking` experience shows the top 5, drawing each slot
+and the :class:`~closedloop.experience.experiences.Ranking` experience shows the top 5, drawing each slot
 from a softmax over the remaining candidates (Plackett–Luce) so that every logged ranking has an
 exact propensity.
 
@@ -28,8 +28,8 @@ from closedloop import (
     Str,
     System,
 )
-from closedloop.experience import Ranking
-from closedloop.exploration import Softmax
+from closedloop.experience.experiences import Ranking
+from closedloop.experience.exploration import Softmax
 
 CATEGORIES = ("news", "sports", "local", "tech", "culture", "fun")
 

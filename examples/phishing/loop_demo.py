@@ -49,11 +49,11 @@ from typing import Any
 
 from closedloop import Bundle, DecisionIds, ManualClock, Runtime, SpecError
 from closedloop.evaluation.report import Gate
-from closedloop.experience import Thresholds
-from closedloop.exploration import EpsilonGreedy
+from closedloop.experience.experiences import Thresholds
+from closedloop.experience.exploration import EpsilonGreedy
 from closedloop.orchestration import Cycle, DriftMonitor, LabelCheck, LoopPlan
 from closedloop.registry import GuardPolicy, Registry
-from closedloop.spec import LabelPolicy, System
+from closedloop.system.spec import LabelPolicy, System
 from closedloop.telemetry import SegmentLog, Telemetry
 from closedloop.world import PhishingWorld, WorldConfig, run_day
 

@@ -6,7 +6,7 @@ Run it from the repository root::
 
 It generates synthetic page loads (:mod:`examples.phishing.data`), packages the hand-written
 heuristic (:mod:`examples.phishing.heuristic`) and a logistic model trained on the system's own
-features (:func:`closedloop.creation.train_logistic`) as bundles under ``<home>/bundles/<version>``,
+features (:func:`closedloop.training.train_logistic`) as bundles under ``<home>/bundles/<version>``,
 loads them back (verified), makes a few single decisions, then runs both bundles over a held-out
 set through ``Runtime.decide_batch`` and prints AUC, actions, expected mistake cost and speed.
 """
@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from closedloop import Bundle, BundleError, DecisionIds, Intelligence, Runtime, System
-from closedloop.creation import roc_auc, train_logistic
+from closedloop.training import roc_auc, train_logistic
 
 from .data import generate, records
 from .heuristic import heuristic_intelligence

@@ -1,36 +1,45 @@
 """closedloop: build, run and grow closed-loop intelligent systems.
 
-The public API, curated. Submodules hold the rest: :mod:`closedloop.features` (as ``F``),
-:mod:`closedloop.intelligence`, :mod:`closedloop.checks`, :mod:`closedloop.creation`.
+The public API, curated. Submodules hold the rest: :mod:`closedloop.context.features` (as ``F``),
+:mod:`closedloop.intelligence`, :mod:`closedloop.runtime.checks`, :mod:`closedloop.training`.
 """
 
 from __future__ import annotations
 
-from . import features
-from .bundle import Bundle, verify_bundle
-from .clock import Clock, ManualClock, SystemClock
-from .decision import Decision, DecisionBatch, ShadowResult
-from .deployment import Deployment, Flight
-from .errors import (
+from closedloop.context import features
+from closedloop.context.features import Feature, FeatureSet
+from closedloop.context.schema import Bool, Float, Int, Schema, Str
+from closedloop.errors import (
+    AuthError,
     BatchContextError,
     BundleError,
     ClosedLoopError,
+    ConflictError,
     ConformanceError,
     ContextError,
     DatasetError,
+    EvaluationError,
     FeatureError,
     IntelligenceError,
+    LockHeldError,
     OutcomeError,
     ProjectError,
+    RegistryError,
+    SanityCheckError,
     ServiceError,
     SpecError,
 )
-from .experience import Action, BestAction, Presentation, Ranking, Thresholds
-from .exploration import EpsilonGreedy, Softmax
-from .features import Feature, FeatureSet
-from .guardrails import AllowList, BlockList, CapStore, FrequencyCap, HardLimit, InMemoryCapStore
-from .ids import DecisionIds
-from .intelligence import (
+from closedloop.experience.experiences import Action, BestAction, Presentation, Ranking, Thresholds
+from closedloop.experience.exploration import EpsilonGreedy, Softmax
+from closedloop.experience.guardrails import (
+    AllowList,
+    BlockList,
+    CapStore,
+    FrequencyCap,
+    HardLimit,
+    InMemoryCapStore,
+)
+from closedloop.intelligence import (
     Calibrated,
     Intelligence,
     LightGBMModel,
@@ -45,9 +54,14 @@ from .intelligence import (
     ThresholdRule,
     WeightedVote,
 )
-from .runtime import Runtime
-from .schema import Bool, Float, Int, Schema, Str
-from .spec import Goal, LabelPolicy, OutcomeRule, System
+from closedloop.runtime import checks
+from closedloop.runtime.bundle import Bundle, verify_bundle
+from closedloop.runtime.clock import Clock, ManualClock, SystemClock
+from closedloop.runtime.decision import Decision, DecisionBatch, ShadowResult
+from closedloop.runtime.deployment import Deployment, Flight
+from closedloop.runtime.ids import DecisionIds
+from closedloop.runtime.runtime import Runtime
+from closedloop.system.spec import Goal, LabelPolicy, OutcomeRule, System
 
 F = features
 
@@ -57,76 +71,83 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # The HTTP client imports httpx (~0.1 s): loaded on first use, not with closedloop.
     if name == "Client":
-        from .client import Client
+        from closedloop.service.client import Client
 
         return Client
     raise AttributeError(f"module 'closedloop' has no attribute {name!r}")
 
 
 __all__ = [
-    "F",
-    "Deployment",
-    "Flight",
     "Action",
     "AllowList",
+    "AuthError",
+    "BatchContextError",
     "BestAction",
     "BlockList",
-    "Calibrated",
-    "Client",
-    "LightGBMModel",
-    "SklearnModel",
-    "CapStore",
-    "EpsilonGreedy",
-    "FrequencyCap",
-    "HardLimit",
-    "InMemoryCapStore",
-    "Partitioned",
-    "Presentation",
-    "Stacking",
-    "WeightedVote",
-    "Ranking",
-    "ShadowResult",
-    "Softmax",
-    "BatchContextError",
     "Bool",
     "Bundle",
     "BundleError",
+    "Calibrated",
+    "CapStore",
+    "Client",
     "Clock",
     "ClosedLoopError",
+    "ConflictError",
     "ConformanceError",
     "ContextError",
     "DatasetError",
     "Decision",
     "DecisionBatch",
     "DecisionIds",
+    "Deployment",
+    "EpsilonGreedy",
+    "EvaluationError",
+    "F",
     "Feature",
     "FeatureError",
     "FeatureSet",
+    "Flight",
     "Float",
+    "FrequencyCap",
     "Goal",
+    "HardLimit",
+    "InMemoryCapStore",
     "Int",
     "Intelligence",
     "IntelligenceError",
     "LabelPolicy",
+    "LightGBMModel",
     "LinearModel",
+    "LockHeldError",
     "LogisticModel",
     "LookupTable",
     "ManualClock",
     "OutcomeError",
     "OutcomeRule",
+    "Partitioned",
+    "Presentation",
     "ProjectError",
+    "Ranking",
+    "RegistryError",
     "Rule",
     "Runtime",
+    "SanityCheckError",
     "Schema",
     "ScoringRules",
     "ServiceError",
+    "ShadowResult",
+    "SklearnModel",
+    "Softmax",
     "SpecError",
+    "Stacking",
     "Str",
     "System",
     "SystemClock",
-    "Thresholds",
     "ThresholdRule",
+    "Thresholds",
+    "WeightedVote",
+    "__version__",
+    "checks",
     "features",
     "verify_bundle",
-    "__version__",
 ]

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import SpecError
+from closedloop.errors import SpecError
 
 __all__ = ["DIR_MODE", "FILE_MODE", "create_private", "fsync_dir", "make_private_dirs", "open_private",
            "open_private_file", "restrict_tree"]

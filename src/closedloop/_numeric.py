@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 try:  # pragma: no cover - which branch runs depends on the build
-    from . import _kernels
+    from closedloop import _kernels
 except ImportError:  # pragma: no cover
     _kernels = None
 

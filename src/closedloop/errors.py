@@ -10,6 +10,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     │   └── OutcomeError       an outcome failed validation (field, rule, value)
     ├── FeatureError           a feature could not be computed / its two forms disagree
     ├── IntelligenceError      a model or heuristic is malformed or was given the wrong input
+    ├── EvaluationError        an evaluation metric's input is invalid: .param .rule .value
     ├── BundleError            a bundle failed a named check when saved, loaded or verified
     ├── ProjectError           a project home or scaffold target is unusable
     │   └── LockHeldError      another process runs the home's orchestration cycle: .holder
@@ -19,7 +20,7 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     ├── RegistryError          a registry operation was refused (unknown bundle, bad state …)
     │   ├── ConflictError      the deployment changed meanwhile (a racing change won)
     │   └── SanityCheckError   a bundle failed a named sanity check before taking traffic
-    └── ConformanceError       a component broke the documented contract (closedloop.checks)
+    └── ConformanceError       a component broke the documented contract (closedloop.runtime.checks)
 
 ``ContextError`` and ``SpecError`` are also ``ValueError`` subclasses so that generic callers that
 catch ``ValueError`` for bad input keep working.
@@ -37,6 +38,7 @@ __all__ = [
     "ConformanceError",
     "ContextError",
     "DatasetError",
+    "EvaluationError",
     "FeatureError",
     "IntelligenceError",
     "LockHeldError",
@@ -176,6 +178,17 @@ class FeatureError(ClosedLoopError):
     """A feature definition could not be evaluated."""
 
 
+class EvaluationError(ClosedLoopError, ValueError):
+    """Input to an evaluation metric is invalid: ``param``, ``rule`` and ``value`` name what."""
+
+    def __init__(self, param: str, rule: str, value: Any, where: str = "") -> None:
+        self.param = param
+        self.rule = rule
+        self.value = value
+        owner = f" of {where}" if where else ""
+        super().__init__(f"The '{param}'{owner} must be {rule}. Got {_show(value)} instead.")
+
+
 class IntelligenceError(ClosedLoopError):
     """A model or heuristic is malformed or was given input it cannot score."""
 
@@ -246,4 +259,4 @@ class SanityCheckError(RegistryError):
 
 
 class ConformanceError(ClosedLoopError):
-    """A component broke the documented contract checked by :mod:`closedloop.checks`."""
+    """A component broke the documented contract checked by :mod:`closedloop.runtime.checks`."""

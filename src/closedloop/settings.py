@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SpecError
+from closedloop.errors import SpecError
 
 __all__ = ["DEFAULT_HOME", "ENV_HOME", "ENV_REGISTRY_URL", "ENV_TELEMETRY_KEY", "ENV_TOKEN", "Settings"]
 

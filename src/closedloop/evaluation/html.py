@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .metrics import EvaluationError
+from closedloop.errors import EvaluationError
 
 __all__ = ["MAX_CURVE_POINTS", "MAX_MISTAKES", "MAX_SLICE_VALUES", "MAX_TEXT", "render_html", "write_html"]
 
@@ -845,7 +845,7 @@ def write_html(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write :func:`render_html` of ``report`` to ``path`` (atomically: a temporary file renamed
     into place; privately: ``0600``, folders created ``0700`` — a report quotes contexts);
     returns the path."""
-    from .._files import make_private_dirs, open_private_file
+    from closedloop._files import make_private_dirs, open_private_file
 
     text = render_html(report)
     path = Path(path)

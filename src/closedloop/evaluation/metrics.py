@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import ClosedLoopError, _show
-from ..experience import Thresholds
+from closedloop.errors import EvaluationError
+from closedloop.experience.experiences import Thresholds
 
 __all__ = [
     "Curve",
@@ -49,17 +49,6 @@ __all__ = [
     "roc_curve",
     "slice_vs_rest",
 ]
-
-
-class EvaluationError(ClosedLoopError, ValueError):
-    """Input to an evaluation metric is invalid: ``param``, ``rule`` and ``value`` name what."""
-
-    def __init__(self, param: str, rule: str, value: Any, where: str = "") -> None:
-        self.param = param
-        self.rule = rule
-        self.value = value
-        owner = f" of {where}" if where else ""
-        super().__init__(f"The '{param}'{owner} must be {rule}. Got {_show(value)} instead.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,11 +98,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import DatasetError, SpecError
-from ..experience import Thresholds
-from . import metrics as M
-from .splits import Split
-from .splits import split as split_rows
+from closedloop.errors import DatasetError, SpecError
+from closedloop.evaluation import metrics as M
+from closedloop.experience.experiences import Thresholds
+from closedloop.system.splits import Split
+from closedloop.system.splits import split as split_rows
 
 __all__ = ["DEFAULT_SLICE_BINS", "HEURISTIC_KINDS", "MAX_CURVE_POINTS", "SCHEMA_VERSION", "Gate", "Measured", "SliceField",
            "evaluate", "measure", "paired_intervals", "slice_intervals", "write_report"]
@@ -525,7 +525,7 @@ def paired_intervals(measured: Sequence[Measured], pairs: Sequence[tuple[int, in
 
 def _rows(system: Any, dataset: Path, split: Split | str | None,
           loaded: tuple[Any, Any] | None = None) -> tuple[Any, Any, np.ndarray, Any, Any]:
-    from ..loop.dataset import MANIFEST_FILE, DatasetManifest, load_dataset
+    from closedloop.datasets.dataset import MANIFEST_FILE, DatasetManifest, load_dataset
 
     if not (dataset / MANIFEST_FILE).is_file():
         raise DatasetError(f"The dataset directory '{dataset}' must hold a {MANIFEST_FILE}. Got no such file instead.")
@@ -580,7 +580,7 @@ def _slice_fields(system: Any, table: Any, cols: Any, manifest: Any,
     per value. A field the imported file had no column for, or that no stored context records,
     is an error (its slices would all hold the default); one that some stored contexts lack
     gives those rows :data:`NOT_RECORDED`."""
-    from ..schema import Float, Int
+    from closedloop.context.schema import Float, Int
 
     out = []
     manifest_id = manifest.id
@@ -637,7 +637,7 @@ def _contexts(cols: Any, rows: np.ndarray) -> list[dict[str, Any]]:
 def _one(system: Any, bundle: Any, y: np.ndarray, cols: Any, table: Any, ids: list[Any], ts: np.ndarray,
          slice_fields: Sequence[SliceField], *, worst: int, golden: int, seed: int,
          weights: np.ndarray | None = None) -> tuple[dict[str, Any], Measured]:
-    from ..runtime import Runtime
+    from closedloop.runtime.runtime import Runtime
 
     bundle.check_compatible(system)
     th = bundle.experience(system)
@@ -715,8 +715,8 @@ def evaluate(
     figure weighs each row by the dataset's ``weight`` column (inverse propensity, sampling, a
     label policy's audit) — the metrics of the population the rows stand for. ``slice_bins``:
     the quantile bins of a numeric slice field (default 5; None: one slice per distinct value)."""
-    from ..bundle import Bundle
-    from ..spec import System
+    from closedloop.runtime.bundle import Bundle
+    from closedloop.system.spec import System
 
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of evaluate must be a closedloop.System. Got {system!r} instead.")
@@ -828,7 +828,7 @@ def write_report(report: Mapping[str, Any], path: Path | str) -> Path:
     import os
     import secrets
 
-    from .._files import make_private_dirs, open_private_file
+    from closedloop._files import make_private_dirs, open_private_file
 
     path = Path(path)
     make_private_dirs(path.parent)

@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import IntelligenceError
-from .base import Intelligence, Scorer, sigmoid
-from .calibration import Calibrated
-from .combine import Partitioned, Stacking, WeightedVote
-from .heuristics import LookupTable, Rule, ScoringRules, ThresholdRule
-from .lightgbm import LightGBMModel
-from .linear import LinearModel, LogisticModel
-from .sklearn import SklearnModel
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, sigmoid
+from closedloop.intelligence.calibration import Calibrated
+from closedloop.intelligence.combine import Partitioned, Stacking, WeightedVote
+from closedloop.intelligence.heuristics import LookupTable, Rule, ScoringRules, ThresholdRule
+from closedloop.intelligence.lightgbm import LightGBMModel
+from closedloop.intelligence.linear import LinearModel, LogisticModel
+from closedloop.intelligence.sklearn import SklearnModel
 
 __all__ = [
     "KINDS",

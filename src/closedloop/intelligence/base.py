@@ -2,11 +2,11 @@
 
 An :class:`Intelligence` is *configuration and parameters* (weights, rules, tables): plain data
 that serializes to JSON (plus named binary files for larger models) and never to code. Binding it
-to a system's :class:`~closedloop.features.FeatureSet` gives a :class:`Scorer`, the executable form.
+to a system's :class:`~closedloop.context.features.FeatureSet` gives a :class:`Scorer`, the executable form.
 
 A scorer has one core method, :meth:`Scorer.batch` (feature matrix → score matrix); the
 single-decision method :meth:`Scorer.one` is derived from it by default and may be overridden by
-a faster form, which must return bitwise-equal scores — :func:`closedloop.checks.check_intelligence`
+a faster form, which must return bitwise-equal scores — :func:`closedloop.runtime.checks.check_intelligence`
 proves it for every shipped kind and for yours.
 
 Every kind is registered in :data:`closedloop.intelligence.KINDS`, a fixed mapping of the kinds
@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from .._numeric import sigmoid
-from ..errors import IntelligenceError
-from ..features import FeatureSet
-from ..schema import Columns, Str
+from closedloop._numeric import sigmoid
+from closedloop.context.features import FeatureSet
+from closedloop.context.schema import Columns, Str
+from closedloop.errors import IntelligenceError
 
 __all__ = ["Intelligence", "Scorer", "columns_from_context", "sigmoid"]
 

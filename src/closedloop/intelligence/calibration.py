@@ -23,7 +23,7 @@ A NaN base score gives a NaN probability on both paths (the experience then take
 and rebuilt with :func:`~closedloop.intelligence.load_intelligence`, like
 :class:`~closedloop.intelligence.LookupTable`'s fallback; its files go into the same bundle.
 
-Fit one on held-out data with :func:`closedloop.creation.calibrate`.
+Fit one on held-out data with :func:`closedloop.training.calibrate`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._numeric import sigmoid, sigmoid_array
-from ..errors import IntelligenceError
-from ..features import FeatureSet
-from ..schema import Columns
-from .base import Intelligence, Scorer, check_finite, check_output, spec_get
+from closedloop._numeric import sigmoid, sigmoid_array
+from closedloop.context.features import FeatureSet
+from closedloop.context.schema import Columns
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["Calibrated"]
 
@@ -224,7 +224,7 @@ class Calibrated(Intelligence):
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], files: Mapping[str, bytes], kinds: Mapping[str, type[Intelligence]]) -> Intelligence:
-        from . import load_intelligence
+        from closedloop.intelligence import load_intelligence
 
         o = cls.__name__
         method = spec_get(spec, "method", o)

@@ -5,7 +5,7 @@
 :class:`Stacking`
     A meta-model over its members' scores: ``link(intercept + Σ wᵢ·t(sᵢ))`` with ``link`` the
     logistic function or the identity, and ``t`` the identity or the log-odds (``logit``) of
-    each score. :func:`closedloop.creation.fit_stacking` fits the weights.
+    each score. :func:`closedloop.training.fit_stacking` fits the weights.
 :class:`Partitioned`
     A different intelligence per value of a text context field (per browser, per country…),
     with a ``default`` for every other value.
@@ -34,11 +34,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._numeric import log1p, log1p_array, sigmoid, sigmoid_array
-from ..errors import IntelligenceError
-from ..features import FeatureSet
-from ..schema import Columns, Str
-from .base import Intelligence, Scorer, check_finite, check_output, spec_get
+from closedloop._numeric import log1p, log1p_array, sigmoid, sigmoid_array
+from closedloop.context.features import FeatureSet
+from closedloop.context.schema import Columns, Str
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["LINKS", "LOGIT_EPS", "TRANSFORMS", "Partitioned", "Stacking", "WeightedVote", "logit", "logit_array"]
 
@@ -104,7 +104,7 @@ def _member_from_dict(
     spec: Any, files: Mapping[str, bytes], kinds: Mapping[str, type[Intelligence]], prefix: str
 ) -> Intelligence:
     """Rebuild a member from its parameters, handing it its own files (``prefix`` removed)."""
-    from . import load_intelligence
+    from closedloop.intelligence import load_intelligence
 
     own = {name[len(prefix):]: data for name, data in files.items() if name.startswith(prefix)}
     try:
@@ -309,7 +309,7 @@ class _StackingScorer(Scorer):
 class Stacking(Intelligence):
     """A meta-model over one-output members: ``link(intercept + Σ wᵢ·t(sᵢ))``.
 
-    Fit it with :func:`closedloop.creation.fit_stacking` (a logistic regression on the members'
+    Fit it with :func:`closedloop.training.fit_stacking` (a logistic regression on the members'
     scores, on data the members were not trained on).
 
     Parameters

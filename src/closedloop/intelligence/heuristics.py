@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import IntelligenceError
-from ..features import FeatureSet, ascii_lower
-from ..schema import Columns, Str
-from .base import Intelligence, Scorer, check_finite, check_output, spec_get
+from closedloop.context.features import FeatureSet, ascii_lower
+from closedloop.context.schema import Columns, Str
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["LookupTable", "Rule", "ScoringRules", "ThresholdRule"]
 
@@ -254,7 +254,7 @@ class LookupTable(Intelligence):
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], files: Mapping[str, bytes], kinds: Mapping[str, type[Intelligence]]) -> Intelligence:
-        from . import load_intelligence
+        from closedloop.intelligence import load_intelligence
 
         o = cls.__name__
         fb = spec_get(spec, "fallback", o)

@@ -49,14 +49,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._numeric import sigmoid
-from ..errors import IntelligenceError
-from ..features import FeatureSet
-from ..schema import Columns
-from .base import Intelligence, Scorer, check_output, spec_get
+from closedloop._numeric import sigmoid
+from closedloop.context.features import FeatureSet
+from closedloop.context.schema import Columns
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, check_output, spec_get
 
 try:  # pragma: no cover - which branch runs depends on the build
-    from .. import _trees
+    from closedloop import _trees
 except ImportError:  # pragma: no cover
     _trees = None
 

@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._numeric import sigmoid, sigmoid_array
-from ..errors import IntelligenceError
-from ..features import FeatureSet
-from ..schema import Columns
-from .base import Intelligence, Scorer, check_finite, check_output, spec_get
+from closedloop._numeric import sigmoid, sigmoid_array
+from closedloop.context.features import FeatureSet
+from closedloop.context.schema import Columns
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["LinearModel", "LogisticModel"]
 
@@ -171,7 +171,7 @@ class LogisticModel(LinearModel):
     """A logistic model: ``sigmoid(intercept + Σ weights[f] · feature f)``, a probability.
 
     Train it with scikit-learn and keep only its weights: :meth:`from_sklearn` (or
-    :func:`closedloop.creation.train_logistic`).
+    :func:`closedloop.training.train_logistic`).
     """
 
     kind: ClassVar[str] = "logistic"

@@ -73,7 +73,7 @@ independently of the other rows of its batch depends on the estimator:
 ``batch_mode="auto"`` (the default) picks ``vectorized`` for the tree models listed in
 :data:`ROW_INDEPENDENT` (final step) and :data:`ELEMENTWISE` (preceding pipeline steps, by exact
 class), ``rowwise`` for everything else; ``"vectorized"`` can be forced for an estimator you have
-verified (``closedloop.checks.check_intelligence`` will tell you if it is not).
+verified (``closedloop.runtime.checks.check_intelligence`` will tell you if it is not).
 """
 
 from __future__ import annotations
@@ -88,10 +88,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import IntelligenceError
-from ..features import FeatureSet
-from ..schema import Columns
-from .base import Intelligence, Scorer, check_output, spec_get
+from closedloop.context.features import FeatureSet
+from closedloop.context.schema import Columns
+from closedloop.errors import IntelligenceError
+from closedloop.intelligence.base import Intelligence, Scorer, check_output, spec_get
 
 __all__ = [
     "ELEMENTWISE", "ROW_INDEPENDENT", "SKOPS_NODE_KINDS", "TRUSTED_FUNCTIONS", "TRUSTED_TYPES", "SklearnModel",

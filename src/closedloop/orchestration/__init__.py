@@ -17,15 +17,28 @@
 ``docs/orchestration.md`` is the user guide.
 """
 
-from .abuse import AbusePolicy, AbuseReport
-from .alerts import Alert, AlertSink, JsonLinesAlertSink, WebhookAlertSink, deliver
-from .cycle import STEPS, Cycle
-from .drift import DriftMonitor, MistakeSpikes, psi
-from .goals import GoalTracker, Measure, MetricInput, SeriesStore, goal_status, parse_metric
-from .labels import LabelCheck
-from .lock import CycleLock, FileCycleLock, LockHeldError
-from .plan import LoopPlan, Rollout, Tighten
-from .windows import CADENCES, Window, window_at, windows_between
+from closedloop.orchestration.abuse import AbusePolicy, AbuseReport
+from closedloop.orchestration.alerts import (
+    Alert,
+    AlertSink,
+    JsonLinesAlertSink,
+    WebhookAlertSink,
+    deliver,
+)
+from closedloop.orchestration.cycle import STEPS, Cycle
+from closedloop.orchestration.drift import DriftMonitor, MistakeSpikes, psi
+from closedloop.orchestration.goals import (
+    GoalTracker,
+    Measure,
+    MetricInput,
+    SeriesStore,
+    goal_status,
+    parse_metric,
+)
+from closedloop.orchestration.labels import LabelCheck
+from closedloop.orchestration.lock import CycleLock, FileCycleLock, LockHeldError
+from closedloop.orchestration.plan import LoopPlan, Rollout, Tighten
+from closedloop.orchestration.windows import CADENCES, Window, window_at, windows_between
 
 __all__ = [
     "CADENCES",

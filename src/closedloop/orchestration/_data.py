@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..loop.dataset import _q, _register
-from ..telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
+from closedloop.datasets.dataset import _q, _register
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 __all__ = ["connect", "files_since", "first_ns", "sql_list", "time_range"]
 

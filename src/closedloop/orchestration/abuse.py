@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
-from ..loop.dataset import _q
-from ..spec import System
-from . import _data
+from closedloop.datasets.dataset import _q
+from closedloop.errors import SpecError
+from closedloop.orchestration import _data
+from closedloop.system.spec import System
 
 __all__ = ["AbusePolicy", "AbuseReport"]
 

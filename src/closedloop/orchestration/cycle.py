@@ -53,16 +53,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._files import make_private_dirs
-from ..bundle import Bundle
-from ..clock import Clock, SystemClock
-from ..errors import ClosedLoopError, SanityCheckError, SpecError
-from ..telemetry import TelemetryStore
-from ..telemetry.segments import atomic_write
-from .alerts import Alert, JsonLinesAlertSink, deliver
-from .goals import GoalTracker, SeriesStore, goal_status
-from .lock import CycleLock, FileCycleLock
-from .plan import LoopPlan
+from closedloop._files import make_private_dirs
+from closedloop.errors import ClosedLoopError, SanityCheckError, SpecError
+from closedloop.orchestration.alerts import Alert, JsonLinesAlertSink, deliver
+from closedloop.orchestration.goals import GoalTracker, SeriesStore, goal_status
+from closedloop.orchestration.lock import CycleLock, FileCycleLock
+from closedloop.orchestration.plan import LoopPlan
+from closedloop.runtime.bundle import Bundle
+from closedloop.runtime.clock import Clock, SystemClock
+from closedloop.telemetry import TelemetryStore
+from closedloop.telemetry.segments import atomic_write
 
 __all__ = ["Cycle", "STEPS"]
 
@@ -181,7 +181,7 @@ class Cycle:
 
     def _signer(self) -> Any:
         """The home's signing key (trusted by the registry when it is created): what the loop
-        trains and deploys is signed by it (closedloop.signing)."""
+        trains and deploys is signed by it (closedloop.runtime.signing)."""
         return self.registry.signing_key(self.home)
 
     def _load(self, path: str) -> Any:
@@ -202,9 +202,9 @@ class Cycle:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        from ..errors import ContextError
-        from ..loop.dataset import DATA_FILE, decode_contexts
-        from ..schema import concat_columns
+        from closedloop.context.schema import concat_columns
+        from closedloop.datasets.dataset import DATA_FILE, decode_contexts
+        from closedloop.errors import ContextError
 
         prev, self._contexts = self._contexts, None
         p = Path(path)
@@ -390,8 +390,8 @@ class Cycle:
         ``inbox/done/`` only once that commit is durable (written and fsynced). The first file
         whose commit fails stops the step — it and the files after it stay in the inbox for the
         next run — and the cycle (``ingest_failed``: no training on outcomes known to be missing)."""
-        from ..loop import read_outcomes
-        from ..telemetry import SegmentLog, Telemetry
+        from closedloop.datasets import read_outcomes
+        from closedloop.telemetry import SegmentLog, Telemetry
 
         inbox = self.home / "inbox"
         files = sorted(p for p in inbox.glob("*") if p.is_file() and p.suffix in (".jsonl", ".json", ".parquet")) \
@@ -473,7 +473,7 @@ class Cycle:
                                         if s["verdict"] == "quarantined" else plan.abuse.downweight_above,
                                         f"source {s['source']!r} {s['verdict']}: {s['reason']}",
                                         "quarantine", s["verdict"], now))
-        from . import _data
+        from closedloop.orchestration import _data
 
         # one reading for goals, drift and spikes, of the decision files that can hold what they
         # look at: the goals' and spikes' windows still to measure and drift's two windows
@@ -587,7 +587,7 @@ class Cycle:
             ro.update(stage="flight", since_ns=now)
             return done("flight", ch.message)
         if stage == "flight":
-            from ..registry import GuardPolicy, guard_check
+            from closedloop.registry import GuardPolicy, guard_check
 
             f = state.flight(flight)
             if state.production == cand:
@@ -649,7 +649,7 @@ class Cycle:
 
     def _guard_tables(self, since: int, now: int) -> tuple[Any, Any]:
         """The columns the guard reads, of records ingested by ``now`` (decisions since ``since``)."""
-        from . import _data
+        from closedloop.orchestration import _data
 
         dec, out = self._files()
         # the files that can hold decisions / outcomes since the flight began (the same records)
@@ -688,7 +688,7 @@ class Cycle:
                        f"{every / 3.6e12:.1f} h, and no alert asks for it"}
 
     def _dataset(self, rec: dict[str, Any]) -> dict[str, Any]:
-        from ..loop.dataset import DatasetManifest, build_dataset
+        from closedloop.datasets.dataset import DatasetManifest, build_dataset
 
         out = self._dir(rec) / "dataset"
         mon = rec["steps"]["monitor"]["result"]
@@ -716,7 +716,7 @@ class Cycle:
         return None if state.production is None else self.registry.load_bundle(state.production, self.system)
 
     def _train(self, rec: dict[str, Any]) -> dict[str, Any]:
-        from ..creation.train import train
+        from closedloop.training.train import train
 
         path = self._dir(rec) / "candidate"
         tighten = rec["steps"]["plan"]["result"]["tighten"]
@@ -747,7 +747,7 @@ class Cycle:
                 "heldout": (b.metrics or {}).get("heldout")}
 
     def _evaluate(self, rec: dict[str, Any]) -> dict[str, Any]:
-        from ..evaluation.report import evaluate
+        from closedloop.evaluation.report import evaluate
 
         path = self._dir(rec) / "report.json"
         cand = Bundle.load(rec["steps"]["train"]["result"]["path"], self.system)
@@ -816,7 +816,7 @@ class Cycle:
         return {"version": b["version"], "report": r["id"]}
 
     def _sanity(self, rec: dict[str, Any]) -> dict[str, Any]:
-        from ..registry.sanity import run_checks
+        from closedloop.registry.sanity import run_checks
 
         v = rec["steps"]["register"]["result"]["version"]
         state = self.registry.state(self.system.name)

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
-from ..spec import System
-from . import _data
-from .alerts import ACTIONS, Alert
-from .goals import GoalTracker, Measure, SeriesStore, parse_metric
-from .windows import CADENCES
+from closedloop.errors import SpecError
+from closedloop.orchestration import _data
+from closedloop.orchestration.alerts import ACTIONS, Alert
+from closedloop.orchestration.goals import GoalTracker, Measure, SeriesStore, parse_metric
+from closedloop.orchestration.windows import CADENCES
+from closedloop.system.spec import System
 
 __all__ = ["DriftMonitor", "MistakeSpikes", "psi"]
 

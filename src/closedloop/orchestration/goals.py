@@ -9,7 +9,7 @@ once is never measured again, so rerunning a cycle adds nothing twice.
 Metric grammar
 --------------
 Classification at an operating point, from decisions labeled under the system's label policy
-(the dataset join, :func:`closedloop.loop.build_dataset`; rows weighted by the dataset's
+(the dataset join, :func:`closedloop.datasets.build_dataset`; rows weighted by the dataset's
 ``weight``: ``1 / (sample_prob × propensity)``). ``@A`` is the operating point: the decision took
 action ``A`` *or a more forceful one* (for :class:`~closedloop.Thresholds`, the levels are most
 forceful first and ``otherwise`` is the least; for other experiences exactly ``A``)::
@@ -68,12 +68,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._files import make_private_dirs, open_private, open_private_file
-from ..errors import SpecError
-from ..experience import Thresholds
-from ..spec import Goal, System
-from . import _data
-from .windows import Window, windows_between
+from closedloop._files import make_private_dirs, open_private, open_private_file
+from closedloop.errors import SpecError
+from closedloop.experience.experiences import Thresholds
+from closedloop.orchestration import _data
+from closedloop.orchestration.windows import Window, windows_between
+from closedloop.system.spec import Goal, System
 
 __all__ = [
     "GoalTracker",
@@ -430,7 +430,7 @@ class GoalTracker:
     ) -> pa.Table:
         import pyarrow.parquet as pq
 
-        from ..loop.dataset import build_dataset
+        from closedloop.datasets.dataset import build_dataset
 
         tmp = Path(tempfile.mkdtemp(prefix=".goals-", dir=scratch))
         try:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
-from ..spec import System
-from . import _data
+from closedloop.errors import SpecError
+from closedloop.orchestration import _data
+from closedloop.system.spec import System
 
 __all__ = ["LabelCheck"]
 

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._files import make_private_dirs, open_private
-from ..errors import LockHeldError, SpecError
+from closedloop._files import make_private_dirs, open_private
+from closedloop.errors import LockHeldError, SpecError
 
 __all__ = ["CycleLock", "FileCycleLock", "LockHeldError"]
 

@@ -14,16 +14,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from ..bundle import Bundle
-from ..errors import SpecError
-from ..evaluation.report import Gate
-from ..experience import Thresholds
-from ..intelligence import Intelligence
-from ..spec import System
-from .abuse import AbusePolicy
-from .alerts import AlertSink
-from .drift import DriftMonitor, MistakeSpikes
-from .labels import LabelCheck
+from closedloop.errors import SpecError
+from closedloop.evaluation.report import Gate
+from closedloop.experience.experiences import Thresholds
+from closedloop.intelligence import Intelligence
+from closedloop.orchestration.abuse import AbusePolicy
+from closedloop.orchestration.alerts import AlertSink
+from closedloop.orchestration.drift import DriftMonitor, MistakeSpikes
+from closedloop.orchestration.labels import LabelCheck
+from closedloop.runtime.bundle import Bundle
+from closedloop.system.spec import System
 
 __all__ = ["LoopPlan", "Rollout", "Tighten"]
 
@@ -52,7 +52,7 @@ class Rollout:
         s = self.flight_share
         if isinstance(s, bool) or not isinstance(s, int | float) or not 0.0 < s < 1.0:
             raise SpecError(f"The 'flight_share' of Rollout must be a number in (0, 1). Got {s!r} instead.")
-        from ..deployment import _NAME
+        from closedloop.runtime.deployment import _NAME
 
         if not isinstance(self.flight_name, str) or not _NAME.match(self.flight_name):
             raise SpecError(f"The 'flight_name' of Rollout must be a flight name. Got {self.flight_name!r} instead.")
@@ -110,7 +110,7 @@ class LoopPlan:
         The baseline every candidate is also compared with (a bundle or an intelligence), and the
         first production when nothing is deployed yet (``bootstrap``).
     model, params, calibrate:
-        What :func:`closedloop.creation.train` trains.
+        What :func:`closedloop.training.train` trains.
     train_weights:
         Fit with the dataset's row weights (inverse propensity × sampling), so that explored
         decisions stand for their whole band in training too (default: unweighted fit; the
@@ -123,7 +123,7 @@ class LoopPlan:
     thresholds:
         ``"cost"`` (default): the candidate's thresholds minimize the system's mistake costs on
         the calibration rows of its dataset when the plan calibrates, else on the rows the model
-        was fitted on (weighted; ``closedloop.creation.thresholds``, the code path
+        was fitted on (weighted; ``closedloop.training.thresholds``, the code path
         ``closedloop train --thresholds cost`` uses too); ``"system"``: the system's own.
     train_window:
         Decisions of this long before the cycle's time make the training dataset (those whose

@@ -12,7 +12,7 @@ import datetime as _dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import SpecError
+from closedloop.errors import SpecError
 
 __all__ = ["CADENCES", "Window", "window_at", "windows_between"]
 

@@ -13,10 +13,17 @@ rollback (see ``docs/registry.md``).
 
 from __future__ import annotations
 
-from .guard import ArmOps, GuardPolicy, guard_check, shadow_disagreement, srm, srm_view
-from .registry import Change, Registry
-from .state import DeploymentState, FlightState
-from .store import BundleStore, FileBundleStore
+from closedloop.registry.guard import (
+    ArmOps,
+    GuardPolicy,
+    guard_check,
+    shadow_disagreement,
+    srm,
+    srm_view,
+)
+from closedloop.registry.registry import Change, Registry
+from closedloop.registry.state import DeploymentState, FlightState
+from closedloop.registry.store import BundleStore, FileBundleStore
 
 __all__ = [
     "ArmOps",

@@ -19,8 +19,8 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from .._files import create_private, make_private_dirs
-from ..errors import RegistryError
+from closedloop._files import create_private, make_private_dirs
+from closedloop.errors import RegistryError
 
 __all__ = ["WRITE", "connect", "current", "head", "upgrade"]
 

@@ -28,7 +28,7 @@ the tolerance; nothing is judged below ``min_decisions`` per arm. A breach stops
 (:meth:`Registry.guard_stop`): the history records the metric, both values, the test and why.
 
 :func:`srm` is a chi-square goodness-of-fit test of the units seen per arm against the shares the
-flights should get (:func:`closedloop.deployment.expected_shares`); it runs once every arm expects
+flights should get (:func:`closedloop.runtime.deployment.expected_shares`); it runs once every arm expects
 at least :data:`SRM_MIN_EXPECTED` units and says "not enough data yet" before. :func:`srm_view`
 counts exposure for it: from the change that set the current arms (a flight started, a promotion,
 a new production …), and — since serving workers apply a change at their next poll, and a
@@ -49,8 +49,8 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
-from ..errors import RegistryError
-from ..telemetry.records import DECISION_SCHEMA
+from closedloop.errors import RegistryError
+from closedloop.telemetry.records import DECISION_SCHEMA
 
 __all__ = ["ArmOps", "GuardPolicy", "arm_counts", "guard_check", "shadow_disagreement", "srm", "srm_view"]
 
@@ -308,7 +308,7 @@ def _arms(st: Any) -> tuple[Any, ...]:
 def arms_change(registry: Any, name: str, state: Any) -> dict[str, Any] | None:
     """The applied change that set the current arms of ``state`` (``{"event", "before"}``: the
     history event and the state before it), or None when the history does not hold one."""
-    from .state import DeploymentState
+    from closedloop.registry.state import DeploymentState
 
     now = _arms(state)
     for e in reversed(registry.history(name, attempts=False)):
@@ -365,8 +365,8 @@ def srm_view(registry: Any, system: Any, state: Any, decisions: pa.Table, until_
     counted from the change that set the arms (see :func:`exposure_counts`), against the shares
     the flights should get. The result of :func:`srm`, with ``since`` (the change), ``counted``
     (how exposure was counted) and ``writers`` / ``decisions`` (seen, and counted)."""
-    from ..deployment import expected_shares
-    from .registry import iso
+    from closedloop.registry.registry import iso
+    from closedloop.runtime.deployment import expected_shares
 
     name = getattr(system, "name", system)
     if state.production is None or not state.flights:

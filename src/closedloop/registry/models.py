@@ -14,7 +14,7 @@ report_bundles which bundles a report evaluated, in order, and the gate verdict 
 deployments    the current deployment state of each system and its revision (optimistic locking)
 events         the history: every change and every refused or lost attempt — when, who (credential
                name), why, the state before and after, details (sanity checks, guard metrics …)
-signing_keys   the Ed25519 public keys whose bundle signatures deploy accepts (closedloop.signing):
+signing_keys   the Ed25519 public keys whose bundle signatures deploy accepts (closedloop.runtime.signing):
                who trusted each and when, and who revoked it
 ============== =====================================================================================
 

@@ -39,19 +39,31 @@ from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from ..bundle import Bundle, content_digest, read_header
-from ..clock import Clock, SystemClock
-from ..errors import BundleError, ClosedLoopError, ConflictError, RegistryError, SanityCheckError
-from ..signing import SigningKey, home_key, key_id, parse_public_key, verify_signature
-from . import db
-from .models import bundles as T_BUNDLES
-from .models import deployments as T_DEPLOY
-from .models import events as T_EVENTS
-from .models import report_bundles as T_RB
-from .models import reports as T_REPORTS
-from .models import signing_keys as T_KEYS
-from .state import DeploymentState, FlightState, check_flight_name, check_share
-from .store import BundleStore, FileBundleStore
+from closedloop.errors import (
+    BundleError,
+    ClosedLoopError,
+    ConflictError,
+    RegistryError,
+    SanityCheckError,
+)
+from closedloop.registry import db
+from closedloop.registry.models import bundles as T_BUNDLES
+from closedloop.registry.models import deployments as T_DEPLOY
+from closedloop.registry.models import events as T_EVENTS
+from closedloop.registry.models import report_bundles as T_RB
+from closedloop.registry.models import reports as T_REPORTS
+from closedloop.registry.models import signing_keys as T_KEYS
+from closedloop.registry.state import DeploymentState, FlightState, check_flight_name, check_share
+from closedloop.registry.store import BundleStore, FileBundleStore
+from closedloop.runtime.bundle import Bundle, content_digest, read_header
+from closedloop.runtime.clock import Clock, SystemClock
+from closedloop.runtime.signing import (
+    SigningKey,
+    home_key,
+    key_id,
+    parse_public_key,
+    verify_signature,
+)
 
 __all__ = ["NOTIFY_CHANNEL", "Change", "Registry", "iso"]
 
@@ -381,7 +393,7 @@ class Registry:
 
     def signing_key(self, home: str | os.PathLike[str]) -> SigningKey:
         """The signing key of the project home ``home`` (created on first use, see
-        :func:`closedloop.signing.home_key`), trusted by this registry when it was just created or
+        :func:`closedloop.runtime.signing.home_key`), trusted by this registry when it was just created or
         when this registry has never trusted a key: a home trusts its own key from the start.
         A key found in an established registry that does not trust it is not trusted silently
         (an admin does it: ``closedloop key trust --home``)."""
@@ -545,7 +557,7 @@ class Registry:
         every bundle loaded from the store and verified. Raises :class:`BundleError` when one
         fails verification (a serving runtime keeps what it has) and :class:`RegistryError` when
         nothing is deployed."""
-        from ..deployment import Deployment, Flight
+        from closedloop.runtime.deployment import Deployment, Flight
 
         st = self.state(system)
         if st.production is None:
@@ -646,7 +658,7 @@ class Registry:
         bundles' records, the last change and attempts refused or lost since. With ``telemetry``
         (a :class:`~closedloop.telemetry.TelemetryStore` or ``(decisions, outcomes)`` tables): the
         sample-ratio-mismatch check of the flights' arms and the shadows' disagreement by action."""
-        from ..deployment import expected_shares
+        from closedloop.runtime.deployment import expected_shares
 
         name = _system_name(system)
         now = int(now_ns if now_ns is not None else self.clock.now_ns())
@@ -668,7 +680,7 @@ class Registry:
             "checked_at": iso(now),
         }
         if telemetry is not None and st.production is not None:
-            from .guard import _tables, shadow_disagreement, srm_view
+            from closedloop.registry.guard import _tables, shadow_disagreement, srm_view
 
             decisions, _ = _tables(telemetry)
             tv: dict[str, Any] = {"srm": srm_view(self, name, st, decisions, now), "shadow_disagreement": {}}
@@ -931,7 +943,7 @@ class Registry:
 
     def _sanity(self, system: Any, version: str, production: str | None, *, need_gate: bool, force: str | None,
                 name: str, operation: str, actor: str, reason: str, seen: DeploymentState) -> list[dict[str, Any]]:
-        from .sanity import run_checks
+        from closedloop.registry.sanity import run_checks
 
         if not hasattr(system, "schema"):
             raise RegistryError(f"Deploying needs the closedloop.System itself (to check the bundle). Got {system!r} instead.")

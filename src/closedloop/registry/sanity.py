@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ClosedLoopError
-from ..experience import Thresholds
+from closedloop.errors import ClosedLoopError
+from closedloop.experience.experiences import Thresholds
 
 __all__ = ["Check", "run_checks"]
 
@@ -89,7 +89,7 @@ def _no_golden(version: str) -> str:
 
 
 def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
-    from ..runtime import Runtime
+    from closedloop.runtime.runtime import Runtime
 
     if not golden:
         return Check("parity", False, _no_golden(bundle.version), forceable=True)
@@ -117,13 +117,13 @@ def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
 
 
 def _contexts(system: Any, golden: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from ..checks import generate_contexts, records
+    from closedloop.runtime.checks import generate_contexts, records
 
     return [row["context"] for row in golden] + records(generate_contexts(system.schema, _GENERATED, seed=7))
 
 
 def _range(system: Any, bundle: Any, contexts: list[dict[str, Any]]) -> Check:
-    from ..runtime import Runtime
+    from closedloop.runtime.runtime import Runtime
 
     rt = Runtime(system, bundle)
     exp = bundle.experience(system)
@@ -148,7 +148,7 @@ def _range(system: Any, bundle: Any, contexts: list[dict[str, Any]]) -> Check:
 
 def _latency(system: Any, bundle: Any, contexts: list[dict[str, Any]],
              clock: Callable[[], int] = time.thread_time_ns) -> Check:
-    from ..runtime import Runtime
+    from closedloop.runtime.runtime import Runtime
 
     rt = Runtime(system, bundle)
     usable = []

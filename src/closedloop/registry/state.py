@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..deployment import _NAME as _FLIGHT_NAME
-from ..errors import RegistryError
+from closedloop.errors import RegistryError
+from closedloop.runtime.deployment import _NAME as _FLIGHT_NAME
 
 __all__ = ["DeploymentState", "FlightState", "check_flight_name", "check_share"]
 

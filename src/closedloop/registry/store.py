@@ -1,7 +1,7 @@
 """Where bundles live: a :class:`BundleStore` interface and the embedded :class:`FileBundleStore`.
 
 Bundles are stored content-addressed: under their version, which by default is derived from
-their content (``<system>-<12 hex of the content digest>``, see :mod:`closedloop.bundle`). Every
+their content (``<system>-<12 hex of the content digest>``, see :mod:`closedloop.runtime.bundle`). Every
 load verifies the bundle (each file's sha256 and size, the manifest digest, no unlisted file);
 the registry also checks the manifest digest against the one it recorded when the bundle was
 registered, so a bundle swapped wholesale in the store (with recomputed checksums) is refused too.
@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from ..bundle import Bundle, read_header
-from ..errors import BundleError, RegistryError
+from closedloop.errors import BundleError, RegistryError
+from closedloop.runtime.bundle import Bundle, read_header
 
 __all__ = ["BundleStore", "FileBundleStore"]
 
@@ -38,7 +38,7 @@ class BundleStore(ABC):
 
     def header(self, version: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The stored bundle's manifest (digest verified) and signature document (or None),
-        ideally without reading its other files (see :func:`closedloop.bundle.read_header`)."""
+        ideally without reading its other files (see :func:`closedloop.runtime.bundle.read_header`)."""
         b = self.load(version)
         return b.manifest, b.signature
 

@@ -7,10 +7,10 @@ See ``docs/service.md``.
 
 from __future__ import annotations
 
-from .app import app_from_environ, create_app
-from .core import Service
-from .settings import ENV_SERVICE_SETTINGS, RateLimit, ServiceSettings
-from .sources import DeploymentSource, StaticSource
+from closedloop.service.app import app_from_environ, create_app
+from closedloop.service.core import Service
+from closedloop.service.settings import ENV_SERVICE_SETTINGS, RateLimit, ServiceSettings
+from closedloop.service.sources import DeploymentSource, StaticSource
 
 __all__ = [
     "ENV_SERVICE_SETTINGS",

@@ -19,8 +19,8 @@ import msgspec
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from .problems import Problem
-from .settings import ServiceSettings
+from closedloop.service.problems import Problem
+from closedloop.service.settings import ServiceSettings
 
 __all__ = ["admin_routes"]
 
@@ -95,7 +95,7 @@ def _registry(svc: Any) -> Any:
 
 
 def _registry_problem(e: Exception) -> Problem:
-    from ..errors import BundleError, ConflictError, RegistryError, SanityCheckError
+    from closedloop.errors import BundleError, ConflictError, RegistryError, SanityCheckError
 
     if isinstance(e, ConflictError):
         return Problem(409, "conflict", "The deployment changed meanwhile", str(e))
@@ -113,7 +113,7 @@ def admin_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Any]
     limit = 64 * 1024
 
     async def run(request: Request, operation: str) -> Response:
-        from .app import read_body
+        from closedloop.service.app import read_body
 
         svc = holder["svc"]
         cred = svc.authenticate(request.headers.get("authorization"), "admin")
@@ -122,11 +122,11 @@ def admin_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Any]
         try:
             body = msgspec.json.decode(raw or b"{}", type=body_type)
         except msgspec.ValidationError as e:
-            from .app import _path_field
+            from closedloop.service.app import _path_field
 
             raise Problem(422, "invalid-request", "Invalid request", str(e), **_path_field(e)) from None
         except (msgspec.DecodeError, RecursionError) as e:
-            from .app import _malformed
+            from closedloop.service.app import _malformed
 
             raise _malformed(e) from None
         if not body.reason.strip():  # type: ignore[attr-defined]

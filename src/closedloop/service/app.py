@@ -27,17 +27,24 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..decision import Decision
-from ..deployment import Deployment
-from ..errors import AuthError, ClosedLoopError, ContextError
-from ..spec import System
-from .bodies import BoundedArray, ContextDecoder, OutcomeReport, TooLarge, check_outcome, first_byte
-from .core import Service
-from .limits import take_both
-from .metrics import CONTENT_TYPE
-from .problems import Problem, invalid, problem_response
-from .settings import ServiceSettings
-from .sources import DeploymentSource, StaticSource
+from closedloop.errors import AuthError, ClosedLoopError, ContextError
+from closedloop.runtime.decision import Decision
+from closedloop.runtime.deployment import Deployment
+from closedloop.service.bodies import (
+    BoundedArray,
+    ContextDecoder,
+    OutcomeReport,
+    TooLarge,
+    check_outcome,
+    first_byte,
+)
+from closedloop.service.core import Service
+from closedloop.service.limits import take_both
+from closedloop.service.metrics import CONTENT_TYPE
+from closedloop.service.problems import Problem, invalid, problem_response
+from closedloop.service.settings import ServiceSettings
+from closedloop.service.sources import DeploymentSource, StaticSource
+from closedloop.system.spec import System
 
 __all__ = ["app_from_environ", "create_app"]
 
@@ -84,18 +91,18 @@ def _malformed(e: Exception) -> Problem:
 
 def _default_source(settings: ServiceSettings, system: System) -> DeploymentSource:
     if settings.bundle is not None:
-        from ..bundle import Bundle
-        from ..cli import _bundle_path
+        from closedloop.cli.main import _bundle_path
+        from closedloop.runtime.bundle import Bundle
 
         return StaticSource(Deployment(Bundle.load(_bundle_path(settings.project, settings.bundle), system)))
     try:
-        from .reload import registry_source
+        from closedloop.service.reload import registry_source
 
         return registry_source(settings, system)
     except ModuleNotFoundError as e:
         if e.name is None or not e.name.startswith("closedloop.registry"):
             raise
-        from ..errors import SpecError
+        from closedloop.errors import SpecError
 
         raise SpecError(
             "Serving without --bundle reads the deployment from the registry (closedloop.registry), which this "
@@ -118,7 +125,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys_obj = system
         if sys_obj is None:
-            from ..cli import load_system
+            from closedloop.cli.main import load_system
 
             sys_obj = load_system(settings.system)
         src = source if source is not None else _default_source(settings, sys_obj)
@@ -257,7 +264,7 @@ def _bind(app: FastAPI, svc: Service) -> None:
 
 
 def _extra_schemas(system: System) -> dict[str, Any]:
-    from .admin import schemas as admin_schemas
+    from closedloop.service.admin import schemas as admin_schemas
 
     return {**_schemas(system), **admin_schemas()}
 
@@ -574,7 +581,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
         return Response(svc.render_metrics(), media_type=CONTENT_TYPE)
 
     # -- admin: the registry's operations ----------------------------------------------------------------
-    from .admin import admin_routes
+    from closedloop.service.admin import admin_routes
 
     admin_routes(app, settings, holder)
 
@@ -605,7 +612,7 @@ def _routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Service])
 
 def _arm(rt: Any, ctx: Any) -> str | None:
     """The arm (flight name, None: production) a validated context's unit is assigned to."""
-    from ..deployment import assign_flight
+    from closedloop.runtime.deployment import assign_flight
 
     flights = rt.deployment.flights
     if not flights:

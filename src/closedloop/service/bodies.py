@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ..errors import ContextError
-from ..schema import Schema
-from ..telemetry.records import OutcomeProblem, check_outcome_fields
-from .problems import context_problem, invalid
+from closedloop.context.schema import Schema
+from closedloop.errors import ContextError
+from closedloop.service.problems import context_problem, invalid
+from closedloop.telemetry.records import OutcomeProblem, check_outcome_fields
 
 __all__ = ["BoundedArray", "ContextDecoder", "OutcomeReport", "TooLarge", "check_outcome"]
 

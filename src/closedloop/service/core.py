@@ -22,17 +22,17 @@ import threading
 import time
 from typing import Any
 
-from ..auth import Credential, Credentials
-from ..deployment import Deployment, expected_shares
-from ..errors import AuthError, SpecError
-from ..runtime import Runtime
-from ..spec import System
-from .durability import AckingSink, OutcomeAcks
-from .limits import TokenBuckets
-from .metrics import Registry, SharedMetrics
-from .reload import ArmCounters
-from .settings import ServiceSettings
-from .sources import DeploymentSource
+from closedloop.errors import AuthError, SpecError
+from closedloop.runtime.deployment import Deployment, expected_shares
+from closedloop.runtime.runtime import Runtime
+from closedloop.service.auth import Credential, Credentials
+from closedloop.service.durability import AckingSink, OutcomeAcks
+from closedloop.service.limits import TokenBuckets
+from closedloop.service.metrics import Registry, SharedMetrics
+from closedloop.service.reload import ArmCounters
+from closedloop.service.settings import ServiceSettings
+from closedloop.service.sources import DeploymentSource
+from closedloop.system.spec import System
 
 __all__ = ["Service"]
 
@@ -60,7 +60,7 @@ class Service:
     def __init__(self, settings: ServiceSettings, system: System, source: DeploymentSource) -> None:
         if not isinstance(system, System):
             raise SpecError(f"The service needs a closedloop.System. Got {system!r} instead.")
-        from ..experience import Ranking
+        from closedloop.experience.experiences import Ranking
 
         if isinstance(system.experience, Ranking):
             raise SpecError(
@@ -158,7 +158,7 @@ class Service:
         self._reload_credentials(force=True)
         dep = self.source.deployment()
         if s.telemetry:
-            from ..telemetry import SegmentLog, Telemetry
+            from closedloop.telemetry import SegmentLog, Telemetry
 
             sink = AckingSink(SegmentLog(s.project.home))
             self.telemetry = Telemetry(
@@ -171,8 +171,8 @@ class Service:
         self._poller = threading.Thread(target=self._poll_loop, name="closedloop-service-poll", daemon=True)
         self._poller.start()
         if self.source.kind == "registry" and self.telemetry is not None and s.guard_interval_s > 0:
-            from ..registry import GuardPolicy
-            from .reload import Guard
+            from closedloop.registry import GuardPolicy
+            from closedloop.service.reload import Guard
 
             policy = GuardPolicy(alpha=s.guard_alpha, min_decisions=s.guard_min_decisions,
                                  mistake_tolerance=s.guard_mistake_tolerance)

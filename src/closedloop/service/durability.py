@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..telemetry.sink import Sink
+from closedloop.telemetry.sink import Sink
 
 __all__ = ["AckingSink", "OutcomeAcks"]
 

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .settings import RateLimit
+from closedloop.service.settings import RateLimit
 
 __all__ = ["TokenBuckets", "take_both"]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from .._files import make_private_dirs, open_private_file
+from closedloop._files import make_private_dirs, open_private_file
 
 __all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Registry", "SharedMetrics"]
 

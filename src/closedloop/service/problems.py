@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-from ..errors import ContextError, clip_value
+from closedloop.errors import ContextError, clip_value
 
 __all__ = ["PROBLEM_TYPE", "Problem", "context_problem", "problem_response"]
 

@@ -25,9 +25,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ..spec import System
-from .settings import ServiceSettings
-from .sources import DeploymentSource
+from closedloop.service.settings import ServiceSettings
+from closedloop.service.sources import DeploymentSource
+from closedloop.system.spec import System
 
 __all__ = ["ArmCounters", "Guard", "RegistrySource", "registry_source"]
 
@@ -63,7 +63,7 @@ class RegistrySource(DeploymentSource):
         self._listen_failed = False  # said once in the log, not at every poll interval
 
     def _stat(self) -> tuple[int, int]:
-        from ..errors import RegistryError
+        from closedloop.errors import RegistryError
 
         path = self._file
         try:
@@ -92,7 +92,7 @@ class RegistrySource(DeploymentSource):
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         if not self._listens:
             return super().wait(timeout, stop)
-        from ..registry.registry import NOTIFY_CHANNEL
+        from closedloop.registry.registry import NOTIFY_CHANNEL
 
         deadline = time.monotonic() + timeout
         want = f"{self.system.name}:"
@@ -147,7 +147,7 @@ def _sqlite_file(url: str) -> Path | None:
 def registry_source(settings: ServiceSettings, system: System) -> RegistrySource:
     """The registry of the project home (``settings.project``), opened without migrating: a
     serving process never changes the schema (``closedloop`` commands do)."""
-    from ..registry import Registry
+    from closedloop.registry import Registry
 
     return RegistrySource(Registry.from_settings(settings.project).open(upgrade=False), system)
 
@@ -188,7 +188,7 @@ class ArmCounters:
             c[1] += 1
 
     def ops(self) -> dict[str | None, Any]:
-        from ..registry import ArmOps
+        from closedloop.registry import ArmOps
 
         return {a: ArmOps(int(c[0]), int(c[1]), tuple(c[2])) for a, c in self.arms.items()}
 
@@ -227,8 +227,8 @@ class Guard:
 
     def check(self) -> dict[str, Any]:
         """One guard check now (flushing this worker's telemetry first); returns its report."""
-        from ..registry import guard_check
-        from ..telemetry import TelemetryStore
+        from closedloop.registry import guard_check
+        from closedloop.telemetry import TelemetryStore
 
         svc = self.service
         if svc.telemetry is not None:

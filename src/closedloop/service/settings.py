@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
-from ..settings import Settings
+from closedloop.errors import SpecError
+from closedloop.settings import Settings
 
 __all__ = ["ENV_SERVICE_SETTINGS", "RateLimit", "ServiceSettings"]
 

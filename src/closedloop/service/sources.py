@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..deployment import Deployment
+from closedloop.runtime.deployment import Deployment
 
 __all__ = ["DeploymentSource", "StaticSource"]
 

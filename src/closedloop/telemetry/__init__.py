@@ -11,14 +11,14 @@ forgets, applies retention and counts.
 
 from __future__ import annotations
 
-from .compact import to_decision_schema
-from .privacy import Sanitizer
-from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
-from .sampling import Sampling
-from .segments import SegmentLog, read_segments
-from .sink import MemorySink, Sink
-from .store import TelemetryStore
-from .writer import OutcomeError, Telemetry
+from closedloop.telemetry.compact import to_decision_schema
+from closedloop.telemetry.privacy import Sanitizer
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
+from closedloop.telemetry.sampling import Sampling
+from closedloop.telemetry.segments import SegmentLog, read_segments
+from closedloop.telemetry.sink import MemorySink, Sink
+from closedloop.telemetry.store import TelemetryStore
+from closedloop.telemetry.writer import OutcomeError, Telemetry
 
 __all__ = [
     "DECISION_SCHEMA",

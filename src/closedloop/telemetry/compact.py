@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .records import DECISION_SCHEMA
+from closedloop.telemetry.records import DECISION_SCHEMA
 
 __all__ = ["CONTEXT", "compact_schema", "context_json", "is_decision_form", "run_end", "to_decision_schema"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import SpecError
+from closedloop.errors import SpecError
 
 __all__ = ["Sanitizer"]
 

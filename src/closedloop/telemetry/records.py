@@ -1,7 +1,7 @@
 """What telemetry writes: the decision and outcome records, as Arrow schemas.
 
 This module is the contract between the writer (``closedloop.telemetry``), the embedded store
-(segments, compacted Parquet), the join (``closedloop.loop``) and any later sink (Kafka, a lake):
+(segments, compacted Parquet), the join (``closedloop.datasets``) and any later sink (Kafka, a lake):
 every one of them reads and writes exactly these columns.
 
 Decision records keep what learning needs (DESIGN.md, principle 3): ids, unit, time, the
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from ..errors import clip_value
+from closedloop.errors import clip_value
 
 __all__ = [
     "DECISION_SCHEMA",

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SpecError
-from ..exploration import uniform, uniform_batch
+from closedloop.errors import SpecError
+from closedloop.experience.exploration import uniform, uniform_batch
 
 __all__ = ["Sampling"]
 

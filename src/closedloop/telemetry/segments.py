@@ -49,10 +49,10 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 
-from .._files import make_private_dirs, open_private
-from ..errors import SpecError
-from .compact import to_decision_schema
-from .sink import STREAMS, Sink, check_stream
+from closedloop._files import make_private_dirs, open_private
+from closedloop.errors import SpecError
+from closedloop.telemetry.compact import to_decision_schema
+from closedloop.telemetry.sink import STREAMS, Sink, check_stream
 
 __all__ = ["Frame", "SegmentLog", "read_segments", "scan_segment", "segment_dir", "new_writer_id"]
 

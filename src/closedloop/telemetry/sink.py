@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from ..errors import SpecError
-from .compact import is_decision_form, to_decision_schema
-from .records import DECISION_SCHEMA, OUTCOME_SCHEMA
+from closedloop.errors import SpecError
+from closedloop.telemetry.compact import is_decision_form, to_decision_schema
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 __all__ = ["MemorySink", "STREAMS", "Sink"]
 

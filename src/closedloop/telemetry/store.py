@@ -44,11 +44,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .._files import create_private, make_private_dirs, open_private
-from ..errors import SpecError
-from .privacy import Sanitizer
-from .segments import _fsync_dir, atomic_write, is_sealed, list_segments, scan_segment
-from .sink import STREAMS
+from closedloop._files import create_private, make_private_dirs, open_private
+from closedloop.errors import SpecError
+from closedloop.telemetry.privacy import Sanitizer
+from closedloop.telemetry.segments import (
+    _fsync_dir,
+    atomic_write,
+    is_sealed,
+    list_segments,
+    scan_segment,
+)
+from closedloop.telemetry.sink import STREAMS
 
 __all__ = ["TelemetryStore"]
 
@@ -231,7 +237,7 @@ class TelemetryStore:
         with self._locked(False):
             state = self._load()
             parts = [pq.read_table(f, schema=STREAMS[stream], columns=need) for f in self.files(stream)]
-            from .segments import read_segments
+            from closedloop.telemetry.segments import read_segments
 
             seg = read_segments(self.home, stream, offsets=self._offsets(state, stream), columns=need)
             parts.append(self._drop_forgotten(stream, seg, state))
@@ -240,7 +246,7 @@ class TelemetryStore:
 
     def torn_tails(self) -> int:
         """Torn tails found so far: deleted by compaction plus those in sealed segments now."""
-        from .segments import read_segments
+        from closedloop.telemetry.segments import read_segments
 
         stats: dict[str, int] = {}
         for stream in STREAMS:

@@ -37,13 +37,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import OutcomeError, SpecError
-from ..schema import Bool, Float, Int, _gather
-from .compact import CONTEXT, json_strings, run_end, to_decision_schema
-from .privacy import Sanitizer
-from .records import DECISION_SCHEMA, OUTCOME_SCHEMA, outcome_field_problem
-from .sampling import Sampling
-from .sink import Sink
+from closedloop.context.schema import Bool, Float, Int, _gather
+from closedloop.errors import OutcomeError, SpecError
+from closedloop.telemetry.compact import CONTEXT, json_strings, run_end, to_decision_schema
+from closedloop.telemetry.privacy import Sanitizer
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA, outcome_field_problem
+from closedloop.telemetry.sampling import Sampling
+from closedloop.telemetry.sink import Sink
 
 # Records are built on the committer thread. Arrow's default allocator (jemalloc) is markedly
 # slower on a thread other than the one that warmed it (≈ 20 ms vs 13 ms per 10k records here);

@@ -10,10 +10,10 @@ takes the decisions back, and emits outcomes with realistic delays and selective
 
 from __future__ import annotations
 
-from .config import ACTIONS, LEGIT_KINDS, TRAITS, WorldConfig
-from .driver import DayRun, deliver, deliver_until, run_day, run_days
-from .outcomes import KINDS, OUTCOME_COLUMNS
-from .phishing import PhishingWorld, Visits
+from closedloop.world.config import ACTIONS, LEGIT_KINDS, TRAITS, WorldConfig
+from closedloop.world.driver import DayRun, deliver, deliver_until, run_day, run_days
+from closedloop.world.outcomes import KINDS, OUTCOME_COLUMNS
+from closedloop.world.phishing import PhishingWorld, Visits
 
 __all__ = [
     "ACTIONS",

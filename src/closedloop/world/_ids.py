@@ -1,6 +1,6 @@
 """Decision ids the world assigns to its visits, column-wise.
 
-The format is :mod:`closedloop.ids`' (32 lower-case hex: 12 for the visit's millisecond, 20 for an
+The format is :mod:`closedloop.runtime.ids`' (32 lower-case hex: 12 for the visit's millisecond, 20 for an
 80-bit counter). The counter is ``base + day · 2³² + index`` — ``base`` drawn from the world's
 seed, ``index`` the visit's place in its day (visits are in time order) — so ids increase with
 time, are unique within a run, are the same for the same seed, and the world can find a visit

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ._random import stream
-from .config import TRAITS, WorldConfig
-from .pages import N_TRAITS, TRAIT_INDEX, Catalog, phish_pages
+from closedloop.world._random import stream
+from closedloop.world.config import TRAITS, WorldConfig
+from closedloop.world.pages import N_TRAITS, TRAIT_INDEX, Catalog, phish_pages
 
 __all__ = ["K", "Campaigns", "efficacy_matrix"]
 

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
+from closedloop.errors import SpecError
 
 __all__ = [
     "ACTIONS",

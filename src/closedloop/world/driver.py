@@ -27,9 +27,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..clock import ManualClock
-from ..errors import OutcomeError, SpecError
-from .phishing import PhishingWorld
+from closedloop.errors import OutcomeError, SpecError
+from closedloop.runtime.clock import ManualClock
+from closedloop.world.phishing import PhishingWorld
 
 __all__ = ["DayRun", "deliver", "deliver_until", "run_day", "run_days"]
 

@@ -35,9 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _random as R
-from .config import WorldConfig
-from .users import HONEST, SMEAR, UNBLOCK
+from closedloop.world import _random as R
+from closedloop.world.config import WorldConfig
+from closedloop.world.users import HONEST, SMEAR, UNBLOCK
 
 __all__ = ["KINDS", "OUTCOME_COLUMNS", "Generated", "OutcomeQueue", "generate"]
 
@@ -48,7 +48,7 @@ _K = {k: i for i, k in enumerate(KINDS)}
 _KINDS_ARROW = pa.array(KINDS, type=pa.string())
 
 #: Columns of what :meth:`OutcomeQueue.due` returns: the ingest path's outcome fields
-#: (``closedloop.loop.ingest.OUTCOME_LINE_SCHEMA``) and the delivery time.
+#: (``closedloop.datasets.ingest.OUTCOME_LINE_SCHEMA``) and the delivery time.
 OUTCOME_COLUMNS = pa.schema([
     pa.field("outcome_id", pa.string(), nullable=False),
     pa.field("decision_id", pa.string(), nullable=False),

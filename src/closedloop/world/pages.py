@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import SpecError
-from .config import TRAITS, WorldConfig
+from closedloop.errors import SpecError
+from closedloop.world.config import TRAITS, WorldConfig
 
 __all__ = ["Catalog", "N_TRAITS", "TRAIT_INDEX", "legit_pages", "phish_pages"]
 

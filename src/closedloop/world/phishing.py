@@ -39,16 +39,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..decision import DecisionBatch
-from ..errors import SpecError
-from . import _random as R
-from ._ids import format_ids, parse_counters
-from .campaigns import Campaigns
-from .config import ACTIONS, BROWSERS, LEGIT_KINDS, WorldConfig
-from .outcomes import KINDS, OutcomeQueue, generate
-from .pages import EMAIL_REFERRERS, LEGIT_REFERRERS, OTHER_PHISH_REFERRERS, Catalog
-from .sites import Sites
-from .users import HONEST, UNBLOCK, Users
+from closedloop.errors import SpecError
+from closedloop.runtime.decision import DecisionBatch
+from closedloop.world import _random as R
+from closedloop.world._ids import format_ids, parse_counters
+from closedloop.world.campaigns import Campaigns
+from closedloop.world.config import ACTIONS, BROWSERS, LEGIT_KINDS, WorldConfig
+from closedloop.world.outcomes import KINDS, OutcomeQueue, generate
+from closedloop.world.pages import EMAIL_REFERRERS, LEGIT_REFERRERS, OTHER_PHISH_REFERRERS, Catalog
+from closedloop.world.sites import Sites
+from closedloop.world.users import HONEST, UNBLOCK, Users
 
 __all__ = ["PhishingWorld", "Visits"]
 
@@ -663,7 +663,7 @@ class PhishingWorld:
             D.disables, D.adapted, D.retool_decided = info["disables"], info["adapted"], info["retool_decided"]
             w._days[d] = D
         w.queue = OutcomeQueue()
-        from .outcomes import OUTCOME_COLUMNS
+        from closedloop.world.outcomes import OUTCOME_COLUMNS
 
         w.queue.push(pa.table({f.name: pa.array(st[f"queue.{f.name}"].tolist(), type=f.type) for f in OUTCOME_COLUMNS},
                               schema=OUTCOME_COLUMNS))

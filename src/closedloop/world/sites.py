@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._random import categorical, stream
-from .config import LEGIT_KINDS, WorldConfig
-from .pages import Catalog, legit_pages
+from closedloop.world._random import categorical, stream
+from closedloop.world.config import LEGIT_KINDS, WorldConfig
+from closedloop.world.pages import Catalog, legit_pages
 
 __all__ = ["Sites"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .config import BROWSERS, WorldConfig
+from closedloop.world.config import BROWSERS, WorldConfig
 
 __all__ = ["HONEST", "SMEAR", "UNBLOCK", "Users", "user_ids"]
 

@@ -1,0 +1,5 @@
+"""``python -m closedloop.cli``: the same as the ``closedloop`` command."""
+
+from closedloop.cli.main import main
+
+main()

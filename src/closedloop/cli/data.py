@@ -1,0 +1,285 @@
+"""CLI commands over the project home's telemetry and datasets.
+
+::
+
+    closedloop outcomes ingest FILE --system MOD:ATTR      validate line by line, log, make durable
+    closedloop telemetry stats [--window-days N]           counts, open-window backlog, torn tails
+    closedloop telemetry compact                           sealed segments → day-partitioned Parquet
+    closedloop telemetry forget --unit ID [--system …]      remove one unit's decisions and outcomes
+    closedloop telemetry retain --days N | --system …       drop data older than N days
+    closedloop dataset build --system … --since … --until … [--cutoff …] [--out DIR]
+    closedloop dataset import FILE --system … --label COL [--unit COL] [--time COL] [--out DIR]
+
+Times are ISO-8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from closedloop._files import make_private_dirs
+from closedloop.settings import Settings
+
+__all__ = ["dataset_app", "outcomes_app", "telemetry_app"]
+
+outcomes_app = typer.Typer(help="Ingest outcomes into telemetry.", no_args_is_help=True)
+telemetry_app = typer.Typer(help="Inspect and maintain the telemetry log.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Build datasets: decisions joined with outcomes.", no_args_is_help=True)
+
+SystemOption = Annotated[
+    str, typer.Option("--system", metavar="MODULE:ATTR", help="The System ('module:attr' or 'file.py:attr').")
+]
+
+
+def parse_time(value: str, what: str) -> int:
+    """ISO-8601 (a date or a date-time; naive means UTC) or integer nanoseconds → ns."""
+    v = value.strip()
+    if v.lstrip("-").isdigit():
+        return int(v)
+    try:
+        t = _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO-8601 time (e.g. 2026-11-01 or 2026-11-01T12:00:00Z) or nanoseconds.",
+            param_hint=f"'{what}'",
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.UTC)
+    return int(t.timestamp() * 1_000_000_000)
+
+
+def _system(spec: str) -> Any:
+    from closedloop.cli.main import (
+        load_system,  # the CLI's loader (cli imports this module to register it)
+    )
+
+    return load_system(spec)
+
+
+# -- closedloop outcomes ingest ------------------------------------------------------------------
+@outcomes_app.command("ingest")
+def outcomes_ingest(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Outcomes as .jsonl or .parquet.")],
+    system: SystemOption,
+) -> None:
+    """Validate FILE line by line and log every valid outcome; report each rejected line (line
+    number and reason). Returns once every logged outcome is durable (or its commit failed) and
+    prints ``ingested`` (outcomes logged) beside ``durable`` (made durable: written and fsynced).
+    Exits 1 if any line was rejected (the others are kept) or any outcome was not made durable
+    (e.g. a full disk: the reason is on stderr; ingest the file again once it is fixed)."""
+    from closedloop.datasets import read_outcomes
+    from closedloop.telemetry import SegmentLog, Telemetry
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file {str(file)!r}", param_hint="'FILE'")
+    table, errors = read_outcomes(file)
+    rows = table.to_pylist()
+    other = 0
+    with Telemetry(SegmentLog(settings.home), system=sys_obj, key=settings.telemetry_key) as tel:
+        for r in rows:
+            if r.get("system") not in (None, sys_obj.name):
+                other += 1
+                continue
+            tel.log_outcome(
+                r["decision_id"], r["unit"], kind=r["kind"], value=r["value"], event_ns=r["event_ns"],
+                source=r["source"], outcome_id=r["outcome_id"],
+            )
+        watermark = tel.flush()
+    stats = tel.stats()  # closed: every commit is counted, made durable or failed
+    ingested = len(rows) - other
+    durable = int(stats.get("outcomes", 0))
+    for line, reason in errors[:20]:
+        typer.echo(f"line {line}: {reason}", err=True)
+    if len(errors) > 20:
+        typer.echo(f"… and {len(errors) - 20} more rejected lines", err=True)
+    if durable < ingested:
+        typer.echo(f"Error: {ingested - durable} of {ingested} outcomes were not made durable "
+                   f"({stats.get('last_error') or 'telemetry refused them'}); fix the cause and ingest "
+                   f"{str(file)!r} again (outcome ids make the outcomes already durable count once).", err=True)
+    typer.echo(json.dumps({
+        "ingested": ingested, "durable": durable, "not_durable": ingested - durable, "rejected": len(errors),
+        "other_system": other, "durable_watermark": watermark,
+    }))
+    if errors or durable < ingested:
+        raise typer.Exit(1)
+
+
+# -- closedloop telemetry … -------------------------------------------------------------------------
+@telemetry_app.command("stats")
+def telemetry_stats(
+    ctx: typer.Context,
+    window_days: Annotated[
+        float | None, typer.Option("--window-days", help="Label window, for the open-window backlog.")
+    ] = None,
+) -> None:
+    """Counts by day, bundle version, action and outcome kind, the backlog of decisions whose
+    windows are still open, and torn segment tails (JSON)."""
+    from closedloop.telemetry import TelemetryStore
+
+    settings: Settings = ctx.obj
+    store = TelemetryStore(settings.home)
+    window_ns = None if window_days is None else int(window_days * 86_400 * 1_000_000_000)
+    out = store.stats(window_ns=window_ns, now_ns=time.time_ns())
+    typer.echo(json.dumps(out, indent=2, default=str))
+
+
+@telemetry_app.command("compact")
+def telemetry_compact(ctx: typer.Context) -> None:
+    """Move sealed segments into Parquet partitioned by day (idempotent, crash-safe)."""
+    from closedloop.telemetry import TelemetryStore
+
+    settings: Settings = ctx.obj
+    typer.echo(json.dumps(TelemetryStore(settings.home).compact()))
+
+
+@telemetry_app.command("forget")
+def telemetry_forget(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Option("--unit", metavar="ID", help="The unit to remove.")],
+    system: Annotated[
+        str | None,
+        typer.Option("--system", metavar="MODULE:ATTR", help="Needed when the unit field is hashed."),
+    ] = None,
+) -> None:
+    """Remove one unit's decisions and outcomes from the log (datasets built later won't have
+    them)."""
+    from closedloop.telemetry import Sanitizer, TelemetryStore
+
+    settings: Settings = ctx.obj
+    sanitizer = None
+    if system is not None:
+        sys_obj = _system(system)
+        sanitizer = Sanitizer(sys_obj.schema, sys_obj.unit, settings.telemetry_key)
+    typer.echo(json.dumps(TelemetryStore(settings.home).forget(unit, sanitizer=sanitizer)))
+
+
+@telemetry_app.command("retain")
+def telemetry_retain(
+    ctx: typer.Context,
+    days: Annotated[
+        float | None, typer.Option("--days", help="Keep this many days; drop older data.")
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option("--system", metavar="MODULE:ATTR", help="Use the system's declared retention_days."),
+    ] = None,
+) -> None:
+    """Apply retention: drop decisions and outcomes older than N days (--days, or the system's
+    declared ``retention_days``)."""
+    from closedloop.telemetry import TelemetryStore
+
+    if days is None and system is not None:
+        days = _system(system).retention_days
+        if days is None:
+            raise typer.BadParameter(f"{system!r} declares no retention_days; give --days.", param_hint="'--system'")
+    if days is None or not days > 0:
+        raise typer.BadParameter(f"must be a number > 0. Got {days!r} instead.", param_hint="'--days'")
+    settings: Settings = ctx.obj
+    typer.echo(json.dumps(TelemetryStore(settings.home).apply_retention(days, time.time_ns())))
+
+
+# -- closedloop dataset build ------------------------------------------------------------------------
+@dataset_app.command("build")
+def dataset_build(
+    ctx: typer.Context,
+    system: SystemOption,
+    since: Annotated[str, typer.Option("--since", help="Decisions at or after this time.")],
+    until: Annotated[str, typer.Option("--until", help="Decisions before this time.")],
+    cutoff: Annotated[
+        str | None, typer.Option("--cutoff", help="Point in time (ingest time) of the dataset; default: now.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where to write it (default: <home>/datasets/<id>).")
+    ] = None,
+) -> None:
+    """Join decisions with outcomes under the system's label policy into a dataset (Parquet and
+    a manifest with its id, policy, time range, cut-off and counts)."""
+    import shutil
+    import tempfile
+
+    from closedloop.datasets import build_dataset
+    from closedloop.telemetry import TelemetryStore
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    since_ns, until_ns = parse_time(since, "--since"), parse_time(until, "--until")
+    cutoff_ns = time.time_ns() if cutoff is None else parse_time(cutoff, "--cutoff")
+    if not since_ns < until_ns:
+        raise typer.BadParameter("--since must be before --until.", param_hint="'--since'")
+    store = TelemetryStore(settings.home)
+    store.compact()
+    staging = None
+    if out is None:
+        make_private_dirs(settings.datasets)
+        staging = target = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.datasets)) / "dataset"
+    else:
+        target = out
+    manifest = build_dataset(
+        sys_obj, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+        since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=target,
+    )
+    path = manifest.path
+    if staging is not None:
+        final = settings.datasets / manifest.id
+        if final.exists():
+            shutil.rmtree(staging.parent)
+            path = final
+        else:
+            staging.rename(final)
+            shutil.rmtree(staging.parent, ignore_errors=True)
+            path = final
+    typer.echo(json.dumps({"id": manifest.id, "path": str(path), "counts": manifest.counts}, default=str))
+
+
+
+@dataset_app.command("import")
+def dataset_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A labeled .csv or .parquet file.")],
+    system: SystemOption,
+    label: Annotated[str, typer.Option("--label", metavar="COLUMN", help="The label column (0/1 or class names).")],
+    unit: Annotated[
+        str | None, typer.Option("--unit", metavar="COLUMN", help="The unit column (default: the row index).")
+    ] = None,
+    time_col: Annotated[
+        str | None, typer.Option("--time", metavar="COLUMN", help="The time column (default: the row index).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where to write it (default: <home>/datasets/<id>).")
+    ] = None,
+) -> None:
+    """Turn a labeled file into a dataset (a curated corpus); rows whose context fails validation
+    are counted with their reasons in the manifest."""
+    import shutil
+    import tempfile
+
+    from closedloop.datasets import import_dataset
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file {str(file)!r}", param_hint="'FILE'")
+    staging = None
+    if out is None:
+        make_private_dirs(settings.datasets)
+        staging = target = Path(tempfile.mkdtemp(prefix=".import-", dir=settings.datasets)) / "dataset"
+    else:
+        target = out
+    manifest = import_dataset(file, sys_obj, label=label, unit=unit, time=time_col, out=target)
+    path = manifest.path
+    if staging is not None:
+        final = settings.datasets / manifest.id
+        if not final.exists():
+            staging.rename(final)
+        shutil.rmtree(staging.parent, ignore_errors=True)
+        path = final
+    typer.echo(json.dumps({"id": manifest.id, "path": str(path), "counts": manifest.counts}, default=str))

@@ -1,0 +1,112 @@
+"""``closedloop evaluate``: every bundle re-run through the runtime on a dataset, as a JSON report
+(:mod:`closedloop.evaluation.report` documents the schema).
+
+::
+
+    closedloop evaluate --system MOD:ATTR --bundle PATH|VERSION [--bundle …] --dataset ID|PATH
+                        [--out FILE.json] [--html FILE.html] [--all-rows] [--bootstrap N] [--seed N]
+
+The first ``--bundle`` is the baseline, the last the candidate the gate judges. A bundle is a
+directory, or a version under ``<home>/bundles``. The report is written to ``--out`` (default
+``<home>/reports/<dataset id>-<timestamp>.json``), and as one self-contained HTML page to
+``--html`` (default: beside the JSON, same stem, ``.html``; :mod:`closedloop.evaluation.html`).
+One JSON line is printed: ``{"path", "html", "gate": "pass"|"fail"|null, "gate_reasons",
+"bundles": [{"version", "auc", "cost_per_1000"}]}``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from closedloop.cli.data import SystemOption, _system
+from closedloop.cli.train import _resolve_dataset, resolve_in
+from closedloop.settings import Settings
+
+__all__ = ["evaluate"]
+
+
+def _resolve_bundle(settings: Settings, value: str) -> Path:
+    return resolve_in(settings.bundles, value, "bundle", "version", "--bundle")
+
+
+def evaluate(
+    ctx: typer.Context,
+    system: SystemOption,
+    bundle: Annotated[
+        list[str], typer.Option("--bundle", metavar="PATH|VERSION", help="A bundle (repeatable; the first is the baseline).")
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", metavar="ID|PATH", help="A dataset id or directory.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE.json", help="Where to write the report (default: <home>/reports/…)."),
+    ] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option("--html", metavar="FILE.html", help="Where to write the HTML page (default: beside the JSON)."),
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all-rows", help="Evaluate every labeled row, not only the split's test side.")
+    ] = False,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", metavar="N", help="Bootstrap resamples.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the bootstrap and golden sample.")] = 0,
+    slice_bins: Annotated[int, typer.Option(
+        "--slice-bins", metavar="N",
+        help="Quantile bins of a numeric slice field (0: one slice per distinct value).")] = 5,
+    register: Annotated[
+        bool, typer.Option("--register", help="Attach the report to its bundles in the registry (needs an admin token).")
+    ] = False,
+) -> None:
+    """Evaluate bundles on a dataset through the runtime; write the JSON report with a gate verdict
+    and its HTML page."""
+    from closedloop.errors import ClosedLoopError
+    from closedloop.evaluation.html import write_html
+    from closedloop.evaluation.report import evaluate as evaluate_api
+    from closedloop.evaluation.report import write_report
+    from closedloop.runtime.bundle import Bundle
+
+    settings: Settings = ctx.obj
+    if out is not None and html_out is not None and out.resolve() == html_out.resolve():
+        raise typer.BadParameter(f"The --html file must differ from the --out file. Got {str(out)!r} for both.")
+    actor = None
+    if register:  # check the credential before the work, not after
+        from closedloop.cli.tokens import admin
+
+        actor = admin(settings).name
+    sys_obj = _system(system)
+    path = _resolve_dataset(settings, dataset)
+    paths = [_resolve_bundle(settings, b) for b in bundle]
+    try:
+        bundles = [Bundle.load(p, sys_obj) for p in paths]
+        report = evaluate_api(sys_obj, bundles, path, split="all" if all_rows else None,
+                              bootstrap=bootstrap, seed=seed, slice_bins=slice_bins or None)
+    except ClosedLoopError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if out is None:
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = settings.reports / f"{report['metadata']['dataset_id']}-{stamp}.json"
+    write_report(report, out)
+    if html_out is None:
+        html_out = out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.name + ".html")
+    html = write_html(report, html_out)
+    registered = None
+    if actor is not None:
+        from closedloop.registry import Registry
+
+        with Registry.from_settings(settings).open() as reg:
+            for b in bundles:
+                reg.add_bundle(b, actor=actor)
+            registered = reg.add_report(report, actor=actor)["id"]
+    gate = report["gate"]
+    typer.echo(json.dumps({
+        "path": str(out), "html": str(html),
+        **({"registered_report": registered} if register else {}),
+        "gate": None if gate is None else ("pass" if gate["passed"] else "fail"),
+        "gate_reasons": [] if gate is None else gate["reasons"],
+        "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}
+                    for b in report["bundles"]],
+    }))

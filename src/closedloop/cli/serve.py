@@ -1,0 +1,130 @@
+"""``closedloop serve``: the decision service (FastAPI on uvicorn, uvloop and httptools).
+
+::
+
+    closedloop serve --system MOD:ATTR [--bundle PATH] [--host 127.0.0.1] [--port 8000] [--workers 1]
+
+Without ``--bundle`` the deployment comes from the registry in the project home and is
+hot-reloaded; with it, that bundle serves, fixed. The options become one
+:class:`~closedloop.service.ServiceSettings`, handed to every worker process (as JSON in
+``CLOSEDLOOP_SERVICE_SETTINGS``) and read once there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from closedloop._files import make_private_dirs
+from closedloop.errors import SpecError
+from closedloop.settings import Settings
+
+if TYPE_CHECKING:  # the service is imported when a command needs it
+    from closedloop.service import RateLimit
+
+__all__ = ["parse_rate", "serve"]
+
+
+def parse_rate(text: str, option: str) -> RateLimit:
+    """``RATE/BURST`` (events per second / bucket size), ``RATE`` (burst = 10 × rate, at least 1)
+    or ``off``."""
+    from closedloop.service import RateLimit
+
+    t = text.strip().lower()
+    if t in ("off", "none", "unlimited"):
+        return RateLimit(math.inf, 0.0)
+    rate_s, _, burst_s = t.partition("/")
+    try:
+        rate = float(rate_s)
+        burst = float(burst_s) if burst_s else max(1.0, 10.0 * rate)
+        return RateLimit(rate, burst)
+    except (ValueError, SpecError):
+        raise typer.BadParameter(
+            f"must be RATE/BURST (events per second / burst size, numbers >= 0), RATE or 'off'. Got {text!r} instead.",
+            param_hint=f"'{option}'",
+        ) from None
+
+
+def serve(
+    ctx: typer.Context,
+    system: Annotated[str, typer.Option("--system", metavar="MODULE:ATTR", help="The System ('module:attr' or 'path/to/file.py:attr').")],
+    bundle: Annotated[str | None, typer.Option("--bundle", metavar="PATH", help="Serve this bundle, fixed (no registry): a path or a version in the home's bundles/.")] = None,
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes (each polls the registry itself).")] = 1,
+    telemetry: Annotated[bool, typer.Option("--telemetry/--no-telemetry", help="Log decisions and outcomes to the home's telemetry (outcome reports need it).")] = True,
+    credentials: Annotated[str | None, typer.Option("--credentials", metavar="FILE", help="The credentials file (default: <home>/credentials.json).")] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="The largest request body accepted.")] = 8 << 20,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="The most contexts or outcomes in one request.")] = 10_000,
+    outcome_rate_per_source: Annotated[str, typer.Option("--outcome-rate-per-source", metavar="RATE/BURST", help="Outcome reports per second per reported source, and the burst allowed ('off' to disable).")] = "500/2000",
+    outcome_rate_per_unit: Annotated[str, typer.Option("--outcome-rate-per-unit", metavar="RATE/BURST", help="Outcome reports per second per unit (or per decision id when no unit is given), and the burst.")] = "0.5/20",
+    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls of the registry's revision.")] = 1.0,
+    guard_interval: Annotated[float, typer.Option("--guard-interval", min=0.0, help="Seconds between guard checks of running flights (automatic rollback); 0 turns the guard off.")] = 30.0,
+    flush_interval_ms: Annotated[float, typer.Option("--flush-interval-ms", min=0.1, help="Telemetry group-commit interval.")] = 5.0,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
+) -> None:
+    """Serve decisions and outcome reports over HTTP (see docs/service.md).
+
+    Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
+    """
+    import uvicorn
+
+    from closedloop.service import ENV_SERVICE_SETTINGS, ServiceSettings
+
+    project: Settings = ctx.obj
+    settings = ServiceSettings(
+        project=project, system=system, bundle=bundle, host=host, port=port, workers=workers,
+        credentials=None if credentials is None else Path(credentials), telemetry=telemetry, flush_interval_ms=flush_interval_ms,
+        max_body_bytes=max_body_bytes, max_batch=max_batch,
+        outcome_rate_per_source=parse_rate(outcome_rate_per_source, "--outcome-rate-per-source"),
+        outcome_rate_per_unit=parse_rate(outcome_rate_per_unit, "--outcome-rate-per-unit"),
+        poll_interval_s=poll_interval, guard_interval_s=guard_interval, access_log=access_log,
+    )
+    if not settings.credentials_path.exists():
+        typer.echo(
+            f"warning: no credentials file at {settings.credentials_path}: every authenticated request will be "
+            "refused. Create a token with `closedloop token add NAME --role decide`.", err=True,
+        )
+    shared = None
+    if workers > 1:  # the workers share one port: /metrics answers the sums over all of them
+        shared = _metrics_dir(project.home)
+        settings = settings.replace(metrics_dir=shared)
+    os.environ[ENV_SERVICE_SETTINGS] = settings.to_json()
+    # Modules named by --system import from the working directory, in every worker.
+    cwd = os.getcwd()
+    os.environ["PYTHONPATH"] = cwd + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    try:
+        uvicorn.run(
+            "closedloop.service.app:app_from_environ", factory=True, host=host, port=port, workers=workers,
+            loop="uvloop", http="httptools", lifespan="on", access_log=access_log, log_level="info",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def _metrics_dir(home: Path) -> Path:
+    """A fresh directory for this server's workers to share their metrics through:
+    ``<home>/run/metrics-<pid>``. Those of servers that are gone (killed before they could
+    remove theirs) are removed first."""
+    run = Path(home) / "run"
+    for old in run.glob("metrics-*"):
+        try:
+            pid = int(old.name.split("-", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live server
+    d = run / f"metrics-{os.getpid()}"
+    shutil.rmtree(d, ignore_errors=True)
+    make_private_dirs(d)
+    return d

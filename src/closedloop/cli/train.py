@@ -1,0 +1,135 @@
+"""``closedloop train``: a candidate bundle from a dataset, with lineage (see
+:mod:`closedloop.training.train` for the rules).
+
+::
+
+    closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
+                     [--param k=v …] [--calibrate isotonic|platt] [--thresholds system|cost]
+                     [--parent VERSION] [--out DIR]
+
+Prints one JSON object: ``{"version", "path", "metrics"}``. The bundle is saved under
+``<home>/bundles/<version>`` unless ``--out`` is given. ``--param`` values are parsed as ints,
+floats, true/false, else strings (a heuristic's ``rules`` as JSON: ``--param 'rules=[[...]]'``).
+``--thresholds cost`` builds the bundle with the thresholds that minimize the system's mistake
+costs on rows the model was not fitted on (the calibration rows with ``--calibrate``, else the
+fitted rows) — the loop's own choice (:mod:`closedloop.training.thresholds`); the default,
+``system``, keeps the system's thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from closedloop.cli.data import SystemOption, _system
+from closedloop.settings import Settings
+
+__all__ = ["train"]
+
+
+def resolve_in(folder: Path, value: str, what: str, key: str, option: str) -> Path:
+    """``value`` as a directory holding a manifest, or the entry named ``value`` in ``folder``
+    (a dataset id, a bundle version)."""
+    p = Path(value)
+    if (p / "manifest.json").is_file():
+        return p
+    named = folder / value
+    if "/" not in value and (named / "manifest.json").is_file():
+        return named
+    raise typer.BadParameter(
+        f"{value!r} is neither a {what} directory nor a {what} {key} under {str(folder)!r}",
+        param_hint=f"'{option}'",
+    )
+
+
+def _resolve_dataset(settings: Settings, value: str) -> Path:
+    return resolve_in(settings.datasets, value, "dataset", "id", "--dataset")
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    from closedloop.errors import SpecError
+    from closedloop.training.train import parse_params
+
+    try:
+        out = parse_params(items)
+    except SpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--param'") from None
+    for k, v in out.items():  # JSON-looking values (lists, objects) are decoded
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                out[k] = json.loads(v)
+            except ValueError:
+                raise typer.BadParameter(f"{k}={v!r} is not valid JSON", param_hint="'--param'") from None
+    return out
+
+
+def _home_signer(settings: Settings) -> Any:
+    """The home's signing key (created on first use and trusted in the home's registry):
+    a bundle trained here is signed by it, so deploy accepts it (closedloop.runtime.signing)."""
+    from closedloop.registry import Registry
+
+    with Registry.from_settings(settings) as reg:
+        return reg.signing_key(settings.home)
+
+
+def train(
+    ctx: typer.Context,
+    system: SystemOption,
+    dataset: Annotated[str, typer.Option("--dataset", metavar="ID|PATH", help="A dataset id or directory.")],
+    model: Annotated[
+        str, typer.Option("--model", metavar="KIND", help="logistic, lightgbm, heuristic or sklearn:MODULE:CLASS.")
+    ] = "logistic",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", metavar="K=V", help="A model parameter (repeatable).")
+    ] = None,
+    calibrate: Annotated[
+        str | None, typer.Option("--calibrate", metavar="METHOD", help="isotonic or platt.")
+    ] = None,
+    thresholds: Annotated[
+        str, typer.Option("--thresholds", metavar="RULE",
+                          help="system (the system's thresholds) or cost (those that minimize its mistake costs).")
+    ] = "system",
+    parent: Annotated[str | None, typer.Option("--parent", metavar="VERSION", help="The parent bundle.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where to save it (default: <home>/bundles/<version>).")
+    ] = None,
+) -> None:
+    """Train a candidate bundle on a dataset; its manifest records the lineage and metrics."""
+    from rich.console import Console
+
+    from closedloop.errors import ClosedLoopError
+    from closedloop.training.train import train as train_api
+
+    settings: Settings = ctx.obj
+    sys_obj = _system(system)
+    path = _resolve_dataset(settings, dataset)
+    params = _params(list(param or []))
+    console = Console(stderr=True)
+    try:
+        with console.status(f"Training {model} on {path.name}…"):
+            run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent,
+                            thresholds=thresholds)
+            target = out if out is not None else settings.bundles / run.bundle.version
+            existing = _same_bundle(target, run.bundle)
+            saved = existing or run.bundle.save(target, key=_home_signer(settings))
+    except ClosedLoopError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(json.dumps({"version": run.bundle.version, "path": str(saved), "metrics": run.metrics,
+                           **({"already_saved": True} if existing else {})}, default=str))
+
+
+def _same_bundle(target: Path, bundle: Any) -> Path | None:
+    """``target`` when it holds this very bundle already (the same content: the same model
+    trained again on the same data), else None — and then saving refuses an existing target."""
+    from closedloop.errors import BundleError
+    from closedloop.runtime.bundle import Bundle
+
+    if not (target / "manifest.json").is_file():
+        return None
+    try:
+        return target if Bundle.load(target).content_digest == bundle.content_digest else None
+    except BundleError:
+        return None

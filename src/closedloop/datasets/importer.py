@@ -1,0 +1,298 @@
+"""A labeled file from outside the loop → a dataset (issue 5, "Datasets from outside the loop").
+
+:func:`import_dataset` reads a CSV or Parquet file and writes the same dataset format as
+:func:`~closedloop.datasets.dataset.build_dataset` (``data.parquet`` + ``manifest.json``), so that
+:func:`~closedloop.datasets.dataset.load_dataset`, training and evaluation read it unchanged. The
+rules, exactly:
+
+Contexts
+    The file's columns named like context fields are validated with
+    ``system.schema.validate_batch(..., errors="skip")`` (other columns are ignored; a context
+    field with no column takes its default on every row and is listed in
+    ``manifest["source"]["absent_fields"]``, so that evaluation can refuse to slice on it). A row that
+    fails is left out and counted in ``manifest["counts"]["rejected"]`` by reason
+    (``"<field>: <rule>"``); the first few are listed with their file row in
+    ``manifest["rejected_examples"]``.
+
+Label
+    The ``label`` column must exist and hold, on every row, either 0/1 (1 = ``system.labels[1]``;
+    integers, booleans or floats equal to 0 or 1) or the class names ``system.labels``. A null
+    or any other value is an error naming the values (a file is curated data: a wrong label is
+    not skipped silently). The kept rows must hold both classes.
+
+Unit and time
+    ``unit`` names a column (values as text; a null rejects the row, counted as ``"<column>:
+    null unit"``), or ``None``: the file row index (as text) stands in. ``time`` names a column
+    of ns integers, Arrow timestamps, or ISO 8601 text (without a zone offset: UTC), or ``None``:
+    the file row index stands in (as ns). Either stand-in is recorded in
+    ``manifest["source"]`` (``unit_stand_in`` / ``time_stand_in``) so reports can say so.
+
+Rows
+    ``decision_id`` is the file row index (as text), ``context_json`` the validated context
+    (msgspec JSON), ``features`` the system's feature vector (and one column per feature, as in
+    ``build_dataset``), ``weight`` and ``sample_prob`` 1.0, ``label`` the class name and
+    ``label_value`` 0/1.
+
+The dataset id is the sha256 of the canonical manifest content (without the id); the directory
+is written to a temporary sibling and renamed into place, and ``out`` must not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from closedloop._files import make_private_dirs
+from closedloop.datasets.dataset import _FIXED_COLUMNS, DATA_FILE, DatasetManifest, publish
+from closedloop.errors import DatasetError, SpecError
+from closedloop.system.spec import System
+
+__all__ = ["import_dataset"]
+
+#: How many rejected rows the manifest lists (all are counted).
+REJECTED_EXAMPLES = 20
+
+
+def _read(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise DatasetError(f"The file to import '{path}' must exist. Got no such file instead.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"The file to import '{path}' must be readable as {suffix[1:]}. Got: {e}") from None
+    raise DatasetError(f"The file to import must be .csv or .parquet. Got '{path.name}' instead.")
+
+
+def _labels(col: pa.ChunkedArray, name: str, system: System) -> np.ndarray:
+    """0/1 per row from 0/1 values or class names; anything else is an error naming it."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    neg, pos = system.labels
+    if pa.types.is_boolean(arr.type):
+        arr = arr.cast(pa.int8())
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        v = np.asarray(arr.cast(pa.float64()).fill_null(np.nan), dtype=np.float64)
+        ok = (v == 0.0) | (v == 1.0)
+        if not ok.all():
+            bad = sorted({repr(x) if x == x else "null" for x in v[~ok].tolist()})
+            raise DatasetError(
+                f"The label column '{name}' must hold 0/1 or the classes {[neg, pos]}. "
+                f"Got {', '.join(bad[:5])} instead ({int((~ok).sum())} rows)."
+            )
+        return v.astype(np.int8)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_dictionary(arr.type):
+        vals = arr.cast(pa.string()) if not pa.types.is_dictionary(arr.type) else arr.dictionary_decode()
+        is_pos = np.asarray(pc.equal(vals, pos).fill_null(False))
+        is_neg = np.asarray(pc.equal(vals, neg).fill_null(False))
+        ok = is_pos | is_neg
+        if not ok.all():
+            bad = sorted({"null" if x is None else repr(x) for x in vals.filter(pa.array(~ok)).to_pylist()})
+            raise DatasetError(
+                f"The label column '{name}' must hold 0/1 or the classes {[neg, pos]}. "
+                f"Got {', '.join(bad[:5])} instead ({int((~ok).sum())} rows)."
+            )
+        return is_pos.astype(np.int8)
+    raise DatasetError(
+        f"The label column '{name}' must hold 0/1 or the classes {[neg, pos]}. Got type {arr.type} instead."
+    )
+
+
+def _times(col: pa.ChunkedArray, name: str) -> np.ndarray:
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if arr.null_count:
+        row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
+        raise DatasetError(f"The time column '{name}' must have a time on every row. Got null instead (row {row}).")
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            arr = arr.cast(pa.timestamp("ns", tz="UTC"))
+        except pa.ArrowInvalid:
+            try:
+                arr = arr.cast(pa.timestamp("ns"))
+            except pa.ArrowInvalid as e:
+                raise DatasetError(
+                    f"The time column '{name}' must hold ns integers or ISO 8601 times. Got: {e}"
+                ) from None
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        if pa.types.is_date(arr.type):
+            arr = arr.cast(pa.timestamp("ns"))
+        arr = arr.cast(pa.timestamp("ns", tz=arr.type.tz)).cast(pa.int64())
+    if not pa.types.is_integer(arr.type):
+        raise DatasetError(
+            f"The time column '{name}' must hold ns integers or ISO 8601 times. Got type {arr.type} instead."
+        )
+    return np.asarray(arr.cast(pa.int64()), dtype=np.int64)
+
+
+def _check_column(table: pa.Table, name: Any, what: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"The '{what}' parameter of import_dataset must be a column name. Got {name!r} instead.")
+    if name not in table.column_names:
+        raise DatasetError(
+            f"The {what} column '{name}' must be in the file. Got columns {table.column_names} instead."
+        )
+
+
+def import_dataset(
+    path: Path | str,
+    system: System,
+    *,
+    label: str,
+    unit: str | None = None,
+    time: str | None = None,
+    out: Path | str,
+) -> DatasetManifest:
+    """Import the labeled CSV/Parquet file ``path`` as a dataset at ``out`` (rules: module docstring).
+
+    Returns the manifest; ``load_dataset(out, system)`` reads the dataset back.
+    """
+    if not isinstance(system, System):
+        raise SpecError(f"The 'system' parameter of import_dataset must be a closedloop.System. Got {system!r} instead.")
+    path = Path(path)
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
+    table = _read(path)
+    n_read = table.num_rows
+    _check_column(table, label, "label")
+    for col, what in ((unit, "unit"), (time, "time")):
+        if col is not None:
+            _check_column(table, col, what)
+
+    y_all = _labels(table.column(label), label, system)
+    t_all = _times(table.column(time), time) if time is not None else np.arange(n_read, dtype=np.int64)
+    if unit is not None:
+        u_arr = table.column(unit).cast(pa.string())
+        u_arr = u_arr.combine_chunks() if u_arr.num_chunks != 1 else u_arr.chunk(0)
+        unit_ok = np.asarray(pc.is_valid(u_arr), dtype=bool)
+    else:
+        u_arr = pa.array([str(i) for i in range(n_read)], type=pa.string())
+        unit_ok = np.ones(n_read, dtype=bool)
+
+    schema = system.schema
+    ctx_table = table.select([c for c in table.column_names if c in schema.by_name])
+    cols = schema.validate_batch(ctx_table, errors="skip")
+    reasons: Counter[str] = Counter()
+    examples: list[dict[str, Any]] = []
+    for e in cols.errors:
+        reasons[f"{e.field}: {e.rule}"] += 1
+        if len(examples) < REJECTED_EXAMPLES:
+            examples.append({"row": e.row, "field": e.field, "rule": e.rule, "message": str(e)})
+    # A row with a null unit is rejected too (it cannot be placed by a unit split).
+    keep_unit = unit_ok[cols.rows]
+    if not keep_unit.all():
+        for r in cols.rows[~keep_unit].tolist():
+            reasons[f"{unit}: null unit"] += 1
+            if len(examples) < REJECTED_EXAMPLES:
+                examples.append({"row": int(r), "field": unit, "rule": "null unit", "message": "the unit is null"})
+        cols = cols.take(np.flatnonzero(keep_unit))
+    rows = cols.rows
+    n = int(rows.shape[0])
+    y = y_all[rows]
+    if n == 0:
+        top = ", ".join(f"{k} ({v} rows)" for k, v in reasons.most_common(3))
+        raise DatasetError(f"The file '{path.name}' must have at least one valid row. Got none of {n_read}: {top}.")
+    if y.min() == y.max():
+        present = sorted({system.labels[int(v)] for v in y.tolist()})
+        raise DatasetError(
+            f"The label column '{label}' must hold both classes {list(system.labels)} on the valid rows. "
+            f"Got {present} instead ({n} valid of {n_read} rows)."
+        )
+
+    # Rows as build_dataset writes them.
+    names = [f.name for f in schema.fields]
+    lists = [cols.pylist(nm) for nm in names]
+    enc = msgspec.json.Encoder()
+    context_json = [enc.encode(dict(zip(names, vals, strict=True))).decode() for vals in zip(*lists, strict=True)]
+    X = system.features.batch(cols)
+    feat_names = [f.name for f in system.features.features]
+    feat_cols = [nm if nm not in _FIXED_COLUMNS and not nm.startswith("outcome:") else f"feature:{nm}" for nm in feat_names]
+    ts = t_all[rows]
+    label_values = pa.array(y, type=pa.int8())
+    fp = system.feature_fingerprint
+    flat = np.ascontiguousarray(X).reshape(-1)
+    features = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, n * len(feat_names) + 1, len(feat_names), dtype=np.int32)), pa.array(flat)
+    ) if feat_names else pa.array([[] for _ in range(n)], type=pa.list_(pa.float64()))
+    data: dict[str, Any] = {
+        "decision_id": pa.array([str(int(r)) for r in rows.tolist()], type=pa.string()),
+        "unit": u_arr.take(pa.array(rows)),
+        "timestamp_ns": pa.array(ts, type=pa.int64()),
+        "context_json": pa.array(context_json, type=pa.string()),
+        "features": features,
+        **{c: pa.array(X[:, j], type=pa.float64()) for j, c in enumerate(feat_cols)},
+        "sample_prob": pa.array(np.ones(n), type=pa.float64()),
+        "weight": pa.array(np.ones(n), type=pa.float64()),
+        "schema_version": pa.array([system.schema_version] * n, type=pa.string()),
+        "feature_fingerprint": pa.array([fp] * n, type=pa.string()),
+        "label": pa.array([system.labels[int(v)] for v in y.tolist()], type=pa.string()),
+        "label_value": label_values,
+    }
+    out_table = pa.table(data)
+
+    n_rejected = n_read - n
+    content: dict[str, Any] = {
+        "format": 1,
+        "system": system.name,
+        "schema_version": system.schema_version,
+        "labels": list(system.labels),
+        "policy": None,
+        "source": {
+            "kind": "import",
+            "file": path.name,
+            "sha256": _sha256(path),
+            "label_column": label,
+            "unit_column": unit,
+            "time_column": time,
+            "unit_stand_in": unit is None,
+            "time_stand_in": time is None,
+            "absent_fields": [f.name for f in schema.fields if f.name not in table.column_names],
+        },
+        "since_ns": int(ts.min()),
+        "until_ns": int(ts.max()) + 1,
+        "cutoff_ns": None,
+        "feature_names": {fp: feat_names},
+        "columns": {"features": feat_cols, "outcomes": {}},
+        "counts": {
+            "decisions": {"read": n_read, "rows": n, "labeled": n, "unlabeled": 0, "rejected": n_rejected},
+            "labels": {system.labels[0]: int((y == 0).sum()), system.labels[1]: int((y == 1).sum())},
+            "rejected": dict(sorted(reasons.items())),
+        },
+        "rejected_examples": examples,
+    }
+    canonical = msgspec.json.encode(content, order="sorted")
+    ds_id = hashlib.sha256(canonical).hexdigest()
+    content = {"id": ds_id, **content}
+
+    make_private_dirs(out.parent)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
+    make_private_dirs(tmp)
+    try:
+        pq.write_table(out_table, tmp / DATA_FILE, compression="zstd")
+        publish(tmp, out, content)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return DatasetManifest(id=ds_id, path=out, content=content)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

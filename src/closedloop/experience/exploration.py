@@ -1,0 +1,242 @@
+"""Exploration: choosing an action at random, reproducibly, with its exact propensity.
+
+Every random choice is a function of the decision id: :func:`uniform` maps an id to a number in
+[0, 1), the same in the single-decision and the batch path, so any decision can be replayed and
+its propensity recomputed. The probabilities come from a policy:
+
+* :class:`Softmax` — p(a) ∝ exp(score(a) / temperature) over the candidate actions;
+* :class:`EpsilonGreedy` — inside a declared score band, with probability ``epsilon`` a uniform
+  choice among the actions, else the greedy action; outside the band, the greedy action.
+
+:func:`choose` draws one action from a probability vector with a uniform number (cumulative sum,
+left to right — ``np.cumsum`` adds in the same order), so the batch and the single path pick the
+same action. Probabilities are always in (0, 1] for the actions that can be shown and sum to 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from closedloop._numeric import exp, exp_array
+from closedloop.errors import SpecError
+
+__all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uniform_batch"]
+
+_M64 = (1 << 64) - 1
+_TWO53 = float(1 << 53)
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _is_hex32(s: str) -> bool:
+    return len(s) == 32 and s.isascii() and all(c in "0123456789abcdef" for c in s)
+
+
+def uniform(decision_id: str, salt: int = 0) -> float:
+    """A number in [0, 1) determined by ``decision_id`` (and ``salt`` for a second draw).
+
+    Ids made by :class:`~closedloop.runtime.ids.DecisionIds` (32 hex digits) are mixed with splitmix64;
+    any other id through BLAKE2b. 53 bits of the result make the float.
+    """
+    if _is_hex32(decision_id):
+        v = int(decision_id, 16)
+        x = _splitmix64(((v >> 64) ^ v ^ (salt * 0xD1B54A32D192ED03)) & _M64)
+    else:
+        h = hashlib.blake2b(f"{salt}:{decision_id}".encode("utf-8", "surrogatepass"), digest_size=8)
+        x = int.from_bytes(h.digest(), "little")
+    return (x >> 11) / _TWO53
+
+
+def uniform_batch(decision_ids: Any, salt: int = 0) -> np.ndarray:
+    """:func:`uniform` for many ids (an Arrow string array or a sequence of str)."""
+    arr = decision_ids if isinstance(decision_ids, pa.Array) else pa.array(list(decision_ids), type=pa.string())
+    n = len(arr)
+    if n == 0:
+        return np.empty(0, dtype=np.float64)
+    bufs = arr.cast(pa.string()).buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    hexlike = arr.null_count == 0 and bool(np.all(np.diff(offsets) == 32))
+    if hexlike:
+        raw = np.frombuffer(bufs[2], dtype=np.uint8, count=32 * n, offset=int(offsets[0])).reshape(n, 32)
+        digit = np.full(256, 255, dtype=np.uint8)
+        digit[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10, dtype=np.uint8)
+        digit[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+        nib = digit[raw]
+        hexlike = bool((nib != 255).all())
+    if not hexlike:
+        return np.fromiter((uniform(s, salt) for s in arr.to_pylist()), dtype=np.float64, count=n)
+    nib64 = nib.astype(np.uint64)
+    shifts = np.arange(60, -1, -4, dtype=np.uint64)
+    hi = np.bitwise_or.reduce(nib64[:, :16] << shifts, axis=1)
+    lo = np.bitwise_or.reduce(nib64[:, 16:] << shifts, axis=1)
+    x = hi ^ lo ^ np.uint64((salt * 0xD1B54A32D192ED03) & _M64)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / _TWO53
+
+
+def choose(probs: Sequence[float], u: float) -> int:
+    """The index drawn by ``u`` from ``probs`` (cumulative, left to right)."""
+    c = 0.0
+    last = 0
+    for i, p in enumerate(probs):
+        if p > 0.0:
+            last = i
+            c = c + p
+            if u < c:
+                return i
+    return last  # u beyond the rounded total: the last action that can be shown
+
+
+def choose_batch(P: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """:func:`choose` for each row of ``P`` (n × k) with its ``u``."""
+    C = np.cumsum(np.where(P > 0.0, P, 0.0), axis=1)
+    hit = (u[:, None] < C) & (P > 0.0)
+    first = np.argmax(hit, axis=1)
+    none = ~hit.any(axis=1)
+    if none.any():
+        k = P.shape[1]
+        last = k - 1 - np.argmax((P[:, ::-1] > 0.0), axis=1)
+        first = np.where(none, last, first)
+    return first.astype(np.int64)
+
+
+class Softmax:
+    """p(a) ∝ exp(score(a) / temperature); ``temperature`` > 0 (small: greedy, large: uniform)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
+            math.isfinite(temperature) and temperature > 0
+        ):
+            raise SpecError(f"The 'temperature' of Softmax must be a number > 0. Got {temperature!r} instead.")
+        self.temperature = float(temperature)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "softmax", "temperature": self.temperature}
+
+    def probs(self, scores: Sequence[float]) -> list[float]:
+        """Probabilities for one row of scores (NaN scores get probability 0)."""
+        finite = [s for s in scores if s == s]
+        if not finite:
+            k = len(scores)
+            return [1.0 / k] * k
+        m = max(finite)
+        t = self.temperature
+        e = [exp((s - m) / t) if s == s else 0.0 for s in scores]
+        total = 0.0
+        for v in e:
+            total = total + v
+        return [v / total for v in e]
+
+    def probs_batch(self, S: np.ndarray) -> np.ndarray:
+        nan = np.isnan(S)
+        all_nan = nan.all(axis=1)
+        m = np.max(np.where(nan, -np.inf, S), axis=1)
+        m = np.where(all_nan, 0.0, m)
+        with np.errstate(invalid="ignore"):
+            z = (S - m[:, None]) / self.temperature
+        e = exp_array(z.reshape(-1)).reshape(S.shape)
+        e = np.where(nan, 0.0, e)
+        total = np.zeros(S.shape[0], dtype=np.float64)
+        for j in range(S.shape[1]):  # left to right, as the single path adds
+            total = total + e[:, j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            P = e / total[:, None]
+        k = S.shape[1]
+        return np.where(all_nan[:, None], 1.0 / k, P)
+
+
+class EpsilonGreedy:
+    """Inside the score band [``low``, ``high``], explore with probability ``epsilon``: a uniform
+    choice among all actions (the greedy one included), or among the actions named in ``to``.
+    Outside it, always the greedy action.
+
+    ``to`` narrows what exploration may show: e.g. ``EpsilonGreedy(0.05, low=0.9, to=("warn",))``
+    shows a warning instead of a block on 5% of block-band decisions, so the loop sees outcomes
+    for pages it would otherwise block (a block hides the outcome) without ever allowing them.
+    """
+
+    def __init__(
+        self, epsilon: float, low: float = -math.inf, high: float = math.inf, *, to: Sequence[str] | None = None
+    ) -> None:
+        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0.0 < epsilon <= 1.0:
+            raise SpecError(f"The 'epsilon' of EpsilonGreedy must be a number in (0, 1]. Got {epsilon!r} instead.")
+        for name, v in (("low", low), ("high", high)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+                raise SpecError(f"The '{name}' bound of EpsilonGreedy must be a number. Got {v!r} instead.")
+        if not low <= high:
+            raise SpecError(f"EpsilonGreedy needs low ≤ high. Got low={low!r}, high={high!r} instead.")
+        if to is not None:
+            if isinstance(to, str) or not all(isinstance(a, str) and a for a in to) or not to or len(set(to)) != len(to):
+                raise SpecError(
+                    f"The 'to' of EpsilonGreedy must be a non-empty sequence of distinct action names. Got {to!r} instead."
+                )
+            to = tuple(to)
+        self.epsilon = float(epsilon)
+        self.low = float(low)
+        self.high = float(high)
+        self.to: tuple[str, ...] | None = to
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "epsilon", "epsilon": self.epsilon, "low": self.low, "high": self.high}
+        if self.to is not None:
+            out["to"] = list(self.to)
+        return out
+
+    def mask(self, actions: Sequence[str]) -> tuple[bool, ...] | None:
+        """Which of ``actions`` exploration may show (None: all of them); checks ``to``."""
+        if self.to is None:
+            return None
+        unknown = [a for a in self.to if a not in actions]
+        if unknown:
+            raise SpecError(f"The 'to' of EpsilonGreedy must name declared actions {list(actions)}. Got {unknown!r} instead.")
+        return tuple(a in self.to for a in actions)
+
+    def in_band(self, score: float) -> bool:
+        return self.low <= score <= self.high
+
+    def probs(self, greedy: int, k: int, score: float, mask: Sequence[bool] | None = None) -> list[float]:
+        if not self.in_band(score):
+            out = [0.0] * k
+            out[greedy] = 1.0
+            return out
+        if mask is None:
+            share = self.epsilon / k
+            out = [share] * k
+            out[greedy] = (1.0 - self.epsilon) + share
+            return out
+        share = self.epsilon / sum(mask)
+        out = [share if m else 0.0 for m in mask]
+        out[greedy] += 1.0 - self.epsilon
+        return out
+
+    def probs_batch(self, greedy: np.ndarray, k: int, score: np.ndarray, mask: Sequence[bool] | None = None) -> np.ndarray:
+        n = greedy.shape[0]
+        band = (score >= self.low) & (score <= self.high)
+        rows = np.arange(n)
+        if mask is None:
+            share = self.epsilon / k
+            P = np.where(band[:, None], share, 0.0) * np.ones((n, k))
+            top = np.where(band, (1.0 - self.epsilon) + share, 1.0)
+            P[rows, greedy] = top
+            return P
+        m = np.asarray(mask, dtype=bool)
+        share = self.epsilon / int(m.sum())
+        P = np.where(band[:, None] & m[None, :], share, 0.0)
+        # The same additions as the single path, in the same order: share (if allowed) + (1 - ε).
+        P[rows, greedy] = np.where(band, P[rows, greedy] + (1.0 - self.epsilon), 1.0)
+        return P
