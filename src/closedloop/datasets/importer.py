@@ -1,4 +1,4 @@
-"""A labeled file from outside the loop → a dataset (issue 5, "Datasets from outside the loop").
+"""A labeled file from outside the loop → a dataset.
 
 :func:`import_dataset` reads a CSV or Parquet file and writes the same dataset format as
 :func:`~closedloop.datasets.dataset.build_dataset` (``data.parquet`` + ``manifest.json``), so that

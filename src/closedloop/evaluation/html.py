@@ -1,4 +1,4 @@
-"""The evaluation report as one self-contained HTML page (issue 5, "Evaluation").
+"""The evaluation report as one self-contained HTML page.
 
 :func:`render_html` turns the dict :func:`closedloop.evaluation.report.evaluate` returns (schema
 version 1) into one HTML page a person can read and act on: the header (system, dataset, split,

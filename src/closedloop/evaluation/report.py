@@ -1,4 +1,4 @@
-"""The evaluation report (issue 5, "Evaluation"): every bundle re-run through the runtime on a
+"""The evaluation report: every bundle re-run through the runtime on a
 dataset's labeled rows, as one JSON-ready dict.
 
 :func:`evaluate` scores the evaluation rows with ``Runtime(system, bundle).decide_batch`` (the

@@ -1,4 +1,4 @@
-"""Train/test splits that do not leak (DESIGN.md, "Unit"; issue 5, "Splits that don't leak").
+"""Train/test splits that do not leak: all rows of one unit fall on the same side.
 
 :func:`split` returns ``(train_idx, test_idx)``: int64 row positions, sorted, disjoint. The
 rules, exactly:

@@ -1,4 +1,4 @@
-"""Train a candidate bundle from a dataset, with its lineage (issue 5, "Training").
+"""Train a candidate bundle from a dataset, with its lineage.
 
 ::
 
