@@ -1,4 +1,4 @@
-"""Train/test splits that do not leak: all rows of one unit fall on the same side.
+"""Train/test splits that do not leak: by unit, by time, or both.
 
 :func:`split` returns ``(train_idx, test_idx)``: int64 row positions, sorted, disjoint. The
 rules, exactly:
