@@ -1,4 +1,4 @@
-"""Issue 5, "Checks": a planted bad slice is flagged and a clean one is not; the report's own path
+"""The evaluation's checks: a planted bad slice is flagged and a clean one is not; the report's own path
 (sorted once, slices by partition) equals scikit-learn, is invariant to row order, partitions the
 rows into slices and finds cost-optimal thresholds; bad input is refused naming the problem."""
 

@@ -1,5 +1,5 @@
 """A numeric slice field is cut into quantile bins labelled as ranges, not one slice per distinct
-value (issue 16: ~100 slices on real sensor data); text and booleans stay as they are."""
+value (real sensor data gave ~100 slices); text and booleans stay as they are."""
 
 from __future__ import annotations
 

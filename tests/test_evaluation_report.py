@@ -1,4 +1,4 @@
-"""closedloop.evaluation.report / closedloop evaluate: the JSON evaluation report (issue 5, Evaluation)."""
+"""closedloop.evaluation.report / closedloop evaluate: the JSON evaluation report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The evaluation report says what each threshold means (issue 16): a cost-minimizing threshold
+"""The evaluation report says what each threshold means: a cost-minimizing threshold
 of 1.85 on a probability is "never: above every score", not a bug — in the JSON and the HTML."""
 
 from __future__ import annotations

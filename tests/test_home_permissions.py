@@ -1,4 +1,4 @@
-"""A project home is its owner's alone: data files 0600, folders 0700 (issue 15, item 7).
+"""A project home is its owner's alone: data files 0600, folders 0700.
 
 The home holds raw contexts (a segment held a raw URL), outcomes, the registry, datasets and
 reports; with the usual umask 0o022 every one of them used to be created world-readable.

@@ -1,4 +1,4 @@
-"""train(model="lightgbm"): regularized defaults sized to the data (issue 16) — LightGBM's own
+"""train(model="lightgbm"): regularized defaults sized to the data — LightGBM's own
 defaults memorize a few thousand noisy rows (train AUC near 1, held-out far below)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bounded strings at every boundary (issue 15, item 6): a string context field holds at most
+"""Bounded strings at every boundary: a string context field holds at most
 8,192 characters unless it declares another bound; outcome strings have theirs; a refusal names
 the field and the rule and shows the value clipped (its start and its length), never whole."""
 

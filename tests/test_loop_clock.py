@@ -1,4 +1,4 @@
-"""The loop's clock (issue 16): a `--now` far ahead of the wall clock is refused unless confirmed
+"""The loop's clock: a `--now` far ahead of the wall clock is refused unless confirmed
 (`--allow-future`: registry changes take effect at once, whatever --now says), and a cycle whose
 clock went back says so in dates, names the cycles ahead of it and how to go on."""
 

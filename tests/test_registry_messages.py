@@ -1,4 +1,4 @@
-"""What the registry tells a new user (issue 16): a deploy refused by the parity check says how to
+"""What the registry tells a new user: a deploy refused by the parity check says how to
 attach a report; a rollback that turns the kill switch back on (or off) says so — in the change's
 message, its detail and the CLI's output."""
 

@@ -1,4 +1,4 @@
-"""The flights' sample-ratio check tells the truth (issue 16): decisions a worker made before it
+"""The flights' sample-ratio check tells the truth: decisions a worker made before it
 applied a new flight (or a promotion) do not count; after a promotion the ended flight is not
 tested against production; with too few units it says so in words — never `chi2 None, p None`.
 

@@ -1,4 +1,4 @@
-"""The HTML evaluation report in a real browser (issue 5): Debian's headless Chromium, driven by
+"""The HTML evaluation report in a real browser: Debian's headless Chromium, driven by
 Selenium, opens a report of three bundles from a real evaluation and checks that the page draws
 every chart offline, with no console error, no request beyond the file itself, escaped user data,
 and the gate verdict in plain sight.

@@ -1,4 +1,4 @@
-"""closedloop.evaluation.html: the report as one self-contained HTML page (issue 5) — without a
+"""closedloop.evaluation.html: the report as one self-contained HTML page — without a
 browser: escaping, the size bound, the vendored libraries, the CLI. tests/test_report_browser.py
 opens the page in headless Chromium."""
 
@@ -191,7 +191,7 @@ def test_a_report_without_a_positive_count_renders(small):
 def test_best_confusion_is_shown_when_the_report_has_it(small):
     rep = copy.deepcopy(small["report"])
     m = rep["bundles"][0]["mistakes"]
-    assert "best_confusion" in m  # the JSON report carries it (issue 16)
+    assert "best_confusion" in m  # the JSON report carries it
     m["best_confusion"] = {a: {"legit": 1234567.0, "phish": 0.0} for a in m["confusion"]}
     assert "1,234,567" in render_html(rep)
 

@@ -1,4 +1,4 @@
-"""Issue 5, "Checks": River's shipped Phishing dataset (1,250 real pages, 9 features) as a small
+"""River's shipped Phishing dataset (1,250 real pages, 9 features) as a small
 system of its own — import, train a heuristic, a logistic and a LightGBM bundle, evaluate them
 side by side through the runtime, write the report — and the report's AUC, log loss, precision
 and recall equal what scikit-learn computes from the trained models themselves on the same rows.

@@ -29,7 +29,7 @@ def schema(**kw) -> Schema:
     )
 
 
-def test_the_issue_message_names_field_rule_and_value():
+def test_the_message_names_field_rule_and_value():
     with pytest.raises(ContextError) as err:
         schema().validate({"user": "u", "domain_age_days": -3})
     assert str(err.value) == "Context field 'domain_age_days' must be a number ≥ 0. Got -3 instead."

@@ -22,7 +22,7 @@ from closedloop.service import ServiceSettings, create_app
 from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
 
-# The registry (issue 6) and the service meet here: these tests run once both are on the branch.
+# The registry and the service meet here: these tests run once both are on the branch.
 Registry = pytest.importorskip("closedloop.registry").Registry
 
 FORCE = "test: no evaluation report"

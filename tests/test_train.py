@@ -1,4 +1,4 @@
-"""closedloop.training.train / closedloop train: candidate bundles with lineage (issue 5, Training)."""
+"""closedloop.training.train / closedloop train: candidate bundles with lineage."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`closedloop train --thresholds cost` / `train(thresholds="cost")`: the loop's cost-minimizing
-thresholds from the command line, through the one code path the cycle also takes (issue 16)."""
+thresholds from the command line, through the one code path the cycle also takes."""
 
 from __future__ import annotations
 
