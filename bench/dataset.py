@@ -1,5 +1,5 @@
 """`dataset build` on 10M decisions × 2M outcomes, against the same semantics as one hand-written
-DuckDB query (issue 4, "Performance").
+DuckDB query.
 
 Generates telemetry Parquet in the store's layout (``telemetry/parquet/{decisions,outcomes}/
 day=…/*.parquet``, DECISION_SCHEMA / OUTCOME_SCHEMA; 20 float features, no raw context, a few

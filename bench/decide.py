@@ -16,7 +16,7 @@ What it measures (all in the same process, same run):
   ≥ 10× the loop's throughput. The loop is timed on the first rows of the batch (20k by default)
   and its rate extrapolated; the table says so.
 
-Issue 3's figures, in the same run:
+LightGBM, guardrails and multi-action choice, in the same run:
 
 * a 100-tree, 31-leaf LightGBM bundle of the same features: its intelligence step and the whole
   ``decide`` against ``Booster.predict`` on one prebuilt row (targets ≤ 1.2× and ≤ 1.5×), with
@@ -362,12 +362,12 @@ def once(fn: Any) -> tuple[float, Any]:
     return t, out
 
 
-def bench_issue3(
+def bench_models_guardrails_ranking(
     system: System, names: list[str], Xtr: np.ndarray, y: np.ndarray, model: LogisticModel,
     many: list[dict[str, Any]], ctx: dict[str, Any], c: Any, x_tuple: tuple[float, ...],
     x_row: np.ndarray, env: dict[str, Any], min_time: float, repeat: int, quick: bool,
 ) -> dict[str, Any]:
-    """LightGBM, a 3-rule guardrail layer and multi-action choice (issue 3)."""
+    """LightGBM, a 3-rule guardrail layer and multi-action choice."""
     import lightgbm as lgb
     from examples.feed import data as feed_data
     from examples.feed.system import feed
@@ -569,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     batch_rate = n_batch / batch_t
     batch_dict_rate = n_batch / batch_dict_t
 
-    # -- issue 3: LightGBM, a guardrail layer, multi-action choice -------------------------------
-    issue3 = bench_issue3(system, names, Xtr, y, model, many, ctx, c, x_tuple, x_row, env, min_time, repeat, quick)
+    # -- LightGBM, a guardrail layer, multi-action choice ----------------------------------------
+    extra = bench_models_guardrails_ranking(system, names, Xtr, y, model, many, ctx, c, x_tuple, x_row, env, min_time, repeat, quick)
 
     # -- correctness: batch == single, for the same ids and timestamps --------------------------
     check_idx = np.sort(np.random.default_rng(4).choice(n_batch, size=min(n_check, n_batch), replace=False))
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         "correct_rows_checked": len(singles),
         "correct": not failures,
     }
-    r.update(issue3)
+    r.update(extra)
     if r["lightgbm_max_abs_diff"] > 1e-12:
         failures.append(f"LightGBM bundle differs from Booster.predict by {r['lightgbm_max_abs_diff']!r} (> 1e-12)")
     targets = {

@@ -1,5 +1,4 @@
-"""Benchmark: the evaluation report on 1M rows, 5 slice fields with 20 values in all, one bundle
-(issue 5, "Performance").
+"""Benchmark: the evaluation report on 1M rows, 5 slice fields with 20 values in all, one bundle.
 
 Run it as ``.venv/bin/python bench/evaluate.py`` (``--quick`` for a small run, ``--rows N``).
 
