@@ -1,4 +1,4 @@
-"""River's shipped Phishing dataset as a small system of its own (issue 5, "Checks").
+"""River's shipped Phishing dataset as a small system of its own.
 
 ``river.datasets.Phishing`` holds 1,250 real web pages (the UCI "Website Phishing" data), each
 with 9 features already scaled to {0, 0.5, 1} (or {0, 1}) and whether it is phishing. The data
