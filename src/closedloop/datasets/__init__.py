@@ -1,4 +1,4 @@
-"""The loop: decisions joined with outcomes under a label policy → datasets (DESIGN.md).
+"""Datasets: decisions joined with outcomes under a label policy.
 
 :func:`build_dataset` writes a dataset (Parquet + manifest) from telemetry Parquet files;
 :func:`load_dataset` reads one back with contexts in the current schema; :func:`read_outcomes`

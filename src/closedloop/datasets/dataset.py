@@ -1,4 +1,4 @@
-"""Decisions joined with outcomes under a label policy: the Dataset (DESIGN.md, "Dataset").
+"""Decisions joined with outcomes under a label policy: the Dataset.
 
 :func:`build_dataset` reads the telemetry Parquet files (``DECISION_SCHEMA`` / ``OUTCOME_SCHEMA``)
 with DuckDB and writes one Parquet file and a ``manifest.json``. The rules, exactly:

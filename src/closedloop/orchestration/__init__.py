@@ -1,4 +1,4 @@
-"""Orchestration: the loop over time (DESIGN.md, "Orchestration").
+"""Orchestration: the loop over time (docs/orchestration.md).
 
 * :class:`LoopPlan` (:class:`Rollout`, :class:`Tighten`) — how the system learns over time.
 * :class:`Cycle` — one turn of the loop: ingest → monitor → (bootstrap | advance a rollout |

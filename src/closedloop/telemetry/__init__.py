@@ -1,4 +1,4 @@
-"""Telemetry: the durable, append-only log of decisions and outcomes (see DESIGN.md).
+"""Telemetry: the durable, append-only log of decisions and outcomes.
 
 Record schemas are in :mod:`closedloop.telemetry.records` (and the compact form writers append
 in :mod:`~closedloop.telemetry.compact`: ``to_decision_schema`` is what every reader applies); sampling in

@@ -4,7 +4,7 @@ This module is the contract between the writer (``closedloop.telemetry``), the e
 (segments, compacted Parquet), the join (``closedloop.datasets``) and any later sink (Kafka, a lake):
 every one of them reads and writes exactly these columns.
 
-Decision records keep what learning needs (DESIGN.md, principle 3): ids, unit, time, the
+Decision records keep what learning needs (docs/architecture.md, "Principles"): ids, unit, time, the
 bundle version and flight, the context (sanitized JSON: sensitive fields hashed or dropped),
 the features as computed at decision time, scores, action, propensity, the sampling probability
 (so counts can be re-weighted by 1/p), the reason and guardrail, shadows, the kill switch.

@@ -15,7 +15,7 @@ Production sinks implement the same four methods and nothing else changes:
 - an object-store lake: ``append`` buffers, ``sync`` uploads an immutable object per commit
   (``<stream>/<writer>-<seq range>.arrow``), which plays the role of a segment frame.
 
-Neither exists yet (DESIGN.md, principle 4: keep the interface open, don't fake it).
+Neither exists yet: the interface stays open, and nothing fakes them.
 """
 
 from __future__ import annotations

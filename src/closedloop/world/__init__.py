@@ -1,5 +1,5 @@
 """Simulation worlds: users, items, adversaries and feedback, to test the whole loop before
-production and to demonstrate it (DESIGN.md, "World"). The phishing world comes first.
+production and to demonstrate it (docs/world.md). The phishing world comes first.
 
 :class:`PhishingWorld` draws each simulated day's page loads (contexts of the phishing system),
 takes the decisions back, and emits outcomes with realistic delays and selective labels;
