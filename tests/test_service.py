@@ -359,10 +359,10 @@ def test_closedloop_serve_with_two_workers(bundle, tmp_path):
 def test_shared_metrics_sum_the_workers(tmp_path):
     """SharedMetrics: each worker publishes its counters and histograms; any worker renders the
     sums; a worker that exited keeps its last numbers; an unreadable file is skipped."""
-    from closedloop.service.metrics import Registry, SharedMetrics
+    from closedloop.service.metrics import MetricsRegistry, SharedMetrics
 
     def worker(pid):
-        reg = Registry()
+        reg = MetricsRegistry()
         c = reg.counter("d_total", "decisions", ("action",))
         h = reg.histogram("lat_seconds", "latency", (0.001, 0.01))
         return SharedMetrics(tmp_path / "m", reg, pid=pid), c, h

@@ -28,7 +28,7 @@ from closedloop.runtime.runtime import Runtime
 from closedloop.service.auth import Credential, Credentials
 from closedloop.service.durability import AckingSink, OutcomeAcks
 from closedloop.service.limits import TokenBuckets
-from closedloop.service.metrics import Registry, SharedMetrics
+from closedloop.service.metrics import MetricsRegistry, SharedMetrics
 from closedloop.service.reload import ArmCounters
 from closedloop.service.settings import ServiceSettings
 from closedloop.service.sources import DeploymentSource
@@ -89,7 +89,7 @@ class Service:
         self.guard: Any = None
         self.per_source = TokenBuckets(settings.outcome_rate_per_source, max_keys=settings.rate_limit_keys)
         self.per_unit = TokenBuckets(settings.outcome_rate_per_unit, max_keys=settings.rate_limit_keys)
-        self.metrics = Registry()
+        self.metrics = MetricsRegistry()
         # the server's other workers' numbers too, when they share a directory (closedloop serve --workers N)
         self.shared_metrics = SharedMetrics(settings.metrics_dir, self.metrics) if settings.metrics_dir else None
         m = self.metrics

@@ -24,7 +24,7 @@ import msgspec
 
 from closedloop._files import make_private_dirs, open_private_file
 
-__all__ = ["CONTENT_TYPE", "Counter", "Histogram", "Registry", "SharedMetrics"]
+__all__ = ["CONTENT_TYPE", "Counter", "Histogram", "MetricsRegistry", "SharedMetrics"]
 
 #: The content type of the text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -131,7 +131,7 @@ class Histogram:
         yield f"{self.name}_count {n}"
 
 
-class Registry:
+class MetricsRegistry:
     """The metrics of one worker: counters, histograms, and gauges read at render time."""
 
     def __init__(self) -> None:
@@ -199,11 +199,11 @@ class Registry:
 
 class SharedMetrics:
     """The metrics of one server's workers, shared through a directory: each worker publishes its
-    :meth:`Registry.snapshot` as ``<pid>.json`` (written whole, then renamed into place), and
+    :meth:`MetricsRegistry.snapshot` as ``<pid>.json`` (written whole, then renamed into place), and
     :meth:`render` sums this worker's numbers and every other file's. A worker that has exited
     leaves its last numbers in place, so the sums never go down while the server runs."""
 
-    def __init__(self, directory: Path | str, registry: Registry, pid: int | None = None) -> None:
+    def __init__(self, directory: Path | str, registry: MetricsRegistry, pid: int | None = None) -> None:
         self.directory = Path(directory)
         self.registry = registry
         self.pid = os.getpid() if pid is None else pid
