@@ -69,7 +69,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    # The HTTP client imports httpx (~0.1 s): loaded on first use, not with closedloop.
+    # The HTTP client imports httpx (slow to import: docs/performance.md): loaded on first use, not with closedloop.
     if name == "Client":
         from closedloop.service.client import Client
 

@@ -4,7 +4,7 @@ A :class:`Schema` is a list of fields (:class:`Float`, :class:`Int`, :class:`Boo
 It validates contexts two ways that accept and reject exactly the same values:
 
 * one context (a mapping, e.g. parsed JSON) → a msgspec ``Struct`` instance, through
-  ``msgspec.convert`` on the fast path (~1.8 µs for 50 fields). Only when msgspec refuses does a
+  ``msgspec.convert`` on the fast path (docs/performance.md). Only when msgspec refuses does a
   slow path run, to name the field, the rule and the value in a :class:`~closedloop.errors.ContextError`
   (or to apply a field's declared handling of NaN/inf);
 * a columnar batch (an Arrow table/record batch or a mapping of arrays or lists) →

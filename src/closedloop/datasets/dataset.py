@@ -38,8 +38,8 @@ Row order
     The same decision files give the data file's rows in the same order, whatever order the
     files are passed in and however many threads DuckDB runs: the files are read sorted by path
     (the store names compacted files by day and first ingest time), and the pass that writes the
-    rows runs on one DuckDB thread — close to file order, and the same every time (an ``ORDER
-    BY`` would cost +50 % on ``bench/dataset.py``). A model fitted on the dataset then does not
+    rows runs on one DuckDB thread — close to file order, and the same every time (cheaper than
+    an ``ORDER BY``: docs/performance.md, "Datasets"). A model fitted on the dataset then does not
     depend on how the join was scheduled (LightGBM's fit depends, in its last bits, on row order).
 
 Aggregation, per rule kind, of the counted outcomes of that kind
@@ -482,8 +482,8 @@ def build_dataset(
         if written is not None:  # a projection: DuckDB then reads only what these columns need
             body = f"SELECT {', '.join(_ident(c) for c in written)} FROM ({body})"
         # One thread for the pass that writes the rows: no race decides their order, so the same
-        # files give the same row order (module docstring, "Row order"). Measured: no slower than
-        # DuckDB's parallel writer on 2 cores, where an ORDER BY cost +50 % (bench/dataset.py --quick).
+        # files give the same row order (module docstring, "Row order"); what it costs:
+        # docs/performance.md, "Datasets".
         con.execute("SET threads=1")
         con.execute(
             f"""

@@ -63,11 +63,11 @@ independently of the other rows of its batch depends on the estimator:
 * **Anything with a matrix product** (linear models, ``Pipeline(StandardScaler,
   LogisticRegression)``, …) does not: NumPy hands a one-row product to
   BLAS ``ddot`` and a many-row product to ``dgemv``/``dgemm``, whose blocking and vector lanes
-  add the terms in a different order (we measured ~25% of rows of the phishing logistic pipeline
-  differing in the last bit). For these ``batch_mode="rowwise"``: the batch calls the estimator on
+  add the terms in a different order, so many rows differ in the last bit (docs/performance.md,
+  "scikit-learn models"). For these ``batch_mode="rowwise"``: the batch calls the estimator on
   each row with the very code ``one`` runs (a one-row C-contiguous matrix built from the row's
   values), so the two are equal by construction — at the price of scikit-learn's per-call
-  overhead (~0.1–0.5 ms) per row. For a fast linear model use
+  overhead on every row. For a fast linear model use
   :meth:`closedloop.intelligence.LogisticModel.from_sklearn` instead.
 
 ``batch_mode="auto"`` (the default) picks ``vectorized`` for the tree models listed in

@@ -90,7 +90,7 @@ def _enc_hook(obj: Any) -> Any:
 def _atomic_json(path: Path, obj: Any) -> None:
     """``obj`` as indented JSON with sorted keys, written atomically. msgspec, not ``json``: a
     cycle record is rewritten after every step and the monitor's results (every outcome source's
-    abuse verdict) make it large — ``json.dumps`` took ~0.1 s per write at the demo's size."""
+    abuse verdict) make it large (docs/performance.md, "Orchestration")."""
     import msgspec
 
     make_private_dirs(path.parent)

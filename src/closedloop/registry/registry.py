@@ -530,7 +530,7 @@ class Registry:
         name = _system_name(system)
         engine = self.engine
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        # The pool's DB-API connection directly: ~10x cheaper than a Core round trip (one
+        # The pool's DB-API connection directly: far cheaper than a Core round trip (one
         # statement needs no explicit transaction; the pool rolls back on return).
         with engine.raw_connection() as rc:
             cur = rc.cursor()

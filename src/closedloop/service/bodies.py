@@ -80,7 +80,7 @@ class BoundedArray:
     msgspec checks a list's length only once it has built the whole list; an array-like Struct
     with ``max_items`` optional fields that forbids unknown (trailing) ones stops at the first
     item too many instead. A 8 MiB body of four million ``0``s is refused after reading
-    ``max_items`` of them (≈ 0.4 ms at 10,000), where decoding it took seconds.
+    ``max_items`` of them instead of being decoded whole (docs/performance.md, "The service").
 
     :meth:`decode` is the typed fast path (one msgspec decode, as fast as ``list[item_type]``);
     when it fails, :meth:`items` returns each item's raw JSON (:class:`msgspec.Raw`, a view of

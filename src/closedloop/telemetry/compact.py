@@ -2,7 +2,7 @@
 
 :data:`~closedloop.telemetry.records.DECISION_SCHEMA` is the contract readers get. A writer may
 append decision records in a *compact form* of it instead, which costs far less to build and
-to write (≈ 0.9 kB a decision instead of ≈ 1.8 kB for a 50-field context):
+to write (docs/performance.md, "Telemetry"):
 
 - the context is a ``context`` column, a struct of the (sanitized) context fields as typed
   columns — Str → string, Int → int64, Float → float64, Bool → bool; a hashed field is the

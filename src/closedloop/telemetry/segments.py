@@ -25,12 +25,10 @@ A crash can leave a *torn tail*: a last frame cut short or failing its crc. Read
 its sequence numbers continuing from the last durable one. A write error (e.g. disk full) cuts
 the file back to the last good frame, so one failed commit never corrupts the frames after it.
 
-Why Arrow IPC and not JSON lines (measured by ``bench/telemetry.py`` on this machine, 10k
-decision records with 20 float features, one score and ids, no raw context): an Arrow IPC frame
-encodes in ≈ 2–7 ms to 4.2 MB and reads back in ≈ 0.2 ms (zero copy, exact types and nulls);
-JSON lines via msgspec encode in ≈ 30 ms to 9.4 MB and take ≈ 70 ms to parse back into Arrow for
-compaction. The columns must be built either way, so JSON only costs more; it would win only for
-tiny commits (the IPC schema adds ≈ 2 KB per frame).
+Why Arrow IPC and not JSON lines: an IPC frame is smaller, faster to encode, and reads back
+without parsing (zero copy, exact types and nulls). The columns must be built either way, so
+JSON only costs more; it would win only for tiny commits (every IPC frame carries the schema).
+The figures, from ``bench/telemetry.py``: docs/performance.md, "Telemetry".
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from closedloop.telemetry.sampling import Sampling
 from closedloop.telemetry.sink import Sink
 
 # Records are built on the committer thread. Arrow's default allocator (jemalloc) is markedly
-# slower on a thread other than the one that warmed it (≈ 20 ms vs 13 ms per 10k records here);
+# slower on a thread other than the one that warmed it (docs/performance.md, "Telemetry");
 # the system allocator is not, so the writer builds its arrays with it.
 _POOL = pa.system_memory_pool()
 _arr = functools.partial(pa.array, memory_pool=_POOL)
