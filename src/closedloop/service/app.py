@@ -131,7 +131,7 @@ def create_app(
         src = source if source is not None else _default_source(settings, sys_obj)
         svc = Service(settings, sys_obj, src)
         await asyncio.to_thread(svc.start)
-        await asyncio.to_thread(_bind, app, svc)  # (the batch decoders take ≈ 40 ms per 10,000 of max_batch)
+        await asyncio.to_thread(_bind, app, svc)  # (building the batch decoders grows with max_batch)
         holder["svc"] = svc
         if getattr(app.state, "freeze_gc", False):
             import gc
@@ -177,7 +177,7 @@ async def _publish_every(shared: Any, seconds: float) -> None:
 class _ServiceApp(FastAPI):
     """The FastAPI app, with ``POST /v1/decide`` — the per-decision route — answered by its
     endpoint directly: no routing over every route, no dependency solving, no middleware stack
-    (≈ 40 µs a request here, a fifth of a single decision's cost over HTTP). The endpoint and its
+    (what that saves: docs/performance.md, "The service"). The endpoint and its
     errors are the route's own: exceptions go to the app's exception handlers, responses are
     counted by route as on the general path, and the route stays in the OpenAPI document. Once a
     middleware is added (``app.add_middleware``: CORS, an auth proxy's check, tracing), every
@@ -216,8 +216,8 @@ def app_from_environ() -> FastAPI:
     A worker process is ours alone, so its garbage collector is tuned for serving: what the imports
     and the start-up (bundles, runtime, app) allocated is frozen out of the collections (a full
     collection then scans only what serving holds), and young collections run less often (the
-    telemetry buffer holds many small objects for a few milliseconds; ≈ 13 % less CPU per
-    decision here). The C allocator keeps what a request freed for the next one (:func:`_keep_freed_memory`)."""
+    telemetry buffer holds many small objects for a few milliseconds; docs/performance.md, "The
+    service"). The C allocator keeps what a request freed for the next one (:func:`_keep_freed_memory`)."""
     import gc
 
     gc.freeze()
@@ -238,7 +238,7 @@ def _keep_freed_memory() -> bool:
     the heap (not a fresh mmap each), and up to 256 MiB free at the heap's top is kept rather than
     given back. A batch request allocates and frees megabytes (its body, its columns, telemetry's
     record batch); given back each time, every request page-faults them in again and the kernel
-    zeroes each page (≈ 1 µs of CPU a decision of a 1,000-context batch here). The worker keeps
+    zeroes each page (docs/performance.md, "The service"). The worker keeps
     its peak heap instead. True when set (False elsewhere: another C library, or none found)."""
     import ctypes
     import ctypes.util
