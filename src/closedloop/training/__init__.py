@@ -8,8 +8,13 @@ by the runtime's batch path) and returns a :class:`TrainResult` whose ``model`` 
 from __future__ import annotations
 
 from closedloop.training.calibrate import calibrate
-from closedloop.training.logistic import TrainResult, encode_labels, train_logistic
-from closedloop.training.metrics import log_loss, roc_auc
+from closedloop.training.logistic import (
+    TrainResult,
+    encode_labels,
+    log_loss,
+    roc_auc,
+    train_logistic,
+)
 from closedloop.training.stacking import fit_stacking
 from closedloop.training.train import TrainRun, parse_params, train
 

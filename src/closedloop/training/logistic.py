@@ -25,12 +25,57 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop.errors import IntelligenceError, SpecError
+from closedloop.evaluation import metrics as _metrics
 from closedloop.experience.experiences import BestAction
 from closedloop.intelligence import LogisticModel
 from closedloop.system.spec import System
-from closedloop.training.metrics import log_loss, roc_auc
 
-__all__ = ["TrainResult", "encode_labels", "experience_score", "labelled_features", "train_logistic"]
+__all__ = ["TrainResult", "encode_labels", "experience_score", "labelled_features", "log_loss", "roc_auc",
+           "train_logistic"]
+
+_EPS = 1e-15
+
+
+# The training run's two metrics are evaluation's (closedloop.evaluation.metrics: the same
+# arithmetic, so the same bits); what stays here is their contract — 0/1 labels, scores of the
+# same length, no NaN, refused with IntelligenceError — and log_loss's clipping of any score.
+def _pair(y: Any, p: Any, owner: str) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=np.float64)
+    if y.ndim != 1 or p.ndim != 1 or y.shape != p.shape:
+        raise IntelligenceError(
+            f"{owner} needs labels and scores of the same length (1-d). Got shapes "
+            f"{y.shape} and {p.shape} instead."
+        )
+    if y.size == 0:
+        raise IntelligenceError(f"{owner} needs at least one example. Got none instead.")
+    if not np.isin(y, (0, 1)).all():
+        bad = y[~np.isin(y, (0, 1))][0]
+        raise IntelligenceError(f"The labels given to {owner} must be 0 or 1. Got {bad!r} instead.")
+    if np.isnan(p).any():
+        row = int(np.flatnonzero(np.isnan(p))[0])
+        raise IntelligenceError(f"The scores given to {owner} must not be NaN. Got NaN at row {row}.")
+    return y.astype(np.int64), p
+
+
+def log_loss(y: Any, p: Any) -> float:
+    """Mean negative log-likelihood of 0/1 labels ``y`` under probabilities ``p`` (clipped to
+    [1e-15, 1 − 1e-15])."""
+    y, p = _pair(y, p, "log_loss")
+    return _metrics.log_loss(y, np.clip(p, _EPS, 1.0 - _EPS), eps=_EPS)
+
+
+def roc_auc(y: Any, p: Any) -> float:
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative (ties count one half). Needs both classes."""
+    y, p = _pair(y, p, "roc_auc")
+    pos = int(y.sum())
+    neg = int(y.size - pos)
+    if pos == 0 or neg == 0:
+        raise IntelligenceError(
+            f"roc_auc needs both classes among the labels. Got {pos} positive(s) and {neg} negative(s)."
+        )
+    return _metrics.auc(y, p)
 
 
 @dataclass(frozen=True)
