@@ -1,88 +1,12 @@
-"""The evaluation report: every bundle re-run through the runtime on a
-dataset's labeled rows, as one JSON-ready dict.
+"""The evaluation report: every bundle re-run through the runtime on a dataset's labeled rows,
+as one JSON-ready dict.
 
 :func:`evaluate` scores the evaluation rows with ``Runtime(system, bundle).decide_batch`` (the
-runtime's path, with the dataset's decision ids and timestamps) and measures the scores with
-:mod:`closedloop.evaluation.metrics`. The report, ``schema_version`` 1::
-
-    {
-      "schema_version": 1,
-      "system": str,
-      "metadata": {"dataset_id", "dataset_path", "split": Split.describe() | "all",
-                   "side": "test" | "all", "unit_stand_in": bool | None,
-                   "time_stand_in": bool | None, "created": ISO-8601 UTC,
-                   "bootstrap": int, "seed": int, "weighted": bool,
-                   "slice_bins": {field: {"bins", "edges": [lowest, …, highest]}},
-                   "notes": [str]},                 # plain sentences, e.g. the row index stands in for the unit
-      "rows": {"n", "positives"},
-      "bundles": [                                  # in the order given; the first is the baseline
-        {"version", "kind", "score", "n",
-         "thresholds": {action: value}, "operating_point": float (the lowest level's threshold),
-         "quality": {"auc", "log_loss" | null, "brier" | null, "precision", "recall", "f1"},
-         "curves": {"roc": {"x": fpr[], "y": tpr[], "thresholds": []},   # ≤ MAX_CURVE_POINTS each
-                    "pr": {"x": recall[], "y": precision[], "thresholds": []}},
-         "calibration": null | {"reliability": {"centers", "mean_predicted", "observed", "counts"}, "ece"},
-         "score_range": {"min", "max", "probability": bool},   # the scores of the evaluated rows
-         "mistakes": {"confusion": {action: {label: count}}, "costs": System.costs,
-                      "cost_per_1000": float | null,
-                      "thresholds_meaning": {action: str},          # the thresholds in words
-                      "best_thresholds": {action: value} | null,
-                      "best_thresholds_meaning": {action: str} | null,
-                      "best_confusion": {action: {label: count}} | null,
-                      "best_cost_per_1000": float | null},
-         "slices": {field: [{"value", "n", "positives", "auc" (null: one class), "auc_ci": [lo, hi] | null,
-                             "log_loss" | null, "brier" | null, "precision", "recall", "error_rate",
-                             "cost_per_1000" | null, "p_auc" | null, "p_error" | null,
-                             "significantly_worse": bool}]},
-         "worst": {"false_positives": [mistake], "false_negatives": [mistake]},
-         "golden": [{"decision_id", "timestamp_ns", "context", "scores": {output: value}, "action"}]}
-      ],
-      "comparison": null | [{"baseline", "candidate", "auc_diff", "auc_diff_ci",
-                             "cost_diff", "cost_diff_ci"}]            # candidate − baseline
-      "heuristic_note": null | str,
-      "gate": null | {"rule": Gate fields, "baseline", "candidate", "passed": bool, "reasons": [str]}
-    }
-
-A mistake is ``{"decision_id", "unit", "score", "action", "label", "context"}``: false positives
-are negatives at or above the operating point, most confident (highest score) first; false
-negatives are positives below it, lowest score first. Errors on the operating point and the
-error rate use "predicted positive ⇔ score ≥ operating point".
-
-Log loss, Brier score and calibration are null when the scores are not probabilities (any
-outside [0, 1]); log loss clips probabilities to [1e-15, 1 − 1e-15].
-
-Thresholds in words (:func:`~closedloop.evaluation.metrics.explain_thresholds`): a
-cost-minimizing threshold is a number on the score's scale, and one above every score means
-the action is never worth taking on these rows (``best_thresholds`` gives such a level the
-highest score plus the scores' span: 1.85 for probabilities between 0.01 and 0.93). So each
-threshold also has a sentence: ``"never: …"``, ``"always: …"`` or ``"score ≥ v (x% of the
-rows)"``, and ``score_range`` gives the scores' range and whether they are probabilities.
-
-Slices: for every field of ``System.slices``, each distinct value (as text; rows whose stored
-context lacks the field — a schema change, a dropped sensitive field — are the value
-``"(not recorded)"``; a field no row records is refused) — except a numeric field (``Float``,
-``Int``) with more distinct values than ``slice_bins`` (default 5): it is cut into that many
-quantile bins, edges from the evaluated rows, each slice value a range such as ``"[3.2, 7.9)"``
-(:meth:`SliceField.binned`; ``metadata.slice_bins`` lists each binned field's edges). Precision, recall and the error rate
-are at the operating point, ``cost_per_1000`` is the slice's expected cost. ``p_auc`` / ``p_error`` are
-:func:`~closedloop.evaluation.metrics.slice_vs_rest` p-values (slice worse than the rest);
-``significantly_worse`` is the Benjamini–Hochberg rejection (FDR 0.05) of the AUC test over all
-slice values of all fields. The error-rate test is reported, not flagged on: a slice whose base
-rate differs (new users meet more phishing) has a different error rate without the model being
-worse there, while the AUC does not move with the base rate.
-The slice AUC confidence interval (95 %) is DeLong's, with the rows clustered by unit
-(:func:`slice_intervals`): analytic, one pass per slice field; null when the slice has fewer
-than two units holding a positive or a negative.
-
-Comparison: each later bundle against the first, on the same rows with the same bootstrap
-weights for both (a paired Poisson bootstrap by unit, ``bootstrap`` resamples, percentile
-intervals; :func:`paired_intervals`): undefined resamples (one class) are skipped, and with
-fewer than half defined the interval is null. When a heuristic bundle (kind
-``scoring_rules``, ``threshold_rule`` or ``lookup_table``) is within the noise of a model
-(the model's AUC gain interval reaches 0, and its cost saving interval, when costs are
-declared, reaches 0), ``heuristic_note`` says so plainly.
-
-Values that are not finite (NaN, ±inf) are written as ``null``.
+runtime's path, with the dataset's decision ids and timestamps), measures the scores with
+:mod:`closedloop.evaluation.metrics` (quality, curves, calibration, mistakes and their costs,
+slices), compares each later bundle with the first (a paired Poisson bootstrap by unit) and
+applies the :class:`Gate`. The report's fields (``schema_version`` 1) and how to read them:
+docs/evaluation.md.
 """
 
 from __future__ import annotations
