@@ -1,88 +1,9 @@
 """Decisions joined with outcomes under a label policy: the Dataset.
 
 :func:`build_dataset` reads the telemetry Parquet files (``DECISION_SCHEMA`` / ``OUTCOME_SCHEMA``)
-with DuckDB and writes one Parquet file and a ``manifest.json``. The rules, exactly:
-
-Point in time
-    Only records with ``ingest_ns <= cutoff_ns`` exist. Rebuilding later with the same cut-off
-    reads the same records, so it gives the same rows (as a set) and the same counts.
-
-Deduplication
-    Decisions are deduplicated by ``decision_id`` and outcomes by ``outcome_id`` (both per
-    system): of several copies the first by ``(ingest_ns, writer, seq)`` is kept. The dropped
-    outcome copies are counted (``outcomes.duplicates``), the decision copies too
-    (``decisions.duplicates``).
-
-Linking
-    An outcome with a ``decision_id`` links to that decision. An outcome without one links by
-    unit and time: to the **latest decision of the same unit at or before the outcome's event
-    time** (ties on time: the greatest ``decision_id``). Only that decision can have a window
-    containing the outcome (every window has the same length), so this is also "the decision
-    whose window contains it", if any.
-
-Window
-    An outcome counts for its decision when ``timestamp_ns <= event_ns <= timestamp_ns +
-    window`` (both edges inclusive). ``event_ns < timestamp_ns`` is ``before_decision``,
-    ``event_ns > timestamp_ns + window`` is ``after_window``; both are counted, not used.
-
-Decisions in the dataset
-    Decisions with ``since_ns <= timestamp_ns < until_ns`` whose window has closed at the cut-off
-    (``timestamp_ns + window <= cutoff_ns``). Those still open are left out and counted
-    (``decisions.open``): no premature defaults.
-    With ``early_labels=True``, an open decision that already has a counted outcome is in too,
-    labeled by its rules (never by a default: its silence is not over yet) and counted
-    (``decisions.early``) — the freshest labels (e.g. yesterday's reports on today's campaign) reach
-    training days sooner, at the price of a positive-rich tail: open rows enter only when labeled.
-
-Row order
-    The same decision files give the data file's rows in the same order, whatever order the
-    files are passed in and however many threads DuckDB runs: the files are read sorted by path
-    (the store names compacted files by day and first ingest time), and the pass that writes the
-    rows runs on one DuckDB thread — close to file order, and the same every time (cheaper than
-    an ``ORDER BY``: docs/performance.md, "Datasets"). A model fitted on the dataset then does not
-    depend on how the join was scheduled (LightGBM's fit depends, in its last bits, on row order).
-
-Aggregation, per rule kind, of the counted outcomes of that kind
-    ``earliest``/``latest``: the value of the outcome with the smallest/greatest
-    ``(event_ns, ingest_ns, outcome_id)``; ``sum``; ``max``; ``any``: 1.0 when some counted
-    outcome has a non-zero value, else 0.0. Written as column ``outcome:<kind>`` (null: none).
-
-Label
-    The first rule in policy order with at least one counted outcome decides: its class
-    (``rule.label``), or, for ``label=None``, ``system.labels[1]`` when the aggregate is non-zero
-    and ``system.labels[0]`` when it is zero. No counted outcome → the policy's default for the
-    decision's action (``policy.action_defaults[action]``, else ``policy.default``; ``None``: the
-    row stays, unlabeled — e.g. a blocked page, whose outcome the block hid). ``label_value`` is
-    the index of the label in ``system.labels`` (0/1) or null.
-    With ``policy.audit`` (a random audit sample, e.g. analysts' labels): for a decision whose
-    action's default is ``None``, only the audit rule labels — no audit outcome, no label.
-    With ``policy.entity`` (a string context field, e.g. the page's ``url``): a decision without a
-    counted outcome takes, before any default, the label most of the dataset's decisions of the
-    same entity that have one got from their rules (a tie: none); counted as
-    ``decisions.entity_labeled``.
-
-Weight
-    ``weight = 1 / (sample_prob × propensity)`` (``1 / sample_prob`` when the policy says
-    ``inverse_propensity=False``): a decision kept with probability ``sample_prob`` and shown
-    with probability ``propensity`` stands for that many decisions of its kind — an explored
-    decision for its whole score band. With ``source_weights``, it is further multiplied by the
-    smallest weight among the sources of the row's counted outcomes (1.0 for a source not named).
-    With ``policy.audit``, a decision of an action whose default is ``None`` is multiplied by
-    ``decisions of that action / audited decisions of that action`` (both over the dataset's
-    decisions; ``manifest["audit"]`` lists them): the audited rows stand for their whole band.
-
-Sources
-    ``exclude_sources``: outcomes from these sources are left out before anything else (they are
-    counted as ``outcomes.excluded_source``, not in ``read``), e.g. sources quarantined for abuse.
-
-Reported, never silently dropped (``manifest["counts"]["outcomes"]``)
-    ``read`` (ingested by the cut-off, this system), ``duplicates``, ``unknown_id`` (no decision
-    with that id), ``unlinked`` (no decision id, and no decision of the unit at or before its
-    event time), ``before_decision``, ``after_window``, ``out_of_range`` (its decision is outside
-    ``[since, until)``), ``open`` (its decision's window is still open), ``other_kind`` (in the
-    window, but no rule names its kind), ``matched`` (counted towards a row's label). Every read,
-    non-duplicate outcome is in exactly one of the last seven. ``excluded_source`` counts the
-    outcomes of ``exclude_sources`` ingested by the cut-off (not in ``read``).
+with DuckDB and writes one Parquet file and a ``manifest.json``; :func:`load_dataset` reads it
+back. The join's rules — point in time, deduplication, linking, windows, row order, aggregation,
+label, weight, sources, and the counts of every outcome not used — are in docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -239,7 +160,7 @@ def build_dataset(
     and returns the manifest. The rules are in this module's docstring. ``feature_names`` maps
     a feature fingerprint to its feature names (default: the system's own feature set); each
     name becomes a column next to the ``features`` list. ``exclude_sources`` and
-    ``source_weights`` act on outcome sources (module docstring, "Weight" and "Sources").
+    ``source_weights`` act on outcome sources (docs/datasets.md, "Weight" and "Sources").
     ``exclude_ingested``: ``(kind, start_ns, end_ns)`` — outcomes of that kind ingested in
     ``[start_ns, end_ns)`` are left out (a batch of labels found corrupted, e.g. by
     ``closedloop.orchestration.LabelCheck``).
@@ -482,7 +403,7 @@ def build_dataset(
         if written is not None:  # a projection: DuckDB then reads only what these columns need
             body = f"SELECT {', '.join(_ident(c) for c in written)} FROM ({body})"
         # One thread for the pass that writes the rows: no race decides their order, so the same
-        # files give the same row order (module docstring, "Row order"); what it costs:
+        # files give the same row order (docs/datasets.md, "Row order"); what it costs:
         # docs/performance.md, "Datasets".
         con.execute("SET threads=1")
         con.execute(
