@@ -3,50 +3,9 @@
 A system declares :class:`~closedloop.Goal` objects (name, level, metric, target, direction,
 cadence). :class:`GoalTracker` measures each goal over every window of its cadence (on the
 runtime's clock, :mod:`.windows`) once the window has *settled*, and appends one point per
-(goal, window) to ``<home>/goals/series.jsonl`` — append-only and idempotent: a window measured
-once is never measured again, so rerunning a cycle adds nothing twice.
-
-Metric grammar
---------------
-Classification at an operating point, from decisions labeled under the system's label policy
-(the dataset join, :func:`closedloop.datasets.build_dataset`; rows weighted by the dataset's
-``weight``: ``1 / (sample_prob × propensity)``). ``@A`` is the operating point: the decision took
-action ``A`` *or a more forceful one* (for :class:`~closedloop.Thresholds`, the levels are most
-forceful first and ``otherwise`` is the least; for other experiences exactly ``A``)::
-
-    false_positive_rate@A    negatives flagged at A / negatives
-    false_negative_rate@A    positives not flagged at A / positives
-    recall@A                 positives flagged at A / positives
-    precision@A              positives flagged at A / decisions flagged at A
-    cost_per_1k              expected mistake cost (System.costs) per 1,000 labeled decisions
-    labeled:<class>_per_1k[@A]   labeled decisions of the class (that took exactly A) per 1,000
-                                 labeled decisions — e.g. ``labeled:phish_per_1k@allow``
-
-Outcome rates, from outcome records (deduplicated by ``outcome_id``), per decision. Decisions
-count ``1 / sample_prob`` each (the decisions sampling left out)::
-
-    rate:<kind>              outcomes of the kind that happened in the window, per decision made
-                             in the window (no linking: a report counts in the window it was made)
-    rate:<kind>@A            the share of decisions in the window that took exactly A and got at
-                             least one outcome of the kind, linked by decision id (e.g. the
-                             warning click-through rate: ``rate:chose:continue@warn``)
-    <kind>_per_1k[@A]        the same × 1,000 (e.g. ``reported_phish_per_1k``)
-
-Actions::
-
-    share:<action>           the share of decisions that took the action
-
-Any other name must be one of the functions passed as ``metrics={name: fn}`` (no global
-registry): ``fn(MetricInput) -> float | None | (float | None, n)``.
-
-Settling
---------
-A window is measured once no later data can change it: label-based metrics (classification,
-``cost_per_1k``, ``labeled:``, custom functions) once every decision in it has a closed label
-window (``end + policy.window <= now``); outcome rates once ``end + rate_settle <= now``
-(default: the label window); ``share:`` once the window has ended. Records ingested after the
-measuring time do not count (point in time), so a cycle rerun at the same time measures the same
-values. A window with no decisions (or an empty denominator) is recorded with ``value: null``.
+(goal, window) to a :class:`SeriesStore` — append-only and idempotent. :func:`parse_metric`
+reads the metric grammar (classification at an operating point ``@A``, outcome rates, action
+shares, user functions); the grammar and the settling rules are in docs/orchestration.md, "Goals".
 """
 
 from __future__ import annotations
