@@ -65,7 +65,7 @@ class Metric:
 
 
 def parse_metric(text: str, system: System, custom: Mapping[str, Any] | None = None) -> Metric:
-    """Parse ``text`` under the grammar in the module docstring (raises :class:`SpecError`
+    """Parse ``text`` under the grammar in docs/orchestration.md, "Goals" (raises :class:`SpecError`
     naming the metric and the rule). ``custom``: the metric functions passed in ``metrics=``."""
     custom = custom if custom is not None else {}
     if not isinstance(text, str) or not text:
@@ -235,7 +235,7 @@ def _ratio(num: float, den: float, scale: float = 1.0) -> float | None:
 
 
 class GoalTracker:
-    """Measures goals (and other series) from telemetry; see the module docstring.
+    """Measures goals (and other series) from telemetry; see docs/orchestration.md, "Goals".
 
     Parameters
     ----------
