@@ -157,7 +157,7 @@ def build_dataset(
     """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
 
     Writes ``out/data.parquet`` and ``out/manifest.json`` atomically (``out`` must not exist)
-    and returns the manifest. The rules are in this module's docstring. ``feature_names`` maps
+    and returns the manifest. The rules are in docs/datasets.md. ``feature_names`` maps
     a feature fingerprint to its feature names (default: the system's own feature set); each
     name becomes a column next to the ``features`` list. ``exclude_sources`` and
     ``source_weights`` act on outcome sources (docs/datasets.md, "Weight" and "Sources").
