@@ -279,7 +279,8 @@ def test_decide_lines_flushes_per_line_only_for_a_tty(
     project: dict[str, object], tty: bool
 ) -> None:
     from closedloop import Bundle, Runtime
-    from closedloop.cli.main import decide_lines, load_system
+    from closedloop.cli.main import decide_lines
+    from closedloop.system.loading import load_system
 
     class Out(io.BytesIO):
         flushes = 0

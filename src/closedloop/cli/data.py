@@ -15,15 +15,15 @@ Times are ISO-8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or integer nanosec
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from closedloop._files import make_private_dirs
+from closedloop.cli.options import OptionalSystemOption, SystemOption, parse_time, system_from
 from closedloop.settings import Settings
 
 __all__ = ["dataset_app", "outcomes_app", "telemetry_app"]
@@ -31,35 +31,6 @@ __all__ = ["dataset_app", "outcomes_app", "telemetry_app"]
 outcomes_app = typer.Typer(help="Ingest outcomes into telemetry.", no_args_is_help=True)
 telemetry_app = typer.Typer(help="Inspect and maintain the telemetry log.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Build datasets: decisions joined with outcomes.", no_args_is_help=True)
-
-SystemOption = Annotated[
-    str, typer.Option("--system", metavar="MODULE:ATTR", help="The System ('module:attr' or 'file.py:attr').")
-]
-
-
-def parse_time(value: str, what: str) -> int:
-    """ISO-8601 (a date or a date-time; naive means UTC) or integer nanoseconds → ns."""
-    v = value.strip()
-    if v.lstrip("-").isdigit():
-        return int(v)
-    try:
-        t = _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO-8601 time (e.g. 2026-11-01 or 2026-11-01T12:00:00Z) or nanoseconds.",
-            param_hint=f"'{what}'",
-        ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.UTC)
-    return int(t.timestamp() * 1_000_000_000)
-
-
-def _system(spec: str) -> Any:
-    from closedloop.cli.main import (
-        load_system,  # the CLI's loader (cli imports this module to register it)
-    )
-
-    return load_system(spec)
 
 
 # -- closedloop outcomes ingest ------------------------------------------------------------------
@@ -78,7 +49,7 @@ def outcomes_ingest(
     from closedloop.telemetry import SegmentLog, Telemetry
 
     settings: Settings = ctx.obj
-    sys_obj = _system(system)
+    sys_obj = system_from(system)
     if not file.is_file():
         raise typer.BadParameter(f"no such file {str(file)!r}", param_hint="'FILE'")
     table, errors = read_outcomes(file)
@@ -145,19 +116,16 @@ def telemetry_compact(ctx: typer.Context) -> None:
 def telemetry_forget(
     ctx: typer.Context,
     unit: Annotated[str, typer.Option("--unit", metavar="ID", help="The unit to remove.")],
-    system: Annotated[
-        str | None,
-        typer.Option("--system", metavar="MODULE:ATTR", help="Needed when the unit field is hashed."),
-    ] = None,
+    system: OptionalSystemOption = None,
 ) -> None:
     """Remove one unit's decisions and outcomes from the log (datasets built later won't have
-    them)."""
+    them). --system is needed when the unit field is hashed."""
     from closedloop.telemetry import Sanitizer, TelemetryStore
 
     settings: Settings = ctx.obj
     sanitizer = None
     if system is not None:
-        sys_obj = _system(system)
+        sys_obj = system_from(system)
         sanitizer = Sanitizer(sys_obj.schema, sys_obj.unit, settings.telemetry_key)
     typer.echo(json.dumps(TelemetryStore(settings.home).forget(unit, sanitizer=sanitizer)))
 
@@ -168,17 +136,14 @@ def telemetry_retain(
     days: Annotated[
         float | None, typer.Option("--days", help="Keep this many days; drop older data.")
     ] = None,
-    system: Annotated[
-        str | None,
-        typer.Option("--system", metavar="MODULE:ATTR", help="Use the system's declared retention_days."),
-    ] = None,
+    system: OptionalSystemOption = None,
 ) -> None:
-    """Apply retention: drop decisions and outcomes older than N days (--days, or the system's
-    declared ``retention_days``)."""
+    """Apply retention: drop decisions and outcomes older than N days (--days, or the
+    ``retention_days`` the --system declares)."""
     from closedloop.telemetry import TelemetryStore
 
     if days is None and system is not None:
-        days = _system(system).retention_days
+        days = system_from(system).retention_days
         if days is None:
             raise typer.BadParameter(f"{system!r} declares no retention_days; give --days.", param_hint="'--system'")
     if days is None or not days > 0:
@@ -210,7 +175,7 @@ def dataset_build(
     from closedloop.telemetry import TelemetryStore
 
     settings: Settings = ctx.obj
-    sys_obj = _system(system)
+    sys_obj = system_from(system)
     since_ns, until_ns = parse_time(since, "--since"), parse_time(until, "--until")
     cutoff_ns = time.time_ns() if cutoff is None else parse_time(cutoff, "--cutoff")
     if not since_ns < until_ns:
@@ -265,7 +230,7 @@ def dataset_import(
     from closedloop.datasets import import_dataset
 
     settings: Settings = ctx.obj
-    sys_obj = _system(system)
+    sys_obj = system_from(system)
     if not file.is_file():
         raise typer.BadParameter(f"no such file {str(file)!r}", param_hint="'FILE'")
     staging = None

@@ -23,15 +23,17 @@ from typing import Annotated
 
 import typer
 
-from closedloop.cli.data import SystemOption, _system
-from closedloop.cli.train import _resolve_dataset, resolve_in
+from closedloop.cli.options import (
+    DatasetOption,
+    SystemOption,
+    admin,
+    resolve_bundle,
+    resolve_dataset,
+    system_from,
+)
 from closedloop.settings import Settings
 
 __all__ = ["evaluate"]
-
-
-def _resolve_bundle(settings: Settings, value: str) -> Path:
-    return resolve_in(settings.bundles, value, "bundle", "version", "--bundle")
 
 
 def evaluate(
@@ -40,7 +42,7 @@ def evaluate(
     bundle: Annotated[
         list[str], typer.Option("--bundle", metavar="PATH|VERSION", help="A bundle (repeatable; the first is the baseline).")
     ],
-    dataset: Annotated[str, typer.Option("--dataset", metavar="ID|PATH", help="A dataset id or directory.")],
+    dataset: DatasetOption,
     out: Annotated[
         Path | None,
         typer.Option("--out", metavar="FILE.json", help="Where to write the report (default: <home>/reports/…)."),
@@ -74,12 +76,10 @@ def evaluate(
         raise typer.BadParameter(f"The --html file must differ from the --out file. Got {str(out)!r} for both.")
     actor = None
     if register:  # check the credential before the work, not after
-        from closedloop.cli.tokens import admin
-
         actor = admin(settings).name
-    sys_obj = _system(system)
-    path = _resolve_dataset(settings, dataset)
-    paths = [_resolve_bundle(settings, b) for b in bundle]
+    sys_obj = system_from(system)
+    path = resolve_dataset(settings, dataset)
+    paths = [resolve_bundle(settings, b) for b in bundle]
     try:
         bundles = [Bundle.load(p, sys_obj) for p in paths]
         report = evaluate_api(sys_obj, bundles, path, split="all" if all_rows else None,

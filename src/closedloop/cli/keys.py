@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from closedloop.cli.options import admin
 from closedloop.settings import Settings
 
 __all__ = ["key_app"]
@@ -61,7 +62,6 @@ def trust(
     home: Annotated[bool, typer.Option("--home", help="Trust this home's own key.")] = False,
 ) -> None:
     """Trust bundles signed by a key (admin)."""
-    from closedloop.cli.tokens import admin
     from closedloop.runtime.signing import home_key
 
     settings: Settings = ctx.obj
@@ -85,8 +85,6 @@ def revoke(
     key: Annotated[str, typer.Argument(metavar="KEY_ID", help="A trusted key's id (ed25519:…) or public key.")],
 ) -> None:
     """Stop trusting a key (admin): deploy refuses the bundles it signed from now on."""
-    from closedloop.cli.tokens import admin
-
     settings: Settings = ctx.obj
     actor = admin(settings).name
     with _registry(settings) as reg:

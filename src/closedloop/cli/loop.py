@@ -31,11 +31,18 @@ import json
 import re
 import sys
 import time
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
-from closedloop.cli.data import parse_time
+from closedloop.cli.options import (
+    JsonOption,
+    OptionalSystemOption,
+    admin,
+    load_reference,
+    parse_time,
+    system_from,
+)
 from closedloop.settings import Settings
 
 __all__ = ["loop_app"]
@@ -47,10 +54,6 @@ PlanOption = Annotated[
     str | None,
     typer.Option("--plan", metavar="MODULE:ATTR", help="A closedloop.orchestration.LoopPlan ('module:attr' or 'file.py:attr')."),
 ]
-SystemOpt = Annotated[
-    str | None,
-    typer.Option("--system", metavar="MODULE:ATTR", help="A System, run with the default LoopPlan (instead of --plan)."),
-]
 
 
 #: cycle outcomes that mean the loop could not do its work (the run exits 1 when its last cycle ends so)
@@ -58,27 +61,15 @@ FAILED = frozenset({"ingest_failed"})
 
 
 def _plan(plan: str | None, system: str | None) -> Any:
-    from closedloop.cli.main import _bad, _import_file, _import_module
     from closedloop.orchestration import LoopPlan
 
-    if (plan is None) == (system is None):
+    if system is not None and plan is None:
+        return LoopPlan(system_from(system))
+    if plan is None or system is not None:
         raise typer.BadParameter("give exactly one of --plan and --system.", param_hint="'--plan'")
-    if plan is None:
-        from closedloop.cli.main import load_system
-
-        return LoopPlan(load_system(cast(str, system)))  # one of the two is given (checked above)
-    where, _, attr = plan.rpartition(":")
-    if not where or not attr:
-        raise _bad(str(plan), "expected 'module:attr' or 'path/to/file.py:attr'")
-    from pathlib import Path
-
-    module = _import_file(plan, Path(where)) if (where.endswith(".py") or "/" in where) else _import_module(plan, where)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise typer.BadParameter(f"{plan!r}: {where!r} has no attribute {attr!r}.", param_hint="'--plan'")
-        obj = getattr(obj, part)
+    obj = load_reference(plan, "plan")
     if not isinstance(obj, LoopPlan):
+        attr = plan.rpartition(":")[2]
         raise typer.BadParameter(f"{plan!r}: {attr!r} is a {type(obj).__name__}, not a LoopPlan.", param_hint="'--plan'")
     return obj
 
@@ -132,7 +123,7 @@ def _line(rec: dict[str, Any]) -> dict[str, Any]:
 def loop_run(
     ctx: typer.Context,
     plan: PlanOption = None,
-    system: SystemOpt = None,
+    system: OptionalSystemOption = None,
     once: Annotated[bool, typer.Option("--once", help="Run one cycle (or finish an interrupted one) and exit.")] = False,
     every: Annotated[str, typer.Option("--every", metavar="DURATION", help="Time between cycles (30s, 15m, 1h, 1d).")] = "1h",
     cycles: Annotated[int | None, typer.Option("--cycles", metavar="N", help="Stop after N cycles.")] = None,
@@ -146,10 +137,10 @@ def loop_run(
                                "registry changes take effect at once, and later cycles must run after it.")] = False,
 ) -> None:
     """Run the loop: each cycle ingests outcomes, measures goals, drift and abuse, and moves one
-    step toward a better production bundle (see docs/orchestration.md)."""
+    step toward a better production bundle (see docs/orchestration.md). --plan names the LoopPlan;
+    --system instead runs a System with the default LoopPlan."""
     from dataclasses import replace
 
-    from closedloop.cli.tokens import admin
     from closedloop.orchestration import Cycle, WebhookAlertSink
     from closedloop.registry import Registry
     from closedloop.runtime.clock import ManualClock, SystemClock
@@ -192,8 +183,8 @@ def loop_run(
 def loop_status(
     ctx: typer.Context,
     plan: PlanOption = None,
-    system: SystemOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    system: OptionalSystemOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """The last cycle, each goal against its target, open alerts, quarantined sources and the
     deployment."""

@@ -19,11 +19,8 @@ wide unless ``COLUMNS`` says otherwise (rich's fallback, 80, cuts them).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -37,20 +34,27 @@ from closedloop.cli.data import dataset_app, outcomes_app, telemetry_app
 from closedloop.cli.evaluate import evaluate
 from closedloop.cli.keys import key_app
 from closedloop.cli.loop import loop_app
+from closedloop.cli.options import (
+    BundleArgument,
+    BundleOption,
+    JsonOption,
+    OptionalSystemOption,
+    SystemOption,
+    system_from,
+)
 from closedloop.cli.registry import register as _register_registry
 from closedloop.cli.scaffold import init_project, is_system_name
 from closedloop.cli.serve import serve
 from closedloop.cli.tokens import token_app
 from closedloop.cli.train import train
 from closedloop.errors import BundleError, ClosedLoopError, ContextError
-from closedloop.runtime.bundle import Bundle
+from closedloop.runtime.bundle import Bundle, bundle_path
 from closedloop.runtime.ids import DecisionIds
 from closedloop.runtime.runtime import Runtime
 from closedloop.settings import ENV_HOME, Settings
-from closedloop.system.spec import System
 
 __all__ = [
-    "NO_TERMINAL_WIDTH", "app", "decide_lines", "hoist_root_options", "load_system", "main", "no_terminal_columns",
+    "NO_TERMINAL_WIDTH", "app", "decide_lines", "hoist_root_options", "main", "no_terminal_columns",
 ]
 
 
@@ -198,31 +202,6 @@ app.command()(evaluate)
 _register_registry(app)
 app.command()(serve)
 
-SystemOption = Annotated[
-    str,
-    typer.Option(
-        "--system",
-        metavar="MODULE:ATTR",
-        help="The System: 'module:attr' (importable from the working directory) or 'path/to/file.py:attr'.",
-    ),
-]
-OptionalSystemOption = Annotated[
-    str | None,
-    typer.Option(
-        "--system",
-        metavar="MODULE:ATTR",
-        help="Also check the bundle against this System ('module:attr' or 'path/to/file.py:attr').",
-    ),
-]
-BundleArgument = Annotated[
-    str,
-    typer.Argument(
-        metavar="PATH",
-        help="A bundle directory, or a bundle version in the project home's bundles/.",
-    ),
-]
-
-
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -291,14 +270,7 @@ def init(
 def decide(
     ctx: typer.Context,
     system: SystemOption,
-    bundle: Annotated[
-        str,
-        typer.Option(
-            "--bundle",
-            metavar="PATH",
-            help="A bundle directory, or a bundle version in the project home's bundles/.",
-        ),
-    ],
+    bundle: BundleOption,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed the decision ids, for reproducible runs.")
     ] = None,
@@ -311,8 +283,8 @@ def decide(
     A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed, and with --log also if any decision could not be logged (e.g. a full disk; the reason on stderr).
     """
     settings: Settings = ctx.obj
-    sys_obj = load_system(system)
-    loaded = Bundle.load(_bundle_path(settings, bundle), sys_obj)
+    sys_obj = system_from(system)
+    loaded = Bundle.load(bundle_path(bundle, settings.bundles), sys_obj)
     telemetry = None
     if log:
         from closedloop.telemetry import SegmentLog, Telemetry
@@ -389,13 +361,12 @@ def bundle_inspect(
     ctx: typer.Context,
     path: BundleArgument,
     system: OptionalSystemOption = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the manifest and the verification as JSON.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Verify a bundle's checksums (and its fit to --system), then print its manifest summary."""
-    sys_obj = load_system(system) if system is not None else None
-    loaded = Bundle.load(_bundle_path(ctx.obj, path), sys_obj)
+    """Verify a bundle's checksums (and its fit to --system), then print its manifest summary
+    (with --json: the manifest and the verification)."""
+    sys_obj = system_from(system) if system is not None else None
+    loaded = Bundle.load(bundle_path(path, ctx.obj.bundles), sys_obj)
     if as_json:
         report = {**loaded.manifest, "verified": True, "size_bytes": loaded.size_bytes()}
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -408,10 +379,10 @@ def bundle_inspect(
 def bundle_verify(
     ctx: typer.Context, path: BundleArgument, system: OptionalSystemOption = None
 ) -> None:
-    """Verify a bundle: print "ok <version>" (exit 0) or the failed check and why (exit 1)."""
-    sys_obj = load_system(system) if system is not None else None
+    """Verify a bundle (and its fit to --system): print "ok <version>" (exit 0) or the failed check and why (exit 1)."""
+    sys_obj = system_from(system) if system is not None else None
     try:
-        loaded = Bundle.load(_bundle_path(ctx.obj, path), sys_obj)
+        loaded = Bundle.load(bundle_path(path, ctx.obj.bundles), sys_obj)
     except BundleError as exc:
         typer.echo(f"failed {exc.check}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -446,81 +417,6 @@ def _summary(bundle: Bundle) -> list[str]:
         lines.append(f"  {name:<{width}}  sha256 {meta['sha256']}  {meta['size']} bytes")
     lines.append(f"total size      {bundle.size_bytes()} bytes")
     return lines
-
-
-def _bundle_path(settings: Settings, ref: str) -> Path:
-    """``ref`` as a path, or — when no such path exists and it is a bare name — the bundle of
-    that version in the project home."""
-    path = Path(ref)
-    if not path.exists() and path.name == ref:
-        candidate = settings.bundles / ref
-        if candidate.exists():
-            return candidate
-    return path
-
-
-# -- --system MODULE:ATTR -------------------------------------------------------------------------
-def load_system(spec: str) -> System:
-    """The :class:`~closedloop.System` named by ``module:attr`` or ``path/to/file.py:attr``.
-
-    Modules are imported with the working directory first on ``sys.path`` (like uvicorn); a file
-    is executed as a module with its own directory on ``sys.path``. Raises ``typer.BadParameter``
-    naming the value when it does not lead to a System.
-    """
-    where, _, attr = spec.rpartition(":")
-    if not where or not attr:
-        raise _bad(spec, "expected 'module:attr' or 'path/to/file.py:attr'")
-    if where.endswith(".py") or "/" in where or os.sep in where:
-        module = _import_file(spec, Path(where))
-    else:
-        module = _import_module(spec, where)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise _bad(spec, f"{where!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not isinstance(obj, System):
-        raise _bad(spec, f"{attr!r} is a {type(obj).__name__}, not a closedloop.System")
-    return obj
-
-
-def _import_module(spec: str, name: str) -> Any:
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if missing == name or name.startswith(missing + "."):
-            raise _bad(
-                spec, f"no module named {missing!r} (looked in {cwd} and sys.path)"
-            ) from None
-        raise
-
-
-def _import_file(spec: str, path: Path) -> Any:
-    if not path.is_file():
-        raise _bad(spec, f"no such file {str(path)!r}")
-    path = path.resolve()
-    name = f"_closedloop_system_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise _bad(spec, f"cannot load {str(path)!r} as a Python module")
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-def _bad(spec: str, why: str) -> typer.BadParameter:
-    return typer.BadParameter(f"{spec!r}: {why}.", param_hint="'--system'")
 
 
 def main() -> None:

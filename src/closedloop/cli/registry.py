@@ -13,6 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
+from closedloop.cli.options import (
+    BundleArgument,
+    JsonOption,
+    ReasonOption,
+    SystemNameOption,
+    SystemOption,
+    admin,
+    parse_time,
+    system_from,
+)
 from closedloop.errors import BundleError
 from closedloop.settings import Settings
 
@@ -21,18 +31,6 @@ __all__ = ["guard_app", "register"]
 guard_app = typer.Typer(help="Guard metrics per flight against production; stop a flight that breaches.",
                         no_args_is_help=True)
 
-ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded in the history).")]
-NameSystemOption = Annotated[
-    str | None,
-    typer.Option("--system", metavar="NAME|MODULE:ATTR",
-                 help="The system (a name, or 'module:attr'); optional when the registry holds one."),
-]
-LoadSystemOption = Annotated[
-    str, typer.Option("--system", metavar="MODULE:ATTR", help="The System ('module:attr' or 'path/to/file.py:attr').")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-
 def _registry(settings: Settings) -> Any:
     from closedloop.registry import Registry
 
@@ -40,20 +38,12 @@ def _registry(settings: Settings) -> Any:
 
 
 def _admin(settings: Settings) -> str:
-    from closedloop.cli.tokens import admin
-
     return admin(settings).name
-
-
-def _load(spec: str) -> Any:
-    from closedloop.cli.main import load_system
-
-    return load_system(spec)
 
 
 def _name(reg: Any, spec: str | None) -> str:
     if spec is not None:
-        return _load(spec).name if ":" in spec else spec
+        return system_from(spec).name if ":" in spec else spec
     systems = reg.systems()
     if len(systems) == 1:
         return str(systems[0])
@@ -97,8 +87,8 @@ def _print_change(change: Any, as_json: bool) -> None:
 # -- deploy / promote / rollback / killswitch ---------------------------------------------------------
 def deploy(
     ctx: typer.Context,
-    bundle: Annotated[str, typer.Argument(metavar="BUNDLE", help="A bundle directory, or a version in <home>/bundles.")],
-    system: LoadSystemOption,
+    bundle: BundleArgument,
+    system: SystemOption,
     reason: ReasonOption,
     shadow: Annotated[bool, typer.Option("--shadow", help="Score it beside production; never act on it.")] = False,
     flight: Annotated[str | None, typer.Option("--flight", metavar="NAME", help="Send a share of units to it.")] = None,
@@ -115,7 +105,7 @@ def deploy(
     """Deploy a bundle to production (default), as a shadow, or in a flight — after its signature and sanity checks."""
     settings: Settings = ctx.obj
     actor = _admin(settings)
-    sys_obj = _load(system)
+    sys_obj = system_from(system)
     if flight is None and share is not None:
         raise typer.BadParameter("--share needs --flight NAME.", param_hint="'--share'")
     if flight is not None and share is None:
@@ -139,7 +129,7 @@ def deploy(
 def promote(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="A flight name (or a shadow's bundle version).")],
-    system: LoadSystemOption,
+    system: SystemOption,
     reason: ReasonOption,
     force: Annotated[str | None, typer.Option("--force", metavar="REASON",
                                               help="Promote despite failed forceable checks; recorded.")] = None,
@@ -150,7 +140,7 @@ def promote(
     """Make a flight's (or a shadow's) bundle production, after its sanity checks (the gate included)."""
     settings: Settings = ctx.obj
     actor = _admin(settings)
-    sys_obj = _load(system)
+    sys_obj = system_from(system)
     with _registry(settings) as reg:
         for r in report or []:
             reg.add_report(r, actor=actor)
@@ -158,7 +148,7 @@ def promote(
     _print_change(change, as_json)
 
 
-def rollback(ctx: typer.Context, reason: ReasonOption, system: NameSystemOption = None, as_json: JsonOption = False) -> None:
+def rollback(ctx: typer.Context, reason: ReasonOption, system: SystemNameOption = None, as_json: JsonOption = False) -> None:
     """Restore the state before the last change (again: one step further back), and say which."""
     settings: Settings = ctx.obj
     actor = _admin(settings)
@@ -171,7 +161,7 @@ def killswitch(
     ctx: typer.Context,
     state: Annotated[str, typer.Argument(metavar="on|off", help="on: the default action for everyone; off: intelligence again.")],
     reason: ReasonOption,
-    system: NameSystemOption = None,
+    system: SystemNameOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Turn the kill switch on (skip the intelligence: the system's default action) or off."""
@@ -185,7 +175,7 @@ def killswitch(
 
 
 # -- status / history ----------------------------------------------------------------------------
-def status(ctx: typer.Context, system: NameSystemOption = None, as_json: JsonOption = False,
+def status(ctx: typer.Context, system: SystemNameOption = None, as_json: JsonOption = False,
            telemetry: Annotated[bool, typer.Option("--telemetry/--no-telemetry",
                                                    help="Add the flights' SRM check and shadow disagreement.")] = True) -> None:
     """What serves: production, shadows, flights (with since when), the kill switch, the last change."""
@@ -239,15 +229,13 @@ def status(ctx: typer.Context, system: NameSystemOption = None, as_json: JsonOpt
 
 def history(
     ctx: typer.Context,
-    system: NameSystemOption = None,
+    system: SystemNameOption = None,
     at: Annotated[str | None, typer.Option("--at", metavar="TIME",
                                            help="What served at TIME (ISO-8601, naive = UTC; or ns).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="Only the last N events.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every change and attempt (when, who, what, why); with --at, what served then and why flights stopped."""
-    from closedloop.cli.data import parse_time
-
     settings: Settings = ctx.obj
     with _registry(settings) as reg:
         name = _name(reg, system)
@@ -299,7 +287,7 @@ def _print_at(out: dict[str, Any]) -> None:
 @guard_app.command("check")
 def guard_check(
     ctx: typer.Context,
-    system: LoadSystemOption,
+    system: SystemOption,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance of each one-sided test.")] = 0.01,
     mistake_tolerance: Annotated[float, typer.Option("--mistake-tolerance", help="Absolute mistake-rate increase tolerated.")] = 0.0,
     min_decisions: Annotated[int, typer.Option("--min-decisions", help="Decisions per arm before judging.")] = 200,
@@ -316,7 +304,7 @@ def guard_check(
 
     settings: Settings = ctx.obj
     actor = "guard" if dry_run else _admin(settings)
-    sys_obj = _load(system)
+    sys_obj = system_from(system)
     policy = GuardPolicy(alpha=alpha, mistake_tolerance=mistake_tolerance, min_decisions=min_decisions,
                          window_s=None if window_hours is None else window_hours * 3600.0)
     with _registry(settings) as reg:

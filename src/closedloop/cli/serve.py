@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from closedloop._files import make_private_dirs
+from closedloop.cli.options import OptionalBundleOption, SystemOption
 from closedloop.errors import SpecError
 from closedloop.settings import Settings
 
@@ -52,8 +53,8 @@ def parse_rate(text: str, option: str) -> RateLimit:
 
 def serve(
     ctx: typer.Context,
-    system: Annotated[str, typer.Option("--system", metavar="MODULE:ATTR", help="The System ('module:attr' or 'path/to/file.py:attr').")],
-    bundle: Annotated[str | None, typer.Option("--bundle", metavar="PATH", help="Serve this bundle, fixed (no registry): a path or a version in the home's bundles/.")] = None,
+    system: SystemOption,
+    bundle: OptionalBundleOption = None,
     host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes (each polls the registry itself).")] = 1,
@@ -68,7 +69,7 @@ def serve(
     flush_interval_ms: Annotated[float, typer.Option("--flush-interval-ms", min=0.1, help="Telemetry group-commit interval.")] = 5.0,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
 ) -> None:
-    """Serve decisions and outcome reports over HTTP (see docs/service.md).
+    """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle that bundle, fixed (no registry).
 
     Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
     """

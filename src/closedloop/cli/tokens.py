@@ -6,7 +6,7 @@
     closedloop token list                                      names and roles (never tokens)
     closedloop token remove NAME
 
-Commands that change what serves call :func:`admin` with the settings: the token comes from the
+Commands that change what serves call :func:`~closedloop.cli.options.admin` with the settings: the token comes from the
 root ``--token`` option, else ``CLOSEDLOOP_TOKEN`` (read once, into :class:`~closedloop.Settings`).
 """
 
@@ -17,22 +17,13 @@ from typing import Annotated
 
 import typer
 
-from closedloop.service.auth import ROLES, Credential, Credentials
+from closedloop.cli.options import admin, authenticate
+from closedloop.service.auth import ROLES, Credentials
 from closedloop.settings import Settings
 
 __all__ = ["admin", "authenticate", "token_app"]
 
 token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, metrics, admin).", no_args_is_help=True)
-
-
-def authenticate(settings: Settings, role: str) -> Credential:
-    """The caller's credential, checked for ``role`` (raises :class:`~closedloop.errors.AuthError`)."""
-    return Credentials.load(settings.credentials).authenticate(settings.token).require(role)
-
-
-def admin(settings: Settings) -> Credential:
-    """The caller's credential, which must hold the ``admin`` role."""
-    return authenticate(settings, "admin")
 
 
 @token_app.command("add")

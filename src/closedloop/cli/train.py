@@ -24,29 +24,10 @@ from typing import Annotated, Any
 
 import typer
 
-from closedloop.cli.data import SystemOption, _system
+from closedloop.cli.options import DatasetOption, SystemOption, resolve_dataset, system_from
 from closedloop.settings import Settings
 
 __all__ = ["train"]
-
-
-def resolve_in(folder: Path, value: str, what: str, key: str, option: str) -> Path:
-    """``value`` as a directory holding a manifest, or the entry named ``value`` in ``folder``
-    (a dataset id, a bundle version)."""
-    p = Path(value)
-    if (p / "manifest.json").is_file():
-        return p
-    named = folder / value
-    if "/" not in value and (named / "manifest.json").is_file():
-        return named
-    raise typer.BadParameter(
-        f"{value!r} is neither a {what} directory nor a {what} {key} under {str(folder)!r}",
-        param_hint=f"'{option}'",
-    )
-
-
-def _resolve_dataset(settings: Settings, value: str) -> Path:
-    return resolve_in(settings.datasets, value, "dataset", "id", "--dataset")
 
 
 def _params(items: list[str]) -> dict[str, Any]:
@@ -78,7 +59,7 @@ def _home_signer(settings: Settings) -> Any:
 def train(
     ctx: typer.Context,
     system: SystemOption,
-    dataset: Annotated[str, typer.Option("--dataset", metavar="ID|PATH", help="A dataset id or directory.")],
+    dataset: DatasetOption,
     model: Annotated[
         str, typer.Option("--model", metavar="KIND", help="logistic, lightgbm, heuristic or sklearn:MODULE:CLASS.")
     ] = "logistic",
@@ -104,8 +85,8 @@ def train(
     from closedloop.training.train import train as train_api
 
     settings: Settings = ctx.obj
-    sys_obj = _system(system)
-    path = _resolve_dataset(settings, dataset)
+    sys_obj = system_from(system)
+    path = resolve_dataset(settings, dataset)
     params = _params(list(param or []))
     console = Console(stderr=True)
     try:

@@ -88,7 +88,7 @@ from closedloop.runtime.signing import (
     read_signature,
 )
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "content_digest", "read_header", "verify_bundle"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "bundle_path", "content_digest", "read_header", "verify_bundle"]
 
 FORMAT = "closedloop.runtime.bundle"
 FORMAT_VERSION = 1
@@ -639,6 +639,19 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     finally:
         os.close(root_fd)
     return manifest, read_signature(path)
+
+
+def bundle_path(ref: str, bundles: str | os.PathLike[str]) -> Path:
+    """The bundle a reference names: ``ref`` as a path, or — when no such path exists and ``ref``
+    is a bare name — the bundle of that version in ``bundles`` (a project home's ``bundles/``)
+    when it is there. Nothing is verified: :meth:`Bundle.load` does that (and names a path that
+    is not a bundle)."""
+    path = Path(ref)
+    if not path.exists() and path.name == ref:
+        candidate = Path(bundles) / ref
+        if candidate.exists():
+            return candidate
+    return path
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -91,10 +91,9 @@ def _malformed(e: Exception) -> Problem:
 
 def _default_source(settings: ServiceSettings, system: System) -> DeploymentSource:
     if settings.bundle is not None:
-        from closedloop.cli.main import _bundle_path
-        from closedloop.runtime.bundle import Bundle
+        from closedloop.runtime.bundle import Bundle, bundle_path
 
-        return StaticSource(Deployment(Bundle.load(_bundle_path(settings.project, settings.bundle), system)))
+        return StaticSource(Deployment(Bundle.load(bundle_path(settings.bundle, settings.project.bundles), system)))
     try:
         from closedloop.service.reload import registry_source
 
@@ -125,7 +124,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sys_obj = system
         if sys_obj is None:
-            from closedloop.cli.main import load_system
+            from closedloop.system.loading import load_system
 
             sys_obj = load_system(settings.system)
         src = source if source is not None else _default_source(settings, sys_obj)
