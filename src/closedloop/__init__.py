@@ -6,6 +6,7 @@ The public API, curated. Submodules hold the rest: :mod:`closedloop.context.feat
 
 from __future__ import annotations
 
+from closedloop._version import __version__
 from closedloop.context import features
 from closedloop.context.features import Feature, FeatureSet
 from closedloop.context.schema import Bool, Float, Int, Schema, Str
@@ -64,8 +65,6 @@ from closedloop.runtime.runtime import Runtime
 from closedloop.system.spec import Goal, LabelPolicy, OutcomeRule, System
 
 F = features
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
