@@ -17,12 +17,13 @@ that publishes them.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import IO, Any
 
 from closedloop.errors import SpecError
 
-__all__ = ["DIR_MODE", "FILE_MODE", "create_private", "fsync_dir", "make_private_dirs", "open_private",
+__all__ = ["DIR_MODE", "FILE_MODE", "atomic_write", "create_private", "fsync_dir", "make_private_dirs", "open_private",
            "open_private_file", "restrict_tree"]
 
 #: The mode of every data file closedloop creates in a home (owner read/write).
@@ -126,3 +127,34 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MODE, *,
+                 durable: bool = True) -> Path:
+    """Replace the file ``path`` by ``data`` so that a reader sees the old content or the new,
+    never a mix: ``data`` goes to a hidden temporary sibling (``.<name>.<random>.tmp``, created
+    with ``mode``, ``0600`` by default), is fsynced, renamed over ``path``, and the folder is
+    fsynced. ``durable=False`` leaves out both fsyncs (still atomic, not crash-proof: for files
+    rewritten often whose last version a crash may lose). The temporary file is removed when
+    anything fails. Returns ``path`` as a Path."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            if os.fstat(fd).st_mode & 0o777 != mode:  # the umask took bits ``mode`` asks for
+                os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(p.parent)
+    return p

@@ -22,7 +22,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from closedloop._files import make_private_dirs, open_private_file, restrict_tree
+from closedloop._files import fsync_dir, make_private_dirs, open_private_file, restrict_tree
 from closedloop.context.schema import Columns
 from closedloop.errors import ContextError, DatasetError
 from closedloop.system.spec import LabelPolicy, System
@@ -578,11 +578,7 @@ def publish(tmp: Path, out: Path, content: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
     restrict_tree(tmp)
     os.rename(tmp, out)
-    dfd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(out.parent)
 
 
 def load_dataset(path: Path | str, system: System) -> tuple[pa.Table, Columns]:

@@ -845,13 +845,9 @@ def write_html(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write :func:`render_html` of ``report`` to ``path`` (atomically: a temporary file renamed
     into place; privately: ``0600``, folders created ``0700`` — a report quotes contexts);
     returns the path."""
-    from closedloop._files import make_private_dirs, open_private_file
+    from closedloop._files import atomic_write, make_private_dirs
 
     text = render_html(report)
     path = Path(path)
     make_private_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open_private_file(tmp, "wb") as fh:
-        fh.write(text.encode("utf-8"))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text.encode("utf-8"), durable=False)

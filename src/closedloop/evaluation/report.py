@@ -749,20 +749,10 @@ def write_report(report: Mapping[str, Any], path: Path | str) -> Path:
     place) and privately (``0600``; folders created ``0700``: a report quotes contexts); returns
     the path."""
     import json
-    import os
-    import secrets
 
-    from closedloop._files import make_private_dirs, open_private_file
+    from closedloop._files import atomic_write, make_private_dirs
 
     path = Path(path)
     make_private_dirs(path.parent)
     data = json.dumps(report, allow_nan=False, indent=1).encode()
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open_private_file(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, data, durable=False)

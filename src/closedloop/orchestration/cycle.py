@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from closedloop._files import make_private_dirs
+from closedloop._files import atomic_write, fsync_dir, make_private_dirs
 from closedloop.errors import ClosedLoopError, SanityCheckError, SpecError
 from closedloop.orchestration.alerts import Alert, JsonLinesAlertSink, deliver
 from closedloop.orchestration.goals import GoalTracker, SeriesStore, goal_status
@@ -62,7 +62,6 @@ from closedloop.orchestration.plan import LoopPlan
 from closedloop.runtime.bundle import Bundle
 from closedloop.runtime.clock import Clock, SystemClock
 from closedloop.telemetry import TelemetryStore
-from closedloop.telemetry.segments import atomic_write
 
 __all__ = ["Cycle", "STEPS"]
 
@@ -427,7 +426,8 @@ class Cycle:
                         failed.append({"file": f.name, "records": logged + refused, "durable": made, "error": error})
                         break
                     os.replace(f, done / f.name)
-                    _fsync_dirs(inbox, done)
+                    fsync_dir(inbox)
+                    fsync_dir(done)
                     moved.append(f.name)
                     ingested += logged
                     durable += made
@@ -902,15 +902,6 @@ def _os_error(exc: OSError) -> str:
     name = f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno is not None else ""
     return f"{type(exc).__name__}{name}: {exc}"
 
-
-def _fsync_dirs(*dirs: Path) -> None:
-    """Make renames between ``dirs`` durable (a file moved to ``done/`` is not ingested again)."""
-    for d in dirs:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _brief_guard(entry: dict[str, Any]) -> dict[str, Any]:

@@ -25,12 +25,11 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from closedloop._files import make_private_dirs
+from closedloop._files import atomic_write, make_private_dirs
 from closedloop.errors import AuthError, SpecError
 
 __all__ = ["ROLES", "Credential", "Credentials"]
@@ -176,17 +175,4 @@ class Credentials:
     def _write(self, entries: list[dict[str, object]]) -> None:
         make_private_dirs(self.path.parent)
         data = json.dumps({"version": _FORMAT, "credentials": entries}, indent=1).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(self.path, data)

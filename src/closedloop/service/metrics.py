@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from closedloop._files import make_private_dirs, open_private_file
+from closedloop._files import atomic_write, make_private_dirs
 
 __all__ = ["CONTENT_TYPE", "Counter", "Histogram", "MetricsRegistry", "SharedMetrics"]
 
@@ -215,10 +215,9 @@ class SharedMetrics:
     def publish(self) -> None:
         """Write this worker's numbers (call it on the thread that updates them)."""
         make_private_dirs(self.directory)
-        tmp = self.directory / f".{self.pid}.json.tmp"
-        with open_private_file(tmp) as fh:  # reporter sources, bundle versions: the owner's alone
-            fh.write(msgspec.json.encode(self.registry.snapshot()))
-        os.replace(tmp, self.path)
+        # reporter sources, bundle versions: the owner's alone (0600); rewritten on every scrape,
+        # so not fsynced (a crash loses only numbers the next publish rewrites)
+        atomic_write(self.path, msgspec.json.encode(self.registry.snapshot()), durable=False)
 
     def peers(self) -> list[dict[str, Any]]:
         """The other workers' last published numbers (unreadable files are skipped)."""

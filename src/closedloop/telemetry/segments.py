@@ -47,7 +47,7 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 
-from closedloop._files import make_private_dirs, open_private
+from closedloop._files import atomic_write, fsync_dir, make_private_dirs, open_private
 from closedloop.errors import SpecError
 from closedloop.telemetry.compact import to_decision_schema
 from closedloop.telemetry.sink import STREAMS, Sink, check_stream
@@ -289,7 +289,7 @@ class SegmentLog(Sink):
         fd = open_private(tmp, os.O_RDWR | os.O_TRUNC)  # 0600: a segment holds raw contexts
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(tmp, final)
-        _fsync_dir(d)
+        fsync_dir(d)
         return _Active(fd, number, final, 0)
 
     def _segment(self, stream: str) -> _Active:
@@ -409,25 +409,3 @@ def _write_all(fd: int, *parts: bytes | memoryview) -> None:
             views.pop(0)
         if n:
             views[0] = views[0][n:]
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new content, never a mix
-    (a private file: ``0600``)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)

@@ -44,12 +44,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop._files import create_private, make_private_dirs, open_private
+from closedloop._files import (
+    atomic_write,
+    create_private,
+    fsync_dir,
+    make_private_dirs,
+    open_private,
+)
 from closedloop.errors import SpecError
 from closedloop.telemetry.privacy import Sanitizer
 from closedloop.telemetry.segments import (
-    _fsync_dir,
-    atomic_write,
     is_sealed,
     list_segments,
     scan_segment,
@@ -198,7 +202,7 @@ class TelemetryStore:
         for tmp, final in moves:
             os.rename(tmp, final)
         for d in {final.parent for _, final in moves}:
-            _fsync_dir(d)
+            fsync_dir(d)
         state["offsets"].update(new_offsets)
         state["pending"] = None
         state["torn_tails"] += result["torn_tails"]
@@ -404,4 +408,4 @@ def _rewrite(path: Path, t: pa.Table) -> None:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         _write_parquet(t, tmp)
         os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
