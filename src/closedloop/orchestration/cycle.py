@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from closedloop._files import atomic_write, fsync_dir, make_private_dirs
+from closedloop._time import iso_seconds, iso_short
 from closedloop.errors import ClosedLoopError, SanityCheckError, SpecError
 from closedloop.orchestration.alerts import Alert, JsonLinesAlertSink, deliver
 from closedloop.orchestration.goals import GoalTracker, SeriesStore, goal_status
@@ -97,14 +98,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write(path, msgspec.json.format(data, indent=1))
 
 
-def _iso_ns(ns: int) -> str:
-    """ISO-8601 UTC: to the second, or to the microsecond when the time has a fraction."""
-    import datetime as _dt
-
-    t = _dt.datetime.fromtimestamp(ns // 1000 / 1e6, _dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ" if ns % 1_000_000_000 == 0 else "%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _span(ns: int) -> str:
     s = ns / 1e9
     return (f"{s / 86400:.1f} days" if s >= 86400 else f"{s / 3600:.1f} hours" if s >= 3600
@@ -123,11 +116,11 @@ def _clock_went_back(cycles: Path, last: dict[str, Any], records: list[dict[str,
     files = " ".join(f"{cycles}/{i:06d}.json" + (f" {cycles}/{i:06d}" if (cycles / f"{i:06d}").exists() else "")
                      for i in ids)
     return SpecError(
-        f"The cycle clock went back: this cycle's time, {_iso_ns(now)}, is before the time of the last cycle "
-        f"(cycle #{last['id']}), {_iso_ns(int(last['now_ns']))} — {_span(int(last['now_ns']) - now)} later. Cycles "
+        f"The cycle clock went back: this cycle's time, {iso_short(now)}, is before the time of the last cycle "
+        f"(cycle #{last['id']}), {iso_short(int(last['now_ns']))} — {_span(int(last['now_ns']) - now)} later. Cycles "
         f"run in time order; {later} later than this one (e.g. 'closedloop loop run --now' with a time ahead of the "
-        f"clock). To go on, run at or after {_iso_ns(int(last['now_ns']))}: wait until then, or pass "
-        f"'--now {_iso_ns(resume)}' (with '--allow-future' while that is ahead of the wall clock; a Cycle's clock "
+        f"clock). To go on, run at or after {iso_short(int(last['now_ns']))}: wait until then, or pass "
+        f"'--now {iso_short(resume)}' (with '--allow-future' while that is ahead of the wall clock; a Cycle's clock "
         f"in Python). Or, to go back to this time, move the records of the cycles ahead aside: "
         f"'mkdir -p {aside} && mv {files} {aside}/'. The registry changes those cycles made stay applied "
         "('closedloop history' lists them, 'closedloop rollback' undoes them one at a time), and so do their goal "
@@ -613,7 +606,7 @@ class Cycle:
                           ended="guard breach")
                 reason = next((b["reason"] for b in report["breaches"] if b["flight"] == flight), "guard breach")
                 alert = Alert("rollback", cand, None, None, f"the guard stopped flight {flight!r} of {cand}: {reason}",
-                              "none", _key(now), now)
+                              "none", iso_seconds(now), now)
                 self._alert([alert], rec)
                 return done("rolled_back", reason, guard=_brief_guard(entry))
             waited = now - ro["since_ns"]
@@ -786,8 +779,8 @@ class Cycle:
                 {k: a[k] for k in ("kind", "start_ns", "end_ns", "reason")} for a in labels
                 if (a["kind"], a["start_ns"]) not in have]
             cand = rec["steps"]["train"]["result"]["version"]
-            self._alert([Alert("label_anomaly", f"{a['kind']}@{_key(a['start_ns'])}", a["share"], a["others_share"],
-                               a["reason"], "none", _key(a["start_ns"]), rec["now_ns"]) for a in labels], rec)
+            self._alert([Alert("label_anomaly", f"{a['kind']}@{iso_seconds(a['start_ns'])}", a["share"], a["others_share"],
+                               a["reason"], "none", iso_seconds(a["start_ns"]), rec["now_ns"]) for a in labels], rec)
             raise _Stop("gate_failed", f"the candidate {cand} was trained on corrupted labels: "
                         + "; ".join(a["reason"] for a in labels)
                         + ". Later datasets leave those labels out.")
@@ -887,12 +880,6 @@ class Cycle:
             "quarantined": [s for s in abuse["sources"] if s["verdict"] == "quarantined"],
             "downweighted": [s for s in abuse["sources"] if s["verdict"] == "downweighted"],
         }
-
-
-def _key(ns: int) -> str:
-    import datetime as _dt
-
-    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _os_error(exc: OSError) -> str:

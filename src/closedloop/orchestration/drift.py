@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop._time import iso_seconds
 from closedloop.errors import SpecError
 from closedloop.orchestration import _data
 from closedloop.orchestration.alerts import ACTIONS, Alert
@@ -154,8 +155,8 @@ class DriftMonitor:
         cur_ns = int(self.current.total_seconds() * 1e9)
         ref_ns = int(self.reference.total_seconds() * 1e9)
         c0, r0 = now_ns - cur_ns, now_ns - cur_ns - ref_ns
-        window = f"{_iso(c0)}/{_iso(now_ns)}"
-        report: dict[str, Any] = {"window": window, "reference": f"{_iso(r0)}/{_iso(c0)}", "features": {}, "score": None}
+        window = f"{iso_seconds(c0)}/{iso_seconds(now_ns)}"
+        report: dict[str, Any] = {"window": window, "reference": f"{iso_seconds(r0)}/{iso_seconds(c0)}", "features": {}, "score": None}
         own = con is None
         if own:
             con = _data.connect(system.name, decision_files, (), now_ns)
@@ -251,12 +252,6 @@ def _score_column(t: Any, score: str) -> np.ndarray:
     flat = np.asarray(pc.list_flatten(scores).to_numpy(zero_copy_only=False), dtype=np.float64)
     out[rows[ok]] = flat[sstart[rows[ok]] + pos[ok]]
     return out
-
-
-def _iso(ns: int) -> str:
-    import datetime as _dt
-
-    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class MistakeSpikes:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop._time import iso_date
 from closedloop.errors import SpecError
 from closedloop.orchestration import _data
 from closedloop.system.spec import System
@@ -114,14 +115,8 @@ class LabelCheck:
             anomalies.append({
                 "kind": self.kind, "start_ns": x["start_ns"], "end_ns": x["start_ns"] + _DAY_NS, "n": n,
                 "positives": k, "share": share, "others_share": ref, "p_value": p,
-                "reason": (f"{k} of the {n} '{self.kind}' labels that arrived on {_day(x['start_ns'])} say positive "
+                "reason": (f"{k} of the {n} '{self.kind}' labels that arrived on {iso_date(x['start_ns'])} say positive "
                            f"({share:.1%}) against a median of {ref:.1%} on the other days (binomial p = {p:.2g} < "
                            f"{self.alpha:g}): a broken label pipeline, not a changed world"),
             })
         return {"days": days, "anomalies": anomalies}
-
-
-def _day(ns: int) -> str:
-    import datetime as _dt
-
-    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).strftime("%Y-%m-%d")

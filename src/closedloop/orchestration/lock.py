@@ -19,7 +19,6 @@ and exits 1 (``--wait SECONDS`` waits for the holder to finish instead).
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
 import math
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from closedloop._files import make_private_dirs, open_private
+from closedloop._time import iso_seconds
 from closedloop.errors import LockHeldError, SpecError
 
 __all__ = ["CycleLock", "FileCycleLock", "LockHeldError"]
@@ -51,7 +51,7 @@ def describe(holder: dict[str, Any] | None) -> str:
 def this_process() -> dict[str, Any]:
     """The holder record of the calling process."""
     now = time.time_ns()
-    since = _dt.datetime.fromtimestamp(now / 1e9, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = iso_seconds(now)
     return {"pid": os.getpid(), "host": socket.gethostname(), "since": since, "since_ns": now}
 
 

@@ -12,12 +12,12 @@ import datetime as _dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from closedloop._time import ns_of, utc
 from closedloop.errors import SpecError
 
 __all__ = ["CADENCES", "Window", "window_at", "windows_between"]
 
 CADENCES = ("hourly", "daily", "weekly", "monthly", "quarterly")
-_UTC = _dt.UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +26,6 @@ class Window:
     key: str
     start_ns: int
     end_ns: int
-
-
-def _ns(t: _dt.datetime) -> int:
-    return int(t.timestamp()) * 1_000_000_000
 
 
 def _key(cadence: str, s: _dt.datetime) -> str:
@@ -78,9 +74,9 @@ def _check(cadence: str) -> None:
 def window_at(cadence: str, t_ns: int) -> Window:
     """The window of ``cadence`` that contains the time ``t_ns``."""
     _check(cadence)
-    t = _dt.datetime.fromtimestamp(t_ns // 1_000_000_000, _UTC)
+    t = utc(t_ns)
     s = _start(cadence, t)
-    return Window(cadence, _key(cadence, s), _ns(s), _ns(_next(cadence, s)))
+    return Window(cadence, _key(cadence, s), ns_of(s), ns_of(_next(cadence, s)))
 
 
 def windows_between(cadence: str, since_ns: int, until_ns: int) -> Iterator[Window]:
@@ -89,8 +85,8 @@ def windows_between(cadence: str, since_ns: int, until_ns: int) -> Iterator[Wind
     if until_ns <= since_ns:
         return
     w = window_at(cadence, since_ns)
-    s = _dt.datetime.fromtimestamp(w.start_ns // 1_000_000_000, _UTC)
-    while _ns(s) < until_ns:
+    s = utc(w.start_ns)
+    while ns_of(s) < until_ns:
         n = _next(cadence, s)
-        yield Window(cadence, _key(cadence, s), _ns(s), _ns(n))
+        yield Window(cadence, _key(cadence, s), ns_of(s), ns_of(n))
         s = n

@@ -39,6 +39,7 @@ from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from closedloop._time import iso
 from closedloop.errors import (
     BundleError,
     ClosedLoopError,
@@ -73,14 +74,6 @@ __all__ = ["NOTIFY_CHANNEL", "Change", "Registry", "iso"]
 NOTIFY_CHANNEL = "closedloop_deployments"
 
 _MAX_ACTOR = 200
-
-
-def iso(ns: int | None) -> str | None:
-    """Nanoseconds since the epoch → ISO-8601 UTC with microseconds (``…Z``)."""
-    if ns is None:
-        return None
-    t = _dt.datetime.fromtimestamp(ns // 1000 / 1e6, _dt.UTC)
-    return t.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _check_actor(actor: Any) -> str:

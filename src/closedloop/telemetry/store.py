@@ -51,6 +51,7 @@ from closedloop._files import (
     make_private_dirs,
     open_private,
 )
+from closedloop._time import DAY_NS, date_of_day
 from closedloop.errors import SpecError
 from closedloop.telemetry.privacy import Sanitizer
 from closedloop.telemetry.segments import (
@@ -62,12 +63,7 @@ from closedloop.telemetry.sink import STREAMS
 
 __all__ = ["TelemetryStore"]
 
-_DAY_NS = 86_400 * 1_000_000_000
 _TIME = {"decisions": "timestamp_ns", "outcomes": "event_ns"}
-
-
-def _day(day_index: int) -> str:
-    return (_dt.date(1970, 1, 1) + _dt.timedelta(days=int(day_index))).isoformat()
 
 
 def _tomb(unit: str) -> str:
@@ -315,7 +311,7 @@ class TelemetryStore:
         days before ``now_ns``. Compacts first; returns the rows dropped per stream."""
         if isinstance(days, bool) or not isinstance(days, int | float) or not days > 0:
             raise SpecError(f"Retention 'days' must be a number > 0. Got {days!r} instead.")
-        cutoff = int(now_ns - days * _DAY_NS)
+        cutoff = int(now_ns - days * DAY_NS)
         dropped = {"decisions": 0, "outcomes": 0}
         with self._locked(True):
             self._compact()
@@ -323,7 +319,7 @@ class TelemetryStore:
                 col = _TIME[stream]
                 for f in self.files(stream):
                     day = _dt.date.fromisoformat(f.parent.name[4:])
-                    start = (day - _dt.date(1970, 1, 1)).days * _DAY_NS
+                    start = (day - _dt.date(1970, 1, 1)).days * DAY_NS
                     if start >= cutoff:
                         continue
                     t = pq.read_table(f, schema=STREAMS[stream])
@@ -383,9 +379,9 @@ def _now() -> int:
 
 
 def _by_day(t: pa.Table, col: str) -> Iterator[tuple[str, pa.Table]]:
-    days = t.column(col).to_numpy() // _DAY_NS
+    days = t.column(col).to_numpy() // DAY_NS
     for d in np.unique(days):
-        yield _day(int(d)), t.filter(pa.array(days == d))
+        yield date_of_day(int(d)), t.filter(pa.array(days == d))
 
 
 def _write_parquet(t: pa.Table, path: Path) -> None:

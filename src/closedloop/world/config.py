@@ -14,7 +14,6 @@ the parameter, the rule and the value — "World config 'outcomes.victim_rate' m
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -25,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from closedloop._time import parse_time
 from closedloop.errors import SpecError
 
 __all__ = [
@@ -418,13 +418,9 @@ def _fmt(x: float) -> str:
 def _parse_time(r: _Reader, key: str) -> tuple[str, int]:
     s = r.string(key)
     try:
-        t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        ns = parse_time(s, strict=True)
     except ValueError:
         raise r.fail(key, "an ISO-8601 time (e.g. 2026-01-05T00:00:00Z)", s) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.UTC)
-    delta = t - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
     if ns < 0:
         raise r.fail(key, "a time after 1970-01-01", s)
     return s, ns
