@@ -34,27 +34,9 @@ import msgspec
 import pyarrow as pa
 
 from closedloop.errors import SpecError
-from closedloop.telemetry.records import OutcomeProblem, check_outcome_fields, event_ns_of
+from closedloop.telemetry.records import OutcomeLine, OutcomeProblem
 
 __all__ = ["OUTCOME_LINE_SCHEMA", "OutcomeLine", "read_outcomes"]
-
-
-class OutcomeLine(msgspec.Struct, kw_only=True):
-    """One outcome as reported (before telemetry sets ``ingest_ns``, ``seq`` and ``writer``).
-
-    Every field is decoded as it comes (any JSON value) and judged by the shared outcome rules,
-    so a refused line names the field, the rule and the value as the service does.
-    """
-
-    kind: Any = None  # required: the rules name it when absent, as when it is empty
-    source: Any = None
-    decision_id: Any = None
-    unit: Any = None
-    value: Any = 1.0
-    event_time: Any = None
-    event_ns: Any = None
-    outcome_id: Any = None
-    system: Any = None
 
 
 #: The columns :func:`read_outcomes` returns.
@@ -72,16 +54,9 @@ OUTCOME_LINE_SCHEMA = pa.schema(
 )
 
 
-def _iso_ns(s: str) -> int:
-    """An ISO-8601 time as nanoseconds since the epoch (kept for callers of the old name)."""
-    return event_ns_of(s)
-
-
 def _check(o: OutcomeLine, cols: dict[str, list[Any]], default_event_ns: int) -> str | None:
     """Append a valid outcome's fields to ``cols``; or return why it is refused."""
-    t, time_field = (o.event_time, "event_time") if o.event_time is not None else (o.event_ns, "event_ns")
-    got = check_outcome_fields(o.decision_id, o.unit, o.kind, o.source, o.outcome_id, o.value, t,
-                               default_event_ns=default_event_ns, system=o.system, time_field=time_field)
+    got = o.check(default_event_ns, system=o.system)
     if isinstance(got, OutcomeProblem):
         return f"'{got.field}' must be {got.rule}. Got {got.value!r} instead."
     decision_id, unit, kind, value, event_ns, source, outcome_id = got

@@ -11,49 +11,16 @@ before any per-row work, whatever follows.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
 from closedloop.context.schema import Schema
 from closedloop.errors import ContextError
 from closedloop.service.problems import context_problem, invalid
-from closedloop.telemetry.records import OutcomeProblem, check_outcome_fields
+from closedloop.telemetry.records import OutcomeProblem, OutcomeReport
 
 __all__ = ["BoundedArray", "ContextDecoder", "OutcomeReport", "TooLarge", "check_outcome"]
-
-
-def _shown_as(schema: dict[str, Any]) -> Any:
-    """A field decoded as any JSON value (the outcome rules judge it, not the decoder) that the
-    OpenAPI document still describes by ``schema``."""
-    return Annotated[Any, msgspec.Meta(extra_json_schema=schema)]
-
-
-_STR: dict[str, Any] = {"type": "string"}
-_NULL: dict[str, Any] = {"type": "null"}
-
-
-class OutcomeReport(msgspec.Struct, kw_only=True):
-    """One outcome, as reported: linked by ``decision_id`` (or by ``unit`` and time).
-
-    ``event_time`` is nanoseconds since the epoch or an ISO-8601 string (default: when the
-    service receives it — a client that retries should set it, so that the retry is the same
-    report). ``outcome_id`` is optional: telemetry derives one from the content, so a repeated
-    report is deduplicated when datasets are built.
-    """
-
-    # Every field is decoded as it comes and judged by the outcome rules every boundary shares
-    # (closedloop.telemetry.records.check_outcome_fields): a refused field is named with its rule
-    # and value ("Outcome field 'value' must be a finite number. Got 'high' instead."), never by
-    # the decoder's types. The annotations keep the OpenAPI document's types.
-    kind: _shown_as(_STR)  # type: ignore[valid-type]
-    source: _shown_as(_STR)  # type: ignore[valid-type]
-    decision_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
-    unit: _shown_as({"anyOf": [_STR, {"type": "integer"}, _NULL]}) = None  # type: ignore[valid-type]
-    value: _shown_as({"type": "number"}) = 1.0  # type: ignore[valid-type]
-    event_time: _shown_as({"anyOf": [{"type": "integer"}, _STR, _NULL]}) = None  # type: ignore[valid-type]
-    outcome_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
-    system: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
 
 
 def first_byte(body: bytes) -> int:
@@ -169,8 +136,7 @@ def check_outcome(o: OutcomeReport, system: str, now_ns: int, index: int | None)
     a report without ``event_time`` happened at ``now_ns`` (when the service received it)."""
     if o.system is not None and o.system != system:
         return invalid("outcome", "system", f"this service's system '{system}' (or absent)", o.system, index=index)
-    got = check_outcome_fields(o.decision_id, o.unit, o.kind, o.source, o.outcome_id, o.value, o.event_time,
-                               default_event_ns=now_ns)
+    got = o.check(now_ns)
     if isinstance(got, OutcomeProblem):
         return invalid("outcome", got.field, got.rule, got.value, index=index)
     return got

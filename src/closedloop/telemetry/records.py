@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import pyarrow as pa
 
+from closedloop._time import parse_time
 from closedloop.errors import clip_value
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "OUTCOME_SCHEMA",
     "SCHEMA_VERSION",
     "VALUE_RULE",
+    "OutcomeLine",
     "OutcomeProblem",
+    "OutcomeReport",
     "check_outcome_fields",
     "event_ns_of",
     "outcome_field_problem",
@@ -95,7 +98,6 @@ VALUE_RULE = "a finite number"
 #: What an outcome's ``event_time`` must be (absent: the time the boundary received the report).
 EVENT_TIME_RULE = "nanoseconds since the epoch (an integer ≥ 0) or an ISO-8601 time"
 _SYSTEM_RULE = f"a non-empty string of at most {MAX_ID} characters, or absent"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class OutcomeProblem(NamedTuple):
@@ -106,24 +108,8 @@ class OutcomeProblem(NamedTuple):
     value: Any
 
 
-def event_ns_of(t: object) -> int:
-    """An event time as nanoseconds since the epoch: an integer as is; an ISO-8601 string (a
-    naive one is UTC; ``Z`` accepted) or a :class:`~datetime.datetime` (a Parquet timestamp)
-    converted. Raises ``ValueError`` for anything else (and ``OverflowError`` past a datetime's
-    range); the range ``[0, 2**63)`` is the caller's check."""
-    if isinstance(t, int) and not isinstance(t, bool):
-        return t
-    if isinstance(t, str):
-        s = t.strip()
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        t = datetime.fromisoformat(s)
-    if isinstance(t, datetime):
-        dt = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-        delta = dt - _EPOCH
-        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-        return ns + int(getattr(t, "nanosecond", 0))  # a pandas Timestamp keeps nanoseconds
-    raise ValueError(f"not an event time: {type(t).__name__}")
+#: An event time as nanoseconds since the epoch (:func:`closedloop._time.parse_time`).
+event_ns_of = parse_time
 
 
 def check_outcome_fields(
@@ -175,6 +161,70 @@ def check_outcome_fields(
         if not 0 <= t < 1 << 63:
             return OutcomeProblem(time_field, EVENT_TIME_RULE, clip_value(event_time))
     return (decision_id, unit, kind, v, t, source, outcome_id)  # type: ignore[return-value]
+
+
+def _shown_as(schema: dict[str, Any]) -> Any:
+    """A field decoded as any JSON value (the outcome rules judge it, not the decoder) that the
+    OpenAPI document still describes by ``schema``."""
+    return Annotated[Any, msgspec.Meta(extra_json_schema=schema)]
+
+
+_STR: dict[str, Any] = {"type": "string"}
+_NULL: dict[str, Any] = {"type": "null"}
+
+
+class OutcomeReport(msgspec.Struct, kw_only=True):
+    """One outcome, as reported: linked by ``decision_id`` (or by ``unit`` and time).
+
+    ``event_time`` is nanoseconds since the epoch or an ISO-8601 string (default: when the
+    service receives it — a client that retries should set it, so that the retry is the same
+    report). ``outcome_id`` is optional: telemetry derives one from the content, so a repeated
+    report is deduplicated when datasets are built.
+    """
+
+    # The one outcome record every boundary decodes: the service's body (POST /v1/outcomes; this
+    # class's name and docstring are its OpenAPI schema) and, as :class:`OutcomeLine`, a line of
+    # an outcome file. Every field is decoded as it comes and judged by the outcome rules
+    # (check_outcome_fields): a refused field is named with its rule and value ("Outcome field
+    # 'value' must be a finite number. Got 'high' instead."), never by the decoder's types. The
+    # annotations keep the OpenAPI document's types.
+    kind: _shown_as(_STR)  # type: ignore[valid-type]
+    source: _shown_as(_STR)  # type: ignore[valid-type]
+    decision_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+    unit: _shown_as({"anyOf": [_STR, {"type": "integer"}, _NULL]}) = None  # type: ignore[valid-type]
+    value: _shown_as({"type": "number"}) = 1.0  # type: ignore[valid-type]
+    event_time: _shown_as({"anyOf": [{"type": "integer"}, _STR, _NULL]}) = None  # type: ignore[valid-type]
+    outcome_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+    system: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+
+    def _time(self) -> tuple[object, str]:
+        return self.event_time, "event_time"
+
+    def check(self, default_event_ns: int, *, system: object = None
+              ) -> tuple[str | None, str | None, str, float, int, str, str | None] | OutcomeProblem:
+        """This report against the outcome rules (:func:`check_outcome_fields`, its ``system``
+        checked when given) → the arguments of ``Telemetry.log_outcome`` as a tuple, or the
+        :class:`OutcomeProblem` of the first field that breaks its rule."""
+        t, time_field = self._time()
+        return check_outcome_fields(self.decision_id, self.unit, self.kind, self.source, self.outcome_id, self.value,
+                                    t, default_event_ns=default_event_ns, system=system, time_field=time_field)
+
+
+class OutcomeLine(OutcomeReport, kw_only=True):
+    """One outcome as reported (before telemetry sets ``ingest_ns``, ``seq`` and ``writer``).
+
+    Every field is decoded as it comes (any JSON value) and judged by the shared outcome rules,
+    so a refused line names the field, the rule and the value as the service does.
+    """
+
+    # an outcome file's line: an :class:`OutcomeReport` whose kind and source the rules (not the
+    # decoder) require, with ``event_ns`` as another name for an integer ``event_time``
+    kind: Any = None  # required: the rules name it when absent, as when it is empty
+    source: Any = None
+    event_ns: Any = None
+
+    def _time(self) -> tuple[object, str]:
+        return (self.event_time, "event_time") if self.event_time is not None else (self.event_ns, "event_ns")
 
 
 #: Version of these record schemas (not of a system's context schema).
