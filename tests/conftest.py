@@ -20,7 +20,7 @@ def phishing():
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL server for the session (tests/_postgres.py): real, never skipped."""
-    from _postgres import PostgresServer
+    from support.postgres import PostgresServer
 
     server = PostgresServer().start()
     yield server
