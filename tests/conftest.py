@@ -19,7 +19,7 @@ def phishing():
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL server for the session (tests/_postgres.py): real, never skipped."""
+    """A throwaway PostgreSQL server for the session (tests/support/postgres.py): real, never skipped."""
     from support.postgres import PostgresServer
 
     server = PostgresServer().start()

@@ -6,7 +6,7 @@ The public API, curated. Submodules hold the rest: :mod:`closedloop.context.feat
 
 from __future__ import annotations
 
-from closedloop._version import __version__
+from closedloop.base.version import __version__
 from closedloop.context import features
 from closedloop.context.features import Feature, FeatureSet
 from closedloop.context.schema import Bool, Float, Int, Schema, Str

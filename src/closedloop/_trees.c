@@ -29,7 +29,7 @@
  * The leaves reached are summed left to right over the trees starting from 0.0.
  *
  * Built with -ffp-contract=off: no fused multiply-add, every operation rounds as Python's does;
- * exp is the C library's, as math.exp (closedloop._numeric.sigmoid).
+ * exp is the C library's, as math.exp (closedloop.base.numeric.sigmoid).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -61,7 +61,7 @@ typedef struct {
 } Forest;
 
 static double cl_sigmoid(double z) {
-    /* closedloop._numeric.sigmoid */
+    /* closedloop.base.numeric.sigmoid */
     if (z >= 0.0) {
         return 1.0 / (1.0 + exp(-z));
     }

@@ -7,7 +7,7 @@ the environment anywhere else, and there is no module-level settings object.
 The project home holds, as its owners need them: ``bundles/`` (one directory per bundle version),
 ``telemetry/``, ``registry.sqlite``, ``datasets/`` and ``reports/``. It holds raw contexts and
 outcomes, so what closedloop creates in it is private: data files ``0600``, folders ``0700``
-(explicit modes through :mod:`closedloop._files`, whatever the process umask).
+(explicit modes through :mod:`closedloop.base.files`, whatever the process umask).
 """
 
 from __future__ import annotations

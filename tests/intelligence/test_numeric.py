@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from closedloop import _numeric
-from closedloop._numeric import (
+from closedloop.base import numeric as _numeric
+from closedloop.base.numeric import (
     contains_array,
     count_array,
     log1p,

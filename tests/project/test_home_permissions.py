@@ -19,7 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from closedloop import F, Float, LabelPolicy, OutcomeRule, Str, System, Thresholds
-from closedloop._files import create_private, make_private_dirs, open_private_file, restrict_tree
+from closedloop.base.files import (
+    create_private,
+    make_private_dirs,
+    open_private_file,
+    restrict_tree,
+)
 from closedloop.runtime.decision import Decision
 from closedloop.settings import Settings
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore

@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from closedloop._files import make_private_dirs
+from closedloop.base.files import make_private_dirs
 from closedloop.cli.options import OptionalSystemOption, SystemOption, parse_time, system_from
 from closedloop.settings import Settings
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from closedloop._files import make_private_dirs
+from closedloop.base.files import make_private_dirs
 from closedloop.errors import ProjectError, SpecError
 from closedloop.runtime.bundle import Bundle
 from closedloop.settings import DEFAULT_HOME, Settings

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from closedloop._files import make_private_dirs
+from closedloop.base.files import make_private_dirs
 from closedloop.cli.options import OptionalBundleOption, SystemOption
 from closedloop.errors import SpecError
 from closedloop.settings import Settings

@@ -22,7 +22,7 @@ proves it on generated contexts:
 * arithmetic, comparisons, min/max and abs are exactly rounded IEEE-754 operations in both forms,
   evaluated in the same order (numpy never fuses a multiply and an add across two ufunc calls);
 * transcendental functions (``log1p``) call the same C library function in both forms — through
-  ``math`` for one context, through a compiled column loop for a batch (:mod:`closedloop._numeric`);
+  ``math`` for one context, through a compiled column loop for a batch (:mod:`closedloop.base.numeric`);
   numpy's SIMD ``log``/``exp`` may differ from libm in the last bit, so they are not used;
 * text operations have the same semantics in Python and Arrow: code-point lengths, non-overlapping
   counts, ASCII-only lower-casing, and regular expressions restricted to the subset on which
@@ -46,8 +46,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop._numeric import contains_array, count_array, log1p_array
-from closedloop._numeric import log1p as _log1p
+from closedloop.base.numeric import contains_array, count_array, log1p_array
+from closedloop.base.numeric import log1p as _log1p
 from closedloop.context.schema import Bool, Columns, Int, Schema, Str
 from closedloop.errors import FeatureError, SpecError
 

@@ -22,7 +22,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from closedloop._files import fsync_dir, make_private_dirs, open_private_file, restrict_tree
+from closedloop.base.files import fsync_dir, make_private_dirs, open_private_file, restrict_tree
 from closedloop.context.schema import Columns
 from closedloop.errors import ContextError, DatasetError
 from closedloop.system.spec import LabelPolicy, System

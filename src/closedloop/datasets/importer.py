@@ -52,7 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop._files import make_private_dirs
+from closedloop.base.files import make_private_dirs
 from closedloop.datasets.dataset import _FIXED_COLUMNS, DATA_FILE, DatasetManifest, publish
 from closedloop.errors import DatasetError, SpecError
 from closedloop.system.spec import System

@@ -845,7 +845,7 @@ def write_html(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write :func:`render_html` of ``report`` to ``path`` (atomically: a temporary file renamed
     into place; privately: ``0600``, folders created ``0700`` — a report quotes contexts);
     returns the path."""
-    from closedloop._files import atomic_write, make_private_dirs
+    from closedloop.base.files import atomic_write, make_private_dirs
 
     text = render_html(report)
     path = Path(path)

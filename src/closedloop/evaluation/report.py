@@ -750,7 +750,7 @@ def write_report(report: Mapping[str, Any], path: Path | str) -> Path:
     the path."""
     import json
 
-    from closedloop._files import atomic_write, make_private_dirs
+    from closedloop.base.files import atomic_write, make_private_dirs
 
     path = Path(path)
     make_private_dirs(path.parent)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from closedloop._numeric import exp, exp_array
+from closedloop.base.numeric import exp, exp_array
 from closedloop.errors import SpecError
 
 __all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uniform_batch"]

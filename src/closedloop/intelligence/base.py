@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from closedloop._numeric import sigmoid
+from closedloop.base.numeric import sigmoid
 from closedloop.context.features import FeatureSet
 from closedloop.context.schema import Columns, Str
 from closedloop.errors import IntelligenceError

@@ -4,8 +4,8 @@
 
 ``platt``
     ``p = sigmoid(a·s + b)`` — one multiplication and one addition, each rounded, then
-    closedloop's shared logistic function (:func:`closedloop._numeric.sigmoid` on one decision,
-    the compiled :func:`~closedloop._numeric.sigmoid_array` over a batch: the same C library
+    closedloop's shared logistic function (:func:`closedloop.base.numeric.sigmoid` on one decision,
+    the compiled :func:`~closedloop.base.numeric.sigmoid_array` over a batch: the same C library
     ``exp``), so both paths round identically.
 ``isotonic``
     a non-decreasing piecewise-linear function through stored knots ``(x_k, y_k)``
@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from closedloop._numeric import sigmoid, sigmoid_array
+from closedloop.base.numeric import sigmoid, sigmoid_array
 from closedloop.context.features import FeatureSet
 from closedloop.context.schema import Columns
 from closedloop.errors import IntelligenceError

@@ -20,7 +20,7 @@ kind never overwrite each other's files; each member reads its own files back un
 Both paths perform the same operations in the same order: sums accumulate left to right in
 member order (Python floats in :meth:`~closedloop.intelligence.Scorer.one`, numpy columns in
 :meth:`~closedloop.intelligence.Scorer.batch`), the logistic link and the log-odds run the
-shared kernels of :mod:`closedloop._numeric` (``sigmoid``, ``log1p``), and a partition scores
+shared kernels of :mod:`closedloop.base.numeric` (``sigmoid``, ``log1p``), and a partition scores
 each row with the member the single path would pick — so ``one`` equals the batch row bitwise.
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop._numeric import log1p, log1p_array, sigmoid, sigmoid_array
+from closedloop.base.numeric import log1p, log1p_array, sigmoid, sigmoid_array
 from closedloop.context.features import FeatureSet
 from closedloop.context.schema import Columns, Str
 from closedloop.errors import IntelligenceError

@@ -26,7 +26,7 @@ Scoring follows LightGBM's ``Booster.predict`` for a float64 row:
 * ``raw = 0.0 + leaf(tree 0) + leaf(tree 1) + …`` in the file's tree order;
   ``raw = raw / number_of_trees`` when the model has ``average_output`` (random-forest mode);
 * ``binary``: ``p = sigmoid(s * raw)`` with closedloop's shared logistic function
-  (:func:`closedloop._numeric.sigmoid`: ``z ≥ 0 ? 1/(1+exp(-z)) : e/(1+e)`` with ``e = exp(z)``,
+  (:func:`closedloop.base.numeric.sigmoid`: ``z ≥ 0 ? 1/(1+exp(-z)) : e/(1+e)`` with ``e = exp(z)``,
   the C library's ``exp``), where ``s`` is the model's ``sigmoid`` parameter. LightGBM itself
   computes ``1/(1+exp(-s·raw))``; the two agree exactly for ``z ≥ 0`` and within a few units in
   the last place for ``z < 0`` (tested against ``Booster.predict`` to 1e-12 absolute);
@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from closedloop._numeric import sigmoid
+from closedloop.base.numeric import sigmoid
 from closedloop.context.features import FeatureSet
 from closedloop.context.schema import Columns
 from closedloop.errors import IntelligenceError

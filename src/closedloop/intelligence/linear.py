@@ -4,7 +4,7 @@
 ``sigmoid(z)`` for :class:`LogisticModel` (or ``z`` itself for :class:`LinearModel`). The
 single-decision form is generated as one unrolled Python expression with the weights as exact
 literals; the batch form accumulates numpy columns in the same order and applies the same
-sigmoid through the shared kernel (:mod:`closedloop._numeric`) — so both round identically.
+sigmoid through the shared kernel (:mod:`closedloop.base.numeric`) — so both round identically.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from closedloop._numeric import sigmoid, sigmoid_array
+from closedloop.base.numeric import sigmoid, sigmoid_array
 from closedloop.context.features import FeatureSet
 from closedloop.context.schema import Columns
 from closedloop.errors import IntelligenceError

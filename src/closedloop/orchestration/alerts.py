@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from closedloop._files import make_private_dirs, open_private, open_private_file
+from closedloop.base.files import make_private_dirs, open_private, open_private_file
 from closedloop.errors import SpecError
 
 __all__ = ["ACTIONS", "Alert", "AlertSink", "JsonLinesAlertSink", "WebhookAlertSink", "deliver"]

@@ -53,8 +53,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from closedloop._files import atomic_write, fsync_dir, make_private_dirs
-from closedloop._time import iso_seconds, iso_short
+from closedloop.base.files import atomic_write, fsync_dir, make_private_dirs
+from closedloop.base.times import iso_seconds, iso_short
 from closedloop.errors import ClosedLoopError, SanityCheckError, SpecError
 from closedloop.orchestration.alerts import Alert, JsonLinesAlertSink, deliver
 from closedloop.orchestration.goals import GoalTracker, SeriesStore, goal_status

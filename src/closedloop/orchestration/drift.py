@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from closedloop._time import iso_seconds
+from closedloop.base.times import iso_seconds
 from closedloop.errors import SpecError
 from closedloop.orchestration import _data
 from closedloop.orchestration.alerts import ACTIONS, Alert

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from closedloop._files import make_private_dirs, open_private, open_private_file
+from closedloop.base.files import make_private_dirs, open_private, open_private_file
 from closedloop.errors import SpecError
 from closedloop.experience.experiences import Thresholds
 from closedloop.orchestration import _data

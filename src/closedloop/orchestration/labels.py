@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from closedloop._time import iso_date
+from closedloop.base.times import iso_date
 from closedloop.errors import SpecError
 from closedloop.orchestration import _data
 from closedloop.system.spec import System

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from closedloop._files import make_private_dirs, open_private
-from closedloop._time import iso_seconds
+from closedloop.base.files import make_private_dirs, open_private
+from closedloop.base.times import iso_seconds
 from closedloop.errors import LockHeldError, SpecError
 
 __all__ = ["CycleLock", "FileCycleLock", "LockHeldError"]

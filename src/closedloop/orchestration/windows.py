@@ -12,7 +12,7 @@ import datetime as _dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from closedloop._time import ns_of, utc
+from closedloop.base.times import ns_of, utc
 from closedloop.errors import SpecError
 
 __all__ = ["CADENCES", "Window", "window_at", "windows_between"]

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from closedloop._files import create_private, make_private_dirs
+from closedloop.base.files import create_private, make_private_dirs
 from closedloop.errors import RegistryError
 
 __all__ = ["WRITE", "connect", "current", "head", "upgrade"]

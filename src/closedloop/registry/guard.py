@@ -365,7 +365,7 @@ def srm_view(registry: Any, system: Any, state: Any, decisions: pa.Table, until_
     counted from the change that set the arms (see :func:`exposure_counts`), against the shares
     the flights should get. The result of :func:`srm`, with ``since`` (the change), ``counted``
     (how exposure was counted) and ``writers`` / ``decisions`` (seen, and counted)."""
-    from closedloop._time import iso
+    from closedloop.base.times import iso
     from closedloop.runtime.deployment import expected_shares
 
     name = getattr(system, "name", system)

@@ -39,7 +39,7 @@ from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Connection, CursorResult, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from closedloop._time import iso
+from closedloop.base.times import iso
 from closedloop.errors import (
     BundleError,
     ClosedLoopError,

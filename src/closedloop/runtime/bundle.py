@@ -76,7 +76,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from closedloop._files import fsync_dir, make_private_dirs
+from closedloop.base.files import fsync_dir, make_private_dirs
 from closedloop.errors import BundleError, ClosedLoopError, IntelligenceError, SpecError
 from closedloop.experience.experiences import Thresholds
 from closedloop.experience.guardrails import Guardrail, guardrail_from_dict

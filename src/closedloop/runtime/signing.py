@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from closedloop._files import fsync_dir, make_private_dirs
+from closedloop.base.files import fsync_dir, make_private_dirs
 from closedloop.errors import BundleError
 
 __all__ = [

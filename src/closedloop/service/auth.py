@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from closedloop._files import atomic_write, make_private_dirs
+from closedloop.base.files import atomic_write, make_private_dirs
 from closedloop.errors import AuthError, SpecError
 
 __all__ = ["ROLES", "Credential", "Credentials"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from closedloop._files import atomic_write, make_private_dirs
+from closedloop.base.files import atomic_write, make_private_dirs
 
 __all__ = ["CONTENT_TYPE", "Counter", "Histogram", "MetricsRegistry", "SharedMetrics"]
 

@@ -29,7 +29,7 @@ from typing import Annotated, Any, NamedTuple
 import msgspec
 import pyarrow as pa
 
-from closedloop._time import parse_time
+from closedloop.base.times import parse_time
 from closedloop.errors import clip_value
 
 __all__ = [
@@ -108,7 +108,7 @@ class OutcomeProblem(NamedTuple):
     value: Any
 
 
-#: An event time as nanoseconds since the epoch (:func:`closedloop._time.parse_time`).
+#: An event time as nanoseconds since the epoch (:func:`closedloop.base.times.parse_time`).
 event_ns_of = parse_time
 
 

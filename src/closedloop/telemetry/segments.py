@@ -17,7 +17,7 @@ context columns, constants stored once: :mod:`~closedloop.telemetry.compact`), w
 to the next number past ``segment_bytes``. The writer holds an exclusive ``flock`` on the segment
 it appends to (created under a hidden temporary name, locked, then renamed), so anyone can tell
 a *sealed* segment (no lock: rolled, closed, or its process died) from a live one. Segments hold
-raw contexts: they are created ``0600``, their folders ``0700`` (:mod:`closedloop._files`).
+raw contexts: they are created ``0600``, their folders ``0700`` (:mod:`closedloop.base.files`).
 
 A crash can leave a *torn tail*: a last frame cut short or failing its crc. Readers
 (:func:`read_segments`) detect it, count it and skip it; a writer reopening its own segments
@@ -47,7 +47,7 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 
-from closedloop._files import atomic_write, fsync_dir, make_private_dirs, open_private
+from closedloop.base.files import atomic_write, fsync_dir, make_private_dirs, open_private
 from closedloop.errors import SpecError
 from closedloop.telemetry.compact import to_decision_schema
 from closedloop.telemetry.sink import STREAMS, Sink, check_stream

@@ -44,14 +44,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop._files import (
+from closedloop.base.files import (
     atomic_write,
     create_private,
     fsync_dir,
     make_private_dirs,
     open_private,
 )
-from closedloop._time import DAY_NS, date_of_day
+from closedloop.base.times import DAY_NS, date_of_day
 from closedloop.errors import SpecError
 from closedloop.telemetry.privacy import Sanitizer
 from closedloop.telemetry.segments import (

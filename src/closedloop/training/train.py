@@ -197,7 +197,7 @@ def code_version(cwd: Path | str | None = None) -> str:
             return sha
     except (OSError, subprocess.SubprocessError):
         pass
-    from closedloop._version import __version__
+    from closedloop.base.version import __version__
 
     return f"closedloop {__version__}"
 
@@ -441,7 +441,7 @@ def train(
         chosen.update({"rows": side, "n": int(rows.size), "values": levels})
     content = manifest.content
     w = w_all
-    from closedloop._version import __version__
+    from closedloop.base.version import __version__
 
     lineage = {
         "dataset_id": manifest.id,

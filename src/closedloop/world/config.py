@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from closedloop._time import parse_time
+from closedloop.base.times import parse_time
 from closedloop.errors import SpecError
 
 __all__ = [
