@@ -1,5 +1,5 @@
 """closedloop.evaluation.html: the report as one self-contained HTML page — without a
-browser: escaping, the size bound, the vendored libraries, the CLI. tests/evaluation/test_report_browser.py.py
+browser: escaping, the size bound, the vendored libraries, the CLI. tests/evaluation/test_report_browser.py
 opens the page in headless Chromium."""
 
 from __future__ import annotations

@@ -35,15 +35,15 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP: dict[tuple[str, str], str] = {
     # make targets: the set-up, the 4-minute demo, the whole suite and the linters are not closedloop commands
     ("README.md", "make demo    # creates .venv, installs closedloop, runs the 60-day phishing loop demo (no servers)"):
-        "a 4-minute run of the demo (tests/examples/test_demo.py.py covers the demo)",
+        "a 4-minute run of the demo (tests/examples/test_demo.py covers the demo)",
     ("README.md", "make test    # the same set-up, then the whole test suite"): "the whole test suite",
     ("README.md", "make lint    # ruff, then mypy over src/closedloop (docs/typing.md)"): "the linters, not a command",
     ("demo.md", "make demo                                            # set-up, then one seed (seed 1)"):
-        "a 4-minute run of the demo (tests/examples/test_demo.py.py covers the demo)",
+        "a 4-minute run of the demo (tests/examples/test_demo.py covers the demo)",
     ("demo.md", ".venv/bin/python -m examples.phishing.demo --seeds 3 # seeds 1, 2, 3 one after another"):
         "three 4-minute runs of the demo",
     ("demo.md", ".venv/bin/python -m examples.phishing.demo --help    # days, visits, fault day, homes, report path"):
-        "not a closedloop command (the demo's own options; tests/examples/test_demo.py.py runs the demo)",
+        "not a closedloop command (the demo's own options; tests/examples/test_demo.py runs the demo)",
     # runs forever by design
     ("orchestration.md", "closedloop loop run --plan examples.phishing.loop:plan --every 1h  # a cycle every hour"):
         "runs a cycle every hour until stopped (--once, in the same block, runs)",

@@ -18,7 +18,7 @@ allow-list, :data:`TRUSTED_TYPES`: the exact type names (and one vetted function
 ``sklearn.utils.validation.check_array``) that the supported estimators need — never a module
 prefix, and nothing that evaluates code, imports, or touches files or the OS. It was derived by
 dumping every estimator this module supports (see below) in the configurations its tests cover
-and collecting what the files name (``tests/intelligence/test_sklearn_trust.py.py`` re-derives it and fails,
+and collecting what the files name (``tests/intelligence/test_sklearn_trust.py`` re-derives it and fails,
 naming the type, when a scikit-learn or skops upgrade needs a new one).
 
 Saving collects every name the file references (:func:`skops_references`) and refuses the
@@ -102,7 +102,7 @@ __all__ = [
 #: by dumping, with skops 0.16 / scikit-learn 1.9 / NumPy 2.4, every supported estimator (see the
 #: module docstring) fitted for binary, multiclass and string labels, regression losses, class
 #: weights, early stopping, categorical features, imputers with indicators, float32 data — the
-#: configurations of ``tests/intelligence/test_sklearn_trust.py.py`` — and collecting every reference of each
+#: configurations of ``tests/intelligence/test_sklearn_trust.py`` — and collecting every reference of each
 #: file (:func:`skops_references`, a superset of ``skops.io.get_untrusted_types``). NumPy's
 #: numeric scalar types and Python's ``int``/``float``/``bool`` (dict key types) complete the
 #: families the derivation met. Nothing here evaluates code, imports, or touches files or the OS.

@@ -1,7 +1,7 @@
 """The registry's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
 
 The schema is created and changed only by the Alembic migrations in
-``closedloop/registry/migrations/versions`` (``tests/registry/test_registry_migrations.py.py`` checks that
+``closedloop/registry/migrations/versions`` (``tests/registry/test_registry_migrations.py`` checks that
 these definitions and the migrated database agree, so a change here without a migration fails).
 
 ============== =====================================================================================
