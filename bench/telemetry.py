@@ -104,7 +104,9 @@ def run_raw(ds: list[Decision], feats: list[tuple[float, ...]], home: Path, fing
     return time.perf_counter() - t
 
 
-def run_telemetry(ds: list[Decision], feats: list[tuple[float, ...]], home: Path, system: System, lockstep: bool) -> tuple[float, dict[str, Any]]:
+def run_telemetry(
+    ds: list[Decision], feats: list[tuple[float, ...]], home: Path, system: System, lockstep: bool
+) -> tuple[float, dict[str, Any]]:
     tel = Telemetry(SegmentLog(home), system=system, flush_interval_ms=60_000, flush_events=CHUNK)
     tel.start()
     log = tel.log_decision

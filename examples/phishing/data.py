@@ -274,7 +274,9 @@ def _legit(kind: str, rng: np.random.Generator, rows: _Rows, idx: np.ndarray) ->
     # links from newsletters, ads and social media carry long tracking parameters
     tracked = rng.random(m) < 0.3
     tails = _fill_path(rng, _TRACKING, m)
-    T["path"][idx] = [p + t if tr and "?" not in p else p for p, t, tr in zip(T["path"][idx].tolist(), tails, tracked.tolist(), strict=True)]
+    T["path"][idx] = [
+        p + t if tr and "?" not in p else p for p, t, tr in zip(T["path"][idx].tolist(), tails, tracked.tolist(), strict=True)
+    ]
 
 
 def _phish(kind: str, rng: np.random.Generator, rows: _Rows, idx: np.ndarray) -> None:

@@ -24,7 +24,11 @@ def test_each_rule_rejects_its_line_alone(tmp_path):
         {"decision_id": "d", "kind": "k", "event_time": 5, "source": "u", "value": "high"},  # 9 value
         {"decision_id": "d", "kind": "k", "event_ns": 7, "source": "u", "outcome_id": "o1", "extra": 1},  # 10 good
     ]
-    text = "\n".join(json.dumps(x) for x in lines) + "\n{not json\n" + '{"decision_id": "d", "kind": "k", "event_time": 1, "source": "u", "value": Infinity}\n'
+    text = (
+        "\n".join(json.dumps(x) for x in lines)
+        + "\n{not json\n"
+        + '{"decision_id": "d", "kind": "k", "event_time": 1, "source": "u", "value": Infinity}\n'
+    )
     text += json.dumps({"decision_id": "d", "kind": "k", "event_time": 5, "source": "u\u0007bell"}) + "\n"  # 13 control char
     p = tmp_path / "o.jsonl"
     p.write_text(text)

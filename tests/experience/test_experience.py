@@ -37,7 +37,9 @@ LEGIT = {"user_id": "u2", "url": "https://example.org/", "domain": "example.org"
 
 def logistic(system, bias=-0.3, seed=4):
     rng = np.random.default_rng(seed)
-    return LogisticModel({n: float(w) for n, w in zip(system.features.names, rng.normal(size=len(system.features)), strict=True)}, bias, output="phish")
+    return LogisticModel(
+        {n: float(w) for n, w in zip(system.features.names, rng.normal(size=len(system.features)), strict=True)}, bias, output="phish"
+    )
 
 
 # -- modes ---------------------------------------------------------------------------------------

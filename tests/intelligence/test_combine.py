@@ -379,7 +379,10 @@ def test_loading_refuses_nesting_deeper_than_the_recursion_limit():
     [
         ({"kind": "weighted_vote", "output": "s", "weights": [1.0]}, "must contain 'members'"),
         ({"kind": "weighted_vote", "output": "s", "weights": {}, "members": []}, "saved 'weights' of WeightedVote must be a list"),
-        ({"kind": "stacking", "output": "s", "weights": [1.0], "intercept": 0, "link": "logistic", "members": "x"}, "saved 'members' of Stacking must be a list"),
+        (
+            {"kind": "stacking", "output": "s", "weights": [1.0], "intercept": 0, "link": "logistic", "members": "x"},
+            "saved 'members' of Stacking must be a list",
+        ),
         ({"kind": "partitioned", "outputs": ["s"], "field": "browser", "parts": [["a"]], "default": {}}, r"\[value, intelligence\] pairs"),
         (
             {"kind": "partitioned", "outputs": ["s"], "field": "browser", "parts": [["b", {}], ["a", {}]], "default": {}},
@@ -420,9 +423,15 @@ def _inf_sum() -> WeightedVote:
         (lambda: Stacking([ip_rule()], "1"), "'weights' of Stacking must be a list of 1 numbers"),
         (lambda: Stacking([ip_rule()], [math.inf]), r"'weights\[0\]' parameter of Stacking must be a finite number. Got inf"),
         (lambda: Stacking([ip_rule()], [1.0], intercept=math.nan), "'intercept' parameter of Stacking must be a finite number"),
-        (lambda: Stacking([ip_rule()], [1.0], link="probit"), r"'link' of Stacking must be one of \['logistic', 'identity'\]. Got 'probit'"),
+        (
+            lambda: Stacking([ip_rule()], [1.0], link="probit"),
+            r"'link' of Stacking must be one of \['logistic', 'identity'\]. Got 'probit'",
+        ),
         (lambda: Stacking([TwoScores("ip_in_url")], [1.0]), "Member 0 of Stacking must have exactly one output"),
-        (lambda: Stacking([ip_rule()], [1.0], transform="log"), r"'transform' of Stacking must be one of \['identity', 'logit'\]. Got 'log'"),
+        (
+            lambda: Stacking([ip_rule()], [1.0], transform="log"),
+            r"'transform' of Stacking must be one of \['identity', 'logit'\]. Got 'log'",
+        ),
         (lambda: Partitioned("", {"a": ip_rule()}, ip_rule()), "'field' of Partitioned must be a context field name"),
         (lambda: Partitioned("browser", {}, ip_rule()), "'parts' of Partitioned must be a non-empty mapping"),
         (lambda: Partitioned("browser", {1: ip_rule()}, ip_rule()), "keys of Partitioned's parts must be strings. Got 1"),
@@ -432,7 +441,10 @@ def _inf_sum() -> WeightedVote:
             lambda: Partitioned("browser", {"chrome": TwoScores("ip_in_url")}, ip_rule()),
             "same number of outputs: the part 'chrome' has 2",
         ),
-        (lambda: Partitioned("browser", {"chrome": ip_rule()}, ip_rule(), output=["a", "b"]), r"name each of the members' 1 outputs. Got \['a', 'b'\]"),
+        (
+            lambda: Partitioned("browser", {"chrome": ip_rule()}, ip_rule(), output=["a", "b"]),
+            r"name each of the members' 1 outputs. Got \['a', 'b'\]",
+        ),
         (
             lambda: Partitioned("browser", {"chrome": TwoScores("ip_in_url")}, TwoScores("no_https"), output=["a", "a"]),
             "must be unique",

@@ -1,9 +1,10 @@
 """A throwaway PostgreSQL server for the registry tests: a new cluster in a temporary directory,
 listening on a free loopback port (and a unix socket in the same directory), stopped and removed
 at the end. A run that was killed (SIGKILL: no teardown) leaves its cluster running; the next
-``start()`` stops and removes every cluster whose owning test process is gone. Uses Debian's ``postgresql`` binaries (``scripts/ensure_system_deps.sh`` installs
-them; ``make test`` runs it). ``initdb`` refuses to run as root, so as root the server runs as
-the ``postgres`` user (``runuser``). Nothing is skipped: a missing PostgreSQL is an error.
+``start()`` stops and removes every cluster whose owning test process is gone. Uses Debian's
+``postgresql`` binaries (``scripts/ensure_system_deps.sh`` installs them; ``make test`` runs it).
+``initdb`` refuses to run as root, so as root the server runs as the ``postgres`` user
+(``runuser``). Nothing is skipped: a missing PostgreSQL is an error.
 """
 
 from __future__ import annotations

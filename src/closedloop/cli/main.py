@@ -246,7 +246,9 @@ def init(
 ) -> None:
     """Scaffold a new system in DIR, ready for `closedloop decide`.
 
-    Writes DIR/system.py (the declaration and its heuristic), DIR/loop.py (its LoopPlan), DIR/README.md (the commands from a first decision to a cycle of the loop) and the project home with the heuristic saved as a signed bundle. The home is --home or $CLOSEDLOOP_HOME when given, else DIR/.closedloop (the default home of commands run in DIR). DIR must be new or empty.
+    Writes DIR/system.py (the declaration and its heuristic), DIR/loop.py (its LoopPlan), DIR/README.md (the commands from a first \
+decision to a cycle of the loop) and the project home with the heuristic saved as a signed bundle. The home is --home or \
+$CLOSEDLOOP_HOME when given, else DIR/.closedloop (the default home of commands run in DIR). DIR must be new or empty.
     """
     if name is not None and not is_system_name(name):
         raise typer.BadParameter(
@@ -280,7 +282,9 @@ def decide(
 ) -> None:
     """Decide for contexts (JSON lines on stdin), writing decisions (JSON lines on stdout).
 
-    A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed, and with --log also if any decision could not be logged (e.g. a full disk; the reason on stderr).
+    A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank \
+lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed, and with --log also if any decision could not \
+be logged (e.g. a full disk; the reason on stderr).
     """
     settings: Settings = ctx.obj
     sys_obj = system_from(system)

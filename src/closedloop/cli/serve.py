@@ -58,20 +58,50 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes (each polls the registry itself).")] = 1,
-    telemetry: Annotated[bool, typer.Option("--telemetry/--no-telemetry", help="Log decisions and outcomes to the home's telemetry (outcome reports need it).")] = True,
-    credentials: Annotated[str | None, typer.Option("--credentials", metavar="FILE", help="The credentials file (default: <home>/credentials.json).")] = None,
+    telemetry: Annotated[
+        bool,
+        typer.Option("--telemetry/--no-telemetry", help="Log decisions and outcomes to the home's telemetry (outcome reports need it)."),
+    ] = True,
+    credentials: Annotated[
+        str | None, typer.Option("--credentials", metavar="FILE", help="The credentials file (default: <home>/credentials.json).")
+    ] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="The largest request body accepted.")] = 8 << 20,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="The most contexts or outcomes in one request.")] = 10_000,
-    outcome_rate_per_source: Annotated[str, typer.Option("--outcome-rate-per-source", metavar="RATE/BURST", help="Outcome reports per second per reported source, and the burst allowed ('off' to disable).")] = "500/2000",
-    outcome_rate_per_unit: Annotated[str, typer.Option("--outcome-rate-per-unit", metavar="RATE/BURST", help="Outcome reports per second per unit (or per decision id when no unit is given), and the burst.")] = "0.5/20",
-    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls of the registry's revision.")] = 1.0,
-    guard_interval: Annotated[float, typer.Option("--guard-interval", min=0.0, help="Seconds between guard checks of running flights (automatic rollback); 0 turns the guard off.")] = 30.0,
+    outcome_rate_per_source: Annotated[
+        str,
+        typer.Option(
+            "--outcome-rate-per-source",
+            metavar="RATE/BURST",
+            help="Outcome reports per second per reported source, and the burst allowed ('off' to disable).",
+        ),
+    ] = "500/2000",
+    outcome_rate_per_unit: Annotated[
+        str,
+        typer.Option(
+            "--outcome-rate-per-unit",
+            metavar="RATE/BURST",
+            help="Outcome reports per second per unit (or per decision id when no unit is given), and the burst.",
+        ),
+    ] = "0.5/20",
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls of the registry's revision.")
+    ] = 1.0,
+    guard_interval: Annotated[
+        float,
+        typer.Option(
+            "--guard-interval",
+            min=0.0,
+            help="Seconds between guard checks of running flights (automatic rollback); 0 turns the guard off.",
+        ),
+    ] = 30.0,
     flush_interval_ms: Annotated[float, typer.Option("--flush-interval-ms", min=0.1, help="Telemetry group-commit interval.")] = 5.0,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
 ) -> None:
-    """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle that bundle, fixed (no registry).
+    """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle \
+that bundle, fixed (no registry).
 
-    Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
+    Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: \
+Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
     """
     import uvicorn
 

@@ -305,8 +305,8 @@ def _roc_spec(report: Mapping[str, Any], labels: list[str]) -> dict[str, Any] | 
                       "order": {"field": "i"}, "color": _color(labels), "tooltip": tip}},
     ]
     if ops:
-        layers.append({"data": {"values": ops}, "mark": {"type": "point", "filled": True, "size": 150, "shape": "diamond", "stroke": "#1d2329",
-                                 "strokeWidth": 1, "opacity": 1},
+        layers.append({"data": {"values": ops}, "mark": {"type": "point", "filled": True, "size": 150, "shape": "diamond",
+                                 "stroke": "#1d2329", "strokeWidth": 1, "opacity": 1},
                        "encoding": {"x": {"field": "fpr", "type": "quantitative", "title": xt},
                                     "y": {"field": "tpr", "type": "quantitative", "title": yt},
                                     "color": _color(labels), "tooltip": tip}})

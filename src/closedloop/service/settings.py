@@ -148,7 +148,9 @@ class ServiceSettings:
         if not isinstance(self.project, Settings):
             raise SpecError(f"The 'project' parameter of {own} must be a closedloop.settings.Settings. Got {self.project!r} instead.")
         if not isinstance(self.system, str) or ":" not in self.system:
-            raise SpecError(f"The 'system' parameter of {own} must be 'module:attr' or 'path/to/file.py:attr'. Got {self.system!r} instead.")
+            raise SpecError(
+                f"The 'system' parameter of {own} must be 'module:attr' or 'path/to/file.py:attr'. Got {self.system!r} instead."
+            )
         if self.bundle is not None and (not isinstance(self.bundle, str) or not self.bundle):
             raise SpecError(f"The 'bundle' parameter of {own} must be a bundle path or version, or None. Got {self.bundle!r} instead.")
         if not isinstance(self.host, str) or not self.host:

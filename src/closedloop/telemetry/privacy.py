@@ -32,7 +32,10 @@ class Sanitizer:
                 f"{list(self.hashed) or [unit]}; give Telemetry(key=...) from your secret store."
             )
         if key is not None and (not isinstance(key, bytes) or len(key) < 16):
-            raise SpecError(f"The telemetry 'key' must be at least 16 bytes. Got {type(key).__name__} of length {len(key) if isinstance(key, bytes) else '?'}.")
+            raise SpecError(
+                f"The telemetry 'key' must be at least 16 bytes. "
+                f"Got {type(key).__name__} of length {len(key) if isinstance(key, bytes) else '?'}."
+            )
         self._key = key or b""
         self.unit_hashed = unit in self.hashed or unit in self.dropped
         self.plain = not self.hashed and not self.dropped

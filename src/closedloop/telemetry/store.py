@@ -353,9 +353,13 @@ class TelemetryStore:
             result: dict[str, Any] = {
                 "decisions": int(dec.num_rows),
                 "outcomes": int(out.num_rows),
-                "decisions_by_day": rows(f"SELECT {day.format(c='timestamp_ns')} AS day, count(*) AS n FROM decisions GROUP BY 1 ORDER BY 1"),
+                "decisions_by_day": rows(
+                    f"SELECT {day.format(c='timestamp_ns')} AS day, count(*) AS n FROM decisions GROUP BY 1 ORDER BY 1"
+                ),
                 "decisions_by_bundle_version": rows("SELECT bundle_version, count(*) AS n FROM decisions GROUP BY 1 ORDER BY 1"),
-                "decisions_by_action": rows("SELECT action, count(*) AS n, sum(1.0 / sample_prob) AS weighted FROM decisions GROUP BY 1 ORDER BY 1"),
+                "decisions_by_action": rows(
+                    "SELECT action, count(*) AS n, sum(1.0 / sample_prob) AS weighted FROM decisions GROUP BY 1 ORDER BY 1"
+                ),
                 "outcomes_by_day": rows(f"SELECT {day.format(c='event_ns')} AS day, count(*) AS n FROM outcomes GROUP BY 1 ORDER BY 1"),
                 "outcomes_by_kind": rows("SELECT kind, count(*) AS n FROM outcomes GROUP BY 1 ORDER BY 1"),
             }

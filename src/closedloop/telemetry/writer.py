@@ -555,7 +555,11 @@ class Telemetry:
             score_names = self._once(list(b.outputs), n, pa.list_(pa.string()))
         else:
             out_names = _arr(list(b.outputs), pa.string())
-            score_names = pa.ListArray.from_arrays(_arr(np.arange(n + 1, dtype=np.int32) * k), out_names.take(_arr(np.tile(np.arange(k), n))) if k else _arr([], pa.string()), pool=_POOL)
+            score_names = pa.ListArray.from_arrays(
+                _arr(np.arange(n + 1, dtype=np.int32) * k),
+                out_names.take(_arr(np.tile(np.arange(k), n))) if k else _arr([], pa.string()),
+                pool=_POOL,
+            )
         actions = _arr(list(b.actions), pa.string()).take(_arr(b.action_codes[sel]))
         whys = _arr(list(b.reasons), pa.string()).take(_arr(b.why_codes[sel]))
         if b.guardrail_codes is not None:

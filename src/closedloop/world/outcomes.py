@@ -170,7 +170,9 @@ def generate(
 
     if not parts:
         empty = OUTCOME_COLUMNS.empty_table()
-        return Generated(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), victim, cont, np.flatnonzero(disable), disable_days[disable])
+        return Generated(
+            empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), victim, cont, np.flatnonzero(disable), disable_days[disable]
+        )
     pos = np.concatenate([p[0] for p in parts])
     slot = np.concatenate([np.full(p[0].size, p[1], dtype=np.int64) for p in parts])
     kind = np.concatenate([p[2] for p in parts])
