@@ -60,6 +60,7 @@ from closedloop.runtime.bundle import Bundle, content_digest, read_header
 from closedloop.runtime.clock import Clock, SystemClock
 from closedloop.runtime.signing import (
     SigningKey,
+    encode_public_key,
     home_key,
     key_id,
     parse_public_key,
@@ -96,12 +97,6 @@ def _system_name(system: Any) -> str:
     if not isinstance(name, str) or not name:
         raise RegistryError(f"The 'system' must be a closedloop.System or a system name. Got {system!r} instead.")
     return name
-
-
-def _b64(raw: bytes) -> str:
-    import base64
-
-    return base64.b64encode(raw).decode("ascii")
 
 
 def _dumps(obj: Any) -> str:
@@ -247,6 +242,10 @@ class Registry:
         actor = _check_actor(actor)
         if not (isinstance(bundle, str) and self._registered_version(bundle)):
             self.check_signature(bundle, allow_unsigned=allow_unsigned)
+        return self._register(bundle, actor)
+
+    def _register(self, bundle: Bundle | str | os.PathLike[str], actor: str) -> dict[str, Any]:
+        """add_bundle after its signature check: verify, copy into the store, record."""
         b = self._bundle_object(bundle)
         self.store.put(b)
         m = b.manifest
@@ -325,11 +324,12 @@ class Registry:
     def _registered_version(self, ref: str) -> bool:
         return not (Path(ref) / "manifest.json").is_file() and self.bundle(ref) is not None
 
-    def _ensure_registered(self, ref: Bundle | str | os.PathLike[str], actor: str,
-                           allow_unsigned: str | None = None) -> str:
+    def _ensure_registered(self, ref: Bundle | str | os.PathLike[str], actor: str) -> str:
+        """The version of ``ref``, registered if it is not yet — its signature already checked by
+        the caller (deploy), so it is not read and verified twice."""
         if isinstance(ref, str) and self._registered_version(ref):
             return ref
-        return str(self.add_bundle(ref, actor=actor, allow_unsigned=allow_unsigned)["version"])
+        return str(self._register(ref, actor)["version"])
 
     # -- signing keys ----------------------------------------------------------------------------
     def trust_key(self, public_key: str, *, name: str, actor: str) -> dict[str, Any]:
@@ -341,7 +341,7 @@ class Registry:
         if not isinstance(name, str) or not name.strip() or len(name) > _MAX_ACTOR:
             raise RegistryError(f"A trusted key's 'name' must be a non-empty string of at most {_MAX_ACTOR} "
                                 f"characters. Got {str(name)[:60]!r} instead.")
-        kid, pub = key_id(raw), _b64(raw)
+        kid, pub = key_id(raw), encode_public_key(raw)
         try:
             with self._write() as conn:
                 row = conn.execute(select(T_KEYS).where(T_KEYS.c.key_id == kid)).mappings().first()
@@ -739,7 +739,7 @@ class Registry:
         operation = f"deploy_{role}"
         try:
             signature = self.check_signature(bundle, allow_unsigned=allow_unsigned)
-            version = self._ensure_registered(bundle, actor, allow_unsigned)
+            version = self._ensure_registered(bundle, actor)
         except ClosedLoopError as exc:
             ref = bundle.version if isinstance(bundle, Bundle) else str(bundle)
             self._record(name, operation, actor, reason, "refused", {"error": str(exc), "bundle": ref})

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_SIGNATURE_BYTES",
     "SIGNATURE_FORMAT",
     "SigningKey",
+    "encode_public_key",
     "home_key",
     "key_id",
     "parse_public_key",
@@ -68,6 +69,11 @@ _MAX_KEY_BYTES = 4096
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def encode_public_key(raw: bytes) -> str:
+    """The base64 text of a raw public key, as ``signature.json`` and the registry store it."""
+    return _b64(raw)
 
 
 def key_id(public_key: bytes) -> str:
