@@ -1,0 +1,149 @@
+"""Ranking decisions as records: one request's :class:`RankedDecision` and the flat-array
+:class:`RankedDecisionBatch` of many requests (:mod:`closedloop.experience.ranking` makes them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["RankedDecision", "RankedDecisionBatch"]
+
+
+class RankedDecision(msgspec.Struct, frozen=True, gc=False):
+    """One ranking decision: which candidates were shown, in which slots, with what probability.
+
+    ``candidates`` and ``scores`` are in input order (one score per candidate; empty under the
+    kill switch); ``ranking`` lists the ids shown, slot by slot (``min(k, N)`` of them);
+    ``slot_propensities[j]`` is the probability that slot j got ``ranking[j]`` given the earlier
+    slots, and ``propensity`` their product (left to right).
+    """
+
+    decision_id: str
+    system: str
+    unit: str
+    timestamp_ns: int
+    bundle_version: str
+    candidates: list[str]
+    scores: list[float]
+    ranking: list[str]
+    slot_propensities: list[float]
+    propensity: float
+    why: str
+    mode: str = "organize"
+    killswitch: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)
+
+
+class RankedDecisionBatch:
+    """Ranking decisions for many requests, kept in flat arrays.
+
+    Request ``i``'s candidates are ``candidate_ids[offsets[i]:offsets[i + 1]]`` (with their
+    ``scores`` at the same positions, when scored); its ranking is
+    ``ranked[rank_offsets[i]:rank_offsets[i + 1]]`` — positions within the request's candidates —
+    with ``slot_propensities`` at the same positions. ``batch[i]`` is the
+    :class:`RankedDecision` that :meth:`RankingPlan.decide` returns for that request.
+    """
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        bundle_version: str,
+        decision_ids: list[str],
+        units: list[str],
+        timestamps_ns: np.ndarray,
+        candidate_ids: list[str],
+        offsets: np.ndarray,
+        scores: np.ndarray,
+        ranked: np.ndarray,
+        rank_offsets: np.ndarray,
+        slot_propensities: np.ndarray,
+        propensities: np.ndarray,
+        why: list[str],
+        killswitch: bool,
+    ) -> None:
+        self.system = system
+        self.bundle_version = bundle_version
+        self.decision_ids = decision_ids
+        self.units = units
+        self.timestamps_ns = timestamps_ns
+        self.candidate_ids = candidate_ids
+        self.offsets = offsets
+        self.scores = scores
+        self.ranked = ranked
+        self.rank_offsets = rank_offsets
+        self.slot_propensities = slot_propensities
+        self.propensities = propensities
+        self.why = why
+        self.killswitch = killswitch
+
+    def __len__(self) -> int:
+        return len(self.decision_ids)
+
+    def __getitem__(self, i: int) -> RankedDecision:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"decision {i} out of range for a batch of {n}")
+        if i < 0:
+            i += n
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        ra, rb = int(self.rank_offsets[i]), int(self.rank_offsets[i + 1])
+        ids = self.candidate_ids[a:b]
+        return RankedDecision(
+            self.decision_ids[i],
+            self.system,
+            self.units[i],
+            int(self.timestamps_ns[i]),
+            self.bundle_version,
+            ids,
+            [] if self.killswitch else self.scores[a:b].tolist(),
+            [ids[j] for j in self.ranked[ra:rb].tolist()],
+            self.slot_propensities[ra:rb].tolist(),
+            float(self.propensities[i]),
+            self.why[i],
+            "organize",
+            self.killswitch,
+        )
+
+    def __iter__(self) -> Any:
+        for i in range(len(self)):
+            yield self[i]
+
+    def to_pylist(self) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self]
+
+    def to_arrow(self) -> pa.Table:
+        """One row per decision; candidates, scores, ranking and slot propensities as lists."""
+        off = pa.array(self.offsets.astype(np.int32))
+        roff = pa.array(self.rank_offsets.astype(np.int32))
+        ids = pa.array(self.candidate_ids, type=pa.string())
+        ranked_flat = (np.repeat(self.offsets[:-1], np.diff(self.rank_offsets)) + self.ranked).astype(np.int64)
+        n = len(self)
+        scores = (
+            pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], type=pa.float64()))
+            if self.killswitch
+            else pa.ListArray.from_arrays(off, pa.array(self.scores, type=pa.float64()))
+        )
+        return pa.table(
+            {
+                "decision_id": pa.array(self.decision_ids, type=pa.string()),
+                "system": pa.array([self.system] * n, type=pa.string()),
+                "unit": pa.array(self.units, type=pa.string()),
+                "timestamp_ns": pa.array(self.timestamps_ns, type=pa.int64()),
+                "bundle_version": pa.array([self.bundle_version] * n, type=pa.string()),
+                "candidates": pa.ListArray.from_arrays(off, ids),
+                "scores": scores,
+                "ranking": pa.ListArray.from_arrays(roff, ids.take(pa.array(ranked_flat))),
+                "slot_propensities": pa.ListArray.from_arrays(roff, pa.array(self.slot_propensities, type=pa.float64())),
+                "propensity": pa.array(self.propensities, type=pa.float64()),
+                "why": pa.array(self.why, type=pa.string()),
+                "mode": pa.array(["organize"] * n, type=pa.string()),
+                "killswitch": pa.array([self.killswitch] * n, type=pa.bool_()),
+            }
+        )
+

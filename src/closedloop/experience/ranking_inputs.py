@@ -1,0 +1,138 @@
+"""A ranking's inputs, checked and shaped: candidate mappings typed into columns, request fields
+broadcast over a request's candidates, and the batch path's ``request`` column, timestamps and
+decision ids (used by :class:`~closedloop.experience.ranking.RankingPlan`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from closedloop.context.schema import MISSING, Bool, Int, Str, _one_array
+from closedloop.errors import ContextError
+
+
+def _broadcast(kind: str, value: Any, n: int) -> Any:
+    if kind == "str":
+        return pa.array([value] * n, type=pa.string())
+    if kind == "bool":
+        return np.full(n, value, dtype=bool)
+    if kind == "int":
+        return np.full(n, value, dtype=np.int64)
+    return np.full(n, value, dtype=np.float64)
+
+
+def _kind(f: Any) -> str:
+    return "str" if isinstance(f, Str) else "bool" if isinstance(f, Bool) else "int" if isinstance(f, Int) else "float"
+
+
+_NUMPY = {
+    "float": ((frozenset({float}), frozenset({int}), frozenset({int, float})), np.float64),
+    "int": ((frozenset({int}),), np.int64),
+    "bool": ((frozenset({bool}),), np.bool_),
+}
+
+
+def _typed(values: list[Any], kind: str) -> Any:
+    """A column of candidate values for validation: a numpy array of the field's type when every
+    value already has an exact Python type the field accepts (validation then checks bounds on
+    numbers that are the same floats ``float(v)`` gives); otherwise, for numbers and booleans,
+    an object array, so that validation checks each value on its own and names exactly the bad
+    ones (Arrow would infer one type for the whole list); text stays a list."""
+    spec = _NUMPY.get(kind)
+    if spec is None:
+        return values
+    if frozenset(map(type, values)) in spec[0]:
+        try:
+            return np.array(values, dtype=spec[1])
+        except OverflowError:  # an integer beyond 64 bits: checked one by one below
+            pass
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _renamed(exc: ContextError, field: str, row: int | None) -> ContextError:
+    return ContextError(field, exc.rule, exc.value, row)
+
+
+
+def _duplicate(ids: list[str]) -> int | None:
+    """The position of the first id that repeats an earlier one, or None."""
+    if len(set(ids)) == len(ids):
+        return None
+    seen: set[str] = set()
+    for j, v in enumerate(ids):
+        if v in seen:
+            return j
+        seen.add(v)
+    return None  # pragma: no cover - the set said there is one
+
+
+def _split_request_column(candidates: Any, nreq: int) -> tuple[dict[str, Any], np.ndarray]:
+    """(the candidate columns without ``request``, the request index of each row)."""
+    if isinstance(candidates, pa.Table | pa.RecordBatch):
+        cols = dict(zip(candidates.column_names, candidates.columns, strict=True))
+    elif isinstance(candidates, Mapping):
+        cols = dict(candidates)
+    else:
+        raise ContextError(
+            "<candidates>", "an Arrow table or a mapping of column names to arrays", type(candidates).__name__
+        )
+    raw = cols.pop("request", MISSING)
+    if raw is MISSING:
+        raise ContextError("candidates.request", "present", MISSING)
+    raw = _one_array(raw)
+    rule = f"an integer in [0, {nreq - 1}] (a row of the requests batch)" if nreq else "absent (there are no requests)"
+    if isinstance(raw, pa.Array):
+        if raw.null_count:
+            row = int(np.flatnonzero(raw.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ContextError("candidates.request", rule, None, row)
+        arr = raw.to_numpy(zero_copy_only=False)
+    else:
+        arr = np.asarray(raw)
+    if arr.dtype.kind == "O":
+        for row, v in enumerate(arr.tolist()):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ContextError("candidates.request", rule, v, row)
+        arr = arr.astype(np.int64)
+    if arr.ndim != 1 or (arr.shape[0] and arr.dtype.kind not in "iu"):
+        bad = arr.tolist()[0] if arr.ndim == 1 and arr.shape[0] else arr
+        raise ContextError("candidates.request", rule, bad, 0 if arr.ndim == 1 else None)
+    if arr.dtype.kind == "u" and arr.shape[0] and int(arr.max()) >= 2**63:
+        row = int(np.argmax(arr))
+        raise ContextError("candidates.request", rule, int(arr[row]), row)
+    idx = arr.astype(np.int64, copy=False)
+    out = (idx < 0) | (idx >= nreq)
+    if out.any():
+        row = int(np.flatnonzero(out)[0])
+        raise ContextError("candidates.request", rule, int(idx[row]), row)
+    return cols, idx
+
+
+def _timestamps(ts: Any, n: int) -> np.ndarray:
+    if isinstance(ts, int | np.integer) and not isinstance(ts, bool):
+        return np.full(n, int(ts), dtype=np.int64)
+    arr = np.asarray(ts)
+    if arr.shape != (n,) or (n and arr.dtype.kind not in "iu"):
+        raise ContextError("timestamps_ns", f"one integer timestamp per request ({n}), or one for all", f"{arr.shape} of {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _decision_ids(ids: Any, ts: np.ndarray) -> list[str]:
+    n = int(ts.shape[0])
+    if hasattr(ids, "next_ids") and hasattr(ids, "next_id"):  # an IdSource
+        if n == 0:
+            return []
+        got = ids.next_ids(n, int(ts[0])) if bool((ts == ts[0]).all()) else [ids.next_id(int(t)) for t in ts.tolist()]
+        return got.to_pylist() if isinstance(got, pa.Array) else list(got)
+    out = ids.to_pylist() if isinstance(ids, pa.Array | pa.ChunkedArray) else (
+        None if isinstance(ids, str | bytes) or not isinstance(ids, Sequence | np.ndarray) else list(ids)
+    )
+    if out is None or len(out) != n or not all(isinstance(d, str) and d for d in out):
+        got = f"{len(out)} values" if out is not None else repr(ids)
+        raise ContextError("decision_ids", f"one non-empty string per request ({n})", got)
+    return out
