@@ -1,0 +1,59 @@
+"""The promotion rule of an evaluation: the candidate (the last bundle of a report) against the
+baseline (the first) — :class:`Gate`, whose :meth:`~Gate.check` gives the report's ``gate`` verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from closedloop.errors import SpecError
+
+__all__ = ["Gate"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A promotion rule: the candidate (last bundle) against the baseline (first).
+
+    Fails when the candidate's AUC is below the baseline's by more than ``max_auc_drop``
+    overall or in any slice value with at least ``min_slice_n`` rows (both AUCs defined), or,
+    with ``cost_must_not_rise``, when its expected cost per 1,000 is higher than the baseline's
+    (by more than ``cost_tolerance``, relative: 0.02 lets it be up to 2 % higher).
+    """
+
+    max_auc_drop: float = 0.005
+    min_slice_n: int = 500
+    cost_must_not_rise: bool = True
+    cost_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        t = self.cost_tolerance
+        if isinstance(t, bool) or not isinstance(t, int | float) or not (math.isfinite(t) and t >= 0):
+            raise SpecError(f"The 'cost_tolerance' of Gate must be a number ≥ 0. Got {t!r} instead.")
+
+    def check(self, base: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
+        reasons: list[str] = []
+        a0, a1 = base["quality"]["auc"], cand["quality"]["auc"]
+        if a1 < a0 - self.max_auc_drop:
+            reasons.append(f"AUC {a1:.4f} is below the baseline's {a0:.4f} by more than {self.max_auc_drop}")
+        for field, rows in cand["slices"].items():
+            base_rows = {r["value"]: r for r in base["slices"].get(field, [])}
+            for r in rows:
+                b = base_rows.get(r["value"])
+                if r["n"] < self.min_slice_n or b is None or r["auc"] is None or b["auc"] is None:
+                    continue
+                if r["auc"] < b["auc"] - self.max_auc_drop:
+                    reasons.append(
+                        f"AUC in slice {field}={r['value']!r} (n={r['n']}) is {r['auc']:.4f}, below the "
+                        f"baseline's {b['auc']:.4f} by more than {self.max_auc_drop}"
+                    )
+        c0, c1 = base["mistakes"]["cost_per_1000"], cand["mistakes"]["cost_per_1000"]
+        if self.cost_must_not_rise and c0 is not None and c1 is not None and c1 > c0 * (1.0 + self.cost_tolerance):
+            more = f" (more than {self.cost_tolerance:.0%})" if self.cost_tolerance else ""
+            reasons.append(f"expected cost per 1,000 decisions rises from {c0:.4f} to {c1:.4f}{more}")
+        return {
+            "rule": asdict(self), "baseline": base["version"], "candidate": cand["version"],
+            "passed": not reasons, "reasons": reasons,
+        }
