@@ -105,7 +105,7 @@ def test_compacted_files_are_named_in_write_order(tmp_path):
 
 
 def test_cycle_records_are_written_as_json_with_numpy_numbers(tmp_path):
-    from closedloop.orchestration.cycle import _atomic_json
+    from closedloop.orchestration.steps.base import atomic_json as _atomic_json
 
     rec = {"b": np.float64(0.1), "a": [1, 2.5, {"z": None}], "c": np.int64(3), "big": 1e300}
     _atomic_json(tmp_path / "r.json", rec)

@@ -88,7 +88,7 @@ def test_shared_rows_between_datasets_are_found_aligned_or_not() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from closedloop.orchestration import Cycle
+    from closedloop.orchestration.reading import shared_rows
 
     prev_ids = pa.array([f"d{i}" for i in range(100)])
     prev_raws = pa.array([f"ctx{i}" for i in range(100)])
@@ -111,6 +111,6 @@ def test_shared_rows_between_datasets_are_found_aligned_or_not() -> None:
     cases.append(([], []))
     for ids_l, raws_l in cases:
         ids_a, raws_a = pa.array(ids_l, pa.string()), pa.array(raws_l, pa.string())
-        hit, old = Cycle._shared_rows(ids_a, raws_a, prev_ids, prev_raws)
+        hit, old = shared_rows(ids_a, raws_a, prev_ids, prev_raws)
         want_hit, want_old = brute(ids_a, raws_a)
         assert hit.tolist() == want_hit and old.tolist() == want_old

@@ -91,6 +91,7 @@ def test_cycle_and_cli_choose_the_same_thresholds(phishing, imbalanced, tmp_path
     the same thresholds, bit for bit (one code path)."""
     from closedloop.cli.train import train as train_cmd
     from closedloop.orchestration import Cycle, LoopPlan
+    from closedloop.orchestration.steps import Train
     from closedloop.registry import Registry
     from closedloop.settings import Settings
 
@@ -116,11 +117,12 @@ def test_cycle_and_cli_choose_the_same_thresholds(phishing, imbalanced, tmp_path
     reg = Registry(f"sqlite:///{home}/loop.sqlite", home / "loop-bundles").open()
     try:
         cycle = Cycle(plan, home, reg)
-        rec = {"id": 1, "now_ns": 0, "steps": {"plan": {"result": {"tighten": False}},
-                                               "dataset": {"result": {"path": str(home / "datasets" / imbalanced.id)}}}}
-        out = cycle._train(rec)
+        ds = home / "datasets" / imbalanced.id
+        rec = {"id": 1, "now_ns": 0, "steps": {"plan": {"result": {"train": True, "tighten": False, "why": "test"}},
+                                               "dataset": {"result": {"id": imbalanced.id, "path": str(ds), "counts": {}}}}}
+        out = Train().run(cycle.context(rec))
     finally:
         reg.close()
-    assert out["thresholds"] == cli.thresholds
+    assert out.thresholds == cli.thresholds
     assert cli.thresholds is not None and cli.thresholds != dict(phishing.experience.levels)
     assert cli.metrics["lineage"]["thresholds"]["values"] == cli.thresholds

@@ -22,6 +22,7 @@ from closedloop.orchestration.abuse import AbusePolicy
 from closedloop.orchestration.alerts import AlertSink
 from closedloop.orchestration.drift import DriftMonitor, MistakeSpikes
 from closedloop.orchestration.labels import LabelCheck
+from closedloop.orchestration.steps import Pipeline, default_pipeline
 from closedloop.runtime.bundle import Bundle
 from closedloop.system.spec import System
 
@@ -158,6 +159,10 @@ class LoopPlan:
         Alert sinks besides the home's log (``<home>/orchestration/alerts.jsonl``).
     evaluate_bootstrap:
         Bootstrap resamples in the evaluation report.
+    steps:
+        The cycle's steps, in order (:class:`~closedloop.orchestration.steps.Pipeline`; default:
+        :func:`~closedloop.orchestration.steps.default_pipeline`). Add a step with
+        ``default_pipeline().after("evaluate", MyStep())``.
     """
 
     system: System
@@ -183,6 +188,7 @@ class LoopPlan:
     rate_settle: timedelta | None = None
     sinks: Sequence[AlertSink] = ()
     evaluate_bootstrap: int = 50
+    steps: Pipeline = field(default_factory=default_pipeline)
 
     def __post_init__(self) -> None:
         if not isinstance(self.system, System):
@@ -220,6 +226,9 @@ class LoopPlan:
         for s in self.sinks:
             if not isinstance(s, AlertSink):
                 raise SpecError(f"The 'sinks' of LoopPlan must be AlertSinks. Got {s!r} instead.")
+        if not isinstance(self.steps, Pipeline):
+            raise SpecError(f"The 'steps' parameter of LoopPlan must be a closedloop.orchestration.steps.Pipeline. "
+                            f"Got {self.steps!r} instead.")
 
     def heuristic_bundle(self) -> Bundle | None:
         h = self.heuristic
@@ -243,4 +252,6 @@ class LoopPlan:
             "label_check": self.label_check.describe() if self.label_check else None,
             "tighten": {"step": self.tighten.step, "floor": self.tighten.floor},
             "sinks": [s.describe() for s in self.sinks],
+            # listed only when they are not the default, so a default plan describes itself as before
+            **({"steps": list(self.steps.names)} if self.steps != default_pipeline() else {}),
         }

@@ -1,0 +1,72 @@
+"""``evaluate``: the candidate's report against production and the heuristic, with the plan's gate.
+
+The report (:func:`closedloop.evaluation.report.evaluate`) is written to the cycle's directory
+(``report.json``); a report that exists was finished and is read, not made again. With neither a
+production bundle nor a heuristic to compare with, the cycle stops (``no_baseline``); an
+evaluation error stops it too (``evaluation_failed``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from closedloop.errors import ClosedLoopError
+from closedloop.evaluation.report import evaluate
+from closedloop.orchestration.steps.base import Step, StepContext, StepResult, Stop, atomic_json
+from closedloop.orchestration.steps.dataset import DatasetResult
+from closedloop.orchestration.steps.train import TrainResult
+from closedloop.runtime.bundle import Bundle
+
+__all__ = ["Evaluate", "EvaluateResult"]
+
+
+class EvaluateResult(StepResult):
+    """The report's path, the gate's verdict, each bundle's AUC and cost per 1,000 decisions,
+    and the note on the heuristic (if any)."""
+
+    path: str
+    gate: Any
+    bundles: list[dict[str, Any]]
+    heuristic_note: Any
+
+
+class Evaluate(Step[EvaluateResult]):
+    """Evaluate (or find the report of) the candidate."""
+
+    name = "evaluate"
+    Result = EvaluateResult
+
+    def run(self, ctx: StepContext) -> EvaluateResult:
+        path = ctx.dir / "report.json"
+        cand = Bundle.load(ctx.result("train", TrainResult).path, ctx.system)
+        if path.is_file():
+            report = json.loads(path.read_text())
+        else:
+            report = _report(ctx, cand)
+            atomic_json(path, report)
+        return EvaluateResult(path=str(path), gate=report["gate"],
+                              bundles=[{"version": b["version"], "kind": b["kind"], "auc": b["quality"]["auc"],
+                                        "cost_per_1000": b["mistakes"]["cost_per_1000"]} for b in report["bundles"]],
+                              heuristic_note=report.get("heuristic_note"))
+
+
+def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
+    """The evaluation report of production, the heuristic (if it is neither) and the candidate."""
+    bundles = []
+    prod = ctx.production()
+    if prod is not None:
+        bundles.append(prod)
+    h = ctx.plan.heuristic_bundle()
+    if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
+        bundles.append(h)
+    bundles.append(cand)
+    if len(bundles) < 2:
+        raise Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
+    try:
+        ds = ctx.result("dataset", DatasetResult).path
+        report: dict[str, Any] = evaluate(ctx.system, bundles, ds, gate=ctx.plan.gate, bootstrap=ctx.plan.evaluate_bootstrap,
+                                          seed=ctx.id, loaded=ctx.load(ds), weights=ctx.plan.evaluate_weights)
+    except ClosedLoopError as exc:
+        raise Stop("evaluation_failed", str(exc)) from None
+    return report
