@@ -242,13 +242,28 @@ def train_logistic(
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of train_logistic must be a closedloop.System. Got {system!r} instead.")
     _check_params(C, max_iter, standardize)
-    if output is None:
-        output = experience_score(system, "train_logistic")
-    elif not isinstance(output, str) or not output.isidentifier():
-        raise SpecError(f"The 'output' parameter of train_logistic must be an identifier. Got {output!r} instead.")
-
+    output = _check_output(system, output)
     cols, y, X = labelled_features(system, batch, labels, "train_logistic")
     sw = _check_weights(sample_weight, y.shape[0], "train_logistic")
+    _check_finite(system, X)
+    estimator, converged = _fit_estimator(X, y, sw, C=C, max_iter=max_iter, standardize=standardize)
+    model = cast(LogisticModel, LogisticModel.from_sklearn(estimator, system.features.names, output=output))
+    metrics = _training_metrics(system, model, X, cols, y, converged=converged, C=C, standardize=standardize)
+    return TrainResult(model=model, metrics=metrics, estimator=estimator)
+
+
+def _check_output(system: System, output: Any) -> str:
+    """The score the model is fitted as: ``output`` (an identifier), by default the score the
+    system's experience reads."""
+    if output is None:
+        return experience_score(system, "train_logistic")
+    if not isinstance(output, str) or not output.isidentifier():
+        raise SpecError(f"The 'output' parameter of train_logistic must be an identifier. Got {output!r} instead.")
+    return output
+
+
+def _check_finite(system: System, X: np.ndarray) -> None:
+    """Refuse a feature matrix with a non-finite value, naming the feature and the row."""
     finite = np.isfinite(X)
     if not finite.all():
         row, j = (int(v[0]) for v in np.nonzero(~finite))
@@ -257,6 +272,12 @@ def train_logistic(
             f"instead (row {row})."
         )
 
+
+def _fit_estimator(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None, *, C: float, max_iter: int,
+                   standardize: bool) -> tuple[Any, bool]:
+    """scikit-learn's fit: ``LogisticRegression`` (lbfgs), behind a ``StandardScaler`` with
+    ``standardize``, with sample weights ``sw`` when given → (the fitted estimator, whether the
+    solver converged within ``max_iter``)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -273,10 +294,15 @@ def train_logistic(
         else:
             estimator.fit(X, y, sample_weight=sw)
     converged = bool(np.all(np.asarray(clf.n_iter_) < max_iter))
+    return estimator, converged
 
-    model = cast(LogisticModel, LogisticModel.from_sklearn(estimator, system.features.names, output=output))
+
+def _training_metrics(system: System, model: LogisticModel, X: np.ndarray, cols: Any, y: np.ndarray, *,
+                      converged: bool, C: float, standardize: bool) -> dict[str, Any]:
+    """The :class:`TrainResult`'s ``metrics``, from the converted model's scores through its bound
+    scorer (what the runtime runs)."""
     p = model.bind(system.features).batch(X, cols)[:, 0]
-    metrics: dict[str, Any] = {
+    return {
         "n": int(y.shape[0]),
         "positives": int(y.sum()),
         "train_log_loss": log_loss(y, p),
@@ -285,4 +311,3 @@ def train_logistic(
         "C": float(C),
         "standardize": standardize,
     }
-    return TrainResult(model=model, metrics=metrics, estimator=estimator)

@@ -73,12 +73,7 @@ def fit_stacking(
         or the score itself (``"identity"``).
     """
     owner = "fit_stacking"
-    if not isinstance(system, System):
-        raise SpecError(f"The 'system' parameter of {owner} must be a closedloop.System. Got {system!r} instead.")
-    if isinstance(C, bool) or not isinstance(C, int | float) or not (math.isfinite(C) and C > 0):
-        raise SpecError(f"The 'C' parameter of {owner} must be a finite number > 0. Got {C!r} instead.")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise SpecError(f"The 'max_iter' parameter of {owner} must be an integer ≥ 1. Got {max_iter!r} instead.")
+    _check_arguments(system, C, max_iter, owner)
     if output is None:
         output = experience_score(system, owner)
     # Validates the members (non-empty, one output each) and the output name before any work.
@@ -86,6 +81,27 @@ def fit_stacking(
     members = list(Stacking(members, zeros, 0.0, output=output, transform=transform).members)
 
     cols, y, X = labelled_features(system, batch, labels, owner)
+    S = _member_scores(system, members, cols, X, owner)
+    if transform == "logit":
+        _to_logit(S, members, owner)
+    weights, intercept = _fit_meta(S, y, C, max_iter)
+    return Stacking(members, weights, intercept, link="logistic", output=output, transform=transform)
+
+
+def _check_arguments(system: Any, C: Any, max_iter: Any, owner: str) -> None:
+    """Refuse a ``system`` that is not a System, a ``C`` that is not a finite number > 0 and a
+    ``max_iter`` that is not an integer ≥ 1."""
+    if not isinstance(system, System):
+        raise SpecError(f"The 'system' parameter of {owner} must be a closedloop.System. Got {system!r} instead.")
+    if isinstance(C, bool) or not isinstance(C, int | float) or not (math.isfinite(C) and C > 0):
+        raise SpecError(f"The 'C' parameter of {owner} must be a finite number > 0. Got {C!r} instead.")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise SpecError(f"The 'max_iter' parameter of {owner} must be an integer ≥ 1. Got {max_iter!r} instead.")
+
+
+def _member_scores(system: System, members: Sequence[Intelligence], cols: Any, X: np.ndarray, owner: str) -> np.ndarray:
+    """Each member's score of every row through its bound scorer (one column per member), refused
+    when one is not finite."""
     S = np.empty((cols.n, len(members)), dtype=np.float64, order="F")
     for i, member in enumerate(members):
         S[:, i] = np.asarray(member.bind(system.features).batch(X, cols), dtype=np.float64)[:, 0]
@@ -96,18 +112,27 @@ def fit_stacking(
             f"The score of member {i} ({members[i]!r}) must be finite for {owner}. "
             f"Got {float(S[row, i])!r} instead (row {row})."
         )
-    if transform == "logit":
-        outside = (S < 0.0) | (S > 1.0)
-        if outside.any():
-            row, i = (int(v[0]) for v in np.nonzero(outside))
-            raise IntelligenceError(
-                f"The score of member {i} ({members[i]!r}) must be in [0, 1] for {owner} with "
-                f"transform='logit' (use transform='identity' for raw scores). "
-                f"Got {float(S[row, i])!r} instead (row {row})."
-            )
-        for i in range(S.shape[1]):
-            S[:, i] = logit_array(S[:, i])
+    return S
 
+
+def _to_logit(S: np.ndarray, members: Sequence[Intelligence], owner: str) -> None:
+    """The members' scores (probabilities in [0, 1], else refused) replaced in place by their
+    log-odds (``transform="logit"``)."""
+    outside = (S < 0.0) | (S > 1.0)
+    if outside.any():
+        row, i = (int(v[0]) for v in np.nonzero(outside))
+        raise IntelligenceError(
+            f"The score of member {i} ({members[i]!r}) must be in [0, 1] for {owner} with "
+            f"transform='logit' (use transform='identity' for raw scores). "
+            f"Got {float(S[row, i])!r} instead (row {row})."
+        )
+    for i in range(S.shape[1]):
+        S[:, i] = logit_array(S[:, i])
+
+
+def _fit_meta(S: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> tuple[list[float], float]:
+    """The meta-model: scikit-learn's L2-regularized ``LogisticRegression`` of ``y`` on the
+    (transformed) member scores → (the weights, the intercept)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -117,4 +142,4 @@ def fit_stacking(
         clf.fit(S, y)
     weights = np.asarray(clf.coef_, dtype=np.float64).reshape(-1).tolist()
     intercept = float(np.asarray(clf.intercept_, dtype=np.float64).reshape(-1)[0])
-    return Stacking(members, weights, intercept, link="logistic", output=output, transform=transform)
+    return weights, intercept
