@@ -95,9 +95,51 @@ def generate(
     efficacy: np.ndarray, decision_ids: pa.Array, units: pa.Array,
 ) -> Generated:
     """Outcomes of visits ``idx`` (their day indices) given the decisions ``action`` (0 allow,
-    1 warn, 2 block). Every other argument is per visit."""
-    o, an = cfg.outcomes, cfg.analysts
-    n = idx.size
+    1 warn, 2 block). Every other argument is per visit.
+
+    Stages: what the users do (:func:`_behaviour`), then the outcomes it gives — the warned
+    users' choices (:func:`_choices`), user reports (:func:`_reports`), analyst labels
+    (:func:`_analyst_labels`) — and the table of them all (:func:`_outcome_table`)."""
+    b = _behaviour(cfg, key, idx, action, phish, role, susceptibility, report_mult, efficacy)
+    parts = _Parts()
+    _choices(cfg, key, idx, ts, b, parts)
+    r, report_at = _reports(cfg, key, idx, ts, b, parts)
+    _analyst_labels(cfg, key, idx, ts, action, phish, r, report_at, parts)
+    disable = np.flatnonzero(b.disable)
+    if not parts.items:
+        empty = OUTCOME_COLUMNS.empty_table()
+        return Generated(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), b.victim, b.cont, disable,
+                         b.disable_days[b.disable])
+    table, pos, kind, src = _outcome_table(cfg, key, day, idx, parts, decision_ids, units)
+    abusive = (src == 1) & ~b.honest[pos]
+    return Generated(table, kind, abusive, b.victim, b.cont, disable, b.disable_days[b.disable])
+
+
+@dataclass
+class _Behaviour:
+    """What the users of a set of visits do, per visit: who is honest, which decision they met,
+    who continued past a warning, fell victim, reports what (honest and abusive reports, in the
+    order they take precedence), and who turns protection off (for how many days)."""
+
+    honest: np.ndarray
+    warn: np.ndarray
+    cont: np.ndarray
+    victim: np.ndarray
+    rep_phish: np.ndarray
+    rep_fb: np.ndarray
+    rep_fw: np.ndarray
+    rep_false: np.ndarray
+    ab_fb: np.ndarray
+    ab_ph: np.ndarray
+    disable: np.ndarray
+    disable_days: np.ndarray
+
+
+def _behaviour(cfg: WorldConfig, key: int, idx: np.ndarray, action: np.ndarray, phish: np.ndarray, role: np.ndarray,
+               susceptibility: np.ndarray, report_mult: np.ndarray, efficacy: np.ndarray) -> _Behaviour:
+    """Each visit's user's behaviour (counter-based draws: the same visit gets the same numbers
+    whatever was decided)."""
+    o = cfg.outcomes
     honest = role == HONEST
     allow, warn, block = action == 0, action == 1, action == 2
 
@@ -125,60 +167,84 @@ def generate(
     ab_ph = (role == SMEAR) & legit & u_ab
     disable = honest & legit & block & (R.uniform(key, P_DISABLE, idx) < cfg.users.disable_protection_per_false_block)
     disable_days = np.maximum(1, np.ceil(_exp(R.uniform(key, P_DISABLE_DAYS, idx), cfg.users.reenable_mean_days)))
+    return _Behaviour(honest, warn, cont, victim, rep_phish, rep_fb, rep_fw, rep_false, ab_fb, ab_ph, disable, disable_days)
 
-    parts: list[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
-    # (visit positions, slot, kind codes, values, event ns, source: 0 client, 1 user, 2 analyst)
 
-    def add(pos: np.ndarray, slot: int, kind: Any, value: Any, event: np.ndarray, source: int) -> None:
+class _Parts:
+    """The outcomes gathered so far, as parts: (visit positions, slot, kind codes, values,
+    event ns, source: 0 client, 1 user, 2 analyst)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, int]] = []
+
+    def add(self, pos: np.ndarray, slot: int, kind: Any, value: Any, event: np.ndarray, source: int) -> None:
         if pos.size:
-            parts.append((pos, slot, np.broadcast_to(np.asarray(kind, dtype=np.int64), pos.shape),
-                          np.broadcast_to(np.asarray(value, dtype=np.float64), pos.shape), event, source))
+            self.items.append((pos, slot, np.broadcast_to(np.asarray(kind, dtype=np.int64), pos.shape),
+                               np.broadcast_to(np.asarray(value, dtype=np.float64), pos.shape), event, source))
 
-    # choices (client telemetry, seconds later)
-    w = np.flatnonzero(warn)
+
+def _choices(cfg: WorldConfig, key: int, idx: np.ndarray, ts: np.ndarray, b: _Behaviour, parts: _Parts) -> None:
+    """The warned users' choices (client telemetry, seconds later)."""
+    w = np.flatnonzero(b.warn)
     if w.size:
-        delay = _exp(R.uniform(key, P_CHOICE_DELAY, idx[w]), o.choice_delay_seconds * _S).astype(np.int64)
-        add(w, 0, np.where(cont[w], _K["chose:continue"], _K["chose:go_back"]), 1.0, ts[w] + 1 + delay, 0)
-    # user reports: one at most per visit
+        delay = _exp(R.uniform(key, P_CHOICE_DELAY, idx[w]), cfg.outcomes.choice_delay_seconds * _S).astype(np.int64)
+        parts.add(w, 0, np.where(b.cont[w], _K["chose:continue"], _K["chose:go_back"]), 1.0, ts[w] + 1 + delay, 0)
+
+
+def _reports(cfg: WorldConfig, key: int, idx: np.ndarray, ts: np.ndarray, b: _Behaviour,
+             parts: _Parts) -> tuple[np.ndarray, np.ndarray]:
+    """User reports, one at most per visit (the first kind that applies, in :class:`_Behaviour`'s
+    order), each with its delay → (positions of the reported visits, every visit's report time)."""
+    o = cfg.outcomes
+    n = idx.size
     report_kind = np.full(n, -1, dtype=np.int64)
     report_at = np.zeros(n, dtype=np.int64)
     z = R.normal(key, P_REPORT_DELAY, idx)
     for mask, kind_name, median_ns, sigma in (
-        (rep_phish, "reported_phish", o.report_delay_median_hours * _H, o.report_delay_sigma),
-        (rep_fb, "reported_false_block", o.false_block_delay_median_minutes * 60 * _S, 1.0),
-        (rep_fw, "reported_false_warning", o.false_block_delay_median_minutes * 60 * _S, 1.0),
-        (rep_false, "reported_phish", o.false_report_delay_median_hours * _H, 1.0),
-        (ab_fb, "reported_false_block", cfg.abuse.delay_median_minutes * 60 * _S, 1.0),
-        (ab_ph, "reported_phish", cfg.abuse.delay_median_minutes * 60 * _S, 1.0),
+        (b.rep_phish, "reported_phish", o.report_delay_median_hours * _H, o.report_delay_sigma),
+        (b.rep_fb, "reported_false_block", o.false_block_delay_median_minutes * 60 * _S, 1.0),
+        (b.rep_fw, "reported_false_warning", o.false_block_delay_median_minutes * 60 * _S, 1.0),
+        (b.rep_false, "reported_phish", o.false_report_delay_median_hours * _H, 1.0),
+        (b.ab_fb, "reported_false_block", cfg.abuse.delay_median_minutes * 60 * _S, 1.0),
+        (b.ab_ph, "reported_phish", cfg.abuse.delay_median_minutes * 60 * _S, 1.0),
     ):
         pos = np.flatnonzero(mask & (report_kind < 0))
         report_kind[pos] = _K[kind_name]
         report_at[pos] = ts[pos] + 1 + (median_ns * np.exp(sigma * z[pos])).astype(np.int64)
     r = np.flatnonzero(report_kind >= 0)
-    add(r, 1, report_kind[r], 1.0, report_at[r], 1)
-    # analysts: a random sample by action, and a share of the reports (triage)
+    parts.add(r, 1, report_kind[r], 1.0, report_at[r], 1)
+    return r, report_at
+
+
+def _analyst_labels(cfg: WorldConfig, key: int, idx: np.ndarray, ts: np.ndarray, action: np.ndarray, phish: np.ndarray,
+                    r: np.ndarray, report_at: np.ndarray, parts: _Parts) -> None:
+    """Analysts label a random sample of the decisions by action, and a share of the reports
+    ``r`` (triage) after their report time; a label is wrong with ``error_rate``."""
+    an = cfg.analysts
     rate = np.asarray(an.sample_rate)[action]
     a = np.flatnonzero(R.uniform(key, P_AN, idx) < rate)
     label = phish ^ (R.uniform(key, P_AN_ERR, idx) < an.error_rate)
     if a.size:
         delay = R.lognormal(key, P_AN_DELAY, idx[a], an.delay_median_hours * _H, an.delay_sigma).astype(np.int64)
-        add(a, 2, _K["analyst_label"], label[a].astype(np.float64), ts[a] + 1 + delay, 2)
+        parts.add(a, 2, _K["analyst_label"], label[a].astype(np.float64), ts[a] + 1 + delay, 2)
     t = r[R.uniform(key, P_TRIAGE, idx[r]) < an.triage_share] if r.size else r
     if t.size:
         delay = R.lognormal(key, P_TRIAGE_DELAY, idx[t], an.delay_median_hours * _H, an.delay_sigma).astype(np.int64)
-        add(t, 3, _K["analyst_label"], label[t].astype(np.float64), report_at[t] + delay, 2)
+        parts.add(t, 3, _K["analyst_label"], label[t].astype(np.float64), report_at[t] + delay, 2)
 
-    if not parts:
-        empty = OUTCOME_COLUMNS.empty_table()
-        return Generated(
-            empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), victim, cont, np.flatnonzero(disable), disable_days[disable]
-        )
-    pos = np.concatenate([p[0] for p in parts])
-    slot = np.concatenate([np.full(p[0].size, p[1], dtype=np.int64) for p in parts])
-    kind = np.concatenate([p[2] for p in parts])
-    value = np.concatenate([p[3] for p in parts])
-    event = np.concatenate([p[4] for p in parts])
-    src = np.concatenate([np.full(p[0].size, p[5], dtype=np.int64) for p in parts])
+
+def _outcome_table(cfg: WorldConfig, key: int, day: int, idx: np.ndarray, parts: _Parts, decision_ids: pa.Array,
+                   units: pa.Array) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """Every part as one table (:data:`OUTCOME_COLUMNS`), with each outcome's delivery time
+    (``transport_delay_seconds`` later) and source (the client, the reporting user, or analyst
+    k) → (table, visit positions, kind codes, source codes)."""
+    items, o, an = parts.items, cfg.outcomes, cfg.analysts
+    pos = np.concatenate([p[0] for p in items])
+    slot = np.concatenate([np.full(p[0].size, p[1], dtype=np.int64) for p in items])
+    kind = np.concatenate([p[2] for p in items])
+    value = np.concatenate([p[3] for p in items])
+    event = np.concatenate([p[4] for p in items])
+    src = np.concatenate([np.full(p[0].size, p[5], dtype=np.int64) for p in items])
     deliver = event + _exp(R.uniform(key, P_TRANSPORT, idx[pos] * 4 + slot), o.transport_delay_seconds * _S).astype(np.int64)
     take = pa.array(pos)
     dec = decision_ids.take(take)
@@ -201,8 +267,7 @@ def generate(
         "source": source,
         "deliver_ns": pa.array(deliver, type=pa.int64()),
     }, schema=OUTCOME_COLUMNS)
-    abusive = (src == 1) & ~honest[pos]
-    return Generated(table, kind, abusive, victim, cont, np.flatnonzero(disable), disable_days[disable])
+    return table, pos, kind, src
 
 
 class OutcomeQueue:
