@@ -142,20 +142,20 @@ def test_the_cycle_reuses_decoded_contexts_and_reads_what_load_dataset_reads(tmp
 
     paths = [ds("a", 0, 400), ds("b", 100, 550), ds("c", 200, 600, [other / "part-0.parquet"])]
     wanted = [load_dataset(p, SYSTEM) for p in paths]
-    import closedloop.datasets.dataset as dsmod
+    import closedloop.orchestration.reading as reading
 
     decoded = []
-    real = dsmod.decode_contexts
+    real = reading.decode_contexts
 
     def spy(raws, system):
         decoded.append(len(raws))
         return real(raws, system)
 
-    monkeypatch.setattr(dsmod, "decode_contexts", spy)
+    monkeypatch.setattr(reading, "decode_contexts", spy)
     cyc = Cycle(LoopPlan(SYSTEM, thresholds="system"), tmp_path / "home", registry=None)
     for path, (want_t, want_c) in zip(paths, wanted, strict=True):
-        table, cols = cyc._load(str(path))
-        cyc._loaded = None  # the next cycle
+        table, cols = cyc.reader.load(str(path))
+        cyc.reader.end_cycle()  # the next cycle
         # the columns the cycle reads, the same rows and values as load_dataset's
         assert table.column_names == ["decision_id", "unit", "timestamp_ns", "context_json", "weight", "label_value"]
         assert table.equals(want_t.select(table.column_names))
