@@ -86,12 +86,12 @@ def same_scores(a: dict[str, float], b: dict[str, float]) -> bool:
 # -- Columns of validated contexts ---------------------------------------------------------------------
 @pytest.mark.parametrize("compiled", [True, False])
 def test_columns_of_validated_contexts_equal_validate_batch(phishing, compiled, monkeypatch):
-    import closedloop.context.schema
+    import closedloop.context.columns
 
     if not compiled:  # the pure-Python gather gives the same columns
-        monkeypatch.setattr(closedloop.context.schema, "_kernels", None)
+        monkeypatch.setattr(closedloop.context.columns, "_kernels", None)
     else:
-        assert closedloop.context.schema._kernels is not None
+        assert closedloop.context.columns._kernels is not None
     schema = phishing.schema
     cs = contexts(60)
     cs[7]["domain_age_days"] = float("inf")  # nonfinite='default': the slow path puts the default
