@@ -14,8 +14,12 @@ propensity 1, and the decision says so.
 
 The per-decision path is lean: the context is validated once (msgspec), features are one
 generated function, the intelligence's single-row form is generated or compiled code, reasons
-are precomputed strings, and everything a decision reads sits in one :class:`_Plan` that
-:meth:`Runtime.load` swaps with a single assignment.
+are precomputed strings, and everything a decision reads sits in one
+:class:`~closedloop.runtime.serving._Plan` that :meth:`Runtime.load` swaps with a single assignment.
+
+This module is the decider. What serves — bundles bound into plans, the deployment's arms, one
+plan run over a batch — is :mod:`closedloop.runtime.serving`; a batch routed across flights is
+:mod:`closedloop.runtime.routing`.
 """
 
 from __future__ import annotations
@@ -27,84 +31,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.context.schema import Columns, Int
+from closedloop.context.schema import Columns
 from closedloop.errors import ContextError, SpecError
 from closedloop.experience.experiences import Ranking
-from closedloop.experience.exploration import choose, choose_batch, uniform, uniform_batch
-from closedloop.experience.guardrails import CapStore, GuardLayer, InMemoryCapStore
+from closedloop.experience.exploration import choose, uniform
+from closedloop.experience.guardrails import CapStore, InMemoryCapStore
 from closedloop.runtime.bundle import Bundle
 from closedloop.runtime.clock import Clock, SystemClock
 from closedloop.runtime.decision import Decision, DecisionBatch, ShadowResult
 from closedloop.runtime.deployment import Deployment, Flight, assign_flight
 from closedloop.runtime.ids import DecisionIds, IdSource
+from closedloop.runtime.routing import _arms, _decide_arms
+from closedloop.runtime.serving import _score_plan, _Serving, _shadow_one, bind_serving
 from closedloop.system.spec import System
 
 __all__ = ["Runtime"]
-
-
-class _Shadow:
-    """A shadow bundle, bound: scored beside production, its greedy action recorded."""
-
-    __slots__ = ("batch", "chooser", "one", "outputs", "version")
-
-    def __init__(self, system: System, bundle: Bundle) -> None:
-        bundle.check_compatible(system)
-        scorer = bundle.intelligence.bind(system.features)
-        self.version = bundle.version
-        self.one = scorer.one
-        self.batch = scorer.batch
-        self.outputs = tuple(scorer.outputs)
-        self.chooser = bundle.experience(system).bind(self.outputs, system.actions)
-
-
-class _Plan:
-    """Everything one decision reads, bound once per (bundle, shadows)."""
-
-    __slots__ = (
-        "actions", "bundle", "chooser", "features_one", "guard", "kill_reason", "outputs",
-        "presentations", "reasons", "score_batch", "score_one", "shadows", "single", "system",
-        "unit", "unit_is_int", "validate", "version", "default",
-    )
-
-    def __init__(self, system: System, bundle: Bundle, shadows: Sequence[Bundle], store: CapStore) -> None:
-        bundle.check_compatible(system)
-        scorer = bundle.intelligence.bind(system.features)
-        self.system = system
-        self.bundle = bundle
-        self.version = bundle.version
-        self.validate = system.schema.validate
-        self.features_one = system.features.one
-        self.score_one = scorer.one
-        self.score_batch = scorer.batch
-        self.outputs = tuple(scorer.outputs)
-        self.single = self.outputs[0] if len(self.outputs) == 1 else None
-        self.actions = system.actions
-        self.chooser = bundle.experience(system).bind(self.outputs, system.actions)
-        self.presentations = tuple(system.action_specs[a].presentation for a in system.actions)
-        rules = [*system.guardrails, *bundle.guardrails]  # outermost first: the system wraps the bundle
-        self.guard = GuardLayer(system, rules, store) if rules else None
-        self.default = system.actions.index(system.default_action)
-        self.kill_reason = f"kill switch on → {system.default_action}"
-        # Every reason a decision may give, in one table: the experience's, then the guardrails'.
-        self.reasons = (
-            self.chooser.reasons + (self.guard.reasons if self.guard else ()) + (self.kill_reason,)
-        )
-        self.shadows = tuple(_Shadow(system, b) for b in shadows)
-        self.unit = system.unit
-        self.unit_is_int = isinstance(system.schema.by_name[system.unit], Int)
-
-
-class _Serving:
-    """What serves, bound: production's plan, each flight's plan, and the deployment they came from.
-    Swapped as one object, so every decision reads one consistent deployment."""
-
-    __slots__ = ("arms", "deployment", "flights", "plan")
-
-    def __init__(self, plan: Any, flights: tuple[Flight, ...], arms: tuple[_Plan, ...], deployment: Deployment) -> None:
-        self.plan = plan
-        self.flights = flights
-        self.arms = arms
-        self.deployment = deployment
 
 
 class Runtime:
@@ -175,34 +116,7 @@ class Runtime:
     def _build(self, deployment: Deployment, old: _Serving | None) -> _Serving:
         """Bind every arm of ``deployment`` (reusing plans ``old`` already bound for the same
         bundle and shadows) and check them; nothing is swapped in here."""
-        shadows = deployment.shadows
-        if self._ranking:
-            from closedloop.experience.ranking import RankingPlan
-
-            if shadows:
-                raise SpecError("Shadow bundles are not supported for ranking systems yet.")
-            if deployment.flights:
-                raise SpecError("Flights are not supported for ranking systems yet.")
-            return _Serving(RankingPlan(self.system, deployment.production), (), (), deployment)
-        reuse: dict[tuple[str, ...], _Plan] = {}
-        if old is not None:
-            for pl in (old.plan, *old.arms):
-                reuse[(pl.version, *(sh.version for sh in pl.shadows))] = pl
-        skey = tuple(b.version for b in shadows)
-
-        def plan(b: Bundle) -> _Plan:
-            got = reuse.get((b.version, *skey))
-            return got if got is not None else _Plan(self.system, b, shadows, self.caps)
-
-        prod = plan(deployment.production)
-        arms = tuple(plan(f.bundle) for f in deployment.flights)
-        for f, arm in zip(deployment.flights, arms, strict=True):
-            if arm.outputs != prod.outputs:
-                raise SpecError(
-                    f"Flight '{f.name}' bundle {arm.version} outputs {list(arm.outputs)}; a flight's bundle must "
-                    f"output what production's does ({list(prod.outputs)})."
-                )
-        return _Serving(prod, deployment.flights, arms, deployment)
+        return bind_serving(self.system, deployment, old, self.caps, self._ranking)
 
     @property
     def _plan(self) -> Any:
@@ -421,103 +335,6 @@ class Runtime:
         if rows.shape[0] != n_in:
             ids = ids.take(pa.array(rows))
         return ids
-
-
-def _score_plan(p: _Plan, X: np.ndarray, cols: Any, units: Any, ts: np.ndarray, ids: Any, common: dict[str, Any]) -> DecisionBatch:
-    """Score, choose and guard a validated batch with one plan."""
-    n = cols.n
-    S = np.asarray(p.score_batch(X, cols), dtype=np.float64)
-    if S.shape != (n, len(p.outputs)):
-        raise SpecError(f"The intelligence returned scores of shape {S.shape}; expected {(n, len(p.outputs))}.")
-    ch = p.chooser
-    a, w = ch.batch(S)
-    P = None
-    if ch.explores:
-        P = ch.probs_batch(S, a)
-        e = choose_batch(P, uniform_batch(ids))
-        w = np.where(e != a, ch.explored + e, w)
-        a = e
-    guard_codes = None
-    if p.guard is not None:
-        a, fired, prop = p.guard.batch(cols, a, P, units if p.guard.has_caps else None, ts)
-        w = np.where(fired >= 0, len(ch.reasons) + fired, w)
-        guard_codes = fired
-    else:
-        prop = np.ones(n) if P is None else P[np.arange(n), a]
-    shadows = tuple(_shadow_batch(sh, X, cols) for sh in p.shadows)
-    return DecisionBatch(
-        **{**common, "bundle_version": p.version, "reasons": p.reasons},
-        outputs=p.outputs, scores=S, action_codes=a, propensities=prop, why_codes=w,
-        guardrails=p.guard.names if p.guard else (), guardrail_codes=guard_codes, shadows=shadows,
-    )
-
-
-def _arms(flights: tuple[Flight, ...], units: pa.Array) -> np.ndarray:
-    """Each row's arm: the index of the flight that claims its unit, or -1 (production)."""
-    memo: dict[str, int] = {}
-    out = np.empty(len(units), dtype=np.int64)
-    for i, u in enumerate(units.to_pylist()):
-        k = memo.get(u)
-        if k is None:
-            k = memo[u] = assign_flight(flights, u)
-        out[i] = k
-    return out
-
-
-def _decide_arms(sv: _Serving, arm_of: np.ndarray, X: np.ndarray, cols: Any, units: pa.Array,
-                 common: dict[str, Any]) -> DecisionBatch:
-    """Decide each arm's rows with its own plan and put the results back in row order: per-row
-    bundle versions and flights, reasons and guardrail names merged into one table each."""
-    n = cols.n
-    plans = (sv.plan, *sv.arms)
-    ts, ids = common["timestamps_ns"], common["decision_ids"]
-    S = np.empty((n, len(sv.plan.outputs)), dtype=np.float64)
-    a = np.empty(n, dtype=np.int64)
-    prop = np.empty(n, dtype=np.float64)
-    why = np.empty(n, dtype=np.int64)
-    guard = np.full(n, -1, dtype=np.int64)
-    reasons: dict[str, int] = {}
-    gnames: dict[str, int] = {}
-    shadow_S = [np.empty((n, len(sh.outputs))) for sh in sv.plan.shadows]
-    shadow_a = [np.empty(n, dtype=np.int64) for _ in sv.plan.shadows]
-    any_guard = False
-    for k, p in enumerate(plans, start=-1):
-        idx = np.flatnonzero(arm_of == k)
-        if idx.size == 0:
-            continue
-        pa_idx = pa.array(idx)
-        part = _score_plan(p, X[idx], cols.take(idx), units.take(pa_idx), ts[idx], ids.take(pa_idx), common)
-        S[idx], a[idx], prop[idx] = part.score_matrix, part.action_codes, part.propensities
-        rmap = np.array([reasons.setdefault(r, len(reasons)) for r in part.reasons], dtype=np.int64)
-        why[idx] = rmap[part.why_codes]
-        if part.guardrail_codes is not None:
-            any_guard = True
-            gmap = np.array([gnames.setdefault(g, len(gnames)) for g in part.guardrails] + [-1], dtype=np.int64)
-            guard[idx] = gmap[part.guardrail_codes]  # -1 indexes the trailing -1: no guardrail fired
-        for j, (_v, _o, Sj, cj) in enumerate(part.shadows):
-            shadow_S[j][idx], shadow_a[j][idx] = Sj, cj
-    arm_ix = pa.array(arm_of + 1)
-    versions = pa.array([p.version for p in plans], type=pa.string()).take(arm_ix)
-    flights = pa.array([None, *(f.name for f in sv.flights)], type=pa.string()).take(arm_ix)
-    shadows = tuple(
-        (sh.version, sh.outputs, shadow_S[j], shadow_a[j]) for j, sh in enumerate(sv.plan.shadows)
-    )
-    return DecisionBatch(
-        **{**common, "bundle_version": sv.plan.version, "reasons": tuple(reasons)},
-        outputs=sv.plan.outputs, scores=S, action_codes=a, propensities=prop, why_codes=why,
-        guardrails=tuple(gnames), guardrail_codes=guard if any_guard else None, shadows=shadows,
-        bundle_versions=versions, flights=flights,
-    )
-
-
-def _shadow_one(sh: _Shadow, x: tuple[float, ...], c: Any, actions: tuple[str, ...]) -> ShadowResult:
-    s = sh.one(x, c)
-    return ShadowResult(sh.version, dict(zip(sh.outputs, s, strict=True)), actions[sh.chooser.one(s)[0]])
-
-
-def _shadow_batch(sh: _Shadow, X: np.ndarray, cols: Any) -> tuple[str, tuple[str, ...], np.ndarray, np.ndarray]:
-    S = np.asarray(sh.batch(X, cols), dtype=np.float64)
-    return sh.version, sh.outputs, S, sh.chooser.batch(S)[0]
 
 
 def _input_rows(batch: Any) -> int:
