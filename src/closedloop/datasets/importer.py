@@ -43,6 +43,7 @@ import hashlib
 import shutil
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from closedloop.base.files import make_private_dirs
-from closedloop.datasets.dataset import _FIXED_COLUMNS, DATA_FILE, DatasetManifest, publish
+from closedloop.datasets.dataset import DatasetManifest
+from closedloop.datasets.join.columns import feature_column
+from closedloop.datasets.join.write import DATA_FILE, publish
 from closedloop.errors import DatasetError, SpecError
 from closedloop.system.spec import System
 
@@ -158,7 +161,10 @@ def import_dataset(
 ) -> DatasetManifest:
     """Import the labeled CSV/Parquet file ``path`` as a dataset at ``out`` (rules: module docstring).
 
-    Returns the manifest; ``load_dataset(out, system)`` reads the dataset back.
+    Returns the manifest; ``load_dataset(out, system)`` reads the dataset back. The stages: read
+    the file and check its columns, read the label / time / unit columns, validate the contexts
+    (rows rejected and counted), check the kept rows, build the rows as ``build_dataset`` writes
+    them, the manifest, the write.
     """
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of import_dataset must be a closedloop.System. Got {system!r} instead.")
@@ -167,22 +173,51 @@ def import_dataset(
     if out.exists():
         raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
     table = _read(path)
-    n_read = table.num_rows
+    _check_columns(table, label, unit, time)
+    y_all = _labels(table.column(label), label, system)
+    t_all = _times(table.column(time), time) if time is not None else np.arange(table.num_rows, dtype=np.int64)
+    units, unit_ok = _units(table, unit)
+    kept = _validate(table, system, unit_ok, unit)
+    y = y_all[kept.cols.rows]
+    _check_kept(kept, y, table.num_rows, path, label, system)
+    ts = t_all[kept.cols.rows]
+    rows = _dataset_rows(kept.cols, system, y, ts, units)
+    content = _manifest(path, system, table, kept, y, ts, label=label, unit=unit, time=time)
+    _write(rows, out, content)
+    return DatasetManifest(id=content["id"], path=out, content=content)
+
+
+def _check_columns(table: pa.Table, label: Any, unit: Any, time: Any) -> None:
+    """The label column, and the unit and time columns if named, are in the file."""
     _check_column(table, label, "label")
     for col, what in ((unit, "unit"), (time, "time")):
         if col is not None:
             _check_column(table, col, what)
 
-    y_all = _labels(table.column(label), label, system)
-    t_all = _times(table.column(time), time) if time is not None else np.arange(n_read, dtype=np.int64)
+
+def _units(table: pa.Table, unit: str | None) -> tuple[pa.Array, np.ndarray]:
+    """The unit of each file row as text, and whether it has one (``unit`` None: the row index)."""
+    n_read = table.num_rows
     if unit is not None:
         u_arr = table.column(unit).cast(pa.string())
         u_arr = u_arr.combine_chunks() if u_arr.num_chunks != 1 else u_arr.chunk(0)
-        unit_ok = np.asarray(pc.is_valid(u_arr), dtype=bool)
-    else:
-        u_arr = pa.array([str(i) for i in range(n_read)], type=pa.string())
-        unit_ok = np.ones(n_read, dtype=bool)
+        return u_arr, np.asarray(pc.is_valid(u_arr), dtype=bool)
+    return pa.array([str(i) for i in range(n_read)], type=pa.string()), np.ones(n_read, dtype=bool)
 
+
+@dataclass
+class _Kept:
+    """The rows kept (their validated contexts; ``cols.rows``: their file rows) and the rows
+    rejected: how many by reason, and the first few."""
+
+    cols: Any
+    reasons: Counter[str]
+    examples: list[dict[str, Any]]
+
+
+def _validate(table: pa.Table, system: System, unit_ok: np.ndarray, unit: str | None) -> _Kept:
+    """Validate the contexts (a row that fails is rejected) and reject the rows with a null unit
+    (they cannot be placed by a unit split)."""
     schema = system.schema
     ctx_table = table.select([c for c in table.column_names if c in schema.by_name])
     cols = schema.validate_batch(ctx_table, errors="skip")
@@ -192,7 +227,6 @@ def import_dataset(
         reasons[f"{e.field}: {e.rule}"] += 1
         if len(examples) < REJECTED_EXAMPLES:
             examples.append({"row": e.row, "field": e.field, "rule": e.rule, "message": str(e)})
-    # A row with a null unit is rejected too (it cannot be placed by a unit split).
     keep_unit = unit_ok[cols.rows]
     if not keep_unit.all():
         for r in cols.rows[~keep_unit].tolist():
@@ -200,11 +234,14 @@ def import_dataset(
             if len(examples) < REJECTED_EXAMPLES:
                 examples.append({"row": int(r), "field": unit, "rule": "null unit", "message": "the unit is null"})
         cols = cols.take(np.flatnonzero(keep_unit))
-    rows = cols.rows
-    n = int(rows.shape[0])
-    y = y_all[rows]
+    return _Kept(cols, reasons, examples)
+
+
+def _check_kept(kept: _Kept, y: np.ndarray, n_read: int, path: Path, label: str, system: System) -> None:
+    """At least one row is kept, and the kept rows (labels ``y``) hold both classes."""
+    n = int(kept.cols.rows.shape[0])
     if n == 0:
-        top = ", ".join(f"{k} ({v} rows)" for k, v in reasons.most_common(3))
+        top = ", ".join(f"{k} ({v} rows)" for k, v in kept.reasons.most_common(3))
         raise DatasetError(f"The file '{path.name}' must have at least one valid row. Got none of {n_read}: {top}.")
     if y.min() == y.max():
         present = sorted({system.labels[int(v)] for v in y.tolist()})
@@ -213,16 +250,17 @@ def import_dataset(
             f"Got {present} instead ({n} valid of {n_read} rows)."
         )
 
-    # Rows as build_dataset writes them.
-    names = [f.name for f in schema.fields]
+
+def _dataset_rows(cols: Any, system: System, y: np.ndarray, ts: np.ndarray, units: pa.Array) -> pa.Table:
+    """The kept rows as ``build_dataset`` writes them (module docstring, "Rows")."""
+    rows = cols.rows
+    n = int(rows.shape[0])
+    names = [f.name for f in system.schema.fields]
     lists = [cols.pylist(nm) for nm in names]
     enc = msgspec.json.Encoder()
     context_json = [enc.encode(dict(zip(names, vals, strict=True))).decode() for vals in zip(*lists, strict=True)]
     X = system.features.batch(cols)
     feat_names = [f.name for f in system.features.features]
-    feat_cols = [nm if nm not in _FIXED_COLUMNS and not nm.startswith("outcome:") else f"feature:{nm}" for nm in feat_names]
-    ts = t_all[rows]
-    label_values = pa.array(y, type=pa.int8())
     fp = system.feature_fingerprint
     flat = np.ascontiguousarray(X).reshape(-1)
     features = pa.ListArray.from_arrays(
@@ -230,21 +268,29 @@ def import_dataset(
     ) if feat_names else pa.array([[] for _ in range(n)], type=pa.list_(pa.float64()))
     data: dict[str, Any] = {
         "decision_id": pa.array([str(int(r)) for r in rows.tolist()], type=pa.string()),
-        "unit": u_arr.take(pa.array(rows)),
+        "unit": units.take(pa.array(rows)),
         "timestamp_ns": pa.array(ts, type=pa.int64()),
         "context_json": pa.array(context_json, type=pa.string()),
         "features": features,
-        **{c: pa.array(X[:, j], type=pa.float64()) for j, c in enumerate(feat_cols)},
+        **{feature_column(nm): pa.array(X[:, j], type=pa.float64()) for j, nm in enumerate(feat_names)},
         "sample_prob": pa.array(np.ones(n), type=pa.float64()),
         "weight": pa.array(np.ones(n), type=pa.float64()),
         "schema_version": pa.array([system.schema_version] * n, type=pa.string()),
         "feature_fingerprint": pa.array([fp] * n, type=pa.string()),
         "label": pa.array([system.labels[int(v)] for v in y.tolist()], type=pa.string()),
-        "label_value": label_values,
+        "label_value": pa.array(y, type=pa.int8()),
     }
-    out_table = pa.table(data)
+    return pa.table(data)
 
-    n_rejected = n_read - n
+
+def _manifest(
+    path: Path, system: System, table: pa.Table, kept: _Kept, y: np.ndarray, ts: np.ndarray, *,
+    label: str, unit: str | None, time: str | None,
+) -> dict[str, Any]:
+    """The manifest: the file imported and how, and the counts; ``id`` first, the sha256 of the
+    rest (canonical JSON, keys sorted)."""
+    n_read, n = table.num_rows, int(kept.cols.rows.shape[0])
+    feat_names = [f.name for f in system.features.features]
     content: dict[str, Any] = {
         "format": 1,
         "system": system.name,
@@ -260,34 +306,35 @@ def import_dataset(
             "time_column": time,
             "unit_stand_in": unit is None,
             "time_stand_in": time is None,
-            "absent_fields": [f.name for f in schema.fields if f.name not in table.column_names],
+            "absent_fields": [f.name for f in system.schema.fields if f.name not in table.column_names],
         },
         "since_ns": int(ts.min()),
         "until_ns": int(ts.max()) + 1,
         "cutoff_ns": None,
-        "feature_names": {fp: feat_names},
-        "columns": {"features": feat_cols, "outcomes": {}},
+        "feature_names": {system.feature_fingerprint: feat_names},
+        "columns": {"features": [feature_column(nm) for nm in feat_names], "outcomes": {}},
         "counts": {
-            "decisions": {"read": n_read, "rows": n, "labeled": n, "unlabeled": 0, "rejected": n_rejected},
+            "decisions": {"read": n_read, "rows": n, "labeled": n, "unlabeled": 0, "rejected": n_read - n},
             "labels": {system.labels[0]: int((y == 0).sum()), system.labels[1]: int((y == 1).sum())},
-            "rejected": dict(sorted(reasons.items())),
+            "rejected": dict(sorted(kept.reasons.items())),
         },
-        "rejected_examples": examples,
+        "rejected_examples": kept.examples,
     }
     canonical = msgspec.json.encode(content, order="sorted")
-    ds_id = hashlib.sha256(canonical).hexdigest()
-    content = {"id": ds_id, **content}
+    return {"id": hashlib.sha256(canonical).hexdigest(), **content}
 
+
+def _write(rows: pa.Table, out: Path, content: dict[str, Any]) -> None:
+    """Write the data file into a temporary sibling of ``out`` and publish it with the manifest."""
     make_private_dirs(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
     make_private_dirs(tmp)
     try:
-        pq.write_table(out_table, tmp / DATA_FILE, compression="zstd")
+        pq.write_table(rows, tmp / DATA_FILE, compression="zstd")
         publish(tmp, out, content)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return DatasetManifest(id=ds_id, path=out, content=content)
 
 
 def _sha256(path: Path) -> str:
