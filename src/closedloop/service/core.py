@@ -58,15 +58,7 @@ class Service:
     """
 
     def __init__(self, settings: ServiceSettings, system: System, source: DeploymentSource) -> None:
-        if not isinstance(system, System):
-            raise SpecError(f"The service needs a closedloop.System. Got {system!r} instead.")
-        from closedloop.experience.experiences import Ranking
-
-        if isinstance(system.experience, Ranking):
-            raise SpecError(
-                f"The service does not serve ranking systems yet (System '{system.name}' ranks candidates); "
-                "use Runtime in-process for it."
-            )
+        _check_servable(system)
         self.settings = settings
         self.system = system
         self.source = source
@@ -92,7 +84,11 @@ class Service:
         self.metrics = MetricsRegistry()
         # the server's other workers' numbers too, when they share a directory (closedloop serve --workers N)
         self.shared_metrics = SharedMetrics(settings.metrics_dir, self.metrics) if settings.metrics_dir else None
-        m = self.metrics
+        self._declare_counters(self.metrics)
+        self._declare_gauges(self.metrics)
+
+    def _declare_counters(self, m: MetricsRegistry) -> None:
+        """The counters and histograms the routes and the deployment update (``self.m_*``)."""
         self.m_decisions = m.counter(
             "closedloop_decisions_total", "Decisions made, by action, bundle version and flight ('' = production).",
             ("action", "bundle", "flight"),
@@ -130,6 +126,9 @@ class Service:
         self.m_source_errors = m.counter(
             "closedloop_deployment_source_errors_total", "Failed polls or refused deployments, by stage.", ("stage",)
         )
+
+    def _declare_gauges(self, m: MetricsRegistry) -> None:
+        """The gauges, read from the service's state at each scrape."""
         m.gauge("closedloop_flight_share", "Declared share of units per flight ('' = production).", ("flight",),
                 self._flight_shares)
         m.gauge("closedloop_killswitch", "1 when the kill switch is on.", (), self._killswitch_gauge)
@@ -362,6 +361,19 @@ class Service:
             },
         }
         return out
+
+
+def _check_servable(system: Any) -> None:
+    """Refuse what the service cannot serve: anything but a System, and ranking systems."""
+    if not isinstance(system, System):
+        raise SpecError(f"The service needs a closedloop.System. Got {system!r} instead.")
+    from closedloop.experience.experiences import Ranking
+
+    if isinstance(system.experience, Ranking):
+        raise SpecError(
+            f"The service does not serve ranking systems yet (System '{system.name}' ranks candidates); "
+            "use Runtime in-process for it."
+        )
 
 
 def _describe(dep: Deployment, rt: Any) -> dict[str, Any]:
