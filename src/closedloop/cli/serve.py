@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,7 +26,7 @@ from closedloop.errors import SpecError
 from closedloop.settings import Settings
 
 if TYPE_CHECKING:  # the service is imported when a command needs it
-    from closedloop.service import RateLimit
+    from closedloop.service import RateLimit, ServiceSettings
 
 __all__ = ["parse_rate", "serve"]
 
@@ -103,12 +103,38 @@ that bundle, fixed (no registry).
     Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: \
 Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
     """
-    import uvicorn
-
-    from closedloop.service import ENV_SERVICE_SETTINGS, ServiceSettings
+    import uvicorn  # first: an installation without it fails before anything is printed
 
     project: Settings = ctx.obj
-    settings = ServiceSettings(
+    settings = _service_settings(
+        project, system=system, bundle=bundle, host=host, port=port, workers=workers, credentials=credentials,
+        telemetry=telemetry, flush_interval_ms=flush_interval_ms, max_body_bytes=max_body_bytes, max_batch=max_batch,
+        outcome_rate_per_source=outcome_rate_per_source, outcome_rate_per_unit=outcome_rate_per_unit,
+        poll_interval=poll_interval, guard_interval=guard_interval, access_log=access_log,
+    )
+    _warn_without_credentials(settings)
+    shared = None
+    if workers > 1:  # the workers share one port: /metrics answers the sums over all of them
+        shared = _metrics_dir(project.home)
+        settings = settings.replace(metrics_dir=shared)
+    _hand_to_workers(settings)
+    try:
+        _run_server(uvicorn, settings)
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def _service_settings(
+    project: Settings, *, system: str, bundle: str | None, host: str, port: int, workers: int, credentials: str | None,
+    telemetry: bool, flush_interval_ms: float, max_body_bytes: int, max_batch: int, outcome_rate_per_source: str,
+    outcome_rate_per_unit: str, poll_interval: float, guard_interval: float, access_log: bool,
+) -> ServiceSettings:
+    """The options as one :class:`~closedloop.service.ServiceSettings` (the rates parsed: ``'--outcome-rate-…'``
+    named when one is not RATE/BURST, RATE or 'off')."""
+    from closedloop.service import ServiceSettings
+
+    return ServiceSettings(
         project=project, system=system, bundle=bundle, host=host, port=port, workers=workers,
         credentials=None if credentials is None else Path(credentials), telemetry=telemetry, flush_interval_ms=flush_interval_ms,
         max_body_bytes=max_body_bytes, max_batch=max_batch,
@@ -116,28 +142,35 @@ Bearer <token>' with the right role (decide, report, metrics, admin); create tok
         outcome_rate_per_unit=parse_rate(outcome_rate_per_unit, "--outcome-rate-per-unit"),
         poll_interval_s=poll_interval, guard_interval_s=guard_interval, access_log=access_log,
     )
+
+
+def _warn_without_credentials(settings: ServiceSettings) -> None:
+    """Warn (stderr) when there is no credentials file: every authenticated request would be refused."""
     if not settings.credentials_path.exists():
         typer.echo(
             f"warning: no credentials file at {settings.credentials_path}: every authenticated request will be "
             "refused. Create a token with `closedloop token add NAME --role decide`.", err=True,
         )
-    shared = None
-    if workers > 1:  # the workers share one port: /metrics answers the sums over all of them
-        shared = _metrics_dir(project.home)
-        settings = settings.replace(metrics_dir=shared)
+
+
+def _hand_to_workers(settings: ServiceSettings) -> None:
+    """Put what every worker process reads in the environment: the settings (as JSON) and the
+    working directory on ``PYTHONPATH`` (modules named by --system import from it)."""
+    from closedloop.service import ENV_SERVICE_SETTINGS
+
     os.environ[ENV_SERVICE_SETTINGS] = settings.to_json()
-    # Modules named by --system import from the working directory, in every worker.
     cwd = os.getcwd()
     os.environ["PYTHONPATH"] = cwd + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-    try:
-        uvicorn.run(
-            "closedloop.service.app:app_from_environ", factory=True, host=host, port=port, workers=workers,
-            loop="uvloop", http="httptools", lifespan="on", access_log=access_log, log_level="info",
-            timeout_graceful_shutdown=10,
-        )
-    finally:
-        if shared is not None:
-            shutil.rmtree(shared, ignore_errors=True)
+
+
+def _run_server(uvicorn: Any, settings: ServiceSettings) -> None:
+    """Serve until stopped: uvicorn (uvloop, httptools) with ``settings.workers`` processes, each
+    building the app with :func:`closedloop.service.app.app_from_environ`."""
+    uvicorn.run(
+        "closedloop.service.app:app_from_environ", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, loop="uvloop", http="httptools", lifespan="on", access_log=settings.access_log,
+        log_level="info", timeout_graceful_shutdown=10,
+    )
 
 
 def _metrics_dir(home: Path) -> Path:
