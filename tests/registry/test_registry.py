@@ -344,12 +344,14 @@ def test_a_change_committed_during_the_checks_wins(registry_url, tmp_path, world
     other = _open(registry_url, tmp_path, world)
     other.deploy(phishing, world.H.version, actor="alice", reason="first")
 
-    class Interleaved(Registry):
-        def reports(self, version):
-            other.killswitch("phishing", True, actor="bob", reason="meanwhile")
-            return super().reports(version)
+    with Registry(registry_url, tmp_path / "bundles").open() as reg:
+        reports = reg.catalog.reports
 
-    with Interleaved(registry_url, tmp_path / "bundles").open() as reg:
+        def interleaved(version):  # the deploy's sanity checks read the bundle's reports
+            other.killswitch("phishing", True, actor="bob", reason="meanwhile")
+            return reports(version)
+
+        reg.catalog.reports = interleaved
         with pytest.raises(ConflictError, match="revision 1 was read, revision 2 is current") as ei:
             reg.deploy(phishing, world.A.version, actor="alice", reason="A", flight="a", share=0.1)
         assert ei.value.revision == 2

@@ -8,21 +8,30 @@ writers queue instead of failing mid-transaction) and a plain ``BEGIN`` for read
 block writers in WAL mode). PostgreSQL: the default READ COMMITTED; a change's
 ``UPDATE … WHERE revision = :seen`` is what serializes writers.
 ``postgresql://`` URLs use the psycopg (v3) driver.
+
+:class:`Database` is the connection holder the registry's parts share (catalog, keys, lifecycle,
+history): the URL, the engine once opened, the clock events are stamped with, and the read and
+write transactions.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from closedloop.base.files import create_private, make_private_dirs
 from closedloop.errors import RegistryError
 
-__all__ = ["WRITE", "connect", "current", "head", "upgrade"]
+if TYPE_CHECKING:
+    from closedloop.runtime.clock import Clock
+
+__all__ = ["WRITE", "Database", "connect", "current", "head", "upgrade"]
 
 #: Execution option that makes a SQLite transaction ``BEGIN IMMEDIATE`` (a write transaction).
 WRITE = "closedloop_write"
@@ -120,3 +129,70 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
     if now is None:  # pragma: no cover - alembic always writes its version table
         raise RegistryError("The registry migration did not record a schema revision.")
     return now
+
+
+class Database:
+    """The registry's database as its parts share it: ``url``, ``clock`` (where event times come
+    from) and, once :meth:`open`, the engine with read and write transactions."""
+
+    def __init__(self, url: str, clock: Clock) -> None:
+        self.url = url
+        self.clock = clock
+        self._engine: Engine | None = None
+
+    def open(self, *, migrate: bool = True) -> None:
+        """Connect; with ``migrate`` migrate the schema to this package's head first (an empty
+        database gets the whole schema), else refuse a database that is not at head."""
+        if self._engine is not None:
+            return
+        engine = connect(self.url)
+        try:
+            now, at_head = current(engine), head()
+            if now != at_head:
+                if not migrate:
+                    raise RegistryError(
+                        f"The registry database is at schema revision {now!r}; this closedloop needs {at_head!r}. "
+                        "Open it with upgrade=True to migrate (the history is kept)."
+                    )
+                upgrade(engine)
+        except OperationalError as exc:
+            engine.dispose()
+            raise RegistryError(f"Cannot open the registry at {self.safe_url()}: {exc.orig}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        self._engine = engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def safe_url(self) -> str:
+        """The URL without its password (for messages)."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - only for a message
+            return "<unparsable URL>"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RegistryError("The registry is not open: call Registry.open() (or use it in a 'with' block) first.")
+        return self._engine
+
+    @contextlib.contextmanager
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read transaction. ``snapshot``: every statement in it sees the same committed state
+        (SQLite's read transactions do; on PostgreSQL it runs REPEATABLE READ)."""
+        conn = self.engine.connect()
+        if snapshot and conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite: writers queue)."""
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+            yield conn
