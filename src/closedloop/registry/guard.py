@@ -27,16 +27,9 @@ metric breaches when its p-value is below ``alpha`` **and** the observed differe
 the tolerance; nothing is judged below ``min_decisions`` per arm. A breach stops the flight
 (:meth:`Registry.guard_stop`): the history records the metric, both values, the test and why.
 
-:func:`srm` is a chi-square goodness-of-fit test of the units seen per arm against the shares the
-flights should get (:func:`closedloop.runtime.deployment.expected_shares`); it runs once every arm expects
-at least :data:`SRM_MIN_EXPECTED` units and says "not enough data yet" before. :func:`srm_view`
-counts exposure for it: from the change that set the current arms (a flight started, a promotion,
-a new production …), and — since serving workers apply a change at their next poll, and a
-decision record carries its bundle and flight but not the revision it was made under — in each
-writer (process) only after its first decision that only the new arms can make (the new flight's
-bundle, the new production bundle): decisions a worker made before it applied the change, and
-the arms of a flight that has ended, are not counted. :func:`shadow_disagreement` counts, per
-shadow and per production action, how often the shadow would have acted differently.
+:func:`srm` (the sample-ratio-mismatch check) and :func:`srm_view` (the exposure it counts) live
+in :mod:`closedloop.registry.srm` and are importable from here too. :func:`shadow_disagreement`
+counts, per shadow and per production action, how often the shadow would have acted differently.
 """
 
 from __future__ import annotations
@@ -50,15 +43,17 @@ import msgspec
 import pyarrow as pa
 
 from closedloop.errors import RegistryError
+from closedloop.registry.srm import (  # noqa: F401 - re-exported: they were defined here
+    SRM_ALPHA,
+    SRM_MIN_EXPECTED,
+    arms_change,
+    exposure_counts,
+    srm,
+    srm_view,
+)
 from closedloop.telemetry.records import DECISION_SCHEMA
 
 __all__ = ["ArmOps", "GuardPolicy", "arm_counts", "guard_check", "shadow_disagreement", "srm", "srm_view"]
-
-#: p-value under which the sample ratio is called a mismatch (the usual, strict SRM threshold).
-SRM_ALPHA = 0.001
-
-#: Units every arm must expect before the chi-square test runs (its approximation's usual rule).
-SRM_MIN_EXPECTED = 5
 
 
 @dataclass(frozen=True)
@@ -237,40 +232,6 @@ def arm_counts(decisions: pa.Table, outcomes: pa.Table, system: str, mistake_kin
     return {(f, v): {"n": int(n), "units": int(u), "mistakes": int(m)} for f, v, n, u, m in rows}
 
 
-def srm(observed: Mapping[Any, int], expected: Mapping[Any, float]) -> dict[str, Any]:
-    """Chi-square goodness of fit of observed arm sizes (units) against expected shares.
-    Keys are arm names (None: production). ``mismatch`` is p < 0.001."""
-    from scipy import stats
-
-    arms = list(expected)
-    n = sum(int(observed.get(a, 0)) for a in arms)
-    total = sum(expected.values())
-    rows = []
-    chi2 = 0.0
-    for a in arms:
-        o = int(observed.get(a, 0))
-        e = n * expected[a] / total if total > 0 else 0.0
-        if e > 0:
-            chi2 += (o - e) ** 2 / e
-        rows.append({"arm": a if a is not None else "production", "units": o, "expected_share": expected[a] / total,
-                     "observed_share": (o / n) if n else None, "expected_units": e})
-    df = len(arms) - 1
-    if df == 0:
-        return {"arms": rows, "units": n, "chi2": None, "df": df, "p_value": None, "mismatch": False,
-                "verdict": "nothing to test", "note": "one arm only: there is no split to test"}
-    smallest = min(expected[a] / total for a in arms) if total > 0 else 0.0
-    needed = math.ceil(SRM_MIN_EXPECTED / smallest - 1e-9) if smallest > 0 else 0
-    if n < needed:
-        return {"arms": rows, "units": n, "units_needed": needed, "chi2": None, "df": df, "p_value": None,
-                "mismatch": False, "verdict": "not enough data yet",
-                "note": f"not enough data yet ({n} units; the test needs {needed}: {SRM_MIN_EXPECTED} expected "
-                        f"in the smallest arm, {smallest * 100:.3g}%)"}
-    p = float(stats.chi2.sf(chi2, df))
-    mismatch = p < SRM_ALPHA
-    return {"arms": rows, "units": n, "units_needed": needed, "chi2": chi2, "df": df, "p_value": p,
-            "mismatch": mismatch, "alpha": SRM_ALPHA, "verdict": "mismatch" if mismatch else "ok"}
-
-
 def shadow_disagreement(decisions: pa.Table, system: str, since_ns: int, until_ns: int) -> dict[str, Any]:
     """Per shadow version: decisions scored, how often its action differed from the action taken,
     and the same per production action with the shadow's actions counted."""
@@ -300,109 +261,6 @@ def shadow_disagreement(decisions: pa.Table, system: str, since_ns: int, until_n
     return out
 
 
-def _arms(st: Any) -> tuple[Any, ...]:
-    """What decides a unit's arm: the production bundle and the flights (name, bundle, share)."""
-    return (st.production, tuple((f.name, f.bundle, f.share) for f in st.flights))
-
-
-def arms_change(registry: Any, name: str, state: Any) -> dict[str, Any] | None:
-    """The applied change that set the current arms of ``state`` (``{"event", "before"}``: the
-    history event and the state before it), or None when the history does not hold one."""
-    from closedloop.registry.state import DeploymentState
-
-    now = _arms(state)
-    for e in reversed(registry.history(name, attempts=False)):
-        after = DeploymentState.from_dict(e["after"])
-        before = DeploymentState.from_dict(e["before"]) if e["before"] else DeploymentState(name)
-        if _arms(before) != _arms(after):
-            return {"event": e, "before": before} if _arms(after) == now else None
-    return None
-
-
-def exposure_counts(decisions: pa.Table, system: str, since_ns: int, until_ns: int,
-                    markers: Sequence[tuple[str | None, str]]) -> tuple[dict[tuple[str | None, str], int], dict[str, int]]:
-    """Distinct units per (flight or None, bundle version) among the decisions in [since, until]
-    without the kill switch — with ``markers`` (the arms only the new deployment has), in each
-    writer only the decisions after its first marker decision (by the writer's sequence
-    number): that decision shows the writer had applied the change, and what follows it is an
-    unselected stream of the new split. Returns the counts and ``{"writers", "writers_applied",
-    "decisions", "decisions_counted"}``."""
-    import duckdb
-
-    cols = decisions.column_names
-    writer = "writer" if "writer" in cols else "''"
-    order = "seq" if "seq" in cols else "timestamp_ns"
-    base = (f"SELECT {writer} AS w, {order} AS o, flight, bundle_version, unit FROM decisions "
-            "WHERE system = ? AND timestamp_ns >= ? AND timestamp_ns <= ? AND NOT killswitch")
-    params = [system, int(since_ns), int(until_ns)]
-    con = duckdb.connect()
-    try:
-        con.register("decisions", decisions)
-        if markers:
-            con.register("markers", pa.table({"flight": pa.array([m[0] for m in markers], pa.string()),
-                                              "bundle": pa.array([m[1] for m in markers], pa.string())}))
-            first = ("s AS (SELECT d.w, min(d.o) AS o0 FROM d JOIN markers m ON d.flight IS NOT DISTINCT FROM m.flight "
-                     "AND d.bundle_version = m.bundle GROUP BY d.w)")
-            rows = con.execute(f"WITH d AS ({base}), {first} SELECT d.flight, d.bundle_version, count(DISTINCT d.unit) "
-                               "FROM d JOIN s ON d.w = s.w AND d.o > s.o0 GROUP BY 1, 2", params).fetchall()
-            info = con.execute(f"WITH d AS ({base}), {first} SELECT count(DISTINCT d.w), count(DISTINCT s.w), "
-                               "count(*), count(*) FILTER (WHERE d.o > s.o0) FROM d LEFT JOIN s ON d.w = s.w",
-                               params).fetchone()
-        else:
-            rows = con.execute(f"WITH d AS ({base}) SELECT flight, bundle_version, count(DISTINCT unit) FROM d "
-                               "GROUP BY 1, 2", params).fetchall()
-            info = con.execute(f"WITH d AS ({base}) SELECT count(DISTINCT w), count(DISTINCT w), count(*), count(*) "
-                               "FROM d", params).fetchone()
-    finally:
-        con.close()
-    w, wa, n, nc = (int(x or 0) for x in (info or (0, 0, 0, 0)))
-    return ({(f, v): int(u) for f, v, u in rows},
-            {"writers": w, "writers_applied": wa, "decisions": n, "decisions_counted": nc})
-
-
-def srm_view(registry: Any, system: Any, state: Any, decisions: pa.Table, until_ns: int) -> dict[str, Any] | None:
-    """The sample-ratio check of the current flights (None: no flight runs): units per arm
-    counted from the change that set the arms (see :func:`exposure_counts`), against the shares
-    the flights should get. The result of :func:`srm`, with ``since`` (the change), ``counted``
-    (how exposure was counted) and ``writers`` / ``decisions`` (seen, and counted)."""
-    from closedloop.base.times import iso
-    from closedloop.runtime.deployment import expected_shares
-
-    name = getattr(system, "name", system)
-    if state.production is None or not state.flights:
-        return None
-    change = arms_change(registry, name, state)
-    new = {(None, state.production)} | {(f.name, f.bundle) for f in state.flights}
-    if change is None:
-        since, markers = 0, []
-    else:
-        b = change["before"]
-        old = ({(None, b.production)} if b.production is not None else set()) | {(f.name, f.bundle) for f in b.flights}
-        since = int(change["event"]["at_ns"])
-        markers = sorted(new - old, key=lambda m: (m[0] or "", m[1]))
-    counts, info = exposure_counts(decisions, name, since, until_ns, markers)
-    observed: dict[str | None, int] = {None: counts.get((None, state.production), 0)}
-    for f in state.flights:
-        observed[f.name] = counts.get((f.name, f.bundle), 0)
-    out = srm(observed, expected_shares(state.flights))
-    ev = None if change is None else change["event"]
-    out["since"] = {"at_ns": since, "at": iso(since),
-                    "change": None if ev is None else {k: ev[k] for k in ("id", "operation", "revision_after", "actor")}}
-    if markers:
-        shown = ", ".join(f"{'production' if f is None else 'flight ' + f} {v}" for f, v in markers)
-        out["counted"] = (f"in each writer, from its first decision by {shown} (it had applied revision "
-                          f"{ev['revision_after'] if ev else '?'}); before that, and in ended arms, not counted")
-    elif change is not None:
-        out["counted"] = (f"from {iso(since)}: the change only moved shares or ended a flight, so no decision shows "
-                          "when a worker applied it — a mismatch within a poll interval of it may be workers that "
-                          "had not yet")
-    else:
-        out["counted"] = "every decision (the history does not say when the arms were set)"
-    out["writers"] = {"seen": info["writers"], "applied": info["writers_applied"]}
-    out["decisions"] = {"seen": info["decisions"], "counted": info["decisions_counted"]}
-    return out
-
-
 # -- the guard --------------------------------------------------------------------------------------
 def guard_check(
     registry: Any,
@@ -424,6 +282,39 @@ def guard_check(
     reports do not count (e.g. those an :class:`~closedloop.orchestration.AbusePolicy`
     quarantined — an abusive reporter whose unit hashes into the flight would otherwise stop every
     candidate). Returns a JSON-ready report."""
+    policy, name = _checked(system, policy, exclude_sources)
+    now = int(now_ns if now_ns is not None else registry.clock.now_ns())
+    state = registry.state(name)
+    decisions, outcomes = _tables(telemetry)
+    kinds = tuple(policy.mistakes) if policy.mistakes is not None else tuple(system.mistake_outcomes)
+    report = _new_report(name, state, now, policy, kinds, exclude_sources)
+    if state.production is None:
+        report["notes"].append("nothing deployed")
+        return report
+    view = registry.at(name, 2**62)
+    began = {f["name"]: (f["started"] or {}).get("at_ns") for f in view["flights"]}
+    _split_checks(report, registry, system, state, view, decisions, now)
+    for f in state.flights:
+        since = began.get(f.name)
+        since = since if since is not None else 0
+        if policy.window_s is not None:
+            since = max(since, now - int(policy.window_s * 1e9))
+        counts = arm_counts(decisions, outcomes, name, kinds, since, now, exclude_sources)
+        fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
+        pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
+        metrics = _flight_metrics(fl, pr, (ops or {}).get(f.name), (ops or {}).get(None), kinds, policy)
+        entry: dict[str, Any] = {**f.to_dict(), "since_ns": since, "until_ns": now,
+                                 "decisions": {"flight": fl["n"], "production": pr["n"]},
+                                 "units": {"flight": fl["units"], "production": pr["units"]},
+                                 "metrics": metrics, "breach": any(m["breach"] for m in metrics), "action": "none"}
+        if entry["breach"]:
+            _on_breach(report, entry, registry, name, f, policy, (since, now), actor, apply)
+        report["flights"].append(entry)
+    return report
+
+
+def _checked(system: Any, policy: GuardPolicy | None, exclude_sources: Sequence[str]) -> tuple[GuardPolicy, str]:
+    """guard_check's arguments checked: the policy (the default when None) and the system's name."""
     if isinstance(exclude_sources, str) or not all(isinstance(x, str) for x in exclude_sources):
         raise RegistryError(f"The 'exclude_sources' of guard_check must be a list of source names. Got {exclude_sources!r} instead.")
     policy = policy or GuardPolicy()
@@ -432,11 +323,14 @@ def guard_check(
     name = getattr(system, "name", None)
     if not isinstance(name, str) or not hasattr(system, "mistake_outcomes"):
         raise RegistryError(f"guard_check needs the closedloop.System. Got {system!r} instead.")
-    now = int(now_ns if now_ns is not None else registry.clock.now_ns())
-    state = registry.state(name)
-    decisions, outcomes = _tables(telemetry)
+    return policy, name
+
+
+def _new_report(name: str, state: Any, now: int, policy: GuardPolicy, kinds: tuple[str, ...],
+                exclude_sources: Sequence[str]) -> dict[str, Any]:
+    """The report before any flight is judged: the system, its state, the policy and the notes
+    on what cannot be measured."""
     notes = []
-    kinds = tuple(policy.mistakes) if policy.mistakes is not None else tuple(system.mistake_outcomes)
     if not kinds:
         notes.append(f"system {name!r} declares no mistake_outcomes: the mistake rate cannot be measured")
     notes.append("outcomes linked only by unit (no decision_id) are not attributed to an arm")
@@ -445,66 +339,68 @@ def guard_check(
                               "notes": notes}
     if exclude_sources:
         report["excluded_sources"] = sorted(set(exclude_sources))
-    if state.production is None:
-        report["notes"].append("nothing deployed")
-        return report
-    view = registry.at(name, 2**62)
-    began = {f["name"]: (f["started"] or {}).get("at_ns") for f in view["flights"]}
-    starts = [began.get(f.name) for f in state.flights]
+    return report
+
+
+def _split_checks(report: dict[str, Any], registry: Any, system: Any, state: Any, view: dict[str, Any],
+                  decisions: pa.Table, now: int) -> None:
+    """Into ``report``: the sample-ratio check of the flights' arms (is the split itself sound?)
+    and the shadows' disagreement since the first of them started."""
     if state.flights:  # units per arm since the arms were set: is the split itself sound?
         report["srm"] = srm_view(registry, system, state, decisions, now)
         if report["srm"] and report["srm"]["mismatch"]:
-            notes.append("sample ratio mismatch: the arms' sizes differ from their shares; metrics may be biased")
+            report["notes"].append("sample ratio mismatch: the arms' sizes differ from their shares; metrics may be biased")
     shadow_starts = [(s["started"] or {}).get("at_ns") or 0 for s in view["shadows"]]
     if shadow_starts:
-        report["shadow_disagreement"] = shadow_disagreement(decisions, name, min(shadow_starts), now)
-    for f, started in zip(state.flights, starts, strict=True):
-        since = started if started is not None else 0
-        if policy.window_s is not None:
-            since = max(since, now - int(policy.window_s * 1e9))
-        counts = arm_counts(decisions, outcomes, name, kinds, since, now, exclude_sources)
-        fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
-        pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
-        metrics = []
-        if kinds:
-            metrics.append(_metric("mistake_rate", fl["mistakes"], fl["n"], pr["mistakes"], pr["n"],
-                                   float(policy.mistake_tolerance), policy))
+        report["shadow_disagreement"] = shadow_disagreement(decisions, report["system"], min(shadow_starts), now)
+
+
+def _flight_metrics(fl: dict[str, int], pr: dict[str, int], fo: ArmOps | None, po: ArmOps | None,
+                    kinds: tuple[str, ...], policy: GuardPolicy) -> list[dict[str, Any]]:
+    """The guard's metrics of one flight against production: the mistake rate from the arms'
+    counts, the error rate and p99 latency from their ``ops`` (each not measured, with the
+    reason, when its data is missing)."""
+    metrics = []
+    if kinds:
+        metrics.append(_metric("mistake_rate", fl["mistakes"], fl["n"], pr["mistakes"], pr["n"],
+                               float(policy.mistake_tolerance), policy))
+    else:
+        metrics.append(_not_measured("mistake_rate", "the system declares no mistake_outcomes"))
+    if fo is not None and po is not None:
+        metrics.append(_metric("error_rate", int(fo.errors), int(fo.requests), int(po.errors), int(po.requests),
+                               float(policy.error_tolerance), policy))
+        if fo.latencies_ms and po.latencies_ms:
+            metrics.append(_latency_metric(fo.latencies_ms, po.latencies_ms, policy))
         else:
-            metrics.append(_not_measured("mistake_rate", "the system declares no mistake_outcomes"))
-        fo, po = (ops or {}).get(f.name), (ops or {}).get(None)
-        if fo is not None and po is not None:
-            metrics.append(_metric("error_rate", int(fo.errors), int(fo.requests), int(po.errors), int(po.requests),
-                                   float(policy.error_tolerance), policy))
-            if fo.latencies_ms and po.latencies_ms:
-                metrics.append(_latency_metric(fo.latencies_ms, po.latencies_ms, policy))
-            else:
-                metrics.append(_not_measured("latency_p99", "no latency samples were given for both arms"))
-        else:
-            why = ("telemetry records decisions made, not failed requests, and no latency; pass ops= with the "
-                   "serving process's per-arm counters")
-            metrics.append(_not_measured("error_rate", why))
-            metrics.append(_not_measured("latency_p99", why))
-        entry: dict[str, Any] = {**f.to_dict(), "since_ns": since, "until_ns": now,
-                                 "decisions": {"flight": fl["n"], "production": pr["n"]},
-                                 "units": {"flight": fl["units"], "production": pr["units"]},
-                                 "metrics": metrics, "breach": any(m["breach"] for m in metrics), "action": "none"}
-        if entry["breach"]:
-            worst = [m for m in metrics if m["breach"]]
-            reason = "; ".join(
-                f"guard: {m['metric']} {m['flight']:.6g} in flight {f.name!r} vs {m['production']:.6g} in production "
-                f"over {m['n_flight']} vs {m['n_production']} (p={m['p_value']:.3g} < alpha {policy.alpha}, "
-                f"tolerance {m['tolerance']:g}; {m['test']})"
-                for m in worst
-            )
-            report["breaches"].append({"flight": f.name, "bundle": f.bundle, "reason": reason,
-                                       "metrics": [m["metric"] for m in worst]})
-            if apply:
-                change = registry.guard_stop(name, f.name, actor=actor, reason=reason, detail={
-                    "metrics": worst, "all_metrics": metrics, "window": {"since_ns": since, "until_ns": now},
-                    "policy": asdict(policy)})
-                entry["action"] = "stopped"
-                entry["change"] = change.to_dict()
-            else:
-                entry["action"] = "would stop (dry run)"
-        report["flights"].append(entry)
-    return report
+            metrics.append(_not_measured("latency_p99", "no latency samples were given for both arms"))
+    else:
+        why = ("telemetry records decisions made, not failed requests, and no latency; pass ops= with the "
+               "serving process's per-arm counters")
+        metrics.append(_not_measured("error_rate", why))
+        metrics.append(_not_measured("latency_p99", why))
+    return metrics
+
+
+def _on_breach(report: dict[str, Any], entry: dict[str, Any], registry: Any, name: str, f: Any, policy: GuardPolicy,
+               window: tuple[int, int], actor: str, apply: bool) -> None:
+    """A flight breached: the breach and its reason into ``report``, and with ``apply`` the
+    flight stopped (:meth:`Registry.guard_stop`) — else marked as a dry run in ``entry``."""
+    metrics = entry["metrics"]
+    worst = [m for m in metrics if m["breach"]]
+    reason = "; ".join(
+        f"guard: {m['metric']} {m['flight']:.6g} in flight {f.name!r} vs {m['production']:.6g} in production "
+        f"over {m['n_flight']} vs {m['n_production']} (p={m['p_value']:.3g} < alpha {policy.alpha}, "
+        f"tolerance {m['tolerance']:g}; {m['test']})"
+        for m in worst
+    )
+    report["breaches"].append({"flight": f.name, "bundle": f.bundle, "reason": reason,
+                               "metrics": [m["metric"] for m in worst]})
+    if apply:
+        since, now = window
+        change = registry.guard_stop(name, f.name, actor=actor, reason=reason, detail={
+            "metrics": worst, "all_metrics": metrics, "window": {"since_ns": since, "until_ns": now},
+            "policy": asdict(policy)})
+        entry["action"] = "stopped"
+        entry["change"] = change.to_dict()
+    else:
+        entry["action"] = "would stop (dry run)"

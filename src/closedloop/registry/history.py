@@ -130,7 +130,8 @@ class History:
     def _telemetry(self, name: str, st: DeploymentState, view: dict[str, Any], telemetry: Any, now: int) -> dict[str, Any]:
         """The status's ``telemetry`` part: the flights' sample-ratio check and the shadows'
         disagreement since the first of them started."""
-        from closedloop.registry.guard import _tables, shadow_disagreement, srm_view
+        from closedloop.registry.guard import _tables, shadow_disagreement
+        from closedloop.registry.srm import srm_view
 
         decisions, _ = _tables(telemetry)
         tv: dict[str, Any] = {"srm": srm_view(self, name, st, decisions, now), "shadow_disagreement": {}}
