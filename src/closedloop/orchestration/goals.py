@@ -10,16 +10,10 @@ shares, user functions); the grammar and the settling rules are in docs/orchestr
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import math
-import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,12 +21,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from closedloop.base.files import make_private_dirs, open_private, open_private_file
 from closedloop.errors import SpecError
 from closedloop.experience.experiences import Thresholds
 from closedloop.orchestration import _data
+from closedloop.orchestration.metric_grammar import Measure, Metric, MetricInput, parse_metric
+from closedloop.orchestration.series import SeriesStore
 from closedloop.orchestration.windows import Window, windows_between
-from closedloop.system.spec import Goal, System
+from closedloop.system.spec import System
 
 __all__ = [
     "GoalTracker",
@@ -45,178 +40,6 @@ __all__ = [
 
 #: the dataset columns label-based metrics read (the labels-only dataset :meth:`GoalTracker._labeled` builds)
 _LABELED = ["decision_id", "timestamp_ns", "action", "label_value", "weight"]
-_CLASSIFY = ("false_positive_rate", "false_negative_rate", "recall", "precision")
-_NAME = r"[A-Za-z][A-Za-z0-9_.\-:]*"
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A parsed metric: ``kind`` is classify / cost / labeled / rate / share / custom."""
-
-    text: str
-    kind: str
-    name: str = ""  # classify: fpr…; labeled: the class; rate: the outcome kind; share: action
-    action: str | None = None
-    scale: float = 1.0
-
-    @property
-    def needs_labels(self) -> bool:
-        return self.kind in ("classify", "cost", "labeled", "custom")
-
-
-def parse_metric(text: str, system: System, custom: Mapping[str, Any] | None = None) -> Metric:
-    """Parse ``text`` under the grammar in docs/orchestration.md, "Goals" (raises :class:`SpecError`
-    naming the metric and the rule). ``custom``: the metric functions passed in ``metrics=``."""
-    custom = custom if custom is not None else {}
-    if not isinstance(text, str) or not text:
-        raise SpecError(f"A goal metric must be a non-empty string. Got {text!r} instead.")
-    if text in custom:
-        return Metric(text, "custom", text)
-
-    def action(a: str | None) -> str | None:
-        if a is not None and a not in system.actions:
-            raise SpecError(
-                f"The metric {text!r} names action {a!r}, which is not one of the system's actions "
-                f"{list(system.actions)}."
-            )
-        return a
-
-    def labels_needed() -> None:
-        if system.label_policy is None:
-            raise SpecError(f"The metric {text!r} needs labels, but system '{system.name}' declares no label policy.")
-
-    m = re.fullmatch(rf"({'|'.join(_CLASSIFY)})@({_NAME})", text)
-    if m:
-        labels_needed()
-        return Metric(text, "classify", m.group(1), action(m.group(2)))
-    if text == "cost_per_1k":
-        labels_needed()
-        if not system.costs:
-            raise SpecError(f"The metric 'cost_per_1k' needs mistake costs; system '{system.name}' declares none.")
-        return Metric(text, "cost", scale=1000.0)
-    m = re.fullmatch(rf"labeled:({_NAME})_per_1k(?:@({_NAME}))?", text)
-    if m:
-        labels_needed()
-        if m.group(1) not in system.labels:
-            raise SpecError(f"The metric {text!r} names class {m.group(1)!r}; the classes are {list(system.labels)}.")
-        return Metric(text, "labeled", m.group(1), action(m.group(2)), 1000.0)
-    m = re.fullmatch(r"share:(.+)", text)
-    if m:
-        return Metric(text, "share", m.group(1), action(m.group(1)))
-    m = re.fullmatch(rf"rate:(.+?)(?:@({_NAME}))?", text)
-    if m and re.fullmatch(_NAME, m.group(1)):
-        return Metric(text, "rate", m.group(1), action(m.group(2)))
-    m = re.fullmatch(rf"(.+?)_per_1k(?:@({_NAME}))?", text)
-    if m and re.fullmatch(_NAME, m.group(1)):
-        return Metric(text, "rate", m.group(1), action(m.group(2)), 1000.0)
-    raise SpecError(
-        f"The metric {text!r} is not in the grammar (false_positive_rate@A, false_negative_rate@A, "
-        "recall@A, precision@A, cost_per_1k, labeled:<class>_per_1k[@A], rate:<kind>[@A], "
-        f"<kind>_per_1k[@A], share:<action>) nor a function passed in metrics= ({sorted(custom)})."
-    )
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One series to keep: a goal, or a monitored rate (no target)."""
-
-    name: str
-    metric: str
-    cadence: str
-    level: str | None = None
-    target: float | None = None
-    direction: str | None = None
-
-    @classmethod
-    def of(cls, goal: Goal) -> Measure:
-        return cls(goal.name, goal.metric, goal.cadence, goal.level, goal.target, goal.direction)
-
-    def met(self, value: float | None) -> bool | None:
-        if value is None or self.target is None:
-            return None
-        return value >= self.target if self.direction == "at_least" else value <= self.target
-
-
-@dataclass(frozen=True)
-class MetricInput:
-    """What a user-registered metric function sees for one window: the window, its decisions
-    (``decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version,
-    flight``), the outcomes that happened in it (``outcome_id, decision_id, unit, kind, value,
-    event_ns, source``) and its labeled decisions (the dataset columns ``decision_id,
-    timestamp_ns, action, label_value, weight``). All are Arrow tables."""
-
-    window: Window
-    decisions: pa.Table
-    outcomes: pa.Table
-    labeled: pa.Table
-    system: System
-
-
-# -- the series file ---------------------------------------------------------------------------------
-class SeriesStore:
-    """An append-only JSON-lines file of points, one per (name, window), private (``0600``, its
-    lock file too; folders created ``0700``). Appends take an exclusive ``flock`` and skip
-    (name, window) pairs already present; a torn or bad line (a crash mid-append) is skipped on
-    read, never fatal."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        make_private_dirs(self.path.parent)
-        fd = open_private(self.path.with_name("." + self.path.name + ".lock"), os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def points(self) -> list[dict[str, Any]]:
-        import msgspec  # decodes the same values as json (the file is written without NaN), several times faster
-
-        if not self.path.is_file():
-            return []
-        out = []
-        with open(self.path, "rb") as fh:
-            for line in fh:
-                try:
-                    p = msgspec.json.decode(line)
-                except (ValueError, msgspec.DecodeError):
-                    continue
-                if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("window"), str):
-                    out.append(p)
-        return out
-
-    def keys(self) -> set[tuple[str, str]]:
-        return {(p["name"], p["window"]) for p in self.points()}
-
-    def append(self, points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Append the points whose (name, window) is new; return those appended (durable)."""
-        with self._lock():
-            have = self.keys()
-            new = []
-            for p in points:
-                k = (p["name"], p["window"])
-                if k not in have:
-                    have.add(k)
-                    new.append(p)
-            if new:
-                data = b"".join(json.dumps(p, sort_keys=True, allow_nan=False).encode() + b"\n" for p in new)
-                with open_private_file(self.path, "ab") as fh:
-                    if fh.seek(0, os.SEEK_END) > 0:  # a torn last line (crash mid-append) must not swallow ours
-                        with open(self.path, "rb") as r:
-                            r.seek(-1, os.SEEK_END)
-                            if r.read(1) != b"\n":
-                                data = b"\n" + data
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            return new
-
-    def series(self, name: str) -> list[dict[str, Any]]:
-        """The points of one series, in window order."""
-        return sorted((p for p in self.points() if p["name"] == name), key=lambda p: p["start_ns"])
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -338,39 +161,32 @@ class GoalTracker:
             todo = self.pending(store, first_ns=first_ns, now_ns=now_ns, measures=measures)
             if not todo:
                 return []
-            since = min(w.start_ns for _, _, w in todo)
-            until = max(w.end_ns for _, _, w in todo)
-            dec = _data.arrow(
-                con,
-                "SELECT decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version, flight "
-                "FROM decisions WHERE timestamp_ns >= $s AND timestamp_ns < $u ORDER BY timestamp_ns",
-                {"s": since, "u": until},
-            )
-            # an outcome's decision fields count only when the decision is in a window measured
-            # (rate@A): decisions outside [since, until) may be absent from the view
-            out = _data.arrow(
-                con,
-                "SELECT o.outcome_id, o.decision_id, o.unit, o.kind, o.value, o.event_ns, o.source, "
-                "CASE WHEN d.timestamp_ns >= $s AND d.timestamp_ns < $u THEN d.timestamp_ns END AS d_ts, "
-                "CASE WHEN d.timestamp_ns >= $s AND d.timestamp_ns < $u THEN d.action END AS d_action, "
-                "CASE WHEN d.timestamp_ns >= $s AND d.timestamp_ns < $u THEN d.sample_prob END AS d_sample_prob "
-                "FROM outcomes o LEFT JOIN decisions d ON o.decision_id = d.decision_id "
-                "WHERE (o.event_ns >= $s AND o.event_ns < $u) OR (d.timestamp_ns >= $s AND d.timestamp_ns < $u)",
-                {"s": since, "u": until},
-            )
+            dec, out = _read_windows(con, todo)
         finally:
             if own:
                 con.close()
-        labeled = None
-        if any(metric.needs_labels for _, metric, _ in todo):
-            lab_todo = [w for _, metric, w in todo if metric.needs_labels]
-            lab_since = min(w.start_ns for w in lab_todo)
-            labeled = self._labeled(
-                _data.files_since(decision_files, "timestamp_ns", lab_since),
-                _data.files_since(outcome_files, "event_ns", lab_since), now_ns, lab_since,
-                max(w.end_ns for w in lab_todo), exclude_sources, scratch,
-            )
-        frame = _Frame(dec, out, labeled, self.system)
+        labeled = self._labeled_for(todo, decision_files, outcome_files, now_ns, exclude_sources, scratch)
+        return store.append(self._points(todo, _Frame(dec, out, labeled, self.system), now_ns))
+
+    def _labeled_for(
+        self, todo: list[tuple[Measure, Metric, Window]], decision_files: Sequence[Path | str],
+        outcome_files: Sequence[Path | str], now_ns: int, exclude_sources: Sequence[str], scratch: Path | str | None,
+    ) -> pa.Table | None:
+        """The labeled decisions of the windows whose metrics need labels (None when none does),
+        built from the files that can hold them."""
+        if not any(metric.needs_labels for _, metric, _ in todo):
+            return None
+        lab_todo = [w for _, metric, w in todo if metric.needs_labels]
+        lab_since = min(w.start_ns for w in lab_todo)
+        return self._labeled(
+            _data.files_since(decision_files, "timestamp_ns", lab_since),
+            _data.files_since(outcome_files, "event_ns", lab_since), now_ns, lab_since,
+            max(w.end_ns for w in lab_todo), exclude_sources, scratch,
+        )
+
+    def _points(self, todo: list[tuple[Measure, Metric, Window]], frame: _Frame, now_ns: int) -> list[dict[str, Any]]:
+        """One point per (measure, window): the value (None when it cannot be measured or is not
+        finite), how many it counted, and whether the target is met."""
         points = []
         for m, metric, w in todo:
             value, n = self._value(metric, w, frame)
@@ -381,7 +197,7 @@ class GoalTracker:
                 "window": w.key, "start_ns": w.start_ns, "end_ns": w.end_ns, "value": value, "n": n,
                 "target": m.target, "direction": m.direction, "met": m.met(value), "measured_ns": int(now_ns),
             })
-        return store.append(points)
+        return points
 
     def _labeled(
         self, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str], now_ns: int,
@@ -456,6 +272,32 @@ class GoalTracker:
         if metric.name == "recall":
             return _ratio(float(wt[pos & flag].sum()), float(wt[pos].sum())), int(pos.sum())
         return _ratio(float(wt[pos & flag].sum()), float(wt[flag].sum())), int(flag.sum())
+
+
+def _read_windows(con: Any, todo: list[tuple[Measure, Metric, Window]]) -> tuple[pa.Table, pa.Table]:
+    """The decisions in the windows to measure, in time order, and the outcomes that happened in
+    them or belong to their decisions."""
+    since = min(w.start_ns for _, _, w in todo)
+    until = max(w.end_ns for _, _, w in todo)
+    dec = _data.arrow(
+        con,
+        "SELECT decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version, flight "
+        "FROM decisions WHERE timestamp_ns >= $s AND timestamp_ns < $u ORDER BY timestamp_ns",
+        {"s": since, "u": until},
+    )
+    # an outcome's decision fields count only when the decision is in a window measured
+    # (rate@A): decisions outside [since, until) may be absent from the view
+    out = _data.arrow(
+        con,
+        "SELECT o.outcome_id, o.decision_id, o.unit, o.kind, o.value, o.event_ns, o.source, "
+        "CASE WHEN d.timestamp_ns >= $s AND d.timestamp_ns < $u THEN d.timestamp_ns END AS d_ts, "
+        "CASE WHEN d.timestamp_ns >= $s AND d.timestamp_ns < $u THEN d.action END AS d_action, "
+        "CASE WHEN d.timestamp_ns >= $s AND d.timestamp_ns < $u THEN d.sample_prob END AS d_sample_prob "
+        "FROM outcomes o LEFT JOIN decisions d ON o.decision_id = d.decision_id "
+        "WHERE (o.event_ns >= $s AND o.event_ns < $u) OR (d.timestamp_ns >= $s AND d.timestamp_ns < $u)",
+        {"s": since, "u": until},
+    )
+    return dec, out
 
 
 class _Frame:

@@ -32,7 +32,7 @@ class MonitorResult(StepResult):
     alerts: list[dict[str, Any]]
     delivery_failures: Any
     quarantined: list[str]
-    source_weights: dict[str, float]
+    source_weights: dict[str, Any]
     pending: list[dict[str, Any]]
     abuse: dict[str, Any] | UnsetType = UNSET
     drift: dict[str, Any] | UnsetType = UNSET

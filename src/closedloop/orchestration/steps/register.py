@@ -16,7 +16,7 @@ class RegisterResult(StepResult):
     """The registered bundle's version and the report's id."""
 
     version: str
-    report: str
+    report: int
 
 
 class Register(Step[RegisterResult]):
