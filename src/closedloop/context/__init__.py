@@ -1,4 +1,5 @@
-"""What a decision sees: the context's fields and their validation (``schema``), and the features
-computed from them, in one scalar and one vectorized form (``features``)."""
+"""What a decision sees: the context's fields (``fields``) and their validation (``schema``: one
+context, and a columnar batch column by column in ``columnar``, giving ``columns.Columns``), and the
+features computed from them, in one scalar and one vectorized form (the ``features`` package)."""
 
 from __future__ import annotations
