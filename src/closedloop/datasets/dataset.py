@@ -96,8 +96,8 @@ def build_dataset(
     ``columns``: write only these columns of the data file (``label`` is always written), e.g.
     ``["decision_id", "timestamp_ns", "action", "label_value", "weight"]`` for a labels-only
     dataset that skips the contexts; the manifest records them (``written_columns``).
-    ``early_labels``: also take open decisions that already have a counted outcome (module
-    docstring, "Decisions in the dataset"); the manifest says so (``early_labels``).
+    ``early_labels``: also take open decisions that already have a counted outcome
+    (docs/datasets.md, "Decisions in the dataset"); the manifest says so (``early_labels``).
     """
     inputs = check_inputs(
         system, policy=policy, since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, early_labels=early_labels,
