@@ -181,6 +181,9 @@ def _validate_str(f: Str, col: Any, n: int, bad: np.ndarray, found: list[Context
 
 
 def _validate_number(f: Field, col: Any, n: int, bad: np.ndarray, found: list[ContextError]) -> Any:
+    """A number or boolean column as a numpy array, its invalid rows marked: a list or an Arrow
+    array taken to numpy (or, when mixed, checked element by element), refused whole when of another
+    type, checked against the field's rule, its nulls given the default (or marked when required)."""
     nulls = None
     if isinstance(col, list):
         values = col
@@ -207,53 +210,60 @@ def _validate_number(f: Field, col: Any, n: int, bad: np.ndarray, found: list[Co
     kind = col.dtype.kind
     if kind == "O":
         return _python_column(f, col.tolist(), n, bad, found)
+    if kind not in ("b" if isinstance(f, Bool) else "iu" if isinstance(f, Int) else "iuf"):
+        _record(f, np.ones(n, dtype=bool), col, bad, found)
+        return _filler(f, n)
     if isinstance(f, Bool):
-        if kind != "b":
-            _record(f, np.ones(n, dtype=bool), col, bad, found)
-            return _filler(f, n)
         out = col.astype(bool, copy=False)
     elif isinstance(f, Int):
-        if kind not in "iu":
-            _record(f, np.ones(n, dtype=bool), col, bad, found)
-            return _filler(f, n)
-        if kind == "u" and col.dtype.itemsize == 8:
-            over = col > np.uint64(_INT64_MAX)
-            if over.any():
-                _record(f, over, col, bad, found)
-                col = np.where(over, 0, col)
-        out = col.astype(np.int64, copy=False)
-        mask = np.zeros(n, dtype=bool)
-        if f.ge is not None:
-            mask |= out < f.ge
-        if f.le is not None:
-            mask |= out > f.le
-        if mask.any():
-            _record(f, mask, out, bad, found)
+        out = _checked_ints(f, col, n, bad, found)
     else:
-        ff = cast(Float, f)  # the numeric fields are Bool, Int (above) and Float
-        if kind not in "iuf":
-            _record(f, np.ones(n, dtype=bool), col, bad, found)
-            return _filler(f, n)
-        out = col.astype(np.float64, copy=False)
-        finite = np.isfinite(out)
-        if not finite.all():
-            if ff.nonfinite == "default":
-                out = np.where(finite, out, float(ff.default))
-            elif ff.nonfinite == "reject":
-                _record(f, ~finite, out, bad, found)
-        mask = np.zeros(n, dtype=bool)
-        with np.errstate(invalid="ignore"):
-            if ff.ge is not None:
-                mask |= out < ff.ge
-            if ff.le is not None:
-                mask |= out > ff.le
-        mask &= np.isfinite(out)  # kept NaN/inf skip the bounds, as on the one-context path
-        if mask.any():
-            _record(f, mask, out, bad, found)
+        out = _checked_floats(cast(Float, f), col, n, bad, found)  # the numeric fields are Bool, Int and Float
     if nulls is not None and nulls.any():
         if f.required:
             _record(f, nulls, [None] * n, bad, found)
         else:
             out = out.copy()
             out[nulls] = f.default
+    return out
+
+
+def _checked_ints(f: Int, col: np.ndarray, n: int, bad: np.ndarray, found: list[ContextError]) -> np.ndarray:
+    """An integer column (signed or unsigned) as int64, the rows beyond int64 or the field's bounds
+    marked (an out-of-range unsigned value is replaced by 0)."""
+    if col.dtype.kind == "u" and col.dtype.itemsize == 8:
+        over = col > np.uint64(_INT64_MAX)
+        if over.any():
+            _record(f, over, col, bad, found)
+            col = np.where(over, 0, col)
+    out = col.astype(np.int64, copy=False)
+    mask = np.zeros(n, dtype=bool)
+    if f.ge is not None:
+        mask |= out < f.ge
+    if f.le is not None:
+        mask |= out > f.le
+    if mask.any():
+        _record(f, mask, out, bad, found)
+    return out
+
+
+def _checked_floats(f: Float, col: np.ndarray, n: int, bad: np.ndarray, found: list[ContextError]) -> np.ndarray:
+    """A numeric column as float64: NaN/inf rejected (marked), replaced by the default or kept as
+    the field declares; finite rows beyond the field's bounds marked."""
+    out = col.astype(np.float64, copy=False)
+    finite = np.isfinite(out)
+    if not finite.all():
+        if f.nonfinite == "default":
+            out = np.where(finite, out, float(f.default))
+        elif f.nonfinite == "reject":
+            _record(f, ~finite, out, bad, found)
+    mask = np.zeros(n, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if f.ge is not None:
+            mask |= out < f.ge
+        if f.le is not None:
+            mask |= out > f.le
+    mask &= np.isfinite(out)  # kept NaN/inf skip the bounds, as on the one-context path
+    if mask.any():
+        _record(f, mask, out, bad, found)
     return out
