@@ -24,6 +24,14 @@ def _translate_regex(pattern: str) -> str:
     ``\\s``/``\\S``, ``\\A``/``\\Z``/``\\z``, Unicode classes. A bare ``$`` (end of text in RE2) is
     translated to ``\\Z`` for Python, whose ``$`` would also match before a final newline.
     """
+    translated = _python_form(pattern)
+    _check_compiles(pattern, translated)
+    return translated
+
+
+def _python_form(pattern: str) -> str:
+    """Walk ``pattern`` once: refuse what is outside the portable subset, and give its Python form
+    (a bare ``$`` as ``\\Z``)."""
     out = []
     i = 0
     in_class = False
@@ -80,7 +88,11 @@ def _translate_regex(pattern: str) -> str:
         i += 1
     if in_class:
         raise SpecError(f"Regular expression {pattern!r} has an unterminated character class.")
-    translated = "".join(out)
+    return "".join(out)
+
+
+def _check_compiles(pattern: str, translated: str) -> None:
+    """Both engines compile it: Python's ``re`` the translated form, RE2 (Arrow) the pattern."""
     try:
         re.compile(translated, re.ASCII)
     except re.error as exc:
@@ -89,4 +101,3 @@ def _translate_regex(pattern: str) -> str:
         pc.match_substring_regex(pa.array([""], type=pa.string()), pattern)
     except pa.ArrowInvalid as exc:
         raise SpecError(f"Regular expression {pattern!r} does not compile in RE2: {exc}.") from exc
-    return translated
