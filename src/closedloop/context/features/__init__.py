@@ -35,7 +35,7 @@ proves them equal.
 The parts, one module each: :mod:`~closedloop.context.features.expr` (the expression tree, its
 operators and the numeric nodes), :mod:`~closedloop.context.features.text` (the text nodes),
 :mod:`~closedloop.context.features.functions` (log1p, sqrt, abs, min, max, where),
-:mod:`~closedloop.context.features.custom`, :mod:`~closedloop.context.features.regex` (the portable
+:mod:`~closedloop.context.features.custom_feature`, :mod:`~closedloop.context.features.regex` (the portable
 regular expressions), :mod:`~closedloop.context.features.ops` (the elementwise operations both forms
 call), :mod:`~closedloop.context.features.scalar` (the generated scalar function),
 :mod:`~closedloop.context.features.vector` (the feature matrix of a batch) and
@@ -45,7 +45,7 @@ surface.
 
 from __future__ import annotations
 
-from closedloop.context.features.custom import custom
+from closedloop.context.features.custom_feature import custom
 from closedloop.context.features.expr import NUM as NUM
 from closedloop.context.features.expr import STR as STR
 from closedloop.context.features.expr import Expr, col, const

@@ -8,7 +8,7 @@ Python source in the generated scalar function, :mod:`closedloop.context.feature
 ``_vec`` (its column over a batch, :mod:`closedloop.context.features.vector`). The text nodes are
 in :mod:`closedloop.context.features.text`, the numeric functions and ``where`` in
 :mod:`closedloop.context.features.functions`, custom features in
-:mod:`closedloop.context.features.custom`.
+:mod:`closedloop.context.features.custom_feature`.
 """
 
 from __future__ import annotations
