@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -21,32 +20,12 @@ import pytest
 from closedloop.evaluation import write_html
 from closedloop.evaluation.report import evaluate
 from closedloop.training import train
+from support.browser import browser
 
 RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.5, 0.4]]}
 #: Rendered as markup it would load an image and set a flag; rendered as text it does nothing.
 XSS_CONTEXT = "</script><script>window.__xss = 1</script>"
 XSS_SLICE = '</script><img src=x onerror="window.__xss = 2">'
-
-
-def _browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.fail(
-            "The browser test needs Debian's chromium and chromium-driver on PATH (found chromium="
-            f"{chromium!r}, chromedriver={driver!r}). Install them with `bash scripts/ensure_system_deps.sh` "
-            "(`make test` runs it)."
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium  # never let selenium-manager download a browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +56,7 @@ def page(phishing, tmp_path_factory):
                 r["value"] = XSS_SLICE
     path = write_html(shown, root / "report.html")
 
-    driver = _browser()
+    driver = browser()
     try:
         from selenium.common.exceptions import TimeoutException
         from selenium.webdriver.support.ui import WebDriverWait

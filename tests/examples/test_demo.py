@@ -183,10 +183,11 @@ def test_the_report_draws_every_chart_offline_in_a_browser(small_run, tmp_path):
     from examples.phishing.loop_report import write_report
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_report_browser import _browser
+
+    from support.browser import browser
 
     path = write_report([small_run], tmp_path / "demo.html")
-    driver = _browser()
+    driver = browser()
     try:
         driver.get(path.resolve().as_uri())
         try:
