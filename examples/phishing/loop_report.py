@@ -1,5 +1,5 @@
 """The demo's report: one self-contained HTML page (no network: Vega, Vega-Lite and vega-embed are
-the copies vendored in ``closedloop/evaluation/assets`` and inlined; a Content-Security-Policy
+the copies vendored in ``closedloop/evaluation/html/assets`` and inlined; a Content-Security-Policy
 admits only those scripts, by hash).
 
 Charts over simulated time — phishing visits allowed per 1,000 visits and false blocks per 1,000

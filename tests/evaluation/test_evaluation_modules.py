@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from closedloop.evaluation import costs, html, html_text, intervals, measuring, metrics, partition, quality, ranking, significance, slicing
+from closedloop.evaluation import costs, html, intervals, measuring, metrics, ordering, partition, quality, significance, slicing
 from closedloop.evaluation import report as R
 from closedloop.evaluation.gate import Gate
+from closedloop.evaluation.html import text as html_text
 from closedloop.training import fitting
 from closedloop.training.train import _LGBM_ALIASES, lightgbm_defaults
 
 
 def test_metrics_names_are_the_family_modules_objects():
-    assert metrics.auc is quality.auc and metrics.Ranked is ranking.Ranked and metrics.Curve is ranking.Curve
+    assert metrics.auc is quality.auc and metrics.Ranked is ordering.Ranked and metrics.Curve is ordering.Curve
     assert metrics.Partition is partition.Partition and metrics.best_thresholds is costs.best_thresholds
     assert metrics.poisson_bootstrap is significance.poisson_bootstrap and metrics._dot is not None
     assert metrics._best_from_groups is costs._best_from_groups

@@ -25,7 +25,7 @@ from closedloop.training import train
 
 SYSTEM = "examples.phishing.system:phishing"
 XSS = "</script><script>alert(1)</script>"
-ASSETS = Path(H.__file__).parent / "assets"
+ASSETS = Path(H.__file__).parent / "assets"  # closedloop/evaluation/html/assets
 
 
 def _import(system, root: Path, n: int, seed: int = 7, referrer: str | None = None):

@@ -13,7 +13,7 @@ import numpy as np
 
 from closedloop.errors import EvaluationError
 from closedloop.evaluation.inputs import _labels, _scores, _weights
-from closedloop.evaluation.ranking import _grouped
+from closedloop.evaluation.ordering import _grouped
 from closedloop.experience.experiences import Thresholds
 
 

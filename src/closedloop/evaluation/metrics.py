@@ -15,7 +15,7 @@ Everything is vectorized (one sort at most); docs/performance.md, "Evaluation", 
 
 The metrics live by family — :mod:`~closedloop.evaluation.quality` (quality and calibration),
 :mod:`~closedloop.evaluation.costs` (mistakes and their costs), :mod:`~closedloop.evaluation.significance`
-(bootstrap intervals, slice tests, Benjamini–Hochberg), :mod:`~closedloop.evaluation.ranking` (scores
+(bootstrap intervals, slice tests, Benjamini–Hochberg), :mod:`~closedloop.evaluation.ordering` (scores
 sorted once: :class:`Ranked`), :mod:`~closedloop.evaluation.partition` (slices of a ranking:
 :class:`Partition`) and :mod:`~closedloop.evaluation.inputs` (the input checks); this module
 gathers them under one name.
@@ -27,6 +27,7 @@ from closedloop.errors import EvaluationError
 from closedloop.evaluation.costs import _best_from_groups as _best_from_groups  # the report's exact search
 from closedloop.evaluation.costs import best_thresholds, confusion_at_thresholds, expected_cost, explain_thresholds
 from closedloop.evaluation.inputs import _dot as _dot  # the BLAS-free sum the report's bootstrap uses
+from closedloop.evaluation.ordering import Curve, Ranked
 from closedloop.evaluation.partition import Partition
 from closedloop.evaluation.quality import (
     Reliability,
@@ -39,7 +40,6 @@ from closedloop.evaluation.quality import (
     reliability,
     roc_curve,
 )
-from closedloop.evaluation.ranking import Curve, Ranked
 from closedloop.evaluation.significance import (
     benjamini_hochberg,
     p_auc_worse,

@@ -10,7 +10,7 @@ import numpy as np
 
 from closedloop.errors import EvaluationError
 from closedloop.evaluation.inputs import _dot
-from closedloop.evaluation.ranking import Ranked, _group_sums
+from closedloop.evaluation.ordering import Ranked, _group_sums
 from closedloop.evaluation.significance import _normal_quantile
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from closedloop.errors import EvaluationError
 from closedloop.evaluation.inputs import _labels, _mean, _scores, _weights
-from closedloop.evaluation.ranking import Curve, Ranked, _auc_from_groups, _grouped
+from closedloop.evaluation.ordering import Curve, Ranked, _auc_from_groups, _grouped
 
 
 def auc(y: Any, s: Any, weights: Any = None) -> float:

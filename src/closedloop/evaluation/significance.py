@@ -13,8 +13,8 @@ import numpy as np
 
 from closedloop.errors import EvaluationError
 from closedloop.evaluation.inputs import _dot, _labels, _mean, _scores, _weights
+from closedloop.evaluation.ordering import _auc_from_groups, _group_sums, _sort_groups
 from closedloop.evaluation.quality import auc
-from closedloop.evaluation.ranking import _auc_from_groups, _group_sums, _sort_groups
 
 
 def poisson_bootstrap(stat_fn: Callable[..., float], *arrays: Any, units: Any = None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from closedloop.evaluation.html_text import (
+from closedloop.evaluation.html.text import (
     MAX_MISTAKES,
     _ci,
     _count,

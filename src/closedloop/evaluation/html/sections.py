@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from closedloop.evaluation.html_text import (
+from closedloop.evaluation.html.text import (
     _ci,
     _count,
     _e,

@@ -1,4 +1,4 @@
-"""The evaluation report as one self-contained HTML page.
+"""The page: the evaluation report as one self-contained HTML page.
 
 :func:`render_html` turns the dict :func:`closedloop.evaluation.report.evaluate` returns (schema
 version 1) into one HTML page a person can read and act on: the header (system, dataset, split,
@@ -19,10 +19,10 @@ with the number of rows evaluated: curves are thinned to :data:`MAX_CURVE_POINTS
 largest), at most :data:`MAX_MISTAKES` worst mistakes of each kind, and long context values are
 cut to :data:`MAX_TEXT` characters. The JSON report keeps everything.
 
-The parts live beside this module: :mod:`~closedloop.evaluation.html_text` (limits, escaping,
-formats), :mod:`~closedloop.evaluation.html_charts` (the Vega-Lite specs),
-:mod:`~closedloop.evaluation.html_sections` (header, gate, quality, comparison) and
-:mod:`~closedloop.evaluation.html_bundle` (each bundle's section); this module holds the page's
+The parts live beside this module: :mod:`~closedloop.evaluation.html.text` (limits, escaping,
+formats), :mod:`~closedloop.evaluation.html.charts` (the Vega-Lite specs),
+:mod:`~closedloop.evaluation.html.sections` (header, gate, quality, comparison) and
+:mod:`~closedloop.evaluation.html.bundle` (each bundle's section); this module holds the page's
 shell (style, scripts, policy) and assembles it.
 """
 
@@ -36,12 +36,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from closedloop.evaluation.html_bundle import _bundle_section
-from closedloop.evaluation.html_charts import _cost_spec, _pr_spec, _reliability_spec, _roc_spec, _slice_spec
-from closedloop.evaluation.html_sections import _comparison, _gate, _header, _quality_table
-from closedloop.evaluation.html_text import MAX_CURVE_POINTS, MAX_MISTAKES, MAX_SLICE_VALUES, MAX_TEXT, _check, _e, _labels, _slice_fields
-from closedloop.evaluation.html_text import _json_for_script as _json_for_script
-from closedloop.evaluation.html_text import _thin as _thin
+from closedloop.evaluation.html.bundle import _bundle_section
+from closedloop.evaluation.html.charts import _cost_spec, _pr_spec, _reliability_spec, _roc_spec, _slice_spec
+from closedloop.evaluation.html.sections import _comparison, _gate, _header, _quality_table
+from closedloop.evaluation.html.text import MAX_CURVE_POINTS, MAX_MISTAKES, MAX_SLICE_VALUES, MAX_TEXT, _check, _e, _labels, _slice_fields
+from closedloop.evaluation.html.text import _json_for_script as _json_for_script
+from closedloop.evaluation.html.text import _thin as _thin
 
 __all__ = ["MAX_CURVE_POINTS", "MAX_MISTAKES", "MAX_SLICE_VALUES", "MAX_TEXT", "render_html", "write_html"]
 
@@ -114,7 +114,7 @@ _DRIVER = """(function () {
 
 
 def _asset(name: str) -> str:
-    return resources.files("closedloop.evaluation").joinpath("assets", name).read_text("utf-8")
+    return resources.files("closedloop.evaluation.html").joinpath("assets", name).read_text("utf-8")
 
 
 def _csp_hash(script: str) -> str:

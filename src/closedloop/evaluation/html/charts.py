@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from closedloop.evaluation.html_text import (
+from closedloop.evaluation.html.text import (
     MAX_CURVE_POINTS,
     _num,
     _slice_keep,
