@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from closedloop.errors import EvaluationError
+from closedloop.evaluation.bounds import RateBound
 from closedloop.evaluation.inputs import _labels, _scores, _weights
 from closedloop.evaluation.ordering import _grouped
 from closedloop.experience.experiences import Thresholds
@@ -118,17 +119,89 @@ def best_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mapping[str, 
     return _best_from_groups(u_desc, pos, neg, th, costs, neg_name, pos_name)
 
 
+def constrained_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mapping[str, Mapping[str, float]],
+                           bounds: Sequence[RateBound], weights: Any = None,
+                           labels: Sequence[str] = ("negative", "positive")
+                           ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The cost-minimizing thresholds (:func:`best_thresholds`, the same exact search) subject to
+    ``bounds`` (:class:`~closedloop.evaluation.bounds.RateBound`: a rate at a level's operating
+    point, usually a goal's) → ``(values, report)``.
+
+    When some choice of thresholds keeps every bound, ``values`` is the cheapest of those. When
+    none does, ``values`` is the unbounded optimum — the bounds are never traded against the costs
+    silently: the report says so. ``report`` has one entry per bound: the goal, the metric, its
+    target and direction, ``feasible`` (whether the data admits thresholds that keep *every*
+    bound), ``kept`` (whether the values returned keep this one), ``value`` (the rate at the values
+    returned, weighted; None where undefined) and ``n`` (the weight of the rate's denominator).
+    A bound at an action that is not a level of ``thresholds`` is refused."""
+    where = "constrained_thresholds"
+    th = _check_thresholds(thresholds, where)
+    neg_name, pos_name = _check_labels_names(labels, where)
+    costs = _cost_table(costs, where)
+    yy = _labels(y, where)
+    ss = _scores(s, "s", where, yy.size, allow_nan=True)
+    w = _weights(weights, where, yy.size)
+    ok = ~np.isnan(ss)
+    if not ok.any():
+        raise EvaluationError("s", "not all NaN", "NaN scores only", where)
+    level = {a: j for j, (a, _) in enumerate(th.levels)}
+    for b in bounds:
+        if b.action not in level:
+            raise EvaluationError("bounds", f"a rate at one of the levels {list(level)}", f"{b.metric}@{b.action}", where)
+    u_desc, pos, neg = _grouped(yy[ok], ss[ok], None if w is None else w[ok])
+    pge, nge = _cumulative(u_desc, pos, neg)
+    allowed: list[np.ndarray | None] = [None] * len(th.levels)
+    for b in bounds:
+        mask = b.allowed(pge, nge)
+        j = level[b.action]
+        allowed[j] = mask if allowed[j] is None else allowed[j] & mask
+    cuts = _search(u_desc, pos, neg, th, costs, neg_name, pos_name, allowed) if bounds else None
+    feasible = cuts is not None
+    values = _values(u_desc[::-1], cuts, th) if cuts is not None else _best_from_groups(
+        u_desc, pos, neg, th, costs, neg_name, pos_name)
+    return values, [_bound_report(b, values, yy[ok], ss[ok], None if w is None else w[ok], feasible) for b in bounds]
+
+
+def _bound_report(b: RateBound, values: Mapping[str, float], y: np.ndarray, s: np.ndarray, w: np.ndarray | None,
+                  feasible: bool) -> dict[str, Any]:
+    """One bound's entry of :func:`constrained_thresholds`' report, at the threshold ``values``."""
+    wt = np.ones(y.size) if w is None else w
+    flagged = s >= float(values[b.action])
+    pge = np.array([float(wt[flagged & (y == 1)].sum())])
+    nge = np.array([float(wt[flagged & (y == 0)].sum())])
+    p_all, n_all = float(wt[y == 1].sum()), float(wt[y == 0].sum())
+    # the rate's definition needs the totals: evaluate it on [all rows, the flagged rows]
+    rate = float(b.rates(np.r_[p_all, pge], np.r_[n_all, nge])[1])
+    n = n_all if b.metric == "false_positive_rate" else (float(pge[0] + nge[0]) if b.metric == "precision" else p_all)
+    kept = bool(b.allowed(np.r_[p_all, pge], np.r_[n_all, nge])[1])
+    return {**b.describe(), "feasible": feasible, "kept": kept, "value": None if math.isnan(rate) else rate, "n": n}
+
+
+def _cumulative(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Pge, Nge)``: the weight of positives / negatives with score ≥ u[c] for each cut c into
+    the ascending distinct scores u; index m (past the last score) → 0."""
+    return np.r_[np.cumsum(pos)[::-1], 0.0], np.r_[np.cumsum(neg)[::-1], 0.0]
+
+
 def _best_from_groups(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray, th: Thresholds,
                       costs: Mapping[str, Mapping[str, float]], neg_name: str, pos_name: str
                       ) -> dict[str, float]:
     """:func:`best_thresholds` on already grouped scores (distinct scores descending with the
     weighted positives and negatives of each): the exact search, no validation."""
-    where = "best_thresholds"
-    u = u_desc[::-1]  # ascending distinct scores
-    m = u.size
-    # Pge[c] / Nge[c]: weight of positives / negatives with score ≥ u[c]; index m → 0
-    Pge = np.r_[np.cumsum(pos)[::-1], 0.0]
-    Nge = np.r_[np.cumsum(neg)[::-1], 0.0]
+    cuts = _search(u_desc, pos, neg, th, costs, neg_name, pos_name, None)
+    if cuts is None:  # without bounds every cut is allowed: the search always finds one
+        raise EvaluationError("costs", "finite", "no finite cost at any threshold", "best_thresholds")
+    return _values(u_desc[::-1], cuts, th)
+
+
+def _search(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray, th: Thresholds,
+            costs: Mapping[str, Mapping[str, float]], neg_name: str, pos_name: str,
+            allowed: Sequence[np.ndarray | None] | None) -> list[int] | None:
+    """The cost-minimizing cut index of each level into the ascending distinct scores (the exact
+    chain of suffix minima); ``allowed``: per level, the cuts it may take (None: any). None when
+    no choice of cuts keeps every level within what it may take."""
+    m = u_desc.size
+    Pge, Nge = _cumulative(u_desc, pos, neg)
     acts = th.actions
     k = len(th.levels)
 
@@ -138,6 +211,9 @@ def _best_from_groups(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray, th: 
 
     fs = [f(i) for i in range(k + 1)]
     g = [fs[j] - fs[j + 1] for j in range(k)]
+    for j, ok in enumerate(allowed or ()):
+        if ok is not None:  # a cut a bound forbids costs +inf: the search stays exact
+            g[j] = np.where(ok, g[j], np.inf)
     # D_j(c) = g_j(c) + min_{c' ≥ c} D_{j-1}(c')
     arg: list[np.ndarray] = []
     D = g[0]
@@ -152,8 +228,17 @@ def _best_from_groups(u_desc: np.ndarray, pos: np.ndarray, neg: np.ndarray, th: 
         D = g[j] + run_min[::-1]
     cuts = [0] * k
     cuts[k - 1] = int(np.argmin(D))
+    if not np.isfinite(D[cuts[k - 1]]):
+        return None
     for j in range(k - 1, 0, -1):
         cuts[j - 1] = int(arg[j - 1][cuts[j]])
+    return cuts
+
+
+def _values(u: np.ndarray, cuts: list[int], th: Thresholds) -> dict[str, float]:
+    """The threshold values of the levels' cut indices into the ascending distinct scores ``u``."""
+    where = "best_thresholds"
+    m, k = u.size, len(cuts)
     # threshold values from cut indices
     span = float(u[-1] - u[0]) if m > 1 else 0.0
     scale = span if span > 0 else max(1.0, abs(float(u[0])))

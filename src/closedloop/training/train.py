@@ -303,9 +303,11 @@ def _chosen_thresholds(system: System, thresholds: str, intelligence: Intelligen
     if thresholds == "cost":
         rows, side = threshold_rows(fit_idx, cal_idx)
         S_rows = scores[side][1]
-        levels = cost_thresholds(system, y[rows], S_rows, intelligence.bind(system.features).outputs,
-                                 None if w_all is None else np.asarray(w_all, dtype=np.float64)[rows])
+        levels, goals = cost_thresholds(system, y[rows], S_rows, intelligence.bind(system.features).outputs,
+                                        None if w_all is None else np.asarray(w_all, dtype=np.float64)[rows])
         chosen.update({"rows": side, "n": int(rows.size), "values": levels})
+        if goals:
+            chosen["goals"] = goals
     return chosen, levels
 
 
