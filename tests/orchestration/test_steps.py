@@ -68,8 +68,8 @@ def test_every_step_obeys_the_step_contract(step: Step) -> None:
 
 
 def test_the_default_pipeline_is_the_documented_order() -> None:
-    assert STEPS == ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "evaluate",
-                     "gate", "register", "sanity", "shadow")
+    assert STEPS == ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "goal_check",
+                     "evaluate", "gate", "register", "sanity", "shadow")
     assert default_pipeline() == default_pipeline()
 
 
@@ -91,21 +91,21 @@ _Probe.Result = _ProbeResult
 
 def test_a_pipeline_is_edited_by_step_name_and_refuses_what_breaks_it() -> None:
     p = default_pipeline()
-    assert p.after("evaluate", _Probe()).names[8:10] == ("evaluate", "probe")
-    assert p.before("gate", _Probe()).names[8:10] == ("evaluate", "probe")
+    assert p.after("evaluate", _Probe()).names[9:11] == ("evaluate", "probe")
+    assert p.before("gate", _Probe()).names[9:11] == ("evaluate", "probe")
     assert p.replace("sanity", _Probe()).names[-2:] == ("probe", "shadow")
     assert "sanity" not in p.without("sanity").names and len(p.without("sanity")) == len(p) - 1
     assert p.names == STEPS  # unchanged: a pipeline is immutable
     with pytest.raises(SpecError, match="no step 'nope'"):
         p.after("nope", _Probe())
     with pytest.raises(SpecError, match="unique. Got 'gate' twice"):
-        p.after("evaluate", p.steps[9])
+        p.after("evaluate", p.steps[10])
     with pytest.raises(SpecError, match="must be closedloop.orchestration.steps.Step objects. Got 'ingest'"):
         Pipeline(["ingest"])  # type: ignore[list-item]
     with pytest.raises(SpecError, match="The 'steps' parameter of LoopPlan must be a closedloop.orchestration.steps.Pipeline"):
         LoopPlan(make_system(), steps=list(p))  # type: ignore[arg-type]
     assert "steps" not in LoopPlan(make_system()).describe()
-    assert LoopPlan(make_system(), steps=p.after("evaluate", _Probe())).describe()["steps"][8:10] == ["evaluate", "probe"]
+    assert LoopPlan(make_system(), steps=p.after("evaluate", _Probe())).describe()["steps"][9:11] == ["evaluate", "probe"]
 
 
 # -- a step from outside, in a real cycle ---------------------------------------------------------------
@@ -178,7 +178,8 @@ def test_a_step_listed_in_the_plan_runs_in_the_cycle_with_its_typed_result_and_i
         assert entry["status"] == "stopped" and entry["result"]["outcome"] == "too_costly"
         assert entry["result"]["candidate"] == rec["steps"]["train"]["result"]["version"] and entry["result"]["cost"] > 0
         assert "gate" not in rec["steps"] and reg.state(system.name).shadows == ()
-        assert list(rec["steps"]) == ["ingest", "monitor", "route", "plan", "dataset", "train", "evaluate", "cost_check"]
+        assert list(rec["steps"]) == ["ingest", "monitor", "route", "plan", "dataset", "train", "goal_check", "evaluate",
+                                      "cost_check"]
         # the typed results of the steps before it read back from the record
         ds = msgspec.convert(rec["steps"]["dataset"]["result"], DatasetResult)
         assert ds.counts["decisions"]["labeled"] >= 200 and Path(ds.path).is_dir()
@@ -187,7 +188,7 @@ def test_a_step_listed_in_the_plan_runs_in_the_cycle_with_its_typed_result_and_i
         rec = Cycle(plan(1e9), home, reg, clock=clock).run_once()
         assert rec["steps"]["cost_check"]["status"] == "done"
         # the cycle goes on to the gate (which passes or stops it, as the candidate deserves)
-        assert list(rec["steps"])[6:9] == ["evaluate", "cost_check", "gate"], list(rec["steps"])
+        assert list(rec["steps"])[7:10] == ["evaluate", "cost_check", "gate"], list(rec["steps"])
         assert rec["outcome"] in ("shadow", "gate_failed"), (rec["outcome"], rec["reason"])
         assert calls == [2, 3]
     finally:

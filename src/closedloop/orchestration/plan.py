@@ -159,6 +159,9 @@ class LoopPlan:
         Alert sinks besides the home's log (``<home>/orchestration/alerts.jsonl``).
     evaluate_bootstrap:
         Bootstrap resamples in the evaluation report.
+    goal_patience:
+        A goal missed in each of its last ``goal_patience`` measured windows raises a
+        ``goal_health`` alert (:mod:`~closedloop.orchestration.goal_health`), once per streak.
     steps:
         The cycle's steps, in order (:class:`~closedloop.orchestration.steps.Pipeline`; default:
         :func:`~closedloop.orchestration.steps.default_pipeline`). Add a step with
@@ -188,6 +191,7 @@ class LoopPlan:
     rate_settle: timedelta | None = None
     sinks: Sequence[AlertSink] = ()
     evaluate_bootstrap: int = 50
+    goal_patience: int = 3
     steps: Pipeline = field(default_factory=default_pipeline)
 
     def __post_init__(self) -> None:
@@ -211,6 +215,9 @@ class LoopPlan:
             raise SpecError(f"LoopPlan(thresholds='cost') needs mistake costs; system '{self.system.name}' declares none.")
         _td("train_window", self.train_window)
         _td("retrain_every", self.retrain_every, positive=False)
+        if isinstance(self.goal_patience, bool) or not isinstance(self.goal_patience, int) or self.goal_patience < 1:
+            raise SpecError(f"The 'goal_patience' parameter of LoopPlan must be an integer ≥ 1. "
+                            f"Got {self.goal_patience!r} instead.")
         if isinstance(self.min_labeled, bool) or not isinstance(self.min_labeled, int) or self.min_labeled < 1:
             raise SpecError(f"The 'min_labeled' parameter of LoopPlan must be an integer ≥ 1. Got {self.min_labeled!r} instead.")
         for name, typ in (("gate", Gate), ("rollout", Rollout), ("tighten", Tighten)):
@@ -244,6 +251,7 @@ class LoopPlan:
             "train_window_seconds": self.train_window.total_seconds(),
             **({"early_labels": True} if self.early_labels else {}),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
+            "goal_patience": self.goal_patience,
             "gate": asdict(self.gate),
             "rollout": self.rollout.describe(),
             "drift": self.drift.describe() if self.drift else None,

@@ -5,7 +5,7 @@
 
     ingest ─► monitor ─► route ─┬─ bootstrap                 nothing deployed: the heuristic becomes production
                                 ├─ advance                   a rollout is under way: move it one stage
-                                └─ plan ─► dataset ─► train ─► evaluate ─► gate ─► register ─► sanity ─► shadow
+                                └─ plan ─► dataset ─► train ─► goal_check ─► evaluate ─► gate ─► register ─► sanity ─► shadow
 
 The contract every step obeys is in :mod:`.base` (:class:`Step`, :class:`StepContext`,
 :class:`StepResult`, :class:`Stop`). To add a step, write one module with a ``Step`` subclass and
@@ -35,6 +35,7 @@ from closedloop.orchestration.steps.bootstrap import Bootstrap, BootstrapResult
 from closedloop.orchestration.steps.dataset import Dataset, DatasetResult
 from closedloop.orchestration.steps.evaluate import Evaluate, EvaluateResult
 from closedloop.orchestration.steps.gate import Gate, GateResult
+from closedloop.orchestration.steps.goal_check import GoalCheck, GoalCheckResult
 from closedloop.orchestration.steps.ingest import Ingest, IngestResult
 from closedloop.orchestration.steps.monitor import Monitor, MonitorResult
 from closedloop.orchestration.steps.register import Register, RegisterResult
@@ -45,10 +46,41 @@ from closedloop.orchestration.steps.shadow import Shadow, ShadowResult
 from closedloop.orchestration.steps.train import Train, TrainResult
 
 __all__ = [
-    "Advance", "AdvanceResult", "Bootstrap", "BootstrapResult", "Branch", "Dataset", "DatasetResult", "Evaluate",
-    "EvaluateResult", "Gate", "GateResult", "Ingest", "IngestResult", "Monitor", "MonitorResult", "Pipeline",
-    "Register", "RegisterResult", "Route", "RouteResult", "Sanity", "SanityResult", "Schedule", "ScheduleResult",
-    "Shadow", "ShadowResult", "Step", "StepContext", "StepResult", "Stop", "Train", "TrainResult", "default_pipeline",
+    "Advance",
+    "AdvanceResult",
+    "Bootstrap",
+    "BootstrapResult",
+    "Branch",
+    "Dataset",
+    "DatasetResult",
+    "Evaluate",
+    "EvaluateResult",
+    "Gate",
+    "GateResult",
+    "GoalCheck",
+    "GoalCheckResult",
+    "Ingest",
+    "IngestResult",
+    "Monitor",
+    "MonitorResult",
+    "Pipeline",
+    "Register",
+    "RegisterResult",
+    "Route",
+    "RouteResult",
+    "Sanity",
+    "SanityResult",
+    "Schedule",
+    "ScheduleResult",
+    "Shadow",
+    "ShadowResult",
+    "Step",
+    "StepContext",
+    "StepResult",
+    "Stop",
+    "Train",
+    "TrainResult",
+    "default_pipeline",
 ]
 
 
@@ -126,6 +158,6 @@ def _config(p: Pipeline) -> list[tuple[type, dict[str, Any]]]:
 
 def default_pipeline() -> Pipeline:
     """The phishing-style loop's steps: ingest, monitor, route; bootstrap or advance; or plan,
-    dataset, train, evaluate, gate, register, sanity, shadow."""
-    return Pipeline((Ingest(), Monitor(), Route(), Bootstrap(), Advance(), Schedule(), Dataset(), Train(), Evaluate(),
+    dataset, train, goal_check, evaluate, gate, register, sanity, shadow."""
+    return Pipeline((Ingest(), Monitor(), Route(), Bootstrap(), Advance(), Schedule(), Dataset(), Train(), GoalCheck(), Evaluate(),
                      Gate(), Register(), Sanity(), Shadow()))

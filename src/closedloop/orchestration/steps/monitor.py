@@ -4,7 +4,9 @@ Abusive outcome sources (:class:`~closedloop.orchestration.abuse.AbusePolicy`: q
 down-weighted), the goals measured per cadence window (:class:`~closedloop.orchestration.goals.
 GoalTracker`, ``<home>/goals/series.jsonl``), drift (:class:`~closedloop.orchestration.drift.
 DriftMonitor`) and mistake spikes (:class:`~closedloop.orchestration.drift.MistakeSpikes`). New
-alerts go to the plan's sinks and the home's log; those that ask for a retraining or a tightening
+alerts — and a ``goal_health`` alert for each goal missed in each of its last
+``LoopPlan.goal_patience`` windows (:mod:`closedloop.orchestration.goal_health`) — go to the
+plan's sinks and the home's log; those that ask for a retraining or a tightening
 wait in the cycle's carried ``pending`` list for the next training.
 """
 
@@ -18,6 +20,7 @@ from msgspec import UNSET, UnsetType
 from closedloop.base.files import make_private_dirs
 from closedloop.orchestration import _data
 from closedloop.orchestration.alerts import Alert, deliver
+from closedloop.orchestration.goal_health import streak_alerts
 from closedloop.orchestration.steps.base import Step, StepContext, StepResult
 
 __all__ = ["Monitor", "MonitorResult"]
@@ -58,6 +61,7 @@ class Monitor(Step[MonitorResult]):
         con = _data.connect(ctx.system.name, read, out, ctx.now_ns, excluded)
         try:
             points = _goals(ctx, con, dec, out, excluded, first, alerts)
+            alerts += streak_alerts(ctx.system, ctx.goals.points(), ctx.plan.goal_patience, ctx.now_ns, ctx.plan.metrics)
             drift = _drift(ctx, con, dec, alerts)
             spikes = _spikes(ctx, con, dec, out, excluded, first, alerts)
         finally:
