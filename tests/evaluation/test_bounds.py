@@ -99,3 +99,40 @@ def test_the_phishing_systems_goals_bound_its_thresholds():
     got = {(b.name, b.metric, b.action, b.target, b.direction) for b in goal_bounds(phishing)}
     assert got == {("false_block_rate", "false_positive_rate", "block", 0.001, "at_most"),
                    ("phish_recall", "recall", "warn", 0.9, "at_least")}
+
+
+def test_goal_figures_read_a_confusion_table_at_each_operating_point():
+    from closedloop.evaluation.bounds import goal_figures
+
+    conf = {"block": {"legit": 2.0, "phish": 50.0}, "warn": {"legit": 10.0, "phish": 30.0},
+            "allow": {"legit": 988.0, "phish": 20.0}}
+    bounds = [RateBound("false_positive_rate", "block", 0.001, "at_most", "fb"),
+              RateBound("recall", "warn", 0.9, "at_least", "rec")]
+    fb, rec = goal_figures(bounds, conf, TH, LABELS)
+    assert fb["value"] == pytest.approx(2 / 1000) and fb["n"] == 1000.0 and fb["met"] is False
+    assert rec["value"] == pytest.approx(80 / 100) and rec["n"] == 100.0 and rec["met"] is False
+    assert fb["ci"][0] < 0.002 < fb["ci"][1]
+
+
+def _bundle(version, goals):
+    return {"version": version, "quality": {"auc": 0.9}, "slices": {}, "mistakes": {"cost_per_1000": 10.0},
+            "goals": goals}
+
+
+def _goal(value, ci, met):
+    return {"goal": "fb", "metric": "false_positive_rate@block", "target": 0.001, "direction": "at_most",
+            "value": value, "ci": ci, "n": 10_000.0, "met": met}
+
+
+def test_the_gate_refuses_a_candidate_that_breaks_a_goal_production_meets_beyond_the_noise():
+    from closedloop.evaluation.gate import Gate
+
+    base = _bundle("prod", [_goal(0.0008, [0.0004, 0.0015], True)])
+    noisy = _bundle("cand", [_goal(0.0011, [0.0006, 0.0019], False)])  # past the target, within the noise
+    broken = _bundle("cand", [_goal(0.003, [0.002, 0.0042], False)])
+    assert Gate().check(base, noisy)["passed"]
+    v = Gate().check(base, broken)
+    assert not v["passed"] and "goal fb" in v["reasons"][0] and "breaks the target the baseline meets" in v["reasons"][0]
+    assert Gate(goals_must_hold=False).check(base, broken)["passed"]
+    # a goal production misses too is not the candidate's to keep (the goal-health alert says so)
+    assert Gate().check(_bundle("prod", [_goal(0.004, [0.003, 0.005], False)]), broken)["passed"]

@@ -15,7 +15,9 @@ goals (outcome rates, costs, shares) are not controlled by the thresholds alone 
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 from closedloop.errors import EvaluationError
 from closedloop.experience.experiences import Thresholds
 
-__all__ = ["RATE_METRICS", "RateBound", "goal_bounds"]
+__all__ = ["RATE_METRICS", "RateBound", "goal_bounds", "goal_figures", "wilson"]
 
 #: the rates a threshold controls, as the goal grammar names them (``<rate>@<action>``)
 RATE_METRICS = ("false_positive_rate", "false_negative_rate", "recall", "precision")
@@ -86,4 +88,42 @@ def goal_bounds(system: Any) -> list[RateBound]:
         m = _RATE.fullmatch(g.metric)
         if m is not None and m.group(2) in levels:
             out.append(RateBound(m.group(1), m.group(2), float(g.target), g.direction, g.name))
+    return out
+
+
+#: the 95% normal quantile
+_Z = 1.959963984540054
+
+
+def wilson(p: float, n: float) -> tuple[float, float] | None:
+    """The 95% Wilson interval of a proportion ``p`` observed over ``n`` rows (None when n ≤ 0)."""
+    if n <= 0 or not math.isfinite(p):
+        return None
+    z2 = _Z * _Z
+    den = 1.0 + z2 / n
+    mid = (p + z2 / (2 * n)) / den
+    half = _Z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def goal_figures(bounds: Sequence[RateBound], confusion: Mapping[str, Mapping[str, float]], thresholds: Thresholds,
+                 labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Each bound's rate in a confusion table (action → {true class → weighted count}, as
+    :func:`~closedloop.evaluation.costs.confusion_at_thresholds` gives it), with its 95% Wilson
+    interval over the rate's denominator and whether the target is met (None: undefined)."""
+    neg, pos = labels[0], labels[1]
+    acts = [a for a, _ in thresholds.levels]
+    p_all = float(sum((confusion.get(a) or {}).get(pos, 0.0) for a in confusion))
+    n_all = float(sum((confusion.get(a) or {}).get(neg, 0.0) for a in confusion))
+    out = []
+    for b in bounds:
+        flagged = acts[: acts.index(b.action) + 1]
+        tp = float(sum((confusion.get(a) or {}).get(pos, 0.0) for a in flagged))
+        fp = float(sum((confusion.get(a) or {}).get(neg, 0.0) for a in flagged))
+        rate = float(b.rates(np.array([p_all, tp]), np.array([n_all, fp]))[1])
+        n = n_all if b.metric == "false_positive_rate" else (tp + fp if b.metric == "precision" else p_all)
+        ci = None if math.isnan(rate) else wilson(rate, n)
+        met = None if math.isnan(rate) else bool(rate <= b.target if b.direction == "at_most" else rate >= b.target)
+        out.append({**b.describe(), "value": None if math.isnan(rate) else rate, "ci": None if ci is None else list(ci),
+                    "n": n, "met": met})
     return out

@@ -20,13 +20,18 @@ class Gate:
     Fails when the candidate's AUC is below the baseline's by more than ``max_auc_drop``
     overall or in any slice value with at least ``min_slice_n`` rows (both AUCs defined), or,
     with ``cost_must_not_rise``, when its expected cost per 1,000 is higher than the baseline's
-    (by more than ``cost_tolerance``, relative: 0.02 lets it be up to 2 % higher).
+    (by more than ``cost_tolerance``, relative: 0.02 lets it be up to 2 % higher), or, with
+    ``goals_must_hold``, when it breaks a goal the baseline meets: a goal that bounds a rate the
+    thresholds control (the report's per-bundle ``goals``), the baseline's figure meeting the
+    target and the candidate's whole 95% interval past it — a projected break beyond the noise
+    of the evaluation rows, not a coin flip around a target the thresholds were set at.
     """
 
     max_auc_drop: float = 0.005
     min_slice_n: int = 500
     cost_must_not_rise: bool = True
     cost_tolerance: float = 0.0
+    goals_must_hold: bool = True
 
     def __post_init__(self) -> None:
         t = self.cost_tolerance
@@ -53,7 +58,26 @@ class Gate:
         if self.cost_must_not_rise and c0 is not None and c1 is not None and c1 > c0 * (1.0 + self.cost_tolerance):
             more = f" (more than {self.cost_tolerance:.0%})" if self.cost_tolerance else ""
             reasons.append(f"expected cost per 1,000 decisions rises from {c0:.4f} to {c1:.4f}{more}")
+        if self.goals_must_hold:
+            reasons += _broken_goals(base.get("goals") or [], cand.get("goals") or [])
         return {
             "rule": asdict(self), "baseline": base["version"], "candidate": cand["version"],
             "passed": not reasons, "reasons": reasons,
         }
+
+
+def _broken_goals(base: list[dict[str, Any]], cand: list[dict[str, Any]]) -> list[str]:
+    """The goals the baseline meets and the candidate breaks beyond its interval, in words."""
+    met = {g["goal"]: g for g in base if g.get("met")}
+    out = []
+    for g in cand:
+        b = met.get(g["goal"])
+        ci = g.get("ci")
+        if b is None or g.get("value") is None or ci is None:
+            continue
+        past = ci[0] > g["target"] if g["direction"] == "at_most" else ci[1] < g["target"]
+        if past:
+            out.append(f"goal {g['goal']} ({g['metric']} {g['direction'].replace('_', ' ')} {g['target']:g}) is "
+                       f"projected at {g['value']:.4g} (95% interval {ci[0]:.4g}–{ci[1]:.4g}), which breaks the target "
+                       f"the baseline meets ({b['value']:.4g})")
+    return out

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop.errors import DatasetError, SpecError
+from closedloop.evaluation.bounds import goal_bounds, goal_figures
 from closedloop.evaluation.gate import Gate
 from closedloop.evaluation.intervals import _poisson1 as _poisson1  # the bootstrap's Poisson(1) draws (tested here)
 from closedloop.evaluation.intervals import paired_intervals, slice_intervals
@@ -173,6 +174,17 @@ def _score_bundles(system: Any, bundles: Sequence[Any], rows: _Rows, *, worst: i
     return reports, measured
 
 
+def _fill_goals(system: Any, bundles: Sequence[Any], reports: Sequence[dict[str, Any]]) -> None:
+    """Each bundle's figures for the goals that bound a rate its thresholds control
+    (:func:`~closedloop.evaluation.bounds.goal_figures`, from its confusion table at its own
+    thresholds): the projection the gate holds against production's."""
+    bounds = goal_bounds(system)
+    if not bounds:
+        return
+    for b, rep in zip(bundles, reports, strict=True):
+        rep["goals"] = goal_figures(bounds, rep["mistakes"]["confusion"], b.experience(system), system.labels)
+
+
 def _pairs(reports: Sequence[dict[str, Any]]) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """The bundles compared → (the heuristics, the models, the pairs): each later bundle against
     the first, then each (heuristic, model) pair, each pair once."""
@@ -279,6 +291,7 @@ def evaluate(
     dataset = Path(dataset)
     rows = _load(system, dataset, split, loaded, slice_bins, weights)
     reports, measured = _score_bundles(system, bundles, rows, worst=worst, golden=golden, seed=seed)
+    _fill_goals(system, bundles, reports)
     heur, models, pairs = _pairs(reports)
     _fill_slice_intervals(reports, measured, rows.slice_fields, rows.units)
     paired_ci: list[dict[str, Any]] = [{"auc_diff_ci": None, "cost_diff_ci": None} for _ in pairs]

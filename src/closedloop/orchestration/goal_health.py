@@ -17,31 +17,16 @@ its audit and propensity weights, but biased wherever labels are selective and n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from closedloop.base.times import iso_seconds
+from closedloop.evaluation.bounds import wilson
 from closedloop.orchestration.alerts import Alert
 from closedloop.orchestration.metric_grammar import parse_metric
 from closedloop.system.spec import System
 
 __all__ = ["bound_alerts", "measure_note", "streak_alerts", "wilson"]
-
-#: the 95% normal quantile
-_Z = 1.959963984540054
-
-
-def wilson(p: float, n: float) -> tuple[float, float] | None:
-    """The 95% Wilson interval of a proportion ``p`` observed over ``n`` rows (None when n ≤ 0)."""
-    if n <= 0 or not math.isfinite(p):
-        return None
-    z2 = _Z * _Z
-    den = 1.0 + z2 / n
-    mid = (p + z2 / (2 * n)) / den
-    half = _Z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
 
 def measure_note(system: System, metric: str, custom: Mapping[str, Any] | None = None) -> str:
     """Whether ``metric``'s measure may be biased, in words."""
