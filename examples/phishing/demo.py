@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .loop_demo import ARMS, DemoRun, DemoSettings, run_demo
+from .loop_demo import ARMS, DemoRun, DemoSettings, rates, run_demo
 from .loop_report import write_report
 
 __all__ = ["main"]
@@ -65,16 +65,28 @@ def _table(runs: Sequence[DemoRun]) -> Table:
     s0 = runs[0].settings
     t = Table(title=f"Days {s0.measure_from}–{s0.days - 1}, pooled (ground truth, measured by the world)")
     for col in ("seed", "policy", "phishing allowed / 1k", "caught", "false blocks / 1k legit",
-                "false warnings / 1k legit", "victims"):
+                "false warnings / 1k legit", "victims", "declared cost / 1k"):
         t.add_column(col, justify="left" if col in ("seed", "policy") else "right")
-    for run in runs:
-        summ = run.summary()
+    rows = [(str(run.settings.seed), run.summary()["arms"]) for run in runs]
+    if len(runs) > 1:
+        rows.append(("all", pooled(runs)))
+    for seed, arms in rows:
         for arm in ARMS:
-            a = summ["arms"][arm]
-            t.add_row(str(run.settings.seed), arm, f"{a['phish_allowed_per_1k']:.3f}",
+            a = arms[arm]
+            t.add_row(seed, arm, f"{a['phish_allowed_per_1k']:.3f}",
                       f"{100 * a['phish_caught_share']:.1f} %", f"{a['false_blocks_per_1k_legit']:.3f}",
-                      f"{a['false_warnings_per_1k_legit']:.3f}", f"{a['victims']:,.0f}")
+                      f"{a['false_warnings_per_1k_legit']:.3f}", f"{a['victims']:,.0f}",
+                      f"{a['declared_cost_per_1k']:.2f}")
     return t
+
+
+def pooled(runs: Sequence[DemoRun]) -> dict[str, dict[str, float]]:
+    """Each arm's figures over every seed's period: the seeds' ground-truth counts summed."""
+    out = {}
+    for arm in ARMS:
+        tots = [run.totals(arm) for run in runs]
+        out[arm] = rates({k: sum(t[k] for t in tots) for k in tots[0]})
+    return out
 
 
 def _targets(runs: Sequence[DemoRun]) -> Table:
@@ -147,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_report(runs, args.report)
     console.print(f"Report: {path.resolve()} · loop homes under {args.home.resolve()} · "
                   f"{time.perf_counter() - t_start:.0f} s")
-    print(json.dumps({"seeds": [r.summary() for r in runs]}, default=str, separators=(",", ":")))
+    out: dict[str, Any] = {"seeds": [r.summary() for r in runs]}
+    if len(runs) > 1:
+        out["pooled"] = pooled(runs)
+    print(json.dumps(out, default=str, separators=(",", ":")))
     return 0
 
 

@@ -193,6 +193,32 @@ def demo_plan(system: System, cycles_per_day: int = 1) -> LoopPlan:
     )
 
 
+def declared_cost(tot: dict[str, float]) -> float:
+    """The system's declared mistake costs (``System.costs``: user-harm units) of the ground-truth
+    counts ``tot``, per 1,000 decided visits: what the loop's thresholds minimize, measured on
+    every visit rather than on labeled ones."""
+    c = phishing.costs
+    cost = (tot["phish_allowed"] * c["allow"].get("phish", 0.0) + tot["legit_allowed"] * c["allow"].get("legit", 0.0)
+            + tot["phish_warned"] * c["warn"].get("phish", 0.0) + tot["legit_warned"] * c["warn"].get("legit", 0.0)
+            + tot["phish_blocked"] * c["block"].get("phish", 0.0) + tot["legit_blocked"] * c["block"].get("legit", 0.0))
+    return 1000.0 * cost / max(tot["decided"], 1.0)
+
+
+def rates(tot: dict[str, float]) -> dict[str, float]:
+    """An arm's table figures from its ground-truth counts."""
+    return {
+        "phish_allowed_per_1k": 1000.0 * tot["phish_allowed"] / max(tot["decided"], 1.0),
+        "false_blocks_per_1k_legit": 1000.0 * tot["legit_blocked"] / max(tot["legit_visits"], 1.0),
+        "false_warnings_per_1k_legit": 1000.0 * tot["legit_warned"] / max(tot["legit_visits"], 1.0),
+        "phish_caught_share": (tot["phish_warned"] + tot["phish_blocked"]) / max(tot["phish_visits"], 1.0),
+        "victims": tot["victims"],
+        "unprotected_visits": tot["unprotected_visits"],
+        "decided": tot["decided"],
+        "declared_cost_per_1k": declared_cost(tot),
+    }
+
+
+
 @dataclass
 class DemoRun:
     """What a demo run measured. ``arms[arm]`` is one dict per day (``MEASURES`` plus ``day``),
@@ -210,21 +236,18 @@ class DemoRun:
     timings: dict[str, float]
     counts: dict[str, Any] = field(default_factory=dict)
 
-    def period(self, arm: str, start: int | None = None, stop: int | None = None) -> dict[str, float]:
-        """Pooled rates of ``arm`` over days ``start`` … ``stop - 1`` (default: the table's period)."""
+    def totals(self, arm: str, start: int | None = None, stop: int | None = None) -> dict[str, float]:
+        """The ground-truth counts of ``arm`` summed over days ``start`` … ``stop - 1`` (default:
+        the table's period)."""
         a = self.settings.measure_from if start is None else start
         b = self.settings.days if stop is None else stop
         rows = [r for r in self.arms[arm] if a <= r["day"] < b]
-        tot = {k: sum(float(r[k]) for r in rows) for k in MEASURES if k != "protected_share"}
-        return {
-            "phish_allowed_per_1k": 1000.0 * tot["phish_allowed"] / max(tot["decided"], 1.0),
-            "false_blocks_per_1k_legit": 1000.0 * tot["legit_blocked"] / max(tot["legit_visits"], 1.0),
-            "false_warnings_per_1k_legit": 1000.0 * tot["legit_warned"] / max(tot["legit_visits"], 1.0),
-            "phish_caught_share": (tot["phish_warned"] + tot["phish_blocked"]) / max(tot["phish_visits"], 1.0),
-            "victims": tot["victims"],
-            "unprotected_visits": tot["unprotected_visits"],
-            "decided": tot["decided"],
-        }
+        return {k: sum(float(r[k]) for r in rows) for k in MEASURES if k != "protected_share"}
+
+    def period(self, arm: str, start: int | None = None, stop: int | None = None) -> dict[str, float]:
+        """Pooled rates of ``arm`` over days ``start`` … ``stop - 1`` (default: the table's period)."""
+        return rates(self.totals(arm, start, stop))
+
 
     def summary(self) -> dict[str, Any]:
         """The table's figures, JSON-ready: each arm over the period, and the loop's targets."""
