@@ -88,6 +88,24 @@ def expected_cost(counts: Mapping[str, Mapping[str, float]], costs: Mapping[str,
     return 1000.0 * cost / total
 
 
+def _search_inputs(y: Any, s: Any, thresholds: Any, costs: Any, weights: Any, labels: Any, where: str
+                   ) -> tuple[Thresholds, str, str, Mapping[str, Mapping[str, float]], np.ndarray, np.ndarray,
+                              np.ndarray | None, np.ndarray]:
+    """A threshold search's inputs checked (named in errors as ``where``'s): the experience, the
+    negative and positive class names, the cost table, labels, scores, weights and the rows
+    with a score (not NaN; at least one)."""
+    th = _check_thresholds(thresholds, where)
+    neg_name, pos_name = _check_labels_names(labels, where)
+    table = _cost_table(costs, where)
+    yy = _labels(y, where)
+    ss = _scores(s, "s", where, yy.size, allow_nan=True)
+    w = _weights(weights, where, yy.size)
+    ok = ~np.isnan(ss)
+    if not ok.any():
+        raise EvaluationError("s", "not all NaN", "NaN scores only", where)
+    return th, neg_name, pos_name, table, yy, ss, w, ok
+
+
 def best_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mapping[str, Mapping[str, float]],
                     weights: Any = None, labels: Sequence[str] = ("negative", "positive")
                     ) -> dict[str, float]:
@@ -106,15 +124,7 @@ def best_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mapping[str, 
     Pass the result to ``thresholds.with_levels(...)``.
     """
     where = "best_thresholds"
-    th = _check_thresholds(thresholds, where)
-    neg_name, pos_name = _check_labels_names(labels, where)
-    costs = _cost_table(costs, where)
-    yy = _labels(y, where)
-    ss = _scores(s, "s", where, yy.size, allow_nan=True)
-    w = _weights(weights, where, yy.size)
-    ok = ~np.isnan(ss)
-    if not ok.any():
-        raise EvaluationError("s", "not all NaN", "NaN scores only", where)
+    th, neg_name, pos_name, costs, yy, ss, w, ok = _search_inputs(y, s, thresholds, costs, weights, labels, where)
     u_desc, pos, neg = _grouped(yy[ok], ss[ok], None if w is None else w[ok])
     return _best_from_groups(u_desc, pos, neg, th, costs, neg_name, pos_name)
 
@@ -135,15 +145,7 @@ def constrained_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mappin
     returned, weighted; None where undefined) and ``n`` (the weight of the rate's denominator).
     A bound at an action that is not a level of ``thresholds`` is refused."""
     where = "constrained_thresholds"
-    th = _check_thresholds(thresholds, where)
-    neg_name, pos_name = _check_labels_names(labels, where)
-    costs = _cost_table(costs, where)
-    yy = _labels(y, where)
-    ss = _scores(s, "s", where, yy.size, allow_nan=True)
-    w = _weights(weights, where, yy.size)
-    ok = ~np.isnan(ss)
-    if not ok.any():
-        raise EvaluationError("s", "not all NaN", "NaN scores only", where)
+    th, neg_name, pos_name, costs, yy, ss, w, ok = _search_inputs(y, s, thresholds, costs, weights, labels, where)
     level = {a: j for j, (a, _) in enumerate(th.levels)}
     for b in bounds:
         if b.action not in level:
