@@ -1,4 +1,4 @@
-"""The evaluation and training modules after the split (issue 18): every name still importable
+"""The evaluation and training modules after the split: every name still importable
 where it was, as the very object its new module defines, and the named stages on their own."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Small modules and short functions (issue 18): a module of ``src/closedloop`` is at most 500
+"""Small modules and short functions: a module of ``src/closedloop`` is at most 500
 lines and a function at most 80 (its ``def`` line to its last, docstring included) — unless a
 comment line starting with ``# size-exception:`` says why: for a module, among the first lines
 after its docstring; for a function, on the line right above its ``def`` (or its decorators).

@@ -1,4 +1,4 @@
-"""closedloop.training.train's named stages on their own (issue 18): the fit weights, the
+"""closedloop.training.train's named stages on their own: the fit weights, the
 arguments checked before any row is read, and the fitting of one kind of model."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The world's parts on their own (issue 18's split): the moved names still import where they
+"""The world's parts on their own: the moved names still import where they
 were, each legitimate site kind and each kit hosting makes the pages it should, a day's page
 loads are complete and time-ordered, referrers follow the configured e-mail share, the
 configuration's reader and section rules, and checkpoints carry their version."""
