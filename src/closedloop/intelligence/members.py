@@ -36,6 +36,24 @@ def _union(groups: Sequence[Sequence[str]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for group in groups for name in group))
 
 
+class MemberBlend(Intelligence):
+    """Base of the combinations that blend their ``members``' one score each into one
+    ``output`` (WeightedVote, Stacking): they read what any member reads."""
+
+    members: tuple[Intelligence, ...]
+    output: str
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    def inputs(self) -> tuple[str, ...]:
+        return _union([m.inputs() for m in self.members])
+
+    def context_fields(self) -> tuple[str, ...]:
+        return _union([m.context_fields() for m in self.members])
+
+
 def _member_to_dict(member: Intelligence, files: dict[str, bytes], prefix: str) -> dict[str, Any]:
     """The member's parameters; its files are stored in ``files`` under ``prefix``."""
     own: dict[str, bytes] = {}

@@ -14,13 +14,13 @@ from closedloop.context.schema import Columns
 from closedloop.errors import IntelligenceError
 from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 from closedloop.intelligence.members import (
+    MemberBlend,
     _check_members,
     _check_weights,
     _member_column,
     _member_from_dict,
     _member_to_dict,
     _saved_list,
-    _union,
 )
 
 __all__ = ["LINKS", "LOGIT_EPS", "TRANSFORMS", "Stacking", "logit", "logit_array"]
@@ -81,7 +81,7 @@ class _StackingScorer(Scorer):
         return z.reshape(-1, 1)
 
 
-class Stacking(Intelligence):
+class Stacking(MemberBlend):
     """A meta-model over one-output members: ``link(intercept + Σ wᵢ·t(sᵢ))``.
 
     Fit it with :func:`closedloop.training.fit_stacking` (a logistic regression on the members'
@@ -131,16 +131,6 @@ class Stacking(Intelligence):
             )
         self.transform = transform
         self.output = check_output(output, owner)
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return (self.output,)
-
-    def inputs(self) -> tuple[str, ...]:
-        return _union([m.inputs() for m in self.members])
-
-    def context_fields(self) -> tuple[str, ...]:
-        return _union([m.context_fields() for m in self.members])
 
     def bind(self, features: FeatureSet) -> Scorer:
         scorers = [m.bind(features) for m in self.members]

@@ -14,13 +14,13 @@ from closedloop.context.schema import Columns
 from closedloop.errors import IntelligenceError
 from closedloop.intelligence.base import Intelligence, Scorer, check_output, spec_get
 from closedloop.intelligence.members import (
+    MemberBlend,
     _check_members,
     _check_weights,
     _member_column,
     _member_from_dict,
     _member_to_dict,
     _saved_list,
-    _union,
 )
 
 __all__ = ["WeightedVote"]
@@ -50,7 +50,7 @@ class _VoteScorer(Scorer):
         return acc.reshape(-1, 1)
 
 
-class WeightedVote(Intelligence):
+class WeightedVote(MemberBlend):
     """The weighted mean of one-output members: ``Σ wᵢ·sᵢ / Σ wᵢ``.
 
     Members of scores in [0, 1] give a score in [0, 1].
@@ -107,16 +107,6 @@ class WeightedVote(Intelligence):
             )
         self.total = total
         self.output = check_output(output, owner)
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return (self.output,)
-
-    def inputs(self) -> tuple[str, ...]:
-        return _union([m.inputs() for m in self.members])
-
-    def context_fields(self) -> tuple[str, ...]:
-        return _union([m.context_fields() for m in self.members])
 
     def bind(self, features: FeatureSet) -> Scorer:
         scorers = [m.bind(features) for m in self.members]
