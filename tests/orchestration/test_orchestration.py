@@ -453,7 +453,7 @@ def test_a_bad_candidate_that_passes_a_lax_gate_is_stopped_by_the_flights_guard(
     reg = Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=clock).open()
     # a heuristic that blocks pages with a low x — legitimate ones — behind a gate that lets anything by
     plan = LoopPlan(system, heuristic=first_bundle(system), model="heuristic", params={"rules": [["x", "<", 0.0, 1.0]]},
-                    thresholds="system", gate=Gate(max_auc_drop=1.0, cost_must_not_rise=False),
+                    thresholds="system", gate=Gate(max_auc_drop=1.0, cost_must_not_rise=False, goals_must_hold=False),
                     train_window=timedelta(days=5), evaluate_bootstrap=0, drift=None,
                     rollout=Rollout(shadow_for=timedelta(days=1), flight_for=timedelta(days=2),
                                     guard=GuardPolicy(min_decisions=100)))
