@@ -69,7 +69,7 @@ def test_every_step_obeys_the_step_contract(step: Step) -> None:
 
 def test_the_default_pipeline_is_the_documented_order() -> None:
     assert STEPS == ("ingest", "monitor", "route", "bootstrap", "advance", "plan", "dataset", "train", "goal_check",
-                     "evaluate", "gate", "register", "sanity", "shadow")
+                     "evaluate", "past", "gate", "register", "sanity", "shadow")
     assert default_pipeline() == default_pipeline()
 
 
@@ -92,14 +92,14 @@ _Probe.Result = _ProbeResult
 def test_a_pipeline_is_edited_by_step_name_and_refuses_what_breaks_it() -> None:
     p = default_pipeline()
     assert p.after("evaluate", _Probe()).names[9:11] == ("evaluate", "probe")
-    assert p.before("gate", _Probe()).names[9:11] == ("evaluate", "probe")
+    assert p.before("gate", _Probe()).names[10:12] == ("past", "probe")
     assert p.replace("sanity", _Probe()).names[-2:] == ("probe", "shadow")
     assert "sanity" not in p.without("sanity").names and len(p.without("sanity")) == len(p) - 1
     assert p.names == STEPS  # unchanged: a pipeline is immutable
     with pytest.raises(SpecError, match="no step 'nope'"):
         p.after("nope", _Probe())
     with pytest.raises(SpecError, match="unique. Got 'gate' twice"):
-        p.after("evaluate", p.steps[10])
+        p.after("evaluate", p.steps[11])
     with pytest.raises(SpecError, match="must be closedloop.orchestration.steps.Step objects. Got 'ingest'"):
         Pipeline(["ingest"])  # type: ignore[list-item]
     with pytest.raises(SpecError, match="The 'steps' parameter of LoopPlan must be a closedloop.orchestration.steps.Pipeline"):
@@ -188,7 +188,7 @@ def test_a_step_listed_in_the_plan_runs_in_the_cycle_with_its_typed_result_and_i
         rec = Cycle(plan(1e9), home, reg, clock=clock).run_once()
         assert rec["steps"]["cost_check"]["status"] == "done"
         # the cycle goes on to the gate (which passes or stops it, as the candidate deserves)
-        assert list(rec["steps"])[7:10] == ["evaluate", "cost_check", "gate"], list(rec["steps"])
+        assert list(rec["steps"])[7:11] == ["evaluate", "cost_check", "past", "gate"], list(rec["steps"])
         assert rec["outcome"] in ("shadow", "gate_failed"), (rec["outcome"], rec["reason"])
         assert calls == [2, 3]
     finally:
@@ -209,7 +209,7 @@ def test_a_resumed_cycle_takes_a_finished_steps_result_from_the_record(tmp_path:
         outcome = rec["outcome"]
         assert outcome in ("shadow", "gate_failed") and calls == [2], (outcome, rec["reason"])
         # as if the process died after cost_check was recorded and before the gate's result was
-        for name in ("gate", "register", "sanity", "shadow"):
+        for name in ("past", "gate", "register", "sanity", "shadow"):
             rec["steps"].pop(name, None)
         rec.update(finished=False, outcome=None, reason=None, rollout=None)
         cycle._save(rec)

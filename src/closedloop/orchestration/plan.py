@@ -162,6 +162,9 @@ class LoopPlan:
     goal_patience:
         A goal missed in each of its last ``goal_patience`` measured windows raises a
         ``goal_health`` alert (:mod:`~closedloop.orchestration.goal_health`), once per streak.
+    past_bundles:
+        How many of the last production bundles (0–3) the evaluation weighs beside each candidate;
+        the ``past`` step restores one that does better than both the candidate and production.
     steps:
         The cycle's steps, in order (:class:`~closedloop.orchestration.steps.Pipeline`; default:
         :func:`~closedloop.orchestration.steps.default_pipeline`). Add a step with
@@ -192,6 +195,7 @@ class LoopPlan:
     sinks: Sequence[AlertSink] = ()
     evaluate_bootstrap: int = 50
     goal_patience: int = 3
+    past_bundles: int = 3
     steps: Pipeline = field(default_factory=default_pipeline)
 
     def __post_init__(self) -> None:
@@ -218,6 +222,9 @@ class LoopPlan:
         if isinstance(self.goal_patience, bool) or not isinstance(self.goal_patience, int) or self.goal_patience < 1:
             raise SpecError(f"The 'goal_patience' parameter of LoopPlan must be an integer ≥ 1. "
                             f"Got {self.goal_patience!r} instead.")
+        if isinstance(self.past_bundles, bool) or not isinstance(self.past_bundles, int) or not 0 <= self.past_bundles <= 3:
+            raise SpecError(f"The 'past_bundles' parameter of LoopPlan must be an integer in [0, 3]. "
+                            f"Got {self.past_bundles!r} instead.")
         if isinstance(self.min_labeled, bool) or not isinstance(self.min_labeled, int) or self.min_labeled < 1:
             raise SpecError(f"The 'min_labeled' parameter of LoopPlan must be an integer ≥ 1. Got {self.min_labeled!r} instead.")
         for name, typ in (("gate", Gate), ("rollout", Rollout), ("tighten", Tighten)):
@@ -251,7 +258,7 @@ class LoopPlan:
             "train_window_seconds": self.train_window.total_seconds(),
             **({"early_labels": True} if self.early_labels else {}),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
-            "goal_patience": self.goal_patience,
+            "goal_patience": self.goal_patience, "past_bundles": self.past_bundles,
             "gate": asdict(self.gate),
             "rollout": self.rollout.describe(),
             "drift": self.drift.describe() if self.drift else None,

@@ -5,7 +5,7 @@
 
     ingest ─► monitor ─► route ─┬─ bootstrap                 nothing deployed: the heuristic becomes production
                                 ├─ advance                   a rollout is under way: move it one stage
-                                └─ plan ─► dataset ─► train ─► goal_check ─► evaluate ─► gate ─► register ─► sanity ─► shadow
+                                └─ plan ─► dataset ─► train ─► goal_check ─► evaluate ─► past ─► gate ─► register ─► sanity ─► shadow
 
 The contract every step obeys is in :mod:`.base` (:class:`Step`, :class:`StepContext`,
 :class:`StepResult`, :class:`Stop`). To add a step, write one module with a ``Step`` subclass and
@@ -38,6 +38,7 @@ from closedloop.orchestration.steps.gate import Gate, GateResult
 from closedloop.orchestration.steps.goal_check import GoalCheck, GoalCheckResult
 from closedloop.orchestration.steps.ingest import Ingest, IngestResult
 from closedloop.orchestration.steps.monitor import Monitor, MonitorResult
+from closedloop.orchestration.steps.past import Past, PastResult
 from closedloop.orchestration.steps.register import Register, RegisterResult
 from closedloop.orchestration.steps.route import Branch, Route, RouteResult
 from closedloop.orchestration.steps.sanity import Sanity, SanityResult
@@ -63,6 +64,8 @@ __all__ = [
     "IngestResult",
     "Monitor",
     "MonitorResult",
+    "Past",
+    "PastResult",
     "Pipeline",
     "Register",
     "RegisterResult",
@@ -158,6 +161,6 @@ def _config(p: Pipeline) -> list[tuple[type, dict[str, Any]]]:
 
 def default_pipeline() -> Pipeline:
     """The phishing-style loop's steps: ingest, monitor, route; bootstrap or advance; or plan,
-    dataset, train, goal_check, evaluate, gate, register, sanity, shadow."""
+    dataset, train, goal_check, evaluate, past, gate, register, sanity, shadow."""
     return Pipeline((Ingest(), Monitor(), Route(), Bootstrap(), Advance(), Schedule(), Dataset(), Train(), GoalCheck(), Evaluate(),
-                     Gate(), Register(), Sanity(), Shadow()))
+                     Past(), Gate(), Register(), Sanity(), Shadow()))

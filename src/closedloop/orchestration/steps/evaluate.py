@@ -18,17 +18,30 @@ from closedloop.orchestration.steps.dataset import DatasetResult
 from closedloop.orchestration.steps.train import TrainResult
 from closedloop.runtime.bundle import Bundle
 
+
+def past_productions(registry: Any, system: Any, n: int, exclude: set[str]) -> list[str]:
+    """The last ``n`` bundles that were production of ``system`` (newest first), not in ``exclude``."""
+    out: list[str] = []
+    for e in reversed(registry.history(system, attempts=False)):
+        v = (e.get("after") or {}).get("production")
+        if v and v not in exclude and v not in out:
+            out.append(v)
+            if len(out) >= n:
+                break
+    return out
+
 __all__ = ["Evaluate", "EvaluateResult"]
 
 
 class EvaluateResult(StepResult):
     """The report's path, the gate's verdict, each bundle's AUC and cost per 1,000 decisions,
-    and the note on the heuristic (if any)."""
+    the note on the heuristic (if any), and the past production bundles weighed beside them."""
 
     path: str
     gate: Any
     bundles: list[dict[str, Any]]
     heuristic_note: Any
+    past: list[str] = []
 
 
 class Evaluate(Step[EvaluateResult]):
@@ -48,11 +61,13 @@ class Evaluate(Step[EvaluateResult]):
         return EvaluateResult(path=str(path), gate=report["gate"],
                               bundles=[{"version": b["version"], "kind": b["kind"], "auc": b["quality"]["auc"],
                                         "cost_per_1000": b["mistakes"]["cost_per_1000"]} for b in report["bundles"]],
-                              heuristic_note=report.get("heuristic_note"))
+                              heuristic_note=report.get("heuristic_note"), past=list(report.get("past") or []))
 
 
 def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
-    """The evaluation report of production, the heuristic (if it is neither) and the candidate."""
+    """The evaluation report of production, the heuristic (if it is neither), the last
+    ``LoopPlan.past_bundles`` production bundles (the ``past`` step weighs them) and the
+    candidate — production first (the gate's baseline), the candidate last."""
     bundles = []
     prod = ctx.production()
     if prod is not None:
@@ -60,6 +75,9 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
     h = ctx.plan.heuristic_bundle()
     if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
         bundles.append(h)
+    past = past_productions(ctx.registry, ctx.system, ctx.plan.past_bundles,
+                            {b.version for b in bundles} | {cand.version}) if ctx.plan.past_bundles else []
+    bundles += [ctx.registry.load_bundle(v, ctx.system) for v in past]
     bundles.append(cand)
     if len(bundles) < 2:
         raise Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
@@ -69,4 +87,5 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
                                           seed=ctx.id, loaded=ctx.load(ds), weights=ctx.plan.evaluate_weights)
     except ClosedLoopError as exc:
         raise Stop("evaluation_failed", str(exc)) from None
+    report["past"] = past
     return report
