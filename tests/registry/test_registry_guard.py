@@ -19,28 +19,12 @@ from closedloop.errors import RegistryError
 from closedloop.registry import ArmOps, GuardPolicy, Registry, guard_check, srm
 from closedloop.runtime.deployment import Flight, assign_flight, expected_shares, flight_bucket
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
-from support.registry_world import build_world
+from support.registry_world import build_world, page_traffic
 
 
 @pytest.fixture(scope="module")
 def world(phishing, tmp_path_factory):
     return build_world(phishing, tmp_path_factory.mktemp("guard-world"))
-
-
-def _traffic(rt, tel, n, seed, report_prob=0.6):
-    """n page loads through the runtime (logged); users report most false blocks and warnings."""
-    from examples.phishing.data import generate
-
-    cols, labels = generate(n, seed, phish_rate=0.3)
-    contexts = {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in cols.items()}
-    batch = rt.decide_batch(contexts)
-    rng = np.random.default_rng(seed)
-    ids = batch.decision_ids.to_pylist()
-    kinds = {"block": "reported_false_block", "warn": "reported_false_warning"}
-    for i, (a, y) in enumerate(zip(batch.action, labels, strict=True)):
-        if a in kinds and y == 0 and rng.random() < report_prob:
-            tel.log_outcome(ids[i], kind=kinds[a], event_ns=int(batch.timestamps_ns[i]) + 1_000, source="user")
-    return batch
 
 
 def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, phishing):
@@ -59,7 +43,7 @@ def test_worse_flight_rolled_back_automatically(registry_url, tmp_path, world, p
         with Telemetry(SegmentLog(home), system=phishing) as tel:
             rt = Runtime(phishing, world.H, telemetry=tel)
             assert reg.refresh(rt)["applied"] and [f.name for f in rt.flights] == ["b"]
-            batch = _traffic(rt, tel, 6000, seed=5)
+            batch = page_traffic(rt, tel, 6000, seed=5)
             tel.flush()
         flights = batch.flights.to_pylist()
         share = sum(f == "b" for f in flights) / len(flights)
@@ -216,7 +200,7 @@ def test_status_reports_srm_and_shadow_disagreement(tmp_path, world, phishing):
         with Telemetry(SegmentLog(home), system=phishing) as tel:
             rt = Runtime(phishing, world.H, telemetry=tel)
             reg.refresh(rt)
-            batch = _traffic(rt, tel, 3000, seed=9)
+            batch = page_traffic(rt, tel, 3000, seed=9)
             tel.flush()
         st = reg.status("phishing", telemetry=TelemetryStore(home))
     tv = st["telemetry"]

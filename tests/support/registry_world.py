@@ -57,3 +57,19 @@ def build_world(system: Any, root: Path, n: int = 3000) -> World:
     report_AB = evaluate(system, [A, B], ds.path, bootstrap=10, golden=30)
     assert report_HA["gate"]["passed"] and not report_AB["gate"]["passed"]
     return World(root, ds.path, H, A, B, report_HA, report_AB, key)
+
+
+def page_traffic(rt, tel, n, seed, report_prob=0.6):
+    """n page loads through the runtime (logged); users report most false blocks and warnings."""
+    from examples.phishing.data import generate
+
+    cols, labels = generate(n, seed, phish_rate=0.3)
+    contexts = {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in cols.items()}
+    batch = rt.decide_batch(contexts)
+    rng = np.random.default_rng(seed)
+    ids = batch.decision_ids.to_pylist()
+    kinds = {"block": "reported_false_block", "warn": "reported_false_warning"}
+    for i, (a, y) in enumerate(zip(batch.action, labels, strict=True)):
+        if a in kinds and y == 0 and rng.random() < report_prob:
+            tel.log_outcome(ids[i], kind=kinds[a], event_ns=int(batch.timestamps_ns[i]) + 1_000, source="user")
+    return batch

@@ -1,92 +1,20 @@
-"""The goal metric grammar: :func:`parse_metric` reads a metric's text into a :class:`Metric`;
-:class:`Measure` is one series to keep (a goal, or a monitored rate); :class:`MetricInput` is
-what a user metric function sees for one window. The grammar is in docs/orchestration.md, "Goals".
+"""The goal tracker's series: :class:`Measure` is one series to keep (a goal, or a monitored rate);
+:class:`MetricInput` is what a user metric function sees for one window. The metric grammar itself
+(:func:`parse_metric`, :class:`Metric`) is the system's (:mod:`closedloop.system.metrics`) and is
+importable from here too. The grammar is in docs/orchestration.md, "Goals".
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 
-from closedloop.errors import SpecError
 from closedloop.orchestration.windows import Window
+from closedloop.system.metrics import CLASSIFY, Metric, parse_metric
 from closedloop.system.spec import Goal, System
 
-__all__ = ["Measure", "Metric", "MetricInput", "parse_metric"]
-
-CLASSIFY = ("false_positive_rate", "false_negative_rate", "recall", "precision")
-_NAME = r"[A-Za-z][A-Za-z0-9_.\-:]*"
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A parsed metric: ``kind`` is classify / cost / labeled / rate / share / custom."""
-
-    text: str
-    kind: str
-    name: str = ""  # classify: fpr…; labeled: the class; rate: the outcome kind; share: action
-    action: str | None = None
-    scale: float = 1.0
-
-    @property
-    def needs_labels(self) -> bool:
-        return self.kind in ("classify", "cost", "labeled", "custom")
-
-
-def parse_metric(text: str, system: System, custom: Mapping[str, Any] | None = None) -> Metric:
-    """Parse ``text`` under the grammar in docs/orchestration.md, "Goals" (raises :class:`SpecError`
-    naming the metric and the rule). ``custom``: the metric functions passed in ``metrics=``."""
-    custom = custom if custom is not None else {}
-    if not isinstance(text, str) or not text:
-        raise SpecError(f"A goal metric must be a non-empty string. Got {text!r} instead.")
-    if text in custom:
-        return Metric(text, "custom", text)
-
-    def action(a: str | None) -> str | None:
-        if a is not None and a not in system.actions:
-            raise SpecError(
-                f"The metric {text!r} names action {a!r}, which is not one of the system's actions "
-                f"{list(system.actions)}."
-            )
-        return a
-
-    def labels_needed() -> None:
-        if system.label_policy is None:
-            raise SpecError(f"The metric {text!r} needs labels, but system '{system.name}' declares no label policy.")
-
-    m = re.fullmatch(rf"({'|'.join(CLASSIFY)})@({_NAME})", text)
-    if m:
-        labels_needed()
-        return Metric(text, "classify", m.group(1), action(m.group(2)))
-    if text == "cost_per_1k":
-        labels_needed()
-        if not system.costs:
-            raise SpecError(f"The metric 'cost_per_1k' needs mistake costs; system '{system.name}' declares none.")
-        return Metric(text, "cost", scale=1000.0)
-    m = re.fullmatch(rf"labeled:({_NAME})_per_1k(?:@({_NAME}))?", text)
-    if m:
-        labels_needed()
-        if m.group(1) not in system.labels:
-            raise SpecError(f"The metric {text!r} names class {m.group(1)!r}; the classes are {list(system.labels)}.")
-        return Metric(text, "labeled", m.group(1), action(m.group(2)), 1000.0)
-    m = re.fullmatch(r"share:(.+)", text)
-    if m:
-        return Metric(text, "share", m.group(1), action(m.group(1)))
-    m = re.fullmatch(rf"rate:(.+?)(?:@({_NAME}))?", text)
-    if m and re.fullmatch(_NAME, m.group(1)):
-        return Metric(text, "rate", m.group(1), action(m.group(2)))
-    m = re.fullmatch(rf"(.+?)_per_1k(?:@({_NAME}))?", text)
-    if m and re.fullmatch(_NAME, m.group(1)):
-        return Metric(text, "rate", m.group(1), action(m.group(2)), 1000.0)
-    raise SpecError(
-        f"The metric {text!r} is not in the grammar (false_positive_rate@A, false_negative_rate@A, "
-        "recall@A, precision@A, cost_per_1k, labeled:<class>_per_1k[@A], rate:<kind>[@A], "
-        f"<kind>_per_1k[@A], share:<action>) nor a function passed in metrics= ({sorted(custom)})."
-    )
+__all__ = ["CLASSIFY", "Measure", "Metric", "MetricInput", "parse_metric"]
 
 
 @dataclass(frozen=True)

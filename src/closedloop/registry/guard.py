@@ -15,6 +15,10 @@ metric             per arm                                                 sourc
 ``latency_p99``    99th percentile of decision latency                     ``ops=`` (latency samples)
 =================  ======================================================  ==========================
 
+``goal:<name>``     each system goal an arm's telemetry measures without labels (outcome rates,
+                   action shares): the flight's figure past the target production keeps, beyond
+                   the noise (:mod:`closedloop.registry.guard_goals`; ``GuardPolicy.goals``)
+
 Telemetry records the decisions that were made, not the requests that failed, and no latency:
 without ``ops`` those two metrics are reported as not measured, with the reason.
 
@@ -43,6 +47,7 @@ import msgspec
 import pyarrow as pa
 
 from closedloop.errors import RegistryError
+from closedloop.registry.guard_goals import describe_breach, flight_goals, goal_arm_counts, goal_metric
 from closedloop.registry.srm import (  # noqa: F401 - re-exported: they were defined here
     SRM_ALPHA,
     SRM_MIN_EXPECTED,
@@ -79,6 +84,10 @@ class GuardPolicy:
         flight sees only the mistakes users report — never the phishing a warning or a block
         caught — so a candidate that warns more always looks worse on reported false warnings;
         ``("reported_false_block",)`` judges it by the mistakes that cost enough to stop it for.
+    goals:
+        Judge the system's goals an arm's telemetry measures without labels (outcome rates,
+        action shares: :mod:`closedloop.registry.guard_goals`): a flight that pushes one past its
+        target, where production keeps it, beyond the noise (p < ``alpha``), is stopped.
     """
 
     alpha: float = 0.01
@@ -88,8 +97,11 @@ class GuardPolicy:
     min_decisions: int = 200
     window_s: float | None = None
     mistakes: tuple[str, ...] | None = None
+    goals: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.goals, bool):
+            raise RegistryError(f"The 'goals' of GuardPolicy must be True or False. Got {self.goals!r} instead.")
         m = self.mistakes
         if m is not None and (isinstance(m, str) or not isinstance(m, tuple | list) or not m
                               or not all(isinstance(k, str) and k for k in m)):
@@ -294,6 +306,9 @@ def guard_check(
     view = registry.at(name, 2**62)
     began = {f["name"]: (f["started"] or {}).get("at_ns") for f in view["flights"]}
     _split_checks(report, registry, system, state, view, decisions, now)
+    judged, skipped = flight_goals(system) if policy.goals else ([], [])
+    if policy.goals:
+        report["goals_not_judged"] = skipped
     for f in state.flights:
         since = began.get(f.name)
         since = since if since is not None else 0
@@ -303,6 +318,10 @@ def guard_check(
         fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
         pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
         metrics = _flight_metrics(fl, pr, (ops or {}).get(f.name), (ops or {}).get(None), kinds, policy)
+        for goal, metric in judged:
+            gc = goal_arm_counts(decisions, outcomes, name, metric, since, now, exclude_sources)
+            metrics.append(goal_metric(goal, metric, gc.get((f.name, f.bundle), {"n": 0, "x": 0}),
+                                       gc.get((None, state.production), {"n": 0, "x": 0}), policy.alpha, policy.min_decisions))
         entry: dict[str, Any] = {**f.to_dict(), "since_ns": since, "until_ns": now,
                                  "decisions": {"flight": fl["n"], "production": pr["n"]},
                                  "units": {"flight": fl["units"], "production": pr["units"]},
@@ -388,6 +407,7 @@ def _on_breach(report: dict[str, Any], entry: dict[str, Any], registry: Any, nam
     metrics = entry["metrics"]
     worst = [m for m in metrics if m["breach"]]
     reason = "; ".join(
+        describe_breach(m, f.name, policy.alpha) if "goal" in m else
         f"guard: {m['metric']} {m['flight']:.6g} in flight {f.name!r} vs {m['production']:.6g} in production "
         f"over {m['n_flight']} vs {m['n_production']} (p={m['p_value']:.3g} < alpha {policy.alpha}, "
         f"tolerance {m['tolerance']:g}; {m['test']})"

@@ -74,7 +74,7 @@ def _best_past(report: dict[str, Any], weighed: list[str]) -> tuple[str | None, 
     if not c < min(costs[prod["version"]], costs[cand["version"]]):
         return None, (f"the best past bundle, {v}, costs {c:.4g} per 1,000 decisions: not less than the candidate's "
                       f"{costs[cand['version']]:.4g} and production's {costs[prod['version']]:.4g}")
-    diff = next((d for d in report.get("comparison") or [] if d["candidate"] == v), {})
+    diff: dict[str, Any] = next((d for d in report.get("comparison") or [] if d["candidate"] == v), {})
     ci = diff.get("cost_diff_ci")
     if ci is not None and not ci[1] < 0:
         return None, (f"the past bundle {v} costs {c:.4g} per 1,000 decisions, less than production's "
