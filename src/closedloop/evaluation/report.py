@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop.errors import DatasetError, SpecError
-from closedloop.evaluation.bounds import goal_bounds, goal_figures
+from closedloop.evaluation.bounds import bootstrap_rates, goal_bounds, goal_figures, unit_sums
 from closedloop.evaluation.gate import Gate
 from closedloop.evaluation.intervals import _poisson1 as _poisson1  # the bootstrap's Poisson(1) draws (tested here)
 from closedloop.evaluation.intervals import paired_intervals, slice_intervals
@@ -174,15 +174,36 @@ def _score_bundles(system: Any, bundles: Sequence[Any], rows: _Rows, *, worst: i
     return reports, measured
 
 
-def _fill_goals(system: Any, bundles: Sequence[Any], reports: Sequence[dict[str, Any]]) -> None:
-    """Each bundle's figures for the goals that bound a rate its thresholds control
-    (:func:`~closedloop.evaluation.bounds.goal_figures`, from its confusion table at its own
-    thresholds): the projection the gate holds against production's."""
+#: the goal intervals' resamples when the report's ``bootstrap`` is 0: the gate never judges a goal on a point estimate
+GOAL_RESAMPLES = 200
+
+
+def _fill_goals(system: Any, bundles: Sequence[Any], reports: Sequence[dict[str, Any]], measured: Sequence[Measured],
+                rows: _Rows, *, bootstrap: int, seed: int) -> None:
+    """Each bundle's figures for the goals that bound a rate its thresholds control: the
+    projection the gate holds against production's. The value and ``met`` come from its
+    confusion table at its own thresholds (:func:`~closedloop.evaluation.bounds.goal_figures`);
+    the ``ci`` (``"interval": "bootstrap"``) is the 95% percentile interval of a Poisson bootstrap
+    by unit on the same rows, weights and units (:func:`~closedloop.evaluation.bounds.bootstrap_rates`,
+    the same draws for every bundle): ``bootstrap`` resamples from ``seed``, or
+    :data:`GOAL_RESAMPLES` when ``bootstrap`` is 0 — the gate must not judge a goal on a point
+    estimate, so the goals are resampled even when the comparisons are not. Each bundle's scores
+    are read in the sorted order its :class:`Measured` keeps (no scoring twice)."""
     bounds = goal_bounds(system)
     if not bounds:
         return
-    for b, rep in zip(bundles, reports, strict=True):
-        rep["goals"] = goal_figures(bounds, rep["mistakes"]["confusion"], b.experience(system), system.labels)
+    sums = []
+    for b, m in zip(bundles, measured, strict=True):
+        r = m.ranked
+        sums.append(unit_sums(bounds, r.ys, r.ss, b.experience(system), weights=r.ws, units=rows.units[r.order],
+                              n_units=rows.n_units))
+    boot = bootstrap_rates(bounds, sums, resamples=bootstrap if bootstrap > 0 else GOAL_RESAMPLES, seed=seed)
+    for b, rep, figures in zip(bundles, reports, boot, strict=True):
+        goals = goal_figures(bounds, rep["mistakes"]["confusion"], b.experience(system), system.labels)
+        for g, f in zip(goals, figures, strict=True):
+            g["ci"] = f["ci"] if g["value"] is not None else None
+            g["interval"] = "bootstrap"
+        rep["goals"] = goals
 
 
 def _pairs(reports: Sequence[dict[str, Any]]) -> tuple[list[int], list[int], list[tuple[int, int]]]:
@@ -285,13 +306,15 @@ def evaluate(
     when the caller has it already (the dataset is then not read again). ``weights=True``: every
     figure weighs each row by the dataset's ``weight`` column (inverse propensity, sampling, a
     label policy's audit) — the metrics of the population the rows stand for. ``slice_bins``:
-    the quantile bins of a numeric slice field (default 5; None: one slice per distinct value)."""
+    the quantile bins of a numeric slice field (default 5; None: one slice per distinct value).
+    ``bootstrap`` / ``seed``: the resamples of the comparisons' and the goals' bootstrap by unit
+    (0: no comparison intervals; the goals then take :data:`GOAL_RESAMPLES`)."""
     bundles, worst, golden, slice_bins, bootstrap, seed = _check_arguments(
         system, bundles, worst, golden, slice_bins, bootstrap, seed, gate)
     dataset = Path(dataset)
     rows = _load(system, dataset, split, loaded, slice_bins, weights)
     reports, measured = _score_bundles(system, bundles, rows, worst=worst, golden=golden, seed=seed)
-    _fill_goals(system, bundles, reports)
+    _fill_goals(system, bundles, reports, measured, rows, bootstrap=bootstrap, seed=seed)
     heur, models, pairs = _pairs(reports)
     _fill_slice_intervals(reports, measured, rows.slice_fields, rows.units)
     paired_ci: list[dict[str, Any]] = [{"auc_diff_ci": None, "cost_diff_ci": None} for _ in pairs]
