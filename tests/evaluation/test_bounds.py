@@ -64,8 +64,14 @@ def test_the_bounded_search_is_the_exact_optimum_of_the_thresholds_that_keep_eve
         assert all(r["feasible"] and r["kept"] for r in report)
         got = expected_cost(confusion_at_thresholds(y, s, TH.with_levels(values), weights=w, labels=LABELS), COSTS)
         assert got == pytest.approx(want)
+        best = best_thresholds(y, s, TH, COSTS, weights=w, labels=LABELS)
+        at_best = expected_cost(confusion_at_thresholds(y, s, TH.with_levels(best), weights=w, labels=LABELS), COSTS)
         for b, r in zip(bounds, report, strict=True):
             assert r["value"] == pytest.approx(_rate(b, y, s, w, values))
+            # what keeping the bounds costs: both figures, and the goal's figure at the cost optimum
+            assert r["cost_per_1k"] == pytest.approx(got) and r["cost_optimum_per_1k"] == pytest.approx(at_best)
+            assert r["cost_optimum_per_1k"] <= r["cost_per_1k"] + 1e-9
+            assert r["at_cost_optimum"] == pytest.approx(_rate(b, y, s, w, best))
 
 
 def test_a_bound_no_threshold_can_keep_leaves_the_cost_optimum_and_says_so():
@@ -78,6 +84,8 @@ def test_a_bound_no_threshold_can_keep_leaves_the_cost_optimum_and_says_so():
     assert values == best_thresholds(y, s, TH, COSTS, labels=LABELS)
     assert [r["feasible"] for r in report] == [False, False]
     assert report[0]["goal"] == "rec" and report[0]["metric"] == "recall@warn" and report[0]["n"] == 4.0
+    assert report[0]["cost_per_1k"] == report[0]["cost_optimum_per_1k"] > 0  # infeasible: the one figure
+    assert report[0]["at_cost_optimum"] == report[0]["value"]
 
 
 def test_no_bounds_is_the_plain_cost_optimum_and_bad_bounds_are_refused():

@@ -44,10 +44,11 @@ def test_a_goal_missed_in_each_of_its_last_windows_raises_one_alert_per_streak()
 def test_a_goal_the_thresholds_cannot_keep_names_both_figures_and_the_bias():
     system = make_system()
     goals = [{"goal": "fb", "metric": "false_positive_rate@block", "target": 0.001, "direction": "at_most",
-              "feasible": False, "kept": False, "value": 0.004, "n": 20_000.0},
+              "feasible": False, "kept": False, "value": 0.004, "n": 20_000.0, "cost_optimum_per_1k": 512.5},
              {"goal": "rec", "metric": "recall@warn", "target": 0.9, "direction": "at_least", "feasible": True,
               "kept": True, "value": 0.93, "n": 900.0}]
     [a] = bound_alerts(system, goals, "synth-abc", 3 * DAY)
     assert a.kind == "goal_health" and a.subject == "fb" and a.value == 0.004 and a.threshold == 0.001
     assert "0.004" in a.message and "95% interval" in a.message and "synth-abc" in a.message
     assert "labeled rows only" in a.message and "change the goal or the costs" in a.message
+    assert "expected cost 512.5 per 1,000 decisions" in a.message  # both figures: the costs' and the goal's

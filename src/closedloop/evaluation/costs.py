@@ -142,8 +142,11 @@ def constrained_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mappin
     silently: the report says so. ``report`` has one entry per bound: the goal, the metric, its
     target and direction, ``feasible`` (whether the data admits thresholds that keep *every*
     bound), ``kept`` (whether the values returned keep this one), ``value`` (the rate at the values
-    returned, weighted; None where undefined) and ``n`` (the weight of the rate's denominator).
-    A bound at an action that is not a level of ``thresholds`` is refused."""
+    returned, weighted; None where undefined), ``n`` (the weight of the rate's denominator),
+    ``at_cost_optimum`` (the rate at the unbounded cost optimum) and ``cost_per_1k`` /
+    ``cost_optimum_per_1k`` (the expected cost per 1,000 decisions at the values returned and at
+    the cost optimum: what keeping the bounds costs, or — infeasible — the one figure). A bound
+    at an action that is not a level of ``thresholds`` is refused."""
     where = "constrained_thresholds"
     th, neg_name, pos_name, costs, yy, ss, w, ok = _search_inputs(y, s, thresholds, costs, weights, labels, where)
     level = {a: j for j, (a, _) in enumerate(th.levels)}
@@ -159,9 +162,27 @@ def constrained_thresholds(y: Any, s: Any, thresholds: Thresholds, costs: Mappin
         allowed[j] = mask if allowed[j] is None else allowed[j] & mask
     cuts = _search(u_desc, pos, neg, th, costs, neg_name, pos_name, allowed) if bounds else None
     feasible = cuts is not None
-    values = _values(u_desc[::-1], cuts, th) if cuts is not None else _best_from_groups(
-        u_desc, pos, neg, th, costs, neg_name, pos_name)
-    return values, [_bound_report(b, values, yy[ok], ss[ok], None if w is None else w[ok], feasible) for b in bounds]
+    optimum = _best_from_groups(u_desc, pos, neg, th, costs, neg_name, pos_name)
+    values = _values(u_desc[::-1], cuts, th) if cuts is not None else optimum
+    yk, sk, wk = yy[ok], ss[ok], None if w is None else w[ok]
+    price = _price(yk, sk, wk, th, costs, values, optimum, (neg_name, pos_name))
+    return values, [{**_bound_report(b, values, yk, sk, wk, feasible), **price,
+                     "at_cost_optimum": _bound_report(b, optimum, yk, sk, wk, feasible)["value"]} for b in bounds]
+
+
+def _price(y: np.ndarray, s: np.ndarray, w: np.ndarray | None, th: Thresholds, costs: Mapping[str, Mapping[str, float]],
+           values: Mapping[str, float], optimum: Mapping[str, float], labels: tuple[str, str]) -> dict[str, Any]:
+    """What keeping the bounds costs: the expected cost per 1,000 decisions at ``values`` and at
+    the unbounded cost ``optimum`` (None without rows) — the two figures a goal and the costs
+    are weighed by when they disagree."""
+    if not y.size:
+        return {"cost_per_1k": None, "cost_optimum_per_1k": None}
+
+    def cost(v: Mapping[str, float]) -> float:
+        return expected_cost(confusion_at_thresholds(y, s, th.with_levels(v), w, labels), costs)
+
+    at_values = cost(values)
+    return {"cost_per_1k": at_values, "cost_optimum_per_1k": at_values if values == optimum else cost(optimum)}
 
 
 def _bound_report(b: RateBound, values: Mapping[str, float], y: np.ndarray, s: np.ndarray, w: np.ndarray | None,

@@ -79,6 +79,12 @@ def streak_alerts(system: System, points: Iterable[dict[str, Any]], patience: in
     return out
 
 
+def _cost(b: Mapping[str, Any]) -> str:
+    """The declared cost at the cost optimum, in words (empty when the entry has none)."""
+    c = b.get("cost_optimum_per_1k")
+    return "" if c is None else f" (expected cost {c:.4g} per 1,000 decisions)"
+
+
 def bound_alerts(system: System, goals: Sequence[dict[str, Any]], candidate: str, now_ns: int,
                  custom: Mapping[str, Any] | None = None) -> list[Alert]:
     """A ``goal_health`` alert for each goal a candidate's thresholds could not keep on its
@@ -94,7 +100,7 @@ def bound_alerts(system: System, goals: Sequence[dict[str, Any]], candidate: str
             "goal_health", str(b["goal"]), value, b["target"],
             f"goal {b['goal']} ({b['metric']} {b['direction'].replace('_', ' ')} {b['target']:g}) cannot be kept "
             f"together with the system's other goals by any thresholds of candidate {candidate} on its training rows: "
-            f"the thresholds that minimize the declared costs give {figure}. The costs and the goal disagree; "
+            f"the thresholds that minimize the declared costs{_cost(b)} give {figure}. The costs and the goal disagree; "
             f"{measure_note(system, b['metric'], custom)}. The candidate keeps the cost-optimal thresholds; change "
             "the goal or the costs", "none", iso_seconds(now_ns), now_ns))
     return out
