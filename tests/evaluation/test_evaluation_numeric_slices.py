@@ -6,28 +6,22 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from closedloop.errors import SpecError
 from closedloop.evaluation import render_html
 from closedloop.evaluation.report import NOT_RECORDED, SliceField, evaluate
 from closedloop.training import train
+from support.pages import import_pages
 
 
 @pytest.fixture(scope="module")
 def sliced(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     root = tmp_path_factory.mktemp("numeric-slices")
     cols, labels = generate(3000, 4, phish_rate=0.3)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    ds = import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    ds = import_pages(phishing, cols, labels, root)
     system = copy.copy(phishing)
     system.slices = ("domain_age_days", "popularity_rank", "browser", "new_user")
     bundle = train(system, ds.path, model="logistic").bundle

@@ -21,6 +21,7 @@ from closedloop.evaluation import report as R
 from closedloop.evaluation.report import Gate, evaluate
 from closedloop.system.splits import split as split_rows
 from closedloop.training import train
+from support.pages import import_pages
 
 RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.5, 0.4]]}
 
@@ -28,19 +29,13 @@ RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.
 def _dataset(system, root, seed, flip_browser=None, flip_rate=0.3):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     cols, labels = generate(3000, seed, phish_rate=0.3)
     labels = labels.copy()
     if flip_browser is not None:
         rng = np.random.default_rng(seed + 100)
         hit = (np.asarray(list(cols["browser"]), dtype=object) == flip_browser) & (rng.random(labels.size) < flip_rate)
         labels[hit] = 1 - labels[hit]
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    return import_dataset(root / "pages.parquet", system, label="label", out=root / "ds")
+    return import_pages(system, cols, labels, root)
 
 
 @pytest.fixture(scope="module")

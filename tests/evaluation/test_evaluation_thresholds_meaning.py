@@ -6,8 +6,6 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from closedloop import Thresholds
@@ -15,6 +13,7 @@ from closedloop.evaluation import metrics as M
 from closedloop.evaluation import render_html
 from closedloop.evaluation.report import evaluate, measure
 from closedloop.training import train
+from support.pages import import_pages
 
 TH = Thresholds("p", {"block": 0.9, "warn": 0.6}, otherwise="allow")
 LABELS = ("legit", "phish")
@@ -69,17 +68,12 @@ def test_always_and_an_empty_band_and_raw_scores():
 def never_report(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     root = tmp_path_factory.mktemp("never")
     cols, labels = generate(2000, 9, phish_rate=0.3)
     labels = labels.copy()
     flip = np.random.default_rng(1).random(labels.size) < 0.25  # noisy labels: no score band is pure
     labels[flip] = 1 - labels[flip]
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    ds = import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    ds = import_pages(phishing, cols, labels, root)
     system = copy.copy(phishing)
     system.costs = NEVER_BLOCK
     bundle = train(system, ds.path, model="logistic").bundle

@@ -19,6 +19,7 @@ from closedloop.evaluation.bounds import RateBound, bootstrap_rates, goal_figure
 from closedloop.evaluation.costs import confusion_at_thresholds
 from closedloop.evaluation.gate import Gate
 from closedloop.experience.experiences import Thresholds
+from support.pages import import_pages
 
 TH = Thresholds("phish", {"block": 0.9, "warn": 0.6}, otherwise="allow")
 LABELS = ("legit", "phish")
@@ -165,15 +166,11 @@ def test_bad_input_is_refused_by_name():
 def world(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
     from closedloop.training import train
 
     root = tmp_path_factory.mktemp("goal_intervals")
     cols, labels = generate(4000, 21, phish_rate=0.3)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    ds = import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    ds = import_pages(phishing, cols, labels, root)
     model = train(phishing, ds.path, model="logistic").bundle
     table, ctx = load_dataset(ds.path, phishing)
     labeled = np.flatnonzero(np.asarray(table["label_value"].is_valid()))

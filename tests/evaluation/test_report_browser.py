@@ -13,14 +13,13 @@ import copy
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from closedloop.evaluation import write_html
 from closedloop.evaluation.report import evaluate
 from closedloop.training import train
 from support.browser import browser
+from support.pages import import_pages
 
 RULES = {"rules": [["ip_in_url", ">", 0.5, 0.5], ["brand_not_in_domain", ">", 0.5, 0.4]]}
 #: Rendered as markup it would load an image and set a flag; rendered as text it does nothing.
@@ -32,19 +31,13 @@ XSS_SLICE = '</script><img src=x onerror="window.__xss = 2">'
 def page(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     root = tmp_path_factory.mktemp("report-browser")
     cols, labels = generate(3000, 11, phish_rate=0.3)
     labels = labels.copy()
     rng = np.random.default_rng(5)  # a planted bad slice: safari's labels are noisy
     hit = (np.asarray(cols["browser"], dtype=object) == "safari") & (rng.random(labels.size) < 0.3)
     labels[hit] = 1 - labels[hit]
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["referrer_domain"] = pa.array([XSS_CONTEXT] * labels.size)  # user data no feature reads
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    ds = import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    ds = import_pages(phishing, cols, labels, root, extra={"referrer_domain": [XSS_CONTEXT] * labels.size})
     bundles = [train(phishing, ds.path, model="logistic").bundle,
                train(phishing, ds.path, model="heuristic", params=RULES).bundle,
                train(phishing, ds.path, model="lightgbm").bundle]

@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -22,6 +20,7 @@ from closedloop.evaluation import EvaluationError, render_html, write_html
 from closedloop.evaluation import html as H
 from closedloop.evaluation.report import evaluate
 from closedloop.training import train
+from support.pages import import_pages
 
 SYSTEM = "examples.phishing.system:phishing"
 XSS = "</script><script>alert(1)</script>"
@@ -31,16 +30,8 @@ ASSETS = Path(H.__file__).parent / "assets"  # closedloop/evaluation/html/assets
 def _import(system, root: Path, n: int, seed: int = 7, referrer: str | None = None):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     cols, labels = generate(n, seed, phish_rate=0.3)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    if referrer is not None:  # a context field no feature reads: the model is unchanged
-        data["referrer_domain"] = pa.array([referrer] * n)
-    data["label"] = pa.array(labels.tolist())
-    root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    return import_dataset(root / "pages.parquet", system, label="label", out=root / "ds")
+    return import_pages(system, cols, labels, root, extra=None if referrer is None else {"referrer_domain": [referrer] * n})
 
 
 @pytest.fixture(scope="module")

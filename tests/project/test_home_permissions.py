@@ -13,9 +13,6 @@ import stat
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from closedloop import F, Float, LabelPolicy, OutcomeRule, Str, System, Thresholds
@@ -28,6 +25,7 @@ from closedloop.base.files import (
 from closedloop.runtime.decision import Decision
 from closedloop.settings import Settings
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+from support.pages import import_pages
 
 DAY = 86_400 * 10**9
 T0 = 20_718 * DAY
@@ -86,7 +84,7 @@ def _log(home: Path, system: System, start: int, n: int) -> None:
 def test_a_home_after_a_realistic_flow_has_nothing_readable_by_others(tmp_path, umask_022, phishing):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import build_dataset, import_dataset
+    from closedloop.datasets import build_dataset
     from closedloop.evaluation import write_html
     from closedloop.evaluation.report import evaluate, write_report
     from closedloop.orchestration.alerts import Alert, JsonLinesAlertSink
@@ -109,10 +107,7 @@ def test_a_home_after_a_realistic_flow_has_nothing_readable_by_others(tmp_path, 
     build_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
                   since_ns=T0, until_ns=T0 + DAY, cutoff_ns=T0 + 2 * DAY, out=settings.datasets / "joined")
     cols, labels = generate(600, 3, phish_rate=0.3)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), tmp_path / "pages.parquet")
-    ds = import_dataset(tmp_path / "pages.parquet", phishing, label="label", out=settings.datasets / "pages")
+    ds = import_pages(phishing, cols, labels, tmp_path, out=settings.datasets / "pages")
 
     # a report, as JSON and HTML
     bundle = train(phishing, ds.path, model="heuristic",

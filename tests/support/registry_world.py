@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from support.pages import import_pages
 
 
 @dataclass
@@ -38,17 +38,13 @@ def build_world(system: Any, root: Path, n: int = 3000) -> World:
     from examples.phishing.heuristic import heuristic_intelligence
 
     from closedloop import Bundle
-    from closedloop.datasets import import_dataset
     from closedloop.evaluation.report import evaluate
     from closedloop.runtime.signing import SigningKey
     from closedloop.training import train
 
     root.mkdir(parents=True, exist_ok=True)
     cols, labels = generate(n, 11, phish_rate=0.3)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    ds = import_dataset(root / "pages.parquet", system, label="label", out=root / "ds")
+    ds = import_pages(system, cols, labels, root)
     key = SigningKey.generate()
     A = train(system, ds.path, model="logistic").bundle.signed(key)
     H = Bundle.build(system, heuristic_intelligence()).signed(key)

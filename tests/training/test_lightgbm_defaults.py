@@ -4,12 +4,11 @@ defaults memorize a few thousand noisy rows (train AUC near 1, held-out far belo
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from closedloop.training import train
 from closedloop.training.train import lightgbm_defaults
+from support.pages import import_pages
 
 #: LightGBM's own defaults, given explicitly: what train used before the sized defaults
 LIGHTGBM_OWN = {"num_leaves": 31, "min_data_in_leaf": 20, "min_sum_hessian_in_leaf": 1e-3, "lambda_l2": 0.0,
@@ -21,18 +20,13 @@ def noisy(phishing, tmp_path_factory):
     """4,000 page loads, 12 % phishing, 40 % of the labels redrawn at the base rate (noise)."""
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     root = tmp_path_factory.mktemp("noisy")
     cols, labels = generate(4000, 11, phish_rate=0.12)
     labels = labels.copy()
     rng = np.random.default_rng(12)
     redraw = rng.random(labels.size) < 0.4
     labels[redraw] = (rng.random(int(redraw.sum())) < 0.12).astype(np.int64)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    return import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    return import_pages(phishing, cols, labels, root)
 
 
 def test_sized_defaults_overfit_less_on_4k_noisy_rows(phishing, noisy):

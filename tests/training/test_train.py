@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -17,20 +15,16 @@ from closedloop.datasets import load_dataset
 from closedloop.errors import SpecError
 from closedloop.training import parse_params, train
 from closedloop.training.train import code_version
+from support.pages import import_pages
 
 
 @pytest.fixture(scope="module")
 def dataset(phishing, tmp_path_factory):
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     root = tmp_path_factory.mktemp("train")
     cols, labels = generate(2000, 7, phish_rate=0.3)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    return import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    return import_pages(phishing, cols, labels, root)
 
 
 def _roundtrip(run, phishing, tmp_path):

@@ -8,9 +8,7 @@ import shutil
 from datetime import timedelta
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -20,6 +18,7 @@ from closedloop.datasets import load_dataset
 from closedloop.errors import SpecError
 from closedloop.evaluation import metrics as M
 from closedloop.training import train
+from support.pages import import_pages
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +27,9 @@ def imbalanced(phishing, tmp_path_factory):
     calibrated model lets most phishing through, which costs 100 a page."""
     from examples.phishing.data import generate
 
-    from closedloop.datasets import import_dataset
-
     root = tmp_path_factory.mktemp("imbalanced")
     cols, labels = generate(4000, 23, phish_rate=0.12)
-    data = {k: (pa.array(v) if isinstance(v, np.ndarray) else pa.array(list(v))) for k, v in cols.items()}
-    data["label"] = pa.array(labels.tolist())
-    pq.write_table(pa.table(data), root / "pages.parquet")
-    return import_dataset(root / "pages.parquet", phishing, label="label", out=root / "ds")
+    return import_pages(phishing, cols, labels, root)
 
 
 def _test_cost(phishing, path, run, thresholds):
