@@ -203,12 +203,18 @@ def test_the_reports_goals_carry_the_bootstrap_interval_of_the_same_rows(phishin
     model = world["model"]
     th = model.experience(phishing)
     bounds = B.goal_bounds(phishing)
-    for boot, resamples, weighted in ((30, 30, False), (0, GOAL_RESAMPLES, False), (30, 30, True)):
+    # the goals are audit-weighted whether or not the report's other figures are (weights=)
+    for boot, resamples, weighted, report_weights in ((30, 30, False, False), (0, GOAL_RESAMPLES, False, False),
+                                                      (30, 30, True, True), (30, 30, True, False)):
         rep = evaluate(phishing, [model], world["weighted"] if weighted else world["ds"].path, split="all",
-                       bootstrap=boot, seed=4, golden=0, worst=0, weights=weighted)
+                       bootstrap=boot, seed=4, golden=0, worst=0, weights=report_weights)
         goals = rep["bundles"][0]["goals"]
         want = goal_intervals(bounds, world["y"], world["s"], th, weights=world["w"] if weighted else None,
                               units=world["units"], n_units=int(world["units"].max()) + 1, resamples=resamples, seed=4)
+        if weighted:
+            assert all(g["weighted"] for g in goals)
+            neg = float(world["w"][world["y"] == 0].sum())
+            assert {g["goal"]: g for g in goals}["false_block_rate"]["n"] == pytest.approx(neg)
         assert [g["goal"] for g in goals] == [b.name for b in bounds]
         for g, x in zip(goals, want, strict=True):
             assert g["interval"] == "bootstrap" and g["value"] == pytest.approx(x["value"], rel=1e-12)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop.errors import DatasetError, SpecError
-from closedloop.evaluation.bounds import bootstrap_rates, goal_bounds, goal_figures, unit_sums
+from closedloop.evaluation.bounds import bootstrap_rates, goal_bounds, unit_sums
 from closedloop.evaluation.gate import Gate
 from closedloop.evaluation.intervals import _poisson1 as _poisson1  # the bootstrap's Poisson(1) draws (tested here)
 from closedloop.evaluation.intervals import paired_intervals, slice_intervals
@@ -109,6 +109,9 @@ class _Rows(NamedTuple):
     ids: list[Any]
     ts: np.ndarray
     weights: np.ndarray | None
+    #: the dataset's ``weight`` column whatever ``weights`` says (None: the dataset has none): the
+    #: goals' projections are always audit-weighted, as the thresholds that keep them were chosen
+    row_weights: np.ndarray | None = None
 
 
 def _check_arguments(system: Any, bundles: Sequence[Any], worst: Any, golden: Any, slice_bins: Any, bootstrap: Any,
@@ -156,8 +159,9 @@ def _load(system: Any, dataset: Path, split: Split | str | None, loaded: tuple[A
     ts = table["timestamp_ns"].to_numpy(zero_copy_only=False).astype(np.int64)
     if not isinstance(weights, bool):
         raise SpecError(f"The 'weights' parameter of evaluate must be True or False. Got {weights!r} instead.")
-    w = np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64) if weights else None
-    return _Rows(manifest, table, y, cols, sp, slice_fields, units, n_units, ids, ts, w)
+    rw = (np.asarray(table["weight"].to_numpy(zero_copy_only=False), dtype=np.float64)
+          if "weight" in table.column_names else None)
+    return _Rows(manifest, table, y, cols, sp, slice_fields, units, n_units, ids, ts, rw if weights else None, rw)
 
 
 def _score_bundles(system: Any, bundles: Sequence[Any], rows: _Rows, *, worst: int, golden: int, seed: int
@@ -181,28 +185,38 @@ GOAL_RESAMPLES = 200
 def _fill_goals(system: Any, bundles: Sequence[Any], reports: Sequence[dict[str, Any]], measured: Sequence[Measured],
                 rows: _Rows, *, bootstrap: int, seed: int) -> None:
     """Each bundle's figures for the goals that bound a rate its thresholds control: the
-    projection the gate holds against production's. The value and ``met`` come from its
-    confusion table at its own thresholds (:func:`~closedloop.evaluation.bounds.goal_figures`);
-    the ``ci`` (``"interval": "bootstrap"``) is the 95% percentile interval of a Poisson bootstrap
-    by unit on the same rows, weights and units (:func:`~closedloop.evaluation.bounds.bootstrap_rates`,
-    the same draws for every bundle): ``bootstrap`` resamples from ``seed``, or
-    :data:`GOAL_RESAMPLES` when ``bootstrap`` is 0 — the gate must not judge a goal on a point
-    estimate, so the goals are resampled even when the comparisons are not. Each bundle's scores
-    are read in the sorted order its :class:`Measured` keeps (no scoring twice)."""
+    projection the gate holds against production's — the rate at the bundle's own thresholds on
+    these rows, **audit-weighted** (the dataset's ``weight`` column: inverse propensity, sampling,
+    a label policy's audit) even when the report's other figures are not (``weights=False``),
+    because that is the estimate the thresholds were chosen to keep (``train(thresholds="cost")``);
+    ``weighted`` says whether the dataset had weights. The ``ci`` (``"interval": "bootstrap"``) is
+    the 95% percentile interval of a Poisson bootstrap by unit on the same rows, weights and units
+    (:func:`~closedloop.evaluation.bounds.bootstrap_rates`, the same draws for every bundle):
+    ``bootstrap`` resamples from ``seed``, or :data:`GOAL_RESAMPLES` when ``bootstrap`` is 0 — the
+    gate must not judge a goal on a point estimate, so the goals are resampled even when the
+    comparisons are not. ``n`` is the weight of the rate's denominator. Each bundle's scores are
+    read in the sorted order its :class:`Measured` keeps (no scoring twice)."""
     bounds = goal_bounds(system)
     if not bounds:
         return
+    gw = rows.row_weights
     sums = []
     for b, m in zip(bundles, measured, strict=True):
         r = m.ranked
-        sums.append(unit_sums(bounds, r.ys, r.ss, b.experience(system), weights=r.ws, units=rows.units[r.order],
-                              n_units=rows.n_units))
+        sums.append(unit_sums(bounds, r.ys, r.ss, b.experience(system), weights=None if gw is None else gw[r.order],
+                              units=rows.units[r.order], n_units=rows.n_units))
     boot = bootstrap_rates(bounds, sums, resamples=bootstrap if bootstrap > 0 else GOAL_RESAMPLES, seed=seed)
-    for b, rep, figures in zip(bundles, reports, boot, strict=True):
-        goals = goal_figures(bounds, rep["mistakes"]["confusion"], b.experience(system), system.labels)
-        for g, f in zip(goals, figures, strict=True):
-            g["ci"] = f["ci"] if g["value"] is not None else None
-            g["interval"] = "bootstrap"
+    k = len(bounds)
+    for rep, x, figures in zip(reports, sums, boot, strict=True):
+        t = x.sum(axis=0)
+        goals = []
+        for i, (bd, f) in enumerate(zip(bounds, figures, strict=True)):
+            n = float(t[1] if bd.metric == "false_positive_rate" else (t[2 + i] + t[2 + k + i] if bd.metric == "precision"
+                                                                        else t[0]))
+            v = f["value"]
+            met = None if v is None else bool(v <= bd.target if bd.direction == "at_most" else v >= bd.target)
+            goals.append({**bd.describe(), "value": v, "ci": f["ci"] if v is not None else None, "interval": "bootstrap",
+                          "n": n, "met": met, "weighted": gw is not None})
         rep["goals"] = goals
 
 
