@@ -58,7 +58,7 @@ import pyarrow as pa
 from closedloop.context.schema import MISSING, Columns, Int, Schema
 from closedloop.errors import BatchContextError, ContextError, SpecError
 from closedloop.experience.experiences import Ranking
-from closedloop.experience.exploration import Softmax, uniform_batch
+from closedloop.experience.exploration import Softmax, uniform_batch, uniform_salts
 from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch
 from closedloop.experience.ranking_inputs import (
     _broadcast,
@@ -70,6 +70,7 @@ from closedloop.experience.ranking_inputs import (
     _timestamps,
     _typed,
 )
+from closedloop.experience.ranking_kernel import rank_one, rank_rows
 from closedloop.experience.ranking_policy import _pick as _pick  # re-exported: importable from here
 from closedloop.experience.ranking_policy import rank, slot_probabilities
 
@@ -238,10 +239,11 @@ class RankingPlan:
         data = {name: _broadcast(kind, getattr(req, name), n) for name, kind in self._req_fields}
         for name, _, _ in self._cand_fields:
             data[name] = ccols[name]
-        scores = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), [])).tolist()
-        order, slots, p, explored = rank(scores, self.k, self.explore, decision_id)
+        s = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), []))
+        u = uniform_salts(decision_id, m) if self.explore is not None else []
+        order, slots, p, explored = rank_one(s, self.k, self.explore, u)
         return RankedDecision(
-            decision_id, self.system.name, unit, timestamp_ns, self.version, ids, scores,
+            decision_id, self.system.name, unit, timestamp_ns, self.version, ids, s.tolist(),
             [ids[i] for i in order], slots, p, self._why(m, n, explored), "organize", False,
         )
 
@@ -359,31 +361,39 @@ class RankingPlan:
     def _rank_requests(
         self, flat: np.ndarray, off: list[int], rank_offsets: np.ndarray, ms: np.ndarray, ids_out: list[str]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """:func:`rank` on each request's scores: (the ranked positions, the slot propensities, each
-        request's propensity, each request's reason), flat as :class:`RankedDecisionBatch` keeps them."""
+        """Every request's ranking in one :func:`~closedloop.experience.ranking_kernel.rank_rows` call
+        (a request per row, padded to the longest): (the ranked positions, the slot propensities,
+        each request's propensity, each request's reason), flat as :class:`RankedDecisionBatch` keeps them."""
         nreq = len(ids_out)
-        nslots = int(rank_offsets[-1])
-        k = self.k
-        flat_list = flat.tolist()
-        ranked = np.empty(nslots, dtype=np.int64)
-        slot_p = np.empty(nslots, dtype=np.float64)
-        props = np.empty(nreq, dtype=np.float64)
-        whys: list[str] = []
-        explore = self.explore
-        roff = rank_offsets.tolist()
+        offsets = np.asarray(off, dtype=np.int64)
+        counts = np.diff(offsets)
+        width = int(counts.max()) if nreq else 0
+        if nreq and bool((counts == width).all()):
+            S = flat.reshape(nreq, width)
+        else:
+            S = np.zeros((nreq, width), dtype=np.float64)
+            S[np.repeat(np.arange(nreq), counts), np.arange(flat.shape[0]) - np.repeat(offsets[:-1], counts)] = flat
         kmax = int(ms.max()) if nreq else 0
         # uniform_batch(ids, salt=j) equals uniform(id, j) bitwise: slot j's draw for every request
-        draws: list[Any] = (
-            np.column_stack([uniform_batch(ids_out, salt=j) for j in range(kmax)]).tolist()
-            if explore is not None and kmax
-            else [None] * nreq
+        U = (
+            np.column_stack([uniform_batch(ids_out, salt=j) for j in range(kmax)])
+            if self.explore is not None and kmax
+            else None
         )
-        for i in range(nreq):
-            a, b = off[i], off[i + 1]
-            order, slots, p, explored = rank(flat_list[a:b], k, explore, ids_out[i], draws[i])
-            ra, rb = roff[i], roff[i + 1]
-            ranked[ra:rb] = order
-            slot_p[ra:rb] = slots
-            props[i] = p
-            whys.append(self._why(rb - ra, b - a, explored))
-        return ranked, slot_p, props, whys
+        picks, slots, explored, props = rank_rows(S, counts, self.k, self.explore, U)
+        keep = np.arange(picks.shape[1])[None, :] < ms[:, None]  # a request's first min(k, N) slots
+        whys = self._whys(explored & keep, ms, counts)
+        return picks[keep], slots[keep], props, whys
+
+    def _whys(self, explored: np.ndarray, ms: np.ndarray, counts: np.ndarray) -> list[str]:
+        """Each request's reason; the few with explored slots name them."""
+        base: dict[tuple[int, int], str] = {}
+        out = []
+        for m, n in zip(ms.tolist(), counts.tolist(), strict=True):
+            w = base.get((m, n))
+            if w is None:
+                w = base[(m, n)] = self._why(m, n, [])
+            out.append(w)
+        for i in np.flatnonzero(explored.any(axis=1)).tolist():
+            out[i] = self._why(int(ms[i]), int(counts[i]), np.flatnonzero(explored[i]).tolist())
+        return out

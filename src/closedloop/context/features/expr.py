@@ -309,8 +309,8 @@ class _Const(Expr):
         return repr(self.value)
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
-        if isinstance(self.value, str):
-            return pa.array([self.value] * cols.n, type=pa.string())
+        if isinstance(self.value, str):  # built in C: a Python list of n references costs more than the column
+            return pa.repeat(pa.scalar(self.value, type=pa.string()), cols.n)
         return np.full(cols.n, self.value, dtype=np.float64)
 
 
