@@ -12,7 +12,8 @@ items, scores every candidate, and shows ``min(k, N)`` of them in slot order::
     d.slot_propensities   # P(slot j gets its item | items in slots < j)
     d.propensity          # their product: the Plackett–Luce probability of the whole ranking
 
-How a ranking is chosen (:func:`rank`, the one function both decision paths call):
+How a ranking is chosen (:func:`rank` for one request; the draw itself is vectorized in
+:mod:`closedloop.experience.ranking_kernel`, which both decision paths run):
 
 * **greedy** (``explore=None``): the top ``k`` by score; ties go to the lower input index, NaN
   scores come last; every slot propensity is 1;
@@ -38,11 +39,15 @@ candidates in input order are shown with propensity 1.
 requests batch and a candidates batch whose ``request`` column names each candidate's request
 row) give bitwise-equal scores and identical rankings and propensities: features and scorers are
 row-independent, so scoring the N candidates of one request alone or inside one flattened batch
-of all requests' candidates gives the same numbers, and both paths then call :func:`rank` on
-each request's scores.
+of all requests' candidates gives the same numbers. Each path then draws with the same numpy
+operations: ``decide`` on its one request (:func:`~closedloop.experience.ranking_kernel.rank_one`), ``decide_batch`` on
+all its requests at once, one row each, slot by slot
+(:func:`~closedloop.experience.ranking_kernel.rank_rows`); every sum adds left to right, so the rankings and
+propensities equal the per-candidate definition (:func:`slot_probabilities`) bit for bit.
 
 The pieces, one job each: the records (:mod:`closedloop.experience.ranked`), the choice of a
-ranking (:mod:`closedloop.experience.ranking_policy`: :func:`rank`, :func:`slot_probabilities`),
+ranking (:mod:`closedloop.experience.ranking_policy`: :func:`rank`, :func:`slot_probabilities`; the
+vectorized draw in :mod:`closedloop.experience.ranking_kernel`),
 the inputs' checks and shapes (:mod:`closedloop.experience.ranking_inputs`), and here the plan
 that binds a bundle and runs both paths; every name stays importable from here.
 """
