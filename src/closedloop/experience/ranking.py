@@ -67,6 +67,7 @@ from closedloop.experience.exploration import Softmax, uniform_batch, uniform_sa
 from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch
 from closedloop.experience.ranking_inputs import (
     _broadcast,
+    _CandidateValidator,
     _decision_ids,
     _duplicate,
     _kind,
@@ -104,7 +105,7 @@ class RankingPlan:
 
     __slots__ = (
         "bundle", "explore", "k", "score", "system", "version", "_cand_fields", "_cid", "_cid_int",
-        "_col", "_cschema", "_features", "_forbid", "_n_outputs", "_req_fields", "_schema",
+        "_col", "_cschema", "_cvalid", "_features", "_forbid", "_n_outputs", "_req_fields", "_schema",
         "_score_batch", "_unit", "_unit_int", "_why_base",
     )
 
@@ -153,6 +154,7 @@ class RankingPlan:
         self._unit_int = isinstance(system.schema.by_name[system.unit], Int)
         self._cid = system.candidate_id
         self._cid_int = isinstance(cschema.by_name[system.candidate_id], Int)
+        self._cvalid = _CandidateValidator(cschema, system.candidate_id)
         e = self.explore
         if e is None:
             self._why_base = f"top {{m}} of {{n}} candidates by {self.score}"
@@ -208,15 +210,6 @@ class RankingPlan:
             context if not self._forbid else {k: v for k, v in context.items() if k != "candidates"}
         )
         n = len(raw)
-        for i, c in enumerate(raw):
-            if not isinstance(c, Mapping):
-                raise ContextError(f"candidates[{i}]", "a JSON object (a mapping of field names)", c)
-        if self._cschema.extra == "forbid":
-            by_name = self._cschema.by_name
-            for i, c in enumerate(raw):
-                for key in c:
-                    if key not in by_name:
-                        raise ContextError(f"candidates[{i}].{key}", "a declared field (this schema forbids others)", c[key])
         unit = getattr(req, self._unit)
         unit = str(unit) if self._unit_int else unit
         if n == 0:
@@ -224,14 +217,8 @@ class RankingPlan:
                 decision_id, self.system.name, unit, timestamp_ns, self.version, [], [], [], [], 1.0,
                 self._killswitch_why(0, 0) if killswitch else self._why(0, 0, []), "organize", killswitch,
             )
-        raw_cols = {name: _typed([c.get(name, absent) for c in raw], kind) for name, absent, kind in self._cand_fields}
-        try:
-            ccols = self._cschema.validate_batch(raw_cols, errors="raise")
-        except BatchContextError as exc:
-            raise BatchContextError(
-                [_renamed(e, f"candidates[{e.row}].{e.field}", None) for e in exc.errors]
-            ) from None
-        ids = self._ids(ccols[self._cid])
+        got = self._cvalid.columns(raw)
+        ccols, ids = got if got is not None else self._candidates_columnwise(raw)
         dup = _duplicate(ids)
         if dup is not None:
             raise ContextError(f"candidates[{dup}].{self._cid}", "unique among the request's candidates", ids[dup])
@@ -251,6 +238,26 @@ class RankingPlan:
             decision_id, self.system.name, unit, timestamp_ns, self.version, ids, s.tolist(),
             [ids[i] for i in order], slots, p, self._why(m, n, explored), "organize", False,
         )
+
+    def _candidates_columnwise(self, raw: list[Any] | tuple[Any, ...]) -> tuple[Any, list[str]]:
+        """The candidates validated column by column (the path that names every refused value)."""
+        for i, c in enumerate(raw):
+            if not isinstance(c, Mapping):
+                raise ContextError(f"candidates[{i}]", "a JSON object (a mapping of field names)", c)
+        if self._cschema.extra == "forbid":
+            by_name = self._cschema.by_name
+            for i, c in enumerate(raw):
+                for key in c:
+                    if key not in by_name:
+                        raise ContextError(f"candidates[{i}].{key}", "a declared field (this schema forbids others)", c[key])
+        raw_cols = {name: _typed([c.get(name, absent) for c in raw], kind) for name, absent, kind in self._cand_fields}
+        try:
+            ccols = self._cschema.validate_batch(raw_cols, errors="raise")
+        except BatchContextError as exc:
+            raise BatchContextError(
+                [_renamed(e, f"candidates[{e.row}].{e.field}", None) for e in exc.errors]
+            ) from None
+        return ccols, self._ids(ccols[self._cid])
 
     # -- a batch ------------------------------------------------------------------------------
     def decide_batch(
