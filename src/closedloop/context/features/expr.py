@@ -63,6 +63,10 @@ class Expr:
     def _vec(self, cols: Columns, args: list[Any]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        """:meth:`_vec` on a small batch (:mod:`~closedloop.context.features.vector`): text as lists of str."""
+        return self._vec(cols, args)
+
     # -- shared machinery -------------------------------------------------------------------------
     @property
     def key(self) -> str:
@@ -284,6 +288,9 @@ class _Col(Expr):
             return v.astype(np.float64)
         return v
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:  # text: a list (the plan checked: no nulls)
+        return cols.pylist(self.name) if isinstance(cols[self.name], pa.Array) else self._vec(cols, args)
+
 
 class _Const(Expr):
     __slots__ = ("value",)
@@ -312,6 +319,9 @@ class _Const(Expr):
         if isinstance(self.value, str):  # built in C: a Python list of n references costs more than the column
             return pa.repeat(pa.scalar(self.value, type=pa.string()), cols.n)
         return np.full(cols.n, self.value, dtype=np.float64)
+
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        return [self.value] * cols.n if isinstance(self.value, str) else self._vec(cols, args)
 
 
 class _Bin(Expr):
@@ -428,6 +438,11 @@ class _Cmp(Expr):
             return _bool_f64(a != b)
         return _bool_f64(self._NP[self.op](a, b))
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        from closedloop.context.features.text import _text_eq  # imports this module
+
+        return _text_eq(self.op == "==", self.b, args, cols.n) if isinstance(args[0], list) else self._vec(cols, args)
+
 
 class _Logic(Expr):
     __slots__ = ("a", "b", "op")
@@ -449,9 +464,8 @@ class _Logic(Expr):
     def _src(self, g: _Gen, args: list[str]) -> str:
         return f"(1.0 if ({args[0]} != 0.0 {self.op} {args[1]} != 0.0) else 0.0)"
 
-    def _vec(self, cols: Columns, args: list[Any]) -> Any:
-        a, b = args[0] != 0.0, args[1] != 0.0
-        return _bool_f64((a & b) if self.op == "and" else (a | b))
+    def _vec(self, cols: Columns, args: list[Any]) -> Any:  # true: non-zero, NaN included (``!= 0.0``)
+        return (np.logical_and if self.op == "and" else np.logical_or)(args[0], args[1]).astype(np.float64)
 
 
 class _Not(Expr):

@@ -72,3 +72,8 @@ def _bool_f64(mask: Any) -> np.ndarray:
     if isinstance(mask, pa.Array | pa.ChunkedArray):
         mask = mask.to_numpy(zero_copy_only=False)
     return np.asarray(mask, dtype=bool).astype(np.float64)
+
+
+def _f64(values: list[Any], n: int) -> np.ndarray:
+    """A list of n booleans or integers (a text operation's results on a small batch) as float64."""
+    return np.fromiter(values, dtype=np.float64, count=n)

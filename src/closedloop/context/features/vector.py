@@ -1,8 +1,16 @@
 """The vectorized form of a feature set: the feature matrix of a validated batch.
 
-Each distinct sub-expression is evaluated once per batch (``Expr._vec`` on its children's columns):
-numpy for arithmetic, Arrow compute for text, the compiled column loops of
-:mod:`closedloop.base.numeric` for ``log1p`` and text search.
+:class:`FeaturePlan` orders the distinct sub-expressions of a feature set once (children first,
+each evaluated once per batch, ``Expr._vec`` on its children's columns): numpy for arithmetic,
+Arrow compute for text, the compiled column loops of :mod:`closedloop.base.numeric` for ``log1p``
+and text search.
+
+A small batch (at most :data:`SMALL_ROWS` rows, as a ranking request's candidates) takes
+``Expr._vec_small`` instead: text is a Python list of str and text operations run in Python, as
+in the scalar form, where an Arrow compute call costs more in fixed overhead (5–15 µs) than the
+whole column; numbers take the same numpy operations as a large batch. Both give the same values
+bit for bit (tests/context/test_features_small.py). A text column with nulls (never in a validated
+batch) takes the Arrow path.
 """
 
 from __future__ import annotations
@@ -11,14 +19,69 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 
-from closedloop.context.features.expr import Expr
-from closedloop.context.schema import Columns
+from closedloop.context.features.expr import STR, Expr, _Col
+from closedloop.context.schema import Columns, Schema
 
 if TYPE_CHECKING:
     from closedloop.context.features.featureset import Feature
 
-__all__ = ["feature_matrix"]
+__all__ = ["SMALL_ROWS", "FeaturePlan", "feature_matrix"]
+
+#: Batches of at most this many rows compute text features in Python (see the module doc).
+SMALL_ROWS = 256
+
+
+class FeaturePlan:
+    """The distinct sub-expressions of a feature set in evaluation order, built once per
+    :class:`~closedloop.context.features.featureset.FeatureSet`."""
+
+    __slots__ = ("outs", "steps", "text_fields")
+
+    def __init__(self, features: Sequence[Feature], schema: Schema | None = None) -> None:
+        self.steps: list[tuple[Expr, tuple[int, ...]]] = []
+        slot: dict[str, int] = {}
+        text: set[str] = set()
+
+        def add(e: Expr) -> int:
+            hit = slot.get(e.key)
+            if hit is not None:
+                return hit
+            kids = tuple(add(ch) for ch in e.children())
+            if isinstance(e, _Col) and (schema is None or e.type_of(schema) == STR):
+                text.add(e.name)
+            slot[e.key] = len(self.steps)
+            self.steps.append((e, kids))
+            return slot[e.key]
+
+        self.outs = tuple(add(f.expr) for f in features)
+        self.text_fields = tuple(sorted(text))  # without a schema: every column read (checked at run time)
+
+    def small(self, cols: Columns) -> bool:
+        """Whether ``cols`` takes the small-batch path: few rows, text without nulls."""
+        if cols.n > SMALL_ROWS:
+            return False
+        for name in self.text_fields:
+            c = cols[name]
+            if isinstance(c, pa.Array) and (c.null_count or not (pa.types.is_string(c.type) or pa.types.is_large_string(c.type))):
+                return False
+        return True
+
+    def matrix(self, cols: Columns, *, small: bool | None = None) -> np.ndarray:
+        """Feature matrix (n rows × len(features), float64, column-major) for a validated batch.
+        ``small`` forces a path (tests compare them); by default :meth:`small` chooses."""
+        if small is None:
+            small = self.small(cols)
+        vals: list[Any] = []
+        # Overflow to ±inf and NaN from inf - inf are IEEE results, as in the scalar form.
+        with np.errstate(all="ignore"):
+            for e, kids in self.steps:
+                vals.append((e._vec_small if small else e._vec)(cols, [vals[k] for k in kids]))
+            X = np.empty((cols.n, len(self.outs)), dtype=np.float64, order="F")
+            for j, k in enumerate(self.outs):
+                X[:, j] = vals[k]
+        return X
 
 
 def feature_matrix(features: Sequence[Feature], cols: Columns) -> np.ndarray:
@@ -26,19 +89,4 @@ def feature_matrix(features: Sequence[Feature], cols: Columns) -> np.ndarray:
 
     Column-major (Fortran order): each feature is written, and read by scorers, contiguously.
     """
-    memo: dict[str, Any] = {}
-
-    def ev(e: Expr) -> Any:
-        hit = memo.get(e.key)
-        if hit is not None:
-            return hit
-        out = e._vec(cols, [ev(ch) for ch in e.children()])
-        memo[e.key] = out
-        return out
-
-    X = np.empty((cols.n, len(features)), dtype=np.float64, order="F")
-    # Overflow to ±inf and NaN from inf - inf are IEEE results, as in the scalar form.
-    with np.errstate(all="ignore"):
-        for j, f in enumerate(features):
-            X[:, j] = ev(f.expr)
-    return X
+    return FeaturePlan(features).matrix(cols)
