@@ -14,7 +14,7 @@ from closedloop.context.schema import Bool
 from closedloop.experience.experiences import Ranking
 from closedloop.experience.exploration import Softmax
 from closedloop.experience.ranking import RankingPlan
-from closedloop.experience.ranking_inputs import _CandidateValidator
+from closedloop.experience.ranking_inputs import _CandidateValidator, _first_repeat
 
 ID = "0123456789abcdef0123456789abcdef"
 
@@ -131,3 +131,62 @@ def test_decisions_are_the_same_through_either_path(monkeypatch: pytest.MonkeyPa
     d2 = plan.decide({"user": "u", "hour": 3, "candidates": raw}, ID, 1)
     assert d == d2
     assert [s.hex() for s in d.scores] == [s.hex() for s in d2.scores]
+
+
+# -- repeated candidate ids in a batch ---------------------------------------------------------
+
+
+def first_repeat_by_definition(ids: list, offsets: list[int]) -> int | None:
+    for i in range(len(offsets) - 1):
+        seen: set = set()
+        for j in range(offsets[i], offsets[i + 1]):
+            if ids[j] in seen:
+                return j
+            seen.add(ids[j])
+    return None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_vectorized_repeat_check_finds_the_first_repeat_by_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nreq = int(rng.integers(0, 30))
+    uniform = seed % 2 == 0
+    counts = np.full(nreq, int(rng.integers(0, 12))) if uniform else rng.integers(0, 12, size=nreq)
+    offsets = np.zeros(nreq + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    total = int(offsets[-1])
+    pool = int(rng.integers(1, 400))  # small pools repeat often, large ones rarely
+    if seed % 4 < 2:
+        ids: list = [["é", "a", "", "A", "😀"][k % 5] + str(k) for k in rng.integers(0, pool, size=total).tolist()]
+        col = pa.array(ids, type=pa.string())
+    else:
+        ids = (rng.integers(0, pool, size=total) - pool // 2).tolist()
+        col = np.array(ids, dtype=np.int64)
+    assert _first_repeat(col, offsets) == first_repeat_by_definition(ids, offsets.tolist())
+
+
+def test_a_repeated_candidate_id_is_named_with_its_input_row() -> None:
+    plan = make_plan()
+    cands = {
+        "item": ["x", "y", "x", "z", "y", "w"],
+        "kind": ["a"] * 6, "q": [1.0] * 6,
+        "request": [1, 0, 1, 0, 2, 1],  # request 1: x, x (rows 0 and 2) — request 0 (y, z) is fine
+    }
+    with pytest.raises(ContextError) as e:
+        plan.decide_batch({"user": ["u0", "u1", "u2"]}, cands, [ID, ID[::-1], ID], 1)
+    err = e.value
+    assert (err.field, err.rule, err.value, err.row) == ("candidates.item", "unique among the candidates of request 1", "x", 2)
+    cands["item"][2] = "v"
+    batch = plan.decide_batch({"user": ["u0", "u1", "u2"]}, cands, [ID, ID[::-1], ID], 1)
+    assert batch.candidate_ids == ["y", "z", "x", "v", "w", "y"]
+    assert [d.candidates for d in batch] == [["y", "z"], ["x", "v", "w"], ["y"]]
+    assert batch.to_arrow()["candidates"].to_pylist() == [["y", "z"], ["x", "v", "w"], ["y"]]
+
+    ints = make_plan(int_ids=True)
+    cands = {"item": [5, -7, 5], "kind": ["a"] * 3, "q": [1.0] * 3, "request": [0, 0, 0]}
+    with pytest.raises(ContextError) as e:
+        ints.decide_batch({"user": ["u0"]}, cands, [ID], 1)
+    assert (e.value.value, e.value.row) == ("5", 2)
+    with pytest.raises(ContextError, match=r"candidates\[2\]\.item"):
+        ints.decide({"user": "u", "candidates": [{"item": 5, "kind": "a", "q": 1.0}, {"item": -7, "kind": "a", "q": 1.0},
+                                                  {"item": 5, "kind": "b", "q": 2.0}]}, ID, 1)

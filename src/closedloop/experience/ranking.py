@@ -70,6 +70,7 @@ from closedloop.experience.ranking_inputs import (
     _CandidateValidator,
     _decision_ids,
     _duplicate,
+    _first_repeat,
     _kind,
     _renamed,
     _split_request_column,
@@ -291,9 +292,10 @@ class RankingPlan:
         units = rcols.pylist(self._unit)
         if self._unit_int:
             units = [str(u) for u in units]
-        cand_ids = self._ids(ccols[self._cid])
+        idcol = ccols[self._cid]
+        self._check_unique(idcol, offsets, input_rows)
+        cand_ids = idcol if isinstance(idcol, pa.Array) else self._ids(idcol)  # Arrow text: a list when read
         off = offsets.tolist()
-        self._check_unique(cand_ids, off, input_rows)
 
         ms = np.minimum(counts, self.k)
         rank_offsets = np.zeros(nreq + 1, dtype=np.int64)
@@ -333,16 +335,16 @@ class RankingPlan:
             input_rows = np.arange(total, dtype=np.int64)
         return ccols, req_idx, input_rows
 
-    def _check_unique(self, cand_ids: list[str], off: list[int], input_rows: np.ndarray) -> None:
+    def _check_unique(self, idcol: Any, offsets: np.ndarray, input_rows: np.ndarray) -> None:
         """Refuse a request whose candidates repeat an id, naming the repeat's row in the input batch."""
-        for i in range(len(off) - 1):
-            a, b = off[i], off[i + 1]
-            dup = _duplicate(cand_ids[a:b]) if b - a > 1 else None
-            if dup is not None:
-                raise ContextError(
-                    f"candidates.{self._cid}", f"unique among the candidates of request {i}",
-                    cand_ids[a + dup], int(input_rows[a + dup]),
-                )
+        p = _first_repeat(idcol, offsets)
+        if p is not None:
+            i = int(np.searchsorted(offsets, p, side="right")) - 1
+            value = idcol[p].as_py() if isinstance(idcol, pa.Array) else int(idcol[p])
+            raise ContextError(
+                f"candidates.{self._cid}", f"unique among the candidates of request {i}",
+                str(value) if self._cid_int else value, int(input_rows[p]),
+            )
 
     def _killswitch_batch(self, common: dict[str, Any], ms: np.ndarray, counts: np.ndarray) -> RankedDecisionBatch:
         """The kill switch's batch: each request's first ``ms[i]`` candidates in input order, with propensity 1."""

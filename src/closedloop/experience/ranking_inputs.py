@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from closedloop.context.schema import MISSING, Bool, Int, Schema, Str, _gather, _one_array
 from closedloop.errors import ContextError
@@ -112,7 +113,7 @@ def _renamed(exc: ContextError, field: str, row: int | None) -> ContextError:
 
 
 
-def _duplicate(ids: list[str]) -> int | None:
+def _duplicate(ids: list[Any]) -> int | None:
     """The position of the first id that repeats an earlier one, or None."""
     if len(set(ids)) == len(ids):
         return None
@@ -122,6 +123,36 @@ def _duplicate(ids: list[str]) -> int | None:
             return j
         seen.add(v)
     return None  # pragma: no cover - the set said there is one
+
+
+def _first_repeat(ids: Any, offsets: np.ndarray) -> int | None:
+    """The position (in the flat batch) of the first id that repeats an earlier one of the same
+    request — in the first request that has one — or None. ``ids``: the candidate id column
+    (Arrow text or numpy integers), grouped by request at ``offsets``.
+
+    Vectorized: the ids become dictionary codes (equal exactly where the ids are equal), laid out
+    one request per row (padded with distinct negative codes) and sorted along the rows, where an
+    equal neighbour shows a repeat; only the first such request is searched in Python."""
+    counts = np.diff(offsets)
+    nreq = counts.shape[0]
+    width = int(counts.max()) if nreq else 0
+    if width < 2:
+        return None
+    codes = pc.dictionary_encode(ids if isinstance(ids, pa.Array) else pa.array(ids)).indices
+    flat = codes.to_numpy(zero_copy_only=False).astype(np.int32 if width < 2**31 else np.int64, copy=False)
+    if bool((counts == width).all()):
+        M = flat.reshape(nreq, width).copy()
+    else:
+        M = np.empty((nreq, width), dtype=flat.dtype)
+        M[:] = -1 - np.arange(width, dtype=flat.dtype)
+        M[np.repeat(np.arange(nreq), counts), np.arange(flat.shape[0]) - np.repeat(offsets[:-1], counts)] = flat
+    M.sort(axis=1)
+    hit = np.flatnonzero((M[:, 1:] == M[:, :-1]).any(axis=1))
+    if not hit.shape[0]:
+        return None
+    a, b = int(offsets[hit[0]]), int(offsets[hit[0] + 1])
+    j = _duplicate(flat[a:b].tolist())
+    return None if j is None else a + j
 
 
 def _split_request_column(candidates: Any, nreq: int) -> tuple[dict[str, Any], np.ndarray]:

@@ -37,7 +37,7 @@ class FeaturePlan:
     """The distinct sub-expressions of a feature set in evaluation order, built once per
     :class:`~closedloop.context.features.featureset.FeatureSet`."""
 
-    __slots__ = ("outs", "steps", "text_fields")
+    __slots__ = ("free", "outs", "steps", "text_fields", "writes")
 
     def __init__(self, features: Sequence[Feature], schema: Schema | None = None) -> None:
         self.steps: list[tuple[Expr, tuple[int, ...]]] = []
@@ -57,6 +57,15 @@ class FeaturePlan:
 
         self.outs = tuple(add(f.expr) for f in features)
         self.text_fields = tuple(sorted(text))  # without a schema: every column read (checked at run time)
+        # A step's column is written into the matrix (``writes``: its feature columns) as soon as it
+        # is computed, and dropped after its last reader (``free``): on a large batch, a temporary
+        # kept to the end means fresh pages for every later one, which cost more than the arithmetic.
+        last = list(range(len(self.steps)))
+        for i, (_, kids) in enumerate(self.steps):
+            for k in kids:
+                last[k] = i
+        self.writes = tuple(tuple(j for j, o in enumerate(self.outs) if o == i) for i in range(len(self.steps)))
+        self.free = tuple(tuple(k for k in range(len(self.steps)) if last[k] == i) for i in range(len(self.steps)))
 
     def small(self, cols: Columns) -> bool:
         """Whether ``cols`` takes the small-batch path: few rows, text without nulls."""
@@ -73,14 +82,16 @@ class FeaturePlan:
         ``small`` forces a path (tests compare them); by default :meth:`small` chooses."""
         if small is None:
             small = self.small(cols)
-        vals: list[Any] = []
+        vals: list[Any] = [None] * len(self.steps)
+        X = np.empty((cols.n, len(self.outs)), dtype=np.float64, order="F")
         # Overflow to ±inf and NaN from inf - inf are IEEE results, as in the scalar form.
         with np.errstate(all="ignore"):
-            for e, kids in self.steps:
-                vals.append((e._vec_small if small else e._vec)(cols, [vals[k] for k in kids]))
-            X = np.empty((cols.n, len(self.outs)), dtype=np.float64, order="F")
-            for j, k in enumerate(self.outs):
-                X[:, j] = vals[k]
+            for i, (e, kids) in enumerate(self.steps):
+                v = vals[i] = (e._vec_small if small else e._vec)(cols, [vals[k] for k in kids])
+                for j in self.writes[i]:
+                    X[:, j] = v
+                for k in self.free[i]:
+                    vals[k] = None
         return X
 
 
