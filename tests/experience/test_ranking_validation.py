@@ -14,7 +14,7 @@ from closedloop.context.schema import Bool
 from closedloop.experience.experiences import Ranking
 from closedloop.experience.exploration import Softmax
 from closedloop.experience.ranking import RankingPlan
-from closedloop.experience.ranking_inputs import _CandidateValidator, _first_repeat
+from closedloop.experience.ranking_inputs import _CandidateValidator, _first_repeat, _id_keys
 
 ID = "0123456789abcdef0123456789abcdef"
 
@@ -190,3 +190,16 @@ def test_a_repeated_candidate_id_is_named_with_its_input_row() -> None:
     with pytest.raises(ContextError, match=r"candidates\[2\]\.item"):
         ints.decide({"user": "u", "candidates": [{"item": 5, "kind": "a", "q": 1.0}, {"item": -7, "kind": "a", "q": 1.0},
                                                   {"item": 5, "kind": "b", "q": 2.0}]}, ID, 1)
+
+
+def test_ids_that_share_a_key_are_checked_exactly() -> None:
+    same_ends = ["abcdefgh-1-12345678", "abcdefgh-2-12345678", "abcdefgh-1-12345678"]  # same length, first and last 8 bytes
+    keys = _id_keys(pa.array(same_ends))
+    assert keys[0] == keys[1] == keys[2]
+    ids = pa.array(same_ends[:2] + ["", "é", "😀", "e\u0301"])
+    assert _first_repeat(ids, np.array([0, 2, 6])) is None  # equal keys, different ids
+    assert _first_repeat(pa.array(same_ends), np.array([0, 3])) == 2
+    sliced = pa.array(["pad", "x", "y", "x", "z"]).slice(1)  # an array with an offset into its buffers
+    assert _first_repeat(sliced, np.array([0, 2, 4])) is None
+    assert _first_repeat(sliced, np.array([0, 3, 4])) == 2
+    assert len(set(_id_keys(pa.array(["", "a", "ab", "a\x00", "é", "e"])).tolist())) == 6

@@ -400,14 +400,12 @@ class RankingPlan:
         return picks[keep], slots[keep], props, whys
 
     def _whys(self, explored: np.ndarray, ms: np.ndarray, counts: np.ndarray) -> list[str]:
-        """Each request's reason; the few with explored slots name them."""
-        base: dict[tuple[int, int], str] = {}
-        out = []
-        for m, n in zip(ms.tolist(), counts.tolist(), strict=True):
-            w = base.get((m, n))
-            if w is None:
-                w = base[(m, n)] = self._why(m, n, [])
-            out.append(w)
-        for i in np.flatnonzero(explored.any(axis=1)).tolist():
-            out[i] = self._why(int(ms[i]), int(counts[i]), np.flatnonzero(explored[i]).tolist())
-        return out
+        """Each request's reason, built once per distinct (shown, candidates, explored slots)."""
+        nreq, kmax = explored.shape
+        if kmax > 62:  # the explored slots do not fit in one integer: one request at a time
+            return [self._why(m, n, np.flatnonzero(explored[i]).tolist())
+                    for i, (m, n) in enumerate(zip(ms.tolist(), counts.tolist(), strict=True))]
+        bits = explored.astype(np.int64) @ (np.int64(1) << np.arange(kmax, dtype=np.int64)) if kmax else np.zeros(nreq, np.int64)
+        keys, inverse = np.unique(np.stack([ms, counts, bits], axis=1), axis=0, return_inverse=True)
+        table = [self._why(m, n, [j for j in range(kmax) if b >> j & 1]) for m, n, b in keys.tolist()]
+        return [table[i] for i in inverse.reshape(-1).tolist()]

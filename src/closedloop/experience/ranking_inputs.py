@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from closedloop.base.numeric import _string_buffers
 from closedloop.context.schema import MISSING, Bool, Int, Schema, Str, _gather, _one_array
 from closedloop.errors import ContextError
 
@@ -125,34 +125,56 @@ def _duplicate(ids: list[Any]) -> int | None:
     return None  # pragma: no cover - the set said there is one
 
 
+_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+_K = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+def _id_keys(ids: Any) -> np.ndarray:
+    """One int64 per id, equal wherever the ids are equal (distinct ids may share one: a key only
+    points at requests to check exactly). Integers are their own keys; a text id's key mixes its
+    byte length with its first and its last (up to) 8 bytes, read from the Arrow buffers."""
+    if not isinstance(ids, pa.Array):
+        return np.asarray(ids, dtype=np.int64)
+    offsets, data = _string_buffers(ids)
+    start, end = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+    length = end - start
+    raw = np.frombuffer(data, dtype=np.uint8)
+    padded = np.zeros(raw.shape[0] + 8, dtype=np.uint8)
+    padded[: raw.shape[0]] = raw
+    words = np.ndarray((raw.shape[0] + 1,), dtype="<u8", buffer=padded.data, strides=(1,))
+    mask = _MASK[np.minimum(length, 8)]
+    first = words[start] & mask
+    last = words[np.maximum(end - 8, start)] & mask
+    return (length.astype(np.uint64) * _K[0] + first * _K[1] + last * _K[2]).view(np.int64)
+
+
 def _first_repeat(ids: Any, offsets: np.ndarray) -> int | None:
     """The position (in the flat batch) of the first id that repeats an earlier one of the same
     request — in the first request that has one — or None. ``ids``: the candidate id column
     (Arrow text or numpy integers), grouped by request at ``offsets``.
 
-    Vectorized: the ids become dictionary codes (equal exactly where the ids are equal), laid out
-    one request per row (padded with distinct negative codes) and sorted along the rows, where an
-    equal neighbour shows a repeat; only the first such request is searched in Python."""
+    Vectorized: one key per id (:func:`_id_keys`), laid out one request per row (padded with
+    distinct negative numbers) and sorted along the rows; only a request where two keys are
+    equal is searched, exactly, in Python."""
     counts = np.diff(offsets)
     nreq = counts.shape[0]
     width = int(counts.max()) if nreq else 0
     if width < 2:
         return None
-    codes = pc.dictionary_encode(ids if isinstance(ids, pa.Array) else pa.array(ids)).indices
-    flat = codes.to_numpy(zero_copy_only=False).astype(np.int32 if width < 2**31 else np.int64, copy=False)
+    keys = _id_keys(ids)
     if bool((counts == width).all()):
-        M = flat.reshape(nreq, width).copy()
+        M = keys.reshape(nreq, width).copy()
     else:
-        M = np.empty((nreq, width), dtype=flat.dtype)
-        M[:] = -1 - np.arange(width, dtype=flat.dtype)
-        M[np.repeat(np.arange(nreq), counts), np.arange(flat.shape[0]) - np.repeat(offsets[:-1], counts)] = flat
+        M = np.empty((nreq, width), dtype=np.int64)
+        M[:] = -1 - np.arange(width, dtype=np.int64)
+        M[np.repeat(np.arange(nreq), counts), np.arange(keys.shape[0]) - np.repeat(offsets[:-1], counts)] = keys
     M.sort(axis=1)
-    hit = np.flatnonzero((M[:, 1:] == M[:, :-1]).any(axis=1))
-    if not hit.shape[0]:
-        return None
-    a, b = int(offsets[hit[0]]), int(offsets[hit[0] + 1])
-    j = _duplicate(flat[a:b].tolist())
-    return None if j is None else a + j
+    for i in np.flatnonzero((M[:, 1:] == M[:, :-1]).any(axis=1)).tolist():
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        j = _duplicate(ids[a:b].to_pylist() if isinstance(ids, pa.Array) else ids[a:b].tolist())
+        if j is not None:
+            return a + j
+    return None
 
 
 def _split_request_column(candidates: Any, nreq: int) -> tuple[dict[str, Any], np.ndarray]:
