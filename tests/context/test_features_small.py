@@ -142,3 +142,23 @@ def test_small_text_results_are_what_the_scalar_form_says() -> None:
     assert X[:, 2].tolist() == [0.0, 0.0, 0.0, 2.0, 0.0, 3.0]
     assert X[:, 3].tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert X[:, 4].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_constant_columns_are_built_only_when_read_as_columns() -> None:
+    rng = np.random.default_rng(11)
+    full = _columns(rng, 50)
+    consts = {"domain": (SCHEMA.by_name["domain"], "é.com"), "x": (SCHEMA.by_name["x"], float("nan")),
+              "links": (SCHEMA.by_name["links"], 4)}
+    data = {k: v for k, v in full._data.items() if k not in consts}
+    lazy = Columns(data, 50, np.arange(50), [], constants=dict(consts))
+    assert lazy.text_list("domain") == ["é.com"] * 50 and "domain" not in lazy._data  # not built
+    assert lazy.text_list("x") is None and lazy.text_list("url") == full.pylist("url")
+    assert set(lazy.names()) == set(full.names()) and "links" in lazy and "nope" not in lazy
+    eager = Columns({**data, "domain": pa.array(["é.com"] * 50, type=pa.string()), "x": np.full(50, np.nan),
+                     "links": np.full(50, 4, dtype=np.int64)}, 50, np.arange(50), [])
+    small, arrow = FS._plan.matrix(lazy), FS._plan.matrix(lazy, small=False)
+    assert _same_bits(small, FS._plan.matrix(eager)) and _same_bits(arrow, FS._plan.matrix(eager, small=False))
+    assert _same_bits(small, arrow)
+    assert lazy["links"].tolist() == [4] * 50 and lazy.pylist("x")[0] != lazy.pylist("x")[0]
+    part = lazy.take(np.array([3, 1]))
+    assert part.text_list("domain") == ["é.com"] * 2 and part["links"].tolist() == [4, 4] and part.n == 2

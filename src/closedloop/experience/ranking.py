@@ -66,7 +66,6 @@ from closedloop.experience.experiences import Ranking
 from closedloop.experience.exploration import Softmax, uniform_batch, uniform_salts
 from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch
 from closedloop.experience.ranking_inputs import (
-    _broadcast,
     _CandidateValidator,
     _decision_ids,
     _duplicate,
@@ -229,10 +228,9 @@ class RankingPlan:
                 decision_id, self.system.name, unit, timestamp_ns, self.version, ids, [], ids[:m],
                 [1.0] * m, 1.0, self._killswitch_why(m, n), "organize", True,
             )
-        data = {name: _broadcast(kind, getattr(req, name), n) for name, kind in self._req_fields}
-        for name, _, _ in self._cand_fields:
-            data[name] = ccols[name]
-        s = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), []))
+        data = {name: ccols[name] for name, _, _ in self._cand_fields}
+        consts = {f.name: (f, getattr(req, f.name)) for f in self._schema.fields}  # built only if read
+        s = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), [], constants=consts))
         u = uniform_salts(decision_id, m) if self.explore is not None else []
         order, slots, p, explored = rank_one(s, self.k, self.explore, u)
         return RankedDecision(

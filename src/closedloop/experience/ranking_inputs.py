@@ -16,16 +16,6 @@ from closedloop.context.schema import MISSING, Bool, Int, Schema, Str, _gather, 
 from closedloop.errors import ContextError
 
 
-def _broadcast(kind: str, value: Any, n: int) -> Any:
-    if kind == "str":  # built in C: a Python list of n references costs more than the column
-        return pa.repeat(pa.scalar(value, type=pa.string()), n)
-    if kind == "bool":
-        return np.full(n, value, dtype=bool)
-    if kind == "int":
-        return np.full(n, value, dtype=np.int64)
-    return np.full(n, value, dtype=np.float64)
-
-
 def _kind(f: Any) -> str:
     return "str" if isinstance(f, Str) else "bool" if isinstance(f, Bool) else "int" if isinstance(f, Int) else "float"
 

@@ -289,7 +289,8 @@ class _Col(Expr):
         return v
 
     def _vec_small(self, cols: Columns, args: list[Any]) -> Any:  # text: a list (the plan checked: no nulls)
-        return cols.pylist(self.name) if isinstance(cols[self.name], pa.Array) else self._vec(cols, args)
+        got = cols.text_list(self.name)
+        return got if got is not None else self._vec(cols, args)
 
 
 class _Const(Expr):

@@ -37,7 +37,7 @@ class FeaturePlan:
     """The distinct sub-expressions of a feature set in evaluation order, built once per
     :class:`~closedloop.context.features.featureset.FeatureSet`."""
 
-    __slots__ = ("free", "outs", "steps", "text_fields", "writes")
+    __slots__ = ("_large", "_small", "free", "outs", "source", "steps", "text_fields", "writes")
 
     def __init__(self, features: Sequence[Feature], schema: Schema | None = None) -> None:
         self.steps: list[tuple[Expr, tuple[int, ...]]] = []
@@ -66,32 +66,38 @@ class FeaturePlan:
                 last[k] = i
         self.writes = tuple(tuple(j for j, o in enumerate(self.outs) if o == i) for i in range(len(self.steps)))
         self.free = tuple(tuple(k for k in range(len(self.steps)) if last[k] == i) for i in range(len(self.steps)))
+        self.source, self._large = self._compile("_vec")
+        self._small = self._compile("_vec_small")[1]
+
+    def _compile(self, method: str) -> tuple[str, Any]:
+        """The steps as one generated function ``run(cols, X)``: a call per step, its column written
+        and dropped as :attr:`writes` and :attr:`free` say (no loop over the plan per batch)."""
+        ns: dict[str, Any] = {}
+        body = []
+        for i, (e, kids) in enumerate(self.steps):
+            ns[f"_f{i}"] = getattr(e, method)
+            body.append(f"    v{i} = _f{i}(cols, [{', '.join(f'v{k}' for k in kids)}])")
+            body.extend(f"    X[:, {j}] = v{i}" for j in self.writes[i])
+            body.extend(f"    del v{k}" for k in self.free[i])
+        source = "def run(cols, X):\n" + "\n".join(body) + "\n"
+        exec(compile(source, "<closedloop feature plan>", "exec"), ns)  # our own generated code
+        return source, ns["run"]
 
     def small(self, cols: Columns) -> bool:
         """Whether ``cols`` takes the small-batch path: few rows, text without nulls."""
         if cols.n > SMALL_ROWS:
             return False
-        for name in self.text_fields:
-            c = cols[name]
-            if isinstance(c, pa.Array) and (c.null_count or not (pa.types.is_string(c.type) or pa.types.is_large_string(c.type))):
-                return False
-        return True
+        return all(cols.text_list(name) is not None or not isinstance(cols[name], pa.Array) for name in self.text_fields)
 
     def matrix(self, cols: Columns, *, small: bool | None = None) -> np.ndarray:
         """Feature matrix (n rows × len(features), float64, column-major) for a validated batch.
         ``small`` forces a path (tests compare them); by default :meth:`small` chooses."""
         if small is None:
             small = self.small(cols)
-        vals: list[Any] = [None] * len(self.steps)
         X = np.empty((cols.n, len(self.outs)), dtype=np.float64, order="F")
         # Overflow to ±inf and NaN from inf - inf are IEEE results, as in the scalar form.
         with np.errstate(all="ignore"):
-            for i, (e, kids) in enumerate(self.steps):
-                v = vals[i] = (e._vec_small if small else e._vec)(cols, [vals[k] for k in kids])
-                for j in self.writes[i]:
-                    X[:, j] = v
-                for k in self.free[i]:
-                    vals[k] = None
+            (self._small if small else self._large)(cols, X)
         return X
 
 
