@@ -289,8 +289,7 @@ class _Col(Expr):
         return v
 
     def _vec_small(self, cols: Columns, args: list[Any]) -> Any:  # text: a list (the plan checked: no nulls)
-        got = cols.text_list(self.name)
-        return got if got is not None else self._vec(cols, args)
+        return self._vec(cols, args) if (got := cols.text_list(self.name)) is None else got
 
 
 class _Const(Expr):
