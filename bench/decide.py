@@ -1,6 +1,7 @@
 """Benchmark: the cost of one decision, and of a batch, as ratios against baselines.
 
-Run it as ``.venv/bin/python bench/decide.py`` (``--quick`` for a small run, as used in tests).
+Run it as ``.venv/bin/python bench/decide.py`` (``--quick`` for a small run, as used in tests;
+``--ranking`` for the ranking figures alone).
 
 What it measures (all in the same process, same run):
 
@@ -520,6 +521,30 @@ def bench_ranking(lgb: Any, quick: bool) -> tuple[dict[str, Any], list[str]]:
     }, failures
 
 
+def ranking_main(quick: bool) -> int:
+    """``--ranking``: the ranking figures alone, against their bare baselines and targets."""
+    t0 = time.perf_counter()
+    r, failures = bench_ranking(__import__("lightgbm"), quick)
+    targets = {
+        "multiaction_single_vs_bare": r["multiaction_single_vs_bare"] <= 2.0,
+        "multiaction_batch_decisions_per_s": r["multiaction_batch_decisions_per_s"] >= 65_000,
+        "multiaction_batch_vs_bare": r["multiaction_batch_vs_bare"] >= 0.5,
+    }
+    r.update(targets={k: bool(v) for k, v in targets.items()}, correct=not failures, elapsed_s=time.perf_counter() - t0)
+    print(f"ranking 80 candidates, softmax top 5{' (quick run)' if quick else ''}")
+    print(f"  bare single            {r['multiaction_bare_single_us']:8.0f} µs")
+    print(f"  decide                 {r['multiaction_single_us']:8.0f} µs   {r['multiaction_single_vs_bare']:.2f}× bare"
+          f"   target ≤ 2×: {'met' if targets['multiaction_single_vs_bare'] else 'NOT met'}")
+    print(f"  bare batch             {r['multiaction_bare_batch_decisions_per_s']:8,.0f} /s ({r['multiaction_batch_requests']:,} requests)")
+    print(f"  decide_batch           {r['multiaction_batch_decisions_per_s']:8,.0f} /s   {r['multiaction_batch_vs_bare']:.2f}× bare"
+          f"   targets ≥ 65,000/s: {'met' if targets['multiaction_batch_decisions_per_s'] else 'NOT met'},"
+          f" ≥ 0.5× bare: {'met' if targets['multiaction_batch_vs_bare'] else 'NOT met'}")
+    for f in failures:
+        print(f"CORRECTNESS FAILURE: {f}")
+    print(json.dumps(r, sort_keys=False))
+    return 1 if failures else 0
+
+
 def bench_models_guardrails_ranking(
     system: System, names: list[str], Xtr: np.ndarray, y: np.ndarray, model: LogisticModel,
     many: list[dict[str, Any]], ctx: dict[str, Any], c: Any, x_tuple: tuple[float, ...],
@@ -595,7 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a small, fast run (for tests)")
     ap.add_argument("--rows", type=int, default=None, help="rows in the batch (default 100000; quick 10000)")
     ap.add_argument("--loop-rows", type=int, default=None, help="rows in the decide loop (default 20000; quick 2000)")
+    ap.add_argument("--ranking", action="store_true", help="only the ranking figures (80 candidates, single and batch)")
     args = ap.parse_args(argv)
+    if args.ranking:
+        return ranking_main(args.quick)
 
     quick = args.quick
     n_batch = args.rows or (10_000 if quick else 100_000)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.context.features.ops import _bool_f64
+from closedloop.context.features.ops import _bool_f64, _text_eq
 from closedloop.context.schema import Bool, Columns, Int, Schema, Str
 from closedloop.errors import FeatureError, SpecError
 
@@ -438,10 +438,9 @@ class _Cmp(Expr):
             return _bool_f64(a != b)
         return _bool_f64(self._NP[self.op](a, b))
 
-    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
-        from closedloop.context.features.text import _text_eq  # imports this module
-
-        return _text_eq(self.op == "==", self.b, args, cols.n) if isinstance(args[0], list) else self._vec(cols, args)
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:  # text: lists, compared as the scalar form does
+        const = self.b.value if isinstance(self.b, _Const) else None
+        return _text_eq(self.op == "==", args, cols.n, const) if isinstance(args[0], list) else self._vec(cols, args)
 
 
 class _Logic(Expr):

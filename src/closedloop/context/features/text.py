@@ -13,22 +13,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from closedloop.base.numeric import contains_array, count_array
-from closedloop.context.features.expr import NUM, STR, Expr, _Const, _literal, _need
+from closedloop.context.features.expr import NUM, STR, Expr, _literal, _need
 from closedloop.context.features.ops import _ascii_lower_slow, _bool_f64, _f64
 from closedloop.context.features.regex import _translate_regex
 from closedloop.context.schema import Columns, Schema
 
 if TYPE_CHECKING:
     from closedloop.context.features.scalar import _Gen
-
-
-def _text_eq(eq: bool, right: Expr, args: list[Any], n: int) -> np.ndarray:
-    """Text ``==`` (``eq``) or ``!=`` on a small batch (lists of str), as the scalar form compares."""
-    a, b = args
-    if isinstance(right, _Const):
-        v = right.value
-        return _f64([x == v for x in a] if eq else [x != v for x in a], n)
-    return _f64([(x == y) is eq for x, y in zip(a, b, strict=True)], n)
 
 
 class _StrNum(Expr):
