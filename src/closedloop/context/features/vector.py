@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from closedloop.context.features.expr import STR, Expr, _Col
+from closedloop.context.features.expr import STR, Expr, _Bin, _Cmp, _Col, _Const
 from closedloop.context.schema import Columns, Schema
 
 if TYPE_CHECKING:
@@ -37,33 +37,42 @@ class FeaturePlan:
     """The distinct sub-expressions of a feature set in evaluation order, built once per
     :class:`~closedloop.context.features.featureset.FeatureSet`."""
 
-    __slots__ = ("_large", "_small", "free", "outs", "source", "steps", "text_fields", "writes")
+    __slots__ = ("_large", "_small", "free", "outs", "source", "steps", "text_fields", "text_steps", "writes")
 
     def __init__(self, features: Sequence[Feature], schema: Schema | None = None) -> None:
-        self.steps: list[tuple[Expr, tuple[int, ...]]] = []
+        self.steps: list[tuple[Expr, tuple[int | _Const, ...]]] = []
         slot: dict[str, int] = {}
         text: set[str] = set()
+        texty: set[int] = set()  # the steps whose small form differs: text, or reading text
 
         def add(e: Expr) -> int:
             hit = slot.get(e.key)
             if hit is not None:
                 return hit
-            kids = tuple(add(ch) for ch in e.children())
+            ch = e.children()
+            # a constant right operand of arithmetic or a comparison is passed as its value: numpy
+            # (and Arrow) apply it to every row exactly as a column of it, without building one
+            right = ch[1] if isinstance(e, _Bin | _Cmp) and not isinstance(ch[0], _Const) else None
+            kids: tuple[int | _Const, ...] = (add(ch[0]), right) if isinstance(right, _Const) else tuple(add(c) for c in ch)
             if isinstance(e, _Col) and (schema is None or e.type_of(schema) == STR):
                 text.add(e.name)
+            if schema is None or any(x.type_of(schema) == STR for x in (e, *e.children())):
+                texty.add(len(self.steps))
             slot[e.key] = len(self.steps)
             self.steps.append((e, kids))
             return slot[e.key]
 
         self.outs = tuple(add(f.expr) for f in features)
         self.text_fields = tuple(sorted(text))  # without a schema: every column read (checked at run time)
+        self.text_steps = frozenset(texty)
         # A step's column is written into the matrix (``writes``: its feature columns) as soon as it
         # is computed, and dropped after its last reader (``free``): on a large batch, a temporary
         # kept to the end means fresh pages for every later one, which cost more than the arithmetic.
         last = list(range(len(self.steps)))
         for i, (_, kids) in enumerate(self.steps):
             for k in kids:
-                last[k] = i
+                if isinstance(k, int):
+                    last[k] = i
         self.writes = tuple(tuple(j for j, o in enumerate(self.outs) if o == i) for i in range(len(self.steps)))
         self.free = tuple(tuple(k for k in range(len(self.steps)) if last[k] == i) for i in range(len(self.steps)))
         self.source, self._large = self._compile("_vec")
@@ -75,8 +84,8 @@ class FeaturePlan:
         ns: dict[str, Any] = {}
         body = []
         for i, (e, kids) in enumerate(self.steps):
-            ns[f"_f{i}"] = getattr(e, method)
-            body.append(f"    v{i} = _f{i}(cols, [{', '.join(f'v{k}' for k in kids)}])")
+            ns[f"_f{i}"] = getattr(e, method if i in self.text_steps else "_vec")
+            body.append(f"    v{i} = _f{i}(cols, [{', '.join(f'v{k}' if isinstance(k, int) else repr(k.value) for k in kids)}])")
             body.extend(f"    X[:, {j}] = v{i}" for j in self.writes[i])
             body.extend(f"    del v{k}" for k in self.free[i])
         source = "def run(cols, X):\n" + "\n".join(body) + "\n"
