@@ -62,7 +62,7 @@ from closedloop.runtime.decision import Decision, DecisionBatch, ShadowResult
 from closedloop.runtime.deployment import Deployment, Flight
 from closedloop.runtime.ids import DecisionIds
 from closedloop.runtime.runtime import Runtime
-from closedloop.system.spec import Goal, LabelPolicy, OutcomeRule, System
+from closedloop.system.spec import Goal, LabelPolicy, OutcomeRule, Reward, RewardPolicy, System
 
 F = features
 
@@ -128,6 +128,8 @@ __all__ = [
     "ProjectError",
     "Ranking",
     "RegistryError",
+    "Reward",
+    "RewardPolicy",
     "Rule",
     "Runtime",
     "SanityCheckError",

@@ -363,10 +363,15 @@ def test_organize_mode_ranks_candidates_through_the_runtime():
     assert d.killswitch and d.ranking == [c["item_id"] for c in contexts[2]["candidates"][:5]]
 
 
-def test_ranking_systems_refuse_telemetry_rather_than_drop_decisions(tmp_path):
+def test_ranking_systems_log_through_telemetry(tmp_path):
     from examples.feed.system import feed, model
 
     from closedloop.telemetry import MemorySink, Telemetry
 
-    with pytest.raises(SpecError, match="does not log ranked decisions"):
-        Runtime(feed, Bundle.build(feed, model), telemetry=Telemetry(MemorySink(), system=feed))
+    sink = MemorySink()
+    tel = Telemetry(sink, system=feed)
+    rt = Runtime(feed, Bundle.build(feed, model), telemetry=tel)
+    d = rt.decide({"user_id": "u1", "hour": 9, "candidates": [{"item_id": "a", "category": "news", "item_ctr": 0.1,
+                                                               "age_hours": 1.0}]})
+    tel.close()
+    assert sink.table("decisions").to_pylist()[0]["slate"] == d.ranking == ["a"]

@@ -90,11 +90,12 @@ def test_a_decision_batch_becomes_the_compact_form_and_reads_back_as_its_rows():
 
 def test_outcomes_become_outcome_schema_rows():
     enc = encoder(system())
-    items = [(5, OUTCOME, "o" * 32, "a" * 32, None, "bad", 1.0, T0, "src"), (6, OUTCOME, "p" * 32, None, "u1", "good", 2.5, T0 + 9, "s2")]
+    items = [(5, OUTCOME, "o" * 32, "a" * 32, None, "bad", 1.0, T0, "src", "item-3"),
+             (6, OUTCOME, "p" * 32, None, "u1", "good", 2.5, T0 + 9, "s2", None)]
     batch = enc.outcome_batch(items, NOW)
     assert batch.schema.equals(OUTCOME_SCHEMA)
     assert batch.to_pylist() == [
         dict(zip(OUTCOME_SCHEMA.names, row, strict=True))
-        for row in [(5, "w1", "o" * 32, "a" * 32, "enc", None, "bad", 1.0, T0, NOW, "src"),
-                    (6, "w1", "p" * 32, None, "enc", "u1", "good", 2.5, T0 + 9, NOW, "s2")]
+        for row in [(5, "w1", "o" * 32, "a" * 32, "enc", None, "bad", 1.0, T0, NOW, "src", "item-3"),
+                    (6, "w1", "p" * 32, None, "enc", "u1", "good", 2.5, T0 + 9, NOW, "s2", None)]
     ]

@@ -9,6 +9,8 @@
     closedloop telemetry retain --days N | --system …       drop data older than N days
     closedloop dataset build --system … --since … --until … [--cutoff …] [--out DIR]
     closedloop dataset import FILE --system … --label COL [--unit COL] [--time COL] [--out DIR]
+    closedloop dataset import FILE --system … --action COL --reward COL --propensity COL [--position COL]
+                              [--decision COL] [--candidates FILE] [--unit COL] [--time COL]   logged bandit data
 
 Times are ISO-8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``) or integer nanoseconds.
 """
@@ -211,7 +213,9 @@ def dataset_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A labeled .csv or .parquet file.")],
     system: SystemOption,
-    label: Annotated[str, typer.Option("--label", metavar="COLUMN", help="The label column (0/1 or class names).")],
+    label: Annotated[
+        str | None, typer.Option("--label", metavar="COLUMN", help="The label column (0/1 or class names).")
+    ] = None,
     unit: Annotated[
         str | None, typer.Option("--unit", metavar="COLUMN", help="The unit column (default: the row index).")
     ] = None,
@@ -221,9 +225,20 @@ def dataset_import(
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Where to write it (default: <home>/datasets/<id>).")
     ] = None,
+    action: Annotated[str | None, typer.Option("--action", metavar="COLUMN",
+                                               help="Logged bandit data: the action / candidate id column.")] = None,
+    position: Annotated[str | None, typer.Option("--position", metavar="COLUMN", help="The 1-based slot column.")] = None,
+    reward: Annotated[str | None, typer.Option("--reward", metavar="COLUMN", help="The reward column.")] = None,
+    propensity: Annotated[str | None, typer.Option("--propensity", metavar="COLUMN",
+                                                   help="The logged propensity column.")] = None,
+    decision: Annotated[str | None, typer.Option("--decision", metavar="COLUMN",
+                                                 help="The decision / impression id column (default: the row index).")] = None,
+    candidates: Annotated[Path | None, typer.Option("--candidates", metavar="FILE",
+                                                    help="A ranking system's candidate fields, one row per candidate id.")] = None,
 ) -> None:
-    """Turn a labeled file into a dataset (a curated corpus); rows whose context fails validation
-    are counted with their reasons in the manifest."""
+    """Turn a labeled file into a dataset (a curated corpus), or logged bandit data (--action …)
+    into one row per (decision, slot); rows refused (a context that fails validation, a slot out
+    of range, a bad propensity or reward) are counted with their reasons in the manifest and the output."""
     import shutil
     import tempfile
 
@@ -239,7 +254,17 @@ def dataset_import(
         staging = target = Path(tempfile.mkdtemp(prefix=".import-", dir=settings.datasets)) / "dataset"
     else:
         target = out
-    manifest = import_dataset(file, sys_obj, label=label, unit=unit, time=time_col, out=target)
+    if action is None and label is None:
+        raise typer.BadParameter("give --label COLUMN (a labeled file) or --action COLUMN (logged bandit data)",
+                                 param_hint="'--label'")
+    try:
+        manifest = import_dataset(file, sys_obj, label=label, unit=unit, time=time_col, out=target, action=action,
+                                  position=position, reward=reward, propensity=propensity, decision=decision,
+                                  candidates=candidates)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging.parent, ignore_errors=True)
+        raise
     path = manifest.path
     if staging is not None:
         final = settings.datasets / manifest.id

@@ -101,8 +101,8 @@ def _filler(f: Field, n: int) -> Any:
 
 
 def _constant(f: Field, value: Any, n: int) -> Any:
-    if isinstance(f, Str):
-        return pa.array([value] * n, type=pa.string())
+    if isinstance(f, Str):  # built in C: a Python list of n references costs more than the column
+        return pa.repeat(pa.scalar(value, type=pa.string()), n)
     if isinstance(f, Bool):
         return np.full(n, bool(value), dtype=bool)
     if isinstance(f, Int):

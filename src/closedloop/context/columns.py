@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from closedloop.context.columnar import _constant
 from closedloop.context.fields import Bool, Field, Int, Str
 from closedloop.errors import ContextError, SpecError
 
@@ -32,9 +33,13 @@ class Columns:
     Columns built by :meth:`Schema.columns` from contexts validated one by one keep them in
     ``contexts`` (one struct per row) and build each column the first time it is read, so a batch
     that only reads some fields (features, guardrails) converts only those.
+
+    ``constants`` (name → (field, value)) are columns of one value on every row (a ranking
+    request's fields beside its candidates), built the first time they are read as columns; as
+    text lists (:meth:`text_list`) they are never built.
     """
 
-    __slots__ = ("_data", "_fields", "_held", "_lists", "contexts", "errors", "n", "rows")
+    __slots__ = ("_constants", "_data", "_fields", "_held", "_lists", "contexts", "errors", "n", "rows")
 
     def __init__(
         self,
@@ -45,8 +50,10 @@ class Columns:
         *,
         contexts: list[Any] | None = None,
         fields: dict[str, Field] | None = None,
+        constants: dict[str, tuple[Field, Any]] | None = None,
     ) -> None:
         self._data = data
+        self._constants = constants
         self._lists: dict[str, list[Any]] = {}
         self.n = n
         self.rows = rows
@@ -60,9 +67,29 @@ class Columns:
         try:
             return self._data[name]
         except KeyError:
+            if self._constants is not None and name in self._constants:
+                f, value = self._constants[name]
+                col = self._data[name] = _constant(f, value, self.n)
+                return col
             if self._fields is None or name not in self._fields:
                 raise
         return self._build(name)
+
+    def text_list(self, name: str) -> list[str] | None:
+        """Column ``name`` as a list of str (cached) when it is text without nulls, else None."""
+        c = self._constants
+        if c is not None and name in c and name not in self._data:
+            f, value = c[name]
+            if not isinstance(f, Str):
+                return None
+            out = self._lists.get(name)
+            if out is None:
+                out = self._lists[name] = [value] * self.n
+            return out
+        col = self[name]
+        if isinstance(col, pa.Array) and not col.null_count and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            return self.pylist(name)
+        return None
 
     def _build(self, name: str) -> Any:
         """Column ``name`` from the contexts (each already validated: no check repeated)."""
@@ -97,10 +124,14 @@ class Columns:
         return self._data.get(name) if name in self._held else None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._data or (self._fields is not None and name in self._fields)
+        return (
+            name in self._data or (self._fields is not None and name in self._fields)
+            or (self._constants is not None and name in self._constants)
+        )
 
     def names(self) -> list[str]:
-        return list(self._fields) if self._fields is not None else list(self._data)
+        out = list(self._fields) if self._fields is not None else list(self._data)
+        return out + [k for k in self._constants if k not in out] if self._constants else out
 
     def pylist(self, name: str) -> list[Any]:
         """The column as a Python list (cached: several features may need it)."""
@@ -111,7 +142,7 @@ class Columns:
             if col is None and self._fields is not None and name in self._fields and contexts is not None:
                 out = list(map(operator.attrgetter(name), contexts))
             else:
-                col = self._data[name]
+                col = self[name]
                 out = col.to_pylist() if isinstance(col, pa.Array) else col.tolist()
             self._lists[name] = out
         return out
@@ -120,14 +151,18 @@ class Columns:
         """The rows at ``indices`` (positions in this batch), as a new :class:`Columns`."""
         idx = np.asarray(indices, dtype=np.int64)
         pa_idx = pa.array(idx)
+        consts = self._constants
         data = {
-            k: (v.take(pa_idx) if isinstance(v, pa.Array) else v[idx]) for k, v in self._data.items()
+            k: (v.take(pa_idx) if isinstance(v, pa.Array) else v[idx])
+            for k, v in self._data.items() if consts is None or k not in consts
         }
         contexts = None
         if self.contexts is not None:
             ctx = self.contexts
             contexts = [ctx[i] for i in idx.tolist()]
-        return Columns(data, int(idx.shape[0]), self.rows[idx], [], contexts=contexts, fields=self._fields)
+        return Columns(
+            data, int(idx.shape[0]), self.rows[idx], [], contexts=contexts, fields=self._fields, constants=consts
+        )
 
     def row(self, i: int) -> dict[str, Any]:
         """Row ``i`` as a plain dict (for error reports and tests, not for the hot path)."""

@@ -16,12 +16,14 @@ from closedloop.datasets.dataset import (
 )
 from closedloop.datasets.importer import import_dataset
 from closedloop.datasets.ingest import OutcomeLine, read_outcomes
+from closedloop.datasets.slots import build_reward_dataset
 
 __all__ = [
     "DatasetError",
     "DatasetManifest",
     "OutcomeLine",
     "build_dataset",
+    "build_reward_dataset",
     "import_dataset",
     "load_dataset",
     "read_feature_sets",

@@ -5,9 +5,16 @@
 :func:`~closedloop.datasets.dataset.load_dataset`, training and evaluation read it unchanged. The
 rules, exactly:
 
+Column names
+    A column whose name is not a field name because it holds characters other than letters,
+    digits and '_' (``user-item_affinity_0``) fills the field named with each of them replaced by
+    '_' (``user_item_affinity_0``), unless a column has that name already; the renames are listed in
+    ``manifest["source"]["renamed"]`` (written only when there are some).
+
 Contexts
-    The file's columns named like context fields are validated with
-    ``system.schema.validate_batch(..., errors="skip")`` (other columns are ignored; a context
+    The file's columns named like context fields (and, for a ranking system, like candidate
+    fields: its features read both) are validated with
+    ``validate_batch(..., errors="skip")`` (other columns are ignored; a context
     field with no column takes its default on every row and is listed in
     ``manifest["source"]["absent_fields"]``, so that evaluation can refuse to slice on it). A row that
     fails is left out and counted in ``manifest["counts"]["rejected"]`` by reason
@@ -31,7 +38,12 @@ Rows
     ``decision_id`` is the file row index (as text), ``context_json`` the validated context
     (msgspec JSON), ``features`` the system's feature vector (and one column per feature, as in
     ``build_dataset``), ``weight`` and ``sample_prob`` 1.0, ``label`` the class name and
-    ``label_value`` 0/1.
+    ``label_value`` 0/1. A ranking system's rows (one a request and candidate) also have
+    ``candidate_json``, the candidate fields (``context_json`` holds the request fields).
+
+Logged bandit data
+    With ``action=`` (and ``reward=``, ``propensity=``, ``position=``) the file is logged bandit
+    feedback and the dataset has one row per (decision, slot): :mod:`closedloop.datasets.bandit`.
 
 The dataset id is the sha256 of the canonical manifest content (without the id); the directory
 is written to a temporary sibling and renamed into place, and ``out`` must not exist.
@@ -40,6 +52,7 @@ is written to a temporary sibling and renamed into place, and ``out`` must not e
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -64,6 +77,23 @@ __all__ = ["import_dataset"]
 
 #: How many rejected rows the manifest lists (all are counted).
 REJECTED_EXAMPLES = 20
+
+
+def read_file(path: Path) -> tuple[pa.Table, dict[str, str]]:
+    """The file's table with its columns renamed to field names (module docstring, "Column
+    names"), and the renames ``{column: field}``."""
+    table = _read(path)
+    names = list(table.column_names)
+    taken = set(names)
+    renamed: dict[str, str] = {}
+    for i, nm in enumerate(names):
+        if nm.isidentifier():
+            continue
+        to = re.sub(r"[^A-Za-z0-9_]", "_", nm)
+        if to.isidentifier() and not to.startswith("_") and to not in taken:
+            renamed[nm] = names[i] = to
+            taken.add(to)
+    return (table.rename_columns(names) if renamed else table), renamed
 
 
 def _read(path: Path) -> pa.Table:
@@ -115,7 +145,7 @@ def _labels(col: pa.ChunkedArray, name: str, system: System) -> np.ndarray:
     )
 
 
-def _times(col: pa.ChunkedArray, name: str) -> np.ndarray:
+def times(col: pa.ChunkedArray, name: str) -> np.ndarray:
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if arr.null_count:
         row = int(np.flatnonzero(~np.asarray(pc.is_valid(arr)))[0])
@@ -141,7 +171,7 @@ def _times(col: pa.ChunkedArray, name: str) -> np.ndarray:
     return np.asarray(arr.cast(pa.int64()), dtype=np.int64)
 
 
-def _check_column(table: pa.Table, name: Any, what: str) -> None:
+def check_column(table: pa.Table, name: Any, what: str) -> None:
     if not isinstance(name, str) or not name:
         raise SpecError(f"The '{what}' parameter of import_dataset must be a column name. Got {name!r} instead.")
     if name not in table.column_names:
@@ -154,12 +184,23 @@ def import_dataset(
     path: Path | str,
     system: System,
     *,
-    label: str,
+    label: str | None = None,
     unit: str | None = None,
     time: str | None = None,
     out: Path | str,
+    action: str | None = None,
+    position: str | None = None,
+    reward: str | None = None,
+    propensity: str | None = None,
+    decision: str | None = None,
+    candidates: Path | str | None = None,
 ) -> DatasetManifest:
     """Import the labeled CSV/Parquet file ``path`` as a dataset at ``out`` (rules: module docstring).
+
+    With ``action`` (the logged action or candidate id column) the file is logged bandit feedback
+    and ``position``, ``reward``, ``propensity``, ``decision`` and ``candidates`` name its other
+    columns and the candidate table: :func:`closedloop.datasets.bandit.import_bandit` (``label``
+    then stays None).
 
     Returns the manifest; ``load_dataset(out, system)`` reads the dataset back. The stages: read
     the file and check its columns, read the label / time / unit columns, validate the contexts
@@ -168,34 +209,51 @@ def import_dataset(
     """
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of import_dataset must be a closedloop.System. Got {system!r} instead.")
+    bandit: dict[str, Any] = {"position": position, "reward": reward, "propensity": propensity,
+                              "decision": decision, "candidates": candidates}
+    if action is not None:
+        if label is not None:
+            raise SpecError(f"import_dataset takes a 'label' column or an 'action' column (logged bandit data), "
+                            f"not both. Got label={label!r}, action={action!r}.")
+        from closedloop.datasets.bandit import import_bandit
+
+        return import_bandit(path, system, action=action, unit=unit, time=time, out=out, **bandit)
+    extra = sorted(k for k, v in bandit.items() if v is not None)
+    if extra:
+        raise SpecError(f"The parameters {extra} of import_dataset describe logged bandit data and need 'action'. "
+                        f"Got action=None.")
     path = Path(path)
     out = Path(out)
     if out.exists():
         raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
-    table = _read(path)
-    _check_columns(table, label, unit, time)
+    table, renamed = read_file(path)
+    label = _check_columns(table, label, unit, time)
     y_all = _labels(table.column(label), label, system)
-    t_all = _times(table.column(time), time) if time is not None else np.arange(table.num_rows, dtype=np.int64)
-    units, unit_ok = _units(table, unit)
-    kept = _validate(table, system, unit_ok, unit)
+    t_all = times(table.column(time), time) if time is not None else np.arange(table.num_rows, dtype=np.int64)
+    units, unit_ok = file_units(table, unit)
+    kept = validate_contexts(table, system, unit_ok, unit)
     y = y_all[kept.cols.rows]
     _check_kept(kept, y, table.num_rows, path, label, system)
     ts = t_all[kept.cols.rows]
     rows = _dataset_rows(kept.cols, system, y, ts, units)
-    content = _manifest(path, system, table, kept, y, ts, label=label, unit=unit, time=time)
-    _write(rows, out, content)
+    content = _manifest(path, system, table, kept, y, ts, label=label, unit=unit, time=time, renamed=renamed)
+    write_dataset(rows, out, content)
     return DatasetManifest(id=content["id"], path=out, content=content)
 
 
-def _check_columns(table: pa.Table, label: Any, unit: Any, time: Any) -> None:
+def _check_columns(table: pa.Table, label: Any, unit: Any, time: Any) -> str:
     """The label column, and the unit and time columns if named, are in the file."""
-    _check_column(table, label, "label")
+    if label is None:
+        raise SpecError("The 'label' parameter of import_dataset must be a column name (or give 'action' for "
+                        "logged bandit data). Got None instead.")
+    check_column(table, label, "label")
     for col, what in ((unit, "unit"), (time, "time")):
         if col is not None:
-            _check_column(table, col, what)
+            check_column(table, col, what)
+    return str(label)
 
 
-def _units(table: pa.Table, unit: str | None) -> tuple[pa.Array, np.ndarray]:
+def file_units(table: pa.Table, unit: str | None) -> tuple[pa.Array, np.ndarray]:
     """The unit of each file row as text, and whether it has one (``unit`` None: the row index)."""
     n_read = table.num_rows
     if unit is not None:
@@ -206,7 +264,7 @@ def _units(table: pa.Table, unit: str | None) -> tuple[pa.Array, np.ndarray]:
 
 
 @dataclass
-class _Kept:
+class Kept:
     """The rows kept (their validated contexts; ``cols.rows``: their file rows) and the rows
     rejected: how many by reason, and the first few."""
 
@@ -215,10 +273,11 @@ class _Kept:
     examples: list[dict[str, Any]]
 
 
-def _validate(table: pa.Table, system: System, unit_ok: np.ndarray, unit: str | None) -> _Kept:
+def validate_contexts(table: pa.Table, system: System, unit_ok: np.ndarray, unit: str | None) -> Kept:
     """Validate the contexts (a row that fails is rejected) and reject the rows with a null unit
-    (they cannot be placed by a unit split)."""
-    schema = system.schema
+    (they cannot be placed by a unit split). A ranking system's rows hold the request and
+    candidate fields its features read (``system.features.schema``: both)."""
+    schema = system.features.schema
     ctx_table = table.select([c for c in table.column_names if c in schema.by_name])
     cols = schema.validate_batch(ctx_table, errors="skip")
     reasons: Counter[str] = Counter()
@@ -234,10 +293,10 @@ def _validate(table: pa.Table, system: System, unit_ok: np.ndarray, unit: str | 
             if len(examples) < REJECTED_EXAMPLES:
                 examples.append({"row": int(r), "field": unit, "rule": "null unit", "message": "the unit is null"})
         cols = cols.take(np.flatnonzero(keep_unit))
-    return _Kept(cols, reasons, examples)
+    return Kept(cols, reasons, examples)
 
 
-def _check_kept(kept: _Kept, y: np.ndarray, n_read: int, path: Path, label: str, system: System) -> None:
+def _check_kept(kept: Kept, y: np.ndarray, n_read: int, path: Path, label: str, system: System) -> None:
     """At least one row is kept, and the kept rows (labels ``y``) hold both classes."""
     n = int(kept.cols.rows.shape[0])
     if n == 0:
@@ -255,10 +314,31 @@ def _dataset_rows(cols: Any, system: System, y: np.ndarray, ts: np.ndarray, unit
     """The kept rows as ``build_dataset`` writes them (module docstring, "Rows")."""
     rows = cols.rows
     n = int(rows.shape[0])
-    names = [f.name for f in system.schema.fields]
-    lists = [cols.pylist(nm) for nm in names]
+    data: dict[str, Any] = {
+        "decision_id": pa.array([str(int(r)) for r in rows.tolist()], type=pa.string()),
+        "unit": units.take(pa.array(rows)),
+        "timestamp_ns": pa.array(ts, type=pa.int64()),
+        **context_columns(cols, system),
+        "sample_prob": pa.array(np.ones(n), type=pa.float64()),
+        "weight": pa.array(np.ones(n), type=pa.float64()),
+        "label": pa.array([system.labels[int(v)] for v in y.tolist()], type=pa.string()),
+        "label_value": pa.array(y, type=pa.int8()),
+    }
+    return pa.table(data)
+
+
+def _json_rows(cols: Any, names: list[str]) -> pa.Array:
     enc = msgspec.json.Encoder()
-    context_json = [enc.encode(dict(zip(names, vals, strict=True))).decode() for vals in zip(*lists, strict=True)]
+    lists = [cols.pylist(nm) for nm in names]
+    return pa.array([enc.encode(dict(zip(names, vals, strict=True))).decode() for vals in zip(*lists, strict=True)],
+                    type=pa.string())
+
+
+def context_columns(cols: Any, system: System) -> dict[str, Any]:
+    """The columns every imported row has from its validated fields: ``context_json`` (the
+    request fields), ``candidate_json`` (a ranking system's candidate fields), ``features`` and
+    one column per feature, ``schema_version`` and ``feature_fingerprint``."""
+    n = cols.n
     X = system.features.batch(cols)
     feat_names = [f.name for f in system.features.features]
     fp = system.feature_fingerprint
@@ -266,26 +346,19 @@ def _dataset_rows(cols: Any, system: System, y: np.ndarray, ts: np.ndarray, unit
     features = pa.ListArray.from_arrays(
         pa.array(np.arange(0, n * len(feat_names) + 1, len(feat_names), dtype=np.int32)), pa.array(flat)
     ) if feat_names else pa.array([[] for _ in range(n)], type=pa.list_(pa.float64()))
-    data: dict[str, Any] = {
-        "decision_id": pa.array([str(int(r)) for r in rows.tolist()], type=pa.string()),
-        "unit": units.take(pa.array(rows)),
-        "timestamp_ns": pa.array(ts, type=pa.int64()),
-        "context_json": pa.array(context_json, type=pa.string()),
-        "features": features,
-        **{feature_column(nm): pa.array(X[:, j], type=pa.float64()) for j, nm in enumerate(feat_names)},
-        "sample_prob": pa.array(np.ones(n), type=pa.float64()),
-        "weight": pa.array(np.ones(n), type=pa.float64()),
-        "schema_version": pa.array([system.schema_version] * n, type=pa.string()),
-        "feature_fingerprint": pa.array([fp] * n, type=pa.string()),
-        "label": pa.array([system.labels[int(v)] for v in y.tolist()], type=pa.string()),
-        "label_value": pa.array(y, type=pa.int8()),
-    }
-    return pa.table(data)
+    out: dict[str, Any] = {"context_json": _json_rows(cols, [f.name for f in system.schema.fields])}
+    if system.candidate_schema is not None:
+        out["candidate_json"] = _json_rows(cols, [f.name for f in system.candidate_schema.fields])
+    out["features"] = features
+    out.update({feature_column(nm): pa.array(X[:, j], type=pa.float64()) for j, nm in enumerate(feat_names)})
+    out["schema_version"] = pa.array([system.schema_version] * n, type=pa.string())
+    out["feature_fingerprint"] = pa.array([fp] * n, type=pa.string())
+    return out
 
 
 def _manifest(
-    path: Path, system: System, table: pa.Table, kept: _Kept, y: np.ndarray, ts: np.ndarray, *,
-    label: str, unit: str | None, time: str | None,
+    path: Path, system: System, table: pa.Table, kept: Kept, y: np.ndarray, ts: np.ndarray, *,
+    label: str, unit: str | None, time: str | None, renamed: dict[str, str],
 ) -> dict[str, Any]:
     """The manifest: the file imported and how, and the counts; ``id`` first, the sha256 of the
     rest (canonical JSON, keys sorted)."""
@@ -300,13 +373,14 @@ def _manifest(
         "source": {
             "kind": "import",
             "file": path.name,
-            "sha256": _sha256(path),
+            "sha256": sha256_of(path),
             "label_column": label,
             "unit_column": unit,
             "time_column": time,
             "unit_stand_in": unit is None,
             "time_stand_in": time is None,
-            "absent_fields": [f.name for f in system.schema.fields if f.name not in table.column_names],
+            "absent_fields": absent_fields(system, table),
+            **({"renamed": renamed} if renamed else {}),
         },
         "since_ns": int(ts.min()),
         "until_ns": int(ts.max()) + 1,
@@ -320,11 +394,21 @@ def _manifest(
         },
         "rejected_examples": kept.examples,
     }
+    return with_id(content)
+
+
+def absent_fields(system: System, table: pa.Table) -> list[str]:
+    """The fields (request, then candidate) that no column of ``table`` fills."""
+    return [f.name for f in system.features.schema.fields if f.name not in table.column_names]
+
+
+def with_id(content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` with its ``id`` first: the sha256 of the rest (canonical JSON, keys sorted)."""
     canonical = msgspec.json.encode(content, order="sorted")
     return {"id": hashlib.sha256(canonical).hexdigest(), **content}
 
 
-def _write(rows: pa.Table, out: Path, content: dict[str, Any]) -> None:
+def write_dataset(rows: pa.Table, out: Path, content: dict[str, Any]) -> None:
     """Write the data file into a temporary sibling of ``out`` and publish it with the manifest."""
     make_private_dirs(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
@@ -337,7 +421,7 @@ def _write(rows: pa.Table, out: Path, content: dict[str, Any]) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -26,7 +26,7 @@ import pyarrow as pa
 from closedloop.base.numeric import exp, exp_array
 from closedloop.errors import SpecError
 
-__all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uniform_batch"]
+__all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uniform_batch", "uniform_salts"]
 
 _M64 = (1 << 64) - 1
 _TWO53 = float(1 << 53)
@@ -56,6 +56,15 @@ def uniform(decision_id: str, salt: int = 0) -> float:
         h = hashlib.blake2b(f"{salt}:{decision_id}".encode("utf-8", "surrogatepass"), digest_size=8)
         x = int.from_bytes(h.digest(), "little")
     return (x >> 11) / _TWO53
+
+
+def uniform_salts(decision_id: str, m: int) -> list[float]:
+    """``[uniform(decision_id, j) for j in range(m)]``, the id read once (a ranking's slot draws)."""
+    if not _is_hex32(decision_id):
+        return [uniform(decision_id, j) for j in range(m)]
+    v = int(decision_id, 16)
+    v = (v >> 64) ^ v
+    return [(_splitmix64((v ^ (j * 0xD1B54A32D192ED03)) & _M64) >> 11) / _TWO53 for j in range(m)]
 
 
 def uniform_batch(decision_ids: Any, salt: int = 0) -> np.ndarray:

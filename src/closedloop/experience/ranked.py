@@ -47,6 +47,9 @@ class RankedDecisionBatch:
     ``ranked[rank_offsets[i]:rank_offsets[i + 1]]`` — positions within the request's candidates —
     with ``slot_propensities`` at the same positions. ``batch[i]`` is the
     :class:`RankedDecision` that :meth:`RankingPlan.decide` returns for that request.
+
+    ``candidate_ids`` may be given as an Arrow string array: it becomes the list of str the first
+    time it is read (a batch written as Arrow, or read a decision at a time, never needs the list).
     """
 
     def __init__(
@@ -57,7 +60,7 @@ class RankedDecisionBatch:
         decision_ids: list[str],
         units: list[str],
         timestamps_ns: np.ndarray,
-        candidate_ids: list[str],
+        candidate_ids: list[str] | pa.Array,
         offsets: np.ndarray,
         scores: np.ndarray,
         ranked: np.ndarray,
@@ -72,7 +75,8 @@ class RankedDecisionBatch:
         self.decision_ids = decision_ids
         self.units = units
         self.timestamps_ns = timestamps_ns
-        self.candidate_ids = candidate_ids
+        self._ids_list: list[str] | None = candidate_ids if isinstance(candidate_ids, list) else None
+        self._ids_arrow: pa.Array | None = None if isinstance(candidate_ids, list) else candidate_ids
         self.offsets = offsets
         self.scores = scores
         self.ranked = ranked
@@ -81,6 +85,13 @@ class RankedDecisionBatch:
         self.propensities = propensities
         self.why = why
         self.killswitch = killswitch
+
+    @property
+    def candidate_ids(self) -> list[str]:
+        """Every request's candidate ids, flat (request i's at ``offsets[i]:offsets[i + 1]``)."""
+        if self._ids_list is None:
+            self._ids_list = self._ids_arrow.to_pylist() if self._ids_arrow is not None else []
+        return self._ids_list
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -93,7 +104,7 @@ class RankedDecisionBatch:
             i += n
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         ra, rb = int(self.rank_offsets[i]), int(self.rank_offsets[i + 1])
-        ids = self.candidate_ids[a:b]
+        ids = self._ids_arrow[a:b].to_pylist() if self._ids_list is None and self._ids_arrow is not None else self.candidate_ids[a:b]
         return RankedDecision(
             self.decision_ids[i],
             self.system,
@@ -121,7 +132,7 @@ class RankedDecisionBatch:
         """One row per decision; candidates, scores, ranking and slot propensities as lists."""
         off = pa.array(self.offsets.astype(np.int32))
         roff = pa.array(self.rank_offsets.astype(np.int32))
-        ids = pa.array(self.candidate_ids, type=pa.string())
+        ids = self._ids_arrow if self._ids_list is None and self._ids_arrow is not None else pa.array(self.candidate_ids, type=pa.string())
         ranked_flat = (np.repeat(self.offsets[:-1], np.diff(self.rank_offsets)) + self.ranked).astype(np.int64)
         n = len(self)
         scores = (

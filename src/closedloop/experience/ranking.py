@@ -12,7 +12,8 @@ items, scores every candidate, and shows ``min(k, N)`` of them in slot order::
     d.slot_propensities   # P(slot j gets its item | items in slots < j)
     d.propensity          # their product: the Plackett–Luce probability of the whole ranking
 
-How a ranking is chosen (:func:`rank`, the one function both decision paths call):
+How a ranking is chosen (:func:`rank` for one request; the draw itself is vectorized in
+:mod:`closedloop.experience.ranking_kernel`, which both decision paths run):
 
 * **greedy** (``explore=None``): the top ``k`` by score; ties go to the lower input index, NaN
   scores come last; every slot propensity is 1;
@@ -38,11 +39,15 @@ candidates in input order are shown with propensity 1.
 requests batch and a candidates batch whose ``request`` column names each candidate's request
 row) give bitwise-equal scores and identical rankings and propensities: features and scorers are
 row-independent, so scoring the N candidates of one request alone or inside one flattened batch
-of all requests' candidates gives the same numbers, and both paths then call :func:`rank` on
-each request's scores.
+of all requests' candidates gives the same numbers. Each path then draws with the same numpy
+operations: ``decide`` on its one request (:func:`~closedloop.experience.ranking_kernel.rank_one`), ``decide_batch`` on
+all its requests at once, one row each, slot by slot
+(:func:`~closedloop.experience.ranking_kernel.rank_rows`); every sum adds left to right, so the rankings and
+propensities equal the per-candidate definition (:func:`slot_probabilities`) bit for bit.
 
 The pieces, one job each: the records (:mod:`closedloop.experience.ranked`), the choice of a
-ranking (:mod:`closedloop.experience.ranking_policy`: :func:`rank`, :func:`slot_probabilities`),
+ranking (:mod:`closedloop.experience.ranking_policy`: :func:`rank`, :func:`slot_probabilities`; the
+vectorized draw in :mod:`closedloop.experience.ranking_kernel`),
 the inputs' checks and shapes (:mod:`closedloop.experience.ranking_inputs`), and here the plan
 that binds a bundle and runs both paths; every name stays importable from here.
 """
@@ -58,18 +63,20 @@ import pyarrow as pa
 from closedloop.context.schema import MISSING, Columns, Int, Schema
 from closedloop.errors import BatchContextError, ContextError, SpecError
 from closedloop.experience.experiences import Ranking
-from closedloop.experience.exploration import Softmax, uniform_batch
+from closedloop.experience.exploration import Softmax, uniform_batch, uniform_salts
 from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch
 from closedloop.experience.ranking_inputs import (
-    _broadcast,
+    _CandidateValidator,
     _decision_ids,
     _duplicate,
+    _first_repeat,
     _kind,
     _renamed,
     _split_request_column,
     _timestamps,
     _typed,
 )
+from closedloop.experience.ranking_kernel import rank_one, rank_rows
 from closedloop.experience.ranking_policy import _pick as _pick  # re-exported: importable from here
 from closedloop.experience.ranking_policy import rank, slot_probabilities
 
@@ -98,7 +105,7 @@ class RankingPlan:
 
     __slots__ = (
         "bundle", "explore", "k", "score", "system", "version", "_cand_fields", "_cid", "_cid_int",
-        "_col", "_cschema", "_features", "_forbid", "_n_outputs", "_req_fields", "_schema",
+        "_col", "_cschema", "_cvalid", "_features", "_forbid", "_n_outputs", "_req_fields", "_schema",
         "_score_batch", "_unit", "_unit_int", "_why_base",
     )
 
@@ -147,6 +154,7 @@ class RankingPlan:
         self._unit_int = isinstance(system.schema.by_name[system.unit], Int)
         self._cid = system.candidate_id
         self._cid_int = isinstance(cschema.by_name[system.candidate_id], Int)
+        self._cvalid = _CandidateValidator(cschema, system.candidate_id)
         e = self.explore
         if e is None:
             self._why_base = f"top {{m}} of {{n}} candidates by {self.score}"
@@ -202,15 +210,6 @@ class RankingPlan:
             context if not self._forbid else {k: v for k, v in context.items() if k != "candidates"}
         )
         n = len(raw)
-        for i, c in enumerate(raw):
-            if not isinstance(c, Mapping):
-                raise ContextError(f"candidates[{i}]", "a JSON object (a mapping of field names)", c)
-        if self._cschema.extra == "forbid":
-            by_name = self._cschema.by_name
-            for i, c in enumerate(raw):
-                for key in c:
-                    if key not in by_name:
-                        raise ContextError(f"candidates[{i}].{key}", "a declared field (this schema forbids others)", c[key])
         unit = getattr(req, self._unit)
         unit = str(unit) if self._unit_int else unit
         if n == 0:
@@ -218,14 +217,8 @@ class RankingPlan:
                 decision_id, self.system.name, unit, timestamp_ns, self.version, [], [], [], [], 1.0,
                 self._killswitch_why(0, 0) if killswitch else self._why(0, 0, []), "organize", killswitch,
             )
-        raw_cols = {name: _typed([c.get(name, absent) for c in raw], kind) for name, absent, kind in self._cand_fields}
-        try:
-            ccols = self._cschema.validate_batch(raw_cols, errors="raise")
-        except BatchContextError as exc:
-            raise BatchContextError(
-                [_renamed(e, f"candidates[{e.row}].{e.field}", None) for e in exc.errors]
-            ) from None
-        ids = self._ids(ccols[self._cid])
+        got = self._cvalid.columns(raw)
+        ccols, ids = got if got is not None else self._candidates_columnwise(raw)
         dup = _duplicate(ids)
         if dup is not None:
             raise ContextError(f"candidates[{dup}].{self._cid}", "unique among the request's candidates", ids[dup])
@@ -235,15 +228,35 @@ class RankingPlan:
                 decision_id, self.system.name, unit, timestamp_ns, self.version, ids, [], ids[:m],
                 [1.0] * m, 1.0, self._killswitch_why(m, n), "organize", True,
             )
-        data = {name: _broadcast(kind, getattr(req, name), n) for name, kind in self._req_fields}
-        for name, _, _ in self._cand_fields:
-            data[name] = ccols[name]
-        scores = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), [])).tolist()
-        order, slots, p, explored = rank(scores, self.k, self.explore, decision_id)
+        data = {name: ccols[name] for name, _, _ in self._cand_fields}
+        consts = {f.name: (f, getattr(req, f.name)) for f in self._schema.fields}  # built only if read
+        s = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), [], constants=consts))
+        u = uniform_salts(decision_id, m) if self.explore is not None else []
+        order, slots, p, explored = rank_one(s, self.k, self.explore, u)
         return RankedDecision(
-            decision_id, self.system.name, unit, timestamp_ns, self.version, ids, scores,
+            decision_id, self.system.name, unit, timestamp_ns, self.version, ids, s.tolist(),
             [ids[i] for i in order], slots, p, self._why(m, n, explored), "organize", False,
         )
+
+    def _candidates_columnwise(self, raw: list[Any] | tuple[Any, ...]) -> tuple[Any, list[str]]:
+        """The candidates validated column by column (the path that names every refused value)."""
+        for i, c in enumerate(raw):
+            if not isinstance(c, Mapping):
+                raise ContextError(f"candidates[{i}]", "a JSON object (a mapping of field names)", c)
+        if self._cschema.extra == "forbid":
+            by_name = self._cschema.by_name
+            for i, c in enumerate(raw):
+                for key in c:
+                    if key not in by_name:
+                        raise ContextError(f"candidates[{i}].{key}", "a declared field (this schema forbids others)", c[key])
+        raw_cols = {name: _typed([c.get(name, absent) for c in raw], kind) for name, absent, kind in self._cand_fields}
+        try:
+            ccols = self._cschema.validate_batch(raw_cols, errors="raise")
+        except BatchContextError as exc:
+            raise BatchContextError(
+                [_renamed(e, f"candidates[{e.row}].{e.field}", None) for e in exc.errors]
+            ) from None
+        return ccols, self._ids(ccols[self._cid])
 
     # -- a batch ------------------------------------------------------------------------------
     def decide_batch(
@@ -277,9 +290,10 @@ class RankingPlan:
         units = rcols.pylist(self._unit)
         if self._unit_int:
             units = [str(u) for u in units]
-        cand_ids = self._ids(ccols[self._cid])
+        idcol = ccols[self._cid]
+        self._check_unique(idcol, offsets, input_rows)
+        cand_ids = idcol if isinstance(idcol, pa.Array) else self._ids(idcol)  # Arrow text: a list when read
         off = offsets.tolist()
-        self._check_unique(cand_ids, off, input_rows)
 
         ms = np.minimum(counts, self.k)
         rank_offsets = np.zeros(nreq + 1, dtype=np.int64)
@@ -319,16 +333,16 @@ class RankingPlan:
             input_rows = np.arange(total, dtype=np.int64)
         return ccols, req_idx, input_rows
 
-    def _check_unique(self, cand_ids: list[str], off: list[int], input_rows: np.ndarray) -> None:
+    def _check_unique(self, idcol: Any, offsets: np.ndarray, input_rows: np.ndarray) -> None:
         """Refuse a request whose candidates repeat an id, naming the repeat's row in the input batch."""
-        for i in range(len(off) - 1):
-            a, b = off[i], off[i + 1]
-            dup = _duplicate(cand_ids[a:b]) if b - a > 1 else None
-            if dup is not None:
-                raise ContextError(
-                    f"candidates.{self._cid}", f"unique among the candidates of request {i}",
-                    cand_ids[a + dup], int(input_rows[a + dup]),
-                )
+        p = _first_repeat(idcol, offsets)
+        if p is not None:
+            i = int(np.searchsorted(offsets, p, side="right")) - 1
+            value = idcol[p].as_py() if isinstance(idcol, pa.Array) else int(idcol[p])
+            raise ContextError(
+                f"candidates.{self._cid}", f"unique among the candidates of request {i}",
+                str(value) if self._cid_int else value, int(input_rows[p]),
+            )
 
     def _killswitch_batch(self, common: dict[str, Any], ms: np.ndarray, counts: np.ndarray) -> RankedDecisionBatch:
         """The kill switch's batch: each request's first ``ms[i]`` candidates in input order, with propensity 1."""
@@ -359,31 +373,37 @@ class RankingPlan:
     def _rank_requests(
         self, flat: np.ndarray, off: list[int], rank_offsets: np.ndarray, ms: np.ndarray, ids_out: list[str]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """:func:`rank` on each request's scores: (the ranked positions, the slot propensities, each
-        request's propensity, each request's reason), flat as :class:`RankedDecisionBatch` keeps them."""
+        """Every request's ranking in one :func:`~closedloop.experience.ranking_kernel.rank_rows` call
+        (a request per row, padded to the longest): (the ranked positions, the slot propensities,
+        each request's propensity, each request's reason), flat as :class:`RankedDecisionBatch` keeps them."""
         nreq = len(ids_out)
-        nslots = int(rank_offsets[-1])
-        k = self.k
-        flat_list = flat.tolist()
-        ranked = np.empty(nslots, dtype=np.int64)
-        slot_p = np.empty(nslots, dtype=np.float64)
-        props = np.empty(nreq, dtype=np.float64)
-        whys: list[str] = []
-        explore = self.explore
-        roff = rank_offsets.tolist()
+        offsets = np.asarray(off, dtype=np.int64)
+        counts = np.diff(offsets)
+        width = int(counts.max()) if nreq else 0
+        if nreq and bool((counts == width).all()):
+            S = flat.reshape(nreq, width)
+        else:
+            S = np.zeros((nreq, width), dtype=np.float64)
+            S[np.repeat(np.arange(nreq), counts), np.arange(flat.shape[0]) - np.repeat(offsets[:-1], counts)] = flat
         kmax = int(ms.max()) if nreq else 0
         # uniform_batch(ids, salt=j) equals uniform(id, j) bitwise: slot j's draw for every request
-        draws: list[Any] = (
-            np.column_stack([uniform_batch(ids_out, salt=j) for j in range(kmax)]).tolist()
-            if explore is not None and kmax
-            else [None] * nreq
+        U = (
+            np.column_stack([uniform_batch(ids_out, salt=j) for j in range(kmax)])
+            if self.explore is not None and kmax
+            else None
         )
-        for i in range(nreq):
-            a, b = off[i], off[i + 1]
-            order, slots, p, explored = rank(flat_list[a:b], k, explore, ids_out[i], draws[i])
-            ra, rb = roff[i], roff[i + 1]
-            ranked[ra:rb] = order
-            slot_p[ra:rb] = slots
-            props[i] = p
-            whys.append(self._why(rb - ra, b - a, explored))
-        return ranked, slot_p, props, whys
+        picks, slots, explored, props = rank_rows(S, counts, self.k, self.explore, U)
+        keep = np.arange(picks.shape[1])[None, :] < ms[:, None]  # a request's first min(k, N) slots
+        whys = self._whys(explored & keep, ms, counts)
+        return picks[keep], slots[keep], props, whys
+
+    def _whys(self, explored: np.ndarray, ms: np.ndarray, counts: np.ndarray) -> list[str]:
+        """Each request's reason, built once per distinct (shown, candidates, explored slots)."""
+        nreq, kmax = explored.shape
+        if kmax > 62:  # the explored slots do not fit in one integer: one request at a time
+            return [self._why(m, n, np.flatnonzero(explored[i]).tolist())
+                    for i, (m, n) in enumerate(zip(ms.tolist(), counts.tolist(), strict=True))]
+        bits = explored.astype(np.int64) @ (np.int64(1) << np.arange(kmax, dtype=np.int64)) if kmax else np.zeros(nreq, np.int64)
+        keys, inverse = np.unique(np.stack([ms, counts, bits], axis=1), axis=0, return_inverse=True)
+        table = [self._why(m, n, [j for j in range(kmax) if b >> j & 1]) for m, n, b in keys.tolist()]
+        return [table[i] for i in inverse.reshape(-1).tolist()]

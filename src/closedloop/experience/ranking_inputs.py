@@ -7,21 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
-from closedloop.context.schema import MISSING, Bool, Int, Str, _one_array
+from closedloop.base.numeric import _string_buffers
+from closedloop.context.schema import MISSING, Bool, Int, Schema, Str, _gather, _one_array
 from closedloop.errors import ContextError
-
-
-def _broadcast(kind: str, value: Any, n: int) -> Any:
-    if kind == "str":
-        return pa.array([value] * n, type=pa.string())
-    if kind == "bool":
-        return np.full(n, value, dtype=bool)
-    if kind == "int":
-        return np.full(n, value, dtype=np.int64)
-    return np.full(n, value, dtype=np.float64)
 
 
 def _kind(f: Any) -> str:
@@ -55,12 +47,63 @@ def _typed(values: list[Any], kind: str) -> Any:
     return out
 
 
+class _CandidateValidator:
+    """A request's candidates checked by the candidate schema's compiled validator (msgspec, built
+    once per plan: one C pass over the list of mappings) and typed into columns.
+
+    It only ever accepts: :meth:`columns` returns None as soon as msgspec refuses anything (a bad
+    value, a missing field, a key the schema forbids, a null, NaN for a field with a default, a
+    non-mapping), and the caller then runs the column-wise path (:func:`_typed` and
+    ``Schema.validate_batch``), which names every error exactly as before. msgspec accepts exactly
+    what one-context validation accepts (:class:`~closedloop.context.schema.Schema`); the columns
+    it gives hold the values the column-wise path gives for the same candidates (ints of a Float
+    field as floats, text as Arrow strings)."""
+
+    __slots__ = ("_fields", "_id", "_id_int", "_type")
+
+    def __init__(self, schema: Schema, candidate_id: str) -> None:
+        self._type: Any = list[schema.struct]  # type: ignore[name-defined]
+        self._fields = schema.fields
+        self._id = candidate_id
+        self._id_int = isinstance(schema.by_name[candidate_id], Int)
+
+    def columns(self, raw: Any) -> tuple[dict[str, Any], list[str]] | None:
+        """(the candidates' columns, their ids as strings), or None: validate them column-wise."""
+        try:
+            structs = msgspec.convert(raw, self._type)
+        except (msgspec.ValidationError, TypeError, ValueError, OverflowError):
+            return None
+        n = len(structs)
+        out: dict[str, Any] = {}
+        for f in self._fields:
+            col = _gather(f, structs, n)
+            if col is None:  # no compiled gatherer, or text Arrow cannot hold (a lone surrogate)
+                try:
+                    col = _typed_values(f, [getattr(s, f.name) for s in structs])
+                except (pa.ArrowException, ValueError, TypeError, OverflowError):
+                    return None
+            out[f.name] = col
+        ids = [getattr(s, self._id) for s in structs]
+        return out, ([str(v) for v in ids] if self._id_int else ids)
+
+
+def _typed_values(f: Any, values: list[Any]) -> Any:
+    """Validated values of field ``f`` as its column."""
+    if isinstance(f, Str):
+        return pa.array(values, type=pa.string())
+    if isinstance(f, Bool):
+        return np.array(values, dtype=bool)
+    if isinstance(f, Int):
+        return np.array(values, dtype=np.int64)
+    return np.array(values, dtype=np.float64)
+
+
 def _renamed(exc: ContextError, field: str, row: int | None) -> ContextError:
     return ContextError(field, exc.rule, exc.value, row)
 
 
 
-def _duplicate(ids: list[str]) -> int | None:
+def _duplicate(ids: list[Any]) -> int | None:
     """The position of the first id that repeats an earlier one, or None."""
     if len(set(ids)) == len(ids):
         return None
@@ -70,6 +113,58 @@ def _duplicate(ids: list[str]) -> int | None:
             return j
         seen.add(v)
     return None  # pragma: no cover - the set said there is one
+
+
+_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+_K = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+def _id_keys(ids: Any) -> np.ndarray:
+    """One int64 per id, equal wherever the ids are equal (distinct ids may share one: a key only
+    points at requests to check exactly). Integers are their own keys; a text id's key mixes its
+    byte length with its first and its last (up to) 8 bytes, read from the Arrow buffers."""
+    if not isinstance(ids, pa.Array):
+        return np.asarray(ids, dtype=np.int64)
+    offsets, data = _string_buffers(ids)
+    start, end = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+    length = end - start
+    raw = np.frombuffer(data, dtype=np.uint8)
+    padded = np.zeros(raw.shape[0] + 8, dtype=np.uint8)
+    padded[: raw.shape[0]] = raw
+    words = np.ndarray((raw.shape[0] + 1,), dtype="<u8", buffer=padded.data, strides=(1,))
+    mask = _MASK[np.minimum(length, 8)]
+    first = words[start] & mask
+    last = words[np.maximum(end - 8, start)] & mask
+    return (length.astype(np.uint64) * _K[0] + first * _K[1] + last * _K[2]).view(np.int64)
+
+
+def _first_repeat(ids: Any, offsets: np.ndarray) -> int | None:
+    """The position (in the flat batch) of the first id that repeats an earlier one of the same
+    request — in the first request that has one — or None. ``ids``: the candidate id column
+    (Arrow text or numpy integers), grouped by request at ``offsets``.
+
+    Vectorized: one key per id (:func:`_id_keys`), laid out one request per row (padded with
+    distinct negative numbers) and sorted along the rows; only a request where two keys are
+    equal is searched, exactly, in Python."""
+    counts = np.diff(offsets)
+    nreq = counts.shape[0]
+    width = int(counts.max()) if nreq else 0
+    if width < 2:
+        return None
+    keys = _id_keys(ids)
+    if bool((counts == width).all()):
+        M = keys.reshape(nreq, width).copy()
+    else:
+        M = np.empty((nreq, width), dtype=np.int64)
+        M[:] = -1 - np.arange(width, dtype=np.int64)
+        M[np.repeat(np.arange(nreq), counts), np.arange(keys.shape[0]) - np.repeat(offsets[:-1], counts)] = keys
+    M.sort(axis=1)
+    for i in np.flatnonzero((M[:, 1:] == M[:, :-1]).any(axis=1)).tolist():
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        j = _duplicate(ids[a:b].to_pylist() if isinstance(ids, pa.Array) else ids[a:b].tolist())
+        if j is not None:
+            return a + j
+    return None
 
 
 def _split_request_column(candidates: Any, nreq: int) -> tuple[dict[str, Any], np.ndarray]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
-from functools import reduce
-from itertools import accumulate, repeat
-from math import exp as mexp
-from operator import add, truediv
+from itertools import accumulate
+
+import numpy as np
 
 from closedloop.errors import SpecError
-from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform_salts
+from closedloop.experience.ranking_kernel import rank_one
 
 __all__ = ["rank", "slot_probabilities"]
 
@@ -66,7 +66,7 @@ def _slot_probs(
 
 
 def rank(
-    scores: Sequence[float],
+    scores: Sequence[float] | np.ndarray,
     k: int,
     explore: Softmax | EpsilonGreedy | None,
     decision_id: str,
@@ -76,110 +76,14 @@ def rank(
     propensities, their product, the slots whose item is not the best remaining one).
 
     Slot j draws with ``uniform(decision_id, salt=j)``; ``draws`` may hold those numbers
-    already (``draws[j]``, e.g. a row of :func:`~closedloop.experience.exploration.uniform_batch` columns,
-    which equal them bitwise). Both decision paths call this function on a request's scores
-    (see the module doc); :func:`slot_probabilities` recomputes the same propensities from a
-    ranking, the plain way."""
-    n = len(scores)
-    m = k if k < n else n
-    plain = _plain(scores)
-    # Slot j's best remaining candidate is among the first j + 1 of the greedy order.
-    order = _greedy_order(scores, m, plain)
-    if explore is None or m == 0:
-        return order[:m], [1.0] * m, 1.0, []
-    if isinstance(explore, Softmax):
-        return _rank_softmax(scores, m, order, plain, explore, decision_id, draws)
-    return _rank_epsilon(scores, m, order, explore, decision_id, draws)
-
-
-def _rank_softmax(
-    scores: Sequence[float], m: int, order: list[int], plain: bool, explore: Softmax, decision_id: str,
-    draws: Sequence[float] | None,
-) -> tuple[list[int], list[float], float, list[int]]:
-    """:func:`rank` under :class:`~closedloop.experience.exploration.Softmax`: Plackett–Luce
-    without replacement, slot by slot, from the softmax over the remaining candidates' scores
-    (``order`` is the greedy order of the first ``m``; ``plain``: no score is NaN)."""
-    n = len(scores)
-    remaining = list(range(n))
-    taken = [False] * n
-    g = 0
-    ranking: list[int] = []
-    slots: list[float] = []
-    explored: list[int] = []
-    p = 1.0
-    # policy.probs over the remaining scores, without recomputing what did not change: the
-    # max of the remaining scores is the best remaining one's, and while it stays the same
-    # value every remaining exp((s - max) / t) stays the same float.
-    t = explore.temperature
-    top = math.nan  # the max the cached weights were computed with
-    w: list[float] = []  # weights of the remaining candidates, in ``remaining`` order
-    for j in range(m):
-        while taken[order[g]]:
-            g += 1
-        best = order[g]
-        sb = scores[best]
-        if sb != sb or sb == _INF or sb == -_INF:  # only NaN left, or a limit: the plain way
-            probs = _softmax(explore, [scores[i] for i in remaining])
-            top = math.nan
-        else:
-            if sb != top:
-                top = sb
-                # (s - max) / t ≤ 0 for every remaining s: math.exp cannot overflow here
-                w = (
-                    [mexp((scores[i] - sb) / t) for i in remaining]
-                    if plain
-                    else [mexp((scores[i] - sb) / t) if scores[i] == scores[i] else 0.0 for i in remaining]
-                )
-            total = reduce(add, w, 0.0)  # left to right, as policy.probs adds
-            probs = list(map(truediv, w, repeat(total, len(w))))
-        pos = _pick(probs, uniform(decision_id, j) if draws is None else draws[j])
-        q = probs[pos]
-        pick = remaining.pop(pos)
-        if top == top:
-            w.pop(pos)
-        taken[pick] = True
-        ranking.append(pick)
-        slots.append(q)
-        p = p * q
-        if pick != best:
-            explored.append(j)
-    return ranking, slots, p, explored
-
-
-def _rank_epsilon(
-    scores: Sequence[float], m: int, order: list[int], explore: EpsilonGreedy, decision_id: str,
-    draws: Sequence[float] | None,
-) -> tuple[list[int], list[float], float, list[int]]:
-    """:func:`rank` under :class:`~closedloop.experience.exploration.EpsilonGreedy`: per slot, when
-    the best remaining score is in the band, ε-greedy among the remaining candidates; outside
-    it the best remaining one, with propensity 1 (``order`` is the greedy order of the first ``m``)."""
-    n = len(scores)
-    remaining = list(range(n))
-    taken = [False] * n
-    g = 0
-    ranking: list[int] = []
-    slots: list[float] = []
-    explored: list[int] = []
-    p = 1.0
-    for j in range(m):
-        while taken[order[g]]:
-            g += 1
-        best = order[g]
-        bpos = remaining.index(best)
-        if not explore.in_band(scores[best]):
-            pos, q = bpos, 1.0  # what choose() returns from the one-hot vector policy.probs gives
-        else:
-            probs = explore.probs(bpos, len(remaining), scores[best])
-            pos = choose(probs, uniform(decision_id, j) if draws is None else draws[j])
-            q = probs[pos]
-        pick = remaining.pop(pos)
-        taken[pick] = True
-        ranking.append(pick)
-        slots.append(q)
-        p = p * q
-        if pick != best:
-            explored.append(j)
-    return ranking, slots, p, explored
+    already (``draws[j]``). The draw is :func:`~closedloop.experience.ranking_kernel.rank_rows` on one
+    row — the kernel the batch path runs on all its requests at once — so both paths give the same
+    rankings and propensities bit for bit; :func:`slot_probabilities` recomputes the same
+    propensities from a ranking, candidate by candidate."""
+    s = np.asarray(scores, dtype=np.float64)
+    m = min(k, s.shape[0])
+    u = [] if explore is None else uniform_salts(decision_id, m) if draws is None else [draws[j] for j in range(m)]
+    return rank_one(s, k, explore, u)
 
 
 def slot_probabilities(

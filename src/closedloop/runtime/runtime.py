@@ -71,7 +71,8 @@ class Runtime:
         Start with the kill switch on.
     telemetry:
         A :class:`~closedloop.telemetry.Telemetry` that every decision is logged to (put on its
-        buffer; the disk write happens on its own thread). ``None``: nothing is logged.
+        buffer; the disk write happens on its own thread; a ranking system's decisions with their
+        request and candidates, :mod:`closedloop.telemetry.ranked`). ``None``: nothing is logged.
     flights:
         :class:`~closedloop.Flight` s: shares of units that other bundles decide for (a unit's arm
         is a stable hash of the flight name and the unit). :meth:`apply` swaps in a whole
@@ -104,11 +105,6 @@ class Runtime:
         self.caps: CapStore = caps if caps is not None else InMemoryCapStore()
         self.telemetry = telemetry
         self._ranking = isinstance(system.experience, Ranking)
-        if self._ranking and telemetry is not None:
-            raise SpecError(
-                "Telemetry does not log ranked decisions yet (their records differ); run the ranking "
-                f"system '{system.name}' without telemetry= rather than lose its decisions silently."
-            )
         self._serving: _Serving = self._build(
             Deployment(bundle, tuple(shadows), tuple(flights), bool(killswitch)), None
         )
@@ -177,7 +173,10 @@ class Runtime:
         if self._ranking:
             if decision_id is None:
                 decision_id = self.ids.next_id(timestamp_ns)
-            return p.decide(context, decision_id, timestamp_ns, killswitch=killswitch)
+            ranked = p.decide(context, decision_id, timestamp_ns, killswitch=killswitch)
+            if self.telemetry is not None:
+                self.telemetry.log_ranked(ranked, context)
+            return ranked
         c = p.validate(context)
         unit = getattr(c, p.unit)
         if p.unit_is_int:
@@ -275,7 +274,10 @@ class Runtime:
             n_req = _input_rows(batch)
             ts = self._timestamps(timestamps_ns, n_req, np.arange(n_req))
             ids = self._ids(decision_ids, n_req, np.arange(n_req), ts)
-            return p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=killswitch)
+            rb = p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=killswitch)
+            if self.telemetry is not None:
+                self.telemetry.log_ranked_batch(rb, batch, candidates)
+            return rb
         if isinstance(batch, Columns):  # validated already (Schema.validate_batch / Schema.columns)
             cols = batch
             n_in = cols.n

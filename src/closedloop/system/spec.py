@@ -21,7 +21,8 @@ evaluation, the loop) reads the declaration::
 The constructor validates the whole declaration, one part after another, each by its own function
 of :mod:`closedloop.system.validate`, and raises :class:`~closedloop.errors.SpecError` naming the
 parameter, the rule and the value. The label policy (:mod:`closedloop.system.labels`) and the goals
-(:mod:`closedloop.system.goals`) are declared with their own classes, importable from here too.
+(:mod:`closedloop.system.goals`) and the rewards of a choosing or ranking system
+(:mod:`closedloop.system.rewards`) are declared with their own classes, importable from here too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from closedloop.context.schema import Field, Schema
 from closedloop.experience.experiences import Action, BestAction, Ranking, Thresholds
 from closedloop.system.goals import Goal
 from closedloop.system.labels import LabelPolicy, OutcomeRule
+from closedloop.system.rewards import Reward, RewardPolicy
 from closedloop.system.validate import (
     check_actions,
     check_candidates,
@@ -49,13 +51,14 @@ from closedloop.system.validate import (
     check_mistake_outcomes,
     check_name,
     check_retention_days,
+    check_rewards,
     check_schema,
     check_slices,
     check_split,
     check_unit,
 )
 
-__all__ = ["Goal", "LabelPolicy", "OutcomeRule", "System"]
+__all__ = ["Goal", "LabelPolicy", "OutcomeRule", "Reward", "RewardPolicy", "System"]
 
 
 class System:
@@ -85,6 +88,7 @@ class System:
         latency_budget_ms: float = 10.0,
         mistake_outcomes: Sequence[str] = (),
         label_policy: LabelPolicy | None = None,
+        rewards: RewardPolicy | None = None,
         goals: Sequence[Goal] = (),
         slices: Sequence[str] = (),
         retention_days: float | None = None,
@@ -111,6 +115,8 @@ class System:
         # (an action's default outcomes; outcomes an Action was given are kept as given).
         self.action_specs = {n: a.with_mistakes(self.mistake_outcomes) for n, a in self.action_specs.items()}
         self.label_policy = check_label_policy(name, label_policy, schema, self.actions, self.labels)
+        #: How outcomes become a reward per slot or decision (BestAction / Ranking systems); None: none declared.
+        self.rewards = check_rewards(name, rewards, self.experience)
         self.goals = check_goals(name, goals)
         self.slices = check_slices(schema, slices)
         retention = check_retention_days(name, retention_days)
@@ -146,6 +152,7 @@ class System:
             "latency_budget_ms": self.latency_budget_ms,
             "mistake_outcomes": list(self.mistake_outcomes),
             "label_policy": self.label_policy.describe() if self.label_policy else None,
+            "rewards": self.rewards.describe() if self.rewards else None,
             "goals": [g.describe() for g in self.goals],
             "slices": list(self.slices),
             "retention_days": self.retention_days,

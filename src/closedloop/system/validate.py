@@ -2,7 +2,7 @@
 
 ``System.__init__`` calls them in order — name, context schema, unit, candidates, features,
 actions, experience, default action, guardrails, labels, costs, latency budget, mistake outcomes,
-label policy, goals, slices, retention, split — and each returns the part's validated value or
+label policy, rewards, goals, slices, retention, split — and each returns the part's validated value or
 raises :class:`~closedloop.errors.SpecError` naming the parameter, the rule and the value. A check
 reads only the parts checked before it (passed in), so the order is the one the constructor uses.
 """
@@ -20,6 +20,7 @@ from closedloop.errors import SpecError
 from closedloop.experience.experiences import Action, BestAction, Ranking, Thresholds
 from closedloop.system.goals import Goal
 from closedloop.system.labels import LabelPolicy, kind_name
+from closedloop.system.rewards import RewardPolicy
 
 if TYPE_CHECKING:
     from closedloop.system.spec import System
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_actions", "check_candidates", "check_costs", "check_default_action", "check_experience",
     "check_features", "check_goals", "check_guardrails", "check_label_policy", "check_labels",
-    "check_latency_budget", "check_mistake_outcomes", "check_name", "check_retention_days", "check_schema",
+    "check_latency_budget", "check_mistake_outcomes", "check_name", "check_retention_days", "check_rewards", "check_schema",
     "check_slices", "check_split", "check_unit",
 ]
 
@@ -274,6 +275,26 @@ def check_label_policy(
                 f"Got {lab!r} instead."
             )
     return label_policy
+
+
+def check_rewards(name: str, rewards: Any, experience: Thresholds | BestAction | Ranking) -> RewardPolicy | None:
+    """The reward policy (or None): a :class:`RewardPolicy` of a system that chooses (BestAction)
+    or ranks (Ranking); rewards per slot need a Ranking (a BestAction shows one action)."""
+    if rewards is None:
+        return None
+    if not isinstance(rewards, RewardPolicy):
+        raise SpecError(f"The 'rewards' of System '{name}' must be a RewardPolicy or None. Got {rewards!r} instead.")
+    if not isinstance(experience, BestAction | Ranking):
+        raise SpecError(
+            f"The 'rewards' of System '{name}' need a BestAction or Ranking experience (a Thresholds system "
+            f"learns from labels: label_policy). Got {type(experience).__name__} instead."
+        )
+    if rewards.per == "slot" and not isinstance(experience, Ranking):
+        raise SpecError(
+            f"The reward policy 'per' of System '{name}' must be 'decision' for a BestAction experience "
+            f"(one action a decision; 'slot' needs a Ranking). Got 'slot' instead."
+        )
+    return rewards
 
 
 def check_goals(name: str, goals: Sequence[Goal]) -> tuple[Goal, ...]:

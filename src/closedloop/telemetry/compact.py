@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.telemetry.records import DECISION_SCHEMA
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA, RANKING_COLUMNS
 
 __all__ = ["CONTEXT", "compact_schema", "context_json", "is_decision_form", "run_end", "to_decision_schema"]
 
@@ -36,6 +36,10 @@ __all__ = ["CONTEXT", "compact_schema", "context_json", "is_decision_form", "run
 CONTEXT = "context"
 _JSON = "context_json"
 _JSON_AT = DECISION_SCHEMA.get_field_index(_JSON)
+#: How many columns a decision record had before the ranking columns (schema version 1): such a
+#: record is read with them null.
+_V1_LEN = len(DECISION_SCHEMA) - len(RANKING_COLUMNS)
+_OUTCOME_V1 = pa.schema(list(OUTCOME_SCHEMA)[:-1])
 #: The types a typed context field may have.
 _SCALARS = (pa.string(), pa.int64(), pa.float64(), pa.bool_())
 
@@ -53,9 +57,9 @@ def is_decision_form(schema: pa.Schema) -> bool:
     """True for ``DECISION_SCHEMA`` and for its compact forms (see the module doc)."""
     if schema.equals(DECISION_SCHEMA):
         return True
-    if len(schema) != len(DECISION_SCHEMA):
+    if len(schema) not in (len(DECISION_SCHEMA), _V1_LEN):  # a version-1 record lacks the ranking columns
         return False
-    for i, (got, want) in enumerate(zip(schema, DECISION_SCHEMA, strict=True)):
+    for i, (got, want) in enumerate(zip(schema, DECISION_SCHEMA, strict=False)):
         if i == _JSON_AT and got.name == CONTEXT:
             t = got.type
             if not isinstance(t, pa.StructType) or not all(t.field(j).type in _SCALARS for j in range(t.num_fields)):
@@ -78,8 +82,11 @@ def to_decision_schema(
 ) -> pa.RecordBatch | pa.Table:
     """Decision records in either form → the same records in ``DECISION_SCHEMA`` (only
     ``columns`` of it, in that order, when given: the others are not converted); anything else
-    (outcome records) is returned as it is (``columns`` of it)."""
+    (outcome records) is returned as it is (``columns`` of it). Records of schema version 1 (no
+    ranking columns; an outcome without ``candidate_id``) get those columns as nulls."""
     schema = batch.schema
+    if schema.equals(_OUTCOME_V1):
+        batch = batch.append_column(OUTCOME_SCHEMA.field("candidate_id"), pa.nulls(batch.num_rows, pa.string()))
     if schema.equals(DECISION_SCHEMA) or not is_decision_form(schema):
         return batch if columns is None else batch.select(list(columns))
     if isinstance(batch, pa.Table):
@@ -95,6 +102,9 @@ def _convert(b: pa.RecordBatch, columns: Sequence[str] | None = None) -> pa.Reco
         i = DECISION_SCHEMA.get_field_index(name)
         if i < 0:
             raise KeyError(f"The decision records have no column {name!r}.")
+        if i >= b.num_columns:  # a version-1 record: no ranking columns
+            cols.append(pa.nulls(b.num_rows, DECISION_SCHEMA.field(i).type))
+            continue
         col = b.column(i)
         if i == _JSON_AT and b.schema.field(i).name == CONTEXT:
             col = context_json(col)

@@ -8,7 +8,9 @@ sequence number and whose second says the kind:
 * ``(seq, BATCH, batch, columns, X, idx, p)`` — a :class:`~closedloop.DecisionBatch`, its
   validated ``Columns`` and feature matrix, the kept rows (None: all) and their sampling
   probabilities (None: all 1);
-* ``(seq, OUTCOME, outcome_id, decision_id, unit, kind, value, event_ns, source)``.
+* ``(seq, OUTCOME, outcome_id, decision_id, unit, kind, value, event_ns, source, candidate_id)``;
+* ``(seq, RANKED, decision, context, p)`` and ``(seq, RANKED_BATCH, batch, requests, candidates,
+  idx, p)`` — ranking decisions, written by :mod:`~closedloop.telemetry.ranked`.
 
 :class:`Encoder` turns them into record batches: the single decisions of a commit in
 ``DECISION_SCHEMA`` (features as ``list<double>``, scores, shadows JSON via msgspec, contexts as
@@ -34,7 +36,8 @@ import pyarrow.compute as pc
 from closedloop.context.schema import Bool, Float, Int, _gather
 from closedloop.telemetry.compact import CONTEXT, json_strings, run_end, to_decision_schema
 from closedloop.telemetry.privacy import Sanitizer
-from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
+from closedloop.telemetry.ranked import RankedEncoder
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA, RANKING_COLUMNS
 
 # Records are built on the committer thread. Arrow's default allocator (jemalloc) is markedly
 # slower on a thread other than the one that warmed it (docs/performance.md, "Telemetry");
@@ -43,9 +46,10 @@ _POOL = pa.system_memory_pool()
 _arr = functools.partial(pa.array, memory_pool=_POOL)
 _nulls = functools.partial(pa.nulls, memory_pool=_POOL)
 
-__all__ = ["BATCH", "DECISION", "OUTCOME", "Encoder", "item_count"]
+__all__ = ["BATCH", "DECISION", "OUTCOME", "RANKED", "RANKED_BATCH", "Encoder", "item_count"]
 
-DECISION, BATCH, OUTCOME = 0, 1, 2  # buffer item kinds: one decision, a decision batch, an outcome
+# buffer item kinds: one decision, a decision batch, an outcome, one ranking decision, a ranking batch
+DECISION, BATCH, OUTCOME, RANKED, RANKED_BATCH = 0, 1, 2, 3, 4
 
 _json_strings = json_strings
 _JSON_AT = DECISION_SCHEMA.get_field_index("context_json")
@@ -53,7 +57,7 @@ _JSON_AT = DECISION_SCHEMA.get_field_index("context_json")
 
 def item_count(item: tuple[Any, ...]) -> int:
     """How many sequence numbers a buffer item takes (a batch: one per kept row)."""
-    if item[1] == BATCH:
+    if item[1] == BATCH or item[1] == RANKED_BATCH:
         idx = item[5]
         return len(item[2]) if idx is None else int(idx.shape[0])
     return 1
@@ -67,7 +71,8 @@ class Encoder:
     decision batches in ``DECISION_SCHEMA`` too. Used by the committer thread alone.
     """
 
-    def __init__(self, system: Any, sanitizer: Sanitizer, writer: str, compact: bool) -> None:
+    def __init__(self, system: Any, sanitizer: Sanitizer, writer: str, compact: bool,
+                 ranked: RankedEncoder | None = None) -> None:
         self.system = system
         self.system_name: str = system.name
         self.schema_version: str = system.schema.version
@@ -81,6 +86,8 @@ class Encoder:
         self.ctx_type = pa.struct([pa.field(f.name, pa.string() if hashed else _arrow_type(f))
                                    for f, hashed in self.ctx_fields])
         self._runs: dict[tuple[Any, ...], pa.Array] = {}  # constant columns, built once per (value, length)
+        #: a ranking system's records (:mod:`~closedloop.telemetry.ranked`); None for any other system
+        self.ranked = ranked
 
     # -- a commit's tables -------------------------------------------------------------------------
     def decision_tables(self, items: list[tuple[Any, ...]], now: int) -> list[pa.RecordBatch | pa.Table]:
@@ -91,9 +98,15 @@ class Encoder:
         singles = [it for it in items if it[1] == DECISION]
         if singles:
             parts.append(self.singles(singles, now))
+        rk = self.ranked
+        ranked = [it for it in items if it[1] == RANKED]
+        if ranked and rk is not None:
+            parts.append(rk.singles(ranked, now))
         for it in items:
             if it[1] == BATCH:
                 parts.append(self.from_batch(it, now))
+            elif it[1] == RANKED_BATCH and rk is not None:
+                parts.append(rk.from_batch(it, now))
         plain = [p for p in parts if p.schema.field(_JSON_AT).name != CONTEXT]
         compact = [p for p in parts if p.schema.field(_JSON_AT).name == CONTEXT]
         out: list[pa.RecordBatch | pa.Table] = []
@@ -119,6 +132,7 @@ class Encoder:
             _arr([it[7] for it in items], pa.int64()),
             _arr(np.full(n, now, dtype=np.int64)),
             _arr([it[8] for it in items], pa.string()),
+            _arr([it[9] if len(it) > 9 else None for it in items], pa.string()),
         ]
         return pa.RecordBatch.from_arrays(cols, schema=OUTCOME_SCHEMA)
 
@@ -154,6 +168,7 @@ class Encoder:
             _arr([d.guardrail for d in ds], pa.string()),
             _arr([enc(d.shadows).decode() if d.shadows else None for d in ds], pa.string()),
             _arr([d.killswitch for d in ds], pa.bool_()),
+            *_no_ranking(n),
         ]
         return pa.RecordBatch.from_arrays(cols, schema=DECISION_SCHEMA)
 
@@ -213,6 +228,7 @@ class Encoder:
             guard,
             shadows,
             self._once(bool(b.killswitch), n, pa.bool_()) if compact else _arr(np.full(n, bool(b.killswitch))),
+            *([self._once(None, n, DECISION_SCHEMA.field(c).type) for c in RANKING_COLUMNS] if compact else _no_ranking(n)),
         ]
         return _record_batch(cols, compact)
 
@@ -392,6 +408,11 @@ def _unify(parts: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
     if all(p.schema.equals(target) for p in out):
         return out
     return [to_decision_schema(p) for p in parts]
+
+
+def _no_ranking(n: int) -> list[pa.Array]:
+    """The ranking columns of ``n`` decisions that are not rankings: nulls."""
+    return [_nulls(n, DECISION_SCHEMA.field(c).type) for c in RANKING_COLUMNS]
 
 
 def _const(value: str, n: int) -> pa.Array:

@@ -37,6 +37,7 @@ __all__ = [
     "EVENT_TIME_RULE",
     "OUTCOME_KIND",
     "OUTCOME_SCHEMA",
+    "RANKING_COLUMNS",
     "SCHEMA_VERSION",
     "VALUE_RULE",
     "OutcomeLine",
@@ -227,8 +228,16 @@ class OutcomeLine(OutcomeReport, kw_only=True):
         return (self.event_time, "event_time") if self.event_time is not None else (self.event_ns, "event_ns")
 
 
-#: Version of these record schemas (not of a system's context schema).
-SCHEMA_VERSION = 1
+#: Version of these record schemas (not of a system's context schema). 2: the ranking columns
+#: (``candidate_ids`` … ``slot_propensities``) and the outcome's ``candidate_id``, appended as
+#: nullable columns — records of version 1 are read as version 2 with those columns null
+#: (:func:`~closedloop.telemetry.compact.to_decision_schema`, ``pq.read_table(schema=…)``, DuckDB's
+#: ``union_by_name``).
+SCHEMA_VERSION = 2
+
+#: The columns a ranking decision fills (null in every other decision); appended last, so that a
+#: record written before they existed is a prefix of the schema.
+RANKING_COLUMNS = ("candidate_ids", "candidate_scores", "candidates_json", "candidates_digest", "slate", "slot_propensities")
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -254,6 +263,14 @@ DECISION_SCHEMA = pa.schema(
         pa.field("guardrail", pa.string()),
         pa.field("shadows_json", pa.string()),  # [{"bundle_version", "scores", "action"}] or null
         pa.field("killswitch", pa.bool_(), nullable=False),
+        # a ranking decision (null otherwise); its ``action`` is the slot-1 candidate id, its
+        # ``propensity`` that slot's propensity, its ``score_names`` / ``scores`` null
+        pa.field("candidate_ids", pa.list_(pa.string())),  # the request's candidates, input order
+        pa.field("candidate_scores", pa.list_(pa.float64())),  # one per candidate (empty: kill switch)
+        pa.field("candidates_json", pa.string()),  # [{candidate fields}, …] in input order; null: digest only
+        pa.field("candidates_digest", pa.string()),  # sha256 of the candidates' JSON (always, for a ranking)
+        pa.field("slate", pa.list_(pa.string())),  # the candidate ids shown, slot by slot
+        pa.field("slot_propensities", pa.list_(pa.float64())),  # P(slot j's candidate | slots < j)
     ]
 )
 
@@ -270,5 +287,6 @@ OUTCOME_SCHEMA = pa.schema(
         pa.field("event_ns", pa.int64(), nullable=False),  # when it happened
         pa.field("ingest_ns", pa.int64(), nullable=False),  # when telemetry accepted it
         pa.field("source", pa.string(), nullable=False),  # who reported it
+        pa.field("candidate_id", pa.string()),  # the slot's candidate a ranking outcome is for; null: the decision
     ]
 )

@@ -33,13 +33,21 @@ import numpy as np
 
 from closedloop.errors import OutcomeError, SpecError
 from closedloop.telemetry.committer import Committer
-from closedloop.telemetry.encoding import BATCH, DECISION, OUTCOME, Encoder
+from closedloop.telemetry.encoding import BATCH, DECISION, OUTCOME, RANKED, RANKED_BATCH, Encoder
 from closedloop.telemetry.privacy import Sanitizer
-from closedloop.telemetry.records import outcome_field_problem
+from closedloop.telemetry.ranked import CANDIDATE_MODES, RankedEncoder
+from closedloop.telemetry.records import MAX_ID, outcome_field_problem
 from closedloop.telemetry.sampling import Sampling
 from closedloop.telemetry.sink import Sink
+from closedloop.telemetry.slates import Slates
 
 __all__ = ["OutcomeError", "Telemetry"]
+
+
+def _tops(batch: Any) -> list[str]:
+    """The slot-1 candidate id of each request of a ranking batch ("" for an empty slate)."""
+    off, roff, ranked, ids = batch.offsets.tolist(), batch.rank_offsets.tolist(), batch.ranked, batch.candidate_ids
+    return [ids[off[i] + int(ranked[roff[i]])] if roff[i + 1] > roff[i] else "" for i in range(len(batch))]
 
 _D, _B, _O = DECISION, BATCH, OUTCOME  # buffer item kinds (closedloop.telemetry.encoding)
 
@@ -80,6 +88,10 @@ class Telemetry(Committer):
         stored once; :mod:`~closedloop.telemetry.compact`) — what readers get is the same rows
         and values either way. ``False`` writes ``DECISION_SCHEMA`` rows as they are read
         (e.g. for a sink whose consumers do not convert).
+    candidates:
+        What a ranking system's records hold of its candidates (:mod:`~closedloop.telemetry.ranked`):
+        ``"full"`` — their fields as JSON and its digest; ``"digest"`` — ids, scores and the digest
+        only (large catalogues).
     """
 
     def __init__(
@@ -94,6 +106,7 @@ class Telemetry(Committer):
         key: bytes | None = None,
         clock: Callable[[], int] = time.time_ns,
         compact: bool = True,
+        candidates: str = "full",
     ) -> None:
         if not isinstance(sink, Sink):
             raise SpecError(f"Telemetry needs a closedloop.telemetry.Sink. Got {sink!r} instead.")
@@ -112,7 +125,15 @@ class Telemetry(Committer):
         buffer_limit = _positive_int("buffer_limit", buffer_limit)
         self.sampling = sampling if sampling is not None and not sampling.keeps_all else None
         self.compact = bool(compact)
-        encoder = Encoder(system, self.sanitizer, sink.writer, self.compact)
+        if candidates not in CANDIDATE_MODES:
+            raise SpecError(f"Telemetry 'candidates' must be one of {list(CANDIDATE_MODES)}. Got {candidates!r} instead.")
+        self.candidates = candidates
+        ranked = None
+        if getattr(system, "candidate_schema", None) is not None:
+            ranked = RankedEncoder(system, self.sanitizer, sink.writer, candidates, key)
+        #: the slates of recent ranking decisions, which a slot's outcome is checked against
+        self.slates = Slates()
+        encoder = Encoder(system, self.sanitizer, sink.writer, self.compact, ranked)
         super().__init__(sink, encoder, flush_interval=flush_interval, flush_events=flush_events,
                          buffer_limit=buffer_limit, clock=clock)
 
@@ -170,6 +191,43 @@ class Telemetry(Committer):
                     return None
         return self._put((_B, batch, columns, X, idx, p), n)
 
+    def log_ranked(self, decision: Any, context: Any = None) -> int | None:
+        """Log one ranking decision (:class:`~closedloop.experience.ranked.RankedDecision`) with the
+        request it decided (the mapping with its ``"candidates"``, referenced, not copied).
+        Returns its sequence number, or None if sampled out or dropped."""
+        p = 1.0
+        s = self.sampling
+        if s is not None:
+            p = s.prob(decision.unit, decision.ranking[0] if decision.ranking else "", {})
+            if not s.keep(decision.decision_id, decision.unit, p):
+                self.counters["sampled_out"] += 1
+                return None
+        self.slates.add(decision)
+        return self._put((RANKED, decision, context, p), 1)
+
+    def log_ranked_batch(self, batch: Any, requests: Any = None, candidates: Any = None) -> int | None:
+        """Log a :class:`~closedloop.experience.ranked.RankedDecisionBatch` with the requests and
+        candidates batches it decided (referenced). Returns the first sequence number."""
+        n = len(batch)
+        if n == 0:
+            return None
+        idx = None
+        p = None
+        s = self.sampling
+        if s is not None:
+            top = _tops(batch)
+            p = np.array([s.prob(u, a, {}) for u, a in zip(batch.units, top, strict=True)], dtype=np.float64)
+            keep = s.keep_batch(batch.decision_ids, list(batch.units), p)
+            if not keep.all():
+                idx = np.flatnonzero(keep)
+                self.counters["sampled_out"] += n - int(idx.shape[0])
+                p = p[idx]
+                n = int(idx.shape[0])
+                if n == 0:
+                    return None
+        self.slates.add_batch(batch)
+        return self._put((RANKED_BATCH, batch, requests, candidates, idx, p), n)
+
     def log_outcome(
         self,
         decision_id: str | None = None,
@@ -180,9 +238,17 @@ class Telemetry(Committer):
         event_ns: int,
         source: str,
         outcome_id: str | None = None,
+        candidate: str | None = None,
+        slot: int | None = None,
     ) -> int | None:
         """Log an outcome, linked by ``decision_id`` or by ``unit`` (and its time). Validates every
-        field (raises :class:`OutcomeError`); returns the sequence number (see :meth:`flush`)."""
+        field (raises :class:`OutcomeError`); returns the sequence number (see :meth:`flush`).
+
+        For a ranking decision, ``candidate`` (its id) or ``slot`` (1-based) names the slot the
+        outcome is for: a slot beyond the decision's slate, or a candidate not in it, is refused
+        when this telemetry logged the decision (it remembers the most recent slates); a
+        candidate of a decision it does not know is written, and the dataset build counts it
+        (``not_in_slate``) if it was not shown."""
         if isinstance(unit, int) and not isinstance(unit, bool):
             unit = str(unit)
         bad = outcome_field_problem(decision_id, unit, kind, source, outcome_id)
@@ -192,10 +258,34 @@ class Telemetry(Committer):
             raise OutcomeError("value", "a finite number", value)
         if isinstance(event_ns, bool) or not isinstance(event_ns, int) or not 0 <= event_ns < 1 << 63:
             raise OutcomeError("event_ns", "an integer of nanoseconds since the epoch (≥ 0)", event_ns)
+        if candidate is not None or slot is not None:
+            candidate = self._slot_candidate(decision_id, candidate, slot)
         if unit is not None:
             unit = self.sanitizer.unit(unit)
         value = float(value)
         if outcome_id is None:
-            content = msgspec.json.encode([self.system_name, decision_id, unit, kind, value, event_ns, source])
-            outcome_id = hashlib.sha256(content).hexdigest()[:32]
-        return self._put((_O, outcome_id, decision_id, unit, kind, value, event_ns, source), 1)
+            fields: list[Any] = [self.system_name, decision_id, unit, kind, value, event_ns, source]
+            if candidate is not None:
+                fields.append(candidate)
+            outcome_id = hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:32]
+        return self._put((_O, outcome_id, decision_id, unit, kind, value, event_ns, source, candidate), 1)
+
+    def _slot_candidate(self, decision_id: str | None, candidate: Any, slot: Any) -> str:
+        """The candidate id an outcome is for, from ``candidate`` and/or ``slot``, checked against
+        the decision's slate when it is known (raises :class:`OutcomeError`)."""
+        if candidate is not None and (not isinstance(candidate, str) or not candidate or len(candidate) > MAX_ID):
+            raise OutcomeError("candidate", f"a non-empty string of at most {MAX_ID} characters (a candidate id)", candidate)
+        slate = self.slates.get(decision_id) if decision_id is not None else None
+        if slot is not None:
+            if isinstance(slot, bool) or not isinstance(slot, int) or slot < 1:
+                raise OutcomeError("slot", "an integer ≥ 1 (the 1-based slot)", slot)
+            if slate is None:
+                raise OutcomeError("slot", "given for a ranking decision this telemetry logged recently (else give 'candidate')", slot)
+            if slot > len(slate):
+                raise OutcomeError("slot", f"an integer in 1..{len(slate)} (the slots decision {decision_id!r} showed)", slot)
+            if candidate is not None and candidate != slate[slot - 1]:
+                raise OutcomeError("candidate", f"the candidate in slot {slot} ({slate[slot - 1]!r}) when both are given", candidate)
+            return slate[slot - 1]
+        if slate is not None and candidate not in slate:
+            raise OutcomeError("candidate", f"one of the candidates decision {decision_id!r} showed {slate[:10]}", candidate)
+        return str(candidate)

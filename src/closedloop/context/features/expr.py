@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.context.features.ops import _bool_f64
+from closedloop.context.features.ops import _bool_f64, _text_eq
 from closedloop.context.schema import Bool, Columns, Int, Schema, Str
 from closedloop.errors import FeatureError, SpecError
 
@@ -62,6 +62,10 @@ class Expr:
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        """:meth:`_vec` on a small batch (:mod:`~closedloop.context.features.vector`): text as lists of str."""
+        return self._vec(cols, args)
 
     # -- shared machinery -------------------------------------------------------------------------
     @property
@@ -284,6 +288,9 @@ class _Col(Expr):
             return v.astype(np.float64)
         return v
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:  # text: a list (the plan checked: no nulls)
+        return self._vec(cols, args) if (got := cols.text_list(self.name)) is None else got
+
 
 class _Const(Expr):
     __slots__ = ("value",)
@@ -309,9 +316,12 @@ class _Const(Expr):
         return repr(self.value)
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
-        if isinstance(self.value, str):
-            return pa.array([self.value] * cols.n, type=pa.string())
+        if isinstance(self.value, str):  # built in C: a Python list of n references costs more than the column
+            return pa.repeat(pa.scalar(self.value, type=pa.string()), cols.n)
         return np.full(cols.n, self.value, dtype=np.float64)
+
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        return [self.value] * cols.n if isinstance(self.value, str) else self._vec(cols, args)
 
 
 class _Bin(Expr):
@@ -428,6 +438,10 @@ class _Cmp(Expr):
             return _bool_f64(a != b)
         return _bool_f64(self._NP[self.op](a, b))
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:  # text: lists, compared as the scalar form does
+        const = self.b.value if isinstance(self.b, _Const) else None
+        return _text_eq(self.op == "==", args, cols.n, const) if isinstance(args[0], list) else self._vec(cols, args)
+
 
 class _Logic(Expr):
     __slots__ = ("a", "b", "op")
@@ -449,9 +463,8 @@ class _Logic(Expr):
     def _src(self, g: _Gen, args: list[str]) -> str:
         return f"(1.0 if ({args[0]} != 0.0 {self.op} {args[1]} != 0.0) else 0.0)"
 
-    def _vec(self, cols: Columns, args: list[Any]) -> Any:
-        a, b = args[0] != 0.0, args[1] != 0.0
-        return _bool_f64((a & b) if self.op == "and" else (a | b))
+    def _vec(self, cols: Columns, args: list[Any]) -> Any:  # true: non-zero, NaN included (``!= 0.0``)
+        return (np.logical_and if self.op == "and" else np.logical_or)(args[0], args[1]).astype(np.float64)
 
 
 class _Not(Expr):

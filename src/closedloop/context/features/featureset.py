@@ -13,7 +13,7 @@ import numpy as np
 
 from closedloop.context.features.expr import NUM, Expr
 from closedloop.context.features.scalar import compile_scalar
-from closedloop.context.features.vector import feature_matrix
+from closedloop.context.features.vector import FeaturePlan
 from closedloop.context.schema import Columns, Schema
 from closedloop.errors import SpecError
 
@@ -79,6 +79,8 @@ class FeatureSet:
         ).hexdigest()
         # the scalar form: one generated function
         self.source, self.one = compile_scalar(self.features, schema)
+        # the vectorized form: the distinct sub-expressions in evaluation order
+        self._plan = FeaturePlan(self.features, schema)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -92,4 +94,4 @@ class FeatureSet:
 
         Column-major (Fortran order): each feature is written, and read by scorers, contiguously.
         """
-        return feature_matrix(self.features, cols)
+        return self._plan.matrix(cols)

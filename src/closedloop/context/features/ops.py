@@ -72,3 +72,17 @@ def _bool_f64(mask: Any) -> np.ndarray:
     if isinstance(mask, pa.Array | pa.ChunkedArray):
         mask = mask.to_numpy(zero_copy_only=False)
     return np.asarray(mask, dtype=bool).astype(np.float64)
+
+
+def _f64(values: list[Any], n: int) -> np.ndarray:
+    """A list of n booleans or integers (a text operation's results on a small batch) as float64."""
+    return np.fromiter(values, dtype=np.float64, count=n)
+
+
+def _text_eq(eq: bool, args: list[Any], n: int, const: Any = None) -> np.ndarray:
+    """Text ``==`` (``eq``) or ``!=`` on a small batch (lists of str), as the scalar form compares;
+    ``const``: the right side's value when it is a constant."""
+    a, b = args
+    if const is not None:
+        return _f64([x == const for x in a] if eq else [x != const for x in a], n)
+    return _f64([(x == y) is eq for x, y in zip(a, b, strict=True)], n)

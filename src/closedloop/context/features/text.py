@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from closedloop.base.numeric import contains_array, count_array
 from closedloop.context.features.expr import NUM, STR, Expr, _literal, _need
-from closedloop.context.features.ops import _bool_f64
+from closedloop.context.features.ops import _ascii_lower_slow, _bool_f64, _f64
 from closedloop.context.features.regex import _translate_regex
 from closedloop.context.schema import Columns, Schema
 
@@ -68,14 +68,30 @@ class _StrNum(Expr):
             return _bool_f64(pc.ends_with(s, self.arg))
         return _bool_f64(pc.greater(pc.binary_length(s), 0))
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        s: list[str] = args[0]
+        n, lit = cols.n, cast(str, self.arg)
+        if self.op == "length":
+            return _f64(list(map(len, s)), n)
+        if self.op == "count":
+            return _f64([x.count(lit) for x in s], n)
+        if self.op == "contains":
+            return _f64([lit in x for x in s], n)
+        if self.op == "startswith":
+            return _f64([x.startswith(lit) for x in s], n)
+        if self.op == "endswith":
+            return _f64([x.endswith(lit) for x in s], n)
+        return _f64([x != "" for x in s], n)  # nonempty
+
 
 class _Matches(Expr):
-    __slots__ = ("a", "pattern", "py_pattern")
+    __slots__ = ("_search", "a", "pattern", "py_pattern")
 
     def __init__(self, a: Expr, pattern: str) -> None:
         _literal(pattern, "matches", nonempty=True)
         self.a, self.pattern = a, pattern
         self.py_pattern = _translate_regex(pattern)
+        self._search = re.compile(self.py_pattern, re.ASCII).search  # the scalar form's
 
     def children(self) -> tuple[Expr, ...]:
         return (self.a,)
@@ -93,6 +109,10 @@ class _Matches(Expr):
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
         return _bool_f64(pc.match_substring_regex(args[0], self.pattern))
+
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        search = self._search
+        return _f64([search(x) is not None for x in args[0]], cols.n)
 
 
 class _ContainsCol(Expr):
@@ -118,12 +138,16 @@ class _ContainsCol(Expr):
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
         return contains_array(args[0], args[1])
 
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        return _f64([y in x for x, y in zip(args[0], args[1], strict=True)], cols.n)
+
 
 class _IsIn(Expr):
-    __slots__ = ("a", "values")
+    __slots__ = ("_set", "a", "values")
 
     def __init__(self, a: Expr, values: tuple[str, ...]) -> None:
         self.a, self.values = a, values
+        self._set = frozenset(values)
 
     def children(self) -> tuple[Expr, ...]:
         return (self.a,)
@@ -141,6 +165,10 @@ class _IsIn(Expr):
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
         return _bool_f64(pc.is_in(args[0], value_set=pa.array(self.values, type=pa.string())))
+
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        values = self._set
+        return _f64([x in values for x in args[0]], cols.n)
 
 
 class _Lower(Expr):
@@ -167,3 +195,6 @@ class _Lower(Expr):
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
         return pc.ascii_lower(args[0])
+
+    def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
+        return [x.lower() if x.isascii() else _ascii_lower_slow(x) for x in args[0]]

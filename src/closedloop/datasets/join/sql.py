@@ -23,13 +23,14 @@ def ident(s: str) -> str:
 
 def register_files(con: Any, name: str, files: Sequence[Path | str], schema: pa.Schema) -> None:
     """The temp view ``name`` over the Parquet ``files`` (with ``filename`` and ``file_row_number``
-    columns: a row's position, which deduplication drops copies by); no files → an empty view of
+    columns: a row's position, which deduplication drops copies by; files of an older record schema
+    read with the columns added since null: ``union_by_name``); no files → an empty view of
     ``schema`` plus those two columns."""
     paths = [str(f) for f in files]
     if paths:
         lst = "[" + ", ".join(quote(f) for f in paths) + "]"
         con.execute(
-            f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({lst}, filename=true, "
+            f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({lst}, union_by_name=true, filename=true, "
             "file_row_number=true)"
         )
     else:

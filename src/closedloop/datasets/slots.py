@@ -1,0 +1,212 @@
+"""A ranking system's telemetry → a per-slot dataset under its :class:`~closedloop.system.rewards.RewardPolicy`.
+
+:func:`build_reward_dataset` reads the decision and outcome records (``DECISION_SCHEMA`` /
+``OUTCOME_SCHEMA`` Parquet) of a system with a :class:`~closedloop.experience.experiences.Ranking`
+experience and ``System(rewards=…)``, and writes the directory format of
+:mod:`closedloop.datasets.bandit` (same columns, manifest shape, ``rows: "slot"``), one row per
+(decision, slot shown). The rules, as in the label join (docs/datasets.md):
+
+- **point in time**: records ingested after ``cutoff_ns`` do not exist; decisions in
+  ``[since_ns, until_ns)`` whose window closed by the cut-off (``timestamp + window ≤ cutoff``;
+  else counted ``open``);
+- **dedupe**: one decision per ``decision_id`` and one outcome per ``outcome_id``, the first by
+  ``(ingest_ns, writer, seq)``;
+- **link** (``link="decision"``): an outcome links by its ``decision_id``; per slot, by its
+  ``candidate_id`` too. Outcomes not used are counted by why: ``unknown_id``, ``no_candidate``
+  (per slot, none named), ``not_in_slate``, ``before_decision``, ``after_window``, ``other_kind``,
+  ``not_selected`` (its decision is out of range, open, or not a ranking);
+- **reward**: the policy's (its kinds in order, aggregate, window, default); a slot whose reward is
+  None (no default, nothing counted) is left out and counted ``no_reward``. ``per="decision"``:
+  each slot row carries its decision's reward;
+- **rows**: ``propensity`` is the logged slot propensity, ``sample_prob`` the record's sampling
+  probability and ``weight`` = 1 / (propensity · sample_prob).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from closedloop.datasets.importer import context_columns, with_id, write_dataset
+from closedloop.datasets.join.columns import feature_column
+from closedloop.errors import DatasetError, SpecError
+from closedloop.system.spec import System
+from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
+
+__all__ = ["build_reward_dataset"]
+
+
+def _read(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: int) -> pa.Table:
+    """The records of ``name`` ingested by the cut-off, deduplicated by ``key`` below."""
+    parts = [pq.read_table(f, schema=schema) for f in sorted(str(f) for f in files)]
+    t = pa.concat_tables(parts) if parts else schema.empty_table()
+    t = t.filter(pc.and_(pc.equal(t["system"], name), pc.less_equal(t["ingest_ns"], cutoff_ns)))
+    return t.sort_by([("ingest_ns", "ascending"), ("writer", "ascending"), ("seq", "ascending")])
+
+
+def _first(t: pa.Table, key: str) -> pa.Table:
+    seen: set[str] = set()
+    keep = []
+    for i, k in enumerate(t[key].to_pylist()):
+        if k not in seen:
+            seen.add(k)
+            keep.append(i)
+    return t.take(pa.array(keep, pa.int64()))
+
+
+def _check(system: System, since_ns: int, until_ns: int, cutoff_ns: int, out: Path) -> Any:
+    if not isinstance(system, System) or system.candidate_schema is None:
+        raise SpecError(f"The 'system' parameter of build_reward_dataset must be a ranking closedloop.System. Got {system!r} instead.")
+    policy = system.rewards
+    if policy is None:
+        raise DatasetError(f"System '{system.name}' declares no rewards; declare System(rewards=RewardPolicy(...)).")
+    if policy.link != "decision":
+        raise DatasetError(f"build_reward_dataset links outcomes by decision id; the reward policy's 'link' must be "
+                           f"'decision'. Got {policy.link!r} instead.")
+    for nm, v in (("since_ns", since_ns), ("until_ns", until_ns), ("cutoff_ns", cutoff_ns)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise DatasetError(f"The dataset '{nm}' must be an integer (ns). Got {v!r} instead.")
+    if until_ns <= since_ns:
+        raise DatasetError(f"The dataset time range must have until_ns > since_ns. Got [{since_ns}, {until_ns}) instead.")
+    if out.exists():
+        raise DatasetError(f"The dataset directory '{out}' already exists; datasets are immutable.")
+    return policy
+
+
+def build_reward_dataset(
+    system: System, *, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str],
+    since_ns: int, until_ns: int, cutoff_ns: int, out: Path | str,
+) -> Any:
+    """Write the per-slot dataset of a ranking system's telemetry at ``out`` (rules: module doc)
+    and return its :class:`~closedloop.datasets.dataset.DatasetManifest`."""
+    from closedloop.datasets.dataset import DatasetManifest
+
+    out = Path(out)
+    policy = _check(system, since_ns, until_ns, cutoff_ns, out)
+    window = policy.window // timedelta(microseconds=1) * 1000
+    dec = _first(_read(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
+    ts = dec["timestamp_ns"].to_numpy()
+    chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
+    chosen &= np.asarray(dec["slate"].is_valid(), dtype=bool)
+    counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
+    dec = dec.filter(pa.array(chosen))
+    if dec.num_rows and dec["candidates_json"].null_count:
+        raise DatasetError("A per-slot dataset needs the candidates' fields; decisions logged with "
+                           "Telemetry(candidates='digest') have their digest only.")
+    linked = _link(_first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id"), dec, policy, window,
+                   _known_ids(decision_files, system.name, cutoff_ns), counts)
+    data, slot_counts = _rows(dec, policy, linked, system)
+    counts.update(slot_counts)
+    if data.num_rows == 0:
+        raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
+    content = _manifest(system, data, counts, since_ns, until_ns, cutoff_ns, len(decision_files), len(outcome_files))
+    write_dataset(data, out, content)
+    return DatasetManifest(id=content["id"], path=out, content=content)
+
+
+def _known_ids(files: Sequence[Path | str], name: str, cutoff_ns: int) -> set[str]:
+    t = _read(files, DECISION_SCHEMA, name, cutoff_ns)
+    return set(t["decision_id"].to_pylist())
+
+
+def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str],
+          counts: Counter[str]) -> dict[tuple[str, str | None], list[tuple[str, float, int]]]:
+    """Each outcome linked to its (decision, candidate) — or counted by why not."""
+    slates = {d: set(s) for d, s in zip(dec["decision_id"].to_pylist(), dec["slate"].to_pylist(), strict=True)}
+    times = dict(zip(dec["decision_id"].to_pylist(), dec["timestamp_ns"].to_pylist(), strict=True))
+    kinds = set(policy.kinds)
+    per_slot = policy.per == "slot"
+    got: dict[tuple[str, str | None], list[tuple[str, float, int]]] = {}
+    for o in outs.select(["decision_id", "candidate_id", "kind", "value", "event_ns"]).to_pylist():
+        did, cid = o["decision_id"], o["candidate_id"]
+        if did is None or did not in known:
+            why = "unknown_id"
+        elif did not in slates:
+            why = "not_selected"
+        elif per_slot and cid is None:
+            why = "no_candidate"
+        elif per_slot and cid not in slates[did]:
+            why = "not_in_slate"
+        elif o["event_ns"] < times[did]:
+            why = "before_decision"
+        elif o["event_ns"] > times[did] + window:
+            why = "after_window"
+        elif o["kind"] not in kinds:
+            why = "other_kind"
+        else:
+            got.setdefault((did, cid if per_slot else None), []).append((o["kind"], o["value"], o["event_ns"]))
+            why = "matched"
+        counts[f"outcomes_{why}"] += 1
+    return got
+
+
+def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[tuple[str, float, int]]],
+          system: System) -> tuple[pa.Table, Counter[str]]:
+    """One row per (decision, slot) with a reward, in the decisions' order (module doc, "rows")."""
+    cnames = [f.name for f in system.candidate_schema.fields]  # type: ignore[union-attr]
+    rnames = [f.name for f in system.schema.fields]
+    cols: dict[str, list[Any]] = {k: [] for k in ("decision_id", "position", "unit", "timestamp_ns", "action", "reward",
+                                                  "propensity", "sample_prob")}
+    fields: dict[str, list[Any]] = {n: [] for n in [*rnames, *cnames]}
+    counts: Counter[str] = Counter()
+    for d in dec.select(["decision_id", "unit", "timestamp_ns", "slate", "slot_propensities", "sample_prob",
+                         "context_json", "candidates_json"]).to_pylist():
+        req = msgspec.json.decode(d["context_json"]) if d["context_json"] else {}
+        cands = {c[system.candidate_id]: c for c in msgspec.json.decode(d["candidates_json"])}
+        for j, (cid, p) in enumerate(zip(d["slate"], d["slot_propensities"], strict=True)):
+            r = policy.reward(linked.get((d["decision_id"], cid if policy.per == "slot" else None), ()), d["timestamp_ns"])
+            if r is None:
+                counts["no_reward"] += 1
+                continue
+            for k, v in (("decision_id", d["decision_id"]), ("position", j + 1), ("unit", d["unit"]),
+                         ("timestamp_ns", d["timestamp_ns"]), ("action", cid), ("reward", r), ("propensity", p),
+                         ("sample_prob", d["sample_prob"])):
+                cols[k].append(v)
+            for name in rnames:
+                fields[name].append(req.get(name))
+            for name in cnames:
+                fields[name].append(cands[cid].get(name))
+    n = len(cols["decision_id"])
+    validated = system.features.schema.validate_batch({k: fields[k] for k in [*rnames, *cnames]}) if n else None
+    prop, sp = np.asarray(cols["propensity"], dtype=np.float64), np.asarray(cols["sample_prob"], dtype=np.float64)
+    data: dict[str, Any] = {
+        "decision_id": pa.array(cols["decision_id"], pa.string()), "position": pa.array(cols["position"], pa.int32()),
+        "unit": pa.array(cols["unit"], pa.string()), "timestamp_ns": pa.array(cols["timestamp_ns"], pa.int64()),
+        "action": pa.array(cols["action"], pa.string()), "reward": pa.array(cols["reward"], pa.float64()),
+        "propensity": pa.array(prop, pa.float64()), "weight": pa.array(1.0 / (prop * sp), pa.float64()),
+        "sample_prob": pa.array(sp, pa.float64()),
+    }
+    if validated is not None:
+        data.update(context_columns(validated, system))
+    return pa.table(data), counts
+
+
+def _manifest(system: System, data: pa.Table, counts: Counter[str], since_ns: int, until_ns: int, cutoff_ns: int,
+              n_dec_files: int, n_out_files: int) -> dict[str, Any]:
+    reward = data["reward"].to_numpy()
+    feat_names = [f.name for f in system.features.features]
+    content: dict[str, Any] = {
+        "format": 1, "system": system.name, "schema_version": system.schema_version, "rows": "slot",
+        "labels": None, "policy": None, "rewards": system.rewards.describe() if system.rewards else None,
+        "source": {"kind": "telemetry", "logged": "ranking", "decision_files": n_dec_files, "outcome_files": n_out_files},
+        "since_ns": since_ns, "until_ns": until_ns, "cutoff_ns": cutoff_ns,
+        "feature_names": {system.feature_fingerprint: feat_names},
+        "columns": {"features": [feature_column(nm) for nm in feat_names], "outcomes": {}},
+        "counts": {
+            "slots": {"rows": data.num_rows, "no_reward": counts.pop("no_reward", 0)},
+            "decisions": len(set(data["decision_id"].to_pylist())), "open": counts.pop("open", 0),
+            "positions": {str(k): int(v) for k, v in sorted(Counter(data["position"].to_pylist()).items())},
+            "rewards": {"sum": float(reward.sum()), "nonzero": int((reward != 0).sum())},
+            "outcomes": {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())},
+        },
+    }
+    return with_id(content)
