@@ -178,3 +178,30 @@ def test_one_and_batch_accept_and_refuse_the_same_contexts(ctx):
         for f in s.fields:
             a, b = getattr(one, f.name), cols.pylist(f.name)[0]
             assert a == b or (a != a and b != b), (f.name, a, b)
+
+
+def test_a_lone_surrogate_is_refused_by_name_and_rule_one_context_and_in_a_batch():
+    # A Python str can carry a lone surrogate (JSON cannot); telemetry, Arrow and JSON cannot write
+    # one, so it is refused at the edge — one bad row never sinks the batch it came in.
+    s = schema()
+    with pytest.raises(ContextError, match=r"'user' must be text UTF-8 can encode \(no lone surrogate\)"):
+        s.validate({"user": "u\ud800", "domain_age_days": 1.0})
+    assert s.validate({"user": "bänk ✓", "domain_age_days": 1.0}).user == "bänk ✓"  # other non-ASCII text is fine
+    cols = s.validate_batch({"user": ["a", "b\udc00", "c"], "domain_age_days": [1.0, 2.0, 3.0]}, errors="skip")
+    assert cols.rows.tolist() == [0, 2] and [(e.row, e.field) for e in cols.errors] == [(1, "user")]
+    assert "no lone surrogate" in str(cols.errors[0])
+    with pytest.raises(BatchContextError):
+        s.validate_batch({"user": ["b\udc00"], "domain_age_days": [1.0]})
+
+
+def test_a_ranking_candidate_with_a_lone_surrogate_is_refused_by_name():
+    from examples.feed.system import feed, model
+
+    from closedloop import Bundle, Runtime
+
+    rt = Runtime(feed, Bundle.build(feed, model))
+    good = {"item_id": "b", "category": "news", "item_ctr": 0.1, "age_hours": 1.0}
+    bad = {**good, "item_id": "a\ud800"}
+    with pytest.raises(ContextError, match=r"'candidates\[0\]\.item_id' must be text UTF-8 can encode"):
+        rt.decide({"user_id": "u1", "country": "de", "hour": 3, "candidates": [bad, good]})
+    assert rt.decide({"user_id": "u1", "country": "de", "hour": 3, "candidates": [good]}) is not None

@@ -148,7 +148,7 @@ def _validate_str(f: Str, col: Any, n: int, bad: np.ndarray, found: list[Context
     if isinstance(col, list):
         try:
             col = pa.array(col, type=pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, UnicodeEncodeError):  # a lone surrogate: Str.check names it
             return _python_column(f, col, n, bad, found)
     if pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
         col = col.cast(pa.string())

@@ -35,6 +35,22 @@ DEFAULT_MAX_LENGTH = 8192
 _MAX_MAX_LENGTH = 2**31 - 1
 # A batch reports at most this many individual row errors (all invalid rows are still masked).
 
+def valid_text(s: str) -> bool:
+    """Whether ``s`` is text UTF-8 can hold — no lone surrogate, which a Python ``str`` can carry
+    but telemetry, Arrow and JSON cannot write (checked only for non-ASCII text: one C call)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: The rule a text value with a lone surrogate breaks.
+TEXT_RULE = "text UTF-8 can encode (no lone surrogate)"
+
+
 def _fmt(x: float | int) -> str:
     if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
         return str(int(x))
@@ -321,6 +337,8 @@ class Str(Field):
         return "a string"
 
     def rule_for(self, value: Any) -> str:
+        if isinstance(value, str) and not valid_text(value):
+            return TEXT_RULE
         if self.choices is None and isinstance(value, str) and len(value) > self.limit:
             return f"a string of at most {self.limit} characters"
         return self.rule()
@@ -331,7 +349,7 @@ class Str(Field):
         return Annotated[str, msgspec.Meta(max_length=self.limit)]
 
     def check(self, value: Any) -> tuple[bool, Any]:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not valid_text(value):
             return False, value
         if self.choices is not None and value not in self.choices:
             return False, value

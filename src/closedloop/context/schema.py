@@ -19,6 +19,7 @@ This module holds :class:`Schema` and is the import surface of the schema's part
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,10 +32,20 @@ from closedloop.context.columnar import _one_array as _one_array
 from closedloop.context.columns import Columns
 from closedloop.context.columns import _gather as _gather
 from closedloop.context.columns import concat_columns as concat_columns
-from closedloop.context.fields import DEFAULT_MAX_LENGTH, MISSING, Bool, Field, Float, Int, Str
+from closedloop.context.fields import DEFAULT_MAX_LENGTH, MISSING, Bool, Field, Float, Int, Str, valid_text
 from closedloop.errors import BatchContextError, ContextError, SpecError
 
 __all__ = ["DEFAULT_MAX_LENGTH", "Bool", "Columns", "Field", "Float", "Int", "Schema", "Str"]
+
+
+def _ascii(values: tuple[Any, ...]) -> bool:
+    """Whether these text values (None for an absent optional field) are all text UTF-8 can hold:
+    one joined ASCII check in C, the closer look only for non-ASCII text."""
+    try:
+        joined = "".join(values)
+    except TypeError:  # an optional field left None
+        joined = "".join(v for v in values if v is not None)
+    return joined.isascii() or valid_text(joined)
 
 
 class Schema:
@@ -90,6 +101,9 @@ class Schema:
         )
         self._convert = msgspec.convert
         self._json_decoder = msgspec.json.Decoder(self.struct)
+        # free text msgspec passes with a lone surrogate in it (JSON cannot carry one; a Python str can)
+        text = [f.name for f in fields if isinstance(f, Str) and f.choices is None]
+        self._text = operator.attrgetter(*text, text[0]) if text else None  # ≥ 2 names: always a tuple
 
     # -- description -------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -108,9 +122,12 @@ class Schema:
         if type(context) is self.struct:
             return context
         try:
-            return self._convert(context, self.struct)
+            out = self._convert(context, self.struct)
         except msgspec.ValidationError:
             return self._validate_slow(context)
+        if self._text is not None and not _ascii(self._text(out)):
+            return self._validate_slow(context)  # a lone surrogate: names the field and the rule
+        return out
 
     def decode_json(self, data: bytes | str) -> Any:
         """Parse and validate one JSON object in a single step."""
