@@ -181,15 +181,20 @@ class Telemetry(Committer):
             units = batch.units.to_pylist()
             scores = {name: batch.score_matrix[:, j] for j, name in enumerate(batch.outputs)}
             p = s.prob_batch(units, batch.action_codes, batch.actions, scores)
-            keep = s.keep_batch(batch.decision_ids, units, p)
-            if not keep.all():
-                idx = np.flatnonzero(keep)
-                self.counters["sampled_out"] += n - int(idx.shape[0])
-                p = p[idx]
-                n = int(idx.shape[0])
-                if n == 0:
-                    return None
+            idx, p, n = self._sampled(s.keep_batch(batch.decision_ids, units, p), p, n)
+            if n == 0:
+                return None
         return self._put((_B, batch, columns, X, idx, p), n)
+
+    def _sampled(self, keep: np.ndarray, p: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """What a batch keeps after sampling (``keep``: one bool per row): ``(the kept rows'
+        indices, or None for all; their sampling probabilities; how many)`` — the others counted
+        as sampled out."""
+        if keep.all():
+            return None, p, n
+        idx = np.flatnonzero(keep)
+        self.counters["sampled_out"] += n - int(idx.shape[0])
+        return idx, p[idx], int(idx.shape[0])
 
     def log_ranked(self, decision: Any, context: Any = None) -> int | None:
         """Log one ranking decision (:class:`~closedloop.experience.ranked.RankedDecision`) with the
@@ -217,14 +222,9 @@ class Telemetry(Committer):
         if s is not None:
             top = _tops(batch)
             p = np.array([s.prob(u, a, {}) for u, a in zip(batch.units, top, strict=True)], dtype=np.float64)
-            keep = s.keep_batch(batch.decision_ids, list(batch.units), p)
-            if not keep.all():
-                idx = np.flatnonzero(keep)
-                self.counters["sampled_out"] += n - int(idx.shape[0])
-                p = p[idx]
-                n = int(idx.shape[0])
-                if n == 0:
-                    return None
+            idx, p, n = self._sampled(s.keep_batch(batch.decision_ids, list(batch.units), p), p, n)
+            if n == 0:
+                return None
         self.slates.add_batch(batch)
         return self._put((RANKED_BATCH, batch, requests, candidates, idx, p), n)
 
