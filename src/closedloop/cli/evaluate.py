@@ -12,6 +12,12 @@ directory, or a version under ``<home>/bundles``. The report is written to ``--o
 ``--html`` (default: beside the JSON, same stem, ``.html``; :mod:`closedloop.evaluation.html`).
 One JSON line is printed: ``{"path", "html", "gate": "pass"|"fail"|null, "gate_reasons",
 "bundles": [{"version", "auc", "cost_per_1000"}]}``.
+
+A ranking system (a :class:`~closedloop.experience.experiences.Ranking` experience) is evaluated on a
+per-slot reward dataset (:mod:`closedloop.evaluation.ranking_report`); its line holds ``"kind":
+"ranking"``, the ``decisions`` and ``rows`` evaluated, the ``excluded`` counts, the logging policy's
+``logged_reward_per_decision`` and each bundle's figures (NDCG@k, MRR, hit rates, AUC per decision
+and over the rows pooled, log loss), each ``{"value", "ci"}``, and each comparison's differences.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -107,6 +113,23 @@ def evaluate(
         **({"registered_report": registered} if register else {}),
         "gate": None if gate is None else ("pass" if gate["passed"] else "fail"),
         "gate_reasons": [] if gate is None else gate["reasons"],
-        "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}
-                    for b in report["bundles"]],
+        **(_ranking_figures(report) if report.get("kind") == "ranking" else {
+            "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}
+                        for b in report["bundles"]]}),
     }))
+
+
+def _ranking_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """What the printed line holds of a ranking report: the counts, the logging policy's reward per
+    decision, each bundle's figures and each comparison's differences (value and 95% interval)."""
+    ds = report["dataset"]
+    return {
+        "kind": "ranking",
+        "decisions": ds["decisions"], "rows": ds["rows"], "excluded": ds["excluded"],
+        "logged_reward_per_decision": report["logged"]["reward_per_decision"],
+        "bundles": [{"version": b["version"], **{k: {"value": f["value"], "ci": f["ci"]} for k, f in b["metrics"].items()}}
+                    for b in report["bundles"]],
+        "comparison": [{"baseline": c["baseline"], "candidate": c["candidate"],
+                        **{k: {"value": f["value"], "ci": f["ci"]} for k, f in c["differences"].items()}}
+                       for c in report["comparison"] or []],
+    }

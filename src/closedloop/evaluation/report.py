@@ -297,6 +297,27 @@ def _assemble(system: Any, dataset: Path, rows: _Rows, reports: list[dict[str, A
     }
 
 
+def _is_ranking(system: Any) -> bool:
+    from closedloop.experience.experiences import Ranking
+    from closedloop.system.spec import System
+
+    return isinstance(system, System) and isinstance(system.experience, Ranking)
+
+
+def _ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None, bootstrap: int,
+             seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool) -> dict[str, Any]:
+    """A ranking system's report (:mod:`closedloop.evaluation.ranking_report`)."""
+    from closedloop.evaluation.ranking_report import evaluate_ranking
+
+    if gate is not None:
+        raise SpecError(f"The 'gate' parameter of evaluate applies to a Thresholds system; system '{system.name}' ranks "
+                        f"(its report has no gate yet). Got {gate!r} instead.")
+    if weights is not False:
+        raise SpecError(f"The 'weights' parameter of evaluate must be False for a ranking system (weighting slots by "
+                        f"their inverse propensity is off-policy estimation, not done here). Got {weights!r} instead.")
+    return evaluate_ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded)
+
+
 def evaluate(
     system: Any,
     bundles: Sequence[Any],
@@ -322,7 +343,15 @@ def evaluate(
     label policy's audit) — the metrics of the population the rows stand for. ``slice_bins``:
     the quantile bins of a numeric slice field (default 5; None: one slice per distinct value).
     ``bootstrap`` / ``seed``: the resamples of the comparisons' and the goals' bootstrap by unit
-    (0: no comparison intervals; the goals then take :data:`GOAL_RESAMPLES`)."""
+    (0: no comparison intervals; the goals then take :data:`GOAL_RESAMPLES`).
+
+    A system with a :class:`~closedloop.experience.experiences.Ranking` experience is evaluated
+    on a per-slot reward dataset by :func:`~closedloop.evaluation.ranking_report.evaluate_ranking`
+    (its report: docs/evaluation.md, "Ranking systems"); ``worst``, ``golden`` and ``slice_bins``
+    do not apply to it, and it takes no ``gate`` and no ``weights`` yet."""
+    if _is_ranking(system):
+        return _ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
+                        loaded=loaded, weights=weights)
     bundles, worst, golden, slice_bins, bootstrap, seed = _check_arguments(
         system, bundles, worst, golden, slice_bins, bootstrap, seed, gate)
     dataset = Path(dataset)

@@ -22,8 +22,10 @@ cut to :data:`MAX_TEXT` characters. The JSON report keeps everything.
 The parts live beside this module: :mod:`~closedloop.evaluation.html.text` (limits, escaping,
 formats), :mod:`~closedloop.evaluation.html.charts` (the Vega-Lite specs),
 :mod:`~closedloop.evaluation.html.sections` (header, gate, quality, comparison) and
-:mod:`~closedloop.evaluation.html.bundle` (each bundle's section); this module holds the page's
-shell (style, scripts, policy) and assembles it.
+:mod:`~closedloop.evaluation.html.bundle` (each bundle's section),
+:mod:`~closedloop.evaluation.html.ranking` (a ranking system's report: decisions, ranking quality,
+comparison, calibration — tables); this module holds the page's shell (style, scripts, policy) and
+assembles it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 
 from closedloop.evaluation.html.bundle import _bundle_section
 from closedloop.evaluation.html.charts import _cost_spec, _pr_spec, _reliability_spec, _roc_spec, _slice_spec
+from closedloop.evaluation.html.ranking import ranking_body
 from closedloop.evaluation.html.sections import _comparison, _gate, _header, _quality_table
 from closedloop.evaluation.html.text import MAX_CURVE_POINTS, MAX_MISTAKES, MAX_SLICE_VALUES, MAX_TEXT, _check, _e, _labels, _slice_fields
 from closedloop.evaluation.html.text import _json_for_script as _json_for_script
@@ -126,6 +129,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     :func:`~closedloop.evaluation.report.evaluate` returns, or that dict read back from its JSON
     file). The page needs no network: the chart libraries are inlined."""
     _check(report)
+    if report.get("kind") == "ranking":
+        return _page(report, [_header(report), *ranking_body(report)], [])
     labels = _labels(report)
     nb = len(labels)
     charts: list[dict[str, Any]] = []
@@ -158,6 +163,11 @@ def render_html(report: Mapping[str, Any]) -> str:
         *(_bundle_section(report, i, label, b, nb) for i, (label, b) in enumerate(zip(labels, report["bundles"],
                                                                                       strict=True))),
     ]
+    return _page(report, body, charts)
+
+
+def _page(report: Mapping[str, Any], body: list[str], charts: list[dict[str, Any]]) -> str:
+    """The page's shell around ``body``: style, the chart data and scripts, the security policy."""
     scripts = [_asset(name) for name in _ASSETS] + [_DRIVER]
     csp = ("default-src 'none'; script-src " + " ".join(_csp_hash(s) for s in scripts)
            + "; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'")
