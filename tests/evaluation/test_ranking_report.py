@@ -78,7 +78,7 @@ def test_informative_scores_rank_better_than_noise_beyond_the_intervals(tmp_path
     assert ds["rows"] == 5 * ds["decisions"] == rep["rows"]["n"] == b_good["n"]
     assert ds["candidates_per_decision"] == {"5": ds["decisions"]} and 0 < ds["decisions"] < 2000
     assert b_good["metrics"]["auc"]["n_decisions"] == ds["decisions_with_rewarded_and_not"]
-    assert b_good["metrics"]["ndcg_at_k"]["n_decisions"] == ds["decisions_with_a_reward"]
+    assert b_good["metrics"]["ndcg_at_k"]["n_decisions"] == ds["decisions_ranked"] <= ds["decisions_with_a_reward"]
     assert b_good["metrics"]["hit_rate_at_k"] == {"value": None, "ci": None, "n_decisions": 0}  # 5 slots, k = 5
     # Both scores are probabilities: log loss and calibration; the informative one is better calibrated.
     assert b_good["probability"] and b_good["calibration"]["ece"] < b_noise["calibration"]["ece"]
@@ -126,6 +126,9 @@ def test_per_decision_figures_by_hand():
     assert np.isnan(ndcg[1]) and np.isnan(mrr[1]) and np.isnan(auc[1]) and logged[1] == 1.0
     # decision 2: rewarded [1.0 (tie), NaN] vs not [1.0 (tie)]: NaN ranks last; AUC = (0.5 + 0) / 2
     assert auc[2] == pytest.approx(0.25) and logged[2] == 2.0
+    # every candidate rewarded alike (rewards per decision): any order is as good, nothing to measure
+    v = per_decision(np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.array([0, 2]), k=2, tie=np.zeros(2))
+    assert np.isnan(v[0, :5]).all() and v[0, 5] == 2.0
 
 
 def test_refusals_name_the_rule(tmp_path, phishing):
@@ -165,3 +168,59 @@ def test_the_html_page_renders_a_ranking_section(tmp_path):
     assert "logging policy" in page and "Calibration" in page
     write_report(rep, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["kind"] == "ranking"
+
+
+def test_a_reward_dataset_from_telemetry_is_scored_with_the_numbers_the_runtime_logged(tmp_path):
+    """Decisions logged through Runtime and Telemetry → build_reward_dataset → evaluate: every slot's
+    score is bitwise the score the runtime computed for that candidate when it decided."""
+    from datetime import timedelta
+
+    from examples.feed import system as feed_module
+    from examples.feed.data import columnar, generate
+
+    from closedloop import Reward, RewardPolicy, Runtime, System
+    from closedloop.datasets.slots import build_reward_dataset
+    from closedloop.evaluation.ranking_report import _scores
+    from closedloop.evaluation.ranking_rows import slot_rows
+    from closedloop.experience.experiences import Ranking
+    from closedloop.experience.exploration import Softmax
+    from closedloop.runtime.clock import ManualClock
+    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+
+    t0, sec = 1_700_000_000 * 10**9, 10**9
+    f = feed_module
+    system = System("feed", context=f.request, candidates=f.candidates, candidate_id="item_id", unit="user_id",
+                    features=f.features, experience=Ranking("score", k=3, explore=Softmax(0.5)),
+                    rewards=RewardPolicy([Reward("buy", "sum"), Reward("click")], window=timedelta(minutes=10),
+                                         per="slot", default=0.0))
+    bundle = Bundle.build(system, f.model, version="logged")
+    clock = ManualClock(t0)
+    tel = Telemetry(SegmentLog(tmp_path / "home"), system=system, clock=clock.now_ns)
+    rt = Runtime(system, bundle, telemetry=tel, clock=clock)
+    req, cand = columnar(generate(200, 6, seed=2))
+    decided = list(rt.decide_batch(req, candidates=cand, timestamps_ns=[t0 + i * sec for i in range(200)]))
+    rng = np.random.default_rng(0)
+    for d in decided:
+        for j, cid in enumerate(d.ranking):
+            if rng.random() < 0.3:
+                tel.log_outcome(d.decision_id, kind="click", event_ns=d.timestamp_ns + sec, source="app", candidate=cid)
+            if rng.random() < 0.1:
+                tel.log_outcome(d.decision_id, kind="buy", value=2.5, event_ns=d.timestamp_ns + sec, source="app", slot=j + 1)
+    tel.close()
+    store = TelemetryStore(tmp_path / "home")
+    store.compact()
+    m = build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+                             since_ns=t0, until_ns=t0 + 10**6 * sec, cutoff_ns=t0 + 10**5 * sec, out=tmp_path / "ds")
+    rows = slot_rows(system, m.path, "all")
+    s = _scores(system, bundle, rows)
+    logged = {(d.decision_id, c): sc for d in decided for c, sc in zip(d.candidates, d.scores, strict=True)}
+    shown = {d.decision_id: d.ranking for d in decided}
+    pairs = [(did, shown[did][p - 1]) for did, lo, hi in zip(rows.decision_ids, rows.offsets[:-1], rows.offsets[1:], strict=True)
+             for p in rows.position[lo:hi].tolist()]
+    assert s.tolist() == [logged[p] for p in pairs]
+    rep = evaluate(system, [bundle], m.path, split="all", bootstrap=30)
+    assert rep["dataset"]["decisions"] == m.counts["decisions"] == 200 and rep["rows"]["n"] == m.counts["slots"]["rows"] == 600
+    b = rep["bundles"][0]
+    assert not b["probability"] and b["calibration"] is None and b["metrics"]["log_loss"]["value"] is None  # rewards 2.5 too
+    assert b["metrics"]["ndcg_at_k"]["n_decisions"] == rep["dataset"]["decisions_ranked"] > 0
+    assert rep["logged"]["reward_per_decision"]["value"] == pytest.approx(m.counts["rewards"]["sum"] / 200)

@@ -9,10 +9,9 @@ count 0).
 
 Per decision (:func:`per_decision`), NaN where the figure is undefined:
 
-- ``ndcg_at_k``: DCG@k / ideal DCG@k with gain / log2(rank + 1) — decisions with ≥ 2 candidates
-  and a positive gain;
-- ``mrr``: 1 / rank of the first rewarded candidate; ``hit_rate_at_1``: is it ranked first —
-  decisions with ≥ 2 candidates and one rewarded;
+- ``ndcg_at_k``: DCG@k / ideal DCG@k with gain / log2(rank + 1); ``mrr``: 1 / rank of the first
+  rewarded candidate; ``hit_rate_at_1``: is it ranked first — decisions whose order matters
+  (:func:`ranked_decisions`: ≥ 2 candidates, one rewarded, not every gain equal);
 - ``hit_rate_at_k``: a rewarded candidate in the top k — decisions with more than k candidates
   and one rewarded (with ≤ k candidates it is always 1);
 - ``auc``: the probability that a rewarded candidate outscores an unrewarded one (ties one half)
@@ -35,7 +34,7 @@ import numpy as np
 
 from closedloop.evaluation.intervals import _percentile, _poisson1
 
-__all__ = ["DECISION_METRICS", "per_decision", "tie_keys", "unit_bootstrap", "unit_sums"]
+__all__ = ["DECISION_METRICS", "per_decision", "ranked_decisions", "tie_keys", "unit_bootstrap", "unit_sums"]
 
 #: The per-decision figures, in the report's order.
 DECISION_METRICS = ("ndcg_at_k", "mrr", "hit_rate_at_1", "hit_rate_at_k", "auc", "logged_reward")
@@ -85,6 +84,18 @@ def _decision_auc(scores: np.ndarray, rewarded: np.ndarray, group: np.ndarray, o
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
+def ranked_decisions(reward: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Each decision: does its order matter — ≥ 2 candidates, one rewarded, and not every gain
+    equal (when every candidate got the same reward, as with ``per="decision"`` rewards, any order
+    scores 1)?"""
+    gain = np.maximum(reward, 0.0)
+    starts = offsets[:-1]
+    if starts.size == 0:
+        return np.zeros(0, dtype=bool)
+    hi, lo = np.maximum.reduceat(gain, starts), np.minimum.reduceat(gain, starts)
+    return (np.diff(offsets) >= 2) & (hi > 0) & (hi > lo)
+
+
 def per_decision(scores: np.ndarray, reward: np.ndarray, offsets: np.ndarray, k: int, tie: np.ndarray) -> np.ndarray:
     """The figures of :data:`DECISION_METRICS` for every decision → an array (decisions × figures),
     NaN where a figure is undefined (module doc)."""
@@ -98,11 +109,11 @@ def per_decision(scores: np.ndarray, reward: np.ndarray, offsets: np.ndarray, k:
     n_pos = np.bincount(group, weights=rewarded, minlength=n_dec)
     n_neg = size - n_pos
     ideal = _dcg(gain, _ranks((-gain,), group, offsets), group, n_dec, k)
+    ranked = ranked_decisions(reward, offsets)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ndcg = np.where((size >= 2) & (ideal > 0), _dcg(gain, rank, group, n_dec, k) / ideal, np.nan)
+        ndcg = np.where(ranked, _dcg(gain, rank, group, n_dec, k) / np.where(ranked, ideal, 1.0), np.nan)
     first = np.full(n_dec, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, group[rewarded], rank[rewarded])
-    ranked = (size >= 2) & (n_pos > 0)
     mrr = np.where(ranked, 1.0 / (np.minimum(first, 2**62) + 1.0), np.nan)
     hit1 = np.where(ranked, (first == 0).astype(np.float64), np.nan)
     hitk = np.where((size > k) & (n_pos > 0), (first < k).astype(np.float64), np.nan)

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from closedloop.errors import SpecError
-from closedloop.evaluation.ranking_metrics import DECISION_METRICS, figures, per_decision, tie_keys, unit_bootstrap, unit_sums
+from closedloop.evaluation.ranking_metrics import (
+    DECISION_METRICS,
+    figures,
+    per_decision,
+    ranked_decisions,
+    tie_keys,
+    unit_bootstrap,
+    unit_sums,
+)
 from closedloop.evaluation.ranking_pooled import pooled, pooled_auc_intervals
 from closedloop.evaluation.ranking_rows import SlotRows, slot_rows
 from closedloop.system.splits import Split
@@ -146,6 +154,7 @@ def _dataset(rows: SlotRows) -> dict[str, Any]:
         "candidates": "the logged slots of each decision",
         "candidates_per_decision": {str(int(v)): int(c) for v, c in zip(*np.unique(size, return_counts=True), strict=True)},
         "decisions_with_a_reward": int((pos > 0).sum()),
+        "decisions_ranked": int(ranked_decisions(rows.reward, rows.offsets).sum()),
         "decisions_with_rewarded_and_not": int(((pos > 0) & (pos < size)).sum()),
         "excluded": rows.excluded,
     }
@@ -153,10 +162,15 @@ def _dataset(rows: SlotRows) -> dict[str, Any]:
 
 def _notes(rows: SlotRows, source: dict[str, Any]) -> list[str]:
     notes = []
+    ds_rewards = rows.manifest.content.get("rewards") or {}
     if int(np.diff(rows.offsets).max()) < 2:
         notes.append("Every decision has one logged candidate: there is no ranking within a decision to measure "
                      "(NDCG, MRR, hit rates and AUC per decision are undefined). Read the pooled AUC over the logged "
                      "rows and, for a probability, the log loss and the calibration.")
+    elif ds_rewards.get("per") == "decision":
+        notes.append("Every slot carries its decision's reward (rewards per decision): no candidate of a decision is "
+                     "rewarded more than another, so no order within a decision is better (NDCG, MRR and hit rates "
+                     "are undefined). Read the pooled AUC over the logged rows.")
     if source.get("unit_stand_in"):
         notes.append("The dataset has no unit column: the row index stands in for the unit, so the split and "
                      "the confidence intervals treat every row as its own unit.")

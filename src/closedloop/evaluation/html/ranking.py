@@ -36,6 +36,7 @@ def _dataset(report: Mapping[str, Any]) -> str:
         ("units", _count(ds.get("units"))), ("candidates", ds.get("candidates")),
         ("candidates per decision", ", ".join(f"{k}: {_count(v)}" for k, v in (ds.get("candidates_per_decision") or {}).items())),
         ("decisions with a reward", _count(ds.get("decisions_with_a_reward"))),
+        ("decisions whose order matters (unequal rewards)", _count(ds.get("decisions_ranked"))),
         ("decisions with rewarded and unrewarded candidates", _count(ds.get("decisions_with_rewarded_and_not"))),
         ("left out (a candidate repeated)", f"{_count(excluded.get('decisions_repeating_a_candidate'))} decisions"),
         ("the logging policy's reward per decision", f"{_f(per_dec.get('value'))} {_ci(per_dec.get('ci'))}"),
