@@ -28,7 +28,7 @@ from closedloop.system.splits import split as split_rows
 __all__ = ["SlotRows", "slot_rows"]
 
 #: The columns a per-slot dataset must have for a ranking evaluation.
-NEEDED = ("decision_id", "position", "unit", "timestamp_ns", "reward", "context_json", "candidate_json")
+NEEDED = ("decision_id", "position", "unit", "timestamp_ns", "action", "reward", "context_json", "candidate_json")
 
 
 class SlotRows(NamedTuple):
@@ -68,6 +68,16 @@ def _manifest(system: Any, dataset: Path) -> Any:
     return manifest
 
 
+def _read(manifest: Any) -> pa.Table:
+    """The dataset's rows with a context (as :func:`~closedloop.datasets.dataset.load_dataset`
+    keeps them), only the columns read here: the contexts are decoded later, one per decision."""
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(manifest.data_path).names)
+    table = pq.read_table(manifest.data_path, columns=[c for c in NEEDED if c in names])
+    return table.filter(pc.is_valid(table["context_json"])) if "context_json" in names else table
+
+
 def _held_out(table: pa.Table, system: Any, split: Split | str | None, manifest: Any) -> tuple[pa.Table, Any]:
     """The rows on the test side of ``split`` (default ``system.split``; ``"all"``: every row)."""
     missing = [c for c in NEEDED if c not in table.column_names]
@@ -102,26 +112,44 @@ def _grouped(table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
     return table, code, first
 
 
-def _repeats(table: pa.Table, code: np.ndarray, cid: str) -> np.ndarray:
-    """Each row: does its decision repeat a candidate id?"""
-    ids = _candidates_json(table)
-    keys = [(c, str(j.get(cid))) for c, j in zip(code.tolist(), ids, strict=True)]
-    seen: set[tuple[int, str]] = set()
-    bad: set[int] = set()
-    for k in keys:
-        if k in seen:
-            bad.add(k[0])
-        seen.add(k)
-    return np.isin(code, np.fromiter(bad, dtype=np.int64, count=len(bad)))
+def _repeats(table: pa.Table, code: np.ndarray) -> np.ndarray:
+    """Each row: does its decision repeat a candidate id (the ``action`` column: the candidate id as text)?"""
+    act = table["action"].combine_chunks().dictionary_encode()
+    key = code * max(1, len(act.dictionary)) + np.asarray(act.indices, dtype=np.int64)
+    uniq, counts = np.unique(key, return_counts=True)
+    repeated = np.unique(code[np.isin(key, uniq[counts > 1])])
+    return np.isin(code, repeated)
 
 
-def _candidates_json(table: pa.Table) -> list[dict[str, Any]]:
-    """Every row's candidate fields, decoded in one call."""
-    arr = table["candidate_json"].combine_chunks().fill_null("{}")
+def _joined(col: Any) -> bytes:
+    """A JSON text column as one JSON array (joined by Arrow: no Python string per row)."""
+    arr = col.combine_chunks().fill_null("{}") if isinstance(col, pa.ChunkedArray) else col.fill_null("{}")
+    if len(arr) == 0:
+        return b"[]"
     one = pa.LargeListArray.from_arrays(pa.array([0, len(arr)], pa.int64()), arr.cast(pa.large_string()))
-    text = pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()
-    out: list[dict[str, Any]] = msgspec.json.decode(b"[" + memoryview(text).tobytes() + b"]") if len(arr) else []
-    return out
+    return b"[" + memoryview(pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()).tobytes() + b"]"
+
+
+def _structs(schema: Any, text: bytes) -> list[Any]:
+    """A JSON array decoded into ``schema``'s structs in one call."""
+    return msgspec.json.decode(text, type=list[schema.struct])
+
+
+def _candidate_columns(system: Any, col: Any) -> dict[str, Any]:
+    """Each slot's candidate fields (``candidate_json``) as columns: decoded into the candidate
+    schema's struct in one call (a field a row lacks takes its default), or, when a row does not fit
+    it, as plain objects (the runtime's validation then names the row)."""
+    cschema = system.candidate_schema
+    names = [f.name for f in cschema.fields]
+    text = _joined(col)
+    try:
+        objs = _structs(cschema, text)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raw: list[dict[str, Any]] = msgspec.json.decode(text)
+        return {n: [c.get(n) for c in raw] for n in names if any(n in c for c in raw)}
+    if not objs:
+        return {n: [] for n in names}
+    return {n: list(v) for n, v in zip(names, zip(*map(msgspec.structs.astuple, objs), strict=True), strict=True)}
 
 
 def _batch_inputs(system: Any, table: pa.Table, code: np.ndarray, first: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -131,11 +159,7 @@ def _batch_inputs(system: Any, table: pa.Table, code: np.ndarray, first: np.ndar
 
     cols = decode_contexts(table["context_json"].take(pa.array(first)), system)
     requests = {f.name: cols[f.name] for f in system.schema.fields}
-    cands = _candidates_json(table)
-    candidates: dict[str, Any] = {}
-    for f in system.candidate_schema.fields:
-        if any(f.name in c for c in cands):  # a field no row has takes its default
-            candidates[f.name] = [c.get(f.name) for c in cands]
+    candidates = _candidate_columns(system, table["candidate_json"])
     candidates["request"] = code
     return requests, candidates
 
@@ -143,13 +167,11 @@ def _batch_inputs(system: Any, table: pa.Table, code: np.ndarray, first: np.ndar
 def slot_rows(system: Any, dataset: Path, split: Split | str | None, loaded: tuple[Any, Any] | None = None) -> SlotRows:
     """The decisions of the per-slot reward dataset ``dataset`` on the test side of ``split``
     (module doc). ``loaded``: what ``load_dataset(dataset, system)`` returned, when the caller has it."""
-    from closedloop.datasets.dataset import load_dataset
-
     manifest = _manifest(system, dataset)
-    table = loaded[0] if loaded is not None else load_dataset(dataset, system)[0]
+    table = loaded[0] if loaded is not None else _read(manifest)
     table, sp = _held_out(table, system, split, manifest)
     table, code, _ = _grouped(table)
-    bad = _repeats(table, code, system.candidate_id)
+    bad = _repeats(table, code)
     excluded = {"decisions_repeating_a_candidate": int(np.unique(code[bad]).size), "rows_repeating_a_candidate": int(bad.sum())}
     if bad.any():
         table, code = table.filter(pa.array(~bad)), code[~bad]
