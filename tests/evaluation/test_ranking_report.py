@@ -224,3 +224,16 @@ def test_a_reward_dataset_from_telemetry_is_scored_with_the_numbers_the_runtime_
     assert not b["probability"] and b["calibration"] is None and b["metrics"]["log_loss"]["value"] is None  # rewards 2.5 too
     assert b["metrics"]["ndcg_at_k"]["n_decisions"] == rep["dataset"]["decisions_ranked"] > 0
     assert rep["logged"]["reward_per_decision"]["value"] == pytest.approx(m.counts["rewards"]["sum"] / 200)
+
+
+def test_a_bundle_against_itself_differs_by_exactly_zero_and_a_seed_repeats_the_report(tmp_path):
+    feed, good, _ = _bundles()
+    m = _dataset(tmp_path, _log(300))
+    rep = evaluate(feed, [good, good], m.path, split="all", bootstrap=40, seed=5)
+    for name, f in rep["comparison"][0]["differences"].items():
+        if name != "hit_rate_at_k":
+            assert f["value"] == 0.0 and f["ci"] == [0.0, 0.0], name  # paired: the same draws on both sides
+    again = evaluate(feed, [good, good], m.path, split="all", bootstrap=40, seed=5)
+    assert again["bundles"] == rep["bundles"] and again["logged"] == rep["logged"]
+    other = evaluate(feed, [good], m.path, split="all", bootstrap=40, seed=6)
+    assert other["bundles"][0]["metrics"]["auc"]["ci"] != rep["bundles"][0]["metrics"]["auc"]["ci"]
