@@ -146,6 +146,11 @@ def test_refusals_name_the_rule(tmp_path, phishing):
         evaluate(feed, [good], m.path, split="half")
     with pytest.raises(DatasetError, match="leaves no evaluation rows"):
         evaluate(feed, [good], m.path, split=Split(by="time", time_cutoff_ns=2 * 10**18))
+    labeled = _log(20).drop_columns(["impression", "slot", "p", "item"]).append_column("label", pa.array(["clicked", "skipped"] * 50))
+    pq.write_table(labeled.append_column("item_id", pa.array([f"x{i}" for i in range(100)])), tmp_path / "labeled.parquet")
+    lm = import_dataset(tmp_path / "labeled.parquet", feed, label="label", unit="user_id", out=tmp_path / "labeled")
+    with pytest.raises(DatasetError, match=r"per-slot reward dataset .* has labeled rows \(one per decision, a label each\) instead"):
+        evaluate(feed, [good], lm.path)
 
 
 def test_a_decision_repeating_a_candidate_is_left_out_and_counted(tmp_path):

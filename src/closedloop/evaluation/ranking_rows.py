@@ -61,10 +61,12 @@ def _manifest(system: Any, dataset: Path) -> Any:
     if built_for is not None and built_for != system.name:
         raise DatasetError(f"The dataset {manifest.id!r} was built for system {built_for!r}; it cannot evaluate system "
                            f"{system.name!r}.")
-    if manifest.content.get("rows") != "slot":
+    rows = manifest.content.get("rows")
+    if rows != "slot":
+        got = "labeled rows (one per decision, a label each)" if manifest.content.get("labels") else f"rows {rows!r}"
         raise DatasetError(f"A ranking system is evaluated on a per-slot reward dataset (manifest 'rows': 'slot', from "
                            f"build_reward_dataset or `closedloop dataset import --action …`). Dataset {manifest.id!r} "
-                           f"has rows {manifest.content.get('rows')!r} instead.")
+                           f"has {got} instead.")
     return manifest
 
 
