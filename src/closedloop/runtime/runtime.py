@@ -134,7 +134,7 @@ class Runtime:
     @property
     def shadows(self) -> tuple[str, ...]:
         """Versions of the shadow bundles being scored."""
-        return tuple(s.version for s in getattr(self._serving.plan, "shadows", ()))
+        return tuple(s.version for s in self._serving.deployment.shadows)
 
     @property
     def flights(self) -> tuple[Flight, ...]:
@@ -173,7 +173,7 @@ class Runtime:
         if self._ranking:
             if decision_id is None:
                 decision_id = self.ids.next_id(timestamp_ns)
-            ranked = p.decide(context, decision_id, timestamp_ns, killswitch=killswitch)
+            ranked = p.decide(context, decision_id, timestamp_ns, killswitch, sv.ranking_arms)
             if self.telemetry is not None:
                 self.telemetry.log_ranked(ranked, context)
             return ranked
@@ -274,7 +274,7 @@ class Runtime:
             n_req = _input_rows(batch)
             ts = self._timestamps(timestamps_ns, n_req, np.arange(n_req))
             ids = self._ids(decision_ids, n_req, np.arange(n_req), ts)
-            rb = p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=killswitch)
+            rb = p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch, sv.ranking_arms)
             if self.telemetry is not None:
                 self.telemetry.log_ranked_batch(rb, batch, candidates)
             return rb
