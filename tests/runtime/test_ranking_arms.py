@@ -14,7 +14,7 @@ from examples.feed.system import feed, model
 from test_runtime import heuristic_bundle  # tests/runtime/test_runtime.py
 
 from closedloop import Bundle, LogisticModel, Runtime
-from closedloop.errors import ClosedLoopError
+from closedloop.errors import ClosedLoopError, ContextError
 from closedloop.experience.ranked import RankedShadow
 from closedloop.registry import srm
 from closedloop.registry.srm import exposure_counts
@@ -219,3 +219,32 @@ def test_sample_ratio_check_counts_ranking_arms():
     assert 0.25 < ok["arms"][0]["observed_share"] < 0.35
     broken = _exposure(0.4, 0.3)  # the runtime's split is not the declared one
     assert broken["mismatch"] and broken["verdict"] == "mismatch"
+
+
+def test_interleaved_candidates_with_arms_decide_as_in_order():
+    ctxs = _contexts(80, seed=8)
+    ids = [f"d{i:04d}" for i in range(len(ctxs))]
+    ts = [T0] * len(ctxs)
+    req, cand = columnar(ctxs)
+    rows = cand["request"].to_numpy()
+    inter = np.concatenate([np.flatnonzero(rows % 2 == 1), np.flatnonzero(rows % 2 == 0)])  # odd requests first
+    a = _runtime().decide_batch(req, candidates=cand, decision_ids=ids, timestamps_ns=ts)
+    b = _runtime().decide_batch(req, candidates=cand.take(inter), decision_ids=ids, timestamps_ns=ts)
+    assert a.to_pylist() == b.to_pylist() and {d.flight for d in b} == {None, "cand"}
+    with pytest.raises(ContextError, match=r"'timestamps_ns' must be one timestamp per input row \(80\)\. Got 'an array of shape \(\)'"):
+        _runtime().decide_batch(req, candidates=cand, decision_ids=ids, timestamps_ns=T0)
+
+
+def test_shadow_disagreement_reads_ranking_rows_on_slot_one():
+    from closedloop.registry.guard import shadow_disagreement
+
+    sink = MemorySink()
+    tel = Telemetry(sink, system=feed, flush_interval_ms=10_000)
+    rt = Runtime(feed, PROD, shadows=[SHADOW], telemetry=tel)
+    ctxs = [c for c in _contexts(100, seed=10) if c["candidates"]]
+    decided = rt.decide_batch(*columnar(ctxs)[:1], candidates=columnar(ctxs)[1])
+    tel.flush()
+    got = shadow_disagreement(sink.table("decisions"), "feed", 0, 2**62)[SHADOW.version]
+    tel.close()
+    differ = sum(d.ranking[0] != d.shadows[0].ranking[0] for d in decided)
+    assert got["n"] == len(ctxs) and got["disagree"] == differ and 0 < differ < len(ctxs)

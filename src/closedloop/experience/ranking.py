@@ -33,7 +33,12 @@ Every draw is a function of the decision id, so a logged decision replays exactl
 remaining candidates sum to 1.
 
 **Kill switch**: the intelligence is skipped (no features, no scores); the first ``k``
-candidates in input order are shown with propensity 1.
+candidates in input order are shown with propensity 1 (no flight, no shadows).
+
+**Flights and shadows**: the runtime passes ``arms`` (:class:`~closedloop.runtime.serving._RankingArms`)
+to both paths when its deployment has flights or shadows: after validation, a request's unit picks
+the bundle that scores its candidates, and each shadow bundle scores the same feature rows and
+records its greedy slate (:class:`RankedShadow`); the ranking itself is drawn as above.
 
 ``decide`` (one request, candidates as a list of mappings) and ``decide_batch`` (columnar: a
 requests batch and a candidates batch whose ``request`` column names each candidate's request

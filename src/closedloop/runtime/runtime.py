@@ -324,7 +324,8 @@ class Runtime:
             return np.full(rows.shape[0], self.clock.now_ns(), dtype=np.int64)
         ts_all = np.asarray(timestamps_ns, dtype=np.int64)
         if ts_all.shape != (n_in,):
-            raise ContextError("timestamps_ns", f"one timestamp per input row ({n_in})", f"{ts_all.shape[0]} timestamps")
+            got = f"{ts_all.shape[0]} timestamps" if ts_all.ndim == 1 else f"an array of shape {ts_all.shape}"
+            raise ContextError("timestamps_ns", f"one timestamp per input row ({n_in})", got)
         return ts_all[rows]
 
     def _ids(self, decision_ids: Any, n_in: int, rows: np.ndarray, ts: np.ndarray) -> pa.StringArray:
