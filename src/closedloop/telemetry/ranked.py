@@ -77,6 +77,17 @@ def _sanitized(sz: Sanitizer, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
+def _batch_shadows(b: Any, ids: list[str], a: int, e: int, ra: int, rb: int) -> str | None:
+    """``shadows_json`` of one request of a batch (candidates ``a:e``, slots ``ra:rb``), as :func:`shadows_json`."""
+    if not b.shadows:
+        return None
+    out = []
+    for v, S, R in b.shadows:
+        slate = [ids[r] for r in R[ra:rb].tolist()]
+        out.append({"bundle_version": v, "action": slate[0] if slate else "", "slate": slate, "candidate_scores": S[a:e].tolist()})
+    return _enc(out).decode()
+
+
 class RankedEncoder:
     """Builds the records of ranking decisions for one system (committer thread only)."""
 
@@ -143,7 +154,7 @@ class RankedEncoder:
             rows.append((seq0 + j, b.decision_ids[i], b.units[i], int(b.timestamps_ns[i]), versions[i], ctx[i],
                          ids, [] if b.killswitch else b.scores[a:e].tolist(), cj, dig, slate,
                          b.slot_propensities[roff[i]:roff[i + 1]].tolist(), 1.0 if p is None else float(p[j]),
-                         b.why[i], b.killswitch, flights[i], shadows_json(b[i].shadows) if b.shadows else None))
+                         b.why[i], b.killswitch, flights[i], _batch_shadows(b, ids, a, e, roff[i], roff[i + 1])))
         return self._batch(rows, now)
 
     def _batch_requests(self, requests: Any, n: int) -> list[str | None]:
