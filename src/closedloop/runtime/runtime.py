@@ -58,7 +58,8 @@ class Runtime:
     bundle:
         The production :class:`~closedloop.Bundle` (checked against the system).
     shadows:
-        Bundles scored beside production and recorded in each decision, never acted on.
+        Bundles scored beside production and recorded in each decision, never acted on (for a
+        ranking system: each one's candidate scores and greedy slate, ``RankedDecision.shadows``).
     clock:
         Where timestamps come from (default: wall clock). Simulations pass a ``ManualClock``.
     ids:
@@ -75,7 +76,8 @@ class Runtime:
         request and candidates, :mod:`closedloop.telemetry.ranked`). ``None``: nothing is logged.
     flights:
         :class:`~closedloop.Flight` s: shares of units that other bundles decide for (a unit's arm
-        is a stable hash of the flight name and the unit). :meth:`apply` swaps in a whole
+        is a stable hash of the flight name and the unit; a ranking system's unit is a request
+        field, and a flight's bundle ranks that unit's requests). :meth:`apply` swaps in a whole
         :class:`~closedloop.Deployment` (production, shadows, flights, kill switch) at once.
     """
 
