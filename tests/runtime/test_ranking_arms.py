@@ -114,6 +114,7 @@ def test_shadow_greedy_slates_break_ties_by_input_order_in_both_paths():
     for i, d in enumerate(singles):
         assert d.shadows[0].ranking == d.candidates[:5] and d.flight is None
         _same(d, batch[i])
+    assert batch.to_arrow().to_pylist() == batch.to_pylist()
 
 
 def test_kill_switch_with_flights_and_shadows_shows_the_first_k_in_input_order():
@@ -125,6 +126,7 @@ def test_kill_switch_with_flights_and_shadows_shows_the_first_k_in_input_order()
         assert d.ranking == ids[:5] and d.slot_propensities == [1.0] * len(d.ranking) and d.propensity == 1.0
         assert d.bundle_version == PROD.version
         _same(d, batch[i])
+    assert batch.to_arrow().to_pylist() == batch.to_pylist()
     rt = _runtime()
     rt.set_killswitch(True)
     assert rt.decide(ctxs[0]).flight is None
