@@ -143,6 +143,8 @@ def test_apply_reuses_bound_plans_and_checks_every_bundle(phishing):
     cand_plan = rt._serving.arms[0]
     d = rt.decide(_contexts(3, seed=4)[2])
     assert d.flight == "cand" and d.bundle_version == CAND.version
+    every = rt.decide_batch(*columnar(_contexts(30, seed=4))[:1], candidates=columnar(_contexts(30, seed=4))[1])
+    assert {(x.flight, x.bundle_version) for x in every} == {("cand", CAND.version)}  # the flight takes every unit
     rt.apply(Deployment(CAND, shadows=(PROD,)))  # promoted: the flight's plan serves, production's shadows
     assert rt._serving.plan is cand_plan and rt._serving.ranking_arms.shadows[0] is plan
     other = heuristic_bundle(phishing)
