@@ -252,3 +252,27 @@ def test_shadow_disagreement_reads_ranking_rows_on_slot_one():
     tel.close()
     differ = sum(d.ranking[0] != d.shadows[0].ranking[0] for d in decided)
     assert got["n"] == len(ctxs) and got["disagree"] == differ and 0 < differ < len(ctxs)
+
+
+def test_a_flight_whose_intelligence_reads_context_fields_decides_the_same_in_both_paths():
+    from closedloop.intelligence.combine import Partitioned
+
+    def m(**change: float) -> LogisticModel:
+        return LogisticModel({**model.weights, **change}, intercept=model.intercept, output="score")
+
+    by_field = Bundle.build(feed, Partitioned("category", {"news": m(ctr=9.0), "fun": m(fresh=-3.0)}, default=m(), output="score"))
+    by_request = Bundle.build(feed, Partitioned("country", {"de": m(ctr=0.5)}, default=m(age_log=1.0), output="score"))
+
+    def rt() -> Runtime:
+        return Runtime(feed, PROD, flights=[Flight("cat", by_field, 0.3), Flight("country", by_request, 0.5)],
+                       shadows=[by_request])
+
+    ctxs = _contexts(200, seed=11)
+    singles, batch = _both(rt(), rt(), ctxs)
+    for i, d in enumerate(singles):
+        _same(d, batch[i])
+    assert {d.flight for d in singles} == {None, "cat", "country"}
+    alone = Runtime(feed, by_field)
+    d = next(d for d in singles if d.flight == "cat" and d.candidates)
+    i = singles.index(d)
+    assert _bits(d.scores) == _bits(alone.decide(ctxs[i], decision_id="x", timestamp_ns=0).scores)

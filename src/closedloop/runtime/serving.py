@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from closedloop.context.schema import Int
+from closedloop.context.schema import Columns, Int
 from closedloop.errors import SpecError
 from closedloop.experience.exploration import choose_batch, uniform_batch
 from closedloop.experience.guardrails import CapStore, GuardLayer
@@ -149,7 +150,7 @@ class _RankingArms:
                 if idx.size == total:
                     flat = np.ascontiguousarray(p.score_rows(X, cols))
                 elif idx.size:
-                    flat[idx] = p.score_rows(X[idx], cols.take(idx))
+                    flat[idx] = p.score_rows(X[idx], _rows(cols, idx, p.bundle.intelligence.context_fields()))
         shadows = [(sh.version, np.ascontiguousarray(sh.score_rows(X, cols)) if X is not None else np.zeros(0))
                    for sh in self.shadows]
         if not bool((arm_of >= 0).any()):
@@ -157,6 +158,17 @@ class _RankingArms:
         ks = (arm_of + 1).tolist()
         names = (None, *self.names)
         return flat, [plans[k].version for k in ks], [names[k] for k in ks], shadows
+
+
+def _rows(cols: Any, idx: np.ndarray, fields: tuple[str, ...]) -> Columns:
+    """The rows ``idx`` of ``cols`` with only the context ``fields`` an intelligence reads (most read
+    none: a batch's text columns are not copied for nothing)."""
+    pa_idx = pa.array(idx)
+    data = {}
+    for name in fields:
+        col = cols[name]
+        data[name] = col.take(pa_idx) if isinstance(col, pa.Array) else col[idx]
+    return Columns(data, int(idx.shape[0]), cols.rows[idx], [])
 
 
 def _unit_arms(flights: tuple[Flight, ...], units: list[str]) -> np.ndarray:
