@@ -1,5 +1,6 @@
-"""Ranking decisions as records: one request's :class:`RankedDecision` and the flat-array
-:class:`RankedDecisionBatch` of many requests (:mod:`closedloop.experience.ranking` makes them)."""
+"""Ranking decisions as records: one request's :class:`RankedDecision` (with what each shadow
+bundle would have shown, :class:`RankedShadow`) and the flat-array :class:`RankedDecisionBatch`
+of many requests (:mod:`closedloop.experience.ranking` makes them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["RankedDecision", "RankedDecisionBatch"]
+__all__ = ["RankedDecision", "RankedDecisionBatch", "RankedShadow"]
+
+
+class RankedShadow(msgspec.Struct, frozen=True, gc=False):
+    """What a shadow bundle scored for one request and would have shown; never acted on.
+
+    ``scores``: one per candidate, in input order (the same feature rows production scored);
+    ``ranking``: its greedy slate — the top ``min(k, N)`` candidate ids by its scores, ties to the
+    lower input index, NaN last (greedy ranking's rules, whatever production explores).
+    """
+
+    bundle_version: str
+    scores: list[float]
+    ranking: list[str]
 
 
 class RankedDecision(msgspec.Struct, frozen=True, gc=False):
@@ -34,6 +48,8 @@ class RankedDecision(msgspec.Struct, frozen=True, gc=False):
     why: str
     mode: str = "organize"
     killswitch: bool = False
+    shadows: list[RankedShadow] = []
+    flight: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
@@ -50,6 +66,12 @@ class RankedDecisionBatch:
 
     ``candidate_ids`` may be given as an Arrow string array: it becomes the list of str the first
     time it is read (a batch written as Arrow, or read a decision at a time, never needs the list).
+
+    With flights, requests come from different bundles: ``bundle_versions`` and ``flights`` then
+    hold one value per request (``flights`` None for production), and ``bundle_version`` is
+    production's. ``shadows`` holds, per shadow bundle, ``(version, scores, ranked)``: its scores
+    at the positions of ``scores`` and its greedy slate's positions at those of ``ranked`` (a
+    shadow's slate has as many slots as production's).
     """
 
     def __init__(
@@ -69,6 +91,9 @@ class RankedDecisionBatch:
         propensities: np.ndarray,
         why: list[str],
         killswitch: bool,
+        bundle_versions: list[str] | None = None,
+        flights: list[str | None] | None = None,
+        shadows: tuple[tuple[str, np.ndarray, np.ndarray], ...] = (),
     ) -> None:
         self.system = system
         self.bundle_version = bundle_version
@@ -85,6 +110,11 @@ class RankedDecisionBatch:
         self.propensities = propensities
         self.why = why
         self.killswitch = killswitch
+        #: per request, only when a flight decided some request; else None
+        self.bundle_versions = bundle_versions
+        self.flights = flights
+        #: per shadow: (bundle version, flat scores as ``scores``, flat greedy positions as ``ranked``)
+        self.shadows = shadows
 
     @property
     def candidate_ids(self) -> list[str]:
@@ -110,7 +140,7 @@ class RankedDecisionBatch:
             self.system,
             self.units[i],
             int(self.timestamps_ns[i]),
-            self.bundle_version,
+            self.bundle_version if self.bundle_versions is None else self.bundle_versions[i],
             ids,
             [] if self.killswitch else self.scores[a:b].tolist(),
             [ids[j] for j in self.ranked[ra:rb].tolist()],
@@ -119,7 +149,17 @@ class RankedDecisionBatch:
             self.why[i],
             "organize",
             self.killswitch,
+            [RankedShadow(v, S[a:b].tolist(), [ids[j] for j in R[ra:rb].tolist()]) for v, S, R in self.shadows],
+            None if self.flights is None else self.flights[i],
         )
+
+    def version_list(self) -> list[str]:
+        """The bundle version of every request."""
+        return [self.bundle_version] * len(self) if self.bundle_versions is None else self.bundle_versions
+
+    def flight_list(self) -> list[str | None]:
+        """The flight of every request (None: production)."""
+        return [None] * len(self) if self.flights is None else self.flights
 
     def __iter__(self) -> Any:
         for i in range(len(self)):
@@ -146,7 +186,7 @@ class RankedDecisionBatch:
                 "system": pa.array([self.system] * n, type=pa.string()),
                 "unit": pa.array(self.units, type=pa.string()),
                 "timestamp_ns": pa.array(self.timestamps_ns, type=pa.int64()),
-                "bundle_version": pa.array([self.bundle_version] * n, type=pa.string()),
+                "bundle_version": pa.array(self.version_list(), type=pa.string()),
                 "candidates": pa.ListArray.from_arrays(off, ids),
                 "scores": scores,
                 "ranking": pa.ListArray.from_arrays(roff, ids.take(pa.array(ranked_flat))),
@@ -155,6 +195,29 @@ class RankedDecisionBatch:
                 "why": pa.array(self.why, type=pa.string()),
                 "mode": pa.array(["organize"] * n, type=pa.string()),
                 "killswitch": pa.array([self.killswitch] * n, type=pa.bool_()),
+                "shadows": self._shadow_column(off, roff, ids),
+                "flight": pa.array(self.flight_list(), type=pa.string()),
             }
         )
+
+    def _shadow_column(self, off: pa.Array, roff: pa.Array, ids: pa.Array) -> pa.Array:
+        """``shadows`` as Arrow: per request a list of one struct per shadow, as ``to_dict`` gives it."""
+        n, k = len(self), len(self.shadows)
+        parts = []
+        for v, S, R in self.shadows:
+            flat = (np.repeat(self.offsets[:-1], np.diff(self.rank_offsets)) + R).astype(np.int64)
+            parts.append(pa.StructArray.from_arrays(
+                [pa.array([v] * n, type=pa.string()), pa.ListArray.from_arrays(off, pa.array(S, type=pa.float64())),
+                 pa.ListArray.from_arrays(roff, ids.take(pa.array(flat)))],
+                fields=list(_SHADOW_TYPE),
+            ))
+        values = pa.concat_arrays(parts) if parts else pa.array([], type=_SHADOW_TYPE)
+        if k > 1:  # shadow-major → request-major: request i's shadows at i*k … i*k + k - 1
+            values = values.take(pa.array((np.arange(n)[:, None] + np.arange(k)[None, :] * n).ravel()))
+        return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), values)
+
+
+_SHADOW_TYPE = pa.struct([
+    pa.field("bundle_version", pa.string()), pa.field("scores", pa.list_(pa.float64())), pa.field("ranking", pa.list_(pa.string())),
+])
 

@@ -33,7 +33,12 @@ Every draw is a function of the decision id, so a logged decision replays exactl
 remaining candidates sum to 1.
 
 **Kill switch**: the intelligence is skipped (no features, no scores); the first ``k``
-candidates in input order are shown with propensity 1.
+candidates in input order are shown with propensity 1 (no flight, no shadows).
+
+**Flights and shadows**: the runtime passes ``arms`` (:class:`~closedloop.runtime.serving._RankingArms`)
+to both paths when its deployment has flights or shadows: after validation, a request's unit picks
+the bundle that scores its candidates, and each shadow bundle scores the same feature rows and
+records its greedy slate (:class:`RankedShadow`); the ranking itself is drawn as above.
 
 ``decide`` (one request, candidates as a list of mappings) and ``decide_batch`` (columnar: a
 requests batch and a candidates batch whose ``request`` column names each candidate's request
@@ -64,7 +69,7 @@ from closedloop.context.schema import MISSING, Columns, Int, Schema
 from closedloop.errors import BatchContextError, ContextError, SpecError
 from closedloop.experience.experiences import Ranking
 from closedloop.experience.exploration import Softmax, uniform_batch, uniform_salts
-from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch
+from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch, RankedShadow
 from closedloop.experience.ranking_inputs import (
     _CandidateValidator,
     _decision_ids,
@@ -83,6 +88,7 @@ from closedloop.experience.ranking_policy import rank, slot_probabilities
 __all__ = [
     "RankedDecision",
     "RankedDecisionBatch",
+    "RankedShadow",
     "RankingPlan",
     "rank",
     "ranking_plan",
@@ -104,7 +110,7 @@ class RankingPlan:
     """
 
     __slots__ = (
-        "bundle", "explore", "k", "score", "system", "version", "_cand_fields", "_cid", "_cid_int",
+        "bundle", "explore", "k", "outputs", "score", "system", "version", "_cand_fields", "_cid", "_cid_int",
         "_col", "_cschema", "_cvalid", "_features", "_forbid", "_n_outputs", "_req_fields", "_schema",
         "_score_batch", "_unit", "_unit_int", "_why_base",
     )
@@ -138,6 +144,7 @@ class RankingPlan:
         self.system = system
         self.bundle = bundle
         self.version: str = bundle.version
+        self.outputs = outputs
         self.score: str = experience.score
         self.k: int = experience.k
         self.explore = experience.explore
@@ -181,7 +188,14 @@ class RankingPlan:
         return f"kill switch: intelligence skipped, first {m} of {n} candidates in input order"
 
     def _scores(self, cols: Columns) -> np.ndarray:
-        X = self._features.batch(cols)
+        return self.score_rows(self._features.batch(cols), cols)
+
+    def features(self, cols: Columns) -> np.ndarray:
+        """The feature rows of request × candidate ``cols`` (the system's features: every bundle's)."""
+        return np.asarray(self._features.batch(cols))
+
+    def score_rows(self, X: np.ndarray, cols: Columns) -> np.ndarray:
+        """This bundle's ranking score of each feature row ``X`` (of ``cols``)."""
         S = np.asarray(self._score_batch(X, cols), dtype=np.float64)
         if S.shape != (cols.n, self._n_outputs):
             raise SpecError(
@@ -195,10 +209,13 @@ class RankingPlan:
 
     # -- one request --------------------------------------------------------------------------
     def decide(
-        self, context: Mapping[str, Any], decision_id: str, timestamp_ns: int, killswitch: bool = False
+        self, context: Mapping[str, Any], decision_id: str, timestamp_ns: int, killswitch: bool = False,
+        arms: Any = None,
     ) -> RankedDecision:
         """Rank the candidates of one request: ``context`` holds the request fields and
-        ``"candidates"``, a list of candidate mappings."""
+        ``"candidates"``, a list of candidate mappings. ``arms`` (the runtime's flights and shadows,
+        ``score_one`` / ``empty``; None: this bundle alone) picks the bundle that scores and
+        scores the shadows on the same feature rows."""
         if not isinstance(context, Mapping):
             raise ContextError("<context>", "a JSON object (a mapping of field names)", context)
         raw = context.get("candidates", MISSING)
@@ -213,9 +230,10 @@ class RankingPlan:
         unit = getattr(req, self._unit)
         unit = str(unit) if self._unit_int else unit
         if n == 0:
+            version, flight, shadows = (self.version, None, []) if killswitch or arms is None else arms.empty(unit)
             return RankedDecision(
-                decision_id, self.system.name, unit, timestamp_ns, self.version, [], [], [], [], 1.0,
-                self._killswitch_why(0, 0) if killswitch else self._why(0, 0, []), "organize", killswitch,
+                decision_id, self.system.name, unit, timestamp_ns, version, [], [], [], [], 1.0,
+                self._killswitch_why(0, 0) if killswitch else self._why(0, 0, []), "organize", killswitch, shadows, flight,
             )
         got = self._cvalid.columns(raw)
         ccols, ids = got if got is not None else self._candidates_columnwise(raw)
@@ -230,13 +248,22 @@ class RankingPlan:
             )
         data = {name: ccols[name] for name, _, _ in self._cand_fields}
         consts = {f.name: (f, getattr(req, f.name)) for f in self._schema.fields}  # built only if read
-        s = self._scores(Columns(data, n, np.arange(n, dtype=np.int64), [], constants=consts))
+        cols = Columns(data, n, np.arange(n, dtype=np.int64), [], constants=consts)
+        if arms is None:
+            s, version, flight, shadows = self._scores(cols), self.version, None, []
+        else:
+            s, version, flight, shadows = arms.score_one(unit, cols, ids)
         u = uniform_salts(decision_id, m) if self.explore is not None else []
         order, slots, p, explored = rank_one(s, self.k, self.explore, u)
         return RankedDecision(
-            decision_id, self.system.name, unit, timestamp_ns, self.version, ids, s.tolist(),
-            [ids[i] for i in order], slots, p, self._why(m, n, explored), "organize", False,
+            decision_id, self.system.name, unit, timestamp_ns, version, ids, s.tolist(),
+            [ids[i] for i in order], slots, p, self._why(m, n, explored), "organize", False, shadows, flight,
         )
+
+    def greedy_slate(self, s: np.ndarray, ids: list[str]) -> list[str]:
+        """The ids of the top ``min(k, N)`` candidates by scores ``s`` under greedy ranking's rules
+        (what a shadow would have shown)."""
+        return [ids[i] for i in rank_one(s, self.k, None, [])[0]]
 
     def _candidates_columnwise(self, raw: list[Any] | tuple[Any, ...]) -> tuple[Any, list[str]]:
         """The candidates validated column by column (the path that names every refused value)."""
@@ -266,6 +293,7 @@ class RankingPlan:
         decision_ids: Any,
         timestamps_ns: Any,
         killswitch: bool = False,
+        arms: Any = None,
     ) -> RankedDecisionBatch:
         """Rank the candidates of many requests.
 
@@ -276,7 +304,9 @@ class RankingPlan:
         a request may have none). ``decision_ids``: one non-empty string per request (a list or
         an Arrow string array), or an id source (``next_id``/``next_ids``, as
         :class:`~closedloop.runtime.ids.DecisionIds`) to draw them from. ``timestamps_ns``: one per
-        request, or one integer for all. Invalid rows are refused, every one named.
+        request, or one integer for all. Invalid rows are refused, every one named. ``arms`` (the
+        runtime's flights and shadows, ``score_batch``; None: this bundle alone) scores each
+        request's candidates with its arm's bundle and every candidate with each shadow.
         """
         rcols = self._schema.validate_batch(requests, errors="raise")
         nreq = rcols.n
@@ -304,11 +334,19 @@ class RankingPlan:
         )
         if killswitch:
             return self._killswitch_batch(common, ms, counts)
-        flat = self._flat_scores(rcols, ccols, req_idx)
+        extra: dict[str, Any] = {}
+        if arms is None:
+            flat = self._flat_scores(rcols, ccols, req_idx)
+        else:
+            flat_cols = self._flat_columns(rcols, ccols, req_idx)
+            flat, versions, flights, shadows = arms.score_batch(units, flat_cols, req_idx)
+            if flights is not None:
+                extra.update(bundle_versions=versions, flights=flights)
+            extra["shadows"] = tuple((v, S, self._greedy_requests(S, offsets, ms)) for v, S in shadows)
         ranked, slot_p, props, whys = self._rank_requests(flat, off, rank_offsets, ms, ids_out)
         return RankedDecisionBatch(
             **common, scores=flat, ranked=ranked, slot_propensities=slot_p, propensities=props, why=whys,
-            killswitch=False,
+            killswitch=False, **extra,
         )
 
     def _candidate_batch(self, candidates: Any, nreq: int) -> tuple[Columns, np.ndarray, np.ndarray]:
@@ -358,9 +396,16 @@ class RankingPlan:
 
     def _flat_scores(self, rcols: Columns, ccols: Columns, req_idx: np.ndarray) -> np.ndarray:
         """Every candidate's score as one flattened batch: each candidate row beside its request's fields."""
+        cols = self._flat_columns(rcols, ccols, req_idx)
+        if cols is None:
+            return np.zeros(0, dtype=np.float64)
+        return np.ascontiguousarray(self._scores(cols))
+
+    def _flat_columns(self, rcols: Columns, ccols: Columns, req_idx: np.ndarray) -> Columns | None:
+        """Every candidate row beside its request's fields, as one batch (None: no candidates)."""
         total = ccols.n
         if not total:
-            return np.zeros(0, dtype=np.float64)
+            return None
         take = pa.array(req_idx)
         data: dict[str, Any] = {}
         for name, _ in self._req_fields:
@@ -368,7 +413,25 @@ class RankingPlan:
             data[name] = col.take(take) if isinstance(col, pa.Array) else col[req_idx]
         for name, _, _ in self._cand_fields:
             data[name] = ccols[name]
-        return np.ascontiguousarray(self._scores(Columns(data, total, np.arange(total, dtype=np.int64), [])))
+        return Columns(data, total, np.arange(total, dtype=np.int64), [])
+
+    @staticmethod
+    def _matrix(flat: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The flat scores as one row per request, padded to the longest: (the matrix, the counts)."""
+        nreq = offsets.shape[0] - 1
+        counts = np.diff(offsets)
+        width = int(counts.max()) if nreq else 0
+        if nreq and bool((counts == width).all()):
+            return flat.reshape(nreq, width), counts
+        S = np.zeros((nreq, width), dtype=np.float64)
+        S[np.repeat(np.arange(nreq), counts), np.arange(flat.shape[0]) - np.repeat(offsets[:-1], counts)] = flat
+        return S, counts
+
+    def _greedy_requests(self, flat: np.ndarray, offsets: np.ndarray, ms: np.ndarray) -> np.ndarray:
+        """Every request's greedy slate by the scores ``flat`` (positions, flat as ``ranked``)."""
+        S, counts = self._matrix(flat, offsets)
+        picks = rank_rows(S, counts, self.k, None, None)[0]
+        return picks[np.arange(picks.shape[1])[None, :] < ms[:, None]]
 
     def _rank_requests(
         self, flat: np.ndarray, off: list[int], rank_offsets: np.ndarray, ms: np.ndarray, ids_out: list[str]
@@ -377,14 +440,7 @@ class RankingPlan:
         (a request per row, padded to the longest): (the ranked positions, the slot propensities,
         each request's propensity, each request's reason), flat as :class:`RankedDecisionBatch` keeps them."""
         nreq = len(ids_out)
-        offsets = np.asarray(off, dtype=np.int64)
-        counts = np.diff(offsets)
-        width = int(counts.max()) if nreq else 0
-        if nreq and bool((counts == width).all()):
-            S = flat.reshape(nreq, width)
-        else:
-            S = np.zeros((nreq, width), dtype=np.float64)
-            S[np.repeat(np.arange(nreq), counts), np.arange(flat.shape[0]) - np.repeat(offsets[:-1], counts)] = flat
+        S, counts = self._matrix(flat, np.asarray(off, dtype=np.int64))
         kmax = int(ms.max()) if nreq else 0
         # uniform_batch(ids, salt=j) equals uniform(id, j) bitwise: slot j's draw for every request
         U = (

@@ -10,20 +10,13 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop.runtime.decision import DecisionBatch
-from closedloop.runtime.deployment import Flight, assign_flight
-from closedloop.runtime.serving import _score_plan, _Serving
+from closedloop.runtime.deployment import Flight
+from closedloop.runtime.serving import _score_plan, _Serving, _unit_arms
 
 
 def _arms(flights: tuple[Flight, ...], units: pa.Array) -> np.ndarray:
     """Each row's arm: the index of the flight that claims its unit, or -1 (production)."""
-    memo: dict[str, int] = {}
-    out = np.empty(len(units), dtype=np.int64)
-    for i, u in enumerate(units.to_pylist()):
-        k = memo.get(u)
-        if k is None:
-            k = memo[u] = assign_flight(flights, u)
-        out[i] = k
-    return out
+    return _unit_arms(flights, units.to_pylist())
 
 
 def _decide_arms(sv: _Serving, arm_of: np.ndarray, X: np.ndarray, cols: Any, units: pa.Array,

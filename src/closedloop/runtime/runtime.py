@@ -58,7 +58,8 @@ class Runtime:
     bundle:
         The production :class:`~closedloop.Bundle` (checked against the system).
     shadows:
-        Bundles scored beside production and recorded in each decision, never acted on.
+        Bundles scored beside production and recorded in each decision, never acted on (for a
+        ranking system: each one's candidate scores and greedy slate, ``RankedDecision.shadows``).
     clock:
         Where timestamps come from (default: wall clock). Simulations pass a ``ManualClock``.
     ids:
@@ -75,7 +76,8 @@ class Runtime:
         request and candidates, :mod:`closedloop.telemetry.ranked`). ``None``: nothing is logged.
     flights:
         :class:`~closedloop.Flight` s: shares of units that other bundles decide for (a unit's arm
-        is a stable hash of the flight name and the unit). :meth:`apply` swaps in a whole
+        is a stable hash of the flight name and the unit; a ranking system's unit is a request
+        field, and a flight's bundle ranks that unit's requests). :meth:`apply` swaps in a whole
         :class:`~closedloop.Deployment` (production, shadows, flights, kill switch) at once.
     """
 
@@ -134,7 +136,7 @@ class Runtime:
     @property
     def shadows(self) -> tuple[str, ...]:
         """Versions of the shadow bundles being scored."""
-        return tuple(s.version for s in getattr(self._serving.plan, "shadows", ()))
+        return tuple(s.version for s in self._serving.deployment.shadows)
 
     @property
     def flights(self) -> tuple[Flight, ...]:
@@ -173,7 +175,7 @@ class Runtime:
         if self._ranking:
             if decision_id is None:
                 decision_id = self.ids.next_id(timestamp_ns)
-            ranked = p.decide(context, decision_id, timestamp_ns, killswitch=killswitch)
+            ranked = p.decide(context, decision_id, timestamp_ns, killswitch, sv.ranking_arms)
             if self.telemetry is not None:
                 self.telemetry.log_ranked(ranked, context)
             return ranked
@@ -274,7 +276,7 @@ class Runtime:
             n_req = _input_rows(batch)
             ts = self._timestamps(timestamps_ns, n_req, np.arange(n_req))
             ids = self._ids(decision_ids, n_req, np.arange(n_req), ts)
-            rb = p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch=killswitch)
+            rb = p.decide_batch(batch, candidates, ids.to_pylist(), ts.tolist(), killswitch, sv.ranking_arms)
             if self.telemetry is not None:
                 self.telemetry.log_ranked_batch(rb, batch, candidates)
             return rb
@@ -324,7 +326,8 @@ class Runtime:
             return np.full(rows.shape[0], self.clock.now_ns(), dtype=np.int64)
         ts_all = np.asarray(timestamps_ns, dtype=np.int64)
         if ts_all.shape != (n_in,):
-            raise ContextError("timestamps_ns", f"one timestamp per input row ({n_in})", f"{ts_all.shape[0]} timestamps")
+            got = f"{ts_all.shape[0]} timestamps" if ts_all.ndim == 1 else f"an array of shape {ts_all.shape}"
+            raise ContextError("timestamps_ns", f"one timestamp per input row ({n_in})", got)
         return ts_all[rows]
 
     def _ids(self, decision_ids: Any, n_in: int, rows: np.ndarray, ts: np.ndarray) -> pa.StringArray:

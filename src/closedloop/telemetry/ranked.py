@@ -6,8 +6,16 @@ every reader of decisions — the store's counts, retention, forget, the guard, 
 keeps working on it unchanged:
 
 - ``action`` is the slot-1 candidate id and ``propensity`` that slot's propensity (an empty slate:
-  ``""`` and 1.0); ``score_names`` / ``scores`` / ``features`` / ``shadows_json`` / ``flight`` are
-  null (a ranking plan has no shadows or flights yet);
+  ``""`` and 1.0); ``score_names`` / ``scores`` / ``features`` are null;
+- ``bundle_version`` is the bundle that ranked (a flight's, for a unit in a flight) and ``flight``
+  its flight (null: production), as for every decision — so the sample-ratio check and the guard
+  count a ranking's arms as they count any other's;
+- ``shadows_json`` holds what each shadow bundle would have shown (null: no shadows, or the kill
+  switch): ``[{"bundle_version", "action", "slate", "candidate_scores"}, …]`` — ``action`` is its
+  slot-1 candidate id (``""`` for an empty slate), as a ranking row's own ``action`` is, so a
+  shadow's disagreement with production is counted on slot 1 as for other systems; ``slate`` its
+  greedy slate (the top ``min(k, N)`` ids by its scores) and ``candidate_scores`` its score of
+  each candidate, in the order of ``candidate_ids``;
 - the ranking itself is in the nullable columns that only rankings fill
   (:data:`~closedloop.telemetry.records.RANKING_COLUMNS`): ``candidate_ids`` (input order),
   ``candidate_scores`` (one per candidate; empty under the kill switch), ``slate`` (the ids shown,
@@ -48,6 +56,15 @@ CANDIDATE_MODES = ("full", "digest")
 _enc = msgspec.json.encode
 
 
+def shadows_json(shadows: Any) -> str | None:
+    """``shadows_json`` of a ranking decision: its :class:`~closedloop.experience.ranked.RankedShadow` s
+    as ``[{"bundle_version", "action", "slate", "candidate_scores"}, …]`` (none: null)."""
+    if not shadows:
+        return None
+    return _enc([{"bundle_version": sh.bundle_version, "action": sh.ranking[0] if sh.ranking else "",
+                  "slate": sh.ranking, "candidate_scores": sh.scores} for sh in shadows]).decode()
+
+
 def _sanitized(sz: Sanitizer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` (fresh dicts of validated fields) with the sensitive fields dropped or hashed, in place."""
     if sz.plain:
@@ -58,6 +75,17 @@ def _sanitized(sz: Sanitizer, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         for name in sz.hashed:
             d[name] = sz.hash(d[name])
     return rows
+
+
+def _batch_shadows(b: Any, ids: list[str], a: int, e: int, ra: int, rb: int) -> str | None:
+    """``shadows_json`` of one request of a batch (candidates ``a:e``, slots ``ra:rb``), as :func:`shadows_json`."""
+    if not b.shadows:
+        return None
+    out = []
+    for v, S, R in b.shadows:
+        slate = [ids[r] for r in R[ra:rb].tolist()]
+        out.append({"bundle_version": v, "action": slate[0] if slate else "", "slate": slate, "candidate_scores": S[a:e].tolist()})
+    return _enc(out).decode()
 
 
 class RankedEncoder:
@@ -104,7 +132,7 @@ class RankedEncoder:
             cj, dig = self._candidates(self._single_candidates(context) if context is not None else [])
             rows.append((seq, d.decision_id, d.unit, d.timestamp_ns, d.bundle_version,
                          None if context is None else self._request_json(context), d.candidates, d.scores,
-                         cj, dig, d.ranking, d.slot_propensities, p, d.why, d.killswitch))
+                         cj, dig, d.ranking, d.slot_propensities, p, d.why, d.killswitch, d.flight, shadows_json(d.shadows)))
         return self._batch(rows, now)
 
     def from_batch(self, item: tuple[Any, ...], now: int) -> pa.RecordBatch:
@@ -116,16 +144,17 @@ class RankedEncoder:
         per = self._batch_candidates(candidates, len(b))
         off, roff = b.offsets.tolist(), b.rank_offsets.tolist()
         ranked = b.ranked.tolist()
+        versions, flights = b.version_list(), b.flight_list()
         rows = []
         for j, i in enumerate(sel):
             a, e = off[i], off[i + 1]
             ids = b.candidate_ids[a:e]
             cj, dig = self._candidates(per[i])
             slate = [ids[r] for r in ranked[roff[i]:roff[i + 1]]]
-            rows.append((seq0 + j, b.decision_ids[i], b.units[i], int(b.timestamps_ns[i]), b.bundle_version, ctx[i],
+            rows.append((seq0 + j, b.decision_ids[i], b.units[i], int(b.timestamps_ns[i]), versions[i], ctx[i],
                          ids, [] if b.killswitch else b.scores[a:e].tolist(), cj, dig, slate,
                          b.slot_propensities[roff[i]:roff[i + 1]].tolist(), 1.0 if p is None else float(p[j]),
-                         b.why[i], b.killswitch))
+                         b.why[i], b.killswitch, flights[i], _batch_shadows(b, ids, a, e, roff[i], roff[i + 1])))
         return self._batch(rows, now)
 
     def _batch_requests(self, requests: Any, n: int) -> list[str | None]:
@@ -156,22 +185,23 @@ class RankedEncoder:
     def _batch(self, rows: list[tuple[Any, ...]], now: int) -> pa.RecordBatch:
         n = len(rows)
         sz = self.sanitizer
-        col = list(zip(*rows, strict=True)) if rows else [()] * 15
-        (seqs, dids, units, ts, versions, ctx, cids, cscores, cjson, digest, slates, sprops, probs, whys, kills) = col
+        col = list(zip(*rows, strict=True)) if rows else [()] * 17
+        (seqs, dids, units, ts, versions, ctx, cids, cscores, cjson, digest, slates, sprops, probs, whys, kills, flights,
+         shadows) = col
         const = pa.array([None] * n, pa.string())
         cols = {
             "seq": pa.array(seqs, pa.int64()), "writer": pa.array([self.writer] * n, pa.string()),
             "decision_id": pa.array(dids, pa.string()), "system": pa.array([self.system.name] * n, pa.string()),
             "unit": pa.array([sz.unit(u) for u in units] if sz.unit_hashed else units, pa.string()),
             "timestamp_ns": pa.array(ts, pa.int64()), "ingest_ns": pa.array([now] * n, pa.int64()),
-            "bundle_version": pa.array(versions, pa.string()), "flight": const,
+            "bundle_version": pa.array(versions, pa.string()), "flight": pa.array(flights, pa.string()),
             "schema_version": pa.array([self.system.schema.version] * n, pa.string()),
             "feature_fingerprint": pa.array([self.system.features.fingerprint] * n, pa.string()),
             "context_json": pa.array(ctx, pa.string()),
             "action": pa.array([s[0] if s else "" for s in slates], pa.string()),
             "propensity": pa.array([sp[0] if sp else 1.0 for sp in sprops], pa.float64()),
             "sample_prob": pa.array(probs, pa.float64()), "why": pa.array(whys, pa.string()),
-            "guardrail": const, "shadows_json": const, "killswitch": pa.array(kills, pa.bool_()),
+            "guardrail": const, "shadows_json": pa.array(shadows, pa.string()), "killswitch": pa.array(kills, pa.bool_()),
             "candidate_ids": pa.array(cids, pa.list_(pa.string())),
             "candidate_scores": pa.array(cscores, pa.list_(pa.float64())),
             "candidates_json": pa.array(cjson, pa.string()), "candidates_digest": pa.array(digest, pa.string()),

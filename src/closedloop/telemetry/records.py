@@ -261,7 +261,7 @@ DECISION_SCHEMA = pa.schema(
         pa.field("sample_prob", pa.float64(), nullable=False),  # probability this record was kept
         pa.field("why", pa.string(), nullable=False),
         pa.field("guardrail", pa.string()),
-        pa.field("shadows_json", pa.string()),  # [{"bundle_version", "scores", "action"}] or null
+        pa.field("shadows_json", pa.string()),  # [{"bundle_version", "scores", "action"}] or null; a ranking's: telemetry/ranked.py
         pa.field("killswitch", pa.bool_(), nullable=False),
         # a ranking decision (null otherwise); its ``action`` is the slot-1 candidate id, its
         # ``propensity`` that slot's propensity, its ``score_names`` / ``scores`` null
