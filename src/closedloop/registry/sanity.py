@@ -11,7 +11,9 @@ check       passes when                                                         
             carries the capped action, a fresh runtime does not) counts as reproduced and is       rows
             reported as such
 ``range``   every score is finite — and within [0, 1] when the experience's thresholds are —      never
-            on the golden contexts and on generated ones
+            on the golden contexts and on generated ones (for a ranking system: generated requests
+            with 1–12 generated candidates each; every candidate's score finite, the slate made of
+            the request's candidates, every slot propensity in (0, 1])
 ``latency`` the 99th percentile of single-decision latency (``Runtime.decide``, warmed up) is    yes
             within the system's ``latency_budget_ms``, timed in the calling thread's CPU time:
             the bundle's own cost, the same on a busy machine as on a quiet one (the wall-clock
@@ -43,6 +45,7 @@ __all__ = ["Check", "run_checks"]
 _LATENCY_CALLS = 300
 _WARMUP = 50
 _GENERATED = 200
+_MAX_CANDIDATES = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,28 @@ def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
 def _contexts(system: Any, golden: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from closedloop.runtime.checks import generate_contexts, records
 
-    return [row["context"] for row in golden] + records(generate_contexts(system.schema, _GENERATED, seed=7))
+    made = records(generate_contexts(system.schema, _GENERATED, seed=7))
+    if system.candidate_schema is not None:
+        _add_candidates(system, made)
+    return [row["context"] for row in golden] + made
+
+
+def _add_candidates(system: Any, requests: list[dict[str, Any]]) -> None:
+    """Give each generated request of a ranking system 1–12 generated candidates with distinct ids
+    (``c0``, ``c1``, … — or 0, 1, … when the id field is a number)."""
+    import numpy as np
+
+    from closedloop.runtime.checks import generate_contexts, records
+
+    schema, id_field = system.candidate_schema, system.candidate_id
+    pool = records(generate_contexts(schema, _GENERATED * _MAX_CANDIDATES, seed=11))
+    text_id = isinstance(next((c[id_field] for c in pool if id_field in c), ""), str)
+    sizes = np.random.default_rng(13).integers(1, _MAX_CANDIDATES + 1, size=len(requests))
+    at = 0
+    for req, m in zip(requests, sizes.tolist(), strict=True):
+        cands = pool[at:at + m]
+        at += m
+        req["candidates"] = [{**c, id_field: (f"c{j}" if text_id else j)} for j, c in enumerate(cands)]
 
 
 def _range(system: Any, bundle: Any, contexts: list[dict[str, Any]]) -> Check:
@@ -135,6 +159,11 @@ def _range(system: Any, bundle: Any, contexts: list[dict[str, Any]]) -> Check:
         except ClosedLoopError:
             continue  # a generated context the system refuses is not the bundle's fault
         n += 1
+        if system.candidate_schema is not None:
+            bad = _ranking_out_of_range(d, c)
+            if bad is not None:
+                return Check("range", False, bad)
+            continue
         for name, s in d.scores.items():
             if not math.isfinite(s) or (unit and not 0.0 <= s <= 1.0):
                 rule = "a finite number in [0, 1] (the thresholds are probabilities)" if unit else "a finite number"
@@ -144,6 +173,19 @@ def _range(system: Any, bundle: Any, contexts: list[dict[str, Any]]) -> Check:
     if n == 0:
         return Check("range", False, "no context could be decided to check the outputs on")
     return Check("range", True, f"scores in range on {n} contexts" + (" ([0, 1])" if unit else " (finite)"))
+
+
+def _ranking_out_of_range(d: Any, c: dict[str, Any]) -> str | None:
+    """What is wrong with a ranking decision's outputs, or None."""
+    for cid, s in zip(d.candidates, d.scores, strict=True):
+        if not math.isfinite(s):
+            return f"the score of candidate {cid!r} must be a finite number. Got {s!r} for request {c!r}"
+    if not set(d.ranking) <= set(d.candidates):
+        return f"the slate {d.ranking!r} shows ids that are not the request's candidates {d.candidates!r}"
+    for j, p in enumerate(d.slot_propensities):
+        if not 0.0 < p <= 1.0:
+            return f"slot {j + 1}'s propensity must be in (0, 1]. Got {p!r} for request {c!r}"
+    return None
 
 
 def _latency(system: Any, bundle: Any, contexts: list[dict[str, Any]],
