@@ -11,10 +11,16 @@ experience and ``System(rewards=…)``, and writes the directory format of
   else counted ``open``);
 - **dedupe**: one decision per ``decision_id`` and one outcome per ``outcome_id``, the first by
   ``(ingest_ns, writer, seq)``;
-- **link** (``link="decision"``): an outcome links by its ``decision_id``; per slot, by its
-  ``candidate_id`` too. Outcomes not used are counted by why: ``unknown_id``, ``no_candidate``
-  (per slot, none named), ``not_in_slate``, ``before_decision``, ``after_window``, ``other_kind``,
-  ``not_selected`` (its decision is out of range, open, or not a ranking);
+- **link**: an outcome with a ``decision_id`` links to that decision; per slot, by its
+  ``candidate_id`` too. With ``link="unit_time"`` an outcome without one links by unit, time (and,
+  per slot, candidate): to the **latest decision of its unit at or before its event time** (ties
+  on time: the greatest ``decision_id``) — per slot, the latest whose slate showed its
+  ``candidate_id`` — among the decisions ingested by the cut-off (deduplicated), as the label
+  join's unit+time link does (docs/datasets.md, "Linking"); the window is then checked as for any
+  outcome. Outcomes not used are counted by why: ``unknown_id``, ``unlinked`` (``unit_time``: no
+  such decision, or no unit), ``no_candidate`` (per slot, none named), ``not_in_slate``,
+  ``before_decision``, ``after_window``, ``other_kind``, ``not_selected`` (its decision is out of
+  range, open, or not a ranking);
 - **reward**: the policy's (its kinds in order, aggregate, window, default); a slot whose reward is
   None (no default, nothing counted) is left out and counted ``no_reward``. ``per="decision"``:
   each slot row carries its decision's reward;
@@ -24,8 +30,9 @@ experience and ``System(rewards=…)``, and writes the directory format of
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -69,9 +76,6 @@ def _check(system: System, since_ns: int, until_ns: int, cutoff_ns: int, out: Pa
     policy = system.rewards
     if policy is None:
         raise DatasetError(f"System '{system.name}' declares no rewards; declare System(rewards=RewardPolicy(...)).")
-    if policy.link != "decision":
-        raise DatasetError(f"build_reward_dataset links outcomes by decision id; the reward policy's 'link' must be "
-                           f"'decision'. Got {policy.link!r} instead.")
     for nm, v in (("since_ns", since_ns), ("until_ns", until_ns), ("cutoff_ns", cutoff_ns)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise DatasetError(f"The dataset '{nm}' must be an integer (ns). Got {v!r} instead.")
@@ -93,17 +97,18 @@ def build_reward_dataset(
     out = Path(out)
     policy = _check(system, since_ns, until_ns, cutoff_ns, out)
     window = policy.window // timedelta(microseconds=1) * 1000
-    dec = _first(_read(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
-    ts = dec["timestamp_ns"].to_numpy()
+    every = _first(_read(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
+    ts = every["timestamp_ns"].to_numpy()
     chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
-    chosen &= np.asarray(dec["slate"].is_valid(), dtype=bool)
+    chosen &= np.asarray(every["slate"].is_valid(), dtype=bool)
     counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
-    dec = dec.filter(pa.array(chosen))
+    dec = every.filter(pa.array(chosen))
     if dec.num_rows and dec["candidates_json"].null_count:
         raise DatasetError("A per-slot dataset needs the candidates' fields; decisions logged with "
                            "Telemetry(candidates='digest') have their digest only.")
+    find = _unit_time_index(every, policy.per == "slot") if policy.link == "unit_time" else None
     linked = _link(_first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id"), dec, policy, window,
-                   _known_ids(decision_files, system.name, cutoff_ns), counts)
+                   set(every["decision_id"].to_pylist()), find, counts)
     data, slot_counts = _rows(dec, policy, linked, system)
     counts.update(slot_counts)
     if data.num_rows == 0:
@@ -113,22 +118,47 @@ def build_reward_dataset(
     return DatasetManifest(id=content["id"], path=out, content=content)
 
 
-def _known_ids(files: Sequence[Path | str], name: str, cutoff_ns: int) -> set[str]:
-    t = _read(files, DECISION_SCHEMA, name, cutoff_ns)
-    return set(t["decision_id"].to_pylist())
+#: finds the decision an outcome without a decision id links to: (unit, candidate id, event_ns) → decision id or None
+Finder = Callable[[str | None, str | None, int], str | None]
 
 
-def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str],
+def _unit_time_index(every: pa.Table, per_slot: bool) -> Finder:
+    """The ``link="unit_time"`` lookup over ``every`` decision ingested by the cut-off: the latest
+    decision of the unit at or before the event (ties: the greatest decision id) — per slot, the
+    latest whose slate showed the candidate."""
+    keyed: dict[Any, list[tuple[int, str]]] = {}
+    cols = every.select(["decision_id", "unit", "timestamp_ns", "slate"]).to_pydict()
+    for did, unit, ts, slate in zip(cols["decision_id"], cols["unit"], cols["timestamp_ns"], cols["slate"], strict=True):
+        for key in ([(unit, c) for c in slate or ()] if per_slot else [unit]):
+            keyed.setdefault(key, []).append((ts, did))
+    index = {k: ([t for t, _ in v], [d for _, d in v]) for k, v in ((k, sorted(v)) for k, v in keyed.items())}
+
+    def find(unit: str | None, cid: str | None, event_ns: int) -> str | None:
+        got = index.get((unit, cid) if per_slot else unit)
+        if got is None:
+            return None
+        i = bisect_right(got[0], event_ns)
+        return got[1][i - 1] if i else None
+
+    return find
+
+
+def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str], find: Finder | None,
           counts: Counter[str]) -> dict[tuple[str, str | None], list[tuple[str, float, int]]]:
-    """Each outcome linked to its (decision, candidate) — or counted by why not."""
+    """Each outcome linked to its (decision, candidate) — by its decision id, or with ``find``
+    (``link="unit_time"``) by unit, candidate and time — or counted by why not."""
     slates = {d: set(s) for d, s in zip(dec["decision_id"].to_pylist(), dec["slate"].to_pylist(), strict=True)}
     times = dict(zip(dec["decision_id"].to_pylist(), dec["timestamp_ns"].to_pylist(), strict=True))
     kinds = set(policy.kinds)
     per_slot = policy.per == "slot"
     got: dict[tuple[str, str | None], list[tuple[str, float, int]]] = {}
-    for o in outs.select(["decision_id", "candidate_id", "kind", "value", "event_ns"]).to_pylist():
+    for o in outs.select(["decision_id", "unit", "candidate_id", "kind", "value", "event_ns"]).to_pylist():
         did, cid = o["decision_id"], o["candidate_id"]
-        if did is None or did not in known:
+        if did is None and find is not None:
+            did = None if per_slot and cid is None else find(o["unit"], cid, o["event_ns"])
+        if did is None and find is not None:
+            why = "no_candidate" if per_slot and cid is None else "unlinked"
+        elif did is None or did not in known:
             why = "unknown_id"
         elif did not in slates:
             why = "not_selected"
