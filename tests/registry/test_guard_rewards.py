@@ -74,7 +74,11 @@ def test_a_flight_whose_users_click_less_is_stopped_by_reward_per_decision(tmp_p
     reg, store, decided, clock = _served(tmp_path, registry_url, system, click_flight=0.10, click_prod=0.20)
     with reg:
         now = T0 + 3000 * S + 10 * MIN
-        # a 10 % tolerance is not enough to let a flight half as good fly on
+        # the tolerance is relative to production's mean: 60 % lets a flight half as good fly on …
+        _, lax = _reward(guard_check(reg, system, store, policy=GuardPolicy(reward_tolerance=0.6), now_ns=now, apply=False))
+        assert not lax["breach"] and lax["tolerance_abs"] == pytest.approx(0.6 * lax["production"])
+        assert 0.35 < lax["shortfall"] / lax["production"] < 0.6
+        # … 10 % does not
         report = guard_check(reg, system, store, policy=GuardPolicy(reward_tolerance=0.1), now_ns=now, actor="ops")
         entry, m = _reward(report)
         assert entry["breach"] and entry["action"] == "stopped" and m["breach"]
@@ -90,7 +94,7 @@ def test_a_flight_whose_users_click_less_is_stopped_by_reward_per_decision(tmp_p
         assert reg.state("promo").flights == ()
 
 
-def test_an_equal_flight_flies_on_and_a_tolerance_lets_a_slightly_worse_one(tmp_path, registry_url):
+def test_an_equal_flight_flies_on(tmp_path, registry_url):
     system = _promo()
     reg, store, _, _ = _served(tmp_path, registry_url, system, click_flight=0.2, click_prod=0.2)
     with reg:
@@ -246,3 +250,44 @@ def test_per_slot_rewards_are_summed_over_the_slate_linked_by_decision_and_candi
     per_dec = RewardPolicy([Reward("click")], window=timedelta(minutes=10), per="decision")
     g = reward_arm_counts(dec, out, "feed", per_dec, T0, now, exclude_sources=["bot"])[(None, bundle)]
     assert g["mean"] == pytest.approx(np.mean([expect[d.decision_id] > 0 for i, d in enumerate(decided) if i % 2 == 0]))
+
+
+# -- the service's guard thread ------------------------------------------------------------------------
+def test_the_service_guard_stops_a_flight_by_reward_per_decision(tmp_path):
+    """The service's guard thread calls guard_check: a served flight whose users click less is
+    stopped by reward_per_decision, with no change to the service."""
+    from closedloop import Client
+    from closedloop.service import ServiceSettings, create_app
+    from closedloop.service.auth import Credentials
+    from closedloop.settings import Settings
+    from support.service import serve_in_thread
+    from support.waiting import eventually
+
+    system = _promo(RewardPolicy([Reward("click")], window=timedelta(seconds=1), per="decision"))
+    key = SigningKey.generate()
+    A = Bundle.build(system, LogisticModel({"x": 1.0}, 0.0, output="show")).signed(key)
+    B = Bundle.build(system, LogisticModel({"x": 2.0}, 0.0, output="show")).signed(key)
+    home = tmp_path / "home"
+    creds = Credentials(home / "credentials.json")
+    tokens = {"app": creds.add("app", ["decide", "report"]), "ops": creds.add("ops", ["admin"])}
+    reg = Registry.from_settings(Settings(home=home)).open()
+    reg.trust_key(key.public_key, name="tests", actor="ops")
+    reg.deploy(system, A, actor="ops", reason="first production", force="a test bundle without a report")
+    reg.add_bundle(B, actor="ops")
+    st = ServiceSettings(project=Settings(home=home), system="test_guard_rewards:promo", poll_interval_s=0.2,
+                         guard_interval_s=0.3, guard_min_decisions=40)
+    with serve_in_thread(create_app(st, system=system)) as base, Client(base, tokens["app"]) as cl, \
+            Client(base, tokens["ops"]) as ops:
+        ops.deploy(B.version, flight="b", share=0.3, force="see how users react", reason="try B")
+        first = cl.decide_batch([{"user": f"u{i}", "x": 0.5} for i in range(600)]).decisions
+        flight = [d for d in first if d.flight == "b"]
+        prod = [d for d in first if d.flight is None]
+        assert len(flight) > 100
+        clicks = [d for d in flight[::20]] + [d for i, d in enumerate(prod) if i % 5 < 2]  # 5 % against 40 %
+        reports = [{"decision": d, "kind": "click", "source": "app", "event_time": d.timestamp_ns + 10**6} for d in clicks]
+        assert cl.report_batch(reports)["accepted"] == len(reports)
+        eventually(lambda: cl.status()["deployment"]["flights"] == [], timeout=30,
+                   what="the guard stopping the flight")
+    stop = [e for e in reg.history("promo") if e["actor"] == "guard:service"]
+    assert stop and stop[-1]["reason"].startswith("guard: reward_per_decision") and "in flight 'b'" in stop[-1]["reason"]
+    reg.close()
