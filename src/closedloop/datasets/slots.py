@@ -108,9 +108,9 @@ def build_reward_dataset(
     counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
     dec = every.filter(pa.array(chosen))
     digest_only = int(dec["candidates_json"].null_count)
-    find = _unit_time_index(every, policy.per == "slot") if policy.link == "unit_time" else None
-    linked = _link(_first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id"), dec, policy, window,
-                   set(every["decision_id"].to_pylist()), find, counts)
+    outs = _first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
+    find = _unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
+    linked = _link(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
     data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0)
     counts.update(slot_counts)
     if data.num_rows == 0:
@@ -125,14 +125,19 @@ def build_reward_dataset(
 Finder = Callable[[str | None, str | None, int], str | None]
 
 
-def _unit_time_index(every: pa.Table, per_slot: bool) -> Finder:
+def _unit_time_index(every: pa.Table, outs: pa.Table, per_slot: bool) -> Finder:
     """The ``link="unit_time"`` lookup over ``every`` decision ingested by the cut-off: the latest
     decision of the unit at or before the event (ties: the greatest decision id) — per slot, the
-    latest whose slate showed the candidate."""
+    latest whose slate showed the candidate. Only the units (and candidates) of ``outs`` without
+    a decision id are indexed."""
+    bare = outs.filter(pc.is_null(outs["decision_id"])).select(["unit", "candidate_id"]).to_pydict()
+    wanted = set(zip(bare["unit"], bare["candidate_id"], strict=True)) if per_slot else set(bare["unit"])
+    units = pa.array(sorted({k[0] if per_slot else k for k in wanted} - {None}), pa.string())
+    mine = every.filter(pc.is_in(every["unit"], value_set=units))
     keyed: dict[Any, list[tuple[int, str]]] = {}
-    cols = every.select(["decision_id", "unit", "timestamp_ns", "slate"]).to_pydict()
+    cols = mine.select(["decision_id", "unit", "timestamp_ns", "slate"]).to_pydict()
     for did, unit, ts, slate in zip(cols["decision_id"], cols["unit"], cols["timestamp_ns"], cols["slate"], strict=True):
-        for key in ([(unit, c) for c in slate or ()] if per_slot else [unit]):
+        for key in ([(unit, c) for c in slate or () if (unit, c) in wanted] if per_slot else [unit]):
             keyed.setdefault(key, []).append((ts, did))
     index = {k: ([t for t, _ in v], [d for _, d in v]) for k, v in ((k, sorted(v)) for k, v in keyed.items())}
 
