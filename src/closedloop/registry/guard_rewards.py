@@ -40,7 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["REWARD_METRIC", "describe_reward_breach", "reward_arm_counts", "reward_metric", "rewards_are_binary"]
+__all__ = ["REWARD_METRIC", "describe_reward_breach", "missing_columns", "reward_arm_counts", "reward_metric", "rewards_are_binary"]
 
 #: The name of the guard's reward metric.
 REWARD_METRIC = "reward_per_decision"
