@@ -92,7 +92,7 @@ def test_per_slot_rewards_are_exactly_what_was_decided_and_reported(tmp_path):
     assert cols.pylist("user_id")[:3] == [decided[0].unit] * 3
 
 
-def test_open_windows_point_in_time_and_digest_only(tmp_path):
+def test_open_windows_and_point_in_time(tmp_path):
     system = _feed(default=None)
     store, decided, expect = _run(tmp_path / "home", system, n=40)
     m = build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
@@ -102,11 +102,3 @@ def test_open_windows_point_in_time_and_digest_only(tmp_path):
     with pytest.raises(DatasetError, match="has no rows"):
         build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
                              since_ns=T0, until_ns=T0 + 10**6 * S, cutoff_ns=T0 + 60 * S, out=tmp_path / "ds2")
-    tel = Telemetry(SegmentLog(tmp_path / "h2"), system=system, candidates="digest", clock=lambda: T0)
-    Runtime(system, Bundle.build(system, feed_module.model), telemetry=tel).decide(generate(1, 4)[0], timestamp_ns=T0)
-    tel.close()
-    s2 = TelemetryStore(tmp_path / "h2")
-    s2.compact()
-    with pytest.raises(DatasetError, match="digest only"):
-        build_reward_dataset(system, decision_files=s2.decision_files(), outcome_files=s2.outcome_files(),
-                             since_ns=T0, until_ns=T0 + S, cutoff_ns=T0 + 10**5 * S, out=tmp_path / "ds3")

@@ -11,21 +11,32 @@ experience and ``System(rewards=…)``, and writes the directory format of
   else counted ``open``);
 - **dedupe**: one decision per ``decision_id`` and one outcome per ``outcome_id``, the first by
   ``(ingest_ns, writer, seq)``;
-- **link** (``link="decision"``): an outcome links by its ``decision_id``; per slot, by its
-  ``candidate_id`` too. Outcomes not used are counted by why: ``unknown_id``, ``no_candidate``
-  (per slot, none named), ``not_in_slate``, ``before_decision``, ``after_window``, ``other_kind``,
-  ``not_selected`` (its decision is out of range, open, or not a ranking);
+- **link**: an outcome with a ``decision_id`` links to that decision; per slot, by its
+  ``candidate_id`` too. With ``link="unit_time"`` an outcome without one links by unit, time (and,
+  per slot, candidate): to the **latest decision of its unit at or before its event time** (ties
+  on time: the greatest ``decision_id``) — per slot, the latest whose slate showed its
+  ``candidate_id`` — among the decisions ingested by the cut-off (deduplicated), as the label
+  join's unit+time link does (docs/datasets.md, "Linking"); the window is then checked as for any
+  outcome. Outcomes not used are counted by why: ``unknown_id``, ``unlinked`` (``unit_time``: no
+  such decision, or no unit), ``no_candidate`` (per slot, none named), ``not_in_slate``,
+  ``before_decision``, ``after_window``, ``other_kind``, ``not_selected`` (its decision is out of
+  range, open, or not a ranking);
 - **reward**: the policy's (its kinds in order, aggregate, window, default); a slot whose reward is
   None (no default, nothing counted) is left out and counted ``no_reward``. ``per="decision"``:
   each slot row carries its decision's reward;
 - **rows**: ``propensity`` is the logged slot propensity, ``sample_prob`` the record's sampling
-  probability and ``weight`` = 1 / (propensity · sample_prob).
+  probability and ``weight`` = 1 / (propensity · sample_prob);
+- **digest only**: when a decision read was logged with ``Telemetry(candidates="digest")`` (ids
+  and the digest, no fields), no row has the candidate fields or features: the rows carry the
+  request fields and ``candidates_digest``, and the manifest names the candidate fields and
+  features under ``absent``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop.datasets.importer import context_columns, with_id, write_dataset
+from closedloop.datasets.importer import _json_rows, context_columns, with_id, write_dataset
 from closedloop.datasets.join.columns import feature_column
 from closedloop.errors import DatasetError, SpecError
 from closedloop.system.spec import System
@@ -69,9 +80,6 @@ def _check(system: System, since_ns: int, until_ns: int, cutoff_ns: int, out: Pa
     policy = system.rewards
     if policy is None:
         raise DatasetError(f"System '{system.name}' declares no rewards; declare System(rewards=RewardPolicy(...)).")
-    if policy.link != "decision":
-        raise DatasetError(f"build_reward_dataset links outcomes by decision id; the reward policy's 'link' must be "
-                           f"'decision'. Got {policy.link!r} instead.")
     for nm, v in (("since_ns", since_ns), ("until_ns", until_ns), ("cutoff_ns", cutoff_ns)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise DatasetError(f"The dataset '{nm}' must be an integer (ns). Got {v!r} instead.")
@@ -93,42 +101,72 @@ def build_reward_dataset(
     out = Path(out)
     policy = _check(system, since_ns, until_ns, cutoff_ns, out)
     window = policy.window // timedelta(microseconds=1) * 1000
-    dec = _first(_read(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
-    ts = dec["timestamp_ns"].to_numpy()
+    every = _first(_read(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
+    ts = every["timestamp_ns"].to_numpy()
     chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
-    chosen &= np.asarray(dec["slate"].is_valid(), dtype=bool)
+    chosen &= np.asarray(every["slate"].is_valid(), dtype=bool)
     counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
-    dec = dec.filter(pa.array(chosen))
-    if dec.num_rows and dec["candidates_json"].null_count:
-        raise DatasetError("A per-slot dataset needs the candidates' fields; decisions logged with "
-                           "Telemetry(candidates='digest') have their digest only.")
-    linked = _link(_first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id"), dec, policy, window,
-                   _known_ids(decision_files, system.name, cutoff_ns), counts)
-    data, slot_counts = _rows(dec, policy, linked, system)
+    dec = every.filter(pa.array(chosen))
+    digest_only = int(dec["candidates_json"].null_count)
+    outs = _first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
+    find = _unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
+    linked = _link(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
+    data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0)
     counts.update(slot_counts)
     if data.num_rows == 0:
         raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
-    content = _manifest(system, data, counts, since_ns, until_ns, cutoff_ns, len(decision_files), len(outcome_files))
+    content = _manifest(system, data, counts, (since_ns, until_ns, cutoff_ns), (len(decision_files), len(outcome_files)),
+                        (digest_only, dec.num_rows))
     write_dataset(data, out, content)
     return DatasetManifest(id=content["id"], path=out, content=content)
 
 
-def _known_ids(files: Sequence[Path | str], name: str, cutoff_ns: int) -> set[str]:
-    t = _read(files, DECISION_SCHEMA, name, cutoff_ns)
-    return set(t["decision_id"].to_pylist())
+#: finds the decision an outcome without a decision id links to: (unit, candidate id, event_ns) → decision id or None
+Finder = Callable[[str | None, str | None, int], str | None]
 
 
-def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str],
+def _unit_time_index(every: pa.Table, outs: pa.Table, per_slot: bool) -> Finder:
+    """The ``link="unit_time"`` lookup over ``every`` decision ingested by the cut-off: the latest
+    decision of the unit at or before the event (ties: the greatest decision id) — per slot, the
+    latest whose slate showed the candidate. Only the units (and candidates) of ``outs`` without
+    a decision id are indexed."""
+    bare = outs.filter(pc.is_null(outs["decision_id"])).select(["unit", "candidate_id"]).to_pydict()
+    wanted = set(zip(bare["unit"], bare["candidate_id"], strict=True)) if per_slot else set(bare["unit"])
+    units = pa.array(sorted({k[0] if per_slot else k for k in wanted} - {None}), pa.string())
+    mine = every.filter(pc.is_in(every["unit"], value_set=units))
+    keyed: dict[Any, list[tuple[int, str]]] = {}
+    cols = mine.select(["decision_id", "unit", "timestamp_ns", "slate"]).to_pydict()
+    for did, unit, ts, slate in zip(cols["decision_id"], cols["unit"], cols["timestamp_ns"], cols["slate"], strict=True):
+        for key in ([(unit, c) for c in slate or () if (unit, c) in wanted] if per_slot else [unit]):
+            keyed.setdefault(key, []).append((ts, did))
+    index = {k: ([t for t, _ in v], [d for _, d in v]) for k, v in ((k, sorted(v)) for k, v in keyed.items())}
+
+    def find(unit: str | None, cid: str | None, event_ns: int) -> str | None:
+        got = index.get((unit, cid) if per_slot else unit)
+        if got is None:
+            return None
+        i = bisect_right(got[0], event_ns)
+        return got[1][i - 1] if i else None
+
+    return find
+
+
+def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str], find: Finder | None,
           counts: Counter[str]) -> dict[tuple[str, str | None], list[tuple[str, float, int]]]:
-    """Each outcome linked to its (decision, candidate) — or counted by why not."""
+    """Each outcome linked to its (decision, candidate) — by its decision id, or with ``find``
+    (``link="unit_time"``) by unit, candidate and time — or counted by why not."""
     slates = {d: set(s) for d, s in zip(dec["decision_id"].to_pylist(), dec["slate"].to_pylist(), strict=True)}
     times = dict(zip(dec["decision_id"].to_pylist(), dec["timestamp_ns"].to_pylist(), strict=True))
     kinds = set(policy.kinds)
     per_slot = policy.per == "slot"
     got: dict[tuple[str, str | None], list[tuple[str, float, int]]] = {}
-    for o in outs.select(["decision_id", "candidate_id", "kind", "value", "event_ns"]).to_pylist():
+    for o in outs.select(["decision_id", "unit", "candidate_id", "kind", "value", "event_ns"]).to_pylist():
         did, cid = o["decision_id"], o["candidate_id"]
-        if did is None or did not in known:
+        if did is None and find is not None:
+            did = None if per_slot and cid is None else find(o["unit"], cid, o["event_ns"])
+        if did is None and find is not None:
+            why = "no_candidate" if per_slot and cid is None else "unlinked"
+        elif did is None or did not in known:
             why = "unknown_id"
         elif did not in slates:
             why = "not_selected"
@@ -150,18 +188,20 @@ def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[st
 
 
 def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[tuple[str, float, int]]],
-          system: System) -> tuple[pa.Table, Counter[str]]:
-    """One row per (decision, slot) with a reward, in the decisions' order (module doc, "rows")."""
-    cnames = [f.name for f in system.candidate_schema.fields]  # type: ignore[union-attr]
+          system: System, *, full: bool) -> tuple[pa.Table, Counter[str]]:
+    """One row per (decision, slot) with a reward, in the decisions' order (module doc, "rows");
+    without ``full`` (some decision logged its candidates' digest only) no candidate fields and no
+    features: the request fields and each row's ``candidates_digest``."""
+    cnames = [f.name for f in system.candidate_schema.fields] if full else []  # type: ignore[union-attr]
     rnames = [f.name for f in system.schema.fields]
     cols: dict[str, list[Any]] = {k: [] for k in ("decision_id", "position", "unit", "timestamp_ns", "action", "reward",
-                                                  "propensity", "sample_prob")}
+                                                  "propensity", "sample_prob", "candidates_digest")}
     fields: dict[str, list[Any]] = {n: [] for n in [*rnames, *cnames]}
     counts: Counter[str] = Counter()
     for d in dec.select(["decision_id", "unit", "timestamp_ns", "slate", "slot_propensities", "sample_prob",
-                         "context_json", "candidates_json"]).to_pylist():
+                         "context_json", "candidates_json", "candidates_digest"]).to_pylist():
         req = msgspec.json.decode(d["context_json"]) if d["context_json"] else {}
-        cands = {c[system.candidate_id]: c for c in msgspec.json.decode(d["candidates_json"])}
+        cands = {c[system.candidate_id]: c for c in msgspec.json.decode(d["candidates_json"])} if full else {}
         for j, (cid, p) in enumerate(zip(d["slate"], d["slot_propensities"], strict=True)):
             r = policy.reward(linked.get((d["decision_id"], cid if policy.per == "slot" else None), ()), d["timestamp_ns"])
             if r is None:
@@ -169,14 +209,15 @@ def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[
                 continue
             for k, v in (("decision_id", d["decision_id"]), ("position", j + 1), ("unit", d["unit"]),
                          ("timestamp_ns", d["timestamp_ns"]), ("action", cid), ("reward", r), ("propensity", p),
-                         ("sample_prob", d["sample_prob"])):
+                         ("sample_prob", d["sample_prob"]), ("candidates_digest", d["candidates_digest"])):
                 cols[k].append(v)
             for name in rnames:
                 fields[name].append(req.get(name))
             for name in cnames:
                 fields[name].append(cands[cid].get(name))
     n = len(cols["decision_id"])
-    validated = system.features.schema.validate_batch({k: fields[k] for k in [*rnames, *cnames]}) if n else None
+    schema = system.features.schema if full else system.schema
+    validated = schema.validate_batch({k: fields[k] for k in [*rnames, *cnames]}) if n else None
     prop, sp = np.asarray(cols["propensity"], dtype=np.float64), np.asarray(cols["sample_prob"], dtype=np.float64)
     data: dict[str, Any] = {
         "decision_id": pa.array(cols["decision_id"], pa.string()), "position": pa.array(cols["position"], pa.int32()),
@@ -185,15 +226,24 @@ def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[
         "propensity": pa.array(prop, pa.float64()), "weight": pa.array(1.0 / (prop * sp), pa.float64()),
         "sample_prob": pa.array(sp, pa.float64()),
     }
-    if validated is not None:
+    if validated is not None and full:
         data.update(context_columns(validated, system))
+    elif validated is not None:  # digest only: the request fields, the digest of the candidates the features would read
+        data.update({"context_json": _json_rows(validated, rnames),
+                     "candidates_digest": pa.array(cols["candidates_digest"], pa.string()),
+                     "schema_version": pa.array([system.schema_version] * n, pa.string()),
+                     "feature_fingerprint": pa.array([system.feature_fingerprint] * n, pa.string())})
     return pa.table(data), counts
 
 
-def _manifest(system: System, data: pa.Table, counts: Counter[str], since_ns: int, until_ns: int, cutoff_ns: int,
-              n_dec_files: int, n_out_files: int) -> dict[str, Any]:
+def _manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int], files: tuple[int, int],
+              digest: tuple[int, int]) -> dict[str, Any]:
+    """The manifest; with decisions logged digest-only (``digest``: their number, of the decisions
+    read) the candidate fields and features are named under ``absent`` and no feature is listed."""
+    (since_ns, until_ns, cutoff_ns), (n_dec_files, n_out_files) = span, files
     reward = data["reward"].to_numpy()
-    feat_names = [f.name for f in system.features.features]
+    all_features = [f.name for f in system.features.features]
+    feat_names = all_features if digest[0] == 0 else []
     content: dict[str, Any] = {
         "format": 1, "system": system.name, "schema_version": system.schema_version, "rows": "slot",
         "labels": None, "policy": None, "rewards": system.rewards.describe() if system.rewards else None,
@@ -209,4 +259,11 @@ def _manifest(system: System, data: pa.Table, counts: Counter[str], since_ns: in
             "outcomes": {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())},
         },
     }
+    if digest[0]:
+        content["absent"] = {
+            "candidate_fields": [f.name for f in system.candidate_schema.fields],  # type: ignore[union-attr]
+            "features": all_features,
+            "why": f"{digest[0]} of the {digest[1]} decisions were logged with Telemetry(candidates='digest'): candidate "
+                   "ids and the digest of their fields only; each row carries candidates_digest",
+        }
     return with_id(content)

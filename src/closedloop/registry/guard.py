@@ -15,6 +15,11 @@ metric             per arm                                                 sourc
 ``latency_p99``    99th percentile of decision latency                     ``ops=`` (latency samples)
 =================  ======================================================  ==========================
 
+``reward_per_decision``  for a system with ``rewards=RewardPolicy(...)``: the mean reward per
+                   decision whose reward window closed, rewards linked by ``decision_id`` (+
+                   ``candidate_id`` per slot), lower than production's beyond the noise and
+                   ``GuardPolicy.reward_tolerance`` (relative) — :mod:`closedloop.registry.guard_rewards`
+
 ``goal:<name>``     each system goal an arm's telemetry measures without labels (outcome rates,
                    action shares): the flight's figure past the target production keeps, beyond
                    the noise (:mod:`closedloop.registry.guard_goals`; ``GuardPolicy.goals``)
@@ -48,6 +53,14 @@ import pyarrow as pa
 
 from closedloop.errors import RegistryError
 from closedloop.registry.guard_goals import describe_breach, flight_goals, goal_arm_counts, goal_metric
+from closedloop.registry.guard_rewards import (
+    REWARD_METRIC,
+    describe_reward_breach,
+    missing_columns,
+    reward_arm_counts,
+    reward_metric,
+    rewards_are_binary,
+)
 from closedloop.registry.srm import (  # noqa: F401 - re-exported: they were defined here
     SRM_ALPHA,
     SRM_MIN_EXPECTED,
@@ -75,6 +88,9 @@ class GuardPolicy:
         Absolute increase of the decision error rate tolerated.
     latency_tolerance:
         Relative increase of the p99 latency tolerated (0.5: up to 50 % slower).
+    reward_tolerance:
+        Relative decrease of the reward per decision tolerated, as a share of production's mean
+        (0.05: a flight up to 5 % below production is not stopped); systems with ``rewards`` only.
     min_decisions:
         Decisions each arm needs in the window before it is judged.
     window_s:
@@ -94,6 +110,7 @@ class GuardPolicy:
     mistake_tolerance: float = 0.0
     error_tolerance: float = 0.0
     latency_tolerance: float = 0.5
+    reward_tolerance: float = 0.0
     min_decisions: int = 200
     window_s: float | None = None
     mistakes: tuple[str, ...] | None = None
@@ -112,7 +129,7 @@ class GuardPolicy:
             object.__setattr__(self, "mistakes", tuple(m))
         if not (isinstance(self.alpha, int | float) and 0.0 < self.alpha < 1.0):
             raise RegistryError(f"The 'alpha' of GuardPolicy must be a number in (0, 1). Got {self.alpha!r} instead.")
-        for name in ("mistake_tolerance", "error_tolerance", "latency_tolerance"):
+        for name in ("mistake_tolerance", "error_tolerance", "latency_tolerance", "reward_tolerance"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v >= 0):
                 raise RegistryError(f"The '{name}' of GuardPolicy must be a number ≥ 0. Got {v!r} instead.")
@@ -318,6 +335,9 @@ def guard_check(
         fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
         pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
         metrics = _flight_metrics(fl, pr, (ops or {}).get(f.name), (ops or {}).get(None), kinds, policy)
+        if getattr(system, "rewards", None) is not None:
+            metrics.append(_reward_metric(decisions, outcomes, system, f, state.production, (since, now), policy,
+                                          exclude_sources))
         for goal, metric in judged:
             gc = goal_arm_counts(decisions, outcomes, name, metric, since, now, exclude_sources)
             metrics.append(goal_metric(goal, metric, gc.get((f.name, f.bundle), {"n": 0, "x": 0}),
@@ -352,7 +372,7 @@ def _new_report(name: str, state: Any, now: int, policy: GuardPolicy, kinds: tup
     notes = []
     if not kinds:
         notes.append(f"system {name!r} declares no mistake_outcomes: the mistake rate cannot be measured")
-    notes.append("outcomes linked only by unit (no decision_id) are not attributed to an arm")
+    notes.append("outcomes linked only by unit (no decision_id) are not attributed to an arm (nor paid as rewards)")
     report: dict[str, Any] = {"system": name, "revision": state.revision, "checked_at_ns": now,
                               "policy": asdict(policy), "state": state.to_dict(), "flights": [], "breaches": [],
                               "notes": notes}
@@ -400,6 +420,20 @@ def _flight_metrics(fl: dict[str, int], pr: dict[str, int], fo: ArmOps | None, p
     return metrics
 
 
+def _reward_metric(decisions: pa.Table, outcomes: pa.Table, system: Any, f: Any, production: str,
+                   window: tuple[int, int], policy: GuardPolicy, exclude_sources: Sequence[str]) -> dict[str, Any]:
+    """The flight's ``reward_per_decision`` against production (:mod:`closedloop.registry.guard_rewards`),
+    or not measured when the telemetry given lacks a column it reads."""
+    rewards = system.rewards
+    lacking = missing_columns(decisions, outcomes, rewards)
+    if lacking:
+        return _not_measured(REWARD_METRIC, f"the telemetry given lacks the column(s) {lacking}")
+    counts = reward_arm_counts(decisions, outcomes, system.name, rewards, window[0], window[1], exclude_sources)
+    return reward_metric(counts.get((f.name, f.bundle), {}), counts.get((None, production), {}),
+                         binary=rewards_are_binary(rewards, system), tolerance=float(policy.reward_tolerance),
+                         alpha=policy.alpha, min_decisions=policy.min_decisions, rate_test=_rate_test)
+
+
 def _on_breach(report: dict[str, Any], entry: dict[str, Any], registry: Any, name: str, f: Any, policy: GuardPolicy,
                window: tuple[int, int], actor: str, apply: bool) -> None:
     """A flight breached: the breach and its reason into ``report``, and with ``apply`` the
@@ -408,6 +442,7 @@ def _on_breach(report: dict[str, Any], entry: dict[str, Any], registry: Any, nam
     worst = [m for m in metrics if m["breach"]]
     reason = "; ".join(
         describe_breach(m, f.name, policy.alpha) if "goal" in m else
+        describe_reward_breach(m, f.name) if m["metric"] == REWARD_METRIC else
         f"guard: {m['metric']} {m['flight']:.6g} in flight {f.name!r} vs {m['production']:.6g} in production "
         f"over {m['n_flight']} vs {m['n_production']} (p={m['p_value']:.3g} < alpha {policy.alpha}, "
         f"tolerance {m['tolerance']:g}; {m['test']})"

@@ -100,7 +100,11 @@ class RewardPolicy:
         ``None`` to leave it without a reward.
     link:
         What an outcome must carry to be linked: ``"decision"`` — the decision id (per slot, with
-        the candidate id); ``"unit_time"`` — the unit and event time (per slot, with the candidate id).
+        the candidate id); ``"unit_time"`` — the unit and event time (per slot, with the candidate id):
+        an outcome without a decision id pays the latest decision of its unit at or before its
+        event (per slot, the latest whose slate showed its candidate), the window checked after;
+        one with a decision id links by it under either (:mod:`closedloop.datasets.slots`). The
+        flight guard links rewards by decision id only (:mod:`closedloop.registry.guard_rewards`).
     """
 
     def __init__(
