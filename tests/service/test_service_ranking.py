@@ -35,9 +35,10 @@ def served(tmp_path_factory):
     token = Credentials(home / "credentials.json").add("app", ["decide", "report"])
     st = ServiceSettings(project=Settings(home=home), system="examples.feed.system:feed", bundle=str(path),
                          max_candidates=MAX_CANDIDATES)
-    with serve_in_thread(create_app(st, system=feed)) as base:
+    app = create_app(st, system=feed)
+    with serve_in_thread(app) as base:
         yield {"base": base, "token": token, "auth": {"Authorization": f"Bearer {token}"}, "home": home,
-               "bundle": bundle}
+               "bundle": bundle, "app": app}
 
 
 def _post(s: dict[str, Any], path: str, body: Any) -> httpx.Response:
@@ -193,3 +194,16 @@ def test_metrics_readiness_and_the_openapi_document_know_rankings(served):
     assert doc["Context"]["properties"]["candidates"]["items"] == {"$ref": "#/components/schemas/Candidate"}
     assert {"slate", "slot_propensities", "scores"} <= set(doc["Decision"]["properties"])
     assert {"candidate_id", "slot"} <= set(doc["OutcomeReport"]["properties"])
+
+
+def test_under_the_kill_switch_the_first_k_candidates_are_shown_unscored(served):
+    req = generate(1, 9, seed=11)[0]
+    rt = served["app"].state.holder["svc"].runtime
+    rt.set_killswitch(True)
+    try:
+        a = _post(served, "/v1/decide", req).json()
+    finally:
+        rt.set_killswitch(False)
+    assert a["killswitch"] is True and a["scores"] == {}
+    assert a["slate"] == [c["item_id"] for c in req["candidates"][:5]] and a["slot_propensities"] == [1.0] * 5
+    assert _post(served, "/v1/decide", req).json()["killswitch"] is False
