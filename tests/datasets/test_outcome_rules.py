@@ -51,6 +51,7 @@ CASES: list[tuple[dict, str | None]] = [
     ({"decision_id": "d", "kind": "k", "source": "u", "slot": 0}, "slot"),
     ({"decision_id": "d", "kind": "k", "source": "u", "slot": True}, "slot"),
     ({"decision_id": "d", "kind": "k", "source": "u", "slot": "2"}, "slot"),
+    ({"decision_id": "d", "kind": "k", "source": "u", "slot": 10**30}, "slot"),  # past any slate (and int64)
     ({"decision_id": "d", "kind": "k", "source": "u", "slot": 1, "candidate_id": "item-1"}, "slot"),
     ({"unit": "u1", "kind": "k", "source": "u", "slot": 1}, "decision_id"),
     ({"unit": "u1", "kind": "k", "source": "u", "candidate_id": "item-1"}, None),  # linked by unit and time

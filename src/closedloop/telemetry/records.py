@@ -197,15 +197,17 @@ def check_outcome_fields(
 
 #: What an outcome's ``candidate_id`` must be.
 CANDIDATE_ID_RULE = f"a non-empty string of at most {MAX_ID} characters (the id of a candidate the decision showed), or absent"
+#: The largest ``slot`` an outcome may name (a slate is never longer than a request's candidates).
+MAX_SLOT = 1_000_000
 #: What an outcome's ``slot`` must be.
-SLOT_RULE = "an integer ≥ 1 (the 1-based slot of the decision's slate), or absent"
+SLOT_RULE = f"an integer from 1 to {MAX_SLOT} (the 1-based slot of the decision's slate), or absent"
 
 
 def _slot_problem(decision_id: object, candidate_id: object, slot: object) -> OutcomeProblem | None:
     """The problem of an outcome's ``candidate_id`` / ``slot``, or None (see :func:`check_outcome_fields`)."""
     if candidate_id is not None and (not isinstance(candidate_id, str) or not candidate_id or len(candidate_id) > MAX_ID):
         return OutcomeProblem("candidate_id", CANDIDATE_ID_RULE, clip_value(candidate_id))
-    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or slot < 1):
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot <= MAX_SLOT):
         return OutcomeProblem("slot", SLOT_RULE, clip_value(slot))
     if candidate_id is not None and slot is not None:
         return OutcomeProblem("slot", "absent when 'candidate_id' is given (name the slot by one of them)", slot)
