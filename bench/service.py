@@ -21,6 +21,12 @@ different contexts by a wrk Lua script.
   (``-c4``): decisions per second; target ≥ 100k per worker;
 * ``mlflow`` — only when ``mlflow`` is importable from the interpreter named by
   ``--mlflow-python`` (a separate venv: it is not a dependency of closedloop);
+* ``ranking`` (``--ranking``: this and the baselines only) — a ranking system through the same
+  service: ``examples/feed`` (a logistic bundle, top 5 of 80 candidates by Plackett–Luce softmax),
+  200 different 80-candidate requests rotated by wrk (``-c16``), telemetry and auth on, one worker;
+  beside it, in the same run, the ``booster`` baseline and ``Runtime.decide`` in-process on the
+  same requests (the bench process pinned to CPU 0, no telemetry: the runtime's own cost), and a
+  batch of 100 requests a request (``-c4``). Target: ≥ 1,000 ranking decisions/s on one worker;
 * ``attack`` — a normal client (a single decision every 5 ms, latency counted from when each
   was due) alone, then while two clients (``wrk -c2``) post, back to back, the largest invalid
   outcome batch the body limit lets through (8 MiB: ≈ 4.2 million ``0`` items) with a
@@ -363,6 +369,125 @@ def check_sanity(port: int, token: str, rows: list[dict[str, Any]], bundle: Any,
     return float(np.max(np.abs(got - ref)))
 
 
+def build_ranking(home: Path) -> dict[str, Any]:
+    """The feed ranking system's bundle (the logistic model), a token and 200 80-candidate requests."""
+    from examples.feed.data import generate
+    from examples.feed.system import feed, model
+
+    from closedloop import Bundle
+    from closedloop.service.auth import Credentials
+
+    bundle = Bundle.build(feed, model)
+    bundle.save(home / "bundles" / bundle.version)
+    token = Credentials(home / "credentials.json").add("ranking", ["decide", "report"])
+    return {"system": feed, "bundle": bundle, "token": token, "requests": generate(200, 80, seed=11)}
+
+
+def in_process_ranking(system: Any, bundle: Any, requests: list[dict[str, Any]], rounds: int = 5) -> tuple[float, float]:
+    """``Runtime.decide`` on the requests (parsed JSON), no telemetry, on CPU 0 (where the server
+    runs): (decisions per second, CPU µs per decision), each the best of ``rounds`` passes — the
+    CPU time is what the decision costs whatever else the machine runs."""
+    from closedloop import Runtime
+
+    rt = Runtime(system, bundle)
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    try:
+        best, cpu_best = 0.0, float("inf")
+        for _ in range(rounds):
+            t, c = time.perf_counter(), time.process_time()
+            for r in requests:
+                rt.decide(r)
+            best = max(best, len(requests) / (time.perf_counter() - t))
+            cpu_best = min(cpu_best, (time.process_time() - c) / len(requests) * 1e6)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return best, cpu_best
+
+
+def check_ranking(port: int, env: dict[str, Any]) -> bool:
+    """20 rankings over HTTP equal the runtime's in-process ones for the same id and time (slate,
+    slot propensities and every score, bit for bit)."""
+    from closedloop import Client, Runtime
+
+    rt = Runtime(env["system"], env["bundle"])
+    with Client(f"http://127.0.0.1:{port}", env["token"]) as cl:
+        for req in env["requests"][:20]:
+            a = cl.decide(req)
+            d = rt.decide(req, decision_id=a.decision_id, timestamp_ns=a.timestamp_ns)
+            if (a.slate, a.slot_propensities, list(a.scores.values())) != (d.ranking, d.slot_propensities, d.scores):  # type: ignore[union-attr]
+                return False
+    return True
+
+
+def ranking_figures(home: Path, tmp: Path, warmup: int, seconds: int) -> dict[str, Any]:
+    """The ranking system through ``closedloop serve`` (single requests, -c16; batches of 100, -c4),
+    and ``Runtime.decide`` in-process on the same requests."""
+    env = build_ranking(home)
+    reqs = env["requests"]
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {env['token']}"}
+    single = lua_rotating(tmp / "ranking.lua", [json.dumps(r).encode() for r in reqs], auth)
+    batch_file = tmp / "ranking-batch.json"
+    batch_file.write_bytes(json.dumps(reqs[:100]).encode())
+    batch = lua_fixed(tmp / "ranking-batch.lua", batch_file, auth)
+    in_process, in_cpu = in_process_ranking(env["system"], env["bundle"], reqs)
+    print(f"ranking      Runtime.decide in-process: {in_process:,.0f} decisions/s, {in_cpu:.0f} µs CPU each "
+          "(80 candidates, top 5, no telemetry)", flush=True)
+    port = free_port()
+    args = [sys.executable, "-m", "closedloop.cli", "--home", str(home), "serve", "--system", "examples.feed.system:feed",
+            "--bundle", env["bundle"].version, "--port", str(port), "--workers", "1"]
+    with Server(args, port, "/readyz") as srv:
+        same = check_ranking(port, env)
+        one = measure("ranking x80", f"http://127.0.0.1:{port}/v1/decide", single, warmup, seconds, 16, srv.pid)
+        many = measure("ranking b100", f"http://127.0.0.1:{port}/v1/decide", batch, warmup, max(2, seconds * 2 // 3), 4,
+                       srv.pid)
+    return {"candidates": 80, "k": 5, "requests_rotated": len(reqs), "equal_to_in_process": same,
+            "in_process_decide_per_s": round(in_process), "in_process_cpu_us_per_decision": round(in_cpu, 1),
+            "single": one, "batch100": many,
+            "batch100_decisions_per_s": round(many["rps"] * 100)}
+
+
+def ranking_main(a: argparse.Namespace, tmp: Path, warmup: int, seconds: int) -> int:
+    """``--ranking``: the booster baseline, then the ranking figures; the last line is JSON."""
+    env = build(tmp / "home")
+    bodies = [json.dumps(r).encode() for r in env["rows"]]
+    plain = lua_rotating(tmp / "plain.lua", bodies, {"Content-Type": "application/json"})
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", "booster", "--port", str(port),
+            "--model", str(env["model_file"])]
+    with Server(args, port, "/docs") as srv:
+        bo = measure("booster", f"http://127.0.0.1:{port}/predict", plain, warmup, seconds, 16, srv.pid)
+    rk = ranking_figures(tmp / "ranking-home", tmp, warmup, seconds)
+    one = rk["single"]
+    out = {
+        "bench": "service", "mode": "ranking", "quick": a.quick, "python": platform.python_version(),
+        "wrk": f"-t1 -c16 -d{seconds}s --latency (batch: -c4), {warmup} s warm-up, server CPU 0, wrk CPU 1",
+        "booster_fastapi_rps": bo["rps"], "booster_fastapi_p99_ms": bo.get("p99_ms"),
+        "booster_cpu_us_per_request": bo.get("cpu_us_per_request"),
+        "ranking_decide_rps": one["rps"], "ranking_decide_p50_ms": one.get("p50_ms"),
+        "ranking_decide_p99_ms": one.get("p99_ms"), "ranking_non_2xx": one["non_2xx"],
+        "ranking_cpu_share": one.get("cpu_share"), "ranking_cpu_us_per_request": one.get("cpu_us_per_request"),
+        "ranking_vs_booster_fastapi": one["rps"] / bo["rps"],
+        "in_process_decide_per_s": rk["in_process_decide_per_s"],
+        "ranking_http_vs_in_process": one["rps"] / rk["in_process_decide_per_s"],
+        # CPU per decision: the server's (HTTP, auth, telemetry's committer included) over the runtime's alone
+        "in_process_cpu_us_per_decision": rk["in_process_cpu_us_per_decision"],
+        "ranking_cpu_vs_in_process": (None if one.get("cpu_us_per_request") is None
+                                      else round(one["cpu_us_per_request"] / rk["in_process_cpu_us_per_decision"], 2)),
+        "ranking_batch100_decisions_per_s": rk["batch100_decisions_per_s"],
+        "ranking_batch100_cpu_us_per_request": rk["batch100"].get("cpu_us_per_request"),
+        "ranking_equal_to_in_process": rk["equal_to_in_process"],
+        "ranking": rk,
+        "targets": {"ranking_decide_rps": ">= 1000"},
+    }
+    out["targets_met"] = bool(one["rps"] >= 1000)
+    print(f"ranking: {one['rps']:,.0f} decisions/s over HTTP ({out['ranking_vs_booster_fastapi']:.2f}× the booster "
+          f"baseline's req/s, {out['ranking_http_vs_in_process']:.2f}× Runtime.decide in-process; CPU per decision "
+          f"{out['ranking_cpu_vs_in_process']}× the runtime's alone)", flush=True)
+    print(json.dumps(out))
+    return 0 if rk["equal_to_in_process"] and one["non_2xx"] == 0 and rk["batch100"]["non_2xx"] == 0 else 1
+
+
 def mlflow_figure(python: str, model_file: Path, rows: list[dict[str, Any]], workdir: Path, warmup: int,
                   seconds: int) -> dict[str, Any]:
     """``mlflow models serve`` on the baseline model (pyfunc over the LightGBM booster)."""
@@ -390,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlflow-python", default=None, help="a Python with mlflow installed (a separate venv)")
     ap.add_argument("--only-attack", action="store_true",
                     help="measure only the normal client's latency alone and under two hostile clients")
+    ap.add_argument("--ranking", action="store_true",
+                    help="measure a ranking system (examples/feed, 80 candidates) beside the booster baseline")
     ap.add_argument("--serve-baseline", choices=("minimal", "booster"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -409,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="closedloop-bench-service-"))
     home = tmp / "home"
     try:
+        if a.ranking:
+            return ranking_main(a, tmp, warmup, seconds)
         t0 = time.perf_counter()
         env = build(home)
         print(f"set-up {time.perf_counter() - t0:.1f} s: bundle {env['bundle'].version}, {env['trees']} trees; "

@@ -105,3 +105,22 @@ def test_a_prompt_choice_kind_is_accepted_as_the_service_accepts_it(tmp_path):
     assert table["kind"].to_pylist() == ["chose:go_back"]
     assert [e[0] for e in errors] == [2] and "':'" in errors[0][1]
     assert OUTCOME_KIND.match("chose:continue") and not OUTCOME_KIND.match("9x")
+
+
+def test_a_line_may_name_the_slot_of_a_ranking_decision(tmp_path):
+    lines = [
+        {"decision_id": "d1", "kind": "clicked", "event_time": 5, "source": "app", "candidate_id": "item-7"},  # 1 good
+        "",  # 2 blank: skipped, still counted as a line
+        {"decision_id": "d1", "kind": "clicked", "event_time": 5, "source": "app", "slot": 2},  # 3 good
+        {"decision_id": "d1", "kind": "clicked", "event_time": 5, "source": "app", "slot": 0},  # 4 slot < 1
+        {"unit": "u1", "kind": "clicked", "event_time": 5, "source": "app", "slot": 1},  # 5 a slot needs its decision
+        {"decision_id": "d2", "kind": "clicked", "event_time": 5, "source": "app"},  # 6 good: the whole decision
+    ]
+    p = tmp_path / "o.jsonl"
+    p.write_text("".join((json.dumps(x) if x else "") + "\n" for x in lines))
+    table, errors = read_outcomes(p)
+    assert table["candidate_id"].to_pylist() == ["item-7", None, None]
+    assert table["slot"].to_pylist() == [None, 2, None]
+    assert table["line"].to_pylist() == [1, 3, 6]
+    assert [(line, reason.split("'")[1]) for line, reason in errors] == [(4, "slot"), (5, "decision_id")]
+    assert errors[1][1] == "'decision_id' must be given when 'slot' is (a slot belongs to one decision's slate). Got None instead."

@@ -44,6 +44,17 @@ CASES: list[tuple[dict, str | None]] = [
     ({"decision_id": "d", "kind": "k", "source": "u", "event_time": -1}, "event_time"),
     ({"decision_id": "d", "kind": "k", "source": "u", "event_time": 1.5e18}, "event_time"),
     ({"decision_id": "d", "kind": "k", "source": "u", "event_time": False}, "event_time"),
+    # a ranking decision's slot: by candidate id or 1-based slot, one of them, with the decision id
+    ({"decision_id": "d", "kind": "k", "source": "u", "candidate_id": "item-1"}, None),
+    ({"decision_id": "d", "kind": "k", "source": "u", "candidate_id": 7}, "candidate_id"),
+    ({"decision_id": "d", "kind": "k", "source": "u", "candidate_id": ""}, "candidate_id"),
+    ({"decision_id": "d", "kind": "k", "source": "u", "slot": 0}, "slot"),
+    ({"decision_id": "d", "kind": "k", "source": "u", "slot": True}, "slot"),
+    ({"decision_id": "d", "kind": "k", "source": "u", "slot": "2"}, "slot"),
+    ({"decision_id": "d", "kind": "k", "source": "u", "slot": 10**30}, "slot"),  # past any slate (and int64)
+    ({"decision_id": "d", "kind": "k", "source": "u", "slot": 1, "candidate_id": "item-1"}, "slot"),
+    ({"unit": "u1", "kind": "k", "source": "u", "slot": 1}, "decision_id"),
+    ({"unit": "u1", "kind": "k", "source": "u", "candidate_id": "item-1"}, None),  # linked by unit and time
 ]
 
 
@@ -117,7 +128,7 @@ def test_a_missing_event_time_is_when_the_report_was_received(tmp_path, phishing
     # the service: when it receives the report
     o = msgspec.json.decode(b'{"decision_id": "d1", "kind": "reported_phish", "source": "u"}', type=OutcomeReport)
     got = check_outcome(o, "phishing", T0 + 5, None)
-    assert got == ("d1", None, "reported_phish", 1.0, T0 + 5, "u", None)
+    assert got == ("d1", None, "reported_phish", 1.0, T0 + 5, "u", None, None, None)  # no candidate_id, no slot
     # ingest: when the file was received (its modification time) — the same at every reading,
     # so ingesting a file again gives the same outcomes (the same derived ids)
     p = tmp_path / "o.jsonl"

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from closedloop.base.files import make_private_dirs
 from closedloop.cli.options import OptionalSystemOption, SystemOption, parse_time, system_from
+from closedloop.errors import OutcomeError
 from closedloop.settings import Settings
 
 __all__ = ["dataset_app", "outcomes_app", "telemetry_app"]
@@ -57,18 +58,25 @@ def outcomes_ingest(
     table, errors = read_outcomes(file)
     rows = table.to_pylist()
     other = 0
+    refused: list[tuple[int, str]] = []
     with Telemetry(SegmentLog(settings.home), system=sys_obj, key=settings.telemetry_key) as tel:
+        if any(r["candidate_id"] is not None or r["slot"] is not None for r in rows):
+            _known_slates(tel, settings, {r["decision_id"] for r in rows if r["decision_id"] is not None})
         for r in rows:
             if r.get("system") not in (None, sys_obj.name):
                 other += 1
                 continue
-            tel.log_outcome(
-                r["decision_id"], r["unit"], kind=r["kind"], value=r["value"], event_ns=r["event_ns"],
-                source=r["source"], outcome_id=r["outcome_id"],
-            )
+            try:
+                tel.log_outcome(
+                    r["decision_id"], r["unit"], kind=r["kind"], value=r["value"], event_ns=r["event_ns"],
+                    source=r["source"], outcome_id=r["outcome_id"], candidate=r["candidate_id"], slot=r["slot"],
+                )
+            except OutcomeError as e:  # a candidate its decision did not show, a slot past its slate
+                refused.append((r["line"], _slot_reason(e)))
         watermark = tel.flush()
+    errors = sorted(errors + refused)
     stats = tel.stats()  # closed: every commit is counted, made durable or failed
-    ingested = len(rows) - other
+    ingested = len(rows) - other - len(refused)
     durable = int(stats.get("outcomes", 0))
     for line, reason in errors[:20]:
         typer.echo(f"line {line}: {reason}", err=True)
@@ -84,6 +92,26 @@ def outcomes_ingest(
     }))
     if errors or durable < ingested:
         raise typer.Exit(1)
+
+
+def _known_slates(tel: Any, settings: Settings, decision_ids: set[str]) -> None:
+    """Teach ``tel`` the slates of the logged ranking decisions ``decision_ids`` name, so that
+    an outcome's ``candidate_id`` / ``slot`` is checked against what its decision showed."""
+    from types import SimpleNamespace
+
+    from closedloop.telemetry import TelemetryStore
+
+    t = TelemetryStore(settings.home).read("decisions", columns=["decision_id", "slate"])
+    for did, slate in zip(t.column("decision_id").to_pylist(), t.column("slate").to_pylist(), strict=True):
+        if slate is not None and did in decision_ids:
+            tel.slates.add(SimpleNamespace(decision_id=did, ranking=slate))
+
+
+def _slot_reason(e: OutcomeError) -> str:
+    """A telemetry refusal as a rejected line's reason, in read_outcomes' words and named by the
+    line's fields (telemetry's ``candidate`` is the line's ``candidate_id``)."""
+    field = "candidate_id" if e.field == "candidate" else e.field
+    return f"'{field}' must be {e.rule}. Got {e.value!r} instead."
 
 
 # -- closedloop telemetry … -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -284,7 +284,8 @@ def decide(
 
     A line that is not JSON or not a valid context gives {"line": N, "error": {...}} in its place and the other lines go on; blank \
 lines are skipped. Exits 1 (with "decided N, failed M" on stderr) if any line failed, and with --log also if any decision could not \
-be logged (e.g. a full disk; the reason on stderr).
+be logged (e.g. a full disk; the reason on stderr). A ranking system's line is a request with its "candidates"; its line out is \
+the ranking (slate, slot_propensities, propensity, scores by candidate id), as the service answers it.
     """
     settings: Settings = ctx.obj
     sys_obj = system_from(system)
@@ -324,9 +325,18 @@ def decide_lines(
     runtime: Runtime, lines: Iterable[bytes], out: IO[bytes], *, flush: bool = False
 ) -> tuple[int, int]:
     """Decide for each JSON line of ``lines`` and write one JSON line per decision (or error) to
-    ``out``, in order. Returns (decided, failed). ``flush`` flushes after every line."""
-    decode = runtime.system.schema.decode_json
-    run = runtime.decide
+    ``out``, in order. Returns (decided, failed). ``flush`` flushes after every line.
+
+    A ranking system's line is a request with its ``"candidates"``; its line out is the ranking as
+    the service answers it (:class:`~closedloop.service.ranked.Ranked`: slate, slot propensities,
+    propensity, every candidate's score)."""
+    decode: Callable[[bytes], Any] = runtime.system.schema.decode_json
+    run: Callable[[Any], Any] = runtime.decide
+    if runtime.system.candidate_id is not None:  # a ranking system (candidates go with a Ranking experience)
+        from closedloop.service.ranked import ranked
+
+        decode = msgspec.json.decode  # the runtime validates the request and its candidates
+        run = lambda request: ranked(runtime.decide(request))  # noqa: E731
     encode = msgspec.json.Encoder().encode
     write = out.write
     decided = failed = 0

@@ -12,7 +12,11 @@ Rules — the service's (``POST /v1/outcomes``), from one place,
 ``event_time`` nanoseconds since the epoch (an integer) or an ISO-8601 string (a naive one is UTC;
 a Parquet timestamp column works too) — ``event_ns`` is accepted as another name for the integer
 form; ``source`` a non-empty string; ``outcome_id`` optional (telemetry derives one from the
-content when absent); ``system`` optional. Unknown keys are ignored.
+content when absent); ``system`` optional. An outcome of a ranking decision may name its slot:
+``candidate_id`` (the candidate shown) or ``slot`` (1-based, with ``decision_id``), at most one;
+whether the decision showed that candidate (or had that slot) is checked where the outcome is
+logged (``Telemetry.log_outcome``; ``closedloop outcomes ingest`` reads the decisions' slates from
+telemetry for it). Unknown keys are ignored.
 
 A line without an event time happened when the file was received: its modification time (as the
 service takes the time it receives a report). The default is the file's, not the clock's, so
@@ -50,16 +54,19 @@ OUTCOME_LINE_SCHEMA = pa.schema(
         pa.field("value", pa.float64(), nullable=False),
         pa.field("event_ns", pa.int64(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("candidate_id", pa.string()),  # the slot's candidate of a ranking decision (or null)
+        pa.field("slot", pa.int64()),  # the slot (1-based) of a ranking decision (or null)
+        pa.field("line", pa.int64(), nullable=False),  # the line (1-based; Parquet: row index + 1) it came from
     ]
 )
 
 
-def _check(o: OutcomeLine, cols: dict[str, list[Any]], default_event_ns: int) -> str | None:
+def _check(o: OutcomeLine, cols: dict[str, list[Any]], default_event_ns: int, line: int) -> str | None:
     """Append a valid outcome's fields to ``cols``; or return why it is refused."""
     got = o.check(default_event_ns, system=o.system)
     if isinstance(got, OutcomeProblem):
         return f"'{got.field}' must be {got.rule}. Got {got.value!r} instead."
-    decision_id, unit, kind, value, event_ns, source, outcome_id = got
+    decision_id, unit, kind, value, event_ns, source, outcome_id, candidate_id, slot = got
     cols["outcome_id"].append(outcome_id)
     cols["decision_id"].append(decision_id)
     cols["system"].append(o.system)
@@ -68,6 +75,9 @@ def _check(o: OutcomeLine, cols: dict[str, list[Any]], default_event_ns: int) ->
     cols["value"].append(value)
     cols["event_ns"].append(event_ns)
     cols["source"].append(source)
+    cols["candidate_id"].append(candidate_id)
+    cols["slot"].append(slot)
+    cols["line"].append(line)
     return None
 
 
@@ -107,7 +117,7 @@ def read_outcomes(
             except msgspec.ValidationError as e:
                 errors.append((i, _reason(e)))
                 continue
-            why = _check(o, cols, default_event_ns)
+            why = _check(o, cols, default_event_ns, i)
             if why is not None:
                 errors.append((i, why))
     else:
@@ -121,7 +131,7 @@ def read_outcomes(
                 except msgspec.DecodeError as e:  # includes ValidationError
                     errors.append((i, _reason(e)))
                     continue
-                why = _check(o, cols, default_event_ns)
+                why = _check(o, cols, default_event_ns, i)
                 if why is not None:
                     errors.append((i, why))
     return pa.table(cols, schema=OUTCOME_LINE_SCHEMA), errors

@@ -221,4 +221,6 @@ def _bind(app: FastAPI, svc: Service) -> None:
     max_batch = svc.settings.max_batch
     app.state.decoder = ContextDecoder(svc.system.schema, max_batch)
     app.state.outcome_rows = BoundedArray(OutcomeReport, max_batch)
+    if svc.ranking:
+        app.state.ranked_rows = BoundedArray(dict[str, Any], max_batch)
     app.state.extra_schemas = extra_schemas(svc.system)

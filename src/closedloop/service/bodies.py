@@ -18,7 +18,7 @@ import msgspec
 from closedloop.context.schema import Schema
 from closedloop.errors import ContextError
 from closedloop.service.problems import context_problem, invalid
-from closedloop.telemetry.records import OutcomeProblem, OutcomeReport
+from closedloop.telemetry.records import Checked, OutcomeProblem, OutcomeReport
 
 __all__ = ["BoundedArray", "ContextDecoder", "OutcomeReport", "TooLarge", "check_outcome"]
 
@@ -128,10 +128,11 @@ class ContextDecoder:
         return good, index, problems
 
 
-def check_outcome(o: OutcomeReport, system: str, now_ns: int, index: int | None) -> dict[str, Any] | tuple[Any, ...]:
+def check_outcome(o: OutcomeReport, system: str, now_ns: int, index: int | None) -> dict[str, Any] | Checked:
     """Validate one decoded report at the edge → the arguments of ``Telemetry.log_outcome``
-    as a tuple ``(decision_id, unit, kind, value, event_ns, source, outcome_id)``, or a
-    problem-details entry naming the field, the rule and the value. The rules are the ones
+    (:class:`~closedloop.telemetry.records.Checked`: ``decision_id, unit, kind, value, event_ns,
+    source, outcome_id, candidate_id, slot``), or a problem-details entry naming the field, the
+    rule and the value. The rules are the ones
     ``closedloop outcomes ingest`` applies (:func:`~closedloop.telemetry.records.check_outcome_fields`);
     a report without ``event_time`` happened at ``now_ns`` (when the service received it)."""
     if o.system is not None and o.system != system:

@@ -8,6 +8,13 @@
         d = cl.decide({"user_id": "u1", "url": "https://example.com/", "domain": "example.com"})
         cl.report(d, kind="reported_false_block", source="user")      # 1 once durable
 
+A ranking system's request carries its ``"candidates"``; the answer is a
+:class:`~closedloop.service.ranked.Ranked` (the slate, slot by slot, its propensities and every
+candidate's score), and an outcome names the slot it is for::
+
+        r = cl.decide({"user_id": "u1", "hour": 9, "candidates": [{"item_id": "a", ...}, ...]})
+        cl.report(r, kind="clicked", source="app", slot=2)            # or candidate_id=r.slate[1]
+
 Retries are safe by construction:
 
 - **outcome reports** are idempotent: the client fixes each report's ``event_time`` (and so its
@@ -37,6 +44,7 @@ import msgspec
 
 from closedloop.errors import AuthError, ContextError, ServiceError, SpecError
 from closedloop.runtime.decision import Decision
+from closedloop.service.ranked import Ranked
 
 __all__ = ["BatchDecisions", "Client"]
 
@@ -49,13 +57,19 @@ class _BatchAnswer(msgspec.Struct):
     errors: list[dict[str, Any]]
 
 
+class _RankedBatchAnswer(msgspec.Struct):
+    decisions: list[Ranked]
+    index: list[int]
+    errors: list[dict[str, Any]]
+
+
 @dataclass
 class BatchDecisions:
     """The answer to a batch: ``decisions[i]`` is the decision for ``contexts[i]``, or ``None``
     when that context was refused; ``errors`` lists the refused rows (problem details with their
     ``index``, ``field``, ``rule`` and ``value``)."""
 
-    decisions: list[Decision | None]
+    decisions: list[Decision | Ranked | None]
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -107,6 +121,8 @@ class Client:
         self._enc = msgspec.json.Encoder()
         self._dec_one = msgspec.json.Decoder(Decision)
         self._dec_batch = msgspec.json.Decoder(_BatchAnswer)
+        self._dec_ranked = msgspec.json.Decoder(Ranked)
+        self._dec_ranked_batch = msgspec.json.Decoder(_RankedBatchAnswer)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -119,24 +135,35 @@ class Client:
         self.close()
 
     # -- decisions ----------------------------------------------------------------------------------
-    def decide(self, context: Mapping[str, Any]) -> Decision:
-        """One decision for one context."""
+    def decide(self, context: Mapping[str, Any]) -> Decision | Ranked:
+        """One decision for one context: a :class:`~closedloop.Decision`, or — for a ranking
+        system's request, which carries ``"candidates"`` — a :class:`~closedloop.service.ranked.Ranked`."""
         r = self._send("POST", "/v1/decide", self._enc.encode(context), safe="unsent")
-        return self._dec_one.decode(r.content)
+        first, other = (self._dec_ranked, self._dec_one) if "candidates" in context else (self._dec_one, self._dec_ranked)
+        try:
+            return first.decode(r.content)
+        except msgspec.ValidationError:  # a system whose context has a field named "candidates" (or none)
+            return other.decode(r.content)
 
     def decide_batch(self, contexts: Sequence[Mapping[str, Any]]) -> BatchDecisions:
-        """Decisions for many contexts in one request; a refused context does not sink the others."""
+        """Decisions for many contexts in one request; a refused context does not sink the others.
+        A ranking system's answers are :class:`~closedloop.service.ranked.Ranked`."""
         r = self._send("POST", "/v1/decide", self._enc.encode(list(contexts)), safe="unsent")
-        ans = self._dec_batch.decode(r.content)
-        out: list[Decision | None] = [None] * len(contexts)
-        for i, d in zip(ans.index, ans.decisions, strict=True):
+        ans: _BatchAnswer | _RankedBatchAnswer
+        try:
+            ans = self._dec_batch.decode(r.content)
+        except msgspec.ValidationError:
+            ans = self._dec_ranked_batch.decode(r.content)
+        out: list[Decision | Ranked | None] = [None] * len(contexts)
+        decided: Sequence[Decision | Ranked] = ans.decisions
+        for i, d in zip(ans.index, decided, strict=True):
             out[i] = d
         return BatchDecisions(out, ans.errors)
 
     # -- outcomes -----------------------------------------------------------------------------------
     def report(
         self,
-        decision: Decision | str | None = None,
+        decision: Decision | Ranked | str | None = None,
         *,
         kind: str,
         source: str,
@@ -144,12 +171,17 @@ class Client:
         unit: str | int | None = None,
         event_time: int | str | None = None,
         outcome_id: str | None = None,
+        candidate_id: str | None = None,
+        slot: int | None = None,
     ) -> int:
-        """Report one outcome of ``decision`` (a :class:`~closedloop.Decision` or its id; ``None``
-        with ``unit`` links by unit and time). Returns once the service made it durable (1)."""
+        """Report one outcome of ``decision`` (a :class:`~closedloop.Decision`, a ranking's
+        :class:`~closedloop.service.ranked.Ranked`, or its id; ``None`` with ``unit`` links by unit
+        and time). For a ranking, ``candidate_id`` (a candidate of its slate) or ``slot`` (1-based)
+        names the slot the outcome is for. Returns once the service made it durable (1); a refused
+        report raises :class:`~closedloop.errors.ServiceError` with the problem (field, rule, value)."""
         return self.report_batch([
             self._outcome(decision, kind=kind, source=source, value=value, unit=unit, event_time=event_time,
-                          outcome_id=outcome_id)
+                          outcome_id=outcome_id, candidate_id=candidate_id, slot=slot)
         ])["accepted"]
 
     def report_batch(self, outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -168,9 +200,9 @@ class Client:
         return msgspec.json.decode(r.content)
 
     @staticmethod
-    def _outcome(decision: Decision | str | None, **fields: Any) -> dict[str, Any]:
+    def _outcome(decision: Decision | Ranked | str | None, **fields: Any) -> dict[str, Any]:
         out = {k: v for k, v in fields.items() if v is not None}
-        if isinstance(decision, Decision):
+        if isinstance(decision, Decision | Ranked):
             out["decision_id"] = decision.decision_id
             out.setdefault("unit", decision.unit)
         elif decision is not None:

@@ -59,8 +59,12 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, system: System, source: DeploymentSource) -> None:
         _check_servable(system)
+        from closedloop.experience.experiences import Ranking
+
         self.settings = settings
         self.system = system
+        #: a ranking system: its requests carry candidates (:mod:`closedloop.service.routes.ranked`)
+        self.ranking = isinstance(system.experience, Ranking)
         self.source = source
         self.runtime: Runtime | None = None
         self.telemetry: Any = None
@@ -351,6 +355,7 @@ class Service:
             "limits": {
                 "max_body_bytes": self.settings.max_body_bytes,
                 "max_batch": self.settings.max_batch,
+                "max_candidates": self.settings.max_candidates,
                 "outcomes_per_source": self.settings.outcome_rate_per_source.describe(),
                 "outcomes_per_unit": self.settings.outcome_rate_per_unit.describe(),
             },
@@ -364,16 +369,9 @@ class Service:
 
 
 def _check_servable(system: Any) -> None:
-    """Refuse what the service cannot serve: anything but a System, and ranking systems."""
+    """Refuse what the service cannot serve: anything but a System."""
     if not isinstance(system, System):
         raise SpecError(f"The service needs a closedloop.System. Got {system!r} instead.")
-    from closedloop.experience.experiences import Ranking
-
-    if isinstance(system.experience, Ranking):
-        raise SpecError(
-            f"The service does not serve ranking systems yet (System '{system.name}' ranks candidates); "
-            "use Runtime in-process for it."
-        )
 
 
 def _describe(dep: Deployment, rt: Any) -> dict[str, Any]:

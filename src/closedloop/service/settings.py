@@ -27,6 +27,8 @@ ENV_SERVICE_SETTINGS = "CLOSEDLOOP_SERVICE_SETTINGS"
 #: The largest ``max_batch`` (a batch is decided in one call on the event loop; its bounded
 #: decoders have one slot per item).
 MAX_BATCH = 100_000
+#: The largest ``max_candidates`` (the request body's limit bounds the work first, in practice).
+MAX_CANDIDATES = 1_000_000
 
 
 def _number(owner: str, name: str, value: Any, *, lo: float, lo_open: bool = False, hi: float = math.inf) -> float:
@@ -100,6 +102,9 @@ class ServiceSettings:
         The largest request body accepted and the most contexts (or outcomes) in one batch (at
         most 100,000: a batch is decided in one call on the event loop). A batch is never read
         past its ``max_batch + 1``-th item: a longer one is refused (413) before any per-row work.
+    max_candidates:
+        The most candidates one ranking request may carry (at most 1,000,000); a request with more
+        is refused (413, naming ``candidates``) before the runtime sees it.
     outcome_rate_per_source, outcome_rate_per_unit:
         Outcome reports are rate-limited per reported ``source`` and per ``unit`` (the unit the
         report names; a report linked only by decision id counts against its decision id).
@@ -131,6 +136,7 @@ class ServiceSettings:
     buffer_limit: int = 1_000_000
     max_body_bytes: int = 8 << 20
     max_batch: int = 10_000
+    max_candidates: int = 1_000
     outcome_rate_per_source: RateLimit = field(default_factory=lambda: RateLimit(500.0, 2_000.0))
     outcome_rate_per_unit: RateLimit = field(default_factory=lambda: RateLimit(0.5, 20.0))
     rate_limit_keys: int = 200_000
@@ -167,6 +173,7 @@ class ServiceSettings:
         _integer(own, "buffer_limit", self.buffer_limit, lo=1)
         _integer(own, "max_body_bytes", self.max_body_bytes, lo=1024)
         _integer(own, "max_batch", self.max_batch, lo=1, hi=MAX_BATCH)
+        _integer(own, "max_candidates", self.max_candidates, lo=1, hi=MAX_CANDIDATES)
         for name in ("outcome_rate_per_source", "outcome_rate_per_unit"):
             if not isinstance(getattr(self, name), RateLimit):
                 raise SpecError(f"The '{name}' parameter of {own} must be a RateLimit. Got {getattr(self, name)!r} instead.")

@@ -40,6 +40,9 @@ __all__ = [
     "RANKING_COLUMNS",
     "SCHEMA_VERSION",
     "VALUE_RULE",
+    "CANDIDATE_ID_RULE",
+    "SLOT_RULE",
+    "Checked",
     "OutcomeLine",
     "OutcomeProblem",
     "OutcomeReport",
@@ -101,6 +104,20 @@ EVENT_TIME_RULE = "nanoseconds since the epoch (an integer ≥ 0) or an ISO-8601
 _SYSTEM_RULE = f"a non-empty string of at most {MAX_ID} characters, or absent"
 
 
+class Checked(NamedTuple):
+    """An outcome report that passed the rules: the arguments of ``Telemetry.log_outcome``."""
+
+    decision_id: str | None
+    unit: str | None
+    kind: str
+    value: float
+    event_ns: int
+    source: str
+    outcome_id: str | None
+    candidate_id: str | None = None
+    slot: int | None = None
+
+
 class OutcomeProblem(NamedTuple):
     """The first field of an outcome report that breaks its rule (``value`` clipped for showing)."""
 
@@ -125,10 +142,13 @@ def check_outcome_fields(
     default_event_ns: int,
     system: object = None,
     time_field: str = "event_time",
-) -> tuple[str | None, str | None, str, float, int, str, str | None] | OutcomeProblem:
-    """One outcome report, as received, against every outcome rule → ``(decision_id, unit, kind,
-    value, event_ns, source, outcome_id)`` ready for ``Telemetry.log_outcome``, or the
-    :class:`OutcomeProblem` of the first field that breaks its rule.
+    candidate_id: object = None,
+    slot: object = None,
+) -> Checked | OutcomeProblem:
+    """One outcome report, as received, against every outcome rule → a :class:`Checked`
+    ``(decision_id, unit, kind, value, event_ns, source, outcome_id, candidate_id, slot)`` ready
+    for ``Telemetry.log_outcome``, or the :class:`OutcomeProblem` of the first field that breaks
+    its rule.
 
     The fields may be any decoded JSON (or Parquet) value: the rules, not a decoder's types,
     judge them, so every boundary names the same field, rule and value. ``unit`` may be an
@@ -136,6 +156,13 @@ def check_outcome_fields(
     the caller's); ``event_time`` :data:`EVENT_TIME_RULE` (or a datetime) — absent (None), it is
     ``default_event_ns``, the time the boundary received the report. ``time_field`` names the
     time in a problem (``closedloop outcomes ingest`` also reads ``event_ns``).
+
+    An outcome of a ranking decision may name the slot it is for: ``candidate_id`` (the id of the
+    candidate shown) or ``slot`` (1-based, as ``Telemetry.log_outcome`` counts them), at most one
+    of them; a ``slot`` only with ``decision_id`` (it is a position in one decision's slate; a
+    ``candidate_id`` may go with ``unit`` and time, for a reward linked that way). Whether the
+    candidate was in the slate, or the slot within it, is ``Telemetry.log_outcome``'s check: it
+    knows the recent slates.
     """
     if system is not None and (not isinstance(system, str) or not system or len(system) > MAX_ID):
         return OutcomeProblem("system", _SYSTEM_RULE, clip_value(system))
@@ -144,6 +171,10 @@ def check_outcome_fields(
     bad = outcome_field_problem(decision_id, unit, kind, source, outcome_id)
     if bad is not None:
         return OutcomeProblem(*bad)
+    if candidate_id is not None or slot is not None:
+        slot_bad = _slot_problem(decision_id, candidate_id, slot)
+        if slot_bad is not None:
+            return slot_bad
     if isinstance(value, bool) or not isinstance(value, int | float):
         return OutcomeProblem("value", VALUE_RULE, clip_value(value))
     try:
@@ -161,7 +192,28 @@ def check_outcome_fields(
             return OutcomeProblem(time_field, EVENT_TIME_RULE, clip_value(event_time))
         if not 0 <= t < 1 << 63:
             return OutcomeProblem(time_field, EVENT_TIME_RULE, clip_value(event_time))
-    return (decision_id, unit, kind, v, t, source, outcome_id)  # type: ignore[return-value]
+    return Checked(decision_id, unit, kind, v, t, source, outcome_id, candidate_id, slot)  # type: ignore[arg-type]
+
+
+#: What an outcome's ``candidate_id`` must be.
+CANDIDATE_ID_RULE = f"a non-empty string of at most {MAX_ID} characters (the id of a candidate the decision showed), or absent"
+#: The largest ``slot`` an outcome may name (a slate is never longer than a request's candidates).
+MAX_SLOT = 1_000_000
+#: What an outcome's ``slot`` must be.
+SLOT_RULE = f"an integer from 1 to {MAX_SLOT} (the 1-based slot of the decision's slate), or absent"
+
+
+def _slot_problem(decision_id: object, candidate_id: object, slot: object) -> OutcomeProblem | None:
+    """The problem of an outcome's ``candidate_id`` / ``slot``, or None (see :func:`check_outcome_fields`)."""
+    if candidate_id is not None and (not isinstance(candidate_id, str) or not candidate_id or len(candidate_id) > MAX_ID):
+        return OutcomeProblem("candidate_id", CANDIDATE_ID_RULE, clip_value(candidate_id))
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot <= MAX_SLOT):
+        return OutcomeProblem("slot", SLOT_RULE, clip_value(slot))
+    if candidate_id is not None and slot is not None:
+        return OutcomeProblem("slot", "absent when 'candidate_id' is given (name the slot by one of them)", slot)
+    if slot is not None and decision_id is None:
+        return OutcomeProblem("decision_id", "given when 'slot' is (a slot belongs to one decision's slate)", None)
+    return None
 
 
 def _shown_as(schema: dict[str, Any]) -> Any:
@@ -180,7 +232,8 @@ class OutcomeReport(msgspec.Struct, kw_only=True):
     ``event_time`` is nanoseconds since the epoch or an ISO-8601 string (default: when the
     service receives it — a client that retries should set it, so that the retry is the same
     report). ``outcome_id`` is optional: telemetry derives one from the content, so a repeated
-    report is deduplicated when datasets are built.
+    report is deduplicated when datasets are built. An outcome of a ranking decision may name
+    the slot it is for: ``candidate_id`` (the candidate shown) or ``slot`` (1-based), not both.
     """
 
     # The one outcome record every boundary decodes: the service's body (POST /v1/outcomes; this
@@ -197,18 +250,20 @@ class OutcomeReport(msgspec.Struct, kw_only=True):
     event_time: _shown_as({"anyOf": [{"type": "integer"}, _STR, _NULL]}) = None  # type: ignore[valid-type]
     outcome_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
     system: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+    candidate_id: _shown_as({"anyOf": [_STR, _NULL]}) = None  # type: ignore[valid-type]
+    slot: _shown_as({"anyOf": [{"type": "integer", "minimum": 1}, _NULL]}) = None  # type: ignore[valid-type]
 
     def _time(self) -> tuple[object, str]:
         return self.event_time, "event_time"
 
-    def check(self, default_event_ns: int, *, system: object = None
-              ) -> tuple[str | None, str | None, str, float, int, str, str | None] | OutcomeProblem:
+    def check(self, default_event_ns: int, *, system: object = None) -> Checked | OutcomeProblem:
         """This report against the outcome rules (:func:`check_outcome_fields`, its ``system``
-        checked when given) → the arguments of ``Telemetry.log_outcome`` as a tuple, or the
-        :class:`OutcomeProblem` of the first field that breaks its rule."""
+        checked when given) → the arguments of ``Telemetry.log_outcome`` (:class:`Checked`), or
+        the :class:`OutcomeProblem` of the first field that breaks its rule."""
         t, time_field = self._time()
         return check_outcome_fields(self.decision_id, self.unit, self.kind, self.source, self.outcome_id, self.value,
-                                    t, default_event_ns=default_event_ns, system=system, time_field=time_field)
+                                    t, default_event_ns=default_event_ns, system=system, time_field=time_field,
+                                    candidate_id=self.candidate_id, slot=self.slot)
 
 
 class OutcomeLine(OutcomeReport, kw_only=True):

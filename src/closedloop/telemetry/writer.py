@@ -280,7 +280,7 @@ class Telemetry(Committer):
             if isinstance(slot, bool) or not isinstance(slot, int) or slot < 1:
                 raise OutcomeError("slot", "an integer ≥ 1 (the 1-based slot)", slot)
             if slate is None:
-                raise OutcomeError("slot", "given for a ranking decision this telemetry logged recently (else give 'candidate')", slot)
+                raise OutcomeError("slot", "given for a ranking decision this telemetry logged recently (else name the candidate)", slot)
             if slot > len(slate):
                 raise OutcomeError("slot", f"an integer in 1..{len(slate)} (the slots decision {decision_id!r} showed)", slot)
             if candidate is not None and candidate != slate[slot - 1]:

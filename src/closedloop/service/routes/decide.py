@@ -22,6 +22,7 @@ from closedloop.service.bodies import ContextDecoder, TooLarge, first_byte
 from closedloop.service.core import Service
 from closedloop.service.problems import Problem
 from closedloop.service.routes.edge import BAD_JSON, JSON, batch_too_large, encode, malformed, not_an_array, read_body
+from closedloop.service.routes.ranked import decide_ranked, decide_ranked_batch
 from closedloop.service.settings import ServiceSettings
 
 __all__ = ["decide_routes"]
@@ -70,6 +71,13 @@ def decide_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Ser
         body = await read_body(request, limit)
         rt = svc.runtime
         fb = first_byte(body)
+        if svc.ranking:
+            if fb == 123:  # '{': one ranking request
+                return decide_ranked(svc, body, t0)
+            if fb == 91:  # '[': a batch of them
+                return decide_ranked_batch(svc, request.app.state.ranked_rows, body, t0)
+            raise Problem(400, "bad-request", "Bad request", "The request body must be a JSON object (one ranking "
+                          "request, with its 'candidates') or a JSON array of them (a batch).")
         if fb == 123:  # '{': one context
             try:
                 ctx = request.app.state.decoder.one(body)

@@ -80,6 +80,8 @@ def schemas(system: System) -> dict[str, Any]:
                        "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}},
         "required": ["accepted", "rejected"],
     }
+    if system.candidate_schema is not None:
+        _ranking_schemas(system, comps)
     comps["Problem"] = {
         "type": "object",
         "description": "RFC 9457 problem details; validation errors name the field, the rule and the value.",
@@ -89,3 +91,23 @@ def schemas(system: System) -> dict[str, Any]:
         "required": ["type", "title", "status", "detail"],
     }
     return comps
+
+
+def _ranking_schemas(system: System, comps: dict[str, Any]) -> None:
+    """A ranking system's bodies: its request (``Context``) carries ``candidates`` (``Candidate``
+    objects), and its decision is a :class:`~closedloop.service.ranked.Ranked` (as ``Decision``)."""
+    from closedloop.service.ranked import Ranked
+
+    cand = system.candidate_schema.struct  # type: ignore[union-attr]
+    _, more = msgspec.json.schema_components([cand, Ranked], ref_template="#/components/schemas/{name}")
+    comps["Candidate"] = more.pop(cand.__name__)
+    comps["Candidate"]["title"] = "Candidate"
+    comps["Candidate"]["description"] = f"A candidate of System '{system.name}' (its id: '{system.candidate_id}')."
+    ctx = comps["Context"]
+    ctx.setdefault("properties", {})["candidates"] = {
+        "type": "array", "items": {"$ref": "#/components/schemas/Candidate"},
+        "description": "the candidates to rank (ids unique within the request)",
+    }
+    ctx["required"] = [*ctx.get("required", []), "candidates"]
+    ctx["description"] = f"A ranking request of System '{system.name}': the request fields and its candidates."
+    comps["Decision"] = more.pop("Ranked")

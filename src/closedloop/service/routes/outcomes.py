@@ -17,7 +17,7 @@ import msgspec
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from closedloop.errors import ContextError
+from closedloop.errors import ContextError, OutcomeError
 from closedloop.service.bodies import BoundedArray, OutcomeReport, TooLarge, check_outcome, first_byte
 from closedloop.service.core import Service
 from closedloop.service.limits import take_both
@@ -143,7 +143,7 @@ def log_reports(svc: Service, reports: list[Indexed], single: bool, problems: li
             problems.append(got)
             svc.m_outcome_rejections.inc(("invalid",))
             continue
-        decision_id, unit, kind, value, event_ns, source, outcome_id = got
+        decision_id, unit, kind, value, event_ns, source, outcome_id, candidate_id, slot = got
         which, wait = take_both(svc.per_source, source, svc.per_unit, unit if unit is not None else f"decision:{decision_id}")
         if which:
             svc.m_outcome_rejections.inc(("rate_source" if which == 1 else "rate_unit",))
@@ -152,11 +152,9 @@ def log_reports(svc: Service, reports: list[Indexed], single: bool, problems: li
             continue
         try:
             seq = tel.log_outcome(decision_id, unit, kind=kind, value=value, event_ns=event_ns, source=source,
-                                  outcome_id=outcome_id)
+                                  outcome_id=outcome_id, candidate=candidate_id, slot=slot)
         except ContextError as e:
-            problems.append({"type": "urn:closedloop:problem:invalid-outcome", "title": "Invalid outcome",
-                             "status": 422, "detail": str(e), "field": e.field, "rule": e.rule,
-                             "value": e.to_dict()["value"], **({} if single else {"index": i})})
+            problems.append(_refused(e, None if single else i))
             svc.m_outcome_rejections.inc(("invalid",))
             continue
         if seq is None:
@@ -170,6 +168,19 @@ def log_reports(svc: Service, reports: list[Indexed], single: bool, problems: li
         seqs.append(seq)
         sources.append(source)
     return seqs, sources, retry_after
+
+
+def _refused(e: ContextError, index: int | None) -> dict[str, Any]:
+    """The problem of a report telemetry refused (e.g. a candidate its decision did not show, a
+    slot past its slate), named by the report's fields (telemetry's ``candidate`` is the body's
+    ``candidate_id``)."""
+    if e.field == "candidate":
+        e = OutcomeError("candidate_id", e.rule, e.value)
+    p = {"type": "urn:closedloop:problem:invalid-outcome", "title": "Invalid outcome", "status": 422,
+         "detail": str(e), "field": e.field, "rule": e.rule, "value": e.to_dict()["value"]}
+    if index is not None:
+        p["index"] = index
+    return p
 
 
 def _rate_limited(which: int, wait: float, source: str, unit: Any, decision_id: Any, index: int | None) -> dict[str, Any]:
