@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -49,7 +49,8 @@ def outcomes_ingest(
     Exits 1 if any line was rejected (the others are kept) or any outcome was not made durable
     (e.g. a full disk: the reason is on stderr; ingest the file again once it is fixed)."""
     from closedloop.datasets import read_outcomes
-    from closedloop.telemetry import SegmentLog, Telemetry
+    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+    from closedloop.telemetry.slates import learn_logged_slates, slot_refusal
 
     settings: Settings = ctx.obj
     sys_obj = system_from(system)
@@ -61,7 +62,8 @@ def outcomes_ingest(
     refused: list[tuple[int, str]] = []
     with Telemetry(SegmentLog(settings.home), system=sys_obj, key=settings.telemetry_key) as tel:
         if any(r["candidate_id"] is not None or r["slot"] is not None for r in rows):
-            _known_slates(tel, settings, {r["decision_id"] for r in rows if r["decision_id"] is not None})
+            learn_logged_slates(tel.slates, TelemetryStore(settings.home),
+                                {r["decision_id"] for r in rows if r["decision_id"] is not None})
         for r in rows:
             if r.get("system") not in (None, sys_obj.name):
                 other += 1
@@ -72,7 +74,7 @@ def outcomes_ingest(
                     source=r["source"], outcome_id=r["outcome_id"], candidate=r["candidate_id"], slot=r["slot"],
                 )
             except OutcomeError as e:  # a candidate its decision did not show, a slot past its slate
-                refused.append((r["line"], _slot_reason(e)))
+                refused.append((r["line"], slot_refusal(e)))
         watermark = tel.flush()
     errors = sorted(errors + refused)
     stats = tel.stats()  # closed: every commit is counted, made durable or failed
@@ -92,26 +94,6 @@ def outcomes_ingest(
     }))
     if errors or durable < ingested:
         raise typer.Exit(1)
-
-
-def _known_slates(tel: Any, settings: Settings, decision_ids: set[str]) -> None:
-    """Teach ``tel`` the slates of the logged ranking decisions ``decision_ids`` name, so that
-    an outcome's ``candidate_id`` / ``slot`` is checked against what its decision showed."""
-    from types import SimpleNamespace
-
-    from closedloop.telemetry import TelemetryStore
-
-    t = TelemetryStore(settings.home).read("decisions", columns=["decision_id", "slate"])
-    for did, slate in zip(t.column("decision_id").to_pylist(), t.column("slate").to_pylist(), strict=True):
-        if slate is not None and did in decision_ids:
-            tel.slates.add(SimpleNamespace(decision_id=did, ranking=slate))
-
-
-def _slot_reason(e: OutcomeError) -> str:
-    """A telemetry refusal as a rejected line's reason, in read_outcomes' words and named by the
-    line's fields (telemetry's ``candidate`` is the line's ``candidate_id``)."""
-    field = "candidate_id" if e.field == "candidate" else e.field
-    return f"'{field}' must be {e.rule}. Got {e.value!r} instead."
 
 
 # -- closedloop telemetry … -------------------------------------------------------------------------

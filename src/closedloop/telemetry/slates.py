@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from typing import Any
 
-__all__ = ["Slates"]
+__all__ = ["Slates", "learn_logged_slates", "slot_refusal"]
 
 
 class Slates:
@@ -49,3 +49,29 @@ class Slates:
         if over > 0:
             for key in list(index)[:over]:  # the oldest first: dicts keep insertion order
                 del index[key]
+
+
+def learn_logged_slates(slates: Slates, store: Any, decision_ids: set[str]) -> int:
+    """Teach ``slates`` the slates of the logged ranking decisions ``decision_ids`` names, read
+    from ``store`` (a :class:`~closedloop.telemetry.store.TelemetryStore`; two columns only), so that
+    an outcome ingested later (a file, the loop's inbox) is checked against what its decision
+    showed. Returns how many were found."""
+    from types import SimpleNamespace
+
+    if not decision_ids:
+        return 0
+    t = store.read("decisions", columns=["decision_id", "slate"])
+    found = 0
+    for did, slate in zip(t.column("decision_id").to_pylist(), t.column("slate").to_pylist(), strict=True):
+        if slate is not None and did in decision_ids:
+            slates.add(SimpleNamespace(decision_id=did, ranking=slate))
+            found += 1
+    return found
+
+
+def slot_refusal(e: Any) -> str:
+    """``Telemetry.log_outcome``'s refusal of a slot (an :class:`~closedloop.errors.OutcomeError`)
+    as an outcome line's rejection reason, named by the line's fields (the writer's ``candidate``
+    is the line's ``candidate_id``)."""
+    field = "candidate_id" if e.field == "candidate" else e.field
+    return f"'{field}' must be {e.rule}. Got {e.value!r} instead."

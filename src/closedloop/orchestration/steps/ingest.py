@@ -18,8 +18,10 @@ from msgspec import UNSET, UnsetType
 
 from closedloop.base.files import fsync_dir, make_private_dirs
 from closedloop.datasets import read_outcomes
+from closedloop.errors import OutcomeError
 from closedloop.orchestration.steps.base import Step, StepContext, StepResult, Stop
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+from closedloop.telemetry.slates import learn_logged_slates, slot_refusal
 
 __all__ = ["Ingest", "IngestResult"]
 
@@ -81,8 +83,8 @@ def _log_files(ctx: StepContext, inbox: Path, files: list[Path], result: IngestR
         for f in files:
             table, errors = read_outcomes(f)
             before = tel.counters.get("outcomes", 0)
-            logged, refused = _log_table(ctx, tel, table)
-            result.rejected += [{"file": f.name, "line": line, "reason": why} for line, why in errors[:20]]
+            logged, refused, slots = _log_table(ctx, tel, table)
+            result.rejected += [{"file": f.name, "line": line, "reason": why} for line, why in sorted(errors + slots)[:20]]
             tel.flush()
             made = tel.counters.get("outcomes", 0) - before
             if refused or made < logged:
@@ -98,19 +100,27 @@ def _log_files(ctx: StepContext, inbox: Path, files: list[Path], result: IngestR
             result.durable += made
 
 
-def _log_table(ctx: StepContext, tel: Telemetry, table: Any) -> tuple[int, int]:
-    """Log one file's outcomes of this system; returns (logged, refused by the writer)."""
+def _log_table(ctx: StepContext, tel: Telemetry, table: Any) -> tuple[int, int, list[tuple[int, str]]]:
+    """Log one file's outcomes of this system; returns (logged, refused by the writer, the lines
+    whose slot their decision did not show: (line, reason)). A ranking outcome's ``candidate_id`` /
+    ``slot`` is checked against the logged slate of its decision, as ``outcomes ingest`` does."""
     logged = refused = 0
-    for r in table.to_pylist():
-        if r.get("system") not in (None, ctx.system.name):
+    slots: list[tuple[int, str]] = []
+    rows = [r for r in table.to_pylist() if r.get("system") in (None, ctx.system.name)]
+    if any(r["candidate_id"] is not None or r["slot"] is not None for r in rows):
+        learn_logged_slates(tel.slates, TelemetryStore(ctx.home), {r["decision_id"] for r in rows if r["decision_id"]})
+    for r in rows:
+        try:
+            seq = tel.log_outcome(r["decision_id"], r["unit"], kind=r["kind"], value=r["value"], event_ns=r["event_ns"],
+                                  source=r["source"], outcome_id=r["outcome_id"], candidate=r["candidate_id"], slot=r["slot"])
+        except OutcomeError as e:  # a candidate its decision did not show, a slot past its slate
+            slots.append((r["line"], slot_refusal(e)))
             continue
-        seq = tel.log_outcome(r["decision_id"], r["unit"], kind=r["kind"], value=r["value"],
-                              event_ns=r["event_ns"], source=r["source"], outcome_id=r["outcome_id"])
         if seq is None:
             refused += 1
         else:
             logged += 1
-    return logged, refused
+    return logged, refused, slots
 
 
 def os_error(exc: OSError) -> str:
