@@ -291,3 +291,14 @@ def test_the_service_guard_stops_a_flight_by_reward_per_decision(tmp_path):
     stop = [e for e in reg.history("promo") if e["actor"] == "guard:service"]
     assert stop and stop[-1]["reason"].startswith("guard: reward_per_decision") and "in flight 'b'" in stop[-1]["reason"]
     reg.close()
+
+
+def test_the_services_reward_tolerance_is_a_declared_setting_checked_at_start_up(tmp_path):
+    from closedloop.errors import SpecError
+    from closedloop.service import ServiceSettings
+    from closedloop.settings import Settings
+
+    project = Settings(home=tmp_path)
+    assert ServiceSettings(project=project, system="m:s", guard_reward_tolerance=0.05).guard_reward_tolerance == 0.05
+    with pytest.raises(SpecError, match=r"'guard_reward_tolerance'.*Got 1.5"):
+        ServiceSettings(project=project, system="m:s", guard_reward_tolerance=1.5)

@@ -290,6 +290,8 @@ def guard_check(
     system: SystemOption,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance of each one-sided test.")] = 0.01,
     mistake_tolerance: Annotated[float, typer.Option("--mistake-tolerance", help="Absolute mistake-rate increase tolerated.")] = 0.0,
+    reward_tolerance: Annotated[float, typer.Option(
+        "--reward-tolerance", help="Relative shortfall of reward per decision tolerated (0.05: 5% below production).")] = 0.0,
     min_decisions: Annotated[int, typer.Option("--min-decisions", help="Decisions per arm before judging.")] = 200,
     window_hours: Annotated[float | None, typer.Option("--window-hours", help="Only the last N hours.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; stop nothing.")] = False,
@@ -305,7 +307,8 @@ def guard_check(
     settings: Settings = ctx.obj
     actor = "guard" if dry_run else _admin(settings)
     sys_obj = system_from(system)
-    policy = GuardPolicy(alpha=alpha, mistake_tolerance=mistake_tolerance, min_decisions=min_decisions,
+    policy = GuardPolicy(alpha=alpha, mistake_tolerance=mistake_tolerance, reward_tolerance=reward_tolerance,
+                         min_decisions=min_decisions,
                          window_s=None if window_hours is None else window_hours * 3600.0)
     with _registry(settings) as reg:
         out = check(reg, sys_obj, TelemetryStore(settings.home), policy=policy, actor=actor, apply=not dry_run)

@@ -67,6 +67,9 @@ def serve(
     ] = None,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="The largest request body accepted.")] = 8 << 20,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="The most contexts or outcomes in one request.")] = 10_000,
+    max_candidates: Annotated[
+        int, typer.Option("--max-candidates", min=1, help="A ranking system: the most candidates in one request.")
+    ] = 1_000,
     outcome_rate_per_source: Annotated[
         str,
         typer.Option(
@@ -109,7 +112,7 @@ Bearer <token>' with the right role (decide, report, metrics, admin); create tok
     settings = _service_settings(
         project, system=system, bundle=bundle, host=host, port=port, workers=workers, credentials=credentials,
         telemetry=telemetry, flush_interval_ms=flush_interval_ms, max_body_bytes=max_body_bytes, max_batch=max_batch,
-        outcome_rate_per_source=outcome_rate_per_source, outcome_rate_per_unit=outcome_rate_per_unit,
+        max_candidates=max_candidates, outcome_rate_per_source=outcome_rate_per_source, outcome_rate_per_unit=outcome_rate_per_unit,
         poll_interval=poll_interval, guard_interval=guard_interval, access_log=access_log,
     )
     _warn_without_credentials(settings)
@@ -127,7 +130,7 @@ Bearer <token>' with the right role (decide, report, metrics, admin); create tok
 
 def _service_settings(
     project: Settings, *, system: str, bundle: str | None, host: str, port: int, workers: int, credentials: str | None,
-    telemetry: bool, flush_interval_ms: float, max_body_bytes: int, max_batch: int, outcome_rate_per_source: str,
+    telemetry: bool, flush_interval_ms: float, max_body_bytes: int, max_batch: int, max_candidates: int, outcome_rate_per_source: str,
     outcome_rate_per_unit: str, poll_interval: float, guard_interval: float, access_log: bool,
 ) -> ServiceSettings:
     """The options as one :class:`~closedloop.service.ServiceSettings` (the rates parsed: ``'--outcome-rate-…'``
@@ -137,7 +140,7 @@ def _service_settings(
     return ServiceSettings(
         project=project, system=system, bundle=bundle, host=host, port=port, workers=workers,
         credentials=None if credentials is None else Path(credentials), telemetry=telemetry, flush_interval_ms=flush_interval_ms,
-        max_body_bytes=max_body_bytes, max_batch=max_batch,
+        max_body_bytes=max_body_bytes, max_batch=max_batch, max_candidates=max_candidates,
         outcome_rate_per_source=parse_rate(outcome_rate_per_source, "--outcome-rate-per-source"),
         outcome_rate_per_unit=parse_rate(outcome_rate_per_unit, "--outcome-rate-per-unit"),
         poll_interval_s=poll_interval, guard_interval_s=guard_interval, access_log=access_log,

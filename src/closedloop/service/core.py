@@ -178,7 +178,7 @@ class Service:
             from closedloop.service.reload import Guard
 
             policy = GuardPolicy(alpha=s.guard_alpha, min_decisions=s.guard_min_decisions,
-                                 mistake_tolerance=s.guard_mistake_tolerance)
+                                 mistake_tolerance=s.guard_mistake_tolerance, reward_tolerance=s.guard_reward_tolerance)
             self.guard = Guard(self, s.guard_interval_s, policy).start()
         return self
 

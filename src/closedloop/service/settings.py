@@ -120,8 +120,9 @@ class ServiceSettings:
         over every worker. None: each worker reports its own.
     guard_interval_s:
         How often, while flights run, the automatic rollback checks them against production
-        (the registry's guard; 0 turns it off). ``guard_alpha``, ``guard_min_decisions`` and
-        ``guard_mistake_tolerance`` are its declared policy.
+        (the registry's guard; 0 turns it off). ``guard_alpha``, ``guard_min_decisions``,
+        ``guard_mistake_tolerance`` and ``guard_reward_tolerance`` (relative to production's reward
+        per decision, for a system that declares rewards) are its declared policy.
     """
 
     project: Settings
@@ -146,6 +147,7 @@ class ServiceSettings:
     guard_alpha: float = 0.01
     guard_min_decisions: int = 200
     guard_mistake_tolerance: float = 0.0
+    guard_reward_tolerance: float = 0.0
     access_log: bool = False
     metrics_dir: Path | None = None
 
@@ -184,6 +186,7 @@ class ServiceSettings:
         _number(own, "guard_alpha", self.guard_alpha, lo=0, lo_open=True, hi=0.5)
         _integer(own, "guard_min_decisions", self.guard_min_decisions, lo=1)
         _number(own, "guard_mistake_tolerance", self.guard_mistake_tolerance, lo=0, hi=1)
+        _number(own, "guard_reward_tolerance", self.guard_reward_tolerance, lo=0, hi=1)
 
     @property
     def listens_on_loopback(self) -> bool:
