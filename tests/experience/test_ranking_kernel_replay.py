@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from closedloop import Bundle, DecisionIds, Runtime
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, uniform_batch
@@ -116,7 +117,26 @@ def outcomes() -> dict[str, Any]:
     return {**_kernel_outcomes(), **_feed_outcomes()}
 
 
-def test_recorded_decisions_replay_the_same():
+def _without_extension(monkeypatch: Any) -> None:
+    """Every compiled loop the ranking path reaches set aside, as on an install without a C compiler."""
+    import closedloop.base.numeric as numeric
+    import closedloop.context.columns as columns
+    import closedloop.experience.exploration as exploration
+    import closedloop.experience.ranking_kernel as kernel
+    import closedloop.intelligence.linear as linear
+
+    monkeypatch.setattr(numeric, "_kernels", None)
+    monkeypatch.setattr(columns, "_kernels", None)
+    monkeypatch.setattr(kernel, "_C_RANK_ONE", None)
+    monkeypatch.setattr(kernel, "_C_RANK_ROWS", None)
+    monkeypatch.setattr(exploration, "_C_UNIFORM", None)
+    monkeypatch.setattr(linear, "_C_LINEAR", None)
+
+
+@pytest.mark.parametrize("extension", [True, False], ids=["compiled", "pure-python"])
+def test_recorded_decisions_replay_the_same(extension, monkeypatch):
+    if not extension:
+        _without_extension(monkeypatch)
     recorded = json.loads(FILE.read_text())
     now = outcomes()
     assert sorted(now) == sorted(recorded)

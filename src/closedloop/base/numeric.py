@@ -24,11 +24,18 @@ except ImportError:  # pragma: no cover
     _kernels = None
 
 __all__ = [
-    "COMPILED", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
+    "COMPILED", "compiled", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
     "sigmoid_array",
 ]
 
 COMPILED = _kernels is not None
+
+
+def compiled(name: str) -> Any:
+    """The compiled loop ``name`` of ``closedloop._kernels`` (e.g. the ranking draw), or None
+    without the extension (or with a build that predates it): the caller then runs its numpy or
+    Python form, which computes the same numbers."""
+    return getattr(_kernels, name, None)
 
 
 def log1p(x: float) -> float:
