@@ -39,6 +39,14 @@
  *                             dst[i] = closedloop's uniform(ids[i], salt) for a list of str, or an
  *                             Arrow string column as (offsets, data); False (dst unfinished) when
  *                             an id is not 32 lower-case hex digits
+ *   text_in_into(offsets, data, needles, dst)
+ *                             dst[i] = 1.0 if string i equals one of the needles (a tuple of
+ *                             UTF-8 bytes; byte equality is text equality), else 0.0
+ *   first_repeat_str(offsets, data, request_offsets) -> int
+ *                             the flat position of the first string that repeats an earlier one
+ *                             of its request (requests [request_offsets[r], request_offsets[r+1])),
+ *                             in the first request that has one, or -1 (a hash table, compared
+ *                             byte for byte)
  *
  * Built with -ffp-contract=off so that no multiply-add is fused: every operation is the single
  * correctly rounded IEEE-754 operation Python performs. src/dst are contiguous float64 buffers;
@@ -757,6 +765,130 @@ done:
     return res;
 }
 
+/* ---- text: membership, repeated ids ---------------------------------------------------------- */
+
+static PyObject *text_in_into(PyObject *self, PyObject *args) {
+    PyObject *oo, *dd, *needles, *dsto;
+    Py_buffer off, dat, dst;
+    if (!PyArg_ParseTuple(args, "OOO!O", &oo, &dd, &PyTuple_Type, &needles, &dsto)) return NULL;
+    Py_ssize_t nn = PyTuple_GET_SIZE(needles);
+    for (Py_ssize_t k = 0; k < nn; k++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(needles, k))) {
+            PyErr_SetString(PyExc_TypeError, "needles must be a tuple of bytes");
+            return NULL;
+        }
+    }
+    if (PyObject_GetBuffer(oo, &off, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(dd, &dat, PyBUF_C_CONTIGUOUS) < 0) goto f1;
+    if (get_f64(dsto, &dst, 1, "dst") < 0) goto f2;
+    Py_ssize_t n = dst.len / 8;
+    const int32_t *o = (const int32_t *)off.buf;
+    if (off.len != (n + 1) * 4) {
+        PyErr_SetString(PyExc_ValueError, "offsets must hold n + 1 int32 values");
+        goto f3;
+    }
+    if (check_offsets(o, n, dat.len) < 0) goto f3;
+    const char *b = (const char *)dat.buf;
+    double *out = (double *)dst.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t len = (size_t)(o[i + 1] - o[i]);
+        double hit = 0.0;
+        for (Py_ssize_t k = 0; k < nn; k++) {
+            PyObject *nd = PyTuple_GET_ITEM(needles, k);
+            if ((size_t)PyBytes_GET_SIZE(nd) == len && memcmp(b + o[i], PyBytes_AS_STRING(nd), len) == 0) {
+                hit = 1.0;
+                break;
+            }
+        }
+        out[i] = hit;
+    }
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&dat);
+    PyBuffer_Release(&off);
+    Py_RETURN_NONE;
+f3:
+    PyBuffer_Release(&dst);
+f2:
+    PyBuffer_Release(&dat);
+f1:
+    PyBuffer_Release(&off);
+    return NULL;
+}
+
+static uint64_t hash_bytes(const unsigned char *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ n; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+static PyObject *first_repeat_str(PyObject *self, PyObject *args) {
+    PyObject *oo, *dd, *ro;
+    Py_buffer off, dat, req;
+    if (!PyArg_ParseTuple(args, "OOO", &oo, &dd, &ro)) return NULL;
+    if (PyObject_GetBuffer(oo, &off, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    PyObject *res = NULL;
+    if (PyObject_GetBuffer(dd, &dat, PyBUF_C_CONTIGUOUS) < 0) goto f1;
+    if (PyObject_GetBuffer(ro, &req, PyBUF_C_CONTIGUOUS) < 0) goto f2;
+    Py_ssize_t n = off.len / 4 - 1, R = req.len / 8 - 1, width = 0;
+    const int32_t *o = (const int32_t *)off.buf;
+    const int64_t *ro_ = (const int64_t *)req.buf;
+    if (n < 0 || R < 0 || check_offsets(o, n, dat.len) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "offsets must hold n + 1 int32 values");
+        goto f3;
+    }
+    for (Py_ssize_t r = 0; r < R; r++) {
+        if (ro_[r] < 0 || ro_[r + 1] < ro_[r] || ro_[r + 1] > n) {
+            PyErr_SetString(PyExc_ValueError, "request offsets out of range");
+            goto f3;
+        }
+        if (ro_[r + 1] - ro_[r] > width) width = (Py_ssize_t)(ro_[r + 1] - ro_[r]);
+    }
+    size_t cap = 16;
+    while (cap < (size_t)width * 2) cap <<= 1;
+    int64_t *slot = PyMem_Malloc(cap * sizeof(int64_t));
+    int64_t *stamp = PyMem_Calloc(cap, sizeof(int64_t));
+    if (slot == NULL || stamp == NULL) {
+        PyMem_Free(slot);
+        PyMem_Free(stamp);
+        PyErr_NoMemory();
+        goto f3;
+    }
+    const unsigned char *b = (const unsigned char *)dat.buf;
+    int64_t found = -1;
+    for (Py_ssize_t r = 0; r < R && found < 0; r++) {
+        int64_t gen = r + 1;
+        for (int64_t j = ro_[r]; j < ro_[r + 1]; j++) {
+            size_t len = (size_t)(o[j + 1] - o[j]);
+            size_t s = (size_t)hash_bytes(b + o[j], len) & (cap - 1);
+            int dup = 0;
+            while (stamp[s] == gen) {
+                int64_t e = slot[s];
+                if ((size_t)(o[e + 1] - o[e]) == len && memcmp(b + o[e], b + o[j], len) == 0) {
+                    dup = 1;
+                    break;
+                }
+                s = (s + 1) & (cap - 1);
+            }
+            if (dup) {
+                found = j;
+                break;
+            }
+            stamp[s] = gen;
+            slot[s] = j;
+        }
+    }
+    PyMem_Free(slot);
+    PyMem_Free(stamp);
+    res = PyLong_FromLongLong(found);
+f3:
+    PyBuffer_Release(&req);
+f2:
+    PyBuffer_Release(&dat);
+f1:
+    PyBuffer_Release(&off);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log1p_into", log1p_into, METH_VARARGS, "dst[i] = log1p(src[i]) as closedloop defines it."},
     {"exp_into", exp_into, METH_VARARGS, "dst[i] = exp(src[i]) (the C library's, as math.exp)."},
@@ -769,6 +901,8 @@ static PyMethodDef methods[] = {
     {"rank_rows", rank_rows, METH_VARARGS, "Every row's ranking drawn from its finite scores (done[i] = 0 otherwise)."},
     {"linear_rows", linear_rows, METH_VARARGS, "dst[r] = b + X[r, idx] . w left to right, sigmoid when logistic."},
     {"uniform_hex", uniform_hex, METH_VARARGS, "dst[i, j] = uniform(ids[i], salt j) for hex ids; False if one is not."},
+    {"text_in_into", text_in_into, METH_VARARGS, "dst[i] = 1.0 if string i equals one of the needles (bytes)."},
+    {"first_repeat_str", first_repeat_str, METH_VARARGS, "The flat position of the first id repeating one of its request, or -1."},
     {NULL, NULL, 0, NULL},
 };
 

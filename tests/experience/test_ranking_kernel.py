@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop.base.numeric import compiled
+from closedloop.experience import ranking_inputs
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform, uniform_batch, uniform_salts
 from closedloop.experience.ranking import rank, slot_probabilities
 from closedloop.experience.ranking_kernel import rank_one, rank_one_numpy, rank_rows, rank_rows_numpy
@@ -236,3 +237,19 @@ def test_uniform_batch_is_uniform_for_every_kind_of_id():
             assert bits(uniform_batch(pa.array(ids_), salt=salt)) == bits(want)
             assert bits(uniform_batch(pa.array(["x"] + ids_)[1:], salt=salt)) == bits(want)
     assert uniform_batch([], salt=2).shape == (0,)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_compiled_repeat_check_is_the_vectorized_one(seed, monkeypatch):
+    """Repeated candidate ids of a batch: the compiled hash-table pass and the vectorized keys find
+    the same first repeat (text ids; unicode, empty ids, uneven requests, a sliced column)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 40, size=int(rng.integers(1, 60)))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    pool = int(rng.integers(5, 3000))
+    pieces = ["é", "a", "", "😀", "x" * 9]
+    ids = [pieces[k % 5] + str(k) for k in rng.integers(0, pool, size=int(offsets[-1])).tolist()]
+    col = pa.array(["pad"] + ids, type=pa.string()).slice(1)
+    got = ranking_inputs._first_repeat(col, offsets)
+    monkeypatch.setattr(ranking_inputs, "_C_REPEAT", None)
+    assert got == ranking_inputs._first_repeat(col, offsets)

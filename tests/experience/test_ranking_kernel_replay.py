@@ -122,6 +122,7 @@ def _without_extension(monkeypatch: Any) -> None:
     import closedloop.base.numeric as numeric
     import closedloop.context.columns as columns
     import closedloop.experience.exploration as exploration
+    import closedloop.experience.ranking_inputs as inputs
     import closedloop.experience.ranking_kernel as kernel
     import closedloop.intelligence.linear as linear
 
@@ -131,6 +132,7 @@ def _without_extension(monkeypatch: Any) -> None:
     monkeypatch.setattr(kernel, "_C_RANK_ROWS", None)
     monkeypatch.setattr(exploration, "_C_UNIFORM", None)
     monkeypatch.setattr(linear, "_C_LINEAR", None)
+    monkeypatch.setattr(inputs, "_C_REPEAT", None)
 
 
 @pytest.mark.parametrize("extension", [True, False], ids=["compiled", "pure-python"])

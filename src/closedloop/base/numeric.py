@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPILED", "compiled", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
-    "sigmoid_array",
+    "sigmoid_array", "text_in_array",
 ]
 
 COMPILED = _kernels is not None
@@ -129,4 +129,16 @@ def count_array(strings: pa.Array, needle: str) -> np.ndarray:
     out = np.empty(n, dtype=np.float64)
     offsets, data = _string_buffers(strings)
     _kernels.count_into(offsets, data, needle.encode("utf-8", "surrogatepass"), out)
+    return out
+
+
+def text_in_array(strings: pa.Array, values: tuple[str, ...]) -> np.ndarray | None:
+    """1.0 where a string equals one of ``values``, else 0.0 — a text ``==`` or ``isin`` in one
+    compiled pass (UTF-8 byte equality is text equality); None without the extension, or for a
+    column with nulls or of another type (the caller's Arrow path keeps its null semantics)."""
+    if _kernels is None or not pa.types.is_string(strings.type) or strings.null_count:
+        return None
+    out = np.empty(len(strings), dtype=np.float64)
+    offsets, data = _string_buffers(strings)
+    _kernels.text_in_into(offsets, data, tuple(v.encode("utf-8", "surrogatepass") for v in values), out)
     return out

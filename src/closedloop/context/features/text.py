@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.base.numeric import contains_array, count_array
+from closedloop.base.numeric import contains_array, count_array, text_in_array
 from closedloop.context.features.expr import NUM, STR, Expr, _literal, _need
 from closedloop.context.features.ops import _ascii_lower_slow, _bool_f64, _f64
 from closedloop.context.features.regex import _translate_regex
@@ -164,6 +164,9 @@ class _IsIn(Expr):
         return f"(1.0 if {args[0]} in {name} else 0.0)"
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
+        hit = text_in_array(args[0], tuple(self.values)) if isinstance(args[0], pa.Array) else None
+        if hit is not None:
+            return hit
         return _bool_f64(pc.is_in(args[0], value_set=pa.array(self.values, type=pa.string())))
 
     def _vec_small(self, cols: Columns, args: list[Any]) -> Any:

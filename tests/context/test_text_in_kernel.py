@@ -1,0 +1,33 @@
+"""Text ``==`` against a constant and ``isin`` on a large batch run as one compiled pass
+(base.numeric.text_in_array); they give what Arrow's equal / is_in give, on any text, a sliced
+column included — and leave a column with nulls (or without the extension) to Arrow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from closedloop.base.numeric import COMPILED, text_in_array
+
+PIECES = ("", "a", "A", "é", "e\u0301", "😀", "news", "new", "newsy", "\x00", "ß", " ")
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled extension is not built")
+@pytest.mark.parametrize("seed", range(10))
+def test_text_in_is_arrow_equal_and_is_in(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = ["".join(rng.choice(PIECES, size=int(rng.integers(0, 3))).tolist()) for _ in range(500)]
+    col = pa.array(["pad"] + values, type=pa.string()).slice(1)
+    for needles in (("news",), ("",), ("é", "e\u0301", "😀"), ("nothing",), ()):
+        want = pc.is_in(col, value_set=pa.array(needles, type=pa.string())).to_numpy(zero_copy_only=False).astype(np.float64)
+        got = text_in_array(col, needles)
+        assert got is not None and got.dtype == np.float64 and np.array_equal(got, want)
+    eq = pc.equal(col, "news").to_numpy(zero_copy_only=False).astype(np.float64)
+    assert np.array_equal(text_in_array(col, ("news",)), eq)
+
+
+def test_text_with_nulls_or_another_type_is_left_to_arrow() -> None:
+    assert text_in_array(pa.array(["a", None]), ("a",)) is None
+    assert text_in_array(pa.array(["a"], type=pa.large_string()), ("a",)) is None
