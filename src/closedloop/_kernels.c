@@ -42,6 +42,9 @@
  *   text_in_into(offsets, data, needles, dst)
  *                             dst[i] = 1.0 if string i equals one of the needles (a tuple of
  *                             UTF-8 bytes; byte equality is text equality), else 0.0
+ *   list_in_into(items, needles, dst)
+ *                             dst[i] = 1.0 if items[i] == one of the needles (a list and a tuple
+ *                             of str; Python's ==, as `x == c` or `x in {...}`), else 0.0
  *   first_repeat_str(offsets, data, request_offsets) -> int
  *                             the flat position of the first string that repeats an earlier one
  *                             of its request (requests [request_offsets[r], request_offsets[r+1])),
@@ -889,6 +892,38 @@ f1:
     return res;
 }
 
+static PyObject *list_in_into(PyObject *self, PyObject *args) {
+    PyObject *items, *needles, *dsto;
+    Py_buffer dst;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &items, &PyTuple_Type, &needles, &dsto)) return NULL;
+    if (get_f64(dsto, &dst, 1, "dst") < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items), nn = PyTuple_GET_SIZE(needles);
+    if (dst.len != n * 8) {
+        PyBuffer_Release(&dst);
+        PyErr_SetString(PyExc_ValueError, "dst must hold one value per item");
+        return NULL;
+    }
+    double *out = (double *)dst.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyList_GET_ITEM(items, i);
+        double hit = 0.0;
+        for (Py_ssize_t k = 0; k < nn; k++) {
+            int eq = PyObject_RichCompareBool(x, PyTuple_GET_ITEM(needles, k), Py_EQ);
+            if (eq < 0) {
+                PyBuffer_Release(&dst);
+                return NULL;
+            }
+            if (eq) {
+                hit = 1.0;
+                break;
+            }
+        }
+        out[i] = hit;
+    }
+    PyBuffer_Release(&dst);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"log1p_into", log1p_into, METH_VARARGS, "dst[i] = log1p(src[i]) as closedloop defines it."},
     {"exp_into", exp_into, METH_VARARGS, "dst[i] = exp(src[i]) (the C library's, as math.exp)."},
@@ -903,6 +938,7 @@ static PyMethodDef methods[] = {
     {"uniform_hex", uniform_hex, METH_VARARGS, "dst[i, j] = uniform(ids[i], salt j) for hex ids; False if one is not."},
     {"text_in_into", text_in_into, METH_VARARGS, "dst[i] = 1.0 if string i equals one of the needles (bytes)."},
     {"first_repeat_str", first_repeat_str, METH_VARARGS, "The flat position of the first id repeating one of its request, or -1."},
+    {"list_in_into", list_in_into, METH_VARARGS, "dst[i] = 1.0 if items[i] == one of the needles (Python ==)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPILED", "compiled", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
-    "sigmoid_array", "text_in_array",
+    "list_in_array", "sigmoid_array", "text_in_array",
 ]
 
 COMPILED = _kernels is not None
@@ -141,4 +141,14 @@ def text_in_array(strings: pa.Array, values: tuple[str, ...]) -> np.ndarray | No
     out = np.empty(len(strings), dtype=np.float64)
     offsets, data = _string_buffers(strings)
     _kernels.text_in_into(offsets, data, tuple(v.encode("utf-8", "surrogatepass") for v in values), out)
+    return out
+
+
+def list_in_array(items: list[str], values: tuple[str, ...]) -> np.ndarray:
+    """1.0 where an item ``==`` one of ``values``, else 0.0 (a small batch's text ``==`` or
+    ``isin``: Python's own comparison, in one compiled pass when the extension is there)."""
+    if _kernels is None:
+        return np.fromiter((1.0 if x in values else 0.0 for x in items), dtype=np.float64, count=len(items))
+    out = np.empty(len(items), dtype=np.float64)
+    _kernels.list_in_into(items, values, out)
     return out

@@ -31,6 +31,7 @@ __all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uni
 _M64 = (1 << 64) - 1
 _TWO53 = float(1 << 53)
 _C_UNIFORM = compiled("uniform_hex")
+_SALTS: dict[int, np.ndarray] = {}  # slot count → the salts' 64-bit mixes, for uniform_salts
 
 
 def _splitmix64(x: int) -> int:
@@ -61,6 +62,13 @@ def uniform(decision_id: str, salt: int = 0) -> float:
 
 def uniform_salts(decision_id: str, m: int) -> list[float]:
     """``[uniform(decision_id, j) for j in range(m)]``, the id read once (a ranking's slot draws)."""
+    if _C_UNIFORM is not None and m > 0:
+        salts = _SALTS.get(m)
+        if salts is None:
+            salts = _SALTS[m] = np.array([(j * 0xD1B54A32D192ED03) & _M64 for j in range(m)], dtype=np.uint64)
+        out = np.empty(m, dtype=np.float64)
+        if _C_UNIFORM([decision_id], salts, out):
+            return out.tolist()
     if not _is_hex32(decision_id):
         return [uniform(decision_id, j) for j in range(m)]
     v = int(decision_id, 16)

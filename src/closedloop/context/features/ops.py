@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.base.numeric import text_in_array
+from closedloop.base.numeric import list_in_array, text_in_array
 
 __all__ = ["ascii_lower"]
 
@@ -87,7 +87,8 @@ def _text_eq(eq: bool, args: list[Any], n: int, const: Any = None) -> np.ndarray
     ``const``: the right side's value when it is a constant."""
     a, b = args
     if const is not None:
-        return _f64([x == const for x in a] if eq else [x != const for x in a], n)
+        hit = list_in_array(a, (const,))
+        return hit if eq else 1.0 - hit
     return _f64([(x == y) is eq for x, y in zip(a, b, strict=True)], n)
 
 
