@@ -45,6 +45,9 @@
  *   list_in_into(items, needles, dst)
  *                             dst[i] = 1.0 if items[i] == one of the needles (a list and a tuple
  *                             of str; Python's ==, as `x == c` or `x in {...}`), else 0.0
+ *   logic_into(a, b, is_and, dst)
+ *                             dst[i] = 1.0 if (a[i] != 0) and (or) (b[i] != 0), else 0.0 (NaN is
+ *                             true, as numpy's logical_and / logical_or)
  *   first_repeat_str(offsets, data, request_offsets) -> int
  *                             the flat position of the first string that repeats an earlier one
  *                             of its request (requests [request_offsets[r], request_offsets[r+1])),
@@ -654,11 +657,22 @@ static PyObject *linear_rows(PyObject *self, PyObject *args) {
     const double *w = (const double *)wv.buf;
     double *out = (double *)dst.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const char *row = base + r * rs;
-        double z = b;
-        for (Py_ssize_t j = 0; j < nw; j++) z = z + *(const double *)(row + idx[j] * cs) * w[j];
-        out[r] = logistic ? cl_sigmoid(z) : z;
+    if (rs == 8) { /* column-major (the feature matrix): a column at a time, each row's terms still in order */
+        for (Py_ssize_t r = 0; r < rows; r++) out[r] = b;
+        for (Py_ssize_t j = 0; j < nw; j++) {
+            const double *col = (const double *)(base + idx[j] * cs), wj = w[j];
+            for (Py_ssize_t r = 0; r < rows; r++) out[r] = out[r] + col[r] * wj;
+        }
+        if (logistic) {
+            for (Py_ssize_t r = 0; r < rows; r++) out[r] = cl_sigmoid(out[r]);
+        }
+    } else {
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const char *row = base + r * rs;
+            double z = b;
+            for (Py_ssize_t j = 0; j < nw; j++) z = z + *(const double *)(row + idx[j] * cs) * w[j];
+            out[r] = logistic ? cl_sigmoid(z) : z;
+        }
     }
     Py_END_ALLOW_THREADS
     res = Py_NewRef(Py_None);
@@ -770,16 +784,40 @@ done:
 
 /* ---- text: membership, repeated ids ---------------------------------------------------------- */
 
+/* The first (up to) 8 bytes of p[0..len) as a word, the rest zero; `room`: readable bytes from p. */
+static inline uint64_t head_word(const char *p, size_t len, size_t room) {
+    static const unsigned char ones[16] = {255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0};
+    uint64_t w = 0, mask;
+    if (room >= 8) {
+        memcpy(&w, p, 8); /* one load; the bytes past len are masked off (memcpy: any endianness) */
+    } else {
+        memcpy(&w, p, room);
+    }
+    memcpy(&mask, ones + 8 - (len < 8 ? len : 8), 8);
+    return w & mask;
+}
+
 static PyObject *text_in_into(PyObject *self, PyObject *args) {
     PyObject *oo, *dd, *needles, *dsto;
     Py_buffer off, dat, dst;
     if (!PyArg_ParseTuple(args, "OOO!O", &oo, &dd, &PyTuple_Type, &needles, &dsto)) return NULL;
     Py_ssize_t nn = PyTuple_GET_SIZE(needles);
+    if (nn > 64) {
+        PyErr_SetString(PyExc_ValueError, "at most 64 needles");
+        return NULL;
+    }
+    size_t nlen[64];
+    uint64_t nword[64];
+    const char *nptr[64];
     for (Py_ssize_t k = 0; k < nn; k++) {
-        if (!PyBytes_Check(PyTuple_GET_ITEM(needles, k))) {
+        PyObject *nd = PyTuple_GET_ITEM(needles, k);
+        if (!PyBytes_Check(nd)) {
             PyErr_SetString(PyExc_TypeError, "needles must be a tuple of bytes");
             return NULL;
         }
+        nptr[k] = PyBytes_AS_STRING(nd);
+        nlen[k] = (size_t)PyBytes_GET_SIZE(nd);
+        nword[k] = head_word(nptr[k], nlen[k], nlen[k] + 1); /* bytes objects end with a NUL */
     }
     if (PyObject_GetBuffer(oo, &off, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (PyObject_GetBuffer(dd, &dat, PyBUF_C_CONTIGUOUS) < 0) goto f1;
@@ -792,19 +830,22 @@ static PyObject *text_in_into(PyObject *self, PyObject *args) {
     }
     if (check_offsets(o, n, dat.len) < 0) goto f3;
     const char *b = (const char *)dat.buf;
+    size_t total = (size_t)dat.len;
     double *out = (double *)dst.buf;
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        size_t len = (size_t)(o[i + 1] - o[i]);
-        double hit = 0.0;
-        for (Py_ssize_t k = 0; k < nn; k++) {
-            PyObject *nd = PyTuple_GET_ITEM(needles, k);
-            if ((size_t)PyBytes_GET_SIZE(nd) == len && memcmp(b + o[i], PyBytes_AS_STRING(nd), len) == 0) {
-                hit = 1.0;
-                break;
-            }
+        size_t len = (size_t)(o[i + 1] - o[i]), at = (size_t)o[i];
+        uint64_t w = head_word(b + at, len, total - at);
+        int hit = 0;
+        if (len <= 8) { /* equal length and bytes: no branch on the data */
+            for (Py_ssize_t k = 0; k < nn; k++) hit |= (len == nlen[k]) & (w == nword[k]);
+        } else { /* equal length and first 8 bytes, then the rest */
+            for (Py_ssize_t k = 0; k < nn && !hit; k++)
+                hit = len == nlen[k] && w == nword[k] && memcmp(b + at + 8, nptr[k] + 8, len - 8) == 0;
         }
-        out[i] = hit;
+        out[i] = (double)hit;
     }
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&dst);
     PyBuffer_Release(&dat);
     PyBuffer_Release(&off);
@@ -818,10 +859,20 @@ f1:
     return NULL;
 }
 
-static uint64_t hash_bytes(const unsigned char *p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL ^ n; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 29);
+static uint64_t hash_bytes(const unsigned char *p, size_t n, size_t room) {
+    /* 8 bytes at a time (multiply and fold), the tail through head_word (one load when there is
+     * room); only a bucket choice: equality is checked byte for byte */
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 29;
+    }
+    h ^= head_word((const char *)p + i, n - i, room - i);
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL; /* splitmix64's finalizer: every bit reaches the bucket */
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+    return h ^ (h >> 31);
 }
 
 static PyObject *first_repeat_str(PyObject *self, PyObject *args) {
@@ -862,7 +913,7 @@ static PyObject *first_repeat_str(PyObject *self, PyObject *args) {
         int64_t gen = r + 1;
         for (int64_t j = ro_[r]; j < ro_[r + 1]; j++) {
             size_t len = (size_t)(o[j + 1] - o[j]);
-            size_t s = (size_t)hash_bytes(b + o[j], len) & (cap - 1);
+            size_t s = (size_t)hash_bytes(b + o[j], len, (size_t)dat.len - (size_t)o[j]) & (cap - 1);
             int dup = 0;
             while (stamp[s] == gen) {
                 int64_t e = slot[s];
@@ -924,6 +975,41 @@ static PyObject *list_in_into(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *logic_into(PyObject *self, PyObject *args) {
+    PyObject *ao, *bo, *dsto;
+    int op;
+    Py_buffer a, b, dst;
+    if (!PyArg_ParseTuple(args, "OOpO", &ao, &bo, &op, &dsto)) return NULL;
+    if (get_f64(ao, &a, 0, "a") < 0) return NULL;
+    if (get_f64(bo, &b, 0, "b") < 0) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    if (get_f64(dsto, &dst, 1, "dst") < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    PyObject *res = NULL;
+    if (a.len != dst.len || b.len != dst.len) {
+        PyErr_SetString(PyExc_ValueError, "a, b and dst must have the same length");
+    } else {
+        Py_ssize_t n = dst.len / 8;
+        const double *x = (const double *)a.buf, *y = (const double *)b.buf;
+        double *out = (double *)dst.buf;
+        if (op) {
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = (double)((x[i] != 0.0) & (y[i] != 0.0));
+        } else {
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = (double)((x[i] != 0.0) | (y[i] != 0.0));
+        }
+        res = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&a);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"log1p_into", log1p_into, METH_VARARGS, "dst[i] = log1p(src[i]) as closedloop defines it."},
     {"exp_into", exp_into, METH_VARARGS, "dst[i] = exp(src[i]) (the C library's, as math.exp)."},
@@ -939,6 +1025,7 @@ static PyMethodDef methods[] = {
     {"text_in_into", text_in_into, METH_VARARGS, "dst[i] = 1.0 if string i equals one of the needles (bytes)."},
     {"first_repeat_str", first_repeat_str, METH_VARARGS, "The flat position of the first id repeating one of its request, or -1."},
     {"list_in_into", list_in_into, METH_VARARGS, "dst[i] = 1.0 if items[i] == one of the needles (Python ==)."},
+    {"logic_into", logic_into, METH_VARARGS, "dst[i] = 1.0 if (a[i] != 0) and/or (b[i] != 0) else 0.0."},
     {NULL, NULL, 0, NULL},
 };
 
