@@ -45,9 +45,6 @@
  *   list_in_into(items, needles, dst)
  *                             dst[i] = 1.0 if items[i] == one of the needles (a list and a tuple
  *                             of str; Python's ==, as `x == c` or `x in {...}`), else 0.0
- *   logic_into(a, b, is_and, dst)
- *                             dst[i] = 1.0 if (a[i] != 0) and (or) (b[i] != 0), else 0.0 (NaN is
- *                             true, as numpy's logical_and / logical_or)
  *   first_repeat_str(offsets, data, request_offsets) -> int
  *                             the flat position of the first string that repeats an earlier one
  *                             of its request (requests [request_offsets[r], request_offsets[r+1])),
@@ -975,41 +972,6 @@ static PyObject *list_in_into(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *logic_into(PyObject *self, PyObject *args) {
-    PyObject *ao, *bo, *dsto;
-    int op;
-    Py_buffer a, b, dst;
-    if (!PyArg_ParseTuple(args, "OOpO", &ao, &bo, &op, &dsto)) return NULL;
-    if (get_f64(ao, &a, 0, "a") < 0) return NULL;
-    if (get_f64(bo, &b, 0, "b") < 0) {
-        PyBuffer_Release(&a);
-        return NULL;
-    }
-    if (get_f64(dsto, &dst, 1, "dst") < 0) {
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
-        return NULL;
-    }
-    PyObject *res = NULL;
-    if (a.len != dst.len || b.len != dst.len) {
-        PyErr_SetString(PyExc_ValueError, "a, b and dst must have the same length");
-    } else {
-        Py_ssize_t n = dst.len / 8;
-        const double *x = (const double *)a.buf, *y = (const double *)b.buf;
-        double *out = (double *)dst.buf;
-        if (op) {
-            for (Py_ssize_t i = 0; i < n; i++) out[i] = (double)((x[i] != 0.0) & (y[i] != 0.0));
-        } else {
-            for (Py_ssize_t i = 0; i < n; i++) out[i] = (double)((x[i] != 0.0) | (y[i] != 0.0));
-        }
-        res = Py_NewRef(Py_None);
-    }
-    PyBuffer_Release(&dst);
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&a);
-    return res;
-}
-
 static PyMethodDef methods[] = {
     {"log1p_into", log1p_into, METH_VARARGS, "dst[i] = log1p(src[i]) as closedloop defines it."},
     {"exp_into", exp_into, METH_VARARGS, "dst[i] = exp(src[i]) (the C library's, as math.exp)."},
@@ -1025,7 +987,6 @@ static PyMethodDef methods[] = {
     {"text_in_into", text_in_into, METH_VARARGS, "dst[i] = 1.0 if string i equals one of the needles (bytes)."},
     {"first_repeat_str", first_repeat_str, METH_VARARGS, "The flat position of the first id repeating one of its request, or -1."},
     {"list_in_into", list_in_into, METH_VARARGS, "dst[i] = 1.0 if items[i] == one of the needles (Python ==)."},
-    {"logic_into", logic_into, METH_VARARGS, "dst[i] = 1.0 if (a[i] != 0) and/or (b[i] != 0) else 0.0."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -106,14 +106,3 @@ def test_the_pure_python_fallback_gives_the_same_results(monkeypatch):
     fallback = (log1p_array(values), sigmoid_array(values), count_array(arr, "a"), contains_array(arr, arr.slice(0, 10)))
     for a, b in zip(compiled, fallback, strict=True):
         assert a.tobytes() == b.tobytes()
-
-
-@pytest.mark.parametrize("is_and", [True, False])
-def test_logic_array_is_numpy_logic_as_float(is_and: bool) -> None:
-    """Feature ``&`` / ``|``: non-zero is true, NaN included, −0.0 false — compiled or numpy."""
-    vals = np.array([0.0, -0.0, 1.0, -2.5, math.nan, math.inf, -math.inf, 5e-324])
-    a, b = np.repeat(vals, vals.size), np.tile(vals, vals.size)
-    want = (np.logical_and if is_and else np.logical_or)(a, b).astype(np.float64)
-    got = _numeric.logic_array(is_and, a, b)
-    assert got.dtype == np.float64 and got.tobytes() == want.tobytes()
-    assert _numeric.logic_array(is_and, a[::2], b[::2]).tobytes() == want[::2].tobytes()  # strided: numpy

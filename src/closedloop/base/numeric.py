@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPILED", "compiled", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
-    "list_in_array", "logic_array", "sigmoid_array", "text_in_array",
+    "list_in_array", "sigmoid_array", "text_in_array",
 ]
 
 COMPILED = _kernels is not None
@@ -153,15 +153,3 @@ def list_in_array(items: list[str], values: tuple[str, ...]) -> np.ndarray:
     _kernels.list_in_into(items, values, out)
     return out
 
-
-def logic_array(is_and: bool, a: Any, b: Any) -> np.ndarray:
-    """1.0 where ``a != 0`` and (``is_and``) or ``b != 0``, else 0.0 (NaN is true): numpy's
-    ``logical_and`` / ``logical_or`` as float64, in one compiled pass for two float64 columns."""
-    if (
-        _kernels is not None and type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype == np.float64
-        and a.ndim == b.ndim == 1 and a.shape == b.shape and a.flags.c_contiguous and b.flags.c_contiguous
-    ):
-        out = np.empty(a.shape[0], dtype=np.float64)
-        _kernels.logic_into(a, b, is_and, out)
-        return out
-    return (np.logical_and if is_and else np.logical_or)(a, b).astype(np.float64)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from closedloop.base.numeric import logic_array
 from closedloop.context.features.ops import _bool_f64, _text_cmp, _text_eq
 from closedloop.context.schema import Bool, Columns, Int, Schema, Str
 from closedloop.errors import FeatureError, SpecError
@@ -463,7 +462,7 @@ class _Logic(Expr):
         return f"(1.0 if ({args[0]} != 0.0 {self.op} {args[1]} != 0.0) else 0.0)"
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:  # true: non-zero, NaN included (``!= 0.0``)
-        return logic_array(self.op == "and", args[0], args[1])
+        return (np.logical_and if self.op == "and" else np.logical_or)(args[0], args[1]).astype(np.float64)
 
 
 class _Not(Expr):
