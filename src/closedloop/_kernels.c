@@ -639,7 +639,7 @@ static PyObject *linear_rows(PyObject *self, PyObject *args) {
     if (get_f64(dsto, &dst, 1, "dst") < 0) goto f3;
     Py_ssize_t rows = X.shape[0], cols = X.shape[1], nw = wv.len / 8;
     const int64_t *idx = (const int64_t *)iv.buf;
-    if (iv.len != nw * 8 || dst.len != rows * 8) {
+    if (iv.itemsize != 8 || iv.len != nw * 8 || dst.len != rows * 8) {
         PyErr_SetString(PyExc_ValueError, "idx must match w (int64), dst must hold one value per row");
         goto f4;
     }
@@ -718,6 +718,12 @@ static PyObject *uniform_hex(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOO", &ids, &saltso, &dsto)) return NULL;
     if (PyObject_GetBuffer(saltso, &salts, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (get_f64(dsto, &dst, 1, "dst") < 0) {
+        PyBuffer_Release(&salts);
+        return NULL;
+    }
+    if (salts.itemsize != 8) {
+        PyErr_SetString(PyExc_TypeError, "salts must be 64-bit");
+        PyBuffer_Release(&dst);
         PyBuffer_Release(&salts);
         return NULL;
     }
