@@ -46,3 +46,13 @@ def test_list_in_is_python_equality_with_and_without_the_extension(seed: int, mo
         with monkeypatch.context() as m:
             m.setattr(numeric, "_kernels", None)
             assert np.array_equal(list_in_array(items, needles), want)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled extension is not built")
+def test_contains_and_count_with_nulls_are_the_same_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A null reads as "" in both forms (the compiled loop sees its zero-length bytes)."""
+    hay = pa.array(["abc", None, "", "aXa", None, "é"])
+    needle = pa.array(["b", "x", None, "a", None, ""])
+    compiled = (numeric.contains_array(hay, needle).tobytes(), numeric.count_array(hay, "a").tobytes())
+    monkeypatch.setattr(numeric, "_kernels", None)
+    assert (numeric.contains_array(hay, needle).tobytes(), numeric.count_array(hay, "a").tobytes()) == compiled

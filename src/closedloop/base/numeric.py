@@ -106,11 +106,12 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, Any]:
 
 
 def contains_array(haystack: pa.Array, needle: pa.Array) -> np.ndarray:
-    """1.0 where row i's ``needle`` occurs in row i's ``haystack`` (no nulls), else 0.0."""
+    """1.0 where row i's ``needle`` occurs in row i's ``haystack``, else 0.0 (a null reads as "",
+    as its zero-length bytes in the compiled loop)."""
     n = len(haystack)
     if _kernels is None:
         return np.fromiter(
-            (1.0 if b in a else 0.0 for a, b in zip(haystack.to_pylist(), needle.to_pylist(), strict=True)),
+            (1.0 if (b or "") in (a or "") else 0.0 for a, b in zip(haystack.to_pylist(), needle.to_pylist(), strict=True)),
             dtype=np.float64,
             count=n,
         )
@@ -125,7 +126,7 @@ def count_array(strings: pa.Array, needle: str) -> np.ndarray:
     """Non-overlapping occurrences of ``needle`` (non-empty) in each string, as ``str.count``."""
     n = len(strings)
     if _kernels is None:
-        return np.fromiter((float(s.count(needle)) for s in strings.to_pylist()), dtype=np.float64, count=n)
+        return np.fromiter((float((s or "").count(needle)) for s in strings.to_pylist()), dtype=np.float64, count=n)
     out = np.empty(n, dtype=np.float64)
     offsets, data = _string_buffers(strings)
     _kernels.count_into(offsets, data, needle.encode("utf-8", "surrogatepass"), out)
