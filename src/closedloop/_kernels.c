@@ -19,6 +19,9 @@
  *                             float only — telemetry's typed contexts, which must give back the
  *                             very value the row holds); raises TypeError on anything else, so
  *                             the caller can take its general path
+ *   gather_list(rows, member) -> list
+ *                             the field of every row, as a list of the very objects (rows of
+ *                             the member's exact type, as gather_into)
  *   gather_str(rows, member) -> (offsets, data)
  *                             the field's strings as an Arrow string column: int32 offsets
  *                             (n + 1) and UTF-8 data, as bytes
@@ -365,6 +368,26 @@ static PyObject *gather_str(PyObject *self, PyObject *args) {
 fail:
     Py_DECREF(offsets);
     return NULL;
+}
+
+static PyObject *gather_list(PyObject *self, PyObject *args) {
+    PyObject *rows, *member;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &rows, &member)) return NULL;
+    PyTypeObject *owner;
+    Py_ssize_t offset;
+    if (member_slot(member, &owner, &offset) < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = field_of(PyList_GET_ITEM(rows, i), owner, offset);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, Py_NewRef(v));
+    }
+    return out;
 }
 
 /* ---- ranking draws ------------------------------------------------------------------------ */
@@ -986,6 +1009,7 @@ static PyMethodDef methods[] = {
     {"count_into", count_into, METH_VARARGS, "dst[i] = non-overlapping count of needle in string i."},
     {"gather_into", gather_into, METH_VARARGS, "dst[i] = field `member` of rows[i] (kind 'f', 'i' or 'b')."},
     {"gather_str", gather_str, METH_VARARGS, "field `member` of every row as Arrow string (offsets, data)."},
+    {"gather_list", gather_list, METH_VARARGS, "[row.member for row in rows] (rows of the member's exact type)."},
     {"rank_one", rank_one, METH_VARARGS, "One request's ranking drawn from its finite scores, or None."},
     {"rank_rows", rank_rows, METH_VARARGS, "Every row's ranking drawn from its finite scores (done[i] = 0 otherwise)."},
     {"linear_rows", linear_rows, METH_VARARGS, "dst[r] = b + X[r, idx] . w left to right, sigmoid when logistic."},

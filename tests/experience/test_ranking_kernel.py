@@ -253,3 +253,15 @@ def test_the_compiled_repeat_check_is_the_vectorized_one(seed, monkeypatch):
     got = ranking_inputs._first_repeat(col, offsets)
     monkeypatch.setattr(ranking_inputs, "_C_REPEAT", None)
     assert got == ranking_inputs._first_repeat(col, offsets)
+
+
+@pytest.mark.parametrize("int_ids", [False, True])
+def test_the_validators_ids_are_the_same_without_the_compiled_gather(int_ids, monkeypatch):
+    from closedloop import Int, Schema, Str
+
+    schema = Schema([Int("item") if int_ids else Str("item"), Str("kind", default="a")])
+    raw = [{"item": v} for v in ([5, -7, 2**40] if int_ids else ["x", "é", "", "😀"])]
+    got = ranking_inputs._CandidateValidator(schema, "item").columns(raw)
+    monkeypatch.setattr(ranking_inputs, "_C_GATHER_LIST", None)
+    ref = ranking_inputs._CandidateValidator(schema, "item").columns(raw)
+    assert got is not None and ref is not None and got[1] == ref[1] == [str(c["item"]) if int_ids else c["item"] for c in raw]

@@ -133,6 +133,7 @@ def _without_extension(monkeypatch: Any) -> None:
     monkeypatch.setattr(exploration, "_C_UNIFORM", None)
     monkeypatch.setattr(linear, "_C_LINEAR", None)
     monkeypatch.setattr(inputs, "_C_REPEAT", None)
+    monkeypatch.setattr(inputs, "_C_GATHER_LIST", None)
 
 
 @pytest.mark.parametrize("extension", [True, False], ids=["compiled", "pure-python"])

@@ -59,10 +59,11 @@ class _CandidateValidator:
     it gives hold the values the column-wise path gives for the same candidates (ints of a Float
     field as floats, text as Arrow strings)."""
 
-    __slots__ = ("_fields", "_id", "_id_int", "_type")
+    __slots__ = ("_fields", "_id", "_id_int", "_member", "_type")
 
     def __init__(self, schema: Schema, candidate_id: str) -> None:
         self._type: Any = list[schema.struct]  # type: ignore[name-defined]
+        self._member = getattr(schema.struct, candidate_id)  # the struct field's member descriptor
         self._fields = schema.fields
         self._id = candidate_id
         self._id_int = isinstance(schema.by_name[candidate_id], Int)
@@ -83,7 +84,7 @@ class _CandidateValidator:
                 except (pa.ArrowException, ValueError, TypeError, OverflowError):
                     return None
             out[f.name] = col
-        ids = [getattr(s, self._id) for s in structs]
+        ids = _C_GATHER_LIST(structs, self._member) if _C_GATHER_LIST is not None else [getattr(s, self._id) for s in structs]
         return out, ([str(v) for v in ids] if self._id_int else ids)
 
 
@@ -116,6 +117,7 @@ def _duplicate(ids: list[Any]) -> int | None:
 
 
 _C_REPEAT = compiled("first_repeat_str")
+_C_GATHER_LIST = compiled("gather_list")
 _MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
 _K = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 
