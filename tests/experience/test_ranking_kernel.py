@@ -8,13 +8,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from closedloop.base.numeric import compiled
+from closedloop.experience import ranking_inputs
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform, uniform_batch, uniform_salts
 from closedloop.experience.ranking import rank, slot_probabilities
-from closedloop.experience.ranking_kernel import rank_rows
+from closedloop.experience.ranking_kernel import rank_one, rank_one_numpy, rank_rows, rank_rows_numpy
 from closedloop.experience.ranking_policy import _greedy_order, _plain, _slot_probs
 
 ID = "0123456789abcdef0123456789abcdef"
@@ -173,3 +176,92 @@ def test_softmax_draws_follow_plackett_luce():
     top = picks[:, 0] == 3
     p2 = w[:3] / w[:3].sum()
     assert np.allclose(np.bincount(picks[top, 1], minlength=4)[:3] / top.sum(), p2, atol=0.02)
+
+
+# -- the compiled draw and the numpy draw ---------------------------------------------------------
+
+needs_c = pytest.mark.skipif(compiled("rank_rows") is None, reason="the compiled extension is not built")
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(
+    scores=st.one_of(
+        st.lists(finite, max_size=90), st.lists(any_score, max_size=12), st.lists(st.sampled_from([0.5, 0.25, -0.0, 0.0]), max_size=9)
+    ),
+    k=st.integers(1, 12),
+    explore=policies,
+    did=ids,
+)
+def test_the_compiled_draw_is_the_numpy_draw_bitwise(scores, k, explore, did):
+    s = np.array(scores, dtype=np.float64)
+    u = uniform_salts(did, min(k, len(scores))) if explore is not None else []
+    got, ref = rank_one(s, k, explore, u), rank_one_numpy(s, k, explore, u)
+    assert got[0] == ref[0] and got[3] == ref[3]
+    assert bits(got[1]) == bits(ref[1]) and bits([got[2]]) == bits([ref[2]])
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.one_of(st.lists(finite, max_size=30), st.lists(any_score, max_size=8)), min_size=1, max_size=10),
+    k=st.integers(1, 7),
+    explore=policies,
+)
+def test_the_compiled_rows_are_the_numpy_rows_bitwise(rows, k, explore):
+    """Every row, finite or not (those the compiled loop leaves to numpy), padded to the longest."""
+    R, N = len(rows), max(len(r) for r in rows)
+    S = np.full((R, N), 7.0)
+    for i, r in enumerate(rows):
+        S[i, : len(r)] = r
+    counts = np.array([len(r) for r in rows], dtype=np.int64)
+    m = min(k, N)
+    U = np.column_stack([uniform_batch([f"{i:032x}" for i in range(R)], salt=j) for j in range(m)]) if m else np.zeros((R, 0))
+    got, ref = rank_rows(S, counts, k, explore, U), rank_rows_numpy(S, counts, k, explore, U)
+    keep = np.arange(m)[None, :] < np.minimum(counts, k)[:, None]
+    assert (got[0][keep] == ref[0][keep]).all() and (got[2][keep] == ref[2][keep]).all()
+    assert bits(got[1][keep]) == bits(ref[1][keep]) and bits(got[3]) == bits(ref[3])
+
+
+def test_uniform_batch_is_uniform_for_every_kind_of_id():
+    """The compiled loop (32 lower-case hex digits) and the general path (anything else: BLAKE2b)
+    give uniform(id, salt) — for a list, a tuple, an Arrow column and a slice of one."""
+    rng = np.random.default_rng(3)
+    hexes = [f"{int(v):032x}" for v in rng.integers(0, 2**63, size=50)] + ["f" * 32, "0" * 32]
+    odd = ["ABCDEF" + "0" * 26, "not-hex", "", "é" * 32, "0123456789abcdef0123456789abcdeg", "0" * 31]
+    for ids_ in (hexes, hexes + odd, odd):
+        for salt in (0, 1, 4, 2**70, -3):
+            want = np.array([uniform(d, salt) for d in ids_])
+            assert bits(uniform_batch(ids_, salt=salt)) == bits(want)
+            assert bits(uniform_batch(tuple(ids_), salt=salt)) == bits(want)
+            assert bits(uniform_batch(pa.array(ids_), salt=salt)) == bits(want)
+            assert bits(uniform_batch(pa.array(["x"] + ids_)[1:], salt=salt)) == bits(want)
+    assert uniform_batch([], salt=2).shape == (0,)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_compiled_repeat_check_is_the_vectorized_one(seed, monkeypatch):
+    """Repeated candidate ids of a batch: the compiled hash-table pass and the vectorized keys find
+    the same first repeat (text ids; unicode, empty ids, uneven requests, a sliced column)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 40, size=int(rng.integers(1, 60)))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    pool = int(rng.integers(5, 3000))
+    pieces = ["é", "a", "", "😀", "x" * 9]
+    ids = [pieces[k % 5] + str(k) for k in rng.integers(0, pool, size=int(offsets[-1])).tolist()]
+    col = pa.array(["pad"] + ids, type=pa.string()).slice(1)
+    got = ranking_inputs._first_repeat(col, offsets)
+    monkeypatch.setattr(ranking_inputs, "_C_REPEAT", None)
+    assert got == ranking_inputs._first_repeat(col, offsets)
+
+
+@pytest.mark.parametrize("int_ids", [False, True])
+def test_the_validators_ids_are_the_same_without_the_compiled_gather(int_ids, monkeypatch):
+    from closedloop import Int, Schema, Str
+
+    schema = Schema([Int("item") if int_ids else Str("item"), Str("kind", default="a")])
+    raw = [{"item": v} for v in ([5, -7, 2**40] if int_ids else ["x", "é", "", "😀"])]
+    got = ranking_inputs._CandidateValidator(schema, "item").columns(raw)
+    monkeypatch.setattr(ranking_inputs, "_C_GATHER_LIST", None)
+    ref = ranking_inputs._CandidateValidator(schema, "item").columns(raw)
+    assert got is not None and ref is not None and got[1] == ref[1] == [str(c["item"]) if int_ids else c["item"] for c in raw]

@@ -24,11 +24,18 @@ except ImportError:  # pragma: no cover
     _kernels = None
 
 __all__ = [
-    "COMPILED", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
-    "sigmoid_array",
+    "COMPILED", "compiled", "contains_array", "count_array", "exp", "exp_array", "log1p", "log1p_array", "sigmoid",
+    "list_in_array", "sigmoid_array", "text_in_array",
 ]
 
 COMPILED = _kernels is not None
+
+
+def compiled(name: str) -> Any:
+    """The compiled loop ``name`` of ``closedloop._kernels`` (e.g. the ranking draw), or None
+    without the extension (or with a build that predates it): the caller then runs its numpy or
+    Python form, which computes the same numbers."""
+    return getattr(_kernels, name, None)
 
 
 def log1p(x: float) -> float:
@@ -99,11 +106,12 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, Any]:
 
 
 def contains_array(haystack: pa.Array, needle: pa.Array) -> np.ndarray:
-    """1.0 where row i's ``needle`` occurs in row i's ``haystack`` (no nulls), else 0.0."""
+    """1.0 where row i's ``needle`` occurs in row i's ``haystack``, else 0.0 (a null reads as "",
+    as its zero-length bytes in the compiled loop)."""
     n = len(haystack)
     if _kernels is None:
         return np.fromiter(
-            (1.0 if b in a else 0.0 for a, b in zip(haystack.to_pylist(), needle.to_pylist(), strict=True)),
+            (1.0 if (b or "") in (a or "") else 0.0 for a, b in zip(haystack.to_pylist(), needle.to_pylist(), strict=True)),
             dtype=np.float64,
             count=n,
         )
@@ -118,8 +126,31 @@ def count_array(strings: pa.Array, needle: str) -> np.ndarray:
     """Non-overlapping occurrences of ``needle`` (non-empty) in each string, as ``str.count``."""
     n = len(strings)
     if _kernels is None:
-        return np.fromiter((float(s.count(needle)) for s in strings.to_pylist()), dtype=np.float64, count=n)
+        return np.fromiter((float((s or "").count(needle)) for s in strings.to_pylist()), dtype=np.float64, count=n)
     out = np.empty(n, dtype=np.float64)
     offsets, data = _string_buffers(strings)
     _kernels.count_into(offsets, data, needle.encode("utf-8", "surrogatepass"), out)
     return out
+
+
+def text_in_array(strings: pa.Array, values: tuple[str, ...]) -> np.ndarray | None:
+    """1.0 where a string equals one of ``values``, else 0.0 — a text ``==`` or ``isin`` in one
+    compiled pass (UTF-8 byte equality is text equality); None without the extension, or for a
+    column with nulls or of another type (the caller's Arrow path keeps its null semantics)."""
+    if _kernels is None or not pa.types.is_string(strings.type) or strings.null_count:
+        return None
+    out = np.empty(len(strings), dtype=np.float64)
+    offsets, data = _string_buffers(strings)
+    _kernels.text_in_into(offsets, data, tuple(v.encode("utf-8", "surrogatepass") for v in values), out)
+    return out
+
+
+def list_in_array(items: list[str], values: tuple[str, ...]) -> np.ndarray:
+    """1.0 where an item ``==`` one of ``values``, else 0.0 (a small batch's text ``==`` or
+    ``isin``: Python's own comparison, in one compiled pass when the extension is there)."""
+    if _kernels is None:
+        return np.fromiter((1.0 if x in values else 0.0 for x in items), dtype=np.float64, count=len(items))
+    out = np.empty(len(items), dtype=np.float64)
+    _kernels.list_in_into(items, values, out)
+    return out
+

@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from closedloop.base.numeric import exp, exp_array
+from closedloop.base.numeric import _string_buffers, compiled, exp, exp_array
 from closedloop.errors import SpecError
 
 __all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uniform_batch", "uniform_salts"]
 
 _M64 = (1 << 64) - 1
 _TWO53 = float(1 << 53)
+_C_UNIFORM = compiled("uniform_hex")
+_SALTS: dict[int, np.ndarray] = {}  # slot count → the salts' 64-bit mixes, for uniform_salts
 
 
 def _splitmix64(x: int) -> int:
@@ -60,6 +62,13 @@ def uniform(decision_id: str, salt: int = 0) -> float:
 
 def uniform_salts(decision_id: str, m: int) -> list[float]:
     """``[uniform(decision_id, j) for j in range(m)]``, the id read once (a ranking's slot draws)."""
+    if _C_UNIFORM is not None and m > 0:
+        salts = _SALTS.get(m)
+        if salts is None:
+            salts = _SALTS[m] = np.array([(j * 0xD1B54A32D192ED03) & _M64 for j in range(m)], dtype=np.uint64)
+        out = np.empty(m, dtype=np.float64)
+        if _C_UNIFORM([decision_id], salts, out):
+            return out.tolist()
     if not _is_hex32(decision_id):
         return [uniform(decision_id, j) for j in range(m)]
     v = int(decision_id, 16)
@@ -67,8 +76,33 @@ def uniform_salts(decision_id: str, m: int) -> list[float]:
     return [(_splitmix64((v ^ (j * 0xD1B54A32D192ED03)) & _M64) >> 11) / _TWO53 for j in range(m)]
 
 
+def _uniform_compiled(decision_ids: Any, salt: int) -> np.ndarray | None:
+    """:func:`uniform_batch` in the compiled loop (the same splitmix64 of the same 64-bit words);
+    None when an id is not 32 hex digits (the caller's general path then runs)."""
+    if isinstance(decision_ids, pa.Array):
+        if not pa.types.is_string(decision_ids.type) and not pa.types.is_large_string(decision_ids.type):
+            return None
+        ids: Any = _string_buffers(decision_ids)
+        n = len(decision_ids)
+    else:
+        ids = decision_ids if isinstance(decision_ids, list) else list(decision_ids)
+        n = len(ids)
+    out = np.empty(n, dtype=np.float64)
+    salts = np.array([(salt * 0xD1B54A32D192ED03) & _M64], dtype=np.uint64)
+    return out if n == 0 or _C_UNIFORM(ids, salts, out) else None
+
+
 def uniform_batch(decision_ids: Any, salt: int = 0) -> np.ndarray:
     """:func:`uniform` for many ids (an Arrow string array or a sequence of str)."""
+    if _C_UNIFORM is not None:
+        got = _uniform_compiled(decision_ids, salt)
+        if got is not None:
+            return got
+    return _uniform_numpy(decision_ids, salt)
+
+
+def _uniform_numpy(decision_ids: Any, salt: int) -> np.ndarray:
+    """:func:`uniform_batch` without the compiled extension (or for ids other than 32 hex digits)."""
     arr = decision_ids if isinstance(decision_ids, pa.Array) else pa.array(list(decision_ids), type=pa.string())
     n = len(arr)
     if n == 0:

@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from closedloop.base.numeric import _string_buffers
+from closedloop.base.numeric import _string_buffers, compiled
 from closedloop.context.schema import MISSING, Bool, Int, Schema, Str, _gather, _one_array
 from closedloop.errors import ContextError
 
@@ -59,10 +59,11 @@ class _CandidateValidator:
     it gives hold the values the column-wise path gives for the same candidates (ints of a Float
     field as floats, text as Arrow strings)."""
 
-    __slots__ = ("_fields", "_id", "_id_int", "_type")
+    __slots__ = ("_fields", "_id", "_id_int", "_member", "_type")
 
     def __init__(self, schema: Schema, candidate_id: str) -> None:
         self._type: Any = list[schema.struct]  # type: ignore[name-defined]
+        self._member = getattr(schema.struct, candidate_id)  # the struct field's member descriptor
         self._fields = schema.fields
         self._id = candidate_id
         self._id_int = isinstance(schema.by_name[candidate_id], Int)
@@ -83,7 +84,7 @@ class _CandidateValidator:
                 except (pa.ArrowException, ValueError, TypeError, OverflowError):
                     return None
             out[f.name] = col
-        ids = [getattr(s, self._id) for s in structs]
+        ids = _C_GATHER_LIST(structs, self._member) if _C_GATHER_LIST is not None else [getattr(s, self._id) for s in structs]
         return out, ([str(v) for v in ids] if self._id_int else ids)
 
 
@@ -115,6 +116,8 @@ def _duplicate(ids: list[Any]) -> int | None:
     return None  # pragma: no cover - the set said there is one
 
 
+_C_REPEAT = compiled("first_repeat_str")
+_C_GATHER_LIST = compiled("gather_list")
 _MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
 _K = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 
@@ -143,14 +146,18 @@ def _first_repeat(ids: Any, offsets: np.ndarray) -> int | None:
     request — in the first request that has one — or None. ``ids``: the candidate id column
     (Arrow text or numpy integers), grouped by request at ``offsets``.
 
-    Vectorized: one key per id (:func:`_id_keys`), laid out one request per row (padded with
-    distinct negative numbers) and sorted along the rows; only a request where two keys are
-    equal is searched, exactly, in Python."""
+    Text ids with the compiled extension: one pass over the requests with a hash table, compared
+    byte for byte (``first_repeat_str``). Otherwise vectorized: one key per id (:func:`_id_keys`),
+    laid out one request per row (padded with distinct negative numbers) and sorted along the
+    rows; only a request where two keys are equal is searched, exactly, in Python."""
     counts = np.diff(offsets)
     nreq = counts.shape[0]
     width = int(counts.max()) if nreq else 0
     if width < 2:
         return None
+    if _C_REPEAT is not None and isinstance(ids, pa.Array) and pa.types.is_string(ids.type) and not ids.null_count:
+        at = _C_REPEAT(*_string_buffers(ids), np.ascontiguousarray(offsets, dtype=np.int64))
+        return None if at < 0 else int(at)
     keys = _id_keys(ids)
     if bool((counts == width).all()):
         M = keys.reshape(nreq, width).copy()

@@ -22,6 +22,14 @@ the per-candidate definition computes (:func:`~closedloop.experience.ranking_pol
 
 So a ranking and its slot propensities are the same, bit for bit, whichever path draws them and
 however many requests share the matrix; the propensity is their product, left to right.
+
+With the compiled extension, requests whose scores are all finite (nearly all) are drawn by its
+``rank_one`` / ``rank_rows`` loops (``src/closedloop/_kernels.c``): the same operations in the same
+order — the best by a scan (first maximum), ``exp`` from the same C library, the total and the
+cumulative probabilities added left to right — one request after the other, without a numpy
+call per slot. A request with a NaN or ±inf score, and every request without the extension,
+takes the numpy form described above; the two agree bit for bit
+(tests/experience/test_ranking_kernel.py runs both).
 """
 
 from __future__ import annotations
@@ -31,12 +39,23 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.base.numeric import exp_array
+from closedloop.base.numeric import compiled, exp_array
 from closedloop.experience.exploration import EpsilonGreedy, Softmax
 
-__all__ = ["rank_one", "rank_rows"]
+__all__ = ["rank_one", "rank_one_numpy", "rank_rows", "rank_rows_numpy"]
 
 _NEG = -np.inf
+_C_RANK_ONE = compiled("rank_one")
+_C_RANK_ROWS = compiled("rank_rows")
+
+
+def _policy(explore: Softmax | EpsilonGreedy | None) -> tuple[int, float, float, float]:
+    """The compiled draw's (mode, temperature or ε, band low, band high)."""
+    if explore is None:
+        return 0, 0.0, 0.0, 0.0
+    if isinstance(explore, Softmax):
+        return 1, explore.temperature, 0.0, 0.0
+    return 2, explore.epsilon, explore.low, explore.high
 
 
 class _State:
@@ -153,6 +172,31 @@ def rank_rows(
     ``min(k, counts[i])`` slots; ``U[i, j]`` is row i's uniform number for slot j (unused when
     greedy). Returns (picks, slot propensities, explored — each rows × min(k, columns), valid in a
     row's first ``min(k, counts[i])`` columns — and each row's propensity)."""
+    if _C_RANK_ROWS is None or S.shape[0] == 0:
+        return rank_rows_numpy(S, counts, k, explore, U)
+    R, N = S.shape
+    m = min(k, N)
+    picks = np.zeros((R, m), dtype=np.int64)
+    slot_p = np.ones((R, m), dtype=np.float64)
+    explored = np.zeros((R, m), dtype=bool)
+    props = np.ones(R, dtype=np.float64)
+    done = np.zeros(R, dtype=np.uint8)
+    S = np.ascontiguousarray(S, dtype=np.float64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    Uc = None if explore is None else np.zeros((R, 0)) if U is None else np.ascontiguousarray(U, dtype=np.float64)
+    _C_RANK_ROWS(S, R, N, k, *_policy(explore), counts, Uc, picks, slot_p, explored, props, done)
+    rest = np.flatnonzero(done == 0)
+    if rest.size:  # a NaN or ±inf score: the numpy form, for those requests only
+        got = rank_rows_numpy(S[rest], counts[rest], k, explore, Uc[rest] if Uc is not None else None)
+        picks[rest], slot_p[rest], explored[rest], props[rest] = got
+    return picks, slot_p, explored, props
+
+
+def rank_rows_numpy(
+    S: np.ndarray, counts: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, U: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rank_rows` in numpy, slot by slot over the whole matrix (see the module doc): the
+    form without the compiled extension, and for requests with a non-finite score."""
     R, N = S.shape
     m = min(k, N)
     picks = np.zeros((R, m), dtype=np.int64)
@@ -193,9 +237,25 @@ def rank_one(
     s: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, u: list[float]
 ) -> tuple[list[int], list[float], float, list[int]]:
     """:func:`rank_rows` for one request (``s``: its scores, ``u``: its slot draws), as lists:
-    (picks, slot propensities, propensity, explored slots). A few numpy calls per slot on the row
-    itself — the same operations, in the same order, as :func:`rank_rows`, so the same numbers;
-    non-finite scores (rare) go through :func:`rank_rows` itself."""
+    (picks, slot propensities, propensity, explored slots): the compiled loop when the extension
+    is there and every score is finite, else :func:`rank_one_numpy` — the same numbers."""
+    n = s.shape[0]
+    m = k if k < n else n
+    if m == 0:
+        return [], [], 1.0, []
+    if _C_RANK_ONE is not None:
+        got = _C_RANK_ONE(np.ascontiguousarray(s, dtype=np.float64), k, *_policy(explore), u)
+        if got is not None:  # None: a score is not finite
+            return got
+    return rank_one_numpy(s, k, explore, u)
+
+
+def rank_one_numpy(
+    s: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, u: list[float]
+) -> tuple[list[int], list[float], float, list[int]]:
+    """:func:`rank_one` in numpy (the form without the compiled extension): a few numpy calls
+    per slot on the row itself — the same operations, in the same order, as :func:`rank_rows`, so
+    the same numbers; non-finite scores (rare) go through :func:`rank_rows_numpy` itself."""
     n = s.shape[0]
     m = k if k < n else n
     if m == 0:
@@ -204,7 +264,7 @@ def rank_one(
     total = sum(sl)
     if total - total != 0.0:  # NaN or ±inf among the scores
         U = np.array([u], dtype=np.float64) if explore is not None else None
-        picks, slots, explored, props = rank_rows(s.reshape(1, -1), np.array([n], dtype=np.int64), k, explore, U)
+        picks, slots, explored, props = rank_rows_numpy(s.reshape(1, -1), np.array([n], dtype=np.int64), k, explore, U)
         return picks[0].tolist(), slots[0].tolist(), float(props[0]), np.flatnonzero(explored[0]).tolist()
     # all finite: the greedy order is a stable sort, highest first; slot j's best is its next free one
     order = np.argsort(np.negative(s), kind="stable").tolist()

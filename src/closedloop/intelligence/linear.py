@@ -3,8 +3,9 @@
 ``z = intercept + Σ w_j · x_j`` accumulated left to right in the declared feature order, then
 ``sigmoid(z)`` for :class:`LogisticModel` (or ``z`` itself for :class:`LinearModel`). The
 single-decision form is generated as one unrolled Python expression with the weights as exact
-literals; the batch form accumulates numpy columns in the same order and applies the same
-sigmoid through the shared kernel (:mod:`closedloop.base.numeric`) — so both round identically.
+literals; the batch form runs the same sum and sigmoid row by row in the compiled extension
+(``linear_rows``), or without it accumulates numpy columns in the same order and applies the same
+sigmoid through the shared kernel (:mod:`closedloop.base.numeric`) — so all round identically.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from closedloop.base.numeric import sigmoid, sigmoid_array
+from closedloop.base.numeric import compiled, sigmoid, sigmoid_array
 from closedloop.context.features import FeatureSet
 from closedloop.context.schema import Columns
 from closedloop.errors import IntelligenceError
 from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 
 __all__ = ["LinearModel", "LogisticModel"]
+
+_C_LINEAR = compiled("linear_rows")
 
 
 class _LinearScorer(Scorer):
@@ -39,6 +42,8 @@ class _LinearScorer(Scorer):
         self._w = weights
         self._b = intercept
         self._logistic = logistic
+        self._idx_a = np.array(idx, dtype=np.int64)
+        self._w_a = np.array(weights, dtype=np.float64)
         terms = "".join(f" + x[{i}] * {w!r})" for i, w in zip(idx, weights, strict=True))
         expr = "(" * len(idx) + repr(intercept) + terms
         body = f"_sigmoid({expr})" if logistic else expr
@@ -48,6 +53,14 @@ class _LinearScorer(Scorer):
         self.one = ns["one"]  # type: ignore[method-assign]  # deliberate: the generated function, no method frame
 
     def batch(self, X: np.ndarray, cols: Columns) -> np.ndarray:
+        if _C_LINEAR is not None and X.dtype == np.float64 and X.ndim == 2:
+            out = np.empty(X.shape[0], dtype=np.float64)  # row by row, the same sum and sigmoid in C
+            _C_LINEAR(X, self._idx_a, self._w_a, self._b, self._logistic, out)
+            return out.reshape(-1, 1)
+        return self.batch_numpy(X)
+
+    def batch_numpy(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`batch` without the compiled extension: a column at a time, in the same order."""
         z = np.full(X.shape[0], self._b, dtype=np.float64)
         with np.errstate(all="ignore"):  # ±inf / NaN propagate as in the scalar form
             for i, w in zip(self._idx, self._w, strict=True):

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from closedloop.context.features.ops import _bool_f64, _text_eq
+from closedloop.context.features.ops import _bool_f64, _text_cmp, _text_eq
 from closedloop.context.schema import Bool, Columns, Int, Schema, Str
 from closedloop.errors import FeatureError, SpecError
 
@@ -429,9 +428,8 @@ class _Cmp(Expr):
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
         a, b = args
-        if isinstance(a, pa.Array) or isinstance(b, pa.Array):
-            fn = pc.equal if self.op == "==" else pc.not_equal
-            return _bool_f64(fn(a, b))
+        if (hit := _text_cmp(self.op == "==", a, b)) is not None:  # text: compiled against a constant, else Arrow
+            return hit
         if self.op == "==":
             return _bool_f64(a == b)
         if self.op == "!=":

@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from closedloop.base.numeric import list_in_array, text_in_array
 
 __all__ = ["ascii_lower"]
 
@@ -84,5 +87,20 @@ def _text_eq(eq: bool, args: list[Any], n: int, const: Any = None) -> np.ndarray
     ``const``: the right side's value when it is a constant."""
     a, b = args
     if const is not None:
-        return _f64([x == const for x in a] if eq else [x != const for x in a], n)
+        hit = list_in_array(a, (const,))
+        return hit if eq else 1.0 - hit
     return _f64([(x == y) is eq for x, y in zip(a, b, strict=True)], n)
+
+
+
+def _text_cmp(eq: bool, a: Any, b: Any) -> np.ndarray | None:
+    """Text ``==`` (``eq``) or ``!=`` on a large batch: against a constant in one compiled pass
+    (:func:`~closedloop.base.numeric.text_in_array`), else through Arrow; None when neither side
+    is an Arrow column (numbers: the caller's numpy form)."""
+    if isinstance(a, pa.Array) and isinstance(b, str):
+        hit = text_in_array(a, (b,))
+        if hit is not None:
+            return hit if eq else 1.0 - hit
+    if isinstance(a, pa.Array) or isinstance(b, pa.Array):
+        return _bool_f64((pc.equal if eq else pc.not_equal)(a, b))
+    return None

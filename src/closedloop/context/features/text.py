@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from closedloop.base.numeric import contains_array, count_array
+from closedloop.base.numeric import contains_array, count_array, list_in_array, text_in_array
 from closedloop.context.features.expr import NUM, STR, Expr, _literal, _need
 from closedloop.context.features.ops import _ascii_lower_slow, _bool_f64, _f64
 from closedloop.context.features.regex import _translate_regex
@@ -81,7 +81,7 @@ class _StrNum(Expr):
             return _f64([x.startswith(lit) for x in s], n)
         if self.op == "endswith":
             return _f64([x.endswith(lit) for x in s], n)
-        return _f64([x != "" for x in s], n)  # nonempty
+        return 1.0 - list_in_array(s, ("",))  # nonempty
 
 
 class _Matches(Expr):
@@ -164,11 +164,13 @@ class _IsIn(Expr):
         return f"(1.0 if {args[0]} in {name} else 0.0)"
 
     def _vec(self, cols: Columns, args: list[Any]) -> Any:
+        hit = text_in_array(args[0], tuple(self.values)) if isinstance(args[0], pa.Array) else None
+        if hit is not None:
+            return hit
         return _bool_f64(pc.is_in(args[0], value_set=pa.array(self.values, type=pa.string())))
 
     def _vec_small(self, cols: Columns, args: list[Any]) -> Any:
-        values = self._set
-        return _f64([x in values for x in args[0]], cols.n)
+        return list_in_array(args[0], self.values)
 
 
 class _Lower(Expr):
