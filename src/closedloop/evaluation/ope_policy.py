@@ -45,8 +45,8 @@ import pyarrow.compute as pc
 from closedloop.errors import DatasetError, EvaluationError, SpecError
 from closedloop.evaluation.ranking_rows import _candidate_columns, _manifest
 
-__all__ = ["MAX_ENUMERATION", "LoggedFeedback", "TargetActionDist", "logged_feedback", "marginals", "reward_predictions",
-           "target_action_dist"]
+__all__ = ["MAX_ENUMERATION", "LoggedFeedback", "TargetActionDist", "action_index", "check_action_dist", "logged_feedback",
+           "marginals", "reward_predictions", "target_action_dist"]
 
 #: The largest ``N ** len_list`` (candidates per decision to the number of positions) enumerated exactly.
 MAX_ENUMERATION = 1 << 22
@@ -366,3 +366,46 @@ def logged_feedback(system: Any, dataset_rows: Path | str, actions: Sequence[str
         position=pos, pscore=np.asarray(table["propensity"].to_numpy(zero_copy_only=False), dtype=np.float64),
         slate_id=codes("decision_id"), units=codes("unit"),
     )
+
+
+def action_index(system: Any, dataset_rows: Path | str, *,
+                 candidates: Path | str | Mapping[str, Sequence[Any]] | None = None) -> list[str]:
+    """The default columns of :func:`target_action_dist` without scoring: the logged actions and
+    the catalogue's candidate ids, sorted (numerically when every id is an integer)."""
+    _, table = _rows(system, dataset_rows)
+    ids: list[str] = []
+    if candidates is not None:
+        ids = [str(c) for c in _catalogue(system, candidates, 1)[system.candidate_id]]
+    return _action_index(ids, table["action"].cast(pa.string()).to_pylist(), None)
+
+
+def check_action_dist(action_dist: Any, shape: tuple[int, int, int], *, name: str = "action_dist", sums: bool = True,
+                      where: str = "ope") -> np.ndarray:
+    """``action_dist`` as float64 of ``shape`` (n_rows, n_actions, len_list), finite, in [0, 1] and
+    (``sums``) summing to 1 over actions for every row and position (within 1e-6); else an
+    :class:`~closedloop.errors.EvaluationError` naming the rule and the first value that breaks it.
+    ``sums=False``: a reward model's predictions (any finite numbers)."""
+    a = np.asarray(action_dist)
+    if a.dtype.kind not in "fiu":
+        raise EvaluationError(name, "an array of numbers", f"dtype {a.dtype}", where)
+    if a.shape != shape:
+        raise EvaluationError(name, f"of shape (n_rows, n_actions, len_list) = {shape} for this dataset", f"shape {a.shape}",
+                              where)
+    a = a.astype(np.float64, copy=False)
+    bad = np.argwhere(~np.isfinite(a))
+    if bad.size:
+        raise EvaluationError(name, "finite", f"{a[tuple(bad[0])]} at round {bad[0][0]}, action {bad[0][1]}, position "
+                              f"{bad[0][2]}", where)
+    if not sums:
+        return a
+    bad = np.argwhere((a < 0) | (a > 1))
+    if bad.size:
+        raise EvaluationError(name, "in [0, 1]", f"{a[tuple(bad[0])]} at round {bad[0][0]}, action {bad[0][1]}, position "
+                              f"{bad[0][2]}", where)
+    total = a.sum(axis=1)
+    bad = np.argwhere(np.abs(total - 1.0) > 1e-6)
+    if bad.size:
+        i, k = bad[0]
+        raise EvaluationError(name, "summing to 1 over actions for every round and position", f"{total[i, k]:.6g} at round "
+                              f"{i}, position {k}", where)
+    return a
