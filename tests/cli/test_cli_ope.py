@@ -19,6 +19,9 @@ from closedloop.cli.main import app
 from closedloop.datasets.importer import import_dataset
 from closedloop.evaluation.ope_policy import logged_feedback, target_action_dist
 
+# The estimators' package (closedloop.evaluation.ope) is built on another branch: without it the command
+# refuses to run, and these tests have nothing to check.
+pytest.importorskip("closedloop.evaluation.ope", reason="closedloop.evaluation.ope (the estimators) is not installed")
 runner = CliRunner()
 SYSTEM = "examples.feed.system:feed"
 LOGGED = {"action": "item", "position": "slot", "reward": "click", "propensity": "p", "decision": "impression",
@@ -58,7 +61,7 @@ def _ope(h: Path, ds: Path, *extra: str):
 
 
 def test_a_bundle_without_a_reward_model_gets_ips_and_snips_and_the_note(setup):
-    from closedloop.evaluation import ope as ope_api  # the estimators' package
+    import closedloop.evaluation.ope as ope_api
 
     feed, ds, bundle, bpath, h = setup
     r = _ope(h, ds, "--bundle", str(bpath), "--json")
@@ -133,3 +136,12 @@ def test_reward_predictions_of_the_wrong_shape_are_refused_and_another_bundle_se
     assert r.exit_code == 0, r.output
     dm = next(e for e in json.loads(r.stdout)["estimates"] if e["name"] == "dm")
     assert 0.0 < dm["value"] < 1.0
+
+
+def test_without_the_estimators_package_the_command_says_so(setup, monkeypatch):
+    import sys
+
+    feed, ds, bundle, bpath, h = setup
+    monkeypatch.setitem(sys.modules, "closedloop.evaluation.ope", None)  # an import of it now fails
+    r = _ope(h, ds, "--bundle", str(bpath))
+    assert r.exit_code == 2 and "closedloop.evaluation.ope is not available" in " ".join(r.output.split())
