@@ -40,8 +40,9 @@ def _brute(scores: list[float], k: int, explore) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("explore", POLICIES, ids=repr)
-def test_marginals_equal_a_brute_force_enumeration_of_every_ranking(explore):
+def test_marginals_equal_a_brute_force_enumeration_of_every_ranking(explore, k):
     rng = np.random.default_rng(7)
     rows = [rng.normal(0, 1, 5).round(1) for _ in range(20)]  # rounded: ties
     rows += [np.array([0.3, np.nan, 0.1, 0.3, -1.0]), np.array([np.inf, 0.2, np.inf, np.nan, 1.0]),
@@ -50,21 +51,21 @@ def test_marginals_equal_a_brute_force_enumeration_of_every_ranking(explore):
     S = np.full((len(rows), 5), np.nan)
     for i, r in enumerate(rows):
         S[i] = r
-    M = marginals(S, counts, 3, explore)
-    assert M.shape == (len(rows), 5, 3)
+    M = marginals(S, counts, k, explore)
+    assert M.shape == (len(rows), 5, k)
     for i, r in enumerate(rows):
-        want = _brute(list(r[: counts[i]]), 3, explore)
+        want = _brute(list(r[: counts[i]]), k, explore)
         np.testing.assert_allclose(M[i, : counts[i], : want.shape[1]], want, rtol=1e-12, atol=1e-15, err_msg=f"row {i}")
         assert (M[i, counts[i]:] == 0).all()  # padding is no candidate
-        shown = min(3, counts[i])
+        shown = min(k, counts[i])
         np.testing.assert_allclose(M[i].sum(axis=0)[:shown], 1.0, rtol=1e-12)
         assert (M[i].sum(axis=0)[shown:] == 0).all()  # fewer candidates than slots: nothing shown there
 
 
 def test_the_enumeration_bound_is_refused_with_its_reason():
-    with pytest.raises(EvaluationError, match=r"'len_list'.*N\*\*len_list ≤ 4194304.*Got '5 \(30\*\*5 = 24300000\)'"):
-        marginals(np.zeros((2, 30)), np.array([30, 30]), 5, Softmax(1.0))
-    assert marginals(np.zeros((2, 30)), np.array([30, 30]), 5, None).shape == (2, 30, 5)  # greedy: no enumeration
+    with pytest.raises(EvaluationError, match=r"'len_list'.*N × C\(N, len_list − 1\) ≤ 4194304.*Got '6 \(30 × C\(30, 5\) = 4275180\)'"):
+        marginals(np.zeros((2, 30)), np.array([30, 30]), 6, Softmax(1.0))
+    assert marginals(np.zeros((2, 30)), np.array([30, 30]), 6, None).shape == (2, 30, 6)  # greedy: no enumeration
 
 
 # -- through the runtime on a logged dataset ------------------------------------------------------------

@@ -24,17 +24,22 @@ The exact marginals (the rules of :mod:`closedloop.experience.ranking`)
     probability of each candidate summed exactly over every ordered choice of the ``k`` earlier slots,
     weighted by its probability — each conditional computed from the remaining candidates exactly as
     the runtime draws (softmax over the remaining scores with its limits at ±inf and NaN; ε-greedy's
-    band on the best remaining score). The earlier slots are enumerated as a dense tensor over the
-    candidates (``N`` candidates, slot ``k`` reads ``N**k`` prefixes), vectorized over decisions in
-    chunks; this is exponential in ``len_list``, so it runs while ``N**len_list`` ≤ :data:`MAX_ENUMERATION`
-    (2**22: all 34 items of the OBD at ``len_list`` 3 and 4; 2,048 candidates at 2) and is refused
-    above with that reason. A decision with fewer than ``len_list`` candidates shows nothing at the
-    later positions: those positions are 0 for every action (they do not sum to 1).
+    band on the best remaining score). A slot's conditional depends on the *set* the earlier slots
+    hold, not their order, so the enumeration carries P(the first ``k`` slots hold the set T) over
+    every set of ``k`` candidates (``C(N, k)`` of them) — slot ``k`` reads a ``C(N, k) × N`` tensor per
+    decision, vectorized over decisions in chunks. That grows combinatorially with ``len_list``: it
+    runs while ``N × C(N, len_list − 1)`` ≤ :data:`MAX_ENUMERATION` (2**22: the OBD's 34 items up to
+    ``len_list`` 5, 100 candidates up to 3, 2,048 at 2) and is refused above with that reason. A
+    decision with fewer than ``len_list`` candidates shows nothing at the later positions: those
+    positions are 0 for every action (they do not sum to 1).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from itertools import combinations
+from math import comb
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,10 +53,11 @@ from closedloop.evaluation.ranking_rows import _candidate_columns, _manifest
 __all__ = ["MAX_ENUMERATION", "LoggedFeedback", "TargetActionDist", "action_index", "check_action_dist", "logged_feedback",
            "marginals", "reward_predictions", "target_action_dist"]
 
-#: The largest ``N ** len_list`` (candidates per decision to the number of positions) enumerated exactly.
+#: The largest ``N × C(N, len_list − 1)`` (candidates per decision × the sets of earlier slots) enumerated exactly.
 MAX_ENUMERATION = 1 << 22
 #: Elements of one chunk's working tensors (decisions × prefixes × candidates).
 _CHUNK = 1 << 21
+_INTEGER = re.compile(r"-?[0-9]+")
 _COLUMNS = ("decision_id", "position", "unit", "timestamp_ns", "action", "reward", "propensity", "context_json",
             "candidate_json")
 
@@ -173,7 +179,7 @@ def _scored(system: Any, bundle: Any, dec: _Decisions) -> tuple[np.ndarray, np.n
 def _action_index(ids: list[str], logged: list[str], actions: Sequence[Any] | None) -> list[str]:
     if actions is None:
         seen = sorted(set(ids) | set(logged))
-        if all(s.lstrip("-").isdigit() for s in seen):
+        if all(_INTEGER.fullmatch(s) for s in seen):
             return sorted(seen, key=int)
         return seen
     out = [str(a) for a in actions]
@@ -246,21 +252,53 @@ def _greedy(S: np.ndarray, av: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _binomials(n: int, r: int) -> np.ndarray:
+    """``C[i, q]`` = i choose q for i ≤ n, q ≤ r (exact integers)."""
+    C = np.zeros((n + 1, r + 1), dtype=np.int64)
+    C[:, 0] = 1
+    for i in range(1, n + 1):
+        C[i, 1:] = C[i - 1, 1:] + C[i - 1, :-1]
+    return C
+
+
+def _sets(N: int, j: int, C: np.ndarray) -> np.ndarray:
+    """Every set of ``j`` of the ``N`` candidates (sorted tuples), row ``r`` the set of colex rank ``r``."""
+    combos = np.array(list(combinations(range(N), j)), dtype=np.int64).reshape(-1, j)
+    return combos[np.argsort(_rank(combos, C), kind="stable")]
+
+
+def _rank(combos: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """Each sorted tuple's colex rank: Σ_i C(c_i, i + 1) (the combinatorial number system)."""
+    return C[combos, np.arange(1, combos.shape[1] + 1)[None, :]].sum(axis=1) if combos.shape[1] else np.zeros(len(combos), np.int64)
+
+
 def _enumerated(S: np.ndarray, av: np.ndarray, k: int, cond: Any) -> np.ndarray:
-    """Slot j's marginal: Σ over ordered prefixes (dense, N**j of them, repeats weigh 0) of the
-    prefix's probability × the conditional given it."""
+    """Slot j's marginal: Σ over the sets T of j candidates the earlier slots can hold of P(the
+    earlier slots hold T) × the conditional given T (which depends on the set, not its order);
+    P(T ∪ {c}) = Σ over c ∈ T ∪ {c} of P(T) × P(c next | T)."""
     B, N = S.shape
     out = np.zeros((B, N, k))
+    C = _binomials(N, k)
     P = np.ones((B, 1))
-    T = np.zeros((B, 1, N), dtype=bool)
-    eye = np.eye(N, dtype=bool)
+    sets = np.zeros((1, 0), dtype=np.int64)
     for j in range(k):
-        C = cond(np.broadcast_to(S[:, None, :], T.shape), av[:, None, :] & ~T)
-        out[:, :, j] = np.einsum("bm,bmn->bn", P, C)
+        taken = np.zeros((sets.shape[0], N), dtype=bool)
+        taken[np.arange(sets.shape[0])[:, None], sets] = True
+        Q = cond(np.broadcast_to(S[:, None, :], (B, *taken.shape)), av[:, None, :] & ~taken[None, :, :])
+        out[:, :, j] = np.einsum("bm,bmn->bn", P, Q)
         if j + 1 < k:
-            P = (P[:, :, None] * C).reshape(B, -1)
-            T = (T[:, :, None, :] | eye[None, None, :, :]).reshape(B, -1, N)
+            nxt = _sets(N, j + 1, C)
+            P_next = np.zeros((B, nxt.shape[0]))
+            for i in range(j + 1):  # the candidate in column i came last; the rest is its parent set
+                parent = _rank(np.delete(nxt, i, axis=1), C)
+                P_next += P[:, parent] * Q[:, parent, nxt[:, i]]
+            P, sets = P_next, nxt
     return out
+
+
+def _work(N: int, depth: int) -> int:
+    """The largest conditional tensor one decision needs: N × C(N, j) for the slots j < depth."""
+    return max(N * comb(N, j) for j in range(depth))
 
 
 def marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any) -> np.ndarray:
@@ -275,10 +313,12 @@ def marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any) -> np.nda
     if explore is None:
         return _greedy(S, av, k)
     depth = min(k, N)
-    if N**depth > MAX_ENUMERATION:
+    work = _work(N, depth)
+    if work > MAX_ENUMERATION:
         raise EvaluationError(
-            "len_list", f"such that N**len_list ≤ {MAX_ENUMERATION} (the exact marginals enumerate every ordered choice "
-            f"of the earlier slots; N = {N} candidates per decision)", f"{k} ({N}**{depth} = {N**depth})", "marginals")
+            "len_list", f"such that N × C(N, len_list − 1) ≤ {MAX_ENUMERATION} (the exact marginals enumerate every set "
+            f"the earlier slots can hold; N = {N} candidates per decision)", f"{k} ({N} × C({N}, {depth - 1}) = {work})",
+            "marginals")
     if isinstance(explore, Softmax):
         t = explore.temperature
 
@@ -288,7 +328,7 @@ def marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any) -> np.nda
         def cond(s: np.ndarray, a: np.ndarray) -> np.ndarray:
             return _epsilon_cond(s, a, explore)
     out = np.zeros((R, N, k))
-    step = max(1, _CHUNK // max(1, N**depth))
+    step = max(1, _CHUNK // work)
     for lo in range(0, R, step):
         out[lo:lo + step, :, :depth] = _enumerated(S[lo:lo + step], av[lo:lo + step], depth, cond)
     return out
