@@ -145,3 +145,31 @@ def test_without_the_estimators_package_the_command_says_so(setup, monkeypatch):
     monkeypatch.setitem(sys.modules, "closedloop.evaluation.ope", None)  # an import of it now fails
     r = _ope(h, ds, "--bundle", str(bpath))
     assert r.exit_code == 2 and "closedloop.evaluation.ope is not available" in " ".join(r.output.split())
+
+
+OBD_MEN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "obd" / "random" / "men"
+
+
+@pytest.mark.skipif(not (OBD_MEN / "men.csv").is_file(), reason=f"the Open Bandit Dataset sample is not at {OBD_MEN}")
+def test_the_obd_sample_estimates_a_greedy_bundle_over_its_34_items(tmp_path):
+    from examples.obd.system import men
+
+    m = import_dataset(OBD_MEN / "men.csv", men, action="item_id", position="position", reward="click",
+                       propensity="propensity_score", time="timestamp", candidates=OBD_MEN / "item_context.csv", out=tmp_path / "ds")
+    b = Bundle.build(men, LogisticModel({"item_feature_0": 0.3, "affinity_total": 0.0}, intercept=-5.0, output="click"),
+                     version="logistic")
+    p = b.save(tmp_path / "home" / "bundles" / "logistic")
+    r = runner.invoke(app, ["--home", str(tmp_path / "home"), "ope", "--system", "examples.obd.system:men", "--dataset",
+                            str(m.path), "--bundle", str(p), "--candidates", str(OBD_MEN / "item_context.csv"),
+                            "--bootstrap", "50", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["rows"], out["actions"], out["len_list"]) == (10_000, 34, 3)
+    table = pq.read_table(m.data_path)
+    ips = next(e for e in out["estimates"] if e["name"] == "ips")
+    # uniform logging (1/34): IPS is 34 × the clicks on rows whose item the greedy slate shows at that row's slot, per row
+    res = target_action_dist(men, b, m.path, candidates=OBD_MEN / "item_context.csv")
+    fb = logged_feedback(men, m.path, res.actions)
+    hit = res.action_dist[np.arange(10_000), fb.action, fb.position]
+    assert set(np.unique(hit)) <= {0.0, 1.0}
+    assert ips["value"] == pytest.approx(34 * float((table["reward"].to_numpy() * hit).sum()) / 10_000, rel=1e-9)
