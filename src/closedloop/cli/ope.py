@@ -108,7 +108,9 @@ def _text(out: dict[str, Any]) -> str:
              f"logged reward per row {out['logged_reward_per_row']:.6g}"]
     for e in out["estimates"]:
         sup = e.get("support") or {}
-        flag = "" if sup.get("passed", True) else f"  SUPPORT FAILED (share {sup.get('share')!r}): {e.get('warning') or ''}"
+        share = _num(sup.get("share"))
+        flag = (f"  support ok (unsupported share {share})" if sup.get("passed", True)
+                else f"  SUPPORT FAILED (unsupported share {share}): {e.get('warning') or ''}")
         lines.append(f"  {e['name']:<10} {_num(e['value'])}  [{_num(e['low'])}, {_num(e['high'])}] ({e['interval']})  "
                      f"ESS {_num(e['ess'])} of {e['n']}{flag}")
     if out["note"]:
