@@ -34,6 +34,7 @@ from closedloop.cli.data import dataset_app, outcomes_app, telemetry_app
 from closedloop.cli.evaluate import evaluate
 from closedloop.cli.keys import key_app
 from closedloop.cli.loop import loop_app
+from closedloop.cli.ope import ope
 from closedloop.cli.options import (
     BundleArgument,
     BundleOption,
@@ -199,6 +200,7 @@ app.add_typer(key_app, name="key")
 app.add_typer(loop_app, name="loop")
 app.command()(train)
 app.command()(evaluate)
+app.command()(ope)
 _register_registry(app)
 app.command()(serve)
 
