@@ -23,8 +23,6 @@ from closedloop.evaluation.ope.point import (
     dm_terms,
     factual_model,
     ips_terms,
-    sndr_value,
-    snips_value,
 )
 from closedloop.evaluation.ope.support import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck, check_share_parameter, support_check
 
@@ -82,7 +80,7 @@ def estimate(reward: Any, action: Any, pscore: Any, action_dist: Any, *, positio
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise EvaluationError("seed", "an int", seed, where)
     columns = _columns(data, q, lam)
-    values = {name: _value(name, data, q, columns) for name in names}
+    values = {name: _value(name, columns) for name in names}
     draws = bootstrap_sums(unit_sums(columns, units, where), n_bootstrap, int(seed)) if bootstrapped else None
     support = support_check(data, threshold, tolerance)
     ess = _ess(data.weights)
@@ -142,13 +140,21 @@ def _columns(data: Logged, q: Floats | None, lambda_: float) -> Floats:
     return np.stack([*base, direct, direct + w_residual, switch, w_residual], axis=1)
 
 
-def _value(name: str, data: Logged, q: Floats | None, columns: Floats) -> float:
-    """The point value, computed as the estimator's own function computes it (obp's order)."""
+def _value(name: str, columns: Floats) -> float:
+    """The point value from the per-round columns, in obp's order of operations (SNIPS:
+    mean(w r / mean(w)); SNDR: mean(q̂(x, π_e) + w (r − q̂) / mean(w)); the others: the mean of their terms)."""
     if name == "snips":
-        return snips_value(data)
-    if name == "sndr" and q is not None:
-        return sndr_value(data, q, "estimate")
+        return _self_normalized(columns, None)
+    if name == "sndr":
+        return _self_normalized(columns, DM)
     return float(_terms(name, columns).mean())
+
+
+def _self_normalized(columns: Floats, direct: int | None) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if direct is None:
+            return float((columns[:, WR] / columns[:, W].mean()).mean())
+        return float((columns[:, direct] + columns[:, W_RESIDUAL] / columns[:, W].mean()).mean())
 
 
 def _terms(name: str, columns: Floats) -> Floats:
