@@ -52,6 +52,11 @@ def test_the_position_selects_the_target_probability():
     assert ope.dm(dist, q, np.array([1, 1, 0])) == pytest.approx(1 / 3)
     with pytest.raises(EvaluationError, match="'position' of ips must be given when action_dist has more than one position"):
         ope.ips(**log)
+    # the distribution is checked at each round's position: a broken one at position 1 is refused where a round reads it
+    broken = dist.copy()
+    broken[1, 1, 1] = 0.5
+    with pytest.raises(EvaluationError, match=r"'action_dist' of ips must be a distribution .* Got 0\.5 at round 1, position 1 instead"):
+        ope.ips(**dict(log, action_dist=broken), position=np.array([0, 1, 0]))
 
 
 def test_negative_rewards_are_estimated():
@@ -111,7 +116,7 @@ def test_slate_structure_is_checked():
     (dict(action=np.array([0.0, 1.0, 2.0, 0.0])), r"'action' of ips must be an array of integers"),
     (dict(action_dist=DIST[:, :, 0]), r"'action_dist' of ips must be a non-empty 3-d array .* Got 'an array of shape \(4, 3\)'"),
     (dict(action_dist=np.where(np.arange(3) == 0, -0.5, 0.75)[None, :, None].repeat(4, axis=0)),
-     r"'action_dist' of ips must be a probability ≥ 0 at every round's logged action and position\. Got -0\.5 at round 0"),
+     r"'action_dist' of ips must be a probability ≥ 0 for every action at every round's position\. Got -0\.5 at round 0, action 0"),
 ])
 def test_bad_input_is_refused_by_field_rule_and_value(change, message):
     with pytest.raises(EvaluationError, match=message):
@@ -123,8 +128,13 @@ def test_bad_reward_model_and_lambda_are_refused():
         ope.dr(**LOG, estimated_rewards_by_reg_model=Q[:3])
     bad = Q.copy()
     bad[2, 1, 0] = np.inf
-    with pytest.raises(EvaluationError, match="'estimated_rewards_by_reg_model' of dm must be finite everywhere. Got inf at round 2, act"):
+    with pytest.raises(EvaluationError, match="of dm must be finite for every action at every round's position. Got inf at round 2, ac"):
         ope.dm(DIST, bad)
+    # finite predictions whose weighted sum overflows (the target's sum is within tolerance above 1)
+    dist = DIST.copy()
+    dist[0, 2, 0] += 9e-6
+    with pytest.raises(EvaluationError, match="'estimated_rewards_by_reg_model' of dm must be small enough .* Got inf at round 0"):
+        ope.dm(dist, np.full_like(Q, 1.79769e308))
     for lam in (-1.0, float("nan"), "1"):
         with pytest.raises(EvaluationError, match="'lambda_' of switch_dr must be a number ≥ 0"):
             ope.switch_dr(**LOG, estimated_rewards_by_reg_model=Q, lambda_=lam)

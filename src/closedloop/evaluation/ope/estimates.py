@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from closedloop.errors import EvaluationError
-from closedloop.evaluation.ope.inputs import Floats, Logged, logged, reward_model_3d
+from closedloop.evaluation.ope.blocks import Logged, logged
+from closedloop.evaluation.ope.inputs import Floats
 from closedloop.evaluation.ope.intervals import bootstrap_sums, normal_interval, percentile_interval, unit_sums
 from closedloop.evaluation.ope.point import (
     check_lambda,
-    dm_terms,
-    factual_model,
     ips_terms,
+    model_parts,
 )
 from closedloop.evaluation.ope.support import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck, check_share_parameter, support_check
 
@@ -71,15 +71,14 @@ def estimate(reward: Any, action: Any, pscore: Any, action_dist: Any, *, positio
     lam = check_lambda(lambda_, where)
     threshold = check_share_parameter(support_threshold, "support_threshold", where)
     tolerance = check_share_parameter(support_tolerance, "support_tolerance", where)
-    data = logged(where, reward, action, pscore, action_dist, position)
-    q = None if estimated_rewards_by_reg_model is None else reward_model_3d(estimated_rewards_by_reg_model, data.action_dist.shape, where)
+    data = logged(where, reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model)
     by_unit = units is not None
     bootstrapped = by_unit or any(name not in MEAN_OF_TERMS for name in names)
     if bootstrapped:
         _check_n_bootstrap(n_bootstrap, where)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise EvaluationError("seed", "an int", seed, where)
-    columns = _columns(data, q, lam)
+    columns = _columns(data, lam)
     values = {name: _value(name, columns) for name in names}
     draws = bootstrap_sums(unit_sums(columns, units, where), n_bootstrap, int(seed)) if bootstrapped else None
     support = support_check(data, threshold, tolerance)
@@ -126,15 +125,14 @@ def _check_n_bootstrap(n_bootstrap: Any, where: str) -> None:
         raise EvaluationError("n_bootstrap", "an int ≥ 1 (the bootstrap's draws)", n_bootstrap, where)
 
 
-def _columns(data: Logged, q: Floats | None, lambda_: float) -> Floats:
+def _columns(data: Logged, lambda_: float) -> Floats:
     """The per-round columns (n, 7 or 3): 1, w, w r, and with a model q̂(x, π_e), its DR and Switch-DR
     terms, w (r − q̂(x, a))."""
     w = data.weights
     base = [np.ones(data.n), w, ips_terms(data)]
-    if q is None:
+    if data.direct is None:
         return np.stack(base, axis=1)
-    direct = dm_terms(data.action_dist, q, data.position, "estimate")
-    residual = data.reward - factual_model(data, q)
+    direct, residual = model_parts(data)
     w_residual = w * residual
     switch = direct + np.where(w <= lambda_, w, 0.0) * residual
     return np.stack([*base, direct, direct + w_residual, switch, w_residual], axis=1)

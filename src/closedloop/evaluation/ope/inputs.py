@@ -8,7 +8,6 @@ are a few array passes each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -93,39 +92,28 @@ def pscore_1d(value: Any, name: str, where: str, n: int | None) -> Floats:
 
 
 def action_dist_3d(value: Any, where: str, name: str = "action_dist") -> Floats:
-    """The target's (n, n_actions, len_list) distribution: every [i, :, k] summing to 1 (a NaN or
-    infinite entry fails it too). One matrix product reads the array once; that an entry is ≥ 0 is
-    checked where an estimator reads it (:func:`logged`, :func:`at_position_checked`)."""
+    """The target's (n, n_actions, len_list) probabilities as float64: the shape and type. The
+    distributions themselves are checked where the estimators read them — every round's
+    distribution at its position — by :func:`closedloop.evaluation.ope.blocks.read_at_positions`."""
     arr = np.asarray(value)
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
         raise EvaluationError(name, "a non-empty 3-d array (rounds, actions, positions)", f"an array of shape {arr.shape}", where)
     if arr.dtype.kind not in "fiub":
         raise EvaluationError(name, "an array of probabilities", f"an array of dtype {arr.dtype}", where)
-    out = np.asarray(arr, dtype=np.float64)
-    sums = np.ones(out.shape[1]) @ out  # (n, len_list); much faster than out.sum(axis=1) on a C-ordered array
-    bad = ~(np.abs(sums - 1.0) <= SUM_ATOL + SUM_RTOL)
-    if bad.any():
-        i, k = np.argwhere(bad)[0]
-        rule = f"a distribution over actions, summing to 1 (within {SUM_ATOL + SUM_RTOL:.2g}) for every round and position"
-        raise EvaluationError(name, rule, At(out[i, :, k].sum(), f"at round {i}, position {k}"), where)
-    return out
+    return np.asarray(arr, dtype=np.float64)
 
 
 def reward_model_3d(value: Any, shape: tuple[int, ...], where: str) -> Floats:
-    """A reward model's (n, n_actions, len_list) predictions: the shape of ``action_dist``, finite."""
+    """A reward model's (n, n_actions, len_list) predictions, of ``action_dist``'s shape. That they
+    are finite is checked where they are read — every action at each round's position — by
+    :func:`closedloop.evaluation.ope.blocks.read_at_positions`, without another pass over the array."""
     name = "estimated_rewards_by_reg_model"
     arr = np.asarray(value)
     if arr.shape != shape:
         raise EvaluationError(name, f"an array of action_dist's shape {shape}", f"an array of shape {arr.shape}", where)
     if arr.dtype.kind not in "fiub":
         raise EvaluationError(name, "an array of numbers", f"an array of dtype {arr.dtype}", where)
-    out = np.asarray(arr, dtype=np.float64)
-    if not np.isfinite(np.ones(shape[1]) @ out).all():  # one fast pass; the slow scan only to say where
-        finite = np.isfinite(out)
-        if not finite.all():
-            i, a, k = np.argwhere(~finite)[0]
-            raise EvaluationError(name, "finite everywhere", At(out[i, a, k], f"at round {i}, action {a}, position {k}"), where)
-    return out
+    return np.asarray(arr, dtype=np.float64)
 
 
 def positions(position: Any, n: int, len_list: int, where: str) -> Ints | None:
@@ -138,58 +126,8 @@ def positions(position: Any, n: int, len_list: int, where: str) -> Ints | None:
     return ints_1d(position, "position", where, n, len_list, "a position of action_dist, 0-based")
 
 
-@dataclass(frozen=True, slots=True)
-class Logged:
-    """Checked logged rounds and the target's distribution, with what every estimator shares:
-    ``target`` = π_e(a_i | x_i, k_i) at the logged action and position, ``weights`` = target / pscore."""
-
-    reward: Floats
-    action: Ints
-    pscore: Floats
-    action_dist: Floats
-    position: Ints | None
-    target: Floats
-    weights: Floats
-
-    @property
-    def n(self) -> int:
-        return int(self.reward.shape[0])
-
-    def position_or_zeros(self) -> Ints:
-        return self.position if self.position is not None else np.zeros(self.n, dtype=np.int64)
-
-
-def logged(where: str, reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any) -> Logged:
-    """Check the logged rounds once and compute the importance weights."""
-    dist = action_dist_3d(action_dist, where)
-    n, n_actions, len_list = dist.shape
-    r = floats_1d(reward, "reward", where, n)
-    a = ints_1d(action, "action", where, n, n_actions, "an action of action_dist, 0-based")
-    p = pscore_1d(pscore, "pscore", where, n)
-    pos = positions(position, n, len_list, where)
-    rows = np.arange(n)
-    target = dist[rows, a, 0] if pos is None else dist[rows, a, pos]
-    if target.min() < 0.0:
-        i = int(np.argmin(target))
-        rule = "a probability ≥ 0 at every round's logged action and position"
-        k = 0 if pos is None else int(pos[i])
-        raise EvaluationError("action_dist", rule, At(target[i], f"at round {i}, action {a[i]}, position {k}"), where)
-    return Logged(r, a, p, dist, pos, target, target / p)
-
-
 def at_position(array: Floats, position: Ints | None) -> Floats:
     """``array[i, :, position[i]]`` for every round: a view when there is one position."""
     if position is None:
         return array[:, :, 0]
     return array[np.arange(array.shape[0]), :, position]
-
-
-def at_position_checked(action_dist: Floats, position: Ints | None, where: str) -> Floats:
-    """:func:`at_position` of the target's distribution, every entry read checked ≥ 0."""
-    pi = at_position(action_dist, position)
-    if pi.min() < 0.0:
-        i, a = np.argwhere(pi < 0.0)[0]
-        k = 0 if position is None else int(position[i])
-        raise EvaluationError("action_dist", "a probability ≥ 0 for every round's actions at its position",
-                              At(pi[i, a], f"at round {i}, action {a}, position {k}"), where)
-    return pi

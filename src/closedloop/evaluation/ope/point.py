@@ -29,16 +29,8 @@ from typing import Any
 import numpy as np
 
 from closedloop.errors import EvaluationError
-from closedloop.evaluation.ope.inputs import (
-    Floats,
-    Logged,
-    action_dist_3d,
-    at_position,
-    at_position_checked,
-    logged,
-    positions,
-    reward_model_3d,
-)
+from closedloop.evaluation.ope.blocks import Logged, direct_terms, logged
+from closedloop.evaluation.ope.inputs import Floats, action_dist_3d, positions, reward_model_3d
 
 
 def ips(reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any = None) -> float:
@@ -56,19 +48,19 @@ def dm(action_dist: Any, estimated_rewards_by_reg_model: Any, position: Any = No
     dist = action_dist_3d(action_dist, "dm")
     q = reward_model_3d(estimated_rewards_by_reg_model, dist.shape, "dm")
     pos = positions(position, dist.shape[0], dist.shape[2], "dm")
-    return float(dm_terms(dist, q, pos, "dm").mean())
+    return float(direct_terms(dist, pos, "dm", q)[0].mean())
 
 
 def dr(reward: Any, action: Any, pscore: Any, action_dist: Any, estimated_rewards_by_reg_model: Any, position: Any = None) -> float:
     """Doubly robust: mean(q̂(x, π_e) + w (r − q̂(x, a))) (obp ``DoublyRobust()``)."""
-    data, q = _with_model("dr", reward, action, pscore, action_dist, estimated_rewards_by_reg_model, position)
-    return float(dr_terms(data, q, "dr").mean())
+    data = logged("dr", reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model)
+    return float(dr_terms(data).mean())
 
 
 def sndr(reward: Any, action: Any, pscore: Any, action_dist: Any, estimated_rewards_by_reg_model: Any, position: Any = None) -> float:
     """Self-normalized doubly robust: mean(q̂(x, π_e) + w (r − q̂(x, a)) / mean(w)) (obp ``SelfNormalizedDoublyRobust()``)."""
-    data, q = _with_model("sndr", reward, action, pscore, action_dist, estimated_rewards_by_reg_model, position)
-    return sndr_value(data, q, "sndr")
+    data = logged("sndr", reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model)
+    return sndr_value(data)
 
 
 def switch_dr(reward: Any, action: Any, pscore: Any, action_dist: Any, estimated_rewards_by_reg_model: Any,
@@ -76,8 +68,8 @@ def switch_dr(reward: Any, action: Any, pscore: Any, action_dist: Any, estimated
     """Switch-DR: mean(q̂(x, π_e) + 1{w ≤ λ} w (r − q̂(x, a))) (obp ``SwitchDoublyRobust(lambda_=λ)``):
     a round whose importance weight exceeds ``lambda_`` keeps only the model's estimate."""
     lam = check_lambda(lambda_, "switch_dr")
-    data, q = _with_model("switch_dr", reward, action, pscore, action_dist, estimated_rewards_by_reg_model, position)
-    return float(switch_dr_terms(data, q, lam, "switch_dr").mean())
+    data = logged("switch_dr", reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model)
+    return float(switch_dr_terms(data, lam).mean())
 
 
 def check_lambda(lambda_: Any, where: str) -> float:
@@ -85,11 +77,6 @@ def check_lambda(lambda_: Any, where: str) -> float:
     if isinstance(lambda_, bool) or not isinstance(lambda_, int | float | np.integer | np.floating) or math.isnan(lambda_) or lambda_ < 0:
         raise EvaluationError("lambda_", "a number ≥ 0 (np.inf: never switch)", lambda_, where)
     return float(lambda_)
-
-
-def _with_model(where: str, reward: Any, action: Any, pscore: Any, action_dist: Any, model: Any, position: Any) -> tuple[Logged, Floats]:
-    data = logged(where, reward, action, pscore, action_dist, position)
-    return data, reward_model_3d(model, data.action_dist.shape, where)
 
 
 # Per-round terms: the estimators above are their means; ``estimate`` reuses them for intervals.
@@ -105,36 +92,29 @@ def snips_value(data: Logged) -> float:
         return float((data.reward * iw / iw.mean()).mean())
 
 
-def dm_terms(action_dist: Floats, q: Floats, position: Any, where: str) -> Floats:
-    """Σ_a π_e(a | x_i, k_i) q̂(x_i, a, k_i) / Σ_a π_e(a | x_i, k_i) per round: obp's
-    ``np.average(q̂, weights=π_e, axis=1)`` at each round's position (the sums in einsum's order:
-    equal to obp's to ~1e-15 relative)."""
-    pi = at_position_checked(action_dist, position, where)
-    return np.einsum("ia,ia->i", at_position(q, position), pi) / np.einsum("ia->i", pi)
+def model_parts(data: Logged) -> tuple[Floats, Floats]:
+    """q̂(x_i, π_e) (a fresh array: callers add to it) and the residual r_i − q̂(x_i, a_i, k_i) per round."""
+    if data.direct is None or data.residual is None:
+        raise EvaluationError("estimated_rewards_by_reg_model", "given (this estimator needs a reward model)", None, "ope")
+    return data.direct.copy(), data.residual
 
 
-def factual_model(data: Logged, q: Floats) -> Floats:
-    """q̂(x_i, a_i, k_i): the model's prediction for the logged action at the logged position."""
-    rows = np.arange(data.n)
-    return q[rows, data.action, 0] if data.position is None else q[rows, data.action, data.position]
-
-
-def dr_terms(data: Logged, q: Floats, where: str) -> Floats:
-    out = dm_terms(data.action_dist, q, data.position, where)
-    out += data.weights * (data.reward - factual_model(data, q))
+def dr_terms(data: Logged) -> Floats:
+    out, residual = model_parts(data)
+    out += data.weights * residual
     return out
 
 
-def sndr_value(data: Logged, q: Floats, where: str) -> float:
+def sndr_value(data: Logged) -> float:
     iw = data.weights
-    out = dm_terms(data.action_dist, q, data.position, where)
+    out, residual = model_parts(data)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out += iw * (data.reward - factual_model(data, q)) / iw.mean()
+        out += iw * residual / iw.mean()
     return float(out.mean())
 
 
-def switch_dr_terms(data: Logged, q: Floats, lambda_: float, where: str) -> Floats:
+def switch_dr_terms(data: Logged, lambda_: float) -> Floats:
     iw = data.weights
-    out = dm_terms(data.action_dist, q, data.position, where)
-    out += np.where(iw <= lambda_, iw, 0.0) * (data.reward - factual_model(data, q))
+    out, residual = model_parts(data)
+    out += np.where(iw <= lambda_, iw, 0.0) * residual
     return out

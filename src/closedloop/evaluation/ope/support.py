@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from closedloop.errors import EvaluationError
-from closedloop.evaluation.ope.inputs import Logged, at_position
+from closedloop.evaluation.ope.blocks import Logged
+from closedloop.evaluation.ope.inputs import at_position
 
 SUPPORT_THRESHOLD = 1e-3
 SUPPORT_TOLERANCE = 0.01
