@@ -74,4 +74,4 @@ def normal_interval(terms: NDArray[np.float64], alpha: float) -> tuple[float, fl
         return float("nan"), float("nan")
     mean = float(terms.mean())
     half = NormalDist().inv_cdf(1 - alpha / 2) * float(terms.std(ddof=1)) / np.sqrt(n)
-    return mean - half, mean + half
+    return float(mean - half), float(mean + half)
