@@ -21,7 +21,6 @@ from closedloop.evaluation.ope_policy import logged_feedback, target_action_dist
 
 # The estimators' package (closedloop.evaluation.ope) is built on another branch: without it the command
 # refuses to run, and these tests have nothing to check.
-pytest.importorskip("closedloop.evaluation.ope", reason="closedloop.evaluation.ope (the estimators) is not installed")
 runner = CliRunner()
 SYSTEM = "examples.feed.system:feed"
 LOGGED = {"action": "item", "position": "slot", "reward": "click", "propensity": "p", "decision": "impression",
