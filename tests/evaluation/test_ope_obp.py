@@ -72,6 +72,25 @@ def test_point_estimator_equals_obp(entry: dict, campaigns: dict[str, dict]) -> 
     assert ours == pytest.approx(entry["value"], rel=RELATIVE, abs=0.0)
 
 
+@needs_obd
+@pytest.mark.parametrize("lambda_", [None, 2.0], ids=["lambda_default", "lambda2"])
+@pytest.mark.parametrize("policy", recipes.POLICIES)
+@pytest.mark.parametrize("campaign", recipes.CAMPAIGNS)
+def test_estimate_gives_obps_values_all_at_once(campaign: str, policy: str, lambda_: float | None, campaigns: dict[str, dict]) -> None:
+    """``ope.estimate`` computes the six values from shared per-round columns: they equal obp's too."""
+    data = campaigns[campaign]
+    got = ope.estimate(data["reward"], data["action"], data["pscore"], data["action_dist"][policy], position=data["position"],
+                       estimated_rewards_by_reg_model=data["estimated_rewards_by_reg_model"], n_bootstrap=10,
+                       lambda_=math.inf if lambda_ is None else lambda_)
+    expected = {e["estimator"]: e["value"] for e in FIXTURE["estimates"]
+                if e["campaign"] == campaign and e["policy"] == policy and e["lambda_"] in (None, lambda_)
+                and (e["estimator"] != "switch_dr" or e["lambda_"] == lambda_)}
+    assert set(got) == set(expected) == {"ips", "snips", "dm", "dr", "sndr", "switch_dr"}
+    for name, value in expected.items():
+        assert got[name].value == pytest.approx(value, rel=RELATIVE, abs=0.0), name
+        assert got[name].n == data["n_rounds"]
+
+
 @pytest.mark.parametrize("entry", FIXTURE["slate_estimates"], ids=lambda e: e["estimator"])
 def test_slate_estimator_equals_obp(entry: dict) -> None:
     s = recipes.synthetic_slates(FIXTURE["recipe"]["slates"]["seed"])
