@@ -65,12 +65,15 @@ def time_closedloop(inputs: dict[str, dict], repeats: int) -> dict[str, float]:
 def time_obp(venv: Path) -> tuple[dict, str]:
     """obp's timing: measured now in its venv if there is one, else the stored one."""
     python = venv / "bin" / "python"
+    why = f"no obp venv at {venv}"
     if python.is_file():
         done = subprocess.run([str(python), str(REPO / "bench" / "obp_fixtures.py"), "--timing-only"], capture_output=True,
-                              text=True, check=True, cwd=REPO)
-        return json.loads(done.stdout.strip().splitlines()[-1]), f"measured in this run in {venv}"
+                              text=True, cwd=REPO)
+        if done.returncode == 0:
+            return json.loads(done.stdout.strip().splitlines()[-1]), f"measured in this run in {venv}"
+        why = f"obp failed in {venv}: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
     stored = json.loads(FIXTURE.read_text())["timing"]
-    return stored, f"stored (no obp venv at {venv}): obp measured on {stored['measured_on']} with {stored['command']}"
+    return stored, f"stored ({why}): obp measured on {stored['measured_on']} with {stored['command']}"
 
 
 def check_parity(inputs: dict[str, dict]) -> float:
