@@ -4,10 +4,13 @@
 #   bash bench/obp_env.sh [VENV_DIR]        (default /tmp/obp-venv; idempotent: re-running installs nothing new)
 # obp 0.5.7 pins old packages (python<3.10, torch<1.x); --no-deps --ignore-requires-python installs it as it is, and the
 # packages it imports are installed beside it at versions that still run its code (pandas 1.5, numpy<2, scikit-learn<1.6).
+# torch==2.13.0: plain 'pip install torch==2.13.0' finds the CPU wheel (2.13.0+cpu) that pip is configured to take from
+# local disk here; obp imports torch at import time but the estimators used here do not need it.
 set -euo pipefail
 VENV="${1:-/tmp/obp-venv}"
-case "$(cd "$(dirname "$0")/.." && pwd)" in
-  "$(realpath -m "$VENV")"*) echo "obp_env.sh: the venv must live outside the repository (got $VENV)" >&2; exit 2 ;;
+REPO="$(cd "$(dirname "$0")/.." && pwd -P)"
+case "$(realpath -m "$VENV")" in
+  "$REPO" | "$REPO"/*) echo "obp_env.sh: the venv must live outside the repository (got $VENV)" >&2; exit 2 ;;
 esac
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
