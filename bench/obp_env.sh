@@ -2,7 +2,7 @@
 # obp 0.5.7's own virtual environment, OUTSIDE the repository (obp is no dependency of closedloop: it is only the
 # reference that tests/evaluation/fixtures/obp_0_5_7.json was measured with, and bench/ope.py times against).
 #   bash bench/obp_env.sh [VENV_DIR]        (default /tmp/obp-venv; idempotent: re-running installs nothing new)
-# obp 0.5.7 pins old packages (python<3.10, torch<1.x); --no-deps --ignore-requires-python installs it as it is, and the
+# obp 0.5.7 pins old exact versions (Python <3.11, numpy==1.23.5, pandas==1.5.2, torch==1.12, …); --no-deps --ignore-requires-python installs it as it is, and the
 # packages it imports are installed beside it at versions that still run its code (pandas 1.5, numpy<2, scikit-learn<1.6).
 # torch==2.13.0: plain 'pip install torch==2.13.0' finds the CPU wheel (2.13.0+cpu) that pip is configured to take from
 # local disk here; obp imports torch at import time but the estimators used here do not need it.
