@@ -31,6 +31,15 @@ def test_estimate_gives_every_estimator_its_own_value():
     assert list(ope.estimate(**LOG, n_bootstrap=10)) == ["ips", "snips"]  # no reward model: the estimators that need none
 
 
+def test_point_values_are_the_estimates_values_without_intervals():
+    out = ope.estimate(**LOG, estimated_rewards_by_reg_model=Q, lambda_=2.0, n_bootstrap=20)
+    pts = ope.point_values(**LOG, estimated_rewards_by_reg_model=Q, lambda_=2.0)
+    assert pts == {name: e.value for name, e in out.items()}
+    assert list(ope.point_values(**LOG)) == ["ips", "snips"]
+    with pytest.raises(EvaluationError, match="point_values"):
+        ope.point_values(**{**LOG, "pscore": np.array([0.5, 0.0, 0.5, 0.25])})
+
+
 def test_which_interval_and_the_analytic_one_by_hand():
     out = ope.estimate(**LOG, estimated_rewards_by_reg_model=Q, n_bootstrap=200)
     kinds = {name: e.interval for name, e in out.items()}

@@ -12,7 +12,7 @@ See docs/evaluation.md, "Off-policy evaluation".
 
 from __future__ import annotations
 
-from closedloop.evaluation.ope.estimates import ESTIMATORS, Estimate, estimate
+from closedloop.evaluation.ope.estimates import ESTIMATORS, Estimate, estimate, point_values
 from closedloop.evaluation.ope.point import dm, dr, ips, sndr, snips, switch_dr
 from closedloop.evaluation.ope.slate import slate_independent_ips, slate_rips, slate_standard_ips
 from closedloop.evaluation.ope.support import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck
@@ -27,6 +27,7 @@ __all__ = [
     "dr",
     "estimate",
     "ips",
+    "point_values",
     "slate_independent_ips",
     "slate_rips",
     "slate_standard_ips",

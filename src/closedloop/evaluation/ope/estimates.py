@@ -91,6 +91,19 @@ def estimate(reward: Any, action: Any, pscore: Any, action_dist: Any, *, positio
     return out
 
 
+def point_values(reward: Any, action: Any, pscore: Any, action_dist: Any, *, position: Any = None,
+                 estimated_rewards_by_reg_model: Any = None, estimators: Any = None,
+                 lambda_: float = np.inf) -> dict[str, float]:
+    """Every requested estimator's point value (as :func:`estimate` gives it: the inputs checked
+    once, the target and the reward model read once for all of them), without the intervals, the
+    effective sample size or the support check — name → float."""
+    where = "point_values"
+    names = _names(estimators, estimated_rewards_by_reg_model is not None, where)
+    lam = check_lambda(lambda_, where)
+    columns = _columns(logged(where, reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model), lam)
+    return {name: _value(name, columns) for name in names}
+
+
 def _interval(name: str, columns: Floats, draws: Floats | None, alpha: float, by_unit: bool) -> tuple[float, float, str]:
     if draws is not None and (by_unit or name not in MEAN_OF_TERMS):
         low, high = percentile_interval(_statistic(name, draws), alpha)
