@@ -21,7 +21,7 @@ from closedloop.runtime.decision import Decision
 from closedloop.service.bodies import ContextDecoder, TooLarge, first_byte
 from closedloop.service.core import Service
 from closedloop.service.problems import Problem
-from closedloop.service.routes.edge import BAD_JSON, JSON, batch_too_large, encode, malformed, not_an_array, read_body
+from closedloop.service.routes.edge import BAD_JSON, JSON, batch_answer, batch_too_large, encode, malformed, not_an_array, read_body
 from closedloop.service.routes.ranked import decide_ranked, decide_ranked_batch
 from closedloop.service.settings import ServiceSettings
 
@@ -124,13 +124,7 @@ async def decide_batch(request: Request, svc: Service, body: bytes, t0: float, m
         for (action, bundle, flight), n in db.counts().items():
             svc.m_decisions.inc((action, bundle, flight or ""), n)
             svc.arms.count(flight, n)
-    if not decisions and problems:
-        raise Problem(422, "invalid-context", "Invalid contexts",
-                      f"Every context of the batch was refused ({len(problems)}).", errors=problems)
-    out = encode({"decisions": decisions, "index": index, "errors": problems})
-    svc.m_batch_latency.observe(_perf() - t0)
-    svc.m_responses.inc(("/v1/decide", 200))
-    return Response(out, media_type=JSON)
+    return batch_answer(svc, decisions, index, problems, t0, "context")
 
 
 async def _decode_batch(decoder: ContextDecoder, body: bytes, max_batch: int,

@@ -3,6 +3,7 @@ details of a body that cannot be read (too large, malformed, not an array, too m
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -10,7 +11,8 @@ from fastapi import Request
 
 from closedloop.service.problems import Problem
 
-__all__ = ["BAD_JSON", "JSON", "batch_too_large", "encode", "malformed", "not_an_array", "path_field", "read_body", "too_large"]
+__all__ = ["BAD_JSON", "JSON", "batch_answer", "batch_too_large", "encode", "malformed", "not_an_array", "path_field", "read_body",
+           "too_large"]
 
 JSON = "application/json"
 encode = msgspec.json.Encoder().encode
@@ -49,6 +51,21 @@ def malformed(e: Exception) -> Problem:
     if isinstance(e, RecursionError):
         return Problem(400, "malformed-json", "Malformed JSON", "The request body is JSON nested too deeply.")
     return Problem(400, "malformed-json", "Malformed JSON", f"The request body must be JSON. {e}.")
+
+
+def batch_answer(svc: Any, decisions: list[Any], index: list[int], problems: list[dict[str, Any]], t0: float,
+                 what: str) -> Any:
+    """A decide batch's answer, ``{"decisions", "index", "errors"}`` (the batch's latency and the
+    response counted), or 422 when every ``what`` (contexts, requests) of it was refused."""
+    from starlette.responses import Response
+
+    if not decisions and problems:
+        raise Problem(422, "invalid-context", "Invalid contexts",
+                      f"Every {what} of the batch was refused ({len(problems)}).", errors=problems)
+    out = encode({"decisions": decisions, "index": index, "errors": problems})
+    svc.m_batch_latency.observe(time.perf_counter() - t0)
+    svc.m_responses.inc(("/v1/decide", 200))
+    return Response(out, media_type=JSON)
 
 
 def batch_too_large(limit: int, what: str) -> Problem:

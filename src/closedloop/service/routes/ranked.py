@@ -21,7 +21,7 @@ from closedloop.service.bodies import BoundedArray, TooLarge
 from closedloop.service.core import Service
 from closedloop.service.problems import Problem, context_problem, invalid
 from closedloop.service.ranked import candidates_problem, ranked
-from closedloop.service.routes.edge import BAD_JSON, JSON, batch_too_large, encode, malformed, not_an_array
+from closedloop.service.routes.edge import BAD_JSON, JSON, batch_answer, batch_too_large, encode, malformed, not_an_array
 
 __all__ = ["decide_ranked", "decide_ranked_batch"]
 
@@ -91,13 +91,7 @@ def decide_ranked_batch(svc: Service, rows: BoundedArray, body: bytes, t0: float
     if problems:
         svc.m_invalid.inc(n=len(problems))
         problems.sort(key=lambda p: p["index"])
-    if not decisions and problems:
-        raise Problem(422, "invalid-context", "Invalid contexts",
-                      f"Every request of the batch was refused ({len(problems)}).", errors=problems)
-    out = encode({"decisions": decisions, "index": index, "errors": problems})
-    svc.m_batch_latency.observe(_perf() - t0)
-    svc.m_responses.inc(("/v1/decide", 200))
-    return Response(out, media_type=JSON)
+    return batch_answer(svc, decisions, index, problems, t0, "request")
 
 
 def _items(rows: BoundedArray, body: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
