@@ -51,13 +51,17 @@ def _fly(tmp_path, flight_model, n=3000):
         rt = Runtime(system, A, telemetry=tel, clock=clock)
         assert reg.refresh(rt)["applied"]
         for i, req in enumerate(generate(n, n_candidates=20, seed=9)):
-            d = rt.decide(req, timestamp_ns=T0 + i * S)
+            d = rt.decide(req, decision_id=f"d{i:05d}", timestamp_ns=T0 + i * S)  # ids fixed: the draws repeat
             ctr = {c["item_id"]: c["item_ctr"] for c in req["candidates"]}
             for cid in d.ranking:
                 if rng.random() < 3 * ctr[cid]:
                     tel.log_outcome(d.decision_id, kind="click", event_ns=d.timestamp_ns + MIN, source="app", candidate=cid)
         tel.flush()
     return reg, system, TelemetryStore(home), T0 + n * S + 11 * MIN
+
+
+# alpha 0.001: an equal flight is stopped by chance once in a thousand logs, not once in a hundred
+# (the worse flight's p-value is ~1e-19)
 
 
 def _reward(report):
@@ -70,7 +74,7 @@ def test_a_ranking_flight_whose_slates_earn_fewer_clicks_is_stopped(tmp_path):
     worse = LogisticModel({**m.weights, "ctr": -6.0}, intercept=m.intercept, output="score")  # shows the worst items
     reg, system, store, now = _fly(tmp_path, worse)
     with reg:
-        report = guard_check(reg, system, store, policy=GuardPolicy(min_decisions=200), now_ns=now, apply=True)
+        report = guard_check(reg, system, store, policy=GuardPolicy(alpha=0.001, min_decisions=200), now_ns=now, apply=True)
         entry, r = _reward(report)
         assert r["breach"] and r["flight"] < r["production"], r
         assert [f.name for f in reg.state("feed").flights] == []
@@ -83,7 +87,7 @@ def test_an_equal_ranking_flight_flies_on(tmp_path):
     same = LogisticModel({**m.weights, "fresh": m.weights["fresh"] + 1e-9}, intercept=m.intercept, output="score")  # another version
     reg, system, store, now = _fly(tmp_path, same)
     with reg:
-        report = guard_check(reg, system, store, policy=GuardPolicy(min_decisions=200), now_ns=now, apply=True)
+        report = guard_check(reg, system, store, policy=GuardPolicy(alpha=0.001, min_decisions=200), now_ns=now, apply=True)
         _, r = _reward(report)
         assert not r["breach"], r
         assert [f.name for f in reg.state("feed").flights] == ["b"]
