@@ -63,7 +63,8 @@ def _propensities(rows: SlotRows) -> np.ndarray | None:
     file = pq.read_table(path, columns=["decision_id", "position", "propensity"])
     file = file.group_by(["decision_id", "position"], use_threads=False).aggregate([("propensity", "first")])
     counts = np.diff(rows.offsets)
-    left = pa.table({"decision_id": pa.array(np.repeat(np.asarray(rows.decision_ids, dtype=object), counts)),
+    ids = pa.array(np.repeat(np.asarray(rows.decision_ids, dtype=object), counts)).cast(file["decision_id"].type)
+    left = pa.table({"decision_id": ids,
                      "position": pa.array(rows.position).cast(file["position"].type), "_i": np.arange(rows.reward.size)})
     joined = left.join(file, ["decision_id", "position"], join_type="left outer").sort_by("_i")
     return np.asarray(joined["propensity_first"].cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
@@ -124,10 +125,16 @@ def _warning(support: SupportCheck) -> str | None:
 def _estimates(f: _Frame, dists: list[np.ndarray], q: np.ndarray | None, sel: np.ndarray, names: tuple[str, ...],
                n_bootstrap: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Each bundle's estimates and each later bundle's difference from the first, on the rows ``sel``."""
-    r, a, p = f.reward[sel], f.action[sel], f.pscore[sel]
-    common = {"position": f.position[sel], "units": f.units[sel], "estimators": list(names), "n_bootstrap": n_bootstrap,
-              "seed": seed, "estimated_rewards_by_reg_model": None if q is None else q[sel]}
-    per = [d[sel] for d in dists]
+    every = bool(sel.all())
+
+    def take(x: np.ndarray) -> np.ndarray:
+        return x if every else x[sel]  # every row: no copy of the (rows, candidates, positions) arrays
+
+    r, a, p = take(f.reward), take(f.action), take(f.pscore)
+    common: dict[str, Any] = {"position": take(f.position), "units": take(f.units), "estimators": list(names),
+                              "n_bootstrap": n_bootstrap, "seed": seed,
+                              "estimated_rewards_by_reg_model": None if q is None else take(q)}
+    per = [take(d) for d in dists]
     supports = [_support(f, d, sel) for d in per]
     bundles = []
     for d, sup in zip(per, supports, strict=True):
