@@ -136,8 +136,10 @@ def test_refusals_name_the_rule(tmp_path, phishing):
     m = _dataset(tmp_path, _log(50))
     from closedloop.evaluation.gate import Gate
 
-    with pytest.raises(SpecError, match="'gate' parameter of evaluate"):
-        evaluate(feed, [good], m.path, gate=Gate())
+    with pytest.raises(SpecError, match="'gate' parameter of evaluate must be a closedloop Gate or None. Got 'strict'"):
+        evaluate(feed, [good], m.path, gate="strict")  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match="'gate' parameter of evaluate judges a ranking candidate by its policy value"):
+        evaluate(feed, [good], m.path, gate=Gate(), policy_value=False)
     with pytest.raises(SpecError, match="'weights' parameter of evaluate must be False"):
         evaluate(feed, [good], m.path, weights=True)
     with pytest.raises(SpecError, match="'bootstrap' parameter of evaluate must be an integer ≥ 0. Got -1"):

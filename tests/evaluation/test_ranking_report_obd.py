@@ -90,7 +90,10 @@ def test_the_cli_evaluates_the_imported_sample_and_prints_the_figures(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     report = json.loads((tmp_path / "r.json").read_text())
-    assert out["kind"] == "ranking" and out["gate"] is None and out["decisions"] == report["dataset"]["decisions"] > 0
+    assert out["kind"] == "ranking" and out["decisions"] == report["dataset"]["decisions"] > 0
+    # one logged candidate per decision: both policies show it first, the same value — the gate does not refuse
+    assert out["gate"] == "pass" and report["policy_value"]["comparison"][0]["differences"]["snips"]["value"] == 0.0
+    assert report["policy_value"]["excluded"]["rows_at_a_slot_beyond_the_decisions_candidates"] > 0
     assert [b["version"] for b in out["bundles"]] == ["heuristic", "logistic"]
     assert out["bundles"][1]["row_auc"] == {k: report["bundles"][1]["metrics"]["row_auc"][k] for k in ("value", "ci")}
     assert out["comparison"][0]["candidate"] == "logistic" and "log_loss" in out["comparison"][0]

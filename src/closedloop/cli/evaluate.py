@@ -5,6 +5,7 @@
 
     closedloop evaluate --system MOD:ATTR --bundle PATH|VERSION [--bundle …] --dataset ID|PATH
                         [--out FILE.json] [--html FILE.html] [--all-rows] [--bootstrap N] [--seed N]
+                        [--reward-model PATH|VERSION]
 
 The first ``--bundle`` is the baseline, the last the candidate the gate judges. A bundle is a
 directory, or a version under ``<home>/bundles``. The report is written to ``--out`` (default
@@ -17,7 +18,12 @@ A ranking system (a :class:`~closedloop.experience.experiences.Ranking` experien
 per-slot reward dataset (:mod:`closedloop.evaluation.ranking_report`); its line holds ``"kind":
 "ranking"``, the ``decisions`` and ``rows`` evaluated, the ``excluded`` counts, the logging policy's
 ``logged_reward_per_decision`` and each bundle's figures (NDCG@k, MRR, hit rates, AUC per decision
-and over the rows pooled, log loss), each ``{"value", "ci"}``, and each comparison's differences.
+and over the rows pooled, log loss), each ``{"value", "ci"}``, each comparison's differences, and
+``policy_value``: the logging policy's value per slot and each bundle's off-policy estimates and each
+later bundle's difference from the first, each ``{"value", "ci", "ess", "support"}`` (``support``:
+"ok" or "FAILED (share)"), or null when the dataset has no propensities; the gate judges the candidate
+by it. ``--reward-model`` (a bundle whose score is the expected reward) adds DM, DR, SNDR and
+Switch-DR, and the gate then reads DR.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ def evaluate(
     slice_bins: Annotated[int, typer.Option(
         "--slice-bins", metavar="N",
         help="Quantile bins of a numeric slice field (0: one slice per distinct value).")] = 5,
+    reward_model: Annotated[
+        str | None, typer.Option("--reward-model", metavar="PATH|VERSION",
+                                 help="A ranking system: a bundle predicting the reward (adds DM and the doubly robust estimators).")
+    ] = None,
     register: Annotated[
         bool, typer.Option("--register", help="Attach the report to its bundles in the registry (needs an admin token).")
     ] = False,
@@ -88,8 +98,9 @@ def evaluate(
     paths = [resolve_bundle(settings, b) for b in bundle]
     try:
         bundles = [Bundle.load(p, sys_obj) for p in paths]
+        rm = None if reward_model is None else Bundle.load(resolve_bundle(settings, reward_model), sys_obj)
         report = evaluate_api(sys_obj, bundles, path, split="all" if all_rows else None,
-                              bootstrap=bootstrap, seed=seed, slice_bins=slice_bins or None)
+                              bootstrap=bootstrap, seed=seed, slice_bins=slice_bins or None, reward_model=rm)
     except ClosedLoopError as exc:
         raise typer.BadParameter(str(exc)) from exc
     if out is None:
@@ -132,4 +143,29 @@ def _ranking_figures(report: dict[str, Any]) -> dict[str, Any]:
         "comparison": [{"baseline": c["baseline"], "candidate": c["candidate"],
                         **{k: {"value": f["value"], "ci": f["ci"]} for k, f in c["differences"].items()}}
                        for c in report["comparison"] or []],
+        "policy_value": _policy_value_lines(report.get("policy_value")),
+    }
+
+
+def _support(s: dict[str, Any]) -> str:
+    return "ok" if s["passed"] else f"FAILED ({s['share']:.2%} of the target's mass unsupported)"
+
+
+def _policy_value_lines(pv: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The policy value's figures for the printed line: the logging policy's value, each bundle's
+    estimates and each difference (value, 95% interval, ESS, support)."""
+    if pv is None or not pv.get("bundles"):
+        return None if pv is None else {"n_rows": 0, "excluded": pv["excluded"]}
+
+    def est(e: dict[str, Any]) -> dict[str, Any]:
+        return {"value": e["value"], "ci": [e["low"], e["high"]], "ess": e["ess"], "support": _support(e["support"])}
+
+    return {
+        "n_rows": pv["n_rows"], "excluded": pv["excluded"], "reward_model": pv["reward_model"],
+        "logged": {"value": pv["logged"]["value"], "ci": pv["logged"]["ci"]},
+        "bundles": [{"version": b["version"], **{k: est(e) for k, e in b["estimates"].items()}} for b in pv["bundles"]],
+        "comparison": [{"baseline": c["baseline"], "candidate": c["candidate"],
+                        **{k: {"value": d["value"], "ci": [d["low"], d["high"]], "ess": d["candidate_ess"],
+                               "support": _support(d["candidate_support"])} for k, d in c["differences"].items()}}
+                       for c in pv["comparison"] or []],
     }

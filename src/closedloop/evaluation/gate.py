@@ -1,5 +1,6 @@
 """The promotion rule of an evaluation: the candidate (the last bundle of a report) against the
-baseline (the first) — :class:`Gate`, whose :meth:`~Gate.check` gives the report's ``gate`` verdict.
+baseline (the first) — :class:`Gate`, whose :meth:`~Gate.check` gives the report's ``gate`` verdict
+(:meth:`~Gate.check_ranking` for a ranking system: by the policy value).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from typing import Any
 
 from closedloop.errors import SpecError
 
-__all__ = ["Gate"]
+__all__ = ["POLICY_ESTIMATORS", "Gate"]
+
+#: The estimators a ranking candidate can be judged by (:meth:`Gate.check_ranking`).
+POLICY_ESTIMATORS = ("ips", "snips", "dm", "dr", "sndr", "switch_dr")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ class Gate:
     thresholds control (the report's per-bundle ``goals``), the baseline's figure meeting the
     target and the candidate's whole 95% interval past it — a projected break beyond the noise
     of the evaluation rows, not a coin flip around a target the thresholds were set at.
+
+    A ranking candidate is judged instead by its policy value (:meth:`check_ranking`): the lower
+    bound of the paired 95% interval of (candidate − baseline) by ``policy_estimator`` (default
+    None: DR when the report has a reward model, else SNIPS) must not be below
+    −``policy_tolerance`` (default 0.0), and the candidate must pass the support check.
     """
 
     max_auc_drop: float = 0.005
@@ -32,11 +41,56 @@ class Gate:
     cost_must_not_rise: bool = True
     cost_tolerance: float = 0.0
     goals_must_hold: bool = True
+    policy_estimator: str | None = None
+    policy_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
-        t = self.cost_tolerance
-        if isinstance(t, bool) or not isinstance(t, int | float) or not (math.isfinite(t) and t >= 0):
-            raise SpecError(f"The 'cost_tolerance' of Gate must be a number ≥ 0. Got {t!r} instead.")
+        for name in ("cost_tolerance", "policy_tolerance"):
+            t = getattr(self, name)
+            if isinstance(t, bool) or not isinstance(t, int | float) or not (math.isfinite(t) and t >= 0):
+                raise SpecError(f"The '{name}' of Gate must be a number ≥ 0. Got {t!r} instead.")
+        e = self.policy_estimator
+        if e is not None and e not in POLICY_ESTIMATORS:
+            raise SpecError(f"The 'policy_estimator' of Gate must be None or one of {list(POLICY_ESTIMATORS)}. Got {e!r} instead.")
+
+    def policy_estimator_for(self, has_reward_model: bool) -> str:
+        """The estimator a ranking candidate is judged by: ``policy_estimator``, else DR with a reward
+        model and SNIPS without; one that needs a reward model is refused without one."""
+        name = self.policy_estimator or ("dr" if has_reward_model else "snips")
+        if name not in ("ips", "snips") and not has_reward_model:
+            raise SpecError(f"The 'policy_estimator' of Gate {name!r} needs a reward model (evaluate's 'reward_model'); "
+                            "without one use 'ips' or 'snips'. Got no reward model instead.")
+        return name
+
+    def check_ranking(self, value: dict[str, Any] | None, has_reward_model: bool, baseline: str,
+                      candidate: str) -> dict[str, Any]:
+        """The verdict on a ranking candidate (the report's last bundle) against the baseline (the
+        first) from the report's ``policy_value`` section: refused when the lower bound of the 95 %
+        interval of (candidate − baseline) by the estimator (:meth:`policy_estimator_for`) is below
+        −``policy_tolerance`` or undefined, or when the candidate's support check fails; the AUC, cost
+        and goal rules do not apply to a ranking system."""
+        name = self.policy_estimator_for(has_reward_model)
+        reasons: list[str] = []
+        diff: dict[str, Any] | None = None
+        if value is None or not value.get("comparison"):
+            reasons.append("no policy value to judge: the dataset carries no logged propensities (or no usable row)")
+        else:
+            diff = next(c for c in value["comparison"] if c["candidate"] == candidate)["differences"][name]
+            low = diff["low"]
+            if low is None:
+                reasons.append(f"the {name} difference's interval is undefined (the candidate or the baseline puts no "
+                               "weight on the logged slots)")
+            elif low < -self.policy_tolerance:
+                reasons.append(f"the candidate's policy value by {name} is {diff['value']:+.4g} against the baseline's "
+                               f"(95% interval {low:+.4g} to {diff['high']:+.4g}): its lower bound is below "
+                               f"−{self.policy_tolerance:g}")
+            if not diff["candidate_support"]["passed"]:
+                reasons.append(f"the candidate's support check failed: {diff['candidate_support']['detail']}")
+        return {
+            "rule": asdict(self), "baseline": baseline, "candidate": candidate, "passed": not reasons, "reasons": reasons,
+            "estimator": name, "difference": None if diff is None else diff["value"],
+            "ci": None if diff is None else [diff["low"], diff["high"]],
+        }
 
     def check(self, base: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
         reasons: list[str] = []

@@ -1,6 +1,6 @@
 """The evaluation report of a ranking system: each bundle's scores of the logged decisions of a
-per-slot reward dataset, measured against what was rewarded — a model-level evaluation, not an
-off-policy estimate of the value a bundle's policy would get.
+per-slot reward dataset, measured against what was rewarded (model-level figures), and, from the
+logged propensities, an off-policy estimate of the value each bundle's ranking policy would get.
 
 :func:`evaluate_ranking` (what :func:`closedloop.evaluation.report.evaluate` runs for a system
 with a :class:`~closedloop.experience.experiences.Ranking` experience) runs as stages:
@@ -15,7 +15,11 @@ with a :class:`~closedloop.experience.experiences.Ranking` experience) runs as s
    score is a probability);
 3. the intervals and the comparisons: a Poisson bootstrap by unit, the same draws for every
    bundle, paired for each later bundle against the first;
-4. the report, beside the logging policy's own reward per decision (the reference).
+4. the report, beside the logging policy's own reward per decision (the reference);
+5. when the dataset carries logged propensities, each bundle's policy value estimated off-policy
+   and each later bundle's difference from the first (:mod:`~closedloop.evaluation.ranking_value`),
+   and the gate's verdict on the last bundle against the first
+   (:meth:`~closedloop.evaluation.gate.Gate.check_ranking`).
 
 The report's fields: docs/evaluation.md, "Ranking systems".
 """
@@ -88,7 +92,7 @@ def _bundle_part(system: Any, bundle: Any, rows: SlotRows, k: int, tie: np.ndarr
     part = {"version": bundle.version, "kind": bundle.intelligence.kind, "score": system.experience.score,
             "n": int(s.size), "decisions": int(rows.offsets.size - 1), "probability": pool["probability"],
             "calibration": pool["calibration"], "metrics": {}}
-    return part, sums, (pool, rk, losses, values)
+    return part, sums, (pool, rk, losses, values, s)
 
 
 def _row_units(rows: SlotRows) -> np.ndarray:
@@ -182,22 +186,64 @@ def _notes(rows: SlotRows, source: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _policy_value(system: Any, bundles: Sequence[Any], rows: SlotRows, extras: Sequence[Any], reward_model: Any,
+                  bootstrap: int, seed: int) -> dict[str, Any] | None:
+    """Stage 5: the policy value of every bundle (:mod:`~closedloop.evaluation.ranking_value`)."""
+    from closedloop.evaluation.ranking_value import policy_value
+
+    q = None if reward_model is None else _scores(system, reward_model, rows)
+    return policy_value(system, rows, [b.version for b in bundles], [e[4] for e in extras], reward_scores=q,
+                        reward_model=None if reward_model is None else reward_model.version, bootstrap=bootstrap, seed=seed)
+
+
+def _check_value_arguments(system: Any, policy_value: Any, reward_model: Any, gate: Any) -> None:
+    from closedloop.evaluation.gate import Gate
+    from closedloop.runtime.bundle import Bundle
+
+    if not isinstance(policy_value, bool):
+        raise SpecError(f"The 'policy_value' parameter of evaluate must be True or False. Got {policy_value!r} instead.")
+    if reward_model is not None:
+        if not isinstance(reward_model, Bundle):
+            raise SpecError(f"The 'reward_model' parameter of evaluate must be a Bundle or None. Got {reward_model!r} instead.")
+        reward_model.check_compatible(system)
+    if gate is None:
+        return
+    if not isinstance(gate, Gate):
+        raise SpecError(f"The 'gate' parameter of evaluate must be a closedloop Gate or None. Got {gate!r} instead.")
+    if not policy_value:
+        raise SpecError("The 'gate' parameter of evaluate judges a ranking candidate by its policy value: it needs "
+                        f"policy_value=True. Got policy_value=False with {gate!r} instead.")
+    gate.policy_estimator_for(reward_model is not None)
+
+
 def evaluate_ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None = None,
-                     k: int | None = None, bootstrap: int = 100, seed: int = 0,
-                     loaded: tuple[Any, Any] | None = None) -> dict[str, Any]:
+                     k: int | None = None, bootstrap: int = 100, seed: int = 0, loaded: tuple[Any, Any] | None = None,
+                     policy_value: bool = True, reward_model: Any = None, gate: Any = None) -> dict[str, Any]:
     """Evaluate ranking ``bundles`` (the first the baseline) on the per-slot reward dataset at
     ``dataset``: its test side under ``split`` (default ``system.split``; ``"all"``: every row).
     ``k``: the cut-off of NDCG@k and the hit rate@k (default the experience's ``k``).
     ``bootstrap`` / ``seed``: the resamples by unit of every interval (0: none) and the seed of
-    the draws and of the tie-break. Returns the report (docs/evaluation.md, "Ranking systems")."""
+    the draws and of the tie-break. ``policy_value``: estimate each bundle's policy value from the
+    logged propensities (when the dataset has them; :mod:`~closedloop.evaluation.ranking_value`),
+    with ``reward_model`` (a Bundle whose score is the expected reward) for DM, DR, SNDR and
+    Switch-DR. ``gate`` (default :class:`~closedloop.evaluation.gate.Gate` when there is a policy
+    value and two bundles or more): the candidate (last bundle) against the baseline (first) by
+    :meth:`~closedloop.evaluation.gate.Gate.check_ranking`. Returns the report (docs/evaluation.md,
+    "Ranking systems")."""
+    from closedloop.evaluation.gate import Gate
     from closedloop.evaluation.report import SCHEMA_VERSION, _clean
 
     bundles, k = _check(system, bundles, k, bootstrap, seed)
+    _check_value_arguments(system, policy_value, reward_model, gate)
     rows = slot_rows(system, Path(dataset), split, loaded)
     tie = tie_keys(rows.reward.size, seed)
     parts, sums, extras = zip(*(_bundle_part(system, b, rows, k, tie) for b in bundles), strict=True)
     pairs = [(0, j) for j in range(1, len(bundles))]
     comparison = _fill(list(parts), sums, extras, rows, pairs, int(bootstrap), int(seed))
+    value = _policy_value(system, bundles, rows, extras, reward_model, int(bootstrap), int(seed)) if policy_value else None
+    verdict = None
+    if len(bundles) >= 2 and (gate is not None or value is not None):
+        verdict = (gate or Gate()).check_ranking(value, reward_model is not None, bundles[0].version, bundles[-1].version)
     source = rows.manifest.content.get("source") or {}
     sp = rows.split
     report = {
@@ -214,7 +260,8 @@ def evaluate_ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *
         "logged": _logged(rows, int(bootstrap), int(seed)),
         "bundles": list(parts),
         "comparison": comparison if comparison else None,
+        "policy_value": value,
         "heuristic_note": None,
-        "gate": None,
+        "gate": verdict,
     }
     return _clean(report)

@@ -305,17 +305,16 @@ def _is_ranking(system: Any) -> bool:
 
 
 def _ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None, bootstrap: int,
-             seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool) -> dict[str, Any]:
+             seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool, policy_value: bool,
+             reward_model: Any) -> dict[str, Any]:
     """A ranking system's report (:mod:`closedloop.evaluation.ranking_report`)."""
     from closedloop.evaluation.ranking_report import evaluate_ranking
 
-    if gate is not None:
-        raise SpecError(f"The 'gate' parameter of evaluate applies to a Thresholds system; system '{system.name}' ranks "
-                        f"(its report has no gate yet). Got {gate!r} instead.")
     if weights is not False:
         raise SpecError(f"The 'weights' parameter of evaluate must be False for a ranking system (weighting slots by "
-                        f"their inverse propensity is off-policy estimation, not done here). Got {weights!r} instead.")
-    return evaluate_ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded)
+                        f"their inverse propensity is the policy value's business). Got {weights!r} instead.")
+    return evaluate_ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
+                            policy_value=policy_value, reward_model=reward_model, gate=gate)
 
 
 def evaluate(
@@ -332,6 +331,8 @@ def evaluate(
     loaded: tuple[Any, Any] | None = None,
     weights: bool = False,
     slice_bins: int | None = DEFAULT_SLICE_BINS,
+    policy_value: bool = True,
+    reward_model: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``bundles`` (the first is the baseline, the last the candidate) on the labeled
     rows of the dataset directory ``dataset``: its test side under ``split`` (default
@@ -348,10 +349,17 @@ def evaluate(
     A system with a :class:`~closedloop.experience.experiences.Ranking` experience is evaluated
     on a per-slot reward dataset by :func:`~closedloop.evaluation.ranking_report.evaluate_ranking`
     (its report: docs/evaluation.md, "Ranking systems"); ``worst``, ``golden`` and ``slice_bins``
-    do not apply to it, and it takes no ``gate`` and no ``weights`` yet."""
+    do not apply to it, nor ``weights``; ``policy_value`` (default True: when the dataset carries logged
+    propensities) and ``reward_model`` (a Bundle predicting the reward, for DM and the doubly robust
+    estimators) apply only to it, and its ``gate`` judges the candidate's policy value
+    (:meth:`Gate.check_ranking <closedloop.evaluation.gate.Gate.check_ranking>`)."""
     if _is_ranking(system):
         return _ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
-                        loaded=loaded, weights=weights)
+                        loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
+    if policy_value is not True or reward_model is not None:
+        raise SpecError(f"The 'policy_value' and 'reward_model' parameters of evaluate apply to a ranking system; system "
+                        f"'{system.name}' decides by thresholds. Got policy_value={policy_value!r}, "
+                        f"reward_model={reward_model!r} instead.")
     bundles, worst, golden, slice_bins, bootstrap, seed = _check_arguments(
         system, bundles, worst, golden, slice_bins, bootstrap, seed, gate)
     dataset = Path(dataset)

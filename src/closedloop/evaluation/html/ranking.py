@@ -1,7 +1,7 @@
 """The HTML sections of a ranking system's evaluation report (``report["kind"] == "ranking"``,
 :mod:`closedloop.evaluation.ranking_report`): the dataset's decisions, the logging policy's own
-reward, each bundle's ranking figures with their intervals, the comparison and each bundle's
-calibration table. Tables only; the page's header comes from :mod:`.sections`.
+reward, each bundle's ranking figures with their intervals, the comparison, each bundle's
+calibration table and the policy value (:mod:`.ranking_value`). Tables only; the page's header comes from :mod:`.sections`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from closedloop.evaluation.html.ranking_value import policy_value_section
 from closedloop.evaluation.html.sections import _reading
 from closedloop.evaluation.html.text import _ci, _count, _e, _f, _role, _signed
 
@@ -115,6 +116,6 @@ def ranking_body(report: Mapping[str, Any]) -> list[str]:
     """The page's body after the header for a ranking report."""
     return [
         "<nav><a href='#dataset'>decisions</a><a href='#quality'>ranking quality</a><a href='#comparison'>comparison</a>"
-        "<a href='#calibration'>calibration</a></nav>",
-        _dataset(report), _quality(report), _comparison(report), _calibration(report),
+        "<a href='#calibration'>calibration</a><a href='#policy-value'>policy value</a></nav>",
+        _dataset(report), _quality(report), _comparison(report), _calibration(report), policy_value_section(report),
     ]
