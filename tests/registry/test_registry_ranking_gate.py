@@ -1,7 +1,8 @@
 """A ranking candidate through the registry's gate: an evaluation report on a per-slot reward
 dataset judges the candidate by its policy value against production; the registry's 'gate' check
-reads that verdict — a passed gate lets the deploy through the gate check, a failed one refuses it
-with the reason. (A ranking report has no golden rows yet, so the parity check still needs a force.)"""
+reads that verdict — a passed gate lets the deploy through (the report's golden decisions replay bit for
+bit through the runtime: the parity check), a failed one refuses it with the reason; a golden
+decision that does not replay is refused by the parity check."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from closedloop.registry import Registry
 from closedloop.runtime.signing import SigningKey
 
 KEY = SigningKey.generate()
-PARITY = "a ranking report has no golden rows for the parity check yet"
 FIRST = "the first production of the test"
 EXAMINATION = np.array([1.0, 0.6, 0.4, 0.25, 0.15])
 
@@ -70,15 +70,27 @@ def test_a_ranking_candidate_whose_gate_passed_passes_the_registrys_gate_check(t
     with _registry(tmp_path, good, noise) as reg:
         reg.add_report(better, actor="a")
         reg.deploy(feed, noise.version, actor="a", reason="first", force=FIRST)
-        with pytest.raises(SanityCheckError) as exc:
-            reg.deploy(feed, good.version, actor="a", reason="better by its policy value")
-        assert exc.value.failed == ["parity"]  # the gate passed: only the missing golden rows stop it
-        gate = next(c for c in exc.value.checks if c["name"] == "gate")
-        assert gate["passed"] and "the gate passed against production noise" in gate["detail"]
-        change = reg.deploy(feed, good.version, actor="a", reason="better by its policy value", force=PARITY)
+        change = reg.deploy(feed, good.version, actor="a", reason="better by its policy value")  # no force
         checks = {c["name"]: c for c in change.detail["checks"]}
-        assert checks["gate"]["passed"] and not checks["gate"].get("forced")
+        assert checks["gate"]["passed"] and "the gate passed against production noise" in checks["gate"]["detail"]
+        assert checks["parity"]["passed"] and "50 golden rows reproduced exactly" in checks["parity"]["detail"]
         assert reg.deployment(feed).production.version == good.version
+
+
+def test_a_golden_ranking_that_does_not_replay_is_refused_by_the_parity_check(tmp_path, setup):
+    import copy
+
+    feed, good, noise, better, _ = setup
+    tampered = copy.deepcopy(better)
+    part = next(b for b in tampered["bundles"] if b["version"] == good.version)
+    row = part["golden"][3]
+    row["ranking"] = row["ranking"][::-1]  # what the evaluation saw is not what the runtime does
+    with _registry(tmp_path, good, noise) as reg:
+        reg.add_report(tampered, actor="a")
+        reg.deploy(feed, noise.version, actor="a", reason="first", force=FIRST)
+        with pytest.raises(SanityCheckError, match=r"parity: golden row 3 .*slate .* at runtime, the evaluation recorded") as exc:
+            reg.deploy(feed, good.version, actor="a", reason="better by its policy value")
+        assert exc.value.failed == ["parity"]
 
 
 def test_a_ranking_candidate_whose_gate_failed_is_refused_by_the_gate_check_with_the_reason(tmp_path, setup):

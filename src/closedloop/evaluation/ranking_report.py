@@ -49,6 +49,9 @@ from closedloop.system.splits import Split
 
 __all__ = ["evaluate_ranking"]
 
+#: Decisions a bundle's report keeps for the registry's parity check (train/serve parity).
+GOLDEN = 50
+
 #: The bundle figures of the per-decision ones (the logged reward is the dataset's, not a bundle's).
 BUNDLE_METRICS = DECISION_METRICS[:-1]
 
@@ -73,6 +76,11 @@ def _check(system: Any, bundles: Sequence[Any], k: Any, bootstrap: Any, seed: An
 
 def _scores(system: Any, bundle: Any, rows: SlotRows) -> np.ndarray:
     """The bundle's score of every logged candidate, through the runtime's batch path."""
+    return np.asarray(_decided(system, bundle, rows).scores, dtype=np.float64)
+
+
+def _decided(system: Any, bundle: Any, rows: SlotRows) -> Any:
+    """The runtime's batch of the logged decisions (their ids and times) under ``bundle``."""
     from closedloop.runtime.runtime import Runtime
 
     rb = Runtime(system, bundle).decide_batch(rows.requests, candidates=rows.candidates,
@@ -80,18 +88,45 @@ def _scores(system: Any, bundle: Any, rows: SlotRows) -> np.ndarray:
     if not np.array_equal(np.asarray(rb.offsets), rows.offsets) or rb.scores.shape != rows.reward.shape:
         raise SpecError(f"The runtime grouped the candidates of bundle {bundle.version!r} differently from the dataset's "
                         "decisions; the scores cannot be matched to the logged slots.")
-    return np.asarray(rb.scores, dtype=np.float64)
+    return rb
+
+
+def _cell(col: Any, i: int) -> Any:
+    v = col[i]
+    return v.as_py() if hasattr(v, "as_py") else v.item() if hasattr(v, "item") else v
+
+
+def _golden(rows: SlotRows, rb: Any, n: int, seed: int) -> list[dict[str, Any]]:
+    """Up to ``n`` decisions (seeded) as the registry's parity check replays them through
+    ``Runtime.decide``: the request with its candidates, the id and time, and what the batch path
+    gave — every candidate's score, the slate and each slot's propensity."""
+    d_all = rows.offsets.size - 1
+    pick = np.sort(np.random.default_rng(seed).choice(d_all, size=min(n, d_all), replace=False)).tolist()
+    cnames = [c for c in rows.candidates if c != "request"]
+    out = []
+    for d in pick:
+        a, e = int(rows.offsets[d]), int(rows.offsets[d + 1])
+        req = {k: _cell(col, d) for k, col in rows.requests.items()}
+        cands = [{k: _cell(rows.candidates[k], r) for k in cnames} for r in range(a, e)]
+        one = rb[d]
+        out.append({"decision_id": rows.decision_ids[d], "timestamp_ns": int(rows.timestamps_ns[d]),
+                    "context": {**{k: v for k, v in req.items() if v is not None},
+                                "candidates": [{k: v for k, v in c.items() if v is not None} for c in cands]},
+                    "candidate_scores": [float(x) for x in one.scores], "ranking": list(one.ranking),
+                    "slot_propensities": [float(x) for x in one.slot_propensities]})
+    return out
 
 
 def _bundle_part(system: Any, bundle: Any, rows: SlotRows, k: int, tie: np.ndarray) -> tuple[dict[str, Any], Any, Any]:
     """Stage 2 for one bundle → (its report part without intervals, its per-unit sums, its pooled extras)."""
-    s = _scores(system, bundle, rows)
+    rb = _decided(system, bundle, rows)
+    s = np.asarray(rb.scores, dtype=np.float64)
     values = per_decision(s, rows.reward, rows.offsets, k, tie)[:, : len(BUNDLE_METRICS)]
     sums = unit_sums(values, rows.units, rows.n_units)
     pool, rk, losses = pooled(s, rows.reward)
     part = {"version": bundle.version, "kind": bundle.intelligence.kind, "score": system.experience.score,
             "n": int(s.size), "decisions": int(rows.offsets.size - 1), "probability": pool["probability"],
-            "calibration": pool["calibration"], "metrics": {}}
+            "calibration": pool["calibration"], "metrics": {}, "golden": _golden(rows, rb, GOLDEN, 7)}
     return part, sums, (pool, rk, losses, values, s)
 
 

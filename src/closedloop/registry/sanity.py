@@ -6,10 +6,11 @@ check       passes when                                                         
 ``loads``   the bundle loads from the store and verifies (checksums, manifest digest, the digest  never
             the registry recorded, fit to the system)
 ``parity``  on the golden rows its evaluation report recorded, ``Runtime.decide`` reproduces the  only when
-            report's scores bit for bit and its actions (train/serve parity). A row whose action  no report
-            differs only because a frequency cap fired during the evaluation's batch (the report   has golden
-            carries the capped action, a fresh runtime does not) counts as reproduced and is       rows
-            reported as such
+            report's scores bit for bit and its actions (train/serve parity; a ranking: every    no report
+            candidate's score and slot propensity bit for bit, and the slate). A row whose       has golden
+            action differs only because a frequency cap fired during the evaluation's batch     rows
+            (the report carries the capped action, a fresh runtime does not) counts as
+            reproduced and is reported as such
 ``range``   every score is finite — and within [0, 1] when the experience's thresholds are —      never
             on the golden contexts and on generated ones (for a ranking system: generated requests
             with 1–12 generated candidates each; every candidate's score finite, the slate made of
@@ -104,6 +105,11 @@ def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
             d = rt.decide(row["context"], decision_id=row["decision_id"], timestamp_ns=int(row["timestamp_ns"]))
         except (ClosedLoopError, KeyError, TypeError, ValueError) as exc:
             return Check("parity", False, f"golden row {i} ({row.get('decision_id')!r}) cannot be decided: {exc}")
+        if system.candidate_schema is not None:
+            differs = _ranking_differs(d, row)
+            if differs is not None:
+                return Check("parity", False, f"golden row {i} ({row['decision_id']!r}): {differs}")
+            continue
         for name, want in row["scores"].items():
             got = d.scores.get(name)
             if got is None or not _same(got, want):
@@ -117,6 +123,19 @@ def _parity(system: Any, bundle: Any, golden: list[dict[str, Any]]) -> Check:
                          f"the evaluation recorded {row['action']!r}")
     note = f" ({capped} differ only by a frequency cap that fired in the evaluation's batch)" if capped else ""
     return Check("parity", True, f"{len(golden)} golden rows reproduced exactly{note}")
+
+
+def _ranking_differs(d: Any, row: dict[str, Any]) -> str | None:
+    """How a ranking decision differs from the golden row the evaluation recorded (every
+    candidate's score and each slot's propensity bit for bit, the slate exactly), or None."""
+    want_s, want_p = row.get("candidate_scores", []), row.get("slot_propensities", [])
+    if len(d.scores) != len(want_s) or not all(_same(g, w) for g, w in zip(d.scores, want_s, strict=True)):
+        return f"the candidates' scores at runtime {d.scores!r} differ from the evaluation's {want_s!r}"
+    if list(d.ranking) != list(row.get("ranking", [])):
+        return f"slate {d.ranking!r} at runtime, the evaluation recorded {row.get('ranking')!r}"
+    if len(d.slot_propensities) != len(want_p) or not all(_same(g, w) for g, w in zip(d.slot_propensities, want_p, strict=True)):
+        return f"slot propensities {d.slot_propensities!r} at runtime, the evaluation recorded {want_p!r}"
+    return None
 
 
 def _contexts(system: Any, golden: list[dict[str, Any]]) -> list[dict[str, Any]]:
