@@ -21,7 +21,7 @@ from closedloop.errors import DatasetError, SpecError
 from closedloop.experience.exploration import Softmax
 from closedloop.intelligence import Intelligence, Scorer
 from closedloop.runtime.clock import ManualClock
-from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+from closedloop.telemetry import Sampling, SegmentLog, Telemetry, TelemetryStore
 
 T0 = 1_700_000_000 * 10**9
 S = 10**9
@@ -72,8 +72,8 @@ def _offers(default: float | None = 0.0, per: str = "decision", link: str = "dec
                                        default=default, link=link))
 
 
-def _runtime(home, system, clock):
-    tel = Telemetry(SegmentLog(home), system=system, clock=clock.now_ns)
+def _runtime(home, system, clock, sampling=None):
+    tel = Telemetry(SegmentLog(home), system=system, clock=clock.now_ns, sampling=sampling)
     return tel, Runtime(system, Bundle.build(system, OfferScores()), telemetry=tel, clock=clock)
 
 
@@ -206,6 +206,21 @@ def test_window_open_decisions_range_no_default_and_point_in_time(tmp_path):
 
     m = _build(system, _store(home), tmp_path / "ds2", until=T0 + 9 * S, cutoff=cutoff)  # decision 9 out of range
     assert m.counts["outcomes"] == {"matched": 5, "not_selected": 3} and m.counts["slots"]["rows"] == 5
+
+
+def test_sampled_decisions_weigh_by_their_propensity_and_sample_prob(tmp_path):
+    system = _offers()
+    tel, rt = _runtime(tmp_path / "home", system, ManualClock(T0), sampling=Sampling(actions={"none": 0.25}))
+    decided = _decided(rt, n=400)
+    tel.close()
+    _build(system, _store(tmp_path / "home"), tmp_path / "ds")
+    rows = _table(tmp_path / "ds", system)
+    by_id = {d.decision_id: d for d in decided}
+    nones = [r for r in rows.values() if r["action"] == "none"]
+    assert 0 < len(nones) < 0.5 * sum(d.action == "none" for d in decided)  # a quarter of them kept
+    assert all(r["sample_prob"] == (0.25 if r["action"] == "none" else 1.0) for r in rows.values())
+    assert all(r["propensity"] == by_id[d].propensity and r["weight"] == pytest.approx(1 / (r["propensity"] * r["sample_prob"]))
+               for d, r in rows.items())
 
 
 def test_the_dataset_reads_like_an_imported_best_action_dataset(tmp_path):
