@@ -1,4 +1,5 @@
-"""A ranking system's telemetry → a per-slot dataset under its :class:`~closedloop.system.rewards.RewardPolicy`.
+"""A ranking system's telemetry → a per-slot dataset under its :class:`~closedloop.system.rewards.RewardPolicy`
+(a choice system's — BestAction — one row per decision: :mod:`closedloop.datasets.choices`).
 
 :func:`build_reward_dataset` reads the decision and outcome records (``DECISION_SCHEMA`` /
 ``OUTCOME_SCHEMA`` Parquet) of a system with a :class:`~closedloop.experience.experiences.Ranking`
@@ -56,7 +57,7 @@ from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 __all__ = ["build_reward_dataset"]
 
 
-def _read(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: int) -> pa.Table:
+def read_records(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: int) -> pa.Table:
     """The records of ``name`` ingested by the cut-off, deduplicated by ``key`` below."""
     parts = [pq.read_table(f, schema=schema) for f in sorted(str(f) for f in files)]
     t = pa.concat_tables(parts) if parts else schema.empty_table()
@@ -64,7 +65,7 @@ def _read(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: 
     return t.sort_by([("ingest_ns", "ascending"), ("writer", "ascending"), ("seq", "ascending")])
 
 
-def _first(t: pa.Table, key: str) -> pa.Table:
+def first_by(t: pa.Table, key: str) -> pa.Table:
     seen: set[str] = set()
     keep = []
     for i, k in enumerate(t[key].to_pylist()):
@@ -74,9 +75,15 @@ def _first(t: pa.Table, key: str) -> pa.Table:
     return t.take(pa.array(keep, pa.int64()))
 
 
-def _check(system: System, since_ns: int, until_ns: int, cutoff_ns: int, out: Path) -> Any:
-    if not isinstance(system, System) or system.candidate_schema is None:
-        raise SpecError(f"The 'system' parameter of build_reward_dataset must be a ranking closedloop.System. Got {system!r} instead.")
+def is_choice(system: System) -> bool:
+    """Whether ``system`` picks one of its actions per decision (a BestAction experience)."""
+    return bool(system.experience.describe()["kind"] == "best_action")
+
+
+def check_request(system: System, since_ns: int, until_ns: int, cutoff_ns: int, out: Path) -> Any:
+    if not isinstance(system, System) or (system.candidate_schema is None and not is_choice(system)):
+        raise SpecError("The 'system' parameter of build_reward_dataset must be a closedloop.System with a Ranking or BestAction "
+                        f"experience. Got {system!r} instead.")
     policy = system.rewards
     if policy is None:
         raise DatasetError(f"System '{system.name}' declares no rewards; declare System(rewards=RewardPolicy(...)).")
@@ -99,18 +106,23 @@ def build_reward_dataset(
     from closedloop.datasets.dataset import DatasetManifest
 
     out = Path(out)
-    policy = _check(system, since_ns, until_ns, cutoff_ns, out)
+    policy = check_request(system, since_ns, until_ns, cutoff_ns, out)
+    if is_choice(system):
+        from closedloop.datasets.choices import build_choice_dataset
+
+        return build_choice_dataset(system, policy, decision_files=decision_files, outcome_files=outcome_files,
+                                    span=(since_ns, until_ns, cutoff_ns), out=out)
     window = policy.window // timedelta(microseconds=1) * 1000
-    every = _first(_read(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
+    every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
     ts = every["timestamp_ns"].to_numpy()
     chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
     chosen &= np.asarray(every["slate"].is_valid(), dtype=bool)
     counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
     dec = every.filter(pa.array(chosen))
     digest_only = int(dec["candidates_json"].null_count)
-    outs = _first(_read(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
-    find = _unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
-    linked = _link(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
+    outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
+    find = unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
+    linked = link_outcomes(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
     data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0)
     counts.update(slot_counts)
     if data.num_rows == 0:
@@ -125,7 +137,7 @@ def build_reward_dataset(
 Finder = Callable[[str | None, str | None, int], str | None]
 
 
-def _unit_time_index(every: pa.Table, outs: pa.Table, per_slot: bool) -> Finder:
+def unit_time_index(every: pa.Table, outs: pa.Table, per_slot: bool) -> Finder:
     """The ``link="unit_time"`` lookup over ``every`` decision ingested by the cut-off: the latest
     decision of the unit at or before the event (ties: the greatest decision id) — per slot, the
     latest whose slate showed the candidate. Only the units (and candidates) of ``outs`` without
@@ -151,14 +163,19 @@ def _unit_time_index(every: pa.Table, outs: pa.Table, per_slot: bool) -> Finder:
     return find
 
 
-def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str], find: Finder | None,
-          counts: Counter[str]) -> dict[tuple[str, str | None], list[tuple[str, float, int]]]:
+def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[str], find: Finder | None,
+          counts: Counter[str], *, choice: bool = False) -> dict[tuple[str, str | None], list[tuple[str, float, int]]]:
     """Each outcome linked to its (decision, candidate) — by its decision id, or with ``find``
-    (``link="unit_time"``) by unit, candidate and time — or counted by why not."""
-    slates = {d: set(s) for d, s in zip(dec["decision_id"].to_pylist(), dec["slate"].to_pylist(), strict=True)}
-    times = dict(zip(dec["decision_id"].to_pylist(), dec["timestamp_ns"].to_pylist(), strict=True))
+    (``link="unit_time"``) by unit, candidate and time — or counted by why not. With ``choice``
+    (``dec`` are BestAction decisions: one slot, the logged ``action``) an outcome linked to
+    ``(decision, None)`` whatever ``per``; one naming a candidate other than the action is counted
+    ``other_action``."""
+    ids = dec["decision_id"].to_pylist()
+    shown = [{a} for a in dec["action"].to_pylist()] if choice else [set(s) for s in dec["slate"].to_pylist()]
+    slates = dict(zip(ids, shown, strict=True))
+    times = dict(zip(ids, dec["timestamp_ns"].to_pylist(), strict=True))
     kinds = set(policy.kinds)
-    per_slot = policy.per == "slot"
+    per_slot = policy.per == "slot" and not choice
     got: dict[tuple[str, str | None], list[tuple[str, float, int]]] = {}
     for o in outs.select(["decision_id", "unit", "candidate_id", "kind", "value", "event_ns"]).to_pylist():
         did, cid = o["decision_id"], o["candidate_id"]
@@ -172,8 +189,8 @@ def _link(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known: set[st
             why = "not_selected"
         elif per_slot and cid is None:
             why = "no_candidate"
-        elif per_slot and cid not in slates[did]:
-            why = "not_in_slate"
+        elif (per_slot or (choice and cid is not None)) and cid not in slates[did]:
+            why = "other_action" if choice else "not_in_slate"
         elif o["event_ns"] < times[did]:
             why = "before_decision"
         elif o["event_ns"] > times[did] + window:
