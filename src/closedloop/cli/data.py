@@ -179,11 +179,12 @@ def dataset_build(
     ] = None,
 ) -> None:
     """Join decisions with outcomes under the system's label policy into a dataset (Parquet and
-    a manifest with its id, policy, time range, cut-off and counts)."""
+    a manifest with its id, policy, time range, cut-off and counts). A system that declares rewards
+    (a choice or ranking system) gets its reward dataset: one row per decision and slot shown."""
     import shutil
     import tempfile
 
-    from closedloop.datasets import build_dataset
+    from closedloop.datasets import build_dataset, build_reward_dataset
     from closedloop.telemetry import TelemetryStore
 
     settings: Settings = ctx.obj
@@ -200,7 +201,8 @@ def dataset_build(
         staging = target = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.datasets)) / "dataset"
     else:
         target = out
-    manifest = build_dataset(
+    build = build_reward_dataset if getattr(sys_obj, "rewards", None) is not None else build_dataset
+    manifest = build(
         sys_obj, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
         since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=target,
     )
