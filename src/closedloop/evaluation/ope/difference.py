@@ -19,10 +19,9 @@ import numpy as np
 
 from closedloop.errors import EvaluationError
 from closedloop.evaluation.ope.blocks import logged
-from closedloop.evaluation.ope.estimates import _check_alpha, _check_n_bootstrap, _columns, _ess, _names, _number, _statistic, _value
+from closedloop.evaluation.ope.estimates import _check_n_bootstrap, _columns, _ess, _number, _statistic, _value, checked_parameters
 from closedloop.evaluation.ope.intervals import bootstrap_sums, percentile_interval, unit_sums
-from closedloop.evaluation.ope.point import check_lambda
-from closedloop.evaluation.ope.support import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck, check_share_parameter, support_check
+from closedloop.evaluation.ope.support import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck, support_check
 
 __all__ = ["Difference", "estimate_difference"]
 
@@ -62,11 +61,8 @@ def estimate_difference(reward: Any, action: Any, pscore: Any, target_dist: Any,
     rounds, as name → :class:`Difference`; the arguments as :func:`~closedloop.evaluation.ope.estimate`'s
     (``baseline_dist``: the baseline's action distribution, of ``target_dist``'s shape)."""
     where = "estimate_difference"
-    names = _names(estimators, estimated_rewards_by_reg_model is not None, where)
-    alpha = _check_alpha(alpha, where)
-    lam = check_lambda(lambda_, where)
-    threshold = check_share_parameter(support_threshold, "support_threshold", where)
-    tolerance = check_share_parameter(support_tolerance, "support_tolerance", where)
+    names, alpha, lam, threshold, tolerance = checked_parameters(
+        where, estimators, estimated_rewards_by_reg_model is not None, alpha, lambda_, support_threshold, support_tolerance)
     _check_n_bootstrap(n_bootstrap, where)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise EvaluationError("seed", "an int", seed, where)

@@ -66,11 +66,8 @@ def estimate(reward: Any, action: Any, pscore: Any, action_dist: Any, *, positio
     """Every requested estimator (default: IPS and SNIPS, and DM, DR, SNDR and Switch-DR when a
     reward model's predictions are given) as name → :class:`Estimate`."""
     where = "estimate"
-    names = _names(estimators, estimated_rewards_by_reg_model is not None, where)
-    alpha = _check_alpha(alpha, where)
-    lam = check_lambda(lambda_, where)
-    threshold = check_share_parameter(support_threshold, "support_threshold", where)
-    tolerance = check_share_parameter(support_tolerance, "support_tolerance", where)
+    names, alpha, lam, threshold, tolerance = checked_parameters(
+        where, estimators, estimated_rewards_by_reg_model is not None, alpha, lambda_, support_threshold, support_tolerance)
     data = logged(where, reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model)
     by_unit = units is not None
     bootstrapped = by_unit or any(name not in MEAN_OF_TERMS for name in names)
@@ -125,6 +122,18 @@ def _names(estimators: Any, has_model: bool, where: str) -> tuple[str, ...]:
     if not names:
         raise EvaluationError("estimators", f"at least one of {list(ESTIMATORS)}", list(names), where)
     return tuple(dict.fromkeys(names))
+
+
+def checked_parameters(where: str, estimators: Any, has_model: bool, alpha: Any, lambda_: Any, support_threshold: Any,
+                       support_tolerance: Any) -> tuple[tuple[str, ...], float, float, float, float]:
+    """The parameters every entry point shares, checked: (estimator names, alpha, lambda_, the
+    support check's threshold and tolerance)."""
+    names = _names(estimators, has_model, where)
+    alpha = _check_alpha(alpha, where)
+    lam = check_lambda(lambda_, where)
+    threshold = check_share_parameter(support_threshold, "support_threshold", where)
+    tolerance = check_share_parameter(support_tolerance, "support_tolerance", where)
+    return names, alpha, lam, threshold, tolerance
 
 
 def _check_alpha(alpha: Any, where: str) -> float:
