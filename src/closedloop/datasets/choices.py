@@ -44,8 +44,7 @@ import pyarrow as pa
 
 from closedloop.datasets.dataset import DatasetManifest
 from closedloop.datasets.importer import context_columns, with_id, write_dataset
-from closedloop.datasets.join.columns import feature_column
-from closedloop.datasets.slots import first_by, link_outcomes, read_records, unit_time_index
+from closedloop.datasets.slots import first_by, link_outcomes, read_records, telemetry_manifest, unit_time_index
 from closedloop.errors import DatasetError
 from closedloop.system.spec import System
 from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
@@ -117,24 +116,13 @@ def _rows(dec: pa.Table, policy: Any, linked: Linked, system: System, counts: Co
 def _manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int],
               files: tuple[int, int]) -> dict[str, Any]:
     """The manifest: import_bandit's BestAction shape with a telemetry source and the outcome counts."""
-    (since_ns, until_ns, cutoff_ns), (n_dec_files, n_out_files) = span, files
-    reward, prop = data["reward"].to_numpy(), data["propensity"].to_numpy()
-    feat_names = [f.name for f in system.features.features]
-    content: dict[str, Any] = {
-        "format": 1, "system": system.name, "schema_version": system.schema_version, "rows": "slot",
-        "labels": None, "policy": None, "rewards": system.rewards.describe() if system.rewards else None,
-        "source": {"kind": "telemetry", "logged": "best_action", "decision_files": n_dec_files, "outcome_files": n_out_files},
-        "since_ns": since_ns, "until_ns": until_ns, "cutoff_ns": cutoff_ns,
-        "feature_names": {system.feature_fingerprint: feat_names},
-        "columns": {"features": [feature_column(nm) for nm in feat_names], "outcomes": {}},
-        "counts": {
-            "slots": {"rows": data.num_rows, "no_reward": counts.pop("no_reward", 0),
-                      "context_invalid": counts.pop("context_invalid", 0)},
-            "decisions": data.num_rows, "open": counts.pop("open", 0), "positions": {"1": data.num_rows},
-            "actions": len(set(data["action"].to_pylist())),
-            "rewards": {"sum": float(reward.sum()), "nonzero": int((reward != 0).sum())},
-            "propensity": {"min": float(prop.min()), "max": float(prop.max())},
-            "outcomes": {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())},
-        },
+    prop = data["propensity"].to_numpy()
+    slots = {"no_reward": counts.pop("no_reward", 0), "context_invalid": counts.pop("context_invalid", 0)}
+    content = telemetry_manifest(system, data, counts, span, files, "best_action",
+                                 [f.name for f in system.features.features], slots, data.num_rows, {"1": data.num_rows})
+    content["counts"] |= {
+        "actions": len(set(data["action"].to_pylist())),
+        "propensity": {"min": float(prop.min()), "max": float(prop.max())},
+        "outcomes": {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())},
     }
     return with_id(content)

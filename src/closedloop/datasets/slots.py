@@ -253,29 +253,37 @@ def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[
     return pa.table(data), counts
 
 
-def _manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int], files: tuple[int, int],
-              digest: tuple[int, int]) -> dict[str, Any]:
-    """The manifest; with decisions logged digest-only (``digest``: their number, of the decisions
-    read) the candidate fields and features are named under ``absent`` and no feature is listed."""
+def telemetry_manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int],
+                       files: tuple[int, int], logged: str, feat_names: list[str], slots: dict[str, int],
+                       decisions: int, positions: dict[str, int]) -> dict[str, Any]:
+    """The manifest a reward dataset built from telemetry shares with an imported one (``logged``:
+    "ranking" or "best_action"; ``counts``' remaining entries are the outcomes' counts by why)."""
     (since_ns, until_ns, cutoff_ns), (n_dec_files, n_out_files) = span, files
     reward = data["reward"].to_numpy()
-    all_features = [f.name for f in system.features.features]
-    feat_names = all_features if digest[0] == 0 else []
-    content: dict[str, Any] = {
+    return {
         "format": 1, "system": system.name, "schema_version": system.schema_version, "rows": "slot",
         "labels": None, "policy": None, "rewards": system.rewards.describe() if system.rewards else None,
-        "source": {"kind": "telemetry", "logged": "ranking", "decision_files": n_dec_files, "outcome_files": n_out_files},
+        "source": {"kind": "telemetry", "logged": logged, "decision_files": n_dec_files, "outcome_files": n_out_files},
         "since_ns": since_ns, "until_ns": until_ns, "cutoff_ns": cutoff_ns,
         "feature_names": {system.feature_fingerprint: feat_names},
         "columns": {"features": [feature_column(nm) for nm in feat_names], "outcomes": {}},
         "counts": {
-            "slots": {"rows": data.num_rows, "no_reward": counts.pop("no_reward", 0)},
-            "decisions": len(set(data["decision_id"].to_pylist())), "open": counts.pop("open", 0),
-            "positions": {str(k): int(v) for k, v in sorted(Counter(data["position"].to_pylist()).items())},
-            "rewards": {"sum": float(reward.sum()), "nonzero": int((reward != 0).sum())},
-            "outcomes": {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())},
+            "slots": {"rows": data.num_rows, **slots}, "decisions": decisions, "open": counts.pop("open", 0),
+            "positions": positions, "rewards": {"sum": float(reward.sum()), "nonzero": int((reward != 0).sum())},
         },
     }
+
+
+def _manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int], files: tuple[int, int],
+              digest: tuple[int, int]) -> dict[str, Any]:
+    """The manifest; with decisions logged digest-only (``digest``: their number, of the decisions
+    read) the candidate fields and features are named under ``absent`` and no feature is listed."""
+    all_features = [f.name for f in system.features.features]
+    content = telemetry_manifest(
+        system, data, counts, span, files, "ranking", all_features if digest[0] == 0 else [],
+        {"no_reward": counts.pop("no_reward", 0)}, len(set(data["decision_id"].to_pylist())),
+        {str(k): int(v) for k, v in sorted(Counter(data["position"].to_pylist()).items())})
+    content["counts"]["outcomes"] = {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())}
     if digest[0]:
         content["absent"] = {
             "candidate_fields": [f.name for f in system.candidate_schema.fields],  # type: ignore[union-attr]
