@@ -1,0 +1,208 @@
+"""The evaluation report of a choice system (BestAction): each bundle's policy value estimated from a
+logged bandit dataset, its exact action distribution checked against the runtime's propensities,
+the gate by the policy value, golden rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from closedloop import BestAction, Bundle, DatasetError, EpsilonGreedy, F, Float, Reward, RewardPolicy, Softmax, SpecError, Str, System
+from closedloop.evaluation.choice_report import action_distribution
+from closedloop.evaluation.gate import Gate
+from closedloop.evaluation.report import evaluate
+from closedloop.intelligence import Intelligence, Scorer
+
+ACTIONS = ("a", "b", "c", "d")
+#: the true click model: P(reward | x, action j) = sigmoid(B[j] + W[j]·(x1, x2))
+W = np.array([[1.5, 0.0], [-1.5, 0.0], [0.0, 1.5], [0.0, -1.5]])
+B = np.array([-1.0, -1.0, -1.0, -1.2])
+T0 = 1_700_000_000 * 10**9
+
+
+class _PerActionScorer(Scorer):
+    def __init__(self, features: Any, idx: list[int], weights: list[list[float]], bias: list[float]) -> None:
+        self.features, self.idx, self.weights, self.bias = features, idx, weights, bias
+        self.outputs = ACTIONS
+
+    def batch(self, X: np.ndarray, cols: Any) -> np.ndarray:
+        out = np.empty((X.shape[0], len(ACTIONS)))
+        for j in range(len(ACTIONS)):
+            s = np.full(X.shape[0], self.bias[j])
+            for k, i in enumerate(self.idx):
+                s = s + self.weights[j][k] * X[:, i]
+            out[:, j] = 1.0 / (1.0 + np.exp(-s))
+        return out
+
+    def one(self, x: tuple[float, ...], c: Any) -> tuple[float, ...]:
+        return tuple(self.batch(np.asarray([x], dtype=np.float64), c)[0].tolist())
+
+
+class PerAction(Intelligence):
+    """One logistic score per action over named features (a test intelligence, saved as JSON)."""
+
+    kind = "per_action"
+
+    def __init__(self, names: list[str], weights: list[list[float]], bias: list[float]) -> None:
+        self.names, self.weights, self.bias = list(names), [list(map(float, w)) for w in weights], list(map(float, bias))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ACTIONS
+
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.names)
+
+    def bind(self, features: Any) -> Scorer:
+        return _PerActionScorer(features, self._indices(features, self.names), self.weights, self.bias)
+
+    def to_dict(self, files: dict[str, bytes]) -> dict[str, Any]:
+        return {"kind": self.kind, "names": self.names, "weights": self.weights, "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, spec: Any, files: Any, kinds: Any) -> PerAction:
+        return cls(spec["names"], spec["weights"], spec["bias"])
+
+
+def choice_system(explore: Any = None, name: str = "offer") -> System:
+    return System(name, context=[Str("user"), Float("x1", default=0.0), Float("x2", default=0.0),
+                                 Float("z", default=0.0), Str("country", default="fr")],
+                  unit="user", features={"x1": F.col("x1"), "x2": F.col("x2"), "z": F.col("z")},
+                  actions=list(ACTIONS), experience=BestAction(explore=explore), slices=["country"],
+                  rewards=RewardPolicy([Reward("buy")], window=timedelta(days=1), per="decision", default=0.0))
+
+
+def informative() -> PerAction:
+    return PerAction(["x1", "x2"], W.tolist(), B.tolist())
+
+
+def noise() -> PerAction:
+    return PerAction(["z"], [[1.0], [-1.0], [0.5], [-0.5]], [0.0, 0.0, 0.0, 0.0])
+
+
+def true_probs(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(B[None, :] + x1[:, None] * W[None, :, 0] + x2[:, None] * W[None, :, 1])))
+
+
+def write_log(path: Any, system: System, n: int = 12_000, seed: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
+    """A uniform logger over the four actions; rewards drawn from the true model. → (dataset dir, the columns)."""
+    from closedloop.datasets.importer import import_dataset
+
+    rng = np.random.default_rng(seed)
+    x1, x2, z = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    shown = rng.integers(0, len(ACTIONS), n)
+    reward = (rng.random(n) < true_probs(x1, x2)[np.arange(n), shown]).astype(np.float64)
+    users = np.asarray([f"u{i}" for i in rng.integers(0, n // 2, n)])
+    country = rng.choice(["fr", "de"], n)
+    cols = {"user": users, "x1": x1, "x2": x2, "z": z, "country": country, "shown": np.asarray(ACTIONS)[shown],
+            "value": reward, "prob": np.full(n, 1.0 / len(ACTIONS)), "ts": T0 + np.arange(n) * 10**9}
+    pq.write_table(pa.table(cols), path / "log.parquet")
+    import_dataset(path / "log.parquet", system, action="shown", reward="value", propensity="prob", unit="user",
+                   time="ts", out=path / "ds")
+    return path / "ds", cols
+
+
+def test_an_informative_policy_beats_noise_and_finds_its_true_value(tmp_path):
+    system = choice_system()
+    ds, cols = write_log(tmp_path, system)
+    good, bad = Bundle.build(system, informative(), version="good"), Bundle.build(system, noise(), version="noise")
+    report = evaluate(system, [bad, good], ds, bootstrap=200, seed=1)
+    assert report["kind"] == "choice" and report["rows"]["n"] == report["policy_value"]["n_rows"]
+    pv = report["policy_value"]
+    est = {b["version"]: b["estimates"] for b in pv["bundles"]}
+    diff = pv["comparison"][0]["differences"]["snips"]
+    assert diff["low"] > 0, diff
+    assert est["good"]["snips"]["value"] > est["noise"]["snips"]["value"] + 0.1
+    # the true value of the informative greedy policy on the held-out contexts: the mean of the best action's probability
+    held = np.isin(np.arange(cols["x1"].size).astype(str), _held_out_ids(system, ds))  # decision ids: the file's row numbers
+    assert held.sum() == report["rows"]["n"]
+    truth = float(true_probs(cols["x1"][held], cols["x2"][held]).max(axis=1).mean())
+    for name in ("ips", "snips"):
+        e = est["good"][name]
+        se = (e["high"] - e["low"]) / (2 * 1.96)
+        assert abs(e["value"] - truth) < 3 * se, (name, e, truth)
+    assert abs(pv["logged"]["value"] - float(cols["value"][held].mean())) < 1e-12
+    assert report["bundles"][1]["greedy_agreement"] == pytest.approx(0.25, abs=0.03)  # uniform logger
+    assert {s["value"] for s in pv["slices"]["country"]} == {"de", "fr"}
+    assert report["gate"]["passed"] and report["gate"]["estimator"] == "snips"
+    worse = evaluate(system, [good, bad], ds, bootstrap=200, seed=1)
+    assert not worse["gate"]["passed"] and "lower bound is below" in worse["gate"]["reasons"][0]
+
+
+def _held_out_ids(system: System, ds: Any) -> list[Any]:
+    from closedloop.datasets.dataset import load_dataset
+    from closedloop.system.splits import split as split_rows
+
+    table, _ = load_dataset(ds, system)
+    _, idx = split_rows(table.select(["unit", "timestamp_ns"]), system.split)
+    return table["decision_id"].take(pa.array(idx)).to_pylist()
+
+
+def test_a_reward_model_adds_the_doubly_robust_estimators(tmp_path):
+    system = choice_system()
+    ds, _ = write_log(tmp_path, system, n=3000)
+    good = Bundle.build(system, informative(), version="good")
+    report = evaluate(system, [good], ds, bootstrap=50, reward_model=good)
+    est = report["policy_value"]["bundles"][0]["estimates"]
+    assert set(est) == {"ips", "snips", "dm", "dr", "sndr", "switch_dr"} and report["gate"] is None
+    assert abs(est["dr"]["value"] - est["dm"]["value"]) < 0.05
+
+
+@pytest.mark.parametrize("explore", [None, Softmax(temperature=0.2), EpsilonGreedy(epsilon=0.3)])
+def test_the_action_distribution_is_the_runtimes_propensity_bit_for_bit(tmp_path, explore):
+    from closedloop import Runtime
+
+    system = choice_system(explore)
+    rng = np.random.default_rng(5)
+    n = 500
+    ctx = {"user": [f"u{i}" for i in range(n)], "x1": rng.normal(size=n), "x2": rng.normal(size=n), "z": rng.normal(size=n),
+           "country": ["fr"] * n}
+    bundle = Bundle.build(system, informative())
+    batch = Runtime(system, bundle).decide_batch(ctx, decision_ids=[f"d{i}" for i in range(n)],
+                                                 timestamps_ns=T0 + np.arange(n))
+    P = action_distribution(system, bundle, batch.score_matrix)
+    assert P.shape == (n, len(ACTIONS)) and np.allclose(P.sum(axis=1), 1.0)
+    chosen = P[np.arange(n), np.asarray(batch.action_codes)]
+    assert np.array_equal(chosen, np.asarray(batch.propensities))  # bit for bit
+    if explore is None:
+        assert set(np.unique(P)) == {0.0, 1.0}
+    else:
+        assert ((P > 0) & (P < 1)).any()
+
+
+def test_golden_rows_replay_through_decide(tmp_path):
+    from closedloop import Runtime
+
+    system = choice_system(Softmax(temperature=0.5))
+    ds, _ = write_log(tmp_path, system, n=2000)
+    bundle = Bundle.build(system, informative(), version="good")
+    golden = evaluate(system, [bundle], ds, bootstrap=20)["bundles"][0]["golden"]
+    assert len(golden) == 50
+    rt = Runtime(system, bundle)
+    for row in golden:
+        d = rt.decide(row["context"], decision_id=row["decision_id"], timestamp_ns=row["timestamp_ns"])
+        assert d.action == row["action"] and dict(d.scores) == row["scores"]
+
+
+def test_bad_input_is_named(tmp_path):
+    system = choice_system()
+    ds, _ = write_log(tmp_path, system, n=600)
+    good = Bundle.build(system, informative())
+    with pytest.raises(SpecError, match="'weights' parameter of evaluate must be False for a choice system"):
+        evaluate(system, [good], ds, weights=True)
+    with pytest.raises(SpecError, match="'bootstrap' parameter of evaluate must be an integer ≥ 0. Got -1"):
+        evaluate(system, [good], ds, bootstrap=-1)
+    with pytest.raises(SpecError, match="'reward_model' parameter of evaluate must be a Bundle or None. Got 3"):
+        evaluate(system, [good], ds, reward_model=3)
+    with pytest.raises(SpecError, match="'policy_estimator' of Gate 'dr' needs a reward model"):
+        evaluate(system, [good, good], ds, gate=Gate(policy_estimator="dr"))
+    with pytest.raises(SpecError, match="'split' parameter of evaluate must be a closedloop Split, 'all' or None"):
+        evaluate(system, [good], ds, split="test")
+    other = choice_system(name="other")
+    with pytest.raises(DatasetError, match="was built for system 'offer'"):
+        evaluate(other, [Bundle.build(other, informative())], ds)
