@@ -12,7 +12,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from closedloop import BestAction, Bundle, DatasetError, EpsilonGreedy, F, Float, Reward, RewardPolicy, Softmax, SpecError, Str, System
+from closedloop import (
+    BestAction,
+    BlockList,
+    Bundle,
+    DatasetError,
+    EpsilonGreedy,
+    F,
+    Float,
+    Reward,
+    RewardPolicy,
+    Softmax,
+    SpecError,
+    Str,
+    System,
+)
 from closedloop.evaluation.choice_report import action_distribution
 from closedloop.evaluation.gate import Gate
 from closedloop.evaluation.report import evaluate
@@ -36,7 +50,8 @@ class _PerActionScorer(Scorer):
             s = np.full(X.shape[0], self.bias[j])
             for k, i in enumerate(self.idx):
                 s = s + self.weights[j][k] * X[:, i]
-            out[:, j] = 1.0 / (1.0 + np.exp(-s))
+            with np.errstate(over="ignore"):  # the registry's generated contexts reach far: exp overflows to inf, the score to 0
+                out[:, j] = 1.0 / (1.0 + np.exp(-s))
         return out
 
     def one(self, x: tuple[float, ...], c: Any) -> tuple[float, ...]:
@@ -203,6 +218,9 @@ def test_bad_input_is_named(tmp_path):
         evaluate(system, [good, good], ds, gate=Gate(policy_estimator="dr"))
     with pytest.raises(SpecError, match="'split' parameter of evaluate must be a closedloop Split, 'all' or None"):
         evaluate(system, [good], ds, split="test")
+    guarded = Bundle.build(system, informative(), guardrails=[BlockList("hotfix", "country", ["de"], action="a")])
+    with pytest.raises(SpecError, match=r"cannot value a choice system with guardrails \['hotfix'\]: a guardrail can change"):
+        evaluate(system, [good, guarded], ds)
     other = choice_system(name="other")
     with pytest.raises(DatasetError, match="was built for system 'offer'"):
         evaluate(other, [Bundle.build(other, informative())], ds)
