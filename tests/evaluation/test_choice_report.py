@@ -224,3 +224,36 @@ def test_bad_input_is_named(tmp_path):
     other = choice_system(name="other")
     with pytest.raises(DatasetError, match="was built for system 'offer'"):
         evaluate(other, [Bundle.build(other, informative())], ds)
+
+
+#: the system the CLI test names by ``path/to/this_file.py:OFFER``
+OFFER = choice_system()
+
+
+def test_the_cli_prints_the_policy_value_and_the_page_has_it(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from closedloop.cli import app
+    from closedloop.intelligence import KINDS
+
+    monkeypatch.setitem(KINDS, PerAction.kind, PerAction)  # type: ignore[index]  # the test kind, loadable by Bundle.load
+    ds, _ = write_log(tmp_path, OFFER, n=4000)
+    paths = [Bundle.build(OFFER, noise(), version="noise").save(tmp_path / "n"),
+             Bundle.build(OFFER, informative(), version="good").save(tmp_path / "g")]
+    r = CliRunner().invoke(app, [
+        "--home", str(tmp_path / "home"), "evaluate", "--system", f"{Path(__file__)}:OFFER", "--dataset", str(ds),
+        "--bundle", str(paths[0]), "--bundle", str(paths[1]), "--bootstrap", "60", "--out", str(tmp_path / "r.json"),
+    ])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert out["kind"] == "choice" and out["decisions"] == report["rows"]["n"] and out["gate"] == "pass"
+    snips = report["policy_value"]["bundles"][1]["estimates"]["snips"]
+    assert out["policy_value"]["bundles"][1]["snips"]["value"] == snips["value"]
+    assert [b["version"] for b in out["bundles"]] == ["noise", "good"]
+    page = (tmp_path / "r.html").read_text()
+    assert "<h2>Policy value</h2>" in page and "value per decision" in page and "Gate: PASS" in page
+    assert f"{snips['value']:.4f}" in page and "greedy agreement" in page
