@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from closedloop.errors import DatasetError, SpecError
 from closedloop.evaluation.ope import estimate, estimate_difference
@@ -143,8 +144,8 @@ def _rows(system: Any, dataset: Path, split: Split | str | None, loaded: tuple[A
     else:
         idx = np.arange(table.num_rows)
     pos = np.asarray(table["position"].to_numpy(zero_copy_only=False), dtype=np.int64)[idx]
-    code = {a: i for i, a in enumerate(system.actions)}
-    act = np.asarray([code.get(a, -1) for a in table["action"].take(pa.array(idx)).to_pylist()], dtype=np.int64)
+    found = pc.index_in(table["action"].take(pa.array(idx)).cast(pa.string()), value_set=pa.array(system.actions, pa.string()))
+    act = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
     ok_pos, ok_act = pos == 1, act >= 0
     excluded = {"rows_at_a_position_other_than_1": int((~ok_pos).sum()),
                 "rows_with_an_action_the_system_does_not_declare": int((ok_pos & ~ok_act).sum())}
