@@ -257,3 +257,16 @@ def test_the_cli_prints_the_policy_value_and_the_page_has_it(tmp_path, monkeypat
     page = (tmp_path / "r.html").read_text()
     assert "<h2>Policy value</h2>" in page and "value per decision" in page and "Gate: PASS" in page
     assert f"{snips['value']:.4f}" in page and "greedy agreement" in page
+
+
+def test_policy_value_false_gives_none_and_refuses_a_gate(tmp_path):
+    system = choice_system()
+    ds, _ = write_log(tmp_path, system, n=800)
+    good, bad = Bundle.build(system, informative(), version="good"), Bundle.build(system, noise(), version="noise")
+    rep = evaluate(system, [bad, good], ds, bootstrap=20, policy_value=False)
+    assert rep["policy_value"] is None and rep["gate"] is None and rep["bundles"][1]["greedy_agreement"] > 0
+    assert "No policy value" in rep["metadata"]["notes"][-1]
+    with pytest.raises(SpecError, match="judges a choice candidate by its policy value: it needs policy_value=True"):
+        evaluate(system, [bad, good], ds, gate=Gate(), policy_value=False)
+    with pytest.raises(SpecError, match="'policy_value' parameter of evaluate must be True or False. Got 'yes'"):
+        evaluate(system, [bad, good], ds, policy_value="yes")
