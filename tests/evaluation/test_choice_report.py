@@ -20,6 +20,8 @@ from closedloop import (
     EpsilonGreedy,
     F,
     Float,
+    FrequencyCap,
+    HardLimit,
     Reward,
     RewardPolicy,
     Softmax,
@@ -84,8 +86,8 @@ class PerAction(Intelligence):
         return cls(spec["names"], spec["weights"], spec["bias"])
 
 
-def choice_system(explore: Any = None, name: str = "offer") -> System:
-    return System(name, context=[Str("user"), Float("x1", default=0.0), Float("x2", default=0.0),
+def choice_system(explore: Any = None, name: str = "offer", guardrails: Any = ()) -> System:
+    return System(name, guardrails=list(guardrails), context=[Str("user"), Float("x1", default=0.0), Float("x2", default=0.0),
                                  Float("z", default=0.0), Str("country", default="fr")],
                   unit="user", features={"x1": F.col("x1"), "x2": F.col("x2"), "z": F.col("z")},
                   actions=list(ACTIONS), experience=BestAction(explore=explore), slices=["country"],
@@ -168,22 +170,28 @@ def test_a_reward_model_adds_the_doubly_robust_estimators(tmp_path):
     assert abs(est["dr"]["value"] - est["dm"]["value"]) < 0.05
 
 
+@pytest.mark.parametrize("guarded", [False, True])
 @pytest.mark.parametrize("explore", [None, Softmax(temperature=0.2), EpsilonGreedy(epsilon=0.3)])
-def test_the_action_distribution_is_the_runtimes_propensity_bit_for_bit(tmp_path, explore):
+def test_the_action_distribution_is_the_runtimes_propensity_bit_for_bit(tmp_path, explore, guarded):
     from closedloop import Runtime
 
-    system = choice_system(explore)
+    # with guardrails: the system never shows 'c' (→ 'd') and in Germany turns 'a' into 'b'; the bundle shows 'd' in the US
+    limits = [HardLimit("de_a", F.col("country").isin(["de"]), {"a": "b"}), HardLimit("no_c", F.col("x1") > -1e9, {"c": "d"})]
+    system = choice_system(explore, guardrails=limits if guarded else ())
     rng = np.random.default_rng(5)
     n = 500
     ctx = {"user": [f"u{i}" for i in range(n)], "x1": rng.normal(size=n), "x2": rng.normal(size=n), "z": rng.normal(size=n),
-           "country": ["fr"] * n}
-    bundle = Bundle.build(system, informative())
+           "country": list(rng.choice(["fr", "de", "us"], n))}
+    bundle = Bundle.build(system, informative(), guardrails=[BlockList("us_d", "country", ["us"], action="d")] if guarded else [])
     batch = Runtime(system, bundle).decide_batch(ctx, decision_ids=[f"d{i}" for i in range(n)],
                                                  timestamps_ns=T0 + np.arange(n))
-    P = action_distribution(system, bundle, batch.score_matrix)
+    P = action_distribution(system, bundle, batch.score_matrix, system.schema.validate_batch(ctx))
     assert P.shape == (n, len(ACTIONS)) and np.allclose(P.sum(axis=1), 1.0)
     chosen = P[np.arange(n), np.asarray(batch.action_codes)]
     assert np.array_equal(chosen, np.asarray(batch.propensities))  # bit for bit
+    if guarded:
+        country = np.asarray(ctx["country"])
+        assert (P[:, 2] == 0).all() and (P[country == "de", 0] == 0).all() and np.allclose(P[country == "us", 3], 1.0)
     if explore is None:
         assert set(np.unique(P)) == {0.0, 1.0}
     else:
@@ -218,9 +226,9 @@ def test_bad_input_is_named(tmp_path):
         evaluate(system, [good, good], ds, gate=Gate(policy_estimator="dr"))
     with pytest.raises(SpecError, match="'split' parameter of evaluate must be a closedloop Split, 'all' or None"):
         evaluate(system, [good], ds, split="test")
-    guarded = Bundle.build(system, informative(), guardrails=[BlockList("hotfix", "country", ["de"], action="a")])
-    with pytest.raises(SpecError, match=r"cannot value a choice system with guardrails \['hotfix'\]: a guardrail can change"):
-        evaluate(system, [good, guarded], ds)
+    capped = choice_system(guardrails=[FrequencyCap("a", 2, timedelta(days=1), "b", name="cap")])
+    with pytest.raises(SpecError, match=r"cannot value a choice system with frequency caps \['cap'\]: a cap changes"):
+        evaluate(capped, [Bundle.build(capped, informative())], ds)
     other = choice_system(name="other")
     with pytest.raises(DatasetError, match="was built for system 'offer'"):
         evaluate(other, [Bundle.build(other, informative())], ds)
@@ -270,3 +278,20 @@ def test_policy_value_false_gives_none_and_refuses_a_gate(tmp_path):
         evaluate(system, [bad, good], ds, gate=Gate(), policy_value=False)
     with pytest.raises(SpecError, match="'policy_value' parameter of evaluate must be True or False. Got 'yes'"):
         evaluate(system, [bad, good], ds, policy_value="yes")
+
+
+def test_a_guarded_policy_is_valued_with_its_guardrails(tmp_path):
+    """A system that never shows 'a' in Germany: its policy's value there is that of what it shows instead."""
+    from closedloop import Runtime
+
+    limits = [HardLimit("de_a", F.col("country").isin(["de"]), {"a": "b"})]
+    system = choice_system(Softmax(temperature=0.3), guardrails=limits)
+    ds, _ = write_log(tmp_path, system, n=3000)
+    bundle = Bundle.build(system, informative(), version="good")
+    rep = evaluate(system, [bundle], ds, bootstrap=20)
+    de = next(s for s in rep["policy_value"]["slices"]["country"] if s["value"] == "de")
+    assert rep["bundles"][0]["action_shares"]["a"] > 0 and de["n_rows"] > 0
+    rt = Runtime(system, bundle)
+    for row in rep["bundles"][0]["golden"]:
+        d = rt.decide(row["context"], decision_id=row["decision_id"], timestamp_ns=row["timestamp_ns"])
+        assert d.action == row["action"] and not (row["context"]["country"] == "de" and d.action == "a")

@@ -25,9 +25,9 @@ system) runs as stages:
    seeded golden rows in the Thresholds format (``scores`` by output, ``action``) that the
    registry's parity check replays through ``Runtime.decide``.
 
-A system with guardrails is refused: a guardrail can change the action the policy chose, and the
-exact distribution after the guardrails is not exposed to the evaluation (a cap also depends on
-the unit's history). The report's fields: docs/evaluation.md, "Choice systems".
+Guardrails (the system's and the bundle's) move each action's probability to the action they turn
+it into on that row, as the runtime's propensity sums it; a frequency cap is refused (it changes
+the action by the unit's history, not the row). The report's fields: docs/evaluation.md, "Choice systems".
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def _check(system: Any, bundles: Sequence[Any], bootstrap: Any, seed: Any, polic
            gate: Any) -> list[Any]:
     from closedloop.evaluation.gate import Gate
     from closedloop.experience.experiences import BestAction
+    from closedloop.experience.guardrails import FrequencyCap
     from closedloop.runtime.bundle import Bundle
 
     bundles = list(bundles)
@@ -86,11 +87,11 @@ def _check(system: Any, bundles: Sequence[Any], bootstrap: Any, seed: Any, polic
         if not isinstance(b.experience(system), BestAction):
             raise SpecError(f"evaluate_choice needs a BestAction experience; bundle {b.version!r} of system "
                             f"'{system.name}' has {b.experience(system)!r}.")
-        if b.guardrails or system.guardrails:
-            names = [getattr(g, "name", repr(g)) for g in (*system.guardrails, *b.guardrails)]
-            raise SpecError(f"evaluate cannot value a choice system with guardrails {names}: a guardrail can change the "
-                            f"action the policy chose, and the exact distribution after it is not exposed (bundle "
-                            f"{b.version!r} of system '{system.name}').")
+        caps = [g.name for g in (*system.guardrails, *b.guardrails) if isinstance(g, FrequencyCap)]
+        if caps:
+            raise SpecError(f"evaluate cannot value a choice system with frequency caps {caps}: a cap changes the action "
+                            f"by the unit's history, so the action distribution after it is not a function of the row "
+                            f"(bundle {b.version!r} of system '{system.name}').")
     for name, v in (("bootstrap", bootstrap), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
             raise SpecError(f"The '{name}' parameter of evaluate must be an integer ≥ 0. Got {v!r} instead.")
@@ -172,18 +173,46 @@ def _decided(system: Any, bundle: Any, rows: ChoiceRows) -> Any:
                                                 timestamps_ns=rows.ts)
 
 
-def action_distribution(system: Any, bundle: Any, scores: np.ndarray) -> np.ndarray:
+def action_distribution(system: Any, bundle: Any, scores: np.ndarray, cols: Any = None) -> np.ndarray:
     """The exact probability of every action (columns in ``system.actions`` order) that ``bundle``'s
-    chooser gives each row of the score matrix ``scores`` (rows × actions, the runtime's): one-hot at
-    the greedy action, or the exploration policy's probabilities (what the runtime draws from; the
-    recorded propensity is the chosen action's entry)."""
+    policy gives each row of the score matrix ``scores`` (rows × actions, the runtime's): one-hot at
+    the greedy action, or the exploration policy's probabilities (what the runtime draws from), then,
+    when the system or the bundle declares guardrails, each action's mass moved to the action its
+    row's guardrails turn it into (``cols``: the rows' contexts, which the guardrails' conditions
+    read) — as the runtime sums the recorded propensity, so the chosen action's entry is that
+    propensity bit for bit. Frequency caps are refused (they depend on the unit's history)."""
     ch = bundle.experience(system).bind(bundle.intelligence.outputs, system.actions)
     S = np.asarray(scores, dtype=np.float64)
+    n = S.shape[0]
     greedy, _ = ch.batch(S)
     if ch.explores:
-        return np.asarray(ch.probs_batch(S, greedy), dtype=np.float64)
-    out = np.zeros(S.shape, dtype=np.float64)
-    out[np.arange(S.shape[0]), np.asarray(greedy, dtype=np.int64)] = 1.0
+        P = np.asarray(ch.probs_batch(S, greedy), dtype=np.float64)
+    else:
+        P = np.zeros(S.shape, dtype=np.float64)
+        P[np.arange(n), np.asarray(greedy, dtype=np.int64)] = 1.0
+    rules = [*system.guardrails, *bundle.guardrails]
+    return P if not rules else _guarded(system, rules, P, cols, bundle.version)
+
+
+def _guarded(system: Any, rules: list[Any], P: np.ndarray, cols: Any, version: str) -> np.ndarray:
+    """``P`` with each action's mass moved where the guardrails send it on each row (the runtime's
+    :class:`~closedloop.experience.guardrails.GuardLayer`, asked where each action goes)."""
+    from closedloop.experience.guardrails import GuardLayer
+
+    if cols is None:
+        raise SpecError(f"The 'cols' parameter of action_distribution must hold the rows' contexts when the policy has "
+                        f"guardrails (bundle {version!r} of system '{system.name}'). Got None instead.")
+    layer = GuardLayer(system, rules, None)
+    if layer.has_caps:
+        raise SpecError(f"action_distribution cannot follow the frequency caps of bundle {version!r}: a cap depends on "
+                        "the unit's history, not on the row.")
+    n, k = P.shape
+    rows = np.arange(n)
+    out = np.zeros_like(P)
+    ts = np.zeros(n, dtype=np.int64)
+    for j in range(k):
+        to, _, _ = layer.batch(cols, np.full(n, j, dtype=np.int64), None, None, ts)
+        out[rows, to] += P[:, j]
     return out
 
 
@@ -201,7 +230,7 @@ def _golden(rows: ChoiceRows, batch: Any, n: int, seed: int) -> list[dict[str, A
 def _bundle_part(system: Any, bundle: Any, rows: ChoiceRows, seed: int) -> tuple[dict[str, Any], np.ndarray]:
     """Stage 2 for one bundle → (its report part, its action distribution (rows, actions))."""
     batch = _decided(system, bundle, rows)
-    dist = action_distribution(system, bundle, batch.score_matrix)
+    dist = action_distribution(system, bundle, batch.score_matrix, rows.cols)
     greedy = np.argmax(np.where(np.isnan(batch.score_matrix), -np.inf, batch.score_matrix), axis=1)
     shares = dist.mean(axis=0)
     part = {"version": bundle.version, "kind": bundle.intelligence.kind, "n": len(rows.ids),
