@@ -24,6 +24,13 @@ later bundle's difference from the first, each ``{"value", "ci", "ess", "support
 "ok" or "FAILED (share)"), or null when the dataset has no propensities; the gate judges the candidate
 by it. ``--reward-model`` (a bundle whose score is the expected reward) adds DM, DR, SNDR and
 Switch-DR, and the gate then reads DR.
+
+A choice system (a :class:`~closedloop.experience.experiences.BestAction` experience) is evaluated on a
+logged reward dataset (``closedloop dataset import FILE --action COL --reward COL --propensity COL``;
+:mod:`closedloop.evaluation.choice_report`); its line holds ``"kind": "choice"``, the ``decisions``
+evaluated, the ``excluded`` counts, ``logged_reward_per_decision`` ``{"value", "ci"}``, each bundle's
+``greedy_agreement`` with the logged action and ``policy_value`` as a ranking's (per decision);
+``--reward-model`` (a bundle whose per-action scores are expected rewards) and the gate as a ranking's.
 """
 
 from __future__ import annotations
@@ -73,7 +80,8 @@ def evaluate(
         help="Quantile bins of a numeric slice field (0: one slice per distinct value).")] = 5,
     reward_model: Annotated[
         str | None, typer.Option("--reward-model", metavar="PATH|VERSION",
-                                 help="A ranking system: a bundle predicting the reward (adds DM and the doubly robust estimators).")
+                                 help="A ranking or choice system: a bundle predicting the reward (adds DM and the doubly robust "
+                                      "estimators).")
     ] = None,
     register: Annotated[
         bool, typer.Option("--register", help="Attach the report to its bundles in the registry (needs an admin token).")
@@ -124,10 +132,18 @@ def evaluate(
         **({"registered_report": registered} if register else {}),
         "gate": None if gate is None else ("pass" if gate["passed"] else "fail"),
         "gate_reasons": [] if gate is None else gate["reasons"],
-        **(_ranking_figures(report) if report.get("kind") == "ranking" else {
-            "bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}
-                        for b in report["bundles"]]}),
+        **_figures(report),
     }))
+
+
+def _figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The printed line's figures by the report's kind (thresholds: each bundle's AUC and cost per 1,000)."""
+    if report.get("kind") == "ranking":
+        return _ranking_figures(report)
+    if report.get("kind") == "choice":
+        return _choice_figures(report)
+    return {"bundles": [{"version": b["version"], "auc": b["quality"]["auc"], "cost_per_1000": b["mistakes"]["cost_per_1000"]}
+                        for b in report["bundles"]]}
 
 
 def _ranking_figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +159,18 @@ def _ranking_figures(report: dict[str, Any]) -> dict[str, Any]:
         "comparison": [{"baseline": c["baseline"], "candidate": c["candidate"],
                         **{k: {"value": f["value"], "ci": f["ci"]} for k, f in c["differences"].items()}}
                        for c in report["comparison"] or []],
+        "policy_value": _policy_value_lines(report.get("policy_value")),
+    }
+
+
+def _choice_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """What the printed line holds of a choice report: the counts, the logging policy's reward per
+    decision, each bundle's greedy agreement with the logger and the policy value."""
+    ds = report["dataset"]
+    return {
+        "kind": "choice", "decisions": ds["decisions"], "excluded": ds["excluded"],
+        "logged_reward_per_decision": {"value": report["logged"]["value"], "ci": report["logged"]["ci"]},
+        "bundles": [{"version": b["version"], "greedy_agreement": b["greedy_agreement"]} for b in report["bundles"]],
         "policy_value": _policy_value_lines(report.get("policy_value")),
     }
 

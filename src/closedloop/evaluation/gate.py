@@ -1,6 +1,6 @@
 """The promotion rule of an evaluation: the candidate (the last bundle of a report) against the
 baseline (the first) — :class:`Gate`, whose :meth:`~Gate.check` gives the report's ``gate`` verdict
-(:meth:`~Gate.check_ranking` for a ranking system: by the policy value).
+(:meth:`~Gate.check_policy_value` for a ranking or choice system: by the policy value).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from closedloop.errors import SpecError
 
 __all__ = ["POLICY_ESTIMATORS", "Gate"]
 
-#: The estimators a ranking candidate can be judged by (:meth:`Gate.check_ranking`).
+#: The estimators a ranking or choice candidate can be judged by (:meth:`Gate.check_policy_value`).
 POLICY_ESTIMATORS = ("ips", "snips", "dm", "dr", "sndr", "switch_dr")
 
 
@@ -30,7 +30,8 @@ class Gate:
     target and the candidate's whole 95% interval past it — a projected break beyond the noise
     of the evaluation rows, not a coin flip around a target the thresholds were set at.
 
-    A ranking candidate is judged instead by its policy value (:meth:`check_ranking`): the lower
+    A ranking or choice candidate is judged instead by its policy value (:meth:`check_policy_value`,
+    also :meth:`check_ranking`): the lower
     bound of the paired 95% interval of (candidate − baseline) by ``policy_estimator`` (default
     None: DR when the report has a reward model, else SNIPS) must not be below
     −``policy_tolerance`` (default 0.0), and the candidate must pass the support check.
@@ -62,13 +63,13 @@ class Gate:
                             "without one use 'ips' or 'snips'. Got no reward model instead.")
         return name
 
-    def check_ranking(self, value: dict[str, Any] | None, has_reward_model: bool, baseline: str,
-                      candidate: str) -> dict[str, Any]:
-        """The verdict on a ranking candidate (the report's last bundle) against the baseline (the
-        first) from the report's ``policy_value`` section: refused when the lower bound of the 95 %
+    def check_policy_value(self, value: dict[str, Any] | None, has_reward_model: bool, baseline: str,
+                           candidate: str) -> dict[str, Any]:
+        """The verdict on a ranking or choice candidate (the report's last bundle) against the baseline
+        (the first) from the report's ``policy_value`` section: refused when the lower bound of the 95 %
         interval of (candidate − baseline) by the estimator (:meth:`policy_estimator_for`) is below
         −``policy_tolerance`` or undefined, or when the candidate's support check fails; the AUC, cost
-        and goal rules do not apply to a ranking system."""
+        and goal rules do not apply to a ranking or choice system. :meth:`check_ranking` is the same."""
         name = self.policy_estimator_for(has_reward_model)
         reasons: list[str] = []
         diff: dict[str, Any] | None = None
@@ -91,6 +92,9 @@ class Gate:
             "estimator": name, "difference": None if diff is None else diff["value"],
             "ci": None if diff is None else [diff["low"], diff["high"]],
         }
+
+    #: the same verdict under its first name (a ranking report's)
+    check_ranking = check_policy_value
 
     def check(self, base: dict[str, Any], cand: dict[str, Any]) -> dict[str, Any]:
         reasons: list[str] = []

@@ -317,6 +317,26 @@ def _ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split:
                             policy_value=policy_value, reward_model=reward_model, gate=gate)
 
 
+def _is_choice(system: Any) -> bool:
+    from closedloop.experience.experiences import BestAction
+    from closedloop.system.spec import System
+
+    return isinstance(system, System) and isinstance(system.experience, BestAction)
+
+
+def _choice(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None, bootstrap: int,
+            seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool, policy_value: bool,
+            reward_model: Any) -> dict[str, Any]:
+    """A choice system's report (:mod:`closedloop.evaluation.choice_report`)."""
+    from closedloop.evaluation.choice_report import evaluate_choice
+
+    if weights is not False:
+        raise SpecError(f"The 'weights' parameter of evaluate must be False for a choice system (weighting rows by "
+                        f"their inverse propensity is the policy value's business). Got {weights!r} instead.")
+    return evaluate_choice(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
+                           policy_value=policy_value, reward_model=reward_model, gate=gate)
+
+
 def evaluate(
     system: Any,
     bundles: Sequence[Any],
@@ -352,10 +372,18 @@ def evaluate(
     do not apply to it, nor ``weights``; ``policy_value`` (default True: when the dataset carries logged
     propensities) and ``reward_model`` (a Bundle predicting the reward, for DM and the doubly robust
     estimators) apply only to it, and its ``gate`` judges the candidate's policy value
-    (:meth:`Gate.check_ranking <closedloop.evaluation.gate.Gate.check_ranking>`)."""
+    (:meth:`Gate.check_ranking <closedloop.evaluation.gate.Gate.check_ranking>`).
+
+    A system with a :class:`~closedloop.experience.experiences.BestAction` experience (one action per
+    decision) is evaluated on a logged reward dataset by
+    :func:`~closedloop.evaluation.choice_report.evaluate_choice` (docs/evaluation.md, "Choice
+    systems"): its policy value, ``reward_model`` and ``gate`` as a ranking system's."""
     if _is_ranking(system):
         return _ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
                         loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
+    if _is_choice(system):
+        return _choice(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
+                       loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
     if policy_value is not True or reward_model is not None:
         raise SpecError(f"The 'policy_value' and 'reward_model' parameters of evaluate apply to a ranking system; system "
                         f"'{system.name}' decides by thresholds. Got policy_value={policy_value!r}, "

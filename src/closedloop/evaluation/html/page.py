@@ -24,7 +24,8 @@ formats), :mod:`~closedloop.evaluation.html.charts` (the Vega-Lite specs),
 :mod:`~closedloop.evaluation.html.sections` (header, gate, quality, comparison) and
 :mod:`~closedloop.evaluation.html.bundle` (each bundle's section),
 :mod:`~closedloop.evaluation.html.ranking` (a ranking system's report: decisions, ranking quality,
-comparison, calibration — tables); this module holds the page's shell (style, scripts, policy) and
+comparison, calibration — tables), :mod:`~closedloop.evaluation.html.choice` (a choice system's:
+decisions, choices, policy value); this module holds the page's shell (style, scripts, policy) and
 assembles it.
 """
 
@@ -40,6 +41,7 @@ from typing import Any
 
 from closedloop.evaluation.html.bundle import _bundle_section
 from closedloop.evaluation.html.charts import _cost_spec, _pr_spec, _reliability_spec, _roc_spec, _slice_spec
+from closedloop.evaluation.html.choice import choice_body
 from closedloop.evaluation.html.ranking import ranking_body
 from closedloop.evaluation.html.sections import _comparison, _gate, _header, _quality_table
 from closedloop.evaluation.html.text import MAX_CURVE_POINTS, MAX_MISTAKES, MAX_SLICE_VALUES, MAX_TEXT, _check, _e, _labels, _slice_fields
@@ -131,6 +133,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     _check(report)
     if report.get("kind") == "ranking":
         return _page(report, [_header(report), *ranking_body(report)], [])
+    if report.get("kind") == "choice":
+        return _page(report, [_header(report), *choice_body(report)], [])
     labels = _labels(report)
     nb = len(labels)
     charts: list[dict[str, Any]] = []

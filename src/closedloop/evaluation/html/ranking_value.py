@@ -1,5 +1,6 @@
-"""The HTML section of a ranking report's policy value (``report["policy_value"]``,
-:mod:`closedloop.evaluation.ranking_value`): the logging policy's value, a table per bundle
+"""The HTML section of a ranking or choice report's policy value (``report["policy_value"]``,
+:mod:`closedloop.evaluation.ranking_value`, :mod:`closedloop.evaluation.choice_report`; a ranking's value
+is per slot, a choice's per decision): the logging policy's value, a table per bundle
 (estimator, value, 95% interval, ESS, support), each difference from the baseline with its paired
 interval, the slices, and the gate's verdict on the candidate by it. A report without the section
 (no propensities, ``policy_value=False``, an older report) gets a line saying so.
@@ -47,11 +48,16 @@ def _difference_rows(comparison: Any) -> list[str]:
     return out
 
 
-def _tables(part: Mapping[str, Any]) -> list[str]:
+def _per(report: Mapping[str, Any]) -> str:
+    """What one value is per: a choice report's decision, a ranking report's slot."""
+    return "decision" if report.get("kind") == "choice" else "slot"
+
+
+def _tables(part: Mapping[str, Any], per: str = "slot") -> list[str]:
     logged = part.get("logged") or {}
     out = [f"<p>Rows: {_count(part.get('n_rows'))}, units: {_count(part.get('units'))}. The logging policy's own value "
-           f"(mean logged reward per slot): {_f(logged.get('value'))} {_ci(logged.get('ci'))}.</p>",
-           "<table><tr><th class='t'>bundle</th><th class='t'>estimator</th><th>value per slot</th><th>95% CI</th>"
+           f"(mean logged reward per {per}): {_f(logged.get('value'))} {_ci(logged.get('ci'))}.</p>",
+           f"<table><tr><th class='t'>bundle</th><th class='t'>estimator</th><th>value per {per}</th><th>95% CI</th>"
            "<th>ESS</th><th class='t'>support</th></tr>"]
     for b in part.get("bundles") or []:
         out += _bundle_rows(b)
@@ -78,7 +84,7 @@ def _gate(report: Mapping[str, Any]) -> str:
             f"−{_e(tol)} and the candidate must pass the support check.</p><ul>{body}</ul></div>")
 
 
-def _slices(slices: Any) -> list[str]:
+def _slices(slices: Any, per: str) -> list[str]:
     out = []
     for field, entries in (slices or {}).items() if isinstance(slices, Mapping) else []:
         for s in entries or []:
@@ -87,28 +93,30 @@ def _slices(slices: Any) -> list[str]:
                 out.append(f"<p class='muted'>{_e(title)}: {_count(s.get('n_rows'))} rows — too few to estimate "
                            "(noted, not judged).</p>")
                 continue
-            out += [f"<h3>{_e(title)}</h3>", *_tables(s)]
+            out += [f"<h3>{_e(title)}</h3>", *_tables(s, per)]
     return out
 
 
 def policy_value_section(report: Mapping[str, Any]) -> str:
-    """The ``policy-value`` section of a ranking report's page."""
+    """The ``policy-value`` section of a ranking or choice report's page."""
     pv = report.get("policy_value")
+    per = _per(report)
+    what = ("choosing among the system's actions" if per == "decision" else "ranking the logged candidates")
     out = ["<section id='policy-value'><h2>Policy value</h2>"]
     if not isinstance(pv, Mapping):
         out.append("<p class='muted'>No policy value: the dataset carries no logged propensities, or it was not asked "
                    "for (policy_value=False).</p></section>")
         return "\n".join(out)
-    out.append(f"<p class='muted'>Off-policy estimates of the reward per slot each bundle's ranking policy would earn on "
-               f"the logged candidates ({_e(', '.join(pv.get('estimators') or []))}; reward model: "
+    out.append(f"<p class='muted'>Off-policy estimates of the reward per {per} each bundle's policy would earn {what} "
+               f"({_e(', '.join(pv.get('estimators') or []))}; reward model: "
                f"{_e(pv.get('reward_model') or 'none')}), intervals: {_e(pv.get('interval'))}, "
                f"{_count(pv.get('bootstrap'))} resamples.</p>")
     out += [f"<p class='note'>{_e(n)}</p>" for n in pv.get("notes") or []]
     if pv.get("bundles"):
-        out += _tables(pv)
+        out += _tables(pv, per)
     else:
         out.append("<p class='muted'>No usable row (see the notes).</p>")
     out.append(_gate(report))
-    out += _slices(pv.get("slices"))
+    out += _slices(pv.get("slices"), per)
     out.append("</section>")
     return "\n".join(out)
