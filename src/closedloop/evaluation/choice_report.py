@@ -44,6 +44,8 @@ import pyarrow.compute as pc
 from closedloop.errors import DatasetError, SpecError
 from closedloop.evaluation.ope import estimate, estimate_difference
 from closedloop.evaluation.ope.intervals import bootstrap_sums, percentile_interval, unit_sums
+from closedloop.evaluation.ranking_rows import read_manifest
+from closedloop.evaluation.ranking_value import MIN_SLICE_ROWS, slice_entries
 from closedloop.system.splits import Split
 
 __all__ = ["GOLDEN", "MIN_SLICE_ROWS", "POLICY_RESAMPLES", "action_distribution", "evaluate_choice"]
@@ -53,7 +55,6 @@ GOLDEN = 50
 #: The policy value's resamples when the report's ``bootstrap`` is 0 (the gate never judges a point estimate).
 POLICY_RESAMPLES = 200
 #: A slice value with fewer usable rows is listed with its count, not estimated.
-MIN_SLICE_ROWS = 500
 
 
 class ChoiceRows(NamedTuple):
@@ -110,15 +111,7 @@ def _check(system: Any, bundles: Sequence[Any], bootstrap: Any, seed: Any, polic
 
 
 def _manifest(system: Any, dataset: Path) -> Any:
-    from closedloop.datasets.dataset import MANIFEST_FILE, DatasetManifest
-
-    if not (dataset / MANIFEST_FILE).is_file():
-        raise DatasetError(f"The dataset directory '{dataset}' must hold a {MANIFEST_FILE}. Got no such file instead.")
-    manifest = DatasetManifest.read(dataset)
-    built_for = manifest.content.get("system")
-    if built_for is not None and built_for != system.name:
-        raise DatasetError(f"The dataset {manifest.id!r} was built for system {built_for!r}; it cannot evaluate system "
-                           f"{system.name!r}.")
+    manifest = read_manifest(system, dataset)
     if manifest.content.get("rows") != "slot":
         raise DatasetError(f"A choice system is evaluated on a logged reward dataset (manifest 'rows': 'slot', from "
                            f"`closedloop dataset import FILE --action COL --reward COL --propensity COL`). Dataset "
@@ -270,15 +263,7 @@ def _slices(system: Any, rows: ChoiceRows, keep: np.ndarray, run: Any) -> dict[s
     out: dict[str, list[dict[str, Any]]] = {}
     for field in system.slices:
         values = np.asarray([str(v) for v in rows.cols.pylist(field)], dtype=object)
-        entries = []
-        for value in sorted(set(values[keep].tolist())):
-            sel = keep & (values == value)
-            n = int(sel.sum())
-            entry: dict[str, Any] = {"value": value, "n_rows": n, "small": n < MIN_SLICE_ROWS}
-            if n >= MIN_SLICE_ROWS:
-                entry.update(run(sel))
-            entries.append(entry)
-        out[field] = entries
+        out[field] = slice_entries(values, keep, run)
     return out
 
 

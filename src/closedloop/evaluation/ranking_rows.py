@@ -51,7 +51,9 @@ class SlotRows(NamedTuple):
     excluded: dict[str, int]
 
 
-def _manifest(system: Any, dataset: Path) -> Any:
+def read_manifest(system: Any, dataset: Path) -> Any:
+    """The manifest of the dataset at ``dataset``, refused when there is none or when it was built
+    for another system."""
     from closedloop.datasets.dataset import MANIFEST_FILE, DatasetManifest
 
     if not (dataset / MANIFEST_FILE).is_file():
@@ -61,6 +63,11 @@ def _manifest(system: Any, dataset: Path) -> Any:
     if built_for is not None and built_for != system.name:
         raise DatasetError(f"The dataset {manifest.id!r} was built for system {built_for!r}; it cannot evaluate system "
                            f"{system.name!r}.")
+    return manifest
+
+
+def _manifest(system: Any, dataset: Path) -> Any:
+    manifest = read_manifest(system, dataset)
     rows = manifest.content.get("rows")
     if rows != "slot":
         got = "labeled rows (one per decision, a label each)" if manifest.content.get("labels") else f"rows {rows!r}"

@@ -176,16 +176,22 @@ def _slices(system: Any, rows: SlotRows, f: _Frame, run: Any) -> dict[str, list[
         if field not in rows.requests:
             continue
         per_dec = np.asarray([str(v) for v in rows.requests[field]], dtype=object)[f.decision]
-        entries = []
-        for value in sorted(set(per_dec.tolist())):
-            sel = per_dec == value
-            n = int(sel.sum())
-            entry: dict[str, Any] = {"value": value, "n_rows": n, "small": n < MIN_SLICE_ROWS}
-            if n >= MIN_SLICE_ROWS:
-                entry.update(run(sel))
-            entries.append(entry)
-        out[field] = entries
+        out[field] = slice_entries(per_dec, np.ones(per_dec.shape[0], dtype=bool), run)
     return out
+
+
+def slice_entries(values: np.ndarray, keep: np.ndarray, run: Any) -> list[dict[str, Any]]:
+    """One entry per value of ``values`` among the rows ``keep``: its row count and, from
+    :data:`MIN_SLICE_ROWS` rows on, ``run(selection)`` (the section on those rows)."""
+    entries = []
+    for value in sorted(set(values[keep].tolist())):
+        sel = keep & (values == value)
+        n = int(sel.sum())
+        entry: dict[str, Any] = {"value": value, "n_rows": n, "small": n < MIN_SLICE_ROWS}
+        if n >= MIN_SLICE_ROWS:
+            entry.update(run(sel))
+        entries.append(entry)
+    return entries
 
 
 def _notes(rows: SlotRows, f: _Frame, q_version: str | None) -> list[str]:
