@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from closedloop.evaluation.html.ranking import decisions_section
 from closedloop.evaluation.html.ranking_value import policy_value_section
 from closedloop.evaluation.html.text import _ci, _count, _e, _f, _pct, _role
 
@@ -26,12 +27,7 @@ def _dataset(report: Mapping[str, Any]) -> str:
         ("left out", ", ".join(f"{k.replace('_', ' ')}: {_count(v)}" for k, v in excluded.items()) or "none"),
         ("the logging policy's reward per decision", f"{_f(logged.get('value'))} {_ci(logged.get('ci'))}"),
     ]
-    out = ["<section id='dataset'><h2>Decisions</h2><dl class='meta'>"]
-    out += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items]
-    out.append("</dl>")
-    out += [f"<p class='note'>{_e(n)}</p>" for n in (report.get("metadata") or {}).get("notes") or []]
-    out.append("</section>")
-    return "\n".join(out)
+    return decisions_section(report, items)
 
 
 def _choices(report: Mapping[str, Any]) -> str:

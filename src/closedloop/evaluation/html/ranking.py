@@ -43,6 +43,12 @@ def _dataset(report: Mapping[str, Any]) -> str:
         ("the logging policy's reward per decision", f"{_f(per_dec.get('value'))} {_ci(per_dec.get('ci'))}"),
         ("the logging policy's reward per slot", f"{_f(per_slot.get('value'))} {_ci(per_slot.get('ci'))}"),
     ]
+    return decisions_section(report, items)
+
+
+def decisions_section(report: Mapping[str, Any], items: list[tuple[str, Any]]) -> str:
+    """The "Decisions" section of a ranking or choice page: ``items`` as (term, value) and the
+    report's notes."""
     out = ["<section id='dataset'><h2>Decisions</h2><dl class='meta'>"]
     out += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items]
     out.append("</dl>")
