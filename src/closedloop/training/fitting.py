@@ -122,7 +122,7 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
     if model == "heuristic":
         return _fit_heuristic(params, output)
     if model == "logistic":
-        return _fit_logistic(system, params, cols, y, w, output)
+        return _fit_logistic(system, params, cols, y, w, output, X)
     if X is None:
         X = system.features.batch(cols)
     names = list(system.features.names)
@@ -154,14 +154,21 @@ def _fit_heuristic(params: dict[str, Any], output: str) -> Intelligence:
 
 
 def _fit_logistic(system: System, params: dict[str, Any], cols: Any, y: np.ndarray, w: np.ndarray | None,
-                  output: str) -> Intelligence:
+                  output: str, X: np.ndarray | None = None) -> Intelligence:
     """``"logistic"``: :func:`~closedloop.training.logistic.train_logistic` (params ``C``,
-    ``max_iter``, ``standardize``)."""
+    ``max_iter``, ``standardize``); for a ranking system (request × candidate rows ``cols``, which
+    its request schema cannot validate) :func:`~closedloop.training.logistic.fit_logistic_features`
+    on their features ``X``."""
     from closedloop.training.logistic import train_logistic
 
     unknown = sorted(set(params) - {"C", "max_iter", "standardize"})
     if unknown:
         raise SpecError(f"The 'logistic' model takes params C, max_iter, standardize. Got {unknown} instead.")
+    if system.candidate_schema is not None:  # request × candidate rows: fitted on their features
+        from closedloop.training.logistic import fit_logistic_features
+
+        return fit_logistic_features(system, system.features.batch(cols) if X is None else X, y, output=output,
+                                     sample_weight=w, **params)
     return train_logistic(system, _mapping(cols), y, output=output, sample_weight=w, **params).model
 
 

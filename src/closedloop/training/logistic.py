@@ -252,6 +252,24 @@ def train_logistic(
     return TrainResult(model=model, metrics=metrics, estimator=estimator)
 
 
+def fit_logistic_features(system: System, X: np.ndarray, y: np.ndarray, *, output: str, C: float = 1.0,
+                          max_iter: int = 1000, standardize: bool = True, sample_weight: Any = None) -> LogisticModel:
+    """A logistic model fitted on the feature rows ``X`` (``system.features``, computed by the
+    caller through the runtime's batch path) with 0/1 labels ``y`` (both classes required) — what
+    :func:`train_logistic` fits, for rows its batch validation cannot hold: a ranking system's
+    request × candidate rows."""
+    _check_params(C, max_iter, standardize)
+    y = np.asarray(y, dtype=np.int64)
+    positives = int(y.sum())
+    if positives == 0 or positives == y.shape[0]:
+        raise IntelligenceError(f"The labels of a logistic fit must contain both classes (0 and 1). Got only "
+                                f"{int(positives > 0)} ({y.shape[0]} rows) instead.")
+    sw = _check_weights(sample_weight, y.shape[0], "train")
+    _check_finite(system, X)
+    estimator, _ = _fit_estimator(X, y, sw, C=C, max_iter=max_iter, standardize=standardize)
+    return cast(LogisticModel, LogisticModel.from_sklearn(estimator, system.features.names, output=output))
+
+
 def _check_output(system: System, output: Any) -> str:
     """The score the model is fitted as: ``output`` (an identifier), by default the score the
     system's experience reads."""

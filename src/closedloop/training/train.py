@@ -16,6 +16,24 @@ Rows
     calibration stay unweighted). The default is an unweighted fit: inverse-propensity weights
     remove bias at the price of variance, which is the caller's trade-off to make.
     ``lineage["weighted_rows"]`` and ``lineage["fitted_with_weights"]`` say what happened.
+Reward datasets (ranking systems)
+    A per-slot reward dataset (manifest ``rows: "slot"``: ``build_reward_dataset``,
+    ``import_dataset(..., action=…, reward=…)``) trains a ranking system's reward model
+    (:mod:`closedloop.training.rewards`): one row per (decision, slot shown), its request fields
+    beside its candidate's — the runtime's request × candidate rows — labeled by its ``reward``,
+    which must be 0 or 1 (a click model; a graded reward is refused, naming the row, not
+    thresholded). Rows without a reward or whose candidate does not validate are left out and
+    counted. The model's output is the experience's ``score``, so the bundle ranks candidates
+    through the runtime's vectorized candidate path. With ``weights=True`` the rows' ``weight``
+    (1 / (sample probability × slot propensity)) corrects the logger's exposure bias: candidates
+    the logging policy showed often would otherwise dominate the fit, and each (request,
+    candidate) pair counts as if the logger had shown every candidate alike. ``calibrate`` is
+    refused for now; ``thresholds="cost"`` needs a Thresholds experience, so it is refused too.
+    A reward dataset for a system without candidates is refused (IntelligenceError).
+    ``lineage["dataset_kind"]`` is ``"reward"`` (``"labeled"`` otherwise) and
+    ``lineage["reward_rows"]`` counts the rows (``read``, ``rows``, ``without_reward``,
+    ``invalid_candidate``, and the ``label`` rule); ``metrics["train"]`` / ``["heldout"]`` are the
+    AUC and log loss of the reward over the (request, candidate) rows of each side.
 Split
     ``split`` (default: ``system.split``) divides the rows with
     :func:`closedloop.evaluation.split`; the model is fitted on the train side only, and
@@ -49,7 +67,8 @@ Thresholds
     ``lineage["thresholds"]`` records ``{"rule"}`` and, for ``"cost"``, ``"rows"``
     (``"calibration"`` | ``"fit"``), ``"n"`` and ``"values"``.
 Lineage (``metrics["lineage"]``)
-    ``dataset_id``, ``dataset_time_range`` ``[since_ns, until_ns]``, ``label_policy``,
+    ``dataset_id``, ``dataset_kind`` (``"labeled"`` | ``"reward"``; ``reward_rows`` for a reward
+    dataset), ``dataset_time_range`` ``[since_ns, until_ns]``, ``label_policy``,
     ``code_version`` (``git rev-parse HEAD`` in the working directory when it is a git checkout,
     else ``closedloop <version>``), ``closedloop_version``, ``parent``, ``model``, ``params`` (as
     given), ``defaults`` (the parameters the library chose: :func:`lightgbm_defaults`, else ``{}``),
@@ -80,6 +99,7 @@ from closedloop.training.fitting import _LGBM_ALIASES as _LGBM_ALIASES
 from closedloop.training.fitting import _LGBM_DEFAULTS as _LGBM_DEFAULTS
 from closedloop.training.fitting import _check_model, _fit, _mapping, lightgbm_defaults
 from closedloop.training.logistic import experience_score
+from closedloop.training.rewards import check_ranking_system, is_reward_dataset, reward_rows
 from closedloop.training.thresholds import check_threshold_rule, cost_thresholds, threshold_rows
 
 __all__ = ["TrainRun", "code_version", "lightgbm_defaults", "parse_params", "train"]
@@ -225,12 +245,29 @@ def _check_arguments(system: Any, model: str, thresholds: str, calibrate: str | 
     return params, sp
 
 
-def _labeled(system: System, path: Path, loaded: tuple[Any, Any] | None) -> tuple[Any, Any, Any, np.ndarray]:
-    """The dataset's manifest and its labeled rows → (manifest, table of the columns read later,
-    contexts, 0/1 labels)."""
-    from closedloop.datasets.dataset import DatasetManifest, load_dataset
+def _training_table(system: System, path: Path, loaded: tuple[Any, Any] | None, calibrate: str | None
+                    ) -> tuple[Any, Any, Any, np.ndarray, dict[str, Any]]:
+    """The dataset's manifest and the rows to train on → (manifest, table of the columns read later,
+    the rows' columns, 0/1 labels, the lineage's ``dataset_kind`` and, for a reward dataset,
+    ``reward_rows``): a per-slot reward dataset's rows with a reward
+    (:func:`~closedloop.training.rewards.reward_rows`), else the labeled rows."""
+    from closedloop.datasets.dataset import DatasetManifest
 
     manifest = DatasetManifest.read(path)
+    if not is_reward_dataset(manifest):
+        return (*_labeled(system, manifest, path, loaded), {"dataset_kind": "labeled"})
+    check_ranking_system(system, manifest)
+    if calibrate is not None:
+        raise SpecError(f"The 'calibrate' parameter of train must be None for a per-slot reward dataset (dataset "
+                        f"{manifest.id!r}): a reward model is not calibrated yet. Got {calibrate!r} instead.")
+    table, cols, y, counts = reward_rows(system, path, manifest, loaded)
+    return manifest, table, cols, y, {"dataset_kind": "reward", "reward_rows": {"label": "reward > 0", **counts}}
+
+
+def _labeled(system: System, manifest: Any, path: Path, loaded: tuple[Any, Any] | None) -> tuple[Any, Any, Any, np.ndarray]:
+    """The dataset's labeled rows → (manifest, table of the columns read later, contexts, 0/1 labels)."""
+    from closedloop.datasets.dataset import load_dataset
+
     table, cols = loaded if loaded is not None else load_dataset(path, system)
     labeled = np.flatnonzero(np.asarray(pc.is_valid(table["label_value"]), dtype=bool))
     if labeled.size == 0:
@@ -312,8 +349,8 @@ def _chosen_thresholds(system: System, thresholds: str, intelligence: Intelligen
 
 
 def _lineage(manifest: Any, *, parent: str | None, model: str, params: dict[str, Any], sized: dict[str, Any], sp: Split,
-             calibration: dict[str, Any] | None, w_all: Any, fit_w: np.ndarray | None, chosen: dict[str, Any]
-             ) -> dict[str, Any]:
+             calibration: dict[str, Any] | None, w_all: Any, fit_w: np.ndarray | None, chosen: dict[str, Any],
+             kind: dict[str, Any]) -> dict[str, Any]:
     """The bundle's ``metrics["lineage"]`` (the module docstring, "Lineage")."""
     from closedloop.base.version import __version__
 
@@ -321,6 +358,7 @@ def _lineage(manifest: Any, *, parent: str | None, model: str, params: dict[str,
     w = w_all
     return {
         "dataset_id": manifest.id,
+        **kind,
         "dataset_time_range": [content.get("since_ns"), content.get("until_ns")],
         "label_policy": content.get("policy"),
         "code_version": code_version(),
@@ -360,7 +398,7 @@ def train(
     test), the model fitted (and calibrated) on features computed once, each side scored, the
     thresholds chosen, the lineage written and the bundle built."""
     params, sp = _check_arguments(system, model, thresholds, calibrate, params, split)
-    manifest, table, cols, y = _labeled(system, Path(dataset), loaded)
+    manifest, table, cols, y, kind = _training_table(system, Path(dataset), loaded, calibrate)
     fit_idx, cal_idx, test_idx = training_rows(table, sp, calibrate is not None, manifest.id)
     w_all, fit_w = _fit_weights(table, fit_idx, weights)
     # the features of the labeled rows, computed once: the fit, the training metrics and the
@@ -373,7 +411,7 @@ def train(
     train_q, held_q, scores = _score_sides(system, intelligence, cols, X, y, fit_cols, X_fit, fit_idx, cal_idx, test_idx)
     chosen, levels = _chosen_thresholds(system, thresholds, intelligence, y, w_all, fit_idx, cal_idx, scores)
     lineage = _lineage(manifest, parent=parent, model=model, params=params, sized=sized, sp=sp, calibration=calibration,
-                       w_all=w_all, fit_w=fit_w, chosen=chosen)
+                       w_all=w_all, fit_w=fit_w, chosen=chosen, kind=kind)
     metrics = {"lineage": lineage, "train": train_q, "heldout": held_q}
     bundle = Bundle.build(system, intelligence, thresholds=levels, parent=parent, metrics=metrics)
     return TrainRun(bundle=bundle, metrics=bundle.metrics, model=intelligence, scores=scores)

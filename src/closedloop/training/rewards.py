@@ -1,0 +1,130 @@
+"""The rows :func:`~closedloop.training.train` fits a ranking system's reward model on: a per-slot
+reward dataset (manifest ``rows: "slot"``, from :func:`~closedloop.datasets.slots.build_reward_dataset`
+or :func:`~closedloop.datasets.bandit.import_bandit`).
+
+Each row is one (decision, slot shown): its request fields (``context_json``) beside its candidate's
+fields (``candidate_json``) make one row of the runtime's request × candidate batch — the columns a
+ranking plan featurizes and scores for every candidate (``RankingPlan._flat_columns``) — so the
+model is fitted on exactly the feature values it scores at decision time.
+
+The label is ``reward`` as a click: the reward must be 0 or 1 (a click model: the bundle's score
+is the probability that a shown candidate is clicked). A reward outside {0, 1} (a graded reward, a
+revenue) is refused, naming the row, rather than thresholded: what "positive" means for such a
+reward is the caller's choice to make. A row without a reward (null or NaN) is left out and
+counted, and so is a row whose candidate does not validate against the candidate schema (the
+others are kept); a request that does not validate raises, as for a labeled dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from closedloop.errors import IntelligenceError
+from closedloop.system.spec import System
+
+__all__ = ["is_reward_dataset", "reward_rows"]
+
+#: The columns read from a reward dataset (``weight`` when it has one).
+_READ = ("reward", "weight", "unit", "timestamp_ns", "context_json", "candidate_json")
+
+
+def is_reward_dataset(manifest: Any) -> bool:
+    """Whether the dataset of ``manifest`` is a per-slot reward dataset (``rows: "slot"``)."""
+    return manifest.content.get("rows") == "slot"
+
+
+def check_ranking_system(system: System, manifest: Any) -> Any:
+    """The candidate schema of ``system``; a reward dataset for a system that does not rank
+    candidates is refused (IntelligenceError naming both)."""
+    if system.candidate_schema is None:
+        raise IntelligenceError(
+            f"The dataset {manifest.id!r} is a per-slot reward dataset (manifest 'rows': 'slot'); train fits a reward "
+            f"model only for a ranking system (System(candidates=..., experience=Ranking(...))). System "
+            f"'{system.name}' has {system.experience!r} and no candidates instead."
+        )
+    return system.candidate_schema
+
+
+def _read(path: Path, loaded: tuple[Any, Any] | None) -> pa.Table:
+    """The dataset's rows with a context, only the columns read here."""
+    import pyarrow.parquet as pq
+
+    from closedloop.datasets.dataset import DATA_FILE
+
+    if loaded is not None:
+        table = loaded[0]
+    else:
+        data = path / DATA_FILE if path.is_dir() else path
+        names = set(pq.read_schema(data).names)
+        table = pq.read_table(data, columns=[c for c in _READ if c in names])
+        table = table.filter(pc.is_valid(table["context_json"]))
+    missing = [c for c in _READ if c != "weight" and c not in table.column_names]
+    if missing:
+        raise IntelligenceError(f"A per-slot reward dataset must have the columns {[c for c in _READ if c != 'weight']} "
+                                f"to train on. Got no {missing} instead.")
+    return table.select([c for c in _READ if c in table.column_names])
+
+
+def _labels(table: pa.Table, manifest: Any) -> tuple[pa.Table, np.ndarray, int]:
+    """The rows with a reward and their 0/1 labels → (rows, labels, rows left out without a reward);
+    a reward outside {0, 1} is refused naming the row."""
+    r = np.asarray(table["reward"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    has = ~np.isnan(r)  # a null reward reads as NaN
+    bad = has & (r != 0.0) & (r != 1.0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise IntelligenceError(
+            f"The 'reward' of dataset {manifest.id!r} must be 0 or 1 to train a reward model (a click model: label = "
+            f"reward > 0; a graded reward is not thresholded). Got {float(r[row])!r} instead (row {row}, "
+            f"{int(bad.sum())} such rows)."
+        )
+    dropped = int((~has).sum())
+    if dropped:
+        table, r = table.filter(pa.array(has)), r[has]
+    return table, (r > 0.0).astype(np.int64), dropped
+
+
+def _candidates(cschema: Any, col: Any) -> Any:
+    """Each row's candidate (``candidate_json``) validated against the candidate schema ``cschema``
+    → Columns; a row that does not validate is dropped (``Columns.rows`` maps the kept ones back)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    raw = msgspec.json.decode(b"[" + b",".join(s.encode() for s in arr.fill_null("{}").to_pylist()) + b"]")
+    names = [f.name for f in cschema.fields]
+    objs = [c if isinstance(c, dict) else {} for c in raw]
+    cols = {n: [c.get(n) for c in objs] for n in names if any(n in c for c in objs)}
+    return cschema.validate_batch(cols, errors="skip")
+
+
+def reward_rows(system: System, path: Path, manifest: Any, loaded: tuple[Any, Any] | None
+                ) -> tuple[pa.Table, Any, np.ndarray, dict[str, int]]:
+    """The reward dataset's rows to fit (module doc) → (table of ``reward``, ``weight``, ``unit``,
+    ``timestamp_ns``; the request × candidate columns; the 0/1 labels; counts of the rows read and
+    left out)."""
+    from closedloop.datasets.dataset import decode_contexts
+
+    cschema = check_ranking_system(system, manifest)
+    table = _read(path, loaded)
+    n_read = table.num_rows
+    table, y, no_reward = _labels(table, manifest)
+    ccols = _candidates(cschema, table["candidate_json"])
+    kept = ccols.rows
+    invalid = int(table.num_rows - kept.shape[0])
+    if invalid:
+        table, y = table.take(pa.array(kept)), y[kept]
+    if table.num_rows == 0:
+        raise IntelligenceError(f"The dataset {manifest.id!r} must have rows with a reward to train on. Got none instead.")
+    rcols = decode_contexts(table["context_json"], system)
+    data: dict[str, Any] = {f.name: rcols[f.name] for f in system.schema.fields}
+    for f in cschema.fields:
+        data[f.name] = ccols[f.name]
+    # one batch of request × candidate rows, as a ranking plan builds it (the same Columns class)
+    cols = type(rcols)(data, int(table.num_rows), np.arange(table.num_rows, dtype=np.int64), [])
+    table = table.select([c for c in ("reward", "weight", "unit", "timestamp_ns") if c in table.column_names])
+    counts = {"read": n_read, "rows": int(table.num_rows), "without_reward": no_reward, "invalid_candidate": invalid}
+    return table, cols, y, counts
