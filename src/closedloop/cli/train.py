@@ -5,7 +5,7 @@
 
     closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
                      [--param k=v …] [--calibrate isotonic|platt] [--thresholds system|cost]
-                     [--parent VERSION] [--out DIR]
+                     [--weights] [--parent VERSION] [--out DIR]
 
 Prints one JSON object: ``{"version", "path", "metrics"}``. The bundle is saved under
 ``<home>/bundles/<version>`` unless ``--out`` is given. ``--param`` values are parsed as ints,
@@ -13,7 +13,12 @@ floats, true/false, else strings (a heuristic's ``rules`` as JSON: ``--param 'ru
 ``--thresholds cost`` builds the bundle with the thresholds that minimize the system's mistake
 costs on rows the model was not fitted on (the calibration rows with ``--calibrate``, else the
 fitted rows) — the loop's own choice (:mod:`closedloop.training.thresholds`); the default,
-``system``, keeps the system's thresholds.
+``system``, keeps the system's thresholds. ``--weights`` fits with the dataset's inverse-propensity
+row weights (``train(..., weights=True)``).
+
+A per-slot reward dataset (``closedloop dataset build`` of a system with rewards, ``closedloop
+dataset import --action …``) trains a ranking system's reward model: label = the 0/1 reward, one
+row per (decision, slot shown) — :mod:`closedloop.training.rewards`.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ def train(
         str, typer.Option("--thresholds", metavar="RULE",
                           help="system (the system's thresholds) or cost (those that minimize its mistake costs).")
     ] = "system",
+    weights: Annotated[
+        bool, typer.Option("--weights", help="Fit with the rows' inverse-propensity weights (the dataset's 'weight').")
+    ] = False,
     parent: Annotated[str | None, typer.Option("--parent", metavar="VERSION", help="The parent bundle.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Where to save it (default: <home>/bundles/<version>).")
@@ -92,7 +100,7 @@ def train(
     try:
         with console.status(f"Training {model} on {path.name}…"):
             run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent,
-                            thresholds=thresholds)
+                            thresholds=thresholds, weights=weights)
             target = out if out is not None else settings.bundles / run.bundle.version
             existing = _same_bundle(target, run.bundle)
             saved = existing or run.bundle.save(target, key=_home_signer(settings))
