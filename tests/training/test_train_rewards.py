@@ -146,3 +146,22 @@ def test_a_labeled_dataset_still_trains_as_before(phishing, tmp_path):
     run = train(phishing, ds.path)
     assert run.metrics["lineage"]["dataset_kind"] == "labeled" and "reward_rows" not in run.metrics["lineage"]
     assert run.metrics["heldout"]["auc"] > 0.8
+
+
+def test_rows_without_a_reward_or_with_an_invalid_candidate_are_left_out_and_counted(rewards, tmp_path):
+    import shutil
+
+    shutil.copytree(rewards.path, tmp_path / "ds")
+    data = tmp_path / "ds" / "data.parquet"
+    table = pq.read_table(data)
+    reward = table["reward"].to_pylist()
+    reward[3] = None
+    cands = table["candidate_json"].to_pylist()
+    cands[7] = cands[7].replace('"category":"tech"', '"category":"weather"')  # not one of the schema's choices
+    table = table.set_column(table.schema.get_field_index("reward"), "reward", pa.array(reward, pa.float64()))
+    table = table.set_column(table.schema.get_field_index("candidate_json"), "candidate_json", pa.array(cands, pa.string()))
+    pq.write_table(table, data)
+    run = train(FEED, tmp_path / "ds")
+    assert run.metrics["lineage"]["reward_rows"] == {"label": "reward > 0", "read": 15000, "rows": 14998, "without_reward": 1,
+                                                     "invalid_candidate": 1}
+    assert run.metrics["train"]["n"] + run.metrics["heldout"]["n"] == 14998

@@ -93,8 +93,11 @@ def _labels(table: pa.Table, manifest: Any) -> tuple[pa.Table, np.ndarray, int]:
 def _candidates(cschema: Any, col: Any) -> Any:
     """Each row's candidate (``candidate_json``) validated against the candidate schema ``cschema``
     → Columns; a row that does not validate is dropped (``Columns.rows`` maps the kept ones back)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    raw = msgspec.json.decode(b"[" + b",".join(s.encode() for s in arr.fill_null("{}").to_pylist()) + b"]")
+    arr = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).fill_null("{}")
+    # one JSON array joined by Arrow (no Python string per row), decoded in one call
+    one = pa.LargeListArray.from_arrays(pa.array([0, len(arr)], pa.int64()), arr.cast(pa.large_string()))
+    text = memoryview(pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()).tobytes() if len(arr) else b""
+    raw = msgspec.json.decode(b"[" + text + b"]")
     names = [f.name for f in cschema.fields]
     objs = [c if isinstance(c, dict) else {} for c in raw]
     cols = {n: [c.get(n) for c in objs] for n in names if any(n in c for c in objs)}
