@@ -297,44 +297,32 @@ def _assemble(system: Any, dataset: Path, rows: _Rows, reports: list[dict[str, A
     }
 
 
-def _is_ranking(system: Any) -> bool:
-    from closedloop.experience.experiences import Ranking
+def _policy_kind(system: Any) -> str | None:
+    """``"ranking"`` or ``"choice"`` for a system evaluated by its policy on a reward dataset
+    (a Ranking or BestAction experience), None for one that decides by thresholds."""
+    from closedloop.experience.experiences import BestAction, Ranking
     from closedloop.system.spec import System
 
-    return isinstance(system, System) and isinstance(system.experience, Ranking)
+    if not isinstance(system, System):
+        return None
+    return "ranking" if isinstance(system.experience, Ranking) else "choice" if isinstance(system.experience, BestAction) else None
 
 
-def _ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None, bootstrap: int,
-             seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool, policy_value: bool,
-             reward_model: Any) -> dict[str, Any]:
-    """A ranking system's report (:mod:`closedloop.evaluation.ranking_report`)."""
+def _policy_report(kind: str, system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None,
+                   bootstrap: int, seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool,
+                   policy_value: bool, reward_model: Any) -> dict[str, Any]:
+    """A ranking system's report (:mod:`closedloop.evaluation.ranking_report`) or a choice system's
+    (:mod:`closedloop.evaluation.choice_report`)."""
+    if weights is not False:
+        rows = "slots" if kind == "ranking" else "rows"
+        raise SpecError(f"The 'weights' parameter of evaluate must be False for a {kind} system (weighting {rows} by "
+                        f"their inverse propensity is the policy value's business). Got {weights!r} instead.")
+    from closedloop.evaluation.choice_report import evaluate_choice
     from closedloop.evaluation.ranking_report import evaluate_ranking
 
-    if weights is not False:
-        raise SpecError(f"The 'weights' parameter of evaluate must be False for a ranking system (weighting slots by "
-                        f"their inverse propensity is the policy value's business). Got {weights!r} instead.")
-    return evaluate_ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
-                            policy_value=policy_value, reward_model=reward_model, gate=gate)
-
-
-def _is_choice(system: Any) -> bool:
-    from closedloop.experience.experiences import BestAction
-    from closedloop.system.spec import System
-
-    return isinstance(system, System) and isinstance(system.experience, BestAction)
-
-
-def _choice(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None, bootstrap: int,
-            seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool, policy_value: bool,
-            reward_model: Any) -> dict[str, Any]:
-    """A choice system's report (:mod:`closedloop.evaluation.choice_report`)."""
-    from closedloop.evaluation.choice_report import evaluate_choice
-
-    if weights is not False:
-        raise SpecError(f"The 'weights' parameter of evaluate must be False for a choice system (weighting rows by "
-                        f"their inverse propensity is the policy value's business). Got {weights!r} instead.")
-    return evaluate_choice(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
-                           policy_value=policy_value, reward_model=reward_model, gate=gate)
+    run: Any = evaluate_ranking if kind == "ranking" else evaluate_choice
+    return run(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
+               policy_value=policy_value, reward_model=reward_model, gate=gate)
 
 
 def evaluate(
@@ -378,12 +366,10 @@ def evaluate(
     decision) is evaluated on a logged reward dataset by
     :func:`~closedloop.evaluation.choice_report.evaluate_choice` (docs/evaluation.md, "Choice
     systems"): its policy value, ``reward_model`` and ``gate`` as a ranking system's."""
-    if _is_ranking(system):
-        return _ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
-                        loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
-    if _is_choice(system):
-        return _choice(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
-                       loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
+    kind = _policy_kind(system)
+    if kind is not None:
+        return _policy_report(kind, system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
+                              loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
     if policy_value is not True or reward_model is not None:
         raise SpecError(f"The 'policy_value' and 'reward_model' parameters of evaluate apply to a ranking system; system "
                         f"'{system.name}' decides by thresholds. Got policy_value={policy_value!r}, "
