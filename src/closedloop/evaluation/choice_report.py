@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 from closedloop.errors import DatasetError, SpecError
 from closedloop.evaluation.ope import estimate, estimate_difference
 from closedloop.evaluation.ope.intervals import bootstrap_sums, percentile_interval, unit_sums
+from closedloop.evaluation.ranking_report import check_value_arguments
 from closedloop.evaluation.ranking_rows import read_manifest
 from closedloop.evaluation.ranking_value import MIN_SLICE_ROWS, slice_entries
 from closedloop.system.splits import Split
@@ -75,7 +76,6 @@ class ChoiceRows(NamedTuple):
 
 def _check(system: Any, bundles: Sequence[Any], bootstrap: Any, seed: Any, policy_value: Any, reward_model: Any,
            gate: Any) -> list[Any]:
-    from closedloop.evaluation.gate import Gate
     from closedloop.experience.experiences import BestAction
     from closedloop.experience.guardrails import FrequencyCap
     from closedloop.runtime.bundle import Bundle
@@ -96,17 +96,7 @@ def _check(system: Any, bundles: Sequence[Any], bootstrap: Any, seed: Any, polic
     for name, v in (("bootstrap", bootstrap), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
             raise SpecError(f"The '{name}' parameter of evaluate must be an integer ≥ 0. Got {v!r} instead.")
-    if not isinstance(policy_value, bool):
-        raise SpecError(f"The 'policy_value' parameter of evaluate must be True or False. Got {policy_value!r} instead.")
-    if reward_model is not None and not isinstance(reward_model, Bundle):
-        raise SpecError(f"The 'reward_model' parameter of evaluate must be a Bundle or None. Got {reward_model!r} instead.")
-    if gate is not None:
-        if not isinstance(gate, Gate):
-            raise SpecError(f"The 'gate' parameter of evaluate must be a closedloop Gate or None. Got {gate!r} instead.")
-        if not policy_value:
-            raise SpecError("The 'gate' parameter of evaluate judges a choice candidate by its policy value: it needs "
-                            f"policy_value=True. Got policy_value=False with {gate!r} instead.")
-        gate.policy_estimator_for(reward_model is not None)
+    check_value_arguments(system, policy_value, reward_model, gate, "choice")
     return bundles
 
 

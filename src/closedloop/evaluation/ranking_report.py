@@ -231,7 +231,9 @@ def _policy_value(system: Any, bundles: Sequence[Any], rows: SlotRows, extras: S
                         reward_model=None if reward_model is None else reward_model.version, bootstrap=bootstrap, seed=seed)
 
 
-def _check_value_arguments(system: Any, policy_value: Any, reward_model: Any, gate: Any) -> None:
+def check_value_arguments(system: Any, policy_value: Any, reward_model: Any, gate: Any, kind: str = "ranking") -> None:
+    """The policy-value arguments of a ranking or choice (``kind``) evaluation, checked: refused by
+    parameter, rule and value."""
     from closedloop.evaluation.gate import Gate
     from closedloop.runtime.bundle import Bundle
 
@@ -246,7 +248,7 @@ def _check_value_arguments(system: Any, policy_value: Any, reward_model: Any, ga
     if not isinstance(gate, Gate):
         raise SpecError(f"The 'gate' parameter of evaluate must be a closedloop Gate or None. Got {gate!r} instead.")
     if not policy_value:
-        raise SpecError("The 'gate' parameter of evaluate judges a ranking candidate by its policy value: it needs "
+        raise SpecError(f"The 'gate' parameter of evaluate judges a {kind} candidate by its policy value: it needs "
                         f"policy_value=True. Got policy_value=False with {gate!r} instead.")
     gate.policy_estimator_for(reward_model is not None)
 
@@ -269,7 +271,7 @@ def evaluate_ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *
     from closedloop.evaluation.report import SCHEMA_VERSION, _clean
 
     bundles, k = _check(system, bundles, k, bootstrap, seed)
-    _check_value_arguments(system, policy_value, reward_model, gate)
+    check_value_arguments(system, policy_value, reward_model, gate)
     rows = slot_rows(system, Path(dataset), split, loaded)
     tie = tie_keys(rows.reward.size, seed)
     parts, sums, extras = zip(*(_bundle_part(system, b, rows, k, tie) for b in bundles), strict=True)
