@@ -52,6 +52,7 @@ is written to a temporary sibling and renamed into place, and ``out`` must not e
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import uuid
@@ -408,13 +409,18 @@ def with_id(content: dict[str, Any]) -> dict[str, Any]:
     return {"id": hashlib.sha256(canonical).hexdigest(), **content}
 
 
-def write_dataset(rows: pa.Table, out: Path, content: dict[str, Any]) -> None:
-    """Write the data file into a temporary sibling of ``out`` and publish it with the manifest."""
+def write_dataset(rows: pa.Table, out: Path, content: dict[str, Any], extra: dict[str, pa.Table] | None = None) -> None:
+    """Write the data file (and the ``extra`` Parquet files, name → rows) into a temporary sibling
+    of ``out`` and publish it with the manifest."""
     make_private_dirs(out.parent)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
     make_private_dirs(tmp)
     try:
         pq.write_table(rows, tmp / DATA_FILE, compression="zstd")
+        for name, table in (extra or {}).items():
+            pq.write_table(table, tmp / name, compression="zstd")
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
         publish(tmp, out, content)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, candidate_sets_table
 from closedloop.datasets.importer import _json_rows, context_columns, with_id, write_dataset
 from closedloop.datasets.join.columns import feature_column
 from closedloop.errors import DatasetError, SpecError
@@ -127,9 +128,11 @@ def build_reward_dataset(
     counts.update(slot_counts)
     if data.num_rows == 0:
         raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
+    # each decision's whole candidate set, for learning a policy (datasets/candidate_sets.py)
+    extra = {CANDIDATE_SETS_FILE: candidate_sets_table(dec, set(data["decision_id"].to_pylist()))} if digest_only == 0 else {}
     content = _manifest(system, data, counts, (since_ns, until_ns, cutoff_ns), (len(decision_files), len(outcome_files)),
-                        (digest_only, dec.num_rows))
-    write_dataset(data, out, content)
+                        (digest_only, dec.num_rows), {k: t.num_rows for k, t in extra.items()})
+    write_dataset(data, out, content, extra)
     return DatasetManifest(id=content["id"], path=out, content=content)
 
 
@@ -275,15 +278,18 @@ def telemetry_manifest(system: System, data: pa.Table, counts: Counter[str], spa
 
 
 def _manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int], files: tuple[int, int],
-              digest: tuple[int, int]) -> dict[str, Any]:
+              digest: tuple[int, int], sets: dict[str, int]) -> dict[str, Any]:
     """The manifest; with decisions logged digest-only (``digest``: their number, of the decisions
-    read) the candidate fields and features are named under ``absent`` and no feature is listed."""
+    read) the candidate fields and features are named under ``absent`` and no feature is listed;
+    ``sets``: the candidate-set file written beside the data (file → decisions), if any."""
     all_features = [f.name for f in system.features.features]
     content = telemetry_manifest(
         system, data, counts, span, files, "ranking", all_features if digest[0] == 0 else [],
         {"no_reward": counts.pop("no_reward", 0)}, len(set(data["decision_id"].to_pylist())),
         {str(k): int(v) for k, v in sorted(Counter(data["position"].to_pylist()).items())})
     content["counts"]["outcomes"] = {k.removeprefix("outcomes_"): v for k, v in sorted(counts.items())}
+    for file, n in sets.items():
+        content["candidate_sets"] = {"file": file, "decisions": n}
     if digest[0]:
         content["absent"] = {
             "candidate_fields": [f.name for f in system.candidate_schema.fields],  # type: ignore[union-attr]
