@@ -7,14 +7,17 @@ candidates that were **not** shown too: a candidate never shown is where the rew
 is all there is. :func:`~closedloop.datasets.slots.build_reward_dataset` therefore writes
 ``candidate_sets.parquet`` beside ``data.parquet`` when its decisions were logged with their
 candidates' fields (``Telemetry(candidates="full")``, the default): one row per decision with a
-row in the dataset, ``decision_id`` and ``candidates_json`` (the candidate list exactly as the
-decision logged it, in input order). The manifest names it (``candidate_sets``: file, decisions).
+row in the dataset, ``decision_id``, ``candidates_json`` (the candidate list exactly as the
+decision logged it, in input order) and ``candidate_scores`` (the scores the deciding bundle gave
+them: with the system's exploration policy they give the logger's whole distribution, for the
+off-policy support check). The manifest names it (``candidate_sets``: file, decisions).
 A dataset imported from logs (:func:`~closedloop.datasets.bandit.import_bandit`) or built from
 digest-only decisions has none.
 
 :func:`read_candidate_sets` joins the two files into :class:`CandidateSets`: per decision its
 request (the first slot row's ``context_json``), its unit and time; per candidate its fields, the
-slot it was shown in (0: not shown), that slot's reward and logged propensity (NaN when not shown).
+slot it was shown in (0: not shown), that slot's reward and logged propensity (NaN when not shown)
+and its logged score (NaN when the decision logged none: the kill switch).
 A decision is left out, and counted by why, when it has no logged candidate set
 (``no_candidate_set``), when a shown candidate is not in its set (``slate_not_in_set``), when its
 set repeats a candidate id (``repeated_candidate``) or when a candidate does not validate against
@@ -61,6 +64,7 @@ class CandidateSets(NamedTuple):
     slot: np.ndarray
     reward: np.ndarray
     propensity: np.ndarray
+    logged_scores: np.ndarray
     requests: dict[str, Any]
     candidates: dict[str, Any]
     excluded: dict[str, int]
@@ -91,8 +95,9 @@ def candidate_sets_table(decisions: pa.Table, shown: set[str]) -> pa.Table:
     """The ``candidate_sets.parquet`` rows: ``decision_id`` and ``candidates_json`` of each decision
     of ``decisions`` (telemetry rows) whose id is in ``shown`` (those with a dataset row)."""
     keep = pc.is_in(decisions["decision_id"], value_set=pa.array(sorted(shown), pa.string()))
-    sel = decisions.filter(keep).select(["decision_id", "candidates_json"])
-    return pa.table({"decision_id": sel["decision_id"].cast(pa.string()), "candidates_json": sel["candidates_json"].cast(pa.string())})
+    sel = decisions.filter(keep).select(["decision_id", "candidates_json", "candidate_scores"])
+    return pa.table({"decision_id": sel["decision_id"].cast(pa.string()), "candidates_json": sel["candidates_json"].cast(pa.string()),
+                     "candidate_scores": sel["candidate_scores"].cast(pa.list_(pa.float64()))})
 
 
 def _manifest(system: Any, dataset: Path) -> Any:
@@ -134,7 +139,8 @@ def read_candidate_sets(system: Any, dataset: Path | str, *, rows: pa.Table | No
     _manifest(system, dataset)
     slots = _slots(dataset, rows)
     sets = pq.read_table(dataset / CANDIDATE_SETS_FILE)
-    by_id = dict(zip(sets["decision_id"].to_pylist(), sets["candidates_json"].to_pylist(), strict=True))
+    scores = sets["candidate_scores"].to_pylist() if "candidate_scores" in sets.column_names else [None] * sets.num_rows
+    by_id = dict(zip(sets["decision_id"].to_pylist(), zip(sets["candidates_json"].to_pylist(), scores, strict=True), strict=True))
     cid_name = system.candidate_id
     excluded: Counter[str] = Counter()
     order: dict[str, list[int]] = {}
@@ -143,13 +149,13 @@ def read_candidate_sets(system: Any, dataset: Path | str, *, rows: pa.Table | No
     pos, act = slots["position"].to_pylist(), slots["action"].to_pylist()
     reward = np.asarray(slots["reward"].to_numpy(zero_copy_only=False), dtype=np.float64)
     prop = np.asarray(slots["propensity"].to_numpy(zero_copy_only=False), dtype=np.float64)
-    out: dict[str, list[Any]] = {k: [] for k in ("ids", "first", "cands", "cid", "slot", "reward", "prop", "len")}
+    out: dict[str, list[Any]] = {k: [] for k in ("ids", "first", "cands", "cid", "slot", "reward", "prop", "score", "len")}
     for d, idx in order.items():
-        text = by_id.get(d)
-        if text is None:
+        got = by_id.get(d)
+        if got is None:
             excluded["no_candidate_set"] += 1
             continue
-        cands = msgspec.json.decode(text)
+        cands, logged = msgspec.json.decode(got[0]), got[1]
         ids = [str(c.get(cid_name)) if isinstance(c, dict) else None for c in cands]
         if len(set(ids)) != len(ids):
             excluded["repeated_candidate"] += 1
@@ -165,7 +171,8 @@ def read_candidate_sets(system: Any, dataset: Path | str, *, rows: pa.Table | No
         out["ids"].append(d)
         out["first"].append(idx[0])
         out["len"].append(len(ids))
-        for key, vals in (("cands", cands), ("cid", ids), ("slot", slot), ("reward", rw), ("prop", pr)):
+        score = [float(x) if x is not None else np.nan for x in logged] if logged and len(logged) == len(ids) else [np.nan] * len(ids)
+        for key, vals in (("cands", cands), ("cid", ids), ("slot", slot), ("reward", rw), ("prop", pr), ("score", score)):
             out[key].extend(vals)
     return _assemble(system, slots, out, excluded)
 
@@ -205,6 +212,7 @@ def _assemble(system: Any, slots: pa.Table, out: dict[str, list[Any]], excluded:
         slot=np.asarray(out["slot"], dtype=np.int32)[pick] if n_flat else np.empty(0, np.int32),
         reward=np.asarray(out["reward"], dtype=np.float64)[pick] if n_flat else np.empty(0),
         propensity=np.asarray(out["prop"], dtype=np.float64)[pick] if n_flat else np.empty(0),
+        logged_scores=np.asarray(out["score"], dtype=np.float64)[pick] if n_flat else np.empty(0),
         requests={f.name: contexts[f.name] for f in system.schema.fields},
         candidates=candidates,
         excluded=dict(sorted((k, v) for k, v in excluded.items() if v)),

@@ -30,6 +30,7 @@ from closedloop.evaluation.ope import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, Supp
 from closedloop.evaluation.ope.intervals import bootstrap_sums, percentile_interval, unit_sums
 from closedloop.evaluation.ope_policy import _padded, marginals
 from closedloop.evaluation.ranking_rows import SlotRows
+from closedloop.evaluation.ranking_sets import Catalogue
 
 __all__ = ["MIN_SLICE_ROWS", "POLICY_RESAMPLES", "policy_value"]
 
@@ -52,6 +53,7 @@ class _Frame(NamedTuple):
     units: np.ndarray
     gid: np.ndarray  # (decisions, padded candidates): each candidate's id code, −1 for padding
     excluded: dict[str, int]
+    logger: np.ndarray | None = None  # with whole candidate sets: the logger's distribution per kept row
 
 
 def _propensities(rows: SlotRows) -> np.ndarray | None:
@@ -70,33 +72,49 @@ def _propensities(rows: SlotRows) -> np.ndarray | None:
     return np.asarray(joined["propensity_first"].cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
 
 
-def _frame(system: Any, rows: SlotRows, pscore: np.ndarray) -> _Frame:
+def _frame(system: Any, rows: SlotRows, pscore: np.ndarray, cat: Catalogue | None) -> _Frame:
     """The usable rows: a logged propensity in (0, 1], a slot within the system's ``k`` and within
-    the decision's candidates (the policy shows nothing at a later slot); the others counted."""
-    counts = np.diff(rows.offsets)
-    decision = np.repeat(np.arange(counts.size), counts)
+    the decision's candidates (the policy shows nothing at a later slot) — with a catalogue, a
+    candidate in the decision's whole set; the others counted."""
+    decision = np.repeat(np.arange(rows.offsets.size - 1), np.diff(rows.offsets))
+    if cat is None:  # the candidates are the logged slots: row r is its decision's column r − first
+        offsets, column = rows.offsets, np.arange(rows.reward.size) - rows.offsets[:-1][decision]
+        flat_ids = [str(c) for c in rows.candidates[system.candidate_id]]
+    else:
+        offsets, column, flat_ids = cat.offsets, cat.column, cat.ids
+    counts = np.diff(offsets)
     pos = rows.position - 1
     k = int(system.experience.k)
     ok_p = np.isfinite(pscore) & (pscore > 0) & (pscore <= 1)
     ok_k = (pos >= 0) & (pos < k)
+    ok_s = column >= 0
     ok_c = pos < counts[decision]
-    keep = ok_p & ok_k & ok_c
+    keep = ok_p & ok_k & ok_s & ok_c
     excluded = {"rows_without_a_propensity": int((~ok_p).sum()), "rows_at_a_slot_beyond_k": int((ok_p & ~ok_k).sum()),
-                "rows_at_a_slot_beyond_the_decisions_candidates": int((ok_p & ok_k & ~ok_c).sum())}
-    column = np.arange(rows.reward.size) - rows.offsets[:-1][decision]
-    ids = np.asarray([str(c) for c in rows.candidates[system.candidate_id]], dtype=object)
-    _, code = np.unique(ids.astype(str), return_inverse=True)
-    gid = np.full((counts.size, int(counts.max())), -1, dtype=np.int64)
-    gid[decision, column] = code.reshape(-1)
+                "rows_at_a_slot_beyond_the_decisions_candidates": int((ok_p & ok_k & ok_s & ~ok_c).sum())}
+    if cat is not None:
+        excluded["rows_whose_candidate_set_was_not_logged"] = int((ok_p & ok_k & ~ok_s).sum())
+    _, code = np.unique(np.asarray(flat_ids, dtype=str), return_inverse=True)
+    flat_dec = np.repeat(np.arange(counts.size), counts)
+    gid = np.full((counts.size, max(1, int(counts.max()))), -1, dtype=np.int64)
+    gid[flat_dec, np.arange(len(flat_ids)) - offsets[:-1][flat_dec]] = code.reshape(-1)
     return _Frame(keep, decision[keep], column[keep], pos[keep], pscore[keep], rows.reward[keep],
-                  rows.units[decision[keep]], gid, excluded)
+                  rows.units[decision[keep]], gid, excluded, None if cat is None else cat.logger[decision[keep]])
 
 
 def _support(f: _Frame, dist: np.ndarray, sel: np.ndarray, threshold: float = SUPPORT_THRESHOLD,
              tolerance: float = SUPPORT_TOLERANCE) -> SupportCheck:
     """The support check over candidate ids: the share of the target's mass (at each row's position,
     averaged over rows) on (candidate, position) pairs the logger never showed with a propensity ≥
-    ``threshold`` in these rows (:mod:`closedloop.evaluation.ope.support`'s rule)."""
+    ``threshold`` in these rows (:mod:`closedloop.evaluation.ope.support`'s rule). With whole
+    candidate sets (ids seen once) the logger's own distribution over each decision's candidates is
+    known: the mass on (candidate, position) pairs it gave a probability below ``threshold``."""
+    if f.logger is not None:
+        rows, pos = np.arange(int(sel.sum())), f.position[sel]
+        pi, lg = dist[rows, :, pos], f.logger[sel][rows, :, pos]
+        n = rows.size
+        share = float((pi * (lg < threshold)).sum() / n) if n else 0.0
+        return _support_check(share, threshold, tolerance, f"the logger gave a probability below {threshold:g}")
     n_ids = int(f.gid.max()) + 1
     supported = np.zeros((n_ids + 1, dist.shape[2]), dtype=bool)  # the last row: padding, never supported
     taken = sel & (f.pscore >= threshold)
@@ -107,13 +125,15 @@ def _support(f: _Frame, dist: np.ndarray, sel: np.ndarray, threshold: float = SU
     off = pi * ~supported[g, f.position[sel][:, None]]
     n = int(sel.sum())
     share = float(off.sum() / n) if n else 0.0
-    passed = share <= tolerance
+    return _support_check(share, threshold, tolerance, f"the logger never showed with a propensity ≥ {threshold:g}")
+
+
+def _support_check(share: float, threshold: float, tolerance: float, how: str) -> SupportCheck:
     if share == 0.0:
-        detail = f"every (candidate, position) the target ranks was shown by the logger with a propensity ≥ {threshold:g}"
+        detail = f"every (candidate, position) the target ranks has a logging probability ≥ {threshold:g}"
     else:
-        detail = (f"{share:.2%} of the target's mass (averaged over rows) is on (candidate, position) pairs the logger never "
-                  f"showed with a propensity ≥ {threshold:g}; tolerance {tolerance:.2%}")
-    return SupportCheck(passed, share, threshold, tolerance, detail)
+        detail = f"{share:.2%} of the target's mass (averaged over rows) is on (candidate, position) pairs {how}; tolerance {tolerance:.2%}"
+    return SupportCheck(share <= tolerance, share, threshold, tolerance, detail)
 
 
 def _warning(support: SupportCheck) -> str | None:
@@ -194,10 +214,12 @@ def slice_entries(values: np.ndarray, keep: np.ndarray, run: Any) -> list[dict[s
     return entries
 
 
-def _notes(rows: SlotRows, f: _Frame, q_version: str | None) -> list[str]:
-    notes = ["Each bundle's policy ranks only each decision's logged candidates (the slots shown), not the catalogue "
-             "the logger ranked: the value is of that re-ranking. `closedloop ope --candidates` ranks a catalogue."]
-    if int(np.diff(rows.offsets).max()) < 2:
+def _notes(rows: SlotRows, f: _Frame, q_version: str | None, whole: bool) -> list[str]:
+    notes = [] if whole else [
+        "Each bundle's policy ranks only each decision's logged candidates (the slots shown), not the candidate set the "
+        "logger ranked (the dataset keeps no candidate sets, or they are too large to enumerate exactly): the value is of "
+        "that re-ranking. `closedloop ope --candidates` ranks a catalogue."]
+    if not whole and int(np.diff(rows.offsets).max()) < 2:
         notes.append("Every decision has one logged candidate: every policy shows it first, so the estimates do not "
                      "tell the bundles apart.")
     dropped = sum(f.excluded.values())
@@ -210,30 +232,38 @@ def _notes(rows: SlotRows, f: _Frame, q_version: str | None) -> list[str]:
 
 def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[np.ndarray], *,
                  reward_scores: np.ndarray | None = None, reward_model: str | None = None, bootstrap: int = 100,
-                 seed: int = 0) -> dict[str, Any] | None:
+                 seed: int = 0, catalogue: Catalogue | None = None) -> dict[str, Any] | None:
     """The report's ``policy_value`` section (module doc) for the bundles ``versions`` whose scores of
     every row's candidate are ``scores`` (the report's own, through the runtime); ``reward_scores``:
-    the reward model bundle ``reward_model``'s. None when the dataset has no logged propensities."""
+    the reward model bundle ``reward_model``'s. With a ``catalogue``
+    (:func:`~closedloop.evaluation.ranking_sets.catalogue`) each policy ranks every decision's whole
+    logged candidate set instead, by the catalogue's scores. None when the dataset has no logged
+    propensities."""
     pscore = _propensities(rows)
     if pscore is None:
         return None
-    f = _frame(system, rows, pscore)
+    f = _frame(system, rows, pscore, catalogue)
+    offsets = rows.offsets if catalogue is None else catalogue.offsets
+    if catalogue is not None:
+        scores, reward_scores = catalogue.scores, catalogue.reward_scores
     n_boot = int(bootstrap) if bootstrap > 0 else POLICY_RESAMPLES
     names: tuple[str, ...] = ("ips", "snips") if reward_scores is None else ("ips", "snips", "dm", "dr", "sndr", "switch_dr")
-    base = {"estimators": list(names), "reward_model": reward_model, "candidates": "the logged slots of each decision",
+    base = {"estimators": list(names), "reward_model": reward_model,
+            "candidates": "the logged slots of each decision" if catalogue is None else "each decision's whole logged candidate set",
             "bootstrap": n_boot, "interval": "bootstrap by unit (differences: paired, the same draws for both)",
-            "excluded": f.excluded, "notes": _notes(rows, f, reward_model)}
+            "excluded": f.excluded | ({} if catalogue is None else catalogue.excluded),
+            "notes": _notes(rows, f, reward_model, catalogue is not None)}
     if not f.keep.any():
         return {**base, "n_rows": 0, "logged": None, "bundles": None, "comparison": None, "slices": {}}
     k = int(system.experience.k)
-    counts = np.diff(rows.offsets)
+    counts = np.diff(offsets)
     dists = []
     for s in scores:
-        S, _, _ = _padded(s, rows.offsets)
+        S, _, _ = _padded(s, offsets)
         dists.append(marginals(S, counts, k, system.experience.explore)[f.decision])
     q = None
     if reward_scores is not None:
-        Q, _, _ = _padded(reward_scores, rows.offsets)
+        Q, _, _ = _padded(reward_scores, offsets)
         Q[np.arange(Q.shape[1])[None, :] >= counts[:, None]] = 0.0  # padding: no candidate, no prediction
         q = np.repeat(Q[f.decision][:, :, None], k, axis=2)
 

@@ -149,12 +149,16 @@ class BanditWorld:
     def log(self, runtime: Any, contexts: Sequence[dict[str, Any]], telemetry: Any, *, t0_ns: int, seed: int,
             spacing_ns: int = 10**9) -> list[Any]:
         """Decide each request through ``runtime`` (which logs to ``telemetry``) at ``t0_ns`` +
-        i·``spacing_ns`` and report a ``click`` outcome, a few seconds later, for each shown item
-        the world's draw clicks. Returns the decisions."""
+        i·``spacing_ns``, with decision ids drawn from ``seed`` (the same draws every run), and
+        report a ``click`` outcome, a few seconds later, for each shown item the world's draw
+        clicks. Returns the decisions."""
+        from closedloop.runtime.ids import DecisionIds
+
         rng = np.random.default_rng([self.seed, seed, 2])
+        ids = DecisionIds(seed).next_ids(len(contexts), int(t0_ns)).to_pylist()  # seeded: the same log every run
         decided = []
         for i, ctx in enumerate(contexts):
-            d = runtime.decide(ctx, timestamp_ns=t0_ns + i * spacing_ns)
+            d = runtime.decide(ctx, decision_id=ids[i], timestamp_ns=t0_ns + i * spacing_ns)
             p = self.click_probability(ctx)
             where = {x["item_id"]: j for j, x in enumerate(ctx["candidates"])}
             for s, cid in enumerate(d.ranking):

@@ -1,0 +1,133 @@
+"""The candidates a ranking report's policy value ranks: each logged decision's **whole** candidate
+set, when the dataset keeps it (:mod:`closedloop.datasets.candidate_sets`).
+
+A per-slot reward dataset holds the slots shown; a policy that re-ranks only those cannot show
+what the logger left out — and with ``k = 1`` (choosing one of N) every policy shows the one logged
+candidate, so no estimate tells two bundles apart. When the dataset was built from telemetry that
+logged its candidates' fields it has ``candidate_sets.parquet``: :func:`catalogue` then scores every
+candidate of each report decision through the runtime's batch path (each bundle, and the reward
+model) and places each logged slot at its candidate's column in that set. It returns None — the
+policy value then re-ranks the logged slots, and says so — when the dataset has no candidate sets
+or when the exact marginals would enumerate more than
+:data:`~closedloop.evaluation.ope_policy.MAX_ENUMERATION` prefixes (many candidates and a deep
+``k``).
+"""
+
+from __future__ import annotations
+
+from math import comb
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from closedloop.evaluation.ope_policy import MAX_ENUMERATION
+
+__all__ = ["Catalogue", "catalogue"]
+
+
+class Catalogue(NamedTuple):
+    """The report decisions' whole candidate sets: decision ``d``'s candidates are the flat entries
+    ``offsets[d]:offsets[d + 1]`` (none for a decision without a logged set); ``column``: each report
+    row's column in its decision's set (−1: not in it); ``scores``: each bundle's flat scores;
+    ``reward_scores``: the reward model's (or None); ``logger``: the logging policy's exact
+    distribution (decisions, candidates, positions) from the logged scores — the support check's
+    reference; ``excluded``: decisions without a usable set."""
+
+    offsets: np.ndarray
+    ids: list[str]
+    column: np.ndarray
+    scores: list[np.ndarray]
+    reward_scores: np.ndarray | None
+    logger: np.ndarray
+    excluded: dict[str, int]
+
+
+def _take(col: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of one batch column (an Arrow array, a numpy array or a list)."""
+    if isinstance(col, pa.Array | pa.ChunkedArray):
+        return col.take(pa.array(idx, pa.int64()))
+    if isinstance(col, np.ndarray):
+        return col[idx]
+    return [col[int(i)] for i in idx]
+
+
+def _scored(system: Any, bundle: Any, batch: tuple[Any, Any, list[str], list[int]], n_flat: int) -> np.ndarray:
+    from closedloop.errors import SpecError
+    from closedloop.runtime.runtime import Runtime
+
+    requests, candidates, ids, ts = batch
+    rb = Runtime(system, bundle).decide_batch(requests, candidates=candidates, decision_ids=ids, timestamps_ns=ts)
+    scores = np.asarray(rb.scores, dtype=np.float64)
+    if scores.shape != (n_flat,):
+        raise SpecError(f"The runtime scored {scores.shape[0]} candidates of bundle {bundle.version!r} on the logged candidate "
+                        f"sets; they hold {n_flat}.")
+    return scores
+
+
+def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None) -> Catalogue | None:
+    """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
+    ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
+    the dataset has no sets or they are too large to enumerate exactly."""
+    from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, read_candidate_sets
+
+    path = rows.manifest.path
+    if not (path / CANDIDATE_SETS_FILE).is_file():
+        return None
+    sets = read_candidate_sets(system, path)
+    where = {d: i for i, d in enumerate(sets.decision_ids)}
+    idx = np.asarray([where.get(d, -1) for d in rows.decision_ids], dtype=np.int64)
+    have = np.flatnonzero(idx >= 0)
+    set_counts = np.diff(sets.offsets)
+    counts = np.zeros(idx.size, dtype=np.int64)
+    counts[have] = set_counts[idx[have]]
+    n, k = int(counts.max()) if counts.size else 0, int(system.experience.k)
+    if n == 0 or n * comb(n, max(k - 1, 0)) > MAX_ENUMERATION:
+        return None
+    src = idx[have]
+    flat = np.concatenate([np.arange(sets.offsets[i], sets.offsets[i + 1]) for i in src]) if src.size else np.empty(0, np.int64)
+    requests = {name: _take(col, src) for name, col in sets.requests.items()}
+    candidates = {name: _take(col, flat) for name, col in sets.candidates.items() if name != "request"}
+    candidates["request"] = np.repeat(np.arange(src.size, dtype=np.int64), set_counts[src])
+    batch = (requests, candidates, [sets.decision_ids[i] for i in src], sets.timestamps_ns[src].tolist())
+    ids = [sets.candidate_ids[i] for i in flat]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    column = _columns(rows, system, offsets, ids)
+    return Catalogue(offsets, ids, column, [_scored(system, b, batch, flat.size) for b in bundles],
+                     None if reward_model is None else _scored(system, reward_model, batch, flat.size),
+                     _logger(system, rows, offsets, column, sets.logged_scores[flat]),
+                     {"decisions_without_a_candidate_set": int(idx.size - have.size)})
+
+
+def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray) -> np.ndarray:
+    """The logging policy's exact distribution over each decision's candidates and positions: the
+    system's exploration over the scores each decision logged (the arm that decided, whichever it
+    was). A decision that logged no scores (the kill switch: the first k candidates, propensity 1)
+    puts its mass on what it showed."""
+    from closedloop.evaluation.ope_policy import _padded, marginals
+
+    counts, k = np.diff(offsets), int(system.experience.k)
+    S, _, _ = _padded(logged, offsets)
+    unscored = np.isnan(S).all(axis=1) | (counts == 0)
+    S = np.where(np.isnan(S) & unscored[:, None], 0.0, S)
+    L = marginals(S, counts, k, system.experience.explore)
+    if unscored.any():
+        row_dec = np.repeat(np.arange(counts.size), np.diff(rows.offsets))
+        hit = unscored[row_dec] & (column >= 0) & (rows.position - 1 < k)
+        L[unscored] = 0.0
+        L[row_dec[hit], column[hit], rows.position[hit] - 1] = 1.0
+    return L
+
+
+def _columns(rows: Any, system: Any, offsets: np.ndarray, ids: list[str]) -> np.ndarray:
+    """Each report row's column in its decision's candidate set (−1 when its candidate is not there)."""
+    logged = [str(c) for c in rows.candidates[system.candidate_id]]
+    out = np.full(len(logged), -1, dtype=np.int64)
+    for d in range(offsets.size - 1):
+        lo, hi = int(offsets[d]), int(offsets[d + 1])
+        if hi == lo:
+            continue
+        at = {ids[j]: j - lo for j in range(lo, hi)}
+        for r in range(int(rows.offsets[d]), int(rows.offsets[d + 1])):
+            out[r] = at.get(logged[r], -1)
+    return out

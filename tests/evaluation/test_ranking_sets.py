@@ -1,0 +1,95 @@
+"""The ranking report's policy value ranks each decision's whole logged candidate set when the
+dataset keeps it: with k = 1 (choose one of N) the estimates tell bundles apart, and they agree
+with the bandit world's true values."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from closedloop import Bundle, LogisticModel, Runtime
+from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE
+from closedloop.datasets.slots import build_reward_dataset
+from closedloop.evaluation.report import evaluate
+from closedloop.experience.exploration import Softmax
+from closedloop.runtime.clock import ManualClock
+from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+from closedloop.world.bandit import BanditWorld
+
+T0 = 1_700_000_000 * 10**9
+
+
+def _logged(tmp, k: int, n: int = 6000, explore=Softmax(0.1)):  # noqa: B008
+    world = BanditWorld(seed=7, n_candidates=8)
+    system = world.system(k=k, explore=explore)
+    clock = ManualClock(T0)
+    tel = Telemetry(SegmentLog(tmp / "home"), system=system, clock=clock.now_ns)
+    heuristic = Bundle.build(system, world.heuristic(), version="heuristic")
+    world.log(Runtime(system, heuristic, telemetry=tel, clock=clock), world.contexts(n, seed=1), tel, t0_ns=T0, seed=1)
+    tel.close()
+    store = TelemetryStore(tmp / "home")
+    store.compact()
+    build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+                         since_ns=T0, until_ns=T0 + 10**15, cutoff_ns=T0 + 10**15, out=tmp / "ds")
+    return world, system, heuristic, tmp / "ds"
+
+
+@pytest.fixture(scope="module")
+def one_of_n(tmp_path_factory):
+    return _logged(tmp_path_factory.mktemp("sets-k1"), k=1)
+
+
+def _affinity_bundle(world, system):
+    """A bundle that knows the quality step and the segments' taste (most of the truth)."""
+    return Bundle.build(system, LogisticModel({"quality": 1.6, "age": -0.04, **{
+        f"{s}_{c}": float(world.affinity[i, j]) for i, s in enumerate(("north", "south", "east", "west"))
+        for j, c in enumerate(("news", "sports", "music", "games", "food", "travel"))}}, intercept=-2.2, output="score"),
+        version="informed")
+
+
+def test_choosing_one_of_n_is_valued_over_the_whole_set_and_agrees_with_the_truth(one_of_n):
+    world, system, heuristic, ds = one_of_n
+    informed = _affinity_bundle(world, system)
+    report = evaluate(system, [heuristic, informed], ds, bootstrap=100, seed=1)
+    value = report["policy_value"]
+    assert value["candidates"] == "each decision's whole logged candidate set"
+    assert not any("one logged candidate" in n for n in value["notes"])
+    h, c = (b["estimates"]["snips"] for b in value["bundles"])
+    assert abs(h["value"] - value["logged"]["value"]) < 1e-12  # the logger valued on its own log: weights of 1
+    assert h["support"]["share"] == 0.0 and c["support"]["passed"]  # a softmax logger gives every candidate mass
+    contexts = world.contexts(3000, seed=99)
+    truth_h, truth_c = (world.true_value(system, b, contexts) for b in (heuristic, informed))
+    assert h["low"] - 0.01 <= truth_h <= h["high"] + 0.01, (h, truth_h)
+    assert c["low"] - 0.01 <= truth_c <= c["high"] + 0.01, (c, truth_c)
+    diff = value["comparison"][0]["differences"]["snips"]
+    assert diff["low"] <= truth_c - truth_h <= diff["high"], (diff, truth_c - truth_h)
+    assert value["bundles"][0]["estimates"]["snips"]["value"] != value["bundles"][1]["estimates"]["snips"]["value"]
+
+
+def test_without_candidate_sets_the_logged_slots_are_re_ranked_and_it_says_so(one_of_n, tmp_path):
+    world, system, heuristic, src = one_of_n
+    shutil.copytree(src, tmp_path / "ds")
+    (tmp_path / "ds" / CANDIDATE_SETS_FILE).unlink()
+    value = evaluate(system, [heuristic, _affinity_bundle(world, system)], tmp_path / "ds", bootstrap=0)["policy_value"]
+    assert value["candidates"] == "the logged slots of each decision"
+    assert any("one logged candidate" in n for n in value["notes"])
+    h, c = (b["estimates"]["snips"]["value"] for b in value["bundles"])
+    assert h == c  # every policy shows the one logged candidate
+
+
+def test_a_ranking_of_two_slots_is_valued_over_the_whole_set(tmp_path):
+    world, system, heuristic, _ = _logged(tmp_path, k=2, n=4000)
+    informed = _affinity_bundle(world, system)
+    value = evaluate(system, [heuristic, informed], tmp_path / "ds", bootstrap=50, seed=2)["policy_value"]
+    assert value["candidates"] == "each decision's whole logged candidate set"
+    h, c = (b["estimates"]["snips"]["value"] for b in value["bundles"])
+    assert c > h
+
+
+def test_a_greedy_logger_gives_no_support_where_the_candidate_differs(tmp_path):
+    world, system, heuristic, ds = _logged(tmp_path, k=1, n=2000, explore=None)
+    report = evaluate(system, [heuristic, _affinity_bundle(world, system)], ds, bootstrap=0)
+    sup = report["policy_value"]["bundles"][1]["estimates"]["snips"]["support"]
+    assert not sup["passed"] and sup["share"] > 0.3 and "the logger gave a probability below" in sup["detail"]
+    assert not report["gate"]["passed"] and "support" in " ".join(report["gate"]["reasons"])
