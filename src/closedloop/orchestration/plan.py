@@ -16,17 +16,21 @@ from typing import Any
 
 from closedloop.errors import SpecError
 from closedloop.evaluation.report import Gate
-from closedloop.experience.experiences import Thresholds
+from closedloop.experience.experiences import Ranking, Thresholds
 from closedloop.intelligence import Intelligence
 from closedloop.orchestration.abuse import AbusePolicy
 from closedloop.orchestration.alerts import AlertSink
 from closedloop.orchestration.drift import DriftMonitor, MistakeSpikes
 from closedloop.orchestration.labels import LabelCheck
-from closedloop.orchestration.steps import Pipeline, default_pipeline
+from closedloop.orchestration.steps import Pipeline, default_pipeline, reward_pipeline
 from closedloop.runtime.bundle import Bundle
 from closedloop.system.spec import System
 
-__all__ = ["LoopPlan", "Rollout", "Tighten"]
+__all__ = ["OBJECTIVES", "LoopPlan", "Rollout", "Tighten"]
+
+#: What a system that learns from rewards trains (``LoopPlan.objective``): ``"reward"`` — a reward
+#: model over the request × candidate features, ranked by (the direct method).
+OBJECTIVES = ("reward",)
 
 
 @dataclass(frozen=True)
@@ -165,9 +169,18 @@ class LoopPlan:
     past_bundles:
         How many of the last production bundles (0–3) the evaluation weighs beside each candidate;
         the ``past`` step restores one that does better than both the candidate and production.
+    objective:
+        For a system that learns from rewards (a Ranking with ``System(rewards=…)``): what the
+        ``train`` step fits (:data:`OBJECTIVES`; default ``"reward"``, a reward model).
+    reward_model:
+        For a system that learns from rewards: ``None`` (default) — the gate judges the policy
+        value by SNIPS; ``"candidate"`` — the candidate's own scores are the reward model of
+        DM / DR (use with a candidate that is a reward model).
     steps:
         The cycle's steps, in order (:class:`~closedloop.orchestration.steps.Pipeline`; default:
-        :func:`~closedloop.orchestration.steps.default_pipeline`). Add a step with
+        :func:`~closedloop.orchestration.steps.default_pipeline`, or
+        :func:`~closedloop.orchestration.steps.reward_pipeline` for a system that learns from
+        rewards). Add a step with
         ``default_pipeline().after("evaluate", MyStep())``.
     """
 
@@ -197,17 +210,22 @@ class LoopPlan:
     goal_patience: int = 3
     past_bundles: int = 3
     steps: Pipeline = field(default_factory=default_pipeline)
+    objective: str = "reward"
+    reward_model: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.system, System):
             raise SpecError(f"The 'system' parameter of LoopPlan must be a closedloop.System. Got {self.system!r} instead.")
-        if self.system.label_policy is None:
-            raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
-        if not isinstance(self.system.experience, Thresholds):  # the cycle trains one score and sets its thresholds
-            raise SpecError(
-                f"LoopPlan needs a system with a Thresholds experience; '{self.system.name}' has "
-                f"{self.system.experience!r}."
-            )
+        if self.learns_from_rewards:
+            self._check_rewards()
+        else:
+            if self.system.label_policy is None:
+                raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
+            if not isinstance(self.system.experience, Thresholds):  # the cycle trains one score and sets its thresholds
+                raise SpecError(
+                    f"LoopPlan needs a system with a Thresholds experience, or a Ranking with rewards "
+                    f"(System(rewards=...)); '{self.system.name}' has {self.system.experience!r}."
+                )
         if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
             raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
         for name in ("train_weights", "evaluate_weights", "early_labels"):
@@ -215,7 +233,7 @@ class LoopPlan:
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be True or False. Got {getattr(self, name)!r} instead.")
         if self.thresholds not in ("cost", "system"):
             raise SpecError(f"The 'thresholds' parameter of LoopPlan must be 'cost' or 'system'. Got {self.thresholds!r} instead.")
-        if self.thresholds == "cost" and not self.system.costs:
+        if self.thresholds == "cost" and not self.system.costs and not self.learns_from_rewards:
             raise SpecError(f"LoopPlan(thresholds='cost') needs mistake costs; system '{self.system.name}' declares none.")
         _td("train_window", self.train_window)
         _td("retrain_every", self.retrain_every, positive=False)
@@ -244,6 +262,29 @@ class LoopPlan:
             raise SpecError(f"The 'steps' parameter of LoopPlan must be a closedloop.orchestration.steps.Pipeline. "
                             f"Got {self.steps!r} instead.")
 
+    @property
+    def learns_from_rewards(self) -> bool:
+        """Whether the system learns from rewards: a Ranking with ``System(rewards=…)``."""
+        return isinstance(self.system.experience, Ranking) and self.system.rewards is not None
+
+    def default_steps(self) -> Pipeline:
+        """The system's default steps: :func:`~closedloop.orchestration.steps.reward_pipeline` for a
+        system that learns from rewards, else :func:`~closedloop.orchestration.steps.default_pipeline`."""
+        return reward_pipeline() if self.learns_from_rewards else default_pipeline()
+
+    def _check_rewards(self) -> None:
+        """The parts of a plan for a system that learns from rewards; its steps default to the reward pipeline."""
+        if self.objective not in OBJECTIVES:
+            raise SpecError(f"The 'objective' parameter of LoopPlan must be one of {list(OBJECTIVES)}. "
+                            f"Got {self.objective!r} instead.")
+        if self.reward_model not in (None, "candidate"):
+            raise SpecError(f"The 'reward_model' parameter of LoopPlan must be None or 'candidate'. Got {self.reward_model!r} instead.")
+        if self.model not in ("logistic", "lightgbm"):
+            raise SpecError(f"The 'model' parameter of LoopPlan must be 'logistic' or 'lightgbm' for a system that learns "
+                            f"from rewards (a reward model). Got {self.model!r} instead.")
+        if isinstance(self.steps, Pipeline) and self.steps == default_pipeline():
+            object.__setattr__(self, "steps", reward_pipeline())  # the field's default is the labeled loop's
+
     def heuristic_bundle(self) -> Bundle | None:
         h = self.heuristic
         if h is None or isinstance(h, Bundle):
@@ -268,5 +309,6 @@ class LoopPlan:
             "tighten": {"step": self.tighten.step, "floor": self.tighten.floor},
             "sinks": [s.describe() for s in self.sinks],
             # listed only when they are not the default, so a default plan describes itself as before
-            **({"steps": list(self.steps.names)} if self.steps != default_pipeline() else {}),
+            **({"steps": list(self.steps.names)} if self.steps != self.default_steps() else {}),
+            **({"objective": self.objective, "reward_model": self.reward_model} if self.learns_from_rewards else {}),
         }

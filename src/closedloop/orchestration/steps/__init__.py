@@ -7,6 +7,11 @@
                                 ├─ advance                   a rollout is under way: move it one stage
                                 └─ plan ─► dataset ─► train ─► goal_check ─► evaluate ─► past ─► gate ─► register ─► sanity ─► shadow
 
+A system that learns from rewards (a ranking with ``System(rewards=…)``) runs
+:func:`reward_pipeline`: the same steps, its training branch ``plan ─► dataset ─► train ─►
+evaluate ─► gate ─► register ─► sanity ─► shadow`` with a reward dataset, a reward model and the
+off-policy gate (:mod:`.rewards`).
+
 The contract every step obeys is in :mod:`.base` (:class:`Step`, :class:`StepContext`,
 :class:`StepResult`, :class:`Stop`). To add a step, write one module with a ``Step`` subclass and
 list it in the plan::
@@ -40,6 +45,7 @@ from closedloop.orchestration.steps.ingest import Ingest, IngestResult
 from closedloop.orchestration.steps.monitor import Monitor, MonitorResult
 from closedloop.orchestration.steps.past import Past, PastResult
 from closedloop.orchestration.steps.register import Register, RegisterResult
+from closedloop.orchestration.steps.rewards import PolicyEvaluate, RewardDataset, RewardTrain
 from closedloop.orchestration.steps.route import Branch, Route, RouteResult
 from closedloop.orchestration.steps.sanity import Sanity, SanityResult
 from closedloop.orchestration.steps.schedule import Schedule, ScheduleResult
@@ -67,8 +73,11 @@ __all__ = [
     "Past",
     "PastResult",
     "Pipeline",
+    "PolicyEvaluate",
     "Register",
     "RegisterResult",
+    "RewardDataset",
+    "RewardTrain",
     "Route",
     "RouteResult",
     "Sanity",
@@ -84,6 +93,7 @@ __all__ = [
     "Train",
     "TrainResult",
     "default_pipeline",
+    "reward_pipeline",
 ]
 
 
@@ -164,3 +174,11 @@ def default_pipeline() -> Pipeline:
     dataset, train, goal_check, evaluate, past, gate, register, sanity, shadow."""
     return Pipeline((Ingest(), Monitor(), Route(), Bootstrap(), Advance(), Schedule(), Dataset(), Train(), GoalCheck(), Evaluate(),
                      Past(), Gate(), Register(), Sanity(), Shadow()))
+
+
+def reward_pipeline() -> Pipeline:
+    """The loop of a system that learns from rewards: ingest, monitor, route; bootstrap or advance;
+    or plan, dataset (rewards), train (by the plan's objective), evaluate (the policy value),
+    gate, register, sanity, shadow."""
+    return Pipeline((Ingest(), Monitor(), Route(), Bootstrap(), Advance(), Schedule(), RewardDataset(), RewardTrain(),
+                     PolicyEvaluate(), Gate(), Register(), Sanity(), Shadow()))

@@ -178,11 +178,14 @@ def _guard_tables(ctx: StepContext, since: int) -> tuple[Any, Any]:
     # the files that can hold decisions / outcomes since the flight began (the same records)
     con = _data.connect(ctx.system.name, _data.files_since(dec, "timestamp_ns", since),
                         _data.files_since(out, "event_ns", since), ctx.now_ns)
+    rewards = ctx.system.rewards
+    per_slot = rewards is not None and rewards.per == "slot"  # the reward guard pays a slot by its candidate
     try:
         d = _data.arrow(con, "SELECT writer, seq, decision_id, system, unit, timestamp_ns, bundle_version, flight, "
-                             "action, shadows_json, killswitch FROM decisions WHERE timestamp_ns >= $s", {"s": since})
-        o = _data.arrow(con, "SELECT outcome_id, decision_id, system, kind, value, event_ns, source FROM outcomes "
-                             "WHERE event_ns >= $s", {"s": since})
+                             f"action, shadows_json, killswitch{', slate' if per_slot else ''} FROM decisions "
+                             "WHERE timestamp_ns >= $s", {"s": since})
+        o = _data.arrow(con, "SELECT outcome_id, decision_id, system, kind, value, event_ns, source"
+                             f"{', candidate_id' if per_slot else ''} FROM outcomes WHERE event_ns >= $s", {"s": since})
     finally:
         con.close()
     return d, o

@@ -72,10 +72,11 @@ class Monitor(Step[MonitorResult]):
 
 
 def _abuse(ctx: StepContext, out: list[Path], alerts: list[Alert]) -> tuple[Any, list[str], dict[str, float]]:
-    """The abuse verdicts (UNSET without an abuse policy), the quarantined sources and the
+    """The abuse verdicts (UNSET without an abuse policy, or for a system without a label policy:
+    the check compares each source's labels with the analysts'), the quarantined sources and the
     down-weighted sources' weights; an alert per source not trusted."""
     policy, now = ctx.plan.abuse, ctx.now_ns
-    if policy is None:
+    if policy is None or ctx.system.label_policy is None:  # sources are judged against analysts' labels
         return UNSET, [], {}
     report = policy.check(ctx.system, outcome_files=out, now_ns=now)
     for s in report.sources:

@@ -1,0 +1,149 @@
+"""The training branch of a system that learns from rewards (a :class:`~closedloop.experience.
+experiences.Ranking` with ``System(rewards=…)``): ``dataset`` → ``train`` → ``evaluate``, whose
+results have the same types as the labeled loop's, so ``gate``, ``register``, ``sanity``,
+``shadow`` and ``advance`` run unchanged (:func:`~closedloop.orchestration.steps.reward_pipeline`).
+
+- ``dataset`` (:class:`RewardDataset`): the reward dataset of ``LoopPlan.train_window``
+  (:func:`~closedloop.datasets.slots.build_reward_dataset`: one row per (decision, slot shown) with
+  its reward and logged propensity, and each decision's whole candidate set). Fewer logged
+  decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``).
+- ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
+  reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
+  request × candidate features, the direct method); the candidate ranks by it.
+- ``evaluate`` (:class:`PolicyEvaluate`): the ranking report of production, the heuristic and the
+  candidate on the dataset's held-out decisions, whose policy value — each decision's whole
+  logged candidate set ranked by each bundle, valued off-policy from the logged propensities — the
+  plan's gate judges (:meth:`~closedloop.evaluation.gate.Gate.check_policy_value`: the lower bound
+  of (candidate − production) by SNIPS, or DR with ``LoopPlan.reward_model="candidate"``, must not
+  fall below −``policy_tolerance``, and the support check must pass).
+
+Each step finds its file in the cycle's directory when it finished before (a resumed cycle).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from closedloop.datasets.dataset import DatasetManifest
+from closedloop.datasets.slots import build_reward_dataset
+from closedloop.errors import ClosedLoopError
+from closedloop.orchestration.steps.base import Step, StepContext, Stop, atomic_json
+from closedloop.orchestration.steps.dataset import DatasetResult
+from closedloop.orchestration.steps.evaluate import EvaluateResult
+from closedloop.orchestration.steps.train import TrainResult
+from closedloop.runtime.bundle import Bundle
+
+__all__ = ["PolicyEvaluate", "RewardDataset", "RewardTrain"]
+
+
+class RewardDataset(Step[DatasetResult]):
+    """Build (or find) the reward dataset."""
+
+    name = "dataset"
+    Result = DatasetResult
+
+    def run(self, ctx: StepContext) -> DatasetResult:
+        out = ctx.dir / "dataset"
+        now = ctx.now_ns
+        if (out / "manifest.json").is_file():
+            m = DatasetManifest.read(out)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            dec, outc = ctx.files()
+            try:
+                m = build_reward_dataset(ctx.system, decision_files=dec, outcome_files=outc,
+                                         since_ns=now - int(ctx.plan.train_window.total_seconds() * 1e9), until_ns=now,
+                                         cutoff_ns=now, out=out)
+            except ClosedLoopError as exc:
+                raise Stop("not_enough_rewards", f"no reward dataset: {exc}") from None
+        decisions = int(m.counts["decisions"])
+        if decisions < ctx.plan.min_labeled:
+            raise Stop("not_enough_rewards", f"the reward dataset has {decisions} decisions whose reward window closed; "
+                       f"the plan needs {ctx.plan.min_labeled}")
+        return DatasetResult(id=m.id, path=str(out), counts=m.counts)
+
+
+class RewardTrain(Step[TrainResult]):
+    """Train (or find) the candidate by the plan's objective."""
+
+    name = "train"
+    Result = TrainResult
+
+    def run(self, ctx: StepContext) -> TrainResult:
+        path = ctx.dir / "candidate"
+        b = Bundle.load(path, ctx.system) if (path / "manifest.json").is_file() else _train(ctx, path)
+        ctx.record["last_trained_ns"] = ctx.now_ns
+        ctx.record["pending"] = []  # the alerts that asked for it are answered
+        return TrainResult(version=b.version, path=str(path), tightened=False, thresholds=None,
+                           heldout=(b.metrics or {}).get("heldout"))
+
+
+def _train(ctx: StepContext, path: Path) -> Bundle:
+    """The candidate fitted on the cycle's reward dataset, saved signed."""
+    from closedloop.training.train import train
+
+    prod = ctx.production()
+    plan = ctx.plan
+    ds = ctx.result("dataset", DatasetResult).path
+    try:
+        run = train(ctx.system, ds, model=plan.model, params=dict(plan.params), parent=None if prod is None else prod.version,
+                    weights=plan.train_weights)
+    except ClosedLoopError as exc:
+        raise Stop("training_failed", str(exc)) from None
+    shutil.rmtree(path, ignore_errors=True)
+    return Bundle.load(run.bundle.save(path, key=ctx.signer()), ctx.system)
+
+
+class PolicyEvaluate(Step[EvaluateResult]):
+    """The ranking report (or the one written before) with the plan's gate on the policy value."""
+
+    name = "evaluate"
+    Result = EvaluateResult
+
+    def run(self, ctx: StepContext) -> EvaluateResult:
+        path = ctx.dir / "report.json"
+        cand = Bundle.load(ctx.result("train", TrainResult).path, ctx.system)
+        if path.is_file():
+            report = json.loads(path.read_text())
+        else:
+            report = _report(ctx, cand)
+            atomic_json(path, report)
+        return EvaluateResult(path=str(path), gate=report["gate"], bundles=_brief(report), heuristic_note=None)
+
+
+def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
+    """Production first (the gate's baseline), the heuristic when it is neither, the candidate last."""
+    from closedloop.evaluation.report import evaluate
+
+    bundles = []
+    prod = ctx.production()
+    if prod is not None:
+        bundles.append(prod)
+    h = ctx.plan.heuristic_bundle()
+    if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
+        bundles.append(h)
+    bundles.append(cand)
+    if len(bundles) < 2:
+        raise Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
+    reward_model = cand if ctx.plan.reward_model == "candidate" else None
+    try:
+        report: dict[str, Any] = evaluate(ctx.system, bundles, ctx.result("dataset", DatasetResult).path, gate=ctx.plan.gate,
+                                          bootstrap=ctx.plan.evaluate_bootstrap, seed=ctx.id, reward_model=reward_model)
+    except ClosedLoopError as exc:
+        raise Stop("evaluation_failed", str(exc)) from None
+    return report
+
+
+def _brief(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each bundle's version, kind and policy value by the gate's estimator (with its interval)."""
+    value = report.get("policy_value") or {}
+    name = (report.get("gate") or {}).get("estimator") or "snips"
+    out = []
+    for part, est in zip(report["bundles"], value.get("bundles") or [{}] * len(report["bundles"]), strict=True):
+        e = (est.get("estimates") or {}).get(name) or {}
+        out.append({"version": part["version"], "kind": part.get("kind"), "estimator": name,
+                    "policy_value": e.get("value"), "low": e.get("low"), "high": e.get("high")})
+    return out
