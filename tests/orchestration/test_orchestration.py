@@ -300,7 +300,7 @@ def test_a_loop_plan_needs_a_thresholds_experience() -> None:
         "synth", context=base.schema.fields, unit=base.unit, features={"x": F.col("x"), "z": F.col("z")},
         actions=list(base.actions), experience=BestAction(), labels=base.labels, label_policy=base.label_policy,
     )
-    with pytest.raises(SpecError, match="LoopPlan needs a system with a Thresholds experience, or a Ranking with rewards .*; .synth. has BestAction"):
+    with pytest.raises(SpecError, match="needs a system with a Thresholds experience, or a Ranking with rewards .*; .synth. has Best"):
         LoopPlan(other, thresholds="system")
 
 

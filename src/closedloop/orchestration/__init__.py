@@ -37,7 +37,7 @@ from closedloop.orchestration.goals import (
 )
 from closedloop.orchestration.labels import LabelCheck
 from closedloop.orchestration.lock import CycleLock, FileCycleLock, LockHeldError
-from closedloop.orchestration.plan import LoopPlan, Rollout, Tighten
+from closedloop.orchestration.plan import Apprentice, LoopPlan, Rollout, Tighten
 from closedloop.orchestration.windows import CADENCES, Window, window_at, windows_between
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "STEPS",
     "AbusePolicy",
     "AbuseReport",
+    "Apprentice",
     "Alert",
     "AlertSink",
     "Cycle",

@@ -178,8 +178,8 @@ class Cycle:
 
     # -- status ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """The last cycle, each goal against its target, open alerts, quarantined sources and
-        the deployment (JSON-ready)."""
+        """The last cycle, each goal against its target, open alerts, quarantined sources, the
+        deployment and, with an apprentice, its state and agreement over time (JSON-ready)."""
         recs = self.records()
         last = recs[-1] if recs else None
         alerts = self.alert_log.read()
@@ -202,6 +202,9 @@ class Cycle:
             "alerts_total": len(alerts),
             "quarantined": [s for s in abuse["sources"] if s["verdict"] == "quarantined"],
             "downweighted": [s for s in abuse["sources"] if s["verdict"] == "downweighted"],
+            **({"apprentice": {**self.plan.apprentice.describe(), **((last or {}).get("apprentice") or
+                                                                     {"graduated": False, "candidate": None, "history": []})}}
+               if self.plan.apprentice is not None else {}),
         }
 
 

@@ -26,7 +26,7 @@ from closedloop.orchestration.steps import Pipeline, default_pipeline, reward_pi
 from closedloop.runtime.bundle import Bundle
 from closedloop.system.spec import System
 
-__all__ = ["OBJECTIVES", "LoopPlan", "Rollout", "Tighten"]
+__all__ = ["OBJECTIVES", "Apprentice", "LoopPlan", "Rollout", "Tighten"]
 
 #: What a system that learns from rewards trains (``LoopPlan.objective``): ``"reward"`` — a reward
 #: model over the request × candidate features, ranked by (the direct method).
@@ -94,6 +94,33 @@ class Tighten:
             out[action] = v
             lowest = v
         return out
+
+
+@dataclass(frozen=True)
+class Apprentice:
+    """Apprentice mode for a system that learns from rewards
+    (:mod:`closedloop.orchestration.steps.apprentice`): the first candidates imitate the policy that
+    logged the data (``model``: "logistic" or "lightgbm"), each must agree with the logged first
+    choice on at least ``agreement`` of the held-out decisions, then serves as a shadow until it
+    agrees with production on that share of at least ``min_decisions`` decisions, and is promoted;
+    later candidates learn from rewards and the off-policy gate decides."""
+
+    agreement: float = 0.9
+    min_decisions: int = 500
+    model: str = "logistic"
+
+    def __post_init__(self) -> None:
+        a = self.agreement
+        if isinstance(a, bool) or not isinstance(a, int | float) or not 0.0 < a <= 1.0:
+            raise SpecError(f"The 'agreement' of Apprentice must be a number in (0, 1]. Got {a!r} instead.")
+        m = self.min_decisions
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise SpecError(f"The 'min_decisions' of Apprentice must be an integer ≥ 1. Got {m!r} instead.")
+        if self.model not in ("logistic", "lightgbm"):
+            raise SpecError(f"The 'model' of Apprentice must be 'logistic' or 'lightgbm'. Got {self.model!r} instead.")
+
+    def describe(self) -> dict[str, Any]:
+        return {"agreement": self.agreement, "min_decisions": self.min_decisions, "model": self.model}
 
 
 def _td(name: str, v: Any, positive: bool = True) -> timedelta:
@@ -176,6 +203,9 @@ class LoopPlan:
         For a system that learns from rewards: ``None`` (default) — the gate judges the policy
         value by SNIPS; ``"candidate"`` — the candidate's own scores are the reward model of
         DM / DR (use with a candidate that is a reward model).
+    apprentice:
+        For a system that learns from rewards: :class:`Apprentice` — start by imitating the logger
+        (None: learn from rewards from the first candidate).
     steps:
         The cycle's steps, in order (:class:`~closedloop.orchestration.steps.Pipeline`; default:
         :func:`~closedloop.orchestration.steps.default_pipeline`, or
@@ -212,6 +242,7 @@ class LoopPlan:
     steps: Pipeline = field(default_factory=default_pipeline)
     objective: str = "reward"
     reward_model: str | None = None
+    apprentice: Apprentice | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.system, System):
@@ -219,6 +250,9 @@ class LoopPlan:
         if self.learns_from_rewards:
             self._check_rewards()
         else:
+            if self.apprentice is not None:
+                raise SpecError(f"The 'apprentice' parameter of LoopPlan is for a system that learns from rewards (a Ranking "
+                                f"with System(rewards=...)); '{self.system.name}' has {self.system.experience!r}.")
             if self.system.label_policy is None:
                 raise SpecError(f"LoopPlan needs a system with a label policy; '{self.system.name}' declares none.")
             if not isinstance(self.system.experience, Thresholds):  # the cycle trains one score and sets its thresholds
@@ -282,6 +316,8 @@ class LoopPlan:
         if self.model not in ("logistic", "lightgbm"):
             raise SpecError(f"The 'model' parameter of LoopPlan must be 'logistic' or 'lightgbm' for a system that learns "
                             f"from rewards (a reward model). Got {self.model!r} instead.")
+        if self.apprentice is not None and not isinstance(self.apprentice, Apprentice):
+            raise SpecError(f"The 'apprentice' parameter of LoopPlan must be an Apprentice or None. Got {self.apprentice!r} instead.")
         if isinstance(self.steps, Pipeline) and self.steps == default_pipeline():
             object.__setattr__(self, "steps", reward_pipeline())  # the field's default is the labeled loop's
 
@@ -311,4 +347,5 @@ class LoopPlan:
             # listed only when they are not the default, so a default plan describes itself as before
             **({"steps": list(self.steps.names)} if self.steps != self.default_steps() else {}),
             **({"objective": self.objective, "reward_model": self.reward_model} if self.learns_from_rewards else {}),
+            **({"apprentice": self.apprentice.describe()} if self.apprentice is not None else {}),
         }

@@ -3,7 +3,7 @@
 A record holds the cycle's id, system and time, each step's status and result (rewritten
 atomically after every step), the outcome and reason, the registry changes and alerts the cycle
 made, and the state carried from cycle to cycle (``rollout``, ``pending`` alert actions,
-``last_trained_ns``, ``label_quarantine``). :class:`CycleRecords` reads and writes them.
+``last_trained_ns``, ``label_quarantine``; an apprentice's state, when the plan has one). :class:`CycleRecords` reads and writes them.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from closedloop.base.times import iso_short
 from closedloop.errors import SpecError
 from closedloop.orchestration.steps.base import atomic_json
 
-__all__ = ["CARRIED", "CycleRecords"]
+__all__ = ["CARRIED", "OPTIONAL", "CycleRecords"]
 
 #: the state a new cycle's record takes over from the last one's, with its default
 CARRIED: tuple[tuple[str, Any], ...] = (("rollout", None), ("pending", []), ("last_trained_ns", None),
                                          ("label_quarantine", []))
+#: carried state that only some plans have (no key in a record of a plan without it): an apprentice's
+OPTIONAL: tuple[str, ...] = ("apprentice",)
 
 
 class CycleRecords:
@@ -59,6 +61,7 @@ class CycleRecords:
         if last is not None and now < last["now_ns"]:
             raise clock_went_back(self.cycles, last, self.all(), now)
         carried = {k: (last or {}).get(k, list(d) if isinstance(d, list) else d) for k, d in CARRIED}
+        carried |= {k: last[k] for k in OPTIONAL if last is not None and k in last}
         return {"id": (last["id"] + 1) if last else 1, "system": system, "now_ns": now,
                 "steps": {}, "finished": False, "outcome": None, "reason": None, "resumed": 0,
                 "alerts": [], "changes": [], **carried}

@@ -1,6 +1,7 @@
 """``advance``: a rollout is under way — move it one stage.
 
-shadow (for ``Rollout.shadow_for``) → flight (``Rollout.flight_share`` of units, for
+shadow (for ``Rollout.shadow_for``; an apprentice's until it agrees with production:
+:mod:`.apprentice`) → flight (``Rollout.flight_share`` of units, for
 ``Rollout.flight_for``, the registry's guard checking it every cycle) → promote; a guard breach
 stops the flight (the automatic rollback) and the next cycle retires the shadow. The cycle ends
 with the stage's outcome (``waiting``, ``flight``, ``promoted``, ``rolled_back``,
@@ -18,6 +19,7 @@ from closedloop.base.times import iso_seconds
 from closedloop.errors import SanityCheckError, SpecError
 from closedloop.orchestration import _data
 from closedloop.orchestration.alerts import Alert
+from closedloop.orchestration.steps import apprentice
 from closedloop.orchestration.steps.base import StepContext, StepResult
 from closedloop.orchestration.steps.route import Branch
 from closedloop.registry import GuardPolicy, guard_check
@@ -73,6 +75,8 @@ def _shadow(ctx: StepContext, ro: dict[str, Any]) -> AdvanceResult:
     if cand not in state.shadows:
         ro.update(stage="ended", ended="the shadow was removed outside the loop", since_ns=now)
         return _done(ctx, ro, "rollout_ended", f"{cand} is no longer a shadow: the rollout ends")
+    if apprentice.imitating(ctx) and apprentice.state(ctx)["candidate"] == cand:  # judged by its agreement
+        return apprentice.advance_shadow(ctx, ro, _done)
     waited = now - ro["since_ns"]
     need = int((r.shadow_for.total_seconds() if r.shadow_for else 0) * 1e9)
     if waited < need:

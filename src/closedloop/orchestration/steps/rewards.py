@@ -9,7 +9,8 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``).
 - ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
   reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
-  request × candidate features, the direct method); the candidate ranks by it.
+  request × candidate features, the direct method); the candidate ranks by it. With
+  ``LoopPlan(apprentice=…)``, an imitation of the logger until one has graduated (:mod:`.apprentice`).
 - ``evaluate`` (:class:`PolicyEvaluate`): the ranking report of production, the heuristic and the
   candidate on the dataset's held-out decisions, whose policy value — each decision's whole
   logged candidate set ranked by each bundle, valued off-policy from the logged propensities — the
@@ -30,6 +31,7 @@ from typing import Any
 from closedloop.datasets.dataset import DatasetManifest
 from closedloop.datasets.slots import build_reward_dataset
 from closedloop.errors import ClosedLoopError
+from closedloop.orchestration.steps import apprentice
 from closedloop.orchestration.steps.base import Step, StepContext, Stop, atomic_json
 from closedloop.orchestration.steps.dataset import DatasetResult
 from closedloop.orchestration.steps.evaluate import EvaluateResult
@@ -82,12 +84,15 @@ class RewardTrain(Step[TrainResult]):
 
 
 def _train(ctx: StepContext, path: Path) -> Bundle:
-    """The candidate fitted on the cycle's reward dataset, saved signed."""
+    """The candidate fitted on the cycle's reward dataset, saved signed (an apprentice's
+    imitation of the logger while it has not graduated: :mod:`.apprentice`)."""
     from closedloop.training.train import train
 
     prod = ctx.production()
     plan = ctx.plan
     ds = ctx.result("dataset", DatasetResult).path
+    if apprentice.imitating(ctx):
+        return apprentice.train_apprentice_candidate(ctx, path, ds)
     try:
         run = train(ctx.system, ds, model=plan.model, params=dict(plan.params), parent=None if prod is None else prod.version,
                     weights=plan.train_weights)
@@ -134,6 +139,8 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
                                           bootstrap=ctx.plan.evaluate_bootstrap, seed=ctx.id, reward_model=reward_model)
     except ClosedLoopError as exc:
         raise Stop("evaluation_failed", str(exc)) from None
+    if apprentice.imitating(ctx):  # an apprentice is judged by how well it imitates the logger
+        return apprentice.judge(ctx, cand, report, ctx.result("dataset", DatasetResult).path)
     return report
 
 
