@@ -118,10 +118,29 @@ def _calibration(report: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _apprentice(report: Mapping[str, Any]) -> str:
+    """An apprentice's agreement with the logger over time (a cycle's report, apprentice mode), or nothing."""
+    a = report.get("apprentice")
+    if not a:
+        return ""
+    share = f"{float(a.get('agreement') or 0):.0%}"
+    out = ["<section id='apprentice'><h2>Apprentice: agreement with the logger</h2>",
+           f"<p>The candidate imitates the policy that logged the data; it is promoted when it agrees with the logged "
+           f"first choice on at least {_e(share)} of the decisions, held out and then in shadow.</p>",
+           "<table><thead><tr><th>cycle</th><th>candidate</th><th>where</th><th>agreement</th><th>n</th></tr></thead><tbody>"]
+    for p in a.get("history") or []:
+        out.append(f"<tr><td>{_e(p.get('cycle'))}</td><td>{_e(p.get('candidate'))}</td><td>{_e(p.get('where'))}</td>"
+                   f"<td>{_f(p.get('agreement'))} {_ci([p.get('low'), p.get('high')])}</td><td>{_count(p.get('n'))}</td></tr>")
+    out.append("</tbody></table></section>")
+    return "\n".join(out)
+
+
 def ranking_body(report: Mapping[str, Any]) -> list[str]:
-    """The page's body after the header for a ranking report."""
+    """The page's body after the header for a ranking report (and an apprentice's agreement, in a cycle's)."""
     return [
         "<nav><a href='#dataset'>decisions</a><a href='#quality'>ranking quality</a><a href='#comparison'>comparison</a>"
-        "<a href='#calibration'>calibration</a><a href='#policy-value'>policy value</a></nav>",
+        "<a href='#calibration'>calibration</a><a href='#policy-value'>policy value</a>"
+        + ("<a href='#apprentice'>apprentice</a>" if report.get("apprentice") else "") + "</nav>",
         _dataset(report), _quality(report), _comparison(report), _calibration(report), policy_value_section(report),
+        _apprentice(report),
     ]
