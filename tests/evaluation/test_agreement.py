@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from support.apprentice import contexts, log_dataset
 
 from closedloop import Bundle, LogisticModel, Runtime
 from closedloop.errors import SpecError
@@ -20,6 +19,7 @@ from closedloop.runtime.signing import SigningKey
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 from closedloop.training.apprentice import train_apprentice
 from closedloop.world.bandit import BanditWorld
+from support.apprentice import contexts, log_dataset
 
 FORCE = "a test bundle without an evaluation report"
 KEY = SigningKey.generate()
