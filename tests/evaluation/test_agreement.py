@@ -15,6 +15,7 @@ from closedloop.evaluation.agreement import SHADOW_COLUMNS, greedy_order, shadow
 from closedloop.experience.exploration import Softmax
 from closedloop.registry import Registry
 from closedloop.runtime.clock import ManualClock
+from closedloop.runtime.ids import DecisionIds
 from closedloop.runtime.signing import SigningKey
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 from closedloop.training.apprentice import train_apprentice
@@ -52,7 +53,7 @@ def live(tmp_path_factory):
         reg.deploy(system, heuristic.version, actor="a", reason="the heuristic", force=FORCE)
         reg.deploy(system, apprentice.version, actor="a", reason="apprentice", shadow=True, force=FORCE)
         reg.deploy(system, by_age.version, actor="a", reason="by age", shadow=True, force=FORCE)
-        rt = Runtime(system, heuristic, telemetry=tel, clock=clock)
+        rt = Runtime(system, heuristic, telemetry=tel, clock=clock, ids=DecisionIds(seed=5))
         assert reg.refresh(rt)["applied"]
         ctxs = contexts(world, 1200, seed=5)
         decided = [rt.decide(c, timestamp_ns=T0 + i * 10**9) for i, c in enumerate(ctxs[:600])]

@@ -14,6 +14,7 @@ from typing import Any
 from closedloop import Bundle, Runtime
 from closedloop.datasets.slots import build_reward_dataset
 from closedloop.runtime.clock import ManualClock
+from closedloop.runtime.ids import DecisionIds
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
 T0 = 1_700_000_000 * 10**9
@@ -31,10 +32,12 @@ def contexts(world: Any, n: int, seed: int) -> list[dict[str, Any]]:
 
 def log_dataset(world: Any, system: Any, bundle: Bundle, ctxs: list[dict[str, Any]], home: Path, seed: int) -> Any:
     """``ctxs`` decided by ``bundle`` through a Runtime logging to telemetry under ``home``, the world's
-    clicks reported, and the reward dataset built → its manifest (the dataset at ``home / "ds"``)."""
+    clicks reported, and the reward dataset built → its manifest (the dataset at ``home / "ds"``). The
+    decision ids come from ``seed``, and with them the logger's draws (an exploring policy draws from its decision id)."""
     clock = ManualClock(T0)
     tel = Telemetry(SegmentLog(home), system=system, clock=clock.now_ns)
-    world.log(Runtime(system, bundle, telemetry=tel, clock=clock), ctxs, tel, t0_ns=T0, seed=seed)
+    rt = Runtime(system, bundle, telemetry=tel, clock=clock, ids=DecisionIds(seed=seed))  # seeded ids: seeded draws
+    world.log(rt, ctxs, tel, t0_ns=T0, seed=seed)
     tel.close()
     store = TelemetryStore(home)
     store.compact()

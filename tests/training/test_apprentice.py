@@ -84,6 +84,8 @@ def test_each_shown_slot_is_one_choice_among_the_candidates_not_shown_above_it(l
                     expect[(c, int(sets.slot[c] == j))] += 1
     assert Counter(zip(idx.tolist(), y.tolist(), strict=True)) == expect
     assert run.metrics["train"]["n"] == counts["rows"] and run.metrics["heldout"]["auc"] > 0.6
+    again = train_apprentice(system, m.path, loaded=rows)  # the slot rows the caller has: the same fit
+    assert again.metrics["apprentice"] == run.metrics["apprentice"] and again.metrics["heldout"] == run.metrics["heldout"]
 
 
 def test_a_reward_trained_candidate_beats_the_apprentice_by_the_policy_value_and_by_the_truth(logged):
@@ -102,6 +104,24 @@ def test_a_reward_trained_candidate_beats_the_apprentice_by_the_policy_value_and
     assert truth["rewarded"] > truth["apprentice"] + 0.03, truth
 
 
+def test_choosing_one_of_ten_the_apprentice_learns_the_heuristics_first_choice(tmp_path):
+    world = BanditWorld(seed=4)  # 10 candidates per request, one shown
+    system = world.system(k=1, explore=Softmax(0.05))
+    heuristic = Bundle.build(system, world.heuristic())
+    m = log_dataset(world, system, heuristic, contexts(world, 3000, seed=2), tmp_path / "log", seed=2)
+    greedy = log_dataset(world, world.system(k=1), heuristic, contexts(world, 1000, seed=8), tmp_path / "greedy", seed=8)
+    run = train_apprentice(system, m.path, loaded=pq.read_table(m.data_path))
+    counts = run.metrics["lineage"]["imitation_rows"]
+    assert counts["rows"] == 10 * counts["decisions"] and counts["choices"] == counts["decisions"] > 2000
+    mine = log_agreement(system, run.bundle, greedy.path, split="all")
+    assert mine["n"] == 1000 and mine["agreement"] >= 0.9 and mine["top_k_overlap"] == mine["agreement"], mine
+    assert abs(log_agreement(system, _unrelated(system), greedy.path, split="all")["agreement"] - 0.1) < 0.05
+    # trees score in steps: candidates of close quality tie and go to the lower index, so a lower share
+    trees = train_apprentice(system, m.path, model="lightgbm")
+    assert trees.metrics["lineage"]["model"] == "lightgbm" and trees.metrics["lineage"]["defaults"]["num_leaves"] >= 5
+    assert log_agreement(system, trees.bundle, greedy.path, split="all")["agreement"] >= 0.85
+
+
 def test_refusals_name_the_parameter(logged, tmp_path):
     import shutil
 
@@ -114,6 +134,8 @@ def test_refusals_name_the_parameter(logged, tmp_path):
         train_apprentice(system, m.path, params=[("C", 1.0)])
     with pytest.raises(SpecError, match=r"'system' parameter of train_apprentice must be a closedloop.System"):
         train_apprentice("bandit", m.path)
+    with pytest.raises(SpecError, match=r"'split' parameter of log_agreement must be a closedloop Split, 'all' or None"):
+        log_agreement(system, Bundle.build(system, world.heuristic()), m.path, split=0.2)
     shutil.copytree(m.path, tmp_path / "ds")
     (tmp_path / "ds" / CANDIDATE_SETS_FILE).unlink()
     with pytest.raises(DatasetError, match=r"whole candidate set.*no candidate_sets\.parquet"):

@@ -125,22 +125,27 @@ def log_agreement(system: Any, bundle: Any, dataset: Path | str, split: Any = No
     return {**agreement_on_sets(sets, np.asarray(batch.scores, dtype=np.float64)), **out}
 
 
+def _check_system(system: Any, owner: str) -> None:
+    from closedloop.experience.experiences import Ranking
+
+    if not isinstance(getattr(system, "experience", None), Ranking) or getattr(system, "candidate_schema", None) is None:
+        raise SpecError(f"The 'system' parameter of {owner} must be a ranking system (candidates and a Ranking experience). "
+                        f"Got {system!r} instead.")
+
+
 def _side(system: Any, dataset: Path, split: Any) -> pa.Table:
-    """The slot rows of the test side of ``split`` (``"all"``: every row)."""
+    """The slot rows of the test side of ``split`` (``"all"``: every row) of the reward dataset at ``dataset``."""
     import pyarrow.parquet as pq
 
-    from closedloop.datasets.dataset import DATA_FILE
+    from closedloop.datasets.candidate_sets import _manifest
     from closedloop.system.splits import Split
     from closedloop.system.splits import split as split_rows
 
+    _check_system(system, "log_agreement")
     sp = system.split if split is None else split
     if sp != "all" and not isinstance(sp, Split):
         raise SpecError(f"The 'split' parameter of log_agreement must be a closedloop Split, 'all' or None. Got {sp!r} instead.")
-    if not (dataset / DATA_FILE).is_file():
-        from closedloop.datasets.candidate_sets import read_candidate_sets
-
-        read_candidate_sets(system, dataset)  # refuses, naming what is missing
-    rows = pq.read_table(dataset / DATA_FILE)
+    rows = pq.read_table(_manifest(system, dataset).data_path)
     if sp == "all":
         return rows
     return rows.take(pa.array(split_rows(rows, sp)[1]))
@@ -177,6 +182,7 @@ def shadow_agreement(system: Any, decisions: pa.Table, shadow_version: str, sinc
     "n", "units", "top_k_overlap", "top_k_interval", "shown_agreement"}``. ``decisions``: telemetry
     decision records (``TelemetryStore.read("decisions", …)``, with at least :data:`SHADOW_COLUMNS`);
     ``since_ns``: only decisions from then on. No decision scored by that shadow: ``agreement`` None, ``n`` 0."""
+    _check_system(system, "shadow_agreement")
     _check_decisions(decisions, shadow_version, since_ns)
     t = _production_rows(system, decisions, since_ns)
     decode = msgspec.json.decode
