@@ -122,7 +122,7 @@ def test_choosing_one_of_ten_the_apprentice_learns_the_heuristics_first_choice(t
     assert log_agreement(system, trees.bundle, greedy.path, split="all")["agreement"] >= 0.85
 
 
-def test_refusals_name_the_parameter(logged, tmp_path):
+def test_refusals_name_the_parameter(logged, tmp_path, phishing):
     import shutil
 
     world, system, _, m, _, _ = logged
@@ -134,6 +134,8 @@ def test_refusals_name_the_parameter(logged, tmp_path):
         train_apprentice(system, m.path, params=[("C", 1.0)])
     with pytest.raises(SpecError, match=r"'system' parameter of train_apprentice must be a closedloop.System"):
         train_apprentice("bandit", m.path)
+    with pytest.raises(SpecError, match=r"'system' parameter of train_apprentice must be a ranking system.*Got System 'phishing'"):
+        train_apprentice(phishing, m.path)
     with pytest.raises(SpecError, match=r"'split' parameter of log_agreement must be a closedloop Split, 'all' or None"):
         log_agreement(system, Bundle.build(system, world.heuristic()), m.path, split=0.2)
     shutil.copytree(m.path, tmp_path / "ds")

@@ -78,8 +78,9 @@ def _check_arguments(system: Any, model: Any, params: Any) -> dict[str, Any]:
     if not isinstance(system, System):
         raise SpecError(f"The 'system' parameter of train_apprentice must be a closedloop.System. Got {system!r} instead.")
     if not isinstance(system.experience, Ranking) or system.candidate_schema is None:
-        raise SpecError(f"train_apprentice imitates a ranking policy: the 'system' parameter must have candidates and a Ranking "
-                        f"experience. System '{system.name}' has {system.experience!r} instead.")
+        raise SpecError(f"The 'system' parameter of train_apprentice must be a ranking system (candidates and a Ranking "
+                        f"experience: an apprentice imitates a ranking policy). Got System '{system.name}' with "
+                        f"{system.experience!r} instead.")
     if model == "heuristic":
         raise SpecError("The 'model' parameter of train_apprentice must be a model that is fitted ('logistic', 'lightgbm' "
                         "or 'sklearn:MODULE:CLASS'). Got 'heuristic' instead.")
@@ -91,15 +92,13 @@ def _check_arguments(system: Any, model: Any, params: Any) -> dict[str, Any]:
     return dict(params or {})
 
 
-def _slot_rows(path: Path, loaded: Any) -> pa.Table:
-    """The dataset's slot rows: ``loaded`` (a table, or what ``load_dataset`` returned) or data.parquet."""
+def _slot_rows(manifest: Any, loaded: Any) -> pa.Table:
+    """The dataset's slot rows: ``loaded`` (a table, or what ``load_dataset`` returned) or its data file."""
     import pyarrow.parquet as pq
-
-    from closedloop.datasets.dataset import DATA_FILE
 
     if loaded is not None:
         return loaded[0] if isinstance(loaded, tuple) else loaded
-    return pq.read_table(path / DATA_FILE)
+    return pq.read_table(manifest.data_path)
 
 
 def _complete(sets: Any) -> np.ndarray:
@@ -191,7 +190,7 @@ def train_apprentice(
     params = _check_arguments(system, model, params)
     path = Path(dataset)
     manifest = _manifest(system, path)
-    rows = _slot_rows(path, loaded)
+    rows = _slot_rows(manifest, loaded)
     fit_rows, _, test_rows = training_rows(rows, system.split, False, manifest.id)
     fit_sets = read_candidate_sets(system, path, rows=rows.take(pa.array(fit_rows)))
     test_sets = read_candidate_sets(system, path, rows=rows.take(pa.array(test_rows))) if test_rows.size else None
