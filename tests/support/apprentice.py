@@ -2,9 +2,10 @@
 Runtime with Telemetry, clicks reported, and the per-slot reward dataset built from the records.
 
 The world's item ids are unique per request; :func:`contexts` names each request's items by their
-place in it (``c0`` … ``c5``) instead, as a catalogue's slots: the ranking report's support check
-counts (candidate id, position) pairs seen in the log, so with ids that never recur every policy
-that departs from the log would fail it. The ids are not features: nothing else changes."""
+place in it (``c0`` … ``c5``) instead, as a catalogue's slots. The ids are not features: nothing
+else changes (the ranking report values each decision's whole candidate set and judges support
+against the logger's own distribution, so unique ids would do as well; these keep the figures the
+tests were measured with)."""
 
 from __future__ import annotations
 

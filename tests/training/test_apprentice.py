@@ -30,7 +30,7 @@ N = 6  # candidates per request, all shown (k = N): the ranking report values a 
 def logged(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("apprentice")
     world = BanditWorld(seed=1, n_candidates=N)
-    system = world.system(k=N, explore=Softmax(0.05))  # the heuristic, exploring lightly
+    system = world.system(k=N, explore=Softmax(0.07))  # the heuristic, exploring lightly
     heuristic = Bundle.build(system, world.heuristic())
     m = log_dataset(world, system, heuristic, contexts(world, 6000, seed=1), tmp / "log", seed=1)
     run = train_apprentice(system, m.path)

@@ -58,8 +58,9 @@ def imitating(ctx: StepContext) -> bool:
 
 
 def _point(ctx: StepContext, candidate: str, where: str, got: dict[str, Any]) -> dict[str, Any]:
+    low, high = got.get("interval") or (None, None)
     p = {"cycle": ctx.id, "now_ns": ctx.now_ns, "candidate": candidate, "where": where,
-         "agreement": got.get("agreement"), "low": got.get("low"), "high": got.get("high"), "n": got.get("n")}
+         "agreement": got.get("agreement"), "low": low, "high": high, "n": got.get("n")}
     hist = state(ctx)["history"]
     if not any(h["cycle"] == p["cycle"] and h["where"] == where and h["candidate"] == candidate for h in hist):
         hist.append(p)  # once per cycle: a resumed step measures again, the same
@@ -68,7 +69,7 @@ def _point(ctx: StepContext, candidate: str, where: str, got: dict[str, Any]) ->
 
 def train_apprentice_candidate(ctx: StepContext, path: Path, dataset: str) -> Bundle:
     """The imitation of the logger, fitted on the cycle's reward dataset and saved signed."""
-    from closedloop.training.apprentice import train_apprentice  # type: ignore[import-not-found]
+    from closedloop.training.apprentice import train_apprentice
 
     prod = ctx.production()
     try:
@@ -82,7 +83,7 @@ def train_apprentice_candidate(ctx: StepContext, path: Path, dataset: str) -> Bu
 
 def judge(ctx: StepContext, cand: Bundle, report: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The report with the apprentice's verdict as its gate: held-out agreement ≥ the declared share."""
-    from closedloop.evaluation.agreement import log_agreement  # type: ignore[import-not-found]
+    from closedloop.evaluation.agreement import log_agreement
 
     share = _spec(ctx).agreement
     got = log_agreement(ctx.system, cand, dataset)
@@ -136,8 +137,7 @@ def _decisions(ctx: StepContext, since: int) -> Any:
     dec, _ = ctx.files()
     con = _data.connect(ctx.system.name, _data.files_since(dec, "timestamp_ns", since), [], ctx.now_ns)
     try:
-        return _data.arrow(con, "SELECT decision_id, unit, timestamp_ns, bundle_version, flight, killswitch, slate, "
-                                "candidate_ids, candidate_scores, slot_propensities, shadows_json FROM decisions "
-                                "WHERE timestamp_ns >= $s", {"s": since})
+        return _data.arrow(con, "SELECT system, unit, timestamp_ns, flight, killswitch, action, candidate_ids, candidate_scores, "
+                                "shadows_json FROM decisions WHERE timestamp_ns >= $s", {"s": since})
     finally:
         con.close()
