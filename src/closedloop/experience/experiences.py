@@ -29,7 +29,7 @@ import numpy as np
 from closedloop.errors import SpecError
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 
-__all__ = ["MODES", "Action", "BestAction", "Chooser", "Presentation", "Ranking", "Thresholds"]
+__all__ = ["EXPLORED_SLOTS_WHY", "EXPLORED_WHY", "MODES", "Action", "BestAction", "Chooser", "Presentation", "Ranking", "Thresholds"]
 
 MODES = ("automate", "prompt", "annotate", "organize", "none")
 
@@ -237,6 +237,13 @@ class Thresholds:
         return f"Thresholds({self.score!r}, {dict(self.levels)!r}, otherwise={self.otherwise!r})"
 
 
+#: How a decision's ``why`` says it explored (the goal metric ``exploration_share`` reads it): a
+#: choice's begins with :data:`EXPLORED_WHY`; a ranking's ends with :data:`EXPLORED_SLOTS_WHY`
+#: naming the slots (0-based) whose item is not the best remaining one.
+EXPLORED_WHY = "explored ("
+EXPLORED_SLOTS_WHY = "; slots {} differ from the greedy order"
+
+
 class Chooser:
     """The executable experience: scores → greedy action and reason (as indices into
     ``actions`` and ``reasons``) and, when the experience explores, each action's probability.
@@ -272,7 +279,7 @@ class Chooser:
             band = f"inverse-gap weighting, gamma {policy.gamma!r}"
         else:
             band = f"softmax, temperature {policy.temperature!r}"
-        return tuple(f"explored ({band}) → {a}" for a in self.actions)
+        return tuple(f"{EXPLORED_WHY}{band}) → {a}" for a in self.actions)
 
 
 def _not_exploring(spec: Thresholds | BestAction) -> SpecError:

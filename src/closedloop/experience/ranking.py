@@ -70,7 +70,7 @@ import pyarrow as pa
 
 from closedloop.context.schema import MISSING, Columns, Int, Schema
 from closedloop.errors import BatchContextError, ContextError, SpecError
-from closedloop.experience.experiences import Ranking
+from closedloop.experience.experiences import EXPLORED_SLOTS_WHY, Ranking
 from closedloop.experience.exploration import Softmax, SquareCB, uniform_batch, uniform_salts
 from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch, RankedShadow
 from closedloop.experience.ranking_inputs import (
@@ -186,7 +186,7 @@ class RankingPlan:
     def _why(self, m: int, n: int, explored: list[int]) -> str:
         why = self._why_base.format(m=m, n=n)
         if explored:
-            why += f"; slots {explored} differ from the greedy order"
+            why += EXPLORED_SLOTS_WHY.format(explored)
         return why
 
     def _killswitch_why(self, m: int, n: int) -> str:
