@@ -137,3 +137,13 @@ def test_the_metric_is_in_the_grammar_and_a_near_miss_is_refused():
     assert m.kind == "exploration" and not m.needs_labels
     with pytest.raises(SpecError, match="exploration_share"):
         parse_metric("exploration_shares", system)
+
+
+def test_the_flight_guard_says_why_it_does_not_judge_it():
+    from closedloop.registry.guard_goals import flight_goals
+
+    system = System("offers", context=[Str("user"), Float("x")], unit="user", features={"x": F.col("x")},
+                    actions=["a0", "a1"], experience=BestAction(explore=SquareCB(6.0)), goals=[GOAL])
+    judged, skipped = flight_goals(system)
+    assert judged == [] and skipped == [{"goal": "exploring", "metric": "exploration_share", "note": (
+        "not judged in flight: the exploration share describes the experience's policy, not an arm's outcomes")}]

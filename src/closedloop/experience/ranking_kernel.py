@@ -32,8 +32,8 @@ order — the best by a scan (first maximum), ``exp`` from the same C library, t
 cumulative probabilities added left to right — one request after the other, without a numpy
 call per slot. A request with a NaN or ±inf score, and every request without the extension,
 takes the numpy form described above; the two agree bit for bit
-(tests/experience/test_ranking_kernel.py runs both). SquareCB has no compiled loop: both paths
-draw it with the numpy form (one row for ``rank_one``).
+(tests/experience/test_ranking_kernel.py runs both). SquareCB has no compiled loop: ``rank_one`` draws it
+with a few numpy calls per slot on the row itself, ``rank_rows`` with the numpy form — the same numbers.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def rank_one_numpy(
         return [], [], 1.0, []
     sl = s.tolist()
     total = sum(sl)
-    if total - total != 0.0 or isinstance(explore, SquareCB):  # NaN or ±inf among the scores; SquareCB: one row
+    if total - total != 0.0:  # NaN or ±inf among the scores
         U = np.array([u], dtype=np.float64) if explore is not None else None
         picks, slots, explored, props = rank_rows_numpy(s.reshape(1, -1), np.array([n], dtype=np.int64), k, explore, U)
         return picks[0].tolist(), slots[0].tolist(), float(props[0]), np.flatnonzero(explored[0]).tolist()
@@ -294,6 +294,8 @@ def rank_one_numpy(
         return order[:m], [1.0] * m, 1.0, []
     if isinstance(explore, Softmax):
         return _one_softmax(s, sl, order, m, explore.temperature, u)
+    if isinstance(explore, SquareCB):
+        return _one_squarecb(s, order, m, explore.gamma, u)
     return _one_epsilon(sl, order, m, explore, u)
 
 
@@ -362,6 +364,37 @@ def _one_epsilon(
             q = float(P[pos])
         else:
             pos, q = best, 1.0
+        free[pos] = False
+        taken.append(pos)
+        slots.append(q)
+        p = p * q
+        if pos != best:
+            explored.append(j)
+    return taken, slots, p, explored
+
+
+def _one_squarecb(
+    s: np.ndarray, order: list[int], m: int, gamma: float, u: list[float]
+) -> tuple[list[int], list[float], float, list[int]]:
+    """SquareCB's slots for one request whose scores are all finite: :func:`_squarecb_probs` on the row
+    (a free candidate's gap is never below 0, so ``max(gap, 0)`` changes only the taken ones, set to 0)."""
+    n = s.shape[0]
+    taken: list[int] = []
+    free = [True] * n
+    slots: list[float] = []
+    explored: list[int] = []
+    p = 1.0
+    g = 0
+    for j in range(m):
+        while not free[order[g]]:
+            g += 1
+        best = order[g]
+        P = 1.0 / ((n - j) + gamma * np.maximum(s[best] - s, 0.0))
+        P[taken] = 0.0
+        P[best] = 0.0
+        P[best] = 1.0 - np.add.accumulate(P)[-1]
+        pos = _one_pick(P, u[j])
+        q = float(P[pos])
         free[pos] = False
         taken.append(pos)
         slots.append(q)
