@@ -251,7 +251,7 @@ def _bandit(explore, seed: int, rounds: int = 40, batch: int = 250) -> tuple[flo
 
 
 def test_regret_is_below_epsilon_greedys_at_the_same_exploration_share():
-    square, eps = [], []
+    square, eps, eps_plain = [], [], []
     for seed in (0, 1, 2):
         reg, share = _bandit(SquareCB(1000.0), seed)
         # ε-greedy explores off the greedy action with probability ε·(K−1)/K: the same share
@@ -260,7 +260,9 @@ def test_regret_is_below_epsilon_greedys_at_the_same_exploration_share():
         square.append(reg)
         eps.append(reg_e)
         assert reg < reg_e, (seed, reg, reg_e)
+        eps_plain.append(_bandit(EpsilonGreedy(share), seed)[0])  # ε = the share itself (a little less exploration)
     assert sum(square) < 0.8 * sum(eps), (square, eps)
+    assert sum(square) < 0.8 * sum(eps_plain), (square, eps_plain)
 
 
 def test_softmax_and_greedy_are_not_squarecb():
