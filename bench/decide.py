@@ -440,6 +440,11 @@ def bare_rank_batch(
     return picks, probs
 
 
+#: The feed's SquareCB: click probabilities a few hundredths apart, so a large gamma (an item 0.05 below
+#: the best is shown about 1 / (80 + 10) of the time at its slot).
+SQUARECB_GAMMA = 200.0
+
+
 def bench_ranking(lgb: Any, quick: bool) -> tuple[dict[str, Any], list[str]]:
     """Ranking 80 candidates (examples/feed, top 5 by softmax): ``decide`` and ``decide_batch``
     against the bare work, logistic and LightGBM."""
@@ -464,6 +469,13 @@ def bench_ranking(lgb: Any, quick: bool) -> tuple[dict[str, Any], list[str]]:
     booster = lgb.train({"objective": "binary", "num_leaves": 31, "verbose": -1, "seed": 1, "deterministic": True},
                         lgb.Dataset(Xtr, ytr, feature_name=names), num_boost_round=100)
     rt_feed = Runtime(feed, Bundle.build(feed, feed_model), ids=DecisionIds(seed=10))
+    # the same feed exploring with SquareCB (inverse-gap weighting; no compiled loop: the numpy draw)
+    from examples.feed import system as feed_spec
+
+    feed_cb = closedloop.System(feed.name, context=feed_spec.request, candidates=feed_spec.candidates,
+                                candidate_id=feed.candidate_id, unit=feed.unit, features=feed_spec.features,
+                                experience=closedloop.Ranking("score", k=5, explore=closedloop.SquareCB(SQUARECB_GAMMA)))
+    rt_cb = Runtime(feed_cb, Bundle.build(feed_cb, feed_model), ids=DecisionIds(seed=10))
     rt_lgb = Runtime(feed, Bundle.build(feed, closedloop.LightGBMModel.from_booster(booster, names, output="score")),
                      ids=DecisionIds(seed=11))
     n_req = 300 if quick else 2_000
@@ -495,6 +507,8 @@ def bench_ranking(lgb: Any, quick: bool) -> tuple[dict[str, Any], list[str]]:
         "bare_lgb_single": lambda: [bare_rank_one(cx, booster.predict, t, U[i]) for i, cx in enumerate(one)],
         "batch": lambda: rt_feed.decide_batch(requests, candidates=candidates),
         "bare_batch": lambda: bare_rank_batch(requests, candidates, w, b, t, U),
+        "squarecb_single": lambda: [rt_cb.decide(cx) for cx in one],
+        "squarecb_batch": lambda: rt_cb.decide_batch(requests, candidates=candidates),
     }
     best = dict.fromkeys(runs, math.inf)
     for _ in range(3 if quick else 7):  # rounds alternate the figures and their baselines
@@ -518,6 +532,11 @@ def bench_ranking(lgb: Any, quick: bool) -> tuple[dict[str, Any], list[str]]:
         "multiaction_batch_decisions_per_s": n_req / best["batch"],
         "multiaction_bare_batch_decisions_per_s": n_req / best["bare_batch"],
         "multiaction_batch_vs_bare": best["bare_batch"] / best["batch"],
+        "multiaction_squarecb_gamma": SQUARECB_GAMMA,
+        "multiaction_squarecb_single_us": best["squarecb_single"] / n_single * us,
+        "multiaction_squarecb_single_vs_softmax": best["squarecb_single"] / best["single"],
+        "multiaction_squarecb_batch_decisions_per_s": n_req / best["squarecb_batch"],
+        "multiaction_squarecb_batch_vs_softmax": best["batch"] / best["squarecb_batch"],
     }, failures
 
 
@@ -539,6 +558,10 @@ def ranking_main(quick: bool) -> int:
     print(f"  decide_batch           {r['multiaction_batch_decisions_per_s']:8,.0f} /s   {r['multiaction_batch_vs_bare']:.2f}× bare"
           f"   targets ≥ 65,000/s: {'met' if targets['multiaction_batch_decisions_per_s'] else 'NOT met'},"
           f" ≥ 0.5× bare: {'met' if targets['multiaction_batch_vs_bare'] else 'NOT met'}")
+    print(f"  SquareCB({r['multiaction_squarecb_gamma']:g}) decide   {r['multiaction_squarecb_single_us']:8.0f} µs   "
+          f"{r['multiaction_squarecb_single_vs_softmax']:.2f}× softmax's decide")
+    print(f"  SquareCB decide_batch  {r['multiaction_squarecb_batch_decisions_per_s']:8,.0f} /s   "
+          f"{r['multiaction_squarecb_batch_vs_softmax']:.2f}× softmax's rate")
     for f in failures:
         print(f"CORRECTNESS FAILURE: {f}")
     print(json.dumps(r, sort_keys=False))

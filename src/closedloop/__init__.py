@@ -31,7 +31,7 @@ from closedloop.errors import (
     SpecError,
 )
 from closedloop.experience.experiences import Action, BestAction, Presentation, Ranking, Thresholds
-from closedloop.experience.exploration import EpsilonGreedy, Softmax
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 from closedloop.experience.guardrails import (
     AllowList,
     BlockList,
@@ -140,6 +140,7 @@ __all__ = [
     "SklearnModel",
     "Softmax",
     "SpecError",
+    "SquareCB",
     "Stacking",
     "Str",
     "System",

@@ -26,6 +26,7 @@ from closedloop import (
     RewardPolicy,
     Softmax,
     SpecError,
+    SquareCB,
     Str,
     System,
 )
@@ -171,7 +172,7 @@ def test_a_reward_model_adds_the_doubly_robust_estimators(tmp_path):
 
 
 @pytest.mark.parametrize("guarded", [False, True])
-@pytest.mark.parametrize("explore", [None, Softmax(temperature=0.2), EpsilonGreedy(epsilon=0.3)])
+@pytest.mark.parametrize("explore", [None, Softmax(temperature=0.2), EpsilonGreedy(epsilon=0.3), SquareCB(5.0)])
 def test_the_action_distribution_is_the_runtimes_propensity_bit_for_bit(tmp_path, explore, guarded):
     from closedloop import Runtime
 

@@ -17,7 +17,7 @@ from closedloop import Bundle, LogisticModel, Ranking, System
 from closedloop.datasets.importer import import_dataset
 from closedloop.errors import DatasetError, EvaluationError, SpecError
 from closedloop.evaluation.ope_policy import logged_feedback, marginals, reward_predictions, target_action_dist
-from closedloop.experience.exploration import EpsilonGreedy, Softmax
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 from closedloop.experience.ranking_policy import slot_probabilities
 from closedloop.runtime.runtime import Runtime
 
@@ -26,7 +26,7 @@ MEN = OBD / "random" / "men"
 LOGGED = {"action": "item", "position": "slot", "reward": "click", "propensity": "p", "decision": "impression",
           "unit": "user_id", "time": "ts"}
 CATEGORIES = ("news", "sports", "local", "tech", "culture", "fun")
-POLICIES = [None, Softmax(0.5), Softmax(0.05), EpsilonGreedy(0.3), EpsilonGreedy(0.2, low=0.0, high=0.5)]
+POLICIES = [None, Softmax(0.5), Softmax(0.05), EpsilonGreedy(0.3), EpsilonGreedy(0.2, low=0.0, high=0.5), SquareCB(20.0), SquareCB(0.5)]
 
 
 def _brute(scores: list[float], k: int, explore) -> np.ndarray:
@@ -119,7 +119,7 @@ def _one_request(table: pa.Table, decision: str, catalogue: dict[str, list], n: 
     return requests, cands
 
 
-@pytest.mark.parametrize("explore", [Softmax(0.05), EpsilonGreedy(0.4)], ids=repr)
+@pytest.mark.parametrize("explore", [Softmax(0.05), EpsilonGreedy(0.4), SquareCB(30.0)], ids=repr)
 def test_marginals_agree_with_the_runtimes_own_draws(tmp_path, explore):
     system = _system(3, explore)
     table = _log(6, 3, 6)

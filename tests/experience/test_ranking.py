@@ -28,7 +28,7 @@ from closedloop import (
     System,
 )
 from closedloop.experience.experiences import Ranking
-from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB, choose, uniform
 from closedloop.experience.ranking import (
     RankedDecision,
     RankedDecisionBatch,
@@ -73,7 +73,7 @@ def bits(xs) -> bytes:
 
 
 def reference(scores, k, explore, decision_id):
-    """Plackett–Luce / ε-greedy the plain way: the exploration primitives on the remaining
+    """Plackett–Luce / ε-greedy / SquareCB the plain way: the exploration primitives on the remaining
     candidates, slot by slot."""
     keys = sorted(range(len(scores)), key=lambda i: (scores[i] != scores[i], -scores[i] if scores[i] == scores[i] else 0))
     remaining = list(range(len(scores)))
@@ -84,6 +84,10 @@ def reference(scores, k, explore, decision_id):
             pos, q = remaining.index(best), 1.0
         elif isinstance(explore, Softmax):
             probs = explore.probs([scores[i] for i in remaining])
+            pos = choose(probs, uniform(decision_id, j))
+            q = probs[pos]
+        elif isinstance(explore, SquareCB):
+            probs = explore.probs([scores[i] for i in remaining], remaining.index(best))
             pos = choose(probs, uniform(decision_id, j))
             q = probs[pos]
         else:
@@ -226,6 +230,7 @@ policies = st.one_of(
     st.none(),
     st.builds(Softmax, st.floats(0.05, 20)),
     st.builds(EpsilonGreedy, st.floats(0.01, 1.0), st.sampled_from([-math.inf, -1.0, 0.0]), st.sampled_from([math.inf, 1.0, 5.0])),
+    st.builds(SquareCB, st.floats(0.01, 1000.0)),
 )
 
 
@@ -275,7 +280,7 @@ def same_decision(a: RankedDecision, b: RankedDecision) -> None:
     assert bits([a.propensity]) == bits([b.propensity])
 
 
-@pytest.mark.parametrize("explore", [Softmax(0.5), Softmax(0.05), EpsilonGreedy(0.25, low=0.1, high=0.4), None])
+@pytest.mark.parametrize("explore", [Softmax(0.5), Softmax(0.05), EpsilonGreedy(0.25, low=0.1, high=0.4), SquareCB(50.0), None])
 def test_decide_equals_decide_batch(explore):
     plan = plan_for(Ranking("score", k=5, explore=explore))
     counts = [80, 0, 1, 5, 6, 37, 3, 80, 12, 2]

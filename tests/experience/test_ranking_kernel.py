@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from closedloop.base.numeric import compiled
 from closedloop.experience import ranking_inputs
-from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform, uniform_batch, uniform_salts
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB, choose, uniform, uniform_batch, uniform_salts
 from closedloop.experience.ranking import rank, slot_probabilities
 from closedloop.experience.ranking_kernel import rank_one, rank_one_numpy, rank_rows, rank_rows_numpy
 from closedloop.experience.ranking_policy import _greedy_order, _plain, _slot_probs
@@ -57,6 +57,7 @@ policies = st.one_of(
     st.none(),
     st.builds(Softmax, st.floats(0.05, 20)),
     st.builds(EpsilonGreedy, st.floats(0.01, 1.0), st.sampled_from([-math.inf, -1.0, 0.0]), st.sampled_from([math.inf, 1.0, 5.0])),
+    st.builds(SquareCB, st.floats(0.01, 1000.0)),
 )
 ids = st.one_of(st.text(min_size=1, max_size=10), st.integers(0, 2**128 - 1).map(lambda v: f"{v:032x}"))
 

@@ -1,10 +1,11 @@
 """Decisions already logged replay the same: a fixed set of seeded ranking decisions — the feed
 example's ``decide`` and ``decide_batch`` (logistic bundle, softmax), and ``rank`` / ``rank_rows``
-on seeded scores (softmax, ε-greedy in and out of its band, greedy; NaN and ±inf among them) —
+on seeded scores (softmax, ε-greedy in and out of its band, SquareCB, greedy; NaN and ±inf among them) —
 gives the rankings, slot propensities and propensities recorded in ranking_replay.json, bit for
 bit (floats as their hex form).
 
-The file was recorded from the code before the compiled ranking kernels; re-record it only for an
+The file was recorded from the code before the compiled ranking kernels (the SquareCB entries when
+SquareCB was added, the other entries unchanged); re-record it only for an
 intended change of the draw, never to make this test pass:
 ``PYTHONPATH=src python tests/experience/test_ranking_kernel_replay.py --record``.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from closedloop import Bundle, DecisionIds, Runtime
-from closedloop.experience.exploration import EpsilonGreedy, Softmax, uniform_batch
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB, uniform_batch
 from closedloop.experience.ranking import rank
 from closedloop.experience.ranking_kernel import rank_rows
 
@@ -52,12 +53,14 @@ def _hex(xs: Any) -> list[str]:
     return [float(x).hex() for x in xs]
 
 
-def _policies() -> list[tuple[str, Softmax | EpsilonGreedy | None]]:
+def _policies() -> list[tuple[str, Softmax | EpsilonGreedy | SquareCB | None]]:
     return [
         ("softmax_0.1", Softmax(0.1)),
         ("softmax_2", Softmax(2.0)),
         ("eps_0.2", EpsilonGreedy(0.2)),
         ("eps_band", EpsilonGreedy(0.5, low=-1.0, high=1.0)),
+        ("squarecb_0.5", SquareCB(0.5)),
+        ("squarecb_50", SquareCB(50.0)),
         ("greedy", None),
     ]
 

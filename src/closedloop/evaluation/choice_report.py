@@ -13,7 +13,7 @@ system) runs as stages:
 2. each bundle decides the logged contexts through ``Runtime(system, bundle).decide_batch`` with
    the logged decision ids and times (its score matrix, the numbers the runtime computes), and its
    exact probability of every action on each row (:func:`action_distribution`: one-hot at the
-   greedy action, or the chooser's Softmax / EpsilonGreedy probabilities — what the runtime draws
+   greedy action, or the chooser's Softmax / EpsilonGreedy / SquareCB probabilities — what the runtime draws
    from and records as the propensity);
 3. the policy value: :func:`~closedloop.evaluation.ope.estimate` with the rows' units (IPS and
    SNIPS; DM, DR, SNDR and Switch-DR with a ``reward_model`` bundle whose per-action scores are

@@ -19,19 +19,20 @@ Candidates
     candidate ids seen and the logged actions, sorted (numerically when every id is an integer).
 
 The exact marginals (the rules of :mod:`closedloop.experience.ranking`)
-    greedy: 1 for the candidate the greedy order puts at slot ``k`` (ties to the lower input index,
-    NaN last), else 0. Softmax (Plackett–Luce without replacement) and ε-greedy: slot ``k``'s
+    greedy: 1 for the candidate the greedy order puts at slot ``k`` (ties to the lower input index, NaN
+    last), else 0. Softmax (Plackett–Luce without replacement), ε-greedy and SquareCB: slot ``k``'s
     probability of each candidate summed exactly over every ordered choice of the ``k`` earlier slots,
-    weighted by its probability — each conditional computed from the remaining candidates exactly as
-    the runtime draws (softmax over the remaining scores with its limits at ±inf and NaN; ε-greedy's
-    band on the best remaining score). A slot's conditional depends on the *set* the earlier slots
-    hold, not their order, so the enumeration carries P(the first ``k`` slots hold the set T) over
-    every set of ``k`` candidates (``C(N, k)`` of them) — slot ``k`` reads a ``C(N, k) × N`` tensor per
-    decision, vectorized over decisions in chunks. That grows combinatorially with ``len_list``: it
-    runs while ``N × C(N, len_list − 1)`` ≤ :data:`MAX_ENUMERATION` (2**22: the OBD's 34 items up to
-    ``len_list`` 5, 100 candidates up to 3, 2,048 at 2) and is refused above with that reason. A
-    decision with fewer than ``len_list`` candidates shows nothing at the later positions: those
-    positions are 0 for every action (they do not sum to 1).
+    weighted by its probability — each conditional computed from the remaining candidates exactly as the
+    runtime draws (softmax over the remaining scores with its limits at ±inf and NaN; ε-greedy's band on
+    the best remaining score; SquareCB's inverse-gap weights over the remaining candidates). A slot's
+    conditional depends on the *set* the earlier slots hold, not their order, so the enumeration carries
+    P(the first ``k`` slots hold the set T) over every set of ``k`` candidates (``C(N, k)`` of them) —
+    slot ``k`` reads a ``C(N, k) × N`` tensor per decision, vectorized over decisions in chunks. That
+    grows combinatorially with ``len_list``: it runs while ``N × C(N, len_list − 1)`` ≤
+    :data:`MAX_ENUMERATION` (2**22: the OBD's 34 items up to ``len_list`` 5, 100 candidates up to 3,
+    2,048 at 2) and is refused above with that reason. A decision with fewer than ``len_list``
+    candidates shows nothing at the later positions: those positions are 0 for every action (they do not
+    sum to 1).
 """
 
 from __future__ import annotations
@@ -240,6 +241,21 @@ def _epsilon_cond(S: np.ndarray, av: np.ndarray, policy: Any) -> np.ndarray:
     return P + np.where(onehot & (r > 0)[..., None], np.where(band, 1.0 - policy.epsilon, 1.0)[..., None], 0.0)
 
 
+def _squarecb_cond(S: np.ndarray, av: np.ndarray, gamma: float) -> np.ndarray:
+    """P(next slot = each candidate | the available ones) under SquareCB: 1 / (r + γ · gap) for each
+    available one but the best remaining (NaN read as −inf; equal scores: gap 0), the rest for the best."""
+    best = _best(S, av)
+    r = av.sum(axis=-1, keepdims=True)
+    key = np.where(np.isnan(S), -np.inf, S)
+    kb = np.take_along_axis(key, best[..., None], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # masked out: unavailable candidates
+        gap = np.where(key == kb, 0.0, kb - key)
+        P = np.where(av, 1.0 / (r + gamma * gap), 0.0)
+    onehot = np.arange(S.shape[-1]) == best[..., None]
+    P = np.where(onehot, 0.0, P)
+    return P + np.where(onehot & (r > 0), 1.0 - P.sum(axis=-1, keepdims=True), 0.0)
+
+
 def _greedy(S: np.ndarray, av: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros((*S.shape, k))
     av = av.copy()
@@ -304,8 +320,8 @@ def _work(N: int, depth: int) -> int:
 def marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any) -> np.ndarray:
     """The exact P(candidate ``c`` at slot ``j``) of each row of the padded score matrix ``S``
     (row ``i``: its first ``counts[i]`` columns) under ``explore`` (None: greedy; Softmax;
-    EpsilonGreedy) → (rows, columns, k). Module doc: the rules and the enumeration's bound."""
-    from closedloop.experience.exploration import Softmax
+    EpsilonGreedy; SquareCB) → (rows, columns, k). Module doc: the rules and the enumeration's bound."""
+    from closedloop.experience.exploration import Softmax, SquareCB
 
     S = np.asarray(S, dtype=np.float64)
     R, N = S.shape
@@ -324,6 +340,11 @@ def marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any) -> np.nda
 
         def cond(s: np.ndarray, a: np.ndarray) -> np.ndarray:
             return _softmax_cond(s, a, t)
+    elif isinstance(explore, SquareCB):
+        g = explore.gamma
+
+        def cond(s: np.ndarray, a: np.ndarray) -> np.ndarray:
+            return _squarecb_cond(s, a, g)
     else:
         def cond(s: np.ndarray, a: np.ndarray) -> np.ndarray:
             return _epsilon_cond(s, a, explore)

@@ -27,9 +27,9 @@ import msgspec
 import numpy as np
 
 from closedloop.errors import SpecError
-from closedloop.experience.exploration import EpsilonGreedy, Softmax
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 
-__all__ = ["MODES", "Action", "BestAction", "Chooser", "Presentation", "Ranking", "Thresholds"]
+__all__ = ["EXPLORED_SLOTS_WHY", "EXPLORED_WHY", "MODES", "Action", "BestAction", "Chooser", "Presentation", "Ranking", "Thresholds"]
 
 MODES = ("automate", "prompt", "annotate", "organize", "none")
 
@@ -237,6 +237,13 @@ class Thresholds:
         return f"Thresholds({self.score!r}, {dict(self.levels)!r}, otherwise={self.otherwise!r})"
 
 
+#: How a decision's ``why`` says it explored (the goal metric ``exploration_share`` reads it): a
+#: choice's begins with :data:`EXPLORED_WHY`; a ranking's ends with :data:`EXPLORED_SLOTS_WHY`
+#: naming the slots (0-based) whose item is not the best remaining one.
+EXPLORED_WHY = "explored ("
+EXPLORED_SLOTS_WHY = "; slots {} differ from the greedy order"
+
+
 class Chooser:
     """The executable experience: scores → greedy action and reason (as indices into
     ``actions`` and ``reasons``) and, when the experience explores, each action's probability.
@@ -268,9 +275,11 @@ class Chooser:
             return ()
         if isinstance(policy, EpsilonGreedy):
             band = f"ε={policy.epsilon!r}, {what} in [{_fmt(policy.low)}, {_fmt(policy.high)}]"
+        elif isinstance(policy, SquareCB):
+            band = f"inverse-gap weighting, gamma {policy.gamma!r}"
         else:
             band = f"softmax, temperature {policy.temperature!r}"
-        return tuple(f"explored ({band}) → {a}" for a in self.actions)
+        return tuple(f"{EXPLORED_WHY}{band}) → {a}" for a in self.actions)
 
 
 def _not_exploring(spec: Thresholds | BestAction) -> SpecError:
@@ -358,6 +367,8 @@ class BestChooser(Chooser):
         policy = self._policy
         if isinstance(policy, Softmax):
             return policy.probs(scores)
+        if isinstance(policy, SquareCB):
+            return policy.probs(scores, greedy)
         if policy is None:
             raise _not_exploring(self.spec)
         return policy.probs(greedy, len(self.actions), scores[greedy], self._mask)
@@ -366,6 +377,8 @@ class BestChooser(Chooser):
         policy = self._policy
         if isinstance(policy, Softmax):
             return policy.probs_batch(S)
+        if isinstance(policy, SquareCB):
+            return policy.probs_batch(S, greedy)
         if policy is None:
             raise _not_exploring(self.spec)
         top = S[np.arange(S.shape[0]), greedy]
@@ -375,12 +388,15 @@ class BestChooser(Chooser):
 class BestAction:
     """One score per action (the intelligence's outputs are named after the actions): the
     highest-scoring action, or a draw from ``explore`` — :class:`~closedloop.experience.exploration.Softmax`
-    over the action scores or :class:`~closedloop.experience.exploration.EpsilonGreedy` (band on the best
-    score)."""
+    over the action scores, :class:`~closedloop.experience.exploration.EpsilonGreedy` (band on the best
+    score) or :class:`~closedloop.experience.exploration.SquareCB` (inverse-gap weighting of the scores
+    as predicted rewards)."""
 
-    def __init__(self, *, explore: Softmax | EpsilonGreedy | None = None) -> None:
-        if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy):
-            raise SpecError(f"The 'explore' policy of BestAction must be Softmax or EpsilonGreedy. Got {explore!r} instead.")
+    def __init__(self, *, explore: Softmax | EpsilonGreedy | SquareCB | None = None) -> None:
+        if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy | SquareCB):
+            raise SpecError(
+                f"The 'explore' policy of BestAction must be Softmax, EpsilonGreedy or SquareCB. Got {explore!r} instead."
+            )
         self.explore = explore
         self.otherwise: str | None = None
 
@@ -411,16 +427,19 @@ class BestAction:
 class Ranking:
     """The experience of a multi-action system: order the candidates by ``score`` and show the
     top ``k`` (the ``organize`` mode), or draw each slot from ``explore`` (Plackett–Luce with
-    :class:`~closedloop.experience.exploration.Softmax`, or :class:`~closedloop.experience.exploration.EpsilonGreedy`),
+    :class:`~closedloop.experience.exploration.Softmax`, :class:`~closedloop.experience.exploration.EpsilonGreedy`
+    or :class:`~closedloop.experience.exploration.SquareCB`, each slot over the remaining candidates),
     recording each slot's exact propensity."""
 
-    def __init__(self, score: str, k: int, *, explore: Softmax | EpsilonGreedy | None = None) -> None:
+    def __init__(self, score: str, k: int, *, explore: Softmax | EpsilonGreedy | SquareCB | None = None) -> None:
         if not isinstance(score, str) or not score:
             raise SpecError(f"The 'score' of Ranking must be an output name. Got {score!r} instead.")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise SpecError(f"The 'k' of Ranking must be an integer ≥ 1. Got {k!r} instead.")
-        if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy):
-            raise SpecError(f"The 'explore' policy of Ranking must be Softmax or EpsilonGreedy. Got {explore!r} instead.")
+        if explore is not None and not isinstance(explore, Softmax | EpsilonGreedy | SquareCB):
+            raise SpecError(
+                f"The 'explore' policy of Ranking must be Softmax, EpsilonGreedy or SquareCB. Got {explore!r} instead."
+            )
         if isinstance(explore, EpsilonGreedy) and explore.to is not None:
             raise SpecError("A Ranking explores over candidates, not actions: its EpsilonGreedy takes no 'to'.")
         self.score = score

@@ -6,7 +6,9 @@ its propensity recomputed. The probabilities come from a policy:
 
 * :class:`Softmax` — p(a) ∝ exp(score(a) / temperature) over the candidate actions;
 * :class:`EpsilonGreedy` — inside a declared score band, with probability ``epsilon`` a uniform
-  choice among the actions, else the greedy action; outside the band, the greedy action.
+  choice among the actions, else the greedy action; outside the band, the greedy action;
+* :class:`SquareCB` — inverse-gap weighting: each action's probability falls with how far its
+  score is below the best one's (scores read as predicted rewards).
 
 :func:`choose` draws one action from a probability vector with a uniform number (cumulative sum,
 left to right — ``np.cumsum`` adds in the same order), so the batch and the single path pick the
@@ -26,7 +28,7 @@ import pyarrow as pa
 from closedloop.base.numeric import _string_buffers, compiled, exp, exp_array
 from closedloop.errors import SpecError
 
-__all__ = ["EpsilonGreedy", "Softmax", "choose", "choose_batch", "uniform", "uniform_batch", "uniform_salts"]
+__all__ = ["EpsilonGreedy", "Softmax", "SquareCB", "choose", "choose_batch", "uniform", "uniform_batch", "uniform_salts"]
 
 _M64 = (1 << 64) - 1
 _TWO53 = float(1 << 53)
@@ -282,4 +284,70 @@ class EpsilonGreedy:
         P = np.where(band[:, None] & m[None, :], share, 0.0)
         # The same additions as the single path, in the same order: share (if allowed) + (1 - ε).
         P[rows, greedy] = np.where(band, P[rows, greedy] + (1.0 - self.epsilon), 1.0)
+        return P
+
+
+class SquareCB:
+    """Inverse-gap weighting (SquareCB: Foster & Rakhlin 2020, the policy of Vowpal Wabbit's
+    ``--squarecb``). Over ``r`` actions whose scores ŝ are predicted rewards (higher = better), with
+    ``b`` the greedy action, every other action ``a`` gets ``p(a) = 1 / (r + gamma · (ŝ_b − ŝ_a))``
+    and the greedy one the rest, ``p(b) = 1 − Σ_{a≠b} p(a)`` (≥ 1/r). ``gamma`` > 0: larger is
+    greedier (an action ``Δ`` below the best is shown about ``1 / (gamma · Δ)`` of the time).
+
+    The rules: a NaN score is read as −inf, and the gap between two equal scores is 0 (so at ±inf
+    too). Hence an action scored NaN or −inf gets probability 0 while any action scores above −inf;
+    when the best is +inf, only the +inf actions can be shown (each tied one 1/r, the greedy one the
+    rest); when nothing scores above −inf, every action gets 1/r (the greedy one the rest).
+    ``r`` counts every action offered (a ranking's slot: the remaining candidates), NaN ones included.
+    Ties: the greedy action is the caller's (the first of the highest scores); a tied one gets 1/r.
+    The sum for ``p(b)`` adds left to right in both forms, so :meth:`probs` and
+    :meth:`probs_batch` give the same numbers bit for bit.
+    """
+
+    def __init__(self, gamma: float) -> None:
+        if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not (math.isfinite(gamma) and gamma > 0):
+            raise SpecError(f"The 'gamma' parameter of SquareCB must be a finite number > 0. Got {gamma!r} instead.")
+        self.gamma = float(gamma)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "squarecb", "gamma": self.gamma}
+
+    def __repr__(self) -> str:
+        return f"SquareCB(gamma={self.gamma!r})"
+
+    def probs(self, scores: Sequence[float], best: int) -> list[float]:
+        """Probabilities for one row of scores; ``best``: the index of the highest one (the greedy action)."""
+        r = len(scores)
+        g = self.gamma
+        sb = scores[best]
+        if sb != sb:
+            sb = -math.inf
+        out: list[float] = []
+        total = 0.0
+        for i, s in enumerate(scores):
+            if i == best:
+                out.append(0.0)
+                continue
+            if s != s:
+                s = -math.inf
+            p = 1.0 / (r + g * (0.0 if s == sb else sb - s))
+            total = total + p
+            out.append(p)
+        out[best] = 1.0 - total
+        return out
+
+    def probs_batch(self, S: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """:meth:`probs` for each row of ``S`` (n × r) with its greedy index ``best``."""
+        n, r = S.shape
+        rows = np.arange(n)
+        key = np.where(np.isnan(S), -np.inf, S)
+        kb = key[rows, best][:, None]
+        with np.errstate(invalid="ignore"):
+            gap = np.where(key == kb, 0.0, kb - key)
+        P = 1.0 / (r + self.gamma * gap)
+        P[rows, best] = 0.0
+        total = np.zeros(n, dtype=np.float64)
+        for j in range(r):  # left to right, as the single path adds
+            total = total + P[:, j]
+        P[rows, best] = 1.0 - total
         return P

@@ -25,7 +25,10 @@ How a ranking is chosen (:func:`rank` for one request; the draw itself is vector
 * :class:`~closedloop.experience.exploration.EpsilonGreedy`: per slot, when the best remaining score is in
   the band, with probability ε a uniform choice among the r remaining candidates, else the best
   remaining one: propensity (1 − ε) + ε/r for the best, ε/r for another; outside the band the
-  best, with propensity 1.
+  best, with propensity 1;
+* :class:`~closedloop.experience.exploration.SquareCB`: per slot, inverse-gap weighting over the r
+  remaining candidates — ``1 / (r + γ · (best remaining score − its score))`` each (NaN read as
+  −inf), the best remaining one the rest.
 
 Every draw is a function of the decision id, so a logged decision replays exactly, and
 :func:`slot_probabilities` recomputes any policy's slot probabilities for a logged ranking
@@ -67,8 +70,8 @@ import pyarrow as pa
 
 from closedloop.context.schema import MISSING, Columns, Int, Schema
 from closedloop.errors import BatchContextError, ContextError, SpecError
-from closedloop.experience.experiences import Ranking
-from closedloop.experience.exploration import Softmax, uniform_batch, uniform_salts
+from closedloop.experience.experiences import EXPLORED_SLOTS_WHY, Ranking
+from closedloop.experience.exploration import Softmax, SquareCB, uniform_batch, uniform_salts
 from closedloop.experience.ranked import RankedDecision, RankedDecisionBatch, RankedShadow
 from closedloop.experience.ranking_inputs import (
     _CandidateValidator,
@@ -170,6 +173,8 @@ class RankingPlan:
                 f"Plackett–Luce draw of {{m}} of {{n}} candidates, softmax over {self.score} "
                 f"(temperature {e.temperature!r})"
             )
+        elif isinstance(e, SquareCB):
+            self._why_base = f"inverse-gap weighting per slot, {{m}} of {{n}} candidates by {self.score} (gamma {e.gamma!r})"
         else:
             lo, hi = e.low, e.high
             self._why_base = (
@@ -181,7 +186,7 @@ class RankingPlan:
     def _why(self, m: int, n: int, explored: list[int]) -> str:
         why = self._why_base.format(m=m, n=n)
         if explored:
-            why += f"; slots {explored} differ from the greedy order"
+            why += EXPLORED_SLOTS_WHY.format(explored)
         return why
 
     def _killswitch_why(self, m: int, n: int) -> str:

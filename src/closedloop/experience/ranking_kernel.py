@@ -18,7 +18,10 @@ the per-candidate definition computes (:func:`~closedloop.experience.ranking_pol
   exceeds the slot's uniform number — what ``choose`` returns — else the last one that can be
   shown;
 * ε-greedy: ``ε / r`` for each of the ``r`` remaining candidates, ``(1 − ε) + ε / r`` for the best,
-  when the best remaining score is in the band; outside it the best, with probability 1.
+  when the best remaining score is in the band; outside it the best, with probability 1;
+* SquareCB: ``1 / (r + γ · gap)`` for each remaining candidate but the best (NaN read as −inf, the
+  gap of equal scores 0), taken and padding ones 0; the best gets ``1 −`` their total, added with
+  ``np.cumsum`` (left to right, as ``SquareCB.probs`` adds).
 
 So a ranking and its slot propensities are the same, bit for bit, whichever path draws them and
 however many requests share the matrix; the propensity is their product, left to right.
@@ -29,7 +32,8 @@ order — the best by a scan (first maximum), ``exp`` from the same C library, t
 cumulative probabilities added left to right — one request after the other, without a numpy
 call per slot. A request with a NaN or ±inf score, and every request without the extension,
 takes the numpy form described above; the two agree bit for bit
-(tests/experience/test_ranking_kernel.py runs both).
+(tests/experience/test_ranking_kernel.py runs both). SquareCB has no compiled loop: ``rank_one`` draws it
+with a few numpy calls per slot on the row itself, ``rank_rows`` with the numpy form — the same numbers.
 """
 
 from __future__ import annotations
@@ -40,10 +44,12 @@ from typing import Any
 import numpy as np
 
 from closedloop.base.numeric import compiled, exp_array
-from closedloop.experience.exploration import EpsilonGreedy, Softmax
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 
 __all__ = ["rank_one", "rank_one_numpy", "rank_rows", "rank_rows_numpy"]
 
+#: The exploration policies a ranking draws with (None: greedy).
+Policy = Softmax | EpsilonGreedy | SquareCB | None
 _NEG = -np.inf
 _C_RANK_ONE = compiled("rank_one")
 _C_RANK_ROWS = compiled("rank_rows")
@@ -165,14 +171,27 @@ def _epsilon_probs(st: _State, rows: Any, ix: np.ndarray, best: np.ndarray, poli
     return P
 
 
+def _squarecb_probs(st: _State, rows: Any, ix: np.ndarray, best: np.ndarray, policy: SquareCB) -> np.ndarray:
+    """The slot's inverse-gap weights over each request's remaining candidates (see the module doc)."""
+    free = st.free[:, rows]
+    key = np.where(st.nan[:, rows], _NEG, st.S[:, rows])
+    kb = key[best, ix][None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):  # taken candidates may score above the best: masked out
+        gap = np.where(key == kb, 0.0, kb - key)
+        P = np.where(free, 1.0 / (free.sum(axis=0)[None, :] + policy.gamma * gap), 0.0)
+    P[best, ix] = 0.0
+    P[best, ix] = 1.0 - _cumsum(P, st.bufs(rows)[0])[-1]
+    return P
+
+
 def rank_rows(
-    S: np.ndarray, counts: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, U: np.ndarray | None
+    S: np.ndarray, counts: np.ndarray, k: int, explore: Policy, U: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The rankings of ``S``'s rows: row i ranks its first ``counts[i]`` scores (the rest is padding),
     ``min(k, counts[i])`` slots; ``U[i, j]`` is row i's uniform number for slot j (unused when
     greedy). Returns (picks, slot propensities, explored — each rows × min(k, columns), valid in a
     row's first ``min(k, counts[i])`` columns — and each row's propensity)."""
-    if _C_RANK_ROWS is None or S.shape[0] == 0:
+    if _C_RANK_ROWS is None or S.shape[0] == 0 or isinstance(explore, SquareCB):
         return rank_rows_numpy(S, counts, k, explore, U)
     R, N = S.shape
     m = min(k, N)
@@ -193,7 +212,7 @@ def rank_rows(
 
 
 def rank_rows_numpy(
-    S: np.ndarray, counts: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, U: np.ndarray | None
+    S: np.ndarray, counts: np.ndarray, k: int, explore: Policy, U: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`rank_rows` in numpy, slot by slot over the whole matrix (see the module doc): the
     form without the compiled extension, and for requests with a non-finite score."""
@@ -214,8 +233,11 @@ def rank_rows_numpy(
         best = _best(st, rows, n)
         if explore is None:
             pos, q = best, None
-        elif isinstance(explore, Softmax):
-            P = _softmax_probs(st, rows, ix, best, explore.temperature)
+        elif isinstance(explore, Softmax | SquareCB):
+            if isinstance(explore, Softmax):
+                P = _softmax_probs(st, rows, ix, best, explore.temperature)
+            else:
+                P = _squarecb_probs(st, rows, ix, best, explore)
             pos = _draw(P, U[rows, j], st.bufs(rows)[0])  # type: ignore[index]
             q = P[pos, ix]
         else:
@@ -234,7 +256,7 @@ def rank_rows_numpy(
 
 
 def rank_one(
-    s: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, u: list[float]
+    s: np.ndarray, k: int, explore: Policy, u: list[float]
 ) -> tuple[list[int], list[float], float, list[int]]:
     """:func:`rank_rows` for one request (``s``: its scores, ``u``: its slot draws), as lists:
     (picks, slot propensities, propensity, explored slots): the compiled loop when the extension
@@ -243,7 +265,7 @@ def rank_one(
     m = k if k < n else n
     if m == 0:
         return [], [], 1.0, []
-    if _C_RANK_ONE is not None:
+    if _C_RANK_ONE is not None and not isinstance(explore, SquareCB):
         got = _C_RANK_ONE(np.ascontiguousarray(s, dtype=np.float64), k, *_policy(explore), u)
         if got is not None:  # None: a score is not finite
             return got
@@ -251,7 +273,7 @@ def rank_one(
 
 
 def rank_one_numpy(
-    s: np.ndarray, k: int, explore: Softmax | EpsilonGreedy | None, u: list[float]
+    s: np.ndarray, k: int, explore: Policy, u: list[float]
 ) -> tuple[list[int], list[float], float, list[int]]:
     """:func:`rank_one` in numpy (the form without the compiled extension): a few numpy calls
     per slot on the row itself — the same operations, in the same order, as :func:`rank_rows`, so
@@ -272,6 +294,8 @@ def rank_one_numpy(
         return order[:m], [1.0] * m, 1.0, []
     if isinstance(explore, Softmax):
         return _one_softmax(s, sl, order, m, explore.temperature, u)
+    if isinstance(explore, SquareCB):
+        return _one_squarecb(s, order, m, explore.gamma, u)
     return _one_epsilon(sl, order, m, explore, u)
 
 
@@ -340,6 +364,37 @@ def _one_epsilon(
             q = float(P[pos])
         else:
             pos, q = best, 1.0
+        free[pos] = False
+        taken.append(pos)
+        slots.append(q)
+        p = p * q
+        if pos != best:
+            explored.append(j)
+    return taken, slots, p, explored
+
+
+def _one_squarecb(
+    s: np.ndarray, order: list[int], m: int, gamma: float, u: list[float]
+) -> tuple[list[int], list[float], float, list[int]]:
+    """SquareCB's slots for one request whose scores are all finite: :func:`_squarecb_probs` on the row
+    (a free candidate's gap is never below 0, so ``max(gap, 0)`` changes only the taken ones, set to 0)."""
+    n = s.shape[0]
+    taken: list[int] = []
+    free = [True] * n
+    slots: list[float] = []
+    explored: list[int] = []
+    p = 1.0
+    g = 0
+    for j in range(m):
+        while not free[order[g]]:
+            g += 1
+        best = order[g]
+        P = 1.0 / ((n - j) + gamma * np.maximum(s[best] - s, 0.0))
+        P[taken] = 0.0
+        P[best] = 0.0
+        P[best] = 1.0 - np.add.accumulate(P)[-1]
+        pos = _one_pick(P, u[j])
+        q = float(P[pos])
         free[pos] = False
         taken.append(pos)
         slots.append(q)

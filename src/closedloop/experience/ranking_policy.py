@@ -1,5 +1,5 @@
 """How a ranking is chosen: the one function both ranking decision paths call (:func:`rank`),
-its greedy, softmax (Plackett–Luce) and ε-greedy forms, and :func:`slot_probabilities`, which
+its greedy, softmax (Plackett–Luce), ε-greedy and SquareCB (inverse-gap weighting) forms, and :func:`slot_probabilities`, which
 recomputes any policy's slot probabilities for a logged ranking (the rules are in
 :mod:`closedloop.experience.ranking`'s docstring)."""
 
@@ -13,8 +13,8 @@ from itertools import accumulate
 import numpy as np
 
 from closedloop.errors import SpecError
-from closedloop.experience.exploration import EpsilonGreedy, Softmax, choose, uniform_salts
-from closedloop.experience.ranking_kernel import rank_one
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB, choose, uniform_salts
+from closedloop.experience.ranking_kernel import Policy, rank_one
 
 __all__ = ["rank", "slot_probabilities"]
 
@@ -57,18 +57,20 @@ def _softmax(policy: Softmax, scores: list[float]) -> list[float]:
 
 
 def _slot_probs(
-    policy: Softmax | EpsilonGreedy, scores: Sequence[float], remaining: list[int], best: int
+    policy: Softmax | EpsilonGreedy | SquareCB, scores: Sequence[float], remaining: list[int], best: int
 ) -> list[float]:
     """The probability of each remaining candidate (in ``remaining`` order) for the next slot."""
     if isinstance(policy, Softmax):
         return _softmax(policy, [scores[i] for i in remaining])
+    if isinstance(policy, SquareCB):
+        return policy.probs([scores[i] for i in remaining], remaining.index(best))
     return policy.probs(remaining.index(best), len(remaining), scores[best])
 
 
 def rank(
     scores: Sequence[float] | np.ndarray,
     k: int,
-    explore: Softmax | EpsilonGreedy | None,
+    explore: Policy,
     decision_id: str,
     draws: Sequence[float] | None = None,
 ) -> tuple[list[int], list[float], float, list[int]]:
@@ -87,7 +89,7 @@ def rank(
 
 
 def slot_probabilities(
-    scores: Sequence[float], ranking: Sequence[int], explore: Softmax | EpsilonGreedy | None
+    scores: Sequence[float], ranking: Sequence[int], explore: Policy
 ) -> list[float]:
     """The probability, under ``explore``, that each slot gets the candidate ``ranking`` put
     there (input indices), given the earlier slots — for replaying a logged decision or
@@ -106,7 +108,7 @@ def slot_probabilities(
         best = order[g]
         if explore is None:
             out.append(1.0 if pick == best else 0.0)
-        elif not isinstance(explore, Softmax) and not explore.in_band(scores[best]):
+        elif isinstance(explore, EpsilonGreedy) and not explore.in_band(scores[best]):
             out.append(1.0 if pick == best else 0.0)
         else:
             probs = _slot_probs(explore, scores, remaining, best)

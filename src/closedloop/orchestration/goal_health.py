@@ -42,7 +42,7 @@ def measure_note(system: System, metric: str, custom: Mapping[str, Any] | None =
 def _interval(system: System, metric: str, value: float, n: float, custom: Mapping[str, Any] | None) -> str:
     """The figure's 95% interval in words (proportions and per-1,000 rates only)."""
     m = parse_metric(metric, system, custom)
-    scale = 1.0 if m.kind in ("classify", "share") else (m.scale if m.kind in ("labeled", "rate") else None)
+    scale = 1.0 if m.kind in ("classify", "share", "exploration") else (m.scale if m.kind in ("labeled", "rate") else None)
     ci = None if scale is None else wilson(value / scale, n)
     if ci is None or scale is None:
         return "no interval for this measure"

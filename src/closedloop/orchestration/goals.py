@@ -5,12 +5,13 @@ cadence). :class:`GoalTracker` measures each goal over every window of its caden
 runtime's clock, :mod:`.windows`) once the window has *settled*, and appends one point per
 (goal, window) to a :class:`SeriesStore` — append-only and idempotent. :func:`parse_metric`
 reads the metric grammar (classification at an operating point ``@A``, outcome rates, action
-shares, user functions); the grammar and the settling rules are in docs/orchestration.md, "Goals".
+shares, the exploration share, user functions); the grammar and the settling rules are in docs/orchestration.md, "Goals".
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from closedloop.errors import SpecError
-from closedloop.experience.experiences import Thresholds
+from closedloop.experience.experiences import EXPLORED_SLOTS_WHY, EXPLORED_WHY, Thresholds
 from closedloop.orchestration import _data
 from closedloop.orchestration.metric_grammar import Measure, Metric, MetricInput, parse_metric
 from closedloop.orchestration.series import SeriesStore
@@ -51,6 +52,17 @@ def _flagged(system: System, action: str) -> list[str]:
         if action in order:
             return order[: order.index(action) + 1]
     return [action]
+
+
+#: Per decision, in SQL over the decisions view: how many items it showed (a ranking: its slate's
+#: slots; a choice: 1) and how many of them exploration chose (the decision's ``why``: a choice's
+#: begins with EXPLORED_WHY, a ranking's names the slots that differ from the greedy order).
+_SHOWN_SQL = "CASE WHEN slate IS NULL THEN 1 ELSE len(slate) END"
+_SLOTS_RE = re.escape(EXPLORED_SLOTS_WHY).replace(re.escape("{}"), r"\[([0-9, ]+)\]") + "$"  # group 1: the slots
+_EXPLORED_SQL = (
+    f"CASE WHEN slate IS NULL THEN CAST(starts_with(why, '{EXPLORED_WHY}') AS BIGINT) "
+    f"ELSE coalesce(len(string_split(nullif(regexp_extract(why, '{_SLOTS_RE}', 1), ''), ',')), 0) END"
+)
 
 
 def _ratio(num: float, den: float, scale: float = 1.0) -> float | None:
@@ -95,7 +107,7 @@ class GoalTracker:
             parse_metric(g.metric, system, metrics)
 
     def settle_ns(self, metric: Metric) -> int:
-        if metric.kind == "share":
+        if metric.kind in ("share", "exploration"):
             return 0
         if metric.kind == "rate":
             return int(self.rate_settle.total_seconds() * 1e9)
@@ -231,6 +243,10 @@ class GoalTracker:
             sl = f.dec_slice(w)
             act, wt = f.d_action[sl], f.d_w[sl]
             return _ratio(float(wt[act == metric.action].sum()), float(wt.sum())), int(wt.size)
+        if metric.kind == "exploration":  # of the items shown, the share exploration chose
+            sl = f.dec_slice(w)
+            shown, wt = f.d_shown[sl], f.d_w[sl]
+            return _ratio(float((wt * f.d_explored[sl]).sum()), float((wt * shown).sum())), int(shown.sum())
         if metric.kind == "rate":
             if metric.action is None:
                 sl = f.dec_slice(w)
@@ -279,9 +295,11 @@ def _read_windows(con: Any, todo: list[tuple[Measure, Metric, Window]]) -> tuple
     them or belong to their decisions."""
     since = min(w.start_ns for _, _, w in todo)
     until = max(w.end_ns for _, _, w in todo)
+    explore = f", {_SHOWN_SQL} AS shown, {_EXPLORED_SQL} AS explored" if any(
+        metric.kind == "exploration" for _, metric, _ in todo) else ""
     dec = _data.arrow(
         con,
-        "SELECT decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version, flight "
+        f"SELECT decision_id, unit, timestamp_ns, action, propensity, sample_prob, bundle_version, flight{explore} "
         "FROM decisions WHERE timestamp_ns >= $s AND timestamp_ns < $u ORDER BY timestamp_ns",
         {"s": since, "u": until},
     )
@@ -308,6 +326,9 @@ class _Frame:
         self.d_ts = dec["timestamp_ns"].to_numpy()
         self.d_action = np.asarray(dec["action"].to_pylist(), dtype=object)
         self.d_w = 1.0 / dec["sample_prob"].to_numpy()
+        if "shown" in dec.column_names:  # an exploration share is measured
+            self.d_shown = dec["shown"].to_numpy().astype(np.float64)
+            self.d_explored = dec["explored"].to_numpy().astype(np.float64)
         self.o_kind = np.asarray(out["kind"].to_pylist(), dtype=object)
         self.o_event = out["event_ns"].to_numpy()
         self.o_did = np.asarray(out["decision_id"].to_pylist(), dtype=object)

@@ -56,7 +56,9 @@ def flight_goals(system: Any) -> tuple[list[tuple[Any, Any]], list[dict[str, Any
         if m is not None and m.kind in FLIGHT_GOAL_KINDS:
             judged.append((g, m))
         else:
-            why = "a user metric function" if m is None or m.kind == "custom" else "needs labels, which arrive after a flight"
+            why = ("a user metric function" if m is None or m.kind == "custom" else
+                   "the exploration share describes the experience's policy, not an arm's outcomes" if m.kind == "exploration"
+                   else "needs labels, which arrive after a flight")
             skipped.append({"goal": g.name, "metric": g.metric, "note": f"not judged in flight: {why}"})
     return judged, skipped
 

@@ -1,6 +1,6 @@
 """The goal metric grammar: :func:`parse_metric` reads a goal's metric text into a :class:`Metric`
 (classification at an operating point ``@A``, mistake cost, labeled-class and outcome rates,
-action shares, user functions). The grammar is in docs/orchestration.md, "Goals".
+action shares, the exploration share, user functions). The grammar is in docs/orchestration.md, "Goals".
 
 It belongs to the system's declaration — a goal's metric is part of what a system says about
 itself — so every layer that judges goals (the goal tracker, the flight guard) reads the one grammar.
@@ -24,7 +24,7 @@ _NAME = r"[A-Za-z][A-Za-z0-9_.\-:]*"
 
 @dataclass(frozen=True)
 class Metric:
-    """A parsed metric: ``kind`` is classify / cost / labeled / rate / share / custom."""
+    """A parsed metric: ``kind`` is classify / cost / labeled / rate / share / exploration / custom."""
 
     text: str
     kind: str
@@ -73,6 +73,8 @@ def parse_metric(text: str, system: System, custom: Mapping[str, Any] | None = N
         if m.group(1) not in system.labels:
             raise SpecError(f"The metric {text!r} names class {m.group(1)!r}; the classes are {list(system.labels)}.")
         return Metric(text, "labeled", m.group(1), action(m.group(2)), 1000.0)
+    if text == "exploration_share":
+        return Metric(text, "exploration")
     m = re.fullmatch(r"share:(.+)", text)
     if m:
         return Metric(text, "share", m.group(1), action(m.group(1)))
@@ -85,5 +87,5 @@ def parse_metric(text: str, system: System, custom: Mapping[str, Any] | None = N
     raise SpecError(
         f"The metric {text!r} is not in the grammar (false_positive_rate@A, false_negative_rate@A, "
         "recall@A, precision@A, cost_per_1k, labeled:<class>_per_1k[@A], rate:<kind>[@A], "
-        f"<kind>_per_1k[@A], share:<action>) nor a function passed in metrics= ({sorted(custom)})."
+        f"<kind>_per_1k[@A], share:<action>, exploration_share) nor a function passed in metrics= ({sorted(custom)})."
     )
