@@ -23,6 +23,9 @@ dataset again through the runtime (``Runtime.decide_batch`` on their logged cand
 first choice with the **logged** first choice. A logger that explores draws its first slot, so its
 own greedy choice agrees with its log only as often as the draw kept its top candidate: that share
 is the ceiling of any imitation on an explored log (measure it with the logger's own bundle).
+With ``against="greedy"`` the reference is the logger's greedy ranking instead, recomputed from
+the scores each decision logged (the dataset's candidate sets keep them): the policy, not its
+draws — what an apprentice's gate judges.
 
 **Shadow against production.** :func:`shadow_agreement` reads telemetry decision records: each
 production decision (no flight, not under the kill switch) that a shadow of ``shadow_version``
@@ -106,23 +109,46 @@ def agreement_on_sets(sets: Any, scores: np.ndarray) -> dict[str, Any]:
             "no_first_slot": int((~first).sum())}
 
 
-def log_agreement(system: Any, bundle: Any, dataset: Path | str, split: Any = None) -> dict[str, Any]:
+def log_agreement(system: Any, bundle: Any, dataset: Path | str, split: Any = None, against: str = "logged") -> dict[str, Any]:
     """The bundle's agreement with the logged first choices of the held-out decisions of the per-slot
     reward dataset at ``dataset`` (module doc, "Against the log"): the test side of ``split``
     (default ``system.split``; ``"all"``: every decision), decided again through
     ``Runtime(system, bundle).decide_batch`` on their logged candidate sets → ``{"agreement",
-    "interval", "n", "units", "top_k_overlap", "top_k_interval", "no_first_slot", "excluded"}``
-    (``excluded``: decisions whose candidate set could not be read, by why)."""
+    "interval", "n", "units", "top_k_overlap", "top_k_interval", "no_first_slot", "excluded",
+    "against"}`` (``excluded``: decisions whose candidate set could not be read, by why).
+    ``against="greedy"``: with the logger's **greedy** ranking instead of what it showed — recomputed
+    from each decision's logged scores (:func:`_greedy_slots`), so an exploring logger's draws do not
+    cap the agreement; a decision that logged no scores (the kill switch) keeps what it showed."""
     from closedloop.datasets.candidate_sets import read_candidate_sets
     from closedloop.runtime.runtime import Runtime
 
+    if against not in ("logged", "greedy"):
+        raise SpecError(f"The 'against' parameter of log_agreement must be 'logged' or 'greedy'. Got {against!r} instead.")
     sets = read_candidate_sets(system, dataset, rows=_side(system, Path(dataset), split))
-    out: dict[str, Any] = {"excluded": sets.excluded}
+    if against == "greedy":
+        sets = sets._replace(slot=_greedy_slots(sets))
+    out: dict[str, Any] = {"excluded": sets.excluded, "against": against}
     if sets.n_decisions == 0:
         return {**agreement_on_sets(sets, np.zeros(0)), **out}
     batch = Runtime(system, bundle).decide_batch(sets.requests, candidates=sets.candidates, decision_ids=sets.decision_ids,
                                                  timestamps_ns=sets.timestamps_ns.tolist())
     return {**agreement_on_sets(sets, np.asarray(batch.scores, dtype=np.float64)), **out}
+
+
+def _greedy_slots(sets: Any) -> np.ndarray:
+    """Each flat candidate's slot in the logger's greedy ranking by its logged scores, as many slots
+    as the decision showed (0: not among them); a decision without logged scores keeps its slots."""
+    offsets = np.asarray(sets.offsets, dtype=np.int64)
+    slot = np.asarray(sets.slot, dtype=np.int32)
+    decision = np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
+    scores = np.asarray(sets.logged_scores, dtype=np.float64)
+    scored = np.bincount(decision, weights=~np.isnan(scores), minlength=offsets.size - 1) > 0
+    order = greedy_order(scores, offsets)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size) - offsets[decision[order]]
+    shown = np.bincount(decision, weights=(slot > 0), minlength=offsets.size - 1)
+    greedy = np.where(rank < shown[decision], rank + 1, 0).astype(np.int32)
+    return np.where(scored[decision], greedy, slot)
 
 
 def _check_system(system: Any, owner: str) -> None:

@@ -8,9 +8,10 @@ While the apprentice has not graduated (the carried ``apprentice`` state of the 
 - ``train`` fits an imitation of the logger (:func:`closedloop.training.apprentice.train_apprentice`)
   instead of the plan's objective;
 - ``evaluate`` writes the ranking report as for any candidate, and the gate's verdict is the
-  **held-out agreement** (:func:`closedloop.evaluation.agreement.log_agreement`): the share of the
-  dataset's held-out decisions whose logged first choice the candidate's greedy ranking puts first
-  must reach ``Apprentice.agreement``;
+  **held-out agreement** (:func:`closedloop.evaluation.agreement.log_agreement`, ``against=
+  "greedy"``): the share of the dataset's held-out decisions whose logger's greedy first choice
+  (recomputed from the scores it logged: its policy, not its exploring draws) the candidate's greedy
+  ranking puts first must reach ``Apprentice.agreement``;
 - the candidate then serves as a shadow; each cycle measures its **shadow agreement** on the
   decisions since the shadow began (:func:`closedloop.evaluation.agreement.shadow_agreement`: its
   greedy first choice against production's). With ``Apprentice.min_decisions`` decisions and the
@@ -86,13 +87,13 @@ def judge(ctx: StepContext, cand: Bundle, report: dict[str, Any], dataset: str) 
     from closedloop.evaluation.agreement import log_agreement
 
     share = _spec(ctx).agreement
-    got = log_agreement(ctx.system, cand, dataset)
+    got = log_agreement(ctx.system, cand, dataset, against="greedy")  # the logger's policy, not its draws
     point = _point(ctx, cand.version, "held_out", got)
     state(ctx)["candidate"] = cand.version
     a = point["agreement"]
     passed = a is not None and a >= share
     base = report["bundles"][0]["version"]
-    reasons = [] if passed else [f"the apprentice agrees with the logged first choice on {a if a is None else f'{a:.1%}'} of "
+    reasons = [] if passed else [f"the apprentice agrees with the logger's greedy first choice on {a if a is None else f'{a:.1%}'} of "
                                  f"{point['n']} held-out decisions; the plan needs {share:.0%}"]
     report["gate"] = {"rule": {"apprentice_agreement": share}, "baseline": base, "candidate": cand.version, "passed": passed,
                       "reasons": reasons, "estimator": "agreement", "agreement": point}
