@@ -60,3 +60,22 @@ def test_closedloop_train_refuses_a_reward_dataset_for_a_thresholds_system(tmp_p
                                  "--dataset", str(ds.path)])
     assert r.exit_code != 0
     assert "per-slot reward dataset" in r.output and "only for a ranking system" in r.output
+
+
+def test_closedloop_train_objective_imitate_trains_an_apprentice_and_needs_candidate_sets(tmp_path):
+    from support.apprentice import contexts, log_dataset
+    from support.bandit_system import system, world
+
+    m = log_dataset(world, system, Bundle.build(system, world.heuristic()), contexts(world, 1500, seed=3), tmp_path / "log", seed=3)
+    r = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "train", "--system", "support.bandit_system:system",
+                                 "--dataset", str(m.path), "--objective", "imitate", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["metrics"]["lineage"]["objective"] == "imitate" and out["metrics"]["apprentice"]["agreement"] > 0.5
+    ds = _rewards(tmp_path)  # an imported log keeps no candidate sets: nothing to imitate over
+    r = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "train", "--system", SYSTEM, "--dataset", str(ds.path),
+                                 "--objective", "imitate"])
+    assert r.exit_code != 0 and "whole candidate set" in r.output
+    r = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "train", "--system", SYSTEM, "--dataset", str(ds.path),
+                                 "--objective", "copy"])
+    assert r.exit_code != 0 and "'objective' parameter of train must be one of ['reward', 'imitate']" in r.output

@@ -5,7 +5,7 @@
 
     closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
                      [--param k=v …] [--calibrate isotonic|platt] [--thresholds system|cost]
-                     [--weights] [--parent VERSION] [--out DIR]
+                     [--weights] [--objective reward|imitate] [--parent VERSION] [--out DIR]
 
 Prints one JSON object: ``{"version", "path", "metrics"}``. The bundle is saved under
 ``<home>/bundles/<version>`` unless ``--out`` is given. ``--param`` values are parsed as ints,
@@ -18,7 +18,8 @@ row weights (``train(..., weights=True)``).
 
 A per-slot reward dataset (``closedloop dataset build`` of a system with rewards, ``closedloop
 dataset import --action …``) trains a ranking system's reward model: label = the 0/1 reward, one
-row per (decision, slot shown) — :mod:`closedloop.training.rewards`.
+row per (decision, slot shown) — :mod:`closedloop.training.rewards`. ``--objective imitate`` trains
+an apprentice that ranks like the policy that logged it instead (:mod:`closedloop.training.apprentice`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def train(
     weights: Annotated[
         bool, typer.Option("--weights", help="Fit with the rows' inverse-propensity weights (the dataset's 'weight').")
     ] = False,
+    objective: Annotated[
+        str | None, typer.Option("--objective", metavar="WHAT",
+                                 help="For a reward dataset: reward (a reward model, the default) or imitate (an apprentice).")
+    ] = None,
     parent: Annotated[str | None, typer.Option("--parent", metavar="VERSION", help="The parent bundle.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Where to save it (default: <home>/bundles/<version>).")
@@ -100,7 +105,7 @@ def train(
     try:
         with console.status(f"Training {model} on {path.name}…"):
             run = train_api(sys_obj, path, model=model, params=params, calibrate=calibrate, parent=parent,
-                            thresholds=thresholds, weights=weights)
+                            thresholds=thresholds, weights=weights, objective=objective)
             target = out if out is not None else settings.bundles / run.bundle.version
             existing = _same_bundle(target, run.bundle)
             saved = existing or run.bundle.save(target, key=_home_signer(settings))

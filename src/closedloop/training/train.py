@@ -387,6 +387,7 @@ def train(
     weights: bool = False,
     loaded: tuple[Any, Any] | None = None,
     thresholds: str = "system",
+    objective: str | None = None,
 ) -> TrainRun:
     """Train ``model`` on the dataset at ``dataset`` (a directory) → a :class:`TrainRun` whose
     bundle (built, not saved) carries lineage and metrics. Rules: module docstring.
@@ -396,7 +397,14 @@ def train(
 
     The stages: the arguments checked, the labeled rows read, the rows split (fit, calibration,
     test), the model fitted (and calibrated) on features computed once, each side scored, the
-    thresholds chosen, the lineage written and the bundle built."""
+    thresholds chosen, the lineage written and the bundle built.
+
+    ``objective`` (a per-slot reward dataset only; :data:`OBJECTIVES`): ``None`` or ``"reward"`` —
+    the reward model above; ``"imitate"`` — an apprentice that ranks like the logger
+    (:func:`closedloop.training.apprentice.train_apprentice`)."""
+    if objective is not None and objective != "reward":
+        return _by_objective(system, Path(dataset), objective, model=model, params=params, calibrate=calibrate,
+                             parent=parent, split=split, weights=weights, loaded=loaded)
     params, sp = _check_arguments(system, model, thresholds, calibrate, params, split)
     manifest, table, cols, y, kind = _training_table(system, Path(dataset), loaded, calibrate)
     fit_idx, cal_idx, test_idx = training_rows(table, sp, calibrate is not None, manifest.id)
@@ -415,3 +423,27 @@ def train(
     metrics = {"lineage": lineage, "train": train_q, "heldout": held_q}
     bundle = Bundle.build(system, intelligence, thresholds=levels, parent=parent, metrics=metrics)
     return TrainRun(bundle=bundle, metrics=bundle.metrics, model=intelligence, scores=scores)
+
+
+#: What :func:`train` fits on a per-slot reward dataset (``objective``).
+OBJECTIVES = ("reward", "imitate")
+
+
+def _by_objective(system: System, path: Path, objective: str, *, model: str, params: Mapping[str, Any] | None,
+                  calibrate: str | None, parent: str | None, split: Split | None, weights: bool, loaded: Any) -> TrainRun:
+    """:func:`train` with an ``objective`` other than the reward model: checked, then dispatched."""
+    if objective not in OBJECTIVES:
+        raise SpecError(f"The 'objective' parameter of train must be one of {list(OBJECTIVES)}. Got {objective!r} instead.")
+    from closedloop.datasets.dataset import DatasetManifest
+
+    manifest = DatasetManifest.read(path)
+    if not is_reward_dataset(manifest):
+        raise SpecError(f"The 'objective' parameter of train is for a per-slot reward dataset; dataset {manifest.id!r} has "
+                        f"labeled rows. Got objective={objective!r} instead.")
+    for name, value, default in (("calibrate", calibrate, None), ("split", split, None), ("weights", weights, False)):
+        if value != default:
+            raise SpecError(f"The '{name}' parameter of train must be {default!r} with objective={objective!r}. "
+                            f"Got {value!r} instead.")
+    from closedloop.training.apprentice import train_apprentice
+
+    return train_apprentice(system, path, model=model, params=params, parent=parent, loaded=loaded)
