@@ -340,13 +340,12 @@ def _one_softmax(
     return taken, slots, p, explored
 
 
-def _one_epsilon(
-    sl: list[float], order: list[int], m: int, policy: EpsilonGreedy, u: list[float]
-) -> tuple[list[int], list[float], float, list[int]]:
-    n = len(sl)
-    eps, lo, hi = policy.epsilon, policy.low, policy.high
+def _one_slots(order: list[int], m: int, u: list[float], probs: Any) -> tuple[list[int], list[float], float, list[int]]:
+    """The ``m`` slots of one request drawn slot by slot: ``probs(j, best, taken)`` gives slot ``j``'s
+    probabilities over the candidates (0 for those taken), or None when the best remaining
+    candidate takes it with probability 1."""
+    free = [True] * len(order)
     taken: list[int] = []
-    free = [True] * n
     slots: list[float] = []
     explored: list[int] = []
     p = 1.0
@@ -355,15 +354,12 @@ def _one_epsilon(
         while not free[order[g]]:
             g += 1
         best = order[g]
-        if lo <= sl[best] <= hi:
-            share = eps / (n - j)
-            P = np.full(n, share)
-            P[taken] = 0.0
-            P[best] = (1.0 - eps) + share
+        P = probs(j, best, taken)
+        if P is None:
+            pos, q = best, 1.0
+        else:
             pos = _one_pick(P, u[j])
             q = float(P[pos])
-        else:
-            pos, q = best, 1.0
         free[pos] = False
         taken.append(pos)
         slots.append(q)
@@ -371,6 +367,24 @@ def _one_epsilon(
         if pos != best:
             explored.append(j)
     return taken, slots, p, explored
+
+
+def _one_epsilon(
+    sl: list[float], order: list[int], m: int, policy: EpsilonGreedy, u: list[float]
+) -> tuple[list[int], list[float], float, list[int]]:
+    n = len(sl)
+    eps, lo, hi = policy.epsilon, policy.low, policy.high
+
+    def probs(j: int, best: int, taken: list[int]) -> np.ndarray | None:
+        if not lo <= sl[best] <= hi:
+            return None
+        share = eps / (n - j)
+        P = np.full(n, share)
+        P[taken] = 0.0
+        P[best] = (1.0 - eps) + share
+        return P
+
+    return _one_slots(order, m, u, probs)
 
 
 def _one_squarecb(
@@ -379,26 +393,12 @@ def _one_squarecb(
     """SquareCB's slots for one request whose scores are all finite: :func:`_squarecb_probs` on the row
     (a free candidate's gap is never below 0, so ``max(gap, 0)`` changes only the taken ones, set to 0)."""
     n = s.shape[0]
-    taken: list[int] = []
-    free = [True] * n
-    slots: list[float] = []
-    explored: list[int] = []
-    p = 1.0
-    g = 0
-    for j in range(m):
-        while not free[order[g]]:
-            g += 1
-        best = order[g]
+
+    def probs(j: int, best: int, taken: list[int]) -> np.ndarray:
         P = 1.0 / ((n - j) + gamma * np.maximum(s[best] - s, 0.0))
         P[taken] = 0.0
         P[best] = 0.0
         P[best] = 1.0 - np.add.accumulate(P)[-1]
-        pos = _one_pick(P, u[j])
-        q = float(P[pos])
-        free[pos] = False
-        taken.append(pos)
-        slots.append(q)
-        p = p * q
-        if pos != best:
-            explored.append(j)
-    return taken, slots, p, explored
+        return P
+
+    return _one_slots(order, m, u, probs)

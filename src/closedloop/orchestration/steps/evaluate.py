@@ -9,6 +9,8 @@ evaluation error stops it too (``evaluation_failed``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from closedloop.errors import ClosedLoopError
@@ -30,7 +32,7 @@ def past_productions(registry: Any, system: Any, n: int, exclude: set[str]) -> l
                 break
     return out
 
-__all__ = ["Evaluate", "EvaluateResult"]
+__all__ = ["Evaluate", "EvaluateResult", "candidate_report"]
 
 
 class EvaluateResult(StepResult):
@@ -51,17 +53,22 @@ class Evaluate(Step[EvaluateResult]):
     Result = EvaluateResult
 
     def run(self, ctx: StepContext) -> EvaluateResult:
-        path = ctx.dir / "report.json"
-        cand = Bundle.load(ctx.result("train", TrainResult).path, ctx.system)
-        if path.is_file():
-            report = json.loads(path.read_text())
-        else:
-            report = _report(ctx, cand)
-            atomic_json(path, report)
+        path, report = candidate_report(ctx, _report)
         return EvaluateResult(path=str(path), gate=report["gate"],
                               bundles=[{"version": b["version"], "kind": b["kind"], "auc": b["quality"]["auc"],
                                         "cost_per_1000": b["mistakes"]["cost_per_1000"]} for b in report["bundles"]],
                               heuristic_note=report.get("heuristic_note"), past=list(report.get("past") or []))
+
+
+def candidate_report(ctx: StepContext, make: Callable[[StepContext, Bundle], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """The cycle's report of its candidate (``report.json`` in the cycle's directory): read when it
+    was written before (a resumed cycle), else ``make(ctx, candidate)`` written atomically."""
+    path = ctx.dir / "report.json"
+    if path.is_file():
+        return path, json.loads(path.read_text())
+    report = make(ctx, Bundle.load(ctx.result("train", TrainResult).path, ctx.system))
+    atomic_json(path, report)
+    return path, report
 
 
 def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:

@@ -23,7 +23,6 @@ Each step finds its file in the cycle's directory when it finished before (a res
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ from closedloop.datasets.dataset import DatasetManifest
 from closedloop.datasets.slots import build_reward_dataset
 from closedloop.errors import ClosedLoopError
 from closedloop.orchestration.steps import apprentice
-from closedloop.orchestration.steps.base import Step, StepContext, Stop, atomic_json
+from closedloop.orchestration.steps.base import Step, StepContext, Stop
 from closedloop.orchestration.steps.dataset import DatasetResult
-from closedloop.orchestration.steps.evaluate import EvaluateResult
+from closedloop.orchestration.steps.evaluate import EvaluateResult, candidate_report
 from closedloop.orchestration.steps.train import TrainResult
 from closedloop.runtime.bundle import Bundle
 
@@ -109,13 +108,7 @@ class PolicyEvaluate(Step[EvaluateResult]):
     Result = EvaluateResult
 
     def run(self, ctx: StepContext) -> EvaluateResult:
-        path = ctx.dir / "report.json"
-        cand = Bundle.load(ctx.result("train", TrainResult).path, ctx.system)
-        if path.is_file():
-            report = json.loads(path.read_text())
-        else:
-            report = _report(ctx, cand)
-            atomic_json(path, report)
+        path, report = candidate_report(ctx, _report)
         return EvaluateResult(path=str(path), gate=report["gate"], bundles=_brief(report), heuristic_note=None)
 
 
