@@ -30,7 +30,7 @@ from closedloop.experience.exploration import Softmax
 from closedloop.runtime.clock import ManualClock
 from closedloop.runtime.ids import DecisionIds
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
-from closedloop.training.policy import train_policy
+from closedloop.training.policy import DEFAULT_CLIP, train_policy
 from closedloop.world.bandit import BanditWorld
 
 T0 = 1_700_000_000 * 10**9
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=5000)
     ap.add_argument("--features", default="misspecified")
     ap.add_argument("--model", default="logistic")
-    ap.add_argument("--clip", type=float, default=20.0)
+    ap.add_argument("--clip", type=float, default=DEFAULT_CLIP)
     args = ap.parse_args()
     rows = []
     for temperature in args.temperatures:

@@ -126,6 +126,14 @@ def test_the_run_carries_lineage_metrics_and_a_bundle_the_runtime_serves_alike(k
         assert d.ranking == batch[i].ranking and d.scores == batch[i].scores
 
 
+def test_a_lightgbm_policy_learns_too(k1):
+    world, system, m = k1[4]
+    ctxs = world.contexts(2000, seed=99)
+    run = train_policy(system, m.path, model="lightgbm")
+    assert run.metrics["lineage"]["policy_model"]["objective"] == "regression" and run.bundle.intelligence.kind == "lightgbm"
+    assert _value(world, system, run.model, ctxs) > world.true_value(system, Bundle.build(system, world.heuristic()), ctxs) + 0.05
+
+
 def test_the_pseudo_reward_corrects_shown_candidates_by_their_clipped_inverse_propensity():
     rows = PolicyRows(cols=None, X=np.zeros((4, 1)), units=np.array(["a"] * 4, dtype=object),
                       shown=np.array([True, False, True, True]), reward=np.array([1.0, np.nan, 0.0, 1.0]),

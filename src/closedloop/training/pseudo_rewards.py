@@ -37,8 +37,6 @@ __all__ = ["PolicyRows", "fit_policy", "policy_rows", "pseudo_rewards", "reward_
 
 #: The slot rows read from a reward dataset (what :func:`read_candidate_sets` joins).
 SLOT_COLUMNS = ("decision_id", "position", "unit", "timestamp_ns", "action", "reward", "propensity", "context_json")
-#: The ridge penalty of the linear policy regression (on standardized features).
-RIDGE_ALPHA = 1.0
 
 
 @dataclass(frozen=True)
@@ -219,11 +217,13 @@ def _logistic_on_targets(X: np.ndarray, gamma: np.ndarray, *, C: float) -> tuple
 
 def fit_policy(system: System, model: str, params: dict[str, Any], X: np.ndarray, gamma: np.ndarray
                ) -> tuple[Intelligence, dict[str, Any]]:
-    """The regression of Γ on the features → (the policy intelligence, the lineage's ``policy_model``):
-    ``"logistic"``: a ridge regression (``alpha`` :data:`RIDGE_ALPHA`, standardized features folded
-    into the weights) as a :class:`~closedloop.intelligence.LinearModel`; ``"lightgbm"``: a LightGBM
-    regression (``objective=regression``, train's regularized defaults sized to the shown rows'
-    clicks, ``params`` over them) as a :class:`~closedloop.intelligence.LightGBMModel`."""
+    """The fit of Γ on the features → (the policy intelligence, the lineage's ``policy_model``):
+    ``"logistic"``: the logistic model minimizing the log loss with the targets Γ
+    (:func:`_logistic_on_targets`, ``params["C"]`` its inverse L2 penalty, default 1) as a
+    :class:`~closedloop.intelligence.LogisticModel` — the same family and link as the DM reward
+    model, so the two differ only by what they are fitted to; ``"lightgbm"``: a LightGBM regression
+    (``objective=regression``, train's regularized defaults sized to the shown rows' clicks,
+    ``params`` over them) as a :class:`~closedloop.intelligence.LightGBMModel`."""
     names = list(system.features.names)
     output = experience_score(system, "train_policy", has_output=False)
     if not np.isfinite(X).all():
