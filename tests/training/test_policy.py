@@ -7,6 +7,7 @@ build_reward_dataset."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +24,17 @@ from closedloop.experience.exploration import Softmax
 from closedloop.runtime.clock import ManualClock
 from closedloop.runtime.ids import DecisionIds
 from closedloop.system.splits import split as split_rows
+from closedloop.system.splits import unit_is_test
 from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 from closedloop.training.policy import train_policy
-from closedloop.training.pseudo_rewards import PolicyRows, pseudo_rewards
+from closedloop.training.pseudo_rewards import (
+    PolicyRows,
+    check_click_rewards,
+    policy_rows,
+    pseudo_rewards,
+    reward_predictions,
+    slot_table,
+)
 from closedloop.world.bandit import CATEGORIES, BanditWorld
 
 T0 = 1_700_000_000 * 10**9
@@ -132,6 +141,32 @@ def test_a_lightgbm_policy_learns_too(k1):
     run = train_policy(system, m.path, model="lightgbm")
     assert run.metrics["lineage"]["policy_model"]["objective"] == "regression" and run.bundle.intelligence.kind == "lightgbm"
     assert _value(world, system, run.model, ctxs) > world.true_value(system, Bundle.build(system, world.heuristic()), ctxs) + 0.05
+
+
+def test_cross_fitting_a_candidates_reward_prediction_comes_from_the_other_folds_units(k1):
+    """Flip the rewards of one fold's shown slots: that fold's r̂ (fitted on the other fold) does not
+    move by a bit; the other fold's does."""
+    _, system, m = k1[0]
+    rows = policy_rows(system, m.path, slot_table(m.path, None), m.id)
+
+    def predictions(r):
+        return reward_predictions(system, r, model="logistic", params={}, reward_model=None,
+                                  y_shown=check_click_rewards(r, m.id), seed=3)[0]
+
+    fold = unit_is_test(pa.array(rows.units.tolist(), pa.string()), 0.5, 3)
+    before = predictions(rows)
+    after = predictions(replace(rows, reward=np.where(fold & rows.shown, 1.0 - rows.reward, rows.reward)))
+    assert 0 < fold.sum() < fold.size
+    assert np.array_equal(before[fold], after[fold]) and np.abs(before[~fold] - after[~fold]).max() > 0.05
+
+
+def test_what_load_dataset_returned_is_used_as_read(k1):
+    from closedloop.datasets.dataset import load_dataset
+
+    _, system, m = k1[0]
+    a = train_policy(system, m.path)
+    b = train_policy(system, m.path, loaded=load_dataset(m.path, system))
+    assert a.bundle.intelligence.to_dict({}) == b.bundle.intelligence.to_dict({})
 
 
 def test_the_pseudo_reward_corrects_shown_candidates_by_their_clipped_inverse_propensity():
@@ -254,6 +289,8 @@ def _all_train():
 
 
 def test_decisions_without_a_reward_or_a_propensity_are_left_out_and_counted(k1, tmp_path):
+    """k = 1: a decision without a reward has no slot row to split (train leaves such rows out before
+    its split too); one whose shown slot has no propensity in (0, 1] is read and left out, counted."""
     _, system, m = k1[0]
     ds, t = _copy(m, tmp_path)
     r, p = t["reward"].to_pylist(), t["propensity"].to_pylist()
@@ -262,10 +299,10 @@ def test_decisions_without_a_reward_or_a_propensity_are_left_out_and_counted(k1,
     t = t.set_column(t.column_names.index("propensity"), "propensity", pa.array(p, pa.float64()))
     pq.write_table(t, ds / "data.parquet")
     sp = _all_train()
-    train_idx, _ = split_rows(t, sp)
-    left_out = [i for i in (0, 1, 2) if i in set(train_idx.tolist())]
-    run = train_policy(system, ds, split=sp)
-    counts = run.metrics["lineage"]["candidate_sets"]
-    assert counts.get("without_reward", 0) == int(0 in left_out)
-    assert counts.get("without_propensity", 0) == len([i for i in left_out if i != 0])
-    assert counts["decisions"] == counts["decisions_read"] - len(left_out) > 0
+    rewarded = t.filter(pa.array([x is not None for x in r]))
+    train_idx, _ = split_rows(rewarded, sp)
+    on_train = set(rewarded["decision_id"].take(pa.array(train_idx)).to_pylist())
+    no_propensity = [i for i in (1, 2) if t["decision_id"][i].as_py() in on_train]
+    counts = train_policy(system, ds, split=sp).metrics["lineage"]["candidate_sets"]
+    assert t["decision_id"][0].as_py() not in on_train and len(no_propensity) == 2
+    assert counts == {"decisions_read": len(on_train), "decisions": len(on_train) - 2, "without_propensity": 2}

@@ -29,7 +29,8 @@ is the log loss against the true reward, and convex whatever Γ's sign) or ``"li
 LightGBM reward model; the policy a LightGBM regression of Γ). ``params`` go to the reward model as train's ``params`` (and,
 for LightGBM, to the policy's regression, its objective set to ``regression``).
 
-**Rows.** The train side of ``split`` (default ``system.split``), as :func:`train` takes it, so an
+**Rows.** The train side of ``split`` (default ``system.split``), as :func:`train` takes it (the
+split divides the slot rows with a reward; each decision goes to its rows' side), so an
 evaluation's test side stays held out. Decisions whose candidate set cannot be read are left out
 and counted (the candidate sets' reasons), and so are decisions with a shown slot without a reward
 or without a propensity in (0, 1]; a non-finite reward is refused naming the decision and slot.
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from closedloop.errors import IntelligenceError, SpecError
 from closedloop.runtime.bundle import Bundle
@@ -121,6 +124,20 @@ def _side_quality(system: System, intelligence: Any, rows: PolicyRows | None) ->
     return _quality((rows.reward[s] > 0.0).astype(np.int64), S)
 
 
+def _sides(table: Any, split: Split, dataset_id: str) -> tuple[Any, Any]:
+    """The slot rows of the train and the test side: ``split`` divides the rows with a reward, as
+    :func:`train` divides them (a time split's cut-off is theirs), and each decision goes wholly to
+    the side of its rows (one unit and one time each)."""
+    r = pc.fill_null(table["reward"].cast(pa.float64()), float("nan"))
+    rewarded = table.filter(pc.invert(pc.is_nan(r)))
+    train_idx, test_idx = split_rows(rewarded, split)
+    if train_idx.size == 0:
+        raise IntelligenceError(f"The split {split.describe()} leaves no training rows in dataset {dataset_id!r}.")
+    ids = rewarded["decision_id"]
+    on = [pc.is_in(table["decision_id"], value_set=pc.unique(ids.take(pa.array(idx)))) for idx in (train_idx, test_idx)]
+    return table.filter(on[0]), table.filter(on[1])
+
+
 def _dm(system: System, dataset: Path, *, model: str, params: dict[str, Any], parent: str | None, split: Split,
         loaded: tuple[Any, Any] | None) -> TrainRun:
     """DM: train's reward model, its lineage marked ``objective: "dm"``."""
@@ -137,10 +154,8 @@ def _dr(system: System, dataset: Path, *, model: str, params: dict[str, Any], re
 
     manifest = _manifest(system, dataset)  # a per-slot dataset with candidate sets, for this system
     table = slot_table(dataset, loaded)
-    train_idx, test_idx = split_rows(table, split)
-    if train_idx.size == 0:
-        raise IntelligenceError(f"The split {split.describe()} leaves no training rows in dataset {manifest.id!r}.")
-    rows = policy_rows(system, dataset, table.take(train_idx), manifest.id)
+    train_side, test_side = _sides(table, split, manifest.id)
+    rows = policy_rows(system, dataset, train_side, manifest.id)
     if rows is None or rows.n == 0 or not rows.shown.any():
         raise IntelligenceError(f"The dataset {manifest.id!r} must have decisions with a readable candidate set and "
                                 f"shown slots to learn a policy. Got none on the train side instead.")
@@ -154,7 +169,7 @@ def _dr(system: System, dataset: Path, *, model: str, params: dict[str, Any], re
 
         sized = lightgbm_defaults(params, (rows.reward[rows.shown] > 0.0).astype(np.int64))
     intelligence, policy_model = fit_policy(system, model, {**params, **sized}, rows.X, gamma)
-    test_rows = policy_rows(system, dataset, table.take(test_idx), manifest.id)
+    test_rows = policy_rows(system, dataset, test_side, manifest.id)
     kind = {"dataset_kind": "reward", "objective": "dr", "candidate_sets": rows.counts, "reward_model": rm,
             "pseudo_rewards": figures, "policy_model": policy_model}
     lineage = _lineage(manifest, parent=parent, model=model, params=params, sized=sized, sp=split, calibration=None,
