@@ -211,8 +211,10 @@ def test_a_policy_trained_on_rewards_shifted_by_one_slot_is_refused_by_the_gate(
     m = _logged(tmp_path / "log", world, system, _catalogue_contexts(world, 5000, seed=1))
     _shifted_by_one_slot(m.path, tmp_path / "shifted")
     production = Bundle.build(system, world.heuristic(), version="heuristic")
-    right = train_policy(system, m.path).bundle
-    broken = train_policy(system, tmp_path / "shifted").bundle
+    run = train_policy(system, m.path)
+    right, broken = run.bundle, train_policy(system, tmp_path / "shifted").bundle
+    figures = run.metrics["lineage"]["pseudo_rewards"]
+    assert figures["shown"] == 3 * run.metrics["lineage"]["candidate_sets"]["decisions"] and figures["rows"] == 2 * figures["shown"]
     ctxs = _catalogue_contexts(world, 2000, seed=5)
     truth = {b.version: world.true_value(system, b, ctxs) for b in (production, right, broken)}
     assert truth[right.version] > truth[production.version] > truth[broken.version]
