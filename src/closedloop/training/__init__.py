@@ -15,8 +15,9 @@ from closedloop.training.logistic import (
     roc_auc,
     train_logistic,
 )
+from closedloop.training.policy import train_policy
 from closedloop.training.stacking import fit_stacking
 from closedloop.training.train import TrainRun, parse_params, train
 
 __all__ = ["TrainResult", "calibrate", "encode_labels", "fit_stacking", "log_loss", "roc_auc", "train_logistic"]
-__all__ += ["TrainRun", "parse_params", "train"]
+__all__ += ["TrainRun", "parse_params", "train", "train_policy"]
