@@ -78,4 +78,4 @@ def test_closedloop_train_objective_imitate_trains_an_apprentice_and_needs_candi
     assert r.exit_code != 0 and "whole candidate set" in r.output
     r = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "train", "--system", SYSTEM, "--dataset", str(ds.path),
                                  "--objective", "copy"])
-    assert r.exit_code != 0 and "'objective' parameter of train must be one of ['reward', 'imitate']" in r.output
+    assert r.exit_code != 0 and "'objective' parameter of train must be one of ['reward', 'imitate', 'dr']" in r.output

@@ -34,14 +34,14 @@ def _day(world, rt, day: int) -> list:
     return out
 
 
-@pytest.fixture
-def loop(tmp_path):
+@pytest.fixture(params=["reward", "dr"])
+def loop(tmp_path, request):
     world = BanditWorld(seed=11, n_candidates=8)
     system = world.system(k=2, explore=Softmax(0.1))
     clock = ManualClock(START)
     reg = Registry(f"sqlite:///{tmp_path}/registry.sqlite", tmp_path / "bundles", clock=clock).open()
     heuristic = Bundle.build(system, world.heuristic(), version="heuristic")
-    plan = LoopPlan(system, heuristic=heuristic, model="logistic", train_window=timedelta(days=7),
+    plan = LoopPlan(system, heuristic=heuristic, model="logistic", objective=request.param, train_window=timedelta(days=7),
                     retrain_every=timedelta(days=30), min_labeled=500, evaluate_bootstrap=100, drift=None,
                     gate=Gate(policy_tolerance=0.0),
                     rollout=Rollout(shadow_for=timedelta(days=1), flight_for=timedelta(days=1),
@@ -52,7 +52,7 @@ def loop(tmp_path):
 
 def test_a_reward_model_is_trained_judged_off_policy_flown_and_promoted(loop):
     world, system, clock, reg, plan, home = loop
-    assert plan.steps == reward_pipeline() and plan.describe()["objective"] == "reward"
+    assert plan.steps == reward_pipeline() and plan.describe()["objective"] == plan.objective
     cycle = Cycle(plan, home, reg, clock=clock)
     assert cycle.run_once()["outcome"] == "bootstrapped"
     tel = Telemetry(SegmentLog(home), system=system, clock=clock.now_ns, flush_interval_ms=1)
@@ -74,6 +74,8 @@ def test_a_reward_model_is_trained_judged_off_policy_flown_and_promoted(loop):
     assert gate["passed"] and gate["estimator"] == "snips" and gate["ci"][0] > 0
     cand = first["train"]["result"]["version"]
     assert reg.state(system.name).production == cand
+    objective = reg.load_bundle(cand, system).metrics["lineage"].get("objective")
+    assert objective == ("dr" if plan.objective == "dr" else None), objective
     guard = records[2]["steps"]["advance"]["result"]["guard"]
     assert any(m["metric"] == "reward_per_decision" for m in guard["metrics"])
     contexts = world.contexts(2000, seed=999)
@@ -87,7 +89,7 @@ def test_a_plan_for_a_ranking_without_rewards_is_refused(loop):
     with pytest.raises(SpecError, match=r"Thresholds experience, or a Ranking with rewards \(System\(rewards=...\)\); 'feed' has"):
         LoopPlan(feed)
     s = loop[1]
-    with pytest.raises(SpecError, match=r"'objective' parameter of LoopPlan must be one of \['reward'\]. Got 'imitate'"):
+    with pytest.raises(SpecError, match=r"'objective' parameter of LoopPlan must be one of \['reward', 'dr'\]. Got 'imitate'"):
         LoopPlan(s, objective="imitate")
     with pytest.raises(SpecError, match=r"'model' parameter of LoopPlan must be 'logistic' or 'lightgbm'.*Got 'heuristic'"):
         LoopPlan(s, model="heuristic")

@@ -5,7 +5,7 @@
 
     closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
                      [--param k=v …] [--calibrate isotonic|platt] [--thresholds system|cost]
-                     [--weights] [--objective reward|imitate] [--parent VERSION] [--out DIR]
+                     [--weights] [--objective reward|imitate|dr] [--parent VERSION] [--out DIR]
 
 Prints one JSON object: ``{"version", "path", "metrics"}``. The bundle is saved under
 ``<home>/bundles/<version>`` unless ``--out`` is given. ``--param`` values are parsed as ints,
@@ -19,7 +19,8 @@ row weights (``train(..., weights=True)``).
 A per-slot reward dataset (``closedloop dataset build`` of a system with rewards, ``closedloop
 dataset import --action …``) trains a ranking system's reward model: label = the 0/1 reward, one
 row per (decision, slot shown) — :mod:`closedloop.training.rewards`. ``--objective imitate`` trains
-an apprentice that ranks like the policy that logged it instead (:mod:`closedloop.training.apprentice`).
+an apprentice that ranks like the policy that logged it instead (:mod:`closedloop.training.apprentice`),
+``--objective dr`` a policy fitted on doubly robust pseudo-rewards (:mod:`closedloop.training.policy`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def train(
     ] = False,
     objective: Annotated[
         str | None, typer.Option("--objective", metavar="WHAT",
-                                 help="For a reward dataset: reward (a reward model, the default) or imitate (an apprentice).")
+                                 help="For a reward dataset: reward (a reward model, the default), imitate (an apprentice) "
+                                      "or dr (a policy on doubly robust pseudo-rewards).")
     ] = None,
     parent: Annotated[str | None, typer.Option("--parent", metavar="VERSION", help="The parent bundle.")] = None,
     out: Annotated[

@@ -29,8 +29,9 @@ from closedloop.system.spec import System
 __all__ = ["OBJECTIVES", "Apprentice", "LoopPlan", "Rollout", "Tighten"]
 
 #: What a system that learns from rewards trains (``LoopPlan.objective``): ``"reward"`` — a reward
-#: model over the request × candidate features, ranked by (the direct method).
-OBJECTIVES = ("reward",)
+#: model over the request × candidate features, ranked by (the direct method); ``"dr"`` — a policy
+#: fitted on doubly robust pseudo-rewards over each decision's whole candidate set.
+OBJECTIVES = ("reward", "dr")
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,8 @@ class LoopPlan:
         the ``past`` step restores one that does better than both the candidate and production.
     objective:
         For a system that learns from rewards (a Ranking with ``System(rewards=…)``): what the
-        ``train`` step fits (:data:`OBJECTIVES`; default ``"reward"``, a reward model).
+        ``train`` step fits (:data:`OBJECTIVES`; default ``"reward"``, a reward model; ``"dr"``,
+        a policy on doubly robust pseudo-rewards).
     reward_model:
         For a system that learns from rewards: ``None`` (default) — the gate judges the policy
         value by SNIPS; ``"candidate"`` — the candidate's own scores are the reward model of

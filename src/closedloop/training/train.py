@@ -401,7 +401,9 @@ def train(
 
     ``objective`` (a per-slot reward dataset only; :data:`OBJECTIVES`): ``None`` or ``"reward"`` —
     the reward model above; ``"imitate"`` — an apprentice that ranks like the logger
-    (:func:`closedloop.training.apprentice.train_apprentice`)."""
+    (:func:`closedloop.training.apprentice.train_apprentice`); ``"dr"`` — a policy fitted on
+    doubly robust pseudo-rewards over each decision's whole candidate set
+    (:func:`closedloop.training.policy.train_policy`)."""
     if objective is not None and objective != "reward":
         return _by_objective(system, Path(dataset), objective, model=model, params=params, calibrate=calibrate,
                              parent=parent, split=split, weights=weights, loaded=loaded)
@@ -426,7 +428,7 @@ def train(
 
 
 #: What :func:`train` fits on a per-slot reward dataset (``objective``).
-OBJECTIVES = ("reward", "imitate")
+OBJECTIVES = ("reward", "imitate", "dr")
 
 
 def _by_objective(system: System, path: Path, objective: str, *, model: str, params: Mapping[str, Any] | None,
@@ -444,6 +446,10 @@ def _by_objective(system: System, path: Path, objective: str, *, model: str, par
         if value != default:
             raise SpecError(f"The '{name}' parameter of train must be {default!r} with objective={objective!r}. "
                             f"Got {value!r} instead.")
+    if objective == "dr":
+        from closedloop.training.policy import train_policy
+
+        return train_policy(system, path, objective="dr", model=model, params=params, parent=parent, loaded=loaded)
     from closedloop.training.apprentice import train_apprentice
 
     return train_apprentice(system, path, model=model, params=params, parent=parent, loaded=loaded)

@@ -9,7 +9,8 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``).
 - ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
   reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
-  request × candidate features, the direct method); the candidate ranks by it. With
+  request × candidate features, the direct method); the candidate ranks by it; ``"dr"`` — a policy
+  fitted on doubly robust pseudo-rewards (:func:`closedloop.training.policy.train_policy`). With
   ``LoopPlan(apprentice=…)``, an imitation of the logger until one has graduated (:mod:`.apprentice`).
 - ``evaluate`` (:class:`PolicyEvaluate`): the ranking report of production, the heuristic and the
   candidate on the dataset's held-out decisions, whose policy value — each decision's whole
@@ -94,7 +95,7 @@ def _train(ctx: StepContext, path: Path) -> Bundle:
         return apprentice.train_apprentice_candidate(ctx, path, ds)
     try:
         run = train(ctx.system, ds, model=plan.model, params=dict(plan.params), parent=None if prod is None else prod.version,
-                    weights=plan.train_weights)
+                    weights=plan.train_weights, objective=plan.objective)
     except ClosedLoopError as exc:
         raise Stop("training_failed", str(exc)) from None
     shutil.rmtree(path, ignore_errors=True)
