@@ -204,7 +204,8 @@ class LoopPlan:
     reward_model:
         For a system that learns from rewards: ``None`` (default) — the gate judges the policy
         value by SNIPS; ``"candidate"`` — the candidate's own scores are the reward model of
-        DM / DR (use with a candidate that is a reward model).
+        DM / DR (use with a candidate that is a reward model); ``"fitted"`` — a logistic click model
+        fitted on the train side of the cycle's dataset is (the gate then judges by DR).
     apprentice:
         For a system that learns from rewards: :class:`Apprentice` — start by imitating the logger
         (None: learn from rewards from the first candidate).
@@ -313,8 +314,9 @@ class LoopPlan:
         if self.objective not in OBJECTIVES:
             raise SpecError(f"The 'objective' parameter of LoopPlan must be one of {list(OBJECTIVES)}. "
                             f"Got {self.objective!r} instead.")
-        if self.reward_model not in (None, "candidate"):
-            raise SpecError(f"The 'reward_model' parameter of LoopPlan must be None or 'candidate'. Got {self.reward_model!r} instead.")
+        if self.reward_model not in (None, "candidate", "fitted"):
+            raise SpecError(f"The 'reward_model' parameter of LoopPlan must be None, 'candidate' or 'fitted'. "
+                            f"Got {self.reward_model!r} instead.")
         if self.model not in ("logistic", "lightgbm"):
             raise SpecError(f"The 'model' parameter of LoopPlan must be 'logistic' or 'lightgbm' for a system that learns "
                             f"from rewards (a reward model). Got {self.model!r} instead.")

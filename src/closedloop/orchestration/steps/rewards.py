@@ -16,8 +16,9 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   candidate on the dataset's held-out decisions, whose policy value — each decision's whole
   logged candidate set ranked by each bundle, valued off-policy from the logged propensities — the
   plan's gate judges (:meth:`~closedloop.evaluation.gate.Gate.check_policy_value`: the lower bound
-  of (candidate − production) by SNIPS, or DR with ``LoopPlan.reward_model="candidate"``, must not
-  fall below −``policy_tolerance``, and the support check must pass).
+  of (candidate − production) by SNIPS — by DR with a reward model: ``LoopPlan.reward_model``
+  ``"candidate"`` (the candidate's own scores) or ``"fitted"`` (a click model fitted on the train side
+  of the cycle's dataset) — must not fall below −``policy_tolerance``, and the support check must pass).
 
 Each step finds its file in the cycle's directory when it finished before (a resumed cycle).
 """
@@ -127,7 +128,7 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
     bundles.append(cand)
     if len(bundles) < 2:
         raise Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
-    reward_model = cand if ctx.plan.reward_model == "candidate" else None
+    reward_model = _reward_model(ctx, cand)
     try:
         report: dict[str, Any] = evaluate(ctx.system, bundles, ctx.result("dataset", DatasetResult).path, gate=ctx.plan.gate,
                                           bootstrap=ctx.plan.evaluate_bootstrap, seed=ctx.id, reward_model=reward_model)
@@ -136,6 +137,23 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
     if apprentice.imitating(ctx):  # an apprentice is judged by how well it imitates the logger
         return apprentice.judge(ctx, cand, report, ctx.result("dataset", DatasetResult).path)
     return report
+
+
+def _reward_model(ctx: StepContext, cand: Bundle) -> Bundle | None:
+    """The reward model of DM / DR (``LoopPlan.reward_model``): None; the candidate itself; or one
+    fitted on the train side of the cycle's dataset (a logistic click model, ``train``'s default)."""
+    how = ctx.plan.reward_model
+    if how is None:
+        return None
+    if how == "candidate":
+        return cand
+    from closedloop.training.train import train
+
+    try:
+        run = train(ctx.system, ctx.result("dataset", DatasetResult).path, model="logistic")
+    except ClosedLoopError as exc:
+        raise Stop("evaluation_failed", f"the reward model could not be fitted: {exc}") from None
+    return run.bundle
 
 
 def _brief(report: dict[str, Any]) -> list[dict[str, Any]]:
