@@ -393,8 +393,8 @@ static PyObject *gather_list(PyObject *self, PyObject *args) {
 /* ---- ranking draws ------------------------------------------------------------------------ */
 
 typedef struct {
-    int mode; /* 0 greedy, 1 softmax, 2 epsilon-greedy */
-    double a, lo, hi; /* temperature, or epsilon and its band */
+    int mode; /* 0 greedy, 1 softmax, 2 epsilon-greedy, 3 SquareCB (inverse-gap weighting) */
+    double a, lo, hi; /* temperature, or epsilon and its band, or gamma */
 } draw_policy;
 
 /* The slot's pick: the first candidate whose cumulative probability (P_0, P_0 + P_1, ... added
@@ -459,6 +459,16 @@ static int rank_row(const double *s, Py_ssize_t n, Py_ssize_t m, const draw_poli
             pos = pick_softmax(W, n, total, u[j]);
             q = W[pos] / total;
             W[pos] = 0.0;
+        } else if (pol->mode == 3) {
+            /* 1 / (r + gamma * (best - s_i)) for each free candidate but the best, which takes
+             * 1 - their sum (added left to right, as np.add.accumulate); the pick reads them as they are */
+            double r = (double)(n - j);
+            for (Py_ssize_t i = 0; i < n; i++) W[i] = freeb[i] && i != best ? 1.0 / (r + pol->a * (sb - s[i])) : 0.0;
+            double total = W[0];
+            for (Py_ssize_t i = 1; i < n; i++) total = total + W[i];
+            W[best] = 1.0 - total;
+            pos = pick_softmax(W, n, 1.0, u[j]);
+            q = W[pos];
         } else if (pol->mode == 2 && pol->lo <= sb && sb <= pol->hi) {
             double share = pol->a / (double)(n - j);
             double pbest = (1.0 - pol->a) + share;
@@ -476,8 +486,8 @@ static int rank_row(const double *s, Py_ssize_t n, Py_ssize_t m, const draw_poli
 }
 
 static int parse_policy(int mode, double a, double b, double c, draw_policy *pol) {
-    if (mode < 0 || mode > 2) {
-        PyErr_SetString(PyExc_ValueError, "mode must be 0 (greedy), 1 (softmax) or 2 (epsilon-greedy)");
+    if (mode < 0 || mode > 3) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (greedy), 1 (softmax), 2 (epsilon-greedy) or 3 (SquareCB)");
         return -1;
     }
     pol->mode = mode;

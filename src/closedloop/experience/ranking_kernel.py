@@ -32,8 +32,8 @@ order — the best by a scan (first maximum), ``exp`` from the same C library, t
 cumulative probabilities added left to right — one request after the other, without a numpy
 call per slot. A request with a NaN or ±inf score, and every request without the extension,
 takes the numpy form described above; the two agree bit for bit
-(tests/experience/test_ranking_kernel.py runs both). SquareCB has no compiled loop: ``rank_one`` draws it
-with a few numpy calls per slot on the row itself, ``rank_rows`` with the numpy form — the same numbers.
+(tests/experience/test_ranking_kernel.py runs both), for SquareCB too (the inverse-gap weights, their
+total and the pick added left to right, as the numpy form adds them).
 """
 
 from __future__ import annotations
@@ -55,12 +55,14 @@ _C_RANK_ONE = compiled("rank_one")
 _C_RANK_ROWS = compiled("rank_rows")
 
 
-def _policy(explore: Softmax | EpsilonGreedy | None) -> tuple[int, float, float, float]:
-    """The compiled draw's (mode, temperature or ε, band low, band high)."""
+def _policy(explore: Policy) -> tuple[int, float, float, float]:
+    """The compiled draw's (mode, temperature or ε or γ, band low, band high)."""
     if explore is None:
         return 0, 0.0, 0.0, 0.0
     if isinstance(explore, Softmax):
         return 1, explore.temperature, 0.0, 0.0
+    if isinstance(explore, SquareCB):
+        return 3, explore.gamma, 0.0, 0.0
     return 2, explore.epsilon, explore.low, explore.high
 
 
@@ -191,7 +193,7 @@ def rank_rows(
     ``min(k, counts[i])`` slots; ``U[i, j]`` is row i's uniform number for slot j (unused when
     greedy). Returns (picks, slot propensities, explored — each rows × min(k, columns), valid in a
     row's first ``min(k, counts[i])`` columns — and each row's propensity)."""
-    if _C_RANK_ROWS is None or S.shape[0] == 0 or isinstance(explore, SquareCB):
+    if _C_RANK_ROWS is None or S.shape[0] == 0:
         return rank_rows_numpy(S, counts, k, explore, U)
     R, N = S.shape
     m = min(k, N)
@@ -265,7 +267,7 @@ def rank_one(
     m = k if k < n else n
     if m == 0:
         return [], [], 1.0, []
-    if _C_RANK_ONE is not None and not isinstance(explore, SquareCB):
+    if _C_RANK_ONE is not None:
         got = _C_RANK_ONE(np.ascontiguousarray(s, dtype=np.float64), k, *_policy(explore), u)
         if got is not None:  # None: a score is not finite
             return got
