@@ -32,7 +32,7 @@ def past_productions(registry: Any, system: Any, n: int, exclude: set[str]) -> l
                 break
     return out
 
-__all__ = ["Evaluate", "EvaluateResult", "candidate_report"]
+__all__ = ["Evaluate", "EvaluateResult", "baselines", "candidate_report"]
 
 
 class EvaluateResult(StepResult):
@@ -71,10 +71,9 @@ def candidate_report(ctx: StepContext, make: Callable[[StepContext, Bundle], dic
     return path, report
 
 
-def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
-    """The evaluation report of production, the heuristic (if it is neither), the last
-    ``LoopPlan.past_bundles`` production bundles (the ``past`` step weighs them) and the
-    candidate — production first (the gate's baseline), the candidate last."""
+def baselines(ctx: StepContext, cand: Bundle) -> list[Bundle]:
+    """What a candidate is compared with: production (the gate's baseline) and the plan's heuristic
+    when it is neither production nor the candidate."""
     bundles = []
     prod = ctx.production()
     if prod is not None:
@@ -82,6 +81,14 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
     h = ctx.plan.heuristic_bundle()
     if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
         bundles.append(h)
+    return bundles
+
+
+def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
+    """The evaluation report of production, the heuristic (if it is neither), the last
+    ``LoopPlan.past_bundles`` production bundles (the ``past`` step weighs them) and the
+    candidate — production first (the gate's baseline), the candidate last."""
+    bundles = baselines(ctx, cand)
     past = past_productions(ctx.registry, ctx.system, ctx.plan.past_bundles,
                             {b.version for b in bundles} | {cand.version}) if ctx.plan.past_bundles else []
     bundles += [ctx.registry.load_bundle(v, ctx.system) for v in past]

@@ -35,7 +35,7 @@ from closedloop.errors import ClosedLoopError
 from closedloop.orchestration.steps import apprentice
 from closedloop.orchestration.steps.base import Step, StepContext, Stop
 from closedloop.orchestration.steps.dataset import DatasetResult
-from closedloop.orchestration.steps.evaluate import EvaluateResult, candidate_report
+from closedloop.orchestration.steps.evaluate import EvaluateResult, baselines, candidate_report
 from closedloop.orchestration.steps.train import TrainResult
 from closedloop.runtime.bundle import Bundle
 
@@ -118,14 +118,7 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
     """Production first (the gate's baseline), the heuristic when it is neither, the candidate last."""
     from closedloop.evaluation.report import evaluate
 
-    bundles = []
-    prod = ctx.production()
-    if prod is not None:
-        bundles.append(prod)
-    h = ctx.plan.heuristic_bundle()
-    if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
-        bundles.append(h)
-    bundles.append(cand)
+    bundles = [*baselines(ctx, cand), cand]
     if len(bundles) < 2:
         raise Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
     reward_model = _reward_model(ctx, cand)
