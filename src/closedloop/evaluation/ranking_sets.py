@@ -15,13 +15,10 @@ or when the exact marginals would enumerate more than
 
 from __future__ import annotations
 
-from math import comb
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-
-from closedloop.evaluation.ope_policy import MAX_ENUMERATION
 
 __all__ = ["Catalogue", "catalogue"]
 
@@ -30,9 +27,10 @@ class Catalogue(NamedTuple):
     """The report decisions' whole candidate sets: decision ``d``'s candidates are the flat entries
     ``offsets[d]:offsets[d + 1]`` (none for a decision without a logged set); ``column``: each report
     row's column in its decision's set (−1: not in it); ``scores``: each bundle's flat scores;
-    ``reward_scores``: the reward model's (or None); ``logger``: the logging policy's exact
-    distribution (decisions, candidates, positions) from the logged scores — the support check's
-    reference; ``excluded``: decisions without a usable set."""
+    ``reward_scores``: the reward model's (or None); ``logger``: the support check's reference
+    (decisions, candidates, positions) — the logging policy's probability of each candidate at each
+    slot given the slots it logged before (from the logged scores), 1 for those shown earlier;
+    ``excluded``: decisions without a usable set."""
 
     offsets: np.ndarray
     ids: list[str]
@@ -81,8 +79,7 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     set_counts = np.diff(sets.offsets)
     counts = np.zeros(idx.size, dtype=np.int64)
     counts[have] = set_counts[idx[have]]
-    n, k = int(counts.max()) if counts.size else 0, int(system.experience.k)
-    if n == 0 or n * comb(n, max(k - 1, 0)) > MAX_ENUMERATION:
+    if not counts.size or int(counts.max()) == 0:
         return None
     src = idx[have]
     flat = np.concatenate([np.arange(sets.offsets[i], sets.offsets[i + 1]) for i in src]) if src.size else np.empty(0, np.int64)
@@ -100,22 +97,34 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
 
 
 def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray) -> np.ndarray:
-    """The logging policy's exact distribution over each decision's candidates and positions: the
-    system's exploration over the scores each decision logged (the arm that decided, whichever it
-    was). A decision that logged no scores (the kill switch: the first k candidates, propensity 1)
-    puts its mass on what it showed."""
-    from closedloop.evaluation.ope_policy import _padded, marginals
+    """The logging policy's distribution over each decision's candidates at each slot, **given the
+    slots it logged before** (the propensities the estimators divide by are conditional in the same
+    way): the system's exploration over the scores the decision logged, exact and cheap — the
+    marginals would need an enumeration or draws that cannot resolve a probability of 1e-3. The
+    candidates the decision showed at an earlier slot count as supported (1): the log has them. A
+    decision that logged no scores (the kill switch: the first k candidates, propensity 1) puts its
+    mass on what it showed."""
+    from closedloop.experience.ranking_policy import slot_distributions
 
     counts, k = np.diff(offsets), int(system.experience.k)
-    S, _, _ = _padded(logged, offsets)
-    unscored = np.isnan(S).all(axis=1) | (counts == 0)
-    S = np.where(np.isnan(S) & unscored[:, None], 0.0, S)
-    L = marginals(S, counts, k, system.experience.explore)
-    if unscored.any():
-        row_dec = np.repeat(np.arange(counts.size), np.diff(rows.offsets))
-        hit = unscored[row_dec] & (column >= 0) & (rows.position - 1 < k)
-        L[unscored] = 0.0
-        L[row_dec[hit], column[hit], rows.position[hit] - 1] = 1.0
+    L = np.zeros((counts.size, max(1, int(counts.max())), k))
+    pos = np.asarray(rows.position, dtype=np.int64) - 1
+    for d in range(counts.size):
+        lo, hi, n = int(offsets[d]), int(offsets[d + 1]), int(counts[d])
+        r = range(int(rows.offsets[d]), int(rows.offsets[d + 1]))
+        shown = sorted((int(pos[i]), int(column[i])) for i in r if column[i] >= 0 and 0 <= pos[i] < k)
+        scores = logged[lo:hi]
+        if n == 0 or not shown:
+            continue
+        if np.isnan(scores).all():
+            for j, c in shown:
+                L[d, c, j] = 1.0
+            continue
+        picks = [c for _, c in shown]
+        for i, ((j, _), dist) in enumerate(zip(shown, slot_distributions(scores.tolist(), picks, system.experience.explore),
+                                               strict=True)):
+            L[d, :n, j] = dist
+            L[d, picks[:i], j] = 1.0  # shown at an earlier slot: the log has it (the target's mass there is no gap)
     return L
 
 

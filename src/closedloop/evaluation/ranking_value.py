@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 
 from closedloop.evaluation.ope import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck, estimate, estimate_difference
 from closedloop.evaluation.ope.intervals import bootstrap_sums, percentile_interval, unit_sums
-from closedloop.evaluation.ope_policy import _padded, marginals
+from closedloop.evaluation.ope_policy import _padded
+from closedloop.evaluation.ranking_marginals import DRAWS, policy_marginals
 from closedloop.evaluation.ranking_rows import SlotRows
 from closedloop.evaluation.ranking_sets import Catalogue
 
@@ -248,7 +249,7 @@ def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[
         scores, reward_scores = catalogue.scores, catalogue.reward_scores
     n_boot = int(bootstrap) if bootstrap > 0 else POLICY_RESAMPLES
     names: tuple[str, ...] = ("ips", "snips") if reward_scores is None else ("ips", "snips", "dm", "dr", "sndr", "switch_dr")
-    base = {"estimators": list(names), "reward_model": reward_model,
+    base: dict[str, Any] = {"estimators": list(names), "reward_model": reward_model,
             "candidates": "the logged slots of each decision" if catalogue is None else "each decision's whole logged candidate set",
             "bootstrap": n_boot, "interval": "bootstrap by unit (differences: paired, the same draws for both)",
             "excluded": f.excluded | ({} if catalogue is None else catalogue.excluded),
@@ -258,9 +259,11 @@ def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[
     k = int(system.experience.k)
     counts = np.diff(offsets)
     dists = []
-    for s in scores:
+    for i, s in enumerate(scores):
         S, _, _ = _padded(s, offsets)
-        dists.append(marginals(S, counts, k, system.experience.explore)[f.decision])
+        M, how = policy_marginals(S, counts, k, system.experience.explore, seed=int(seed) * 1000 + i + 1)
+        dists.append(M[f.decision])
+    base["marginals"] = {"method": how, **({"draws": DRAWS} if how == "sampled" else {})}
     q = None
     if reward_scores is not None:
         Q, _, _ = _padded(reward_scores, offsets)

@@ -16,7 +16,7 @@ from closedloop.errors import SpecError
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB, choose, uniform_salts
 from closedloop.experience.ranking_kernel import Policy, rank_one
 
-__all__ = ["rank", "slot_probabilities"]
+__all__ = ["rank", "slot_distributions", "slot_probabilities"]
 
 _INF = math.inf
 
@@ -86,6 +86,34 @@ def rank(
     m = min(k, s.shape[0])
     u = [] if explore is None else uniform_salts(decision_id, m) if draws is None else [draws[j] for j in range(m)]
     return rank_one(s, k, explore, u)
+
+
+def slot_distributions(scores: Sequence[float], ranking: Sequence[int], explore: Policy) -> list[list[float]]:
+    """Under ``explore``, each slot's whole distribution over the ``N`` candidates given the earlier
+    slots of ``ranking`` (input indices; 0 for the candidates they took) — what
+    :func:`slot_probabilities` reads at each slot's pick."""
+    n = len(scores)
+    order = _greedy_order(scores, min(len(ranking), n), _plain(scores))
+    remaining = list(range(n))
+    taken = [False] * n
+    g = 0
+    out: list[list[float]] = []
+    for pick in ranking:
+        if not 0 <= pick < n or taken[pick]:
+            raise SpecError(f"A ranking must list distinct candidate indices in [0, {n}). Got {list(ranking)!r} instead.")
+        while taken[order[g]]:
+            g += 1
+        best = order[g]
+        dist = [0.0] * n
+        if explore is None or (isinstance(explore, EpsilonGreedy) and not explore.in_band(scores[best])):
+            dist[best] = 1.0
+        else:
+            for i, p in zip(remaining, _slot_probs(explore, scores, remaining, best), strict=True):
+                dist[i] = p
+        out.append(dist)
+        remaining.remove(pick)
+        taken[pick] = True
+    return out
 
 
 def slot_probabilities(
