@@ -175,14 +175,13 @@ class VWPolicy:
         return out
 
     def _action_lines(self, X: np.ndarray) -> list[str]:
-        """Each feature row as an action line: its nonzero features in the System's order (built
-        feature by feature, so the work follows the nonzero values, not rows × features)."""
+        """Each feature row as an action line: its nonzero features in the System's order (one pass
+        over the nonzero values, not rows × features)."""
+        names = self._names
         tokens: list[list[str]] = [[] for _ in range(X.shape[0])]
-        for j, name in enumerate(self._names):
-            col = X[:, j]
-            nz = np.flatnonzero(col)
-            for r, v in zip(nz.tolist(), col[nz].tolist(), strict=True):
-                tokens[r].append(_token(name, v))
+        rows, cols = np.nonzero(X)  # row-major: each row's features in column order
+        for r, c, v in zip(rows.tolist(), cols.tolist(), X[rows, cols].tolist(), strict=True):
+            tokens[r].append(_token(names[c], v))
         return ["|i " + " ".join(t) for t in tokens]
 
     # -- decide and learn ------------------------------------------------------------------------

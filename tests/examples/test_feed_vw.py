@@ -101,6 +101,9 @@ def test_the_lines_carry_the_systems_features_and_settings_say_what_vw_runs(worl
     assert got["shared"] == {"namespace": "u", "fields": {"segment": "name=value", "hour": "name:value"}}  # the unit is left out
     assert got["actions"]["namespace"] == "i" and got["actions"]["features"] == list(system.features.names)
     assert got["vowpalwabbit"].startswith("9.") and got["k"] == 1
+    only = VWPolicy(system, shared=())  # the System's features and nothing else
+    assert only.sessions([ctx])[0].shared == "shared |u " and only.sessions([ctx])[0].actions == s.actions
+    assert only.settings()["shared"]["fields"] == {}
 
 
 def test_bad_parameters_are_refused_naming_them(world):
