@@ -83,6 +83,17 @@ def test_a_click_lowers_the_chosen_candidates_cost_until_vw_prefers_it(world):
     assert int(np.argmin(unclicked.decide(session).scores)) != j
 
 
+def test_the_label_carries_the_decisions_probability(world):
+    session_of = VWPolicy(world.system(k=1), seed=0).sessions(world.contexts(1, seed=9))[0]
+    after = []
+    for probability in (0.9, 0.1):  # inverse propensity: a rarer choice's click weighs more
+        policy = VWPolicy(world.system(k=1), seed=0)
+        d = policy.decide(session_of)
+        policy.learn(dataclasses.replace(d, chosen=2, probability=probability), 1.0)
+        after.append(policy.decide(session_of).scores[2])
+    assert after[1] < after[0] < 0.0, after
+
+
 def test_the_lines_carry_the_systems_features_and_settings_say_what_vw_runs(world):
     system = world.system(k=1)
     ctx = world.contexts(1, seed=4)[0]
