@@ -65,15 +65,20 @@ def test_what_cannot_be_read_is_left_out_and_counted(built, tmp_path):
     system, decided, _, _, ds = built
     shutil.copytree(ds, tmp_path / "ds")
     t = pq.read_table(tmp_path / "ds" / CANDIDATE_SETS_FILE)
-    texts = t["candidates_json"].to_pylist()
-    texts[1] = texts[1].replace('"category":"', '"category":"x', 1)  # not one of the schema's choices
-    texts[2] = "[]"  # its slate is not in its set
-    keep = pa.array([i != 3 for i in range(t.num_rows)])  # no set logged
-    t = t.set_column(1, "candidates_json", pa.array(texts, pa.string())).filter(keep)
+    dec = t["decision_id"].to_pylist()
+    cands = t["candidate"].to_pylist()
+    first = {d: dec.index(d) for d in dict.fromkeys(dec)}
+    ids = list(first)
+    cands[first[ids[1]]]["category"] = "weather"  # not one of the schema's choices
+    shown = set(decided[2].ranking)
+    keep = [not (d == ids[2] and c["item_id"] in shown) and d != ids[3] for d, c in zip(dec, cands, strict=True)]
+    keep[first[ids[4]] + 1] = True
+    cands[first[ids[4]] + 1]["item_id"] = cands[first[ids[4]]]["item_id"]  # the set repeats an id
+    t = t.set_column(t.column_names.index("candidate"), "candidate", pa.array(cands)).filter(pa.array(keep))
     pq.write_table(t, tmp_path / "ds" / CANDIDATE_SETS_FILE)
     sets = read_candidate_sets(system, tmp_path / "ds")
-    assert sets.excluded == {"invalid_candidate": 1, "no_candidate_set": 1, "slate_not_in_set": 1}
-    assert sets.decision_ids == [d.decision_id for i, d in enumerate(decided) if i not in (1, 2, 3)]
+    assert sets.excluded == {"invalid_candidate": 1, "no_candidate_set": 1, "repeated_candidate": 1, "slate_not_in_set": 1}
+    assert sets.decision_ids == [d.decision_id for i, d in enumerate(decided) if i not in (1, 2, 3, 4)]
     assert len(sets.candidate_ids) == sets.offsets[-1] == len(sets.candidates["request"])
 
 

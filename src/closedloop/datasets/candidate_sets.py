@@ -6,11 +6,12 @@ shown). Learning a policy from it — doubly robust pseudo-rewards, imitating th
 candidates that were **not** shown too: a candidate never shown is where the reward model's guess
 is all there is. :func:`~closedloop.datasets.slots.build_reward_dataset` therefore writes
 ``candidate_sets.parquet`` beside ``data.parquet`` when its decisions were logged with their
-candidates' fields (``Telemetry(candidates="full")``, the default): one row per decision with a
-row in the dataset, ``decision_id``, ``candidates_json`` (the candidate list exactly as the
-decision logged it, in input order) and ``candidate_scores`` (the scores the deciding bundle gave
-them: with the system's exploration policy they give the logger's whole distribution, for the
-off-policy support check). The manifest names it (``candidate_sets``: file, decisions).
+candidates' fields (``Telemetry(candidates="full")``, the default): one row per candidate of each
+decision with a row in the dataset — ``decision_id``, ``index`` (its place in the list as logged),
+``logged_score`` (the score the deciding bundle gave it: with the system's exploration policy the
+scores give the logger's whole distribution, for the off-policy support check) and ``candidate``
+(its fields, a struct column) — columnar, so reading it back decodes no JSON. The manifest names
+it (``candidate_sets``: file, decisions).
 A dataset imported from logs (:func:`~closedloop.datasets.bandit.import_bandit`) or built from
 digest-only decisions has none.
 
@@ -92,12 +93,34 @@ class CandidateSets(NamedTuple):
 
 
 def candidate_sets_table(decisions: pa.Table, shown: set[str]) -> pa.Table:
-    """The ``candidate_sets.parquet`` rows: ``decision_id`` and ``candidates_json`` of each decision
-    of ``decisions`` (telemetry rows) whose id is in ``shown`` (those with a dataset row)."""
+    """The ``candidate_sets.parquet`` rows: one per candidate of each decision of ``decisions``
+    (telemetry rows) whose id is in ``shown`` (those with a dataset row) — ``decision_id``, ``index``
+    (its place in the logged list), ``logged_score`` (NaN when the decision logged none) and
+    ``candidate`` (its fields, a struct column): columnar, so reading it back needs no JSON."""
     keep = pc.is_in(decisions["decision_id"], value_set=pa.array(sorted(shown), pa.string()))
-    sel = decisions.filter(keep).select(["decision_id", "candidates_json", "candidate_scores"])
-    return pa.table({"decision_id": sel["decision_id"].cast(pa.string()), "candidates_json": sel["candidates_json"].cast(pa.string()),
-                     "candidate_scores": sel["candidate_scores"].cast(pa.list_(pa.float64()))})
+    sel = decisions.filter(keep)
+    text = _joined(sel["candidates_json"])
+    raw: list[Any] = msgspec.json.decode(text) if sel.num_rows else []
+    lens = np.fromiter((len(c) if isinstance(c, list) else 0 for c in raw), dtype=np.int64, count=len(raw))
+    flat = [c if isinstance(c, dict) else {} for lst in raw if isinstance(lst, list) for c in lst]
+    scores = sel["candidate_scores"].to_pylist()
+    logged = [float(x) if x is not None else np.nan for sc, n in zip(scores, lens, strict=True)
+              for x in (sc if sc is not None and len(sc) == n else [None] * int(n))]
+    return pa.table({
+        "decision_id": pa.array(np.repeat(np.asarray(sel["decision_id"].to_pylist(), dtype=object), lens), pa.string()),
+        "index": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in lens]) if lens.size else [], pa.int32()),
+        "logged_score": pa.array(logged, pa.float64()),
+        "candidate": pa.array(flat) if flat else pa.array([], pa.struct([])),
+    })
+
+
+def _joined(col: Any) -> bytes:
+    """A column of JSON arrays as one JSON array of them (joined by Arrow: no Python string per row)."""
+    arr = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).fill_null("[]")
+    if len(arr) == 0:
+        return b"[]"
+    one = pa.LargeListArray.from_arrays(pa.array([0, len(arr)], pa.int64()), arr.cast(pa.large_string()))
+    return b"[" + memoryview(pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()).tobytes() + b"]"
 
 
 def _manifest(system: Any, dataset: Path) -> Any:
@@ -134,85 +157,110 @@ def _slots(dataset: Path, rows: pa.Table | None) -> pa.Table:
 def read_candidate_sets(system: Any, dataset: Path | str, *, rows: pa.Table | None = None) -> CandidateSets:
     """The decisions of the per-slot reward dataset at ``dataset`` with their whole candidate sets
     (module doc). ``rows``: the dataset's slot rows when the caller has them (e.g. a split's side)
-    — only their decisions are read."""
+    — only their decisions are read. Columnar throughout: the decisions by dictionary codes, the
+    slots placed in their sets by one join."""
     dataset = Path(dataset)
     _manifest(system, dataset)
     slots = _slots(dataset, rows)
+    enc = slots["decision_id"].combine_chunks().cast(pa.string()).dictionary_encode()
+    code = np.asarray(enc.indices, dtype=np.int64)  # each slot row's decision, in order of first appearance
+    n_dec = len(enc.dictionary)
     sets = pq.read_table(dataset / CANDIDATE_SETS_FILE)
-    scores = sets["candidate_scores"].to_pylist() if "candidate_scores" in sets.column_names else [None] * sets.num_rows
-    by_id = dict(zip(sets["decision_id"].to_pylist(), zip(sets["candidates_json"].to_pylist(), scores, strict=True), strict=True))
-    cid_name = system.candidate_id
-    excluded: Counter[str] = Counter()
-    order: dict[str, list[int]] = {}
-    for i, d in enumerate(slots["decision_id"].to_pylist()):
-        order.setdefault(d, []).append(i)
-    pos, act = slots["position"].to_pylist(), slots["action"].to_pylist()
-    reward = np.asarray(slots["reward"].to_numpy(zero_copy_only=False), dtype=np.float64)
-    prop = np.asarray(slots["propensity"].to_numpy(zero_copy_only=False), dtype=np.float64)
-    out: dict[str, list[Any]] = {k: [] for k in ("ids", "first", "cands", "cid", "slot", "reward", "prop", "score", "len")}
-    for d, idx in order.items():
-        got = by_id.get(d)
-        if got is None:
-            excluded["no_candidate_set"] += 1
-            continue
-        cands, logged = msgspec.json.decode(got[0]), got[1]
-        ids = [str(c.get(cid_name)) if isinstance(c, dict) else None for c in cands]
-        if len(set(ids)) != len(ids):
-            excluded["repeated_candidate"] += 1
-            continue
-        where = {c: j for j, c in enumerate(ids)}
-        if any(act[i] not in where for i in idx):
-            excluded["slate_not_in_set"] += 1
-            continue
-        slot, rw, pr = [0] * len(ids), [np.nan] * len(ids), [np.nan] * len(ids)
-        for i in idx:
-            j = where[act[i]]
-            slot[j], rw[j], pr[j] = int(pos[i]), float(reward[i]), float(prop[i])
-        out["ids"].append(d)
-        out["first"].append(idx[0])
-        out["len"].append(len(ids))
-        score = [float(x) if x is not None else np.nan for x in logged] if logged and len(logged) == len(ids) else [np.nan] * len(ids)
-        for key, vals in (("cands", cands), ("cid", ids), ("slot", slot), ("reward", rw), ("prop", pr), ("score", score)):
-            out[key].extend(vals)
-    return _assemble(system, slots, out, excluded)
+    at = np.asarray(pc.index_in(sets["decision_id"].cast(pa.string()), value_set=enc.dictionary).fill_null(-1), dtype=np.int64)
+    mine = np.flatnonzero(at >= 0)
+    order = mine[np.lexsort((np.asarray(sets["index"])[mine], at[mine]))]
+    sets, fcode = sets.take(pa.array(order)), at[order]
+    cand = sets["candidate"].combine_chunks() if sets.num_rows else None
+    cids = _ids(cand, system.candidate_id, sets.num_rows)
+    out = _placed(fcode, cids, code, slots, n_dec)
+    bad = out.pop("bad")
+    ccols, invalid = _validated(system, cand, fcode, n_dec)
+    excluded: Counter[str] = Counter(
+        no_candidate_set=int((np.bincount(fcode, minlength=n_dec) == 0).sum()),
+        repeated_candidate=int((bad["repeated"] & ~bad["empty"]).sum()),
+        slate_not_in_set=int((bad["missing"] & ~bad["repeated"] & ~bad["empty"]).sum()),
+        invalid_candidate=int((invalid & ~bad["missing"] & ~bad["repeated"] & ~bad["empty"]).sum()))
+    ok = ~(bad["empty"] | bad["repeated"] | bad["missing"] | invalid)
+    return _assemble(system, slots, code, sets, fcode, cids, out, ccols, ok, excluded)
 
 
-def _assemble(system: Any, slots: pa.Table, out: dict[str, list[Any]], excluded: Counter[str]) -> CandidateSets:
-    """The candidate sets read, with each candidate validated (a decision with an invalid one is left out)."""
+def _ids(cand: Any, cid_name: str, n: int) -> np.ndarray:
+    """Each flat candidate's id as text (object array)."""
+    if cand is None or n == 0 or cid_name not in [f.name for f in cand.type]:
+        return np.full(n, None, dtype=object)
+    return np.asarray(cand.field(cid_name).cast(pa.string()).to_pylist(), dtype=object)
+
+
+def _placed(fcode: np.ndarray, cids: np.ndarray, code: np.ndarray, slots: pa.Table, n_dec: int) -> dict[str, Any]:
+    """Each flat candidate's slot, reward and propensity (0 / NaN when not shown) by one join of the
+    slot rows on (decision, candidate id); which decisions are empty, repeat an id or show a
+    candidate not in their set."""
+    keys = pa.table({"d": pa.array(fcode), "c": pa.array(cids.tolist(), pa.string()), "f": pa.array(np.arange(fcode.size))})
+    dup = keys.group_by(["d", "c"], use_threads=False).aggregate([("f", "count")])
+    repeated = np.zeros(n_dec, dtype=bool)
+    repeated[np.asarray(dup.filter(pc.greater(dup["f_count"], 1))["d"], dtype=np.int64)] = True
+    left = pa.table({"d": pa.array(code), "c": slots["action"].cast(pa.string()), "s": pa.array(np.arange(code.size))})
+    joined = left.join(keys, ["d", "c"], join_type="left outer", use_threads=False)
+    f = np.asarray(joined["f"].fill_null(-1), dtype=np.int64)
+    srow = np.asarray(joined["s"], dtype=np.int64)
+    missing = np.zeros(n_dec, dtype=bool)
+    missing[code[srow[f < 0]]] = True
+    hit = f >= 0
+    slot = np.zeros(fcode.size, dtype=np.int32)
+    reward = np.full(fcode.size, np.nan)
+    prop = np.full(fcode.size, np.nan)
+    slot[f[hit]] = np.asarray(slots["position"].to_numpy(zero_copy_only=False), dtype=np.int32)[srow[hit]]
+    reward[f[hit]] = np.asarray(slots["reward"].to_numpy(zero_copy_only=False), dtype=np.float64)[srow[hit]]
+    prop[f[hit]] = np.asarray(slots["propensity"].to_numpy(zero_copy_only=False), dtype=np.float64)[srow[hit]]
+    empty = np.bincount(fcode, minlength=n_dec) == 0
+    return {"slot": slot, "reward": reward, "prop": prop, "bad": {"empty": empty, "repeated": repeated, "missing": missing}}
+
+
+def _validated(system: Any, cand: Any, fcode: np.ndarray, n_dec: int) -> tuple[Any, np.ndarray]:
+    """The candidates validated against the candidate schema (invalid ones skipped) and which
+    decisions hold an invalid one."""
+    invalid = np.zeros(n_dec, dtype=bool)
+    if cand is None or fcode.size == 0:
+        return None, invalid
+    names = [f.name for f in cand.type]
+    cols = {f.name: cand.field(f.name) if f.name in names else pa.nulls(len(cand)) for f in system.candidate_schema.fields}
+    ccols = system.candidate_schema.validate_batch(cols, errors="skip")
+    good = np.zeros(fcode.size, dtype=bool)
+    good[np.asarray(ccols.rows, dtype=np.int64)] = True
+    invalid[np.unique(fcode[~good])] = True
+    return ccols, invalid
+
+
+def _assemble(system: Any, slots: pa.Table, code: np.ndarray, sets: pa.Table, fcode: np.ndarray, cids: np.ndarray,
+              out: dict[str, Any], ccols: Any, ok: np.ndarray, excluded: Counter[str]) -> CandidateSets:
+    """The kept decisions (``ok``) and their candidates, as :class:`CandidateSets`."""
     from closedloop.datasets.dataset import decode_contexts
 
-    cschema = system.candidate_schema
-    names = [f.name for f in cschema.fields]
-    lens = np.asarray(out["len"], dtype=np.int64)
-    objs = [c if isinstance(c, dict) else {} for c in out["cands"]]
-    ccols = cschema.validate_batch({n: [c.get(n) for c in objs] for n in names}, errors="skip") if objs else None
-    n_flat = int(lens.sum())
-    good_flat = np.zeros(n_flat, dtype=bool)
-    if ccols is not None:
-        good_flat[np.asarray(ccols.rows, dtype=np.int64)] = True
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    ok = np.array([good_flat[offsets[d]:offsets[d + 1]].all() for d in range(len(lens))], dtype=bool)
-    excluded["invalid_candidate"] += int((~ok).sum())
-    keep_flat = np.repeat(ok, lens)
-    first = np.asarray(out["first"], dtype=np.int64)[ok]
-    if ccols is not None and not ok.all():  # validate the kept candidates again: their Columns in the kept order
-        kept = [o for o, k in zip(objs, keep_flat, strict=True) if k]
-        ccols = cschema.validate_batch({n: [c.get(n) for c in kept] for n in names}) if kept else None
-    lens = lens[ok]
+    keep_flat = ok[fcode] if fcode.size else np.zeros(0, dtype=bool)
+    kept = np.flatnonzero(ok)
+    remap = np.full(ok.size, -1, dtype=np.int64)
+    remap[kept] = np.arange(kept.size)
+    _, first_row = np.unique(code, return_index=True)  # each decision's first slot row (codes in order of appearance)
+    first = first_row[kept]
+    lens = np.bincount(remap[fcode[keep_flat]], minlength=kept.size) if kept.size else np.zeros(0, np.int64)
+    names = [f.name for f in system.candidate_schema.fields]
+    if ccols is not None and keep_flat.any():
+        pos = np.flatnonzero(keep_flat[np.asarray(ccols.rows, dtype=np.int64)])  # kept rows, in ccols' order
+        ccols = ccols.take(pos)
+        candidates: dict[str, Any] = {n: ccols[n] for n in names}
+    else:
+        candidates = {n: [] for n in names}
+    candidates["request"] = np.repeat(np.arange(kept.size, dtype=np.int64), lens)
     contexts = decode_contexts(slots["context_json"].take(pa.array(first)), system)
-    candidates: dict[str, Any] = {n: (ccols[n] if ccols is not None else []) for n in names}
-    candidates["request"] = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
-    pick = np.flatnonzero(keep_flat)
+    logged = np.asarray(sets["logged_score"].to_numpy(zero_copy_only=False), dtype=np.float64) if sets.num_rows else np.empty(0)
     return CandidateSets(
-        decision_ids=[d for d, k in zip(out["ids"], ok, strict=True) if k],
+        decision_ids=slots["decision_id"].cast(pa.string()).take(pa.array(first)).to_pylist(),
         units=slots["unit"].take(pa.array(first)).to_pylist(),
         timestamps_ns=np.asarray(slots["timestamp_ns"].take(pa.array(first)).to_numpy(), dtype=np.int64),
         offsets=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-        candidate_ids=[out["cid"][i] for i in pick],
-        slot=np.asarray(out["slot"], dtype=np.int32)[pick] if n_flat else np.empty(0, np.int32),
-        reward=np.asarray(out["reward"], dtype=np.float64)[pick] if n_flat else np.empty(0),
-        propensity=np.asarray(out["prop"], dtype=np.float64)[pick] if n_flat else np.empty(0),
-        logged_scores=np.asarray(out["score"], dtype=np.float64)[pick] if n_flat else np.empty(0),
+        candidate_ids=cids[keep_flat].tolist(),
+        slot=out["slot"][keep_flat], reward=out["reward"][keep_flat], propensity=out["prop"][keep_flat],
+        logged_scores=logged[keep_flat],
         requests={f.name: contexts[f.name] for f in system.schema.fields},
         candidates=candidates,
         excluded=dict(sorted((k, v) for k, v in excluded.items() if v)),

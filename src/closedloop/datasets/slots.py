@@ -131,7 +131,7 @@ def build_reward_dataset(
     # each decision's whole candidate set, for learning a policy (datasets/candidate_sets.py)
     extra = {CANDIDATE_SETS_FILE: candidate_sets_table(dec, set(data["decision_id"].to_pylist()))} if digest_only == 0 else {}
     content = _manifest(system, data, counts, (since_ns, until_ns, cutoff_ns), (len(decision_files), len(outcome_files)),
-                        (digest_only, dec.num_rows), {k: t.num_rows for k, t in extra.items()})
+                        (digest_only, dec.num_rows), {k: pc.count_distinct(t["decision_id"]).as_py() for k, t in extra.items()})
     write_dataset(data, out, content, extra)
     return DatasetManifest(id=content["id"], path=out, content=content)
 
