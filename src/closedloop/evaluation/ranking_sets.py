@@ -129,14 +129,16 @@ def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, log
 
 
 def _columns(rows: Any, system: Any, offsets: np.ndarray, ids: list[str]) -> np.ndarray:
-    """Each report row's column in its decision's candidate set (−1 when its candidate is not there)."""
-    logged = [str(c) for c in rows.candidates[system.candidate_id]]
-    out = np.full(len(logged), -1, dtype=np.int64)
-    for d in range(offsets.size - 1):
-        lo, hi = int(offsets[d]), int(offsets[d + 1])
-        if hi == lo:
-            continue
-        at = {ids[j]: j - lo for j in range(lo, hi)}
-        for r in range(int(rows.offsets[d]), int(rows.offsets[d + 1])):
-            out[r] = at.get(logged[r], -1)
+    """Each report row's column in its decision's candidate set (−1 when its candidate is not there),
+    by one join on (decision, candidate id)."""
+    n_rows = int(rows.offsets[-1])
+    row_dec = np.repeat(np.arange(rows.offsets.size - 1, dtype=np.int64), np.diff(rows.offsets))
+    flat_dec = np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
+    left = pa.table({"d": pa.array(row_dec), "c": pa.array([str(c) for c in rows.candidates[system.candidate_id]], pa.string()),
+                     "r": pa.array(np.arange(n_rows, dtype=np.int64))})
+    right = pa.table({"d": pa.array(flat_dec), "c": pa.array(ids, pa.string()),
+                      "col": pa.array(np.arange(len(ids), dtype=np.int64) - offsets[:-1][flat_dec])})
+    joined = left.join(right, ["d", "c"], join_type="left outer", use_threads=False)
+    out = np.full(n_rows, -1, dtype=np.int64)
+    out[np.asarray(joined["r"], dtype=np.int64)] = np.asarray(joined["col"].fill_null(-1), dtype=np.int64)
     return out
