@@ -34,10 +34,6 @@ _HOUR_NS = 3600 * 10**9
 _DAY_NS = 24 * _HOUR_NS
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 class Clicks:
     """The clicks of a day's slates, one row per click, in session order: ``session`` (row in the
     day's sessions), ``slot`` (1-based), ``item`` (index; ``item_ids()`` for the ids), ``event_ns``.
@@ -189,15 +185,20 @@ class FeedWorld:
         cat = Catalogue(t_ms(cfg, self.pub_ns), self.item_category, cand_pool[top])
         topics = self.declared[user]
         cand = retrieve(cfg, cat, t_ms(cfg, ts), topics, rng)
-        valid = cand >= 0
-        safe = np.where(valid, cand, 0)
-        age = np.where(valid, (ts[:, None] - self.pub_ns[safe]) / _HOUR_NS, 0.0)
-        ctr = (self.clicks[safe] + cfg.ctr_prior_clicks) / (self.impressions[safe] + cfg.ctr_prior_impressions)
+        invalid = cand < 0  # index -1 reads the last item: masked after each gather
+        hours = (ts - start) / _HOUR_NS  # the session's time and each item's publication, in hours since the day's start
+        pub_hours = (self.pub_ns - start) / _HOUR_NS
+        age = hours[:, None] - pub_hours[cand]
+        age[invalid] = 0.0
+        ctr = ((self.clicks + cfg.ctr_prior_clicks) / (self.impressions + cfg.ctr_prior_impressions))[cand]
+        ctr[invalid] = 0.0
+        is_new = (self.impressions < cfg.new_impressions)[cand]
+        is_new[invalid] = False
         return Sessions(
             day=d, timestamps_ns=ts, hour=hour, user=user, user_age_days=d - self.signup_day[user], topics=topics,
-            farm=self.farm[user], cand=cand, counts=valid.sum(axis=1), age_hours=age, item_ctr=np.where(valid, ctr, 0.0),
-            is_new=valid & (self.impressions[safe] < cfg.new_impressions), categories=cfg.categories,
-            item_category=self.item_category, attraction=self._attraction(d, user, cand, age),
+            farm=self.farm[user], cand=cand, counts=(~invalid).sum(axis=1), age_hours=age, item_ctr=ctr, is_new=is_new,
+            categories=cfg.categories, item_category=self.item_category,
+            attraction=self._attraction(d, user, cand, hours, pub_hours),
         )
 
     # -- the truth (measurement only) -------------------------------------------------------------------
@@ -206,14 +207,21 @@ class FeedWorld:
         item), as the day was drawn. Measurement only."""
         return sessions.attraction
 
-    def _attraction(self, d: int, user: np.ndarray, cand: np.ndarray, age_hours: np.ndarray) -> np.ndarray:
+    def _attraction(self, d: int, user: np.ndarray, cand: np.ndarray, hours: np.ndarray, pub_hours: np.ndarray) -> np.ndarray:
+        """sigmoid(base + quality + interest[user, category] + surge − age / decay), in float32: the item's
+        own terms (publication time included) summed once per item, then one gather per candidate."""
         cfg = self.config
-        valid = cand >= 0
-        item = np.where(valid, cand, 0)
-        cat = self.item_category[item]
-        z = (cfg.base_logit + self.quality[item] + self.interest[user[:, None], cat]
-             + cfg.surge_boost * self._surging[d][cat] - age_hours / cfg.decay_hours)
-        return np.where(valid, _sigmoid(z), 0.0)
+        cat = self.item_category
+        own = cfg.base_logit + self.quality + cfg.surge_boost * self._surging[d][cat] + pub_hours / cfg.decay_hours
+        z = own.astype(np.float32)[cand]
+        z -= (hours / cfg.decay_hours).astype(np.float32)[:, None]
+        z += self.interest.astype(np.float32).ravel()[(user * self.n_categories)[:, None] + cat[cand]]
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1.0
+        np.reciprocal(z, out=z)
+        z[cand < 0] = 0.0
+        return z
 
     def expected_clicks(self, sessions: Sessions, rankings: Any) -> np.ndarray:
         """Each session's expected **genuine** clicks for what ``rankings`` showed (0 for a farm unit's

@@ -22,7 +22,7 @@ from closedloop.world.feed_config import MAX_CANDIDATES, FeedConfig
 
 __all__ = ["Sessions", "retrieve", "slates"]
 
-_NONE = np.iinfo(np.int64).max  # an empty candidate cell while sorting
+_NONE = np.iinfo(np.int32).max  # an empty candidate cell while sorting
 _MS = 1_000_000
 
 
@@ -70,9 +70,10 @@ class Sessions:
         """The candidates, flat, session by session: ``item_id, category, age_hours, item_ctr, is_new,
         request`` (``request``: the session's row in :meth:`requests`)."""
         valid = self.cand >= 0
-        items = self.cand[valid]
+        items = pa.array(self.cand[valid])
         return pa.table({
-            "item_id": _ids("i", items), "category": pa.array(self.categories).take(pa.array(self.item_category[items])),
+            "item_id": _ids("i", np.arange(len(self.item_category))).take(items),
+            "category": pa.array(self.categories).take(pa.array(self.item_category).take(items)),
             "age_hours": pa.array(self.age_hours[valid]), "item_ctr": pa.array(self.item_ctr[valid]),
             "is_new": pa.array(self.is_new[valid]), "request": pa.array(np.repeat(np.arange(self.n), self.counts)),
         })
@@ -101,42 +102,44 @@ def retrieve(cfg: FeedConfig, cat: Catalogue, t_ms: np.ndarray, topics: np.ndarr
     the session and younger than ``max_age_hours``; the k-th newest is picked with weight ∝
     ``exp(−k / scale)``; popular picks are uniform over the day's pool."""
     n = len(t_ms)
-    max_age_ms = int(cfg.max_age_hours * 3600 * 1000)
-    parts = [_newest(cat.pub_ms, np.zeros(n, np.int64), t_ms, max_age_ms, cfg.recent, cfg.recent_scale, rng)]
+    hi = np.searchsorted(cat.pub_ms, t_ms, side="left")  # the items published before the session …
+    lo = np.searchsorted(cat.pub_ms, t_ms - int(cfg.max_age_hours * 3600 * 1000), side="left")  # … and not too old
+    parts = [_newest(hi, lo, cfg.recent, cfg.recent_scale, rng)]
     if cfg.topical:
-        # items sorted by (category, publication): one searchsorted finds each session's newest of a category
-        shift = np.int64(1) << np.int64(42)
-        keys = cat.category.astype(np.int64) * shift + cat.pub_ms
-        order = np.argsort(keys, kind="stable")
-        skeys = keys[order]
+        # the items of each category in publication order; prefix[c, i]: items of category c among the first i
+        order = np.argsort(cat.category, kind="stable").astype(np.int32)
+        n_cat = int(cat.category.max()) + 1 if len(cat.category) else 0
+        width = len(cat.category) + 1
+        prefix = np.zeros((n_cat, width), dtype=np.int64)
+        for c in range(n_cat):
+            np.cumsum(cat.category == c, out=prefix[c, 1:])
+        first_of = np.concatenate([[0], np.cumsum(prefix[:, -1])[:-1]])
+        flat = prefix.ravel()
         first = cfg.topical - cfg.topical // 2
         for col, m in ((0, first), (1, cfg.topical // 2)):
             if m:
-                base = topics[:, col].astype(np.int64) * shift
-                pos = _newest(skeys, base, t_ms, max_age_ms, m, cfg.topical_scale, rng)
-                parts.append(np.where(pos >= 0, order[np.maximum(pos, 0)], -1))
+                c = topics[:, col].astype(np.int64)
+                pos = _newest(first_of[c] + flat[c * width + hi], first_of[c] + flat[c * width + lo], m, cfg.topical_scale, rng)
+                parts.append(np.where(pos >= 0, order[pos], np.int32(-1)))
     if cfg.popular and len(cat.popular):
-        parts.append(cat.popular[rng.integers(0, len(cat.popular), size=(n, cfg.popular))])
+        parts.append(cat.popular.astype(np.int32)[rng.integers(0, len(cat.popular), size=(n, cfg.popular))])
     return _dedupe(np.concatenate(parts, axis=1))
 
 
-def _newest(keys: np.ndarray, base: np.ndarray, t_ms: np.ndarray, max_age_ms: int, m: int, scale: float,
-            rng: np.random.Generator) -> np.ndarray:
-    """``m`` positions in the sorted ``keys`` per session, the k-th newest before ``base + t`` (and
-    after ``base + t − max_age``) with weight ∝ exp(−k / scale); -1 where none is left."""
-    hi = np.searchsorted(keys, base + t_ms, side="left")
-    lo = np.searchsorted(keys, base + t_ms - max_age_ms, side="left")
-    back = np.floor(rng.exponential(scale, size=(len(t_ms), m))).astype(np.int64)
-    pos = hi[:, None] - 1 - back
-    return np.where(pos >= lo[:, None], pos, -1)
+def _newest(hi: np.ndarray, lo: np.ndarray, m: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """``m`` positions per session in [lo, hi), the k-th from ``hi − 1`` with weight ∝ exp(−k / scale);
+    -1 where none is left."""
+    back = (rng.standard_exponential(size=(len(hi), m), dtype=np.float32) * np.float32(scale)).astype(np.int32)
+    pos = (hi - 1).astype(np.int32)[:, None] - back
+    return np.where(pos >= lo.astype(np.int32)[:, None], pos, np.int32(-1))
 
 
 def _dedupe(c: np.ndarray) -> np.ndarray:
-    out = np.where(c >= 0, c, _NONE)
+    out = np.where(c >= 0, c, np.int32(_NONE))
     out.sort(axis=1)
     out[:, 1:][out[:, 1:] == out[:, :-1]] = _NONE
     out.sort(axis=1)
-    out = np.where(out == _NONE, -1, out)
+    out[out == _NONE] = -1
     if out.shape[1] < MAX_CANDIDATES:
         out = np.pad(out, ((0, 0), (0, MAX_CANDIDATES - out.shape[1])), constant_values=-1)
     return out
