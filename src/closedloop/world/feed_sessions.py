@@ -118,8 +118,9 @@ def retrieve(cfg: FeedConfig, cat: Catalogue, t_ms: np.ndarray, topics: np.ndarr
         first = cfg.topical - cfg.topical // 2
         for col, m in ((0, first), (1, cfg.topical // 2)):
             if m:
-                c = topics[:, col].astype(np.int64)
-                pos = _newest(first_of[c] + flat[c * width + hi], first_of[c] + flat[c * width + lo], m, cfg.topical_scale, rng)
+                topic = topics[:, col].astype(np.int64)
+                start, row = first_of[topic], topic * width
+                pos = _newest(start + flat[row + hi], start + flat[row + lo], m, cfg.topical_scale, rng)
                 parts.append(np.where(pos >= 0, order[pos], np.int32(-1)))
     if cfg.popular and len(cat.popular):
         parts.append(cat.popular.astype(np.int32)[rng.integers(0, len(cat.popular), size=(n, cfg.popular))])
