@@ -32,6 +32,7 @@ __all__ = ["Clicks", "FeedWorld"]
 
 _HOUR_NS = 3600 * 10**9
 _DAY_NS = 24 * _HOUR_NS
+_BLOCK = 16_384  # sessions per block of the candidate fields' computation
 
 
 class Clicks:
@@ -185,43 +186,53 @@ class FeedWorld:
         cat = Catalogue(t_ms(cfg, self.pub_ns), self.item_category, cand_pool[top])
         topics = self.declared[user]
         cand = retrieve(cfg, cat, t_ms(cfg, ts), topics, rng)
-        invalid = cand < 0  # index -1 reads the last item: masked after each gather
-        hours = (ts - start) / _HOUR_NS  # the session's time and each item's publication, in hours since the day's start
-        pub_hours = (self.pub_ns - start) / _HOUR_NS
-        age = hours[:, None] - pub_hours[cand]
-        age[invalid] = 0.0
-        ctr = ((self.clicks + cfg.ctr_prior_clicks) / (self.impressions + cfg.ctr_prior_impressions))[cand]
-        ctr[invalid] = 0.0
-        is_new = (self.impressions < cfg.new_impressions)[cand]
-        is_new[invalid] = False
+        age, ctr, is_new, attraction = self._candidate_fields(d, user, ts, cand)
         return Sessions(
             day=d, timestamps_ns=ts, hour=hour, user=user, user_age_days=d - self.signup_day[user], topics=topics,
-            farm=self.farm[user], cand=cand, counts=(~invalid).sum(axis=1), age_hours=age, item_ctr=ctr, is_new=is_new,
-            categories=cfg.categories, item_category=self.item_category,
-            attraction=self._attraction(d, user, cand, hours, pub_hours),
+            farm=self.farm[user], cand=cand, counts=(cand >= 0).sum(axis=1), age_hours=age, item_ctr=ctr, is_new=is_new,
+            categories=cfg.categories, item_category=self.item_category, attraction=attraction,
         )
+
+    def _candidate_fields(self, d: int, user: np.ndarray, ts: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each candidate's ``age_hours``, ``item_ctr``, ``is_new`` and (truth) attraction: the items' own
+        terms once per item, then gathers, a block of sessions at a time (to stay in cache)."""
+        cfg = self.config
+        start = self.day_start_ns(d)
+        hours = (ts - start) / _HOUR_NS  # the session's time and each item's publication, in hours since the day's start
+        pub_hours = (self.pub_ns - start) / _HOUR_NS
+        item_ctr = (self.clicks + cfg.ctr_prior_clicks) / (self.impressions + cfg.ctr_prior_impressions)
+        item_new = self.impressions < cfg.new_impressions
+        cat = self.item_category
+        # attraction's logit = own[item] + interest[user, category] − hours / decay (age = hours − pub_hours)
+        own = (cfg.base_logit + self.quality + cfg.surge_boost * self._surging[d][cat] + pub_hours / cfg.decay_hours).astype(np.float32)
+        interest = self.interest.astype(np.float32).ravel()
+        age, ctr = np.empty(cand.shape), np.empty(cand.shape)
+        is_new, attr = np.empty(cand.shape, dtype=bool), np.empty(cand.shape, dtype=np.float32)
+        for a in range(0, len(cand), _BLOCK):
+            b = a + _BLOCK
+            c = cand[a:b]  # index -1 reads the last item: masked below
+            none = c < 0
+            np.subtract(hours[a:b, None], pub_hours[c], out=age[a:b])
+            np.take(item_ctr, c, out=ctr[a:b])
+            np.take(item_new, c, out=is_new[a:b])
+            z = own[c]
+            z -= (hours[a:b] / cfg.decay_hours).astype(np.float32)[:, None]
+            z += interest[(user[a:b] * self.n_categories)[:, None] + cat[c]]
+            np.negative(z, out=z)
+            np.exp(z, out=z)
+            z += 1.0
+            np.reciprocal(z, out=z)
+            for out, zero in ((age, 0.0), (ctr, 0.0), (is_new, False)):
+                out[a:b][none] = zero
+            z[none] = 0.0
+            attr[a:b] = z
+        return age, ctr, is_new, attr
 
     # -- the truth (measurement only) -------------------------------------------------------------------
     def attraction(self, sessions: Sessions) -> np.ndarray:
         """``(n, 20)``: each candidate's click probability in the first slot for a genuine user (0 for no
         item), as the day was drawn. Measurement only."""
         return sessions.attraction
-
-    def _attraction(self, d: int, user: np.ndarray, cand: np.ndarray, hours: np.ndarray, pub_hours: np.ndarray) -> np.ndarray:
-        """sigmoid(base + quality + interest[user, category] + surge − age / decay), in float32: the item's
-        own terms (publication time included) summed once per item, then one gather per candidate."""
-        cfg = self.config
-        cat = self.item_category
-        own = cfg.base_logit + self.quality + cfg.surge_boost * self._surging[d][cat] + pub_hours / cfg.decay_hours
-        z = own.astype(np.float32)[cand]
-        z -= (hours / cfg.decay_hours).astype(np.float32)[:, None]
-        z += self.interest.astype(np.float32).ravel()[(user * self.n_categories)[:, None] + cat[cand]]
-        np.negative(z, out=z)
-        np.exp(z, out=z)
-        z += 1.0
-        np.reciprocal(z, out=z)
-        z[cand < 0] = 0.0
-        return z
 
     def expected_clicks(self, sessions: Sessions, rankings: Any) -> np.ndarray:
         """Each session's expected **genuine** clicks for what ``rankings`` showed (0 for a farm unit's
