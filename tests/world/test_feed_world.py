@@ -74,6 +74,19 @@ def test_position_bias_a_better_order_of_the_same_items_is_worth_more():
         w.feedback(s, best, rng=1)
 
 
+def test_the_true_value_ranks_policies_on_the_same_sessions():
+    w = FeedWorld(small(), seed=6)
+    system = w.system(k=5)
+    s = w.day(0)
+    rng = np.random.default_rng(0)
+    shuffled = np.argsort(np.where(s.cand >= 0, rng.random(s.cand.shape), 2.0), axis=1)[:, :5]
+    shuffled = np.where(np.take_along_axis(s.cand, shuffled, axis=1) >= 0, shuffled, -1)
+    random, best = w.true_value(s, shuffled), w.true_value(s, _by_truth(w, s, 5, True))
+    heuristic = w.policy_value(s, Runtime(system, w.heuristic_bundle(system)))
+    assert random + 0.1 < heuristic < best - 0.1, (random, heuristic, best)
+    assert w.policy_value(s, Runtime(system, w.heuristic_bundle(system))) == heuristic  # greedy: exact, repeatable
+
+
 def test_drift_cold_start_surges_and_aging_show_in_the_sessions():
     w = FeedWorld(small(surges={"rate": 0.2}), seed=2)
     first = w.interest[:1500].copy()
