@@ -14,7 +14,7 @@ from closedloop import ManualClock, Runtime
 from closedloop.datasets.slots import build_reward_dataset
 from closedloop.errors import SpecError
 from closedloop.experience.exploration import Softmax
-from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+from closedloop.telemetry import MemorySink, SegmentLog, Telemetry, TelemetryStore
 from closedloop.world.feed import FeedWorld
 from closedloop.world.feed_config import FeedConfig
 from closedloop.world.feed_driver import run_feed_day
@@ -56,6 +56,18 @@ def test_the_same_seed_draws_the_same_days_and_clicks():
         assert x[0].equals(y[0]) and x[1].equals(y[1])
         assert all(np.array_equal(p, q) for p, q in zip(x[2:], y[2:], strict=True))
     assert not a[0][1].equals(c[0][1])
+
+
+def test_a_day_through_an_exploring_runtime_repeats_with_its_seeds():
+    def run(seed):
+        w = FeedWorld(small(world={"sessions_per_day": 800}), seed=seed)
+        system = w.system(k=3, explore=Softmax(0.5))
+        tel = Telemetry(MemorySink(), system=system, clock=ManualClock(w.day_start_ns(1)).now_ns)
+        day = run_feed_day(w, Runtime(system, w.heuristic_bundle(system), telemetry=tel), tel, 0, seed=seed)
+        tel.close()
+        return day.clicks, day.farm_clicks, day.true_value
+
+    assert run(2) == run(2) and run(2) != run(3)
 
 
 def test_position_bias_a_better_order_of_the_same_items_is_worth_more():
