@@ -224,3 +224,5 @@ def test_bad_configuration_and_calls_are_refused_naming_them():
         w.true_value(s, np.zeros((3, 2), dtype=np.int64))
     with pytest.raises(SpecError, match=r"must name positions among each session's candidates"):
         w.true_value(s, np.full((s.n, 2), 25))
+    with pytest.raises(SpecError, match=r"must show each candidate at most once per session"):
+        w.true_value(s, np.zeros((s.n, 2), dtype=np.int64))

@@ -108,7 +108,7 @@ def retrieve(cfg: FeedConfig, cat: Catalogue, t_ms: np.ndarray, topics: np.ndarr
     if cfg.topical:
         # the items of each category in publication order; prefix[c, i]: items of category c among the first i
         order = np.argsort(cat.category, kind="stable").astype(np.int32)
-        n_cat = int(cat.category.max()) + 1 if len(cat.category) else 0
+        n_cat = len(cfg.categories)
         width = len(cat.category) + 1
         prefix = np.zeros((n_cat, width), dtype=np.int64)
         for c in range(n_cat):
@@ -170,6 +170,10 @@ def slates(sessions: Sessions, rankings: Any) -> np.ndarray:
     if out.shape[1] and ((out >= sessions.counts[:, None]) | (out < -1)).any():
         raise SpecError("The 'rankings' of a feed world day must name positions among each session's candidates "
                         "(0 … count − 1, or -1 for none). Got a position out of range instead.")
+    ordered = np.sort(out, axis=1)
+    if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any():
+        raise SpecError("The 'rankings' of a feed world day must show each candidate at most once per session. "
+                        "Got a position twice in one session instead.")
     return out
 
 
