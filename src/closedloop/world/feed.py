@@ -75,6 +75,9 @@ class FeedWorld:
         self._add_users(cfg.users_count, -rng.integers(1, 366, size=cfg.users_count), rng)
         self.farm = np.zeros(cfg.users_count, dtype=bool)
         self.farm[rng.choice(cfg.users_count, size=cfg.farm_units, replace=False)] = True
+        #: the two categories the farm publishes in; its units declare them, so topical retrieval finds its items
+        self.farm_topics = rng.choice(self.n_categories, size=2, replace=False)
+        self.declared[self.farm] = self.farm_topics
         self._empty_items()
         warm = int(round(cfg.items_per_day * cfg.max_age_hours / 24))  # the catalogue before day 0
         self._publish(cfg.start_ns - int(cfg.max_age_hours * _HOUR_NS), cfg.start_ns, warm, 0, rng)
@@ -117,7 +120,7 @@ class FeedWorld:
         """``n`` genuine and ``n_farm`` farm items published at uniform times in [t0, t1)."""
         cfg, c = self.config, self.n_categories
         share = np.where(self.surge_until >= self.next_day, cfg.surge_share, 1.0)
-        cats = np.concatenate([rng.choice(c, size=n, p=share / share.sum()), rng.integers(0, c, size=n_farm)])
+        cats = np.concatenate([rng.choice(c, size=n, p=share / share.sum()), self.farm_topics[rng.integers(0, 2, size=n_farm)]])
         quality = rng.normal(0.0, cfg.quality_sd, size=n + n_farm)
         quality[n:] += cfg.farm_quality_shift
         farm = np.arange(n + n_farm) >= n
