@@ -124,12 +124,12 @@ def test_a_reward_dataset_leaves_the_quarantined_units_out_and_counts_them(lake,
 
 
 def test_a_bad_setting_is_refused_with_its_name_and_value():
-    with pytest.raises(SpecError, match=r"'ctr_ratio' parameter of ClickFarmPolicy must be a number in \[1.0, ∞\). Got 0.5"):
-        ClickFarmPolicy(ctr_ratio=0.5)
+    with pytest.raises(SpecError, match=r"'ctr_ratio' parameter of ClickFarmPolicy must be a number in \(1.0, ∞\). Got 1.0"):
+        ClickFarmPolicy(ctr_ratio=1.0)
     with pytest.raises(SpecError, match=r"'alpha' parameter of ClickFarmPolicy must be a number in \(0.0, 1.0\]. Got 0"):
         ClickFarmPolicy(alpha=0)
     with pytest.raises(SpecError, match=r"'top_items' parameter of ClickFarmPolicy must be an integer ≥ 1. Got 0"):
         ClickFarmPolicy(top_items=0)
     with pytest.raises(SpecError, match=r"'window' parameter of ClickFarmPolicy must be a positive timedelta"):
         ClickFarmPolicy(window=timedelta(0))
-    assert ClickFarmPolicy().describe()["ctr_ratio"] == 2.0
+    assert ClickFarmPolicy().describe()["ctr_ratio"] == 1.5

@@ -14,10 +14,12 @@ those items are what users want. :class:`ClickFarmPolicy` judges every **unit** 
   ``ctr_ratio`` times the population's rate, *and* an exact one-sided binomial test of "clicks out
   of shown at the population's rate" gives a p-value below ``alpha`` / m, m the units with at least
   ``min_shown`` shown slots (Bonferroni: ``alpha`` bounds the chance that any honest unit of the
-  window is flagged by the test, not each). The population's rate is that of the units *under*
-  the bar: starting from everyone's, the units at or over ``ctr_ratio`` × the rate are set aside
-  and the rate taken again from the rest, until the set stops growing — a large farm (and the
-  heavy users) must not raise the rate they are all compared with;
+  window is flagged by the test, not each). The population's rate is that of the units under the
+  bar: the units at or over ``ctr_ratio`` × everyone's rate are set aside once and the rate is
+  taken from the rest — a large farm (and the heavy users) must not raise the rate they are all
+  compared with. Once, not until nothing moves: repeated, setting aside the units over the bar
+  lowers the rate, which puts more units over it, and with a low bar the rate can fall towards
+  that of the units that barely click;
 * **clicks concentrated on a few items** — the unit's ``top_items`` most clicked items hold at
   least ``concentration`` of its clicks.
 
@@ -104,7 +106,7 @@ class ClickFarmPolicy:
         *,
         window: timedelta = timedelta(days=7),
         kinds: Sequence[str] | None = None,
-        ctr_ratio: float = 2.0,
+        ctr_ratio: float = 1.5,
         alpha: float = 0.001,
         top_items: int = 3,
         concentration: float = 0.5,
@@ -118,7 +120,7 @@ class ClickFarmPolicy:
         if kinds is not None and (isinstance(kinds, str) or not kinds or not all(isinstance(k, str) and k for k in kinds)):
             raise SpecError(f"The 'kinds' parameter of ClickFarmPolicy must be a list of outcome kinds or None. Got {kinds!r} instead.")
         self.kinds = None if kinds is None else list(kinds)
-        self.ctr_ratio = _number("ctr_ratio", ctr_ratio, 1.0, None, open_lo=False)
+        self.ctr_ratio = _number("ctr_ratio", ctr_ratio, 1.0, None)
         self.alpha = _number("alpha", alpha, 0.0, 1.0)
         self.top_items = _count("top_items", top_items)
         self.concentration = _number("concentration", concentration, 0.0, 1.0)
@@ -204,14 +206,11 @@ def _read_units(con: Any, kinds: list[str], since: int, now: int, policy: ClickF
                       "FROM u", {"m": policy.min_shown}).fetchone()
     n_units, judged, shown, clicks = (int(v) for v in got) if got is not None else (0, 0, 0, 0)
     over = f"shown >= {policy.min_shown} AND clicks >= {policy.min_clicks} AND clicks >= {policy.ctr_ratio} * $rate * shown"
-    rate, base = (clicks / shown if shown else 0.0), (shown, clicks)
-    for _ in range(20):  # the rate of the units under the bar; the set over it only grows as the rate falls
-        got = con.execute(f"SELECT coalesce(sum(shown), 0), coalesce(sum(clicks), 0) FROM u WHERE {over}", {"rate": rate}).fetchone()
-        base = (shown - int(got[0]), clicks - int(got[1])) if got is not None else base
-        new = base[1] / base[0] if base[0] else 0.0
-        if new == rate:
-            break
-        rate = new
+    rate = clicks / shown if shown else 0.0
+    # once: the units over the bar at everyone's rate set aside, the rate of the rest
+    got = con.execute(f"SELECT coalesce(sum(shown), 0), coalesce(sum(clicks), 0) FROM u WHERE {over}", {"rate": rate}).fetchone()
+    base = (shown - int(got[0]), clicks - int(got[1])) if got is not None else (shown, clicks)
+    rate = base[1] / base[0] if base[0] else 0.0
     population = {"since_ns": since, "until_ns": now, "units": n_units, "judged": judged, "shown": shown, "clicks": clicks,
                   "ctr": clicks / shown if shown else None, "base_shown": base[0], "base_clicks": base[1],
                   "base_ctr": rate if base[0] else None}
