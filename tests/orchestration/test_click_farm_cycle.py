@@ -117,7 +117,7 @@ def cycle_run(tmp_path):
     reg = Registry(f"sqlite:///{tmp_path}/registry.sqlite", tmp_path / "bundles", clock=clock).open()
     plan = LoopPlan(system, heuristic=Bundle.build(system, world.heuristic(), version="heuristic"), model="logistic",
                     train_window=timedelta(days=7), retrain_every=timedelta(days=30), min_labeled=500, drift=None,
-                    evaluate_bootstrap=20, gate=Gate(policy_tolerance=0.0), click_farm=ClickFarmPolicy(),
+                    evaluate_bootstrap=20, gate=Gate(policy_tolerance=0.0), click_farm=ClickFarmPolicy(window=timedelta(days=2)),
                     rollout=Rollout(shadow_for=timedelta(days=1), flight_for=timedelta(days=1),
                                     guard=GuardPolicy(min_decisions=200)))
     cycle = Cycle(plan, tmp_path, reg, clock=clock)
@@ -131,12 +131,12 @@ def cycle_run(tmp_path):
         rec = cycle.run_once()
     finally:
         tel.close()
-    yield world, system, cycle, rec, tmp_path
+    yield world, system, cycle, rec, tmp_path, clock
     reg.close()
 
 
 def test_the_monitor_quarantines_exactly_the_farm_and_the_candidate_learns_without_it(cycle_run):
-    world, system, cycle, rec, home = cycle_run
+    world, system, cycle, rec, home, _ = cycle_run
     monitor = rec["steps"]["monitor"]["result"]
     assert monitor["quarantined_units"] == list(FARM), monitor["click_farm"]["units"]
     units = {u["unit"]: u for u in monitor["click_farm"]["units"]}
@@ -174,3 +174,18 @@ def test_the_monitor_quarantines_exactly_the_farm_and_the_candidate_learns_witho
     truth = world.true_value(system, clean, probe), world.true_value(system, with_farm, probe)
     print(f"true clicks per decision on those requests: without the farm {truth[0]:.4f}, with it {truth[1]:.4f}")
     assert truth[0] > truth[1], truth
+
+
+def test_a_quarantined_unit_stays_out_for_a_train_window_after_it_was_last_flagged(cycle_run):
+    _, _, cycle, first, _, clock = cycle_run
+    assert first["unit_quarantine"]["farm-0"]["last_ns"] == START + DAY
+    # three days on, the check's two-day window no longer holds the farm; the train window (7 days) still does
+    clock.set_ns(START + 4 * DAY)
+    later = cycle.run_once()["steps"]["monitor"]["result"]
+    assert later["click_farm"]["quarantined"] == [] and later["quarantined_units"] == list(FARM)
+    assert [u["unit"] for u in cycle.status()["quarantined_units"]] == list(FARM)
+    # a train window after it was last flagged, its decisions are out of every dataset: released
+    clock.set_ns(START + 9 * DAY)
+    last = cycle.run_once()
+    assert last["steps"]["monitor"]["result"]["quarantined_units"] == [] and last["unit_quarantine"] == {}
+    assert cycle.status()["quarantined_units"] == []
