@@ -176,7 +176,9 @@ def test_the_monitor_quarantines_exactly_the_farm_and_the_candidate_learns_witho
     assert truth[0] > truth[1], truth
 
 
-def test_a_quarantined_unit_stays_out_for_a_train_window_after_it_was_last_flagged(cycle_run):
+def test_a_quarantined_unit_stays_out_for_a_train_window_after_it_was_last_flagged(cycle_run, capsys):
+    from closedloop.cli.loop import _print_status  # what `closedloop loop status` prints
+
     _, _, cycle, first, _, clock = cycle_run
     assert first["unit_quarantine"]["farm-0"]["last_ns"] == START + DAY
     # three days on, the check's two-day window no longer holds the farm; the train window (7 days) still does
@@ -184,6 +186,9 @@ def test_a_quarantined_unit_stays_out_for_a_train_window_after_it_was_last_flagg
     later = cycle.run_once()["steps"]["monitor"]["result"]
     assert later["click_farm"]["quarantined"] == [] and later["quarantined_units"] == list(FARM)
     assert [u["unit"] for u in cycle.status()["quarantined_units"]] == list(FARM)
+    _print_status(cycle.status())
+    out = capsys.readouterr().out
+    assert "3 quarantined as a click farm" in out and "farm-0 since 2026-01-06 00:00:00Z" in out and "a click farm" in out
     # a train window after it was last flagged, its decisions are out of every dataset: released
     clock.set_ns(START + 9 * DAY)
     last = cycle.run_once()
