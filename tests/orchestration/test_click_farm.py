@@ -32,8 +32,8 @@ def _with(ctx: dict, items: tuple[str, ...], quality: float = 0.95) -> dict:
     return {**ctx, "candidates": cands}
 
 
-def _lake(home):
-    """The lake (module doc); returns the store and the number of decisions per unit."""
+def _lake(home, quiet: bool = False):
+    """The lake (module doc; with ``quiet`` only the farm clicks); returns the store and the number of decisions per unit."""
     world = BanditWorld(seed=5, n_candidates=6)
     system = world.system(k=2)
     clock = ManualClock(T0)
@@ -53,7 +53,7 @@ def _lake(home):
             for cid in d.ranking:
                 click = {"ordinary": rng.random() < 0.15, "heavy": rng.random() < 0.5,
                          "fan": cid == "fav" and rng.random() < 0.2, "farm": cid in PROMO}[kind]
-                if click:
+                if click and (kind == "farm" or not quiet):
                     tel.log_outcome(d.decision_id, kind="click", event_ns=t + 5 * S, source="app", candidate=cid)
     clock.set_ns(t + 3600 * S)
     tel.close()
@@ -133,3 +133,14 @@ def test_a_bad_setting_is_refused_with_its_name_and_value():
     with pytest.raises(SpecError, match=r"'window' parameter of ClickFarmPolicy must be a positive timedelta"):
         ClickFarmPolicy(window=timedelta(0))
     assert ClickFarmPolicy().describe()["ctr_ratio"] == 1.5
+
+
+def test_a_population_that_never_clicks_leaves_the_farm_infinitely_above_it(tmp_path):
+    import json
+
+    system, store, now, _ = _lake(tmp_path / "home", quiet=True)
+    report = ClickFarmPolicy().check(system, store.decision_files(), store.outcome_files(), now)
+    assert report.quarantined == ["farm-1", "farm-2"] and report.population["base_ctr"] == 0.0
+    farm = report.units[0]
+    assert farm["ratio"] is None and farm["p_value"] == 0.0 and "infinitely above the population's 0.0%" in farm["reason"]
+    json.dumps(report.to_dict(), allow_nan=False)  # the cycle record is JSON

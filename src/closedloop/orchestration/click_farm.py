@@ -163,12 +163,14 @@ class ClickFarmPolicy:
         unit, decisions, shown, clicks, top, others_shown, others_clicks = row
         rate = others_clicks / others_shown if others_shown else 0.0
         ctr = clicks / shown
-        p = float(binomtest(int(clicks), int(shown), rate, alternative="greater").pvalue) if 0.0 < rate < 1.0 else 0.0
+        # the population never clicked: any click is beyond it; it clicked everything: none can be
+        p = float(binomtest(int(clicks), int(shown), rate, alternative="greater").pvalue) if 0.0 < rate < 1.0 else float(rate >= 1.0)
         top_n = sum(int(t["n"]) for t in top)
         share = top_n / clicks if clicks else 0.0
         level = self.alpha / max(int(population["judged"]), 1)
-        ratio = ctr / rate if rate else math.inf
-        far = f"clicks {clicks} of {shown} shown slots ({ctr:.1%}, {ratio:.1f}× the population's {rate:.1%}; binomial p = {p:.2g}"
+        ratio = ctr / rate if rate else None  # None, not infinity: the record is JSON
+        times = f"{ratio:.1f}×" if ratio is not None else "infinitely above"
+        far = f"clicks {clicks} of {shown} shown slots ({ctr:.1%}, {times} the population's {rate:.1%}; binomial p = {p:.2g}"
         spread = f"its top {self.top_items} items hold {share:.0%} of its clicks"
         if unit in self.trusted:
             verdict, reason = "trusted", "declared trusted"
