@@ -133,6 +133,13 @@ def test_a_bad_setting_is_refused_with_its_name_and_value():
     with pytest.raises(SpecError, match=r"'window' parameter of ClickFarmPolicy must be a positive timedelta"):
         ClickFarmPolicy(window=timedelta(0))
     assert ClickFarmPolicy().describe()["ctr_ratio"] == 1.5
+    from closedloop.orchestration import LoopPlan
+
+    system = BanditWorld(seed=1).system(k=2)
+    with pytest.raises(SpecError, match=r"'click_farm' parameter of LoopPlan must be a ClickFarmPolicy or None. Got 'on'"):
+        LoopPlan(system, click_farm="on")
+    assert LoopPlan(system).describe()["click_farm"]["ctr_ratio"] == 1.5  # on by default for a system that learns from rewards
+    assert LoopPlan(system, click_farm=None).describe()["click_farm"] is None
 
 
 def test_a_population_that_never_clicks_leaves_the_farm_infinitely_above_it(tmp_path):
