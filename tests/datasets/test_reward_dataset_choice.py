@@ -288,3 +288,21 @@ def test_the_loop_closes_a_built_dataset_values_the_logging_policy_at_its_logged
     ips, snips = (value["bundles"][0]["estimates"][k] for k in ("ips", "snips"))
     assert ips["value"] == snips["value"] == pytest.approx(mean, rel=1e-12) == value["logged"]["value"]
     assert ips["ess"] == 400.0 and ips["support"]["passed"]
+
+
+def test_excluded_units_decisions_are_left_out_and_counted(tmp_path):
+    system = _offers()
+    tel, rt = _runtime(tmp_path / "home", system, ManualClock(T0))
+    decided = _decided(rt)  # 200 decisions of 40 users, five each
+    for d in decided:
+        tel.log_outcome(d.decision_id, kind="click", event_ns=d.timestamp_ns + 5 * S, source="app")
+    tel.close()
+    store = _store(tmp_path / "home")
+    every = _build(system, store, tmp_path / "all")
+    kw = dict(decision_files=store.decision_files(), outcome_files=store.outcome_files(), since_ns=T0,
+              until_ns=T0 + 10**6 * S, cutoff_ns=T0 + 10**5 * S)
+    m = build_reward_dataset(system, out=tmp_path / "some", exclude_units=["u3", "u7", "u99"], **kw)
+    assert m.counts["excluded"] == {"units_asked": 3, "units": 2, "decisions": 10}
+    assert every.counts["decisions"] - m.counts["decisions"] == 10 and "excluded" not in every.counts
+    assert {r["unit"] for r in _table(tmp_path / "some", system).values()} == {f"u{i}" for i in range(40)} - {"u3", "u7"}
+    assert m.counts["outcomes"]["not_selected"] == 10

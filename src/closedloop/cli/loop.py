@@ -186,8 +186,8 @@ def loop_status(
     system: OptionalSystemOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The last cycle, each goal against its target, open alerts, quarantined sources and the
-    deployment."""
+    """The last cycle, each goal against its target, open alerts, quarantined sources (and units,
+    for a system that learns from rewards) and the deployment."""
     from closedloop.orchestration import Cycle
     from closedloop.registry import Registry
 
@@ -246,6 +246,10 @@ def _print_status(st: dict[str, Any]) -> None:
     con.print(f"[bold]sources[/bold] {len(st['quarantined'])} quarantined, {len(st['downweighted'])} down-weighted")
     for s in q:
         con.print(f"  {s['source']} {s['verdict']}: {s['reason']}")
+    if "quarantined_units" in st:  # a system that learns from rewards, watched for click farms
+        con.print(f"[bold]units[/bold] {len(st['quarantined_units'])} quarantined as a click farm")
+        for u in st["quarantined_units"]:
+            con.print(f"  {u['unit']} since {_iso(u['since_ns'])}, last flagged {_iso(u['last_ns'])}: {u['reason']}")
 
 
 def _iso(ns: Any) -> str:

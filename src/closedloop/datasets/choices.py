@@ -44,7 +44,16 @@ import pyarrow as pa
 
 from closedloop.datasets.dataset import DatasetManifest
 from closedloop.datasets.importer import context_columns, with_id, write_dataset
-from closedloop.datasets.slots import first_by, link_outcomes, read_records, telemetry_manifest, unit_time_index
+from closedloop.datasets.slots import (
+    drop_units,
+    excluded_counts,
+    first_by,
+    link_outcomes,
+    read_records,
+    telemetry_manifest,
+    unit_time_index,
+    with_excluded,
+)
 from closedloop.errors import DatasetError
 from closedloop.system.spec import System
 from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
@@ -57,11 +66,12 @@ Linked = dict[tuple[str, str | None], list[tuple[str, float, int]]]
 
 def build_choice_dataset(
     system: System, policy: Any, *, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str],
-    span: tuple[int, int, int], out: Path,
+    span: tuple[int, int, int], out: Path, exclude_units: Sequence[str] = (),
 ) -> DatasetManifest:
     """Write the one-row-per-decision dataset of a BestAction system's telemetry at ``out`` (rules:
     module doc); ``policy`` is ``system.rewards``, ``span`` ``(since_ns, until_ns, cutoff_ns)``,
-    both already checked by :func:`~closedloop.datasets.slots.build_reward_dataset`."""
+    both already checked by :func:`~closedloop.datasets.slots.build_reward_dataset`; the decisions of
+    ``exclude_units`` are left out and counted (``counts.excluded``)."""
     since_ns, until_ns, cutoff_ns = span
     window = policy.window // timedelta(microseconds=1) * 1000
     every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
@@ -69,14 +79,15 @@ def build_choice_dataset(
     in_range = (ts >= since_ns) & (ts < until_ns)
     counts: Counter[str] = Counter(open=int((in_range & (ts + window > cutoff_ns)).sum()))
     chosen = in_range & (ts + window <= cutoff_ns) & ~np.asarray(every["slate"].is_valid(), dtype=bool)
-    dec = every.filter(pa.array(chosen))
+    dec = drop_units(every.filter(pa.array(chosen)), list(exclude_units), counts)
     outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
     find = unit_time_index(every, outs, False) if policy.link == "unit_time" else None
     linked = link_outcomes(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts, choice=True)
     data = _rows(dec, policy, linked, system, counts)
     if data.num_rows == 0:
         raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
-    content = _manifest(system, data, counts, span, (len(decision_files), len(outcome_files)))
+    dropped = excluded_counts(counts, list(exclude_units))
+    content = with_excluded(_manifest(system, data, counts, span, (len(decision_files), len(outcome_files))), dropped)
     write_dataset(data, out, content)
     return DatasetManifest(id=content["id"], path=out, content=content)
 

@@ -100,26 +100,29 @@ def check_request(system: System, since_ns: int, until_ns: int, cutoff_ns: int, 
 
 def build_reward_dataset(
     system: System, *, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str],
-    since_ns: int, until_ns: int, cutoff_ns: int, out: Path | str,
+    since_ns: int, until_ns: int, cutoff_ns: int, out: Path | str, exclude_units: Sequence[str] = (),
 ) -> Any:
     """Write the per-slot dataset of a ranking system's telemetry at ``out`` (rules: module doc)
-    and return its :class:`~closedloop.datasets.dataset.DatasetManifest`."""
+    and return its :class:`~closedloop.datasets.dataset.DatasetManifest`. The decisions of
+    ``exclude_units`` (a click farm's: :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`)
+    are left out and counted in the manifest (``counts.excluded``: units, decisions)."""
     from closedloop.datasets.dataset import DatasetManifest
 
     out = Path(out)
     policy = check_request(system, since_ns, until_ns, cutoff_ns, out)
+    excluded = check_units(exclude_units)
     if is_choice(system):
         from closedloop.datasets.choices import build_choice_dataset
 
         return build_choice_dataset(system, policy, decision_files=decision_files, outcome_files=outcome_files,
-                                    span=(since_ns, until_ns, cutoff_ns), out=out)
+                                    span=(since_ns, until_ns, cutoff_ns), out=out, exclude_units=excluded)
     window = policy.window // timedelta(microseconds=1) * 1000
     every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
     ts = every["timestamp_ns"].to_numpy()
     chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
     chosen &= np.asarray(every["slate"].is_valid(), dtype=bool)
     counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
-    dec = every.filter(pa.array(chosen))
+    dec = drop_units(every.filter(pa.array(chosen)), excluded, counts)
     digest_only = int(dec["candidates_json"].null_count)
     outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
     find = unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
@@ -130,10 +133,46 @@ def build_reward_dataset(
         raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
     # each decision's whole candidate set, for learning a policy (datasets/candidate_sets.py)
     extra = {CANDIDATE_SETS_FILE: candidate_sets_table(dec, set(data["decision_id"].to_pylist()))} if digest_only == 0 else {}
+    dropped = excluded_counts(counts, excluded)
     content = _manifest(system, data, counts, (since_ns, until_ns, cutoff_ns), (len(decision_files), len(outcome_files)),
                         (digest_only, dec.num_rows), {k: pc.count_distinct(t["decision_id"]).as_py() for k, t in extra.items()})
+    content = with_excluded(content, dropped)
     write_dataset(data, out, content, extra)
     return DatasetManifest(id=content["id"], path=out, content=content)
+
+
+def check_units(units: Sequence[str]) -> list[str]:
+    """``exclude_units`` checked: a list of unit names (sorted, each once)."""
+    if isinstance(units, str) or not all(isinstance(u, str) for u in units):
+        raise DatasetError(f"The 'exclude_units' parameter of build_reward_dataset must be a list of units. Got {units!r} instead.")
+    return sorted(set(units))
+
+
+def drop_units(dec: pa.Table, units: list[str], counts: Counter[str]) -> pa.Table:
+    """``dec`` without the decisions of ``units``, counted ``excluded_decisions`` (and the units
+    that had any, ``excluded_units``); their outcomes are then counted ``not_selected``."""
+    if not units:
+        return dec
+    mine = pc.fill_null(pc.is_in(dec["unit"], value_set=pa.array(units, pa.string())), False)
+    gone = dec.filter(mine)
+    counts["excluded_decisions"] += gone.num_rows
+    counts["excluded_units"] += len(set(gone["unit"].to_pylist()))
+    return dec.filter(pc.invert(mine))
+
+
+def excluded_counts(counts: Counter[str], units: list[str]) -> dict[str, int] | None:
+    """The manifest's ``counts.excluded`` (None when no unit was to be excluded): the units asked,
+    those that had decisions in range and their decisions — taken out of ``counts``."""
+    got = {"units_asked": len(units), "units": counts.pop("excluded_units", 0), "decisions": counts.pop("excluded_decisions", 0)}
+    return got if units else None
+
+
+def with_excluded(content: dict[str, Any], excluded: dict[str, int] | None) -> dict[str, Any]:
+    """The manifest ``content`` with ``counts.excluded`` (and its id over it)."""
+    if excluded is None:
+        return content
+    rest = {k: v for k, v in content.items() if k != "id"}
+    return with_id({**rest, "counts": {**rest["counts"], "excluded": excluded}})
 
 
 #: finds the decision an outcome without a decision id links to: (unit, candidate id, event_ns) → decision id or None

@@ -10,6 +10,8 @@
 * :class:`DriftMonitor` (PSI of features and score), :class:`MistakeSpikes` (River's
   Page-Hinkley / ADWIN over mistake rates), :func:`psi`.
 * :class:`AbusePolicy` — sources that disagree with the analysts: down-weighted or quarantined.
+* :class:`ClickFarmPolicy` — units of a system that learns from rewards that click far more than
+  the others, on a few items: quarantined, their decisions left out of the reward datasets.
 * :class:`LabelCheck` — a day of labels unlike the others (a broken label pipeline): the gate
   refuses the candidate trained on it, and later datasets leave those labels out.
 * :class:`Alert`, :class:`AlertSink`, :class:`JsonLinesAlertSink`, :class:`WebhookAlertSink`.
@@ -25,6 +27,7 @@ from closedloop.orchestration.alerts import (
     WebhookAlertSink,
     deliver,
 )
+from closedloop.orchestration.click_farm import ClickFarmPolicy, ClickFarmReport
 from closedloop.orchestration.cycle import STEPS, Cycle
 from closedloop.orchestration.drift import DriftMonitor, MistakeSpikes, psi
 from closedloop.orchestration.goals import (
@@ -48,6 +51,8 @@ __all__ = [
     "Apprentice",
     "Alert",
     "AlertSink",
+    "ClickFarmPolicy",
+    "ClickFarmReport",
     "Cycle",
     "CycleLock",
     "DriftMonitor",

@@ -179,7 +179,8 @@ class Cycle:
     # -- status ----------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The last cycle, each goal against its target, open alerts, quarantined sources, the
-        deployment and, with an apprentice, its state and agreement over time (JSON-ready)."""
+        deployment, with an apprentice, its state and agreement over time, and for a system that
+        learns from rewards, the units quarantined as a click farm (JSON-ready)."""
         recs = self.records()
         last = recs[-1] if recs else None
         alerts = self.alert_log.read()
@@ -202,6 +203,8 @@ class Cycle:
             "alerts_total": len(alerts),
             "quarantined": [s for s in abuse["sources"] if s["verdict"] == "quarantined"],
             "downweighted": [s for s in abuse["sources"] if s["verdict"] == "downweighted"],
+            **({"quarantined_units": [{"unit": u, **v} for u, v in ((last or {}).get("unit_quarantine") or {}).items()]}
+               if self.plan.learns_from_rewards and self.plan.click_farm is not None else {}),
             **({"apprentice": {**self.plan.apprentice.describe(), **((last or {}).get("apprentice") or
                                                                      {"graduated": False, "candidate": None, "history": []})}}
                if self.plan.apprentice is not None else {}),

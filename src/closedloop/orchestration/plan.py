@@ -20,6 +20,7 @@ from closedloop.experience.experiences import Ranking, Thresholds
 from closedloop.intelligence import Intelligence
 from closedloop.orchestration.abuse import AbusePolicy
 from closedloop.orchestration.alerts import AlertSink
+from closedloop.orchestration.click_farm import ClickFarmPolicy
 from closedloop.orchestration.drift import DriftMonitor, MistakeSpikes
 from closedloop.orchestration.labels import LabelCheck
 from closedloop.orchestration.steps import Pipeline, default_pipeline, reward_pipeline
@@ -178,6 +179,10 @@ class LoopPlan:
     drift, spikes, abuse:
         :class:`~.drift.DriftMonitor`, :class:`~.drift.MistakeSpikes`,
         :class:`~.abuse.AbusePolicy` (None: not watched).
+    click_farm:
+        For a system that learns from rewards: :class:`~.click_farm.ClickFarmPolicy` — units that
+        click far more than the others, on a few items, are quarantined and their decisions left
+        out of the reward datasets (default: on; None: not watched). Ignored for other systems.
     label_check:
         :class:`~.labels.LabelCheck`: the gate refuses a candidate whose training labels hold a
         day unlike the others, and later datasets leave that day's labels out (None: no check).
@@ -234,6 +239,7 @@ class LoopPlan:
     drift: DriftMonitor | None = field(default_factory=DriftMonitor)
     spikes: MistakeSpikes | None = None
     abuse: AbusePolicy | None = field(default_factory=AbusePolicy)
+    click_farm: ClickFarmPolicy | None = field(default_factory=ClickFarmPolicy)
     label_check: LabelCheck | None = None
     tighten: Tighten = field(default_factory=Tighten)
     metrics: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
@@ -287,6 +293,7 @@ class LoopPlan:
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be a {typ.__name__}. Got {getattr(self, name)!r} instead.")
         optional: tuple[tuple[str, type], ...] = (
             ("drift", DriftMonitor), ("spikes", MistakeSpikes), ("abuse", AbusePolicy), ("label_check", LabelCheck),
+            ("click_farm", ClickFarmPolicy),
         )
         for name, opt in optional:
             v = getattr(self, name)
@@ -350,6 +357,7 @@ class LoopPlan:
             "sinks": [s.describe() for s in self.sinks],
             # listed only when they are not the default, so a default plan describes itself as before
             **({"steps": list(self.steps.names)} if self.steps != self.default_steps() else {}),
-            **({"objective": self.objective, "reward_model": self.reward_model} if self.learns_from_rewards else {}),
+            **({"objective": self.objective, "reward_model": self.reward_model,
+                "click_farm": self.click_farm.describe() if self.click_farm else None} if self.learns_from_rewards else {}),
             **({"apprentice": self.apprentice.describe()} if self.apprentice is not None else {}),
         }

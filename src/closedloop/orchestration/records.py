@@ -3,7 +3,8 @@
 A record holds the cycle's id, system and time, each step's status and result (rewritten
 atomically after every step), the outcome and reason, the registry changes and alerts the cycle
 made, and the state carried from cycle to cycle (``rollout``, ``pending`` alert actions,
-``last_trained_ns``, ``label_quarantine``; an apprentice's state, when the plan has one). :class:`CycleRecords` reads and writes them.
+``last_trained_ns``, ``label_quarantine``; an apprentice's state and the units quarantined as a
+click farm, when the plan has them). :class:`CycleRecords` reads and writes them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ __all__ = ["CARRIED", "OPTIONAL", "CycleRecords"]
 #: the state a new cycle's record takes over from the last one's, with its default
 CARRIED: tuple[tuple[str, Any], ...] = (("rollout", None), ("pending", []), ("last_trained_ns", None),
                                          ("label_quarantine", []))
-#: carried state that only some plans have (no key in a record of a plan without it): an apprentice's
-OPTIONAL: tuple[str, ...] = ("apprentice",)
+#: carried state that only some plans have (no key in a record of a plan without it): an apprentice's;
+#: the units a click-farm policy quarantined (unit → when first and last flagged, why)
+OPTIONAL: tuple[str, ...] = ("apprentice", "unit_quarantine")
 
 
 class CycleRecords:

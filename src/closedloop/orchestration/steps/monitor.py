@@ -1,7 +1,10 @@
-"""``monitor``: abusive sources, the goals, drift and mistake spikes — and the alerts they raise.
+"""``monitor``: abusive sources, click farms, the goals, drift and mistake spikes — and the alerts they raise.
 
 Abusive outcome sources (:class:`~closedloop.orchestration.abuse.AbusePolicy`: quarantined or
-down-weighted), the goals measured per cadence window (:class:`~closedloop.orchestration.goals.
+down-weighted), click farms among the units of a system that learns from rewards
+(:class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`: quarantined units, kept in the
+carried ``unit_quarantine`` for a ``LoopPlan.train_window`` after they were last flagged, whose
+decisions the reward ``dataset`` step leaves out), the goals measured per cadence window (:class:`~closedloop.orchestration.goals.
 GoalTracker`, ``<home>/goals/series.jsonl``), drift (:class:`~closedloop.orchestration.drift.
 DriftMonitor`) and mistake spikes (:class:`~closedloop.orchestration.drift.MistakeSpikes`). New
 alerts — and a ``goal_health`` alert for each goal missed in each of its last
@@ -29,7 +32,9 @@ __all__ = ["Monitor", "MonitorResult"]
 class MonitorResult(StepResult):
     """The abuse verdicts (with an abuse policy), the goal points newly measured, the drift and
     spike reports (when watched), the new alerts and the sinks that failed them, the sources
-    quarantined and down-weighted, and the alert actions pending."""
+    quarantined and down-weighted, and the alert actions pending; for a system that learns from
+    rewards with a click-farm policy, its report and the units quarantined (this cycle's and those
+    flagged within the train window)."""
 
     goal_points: int
     alerts: list[dict[str, Any]]
@@ -40,6 +45,8 @@ class MonitorResult(StepResult):
     abuse: dict[str, Any] | UnsetType = UNSET
     drift: dict[str, Any] | UnsetType = UNSET
     spikes: dict[str, Any] | UnsetType = UNSET
+    click_farm: dict[str, Any] | UnsetType = UNSET
+    quarantined_units: list[str] | UnsetType = UNSET
 
 
 class Monitor(Step[MonitorResult]):
@@ -53,6 +60,7 @@ class Monitor(Step[MonitorResult]):
         make_private_dirs(ctx.scratch)
         alerts: list[Alert] = []
         abuse, excluded, weights = _abuse(ctx, out, alerts)
+        farm, units = _click_farm(ctx, dec, out, alerts)
         # one reading for goals, drift and spikes, of the decision files that can hold what they
         # look at: the goals' and spikes' windows still to measure and drift's two windows
         first = _data.first_ns(ctx.system.name, dec, ctx.now_ns)
@@ -68,7 +76,8 @@ class Monitor(Step[MonitorResult]):
             con.close()
         new, failures = _deliver(ctx, alerts)
         return MonitorResult(goal_points=points, alerts=new, delivery_failures=failures, quarantined=excluded,
-                             source_weights=weights, pending=_pend(ctx, new), abuse=abuse, drift=drift, spikes=spikes)
+                             source_weights=weights, pending=_pend(ctx, new), abuse=abuse, drift=drift, spikes=spikes,
+                             click_farm=farm, quarantined_units=units)
 
 
 def _abuse(ctx: StepContext, out: list[Path], alerts: list[Alert]) -> tuple[Any, list[str], dict[str, float]]:
@@ -86,6 +95,28 @@ def _abuse(ctx: StepContext, out: list[Path], alerts: list[Alert]) -> tuple[Any,
                                 f"source {s['source']!r} {s['verdict']}: {s['reason']}",
                                 "quarantine", s["verdict"], now))
     return report.to_dict(), report.quarantined, report.weights
+
+
+def _click_farm(ctx: StepContext, dec: list[Path], out: list[Path], alerts: list[Alert]) -> tuple[Any, Any]:
+    """The click-farm report and the units to leave out of the reward datasets (both UNSET for a
+    system that does not learn from rewards, or a plan without a click-farm policy); an ``abuse``
+    alert per unit quarantined (once per unit). The carried ``unit_quarantine`` (unit → when last
+    flagged, why) keeps a unit for a train window after it was last flagged: the datasets of that
+    window still hold its decisions."""
+    policy, now, plan = ctx.plan.click_farm, ctx.now_ns, ctx.plan
+    if policy is None or not plan.learns_from_rewards:
+        return UNSET, UNSET
+    report = policy.check(ctx.system, dec, out, now)
+    kept = ctx.record.get("unit_quarantine") or {}
+    horizon = now - int(plan.train_window.total_seconds() * 1e9)
+    kept = {u: v for u, v in kept.items() if v["last_ns"] > horizon}
+    for u in report.units:
+        if u["verdict"] == "quarantined":
+            kept[u["unit"]] = {"last_ns": now, "since_ns": kept.get(u["unit"], {}).get("since_ns", now), "reason": u["reason"]}
+            alerts.append(Alert("abuse", u["unit"], u["ratio"], policy.ctr_ratio, f"unit {u['unit']!r} quarantined: {u['reason']}",
+                                "quarantine", "click_farm", now, {"top_items": u["top_items"], "top_share": u["top_share"]}))
+    ctx.record["unit_quarantine"] = dict(sorted(kept.items()))
+    return report.to_dict(), sorted(kept)
 
 
 def _since(ctx: StepContext, first: int | None) -> list[int]:

@@ -6,7 +6,10 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
 - ``dataset`` (:class:`RewardDataset`): the reward dataset of ``LoopPlan.train_window``
   (:func:`~closedloop.datasets.slots.build_reward_dataset`: one row per (decision, slot shown) with
   its reward and logged propensity, and each decision's whole candidate set). Fewer logged
-  decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``).
+  decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``). The decisions of
+  the units the ``monitor`` step holds quarantined as a click farm (the record's ``unit_quarantine``:
+  :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`) are left out, counted in the
+  manifest's ``counts.excluded``.
 - ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
   reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
   request × candidate features, the direct method); the candidate ranks by it; ``"dr"`` — a policy
@@ -59,7 +62,7 @@ class RewardDataset(Step[DatasetResult]):
             try:
                 m = build_reward_dataset(ctx.system, decision_files=dec, outcome_files=outc,
                                          since_ns=now - int(ctx.plan.train_window.total_seconds() * 1e9), until_ns=now,
-                                         cutoff_ns=now, out=out)
+                                         cutoff_ns=now, out=out, exclude_units=sorted(ctx.record.get("unit_quarantine") or {}))
             except ClosedLoopError as exc:
                 raise Stop("not_enough_rewards", f"no reward dataset: {exc}") from None
         decisions = int(m.counts["decisions"])
