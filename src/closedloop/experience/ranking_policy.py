@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 
 import numpy as np
@@ -88,31 +88,43 @@ def rank(
     return rank_one(s, k, explore, u)
 
 
-def slot_distributions(scores: Sequence[float], ranking: Sequence[int], explore: Policy) -> list[list[float]]:
-    """Under ``explore``, each slot's whole distribution over the ``N`` candidates given the earlier
-    slots of ``ranking`` (input indices; 0 for the candidates they took) — what
-    :func:`slot_probabilities` reads at each slot's pick."""
+def _walk(scores: Sequence[float], ranking: Sequence[int]) -> Iterator[tuple[int, int, list[int]]]:
+    """For each slot of ``ranking`` (input indices): (its pick, the best remaining candidate, the
+    remaining candidates before the pick) — the walk both replays take; a repeated or out-of-range
+    index is refused."""
     n = len(scores)
     order = _greedy_order(scores, min(len(ranking), n), _plain(scores))
     remaining = list(range(n))
     taken = [False] * n
     g = 0
-    out: list[list[float]] = []
     for pick in ranking:
         if not 0 <= pick < n or taken[pick]:
             raise SpecError(f"A ranking must list distinct candidate indices in [0, {n}). Got {list(ranking)!r} instead.")
         while taken[order[g]]:
             g += 1
-        best = order[g]
-        dist = [0.0] * n
-        if explore is None or (isinstance(explore, EpsilonGreedy) and not explore.in_band(scores[best])):
-            dist[best] = 1.0
-        else:
-            for i, p in zip(remaining, _slot_probs(explore, scores, remaining, best), strict=True):
-                dist[i] = p
-        out.append(dist)
+        yield pick, order[g], remaining
         remaining.remove(pick)
         taken[pick] = True
+
+
+def _greedy_slot(explore: Policy, scores: Sequence[float], best: int) -> bool:
+    """Whether the slot goes to the best remaining candidate with probability 1."""
+    return explore is None or (isinstance(explore, EpsilonGreedy) and not explore.in_band(scores[best]))
+
+
+def slot_distributions(scores: Sequence[float], ranking: Sequence[int], explore: Policy) -> list[list[float]]:
+    """Under ``explore``, each slot's whole distribution over the ``N`` candidates given the earlier
+    slots of ``ranking`` (input indices; 0 for the candidates they took) — what
+    :func:`slot_probabilities` reads at each slot's pick."""
+    out: list[list[float]] = []
+    for _, best, remaining in _walk(scores, ranking):
+        dist = [0.0] * len(scores)
+        if _greedy_slot(explore, scores, best):
+            dist[best] = 1.0
+        else:
+            for i, p in zip(remaining, _slot_probs(explore, scores, remaining, best), strict=True):  # type: ignore[arg-type]
+                dist[i] = p
+        out.append(dist)
     return out
 
 
@@ -122,26 +134,11 @@ def slot_probabilities(
     """The probability, under ``explore``, that each slot gets the candidate ``ranking`` put
     there (input indices), given the earlier slots — for replaying a logged decision or
     evaluating another policy on it. Greedy (``None``): 1 for the greedy choice, else 0."""
-    n = len(scores)
-    order = _greedy_order(scores, min(len(ranking), n), _plain(scores))
-    remaining = list(range(n))
-    taken = [False] * n
-    g = 0
     out: list[float] = []
-    for pick in ranking:
-        if not 0 <= pick < n or taken[pick]:
-            raise SpecError(f"A ranking must list distinct candidate indices in [0, {n}). Got {list(ranking)!r} instead.")
-        while taken[order[g]]:
-            g += 1
-        best = order[g]
-        if explore is None:
-            out.append(1.0 if pick == best else 0.0)
-        elif isinstance(explore, EpsilonGreedy) and not explore.in_band(scores[best]):
+    for pick, best, remaining in _walk(scores, ranking):
+        if _greedy_slot(explore, scores, best):
             out.append(1.0 if pick == best else 0.0)
         else:
-            probs = _slot_probs(explore, scores, remaining, best)
-            out.append(probs[remaining.index(pick)])
-        remaining.remove(pick)
-        taken[pick] = True
+            out.append(_slot_probs(explore, scores, remaining, best)[remaining.index(pick)])  # type: ignore[arg-type]
     return out
 
