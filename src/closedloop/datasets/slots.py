@@ -62,18 +62,22 @@ def read_records(files: Sequence[Path | str], schema: pa.Schema, name: str, cuto
     """The records of ``name`` ingested by the cut-off, deduplicated by ``key`` below."""
     parts = [pq.read_table(f, schema=schema) for f in sorted(str(f) for f in files)]
     t = pa.concat_tables(parts) if parts else schema.empty_table()
-    t = t.filter(pc.and_(pc.equal(t["system"], name), pc.less_equal(t["ingest_ns"], cutoff_ns)))
-    return t.sort_by([("ingest_ns", "ascending"), ("writer", "ascending"), ("seq", "ascending")])
+    mine = pc.and_(pc.equal(t["system"], name), pc.less_equal(t["ingest_ns"], cutoff_ns))
+    if mine.null_count or not pc.all(mine).as_py():
+        t = t.filter(mine)
+    order = np.asarray(pc.sort_indices(t, [("ingest_ns", "ascending"), ("writer", "ascending"), ("seq", "ascending")]))
+    in_order = bool((order == np.arange(order.size)).all())  # a compacted lake usually is: no copy of its text columns
+    return t if in_order else t.take(pa.array(order))
 
 
 def first_by(t: pa.Table, key: str) -> pa.Table:
-    seen: set[str] = set()
-    keep = []
-    for i, k in enumerate(t[key].to_pylist()):
-        if k not in seen:
-            seen.add(k)
-            keep.append(i)
-    return t.take(pa.array(keep, pa.int64()))
+    """The first row of each ``key`` (``t`` itself when no key repeats)."""
+    enc = pc.dictionary_encode(t[key].combine_chunks(), null_encoding="encode") if t.num_rows else None  # null: one key too
+    codes = np.asarray(enc.indices, dtype=np.int64) if enc is not None else np.zeros(0, np.int64)
+    _, first = np.unique(codes, return_index=True)
+    if first.size == t.num_rows:
+        return t
+    return t.take(pa.array(np.sort(first), pa.int64()))
 
 
 def is_choice(system: System) -> bool:
