@@ -93,3 +93,16 @@ def test_logger_is_the_per_decision_loop(explore):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
         assert got.any()
+
+
+def test_a_decision_showing_a_candidate_twice_is_refused_as_the_loop_refuses_it():
+    from closedloop.errors import SpecError
+
+    system = _system(Softmax(0.5))
+    rows = Rows(np.array([0, 2, 4]), np.array([1, 2, 1, 2]))
+    offsets, logged = np.array([0, 3, 6]), np.array([0.1, 0.5, 0.2, 0.3, 0.1, 0.9])
+    column = np.array([0, 1, 2, 2])  # the second decision shows its candidate 2 at both slots
+    with pytest.raises(SpecError, match="distinct candidate indices"):
+        reference(system, rows, offsets, column, logged)
+    with pytest.raises(SpecError, match="distinct candidate indices"):
+        _logger(system, rows, offsets, column, logged)

@@ -122,7 +122,8 @@ def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, log
     for i in range(k):
         has = d_kill[picks[d_kill, i] >= 0]
         L[has, picks[has, i], slots[has, i]] = 1.0
-    repeated = np.array([np.unique(p[p >= 0]).size < (p >= 0).sum() for p in picks], dtype=bool) if D else np.zeros(0, bool)
+    ps = np.sort(picks, axis=1)  # a candidate shown twice: equal neighbours once sorted
+    repeated = ((ps[:, 1:] == ps[:, :-1]) & (ps[:, 1:] >= 0)).any(axis=1)
     odd = ~kill & (n_shown > 0) & (np.any(av & ~np.isfinite(S), axis=1) | repeated)
     fast = np.flatnonzero(~kill & (n_shown > 0) & ~odd)
     if fast.size and system.experience.explore is not None:
