@@ -246,10 +246,14 @@ def _placed(fcode: np.ndarray, cids: np.ndarray, code: np.ndarray, slots: pa.Tab
     """Each flat candidate's slot, reward and propensity (0 / NaN when not shown) by one join of the
     slot rows on (decision, candidate id); which decisions are empty, repeat an id or show a
     candidate not in their set."""
-    keys = pa.table({"d": pa.array(fcode), "c": pa.array(cids.tolist(), pa.string()), "f": pa.array(np.arange(fcode.size))})
-    dup = keys.group_by(["d", "c"], use_threads=False).aggregate([("f", "count")])
+    cid_col = pa.array(cids.tolist(), pa.string())
+    keys = pa.table({"d": pa.array(fcode), "c": cid_col, "f": pa.array(np.arange(fcode.size))})
     repeated = np.zeros(n_dec, dtype=bool)
-    repeated[np.asarray(dup.filter(pc.greater(dup["f_count"], 1))["d"], dtype=np.int64)] = True
+    if fcode.size:  # an id twice in a decision: equal neighbours among its (decision, id code) keys once sorted
+        enc = pc.dictionary_encode(cid_col, null_encoding="encode")
+        key = np.sort(fcode * (len(enc.dictionary) + 1) + np.asarray(enc.indices, dtype=np.int64))
+        same = np.flatnonzero(key[1:] == key[:-1])
+        repeated[key[same] // (len(enc.dictionary) + 1)] = True
     left = pa.table({"d": pa.array(code), "c": slots["action"].cast(pa.string()), "s": pa.array(np.arange(code.size))})
     joined = left.join(keys, ["d", "c"], join_type="left outer", use_threads=False)
     f = np.asarray(joined["f"].fill_null(-1), dtype=np.int64)
