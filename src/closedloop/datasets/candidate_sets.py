@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from closedloop.errors import DatasetError
 
-__all__ = ["CANDIDATE_SETS_FILE", "CandidateSets", "candidate_sets_table", "read_candidate_sets"]
+__all__ = ["CANDIDATE_SETS_FILE", "CandidateSets", "Decoded", "candidate_sets_table", "decode_candidates", "read_candidate_sets"]
 
 #: The file beside ``data.parquet`` that holds each decision's logged candidate set.
 CANDIDATE_SETS_FILE = "candidate_sets.parquet"
@@ -92,31 +92,82 @@ class CandidateSets(NamedTuple):
         return system.features.schema.validate_batch(data)
 
 
-def candidate_sets_table(decisions: pa.Table, shown: set[str]) -> pa.Table:
+class Decoded(NamedTuple):
+    """The logged candidate lists of some decisions (telemetry rows), decoded once: decision ``i``'s
+    candidates are the flat rows ``offsets[i]:offsets[i + 1]`` of ``flat`` (a struct array of their
+    fields; a list that is not a JSON array counts as empty, a candidate that is not an object as
+    one without fields)."""
+
+    offsets: np.ndarray
+    flat: pa.Array
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def decode_candidates(decisions: pa.Table) -> Decoded:
+    """The ``candidates_json`` of ``decisions`` decoded by one msgspec call over the column joined
+    by Arrow, then made one struct column by Arrow (no Python loop per candidate field)."""
+    raw: list[Any] = msgspec.json.decode(_joined(decisions["candidates_json"])) if decisions.num_rows else []
+    lens = np.fromiter((len(c) if isinstance(c, list) else 0 for c in raw), dtype=np.int64, count=len(raw))
+    flat = [c if isinstance(c, dict) else {} for lst in raw if isinstance(lst, list) for c in lst]
+    return Decoded(np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                   pa.array(flat) if flat else pa.array([], pa.struct([])))
+
+
+def candidate_sets_table(decisions: pa.Table, shown: set[str], decoded: Decoded | None = None) -> pa.Table:
     """The ``candidate_sets.parquet`` rows: one per candidate of each decision of ``decisions``
     (telemetry rows) whose id is in ``shown`` (those with a dataset row) — ``decision_id``, ``index``
     (its place in the logged list), ``logged_score`` (NaN when the decision logged none) and
-    ``candidate`` (its fields, a struct column): columnar, so reading it back needs no JSON."""
-    keep = pc.is_in(decisions["decision_id"], value_set=pa.array(sorted(shown), pa.string()))
-    sel = decisions.filter(keep)
-    text = _joined(sel["candidates_json"])
-    raw: list[Any] = msgspec.json.decode(text) if sel.num_rows else []
-    lens = np.fromiter((len(c) if isinstance(c, list) else 0 for c in raw), dtype=np.int64, count=len(raw))
-    flat = [c if isinstance(c, dict) else {} for lst in raw if isinstance(lst, list) for c in lst]
-    scores = sel["candidate_scores"].to_pylist()
-    logged = [float(x) if x is not None else np.nan for sc, n in zip(scores, lens, strict=True)
-              for x in (sc if sc is not None and len(sc) == n else [None] * int(n))]
+    ``candidate`` (its fields, a struct column): columnar, so reading it back needs no JSON.
+    ``decoded``: the candidates of all ``decisions`` when the caller decoded them already."""
+    keep = np.asarray(pc.is_in(decisions["decision_id"], value_set=pa.array(sorted(shown), pa.string())), dtype=bool)
+    sel = decisions.filter(pa.array(keep))
+    if decoded is None:
+        decoded, keep = decode_candidates(sel), np.ones(sel.num_rows, dtype=bool)
+    lens = decoded.lengths[keep]
+    of = np.repeat(np.arange(sel.num_rows, dtype=np.int64), lens)  # each kept candidate's row in ``sel``
+    flat_rows = _flat_rows(decoded.offsets, keep)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if lens.size else np.zeros(0, np.int64)
+    index = (np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(starts, lens)).astype(np.int32)
     return pa.table({
-        "decision_id": pa.array(np.repeat(np.asarray(sel["decision_id"].to_pylist(), dtype=object), lens), pa.string()),
-        "index": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in lens]) if lens.size else [], pa.int32()),
-        "logged_score": pa.array(logged, pa.float64()),
-        "candidate": pa.array(flat) if flat else pa.array([], pa.struct([])),
+        "decision_id": pc.take(sel["decision_id"], pa.array(of, pa.int64())).cast(pa.string()),
+        "index": pa.array(index, pa.int32()),
+        "logged_score": pa.array(_logged_scores(sel["candidate_scores"], lens), pa.float64()),
+        "candidate": decoded.flat.take(pa.array(flat_rows, pa.int64())) if flat_rows.size else pa.array([], pa.struct([])),
     })
 
 
-def _joined(col: Any) -> bytes:
-    """A column of JSON arrays as one JSON array of them (joined by Arrow: no Python string per row)."""
-    arr = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).fill_null("[]")
+def _flat_rows(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The flat candidate rows of the decisions ``keep`` selects, in order."""
+    lens = np.diff(offsets)[keep]
+    starts = offsets[:-1][keep]
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens - starts, lens)
+
+
+def _logged_scores(scores: Any, lens: np.ndarray) -> np.ndarray:
+    """Each candidate's logged score, flat: a decision's scores when it logged one per candidate
+    (a missing one NaN), else NaN for all its candidates."""
+    col = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
+    out = np.full(int(lens.sum()), np.nan)
+    if len(col) == 0:
+        return out
+    n_sc = np.asarray(pc.list_value_length(col).fill_null(-1), dtype=np.int64)
+    ok = n_sc == lens
+    if ok.any():
+        vals = pc.list_flatten(col.filter(pa.array(ok)))
+        out[np.repeat(ok, lens)] = np.asarray(vals.cast(pa.float64()).fill_null(np.nan), dtype=np.float64)
+    return out
+
+
+def _joined(col: Any, fill: str = "[]") -> bytes:
+    """A column of JSON texts (null: ``fill``) as one JSON array of them (joined by Arrow: no
+    Python string per row)."""
+    arr = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).fill_null(fill)
     if len(arr) == 0:
         return b"[]"
     one = pa.LargeListArray.from_arrays(pa.array([0, len(arr)], pa.int64()), arr.cast(pa.large_string()))
@@ -195,10 +246,14 @@ def _placed(fcode: np.ndarray, cids: np.ndarray, code: np.ndarray, slots: pa.Tab
     """Each flat candidate's slot, reward and propensity (0 / NaN when not shown) by one join of the
     slot rows on (decision, candidate id); which decisions are empty, repeat an id or show a
     candidate not in their set."""
-    keys = pa.table({"d": pa.array(fcode), "c": pa.array(cids.tolist(), pa.string()), "f": pa.array(np.arange(fcode.size))})
-    dup = keys.group_by(["d", "c"], use_threads=False).aggregate([("f", "count")])
+    cid_col = pa.array(cids.tolist(), pa.string())
+    keys = pa.table({"d": pa.array(fcode), "c": cid_col, "f": pa.array(np.arange(fcode.size))})
     repeated = np.zeros(n_dec, dtype=bool)
-    repeated[np.asarray(dup.filter(pc.greater(dup["f_count"], 1))["d"], dtype=np.int64)] = True
+    if fcode.size:  # an id twice in a decision: equal neighbours among its (decision, id code) keys once sorted
+        enc = pc.dictionary_encode(cid_col, null_encoding="encode")
+        key = np.sort(fcode * (len(enc.dictionary) + 1) + np.asarray(enc.indices, dtype=np.int64))
+        same = np.flatnonzero(key[1:] == key[:-1])
+        repeated[key[same] // (len(enc.dictionary) + 1)] = True
     left = pa.table({"d": pa.array(code), "c": slots["action"].cast(pa.string()), "s": pa.array(np.arange(code.size))})
     joined = left.join(keys, ["d", "c"], join_type="left outer", use_threads=False)
     f = np.asarray(joined["f"].fill_null(-1), dtype=np.int64)

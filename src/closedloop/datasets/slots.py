@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, candidate_sets_table
+from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, Decoded, _joined, candidate_sets_table, decode_candidates
 from closedloop.datasets.importer import _json_rows, context_columns, with_id, write_dataset
 from closedloop.datasets.join.columns import feature_column
 from closedloop.errors import DatasetError, SpecError
@@ -62,18 +62,22 @@ def read_records(files: Sequence[Path | str], schema: pa.Schema, name: str, cuto
     """The records of ``name`` ingested by the cut-off, deduplicated by ``key`` below."""
     parts = [pq.read_table(f, schema=schema) for f in sorted(str(f) for f in files)]
     t = pa.concat_tables(parts) if parts else schema.empty_table()
-    t = t.filter(pc.and_(pc.equal(t["system"], name), pc.less_equal(t["ingest_ns"], cutoff_ns)))
-    return t.sort_by([("ingest_ns", "ascending"), ("writer", "ascending"), ("seq", "ascending")])
+    mine = pc.and_(pc.equal(t["system"], name), pc.less_equal(t["ingest_ns"], cutoff_ns))
+    if mine.null_count or not pc.all(mine).as_py():
+        t = t.filter(mine)
+    order = np.asarray(pc.sort_indices(t, [("ingest_ns", "ascending"), ("writer", "ascending"), ("seq", "ascending")]))
+    in_order = bool((order == np.arange(order.size)).all())  # a compacted lake usually is: no copy of its text columns
+    return t if in_order else t.take(pa.array(order))
 
 
 def first_by(t: pa.Table, key: str) -> pa.Table:
-    seen: set[str] = set()
-    keep = []
-    for i, k in enumerate(t[key].to_pylist()):
-        if k not in seen:
-            seen.add(k)
-            keep.append(i)
-    return t.take(pa.array(keep, pa.int64()))
+    """The first row of each ``key`` (``t`` itself when no key repeats)."""
+    enc = pc.dictionary_encode(t[key].combine_chunks(), null_encoding="encode") if t.num_rows else None  # null: one key too
+    codes = np.asarray(enc.indices, dtype=np.int64) if enc is not None else np.zeros(0, np.int64)
+    _, first = np.unique(codes, return_index=True)
+    if first.size == t.num_rows:
+        return t
+    return t.take(pa.array(np.sort(first), pa.int64()))
 
 
 def is_choice(system: System) -> bool:
@@ -127,12 +131,13 @@ def build_reward_dataset(
     outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
     find = unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
     linked = link_outcomes(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
-    data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0)
+    decoded = decode_candidates(dec) if digest_only == 0 else None  # once, for the slot rows and the candidate sets
+    data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0, decoded=decoded)
     counts.update(slot_counts)
     if data.num_rows == 0:
         raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
     # each decision's whole candidate set, for learning a policy (datasets/candidate_sets.py)
-    extra = {CANDIDATE_SETS_FILE: candidate_sets_table(dec, set(data["decision_id"].to_pylist()))} if digest_only == 0 else {}
+    extra = {CANDIDATE_SETS_FILE: candidate_sets_table(dec, set(data["decision_id"].to_pylist()), decoded)} if decoded is not None else {}
     dropped = excluded_counts(counts, excluded)
     content = _manifest(system, data, counts, (since_ns, until_ns, cutoff_ns), (len(decision_files), len(outcome_files)),
                         (digest_only, dec.num_rows), {k: pc.count_distinct(t["decision_id"]).as_py() for k, t in extra.items()})
@@ -247,52 +252,144 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
 
 
 def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[tuple[str, float, int]]],
-          system: System, *, full: bool) -> tuple[pa.Table, Counter[str]]:
+          system: System, *, full: bool, decoded: Decoded | None = None) -> tuple[pa.Table, Counter[str]]:
     """One row per (decision, slot) with a reward, in the decisions' order (module doc, "rows");
     without ``full`` (some decision logged its candidates' digest only) no candidate fields and no
-    features: the request fields and each row's ``candidates_digest``."""
-    cnames = [f.name for f in system.candidate_schema.fields] if full else []  # type: ignore[union-attr]
-    rnames = [f.name for f in system.schema.fields]
-    cols: dict[str, list[Any]] = {k: [] for k in ("decision_id", "position", "unit", "timestamp_ns", "action", "reward",
-                                                  "propensity", "sample_prob", "candidates_digest")}
-    fields: dict[str, list[Any]] = {n: [] for n in [*rnames, *cnames]}
+    features: the request fields and each row's ``candidates_digest``. Columnar: the slates and
+    their propensities exploded by Arrow, the rewards of the linked slots placed by one join, the
+    request and candidate fields taken from each column decoded once (``decoded``: the decisions'
+    candidates, when the caller decoded them)."""
+    slots = _exploded(dec)
+    reward, has = _slot_rewards(dec, slots, policy, linked)
     counts: Counter[str] = Counter()
-    for d in dec.select(["decision_id", "unit", "timestamp_ns", "slate", "slot_propensities", "sample_prob",
-                         "context_json", "candidates_json", "candidates_digest"]).to_pylist():
-        req = msgspec.json.decode(d["context_json"]) if d["context_json"] else {}
-        cands = {c[system.candidate_id]: c for c in msgspec.json.decode(d["candidates_json"])} if full else {}
-        for j, (cid, p) in enumerate(zip(d["slate"], d["slot_propensities"], strict=True)):
-            r = policy.reward(linked.get((d["decision_id"], cid if policy.per == "slot" else None), ()), d["timestamp_ns"])
-            if r is None:
-                counts["no_reward"] += 1
-                continue
-            for k, v in (("decision_id", d["decision_id"]), ("position", j + 1), ("unit", d["unit"]),
-                         ("timestamp_ns", d["timestamp_ns"]), ("action", cid), ("reward", r), ("propensity", p),
-                         ("sample_prob", d["sample_prob"]), ("candidates_digest", d["candidates_digest"])):
-                cols[k].append(v)
-            for name in rnames:
-                fields[name].append(req.get(name))
-            for name in cnames:
-                fields[name].append(cands[cid].get(name))
-    n = len(cols["decision_id"])
+    if (~has).any():
+        counts["no_reward"] += int((~has).sum())
+    rows = np.flatnonzero(has)
+    of, n = slots["of"][rows], int(rows.size)
+    fields = _request_fields(dec, system, of)
+    if full and n:
+        fields.update(_candidate_fields(dec, system, of, slots["action"].take(pa.array(rows)),
+                                        decoded if decoded is not None else decode_candidates(dec)))
     schema = system.features.schema if full else system.schema
-    validated = schema.validate_batch({k: fields[k] for k in [*rnames, *cnames]}) if n else None
-    prop, sp = np.asarray(cols["propensity"], dtype=np.float64), np.asarray(cols["sample_prob"], dtype=np.float64)
+    validated = schema.validate_batch(fields) if n else None
+    prop = slots["propensity"][rows]
+    sp = np.asarray(dec["sample_prob"].to_numpy(zero_copy_only=False), dtype=np.float64)[of]
+    take = pa.array(of, pa.int64())
     data: dict[str, Any] = {
-        "decision_id": pa.array(cols["decision_id"], pa.string()), "position": pa.array(cols["position"], pa.int32()),
-        "unit": pa.array(cols["unit"], pa.string()), "timestamp_ns": pa.array(cols["timestamp_ns"], pa.int64()),
-        "action": pa.array(cols["action"], pa.string()), "reward": pa.array(cols["reward"], pa.float64()),
+        "decision_id": pc.take(dec["decision_id"], take).cast(pa.string()),
+        "position": pa.array(slots["position"][rows], pa.int32()),
+        "unit": pc.take(dec["unit"], take).cast(pa.string()),
+        "timestamp_ns": pc.take(dec["timestamp_ns"], take).cast(pa.int64()),
+        "action": slots["action"].take(pa.array(rows)).cast(pa.string()), "reward": pa.array(reward[rows], pa.float64()),
         "propensity": pa.array(prop, pa.float64()), "weight": pa.array(1.0 / (prop * sp), pa.float64()),
         "sample_prob": pa.array(sp, pa.float64()),
     }
+    data = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in data.items()}
     if validated is not None and full:
         data.update(context_columns(validated, system))
     elif validated is not None:  # digest only: the request fields, the digest of the candidates the features would read
-        data.update({"context_json": _json_rows(validated, rnames),
-                     "candidates_digest": pa.array(cols["candidates_digest"], pa.string()),
+        data.update({"context_json": _json_rows(validated, [f.name for f in system.schema.fields]),
+                     "candidates_digest": pc.take(dec["candidates_digest"], take).cast(pa.string()),
                      "schema_version": pa.array([system.schema_version] * n, pa.string()),
                      "feature_fingerprint": pa.array([system.feature_fingerprint] * n, pa.string())})
     return pa.table(data), counts
+
+
+def _exploded(dec: pa.Table) -> dict[str, Any]:
+    """Every slot of ``dec``'s slates, flat: its decision row (``of``), ``position`` (1-based),
+    ``action`` (the candidate id shown) and ``propensity`` (the logged slot propensity)."""
+    slate = _one(dec["slate"])
+    props = _one(dec["slot_propensities"])
+    n_slate = np.asarray(pc.list_value_length(slate).fill_null(0), dtype=np.int64)
+    n_prop = np.asarray(pc.list_value_length(props).fill_null(-1), dtype=np.int64)
+    if (n_slate != n_prop).any():
+        i = int(np.flatnonzero(n_slate != n_prop)[0])
+        raise DatasetError(f"The 'slot_propensities' of decision {dec['decision_id'][i].as_py()!r} must hold one propensity "
+                           f"per slot of its slate ({n_slate[i]}). Got {dec['slot_propensities'][i].as_py()!r} instead.")
+    of = np.repeat(np.arange(dec.num_rows, dtype=np.int64), n_slate)
+    starts = np.cumsum(n_slate) - n_slate
+    return {"of": of, "position": np.arange(of.size, dtype=np.int64) - np.repeat(starts, n_slate) + 1,
+            "action": pc.list_flatten(slate),
+            "propensity": np.asarray(pc.list_flatten(props).cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)}
+
+
+def _one(col: Any) -> Any:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _slot_rewards(dec: pa.Table, slots: dict[str, Any], policy: Any,
+                  linked: dict[tuple[str, str | None], list[tuple[str, float, int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each slot's reward under ``policy`` and whether it has one: the policy's default where no
+    outcome is linked (the policy computes nothing from none), the policy's reward of its linked
+    outcomes where some are — placed on the slots by one join on (decision, candidate) (per
+    decision: on the decision)."""
+    n = slots["of"].size
+    default = policy.default
+    reward = np.full(n, np.nan if default is None else float(default))
+    has = np.full(n, default is not None)
+    if not linked or n == 0:
+        return reward, has
+    keys = list(linked)
+    row = np.asarray(pc.index_in(pa.array([k[0] for k in keys], pa.string()),
+                                 value_set=_one(dec["decision_id"]).cast(pa.string())).fill_null(-1), dtype=np.int64)
+    ts = np.asarray(dec["timestamp_ns"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    got = [policy.reward(linked[k], int(ts[i])) if i >= 0 else None for k, i in zip(keys, row, strict=True)]
+    r = np.asarray([np.nan if g is None else float(g) for g in got], dtype=np.float64)
+    ok = np.asarray([g is not None for g in got], dtype=bool)
+    if policy.per == "slot":
+        left = pa.table({"d": pa.array(slots["of"]), "c": slots["action"].cast(pa.string()), "s": pa.array(np.arange(n))})
+        right = pa.table({"d": pa.array(row), "c": pa.array([k[1] for k in keys], pa.string()), "k": pa.array(np.arange(len(keys)))})
+        joined = left.join(right, ["d", "c"], join_type="inner", use_threads=False)
+        s, k = np.asarray(joined["s"], dtype=np.int64), np.asarray(joined["k"], dtype=np.int64)
+    else:
+        per_dec = np.full(dec.num_rows, -1, dtype=np.int64)
+        per_dec[row[row >= 0]] = np.flatnonzero(row >= 0)
+        k = per_dec[slots["of"]]
+        s = np.flatnonzero(k >= 0)
+        k = k[s]
+    reward[s], has[s] = r[k], ok[k]
+    return reward, has
+
+
+def _request_fields(dec: pa.Table, system: System, of: np.ndarray) -> dict[str, Any]:
+    """The request fields of each slot row (decision ``of``), from the decisions' ``context_json``
+    decoded by one msgspec call (a decision with none: no fields)."""
+    text = _one(dec["context_json"])
+    text = pc.if_else(pc.equal(text, ""), pa.scalar("{}", text.type), text) if len(text) else text
+    reqs: list[Any] = msgspec.json.decode(_joined(text, "{}"))
+    out: dict[str, Any] = {}
+    for f in system.schema.fields:
+        col = np.empty(len(reqs), dtype=object)
+        col[:] = [r.get(f.name) for r in reqs]
+        out[f.name] = col[of].tolist()
+    return out
+
+
+def _candidate_fields(dec: pa.Table, system: System, of: np.ndarray, action: Any, decoded: Decoded) -> dict[str, Any]:
+    """The fields of each slot row's candidate (decision ``of``, id ``action``) found in its
+    decision's decoded candidates by one join on (decision, candidate id); a list naming an id twice
+    gives its last candidate."""
+    cid = system.candidate_id
+    flat = decoded.flat
+    names = [f.name for f in flat.type]
+    if cid not in names:
+        raise DatasetError(f"The logged candidates of system '{system.name}' must each name their '{cid}'. Got none that does.")
+    fdec = np.repeat(np.arange(decoded.lengths.size, dtype=np.int64), decoded.lengths)
+    right = pa.table({"d": pa.array(fdec), "c": flat.field(cid).cast(pa.string()), "f": pa.array(np.arange(fdec.size))})
+    right = right.group_by(["d", "c"], use_threads=False).aggregate([("f", "max")])
+    left = pa.table({"d": pa.array(of), "c": _one(action).cast(pa.string()), "s": pa.array(np.arange(of.size))})
+    joined = left.join(right, ["d", "c"], join_type="left outer", use_threads=False)
+    s = np.asarray(joined["s"], dtype=np.int64)
+    f = np.asarray(joined["f_max"].fill_null(-1), dtype=np.int64)
+    at = np.empty(of.size, dtype=np.int64)
+    at[s] = f
+    if (at < 0).any():
+        i = int(np.flatnonzero(at < 0)[0])
+        raise DatasetError(f"The slate of decision {dec['decision_id'][int(of[i])].as_py()!r} must show candidates of its "
+                           f"logged list. Got {action[i].as_py()!r}, not in it, instead.")
+    idx = pa.array(at)
+    return {f.name: flat.field(f.name).take(idx) if f.name in names else pa.nulls(of.size)
+            for f in system.candidate_schema.fields}  # type: ignore[union-attr]
 
 
 def telemetry_manifest(system: System, data: pa.Table, counts: Counter[str], span: tuple[int, int, int],

@@ -82,12 +82,13 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     if not counts.size or int(counts.max()) == 0:
         return None
     src = idx[have]
-    flat = np.concatenate([np.arange(sets.offsets[i], sets.offsets[i + 1]) for i in src]) if src.size else np.empty(0, np.int64)
+    lens = set_counts[src]
+    flat = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens - sets.offsets[:-1][src], lens)
     requests = {name: _take(col, src) for name, col in sets.requests.items()}
     candidates = {name: _take(col, flat) for name, col in sets.candidates.items() if name != "request"}
-    candidates["request"] = np.repeat(np.arange(src.size, dtype=np.int64), set_counts[src])
-    batch = (requests, candidates, [sets.decision_ids[i] for i in src], sets.timestamps_ns[src].tolist())
-    ids = [sets.candidate_ids[i] for i in flat]
+    candidates["request"] = np.repeat(np.arange(src.size, dtype=np.int64), lens)
+    batch = (requests, candidates, np.asarray(sets.decision_ids, dtype=object)[src].tolist(), sets.timestamps_ns[src].tolist())
+    ids = np.asarray(sets.candidate_ids, dtype=object)[flat].tolist()
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     column = _columns(rows, system, offsets, ids)
     return Catalogue(offsets, ids, column, [_scored(system, b, batch, flat.size) for b in bundles],
@@ -103,29 +104,81 @@ def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, log
     marginals would need an enumeration or draws that cannot resolve a probability of 1e-3. The
     candidates the decision showed at an earlier slot count as supported (1): the log has them. A
     decision that logged no scores (the kill switch: the first k candidates, propensity 1) puts its
-    mass on what it showed."""
+    mass on what it showed. Slot by slot over all the decisions at once (the exploration's
+    conditional, as the exact marginals compute it); a decision with a non-finite logged score, or
+    one whose slots show a candidate twice, goes through
+    :func:`~closedloop.experience.ranking_policy.slot_distributions` one by one."""
+    counts, k = np.diff(offsets), int(system.experience.k)
+    D, N = counts.size, max(1, int(counts.max()))
+    L = np.zeros((D, N, k))
+    picks, slots = _shown(rows, column, k, D)
+    n_shown = (picks >= 0).sum(axis=1)
+    S = np.full((D, N), np.nan)
+    at = np.repeat(np.arange(D), counts), np.arange(int(counts.sum())) - np.repeat(offsets[:-1], counts)
+    S[at] = logged
+    av = np.arange(N)[None, :] < counts[:, None]
+    kill = ~np.any(av & ~np.isnan(S), axis=1)
+    d_kill = np.flatnonzero(kill & (n_shown > 0))
+    for i in range(k):
+        has = d_kill[picks[d_kill, i] >= 0]
+        L[has, picks[has, i], slots[has, i]] = 1.0
+    ps = np.sort(picks, axis=1)  # a candidate shown twice: equal neighbours once sorted
+    repeated = ((ps[:, 1:] == ps[:, :-1]) & (ps[:, 1:] >= 0)).any(axis=1)
+    odd = ~kill & (n_shown > 0) & (np.any(av & ~np.isfinite(S), axis=1) | repeated)
+    fast = np.flatnonzero(~kill & (n_shown > 0) & ~odd)
+    if fast.size and system.experience.explore is not None:
+        _conditionals(L, S[fast], av[fast], picks[fast], slots[fast], fast, system.experience.explore)
+    for d in np.flatnonzero(odd) if system.experience.explore is not None else np.flatnonzero(~kill & (n_shown > 0)):
+        _one_logger(L, int(d), S[d, :counts[d]], picks[d], slots[d], system.experience.explore)
+    return L
+
+
+def _shown(rows: Any, column: np.ndarray, k: int, D: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each decision's shown (slot, column) pairs in slot order (ties: by column), as (D, k) arrays
+    of columns and 0-based slots (−1 past a decision's last)."""
+    pos = np.asarray(rows.position, dtype=np.int64) - 1
+    dec = np.repeat(np.arange(D, dtype=np.int64), np.diff(rows.offsets))
+    ok = np.flatnonzero((column >= 0) & (pos >= 0) & (pos < k))
+    ok = ok[np.lexsort((column[ok], pos[ok], dec[ok]))]
+    d = dec[ok]
+    first = np.searchsorted(d, np.arange(D))
+    rank = np.arange(ok.size) - first[d]
+    picks = np.full((D, k), -1, dtype=np.int64)
+    slots = np.full((D, k), -1, dtype=np.int64)
+    keep = rank < k
+    picks[d[keep], rank[keep]] = column[ok[keep]]
+    slots[d[keep], rank[keep]] = pos[ok[keep]]
+    return picks, slots
+
+
+def _conditionals(L: np.ndarray, S: np.ndarray, av: np.ndarray, picks: np.ndarray, slots: np.ndarray, where: np.ndarray,
+                  explore: Any) -> None:
+    """Fill ``L``'s rows ``where``: at each shown slot, the exploration's conditional distribution
+    given the candidates shown before it (which then count 1)."""
+    from closedloop.evaluation.ranking_marginals import _conditional
+
+    cond = _conditional(explore)
+    av = av.copy()
+    for i in range(picks.shape[1]):
+        has = np.flatnonzero(picks[:, i] >= 0)
+        if not has.size:
+            break
+        dist = cond(S[has], av[has])
+        L[where[has], :, slots[has, i]] = dist
+        for e in range(i):
+            L[where[has], picks[has, e], slots[has, i]] = 1.0
+        av[has, picks[has, i]] = False
+
+
+def _one_logger(L: np.ndarray, d: int, scores: np.ndarray, picks: np.ndarray, slots: np.ndarray, explore: Any) -> None:
+    """Decision ``d``'s entries of ``L`` by :func:`~closedloop.experience.ranking_policy.slot_distributions`."""
     from closedloop.experience.ranking_policy import slot_distributions
 
-    counts, k = np.diff(offsets), int(system.experience.k)
-    L = np.zeros((counts.size, max(1, int(counts.max())), k))
-    pos = np.asarray(rows.position, dtype=np.int64) - 1
-    for d in range(counts.size):
-        lo, hi, n = int(offsets[d]), int(offsets[d + 1]), int(counts[d])
-        r = range(int(rows.offsets[d]), int(rows.offsets[d + 1]))
-        shown = sorted((int(pos[i]), int(column[i])) for i in r if column[i] >= 0 and 0 <= pos[i] < k)
-        scores = logged[lo:hi]
-        if n == 0 or not shown:
-            continue
-        if np.isnan(scores).all():
-            for j, c in shown:
-                L[d, c, j] = 1.0
-            continue
-        picks = [c for _, c in shown]
-        for i, ((j, _), dist) in enumerate(zip(shown, slot_distributions(scores.tolist(), picks, system.experience.explore),
-                                               strict=True)):
-            L[d, :n, j] = dist
-            L[d, picks[:i], j] = 1.0  # shown at an earlier slot: the log has it (the target's mass there is no gap)
-    return L
+    n = scores.size
+    shown = [int(c) for c in picks if c >= 0]
+    for i, (j, dist) in enumerate(zip(slots[: len(shown)], slot_distributions(scores.tolist(), shown, explore), strict=True)):
+        L[d, :n, int(j)] = dist
+        L[d, shown[:i], int(j)] = 1.0
 
 
 def _columns(rows: Any, system: Any, offsets: np.ndarray, ids: list[str]) -> np.ndarray:

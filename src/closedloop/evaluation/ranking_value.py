@@ -26,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from closedloop.evaluation import ranking_marginals
 from closedloop.evaluation.ope import SUPPORT_THRESHOLD, SUPPORT_TOLERANCE, SupportCheck, estimate, estimate_difference
 from closedloop.evaluation.ope.intervals import bootstrap_sums, percentile_interval, unit_sums
 from closedloop.evaluation.ope_policy import _padded
-from closedloop.evaluation.ranking_marginals import DRAWS, policy_marginals
+from closedloop.evaluation.ranking_marginals import policy_marginals
 from closedloop.evaluation.ranking_rows import SlotRows
 from closedloop.evaluation.ranking_sets import Catalogue
 
@@ -259,11 +260,13 @@ def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[
     k = int(system.experience.k)
     counts = np.diff(offsets)
     dists = []
-    for i, s in enumerate(scores):
+    for s in scores:
         S, _, _ = _padded(s, offsets)
-        M, how = policy_marginals(S, counts, k, system.experience.explore, seed=int(seed) * 1000 + i + 1)
+        # the same uniforms for every bundle (common random numbers): their sampling errors move together, and
+        # cancel in the differences the gate reads
+        M, how = policy_marginals(S, counts, k, system.experience.explore, seed=int(seed) * 1000 + 1)
         dists.append(M[f.decision])
-    base["marginals"] = {"method": how, **({"draws": DRAWS} if how == "sampled" else {})}
+    base["marginals"] = {"method": how, **({"draws": ranking_marginals.DRAWS} if how == "sampled" else {})}
     q = None
     if reward_scores is not None:
         Q, _, _ = _padded(reward_scores, offsets)
