@@ -55,6 +55,7 @@ def _lake(home, quiet: bool = False):
                          "fan": cid == "fav" and rng.random() < 0.2, "farm": cid in PROMO}[kind]
                 if click and (kind == "farm" or not quiet):
                     tel.log_outcome(d.decision_id, kind="click", event_ns=t + 5 * S, source="app", candidate=cid)
+    tel.flush()  # everything ingested at T0 (the committer stamps ingest time when it writes: before the clock moves)
     clock.set_ns(t + 3600 * S)
     tel.close()
     store = TelemetryStore(home)
