@@ -45,6 +45,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--shared-days", type=int, default=5, help="days all policies share (default: 5)")
     ap.add_argument("--measure-from", type=int, default=15, help="first day of the table's period (default: 15)")
     ap.add_argument("--fault-day", type=int, default=20, help="the day the loop's rewards are shifted by one slot (default: 20; -1: none)")
+    ap.add_argument("--estimator", choices=("dr", "snips"), default="dr",
+                    help="the gate's policy-value estimator: dr (a click model fitted each cycle) or snips (default: dr)")
     ap.add_argument("--home", type=Path, default=Path(".closedloop/feed-demo"),
                     help="each seed's loop home goes to <home>/seed-<S> (replaced) (default: .closedloop/feed-demo)")
     ap.add_argument("--report", type=Path, default=Path("feed-demo-report.html"), help="the HTML report (default: feed-demo-report.html)")
@@ -125,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   TextColumn("{task.fields[status]}"), console=console, transient=False) as progress:
         for seed in seeds:
             settings = FeedDemoSettings(seed=seed, days=args.days, sessions=args.sessions, shared_days=args.shared_days,
-                                        measure_from=args.measure_from, fault_day=None if args.fault_day < 0 else args.fault_day)
+                                        measure_from=args.measure_from, fault_day=None if args.fault_day < 0 else args.fault_day,
+                                        reward_model="fitted" if args.estimator == "dr" else None)
             task = progress.add_task(f"seed {seed}", total=args.days, status="")
             last = {"day": "", "cycle": ""}
 

@@ -51,7 +51,8 @@ DAY_NS = 86_400 * 10**9
 @dataclass(frozen=True)
 class FeedDemoSettings:
     """One seed's run. ``users``: users on day 0 (default: half the sessions a day); ``k``: slots shown;
-    ``gamma``: SquareCB's exploration of the loop; ``fault_day``: the shifted-rewards day (None: none)."""
+    ``gamma``: SquareCB's exploration of the loop; ``fault_day``: the shifted-rewards day (None: none);
+    ``reward_model``: ``"fitted"`` — the gate judges by DR with a click model fitted each cycle; None — by SNIPS."""
 
     seed: int = 1
     days: int = 30
@@ -65,6 +66,7 @@ class FeedDemoSettings:
     train_days: int = 7
     min_labeled: int = 1000
     bootstrap: int = 50
+    reward_model: str | None = "fitted"
 
     def __post_init__(self) -> None:
         for name in ("seed", "days", "sessions", "shared_days", "k", "train_days", "min_labeled", "bootstrap"):
@@ -117,7 +119,7 @@ class _Loop:
         self.reg = Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=self.clock).open()
         plan = LoopPlan(self.system, heuristic=world.heuristic_bundle(self.system), model="logistic",
                         train_window=timedelta(days=s.train_days), retrain_every=timedelta(days=1), min_labeled=s.min_labeled,
-                        evaluate_bootstrap=s.bootstrap,
+                        evaluate_bootstrap=s.bootstrap, reward_model=s.reward_model,
                         rollout=Rollout(shadow_for=None, flight_for=timedelta(days=1), guard=GuardPolicy(min_decisions=500)))
         self.cycle = Cycle(plan, home, self.reg, actor="feed-demo", clock=self.clock, on_event=on_event)
         self.cycle.run_once()  # the bootstrap: the heuristic is the first production
