@@ -45,6 +45,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--shared-days", type=int, default=5, help="days all policies share (default: 5)")
     ap.add_argument("--measure-from", type=int, default=15, help="first day of the table's period (default: 15)")
     ap.add_argument("--fault-day", type=int, default=20, help="the day the loop's rewards are shifted by one slot (default: 20; -1: none)")
+    ap.add_argument("--gamma", type=float, default=FeedDemoSettings.gamma,
+                    help="the loop's SquareCB exploration: larger explores less (default: %(default)s)")
     ap.add_argument("--estimator", choices=("dr", "snips"), default="dr",
                     help="the gate's policy-value estimator: dr (a click model fitted each cycle) or snips (default: dr)")
     ap.add_argument("--home", type=Path, default=Path(".closedloop/feed-demo"),
@@ -128,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in seeds:
             settings = FeedDemoSettings(seed=seed, days=args.days, sessions=args.sessions, shared_days=args.shared_days,
                                         measure_from=args.measure_from, fault_day=None if args.fault_day < 0 else args.fault_day,
-                                        reward_model="fitted" if args.estimator == "dr" else None)
+                                        reward_model="fitted" if args.estimator == "dr" else None, gamma=args.gamma)
             task = progress.add_task(f"seed {seed}", total=args.days, status="")
             last = {"day": "", "cycle": ""}
 
