@@ -73,9 +73,15 @@ def pooled(runs: Sequence[FeedDemoRun]) -> dict[str, Any]:
     period = {a: [dict(x, day=(i, x["day"])) for i, r in enumerate(runs) for x in r.arms[a] if x["day"] >= s[i].measure_from]
               for a in ARMS}
     cov = [e["covered"] for r in runs for e in r.evaluations]
-    return {"arms": {a: _pooled(rows) for a, rows in period.items()},
-            "loop_vs_frozen": _lift(period["loop"], period["frozen"]), "loop_vs_vw": _lift(period["loop"], period["vw"]),
-            "dr_coverage": {"n": len(cov), "covered": sum(cov), "share": sum(cov) / len(cov) if cov else None}}
+    vs_frozen, vs_vw = _lift(period["loop"], period["frozen"]), _lift(period["loop"], period["vw"])
+    share = sum(cov) / len(cov) if cov else None
+    return {"arms": {a: _pooled(rows) for a, rows in period.items()}, "loop_vs_frozen": vs_frozen, "loop_vs_vw": vs_vw,
+            "dr_coverage": {"n": len(cov), "covered": sum(cov), "share": share},
+            "targets": {"loop_15pct_over_frozen": (vs_frozen["relative"] or 0.0) >= 0.15,
+                        "loop_not_below_vw": not math.isnan(vs_vw["ci"][1]) and vs_vw["ci"][1] >= 0,
+                        "dr_coverage_90pct": share is not None and share >= 0.9,
+                        "every_seed": {k: all(r.summary()["targets"][k] for r in runs)
+                                       for k in ("farm_quarantined", "bad_candidate_stopped", "under_5_minutes")}}}
 
 
 def _ci(x: dict[str, Any], digits: int = 3) -> str:

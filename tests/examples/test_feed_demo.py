@@ -13,12 +13,12 @@ pytest.importorskip("vowpalwabbit")
 from examples.feed.demo import main  # noqa: E402
 from examples.feed.demo_run import ARMS  # noqa: E402
 
-TINY = ["--seeds", "1", "--seed", "2", "--days", "5", "--sessions", "400", "--shared-days", "2", "--measure-from", "3",
+TINY = ["--seed", "2", "--days", "5", "--sessions", "400", "--shared-days", "2", "--measure-from", "3",
         "--fault-day", "3"]
 
 
-def _run(tmp_path, capsys, name: str) -> dict:
-    assert main([*TINY, "--home", str(tmp_path / name), "--report", str(tmp_path / f"{name}.html")]) == 0
+def _run(tmp_path, capsys, name: str, seeds: int) -> dict:
+    assert main([*TINY, "--seeds", str(seeds), "--home", str(tmp_path / name), "--report", str(tmp_path / f"{name}.html")]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -40,8 +40,12 @@ def _without_time(summary: dict) -> dict:
 
 
 def test_the_feed_demo_runs_end_to_end_and_repeats_with_its_seed(tmp_path, capsys):
-    first = _run(tmp_path, capsys, "a")
-    (s,) = first["seeds"]
+    first = _run(tmp_path, capsys, "a", seeds=2)
+    s, s3 = first["seeds"]
+    assert s3["seed"] == 3 and s3["arms"] != s["arms"]
+    pooled = first["pooled"]
+    assert pooled["arms"]["loop"]["sessions"] == s["arms"]["loop"]["sessions"] + s3["arms"]["loop"]["sessions"]
+    assert set(pooled["targets"]) >= {"loop_15pct_over_frozen", "loop_not_below_vw", "dr_coverage_90pct", "every_seed"}
     assert set(s["arms"]) == set(ARMS)
     for arm in ARMS:
         a = s["arms"][arm]
@@ -57,5 +61,5 @@ def test_the_feed_demo_runs_end_to_end_and_repeats_with_its_seed(tmp_path, capsy
     # the arms differ (each world follows what its policy showed) but share the days before the fork
     loop, vw = s["arms"]["loop"]["clicks_per_session"], s["arms"]["vw"]["clicks_per_session"]
     assert loop != vw
-    again = _run(tmp_path, capsys, "b")
+    again = _run(tmp_path, capsys, "b", seeds=1)
     assert _without_time(again["seeds"][0]) == _without_time(s)
