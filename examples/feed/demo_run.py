@@ -1,0 +1,241 @@
+"""Four policies on the same feed world, day after simulated day — the engine of ``python -m examples.feed.demo``.
+
+::
+
+    run = run_feed_demo(FeedDemoSettings(seed=1, days=8, sessions=2000, shared_days=3, measure_from=5), home)
+    run.summary()          # clicks per session of each arm over the measured days, with 95 % intervals
+    run.arms["loop"]       # one row per simulated day: the world's ground truth of what the arm showed
+
+The feed world (:class:`closedloop.world.feed.FeedWorld`, its committed configuration with the sizes
+scaled) runs the first ``shared_days`` under the closed loop's bootstrap (the heuristic, exploring
+with SquareCB, logged); then it is forked (a deep copy per arm) and each copy is decided by one policy
+(:mod:`.demo_arms`): ``heuristic`` (``world.heuristic_bundle``, greedy), ``frozen`` (the model the
+loop trains from the shared days' reward dataset, deployed greedy and never changed), ``loop`` (one
+:class:`~closedloop.orchestration.Cycle` at the end of every simulated day: reward dataset → train →
+off-policy evaluation → gate → flight under the guard → promotion or rollback, click-farm quarantine),
+``vw`` (Vowpal Wabbit's ``cb_explore_adf``, learning once a day from the first slot's clicks).
+
+On ``fault_day`` the loop's reward join breaks for a day (:func:`.demo_arms.loop_day`, ``shift``):
+the candidates trained on that day are the bad-candidate episode the gate or the guard must stop.
+Ground truth (the world's attraction, its farm units) only measures the arms, never feeds the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from closedloop import Bundle, ManualClock, Runtime, SpecError
+from closedloop.experience.exploration import SquareCB
+from closedloop.orchestration import Cycle, LoopPlan, Rollout
+from closedloop.registry import GuardPolicy, Registry
+from closedloop.telemetry import SegmentLog, Telemetry
+from closedloop.world.feed import FeedWorld
+from closedloop.world.feed_config import FeedConfig
+
+from .demo_arms import VWArm, loop_day, static_day
+from .demo_measure import brief_cycle, evaluation_truth, fault_story, summarize
+
+__all__ = ["ARMS", "FeedDemoRun", "FeedDemoSettings", "run_feed_demo"]
+
+ARMS = ("heuristic", "frozen", "loop", "vw")
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class FeedDemoSettings:
+    """One seed's run. ``users``: users on day 0 (default: half the sessions a day); ``k``: slots shown;
+    ``gamma``: SquareCB's exploration of the loop; ``fault_day``: the shifted-rewards day (None: none);
+    ``reward_model``: ``"fitted"`` — the gate judges by DR with a click model fitted each cycle; None — by SNIPS."""
+
+    seed: int = 1
+    days: int = 30
+    sessions: int = 20_000
+    shared_days: int = 5
+    measure_from: int = 15
+    users: int | None = None
+    k: int = 5
+    gamma: float = 50.0
+    fault_day: int | None = 20
+    train_days: int = 7
+    min_labeled: int = 1000
+    bootstrap: int = 50
+    reward_model: str | None = "fitted"
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "days", "sessions", "shared_days", "k", "train_days", "min_labeled", "bootstrap"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
+                raise SpecError(f"The '{name}' of FeedDemoSettings must be an int ≥ {0 if name == 'seed' else 1}. Got {v!r} instead.")
+        if self.shared_days >= self.days:
+            raise SpecError(f"The 'shared_days' of FeedDemoSettings must be below 'days' ({self.days}). Got {self.shared_days} instead.")
+        if not self.shared_days <= self.measure_from < self.days:
+            raise SpecError(f"The 'measure_from' of FeedDemoSettings must be a day in [{self.shared_days}, {self.days}). "
+                            f"Got {self.measure_from!r} instead.")
+        if self.fault_day is not None and not self.shared_days <= self.fault_day < self.days:
+            raise SpecError(f"The 'fault_day' of FeedDemoSettings must be a day in [{self.shared_days}, {self.days}) or None. "
+                            f"Got {self.fault_day!r} instead.")
+
+    def world_config(self) -> FeedConfig:
+        users = self.users if self.users is not None else max(500, self.sessions // 2)
+        return FeedConfig.load(overrides={"world": {"sessions_per_day": self.sessions}, "users": {"count": users}})
+
+
+@dataclass
+class FeedDemoRun:
+    """One seed's result: per-arm day rows, the loop's cycles, the safety net's stories, timings."""
+
+    settings: FeedDemoSettings
+    arms: dict[str, list[dict[str, Any]]]
+    cycles: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]
+    farm: dict[str, Any]
+    fault: dict[str, Any] | None
+    vw_settings: dict[str, Any]
+    timings: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"settings": asdict(self.settings), "arms": self.arms, "cycles": self.cycles, "evaluations": self.evaluations,
+                "farm": self.farm, "fault": self.fault, "vw_settings": self.vw_settings, "timings": self.timings,
+                "summary": self.summary()}
+
+
+class _Loop:
+    """The closed loop's home: registry, cycle, telemetry and runtime (one per seed)."""
+
+    def __init__(self, s: FeedDemoSettings, world: FeedWorld, home: Path, on_event: Callable[[str, str], None]) -> None:
+        self.system = world.system(k=s.k, explore=SquareCB(s.gamma))
+        self.start = world.day_start_ns(0)
+        self.clock = ManualClock(self.start)
+        self.reg = Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=self.clock).open()
+        plan = LoopPlan(self.system, heuristic=world.heuristic_bundle(self.system), model="logistic",
+                        train_window=timedelta(days=s.train_days), retrain_every=timedelta(days=1), min_labeled=s.min_labeled,
+                        evaluate_bootstrap=s.bootstrap, reward_model=s.reward_model,
+                        rollout=Rollout(shadow_for=None, flight_for=timedelta(days=1), guard=GuardPolicy(min_decisions=500)))
+        self.cycle = Cycle(plan, home, self.reg, actor="feed-demo", clock=self.clock, on_event=on_event)
+        self.cycle.run_once()  # the bootstrap: the heuristic is the first production
+        self.tel = Telemetry(SegmentLog(home), system=self.system, clock=self.clock.now_ns, flush_interval_ms=1)
+        production = self.reg.state(self.system.name).production
+        if production is None:
+            raise SpecError(f"The loop's bootstrap cycle deployed nothing for {self.system.name!r}. Got no production bundle instead.")
+        self.rt = Runtime(self.system, self.reg.load_bundle(production, self.system), telemetry=self.tel)
+
+    def day(self, world: FeedWorld, d: int, seed: int, shift: bool) -> tuple[dict[str, Any], Any]:
+        self.rt.apply(self.reg.deployment(self.system))
+        self.tel.clock = ManualClock(self.start + (d + 1) * DAY_NS).now_ns
+        return loop_day(world, self.rt, self.tel, d, seed, shift=shift)
+
+    def run_cycle(self, d: int) -> dict[str, Any]:
+        self.clock.set_ns(self.start + (d + 1) * DAY_NS)
+        rec: dict[str, Any] = self.cycle.run_once()
+        return rec
+
+    def close(self) -> None:
+        self.tel.close()
+        self.reg.close()
+
+
+def _frozen(records: list[dict[str, Any]], system: Any, d: int) -> Bundle:
+    """The last model the loop trained during the shared days (a cycle waiting on a flight trains
+    nothing, so it may be a day older than the last shared day), whatever the gate said of it."""
+    for rec in reversed(records):
+        tr = rec.get("steps", {}).get("train", {})
+        if tr.get("status") == "done":
+            return Bundle.load(tr["result"]["path"], system)
+    raise SpecError(f"The loop trained no model by the end of shared day {d}. The frozen arm needs one "
+                    "(more shared days or more sessions a day).")
+
+
+def run_feed_demo(settings: FeedDemoSettings, home: Path, *,
+                  on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> FeedDemoRun:
+    """Run the four arms (module doc). ``home`` (new or empty) becomes the loop's project home.
+    ``on_progress(what, info)``: ``("day", {"arm", "day", "row"})`` and ``("cycle", {"day", "record"})``."""
+    home = Path(home)
+    if home.exists() and any(home.iterdir()):
+        raise SpecError(f"The feed demo home must be empty or new. Got {str(home)!r}, which holds files.")
+    home.mkdir(parents=True, exist_ok=True)
+    s, note = settings, on_progress or (lambda what, info: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {a: 0.0 for a in ARMS} | {"cycles": 0.0, "measure": 0.0}
+
+    def on_event(step: str, phase: str) -> None:
+        if phase != "start":
+            note("step", {"step": step})
+
+    world = FeedWorld(s.world_config(), seed=s.seed)
+    loop = _Loop(s, world, home, on_event)
+    arms: dict[str, list[dict[str, Any]]] = {a: [] for a in ARMS}
+    cycles: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
+    kept: dict[int, Any] = {}  # day → the loop's sessions (for the truth of its evaluations)
+    others: dict[str, Any] = {}
+    try:
+        for d in range(s.days):
+            day_seed = 1000 * s.seed + d
+            row, kept[d] = loop.day(world, d, day_seed, shift=d == s.fault_day)
+            timings["loop"] += row["seconds"]
+            kept.pop(d - s.train_days - 1, None)
+            for a in ARMS if d < s.shared_days else ("loop",):
+                arms[a].append(dict(row))
+            note("day", {"arm": "loop" if d >= s.shared_days else "shared", "day": d, "row": row})
+            for name, (w, arm) in others.items():
+                r = arm.day(w, d, day_seed) if name == "vw" else static_day(w, arm, d, day_seed)
+                timings[name] += r["seconds"]
+                arms[name].append(r)
+                note("day", {"arm": name, "day": d, "row": r})
+            t0 = time.perf_counter()
+            rec = loop.run_cycle(d)
+            timings["cycles"] += time.perf_counter() - t0
+            cycles.append(brief_cycle(rec, d))
+            note("cycle", {"day": d, "record": rec})
+            t0 = time.perf_counter()
+            ev = evaluation_truth(rec, d, kept, world, loop)
+            if ev is not None:
+                evaluations.append(ev)
+            timings["measure"] += time.perf_counter() - t0
+            if d == s.shared_days - 1:
+                others = _fork(s, world, loop, d)
+        farm = _farm(loop, world)
+        fault = fault_story(s.fault_day, cycles) if s.fault_day is not None else None
+        vw_settings = others["vw"][1].policy.settings() if "vw" in others else {}
+        if "vw" in others:
+            timings |= {f"vw_{k}": v for k, v in others["vw"][1].seconds.items()}
+    finally:
+        loop.close()
+        if "vw" in others:
+            others["vw"][1].close()
+    timings["total"] = time.perf_counter() - t_start
+    run = FeedDemoRun(s, arms, cycles, evaluations, farm, fault, vw_settings, timings)
+    (home / "feed-demo-run.json").write_text(json.dumps(run.to_json(), indent=1, default=str))
+    return run
+
+
+def _fork(s: FeedDemoSettings, world: FeedWorld, loop: _Loop, d: int) -> dict[str, Any]:
+    """After the shared days: a copy of the world per other arm, and its policy."""
+    greedy = world.system(k=s.k, explore=None)
+    frozen = _frozen(loop.cycle.records(), greedy, d)
+    return {"heuristic": (copy.deepcopy(world), Runtime(greedy, world.heuristic_bundle(greedy))),
+            "frozen": (copy.deepcopy(world), Runtime(greedy, frozen)),
+            "vw": (copy.deepcopy(world), VWArm(loop.system, s.k, s.seed))}
+
+
+def _farm(loop: _Loop, world: FeedWorld) -> dict[str, Any]:
+    """The units the loop quarantined as a click farm, against the world's truth."""
+    quarantined: set[str] = set()
+    for rec in loop.cycle.records():
+        mon = rec.get("steps", {}).get("monitor", {})
+        if mon.get("status") == "done":
+            quarantined |= {str(u) for u in (mon.get("result") or {}).get("quarantined", [])}
+    truth = set(world.farm_units)
+    ids = {q.split(":", 1)[-1] for q in quarantined}
+    return {"farm_units": len(truth), "quarantined": sorted(quarantined), "caught": len(ids & truth),
+            "wrongly_quarantined": sorted(ids - truth), "missed": sorted(truth - ids)}
