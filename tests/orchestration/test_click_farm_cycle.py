@@ -194,3 +194,13 @@ def test_a_quarantined_unit_stays_out_for_a_train_window_after_it_was_last_flagg
     last = cycle.run_once()
     assert last["steps"]["monitor"]["result"]["quarantined_units"] == [] and last["unit_quarantine"] == {}
     assert cycle.status()["quarantined_units"] == []
+
+
+def test_the_guard_reads_no_decision_of_a_quarantined_unit(cycle_run):
+    from closedloop.orchestration.steps.advance import _guard_tables
+
+    _, _, cycle, rec, _, _ = cycle_run
+    decisions, _ = _guard_tables(cycle.context(rec), START)
+    units = set(decisions["unit"].to_pylist())
+    assert not units & set(FARM) and "heavy" in units  # the farm's clicks cannot pull a flight down
+    assert decisions.num_rows == PER_DAY + SESSIONS

@@ -2,7 +2,8 @@
 
 shadow (for ``Rollout.shadow_for``; an apprentice's until it agrees with production:
 :mod:`.apprentice`) → flight (``Rollout.flight_share`` of units, for
-``Rollout.flight_for``, the registry's guard checking it every cycle) → promote; a guard breach
+``Rollout.flight_for``, the registry's guard checking it every cycle, without the decisions of units
+quarantined as a click farm) → promote; a guard breach
 stops the flight (the automatic rollback) and the next cycle retires the shadow. The cycle ends
 with the stage's outcome (``waiting``, ``flight``, ``promoted``, ``rolled_back``,
 ``shadow_retired``, ``rollout_ended``). The rollout's state is carried in the cycle record
@@ -177,8 +178,12 @@ def _retire(ctx: StepContext, ro: dict[str, Any]) -> AdvanceResult:
 
 
 def _guard_tables(ctx: StepContext, since: int) -> tuple[Any, Any]:
-    """The columns the guard reads, of records ingested by the cycle's time (decisions since ``since``)."""
+    """The columns the guard reads, of records ingested by the cycle's time (decisions since ``since``),
+    without the decisions of the units the monitor holds quarantined as a click farm (the record's
+    ``unit_quarantine``): their clicks would count for whichever arm their unit hashes into."""
     dec, out = ctx.files()
+    quarantined = sorted(ctx.record.get("unit_quarantine") or {})
+    not_farm = f" AND (unit IS NULL OR unit NOT IN {_data.sql_list(quarantined)})" if quarantined else ""
     # the files that can hold decisions / outcomes since the flight began (the same records)
     con = _data.connect(ctx.system.name, _data.files_since(dec, "timestamp_ns", since),
                         _data.files_since(out, "event_ns", since), ctx.now_ns)
@@ -187,7 +192,7 @@ def _guard_tables(ctx: StepContext, since: int) -> tuple[Any, Any]:
     try:
         d = _data.arrow(con, "SELECT writer, seq, decision_id, system, unit, timestamp_ns, bundle_version, flight, "
                              f"action, shadows_json, killswitch{', slate' if per_slot else ''} FROM decisions "
-                             "WHERE timestamp_ns >= $s", {"s": since})
+                             f"WHERE timestamp_ns >= $s{not_farm}", {"s": since})
         o = _data.arrow(con, "SELECT outcome_id, decision_id, system, kind, value, event_ns, source"
                              f"{', candidate_id' if per_slot else ''} FROM outcomes WHERE event_ns >= $s", {"s": since})
     finally:
