@@ -152,3 +152,43 @@ def test_a_population_that_never_clicks_leaves_the_farm_infinitely_above_it(tmp_
     farm = report.units[0]
     assert farm["ratio"] is None and farm["p_value"] == 0.0 and "infinitely above the population's 0.0%" in farm["reason"]
     json.dumps(report.to_dict(), allow_nan=False)  # the cycle record is JSON
+
+
+def test_a_farm_that_spreads_its_clicks_over_many_items_is_caught_by_its_ring(tmp_path):
+    """Three farm units promote 30 items of their own, two shown a session; their top 3 items hold
+    few of their clicks, but the items are clicked mostly by units over the bar: a ring. A popular
+    item that the heavy user and everyone click is not a ring item."""
+    world = BanditWorld(seed=5, n_candidates=6)
+    system = world.system(k=2)
+    clock = ManualClock(T0)
+    tel = Telemetry(SegmentLog(tmp_path), system=system, clock=clock.now_ns, flush_interval_ms=1)
+    rt = Runtime(system, Bundle.build(system, world.heuristic(), version="h"), telemetry=tel, clock=clock)
+    rng = np.random.default_rng(3)
+    promo = [f"ring-{i}" for i in range(30)]
+    plan = [(f"u{i}", 40, "ordinary") for i in range(40)] + [("heavy", 300, "heavy")]
+    plan += [(f"spread-{i}", 200, "farm") for i in range(3)]
+    ctxs = iter(world.contexts(sum(n for _, n, _ in plan), seed=2))
+    t = T0
+    for unit, n, kind in plan:
+        for s in range(n):
+            ctx = {**next(ctxs), "user_id": unit}
+            items = tuple(promo[(2 * s + j) % 30] for j in range(2)) if kind == "farm" else ("hit",) if s % 5 == 0 else ()
+            ctx = _with(ctx, items)
+            t += S
+            d = rt.decide(ctx, decision_id=f"{t:032x}", timestamp_ns=t)
+            for cid in d.ranking:
+                p = {"ordinary": 0.15, "heavy": 0.5}.get(kind, 1.0 if cid in promo else 0.0)
+                if rng.random() < p:
+                    tel.log_outcome(d.decision_id, kind="click", event_ns=t + 5 * S, source="app", candidate=cid)
+    tel.flush()
+    clock.set_ns(t + 3600 * S)
+    tel.close()
+    store = TelemetryStore(tmp_path)
+    store.compact()
+    report = ClickFarmPolicy().check(system, store.decision_files(), store.outcome_files(), t + 3600 * S)
+    units = {u["unit"]: u for u in report.units}
+    assert report.quarantined == ["spread-0", "spread-1", "spread-2"], [(u["unit"], u["reason"]) for u in report.units]
+    for i in range(3):
+        u = units[f"spread-{i}"]
+        assert u["top_share"] < 0.5 and u["ring_share"] > 0.9 and "items clicked mostly by units over the bar" in u["reason"]
+    assert units["heavy"]["verdict"] == "trusted" and units["heavy"]["ring_share"] < 0.5  # "hit": clicked by everyone

@@ -20,16 +20,22 @@ those items are what users want. :class:`ClickFarmPolicy` judges every **unit** 
   compared with. Once, not until nothing moves: repeated, setting aside the units over the bar
   lowers the rate, which puts more units over it, and with a low bar the rate can fall towards
   that of the units that barely click;
-* **clicks concentrated on a few items** — the unit's ``top_items`` most clicked items hold at
-  least ``concentration`` of its clicks.
+* **clicks concentrated** — the unit's ``top_items`` most clicked items hold at least
+  ``concentration`` of its clicks, **or** at least ``concentration`` of its clicks are on **ring
+  items**: items with ``ring_min_clicks`` clicks or more in the window, at least ``concentration``
+  of them from the units over the click-through bar. A farm that promotes many items (a day's
+  worth of its own publications) spreads its clicks past any top few, but the items it promotes are
+  clicked mostly by its own units; the items an honest heavy user clicks are clicked mostly by
+  everyone else.
 
 Why both. Click-through alone flags the honest heavy user: someone who likes the feed clicks two
 or three times as often as the average, significantly so after a few hundred slots — but across
 many items, as the feed changes. Concentration alone flags the honest fan who comes back to one
 item (a series, a shop), at an ordinary rate. A farm needs both: it must click often for its
-clicks to matter, and it clicks what it promotes. A farm that spreads its clicks over many items,
-or clicks at the population's rate, is not caught by this rule — nor does it teach the model one
-item over the others.
+clicks to matter, and it clicks what it promotes. A farm that clicks at the population's rate is
+not caught by this rule, nor one whose items honest users click more than it does; a group of
+honest heavy users who click the same niche items (most of those items' clicks) would be read as a
+ring.
 
 Verdicts: a unit with fewer than ``min_shown`` shown slots or ``min_clicks`` clicks is trusted
 (too little to judge); one declared in ``trusted`` is trusted; one that meets both conditions is
@@ -64,7 +70,7 @@ class ClickFarmReport:
     """``population``: the window's units, the units judged (≥ ``min_shown``), shown slots, clicks and
     click-through; ``units``: per unit whose click-through crossed ``ctr_ratio`` × the others' —
     ``{"unit", "decisions", "shown", "clicks", "ctr", "population_ctr", "ratio", "p_value",
-    "top_items", "top_share", "verdict", "reason"}``; ``items``: the items the quarantined units
+    "top_items", "top_share", "ring_share", "verdict", "reason"}``; ``items``: the items the quarantined units
     clicked (``{"item", "clicks", "farm_clicks", "farm_share", "units"}``)."""
 
     population: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +118,7 @@ class ClickFarmPolicy:
         concentration: float = 0.5,
         min_shown: int = 100,
         min_clicks: int = 20,
+        ring_min_clicks: int = 5,
         trusted: Sequence[str] = (),
     ) -> None:
         if not isinstance(window, timedelta) or window <= timedelta(0):
@@ -126,6 +133,7 @@ class ClickFarmPolicy:
         self.concentration = _number("concentration", concentration, 0.0, 1.0)
         self.min_shown = _count("min_shown", min_shown)
         self.min_clicks = _count("min_clicks", min_clicks)
+        self.ring_min_clicks = _count("ring_min_clicks", ring_min_clicks)
         if isinstance(trusted, str) or not all(isinstance(u, str) for u in trusted):
             raise SpecError(f"The 'trusted' parameter of ClickFarmPolicy must be a list of units. Got {trusted!r} instead.")
         self.trusted = sorted(set(trusted))
@@ -134,7 +142,8 @@ class ClickFarmPolicy:
         return {
             "window_seconds": self.window.total_seconds(), "kinds": self.kinds, "ctr_ratio": self.ctr_ratio,
             "alpha": self.alpha, "top_items": self.top_items, "concentration": self.concentration,
-            "min_shown": self.min_shown, "min_clicks": self.min_clicks, "trusted": self.trusted,
+            "min_shown": self.min_shown, "min_clicks": self.min_clicks, "ring_min_clicks": self.ring_min_clicks,
+            "trusted": self.trusted,
         }
 
     def check(self, system: System, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str],
@@ -160,29 +169,31 @@ class ClickFarmPolicy:
         """One unit's verdict: ``row`` is (unit, decisions, shown, clicks, top items, the base's shown and clicks)."""
         from scipy.stats import binomtest
 
-        unit, decisions, shown, clicks, top, others_shown, others_clicks = row
+        unit, decisions, shown, clicks, top, others_shown, others_clicks, ring_clicks = row
         rate = others_clicks / others_shown if others_shown else 0.0
         ctr = clicks / shown
         # the population never clicked: any click is beyond it; it clicked everything: none can be
         p = float(binomtest(int(clicks), int(shown), rate, alternative="greater").pvalue) if 0.0 < rate < 1.0 else float(rate >= 1.0)
         top_n = sum(int(t["n"]) for t in top)
         share = top_n / clicks if clicks else 0.0
+        ring = int(ring_clicks) / clicks if clicks else 0.0
         level = self.alpha / max(int(population["judged"]), 1)
         ratio = ctr / rate if rate else None  # None, not infinity: the record is JSON
         times = f"{ratio:.1f}×" if ratio is not None else "infinitely above"
         far = f"clicks {clicks} of {shown} shown slots ({ctr:.1%}, {times} the population's {rate:.1%}; binomial p = {p:.2g}"
-        spread = f"its top {self.top_items} items hold {share:.0%} of its clicks"
+        spread = (f"its top {self.top_items} items hold {share:.0%} of its clicks, items clicked mostly by units over the "
+                  f"bar {ring:.0%}")
         if unit in self.trusted:
             verdict, reason = "trusted", "declared trusted"
         elif p >= level:
             verdict, reason = "trusted", f"{far} ≥ {level:.2g}, not significant)"
-        elif share < self.concentration:
+        elif share < self.concentration and ring < self.concentration:
             verdict, reason = "trusted", f"{far} < {level:.2g}) but {spread} (< {self.concentration:.0%}): a heavy user"
         else:
             verdict, reason = "quarantined", f"{far} < {level:.2g}) and {spread} (≥ {self.concentration:.0%}): a click farm"
         return {"unit": unit, "decisions": int(decisions), "shown": int(shown), "clicks": int(clicks), "ctr": ctr,
                 "population_ctr": rate, "ratio": ratio, "p_value": p,
-                "top_items": [{"item": t["item"], "clicks": int(t["n"])} for t in top], "top_share": share,
+                "top_items": [{"item": t["item"], "clicks": int(t["n"])} for t in top], "top_share": share, "ring_share": ring,
                 "verdict": verdict, "reason": reason}
 
 
@@ -216,8 +227,14 @@ def _read_units(con: Any, kinds: list[str], since: int, now: int, policy: ClickF
     population = {"since_ns": since, "until_ns": now, "units": n_units, "judged": judged, "shown": shown, "clicks": clicks,
                   "ctr": clicks / shown if shown else None, "base_shown": base[0], "base_clicks": base[1],
                   "base_ctr": rate if base[0] else None}
-    rows = con.execute(f"SELECT unit, decisions, shown, clicks, top[1:{policy.top_items}], {base[0]}, {base[1]} FROM u "
-                       f"WHERE {over} AND {base[0]} > 0 ORDER BY unit", {"rate": rate}).fetchall()
+    # a ring: items most of whose clicks come from the units over the bar (with a few clicks at least)
+    con.execute(f"CREATE TEMP TABLE o AS SELECT unit FROM u WHERE {over}", {"rate": rate})
+    con.execute(f"""CREATE TEMP TABLE ring AS SELECT item FROM c GROUP BY item
+        HAVING count(*) >= {policy.ring_min_clicks}
+           AND count(*) FILTER (WHERE unit IN (SELECT unit FROM o)) >= {policy.concentration} * count(*)""")
+    rows = con.execute(f"""SELECT u.unit, decisions, shown, clicks, top[1:{policy.top_items}], {base[0]}, {base[1]},
+               (SELECT count(*) FROM c WHERE c.unit = u.unit AND c.item IN (SELECT item FROM ring)) AS ring_clicks
+        FROM u WHERE {over} AND {base[0]} > 0 ORDER BY u.unit""", {"rate": rate}).fetchall()
     return population, rows
 
 
