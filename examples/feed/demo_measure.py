@@ -61,7 +61,7 @@ def brief_cycle(rec: dict[str, Any], day: int) -> dict[str, Any]:
         out["advance"] = {k: adv.get(k) for k in ("outcome", "message")}
     mon = _done(steps, "monitor")
     if mon:
-        out["quarantined"] = list(mon.get("quarantined", []))
+        out["quarantined"] = [*mon.get("quarantined", []), *mon.get("quarantined_units", [])]
     return out
 
 

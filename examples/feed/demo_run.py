@@ -234,7 +234,8 @@ def _farm(loop: _Loop, world: FeedWorld) -> dict[str, Any]:
     for rec in loop.cycle.records():
         mon = rec.get("steps", {}).get("monitor", {})
         if mon.get("status") == "done":
-            quarantined |= {str(u) for u in (mon.get("result") or {}).get("quarantined", [])}
+            got = mon.get("result") or {}  # outcome sources (the label-based check) and units (the click-farm check)
+            quarantined |= {str(u) for u in [*got.get("quarantined", []), *got.get("quarantined_units", [])]}
     truth = set(world.farm_units)
     ids = {q.split(":", 1)[-1] for q in quarantined}
     return {"farm_units": len(truth), "quarantined": sorted(quarantined), "caught": len(ids & truth),
