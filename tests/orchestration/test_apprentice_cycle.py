@@ -22,7 +22,7 @@ START = 1_767_571_200 * 10**9
 PER_DAY = 2000
 
 
-def test_an_apprentice_imitates_then_graduates_and_a_reward_model_follows(tmp_path):
+def test_an_apprentice_imitates_then_graduates_and_a_reward_model_follows(tmp_path, capsys):
     world = BanditWorld(seed=5, n_candidates=8)
     system = world.system(k=2, explore=SquareCB(30.0))  # every candidate keeps ≥ 1/(8 + 30) of a slot: the log supports learning
     clock = ManualClock(START)
@@ -66,6 +66,11 @@ def test_an_apprentice_imitates_then_graduates_and_a_reward_model_follows(tmp_pa
     where = [(p["where"], p["candidate"]) for p in status["history"]]
     assert where == [("held_out", apprentice), ("shadow", apprentice)]
     assert all(p["agreement"] >= 0.85 and p["n"] >= 300 and p["low"] <= p["agreement"] <= p["high"] for p in status["history"])
+    from closedloop.cli.loop import _print_status
+
+    _print_status(cycle.status())  # what `closedloop loop status` prints
+    out = capsys.readouterr().out
+    assert "apprentice graduated" in out and "apprentice agreement over time" in out and "held_out" in out and "shadow" in out
     import json
 
     report = json.loads((tmp_path / "orchestration" / "cycles" / f"{records[0]['id']:06d}" / "report.json").read_text())

@@ -246,6 +246,8 @@ def _print_status(st: dict[str, Any]) -> None:
     con.print(f"[bold]sources[/bold] {len(st['quarantined'])} quarantined, {len(st['downweighted'])} down-weighted")
     for s in q:
         con.print(f"  {s['source']} {s['verdict']}: {s['reason']}")
+    if "apprentice" in st:  # a plan whose first candidates imitate the logger: its agreement over time
+        _print_apprentice(con, st["apprentice"])
     if "quarantined_units" in st:  # a system that learns from rewards, watched for click farms
         con.print(f"[bold]units[/bold] {len(st['quarantined_units'])} quarantined as a click farm")
         for u in st["quarantined_units"]:
@@ -258,3 +260,20 @@ def _iso(ns: Any) -> str:
     if ns is None:
         return "—"
     return _dt.datetime.fromtimestamp(int(ns) / 1e9, _dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print_apprentice(con: Any, a: dict[str, Any]) -> None:
+    """The apprentice's state and every agreement it was measured at (held out, in shadow)."""
+    from rich.table import Table
+
+    state = "graduated: later candidates learn from rewards" if a.get("graduated") else "imitating the logger"
+    con.print(f"[bold]apprentice[/bold] {state}; candidate {a.get('candidate') or '—'}; needs ≥ {a['agreement']:.0%} "
+              f"agreement over ≥ {a['min_decisions']} decisions")
+    if a.get("history"):
+        t = Table(title="apprentice agreement over time")
+        for col in ("cycle", "time", "candidate", "where", "agreement", "95% interval", "n"):
+            t.add_column(col)
+        for p in a["history"]:
+            ci = "—" if p.get("low") is None else f"{p['low']:.3f}–{p['high']:.3f}"
+            t.add_row(str(p["cycle"]), _iso(p["now_ns"]), p["candidate"], p["where"], _fmt(p.get("agreement")), ci, str(p.get("n")))
+        con.print(t)
