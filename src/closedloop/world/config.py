@@ -90,26 +90,8 @@ class WorldConfig:
     def load(cls, path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None) -> WorldConfig:
         """Read ``path`` (default: the packaged ``phishing.toml``), merge ``overrides`` over it
         (nested mappings merge, anything else replaces) and validate."""
-        if path is None:
-            text = resources.files(__package__).joinpath("phishing.toml").read_text(encoding="utf-8")
-            source = "closedloop.world:phishing.toml"
-        else:
-            p = Path(path)
-            try:
-                text = p.read_text(encoding="utf-8")
-            except OSError as e:
-                raise SpecError(f"The world config file {str(p)!r} cannot be read: {e.strerror or e}.") from None
-            source = str(p)
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"The world config {source} is not valid TOML: {e}.") from None
-        if overrides is not None:
-            if not isinstance(overrides, Mapping):
-                raise SpecError(f"World config 'overrides' must be a mapping. Got {overrides!r} instead.")
-            raw = _merge(raw, overrides)
-        cfg = cls.from_dict(raw)
-        return _replace_source(cfg, source if overrides is None else source + " (with overrides)")
+        raw, source = load_toml("phishing.toml", path, overrides, "world config")
+        return _replace_source(cls.from_dict(raw), source)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> WorldConfig:
@@ -146,6 +128,31 @@ def _replace_source(cfg: WorldConfig, source: str) -> WorldConfig:
     from dataclasses import replace
 
     return replace(cfg, source=source)
+
+
+def load_toml(packaged: str, path: Path | str | None, overrides: Mapping[str, Any] | None,
+              what: str) -> tuple[dict[str, Any], str]:
+    """A world's configuration as a mapping, and where it came from: ``path`` (default: the packaged
+    ``packaged`` file) read as TOML, ``overrides`` merged over it (nested mappings merge, anything
+    else replaces). ``what`` names the configuration in the errors ("world config")."""
+    if path is None:
+        text = resources.files(__package__).joinpath(packaged).read_text(encoding="utf-8")
+        source = f"closedloop.world:{packaged}"
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise SpecError(f"The {what} file {str(path)!r} cannot be read: {e.strerror or e}.") from None
+        source = str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"The {what} {source} is not valid TOML: {e}.") from None
+    if overrides is None:
+        return raw, source
+    if not isinstance(overrides, Mapping):
+        raise SpecError(f"{what[0].upper()}{what[1:]} 'overrides' must be a mapping. Got {overrides!r} instead.")
+    return _merge(raw, overrides), source + " (with overrides)"
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

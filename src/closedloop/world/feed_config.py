@@ -15,15 +15,13 @@ unknown key is refused.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from closedloop.errors import SpecError
-from closedloop.world.config import _merge
+from closedloop.world.config import load_toml
 from closedloop.world.config_checks import _parse_time
 from closedloop.world.config_reader import TableReader
 
@@ -78,24 +76,8 @@ class FeedConfig:
     @classmethod
     def load(cls, path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None) -> FeedConfig:
         """Read ``path`` (default: the packaged ``feed.toml``), merge ``overrides`` over it and validate."""
-        if path is None:
-            text = resources.files(__package__).joinpath("feed.toml").read_text(encoding="utf-8")
-            source = "closedloop.world:feed.toml"
-        else:
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except OSError as e:
-                raise SpecError(f"The feed world config file {str(path)!r} cannot be read: {e.strerror or e}.") from None
-            source = str(path)
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(f"The feed world config {source} is not valid TOML: {e}.") from None
-        if overrides is not None:
-            if not isinstance(overrides, Mapping):
-                raise SpecError(f"Feed world config 'overrides' must be a mapping. Got {overrides!r} instead.")
-            raw = _merge(raw, overrides)
-        return cls(**_read(raw), source=source if overrides is None else source + " (with overrides)")
+        raw, source = load_toml("feed.toml", path, overrides, "feed world config")
+        return cls(**_read(raw), source=source)
 
     def day_start_ns(self, day: int) -> int:
         """Simulated time at which ``day`` starts (00:00 UTC)."""
