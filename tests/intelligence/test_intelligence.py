@@ -22,6 +22,7 @@ from closedloop import (
 )
 from closedloop.intelligence import (
     KINDS,
+    AffinityModel,
     Calibrated,
     LightGBMModel,
     SklearnModel,
@@ -68,6 +69,8 @@ def shipped(system) -> dict[str, object]:
         "lightgbm": trained(system)[0],
         "sklearn": trained(system)[1],
         "calibrated": Calibrated(LogisticModel(weights, -0.5, output="phish"), "isotonic", x=[0.1, 0.5, 0.9], y=[0.05, 0.4, 0.95]),
+        "affinity": AffinityModel(weights, -0.5, keys=("user_id", "domain"), table={("u1", "evil.example"): 1.5, ("u2", "a.b"): -0.7},
+                                  output="phish"),
     }
 
 
@@ -146,4 +149,4 @@ def test_saved_parameters_are_plain_json(phishing):
         files: dict[str, bytes] = {}
         spec = intel.to_dict(files)
         assert json.loads(json.dumps(spec, allow_nan=False))["kind"] == kind
-        assert files == {} or kind in ("lightgbm", "sklearn")  # their models are files of their own
+        assert files == {} or kind in ("lightgbm", "sklearn", "affinity")  # their models (a table) are files of their own

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from closedloop.errors import IntelligenceError
+from closedloop.intelligence.affinity import AffinityModel
 from closedloop.intelligence.base import Intelligence, Scorer, sigmoid
 from closedloop.intelligence.calibration import Calibrated
 from closedloop.intelligence.combine import Partitioned, Stacking, WeightedVote
@@ -19,6 +20,7 @@ from closedloop.intelligence.sklearn import SklearnModel
 
 __all__ = [
     "KINDS",
+    "AffinityModel",
     "Calibrated",
     "Intelligence",
     "LightGBMModel",
@@ -41,7 +43,7 @@ KINDS: Mapping[str, type[Intelligence]] = {
     cls.kind: cls
     for cls in (
         LinearModel, LogisticModel, ScoringRules, ThresholdRule, LookupTable, LightGBMModel, SklearnModel,
-        Calibrated,
+        Calibrated, AffinityModel,
     )
     + (WeightedVote, Stacking, Partitioned)
 }

@@ -324,8 +324,8 @@ class LoopPlan:
         if self.reward_model not in (None, "candidate", "fitted"):
             raise SpecError(f"The 'reward_model' parameter of LoopPlan must be None, 'candidate' or 'fitted'. "
                             f"Got {self.reward_model!r} instead.")
-        if self.model not in ("logistic", "lightgbm"):
-            raise SpecError(f"The 'model' parameter of LoopPlan must be 'logistic' or 'lightgbm' for a system that learns "
+        if self.model not in ("logistic", "affinity", "lightgbm"):
+            raise SpecError(f"The 'model' parameter of LoopPlan must be 'logistic', 'affinity' or 'lightgbm' for a system that learns "
                             f"from rewards (a reward model). Got {self.model!r} instead.")
         if self.apprentice is not None and not isinstance(self.apprentice, Apprentice):
             raise SpecError(f"The 'apprentice' parameter of LoopPlan must be an Apprentice or None. Got {self.apprentice!r} instead.")

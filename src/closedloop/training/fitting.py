@@ -1,4 +1,6 @@
 """Fitting one kind of model for :func:`closedloop.training.train`: ``"logistic"``,
+``"affinity"`` (a logistic model plus a learned offset per pair of text fields,
+:mod:`closedloop.training.affinity`),
 ``"lightgbm"`` (with its defaults sized to the data, :func:`lightgbm_defaults`),
 ``"sklearn:MODULE:CLASS"`` and ``"heuristic"`` — the rules are in
 :mod:`closedloop.training.train`'s docstring.
@@ -19,7 +21,7 @@ from closedloop.training.logistic import experience_score
 
 __all__ = ["lightgbm_defaults"]
 
-_MODELS = ("logistic", "lightgbm", "heuristic", "sklearn:MODULE:CLASS")
+_MODELS = ("logistic", "affinity", "lightgbm", "heuristic", "sklearn:MODULE:CLASS")
 _LGBM_DEFAULTS: dict[str, Any] = {
     "objective": "binary", "verbose": -1, "deterministic": True, "seed": 0,
 }
@@ -103,7 +105,7 @@ def _sklearn_class(model: str) -> Any:
 
 
 def _check_model(model: str) -> None:
-    if not isinstance(model, str) or not (model in ("logistic", "lightgbm", "heuristic") or model.startswith("sklearn:")):
+    if not isinstance(model, str) or not (model in ("logistic", "affinity", "lightgbm", "heuristic") or model.startswith("sklearn:")):
         raise SpecError(f"The 'model' parameter of train must be one of {list(_MODELS)}. Got {model!r} instead.")
     if model.startswith("sklearn:"):
         _sklearn_class(model)
@@ -123,6 +125,10 @@ def _fit(system: System, model: str, params: dict[str, Any], cols: Any, y: np.nd
         return _fit_heuristic(params, output)
     if model == "logistic":
         return _fit_logistic(system, params, cols, y, w, output, X)
+    if model == "affinity":
+        from closedloop.training.affinity import fit_affinity
+
+        return fit_affinity(system, params, cols, y, w, output, X)
     if X is None:
         X = system.features.batch(cols)
     names = list(system.features.names)

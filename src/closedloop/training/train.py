@@ -41,7 +41,10 @@ Split
     scorer — the runtime's path — with :mod:`closedloop.evaluation.metrics`.
 Models
     ``"logistic"``: :func:`~closedloop.training.train_logistic` (params: ``C``, ``max_iter``,
-    ``standardize``). ``"lightgbm"``: ``lightgbm.train`` on the system's features with defaults
+    ``standardize``). ``"affinity"``: the logistic model plus a learned logit offset per pair of
+    two text fields (params: ``keys`` — required, e.g. ``["user_id", "category"]`` —, ``l2``,
+    ``rounds``, and the logistic part's ``C``, ``max_iter``, ``standardize``;
+    :mod:`closedloop.training.affinity`). ``"lightgbm"``: ``lightgbm.train`` on the system's features with defaults
     ``objective=binary, verbose=-1, deterministic=True, seed=0`` and, sized to the fitted rows'
     smaller class, regularized ``num_leaves``, ``min_data_in_leaf``, ``min_sum_hessian_in_leaf``,
     ``lambda_l2`` and ``learning_rate`` (:func:`lightgbm_defaults`: LightGBM's own defaults from
