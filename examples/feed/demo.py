@@ -47,8 +47,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--fault-day", type=int, default=20, help="the day the loop's rewards are shifted by one slot (default: 20; -1: none)")
     ap.add_argument("--gamma", type=float, default=FeedDemoSettings.gamma,
                     help="the loop's SquareCB exploration: larger explores less (default: %(default)s)")
-    ap.add_argument("--estimator", choices=("dr", "snips"), default="dr",
-                    help="the gate's policy-value estimator: dr (a click model fitted each cycle) or snips (default: dr)")
+    ap.add_argument("--estimator", choices=("dr", "dr-candidate", "snips"), default="dr",
+                    help="the gate's policy-value estimator: dr (a click model fitted each cycle), dr-candidate (DR with the "
+                         "candidate's own click model) or snips (default: dr)")
+    ap.add_argument("--tolerance", type=float, default=FeedDemoSettings.tolerance,
+                    help="the gate's policy tolerance: a candidate passes while the lower bound of (candidate − production) per "
+                         "logged slot is ≥ −tolerance (default: %(default)s)")
+    ap.add_argument("--model", choices=("affinity", "logistic"), default="affinity",
+                    help="what the loop trains: affinity (logistic + a learned user × category offset) or logistic (default: affinity)")
     ap.add_argument("--home", type=Path, default=Path(".closedloop/feed-demo"),
                     help="each seed's loop home goes to <home>/seed-<S> (replaced) (default: .closedloop/feed-demo)")
     ap.add_argument("--report", type=Path, default=Path("feed-demo-report.html"), help="the HTML report (default: feed-demo-report.html)")
@@ -136,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in seeds:
             settings = FeedDemoSettings(seed=seed, days=args.days, sessions=args.sessions, shared_days=args.shared_days,
                                         measure_from=args.measure_from, fault_day=None if args.fault_day < 0 else args.fault_day,
-                                        reward_model="fitted" if args.estimator == "dr" else None, gamma=args.gamma)
+                                        reward_model={"dr": "fitted", "dr-candidate": "candidate"}.get(args.estimator),
+                                        tolerance=args.tolerance, gamma=args.gamma,
+                                        model=args.model)
             task = progress.add_task(f"seed {seed}", total=args.days, status="")
             last = {"day": "", "cycle": ""}
 

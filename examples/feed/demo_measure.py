@@ -12,9 +12,11 @@ decides the evaluation window's sessions (the loop's own days, kept) with both b
 exploring runtime without telemetry and takes the world's truth of each on the estimator's own
 scale — expected clicks per logged slot, the click farm's clicks included (the log holds them unless
 its units are quarantined): the true difference is then checked against the gate's 95 % interval
-of the difference (its estimator is named: SNIPS without a reward model, DR with one). The gate's estimate is on
-the held-out part of the window; the truth here is on the whole window — the same population of
-sessions, not the same sample (stated beside the figure).
+of the difference (its estimator is named: SNIPS without a reward model, DR with one). The truth
+is taken on the sessions the evaluation held out: with a time split (the demo's), those at or after
+the split's cut-off over the window's rows — the same sessions the estimate read, up to the farm
+units the dataset left out; with a unit split, the whole window (the same population, not the same
+sample).
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def brief_cycle(rec: dict[str, Any], day: int) -> dict[str, Any]:
 
 
 def evaluation_truth(rec: dict[str, Any], day: int, kept: dict[int, Any], world: Any, loop: Any) -> dict[str, Any] | None:
-    """The true difference candidate − production on the window's sessions beside the gate's DR
-    interval (module doc); None when the cycle judged nothing."""
+    """The true difference candidate − production on the evaluation's held-out sessions beside the
+    gate's interval (module doc); None when the cycle judged nothing."""
     steps = rec.get("steps", {})
     ev, tr = _done(steps, "evaluate"), _done(steps, "train")
     gate = (ev or {}).get("gate") or {}
@@ -80,30 +82,45 @@ def evaluation_truth(rec: dict[str, Any], day: int, kept: dict[int, Any], world:
     system = loop.system
     cand = Runtime(system, Bundle.load(tr["path"], system))  # a candidate the gate stopped is not registered
     prod = Runtime(system, loop.reg.load_bundle(prod_version, system))
+    window = [sessions for d, sessions in sorted(kept.items()) if day - loop.window_days < d <= day]
+    held = _held_out(system, window)
     a = b = sa = sb = 0.0
     n = 0
-    for d, sessions in sorted(kept.items()):
-        if d > day:
-            continue
-        ca, na = _clicks_and_slots(world, sessions, _batch(cand, world, sessions))
-        cb, nb = _clicks_and_slots(world, sessions, _batch(prod, world, sessions))
-        a, sa, b, sb, n = a + ca, sa + na, b + cb, sb + nb, n + sessions.n
+    for sessions, mask in zip(window, held, strict=True):
+        ca, na = _clicks_and_slots(world, sessions, _batch(cand, world, sessions), mask)
+        cb, nb = _clicks_and_slots(world, sessions, _batch(prod, world, sessions), mask)
+        a, sa, b, sb, n = a + ca, sa + na, b + cb, sb + nb, n + int(mask.sum())
     true = a / sa - b / sb if sa and sb else float("nan")
     lo, hi = float(ci[0]), float(ci[1])
     return {"day": day, "candidate": tr["version"], "production": prod_version, "estimator": gate.get("estimator"),
             "estimate": gate.get("difference"), "ci": [lo, hi], "true": true, "covered": lo <= true <= hi, "sessions": n}
 
 
-def _clicks_and_slots(world: Any, sessions: Any, batch: Any) -> tuple[float, int]:
-    """The expected clicks the log would record for ``batch`` (genuine users' expected clicks plus
-    every farm item shown to a farm unit, which it always clicks) and the slots shown."""
+def _held_out(system: Any, window: list[Any]) -> list[np.ndarray]:
+    """Each day's sessions the evaluation held out: with a time split, those at or after the cut-off
+    the split computes over the window's rows (each session's slots: its timestamp, k times); with a
+    unit split, every session (the held-out units are a sample of the same population)."""
+    from closedloop.system.splits import time_cutoff
+
+    if system.split.by != "time":
+        return [np.ones(s.n, dtype=bool) for s in window]
+    k = system.experience.k
+    times = np.concatenate([np.repeat(s.timestamps_ns, k) for s in window]) if window else np.zeros(0, dtype=np.int64)
+    cut = time_cutoff(times, system.split.test_fraction) if len(times) else 0
+    return [s.timestamps_ns >= cut for s in window]
+
+
+def _clicks_and_slots(world: Any, sessions: Any, batch: Any, mask: np.ndarray) -> tuple[float, int]:
+    """The expected clicks the log would record for ``batch`` on the sessions of ``mask`` (genuine
+    users' expected clicks plus every farm item shown to a farm unit, which it always clicks) and
+    the slots shown."""
     from closedloop.world.feed_sessions import slates
 
     pos = slates(sessions, batch)
-    shown = pos >= 0
+    shown = (pos >= 0) & mask[:, None]
     item = np.take_along_axis(sessions.cand, np.maximum(pos, 0), axis=1)
     farm = (shown & sessions.farm[:, None] & world.farm_item[item]).sum()
-    return float(world.expected_clicks(sessions, batch).sum() + farm), int(shown.sum())
+    return float(world.expected_clicks(sessions, batch)[mask].sum() + farm), int(shown.sum())
 
 
 def _batch(runtime: Any, world: Any, sessions: Any) -> Any:

@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from closedloop import Bundle, ManualClock, Runtime, SpecError
+from closedloop.evaluation.gate import Gate
 from closedloop.experience.exploration import SquareCB
 from closedloop.orchestration import Cycle, LoopPlan, Rollout
 from closedloop.registry import GuardPolicy, Registry
+from closedloop.system.splits import Split
 from closedloop.telemetry import SegmentLog, Telemetry
 from closedloop.world.feed import FeedWorld
 from closedloop.world.feed_config import FeedConfig
@@ -67,12 +69,16 @@ class FeedDemoSettings:
     min_labeled: int = 1000
     bootstrap: int = 50
     reward_model: str | None = "fitted"
+    model: str = "affinity"
+    tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("seed", "days", "sessions", "shared_days", "k", "train_days", "min_labeled", "bootstrap"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
                 raise SpecError(f"The '{name}' of FeedDemoSettings must be an int ≥ {0 if name == 'seed' else 1}. Got {v!r} instead.")
+        if self.model not in ("affinity", "logistic"):
+            raise SpecError(f"The 'model' of FeedDemoSettings must be 'affinity' or 'logistic'. Got {self.model!r} instead.")
         if self.shared_days >= self.days:
             raise SpecError(f"The 'shared_days' of FeedDemoSettings must be below 'days' ({self.days}). Got {self.shared_days} instead.")
         if not self.shared_days <= self.measure_from < self.days:
@@ -83,8 +89,16 @@ class FeedDemoSettings:
                             f"Got {self.fault_day!r} instead.")
 
     def world_config(self) -> FeedConfig:
+        """The committed world with its sizes scaled: sessions, users (half the sessions, at least 500)
+        and the new users a day in the committed proportion to the users (2 % a day)."""
         users = self.users if self.users is not None else max(500, self.sessions // 2)
-        return FeedConfig.load(overrides={"world": {"sessions_per_day": self.sessions}, "users": {"count": users}})
+        committed = FeedConfig.load()
+        new = max(1, round(committed.users_new_per_day * users / committed.users_count))
+        return FeedConfig.load(overrides={"world": {"sessions_per_day": self.sessions}, "users": {"count": users, "new_per_day": new}})
+
+    def plan_model(self) -> tuple[str, dict[str, Any]]:
+        """What the loop trains (and the frozen arm is): ``model`` with its params."""
+        return (self.model, {"keys": ["user_id", "category"]}) if self.model == "affinity" else (self.model, {})
 
 
 @dataclass
@@ -113,13 +127,17 @@ class _Loop:
     """The closed loop's home: registry, cycle, telemetry and runtime (one per seed)."""
 
     def __init__(self, s: FeedDemoSettings, world: FeedWorld, home: Path, on_event: Callable[[str, str], None]) -> None:
-        self.system = world.system(k=s.k, explore=SquareCB(s.gamma))
+        # judged by time: the window's last seventh (about its last day) is held out — a learner with per-user
+        # state (the affinity model) knows nothing of a held-out *user*, so a unit split would hide what it learned
+        self.system = world.system(k=s.k, explore=SquareCB(s.gamma), split=Split("time", 1.0 / max(s.train_days, 2)))
+        self.window_days = s.train_days
         self.start = world.day_start_ns(0)
         self.clock = ManualClock(self.start)
         self.reg = Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles", clock=self.clock).open()
-        plan = LoopPlan(self.system, heuristic=world.heuristic_bundle(self.system), model="logistic",
+        model, params = s.plan_model()
+        plan = LoopPlan(self.system, heuristic=world.heuristic_bundle(self.system), model=model, params=params,
                         train_window=timedelta(days=s.train_days), retrain_every=timedelta(days=1), min_labeled=s.min_labeled,
-                        evaluate_bootstrap=s.bootstrap, reward_model=s.reward_model,
+                        evaluate_bootstrap=s.bootstrap, reward_model=s.reward_model, gate=Gate(policy_tolerance=s.tolerance),
                         rollout=Rollout(shadow_for=None, flight_for=timedelta(days=1), guard=GuardPolicy(min_decisions=500)))
         self.cycle = Cycle(plan, home, self.reg, actor="feed-demo", clock=self.clock, on_event=on_event)
         self.cycle.run_once()  # the bootstrap: the heuristic is the first production

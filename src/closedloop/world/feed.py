@@ -294,13 +294,16 @@ class FeedWorld:
         return Clicks(s, j + 1, item[s, j], event, farm[s, j], sessions)
 
     # -- the system -------------------------------------------------------------------------------------
-    def system(self, *, k: int = 5, explore: Any = None, name: str = "feed_world") -> Any:
-        """The ranking system of this world: what it observes (docs/world.md, "The feed world")."""
+    def system(self, *, k: int = 5, explore: Any = None, name: str = "feed_world", split: Any = None) -> Any:
+        """The ranking system of this world: what it observes (docs/world.md, "The feed world").
+        ``split``: how its datasets are split for training and evaluation (default: by unit; a
+        learner that keeps state per user — ``train(model="affinity")`` — is judged by time, since
+        a held-out user is one it knows nothing about)."""
         from closedloop.world.feed_system import feed_system
 
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.exam):
             raise SpecError(f"The 'k' parameter of FeedWorld.system must be an int in [1, {len(self.exam)}]. Got {k!r} instead.")
-        return feed_system(self.config.categories, k=k, explore=explore, name=name, window=timedelta(minutes=30))
+        return feed_system(self.config.categories, k=k, explore=explore, name=name, window=timedelta(minutes=30), split=split)
 
     def heuristic_bundle(self, system: Any) -> Any:
         """The starting heuristic (:func:`closedloop.world.feed_system.heuristic`) as a bundle of ``system``."""

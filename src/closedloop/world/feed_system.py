@@ -22,7 +22,7 @@ from closedloop.system.spec import System
 __all__ = ["feed_system", "heuristic"]
 
 
-def feed_system(categories: tuple[str, ...], *, k: int, explore: Any, name: str, window: timedelta) -> System:
+def feed_system(categories: tuple[str, ...], *, k: int, explore: Any, name: str, window: timedelta, split: Any = None) -> System:
     """The ranking system over a feed world's sessions: rewards ``click`` per slot (0 when not clicked)."""
     cat, age = F.col("category"), F.col("age_hours")
     feats: dict[str, Any] = {
@@ -40,7 +40,7 @@ def feed_system(categories: tuple[str, ...], *, k: int, explore: Any, name: str,
                     Float("item_ctr", ge=0, le=1), Bool("is_new", default=False)],
         candidate_id="item_id", unit="user_id", features=feats,
         experience=Ranking("score", k=k, explore=explore),
-        rewards=RewardPolicy([Reward("click")], window=window, per="slot", default=0.0),
+        rewards=RewardPolicy([Reward("click")], window=window, per="slot", default=0.0), split=split,
     )
 
 
