@@ -22,6 +22,7 @@ sample).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -131,11 +132,18 @@ def _batch(runtime: Any, world: Any, sessions: Any) -> Any:
                                 timestamps_ns=sessions.timestamps_ns)
 
 
-def fault_story(fault_day: int, cycles: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fate of the first candidate trained on the shifted-rewards day (the cycle at that day's end)."""
+def fault_story(fault_day: int, cycles: list[dict[str, Any]], evaluations: Sequence[dict[str, Any]] = (),
+                held_out_last: bool = False) -> dict[str, Any]:
+    """The fate of the first candidate trained on the shifted-rewards day, with the world's true
+    difference against production where the gate judged it (from ``evaluations``): how bad it
+    truly was. The cycle at the day's end trains on it — unless the split holds the window's last
+    day out (``held_out_last``: a time split), when the day is that cycle's evaluation data and the
+    next cycle's candidate is the first trained on it."""
+    truth = {e["candidate"]: e["true"] for e in evaluations}
+    first = fault_day + 1 if held_out_last else fault_day
     fates = []
     for c in cycles:
-        if c["day"] < fault_day or "candidate" not in c:
+        if c["day"] < first or "candidate" not in c:
             continue
         if c["outcome"] in ("gate_failed", "sanity_failed"):
             fates.append({"day": c["day"], "candidate": c["candidate"], "fate": "stopped by the gate", "why": c["reason"]})
@@ -151,6 +159,8 @@ def fault_story(fault_day: int, cycles: list[dict[str, Any]]) -> dict[str, Any]:
                     break
             fates.append({"day": c["day"], "candidate": c["candidate"], "fate": fate, "why": why})
         break
+    for f in fates:
+        f["true_difference"] = truth.get(f["candidate"])
     return {"day": fault_day, "kind": "rewards shifted by one slot", "candidates": fates,
             "stopped": bool(fates) and fates[0]["fate"].startswith("stopped")}
 

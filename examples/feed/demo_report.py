@@ -129,7 +129,9 @@ def _safety(run: FeedDemoRun) -> str:
     if fault:
         c = (fault["candidates"] or [{"fate": "no candidate trained", "why": "", "candidate": "—", "day": "—"}])[0]
         out.append(f"<p>Day {fault['day']}: {_e(fault['kind'])}. The candidate trained on it ({_e(c['candidate'])}, cycle of day "
-                   f"{_e(c['day'])}): <b>{_e(c['fate'])}</b> — {_e(c['why'])}</p>")
+                   f"{_e(c['day'])}): <b>{_e(c['fate'])}</b> — {_e(c['why'])}"
+                   + (f" Its true difference against production: {c['true_difference']:+.5f} clicks per logged slot."
+                      if c.get("true_difference") is not None else "") + "</p>")
     out.append("</section>")
     return "".join(out)
 

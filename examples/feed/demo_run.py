@@ -223,7 +223,7 @@ def run_feed_demo(settings: FeedDemoSettings, home: Path, *,
             if d == s.shared_days - 1:
                 others = _fork(s, world, loop, d)
         farm = _farm(loop, world)
-        fault = fault_story(s.fault_day, cycles) if s.fault_day is not None else None
+        fault = fault_story(s.fault_day, cycles, evaluations, loop.system.split.by == "time") if s.fault_day is not None else None
         vw_settings = others["vw"][1].policy.settings() if "vw" in others else {}
         if "vw" in others:
             timings |= {f"vw_{k}": v for k, v in others["vw"][1].seconds.items()}

@@ -59,6 +59,10 @@ class _AffinityScorer(Scorer):
         self._linear = LinearModel(spec.weights, spec.intercept, spec.output).bind(features)
         self._a, self._b = spec.keys
         self._get = spec.table.get
+        by_a: dict[str, dict[str, float]] = {}
+        for (a, b), v in spec.table.items():
+            by_a.setdefault(a, {})[b] = v
+        self._by_a = by_a  # the rows of a ranking request share its user: one lookup of the user, then its few pairs
 
     def one(self, x: tuple[float, ...], context: Any) -> tuple[float, ...]:
         z = self._linear.one(x, context)[0]
@@ -66,13 +70,21 @@ class _AffinityScorer(Scorer):
 
     def batch(self, X: np.ndarray, cols: Columns) -> np.ndarray:
         z = self._linear.batch(X, cols)[:, 0]
-        get = self._get
         a, b = cols[self._a], cols[self._b]
         a = a.to_pylist() if isinstance(a, pa.Array | pa.ChunkedArray) else list(a)
-        b = b.to_pylist() if isinstance(b, pa.Array | pa.ChunkedArray) else list(b)
-        off = np.fromiter((get(k, 0.0) for k in zip(a, b, strict=True)), dtype=np.float64, count=len(a))
-        with np.errstate(all="ignore"):
-            return sigmoid_array(z + off).reshape(-1, 1)
+        n = len(a)
+        if n and a.count(a[0]) == n:  # one key a (a request's candidates): its own small table, or none
+            inner = self._by_a.get(a[0])
+            if inner is None:
+                off = None
+            else:
+                b = b.to_pylist() if isinstance(b, pa.Array | pa.ChunkedArray) else list(b)
+                off = np.array([inner.get(x, 0.0) for x in b], dtype=np.float64)
+        else:
+            b = b.to_pylist() if isinstance(b, pa.Array | pa.ChunkedArray) else list(b)
+            get = self._get
+            off = np.array([get(k, 0.0) for k in zip(a, b, strict=True)], dtype=np.float64)
+        return sigmoid_array(z if off is None else z + off).reshape(-1, 1)  # finite + finite: no warning to silence
 
 
 class AffinityModel(Intelligence):
