@@ -47,9 +47,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--fault-day", type=int, default=20, help="the day the loop's rewards are shifted by one slot (default: 20; -1: none)")
     ap.add_argument("--gamma", type=float, default=FeedDemoSettings.gamma,
                     help="the loop's SquareCB exploration: larger explores less (default: %(default)s)")
-    ap.add_argument("--estimator", choices=("dr", "dr-candidate", "snips"), default="dr",
+    ap.add_argument("--estimator", choices=("dr", "dr-candidate", "snips"), default="dr-candidate",
                     help="the gate's policy-value estimator: dr (a click model fitted each cycle), dr-candidate (DR with the "
-                         "candidate's own click model) or snips (default: dr)")
+                         "candidate's own click model) or snips (default: dr-candidate)")
     ap.add_argument("--tolerance", type=float, default=FeedDemoSettings.tolerance,
                     help="the gate's policy tolerance: a candidate passes while the lower bound of (candidate − production) per "
                          "logged slot is ≥ −tolerance (default: %(default)s)")
