@@ -3,7 +3,7 @@
 
 ::
 
-    closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|lightgbm|heuristic|sklearn:MODULE:CLASS
+    closedloop train --system MOD:ATTR --dataset ID|PATH --model logistic|affinity|lightgbm|heuristic|sklearn:MODULE:CLASS
                      [--param k=v …] [--calibrate isotonic|platt] [--thresholds system|cost]
                      [--weights] [--objective reward|imitate|dr] [--parent VERSION] [--out DIR]
 
@@ -68,7 +68,7 @@ def train(
     system: SystemOption,
     dataset: DatasetOption,
     model: Annotated[
-        str, typer.Option("--model", metavar="KIND", help="logistic, lightgbm, heuristic or sklearn:MODULE:CLASS.")
+        str, typer.Option("--model", metavar="KIND", help="logistic, affinity (params: keys), lightgbm, heuristic or sklearn:MODULE:CLASS.")
     ] = "logistic",
     param: Annotated[
         list[str] | None, typer.Option("--param", metavar="K=V", help="A model parameter (repeatable).")
