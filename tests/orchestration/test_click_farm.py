@@ -95,15 +95,13 @@ def test_each_condition_alone_does_not_quarantine(lake):
     # the heavy user's clicks spread: with a bar of 0.5% concentration it would be a farm too
     loose = ClickFarmPolicy(concentration=0.005).check(system, *files, now)
     assert "heavy" in loose.quarantined
-    # a bar the farm's click-through does not reach: the rate path quarantines nobody, but the two farm
-    # units are still a ring (both of their items clicked by the two of them only) — and with a ring
-    # needing more shared items than they have, nobody (this test expected nobody before the ring
-    # path judged units whatever their click-through)
+    # a bar the farm's click-through does not reach: nobody — the two farm units share their two items
+    # only, one short of a ring's 3 (ring_min_shared); with 2 they are a ring, whatever their click-through
     high = ClickFarmPolicy(ctr_ratio=50.0).check(system, *files, now)
-    assert high.quarantined == ["farm-1", "farm-2"] and [u["unit"] for u in high.units] == ["farm-1", "farm-2"]
-    assert all("a click ring" in u["reason"] and u["ring_partners"] for u in high.units), high.units
-    neither = ClickFarmPolicy(ctr_ratio=50.0, ring_min_shared=3).check(system, *files, now)
-    assert neither.quarantined == [] and neither.units == [] and neither.population["ring_members"] == 0
+    assert high.quarantined == [] and high.units == [] and high.population["ring_members"] == 0
+    ring = ClickFarmPolicy(ctr_ratio=50.0, ring_min_shared=2).check(system, *files, now)
+    assert ring.quarantined == ["farm-1", "farm-2"] and [u["unit"] for u in ring.units] == ["farm-1", "farm-2"]
+    assert all(u["reason"].endswith("a click ring") and u["ring_partners"] for u in ring.units), ring.units
     # declared trusted; a check before the farm began (its decisions are the last 400 seconds')
     assert ClickFarmPolicy(trusted=["farm-1"]).check(system, *files, now).quarantined == ["farm-2"]
     before = ClickFarmPolicy().check(system, *files, T0 + 2200 * S + 1)
@@ -139,7 +137,11 @@ def test_a_bad_setting_is_refused_with_its_name_and_value():
         ClickFarmPolicy(top_items=0)
     with pytest.raises(SpecError, match=r"'window' parameter of ClickFarmPolicy must be a positive timedelta"):
         ClickFarmPolicy(window=timedelta(0))
+    with pytest.raises(SpecError, match=r"'ring_min_shared' parameter of ClickFarmPolicy must be an integer ≥ 1. Got 0"):
+        ClickFarmPolicy(ring_min_shared=0)
     assert ClickFarmPolicy().describe()["ctr_ratio"] == 1.5
+    assert {k: ClickFarmPolicy().describe()[k] for k in ("ring_units", "ring_min_clicks", "ring_min_shared")} == {
+        "ring_units": 5, "ring_min_clicks": 2, "ring_min_shared": 3}
     from closedloop.orchestration import LoopPlan
 
     system = BanditWorld(seed=1).system(k=2)
