@@ -95,9 +95,13 @@ def test_each_condition_alone_does_not_quarantine(lake):
     # the heavy user's clicks spread: with a bar of 0.5% concentration it would be a farm too
     loose = ClickFarmPolicy(concentration=0.005).check(system, *files, now)
     assert "heavy" in loose.quarantined
-    # a bar the farm's click-through does not reach: nobody
+    # a bar the farm's click-through does not reach: nobody — the two farm units share their two items
+    # only, one short of a ring's 3 (ring_min_shared); with 2 they are a ring, whatever their click-through
     high = ClickFarmPolicy(ctr_ratio=50.0).check(system, *files, now)
-    assert high.quarantined == [] and high.units == []
+    assert high.quarantined == [] and high.units == [] and high.population["ring_members"] == 0
+    ring = ClickFarmPolicy(ctr_ratio=50.0, ring_min_shared=2).check(system, *files, now)
+    assert ring.quarantined == ["farm-1", "farm-2"] and [u["unit"] for u in ring.units] == ["farm-1", "farm-2"]
+    assert all(u["reason"].endswith("a click ring") and u["ring_partners"] for u in ring.units), ring.units
     # declared trusted; a check before the farm began (its decisions are the last 400 seconds')
     assert ClickFarmPolicy(trusted=["farm-1"]).check(system, *files, now).quarantined == ["farm-2"]
     before = ClickFarmPolicy().check(system, *files, T0 + 2200 * S + 1)
@@ -133,7 +137,11 @@ def test_a_bad_setting_is_refused_with_its_name_and_value():
         ClickFarmPolicy(top_items=0)
     with pytest.raises(SpecError, match=r"'window' parameter of ClickFarmPolicy must be a positive timedelta"):
         ClickFarmPolicy(window=timedelta(0))
+    with pytest.raises(SpecError, match=r"'ring_min_shared' parameter of ClickFarmPolicy must be an integer ≥ 1. Got 0"):
+        ClickFarmPolicy(ring_min_shared=0)
     assert ClickFarmPolicy().describe()["ctr_ratio"] == 1.5
+    assert {k: ClickFarmPolicy().describe()[k] for k in ("ring_units", "ring_min_clicks", "ring_min_shared")} == {
+        "ring_units": 5, "ring_min_clicks": 2, "ring_min_shared": 3}
     from closedloop.orchestration import LoopPlan
 
     system = BanditWorld(seed=1).system(k=2)
@@ -156,8 +164,9 @@ def test_a_population_that_never_clicks_leaves_the_farm_infinitely_above_it(tmp_
 
 def test_a_farm_that_spreads_its_clicks_over_many_items_is_caught_by_its_ring(tmp_path):
     """Three farm units promote 30 items of their own, two shown a session; their top 3 items hold
-    few of their clicks, but the items are clicked mostly by units over the bar: a ring. A popular
-    item that the heavy user and everyone click is not a ring item."""
+    few of their clicks, but the items are clicked by the three of them only: a ring (each unit a
+    top clicker of all 30 with each of the others). A popular item that the heavy user and everyone
+    click is not a ring item."""
     world = BanditWorld(seed=5, n_candidates=6)
     system = world.system(k=2)
     clock = ManualClock(T0)
@@ -190,5 +199,6 @@ def test_a_farm_that_spreads_its_clicks_over_many_items_is_caught_by_its_ring(tm
     assert report.quarantined == ["spread-0", "spread-1", "spread-2"], [(u["unit"], u["reason"]) for u in report.units]
     for i in range(3):
         u = units[f"spread-{i}"]
-        assert u["top_share"] < 0.5 and u["ring_share"] > 0.9 and "items clicked mostly by units over the bar" in u["reason"]
+        assert u["top_share"] < 0.5 and u["ring_share"] > 0.9 and u["reason"].endswith("a click ring")
+        assert u["ring_partners"] == sorted({"spread-0", "spread-1", "spread-2"} - {f"spread-{i}"})
     assert units["heavy"]["verdict"] == "trusted" and units["heavy"]["ring_share"] < 0.5  # "hit": clicked by everyone
