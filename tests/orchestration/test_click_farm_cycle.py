@@ -147,6 +147,7 @@ def test_the_monitor_quarantines_exactly_the_farm_and_the_candidate_learns_witho
     assert farm_items["p0"]["farm_share"] > 0.8  # the farm's clicks, mostly
     alerts = [a for a in rec["alerts"] if a["kind"] == "abuse"]
     assert sorted(a["subject"] for a in alerts) == list(FARM) and all(a["action"] == "quarantine" for a in alerts)
+    assert all(a["value"] >= a["threshold"] for a in alerts), alerts  # the figure that crossed its bar (rate or ring share)
     assert sorted(rec["unit_quarantine"]) == list(FARM)
     status = cycle.status()
     assert [u["unit"] for u in status["quarantined_units"]] == list(FARM)

@@ -113,8 +113,11 @@ def _click_farm(ctx: StepContext, dec: list[Path], out: list[Path], alerts: list
     for u in report.units:
         if u["verdict"] == "quarantined":
             kept[u["unit"]] = {"last_ns": now, "since_ns": kept.get(u["unit"], {}).get("since_ns", now), "reason": u["reason"]}
-            alerts.append(Alert("abuse", u["unit"], u["ratio"], policy.ctr_ratio, f"unit {u['unit']!r} quarantined: {u['reason']}",
-                                "quarantine", "click_farm", now, {"top_items": u["top_items"], "top_share": u["top_share"]}))
+            ring = bool(u.get("ring_partners"))  # a ring member: its ring share against the bar, not its click-through
+            value, bar = (u["ring_share"], policy.concentration) if ring else (u["ratio"], policy.ctr_ratio)
+            alerts.append(Alert("abuse", u["unit"], value, bar, f"unit {u['unit']!r} quarantined: {u['reason']}",
+                                "quarantine", "click_farm", now, {"top_items": u["top_items"], "top_share": u["top_share"],
+                                                                  "ring_share": u.get("ring_share")}))
     ctx.record["unit_quarantine"] = dict(sorted(kept.items()))
     return report.to_dict(), sorted(kept)
 
