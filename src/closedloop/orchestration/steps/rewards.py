@@ -9,7 +9,9 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``). The decisions of
   the units the ``monitor`` step holds quarantined as a click farm (the record's ``unit_quarantine``:
   :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`) are left out, counted in the
-  manifest's ``counts.excluded``.
+  manifest's ``counts.excluded``. What each telemetry decision file decodes to is kept from cycle to
+  cycle in ``<home>/cache/reward_rows/<system>`` (:mod:`closedloop.datasets.slot_cache`: the same
+  dataset, each file decoded once; the quarantine is applied after the cache).
 - ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
   reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
   request × candidate features, the direct method); the candidate ranks by it; ``"dr"`` — a policy
@@ -42,7 +44,13 @@ from closedloop.orchestration.steps.evaluate import EvaluateResult, baselines, c
 from closedloop.orchestration.steps.train import TrainResult
 from closedloop.runtime.bundle import Bundle
 
-__all__ = ["PolicyEvaluate", "RewardDataset", "RewardTrain"]
+__all__ = ["PolicyEvaluate", "RewardDataset", "RewardTrain", "reward_cache_dir"]
+
+
+def reward_cache_dir(home: Path, system: Any) -> Path:
+    """Where the reward dataset's per-file cache of ``system`` lives in the project ``home``
+    (:mod:`closedloop.datasets.slot_cache`; safe to delete)."""
+    return Path(home) / "cache" / "reward_rows" / system.name
 
 
 class RewardDataset(Step[DatasetResult]):
@@ -62,7 +70,8 @@ class RewardDataset(Step[DatasetResult]):
             try:
                 m = build_reward_dataset(ctx.system, decision_files=dec, outcome_files=outc,
                                          since_ns=now - int(ctx.plan.train_window.total_seconds() * 1e9), until_ns=now,
-                                         cutoff_ns=now, out=out, exclude_units=sorted(ctx.record.get("unit_quarantine") or {}))
+                                         cutoff_ns=now, out=out, exclude_units=sorted(ctx.record.get("unit_quarantine") or {}),
+                                         cache=reward_cache_dir(ctx.home, ctx.system))
             except ClosedLoopError as exc:
                 raise Stop("not_enough_rewards", f"no reward dataset: {exc}") from None
         decisions = int(m.counts["decisions"])
