@@ -44,6 +44,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -319,7 +320,7 @@ def _uniform(raw: list[Any], decoded: Any) -> bool:
     if any(pa.types.is_nested(f.type) or pa.types.is_null(f.type) for f in flat.type):
         return False
     dicts = [c for lst in raw if isinstance(lst, list) for c in lst]
-    if not all(isinstance(c, dict) and tuple(c) == names for c in dicts):
+    if set(map(type, dicts)) != {dict} or set(map(tuple, dicts)) != {names}:  # C loops, no Python one per candidate
         return False
     floats = [f.name for f in flat.type if pa.types.is_floating(f.type)]
-    return all(type(c[n]) is float for n in floats for c in dicts)
+    return all(set(map(type, map(itemgetter(n), dicts))) == {float} for n in floats)

@@ -18,7 +18,7 @@ others are kept); a request that does not validate raises, as for a labeled data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from closedloop.errors import IntelligenceError
 from closedloop.system.spec import System
 
-__all__ = ["is_reward_dataset", "reward_rows"]
+__all__ = ["RewardRows", "is_reward_dataset", "load_reward_rows", "reward_rows"]
 
 #: The columns read from a reward dataset (``weight`` when it has one).
 _READ = ("reward", "weight", "unit", "timestamp_ns", "context_json", "candidate_json")
@@ -104,15 +104,53 @@ def _candidates(cschema: Any, col: Any) -> Any:
     return cschema.validate_batch(cols, errors="skip")
 
 
+class RewardRows(NamedTuple):
+    """What :func:`reward_rows` returned for the dataset ``dataset_id``, to pass as ``train(...,
+    loaded=...)`` when several fits read the same dataset (a cycle's candidate and the click model
+    of its DR estimate): the rows are then decoded once. Read only, never changed by a fit."""
+
+    dataset_id: str
+    rows: tuple[pa.Table, Any, np.ndarray, dict[str, int]]
+
+
+def load_reward_rows(system: System, path: Path | str) -> RewardRows:
+    """The rows :func:`reward_rows` gives for the reward dataset at ``path``, decoded once."""
+    from closedloop.datasets.dataset import DatasetManifest
+
+    manifest = DatasetManifest.read(Path(path))
+    return RewardRows(manifest.id, reward_rows(system, Path(path), manifest, None))
+
+
+def _contexts(system: System, col: Any) -> Any:
+    """The rows' request fields: each distinct context text decoded once (a decision's slots share
+    one), then placed on its rows — each row's result depends on its text only; a context that
+    fails to decode is named by its row (the whole column decoded)."""
+    from closedloop.datasets.dataset import decode_contexts
+    from closedloop.errors import ContextError
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count or len(arr) == 0:
+        return decode_contexts(col, system)
+    enc = pc.dictionary_encode(arr)
+    if len(enc.dictionary) * 2 > len(arr):  # few repeats: not worth the detour
+        return decode_contexts(col, system)
+    try:
+        distinct = decode_contexts(enc.dictionary, system)
+    except ContextError:
+        return decode_contexts(col, system)
+    return distinct.take(np.asarray(enc.indices, dtype=np.int64))
+
+
 def reward_rows(system: System, path: Path, manifest: Any, loaded: tuple[Any, Any] | None
                 ) -> tuple[pa.Table, Any, np.ndarray, dict[str, int]]:
     """The reward dataset's rows to fit (module doc) → (table of ``reward``, ``weight``, ``unit``,
     ``timestamp_ns``; the request × candidate columns; the 0/1 labels; counts of the rows read and
-    left out)."""
-    from closedloop.datasets.dataset import decode_contexts
-
+    left out). ``loaded``: the dataset's rows when the caller read them — or a :class:`RewardRows`
+    of this dataset, returned as they are."""
     cschema = check_ranking_system(system, manifest)
-    table = _read(path, loaded)
+    if isinstance(loaded, RewardRows) and loaded.dataset_id == manifest.id:
+        return loaded.rows
+    table = _read(path, None if isinstance(loaded, RewardRows) else loaded)
     n_read = table.num_rows
     table, y, no_reward = _labels(table, manifest)
     ccols = _candidates(cschema, table["candidate_json"])
@@ -122,7 +160,7 @@ def reward_rows(system: System, path: Path, manifest: Any, loaded: tuple[Any, An
         table, y = table.take(pa.array(kept)), y[kept]
     if table.num_rows == 0:
         raise IntelligenceError(f"The dataset {manifest.id!r} must have rows with a reward to train on. Got none instead.")
-    rcols = decode_contexts(table["context_json"], system)
+    rcols = _contexts(system, table["context_json"])
     data: dict[str, Any] = {f.name: rcols[f.name] for f in system.schema.fields}
     for f in cschema.fields:
         data[f.name] = ccols[f.name]

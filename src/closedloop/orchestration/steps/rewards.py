@@ -108,11 +108,20 @@ def _train(ctx: StepContext, path: Path) -> Bundle:
         return apprentice.train_apprentice_candidate(ctx, path, ds)
     try:
         run = train(ctx.system, ds, model=plan.model, params=dict(plan.params), parent=None if prod is None else prod.version,
-                    weights=plan.train_weights, objective=plan.objective)
+                    weights=plan.train_weights, objective=plan.objective,
+                    loaded=_reward_rows(ctx, ds) if plan.objective == "reward" else None)
     except ClosedLoopError as exc:
         raise Stop("training_failed", str(exc)) from None
     shutil.rmtree(path, ignore_errors=True)
     return Bundle.load(run.bundle.save(path, key=ctx.signer()), ctx.system)
+
+
+def _reward_rows(ctx: StepContext, ds: str) -> Any:
+    """The reward dataset's rows as the reward model's fit reads them, decoded once per cycle: the
+    candidate's fit and the click model of the DR estimate share them."""
+    from closedloop.training.rewards import load_reward_rows
+
+    return ctx.reader.shared(("reward_rows", ds), lambda: load_reward_rows(ctx.system, ds))
 
 
 class PolicyEvaluate(Step[EvaluateResult]):
@@ -154,8 +163,9 @@ def _reward_model(ctx: StepContext, cand: Bundle) -> Bundle | None:
         return cand
     from closedloop.training.train import train
 
+    ds = ctx.result("dataset", DatasetResult).path
     try:
-        run = train(ctx.system, ctx.result("dataset", DatasetResult).path, model="logistic")
+        run = train(ctx.system, ds, model="logistic", loaded=_reward_rows(ctx, ds))
     except ClosedLoopError as exc:
         raise Stop("evaluation_failed", f"the reward model could not be fitted: {exc}") from None
     return run.bundle
