@@ -72,7 +72,7 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     path = rows.manifest.path
     if not (path / CANDIDATE_SETS_FILE).is_file():
         return None
-    sets = read_candidate_sets(system, path)
+    sets = read_candidate_sets(system, path, rows=_slot_rows_of(path, rows.decision_ids))  # the report's decisions only
     where = {d: i for i, d in enumerate(sets.decision_ids)}
     idx = np.asarray([where.get(d, -1) for d in rows.decision_ids], dtype=np.int64)
     have = np.flatnonzero(idx >= 0)
@@ -95,6 +95,22 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
                      None if reward_model is None else _scored(system, reward_model, batch, flat.size),
                      _logger(system, rows, offsets, column, sets.logged_scores[flat]),
                      {"decisions_without_a_candidate_set": int(idx.size - have.size)})
+
+
+def _slot_rows_of(path: Any, decision_ids: list[str]) -> pa.Table:
+    """The dataset's slot rows of the decisions ``decision_ids`` (the columns
+    :func:`~closedloop.datasets.candidate_sets.read_candidate_sets` reads): each decision's set is
+    read from its own rows, so reading only the report's (the test side) gives them as reading all."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from closedloop.datasets.candidate_sets import _ROWS
+    from closedloop.datasets.dataset import DATA_FILE
+
+    names = set(pq.read_schema(path / DATA_FILE).names)
+    table = pq.read_table(path / DATA_FILE, columns=[c for c in _ROWS if c in names])
+    mine = pc.is_in(table["decision_id"].cast(pa.string()), value_set=pa.array(decision_ids, pa.string()))
+    return table.filter(mine)
 
 
 def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray) -> np.ndarray:
