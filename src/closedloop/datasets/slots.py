@@ -254,9 +254,15 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
     ``(decision, None)`` whatever ``per``; one naming a candidate other than the action is counted
     ``other_action``."""
     ids = dec["decision_id"].to_pylist()
-    shown = [{a} for a in dec["action"].to_pylist()] if choice else [set(s) for s in dec["slate"].to_pylist()]
-    slates = dict(zip(ids, shown, strict=True))
-    times = dict(zip(ids, dec["timestamp_ns"].to_pylist(), strict=True))
+    at = dict(zip(ids, range(len(ids)), strict=True))  # each decision's row (ids are unique: deduplicated)
+    if choice:
+        flat, off = dec["action"].to_pylist(), np.arange(len(ids) + 1, dtype=np.int64)
+    else:  # the slates flat, not a Python set per decision: most decisions have no outcome to check
+        slate = _one(dec["slate"])
+        flat = pc.list_flatten(slate).to_pylist()
+        off = np.concatenate([[0], np.cumsum(np.asarray(pc.list_value_length(slate).fill_null(0), dtype=np.int64))])
+    bounds = off.tolist()
+    times = dec["timestamp_ns"].to_pylist()
     kinds = set(policy.kinds)
     per_slot = policy.per == "slot" and not choice
     got: dict[tuple[str, str | None], list[tuple[str, float, int]]] = {}
@@ -268,15 +274,15 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
             why = "no_candidate" if per_slot and cid is None else "unlinked"
         elif did is None or did not in known:
             why = "unknown_id"
-        elif did not in slates:
+        elif did not in at:
             why = "not_selected"
         elif per_slot and cid is None:
             why = "no_candidate"
-        elif (per_slot or (choice and cid is not None)) and cid not in slates[did]:
+        elif (per_slot or (choice and cid is not None)) and cid not in flat[bounds[at[did]]:bounds[at[did] + 1]]:
             why = "other_action" if choice else "not_in_slate"
-        elif o["event_ns"] < times[did]:
+        elif o["event_ns"] < times[at[did]]:
             why = "before_decision"
-        elif o["event_ns"] > times[did] + window:
+        elif o["event_ns"] > times[at[did]] + window:
             why = "after_window"
         elif o["kind"] not in kinds:
             why = "other_kind"
