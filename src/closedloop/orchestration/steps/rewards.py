@@ -116,6 +116,21 @@ def _train(ctx: StepContext, path: Path) -> Bundle:
     return Bundle.load(run.bundle.save(path, key=ctx.signer()), ctx.system)
 
 
+def _candidate_fit(ctx: StepContext, cand: Bundle) -> Bundle | None:
+    """The click model without fitting it again when the candidate is that fit: the plan trains a
+    logistic reward model with default parameters, unweighted, on this cycle's dataset — what
+    ``train(system, dataset, model="logistic")`` fits (the same rows, split and solver: the same
+    model) — as a bundle of its own (no parent); None otherwise."""
+    plan = ctx.plan
+    lineage = dict((cand.metrics or {}).get("lineage") or {})
+    if (plan.model != "logistic" or dict(plan.params) or plan.train_weights or plan.objective != "reward"
+            or apprentice.imitating(ctx) or lineage.get("model") != "logistic" or lineage.get("params") != {}
+            or lineage.get("fitted_with_weights") or lineage.get("dataset_kind") != "reward"
+            or lineage.get("dataset_id") != ctx.result("dataset", DatasetResult).id):
+        return None
+    return Bundle.build(ctx.system, cand.intelligence, metrics={**(cand.metrics or {}), "lineage": {**lineage, "parent": None}})
+
+
 def _reward_rows(ctx: StepContext, ds: str) -> Any:
     """The reward dataset's rows as the reward model's fit reads them, decoded once per cycle: the
     candidate's fit and the click model of the DR estimate share them."""
@@ -161,6 +176,9 @@ def _reward_model(ctx: StepContext, cand: Bundle) -> Bundle | None:
         return None
     if how == "candidate":
         return cand
+    same = _candidate_fit(ctx, cand)
+    if same is not None:
+        return same
     from closedloop.training.train import train
 
     ds = ctx.result("dataset", DatasetResult).path
