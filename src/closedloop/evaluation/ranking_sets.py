@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Catalogue", "catalogue"]
+__all__ = ["Catalogue", "catalogue", "report_slots"]
 
 
 class Catalogue(NamedTuple):
@@ -63,16 +63,20 @@ def _scored(system: Any, bundle: Any, batch: tuple[Any, Any, list[str], list[int
     return scores
 
 
-def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None) -> Catalogue | None:
+def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None
+              ) -> Catalogue | None:
     """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
     ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
-    the dataset has no sets or they are too large to enumerate exactly."""
+    the dataset has no sets or they are too large to enumerate exactly. ``slots``: those
+    decisions' slot rows (:func:`report_slots`) when the caller read them."""
     from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, read_candidate_sets
 
     path = rows.manifest.path
     if not (path / CANDIDATE_SETS_FILE).is_file():
         return None
-    sets = read_candidate_sets(system, path, rows=_slot_rows_of(path, rows.decision_ids))  # the report's decisions only
+    if slots is None:
+        slots = report_slots(path, rows.decision_ids)
+    sets = read_candidate_sets(system, path, rows=slots)  # the report's decisions only
     where = {d: i for i, d in enumerate(sets.decision_ids)}
     idx = np.asarray([where.get(d, -1) for d in rows.decision_ids], dtype=np.int64)
     have = np.flatnonzero(idx >= 0)
@@ -97,10 +101,11 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
                      {"decisions_without_a_candidate_set": int(idx.size - have.size)})
 
 
-def _slot_rows_of(path: Any, decision_ids: list[str]) -> pa.Table:
-    """The dataset's slot rows of the decisions ``decision_ids`` (the columns
-    :func:`~closedloop.datasets.candidate_sets.read_candidate_sets` reads): each decision's set is
-    read from its own rows, so reading only the report's (the test side) gives them as reading all."""
+def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
+    """The dataset's slot rows of the decisions ``decision_ids``, in the file's order (the columns
+    :func:`~closedloop.datasets.candidate_sets.read_candidate_sets` reads, the logged propensity
+    among them): each decision's set is read from its own rows, so reading only the report's (the
+    test side) gives them as reading all."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
