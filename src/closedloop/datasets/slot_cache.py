@@ -20,11 +20,12 @@ the system in the file with a slate and its candidates' fields:
 - ``rows.arrow``: the decision's row in the file, its slot and candidate counts;
 - ``key.json``: the key — the cache format, the system's declaration that the columns depend on
   (name, schema, features and their fingerprint, candidate schema and id), the file's resolved
-  path, size and modification time (ns) — and each Arrow file's size and sha256.
+  path, size, modification time (ns) and inode — and each Arrow file's size and sha256.
 
 An entry is served only when its key equals the one asked and its files' sizes and digests match;
 anything else (a missing, corrupted or stale entry: a file rewritten by retention has another size
-or time) is rebuilt. Entries no build of the system asked for are deleted. The cache is a
+or time) is rebuilt. A build deletes the entries of the files it did not read from (days that left
+the window, files rewritten): the cache holds about one window. The cache is a
 directory of the project home (the reward cycle uses ``<home>/cache/reward_rows/<system>``); it is
 safe to delete at any time.
 
@@ -166,18 +167,18 @@ class SlotCache:
     def key(self, file: Path) -> dict[str, Any]:
         st = os.stat(file)
         return {"format": CACHE_FORMAT, "system": self._system_key, "file": str(Path(file).resolve()),
-                "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+                "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
     def entry(self, key: dict[str, Any]) -> Path:
         return self.root / hashlib.sha256(msgspec.json.encode(key, order="sorted")).hexdigest()[:32]
 
     def parts(self, files: Sequence[Path | str], wanted: Sequence[int]) -> FileParts | None:
         """The parts of the files ``wanted`` (indices into ``files`` sorted by name), each read from
-        its entry or built and stored; None when a file cannot be cached (module doc). Entries of
-        files not in ``files`` are deleted."""
+        its entry or built and stored; None when a file cannot be cached (module doc). The other
+        entries are deleted: the cache holds the files of the last build's window."""
         ordered = [Path(f) for f in sorted(str(f) for f in files)]
-        keys = [self.key(f) for f in ordered]
-        self._prune({self.entry(k).name for k in keys})
+        keys = {int(i): self.key(ordered[int(i)]) for i in wanted}
+        self._prune({self.entry(k).name for k in keys.values()})
         out: dict[int, Part] = {}
         for i in wanted:
             part = self._read(keys[i])
