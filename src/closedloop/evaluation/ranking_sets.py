@@ -63,6 +63,16 @@ def _scored(system: Any, bundle: Any, batch: tuple[Any, Any, list[str], list[int
     return scores
 
 
+def _reward_scores(system: Any, reward_model: Any, bundles: list[Any], scores: list[np.ndarray],
+                   batch: tuple[Any, Any, list[str], list[int]], n_flat: int) -> np.ndarray:
+    """The reward model's scores of the sets: a bundle's when the reward model is that bundle's
+    intelligence (the same object, neither with guardrails: the same scores), else its own."""
+    for b, s in zip(bundles, scores, strict=True):
+        if b.intelligence is reward_model.intelligence and not b.guardrails and not reward_model.guardrails:
+            return s
+    return _scored(system, reward_model, batch, n_flat)
+
+
 def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None
               ) -> Catalogue | None:
     """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
@@ -95,8 +105,9 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     ids = np.asarray(sets.candidate_ids, dtype=object)[flat].tolist()
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     column = _columns(rows, system, offsets, ids)
-    return Catalogue(offsets, ids, column, [_scored(system, b, batch, flat.size) for b in bundles],
-                     None if reward_model is None else _scored(system, reward_model, batch, flat.size),
+    scores = [_scored(system, b, batch, flat.size) for b in bundles]
+    return Catalogue(offsets, ids, column, scores,
+                     None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, batch, flat.size),
                      _logger(system, rows, offsets, column, sets.logged_scores[flat]),
                      {"decisions_without_a_candidate_set": int(idx.size - have.size)})
 
