@@ -40,6 +40,7 @@ class DatasetReader:
         self._loaded: tuple[str, Any] | None = None  # the dataset read in this cycle (train, thresholds, evaluate)
         self._contexts: tuple[Any, Any, Any] | None = None  # the last dataset's ids, context text, decoded columns
         self._shared: dict[Any, Any] = {}  # what the cycle's steps share (shared()), forgotten at its end
+        self._carried: dict[Any, Any] = {}  # what a step keeps for the next cycle's (carry()), per process
 
     def load(self, path: str) -> Any:
         """The dataset at ``path``, read once per cycle and process (a dataset never changes)."""
@@ -52,6 +53,14 @@ class DatasetReader:
         next cycle's)."""
         self._loaded = None
         self._shared = {}
+
+    def carry(self, key: Any, value: Any) -> None:
+        """Keep ``value`` for the next cycle of this process (:meth:`carried`), replacing the last."""
+        self._carried[key] = value
+
+    def carried(self, key: Any) -> Any:
+        """What a cycle before kept under ``key`` (:meth:`carry`), or None."""
+        return self._carried.get(key)
 
     def shared(self, key: Any, make: Callable[[], Any]) -> Any:
         """What ``make()`` returns, computed once per cycle for ``key`` — e.g. a reward dataset's

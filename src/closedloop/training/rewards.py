@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from closedloop.errors import IntelligenceError
 from closedloop.system.spec import System
 
-__all__ = ["RewardRows", "is_reward_dataset", "load_reward_rows", "reward_rows"]
+__all__ = ["CandidateMemo", "RewardRows", "is_reward_dataset", "load_reward_rows", "reward_rows"]
 
 #: The columns read from a reward dataset (``weight`` when it has one).
 _READ = ("reward", "weight", "unit", "timestamp_ns", "context_json", "candidate_json")
@@ -90,18 +90,80 @@ def _labels(table: pa.Table, manifest: Any) -> tuple[pa.Table, np.ndarray, int]:
     return table, (r > 0.0).astype(np.int64), dropped
 
 
-def _candidates(cschema: Any, col: Any) -> Any:
+def _candidates(cschema: Any, col: Any, previous: CandidateMemo | None = None) -> tuple[Any, CandidateMemo]:
     """Each row's candidate (``candidate_json``) validated against the candidate schema ``cschema``
-    → Columns; a row that does not validate is dropped (``Columns.rows`` maps the kept ones back)."""
+    → Columns; a row that does not validate is dropped (``Columns.rows`` maps the kept ones back).
+    ``previous``: what the last call decoded — a text it decoded is not decoded again (the result
+    depends on the text only: the same values), when every field is named in the rows decoded
+    now; with the memo of this call."""
     arr = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).fill_null("{}")
+    if previous is not None and len(arr):
+        got = _reused(cschema, arr, previous)
+        if got is not None:
+            return got, CandidateMemo(arr, got, True)
+    names = [f.name for f in cschema.fields]
+    cols, every = _decoded(names, arr)
+    out = cschema.validate_batch(cols, errors="skip")
+    return out, CandidateMemo(arr, out, every)
+
+
+def _decoded(names: list[str], arr: Any) -> tuple[dict[str, list[Any]], bool]:
+    """The candidate texts ``arr`` decoded into one list per field named in some row, and whether
+    every field is."""
     # one JSON array joined by Arrow (no Python string per row), decoded in one call
     one = pa.LargeListArray.from_arrays(pa.array([0, len(arr)], pa.int64()), arr.cast(pa.large_string()))
     text = memoryview(pc.binary_join(one, pa.scalar(",", pa.large_string()))[0].as_buffer()).tobytes() if len(arr) else b""
     raw = msgspec.json.decode(b"[" + text + b"]")
-    names = [f.name for f in cschema.fields]
     objs = [c if isinstance(c, dict) else {} for c in raw]
     cols = {n: [c.get(n) for c in objs] for n in names if any(n in c for c in objs)}
-    return cschema.validate_batch(cols, errors="skip")
+    return cols, len(cols) == len(names)
+
+
+def _reused(cschema: Any, arr: Any, previous: CandidateMemo) -> Any:
+    """The rows' validated candidates with the texts ``previous`` decoded taken from it and the
+    others decoded; None when that cannot give what decoding all gives (a field named in no new
+    row: then the batch's columns, and so its validation, could differ)."""
+    from closedloop.context.schema import concat_columns
+
+    if not previous.every_field:
+        return None
+    names = [f.name for f in cschema.fields]
+    pos = pc.index_in(arr, value_set=previous.texts)
+    found = np.asarray(pos.is_valid(), dtype=bool)
+    old = np.asarray(pos.fill_null(0), dtype=np.int64)
+    at = np.full(len(previous.texts), -1, dtype=np.int64)  # each previous text's validated row (−1: refused)
+    at[np.asarray(previous.cols.rows, dtype=np.int64)] = np.arange(previous.cols.n, dtype=np.int64)
+    new = np.flatnonzero(~found)
+    parts, kept = [], []
+    hit = np.flatnonzero(found & (at[old] >= 0))
+    if hit.size:
+        parts.append(previous.cols.take(at[old[hit]]))
+        kept.append(hit)
+    if new.size:
+        cols, every = _decoded(names, arr.take(pa.array(new)))
+        if not every:
+            return None
+        fresh = cschema.validate_batch(cols, errors="skip")
+        parts.append(fresh)
+        kept.append(new[np.asarray(fresh.rows, dtype=np.int64)])
+    if not parts:
+        return None
+    rows = np.concatenate(kept)
+    order = np.argsort(rows, kind="stable")
+    both = concat_columns(parts) if len(parts) > 1 else parts[0]
+    out = both.take(order)
+    out.rows = rows[order]
+    return out
+
+
+class CandidateMemo(NamedTuple):
+    """The candidate texts one :func:`reward_rows` call decoded (every row's), their validated
+    columns (``cols.rows``: the rows that validated) and whether every field was named in some
+    row, for the next call to take from."""
+
+    texts: Any
+    cols: Any
+    every_field: bool
 
 
 class RewardRows(NamedTuple):
@@ -113,12 +175,17 @@ class RewardRows(NamedTuple):
     rows: tuple[pa.Table, Any, np.ndarray, dict[str, int]]
 
 
-def load_reward_rows(system: System, path: Path | str) -> RewardRows:
-    """The rows :func:`reward_rows` gives for the reward dataset at ``path``, decoded once."""
+def load_reward_rows(system: System, path: Path | str, previous: CandidateMemo | None = None
+                     ) -> tuple[RewardRows, CandidateMemo]:
+    """The rows :func:`reward_rows` gives for the reward dataset at ``path``, decoded once, and
+    what the next call may take from (``previous``: what the last one gave — consecutive cycles'
+    windows share most of their days, so most candidates are not decoded again)."""
     from closedloop.datasets.dataset import DatasetManifest
 
     manifest = DatasetManifest.read(Path(path))
-    return RewardRows(manifest.id, reward_rows(system, Path(path), manifest, None))
+    check_ranking_system(system, manifest)
+    rows, memo = _reward_rows(system, Path(path), manifest, None, previous)
+    return RewardRows(manifest.id, rows), memo
 
 
 def _contexts(system: System, col: Any) -> Any:
@@ -147,13 +214,20 @@ def reward_rows(system: System, path: Path, manifest: Any, loaded: tuple[Any, An
     ``timestamp_ns``; the request × candidate columns; the 0/1 labels; counts of the rows read and
     left out). ``loaded``: the dataset's rows when the caller read them — or a :class:`RewardRows`
     of this dataset, returned as they are."""
-    cschema = check_ranking_system(system, manifest)
+    check_ranking_system(system, manifest)
     if isinstance(loaded, RewardRows) and loaded.dataset_id == manifest.id:
         return loaded.rows
-    table = _read(path, None if isinstance(loaded, RewardRows) else loaded)
+    return _reward_rows(system, path, manifest, None if isinstance(loaded, RewardRows) else loaded, None)[0]
+
+
+def _reward_rows(system: System, path: Path, manifest: Any, loaded: tuple[Any, Any] | None, previous: CandidateMemo | None
+                 ) -> tuple[tuple[pa.Table, Any, np.ndarray, dict[str, int]], CandidateMemo]:
+    """:func:`reward_rows` decoded (``previous``: :func:`_candidates`), with the candidates' memo."""
+    cschema = system.candidate_schema
+    table = _read(path, loaded)
     n_read = table.num_rows
     table, y, no_reward = _labels(table, manifest)
-    ccols = _candidates(cschema, table["candidate_json"])
+    ccols, memo = _candidates(cschema, table["candidate_json"], previous)
     kept = ccols.rows
     invalid = int(table.num_rows - kept.shape[0])
     if invalid:
@@ -162,10 +236,10 @@ def reward_rows(system: System, path: Path, manifest: Any, loaded: tuple[Any, An
         raise IntelligenceError(f"The dataset {manifest.id!r} must have rows with a reward to train on. Got none instead.")
     rcols = _contexts(system, table["context_json"])
     data: dict[str, Any] = {f.name: rcols[f.name] for f in system.schema.fields}
-    for f in cschema.fields:
+    for f in cschema.fields:  # type: ignore[union-attr]
         data[f.name] = ccols[f.name]
     # one batch of request × candidate rows, as a ranking plan builds it (the same Columns class)
     cols = type(rcols)(data, int(table.num_rows), np.arange(table.num_rows, dtype=np.int64), [])
     table = table.select([c for c in ("reward", "weight", "unit", "timestamp_ns") if c in table.column_names])
     counts = {"read": n_read, "rows": int(table.num_rows), "without_reward": no_reward, "invalid_candidate": invalid}
-    return table, cols, y, counts
+    return (table, cols, y, counts), memo

@@ -133,10 +133,16 @@ def _candidate_fit(ctx: StepContext, cand: Bundle) -> Bundle | None:
 
 def _reward_rows(ctx: StepContext, ds: str) -> Any:
     """The reward dataset's rows as the reward model's fit reads them, decoded once per cycle: the
-    candidate's fit and the click model of the DR estimate share them."""
+    candidate's fit and the click model of the DR estimate share them; the candidates the cycle
+    before decoded (its window shares most of this one's days) are not decoded again."""
     from closedloop.training.rewards import load_reward_rows
 
-    return ctx.reader.shared(("reward_rows", ds), lambda: load_reward_rows(ctx.system, ds))
+    def load() -> Any:
+        rows, memo = load_reward_rows(ctx.system, ds, previous=ctx.reader.carried("reward_candidates"))
+        ctx.reader.carry("reward_candidates", memo)
+        return rows
+
+    return ctx.reader.shared(("reward_rows", ds), load)
 
 
 class PolicyEvaluate(Step[EvaluateResult]):
