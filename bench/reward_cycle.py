@@ -58,9 +58,10 @@ def _world(home: Path, sessions: int, reward_model: str | None) -> tuple[FeedWor
     return world, system, Cycle(plan, home, reg, clock=clock), reg, clock, start
 
 
-def _warm(home: Path, system: Any, now: int) -> float:
+def _warm(home: Path, system: Any, cycle: Cycle, now: int) -> float:
     """What the demo's cycle of the day before left for this one: the reward dataset's per-file
-    cache, filled by building that day's dataset into it (nothing with code that has no cache)."""
+    cache, filled by building that day's dataset into it, and the candidates its reward rows
+    decoded, kept by the cycle's reader (nothing with code that keeps neither)."""
     import inspect
 
     from closedloop.datasets.slots import build_reward_dataset
@@ -76,6 +77,9 @@ def _warm(home: Path, system: Any, now: int) -> float:
         build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
                              since_ns=now - 7 * DAY, until_ns=now, cutoff_ns=now, out=Path(tmp) / "dataset",
                              cache=rewards.reward_cache_dir(home, system))
+        from closedloop.training.rewards import load_reward_rows
+
+        cycle.reader.carry("reward_candidates", load_reward_rows(system, Path(tmp) / "dataset")[1])  # as steps/rewards.py keeps it
     return time.perf_counter() - t0
 
 
@@ -100,7 +104,7 @@ def main() -> None:
         for d in range(args.days):
             if args.warm and d == args.days - 1:
                 tel.flush()
-                print(f"warm-up: the dataset at the end of day {d} built in {_warm(home, system, start + d * DAY):.2f} s")
+                print(f"warm-up: the dataset at the end of day {d} built in {_warm(home, system, cycle, start + d * DAY):.2f} s")
             tel.clock = ManualClock(start + (d + 1) * DAY).now_ns
             run_feed_day(world, rt, tel, d, seed=100 + d)
         tel.close()
