@@ -106,12 +106,14 @@ def test_a_new_day_reuses_the_days_before_and_the_day_that_left_the_window_goes(
     same(lg.build(tmp_path / "p1", cache=None, days=2), lg.build(tmp_path / "c1", cache=cache, days=2))
     before = entries(cache)
     assert len(before) == 2
+    (cache / ".0123-left-by-a-crash.tmp-1").mkdir()  # a write that did not finish
     lg.day()
     same(lg.build(tmp_path / "p2", cache=None, days=2), lg.build(tmp_path / "c2", cache=cache, days=2))
     after = entries(cache)
     kept = set(before) & set(after)
     assert len(kept) == 1 and before[next(iter(kept))] == after[next(iter(kept))]  # the day still in the window: served
     assert len(after) == 2  # the new day's file in, the first day's out
+    assert sorted(p.name for p in cache.iterdir()) == sorted(after)  # and no temporary directory left
 
 
 def test_a_corrupted_or_mismatched_entry_is_rebuilt_never_served(log: Log, tmp_path: Path) -> None:

@@ -196,8 +196,8 @@ class SlotCache:
     def _prune(self, keep: set[str]) -> None:
         if not self.root.is_dir():
             return
-        for p in self.root.iterdir():
-            if p.name not in keep and not p.name.startswith("."):
+        for p in self.root.iterdir():  # also a write's temporary directory left by a crash
+            if p.name not in keep:
                 shutil.rmtree(p, ignore_errors=True)
 
     def _read(self, key: dict[str, Any]) -> Part | None:
