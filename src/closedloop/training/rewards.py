@@ -123,8 +123,6 @@ def _reused(cschema: Any, arr: Any, previous: CandidateMemo) -> Any:
     """The rows' validated candidates with the texts ``previous`` decoded taken from it and the
     others decoded; None when that cannot give what decoding all gives (a field named in no new
     row: then the batch's columns, and so its validation, could differ)."""
-    from closedloop.context.schema import concat_columns
-
     if not previous.every_field:
         return None
     names = [f.name for f in cschema.fields]
@@ -150,10 +148,24 @@ def _reused(cschema: Any, arr: Any, previous: CandidateMemo) -> Any:
         return None
     rows = np.concatenate(kept)
     order = np.argsort(rows, kind="stable")
-    both = concat_columns(parts) if len(parts) > 1 else parts[0]
+    full = [p for p in parts if p.n] or parts[:1]  # an empty batch may hold untyped empty lists
+    both = _concat(full) if len(full) > 1 else full[0]
     out = both.take(order)
     out.rows = rows[order]
     return out
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Two validated batches of one schema, one after the other (as ``context.concat_columns``)."""
+    data: dict[str, Any] = {}
+    for k in parts[0].names():
+        vals = [p[k] for p in parts]
+        if isinstance(vals[0], pa.Array):
+            data[k] = pa.concat_arrays([v if v.type == vals[0].type else v.cast(vals[0].type) for v in vals])
+        else:
+            data[k] = np.concatenate(vals)
+    n = sum(p.n for p in parts)
+    return type(parts[0])(data, n, np.arange(n, dtype=np.int64), [])
 
 
 class CandidateMemo(NamedTuple):
