@@ -68,6 +68,8 @@ CACHE_FORMAT = 1
 LIGHT_COLUMNS = ("seq", "writer", "decision_id", "system", "unit", "timestamp_ns", "ingest_ns", "sample_prob", "slate",
                  "slot_propensities")
 _FILES = ("slots.arrow", "sets.arrow", "rows.arrow")
+#: The decision columns a file's part is computed from.
+_DECODED = ("decision_id", "system", "context_json", "candidate_scores", "candidates_json", "slate", "slot_propensities")
 
 
 class Part(NamedTuple):
@@ -277,7 +279,7 @@ def build_part(system: System, file: Path) -> Part | None:
     from closedloop.datasets.slots import _candidate_fields, _exploded, _request_fields
     from closedloop.errors import ClosedLoopError
 
-    t = pq.read_table(file, schema=DECISION_SCHEMA)
+    t = pq.read_table(file, schema=DECISION_SCHEMA, columns=list(_DECODED))
     mine = pc.and_(pc.and_(pc.equal(t["system"], system.name), t["slate"].is_valid()), t["candidates_json"].is_valid())
     rows = np.flatnonzero(np.asarray(pc.fill_null(mine, False), dtype=bool))
     dec = t.take(pa.array(rows, pa.int64()))
