@@ -68,10 +68,10 @@ def _warm(home: Path, system: Any, cycle: Cycle, now: int) -> float:
     from closedloop.orchestration.steps import rewards
     from closedloop.telemetry import TelemetryStore
 
+    store = TelemetryStore(home)
+    store.compact()  # as the ingest step of the day before did, with any code: the timed ingest compacts one day
     if not hasattr(rewards, "reward_cache_dir") or "cache" not in inspect.signature(build_reward_dataset).parameters:
         return 0.0
-    store = TelemetryStore(home)
-    store.compact()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
