@@ -23,9 +23,12 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   plan's gate judges (:meth:`~closedloop.evaluation.gate.Gate.check_policy_value`: the lower bound
   of (candidate − production) by SNIPS — by DR with a reward model: ``LoopPlan.reward_model``
   ``"candidate"`` (the candidate's own scores) or ``"fitted"`` (a click model fitted on the train side
-  of the cycle's dataset) — must not fall below −``policy_tolerance``, and the support check must pass).
+  of the cycle's dataset: the candidate's own fit, not fitted again, when the plan trains that same
+  default logistic model) — must not fall below −``policy_tolerance``, and the support check must pass).
 
-Each step finds its file in the cycle's directory when it finished before (a resumed cycle).
+Each step finds its file in the cycle's directory when it finished before (a resumed cycle). The
+train and evaluate steps share the dataset's decoded rows (once per cycle; the candidates the cycle
+before decoded are taken from it: :func:`closedloop.training.rewards.load_reward_rows`).
 """
 
 from __future__ import annotations
