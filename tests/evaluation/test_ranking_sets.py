@@ -93,3 +93,32 @@ def test_a_greedy_logger_gives_no_support_where_the_candidate_differs(tmp_path):
     sup = report["policy_value"]["bundles"][1]["estimates"]["snips"]["support"]
     assert not sup["passed"] and sup["share"] > 0.3 and "the logger gave a probability below" in sup["detail"]
     assert not report["gate"]["passed"] and "support" in " ".join(report["gate"]["reasons"])
+
+
+def test_the_report_reads_its_own_decisions_sets_as_reading_every_set_gives_them(tmp_path):
+    from closedloop.datasets.candidate_sets import read_candidate_sets
+    from closedloop.evaluation.ranking_rows import slot_rows
+    from closedloop.evaluation.ranking_sets import report_slots
+
+    _, system, _, ds = _logged(tmp_path, k=2, n=1500)
+    rows = slot_rows(system, ds, None, None)  # the report's decisions: the test side
+    every = read_candidate_sets(system, ds)
+    mine = read_candidate_sets(system, ds, rows=report_slots(ds, rows.decision_ids))
+    assert 0 < mine.n_decisions == len(rows.decision_ids) < every.n_decisions
+    where = {d: i for i, d in enumerate(every.decision_ids)}
+
+    def cands(sets, i):
+        a, b = int(sets.offsets[i]), int(sets.offsets[i + 1])
+        fields = {n: [sets.candidates[n][j] for j in range(a, b)] for n in sets.candidates if n != "request"}
+        return (sets.candidate_ids[a:b], sets.slot[a:b].tolist(), sets.reward[a:b].tolist(), sets.propensity[a:b].tolist(),
+                sets.logged_scores[a:b].tolist(), {n: [x.as_py() if hasattr(x, "as_py") else x for x in v] for n, v in fields.items()})
+
+    from closedloop.evaluation.ranking_value import _propensities
+
+    read, shared = _propensities(rows), _propensities(rows, report_slots(ds, rows.decision_ids))
+    assert read is not None and shared is not None and read.tobytes() == shared.tobytes()  # the propensities from the same rows
+    for i, d in enumerate(mine.decision_ids):
+        j = where[d]
+        assert mine.units[i] == every.units[j] and mine.timestamps_ns[i] == every.timestamps_ns[j]
+        assert {n: mine.requests[n][i] for n in mine.requests} == {n: every.requests[n][j] for n in every.requests}
+        assert repr(cands(mine, i)) == repr(cands(every, j))

@@ -94,3 +94,41 @@ def test_a_plan_for_a_ranking_without_rewards_is_refused(loop):
         LoopPlan(s, objective="imitate")
     with pytest.raises(SpecError, match=r"'model' parameter of LoopPlan must be 'logistic' or 'lightgbm'.*Got 'heuristic'"):
         LoopPlan(s, model="heuristic")
+
+
+def test_the_dr_click_model_is_the_candidates_fit_when_the_plan_fits_the_same_model(tmp_path):
+    """A plan that trains a default logistic reward model and judges it by DR with a fitted click
+    model fits once: the report is the one a click model fitted again gives, to the last digit."""
+    import json
+
+    from closedloop.evaluation.report import evaluate
+    from closedloop.training import train
+
+    world = BanditWorld(seed=11, n_candidates=8)
+    system = world.system(k=2, explore=Softmax(0.1))
+    clock = ManualClock(START)
+    reg = Registry(f"sqlite:///{tmp_path}/registry.sqlite", tmp_path / "bundles", clock=clock).open()
+    heuristic = Bundle.build(system, world.heuristic(), version="heuristic")
+    plan = LoopPlan(system, heuristic=heuristic, model="logistic", train_window=timedelta(days=7), reward_model="fitted",
+                    retrain_every=timedelta(days=30), min_labeled=500, evaluate_bootstrap=50, drift=None,
+                    rollout=Rollout(shadow_for=timedelta(days=1), flight_for=timedelta(days=1), guard=GuardPolicy(min_decisions=200)))
+    cycle = Cycle(plan, tmp_path, reg, clock=clock)
+    try:
+        assert cycle.run_once()["outcome"] == "bootstrapped"
+        tel = Telemetry(SegmentLog(tmp_path), system=system, clock=clock.now_ns, flush_interval_ms=1)
+        rt = Runtime(system, reg.load_bundle(reg.state(system.name).production, system), telemetry=tel)
+        _day(world, rt, 0)
+        tel.close()
+        clock.set_ns(START + DAY)
+        rec = cycle.run_once()
+        steps = rec["steps"]
+        ds, cand = steps["dataset"]["result"]["path"], reg.load_bundle(steps["train"]["result"]["version"], system)
+        report = json.loads((tmp_path / steps["evaluate"]["result"]["path"]).read_text())
+        again = evaluate(system, [reg.load_bundle(reg.state(system.name).production, system), cand], ds, gate=plan.gate,
+                         bootstrap=plan.evaluate_bootstrap, seed=rec["id"], reward_model=train(system, ds, model="logistic").bundle)
+    finally:
+        reg.close()
+    assert report["gate"]["estimator"] == "dr"
+    got, want = report["policy_value"], json.loads(json.dumps(again["policy_value"]))
+    assert got["bundles"] == want["bundles"] and got["comparison"] == want["comparison"]
+    assert report["gate"] == json.loads(json.dumps(again["gate"]))

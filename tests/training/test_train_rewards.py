@@ -165,3 +165,58 @@ def test_rows_without_a_reward_or_with_an_invalid_candidate_are_left_out_and_cou
     assert run.metrics["lineage"]["reward_rows"] == {"label": "reward > 0", "read": 15000, "rows": 14998, "without_reward": 1,
                                                      "invalid_candidate": 1}
     assert run.metrics["train"]["n"] + run.metrics["heldout"]["n"] == 14998
+
+
+def test_rows_decoded_once_fit_the_same_model_twice_and_are_left_as_they_were(rewards, trained):
+    from closedloop.training.rewards import load_reward_rows
+
+    shared, _ = load_reward_rows(FEED, rewards.path)
+    table, cols, y = shared.rows[0], shared.rows[1], shared.rows[2].copy()
+    first = train(FEED, rewards.path, model="logistic", loaded=shared)  # the cycle's candidate
+    second = train(FEED, rewards.path, model="logistic", loaded=shared)  # the click model of its DR estimate
+    for run in (first, second):
+        fa: dict[str, bytes] = {}
+        fb: dict[str, bytes] = {}
+        assert run.bundle.intelligence.to_dict(fa) == trained.bundle.intelligence.to_dict(fb) and fa == fb
+        assert run.metrics["heldout"] == trained.metrics["heldout"]
+        assert run.metrics["lineage"]["reward_rows"] == trained.metrics["lineage"]["reward_rows"]
+        assert run.scores.keys() == trained.scores.keys()
+        assert all(np.array_equal(a, b) for k in trained.scores for a, b in zip(run.scores[k], trained.scores[k], strict=True))
+    assert shared.rows[0] is table and shared.rows[1] is cols and np.array_equal(shared.rows[2], y)
+
+
+def test_each_distinct_context_is_decoded_once_with_the_same_values(rewards):
+    from closedloop.datasets.dataset import decode_contexts
+    from closedloop.training.rewards import _contexts
+
+    col = pq.read_table(rewards.path / "data.parquet", columns=["context_json"])["context_json"]
+    once, each = _contexts(FEED, col), decode_contexts(col, FEED)
+    assert once.n == each.n == len(col)
+    for f in FEED.schema.fields:
+        assert once.pylist(f.name) == each.pylist(f.name), f.name
+
+
+def test_candidates_decoded_by_the_cycle_before_are_taken_from_it_with_the_same_rows(rewards, tmp_path):
+    from closedloop.training.rewards import load_reward_rows
+
+    other = _log(tmp_path, n_dec=1000, seed=6)  # the same items: the same candidate texts, other decisions
+    data = other.path / "data.parquet"
+    table = pq.read_table(data)
+    cands = table["candidate_json"].to_pylist()
+    cands[7] = cands[7].replace('"category":"tech"', '"category":"weather"')  # refused: not one of the choices
+    cands[9] = cands[9].replace('"category":"tech"', '"category":"news"')  # a text the dataset before never had
+    pq.write_table(table.set_column(table.schema.get_field_index("candidate_json"), "candidate_json", pa.array(cands)), data)
+    _, before = load_reward_rows(FEED, rewards.path)
+    plain, memo = load_reward_rows(FEED, other.path)
+    for previous in (before, memo):  # a memo without, then with, the refused text
+        reused, _ = load_reward_rows(FEED, other.path, previous=previous)
+        assert reused.rows[0].equals(plain.rows[0]) and np.array_equal(reused.rows[2], plain.rows[2])
+        assert reused.rows[3] == plain.rows[3] and plain.rows[3]["invalid_candidate"] == 1
+        assert reused.rows[1].n == plain.rows[1].n == 4999
+        for f in FEED.features.schema.fields:
+            assert reused.rows[1].pylist(f.name) == plain.rows[1].pylist(f.name), f.name
+    fa: dict[str, bytes] = {}
+    fb: dict[str, bytes] = {}
+    again = train(FEED, other.path, model="logistic", loaded=load_reward_rows(FEED, other.path, previous=before)[0])
+    assert again.bundle.intelligence.to_dict(fa) == train(FEED, other.path, model="logistic").bundle.intelligence.to_dict(fb)
+    assert fa == fb

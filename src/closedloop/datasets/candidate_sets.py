@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 
 from closedloop.errors import DatasetError
 
-__all__ = ["CANDIDATE_SETS_FILE", "CandidateSets", "Decoded", "candidate_sets_table", "decode_candidates", "read_candidate_sets"]
+__all__ = ["CANDIDATE_SETS_FILE", "CandidateSets", "Decoded", "candidate_sets_table", "decode_candidates", "decoded_from",
+           "read_candidate_sets"]
 
 #: The file beside ``data.parquet`` that holds each decision's logged candidate set.
 CANDIDATE_SETS_FILE = "candidate_sets.parquet"
@@ -110,6 +111,11 @@ def decode_candidates(decisions: pa.Table) -> Decoded:
     """The ``candidates_json`` of ``decisions`` decoded by one msgspec call over the column joined
     by Arrow, then made one struct column by Arrow (no Python loop per candidate field)."""
     raw: list[Any] = msgspec.json.decode(_joined(decisions["candidates_json"])) if decisions.num_rows else []
+    return decoded_from(raw)
+
+
+def decoded_from(raw: list[Any]) -> Decoded:
+    """The decoded candidate lists ``raw`` (one per decision) as :class:`Decoded`."""
     lens = np.fromiter((len(c) if isinstance(c, list) else 0 for c in raw), dtype=np.int64, count=len(raw))
     flat = [c if isinstance(c, dict) else {} for lst in raw if isinstance(lst, list) for c in lst]
     return Decoded(np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),

@@ -58,9 +58,17 @@ from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 __all__ = ["build_reward_dataset"]
 
 
-def read_records(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: int) -> pa.Table:
-    """The records of ``name`` ingested by the cut-off, deduplicated by ``key`` below."""
-    parts = [pq.read_table(f, schema=schema) for f in sorted(str(f) for f in files)]
+def read_records(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: int,
+                 columns: Sequence[str] | None = None) -> pa.Table:
+    """The records of ``name`` ingested by the cut-off, in ingest order (deduplicated by
+    :func:`first_by`). ``columns``: only those are read, and each record carries where it was read
+    (``_file``: its file's index among ``files`` sorted by name, ``_row``: its row there)."""
+    parts = [pq.read_table(f, schema=schema, columns=None if columns is None else list(columns))
+             for f in sorted(str(f) for f in files)]
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns] + [pa.field("_file", pa.int64()), pa.field("_row", pa.int64())])
+        parts = [p.append_column("_file", pa.array(np.full(p.num_rows, i, np.int64)))
+                 .append_column("_row", pa.array(np.arange(p.num_rows, dtype=np.int64))) for i, p in enumerate(parts)]
     t = pa.concat_tables(parts) if parts else schema.empty_table()
     mine = pc.and_(pc.equal(t["system"], name), pc.less_equal(t["ingest_ns"], cutoff_ns))
     if mine.null_count or not pc.all(mine).as_py():
@@ -105,41 +113,69 @@ def check_request(system: System, since_ns: int, until_ns: int, cutoff_ns: int, 
 def build_reward_dataset(
     system: System, *, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str],
     since_ns: int, until_ns: int, cutoff_ns: int, out: Path | str, exclude_units: Sequence[str] = (),
+    cache: Path | str | None = None,
 ) -> Any:
     """Write the per-slot dataset of a ranking system's telemetry at ``out`` (rules: module doc)
     and return its :class:`~closedloop.datasets.dataset.DatasetManifest`. The decisions of
     ``exclude_units`` (a click farm's: :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`)
-    are left out and counted in the manifest (``counts.excluded``: units, decisions)."""
-    from closedloop.datasets.dataset import DatasetManifest
-
+    are left out and counted in the manifest (``counts.excluded``: units, decisions). ``cache``: a
+    directory that keeps what each decision file decodes to from one build to the next
+    (:mod:`closedloop.datasets.slot_cache`) — the same dataset, each file decoded once."""
     out = Path(out)
     policy = check_request(system, since_ns, until_ns, cutoff_ns, out)
     excluded = check_units(exclude_units)
+    span = (since_ns, until_ns, cutoff_ns)
     if is_choice(system):
         from closedloop.datasets.choices import build_choice_dataset
 
         return build_choice_dataset(system, policy, decision_files=decision_files, outcome_files=outcome_files,
-                                    span=(since_ns, until_ns, cutoff_ns), out=out, exclude_units=excluded)
+                                    span=span, out=out, exclude_units=excluded)
+    if cache is not None:
+        from closedloop.datasets.slot_cache import SlotCache
+
+        built = _build(system, policy, (decision_files, outcome_files), span, out, excluded, SlotCache(cache, system))
+        if built is not None:
+            return built
+    return _build(system, policy, (decision_files, outcome_files), span, out, excluded, None)
+
+
+def _build(system: System, policy: Any, files: tuple[Sequence[Path | str], Sequence[Path | str]], span: tuple[int, int, int],
+           out: Path, excluded: list[str], cache: Any) -> Any:
+    """The ranking dataset written (module doc); with ``cache`` (a :class:`~closedloop.datasets.
+    slot_cache.SlotCache`) the decisions' light columns are read and the rest taken from the cache —
+    None when some decision is not cached (the caller then builds without)."""
+    from closedloop.datasets.dataset import DatasetManifest
+    from closedloop.datasets.slot_cache import LIGHT_COLUMNS
+
+    (decision_files, outcome_files), (since_ns, until_ns, cutoff_ns) = files, span
     window = policy.window // timedelta(microseconds=1) * 1000
-    every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns), "decision_id")
+    every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns,
+                                  None if cache is None else LIGHT_COLUMNS), "decision_id")
     ts = every["timestamp_ns"].to_numpy()
     chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
     chosen &= np.asarray(every["slate"].is_valid(), dtype=bool)
     counts: Counter[str] = Counter(open=int(((ts >= since_ns) & (ts < until_ns) & (ts + window > cutoff_ns)).sum()))
     dec = drop_units(every.filter(pa.array(chosen)), excluded, counts)
-    digest_only = int(dec["candidates_json"].null_count)
+    parts = None
+    if cache is not None:
+        parts = cache.parts(decision_files, np.unique(dec["_file"].to_numpy()).tolist() if dec.num_rows else [])
+        if parts is None or not parts.covers(dec):
+            return None
+    digest_only = 0 if parts is not None else int(dec["candidates_json"].null_count)
     outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
     find = unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
     linked = link_outcomes(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
-    decoded = decode_candidates(dec) if digest_only == 0 else None  # once, for the slot rows and the candidate sets
-    data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0, decoded=decoded)
+    decoded = decode_candidates(dec) if digest_only == 0 and parts is None else None  # once, for the slot rows and the candidate sets
+    data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0, decoded=decoded, cached=parts)
     counts.update(slot_counts)
     if data.num_rows == 0:
         raise DatasetError(f"The dataset of system '{system.name}' in [{since_ns}, {until_ns}) at cut-off {cutoff_ns} has no rows.")
     # each decision's whole candidate set, for learning a policy (datasets/candidate_sets.py)
-    extra = {CANDIDATE_SETS_FILE: candidate_sets_table(dec, set(data["decision_id"].to_pylist()), decoded)} if decoded is not None else {}
+    shown = set(data["decision_id"].to_pylist())
+    extra = {CANDIDATE_SETS_FILE: parts.candidate_sets(dec, shown)} if parts is not None else \
+        {CANDIDATE_SETS_FILE: candidate_sets_table(dec, shown, decoded)} if decoded is not None else {}
     dropped = excluded_counts(counts, excluded)
-    content = _manifest(system, data, counts, (since_ns, until_ns, cutoff_ns), (len(decision_files), len(outcome_files)),
+    content = _manifest(system, data, counts, span, (len(decision_files), len(outcome_files)),
                         (digest_only, dec.num_rows), {k: pc.count_distinct(t["decision_id"]).as_py() for k, t in extra.items()})
     content = with_excluded(content, dropped)
     write_dataset(data, out, content, extra)
@@ -218,9 +254,15 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
     ``(decision, None)`` whatever ``per``; one naming a candidate other than the action is counted
     ``other_action``."""
     ids = dec["decision_id"].to_pylist()
-    shown = [{a} for a in dec["action"].to_pylist()] if choice else [set(s) for s in dec["slate"].to_pylist()]
-    slates = dict(zip(ids, shown, strict=True))
-    times = dict(zip(ids, dec["timestamp_ns"].to_pylist(), strict=True))
+    at = dict(zip(ids, range(len(ids)), strict=True))  # each decision's row (ids are unique: deduplicated)
+    if choice:
+        flat, off = dec["action"].to_pylist(), np.arange(len(ids) + 1, dtype=np.int64)
+    else:  # the slates flat, not a Python set per decision: most decisions have no outcome to check
+        slate = _one(dec["slate"])
+        flat = pc.list_flatten(slate).to_pylist()
+        off = np.concatenate([[0], np.cumsum(np.asarray(pc.list_value_length(slate).fill_null(0), dtype=np.int64))])
+    bounds = off.tolist()
+    times = dec["timestamp_ns"].to_pylist()
     kinds = set(policy.kinds)
     per_slot = policy.per == "slot" and not choice
     got: dict[tuple[str, str | None], list[tuple[str, float, int]]] = {}
@@ -232,15 +274,15 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
             why = "no_candidate" if per_slot and cid is None else "unlinked"
         elif did is None or did not in known:
             why = "unknown_id"
-        elif did not in slates:
+        elif did not in at:
             why = "not_selected"
         elif per_slot and cid is None:
             why = "no_candidate"
-        elif (per_slot or (choice and cid is not None)) and cid not in slates[did]:
+        elif (per_slot or (choice and cid is not None)) and cid not in flat[bounds[at[did]]:bounds[at[did] + 1]]:
             why = "other_action" if choice else "not_in_slate"
-        elif o["event_ns"] < times[did]:
+        elif o["event_ns"] < times[at[did]]:
             why = "before_decision"
-        elif o["event_ns"] > times[did] + window:
+        elif o["event_ns"] > times[at[did]] + window:
             why = "after_window"
         elif o["kind"] not in kinds:
             why = "other_kind"
@@ -252,13 +294,14 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
 
 
 def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[tuple[str, float, int]]],
-          system: System, *, full: bool, decoded: Decoded | None = None) -> tuple[pa.Table, Counter[str]]:
+          system: System, *, full: bool, decoded: Decoded | None = None, cached: Any = None) -> tuple[pa.Table, Counter[str]]:
     """One row per (decision, slot) with a reward, in the decisions' order (module doc, "rows");
     without ``full`` (some decision logged its candidates' digest only) no candidate fields and no
     features: the request fields and each row's ``candidates_digest``. Columnar: the slates and
     their propensities exploded by Arrow, the rewards of the linked slots placed by one join, the
     request and candidate fields taken from each column decoded once (``decoded``: the decisions'
-    candidates, when the caller decoded them)."""
+    candidates, when the caller decoded them; ``cached``: the decision files'
+    :class:`~closedloop.datasets.slot_cache.FileParts`, whose slot columns are taken instead)."""
     slots = _exploded(dec)
     reward, has = _slot_rewards(dec, slots, policy, linked)
     counts: Counter[str] = Counter()
@@ -266,12 +309,12 @@ def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[
         counts["no_reward"] += int((~has).sum())
     rows = np.flatnonzero(has)
     of, n = slots["of"][rows], int(rows.size)
-    fields = _request_fields(dec, system, of)
-    if full and n:
+    fields = _request_fields(dec, system, of) if cached is None else {}
+    if full and n and cached is None:
         fields.update(_candidate_fields(dec, system, of, slots["action"].take(pa.array(rows)),
                                         decoded if decoded is not None else decode_candidates(dec)))
     schema = system.features.schema if full else system.schema
-    validated = schema.validate_batch(fields) if n else None
+    validated = schema.validate_batch(fields) if n and cached is None else None
     prop = slots["propensity"][rows]
     sp = np.asarray(dec["sample_prob"].to_numpy(zero_copy_only=False), dtype=np.float64)[of]
     take = pa.array(of, pa.int64())
@@ -285,7 +328,9 @@ def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[
         "sample_prob": pa.array(sp, pa.float64()),
     }
     data = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in data.items()}
-    if validated is not None and full:
+    if cached is not None and n:
+        data.update(cached.slot_columns(dec, of, slots["position"][rows]))
+    elif validated is not None and full:
         data.update(context_columns(validated, system))
     elif validated is not None:  # digest only: the request fields, the digest of the candidates the features would read
         data.update({"context_json": _json_rows(validated, [f.name for f in system.schema.fields]),

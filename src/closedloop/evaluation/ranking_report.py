@@ -224,14 +224,17 @@ def _notes(rows: SlotRows, source: dict[str, Any]) -> list[str]:
 def _policy_value(system: Any, bundles: Sequence[Any], rows: SlotRows, extras: Sequence[Any], reward_model: Any,
                   bootstrap: int, seed: int) -> dict[str, Any] | None:
     """Stage 5: the policy value of every bundle (:mod:`~closedloop.evaluation.ranking_value`)."""
-    from closedloop.evaluation.ranking_sets import catalogue
+    from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE
+    from closedloop.evaluation.ranking_sets import catalogue, report_slots
     from closedloop.evaluation.ranking_value import policy_value
 
-    cat = catalogue(system, list(bundles), rows, reward_model)  # the whole candidate sets, when the dataset keeps them
+    # the report decisions' slot rows, read once for the candidate sets and the propensities
+    slots = report_slots(rows.manifest.path, rows.decision_ids) if (rows.manifest.path / CANDIDATE_SETS_FILE).is_file() else None
+    cat = catalogue(system, list(bundles), rows, reward_model, slots=slots)  # the whole candidate sets, when the dataset keeps them
     q = None if reward_model is None or cat is not None else _scores(system, reward_model, rows)
     return policy_value(system, rows, [b.version for b in bundles], [e[4] for e in extras], reward_scores=q,
                         reward_model=None if reward_model is None else reward_model.version, bootstrap=bootstrap, seed=seed,
-                        catalogue=cat)
+                        catalogue=cat, slots=slots)
 
 
 def check_value_arguments(system: Any, policy_value: Any, reward_model: Any, gate: Any, kind: str = "ranking") -> None:

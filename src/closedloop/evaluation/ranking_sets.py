@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Catalogue", "catalogue"]
+__all__ = ["Catalogue", "catalogue", "report_slots"]
 
 
 class Catalogue(NamedTuple):
@@ -63,16 +63,30 @@ def _scored(system: Any, bundle: Any, batch: tuple[Any, Any, list[str], list[int
     return scores
 
 
-def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None) -> Catalogue | None:
+def _reward_scores(system: Any, reward_model: Any, bundles: list[Any], scores: list[np.ndarray],
+                   batch: tuple[Any, Any, list[str], list[int]], n_flat: int) -> np.ndarray:
+    """The reward model's scores of the sets: a bundle's when the reward model is that bundle's
+    intelligence (the same object, neither with guardrails: the same scores), else its own."""
+    for b, s in zip(bundles, scores, strict=True):
+        if b.intelligence is reward_model.intelligence and not b.guardrails and not reward_model.guardrails:
+            return s
+    return _scored(system, reward_model, batch, n_flat)
+
+
+def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None
+              ) -> Catalogue | None:
     """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
     ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
-    the dataset has no sets or they are too large to enumerate exactly."""
+    the dataset has no sets or they are too large to enumerate exactly. ``slots``: those
+    decisions' slot rows (:func:`report_slots`) when the caller read them."""
     from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, read_candidate_sets
 
     path = rows.manifest.path
     if not (path / CANDIDATE_SETS_FILE).is_file():
         return None
-    sets = read_candidate_sets(system, path)
+    if slots is None:
+        slots = report_slots(path, rows.decision_ids)
+    sets = read_candidate_sets(system, path, rows=slots)  # the report's decisions only
     where = {d: i for i, d in enumerate(sets.decision_ids)}
     idx = np.asarray([where.get(d, -1) for d in rows.decision_ids], dtype=np.int64)
     have = np.flatnonzero(idx >= 0)
@@ -91,10 +105,28 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     ids = np.asarray(sets.candidate_ids, dtype=object)[flat].tolist()
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     column = _columns(rows, system, offsets, ids)
-    return Catalogue(offsets, ids, column, [_scored(system, b, batch, flat.size) for b in bundles],
-                     None if reward_model is None else _scored(system, reward_model, batch, flat.size),
+    scores = [_scored(system, b, batch, flat.size) for b in bundles]
+    return Catalogue(offsets, ids, column, scores,
+                     None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, batch, flat.size),
                      _logger(system, rows, offsets, column, sets.logged_scores[flat]),
                      {"decisions_without_a_candidate_set": int(idx.size - have.size)})
+
+
+def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
+    """The dataset's slot rows of the decisions ``decision_ids``, in the file's order (the columns
+    :func:`~closedloop.datasets.candidate_sets.read_candidate_sets` reads, the logged propensity
+    among them): each decision's set is read from its own rows, so reading only the report's (the
+    test side) gives them as reading all."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from closedloop.datasets.candidate_sets import _ROWS
+    from closedloop.datasets.dataset import DATA_FILE
+
+    names = set(pq.read_schema(path / DATA_FILE).names)
+    table = pq.read_table(path / DATA_FILE, columns=[c for c in _ROWS if c in names])
+    mine = pc.is_in(table["decision_id"].cast(pa.string()), value_set=pa.array(decision_ids, pa.string()))
+    return table.filter(mine)
 
 
 def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray) -> np.ndarray:

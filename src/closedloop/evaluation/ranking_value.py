@@ -58,13 +58,17 @@ class _Frame(NamedTuple):
     logger: np.ndarray | None = None  # with whole candidate sets: the logger's distribution per kept row
 
 
-def _propensities(rows: SlotRows) -> np.ndarray | None:
+def _propensities(rows: SlotRows, slots: pa.Table | None = None) -> np.ndarray | None:
     """Each report row's logged propensity (NaN where missing), matched by (decision id, slot); None
-    when the dataset has no ``propensity`` column."""
+    when the dataset has no ``propensity`` column. ``slots``: the report decisions' slot rows
+    (every row of theirs, in the file's order) when the caller read them."""
     path = rows.manifest.data_path
-    if "propensity" not in pq.read_schema(path).names:
+    if slots is not None and "propensity" in slots.column_names:
+        file = slots.select(["decision_id", "position", "propensity"])
+    elif "propensity" not in pq.read_schema(path).names:
         return None
-    file = pq.read_table(path, columns=["decision_id", "position", "propensity"])
+    else:
+        file = pq.read_table(path, columns=["decision_id", "position", "propensity"])
     file = file.group_by(["decision_id", "position"], use_threads=False).aggregate([("propensity", "first")])
     counts = np.diff(rows.offsets)
     ids = pa.array(np.repeat(np.asarray(rows.decision_ids, dtype=object), counts)).cast(file["decision_id"].type)
@@ -234,14 +238,15 @@ def _notes(rows: SlotRows, f: _Frame, q_version: str | None, whole: bool) -> lis
 
 def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[np.ndarray], *,
                  reward_scores: np.ndarray | None = None, reward_model: str | None = None, bootstrap: int = 100,
-                 seed: int = 0, catalogue: Catalogue | None = None) -> dict[str, Any] | None:
+                 seed: int = 0, catalogue: Catalogue | None = None, slots: pa.Table | None = None) -> dict[str, Any] | None:
     """The report's ``policy_value`` section (module doc) for the bundles ``versions`` whose scores of
     every row's candidate are ``scores`` (the report's own, through the runtime); ``reward_scores``:
     the reward model bundle ``reward_model``'s. With a ``catalogue``
     (:func:`~closedloop.evaluation.ranking_sets.catalogue`) each policy ranks every decision's whole
-    logged candidate set instead, by the catalogue's scores. None when the dataset has no logged
-    propensities."""
-    pscore = _propensities(rows)
+    logged candidate set instead, by the catalogue's scores. ``slots``: the report decisions' slot
+    rows (:func:`~closedloop.evaluation.ranking_sets.report_slots`) when the caller read them. None
+    when the dataset has no logged propensities."""
+    pscore = _propensities(rows, slots)
     if pscore is None:
         return None
     f = _frame(system, rows, pscore, catalogue)

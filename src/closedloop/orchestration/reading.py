@@ -9,6 +9,7 @@ context is decoded once however many steps and cycles read it (docs/performance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ class DatasetReader:
         self.system = system
         self._loaded: tuple[str, Any] | None = None  # the dataset read in this cycle (train, thresholds, evaluate)
         self._contexts: tuple[Any, Any, Any] | None = None  # the last dataset's ids, context text, decoded columns
+        self._shared: dict[Any, Any] = {}  # what the cycle's steps share (shared()), forgotten at its end
+        self._carried: dict[Any, Any] = {}  # what a step keeps for the next cycle's (carry()), per process
 
     def load(self, path: str) -> Any:
         """The dataset at ``path``, read once per cycle and process (a dataset never changes)."""
@@ -46,8 +49,25 @@ class DatasetReader:
         return self._loaded[1]
 
     def end_cycle(self) -> None:
-        """Forget the cycle's dataset (the decoded contexts stay, for the next cycle's)."""
+        """Forget the cycle's dataset and what its steps shared (the decoded contexts stay, for the
+        next cycle's)."""
         self._loaded = None
+        self._shared = {}
+
+    def carry(self, key: Any, value: Any) -> None:
+        """Keep ``value`` for the next cycle of this process (:meth:`carried`), replacing the last."""
+        self._carried[key] = value
+
+    def carried(self, key: Any) -> Any:
+        """What a cycle before kept under ``key`` (:meth:`carry`), or None."""
+        return self._carried.get(key)
+
+    def shared(self, key: Any, make: Callable[[], Any]) -> Any:
+        """What ``make()`` returns, computed once per cycle for ``key`` — e.g. a reward dataset's
+        decoded rows, fitted on by the train step and by the evaluate step's click model."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     def read(self, path: str) -> Any:
         """What ``load_dataset(path, system)`` returns — the same rows, and of the columns those

@@ -9,7 +9,9 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   decisions than ``LoopPlan.min_labeled`` stops the cycle (``not_enough_rewards``). The decisions of
   the units the ``monitor`` step holds quarantined as a click farm (the record's ``unit_quarantine``:
   :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`) are left out, counted in the
-  manifest's ``counts.excluded``.
+  manifest's ``counts.excluded``. What each telemetry decision file decodes to is kept from cycle to
+  cycle in ``<home>/cache/reward_rows/<system>`` (:mod:`closedloop.datasets.slot_cache`: the same
+  dataset, each file decoded once; the quarantine is applied after the cache).
 - ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
   reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
   request × candidate features, the direct method); the candidate ranks by it; ``"dr"`` — a policy
@@ -21,9 +23,12 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   plan's gate judges (:meth:`~closedloop.evaluation.gate.Gate.check_policy_value`: the lower bound
   of (candidate − production) by SNIPS — by DR with a reward model: ``LoopPlan.reward_model``
   ``"candidate"`` (the candidate's own scores) or ``"fitted"`` (a click model fitted on the train side
-  of the cycle's dataset) — must not fall below −``policy_tolerance``, and the support check must pass).
+  of the cycle's dataset: the candidate's own fit, not fitted again, when the plan trains that same
+  default logistic model) — must not fall below −``policy_tolerance``, and the support check must pass).
 
-Each step finds its file in the cycle's directory when it finished before (a resumed cycle).
+Each step finds its file in the cycle's directory when it finished before (a resumed cycle). The
+train and evaluate steps share the dataset's decoded rows (once per cycle; the candidates the cycle
+before decoded are taken from it: :func:`closedloop.training.rewards.load_reward_rows`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,13 @@ from closedloop.orchestration.steps.evaluate import EvaluateResult, baselines, c
 from closedloop.orchestration.steps.train import TrainResult
 from closedloop.runtime.bundle import Bundle
 
-__all__ = ["PolicyEvaluate", "RewardDataset", "RewardTrain"]
+__all__ = ["PolicyEvaluate", "RewardDataset", "RewardTrain", "reward_cache_dir"]
+
+
+def reward_cache_dir(home: Path, system: Any) -> Path:
+    """Where the reward dataset's per-file cache of ``system`` lives in the project ``home``
+    (:mod:`closedloop.datasets.slot_cache`; safe to delete)."""
+    return Path(home) / "cache" / "reward_rows" / system.name
 
 
 class RewardDataset(Step[DatasetResult]):
@@ -62,7 +73,8 @@ class RewardDataset(Step[DatasetResult]):
             try:
                 m = build_reward_dataset(ctx.system, decision_files=dec, outcome_files=outc,
                                          since_ns=now - int(ctx.plan.train_window.total_seconds() * 1e9), until_ns=now,
-                                         cutoff_ns=now, out=out, exclude_units=sorted(ctx.record.get("unit_quarantine") or {}))
+                                         cutoff_ns=now, out=out, exclude_units=sorted(ctx.record.get("unit_quarantine") or {}),
+                                         cache=reward_cache_dir(ctx.home, ctx.system))
             except ClosedLoopError as exc:
                 raise Stop("not_enough_rewards", f"no reward dataset: {exc}") from None
         decisions = int(m.counts["decisions"])
@@ -99,11 +111,41 @@ def _train(ctx: StepContext, path: Path) -> Bundle:
         return apprentice.train_apprentice_candidate(ctx, path, ds)
     try:
         run = train(ctx.system, ds, model=plan.model, params=dict(plan.params), parent=None if prod is None else prod.version,
-                    weights=plan.train_weights, objective=plan.objective)
+                    weights=plan.train_weights, objective=plan.objective,
+                    loaded=_reward_rows(ctx, ds) if plan.objective == "reward" else None)
     except ClosedLoopError as exc:
         raise Stop("training_failed", str(exc)) from None
     shutil.rmtree(path, ignore_errors=True)
     return Bundle.load(run.bundle.save(path, key=ctx.signer()), ctx.system)
+
+
+def _candidate_fit(ctx: StepContext, cand: Bundle) -> Bundle | None:
+    """The click model without fitting it again when the candidate is that fit: the plan trains a
+    logistic reward model with default parameters, unweighted, on this cycle's dataset — what
+    ``train(system, dataset, model="logistic")`` fits (the same rows, split and solver: the same
+    model) — as a bundle of its own (no parent); None otherwise."""
+    plan = ctx.plan
+    lineage = dict((cand.metrics or {}).get("lineage") or {})
+    if (plan.model != "logistic" or dict(plan.params) or plan.train_weights or plan.objective != "reward"
+            or apprentice.imitating(ctx) or lineage.get("model") != "logistic" or lineage.get("params") != {}
+            or lineage.get("fitted_with_weights") or lineage.get("dataset_kind") != "reward"
+            or lineage.get("dataset_id") != ctx.result("dataset", DatasetResult).id):
+        return None
+    return Bundle.build(ctx.system, cand.intelligence, metrics={**(cand.metrics or {}), "lineage": {**lineage, "parent": None}})
+
+
+def _reward_rows(ctx: StepContext, ds: str) -> Any:
+    """The reward dataset's rows as the reward model's fit reads them, decoded once per cycle: the
+    candidate's fit and the click model of the DR estimate share them; the candidates the cycle
+    before decoded (its window shares most of this one's days) are not decoded again."""
+    from closedloop.training.rewards import load_reward_rows
+
+    def load() -> Any:
+        rows, memo = load_reward_rows(ctx.system, ds, previous=ctx.reader.carried("reward_candidates"))
+        ctx.reader.carry("reward_candidates", memo)
+        return rows
+
+    return ctx.reader.shared(("reward_rows", ds), load)
 
 
 class PolicyEvaluate(Step[EvaluateResult]):
@@ -143,10 +185,14 @@ def _reward_model(ctx: StepContext, cand: Bundle) -> Bundle | None:
         return None
     if how == "candidate":
         return cand
+    same = _candidate_fit(ctx, cand)
+    if same is not None:
+        return same
     from closedloop.training.train import train
 
+    ds = ctx.result("dataset", DatasetResult).path
     try:
-        run = train(ctx.system, ctx.result("dataset", DatasetResult).path, model="logistic")
+        run = train(ctx.system, ds, model="logistic", loaded=_reward_rows(ctx, ds))
     except ClosedLoopError as exc:
         raise Stop("evaluation_failed", f"the reward model could not be fitted: {exc}") from None
     return run.bundle
