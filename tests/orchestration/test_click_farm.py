@@ -141,7 +141,7 @@ def test_a_bad_setting_is_refused_with_its_name_and_value():
         ClickFarmPolicy(ring_min_shared=0)
     assert ClickFarmPolicy().describe()["ctr_ratio"] == 1.5
     assert {k: ClickFarmPolicy().describe()[k] for k in ("ring_units", "ring_min_clicks", "ring_min_shared")} == {
-        "ring_units": 5, "ring_min_clicks": 2, "ring_min_shared": 3}
+        "ring_units": 5, "ring_min_clicks": 2, "ring_min_shared": 5}
     from closedloop.orchestration import LoopPlan
 
     system = BanditWorld(seed=1).system(k=2)
