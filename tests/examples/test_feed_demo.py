@@ -13,7 +13,7 @@ pytest.importorskip("vowpalwabbit")
 from examples.feed.demo import main  # noqa: E402
 from examples.feed.demo_run import ARMS  # noqa: E402
 
-TINY = ["--seed", "2", "--days", "5", "--sessions", "400", "--shared-days", "2", "--measure-from", "3",
+TINY = ["--seed", "2", "--days", "5", "--sessions", "600", "--shared-days", "2", "--measure-from", "3",
         "--fault-day", "3"]
 
 

@@ -92,7 +92,7 @@ def test_a_plan_for_a_ranking_without_rewards_is_refused(loop):
     s = loop[1]
     with pytest.raises(SpecError, match=r"'objective' parameter of LoopPlan must be one of \['reward', 'dr'\]. Got 'imitate'"):
         LoopPlan(s, objective="imitate")
-    with pytest.raises(SpecError, match=r"'model' parameter of LoopPlan must be 'logistic' or 'lightgbm'.*Got 'heuristic'"):
+    with pytest.raises(SpecError, match=r"'model' parameter of LoopPlan must be 'logistic', 'affinity' or 'lightgbm'.*Got 'heuristic'"):
         LoopPlan(s, model="heuristic")
 
 
