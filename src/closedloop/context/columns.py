@@ -147,6 +147,11 @@ class Columns:
             self._lists[name] = out
         return out
 
+    def concat(self, *others: Columns) -> Columns:
+        """This batch's rows, then each of ``others``' (one schema): :func:`concat_columns` as a
+        method, for packages that hold batches but do not import this one."""
+        return concat_columns([self, *others])
+
     def take(self, indices: np.ndarray) -> Columns:
         """The rows at ``indices`` (positions in this batch), as a new :class:`Columns`."""
         idx = np.asarray(indices, dtype=np.int64)

@@ -149,23 +149,10 @@ def _reused(cschema: Any, arr: Any, previous: CandidateMemo) -> Any:
     rows = np.concatenate(kept)
     order = np.argsort(rows, kind="stable")
     full = [p for p in parts if p.n] or parts[:1]  # an empty batch may hold untyped empty lists
-    both = _concat(full) if len(full) > 1 else full[0]
+    both = full[0].concat(*full[1:])
     out = both.take(order)
     out.rows = rows[order]
     return out
-
-
-def _concat(parts: list[Any]) -> Any:
-    """Two validated batches of one schema, one after the other (as ``context.concat_columns``)."""
-    data: dict[str, Any] = {}
-    for k in parts[0].names():
-        vals = [p[k] for p in parts]
-        if isinstance(vals[0], pa.Array):
-            data[k] = pa.concat_arrays([v if v.type == vals[0].type else v.cast(vals[0].type) for v in vals])
-        else:
-            data[k] = np.concatenate(vals)
-    n = sum(p.n for p in parts)
-    return type(parts[0])(data, n, np.arange(n, dtype=np.int64), [])
 
 
 class CandidateMemo(NamedTuple):
