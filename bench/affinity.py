@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ def _contexts(world: FeedWorld, n: int) -> tuple[list[dict[str, Any]], Any]:
     for c in cands:
         by.setdefault(c.pop("request"), []).append(c)
     return [dict(r, candidates=by.get(i, [])) for i, r in enumerate(reqs)][:n], s
+
+
+def _load_seconds(system: Any, rts: dict[str, Runtime], rounds: int) -> dict[str, float]:
+    """The median time to load each bundle from disk and bind it (what every deployment and evaluation pays)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {k: rt.deployment.production.save(Path(tmp) / k) for k, rt in rts.items()}
+        got: dict[str, list[float]] = {k: [] for k in rts}
+        for _ in range(rounds):
+            for k, p in paths.items():
+                t0 = time.perf_counter()
+                Bundle.load(p, system).intelligence.bind(system.features)
+                got[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def main() -> None:
@@ -70,12 +84,16 @@ def main() -> None:
         t0 = time.perf_counter()
         rt.decide_batch(sessions.requests(), candidates=sessions.candidates(), decision_ids=bids, timestamps_ns=sessions.timestamps_ns)
         batch[name] = (time.perf_counter() - t0) / sessions.n
+    load = _load_seconds(system, rts, rounds)
     out = {"sessions": len(ctxs), "pairs": len(table), "decide_us": {k: v * 1e6 for k, v in one.items()},
            "decide_ratio": one["affinity"] / one["logistic"], "batch_us_per_session": {k: v * 1e6 for k, v in batch.items()},
-           "batch_ratio": batch["affinity"] / batch["logistic"]}
+           "batch_ratio": batch["affinity"] / batch["logistic"], "load_ms": {k: v * 1e3 for k, v in load.items()},
+           "load_ratio": load["affinity"] / load["logistic"]}
     print(f"decide: logistic {out['decide_us']['logistic']:.0f} µs, affinity {out['decide_us']['affinity']:.0f} µs "
           f"({out['decide_ratio']:.2f}×); decide_batch per session: {out['batch_us_per_session']['logistic']:.1f} / "
           f"{out['batch_us_per_session']['affinity']:.1f} µs ({out['batch_ratio']:.2f}×); table {len(table):,} pairs")
+    print(f"Bundle.load + bind: logistic {out['load_ms']['logistic']:.1f} ms, affinity {out['load_ms']['affinity']:.1f} ms "
+          f"({out['load_ratio']:.1f}×)")
     print(json.dumps(out))
 
 

@@ -19,7 +19,6 @@ offset, through the shared sigmoid — so :meth:`Scorer.one` and :meth:`Scorer.b
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -32,24 +31,13 @@ from closedloop.context.schema import Columns, Str
 from closedloop.errors import IntelligenceError
 from closedloop.intelligence.base import Intelligence, Scorer, check_finite, check_output, spec_get
 from closedloop.intelligence.linear import LinearModel
+from closedloop.intelligence.pair_table import PairTable
 
 __all__ = ["AffinityModel"]
 
+#: a batch up to this many rows that shares its key ``a`` reads that key's small dict; larger or mixed batches look up in C
+_SMALL = 256
 _SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("offset", pa.float64())])
-
-
-def _check_table(table: Any, owner: str) -> dict[tuple[str, str], float]:
-    if not isinstance(table, Mapping):
-        raise IntelligenceError(f"The 'table' parameter of {owner} must be a mapping of (text, text) pairs to offsets. "
-                                f"Got {type(table).__name__} instead.")
-    out: dict[tuple[str, str], float] = {}
-    for k, v in table.items():
-        if not (isinstance(k, tuple) and len(k) == 2 and all(isinstance(x, str) for x in k)):
-            raise IntelligenceError(f"The keys of {owner}'s table must be pairs of strings. Got {k!r} instead.")
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise IntelligenceError(f"The 'table[{k!r}]' parameter of {owner} must be a finite number. Got {v!r} instead.")
-        out[k] = float(v)
-    return out
 
 
 class _AffinityScorer(Scorer):
@@ -58,32 +46,27 @@ class _AffinityScorer(Scorer):
         self.outputs = (spec.output,)
         self._linear = LinearModel(spec.weights, spec.intercept, spec.output).bind(features)
         self._a, self._b = spec.keys
-        self._get = spec.table.get
-        by_a: dict[str, dict[str, float]] = {}
-        for (a, b), v in spec.table.items():
-            by_a.setdefault(a, {})[b] = v
-        self._by_a = by_a  # the rows of a ranking request share its user: one lookup of the user, then its few pairs
+        self._pairs = spec.pairs  # the rows of a ranking request share its user: one lookup of the user, then its few pairs
 
     def one(self, x: tuple[float, ...], context: Any) -> tuple[float, ...]:
         z = self._linear.one(x, context)[0]
-        return (sigmoid(z + self._get((getattr(context, self._a), getattr(context, self._b)), 0.0)),)
+        return (sigmoid(z + self._pairs.get(getattr(context, self._a), getattr(context, self._b))),)
 
     def batch(self, X: np.ndarray, cols: Columns) -> np.ndarray:
         z = self._linear.batch(X, cols)[:, 0]
         a, b = cols[self._a], cols[self._b]
-        a = a.to_pylist() if isinstance(a, pa.Array | pa.ChunkedArray) else list(a)
         n = len(a)
-        if n and a.count(a[0]) == n:  # one key a (a request's candidates): its own small table, or none
-            inner = self._by_a.get(a[0])
+        off: np.ndarray | None
+        first = (a[0].as_py() if isinstance(a, pa.Array | pa.ChunkedArray) else a[0]) if n else None
+        if n and n <= _SMALL and (a.to_pylist() if isinstance(a, pa.Array | pa.ChunkedArray) else list(a)).count(first) == n:
+            inner = self._pairs.row(str(first))  # one key a (a request's candidates): its own small table, or none
             if inner is None:
                 off = None
             else:
-                b = b.to_pylist() if isinstance(b, pa.Array | pa.ChunkedArray) else list(b)
-                off = np.array([inner.get(x, 0.0) for x in b], dtype=np.float64)
+                bl = b.to_pylist() if isinstance(b, pa.Array | pa.ChunkedArray) else list(b)
+                off = np.array([inner.get(x, 0.0) for x in bl], dtype=np.float64)
         else:
-            b = b.to_pylist() if isinstance(b, pa.Array | pa.ChunkedArray) else list(b)
-            get = self._get
-            off = np.array([get(k, 0.0) for k in zip(a, b, strict=True)], dtype=np.float64)
+            off = self._pairs.lookup(a, b)
         return sigmoid_array(z if off is None else z + off).reshape(-1, 1)  # finite + finite: no warning to silence
 
 
@@ -98,7 +81,8 @@ class AffinityModel(Intelligence):
         Two text fields of the rows it scores (request or candidate fields), e.g.
         ``("user_id", "category")``.
     table:
-        ``{(a, b): offset}``, each offset a finite logit added to the pair's rows.
+        ``{(a, b): offset}``, each offset a finite logit added to the pair's rows (or a
+        :class:`~closedloop.intelligence.pair_table.PairTable`, as a saved model loads it).
     output:
         The name of the score.
     """
@@ -106,7 +90,7 @@ class AffinityModel(Intelligence):
     kind: ClassVar[str] = "affinity"
 
     def __init__(self, weights: Mapping[str, float], intercept: float = 0.0, *, keys: tuple[str, str],
-                 table: Mapping[tuple[str, str], float], output: str = "score") -> None:
+                 table: Mapping[tuple[str, str], float] | PairTable, output: str = "score") -> None:
         owner = type(self).__name__
         base = LinearModel(weights, intercept, output)  # the same checks, the same messages
         self.weights, self.intercept = base.weights, base.intercept
@@ -114,7 +98,12 @@ class AffinityModel(Intelligence):
         if not (isinstance(keys, tuple | list) and len(keys) == 2 and all(isinstance(k, str) and k for k in keys) and keys[0] != keys[1]):
             raise IntelligenceError(f"The 'keys' parameter of {owner} must be two different text field names. Got {keys!r} instead.")
         self.keys = (str(keys[0]), str(keys[1]))
-        self.table = _check_table(table, owner)
+        self.pairs = table if isinstance(table, PairTable) else PairTable.from_mapping(table, owner)
+
+    @property
+    def table(self) -> dict[tuple[str, str], float]:
+        """``{(a, b): offset}`` (built from :attr:`pairs` on first use)."""
+        return self.pairs.to_dict()
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -136,9 +125,8 @@ class AffinityModel(Intelligence):
         return _AffinityScorer(features, self)
 
     def to_dict(self, files: dict[str, bytes]) -> dict[str, Any]:
-        items = sorted(self.table.items())
-        t = pa.table([pa.array([k[0] for k, _ in items], pa.string()), pa.array([k[1] for k, _ in items], pa.string()),
-                      pa.array([v for _, v in items], pa.float64())], schema=_SCHEMA)
+        a, b, v = self.pairs.columns()
+        t = pa.table([a, b, pa.array(v, pa.float64())], schema=_SCHEMA)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, _SCHEMA) as w:
             w.write_table(t)
@@ -146,7 +134,7 @@ class AffinityModel(Intelligence):
         name = f"affinity-{hashlib.sha256(data).hexdigest()[:16]}.arrow"
         files[name] = data
         return {"kind": self.kind, "output": self.output, "intercept": self.intercept,
-                "weights": [[k, v] for k, v in self.weights.items()], "keys": list(self.keys), "table": name, "pairs": len(items)}
+                "weights": [[k, v] for k, v in self.weights.items()], "keys": list(self.keys), "table": name, "pairs": len(self.pairs)}
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], files: Mapping[str, bytes], kinds: Any) -> Intelligence:
@@ -161,15 +149,13 @@ class AffinityModel(Intelligence):
         if not t.schema.equals(_SCHEMA):
             raise IntelligenceError(f"The affinity table file {name!r} of {owner} must have the columns a, b (string) and "
                                     f"offset (float64). Got {t.schema} instead.")
-        a, b, v = (t[c].to_pylist() for c in ("a", "b", "offset"))
-        if any(x is None for x in a) or any(x is None for x in b) or any(x is None for x in v):
-            raise IntelligenceError(f"The affinity table file {name!r} of {owner} must hold no nulls.")
         pairs = spec_get(spec, "pairs", owner)
-        if pairs != len(a):
-            raise IntelligenceError(f"The affinity table file {name!r} of {owner} must hold {pairs!r} pairs. Got {len(a)} instead.")
-        table = dict(zip(zip(a, b, strict=True), v, strict=True))
-        if len(table) != len(a):
-            raise IntelligenceError(f"The affinity table file {name!r} of {owner} must hold each pair once.")
+        if pairs != t.num_rows:
+            raise IntelligenceError(f"The affinity table file {name!r} of {owner} must hold {pairs!r} pairs. Got {t.num_rows} instead.")
+        t = t.combine_chunks()
+        table = PairTable.from_columns(t["a"].chunk(0) if t.num_rows else pa.array([], pa.string()),
+                                       t["b"].chunk(0) if t.num_rows else pa.array([], pa.string()),
+                                       t["offset"].to_numpy(), owner, f"affinity table file {name!r}")
         weights = spec_get(spec, "weights", owner)
         if not isinstance(weights, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in weights):
             raise IntelligenceError(f"The saved 'weights' of {owner} must be a list of [feature, weight] pairs.")
