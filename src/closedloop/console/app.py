@@ -121,6 +121,20 @@ def _own_routes(app: FastAPI) -> None:
     def systems(request: Request, cred: Credential = Depends(viewer)) -> Response:
         return render(request, "systems.html", title="Systems")
 
+    @app.get("/healthz", name="healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", name="readyz", include_in_schema=False)
+    def readyz(request: Request) -> Response:
+        """Ready when the registry answers (no login needed; says nothing about what it holds)."""
+        try:
+            console_of(request).systems()
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the registry is "not ready"
+            return JSONResponse({"status": "unavailable", "detail": f"the registry cannot be read: {type(exc).__name__}"},
+                                status_code=503)
+        return JSONResponse({"status": "ok"})
+
     @app.get("/api/systems", name="api_systems")
     def api_systems(request: Request, cred: Credential = Depends(viewer)) -> dict[str, Any]:
         return {"systems": console_of(request).systems(), "user": cred.name, "roles": sorted(cred.roles)}

@@ -68,6 +68,8 @@ class Console:
     _registry: Any = field(default=None, init=False)
     _signer: SessionSigner | None = field(default=None, init=False)
     _systems: dict[str, Any] | None = field(default=None, init=False)
+    #: What pages keep between requests, each under a key of its own (a page's own entries: bounded by it).
+    cache: dict[Any, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.templates = jinja2.Environment(

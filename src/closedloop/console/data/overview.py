@@ -24,7 +24,7 @@ from typing import Any
 
 from closedloop.base.times import iso
 
-__all__ = ["LEVELS", "fingerprint", "overview"]
+__all__ = ["LEVELS", "fingerprint", "overview", "registry_mark"]
 
 #: The goal levels, in the order the page shows them.
 LEVELS = ("organizational", "leading", "user", "model")
@@ -51,14 +51,20 @@ def _mtime(path: Path) -> int:
         return 0
 
 
+def registry_mark(registry: Any, system: str) -> tuple[int, int]:
+    """The system's revision and newest event id: what the registry's part of the page depends on
+    (a refused attempt changes no revision, but it is an event). One indexed query each."""
+    last = registry.history(system, limit=1)
+    return int(registry.revision(system)), int(last[-1]["id"]) if last else 0
+
+
 def fingerprint(registry: Any, home: Path, system: str) -> str:
     """A short text that changes whenever what :func:`overview` shows may have: the registry's
     revision and its newest event (a refused attempt changes no revision), and the modification times
     of the cycle records' folder and newest record, the alerts log, the goal series and the telemetry
     folders. Cheap: one indexed query and a few ``stat`` calls."""
     home = Path(home)
-    last = registry.history(system, limit=1)
-    parts: list[Any] = [registry.revision(system), last[-1]["id"] if last else 0]
+    parts: list[Any] = list(registry_mark(registry, system))
     cycles = _cycles_dir(home)
     parts.append(_mtime(cycles))
     newest = _newest_record(cycles)
@@ -70,11 +76,14 @@ def fingerprint(registry: Any, home: Path, system: str) -> str:
 
 
 def overview(registry: Any, home: Path, system: str, now_ns: int, *, system_obj: Any = None,
-             cycles: int = 5, alerts: int = 20) -> dict[str, Any]:
+             cycles: int = 5, alerts: int = 20, status: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the Overview page shows for ``system`` at ``now_ns`` (JSON-ready). ``system_obj``
-    (the :class:`~closedloop.System`, when known) gives every declared goal, measured or not."""
+    (the :class:`~closedloop.System`, when known) gives every declared goal, measured or not.
+    ``status``: the registry's status of the system when the caller has it already (it depends only
+    on :func:`registry_mark`; finding when each bundle started walks the history back)."""
     home = Path(home)
-    status = registry.status(system, now_ns=now_ns)
+    if status is None:
+        status = registry.status(system, now_ns=now_ns)
     return {
         "system": system, "now": iso(now_ns), "serving": serving(status),
         "cycles": last_cycles(home, system, cycles), "alerts": recent_alerts(home, alerts),

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from closedloop.console.data.overview import fingerprint, overview
+from closedloop.console.data.overview import fingerprint, overview, registry_mark
 from closedloop.console.framework import console_of, render, viewer
 from closedloop.service.auth import Credential
 
@@ -25,12 +25,31 @@ __all__ = ["router"]
 router = APIRouter()
 
 
+def _status(request: Request, system: str) -> dict[str, Any]:
+    """The registry's status of ``system``, kept in the console's cache with the mark it was read at.
+    It depends only on the registry's revision and newest event (:func:`registry_mark`); finding when
+    each bundle started walks the history back, so every viewer's page and poll after a change share
+    one walk."""
+    con = console_of(request)
+    reg = con.registry()
+    key = ("overview.status", system)
+    mark = registry_mark(reg, system)
+    hit = con.cache.get(key)
+    if hit is not None and hit[0] == mark:
+        cached: dict[str, Any] = hit[1]
+        return cached
+    status: dict[str, Any] = reg.status(system, now_ns=con.now_ns())
+    if registry_mark(reg, system) == mark:  # nothing changed while it was read
+        con.cache[key] = (mark, status)
+    return status
+
+
 def _data(request: Request, system: str) -> tuple[dict[str, Any], str]:
     con = console_of(request)
     con.check_system(system)
     reg = con.registry()
     fp = fingerprint(reg, con.home, system)  # first: a change made meanwhile shows at the next poll
-    data = overview(reg, con.home, system, con.now_ns(), system_obj=con.system_object(system))
+    data = overview(reg, con.home, system, con.now_ns(), system_obj=con.system_object(system), status=_status(request, system))
     return data, fp
 
 
