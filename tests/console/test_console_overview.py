@@ -136,3 +136,38 @@ def test_the_console_mounted_on_the_service(home):
         assert reg.state("phishing").killswitch is True
     health = c.get("/healthz")
     assert "content-security-policy" not in health.headers  # the service's own answers are untouched
+
+
+def test_telemetry_health_from_the_store_files(home, console):
+    """Decisions logged: a backlog of segments and a watermark; compacted: Parquet days, no backlog;
+    and the live fragment sees the new data."""
+    import numpy as np
+    from examples.phishing.data import generate
+
+    from closedloop import Runtime
+    from closedloop.console.data.overview import telemetry_health
+    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+
+    c = client(console)
+    login(c, home.tokens["viewer"])
+    fp = _fingerprint(c.get(OVERVIEW).text)
+    with home.registry() as reg:
+        bundle = reg.load_bundle(home.production, home.system)
+    tel = Telemetry(SegmentLog(home.path), system=home.system, flush_interval_ms=1)
+    try:
+        cols, _ = generate(200, 5, phish_rate=0.3)
+        Runtime(home.system, bundle, telemetry=tel).decide_batch(
+            {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in cols.items()})
+        tel.flush()
+    finally:
+        tel.close()
+    import time
+
+    h = telemetry_health(home.path, time.time_ns())
+    assert h["present"] and h["streams"]["decisions"]["segments"] >= 1 and h["backlog_bytes"] > 0
+    assert h["watermark"] is not None and 0 <= h["watermark_age_s"] < 600 and h["torn_tails"] == 0
+    r = c.get(f"/systems/phishing/overview/live?since={fp}")
+    assert r.status_code == 200 and "segments not compacted" in r.text
+    TelemetryStore(home.path).compact()
+    h = telemetry_health(home.path, time.time_ns())
+    assert h["backlog_segments"] == 0 and h["streams"]["decisions"]["parquet_days"] == 1 and h["watermark"] is not None

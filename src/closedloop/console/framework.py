@@ -76,6 +76,7 @@ class Console:
             loader=jinja2.FileSystemLoader(str(_TEMPLATES)), autoescape=True, undefined=jinja2.StrictUndefined,
             trim_blocks=True, lstrip_blocks=True,
         )
+        self.templates.filters["when"] = when
 
     def now_ns(self) -> int:
         return int(self.clock())
@@ -128,6 +129,13 @@ class Console:
                 loaded[s.name] = s
             self._systems = loaded
         return self._systems.get(name)
+
+
+def when(iso_time: Any) -> str:
+    """An ISO time as a page shows it: to the second, ``2026-12-06 23:22:35 UTC`` (``—`` for none)."""
+    if not isinstance(iso_time, str) or len(iso_time) < 19:
+        return "—"
+    return iso_time[:19].replace("T", " ") + " UTC"
 
 
 def console_of(request: Request) -> Console:
