@@ -146,3 +146,17 @@ def test_an_unknown_system_is_a_clear_404(console, home):
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["detail"] == "No system named 'nope' in this registry; systems: ['phishing']."
     assert "not built yet" in c.get("/systems/phishing/history").text
+
+
+def test_promote_without_the_system_says_how_to_give_it(home):
+    from closedloop.console import ConsoleSettings, create_console_app
+
+    c = client(create_console_app(ConsoleSettings(home=home.path)))  # no --system
+    login(c, home.tokens["admin"])
+    token = csrf(c, OVERVIEW)
+    before = _state(home)
+    r = c.post("/systems/phishing/actions/promote", data={"csrf_token": token, "name": "strict", "reason": "wins"})
+    assert r.status_code == 409 and "start the console with --system MODULE:ATTR" in unescape(r.text)
+    assert _state(home) == before
+    r = c.post("/systems/phishing/actions/stop", data={"csrf_token": token, "name": "strict", "reason": "no system needed"})
+    assert r.status_code == 200 and _state(home).flights == ()

@@ -144,3 +144,9 @@ def test_the_secret_is_private_made_once_and_signs(tmp_path):
         SessionSigner(b"x" * 32, lifetime_s=60).verify(value, 1001)
     with pytest.raises(AuthError, match="malformed"):
         signer.verify("garbage", 1001)
+
+
+def test_the_cookie_is_secure_over_https(console, home):
+    c = client(console, base_url="https://console.example")
+    r = login(c, home.tokens["viewer"])
+    assert "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
