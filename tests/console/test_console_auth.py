@@ -150,3 +150,14 @@ def test_the_cookie_is_secure_over_https(console, home):
     c = client(console, base_url="https://console.example")
     r = login(c, home.tokens["viewer"])
     assert "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+
+
+def test_the_secret_is_made_at_the_first_start(tmp_path):
+    from closedloop.console import ConsoleSettings, create_console_app
+
+    create_console_app(ConsoleSettings(home=tmp_path / "h"))
+    secret = tmp_path / "h" / "console" / "secret"
+    assert secret.is_file() and stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    before = secret.read_bytes()
+    create_console_app(ConsoleSettings(home=tmp_path / "h"))
+    assert secret.read_bytes() == before  # kept: sessions survive a restart

@@ -171,3 +171,11 @@ def test_telemetry_health_from_the_store_files(home, console):
     TelemetryStore(home.path).compact()
     h = telemetry_health(home.path, time.time_ns())
     assert h["backlog_segments"] == 0 and h["streams"]["decisions"]["parquet_days"] == 1 and h["watermark"] is not None
+
+
+def test_a_poll_after_the_session_ended_sends_the_page_to_the_login(console, home, clock):
+    c = client(console)
+    login(c, home.tokens["viewer"])
+    clock.advance(13 * 3600)
+    r = c.get("/systems/phishing/overview/live?since=x", headers={"hx-request": "true", "hx-current-url": "http://testserver" + OVERVIEW})
+    assert r.status_code == 204 and r.headers["hx-redirect"] == "/login?next=%2Fsystems%2Fphishing%2Foverview"

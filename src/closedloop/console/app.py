@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,12 +37,14 @@ _STATIC = Path(__file__).parent / "static"
 
 def create_console_app(settings: ConsoleSettings, *, clock: Callable[[], int] | None = None) -> FastAPI:
     """The console over the home and registry ``settings`` name. ``clock`` (ns since the epoch;
-    default the wall clock) times sessions and pages — tests move it to expire a session."""
+    default the wall clock) times sessions and pages — tests move it to expire a session. The
+    session secret is read (or made) here; the registry is opened at the first request."""
     if not isinstance(settings, ConsoleSettings):
         raise TypeError(f"create_console_app needs a ConsoleSettings. Got {settings!r} instead.")
     app = FastAPI(title="closedloop console", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(csrf_guard)])
     app.state.console = Console(settings, clock or time.time_ns)
+    app.state.console.signer()  # the session secret: read, or made on this first start (<home>/console/secret)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     _own_routes(app)
@@ -145,6 +147,11 @@ def _error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ConsoleError)
         if is_api(request):
             response: Response = Problem(exc.status, exc.slug, exc.title, exc.detail).response()
+        elif exc.status == 401 and request.headers.get("hx-request"):
+            # a live fragment's poll after the session ended: htmx swaps no error, so send the page to the login
+            current = request.headers.get("hx-current-url", "")
+            target = url(request, "login_form") + "?" + urlencode({"next": _safe_next(request, urlsplit(current).path)})
+            response = Response(status_code=204, headers={"HX-Redirect": target})
         elif exc.status == 401:
             response = render(request, "login.html", title="Log in", status=401, message=exc.detail,
                               next=_safe_next(request, request.url.path if request.method == "GET" else None))
