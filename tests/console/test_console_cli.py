@@ -111,3 +111,17 @@ def test_health_and_bad_bodies(console, home):
     assert r.status_code == 400 and r.json()["detail"] == "The body must be a JSON object. Got list instead."
     with home.registry() as reg:
         assert reg.revision("phishing") == 2
+
+
+def test_page_of_reads_the_page_asked_for(console):
+    from starlette.requests import Request
+
+    from closedloop.console.framework import ConsoleError, page_of
+
+    def request(qs: str) -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/", "query_string": qs.encode(), "headers": [], "app": console})
+
+    assert page_of(request("")).offset == 0 and page_of(request("page=3")).offset == 100
+    for bad in ("page=0", "page=x", "page=-1"):
+        with pytest.raises(ConsoleError, match="'page' must be an integer"):
+            page_of(request(bad))

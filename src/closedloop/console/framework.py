@@ -33,8 +33,8 @@ from closedloop.errors import AuthError
 from closedloop.service.auth import Credential, Credentials
 
 __all__ = [
-    "NAV", "Console", "ConsoleError", "admin", "common_context", "console_of", "csrf_guard", "form", "render", "session_of",
-    "url", "viewer",
+    "NAV", "Console", "ConsoleError", "Page", "admin", "common_context", "console_of", "csrf_guard", "form", "page_of", "render",
+    "session_of", "url", "viewer",
 ]
 
 #: The pages of a system, in the navigation's order: (route name, label). Each route takes ``system``.
@@ -269,6 +269,28 @@ def form(request: Request) -> dict[str, str]:
 
 
 # -- pages ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which page of a list a request asks for: ``?page=N`` (1-based) of ``size`` rows (the
+    settings' ``page_size``); ``offset`` is where it starts."""
+
+    number: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+def page_of(request: Request) -> Page:
+    """The list page ``?page=N`` asks for (1 when absent); a bad value is a 422 saying so."""
+    raw = request.query_params.get("page", "1")
+    if not raw.isdigit() or int(raw) < 1 or int(raw) > 1_000_000:
+        raise ConsoleError(422, "Bad request", f"'page' must be an integer from 1 to 1000000. Got {raw[:40]!r} instead.")
+    return Page(int(raw), console_of(request).settings.page_size)
+
+
+
 def common_context(request: Request, system: str | None) -> dict[str, Any]:
     """What every page's template gets: who is logged in, the systems, the current one, the CSRF
     token, the navigation, and ``url``/``static`` to build links."""
