@@ -160,3 +160,13 @@ def test_promote_without_the_system_says_how_to_give_it(home):
     assert _state(home) == before
     r = c.post("/systems/phishing/actions/stop", data={"csrf_token": token, "name": "strict", "reason": "no system needed"})
     assert r.status_code == 200 and _state(home).flights == ()
+
+
+def test_a_flight_must_be_named_and_a_broken_credentials_file_lets_nobody_in(console, home):
+    c = _admin(console, home)
+    token = csrf(c, OVERVIEW)
+    r = c.post("/systems/phishing/actions/stop", data={"csrf_token": token, "reason": "which?"})
+    assert r.status_code == 422 and "name it" in r.text and len(_state(home).flights) == 1
+    (home.path / "credentials.json").write_text("{not json")
+    r = c.get(OVERVIEW)
+    assert r.status_code == 503 and "not valid JSON" in r.text

@@ -43,6 +43,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("reports", "Reports"), ("mistakes", "Mistakes"), ("hotfix", "Hot fixes"),
 )
 _TEMPLATES = Path(__file__).parent / "templates"
+_UNSET = object()
 
 
 class ConsoleError(Exception):
@@ -103,8 +104,12 @@ class Console:
         return self._signer
 
     def credentials(self) -> Credentials:
-        """The credentials file, read now (a token added or removed counts at once)."""
-        return Credentials.load(self.settings.credentials_path)
+        """The credentials file, read now (a token added or removed counts at once); 503 when it
+        cannot be read (nobody is let in on a file that does not parse)."""
+        try:
+            return Credentials.load(self.settings.credentials_path)
+        except AuthError as exc:
+            raise ConsoleError(503, "Credentials unreadable", str(exc), slug="credentials") from None
 
     def systems(self) -> list[str]:
         """The systems the registry knows."""
@@ -162,9 +167,9 @@ def is_api(request: Request) -> bool:
 def session_of(request: Request) -> Session | None:
     """The request's session: None without a cookie; :class:`ConsoleError` (401) for a tampered,
     expired or malformed one."""
-    if "console_session" in request.state._state:
-        cached: Session | None = request.state.console_session
-        return cached
+    cached = getattr(request.state, "console_session", _UNSET)
+    if cached is not _UNSET:
+        return cached if isinstance(cached, Session) else None
     raw = request.cookies.get(COOKIE)
     session = None
     if raw:

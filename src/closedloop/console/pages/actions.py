@@ -109,6 +109,8 @@ def apply(request: Request, cred: Credential, system: str, operation: str, field
     reg = con.registry()
     reason = check_reason(fields.get("reason"))
     name = fields.get("name") or None
+    if operation in ("promote", "stop") and not isinstance(name, str):
+        raise ConsoleError(422, "Bad request", f"To {operation} a flight, name it ('name'). Nothing was changed.")
     expected = fields.get("expected_revision")
     if expected not in (None, ""):
         current = reg.revision(system)
@@ -122,7 +124,8 @@ def apply(request: Request, cred: Credential, system: str, operation: str, field
             if sys_obj is None:
                 raise ConsoleError(409, "System needed", f"Promoting runs the bundle's sanity checks, which need the System "
                                    f"{system!r} itself: start the console with --system MODULE:ATTR naming it. Nothing was changed.")
-            return reg.promote(sys_obj, str(name), actor=cred.name, reason=reason)
+            seen = int(expected) if isinstance(expected, int | str) and str(expected).isdigit() else None
+            return reg.promote(sys_obj, str(name), actor=cred.name, reason=reason, expected_revision=seen)
         if operation == "stop":
             return reg.stop(system, str(name), actor=cred.name, reason=reason)
         if operation == "rollback":
