@@ -62,17 +62,20 @@ def test_admin_stops_a_flight_and_turns_the_kill_switch(console, home):
     assert r.status_code == 200 and "No change" in r.text  # on already: a no-op, said so
 
 
-def test_promote_goes_through_the_registry_and_shows_its_answer(console, home):
+def test_promote_goes_through_the_registry_and_shows_its_refusal(console, home):
     c = _admin(console, home)
     token = csrf(c, OVERVIEW)
     assert "becomes production" in c.get("/systems/phishing/actions/promote?name=strict").text
     before = _state(home)
     r = c.post("/systems/phishing/actions/promote", data={"csrf_token": token, "name": "strict", "reason": "wins"})
-    after = _state(home)
-    if r.status_code == 200:  # promoted
-        assert after.production == home.flight_bundle and "promoted strict" in unescape(r.text)
-    else:  # refused by the sanity checks (no gate report): the registry's own message, nothing changed
-        assert r.status_code == 422 and "sanity check" in unescape(r.text) and after == before
+    # the flight's bundle has no evaluation report attached: the registry's sanity checks refuse it, and
+    # the page shows the registry's own message; nothing changed, the attempt is in the history
+    text = unescape(r.text)
+    assert r.status_code == 422 and "Refused by the sanity checks" in text and "failed sanity check(s) parity, gate" in text
+    assert _state(home) == before
+    with home.registry() as reg:
+        last = reg.history("phishing", limit=1)[-1]
+    assert (last["operation"], last["status"], last["actor"]) == ("promote", "refused", "ada")
 
 
 def test_a_viewer_is_refused_and_nothing_changes(console, home):
