@@ -50,7 +50,7 @@ def home(tmp_path, phishing) -> Home:
     h = tmp_path / "home"
     h.mkdir()
     H = Bundle.build(phishing, heuristic_intelligence())
-    F = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.95, "warn": 0.7})
+    F = Bundle.build(phishing, heuristic_intelligence(), thresholds={"block": 0.9, "warn": 0.5})
     home = Home(h, phishing, H.version, F.version, {})
     with home.registry() as reg:
         reg.deploy(phishing, H, actor="alice", reason="first", allow_unsigned="tests", force="tests")

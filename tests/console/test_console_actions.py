@@ -173,3 +173,30 @@ def test_a_flight_must_be_named_and_a_broken_credentials_file_lets_nobody_in(con
     (home.path / "credentials.json").write_text("{not json")
     r = c.get(OVERVIEW)
     assert r.status_code == 503 and "not valid JSON" in r.text
+
+
+def test_admin_promotes_a_flight_that_passes_its_checks(console, home, tmp_path):
+    """With an evaluation report attached (golden rows, the gate passed against production), the
+    promotion goes through: the flight's bundle is production, the flight ends."""
+    from examples.phishing.data import generate
+
+    from closedloop.evaluation.report import evaluate
+    from support.pages import import_pages
+
+    cols, labels = generate(2000, 11, phish_rate=0.3)
+    ds = import_pages(home.system, cols, labels, tmp_path / "ds")
+    with home.registry() as reg:
+        bundles = [reg.load_bundle(v, home.system) for v in (home.production, home.flight_bundle)]
+        report = evaluate(home.system, bundles, ds.path, bootstrap=10, golden=30)
+        assert report["gate"]["passed"]
+        reg.add_report(report, actor="alice")
+    c = _admin(console, home)
+    token = csrf(c, OVERVIEW)
+    r = c.post("/systems/phishing/actions/promote", data={"csrf_token": token, "name": "strict", "reason": "it wins",
+                                                          "expected_revision": "2"})
+    assert r.status_code == 200, unescape(r.text)
+    assert "promoted strict" in unescape(r.text)
+    after = _state(home)
+    assert after.production == home.flight_bundle and after.flights == () and after.revision == 3
+    page = c.get(OVERVIEW).text
+    assert f'id="production">{home.flight_bundle}<' in page and "No flights." in page
