@@ -44,6 +44,11 @@ SKIP: dict[tuple[str, str], str] = {
         "three 4-minute runs of the demo",
     ("demo.md", ".venv/bin/python -m examples.phishing.demo --help    # days, visits, fault day, homes, report path"):
         "not a closedloop command (the demo's own options; tests/examples/test_demo.py runs the demo)",
+    # the operations console: servers a browser talks to (tests/console drive the same app with a test client)
+    ("console.md", "closedloop console --system examples.phishing.system:phishing            # http://127.0.0.1:8470/"):
+        "serves the console until stopped (tests/console run create_console_app, the app it serves)",
+    ("console.md", "closedloop serve --system examples.phishing.system:phishing --console    # the service, and the console at /console"):
+        "serves until stopped (tests/console/test_console_overview.py mounts the console on the service app as --console does)",
     # runs forever by design
     ("orchestration.md", "closedloop loop run --plan examples.phishing.loop:plan --every 1h  # a cycle every hour"):
         "runs a cycle every hour until stopped (--once, in the same block, runs)",

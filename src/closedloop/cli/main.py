@@ -30,6 +30,7 @@ import msgspec
 import typer
 from typer.core import TyperGroup
 
+from closedloop.cli.console import console
 from closedloop.cli.data import dataset_app, outcomes_app, telemetry_app
 from closedloop.cli.evaluate import evaluate
 from closedloop.cli.keys import key_app
@@ -203,6 +204,7 @@ app.command()(evaluate)
 app.command()(ope)
 _register_registry(app)
 app.command()(serve)
+app.command()(console)
 
 @app.callback()
 def _root(

@@ -2,10 +2,11 @@
 
 ::
 
-    closedloop serve --system MOD:ATTR [--bundle PATH] [--host 127.0.0.1] [--port 8000] [--workers 1]
+    closedloop serve --system MOD:ATTR [--bundle PATH] [--host 127.0.0.1] [--port 8000] [--workers 1] [--console]
 
 Without ``--bundle`` the deployment comes from the registry in the project home and is
-hot-reloaded; with it, that bundle serves, fixed. The options become one
+hot-reloaded; with it, that bundle serves, fixed. ``--console`` also serves the operations console at
+``/console`` (the same app as ``closedloop console``, mounted: no middleware on the service). The options become one
 :class:`~closedloop.service.ServiceSettings`, handed to every worker process (as JSON in
 ``CLOSEDLOOP_SERVICE_SETTINGS``) and read once there.
 """
@@ -99,6 +100,8 @@ def serve(
     ] = 30.0,
     flush_interval_ms: Annotated[float, typer.Option("--flush-interval-ms", min=0.1, help="Telemetry group-commit interval.")] = 5.0,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
+    console: Annotated[bool, typer.Option(
+        "--console", help="Also serve the operations console at /console (docs/console.md); the decision path is unchanged.")] = False,
 ) -> None:
     """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle \
 that bundle, fixed (no registry).
@@ -122,7 +125,7 @@ Bearer <token>' with the right role (decide, report, metrics, admin); create tok
         settings = settings.replace(metrics_dir=shared)
     _hand_to_workers(settings)
     try:
-        _run_server(uvicorn, settings)
+        _run_server(uvicorn, settings, console=console)
     finally:
         if shared is not None:
             shutil.rmtree(shared, ignore_errors=True)
@@ -166,11 +169,13 @@ def _hand_to_workers(settings: ServiceSettings) -> None:
     os.environ["PYTHONPATH"] = cwd + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
 
 
-def _run_server(uvicorn: Any, settings: ServiceSettings) -> None:
+def _run_server(uvicorn: Any, settings: ServiceSettings, *, console: bool = False) -> None:
     """Serve until stopped: uvicorn (uvloop, httptools) with ``settings.workers`` processes, each
-    building the app with :func:`closedloop.service.app.app_from_environ`."""
+    building the app with :func:`closedloop.service.app.app_from_environ` (with ``console``,
+    :func:`closedloop.cli.console.app_with_console_from_environ`: the same, the console mounted at /console)."""
+    factory = "closedloop.cli.console:app_with_console_from_environ" if console else "closedloop.service.app:app_from_environ"
     uvicorn.run(
-        "closedloop.service.app:app_from_environ", factory=True, host=settings.host, port=settings.port,
+        factory, factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, loop="uvloop", http="httptools", lifespan="on", access_log=settings.access_log,
         log_level="info", timeout_graceful_shutdown=10,
     )

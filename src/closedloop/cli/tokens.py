@@ -23,7 +23,7 @@ from closedloop.settings import Settings
 
 __all__ = ["admin", "authenticate", "token_app"]
 
-token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, metrics, admin).", no_args_is_help=True)
+token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, metrics, viewer, admin).", no_args_is_help=True)
 
 
 @token_app.command("add")
@@ -32,7 +32,11 @@ def add(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The credential's name (recorded as the actor of changes).")],
     role: Annotated[list[str], typer.Option("--role", help=f"A role ({', '.join(ROLES)}); repeatable.")],
 ) -> None:
-    """Create a credential and print its token (shown once; only its hash is kept)."""
+    """Create a credential and print its token (shown once; only its hash is kept).
+
+    Roles: decide (ask the service for decisions), report (report outcomes), metrics (read /metrics beyond loopback), viewer \
+(the operations console, read-only), admin (change what serves; in the console admin implies viewer).
+    """
     settings: Settings = ctx.obj
     token = Credentials(settings.credentials).add(name, role)
     typer.echo(token)

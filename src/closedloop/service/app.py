@@ -54,7 +54,7 @@ def create_app(
         version="1",
         description=(
             "Decisions (one context or a batch) and outcome reports for one closed-loop System. "
-            "Authenticate with 'Authorization: Bearer <token>' (roles: decide, report, metrics, admin)."
+            "Authenticate with 'Authorization: Bearer <token>' (roles: decide, report, metrics, viewer, admin)."
         ),
         lifespan=_lifespan(settings, system, source, holder),
     )

@@ -1,9 +1,10 @@
 """Credentials: named tokens with roles, stored hashed.
 
-Four roles exist: ``decide`` (ask for decisions), ``report`` (report outcomes), ``metrics``
+Five roles exist: ``decide`` (ask for decisions), ``report`` (report outcomes), ``metrics``
 (read the service's ``/metrics`` — reporter sources, bundle versions — when the server listens
-beyond loopback; ``admin`` may read them too) and ``admin`` (change what serves: deploy, promote,
-rollback, kill switch). The registry records the credential's *name* as the actor of every change.
+beyond loopback; ``admin`` may read them too), ``viewer`` (read-only: see everything the operations
+console shows, change nothing) and ``admin`` (change what serves: deploy, promote, rollback, kill
+switch; in the console ``admin`` implies ``viewer``). The registry records the credential's *name* as the actor of every change.
 
 Tokens are 32 random bytes (``secrets.token_urlsafe``), shown once when created. At rest only
 their SHA-256 is kept, in ``<home>/credentials.json``::
@@ -35,7 +36,7 @@ from closedloop.errors import AuthError, SpecError
 __all__ = ["ROLES", "Credential", "Credentials"]
 
 #: The roles a credential may hold.
-ROLES = ("decide", "report", "metrics", "admin")
+ROLES = ("decide", "report", "metrics", "viewer", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _FORMAT = 1
 
