@@ -1,0 +1,91 @@
+"""The Flights page: each live flight against production on the guard's metrics.
+
+Every figure is the guard's own (:func:`closedloop.registry.guard_check` run with ``apply=False``:
+it judges, it stops nothing): per flight its bundle, share of units, when it started, the
+decisions and units of each arm over the same window, and per metric both arms' values, the
+test, its p-value and what the guard decides — ``stop`` (the metric breaches: the next guard run
+stops the flight), ``keep`` (judged, no breach), ``not judged`` (too few decisions) or ``not
+measured`` (the telemetry cannot measure it, with why). The sample-ratio check
+(:func:`closedloop.registry.srm_view`: units per arm counted from the change that set the arms,
+a chi-square test against the shares) says whether the split itself is sound. No statistic is
+computed here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from closedloop.base.times import iso
+from closedloop.console.data._common import known_system, when
+from closedloop.errors import SpecError
+
+__all__ = ["flights"]
+
+
+def _telemetry(telemetry: Any) -> Any:
+    """A home (path) as its :class:`~closedloop.telemetry.TelemetryStore`; a store or a
+    ``(decisions, outcomes)`` pair as given."""
+    if isinstance(telemetry, str | Path):
+        from closedloop.telemetry import TelemetryStore
+
+        return TelemetryStore(telemetry)
+    return telemetry
+
+
+def _verdict(m: dict[str, Any]) -> str:
+    if not m.get("measured", True):
+        return "not measured"
+    if m.get("breach"):
+        return "stop"
+    if m.get("p_value") is None:
+        return "not judged"
+    return "keep"
+
+
+def _metric(m: dict[str, Any]) -> dict[str, Any]:
+    """One guard metric as the page shows it: both arms, the test, the p-value, the verdict."""
+    return {
+        "metric": m.get("metric"), "flight": m.get("flight"), "production": m.get("production"),
+        "n_flight": m.get("n_flight"), "n_production": m.get("n_production"),
+        "count_flight": m.get("count_flight"), "count_production": m.get("count_production"),
+        "test": m.get("test"), "p_value": m.get("p_value"), "alpha": m.get("alpha"), "tolerance": m.get("tolerance"),
+        "interval": m.get("interval") or m.get("ci"), "breach": bool(m.get("breach")), "decision": _verdict(m),
+        "note": m.get("note"),
+    }
+
+
+def flights(registry: Any, home: Any, system: Any, *, now_ns: int | None = None, policy: Any = None) -> dict[str, Any]:
+    """Each running flight of ``system`` (the :class:`~closedloop.System`: the guard reads its
+    mistake outcomes, rewards and goals) against production over the same window, from the
+    telemetry of ``home`` (a path, a :class:`~closedloop.telemetry.TelemetryStore`, or
+    ``(decisions, outcomes)`` Arrow tables). ``policy``: the :class:`~closedloop.registry.GuardPolicy`
+    (default: the guard's)."""
+    from closedloop.registry.guard import guard_check
+
+    name = known_system(registry, system)
+    if not hasattr(system, "mistake_outcomes"):
+        raise SpecError(f"The Flights page needs the closedloop.System of {name!r} (the guard reads its mistake "
+                        f"outcomes and goals). Got {system!r} instead.")
+    now = int(now_ns if now_ns is not None else registry.clock.now_ns())
+    report = guard_check(registry, system, _telemetry(home), policy=policy, now_ns=now, apply=False)
+    view = registry.at(name, 2**62)
+    started = {f["name"]: f["started"] for f in view["flights"]}
+    srm = report.get("srm")
+    exposure = {a["arm"]: a for a in (srm or {}).get("arms", [])}
+    out = []
+    for f in report["flights"]:
+        metrics = [_metric(m) for m in f["metrics"]]
+        decision = ("stop" if f["breach"] else
+                    "keep" if any(m["decision"] == "keep" for m in metrics) else "not judged yet")
+        out.append({
+            "name": f["name"], "bundle": f["bundle"], "share": f["share"], "started": started.get(f["name"]),
+            "window": {"since": when(f["since_ns"]), "until": when(f["until_ns"])},
+            "decisions": f["decisions"], "units": f["units"],
+            "exposure": {"flight": exposure.get(f["name"]), "production": exposure.get("production")},
+            "metrics": metrics, "breach": bool(f["breach"]), "decision": decision,
+            "reason": next((b["reason"] for b in report["breaches"] if b["flight"] == f["name"]), None),
+        })
+    return {"system": name, "revision": report["revision"], "production": report["state"]["production"],
+            "checked_at": iso(now), "flights": out, "srm": srm, "policy": report["policy"], "notes": report["notes"],
+            "shadow_disagreement": report.get("shadow_disagreement")}
