@@ -10,7 +10,7 @@ from typing import Any
 from closedloop.base.times import iso, parse_time
 from closedloop.errors import RegistryError, SpecError, clip_value
 
-__all__ = ["MAX_PER_PAGE", "check_page", "known_system", "page_of", "to_time"]
+__all__ = ["MAX_PER_PAGE", "as_dict", "check_page", "known_system", "page_of", "to_time", "when"]
 
 #: The most rows one page of a list holds.
 MAX_PER_PAGE = 500
@@ -63,3 +63,8 @@ def to_time(value: Any, what: str) -> int:
 def when(ns: int | None) -> dict[str, Any] | None:
     """A time as both forms a page needs: ``{"at": ISO, "at_ns": ns}`` (None stays None)."""
     return None if ns is None else {"at": iso(int(ns)), "at_ns": int(ns)}
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a dict (a JSON object read from a file), else an empty dict."""
+    return value if isinstance(value, dict) else {}

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from closedloop.base.times import DAY_NS, iso
-from closedloop.console.data._common import check_page, known_system, page_of
+from closedloop.console.data._common import as_dict, check_page, known_system, page_of
 from closedloop.console.data._telemetry import open_lake
 from closedloop.console.data.replay import lookup
 from closedloop.errors import SpecError
@@ -56,7 +56,7 @@ def worst(registry: Any, system: Any, *, page: int = 1, per_page: int = 20) -> d
     entries = [b for b in body.get("bundles") or [] if isinstance(b, dict)]
     prod = registry.state(name).production
     entry = next((b for b in entries if b.get("version") == prod), entries[-1] if entries else {})
-    found = entry.get("worst") if isinstance(entry.get("worst"), dict) else {}
+    found = as_dict(entry.get("worst"))
     items = []
     for kind, rows in (("false positive", found.get("false_positives") or []),
                        ("false negative", found.get("false_negatives") or [])):

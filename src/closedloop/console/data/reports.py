@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from closedloop.base.times import iso
-from closedloop.console.data._common import check_page, known_system, page_of
+from closedloop.console.data._common import as_dict, check_page, known_system, page_of
 from closedloop.errors import RegistryError, SpecError, clip_value
 from closedloop.registry.models import bundles as T_BUNDLES
 from closedloop.registry.models import report_bundles as T_RB
@@ -117,7 +117,7 @@ def _summary(p: Path) -> dict[str, Any]:
         return {"error": f"not a readable report: {exc}"}
     if not isinstance(body, dict):
         return {"error": "not a report (not a JSON object)"}
-    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    meta = as_dict(body.get("metadata"))
     gate = body.get("gate") if isinstance(body.get("gate"), dict) else None
     return {"system": body.get("system"), "dataset_id": meta.get("dataset_id"), "created": meta.get("created"),
             "bundles": [b.get("version") for b in body.get("bundles") or [] if isinstance(b, dict)],
@@ -176,7 +176,7 @@ def _metrics(rep: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
     entry = next((b for b in rep.get("bundles") or [] if isinstance(b, dict) and b.get("version") == version), None)
     if entry is None:
         return None
-    mistakes = entry.get("mistakes") if isinstance(entry.get("mistakes"), dict) else {}
+    mistakes = as_dict(entry.get("mistakes"))
     out = {"report_dataset": (rep.get("metadata") or {}).get("dataset_id"), "n": entry.get("n"),
            "quality": entry.get("quality"), "cost_per_1000": mistakes.get("cost_per_1000"),
            "operating_point": entry.get("operating_point")}
