@@ -19,6 +19,7 @@ plain Vega-Lite dicts of aggregates, the same size, drawn by the same vendored l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ def _now() -> int:
 def _registry_events(registry: Any, name: str, start: int, end: int) -> list[dict[str, Any]]:
     e = T_EVENTS.c
     q = (select(e.id, e.at_ns, e.actor, e.operation, e.reason).where(
-        e.system == name, e.at_ns >= start, e.at_ns <= end, e.status == "applied"))
+        e.system == name, e.at_ns >= start, e.at_ns <= end, e.status == "applied")
+         .order_by(e.at_ns.desc()).limit(MAX_EVENTS))
     with registry.db.read() as conn:
         rows = conn.execute(q).all()
     out = []
@@ -100,8 +102,13 @@ def _registry_events(registry: Any, name: str, start: int, end: int) -> list[dic
 
 
 def _cycle_files(home: Path) -> list[Path]:
+    """The cycle records' paths in cycle order (their names are the zero-padded cycle numbers)."""
     d = home / "orchestration" / "cycles"
-    return sorted(d.glob("[0-9]*.json")) if d.is_dir() else []
+    try:
+        names = sorted(n for n in os.listdir(d) if n.endswith(".json") and n[:1].isdigit())
+    except OSError:
+        return []
+    return [d / n for n in names]
 
 
 def _read_cycle(p: Path) -> _Cycle | None:
@@ -144,7 +151,7 @@ def _alerts(home: Path, name: str, start: int, end: int) -> list[dict[str, Any]]
     path = home / "orchestration" / "alerts.jsonl"
     if not path.is_file():
         return []
-    out = []
+    out: list[_Alert] = []
     decode = msgspec.json.Decoder(_Alert).decode
     with open(path, "rb") as fh:
         for line in fh:
@@ -153,9 +160,10 @@ def _alerts(home: Path, name: str, start: int, end: int) -> list[dict[str, Any]]
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
             if start <= a.at_ns <= end and a.system in (None, name):
-                out.append({"kind": "alert", "at_ns": a.at_ns, "at": iso(a.at_ns), "what": a.kind,
-                            "detail": f"{a.kind} {a.subject}: {a.message}"[:400]})
-    return out
+                out.append(a)
+    out.sort(key=lambda a: a.at_ns)
+    return [{"kind": "alert", "at_ns": a.at_ns, "at": iso(a.at_ns), "what": a.kind,
+             "detail": f"{a.kind} {a.subject}: {a.message}"[:400]} for a in out[-MAX_EVENTS:]]
 
 
 def events(registry: Any, home: Any, system: Any, *, since: Any = None, until: Any = None,
@@ -167,7 +175,7 @@ def events(registry: Any, home: Any, system: Any, *, since: Any = None, until: A
     home = Path(home)
     found = _registry_events(registry, name, start, end) + _gate_stops(home, start, end) + _alerts(home, name, start, end)
     found.sort(key=lambda e: e["at_ns"])
-    return found[-MAX_EVENTS:]
+    return found[-MAX_EVENTS:]  # each source is capped too: the newest MAX_EVENTS of each
 
 
 def chart_spec(goal: dict[str, Any], marks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -70,20 +70,11 @@ def worst(registry: Any, system: Any, *, page: int = 1, per_page: int = 20) -> d
                        .get("dataset_id"), "link": {"kind": "registered", "id": int(row.id)}}, "note": note}
 
 
-_REPORTED = """
-WITH m AS (
-  SELECT outcome_id, decision_id, kind, event_ns, source, value FROM outcomes
-  WHERE system = ? AND kind IN (SELECT unnest(?)) AND event_ns >= ? AND event_ns <= ? AND decision_id IS NOT NULL
-)
-SELECT m.outcome_id, m.decision_id, m.kind, m.event_ns, m.source, d.unit, d.timestamp_ns, d.bundle_version, d.flight,
-       d.action, d.propensity, d.why, d.guardrail, d.context_json, d.score_names, d.scores
-FROM m LEFT JOIN (SELECT * FROM decisions WHERE system = ? AND decision_id IN (SELECT decision_id FROM m)) d
-  ON d.decision_id = m.decision_id
-ORDER BY m.event_ns DESC, m.outcome_id
-LIMIT ? OFFSET ?
-"""
-_COUNT = ("SELECT count(*) FROM outcomes WHERE system = ? AND kind IN (SELECT unnest(?)) AND event_ns >= ? "
-          "AND event_ns <= ? AND decision_id IS NOT NULL")
+_OUTCOMES = ("FROM outcomes WHERE system = ? AND kind IN (SELECT unnest(?)) AND event_ns >= ? AND event_ns <= ? "
+             "AND decision_id IS NOT NULL")
+_PAGE = f"SELECT outcome_id, decision_id, kind, event_ns, source {_OUTCOMES} ORDER BY event_ns DESC, outcome_id LIMIT ? OFFSET ?"
+_DECISION = ("decision_id, unit, timestamp_ns, bundle_version, flight, action, propensity, why, guardrail, context_json, "
+             "score_names, scores")
 
 
 def reported(registry: Any, home: Any, system: Any, *, days: float = DEFAULT_DAYS, now_ns: int | None = None,
@@ -104,15 +95,19 @@ def reported(registry: Any, home: Any, system: Any, *, days: float = DEFAULT_DAY
     if not kinds:
         return {**page_of([], page, per_page, 0), **base,
                 "note": f"system {name!r} declares no mistake_outcomes: no outcome says a decision was wrong"}
-    with open_lake(home) as lake:
-        total = int(lake.con.execute(_COUNT, [name, kinds, since, now]).fetchone()[0])
-        rows = lake.rows(_REPORTED, [name, kinds, since, now, name, per_page, (page - 1) * per_page])
+    with open_lake(home) as lake:  # the page of outcomes first (cheap columns), then only its decisions, whole
+        total = int(lake.rows(f"SELECT count(*) AS n {_OUTCOMES}", [name, kinds, since, now])[0]["n"])
+        rows = lake.rows(_PAGE, [name, kinds, since, now, per_page, (page - 1) * per_page])
+        found = lake.decisions(name, [r["decision_id"] for r in rows], _DECISION)
     items = []
     for r in rows:
-        scores = dict(zip(r.pop("score_names") or [], r.pop("scores") or [], strict=False))
-        ctx = r.pop("context_json")
-        items.append({**r, "reported_at": iso(int(r["event_ns"])),
-                      "decided_at": None if r["timestamp_ns"] is None else iso(int(r["timestamp_ns"])),
-                      "scores": scores, "context": None if ctx is None else json.loads(ctx),
-                      "found": r["timestamp_ns"] is not None})
+        d = dict(found.get(r["decision_id"]) or {})
+        scores = dict(zip(d.pop("score_names", None) or [], d.pop("scores", None) or [], strict=False))
+        ctx = d.pop("context_json", None)
+        ts = d.pop("timestamp_ns", None)
+        items.append({**r, **{k: d.get(k) for k in ("unit", "bundle_version", "flight", "action", "propensity", "why",
+                                                     "guardrail")},
+                      "timestamp_ns": ts, "reported_at": iso(int(r["event_ns"])),
+                      "decided_at": None if ts is None else iso(int(ts)), "scores": scores,
+                      "context": None if ctx is None else json.loads(ctx), "found": ts is not None})
     return {**page_of(items, page, per_page, total), **base}

@@ -41,19 +41,25 @@ def bits(x: Any) -> str | None:
 
 
 def _find(lake: Lake, name: str, decision_id: str | None, unit: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    if decision_id is not None:
-        rows = lake.rows(f"SELECT {_COLS} FROM decisions WHERE system = ? AND decision_id = ? LIMIT 1", [name, decision_id])
-        if not rows:
-            raise SpecError(f"No decision with id {clip_value(decision_id)!r} in the telemetry of {name!r} "
+    """The decision looked up (by id; or a unit's newest, its others listed): the unit's decisions
+    are found on the cheap columns first, then only the one shown is read whole."""
+    if decision_id is None:
+        assert unit is not None
+        brief = lake.rows("SELECT decision_id, timestamp_ns, action, bundle_version FROM decisions WHERE system = ? AND "
+                          f"unit = ? ORDER BY timestamp_ns DESC, decision_id LIMIT {MAX_UNIT_DECISIONS}", [name, unit])
+        if not brief:
+            raise SpecError(f"No decision for unit {clip_value(unit)!r} in the telemetry of {name!r} "
                             f"({lake.searched('decisions')}).")
-        return rows[0], []
-    rows = lake.rows(f"SELECT {_COLS} FROM decisions WHERE system = ? AND unit = ? ORDER BY timestamp_ns DESC, "
-                     f"decision_id LIMIT {MAX_UNIT_DECISIONS}", [name, unit])
-    if not rows:
-        raise SpecError(f"No decision for unit {clip_value(unit)!r} in the telemetry of {name!r} ({lake.searched('decisions')}).")
-    others = [{"decision_id": r["decision_id"], "at": iso(int(r["timestamp_ns"])), "action": r["action"],
-               "bundle_version": r["bundle_version"]} for r in rows[1:]]
-    return rows[0], others
+        decision_id = str(brief[0]["decision_id"])
+        others = [{"decision_id": r["decision_id"], "at": iso(int(r["timestamp_ns"])), "action": r["action"],
+                   "bundle_version": r["bundle_version"]} for r in brief[1:]]
+    else:
+        others = []
+    row = lake.decisions(name, [decision_id], _COLS).get(decision_id)
+    if row is None:
+        raise SpecError(f"No decision with id {clip_value(decision_id)!r} in the telemetry of {name!r} "
+                        f"({lake.searched('decisions')}).")
+    return row, others
 
 
 def _feature_names(home: Path, fingerprint: str | None) -> list[str] | None:
