@@ -74,6 +74,12 @@ class Lake:
                 found.setdefault(r["decision_id"], r)
         return found
 
+    def arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        """The result of ``sql`` as an Arrow table (the DuckDB method's name differs across versions)."""
+        rel = self.con.sql(sql, params=list(params))
+        fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+        return fetch()
+
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cur = self.con.execute(sql, list(params))
         names = [d[0] for d in cur.description]

@@ -16,21 +16,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from closedloop.base.times import iso
+from closedloop.base.times import DAY_NS, iso
 from closedloop.console.data._common import known_system, when
+from closedloop.console.data._telemetry import open_lake
 from closedloop.errors import SpecError
 
 __all__ = ["flights"]
 
 
-def _telemetry(telemetry: Any) -> Any:
-    """A home (path) as its :class:`~closedloop.telemetry.TelemetryStore`; a store or a
-    ``(decisions, outcomes)`` pair as given."""
-    if isinstance(telemetry, str | Path):
-        from closedloop.telemetry import TelemetryStore
+def _since(view: dict[str, Any]) -> int:
+    """The earliest time the guard reads: the first start among the running flights and shadows
+    (the sample-ratio check counts from the change that set the arms, which is not earlier than
+    the newest flight's start); 0 (everything) when a start is unknown."""
+    starts = [(x.get("started") or {}).get("at_ns") for x in [*view["flights"], *view["shadows"]]]
+    if not starts or any(s is None for s in starts):
+        return 0
+    return int(min(starts))
 
-        return TelemetryStore(telemetry)
-    return telemetry
+
+def _telemetry(telemetry: Any, since: int) -> Any:
+    """A home (path) as the guard's ``(decisions, outcomes)`` tables from ``since`` on (read by
+    one query each, only the columns the guard reads; outcomes from a day earlier, for a
+    reporter's clock); a store or a pair of tables as given."""
+    if not isinstance(telemetry, str | Path):
+        return telemetry
+    import pyarrow as pa
+
+    from closedloop.registry.guard import _DECISION_COLUMNS
+    from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
+
+    cols = ", ".join(f'"{c}"' for c in _DECISION_COLUMNS)
+    with open_lake(telemetry) as lake:
+        dec = lake.arrow(f"SELECT {cols} FROM decisions WHERE timestamp_ns >= ?", [since])
+        out = lake.arrow("SELECT * FROM outcomes WHERE event_ns >= ?", [max(0, since - DAY_NS)])
+    dschema = pa.schema([DECISION_SCHEMA.field(c).with_nullable(True) for c in _DECISION_COLUMNS])
+    return (pa.table(dec).cast(dschema), pa.table(out).cast(pa.schema([f.with_nullable(True) for f in OUTCOME_SCHEMA])))
 
 
 def _verdict(m: dict[str, Any]) -> str:
@@ -58,8 +78,9 @@ def _metric(m: dict[str, Any]) -> dict[str, Any]:
 def flights(registry: Any, home: Any, system: Any, *, now_ns: int | None = None, policy: Any = None) -> dict[str, Any]:
     """Each running flight of ``system`` (the :class:`~closedloop.System`: the guard reads its
     mistake outcomes, rewards and goals) against production over the same window, from the
-    telemetry of ``home`` (a path, a :class:`~closedloop.telemetry.TelemetryStore`, or
-    ``(decisions, outcomes)`` Arrow tables). ``policy``: the :class:`~closedloop.registry.GuardPolicy`
+    telemetry of ``home`` (a path: only the decisions since the first running flight or shadow
+    started are read; a :class:`~closedloop.telemetry.TelemetryStore`; or ``(decisions,
+    outcomes)`` Arrow tables). ``policy``: the :class:`~closedloop.registry.GuardPolicy`
     (default: the guard's)."""
     from closedloop.registry.guard import guard_check
 
@@ -68,8 +89,8 @@ def flights(registry: Any, home: Any, system: Any, *, now_ns: int | None = None,
         raise SpecError(f"The Flights page needs the closedloop.System of {name!r} (the guard reads its mistake "
                         f"outcomes and goals). Got {system!r} instead.")
     now = int(now_ns if now_ns is not None else registry.clock.now_ns())
-    report = guard_check(registry, system, _telemetry(home), policy=policy, now_ns=now, apply=False)
     view = registry.at(name, 2**62)
+    report = guard_check(registry, system, _telemetry(home, _since(view)), policy=policy, now_ns=now, apply=False)
     started = {f["name"]: f["started"] for f in view["flights"]}
     srm = report.get("srm")
     exposure = {a["arm"]: a for a in (srm or {}).get("arms", [])}
