@@ -29,9 +29,10 @@ def _since(view: dict[str, Any]) -> int:
     (the sample-ratio check counts from the change that set the arms, which is not earlier than
     the newest flight's start); 0 (everything) when a start is unknown."""
     starts = [(x.get("started") or {}).get("at_ns") for x in [*view["flights"], *view["shadows"]]]
-    if not starts or any(s is None for s in starts):
+    known = [int(s) for s in starts if s is not None]
+    if not known or len(known) < len(starts):
         return 0
-    return int(min(starts))
+    return min(known)
 
 
 def _telemetry(telemetry: Any, since: int) -> Any:
