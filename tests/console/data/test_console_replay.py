@@ -141,3 +141,23 @@ def test_a_ranking_decision_replays_bitwise_and_a_digest_only_one_says_what_is_m
     with reg2:
         out = lookup(reg2, home2, system, decision_id=ds2[0].decision_id)
     assert not out["served"]["replayed"] and "only the candidates' digest" in out["served"]["why_not"]
+
+
+def test_a_kill_switch_decision_replays_as_the_default_action(tmp_path):
+    from closedloop import Bundle, Runtime
+    from closedloop.intelligence.linear import LogisticModel
+    from closedloop.registry import Registry
+    from closedloop.telemetry import SegmentLog, Telemetry
+
+    system = _explorer()
+    bundle = Bundle.build(system, LogisticModel({"x": 2.0}, intercept=0.0, output="p"))
+    home = tmp_path / "home"
+    with Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open() as reg:
+        reg.deploy(system, bundle, actor="alice", reason="first", allow_unsigned="a test home", force="no report")
+        with Telemetry(SegmentLog(home), system=system) as tel:
+            d = Runtime(system, bundle, telemetry=tel, killswitch=True).decide({"user": "u1", "x": 3.0})
+            tel.flush()
+        out = lookup(reg, home, system, decision_id=d.decision_id)  # from the live segment alone: nothing compacted
+    assert out["decision"]["killswitch"] and out["decision"]["scores"] == {}
+    served = _check_bitwise(out)
+    assert served["decision"]["action"] == d.action and served["decision"]["killswitch"]
