@@ -131,3 +131,17 @@ def test_the_mistakes_users_reported_lately_paged_in_the_query(real_home, phishi
     assert far["total"] == 0
     with pytest.raises(SpecError, match="'days'"):
         reported(h.reg, h.home, phishing, days=0)
+
+
+def test_every_pages_data_is_plain_json(real_home, phishing):
+    import json
+
+    from closedloop.console.data import goals, guardrail_lists, history, lookup, served_at
+
+    h = real_home
+    outs = [history(h.reg, "phishing"), served_at(h.reg, "phishing", "2030-01-01T00:00:00"), flights(h.reg, h.home, phishing),
+            reports(h.reg, "phishing"), compare(h.reg, h.world.A.version, h.world.B.version), worst(h.reg, phishing),
+            reported(h.reg, h.home, phishing), lookup(h.reg, h.home, phishing, decision_id=h.live_ids[0]),
+            goals(h.reg, h.home, phishing), guardrail_lists(h.reg, phishing)]
+    for out in outs:
+        assert json.loads(json.dumps(out)) is not None  # no numpy, no Arrow, no datetime: ready for a template and JSON
