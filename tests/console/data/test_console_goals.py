@@ -93,3 +93,42 @@ def test_a_chosen_range_and_bad_ranges(goal_home, phishing):
         goals(reg, home, phishing, since=iso(now), until=iso(now - DAY_NS))
     with pytest.raises(SpecError, match="The 'since' must be a time"):
         events(reg, home, phishing, since="last week")
+
+
+def test_the_goal_charts_draw_in_a_browser_with_the_vendored_libraries(goal_home, phishing, tmp_path):
+    """Each spec compiles and draws with the report's own vega / vega-lite / vega-embed (headless
+    Chromium): the line, the target rule and the event rules, with a clean console."""
+    import json
+    from pathlib import Path
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import closedloop.evaluation.html as html_pkg
+    from support.browser import browser
+
+    home, reg, now = goal_home
+    specs = [g["spec"] for g in goals(reg, home, phishing, now_ns=now)["goals"] if g["points"]]
+    assets = Path(html_pkg.__file__).parent / "assets"
+    libs = "".join(f"<script>{(assets / n).read_text()}</script>" for n in ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js"))
+    divs = "".join(f"<div id='c{i}'></div>" for i in range(len(specs)))
+    page = tmp_path / "goals.html"
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'>{libs}</head><body>{divs}<script>"
+                    f"const specs = {json.dumps(specs)};"
+                    "Promise.all(specs.map((s, i) => vegaEmbed('#c' + i, s, {renderer: 'svg', actions: false})))"
+                    ".then(() => { window.__done = 'drawn'; }, e => { window.__done = 'failed: ' + e; });"
+                    "</script></body></html>")
+    driver = browser()
+    try:
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.__done"))
+        state = driver.execute_script("""return {done: window.__done, charts: specs.map((s, i) => {
+            const el = document.getElementById('c' + i);
+            return {lines: el.querySelectorAll('svg g.mark-line path').length,
+                    rules: el.querySelectorAll('svg g.mark-rule line').length};
+        })};""")
+        console = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    finally:
+        driver.quit()
+    assert state["done"] == "drawn" and console == [], (state, console)
+    (fb,) = state["charts"]  # the one goal with points: its line, its target, its 7 events in 30 days
+    assert fb["lines"] >= 1 and fb["rules"] == 1 + 7, fb
