@@ -123,8 +123,8 @@ def test_the_goal_charts_draw_in_a_browser_with_the_vendored_libraries(goal_home
         WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.__done"))
         state = driver.execute_script("""return {done: window.__done, charts: specs.map((s, i) => {
             const el = document.getElementById('c' + i);
-            return {lines: el.querySelectorAll('svg g.mark-line path').length,
-                    rules: el.querySelectorAll('svg g.mark-rule line').length};
+            return {lines: el.querySelectorAll('svg g.mark-line.role-mark path').length,
+                    rules: el.querySelectorAll('svg g.mark-rule.role-mark line').length};
         })};""")
         console = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
     finally:
