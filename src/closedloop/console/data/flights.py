@@ -64,16 +64,18 @@ def _verdict(m: dict[str, Any]) -> str:
     return "keep"
 
 
+#: The fields every metric row has (None when the guard's metric has no such figure).
+_FIELDS = ("metric", "flight", "production", "n_flight", "n_production", "count_flight", "count_production", "test",
+           "p_value", "alpha", "tolerance", "note")
+
+
 def _metric(m: dict[str, Any]) -> dict[str, Any]:
-    """One guard metric as the page shows it: both arms, the test, the p-value, the verdict."""
-    return {
-        "metric": m.get("metric"), "flight": m.get("flight"), "production": m.get("production"),
-        "n_flight": m.get("n_flight"), "n_production": m.get("n_production"),
-        "count_flight": m.get("count_flight"), "count_production": m.get("count_production"),
-        "test": m.get("test"), "p_value": m.get("p_value"), "alpha": m.get("alpha"), "tolerance": m.get("tolerance"),
-        "interval": m.get("interval") or m.get("ci"), "breach": bool(m.get("breach")), "decision": _verdict(m),
-        "note": m.get("note"),
-    }
+    """One guard metric as the page shows it: the guard's whole row (a goal's target and
+    direction, a reward's shortfall …) with the common fields always present, the difference
+    (flight − production) and the verdict."""
+    f, p = m.get("flight"), m.get("production")
+    diff = f - p if isinstance(f, int | float) and isinstance(p, int | float) else None
+    return {**dict.fromkeys(_FIELDS), **m, "difference": diff, "breach": bool(m.get("breach")), "decision": _verdict(m)}
 
 
 def flights(registry: Any, home: Any, system: Any, *, now_ns: int | None = None, policy: Any = None) -> dict[str, Any]:
