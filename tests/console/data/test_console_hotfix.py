@@ -128,3 +128,20 @@ def _admin_token(home):
                            env={"CLOSEDLOOP_TOKEN": "", "CLOSEDLOOP_REGISTRY_URL": ""})
     assert r.exit_code == 0, r.output
     return r.output.strip().splitlines()[-1]
+
+
+def test_a_home_that_does_not_sign_deploys_the_hot_fix_unsigned_and_says_so(tmp_path, console_world, phishing):
+    from closedloop.registry import Registry
+
+    w = console_world
+    home = tmp_path / "home"
+    with w.trust(Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open()) as reg:
+        reg.add_bundle(w.H, actor="alice"), reg.add_bundle(w.A, actor="alice")
+        reg.add_report(w.report_HA, actor="alice")
+        reg.deploy(phishing, w.H.version, actor="alice", reason="first")
+        out = apply_hotfix(reg, home, phishing, field="domain", block=["evil.example"], actor="alice", reason="block it")
+        ev = history(reg, "phishing", per_page=1)["items"][0]
+    assert out["changed"] and "the home has no signing key" in out["unsigned"]
+    sig = next(c for c in ev["checks"] if c["name"] == "signature")
+    assert not sig["passed"] and sig["forced"] and ev["after"]["production"] == out["version"]
+    assert not (home / "keys").exists()  # no key was created behind the admin's back
