@@ -67,3 +67,22 @@ def test_unknown_system_and_bad_time_are_refused(real_home):
         history(real_home.reg, "spam")
     with pytest.raises(SpecError, match=r"The 'when' must be a time: ISO-8601 .* Got 'yesterday' instead"):
         served_at(real_home.reg, "phishing", "yesterday")
+
+
+def test_the_registry_pages_read_the_same_on_sqlite_and_postgresql(registry_url, tmp_path, real_home, phishing):
+    from closedloop.console.data import compare, reports, worst
+    from closedloop.registry import Registry
+
+    w = real_home.world
+    with w.trust(Registry(registry_url, tmp_path / "bundles").open()) as reg:
+        for b in (w.H, w.A, w.B):
+            reg.add_bundle(b, actor="a")
+        reg.add_report(w.report_HA, actor="a"), reg.add_report(w.report_AB, actor="a")
+        reg.deploy(phishing, w.H.version, actor="a", reason="first")
+        reg.deploy(phishing, w.A.version, actor="b", reason="A", flight="a", share=0.5)
+        h = history(reg, "phishing", per_page=1)
+        assert (h["total"], h["items"][0]["operation"], h["items"][0]["actor"]) == (2, "deploy_flight", "b")
+        assert [r["bundles"] for r in reports(reg, "phishing")["items"]] == [[w.A.version, w.B.version], [w.H.version, w.A.version]]
+        assert compare(reg, w.H.version, w.A.version)["right"]["metrics"]["gate"]["passed"] is True
+        assert worst(reg, phishing)["total"] > 0
+        assert served_at(reg, "phishing", h["items"][0]["at_ns"])["flights"][0]["name"] == "a"

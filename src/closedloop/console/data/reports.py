@@ -148,9 +148,15 @@ def _record(conn: Any, version: str) -> dict[str, Any] | None:
             "manifest": json.loads(r["manifest"])}
 
 
-def _newest_report(conn: Any, version: str) -> dict[str, Any] | None:
-    body = conn.execute(select(T_REPORTS.c.body).join(T_RB, T_RB.c.report_id == T_REPORTS.c.id)
-                        .where(T_RB.c.bundle_version == version).order_by(T_REPORTS.c.id.desc()).limit(1)).scalar()
+def _newest_report(conn: Any, *versions: str) -> dict[str, Any] | None:
+    """The newest registered report that evaluated every one of ``versions`` (None: none did)."""
+    ids = None
+    for v in versions:
+        mine = set(conn.execute(select(T_RB.c.report_id).where(T_RB.c.bundle_version == v)).scalars().all())
+        ids = mine if ids is None else ids & mine
+    if not ids:
+        return None
+    body = conn.execute(select(T_REPORTS.c.body).where(T_REPORTS.c.id == max(ids))).scalar()
     return None if body is None else json.loads(body)
 
 
@@ -207,7 +213,8 @@ def manifest_diff(left: dict[str, Any], right: dict[str, Any]) -> list[tuple[str
 
 def compare(registry: Any, v1: Any, v2: Any) -> dict[str, Any]:
     """Two registered bundles side by side (``left`` = ``v1``, ``right`` = ``v2``): kind, when
-    built and registered, thresholds, guardrails, metrics (the newest report that evaluated each),
+    built and registered, thresholds, guardrails, metrics (from the newest report that evaluated
+    both — ``same_report`` — else the newest that evaluated each),
     lineage (parents, nearest first), whether one descends from the other, and ``diff``: the
     manifests' differing keys as ``(key, left, right)`` rows."""
     sides = []
@@ -219,8 +226,13 @@ def compare(registry: Any, v1: Any, v2: Any) -> dict[str, Any]:
             if rec is None:
                 raise RegistryError(f"Bundle {v!r} is not registered: compare takes two registered bundle versions.")
             rec["lineage"] = _lineage(conn, rec["parent"])
-            rec["metrics"] = _metrics(_newest_report(conn, v), v)
             sides.append(rec)
+        both = _newest_report(conn, v1, v2)  # one report of both: the same rows, comparable figures
+        for rec in sides:
+            rep = both if both is not None else _newest_report(conn, rec["version"])
+            rec["metrics"] = _metrics(rep, rec["version"])
+            if rec["metrics"] is not None:
+                rec["metrics"]["same_report"] = both is not None
     left, right = sides
     if left["system"] != right["system"]:
         raise SpecError(f"compare takes two bundles of one system. Got {v1!r} of {left['system']!r} and {v2!r} of "
