@@ -145,3 +145,13 @@ def test_every_pages_data_is_plain_json(real_home, phishing):
             goals(h.reg, h.home, phishing), guardrail_lists(h.reg, phishing)]
     for out in outs:
         assert json.loads(json.dumps(out)) is not None  # no numpy, no Arrow, no datetime: ready for a template and JSON
+
+
+def test_a_file_that_is_not_a_report_is_listed_with_why(tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "bad.json").write_text("{not json")
+    (tmp_path / "reports" / "list.json").write_text("[1, 2]")
+    items = report_files(tmp_path)["items"]
+    assert [i["path"] for i in sorted(items, key=lambda i: i["path"])] == ["reports/bad.json", "reports/list.json"]
+    assert all(i["error"].startswith("not a readable report") for i in items)
+    assert report_files(tmp_path, system="phishing")["total"] == 0

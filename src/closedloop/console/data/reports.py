@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from sqlalchemy import func, select
 
 from closedloop.base.times import iso
@@ -110,18 +111,38 @@ def report_files(home: Any, *, page: int = 1, per_page: int = 20, system: str | 
     return page_of(items, page, per_page, total)
 
 
+class _Meta(msgspec.Struct):
+    dataset_id: str | None = None
+    created: str | None = None
+
+
+class _Entry(msgspec.Struct):
+    version: str | None = None
+
+
+class _Gate(msgspec.Struct):
+    candidate: str | None = None
+    baseline: str | None = None
+    passed: bool | None = None
+
+
+class _Summary(msgspec.Struct):
+    """What a report file's row shows (msgspec skips the rest of the report unread)."""
+
+    system: str | None = None
+    metadata: _Meta = msgspec.field(default_factory=_Meta)
+    bundles: list[_Entry] = msgspec.field(default_factory=list)
+    gate: _Gate | None = None
+
+
 def _summary(p: Path) -> dict[str, Any]:
     try:
-        body = json.loads(p.read_bytes())
-    except (OSError, ValueError) as exc:
+        r = msgspec.json.decode(p.read_bytes(), type=_Summary)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         return {"error": f"not a readable report: {exc}"}
-    if not isinstance(body, dict):
-        return {"error": "not a report (not a JSON object)"}
-    meta = as_dict(body.get("metadata"))
-    gate = body.get("gate") if isinstance(body.get("gate"), dict) else None
-    return {"system": body.get("system"), "dataset_id": meta.get("dataset_id"), "created": meta.get("created"),
-            "bundles": [b.get("version") for b in body.get("bundles") or [] if isinstance(b, dict)],
-            "gate": None if gate is None else {k: gate.get(k) for k in ("candidate", "baseline", "passed")}}
+    return {"system": r.system, "dataset_id": r.metadata.dataset_id, "created": r.metadata.created,
+            "bundles": [b.version for b in r.bundles],
+            "gate": None if r.gate is None else msgspec.structs.asdict(r.gate)}
 
 
 def report_file(home: Any, path: Any) -> dict[str, Any]:
