@@ -145,3 +145,12 @@ def test_a_home_that_does_not_sign_deploys_the_hot_fix_unsigned_and_says_so(tmp_
     sig = next(c for c in ev["checks"] if c["name"] == "signature")
     assert not sig["passed"] and sig["forced"] and ev["after"]["production"] == out["version"]
     assert not (home / "keys").exists()  # no key was created behind the admin's back
+
+
+def test_the_hot_fix_replay_counts_the_golden_rows_its_entries_change(prod_home, phishing):
+    home, reg, w = prod_home
+    golden = next(b for b in w.report_HA["bundles"] if b["version"] == w.H.version)["golden"]
+    row = next(r for r in golden if r["action"] != "block" and r["context"]["domain"] and r["context"]["popularity_rank"] == 0)
+    out = apply_hotfix(reg, home, phishing, field="domain", block=[row["context"]["domain"]], actor="alice", reason="that one")
+    changed = sum(r["context"]["domain"].lower() == row["context"]["domain"].lower() and r["action"] != "block" for r in golden)
+    assert out["replay"]["passed"] and f"; {changed} action(s) changed, each by a hot-fix entry" in out["replay"]["detail"]

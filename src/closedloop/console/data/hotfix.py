@@ -135,10 +135,11 @@ def _rails(system: Any, prod: Bundle, field: str, allow: list[str], block: list[
     return rails
 
 
-def _replay(system: Any, prod: Bundle, new: Bundle, golden: Sequence[dict[str, Any]],
-            lists: Sequence[Guardrail]) -> dict[str, Any]:
+def _replay(system: Any, prod: Bundle, new: Bundle, golden: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The hot fix's own parity: production's golden rows through the new bundle — every score
-    bit for bit, the action the same unless a hot-fix list matches the row."""
+    bit for bit, the action the same unless a hot-fix list changed it (the decision names the
+    guardrail that did) or a frequency cap fired in the evaluation's batch (as the parity check
+    allows)."""
     import struct
 
     from closedloop.runtime.runtime import Runtime
@@ -147,8 +148,7 @@ def _replay(system: Any, prod: Bundle, new: Bundle, golden: Sequence[dict[str, A
         return {"passed": True, "rows": 0, "detail": f"production {prod.version} has no golden rows to replay; the "
                 "new bundle's intelligence and thresholds are production's (the same manifest entries)"}
     rt = Runtime(system, new)
-    fields = {g.field for g in lists if isinstance(g, AllowList | BlockList)}
-    listed = {v for g in lists if isinstance(g, AllowList | BlockList) for v in g.values}
+    caps = {(g.action, g.fallback) for g in (*system.guardrails, *new.guardrails) if hasattr(g, "fallback")}
     overridden = 0
     for i, row in enumerate(golden):
         d = rt.decide(row["context"], decision_id=row["decision_id"], timestamp_ns=int(row["timestamp_ns"]))
@@ -157,12 +157,10 @@ def _replay(system: Any, prod: Bundle, new: Bundle, golden: Sequence[dict[str, A
             if got is None or want is None or struct.pack("<d", got) != struct.pack("<d", float(want)):
                 return {"passed": False, "rows": i, "detail": f"golden row {i}: score {k!r} {got!r} differs from "
                         f"production's {want!r}"}
-        hit = any(str(row["context"].get(f, "")).lower() in listed for f in fields)
         if d.action != row["action"]:
-            if hit:
+            if d.guardrail in (ALLOW, BLOCK):
                 overridden += 1
-                continue
-            if d.guardrail is None or d.guardrail in (ALLOW, BLOCK):
+            elif (d.action, row["action"]) not in caps:
                 return {"passed": False, "rows": i, "detail": f"golden row {i}: action {d.action!r} where production "
                         f"decided {row['action']!r} and no hot-fix entry matches"}
     return {"passed": True, "rows": len(golden), "detail": f"{len(golden)} of production's golden rows replayed: every "
@@ -219,7 +217,7 @@ def _deploy(registry: Any, system: Any, name: str, prod: Bundle, bundle: Bundle,
             reason: str, rev: int, unsigned: str | None) -> dict[str, Any]:
     """Steps 3 and 4: the deploy's sanity checks, the hot fix's replay, the deployment."""
     reports = registry.reports(prod.version)
-    replay = _replay(system, prod, bundle, golden_rows(reports, prod.version), [g for g in rails if g.name in (ALLOW, BLOCK)])
+    replay = _replay(system, prod, bundle, golden_rows(reports, prod.version))
     _, checks = run_checks(system, lambda: bundle, [], production=prod.version, need_gate=True)
     failed = [c for c in checks if not c.passed and c.name not in _OWN]
     if failed or not replay["passed"]:
