@@ -149,6 +149,11 @@ def _replay(system: Any, prod: Bundle, new: Bundle, golden: Sequence[dict[str, A
                 "new bundle's intelligence and thresholds are production's (the same manifest entries)"}
     rt = Runtime(system, new)
     caps = {(g.action, g.fallback) for g in (*system.guardrails, *new.guardrails) if hasattr(g, "fallback")}
+    lists = [g for g in new.guardrails if g.name in (ALLOW, BLOCK) and isinstance(g, AllowList | BlockList)]
+
+    def listed(ctx: dict[str, Any]) -> bool:  # an entry matches, and a system rule may have acted after it
+        return any(str(ctx.get(g.field, "")).lower() in g.values for g in lists)
+
     overridden = 0
     for i, row in enumerate(golden):
         d = rt.decide(row["context"], decision_id=row["decision_id"], timestamp_ns=int(row["timestamp_ns"]))
@@ -158,7 +163,7 @@ def _replay(system: Any, prod: Bundle, new: Bundle, golden: Sequence[dict[str, A
                 return {"passed": False, "rows": i, "detail": f"golden row {i}: score {k!r} {got!r} differs from "
                         f"production's {want!r}"}
         if d.action != row["action"]:
-            if d.guardrail in (ALLOW, BLOCK):
+            if d.guardrail in (ALLOW, BLOCK) or (d.guardrail is not None and listed(row["context"])):
                 overridden += 1
             elif (d.action, row["action"]) not in caps:
                 return {"passed": False, "rows": i, "detail": f"golden row {i}: action {d.action!r} where production "
