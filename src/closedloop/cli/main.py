@@ -33,6 +33,7 @@ from typer.core import TyperGroup
 from closedloop.cli.console import console
 from closedloop.cli.data import dataset_app, outcomes_app, telemetry_app
 from closedloop.cli.evaluate import evaluate
+from closedloop.cli.guardrails import guardrails_app
 from closedloop.cli.keys import key_app
 from closedloop.cli.loop import loop_app
 from closedloop.cli.ope import ope
@@ -199,6 +200,7 @@ app.add_typer(dataset_app, name="dataset")
 app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")
 app.add_typer(loop_app, name="loop")
+app.add_typer(guardrails_app, name="guardrails")
 app.command()(train)
 app.command()(evaluate)
 app.command()(ope)

@@ -1,0 +1,60 @@
+"""A real home for the console's data tests: the registry world's bundles (H, A, B) and reports,
+a history (H first, then A in a flight, B as a shadow), and real telemetry — a Runtime deciding
+into a SegmentLog, users reporting false blocks and warnings — part of it compacted into the
+Parquet lake, the rest left in live segments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.registry_world import build_world, page_traffic
+
+
+@dataclass
+class Home:
+    home: Path
+    reg: Any
+    world: Any
+    lake_ids: list[str]  # decisions compacted into Parquet
+    live_ids: list[str]  # decisions still in segments
+    flight_ids: list[str]  # decisions the flight's bundle made
+
+
+@pytest.fixture(scope="session")
+def console_world(phishing, tmp_path_factory):
+    return build_world(phishing, tmp_path_factory.mktemp("console-world"))
+
+
+@pytest.fixture(scope="module")
+def real_home(phishing, console_world, tmp_path_factory):
+    from closedloop import Runtime
+    from closedloop.registry import Registry
+    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+
+    world = console_world
+    home = tmp_path_factory.mktemp("console-home")
+    reg = world.trust(Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open())
+    for b in (world.H, world.A, world.B):
+        reg.add_bundle(b, actor="alice")
+    reg.add_report(world.report_HA, actor="alice")
+    reg.add_report(world.report_AB, actor="alice")
+    reg.deploy(phishing, world.H.version, actor="alice", reason="the heuristic first")
+    reg.deploy(phishing, world.A.version, actor="alice", reason="try A on 30%", flight="a", share=0.3)
+    reg.deploy(phishing, world.B.version, actor="bob", reason="watch B", shadow=True)
+    with Telemetry(SegmentLog(home), system=phishing) as tel:
+        rt = Runtime(phishing, world.H, telemetry=tel)
+        assert reg.refresh(rt)["applied"]
+        first = page_traffic(rt, tel, 1500, seed=21)
+        tel.flush()
+        TelemetryStore(home).compact()
+        second = page_traffic(rt, tel, 700, seed=22)
+        tel.flush()
+    ids = first.decision_ids.to_pylist() + second.decision_ids.to_pylist()
+    flights = first.flights.to_pylist() + second.flights.to_pylist()
+    yield Home(home, reg, world, first.decision_ids.to_pylist(), second.decision_ids.to_pylist(),
+               [i for i, f in zip(ids, flights, strict=True) if f == "a"])
+    reg.close()
