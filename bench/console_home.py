@@ -1,10 +1,11 @@
 """Build the seeded project home the console's page benchmark runs on (``bench/console.py``):
 10,000 registry history events, 90 days of goal series, 50 evaluation reports, a cycle record a
-day and its alerts — a real home, made through the registry's and the loop's own APIs
-(``tests/support/console_home.py`` is the one implementation; see its docstring).
+day and its alerts, 20,000 decisions of the last two hours in the telemetry — a real home, made
+through the registry's, the runtime's and the loop's own APIs (``tests/support/console_home.py``
+is the one implementation; see its docstring).
 
 Run it as ``.venv/bin/python bench/console_home.py --out DIR`` (``--quick`` for a small home:
-1,000 events, 30 days, 10 reports). It refuses a DIR that holds a registry already. It prints
+1,000 events, 30 days, 10 reports, 2,000 decisions). It refuses a DIR that holds a registry already. It prints
 what it built, the size on disk and the build time, then what the console's data sources cost on
 it (best of 5 reads: the registry's state, status, history — the last 50 and all of it —, what
 served at a time, reports, the goal series, cycles, alerts; ``--reads-only`` times them on a home
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--events", type=int, default=None, help="registry history rows (default 10,000; --quick 1,000)")
     ap.add_argument("--days", type=int, default=None, help="days of goal series and cycles (default 90; --quick 30)")
     ap.add_argument("--reports", type=int, default=None, help="evaluation reports (default 50; --quick 10)")
+    ap.add_argument("--decisions", type=int, default=None, help="page loads logged (default 20,000; --quick 2,000)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reads-only", action="store_true", help="time the reads on the home at --out, built before")
     args = ap.parse_args(argv)
@@ -85,13 +87,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     events = args.events or (1_000 if args.quick else 10_000)
     days = args.days or (30 if args.quick else 90)
     reports = args.reports or (10 if args.quick else 50)
-    info = seed_console_home(args.out, seed=args.seed, history_events=events, goal_days=days, reports=reports)
+    decisions = args.decisions if args.decisions is not None else (2_000 if args.quick else 20_000)
+    info = seed_console_home(args.out, seed=args.seed, history_events=events, goal_days=days, reports=reports,
+                             decisions=decisions)
     summary = home_summary(args.out)
     if summary["history_events"] != events or summary["reports"] != reports:
         raise SystemExit(f"the home does not hold what was asked: {summary}")
     out = {**info.to_dict(), "megabytes": round(info.bytes / 2**20, 1), "read_back": summary, "reads_ms": reads(args.out)}
     print(f"seeded {args.out}: {info.history_events:,} history events ({info.statuses}), {len(info.reports)} reports, "
-          f"{len(info.bundles)} bundles, {info.goal_points:,} goal points, {info.cycles} cycles, {info.alerts} alerts")
+          f"{len(info.bundles)} bundles, {info.goal_points:,} goal points, {info.cycles} cycles, {info.alerts} alerts, "
+          f"{info.decisions:,} decisions and {info.outcomes:,} outcomes logged")
     print(f"size {out['megabytes']} MB; built in {info.seconds['total']:.1f} s ({info.seconds})")
     print("reads (ms, best of 5): " + ", ".join(f"{k} {v:g}" for k, v in out["reads_ms"].items()))
     print(json.dumps(out, sort_keys=True))

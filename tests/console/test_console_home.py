@@ -17,16 +17,16 @@ from closedloop.orchestration.goals import SeriesStore, goal_status
 from closedloop.orchestration.records import CycleRecords
 from closedloop.registry import Registry
 from closedloop.settings import Settings
-from support.console_home import DAY_NS, END_NS, SYSTEM, home_summary, seed_console_home
+from support.console_home import DAY_NS, END_NS, SERVED_NS, SYSTEM, home_summary, seed_console_home
 
-EVENTS, DAYS, REPORTS = 300, 10, 5
+EVENTS, DAYS, REPORTS, DECISIONS = 300, 10, 5, 2400
 ENV = {"CLOSEDLOOP_TOKEN": "", "CLOSEDLOOP_REGISTRY_URL": "", "CLOSEDLOOP_HOME": ""}
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     path = tmp_path_factory.mktemp("console-home") / "home"
-    info = seed_console_home(path, seed=5, history_events=EVENTS, goal_days=DAYS, reports=REPORTS)
+    info = seed_console_home(path, seed=5, history_events=EVENTS, goal_days=DAYS, reports=REPORTS, decisions=DECISIONS)
     settings = Settings(home=path)
     reg = Registry.from_settings(settings).open(upgrade=False)
     yield info, settings, reg
@@ -39,7 +39,7 @@ def test_the_registry_holds_the_history_asked_for(home):
     assert len(hist) == EVENTS == info.history_events
     assert [e["id"] for e in hist] == sorted(e["id"] for e in hist)
     times = [e["at_ns"] for e in hist]
-    assert times == sorted(times) and info.start_ns <= times[0] and times[-1] < END_NS
+    assert times == sorted(times) and info.start_ns <= times[0] and times[-1] < END_NS - SERVED_NS
     ops = Counter(e["operation"] for e in hist)
     assert {"deploy_production", "deploy_flight", "deploy_shadow", "promote", "stop", "rollback", "killswitch_on",
             "killswitch_off", "guard_stop"} <= set(ops), ops
@@ -76,6 +76,22 @@ def test_the_cli_reads_the_home(home):
     assert r.exit_code == 0 and r.output.count("\n#") >= 19, r.output
     r = runner.invoke(app, ["--home", str(settings.home), "status"], env=ENV)
     assert r.exit_code == 0 and reg.state(SYSTEM).production in r.output, r.output
+
+
+def test_the_last_hours_are_served_and_logged(home):
+    """Decisions of the final deployment (production and its flight) after the last registry
+    change, with the users' reports — what `closedloop telemetry stats` and `status` read."""
+    info, settings, reg = home
+    r = CliRunner().invoke(app, ["--home", str(settings.home), "telemetry", "stats"], env=ENV)
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.output)
+    assert stats["decisions"] == DECISIONS == info.decisions
+    assert stats["outcomes"] == info.outcomes > 0
+    st = reg.state(SYSTEM)
+    served = {b["bundle_version"] for b in stats["decisions_by_bundle_version"]}
+    assert served == {st.production, *(f.bundle for f in st.flights)}
+    status = reg.status(SYSTEM, now_ns=END_NS)
+    assert status["last_change"]["at_ns"] < END_NS - SERVED_NS
 
 
 def test_reports_are_registered_and_written(home):
@@ -127,14 +143,18 @@ def test_cycles_and_alerts(home):
 def test_the_same_seed_builds_the_same_home(tmp_path):
     def build(name):
         path = tmp_path / name
-        seed_console_home(path, seed=9, history_events=40, goal_days=2, reports=2)
+        seed_console_home(path, seed=9, history_events=40, goal_days=2, reports=2, decisions=600)
         with Registry.from_settings(Settings(home=path)).open(upgrade=False) as reg:
             hist = [{k: e[k] for k in ("id", "at_ns", "actor", "operation", "reason", "status", "before", "after")}
                     for e in reg.history(SYSTEM)]
         series = (path / "goals" / "series.jsonl").read_text()
         cycles = [{k: v for k, v in r.items()} for r in CycleRecords(path / "orchestration" / "cycles").all()]
-        return hist, series, cycles, (path / "orchestration" / "alerts.jsonl").read_text()
+        from closedloop.telemetry import TelemetryStore
+
+        dec = TelemetryStore(path).read("decisions").select(["decision_id", "action", "timestamp_ns"]).to_pylist()
+        logged = sorted((d["decision_id"], d["action"], d["timestamp_ns"]) for d in dec)
+        return hist, series, cycles, (path / "orchestration" / "alerts.jsonl").read_text(), logged
 
     assert build("a") == build("b")
     with pytest.raises(FileExistsError):
-        seed_console_home(tmp_path / "a", seed=9, history_events=40, goal_days=2, reports=2)
+        seed_console_home(tmp_path / "a", seed=9, history_events=40, goal_days=2, reports=2, decisions=0)

@@ -16,6 +16,10 @@
 * ``reports`` evaluation reports (:func:`closedloop.evaluation.report.evaluate` of the candidate
   against the production of the time, on a generated dataset in ``<home>/datasets/pages``),
   written to ``<home>/reports/`` as ``closedloop evaluate`` does and registered with ``Registry.add_report``;
+* ``decisions`` page loads of the last two hours (after the last registry change) served by the final deployment (production, its
+  flight and shadow: ``Registry.refresh`` of a :class:`~closedloop.Runtime`) and logged to the
+  home's telemetry (:class:`~closedloop.telemetry.Telemetry` on the embedded ``SegmentLog``), with
+  the false blocks and warnings users reported as outcomes — decisions to look up and replay;
 * ``goal_days`` days of goal series for each of the system's goals (hourly, daily, weekly,
   monthly) in ``<home>/goals/series.jsonl`` (:class:`~closedloop.orchestration.series.SeriesStore`,
   where the loop's monitor writes them), values drawn around each target with streaks of misses;
@@ -47,6 +51,8 @@ import numpy as np
 #: The simulated "now" of every seeded home: the last event, goal window and cycle end here.
 END_NS = int(_dt.datetime(2026, 12, 1, tzinfo=_dt.UTC).timestamp()) * 10**9
 DAY_NS = 86_400 * 10**9
+#: The last two hours are the telemetry's: decisions served by the final deployment, no registry change.
+SERVED_NS = 2 * 3600 * 10**9
 HUMANS = ("alice", "bob", "carol", "dmitri")
 SYSTEM = "phishing"
 
@@ -69,6 +75,8 @@ class HomeInfo:
     goal_points: int = 0
     cycles: int = 0
     alerts: int = 0
+    decisions: int = 0
+    outcomes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: int = 0
 
@@ -80,7 +88,7 @@ class HomeInfo:
 
 
 def seed_console_home(path: Path | str, *, seed: int, history_events: int = 10_000, goal_days: int = 90,
-                      reports: int = 50, dataset_rows: int = 1500) -> HomeInfo:
+                      reports: int = 50, decisions: int = 20_000, dataset_rows: int = 1500) -> HomeInfo:
     """Build the home at ``path`` (created; it must not hold a registry yet) and return what it holds."""
     from examples.phishing.system import phishing
 
@@ -105,8 +113,10 @@ def seed_console_home(path: Path | str, *, seed: int, history_events: int = 10_0
     world = _Registry(phishing, settings, seed, info, dataset_rows)
     t = lap("setup", t)
     world.run(history_events, reports)
-    world.reg.close()
     t = lap("registry", t)
+    info.decisions, info.outcomes = _telemetry(phishing, settings, world.reg, seed, decisions)
+    world.reg.close()
+    t = lap("telemetry", t)
     points = _goal_series(phishing, settings, seed, info.start_ns, END_NS)
     info.goal_points = len(points)
     t = lap("goals", t)
@@ -189,7 +199,7 @@ class _Registry:
     def run(self, n: int, n_reports: int) -> None:
         """``n`` history rows — each Registry call below records exactly one (applied, refused or
         lost) — the last few leaving a state worth looking at; then reports up to ``n_reports``."""
-        ends = np.sort(self.rng.uniform(self.info.start_ns, END_NS - 60 * 10**9, size=n)).astype(np.int64)
+        ends = np.sort(self.rng.uniform(self.info.start_ns, END_NS - SERVED_NS, size=n)).astype(np.int64)
         report_at = np.linspace(self.info.start_ns, END_NS - DAY_NS, n_reports)  # when each next report is due
         self.rows, self.limit = 0, n
         for at in ends:
@@ -365,6 +375,36 @@ _REASONS = {
 def _why(rng: np.random.Generator, kind: str) -> str:
     options = _REASONS[kind]
     return options[int(rng.integers(len(options)))].format(n=int(rng.integers(100, 9999)))
+
+
+# -- telemetry ---------------------------------------------------------------------------------------------------------
+def _telemetry(system: Any, settings: Any, reg: Any, seed: int, decisions: int) -> tuple[int, int]:
+    """``decisions`` page loads over the last two hours (24 batches, 5 minutes apart) through a
+    runtime serving the registry's final deployment, logged with the users' reports; returns
+    (decisions, outcomes)."""
+    from closedloop import DecisionIds, Runtime
+    from closedloop.runtime.clock import ManualClock
+    from closedloop.telemetry import SegmentLog, Telemetry
+    from support.registry_world import page_traffic
+
+    if decisions <= 0:
+        return 0, 0
+    clock = ManualClock(END_NS - SERVED_NS)
+    done = 0
+    with Telemetry(SegmentLog(settings.home), system=system, clock=clock.now_ns) as tel:
+        rt = Runtime(system, reg.load_bundle(str(reg.state(SYSTEM).production), system), clock=clock,
+                     ids=DecisionIds(seed), telemetry=tel)
+        reg.refresh(rt)
+        for i in range(24):
+            n = decisions // 24 + (1 if i < decisions % 24 else 0)
+            if n:
+                clock.set_ns(END_NS - SERVED_NS + i * SERVED_NS // 24)
+                page_traffic(rt, tel, n, seed=seed * 1000 + i)
+                done += n
+        tel.flush()
+    from closedloop.telemetry import TelemetryStore
+
+    return done, int(TelemetryStore(settings.home).stats()["outcomes"])
 
 
 # -- goal series -----------------------------------------------------------------------------------------------------
