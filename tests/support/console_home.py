@@ -16,23 +16,27 @@
 * ``reports`` evaluation reports (:func:`closedloop.evaluation.report.evaluate` of the candidate
   against the production of the time, on a generated dataset in ``<home>/datasets/pages``),
   written to ``<home>/reports/`` as ``closedloop evaluate`` does and registered with ``Registry.add_report``;
-* ``decisions`` page loads of the last two hours (after the last registry change) served by the final deployment (production, its
-  flight and shadow: ``Registry.refresh`` of a :class:`~closedloop.Runtime`) and logged to the
-  home's telemetry (:class:`~closedloop.telemetry.Telemetry` on the embedded ``SegmentLog``), with
-  the false blocks and warnings users reported as outcomes — decisions to look up and replay;
+* ``decisions`` page loads of the last two hours (after the last registry change) served by the
+  final deployment (production, its flight and shadow: ``Registry.refresh`` of a
+  :class:`~closedloop.Runtime`) and logged to the home's telemetry
+  (:class:`~closedloop.telemetry.Telemetry` on the embedded ``SegmentLog``), with the false blocks
+  and warnings users reported as outcomes — decisions to look up and replay;
 * ``goal_days`` days of goal series for each of the system's goals (hourly, daily, weekly,
   monthly) in ``<home>/goals/series.jsonl`` (:class:`~closedloop.orchestration.series.SeriesStore`,
   where the loop's monitor writes them), values drawn around each target with streaks of misses;
 * one cycle record a day (``<home>/orchestration/cycles``, :class:`~closedloop.orchestration.records.CycleRecords`,
   the steps' typed results) naming the registry changes the loop made that day, and the alerts
-  each cycle raised (``goal_missed`` by the monitor's own rule, drift, mistake spikes, abuse, label
-  anomalies, rollbacks) delivered to ``<home>/orchestration/alerts.jsonl``
+  each cycle raised (``goal_missed`` by the monitor's own rule; feature and score drift, mistake
+  spikes, abuse and label anomalies drawn now and then) delivered to ``<home>/orchestration/alerts.jsonl``
   (:class:`~closedloop.orchestration.alerts.JsonLinesAlertSink`).
 
-Deterministic: the same seed gives the same events, states, times, bundles, reports, goal points,
-cycles and alerts — except the measured latency figures in the sanity checks' texts and the
-wall-clock ``registered_ns`` nothing else uses. The goal values are drawn, not measured from
-telemetry (there is no telemetry in the home): the console reads the series file, not how it was made.
+Deterministic: the same seed gives the same events, states, times, bundles, reports, decisions
+(ids, actions, times), goal points, cycles and alerts — except the measured latency figures in
+the sanity checks' texts and the wall-clock ``registered_ns`` of a report, which nothing else
+uses. The goal values are drawn, not measured from the telemetry (which covers only the last two
+hours): the console reads the series file, not how it was made. Building through the real
+registry costs: the big home (10,000 events) takes ~5 minutes, most of it the sanity checks every
+deploy and promote runs (``bench/console_home.py`` prints the breakdown).
 """
 
 from __future__ import annotations
@@ -334,7 +338,8 @@ class _Registry:
         except SanityCheckError:
             if self.rows >= self.limit or self.rng.random() < 0.5:
                 raise  # refused and left so; otherwise a human overrides the gate at once
-        self.clock.advance(float(self.rng.uniform(60, 3600)))
+        later = self.clock.now_ns() + int(self.rng.uniform(60, 3600)) * 10**9
+        self.clock.set_ns(max(self.clock.now_ns(), min(later, END_NS - SERVED_NS - 10**9)))  # never into the served hours
         return self._call(lambda: self.reg.deploy(self.system, version, actor=str(self.rng.choice(HUMANS)), reason=reason,
                                                   flight=name, share=share,
                                                   force="an experiment: the offline gate is not the last word"))
