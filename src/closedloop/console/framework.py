@@ -24,7 +24,7 @@ from typing import Any
 
 import jinja2
 from fastapi import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from closedloop.console.security import MAX_FORM_BYTES, UNSAFE_METHODS, csrf_matches, parse_form
 from closedloop.console.sessions import COOKIE, Session, SessionSigner, load_secret
@@ -34,7 +34,7 @@ from closedloop.service.auth import Credential, Credentials
 
 __all__ = [
     "NAV", "Console", "ConsoleError", "Page", "admin", "common_context", "console_of", "csrf_guard", "form", "page_of", "render",
-    "session_of", "url", "viewer",
+    "session_of", "unchanged", "url", "viewer",
 ]
 
 #: The pages of a system, in the navigation's order: (route name, label). Each route takes ``system``.
@@ -320,6 +320,13 @@ def common_context(request: Request, system: str | None) -> dict[str, Any]:
         "url": lambda name, /, **p: url(request, name, **p),
         "static": lambda path: url(request, "static", path=path),
     }
+
+
+def unchanged(since: str | None, fingerprint: str) -> Response | None:
+    """For a live fragment's poll (``?since=<the fingerprint the page shows>``): ``204 No Content`` —
+    htmx then leaves the page as it is — when ``fingerprint`` (what the fragment depends on, now) is
+    the one the page has; else None (render the fragment, carrying the new fingerprint)."""
+    return Response(status_code=204) if since and since == fingerprint else None
 
 
 def render(request: Request, template: str, *, title: str, system: str | None = None, status: int = 200,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from closedloop.console.data.overview import fingerprint, overview, registry_mark
-from closedloop.console.framework import console_of, render, viewer
+from closedloop.console.framework import console_of, render, unchanged, viewer
 from closedloop.service.auth import Credential
 
 __all__ = ["router"]
@@ -63,8 +63,9 @@ def overview_page(request: Request, system: str, cred: Credential = Depends(view
 def overview_live(request: Request, system: str, since: str = "", cred: Credential = Depends(viewer)) -> Response:
     con = console_of(request)
     con.check_system(system)
-    if since and since == fingerprint(con.registry(), con.home, system):
-        return Response(status_code=204)
+    same = unchanged(since, fingerprint(con.registry(), con.home, system))
+    if same is not None:
+        return same
     data, fp = _data(request, system)
     return render(request, "overview_live.html", title="", system=system, data=data, fingerprint=fp)
 
