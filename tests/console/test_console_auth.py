@@ -144,6 +144,8 @@ def test_the_secret_is_private_made_once_and_signs(tmp_path):
         SessionSigner(b"x" * 32, lifetime_s=60).verify(value, 1001)
     with pytest.raises(AuthError, match="malformed"):
         signer.verify("garbage", 1001)
+    with pytest.raises(AuthError, match="malformed"):  # a cookie header is read as latin-1: not ASCII is refused, not a 500
+        signer.verify(value.replace(".", ".\u00e9", 1), 1001)
 
 
 def test_the_cookie_is_secure_over_https(console, home):

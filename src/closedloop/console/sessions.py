@@ -121,7 +121,7 @@ class SessionSigner:
     def verify(self, value: str, now_s: int) -> Session:
         """The session a cookie value holds: :class:`AuthError` when it is malformed, its signature
         does not match (tampered, or signed with another secret) or it expired."""
-        if not isinstance(value, str) or len(value) > _MAX_COOKIE or value.count(".") != 1:
+        if not isinstance(value, str) or len(value) > _MAX_COOKIE or not value.isascii() or value.count(".") != 1:
             raise AuthError("The session cookie is malformed; log in again.")
         payload, mac = value.split(".")
         if not hmac.compare_digest(mac.encode("ascii", "replace"), self._mac(payload).encode("ascii")):
