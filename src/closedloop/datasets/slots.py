@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, Decoded, _joined, candidate_sets_table, decode_candidates
 from closedloop.datasets.importer import _json_rows, context_columns, with_id, write_dataset
 from closedloop.datasets.join.columns import feature_column
+from closedloop.datasets.slot_links import LinkedRewards, can_link_columns, linked_rewards
 from closedloop.errors import DatasetError, SpecError
 from closedloop.system.spec import System
 from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
@@ -164,7 +165,10 @@ def _build(system: System, policy: Any, files: tuple[Sequence[Path | str], Seque
     digest_only = 0 if parts is not None else int(dec["candidates_json"].null_count)
     outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
     find = unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
-    linked = link_outcomes(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
+    if find is None and can_link_columns(policy, False):
+        linked: Any = linked_rewards(outs, dec, policy, window, _one(every["decision_id"]), counts)
+    else:
+        linked = link_outcomes(outs, dec, policy, window, set(every["decision_id"].to_pylist()), find, counts)
     decoded = decode_candidates(dec) if digest_only == 0 and parts is None else None  # once, for the slot rows and the candidate sets
     data, slot_counts = _rows(dec, policy, linked, system, full=digest_only == 0, decoded=decoded, cached=parts)
     counts.update(slot_counts)
@@ -293,7 +297,7 @@ def link_outcomes(outs: pa.Table, dec: pa.Table, policy: Any, window: int, known
     return got
 
 
-def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[tuple[str, float, int]]],
+def _rows(dec: pa.Table, policy: Any, linked: dict[tuple[str, str | None], list[tuple[str, float, int]]] | LinkedRewards,
           system: System, *, full: bool, decoded: Decoded | None = None, cached: Any = None) -> tuple[pa.Table, Counter[str]]:
     """One row per (decision, slot) with a reward, in the decisions' order (module doc, "rows");
     without ``full`` (some decision logged its candidates' digest only) no candidate fields and no
@@ -363,7 +367,7 @@ def _one(col: Any) -> Any:
 
 
 def _slot_rewards(dec: pa.Table, slots: dict[str, Any], policy: Any,
-                  linked: dict[tuple[str, str | None], list[tuple[str, float, int]]]) -> tuple[np.ndarray, np.ndarray]:
+                  linked: dict[tuple[str, str | None], list[tuple[str, float, int]]] | LinkedRewards) -> tuple[np.ndarray, np.ndarray]:
     """Each slot's reward under ``policy`` and whether it has one: the policy's default where no
     outcome is linked (the policy computes nothing from none), the policy's reward of its linked
     outcomes where some are — placed on the slots by one join on (decision, candidate) (per
@@ -372,18 +376,23 @@ def _slot_rewards(dec: pa.Table, slots: dict[str, Any], policy: Any,
     default = policy.default
     reward = np.full(n, np.nan if default is None else float(default))
     has = np.full(n, default is not None)
-    if not linked or n == 0:
+    if not len(linked.row if isinstance(linked, LinkedRewards) else linked) or n == 0:
         return reward, has
-    keys = list(linked)
-    row = np.asarray(pc.index_in(pa.array([k[0] for k in keys], pa.string()),
-                                 value_set=_one(dec["decision_id"]).cast(pa.string())).fill_null(-1), dtype=np.int64)
-    ts = np.asarray(dec["timestamp_ns"].to_numpy(zero_copy_only=False), dtype=np.int64)
-    got = [policy.reward(linked[k], int(ts[i])) if i >= 0 else None for k, i in zip(keys, row, strict=True)]
-    r = np.asarray([np.nan if g is None else float(g) for g in got], dtype=np.float64)
-    ok = np.asarray([g is not None for g in got], dtype=bool)
+    if isinstance(linked, LinkedRewards):  # linked and combined column by column (datasets/slot_links.py)
+        row, cands, r = linked.row, linked.candidate, linked.reward
+        ok = np.ones(r.size, dtype=bool)
+    else:
+        keys = list(linked)
+        row = np.asarray(pc.index_in(pa.array([k[0] for k in keys], pa.string()),
+                                     value_set=_one(dec["decision_id"]).cast(pa.string())).fill_null(-1), dtype=np.int64)
+        ts = np.asarray(dec["timestamp_ns"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        got = [policy.reward(linked[k], int(ts[i])) if i >= 0 else None for k, i in zip(keys, row, strict=True)]
+        r = np.asarray([np.nan if g is None else float(g) for g in got], dtype=np.float64)
+        ok = np.asarray([g is not None for g in got], dtype=bool)
+        cands = pa.array([k[1] for k in keys], pa.string())
     if policy.per == "slot":
         left = pa.table({"d": pa.array(slots["of"]), "c": slots["action"].cast(pa.string()), "s": pa.array(np.arange(n))})
-        right = pa.table({"d": pa.array(row), "c": pa.array([k[1] for k in keys], pa.string()), "k": pa.array(np.arange(len(keys)))})
+        right = pa.table({"d": pa.array(row), "c": cands, "k": pa.array(np.arange(r.size))})
         joined = left.join(right, ["d", "c"], join_type="inner", use_threads=False)
         s, k = np.asarray(joined["s"], dtype=np.int64), np.asarray(joined["k"], dtype=np.int64)
     else:
