@@ -48,10 +48,10 @@ def _write_home_files(home):
     (cycles / "000001.json").write_text(json.dumps({
         "id": 1, "system": "phishing", "now_ns": t0, "finished": True, "outcome": "gate_failed",
         "reason": "the candidate failed the gate: recall too low",
-        "steps": {"ingest": {"status": "done", "result": {}},
-                  "evaluate": {"status": "done", "result": {"gate": {"passed": False, "reasons": ["recall too low"]}}},
+        "steps": {"evaluate": {"status": "done", "result": {"gate": {"passed": False, "reasons": ["recall too low"]}}},
                   "gate": {"status": "stopped",
-                           "result": {"outcome": "gate_failed", "reason": "the candidate failed the gate: recall too low"}}},
+                           "result": {"outcome": "gate_failed", "reason": "the candidate failed the gate: recall too low"}},
+                  "ingest": {"status": "done", "result": {}}},  # by name, as the cycle's record keeps them
         "alerts": [], "changes": []}))
     (cycles / "000002.json").write_text(json.dumps({
         "id": 2, "system": "phishing", "now_ns": t0 + 3600 * 10**9, "finished": True, "outcome": "shadowed", "reason": None,
@@ -84,6 +84,7 @@ def test_overview_data_reads_the_registry_and_the_home(home):
     assert s["flights"][0]["since"]["at"] and s["production"]["since"]["actor"] == "alice"
     assert [c["id"] for c in out["cycles"]] == [2, 1]  # newest first
     assert out["cycles"][1]["gate"] == {"verdict": "failed", "reason": "the candidate failed the gate: recall too low"}
+    assert [st["name"] for st in out["cycles"][1]["steps"]] == ["ingest", "evaluate", "gate"]  # in the order a cycle runs them
     assert out["cycles"][0]["gate"]["verdict"] == "passed" and out["cycles"][0]["changes"] == ["deployed A as a shadow"]
     assert [a["kind"] for a in out["alerts"]] == ["mistake_spike", "feature_drift"]  # newest first, the torn line skipped
     recall = next(g for lv in out["goals"] for g in lv["goals"] if g["name"] == "phish_recall")

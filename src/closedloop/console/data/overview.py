@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.base.times import iso
+from closedloop.orchestration.steps import default_pipeline, reward_pipeline
+
+#: the steps in the order a cycle runs them (a record keeps them by name; a step of another pipeline goes last)
+_STEP_ORDER = {n: i for i, n in enumerate(dict.fromkeys([*default_pipeline().names, *reward_pipeline().names]))}
 
 __all__ = ["LEVELS", "fingerprint", "overview", "registry_mark"]
 
@@ -139,7 +143,7 @@ def cycle_view(rec: dict[str, Any]) -> dict[str, Any]:
     a step that stopped the cycle), the gate's verdict and reason, the registry changes it made."""
     steps = rec.get("steps") or {}
     rows = []
-    for name, st in steps.items():
+    for name, st in sorted(steps.items(), key=lambda kv: _STEP_ORDER.get(kv[0], len(_STEP_ORDER))):
         result = st.get("result") if isinstance(st, dict) else None
         note = result.get("reason") if isinstance(result, dict) and st.get("status") == "stopped" else None
         rows.append({"name": name, "status": (st or {}).get("status"), "note": note})
