@@ -1,6 +1,7 @@
 """Build the seeded project home the console's page benchmark runs on (``bench/console.py``):
 10,000 registry history events, 90 days of goal series, 50 evaluation reports, a cycle record a
-day and its alerts, 20,000 decisions of the last two hours in the telemetry — a real home, made
+day and its alerts, 20,000 decisions of the last two hours in the telemetry, a viewer (``vera``) and
+an admin (``ada``) credential for the console — a real home, made
 through the registry's, the runtime's and the loop's own APIs (``tests/support/console_home.py``
 is the one implementation; see its docstring).
 
@@ -10,7 +11,8 @@ what it built, the size on disk and the build time, then what the console's data
 it (best of 5 reads: the registry's state, status, history — the last 50 and all of it —, what
 served at a time, reports, the goal series, cycles, alerts; ``--reads-only`` times them on a home
 built before). The last line is one JSON object with every figure (``home``: the folder to pass to
-``closedloop console --home``).
+``closedloop console --home``; ``tokens``: the viewer's and the admin's tokens, to log in with — a
+local test home's, printed once as ``closedloop token add`` does).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"seeded {args.out}: {info.history_events:,} history events ({info.statuses}), {len(info.reports)} reports, "
           f"{len(info.bundles)} bundles, {info.goal_points:,} goal points, {info.cycles} cycles, {info.alerts} alerts, "
           f"{info.decisions:,} decisions and {info.outcomes:,} outcomes logged")
+    print(f"console logins: viewer {info.tokens['viewer']} (vera), admin {info.tokens['admin']} (ada)")
     print(f"size {out['megabytes']} MB; built in {info.seconds['total']:.1f} s ({info.seconds})")
     print("reads (ms, best of 5): " + ", ".join(f"{k} {v:g}" for k, v in out["reads_ms"].items()))
     print(json.dumps(out, sort_keys=True))

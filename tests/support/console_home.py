@@ -28,10 +28,15 @@
   the steps' typed results) naming the registry changes the loop made that day, and the alerts
   each cycle raised (``goal_missed`` by the monitor's own rule; feature and score drift, mistake
   spikes, abuse and label anomalies drawn now and then) delivered to ``<home>/orchestration/alerts.jsonl``
-  (:class:`~closedloop.orchestration.alerts.JsonLinesAlertSink`).
+  (:class:`~closedloop.orchestration.alerts.JsonLinesAlertSink`);
+* two console credentials in ``<home>/credentials.json`` (:class:`~closedloop.service.auth.Credentials`,
+  as ``closedloop token add`` makes them): ``vera`` with the ``viewer`` role and ``ada`` with
+  ``admin``; their tokens are :attr:`HomeInfo.tokens` (``{"viewer": …, "admin": …}``), and
+  :func:`add_console_tokens` adds the same two to a home built before (one copied from elsewhere).
 
 Deterministic: the same seed gives the same events, states, times, bundles, reports, decisions
-(ids, actions, times), goal points, cycles and alerts — except the measured latency figures in
+(ids, actions, times), goal points, cycles and alerts — except the credentials' tokens (random, as
+every token is), the measured latency figures in
 the sanity checks' texts and the wall-clock ``registered_ns`` of a report, which nothing else
 uses. The goal values are drawn, not measured from the telemetry (which covers only the last two
 hours): the console reads the series file, not how it was made. Building through the real
@@ -59,6 +64,8 @@ DAY_NS = 86_400 * 10**9
 SERVED_NS = 2 * 3600 * 10**9
 HUMANS = ("alice", "bob", "carol", "dmitri")
 SYSTEM = "phishing"
+#: The console credentials every seeded home holds: role -> name.
+CONSOLE_USERS = {"viewer": "vera", "admin": "ada"}
 
 
 @dataclass
@@ -83,6 +90,8 @@ class HomeInfo:
     outcomes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: int = 0
+    #: The console tokens: role (``viewer``, ``admin``) -> token (see :data:`CONSOLE_USERS` for the names).
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,9 +135,24 @@ def seed_console_home(path: Path | str, *, seed: int, history_events: int = 10_0
     t = lap("goals", t)
     _cycles(phishing, settings, seed, points, world.loop_changes, info)
     lap("cycles", t)
+    info.tokens = add_console_tokens(home)
     info.seconds["total"] = round(time.perf_counter() - clock0, 3)
     info.bytes = sum(p.stat().st_size for p in home.rglob("*") if p.is_file())
     return info
+
+
+def add_console_tokens(home: Path | str) -> dict[str, str]:
+    """Add the console credentials of :data:`CONSOLE_USERS` to ``<home>/credentials.json`` (made if
+    missing; a credential of the same name is replaced) and return their tokens, role -> token."""
+    from closedloop.service.auth import Credentials
+
+    creds = Credentials.load(Path(home) / "credentials.json")
+    tokens = {}
+    for role, name in CONSOLE_USERS.items():
+        if name in creds.names():
+            creds.remove(name)
+        tokens[role] = creds.add(name, [role])
+    return tokens
 
 
 # -- the registry ---------------------------------------------------------------------------------------------------

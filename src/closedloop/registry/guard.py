@@ -231,19 +231,20 @@ def _tables(telemetry: Any) -> tuple[pa.Table, pa.Table]:
 
 def arm_counts(decisions: pa.Table, outcomes: pa.Table, system: str, mistake_kinds: Sequence[str],
                since_ns: int, until_ns: int, exclude_sources: Sequence[str] = (),
-               ) -> dict[tuple[str | None, str], dict[str, int]]:
+               *, con: Any = None) -> dict[tuple[str | None, str], dict[str, int]]:
     """Per (flight or None, bundle version): decisions, distinct units and decisions followed by
     a mistake outcome (linked by decision id, reported by ``until_ns``, by a source not in
-    ``exclude_sources``), in [since, until]."""
+    ``exclude_sources``), in [since, until]. ``con``: a DuckDB connection whose cursor runs the
+    query (:func:`guard_check` passes one per check); None: a new in-memory database."""
     import duckdb
 
-    con = duckdb.connect()
+    cur = duckdb.connect() if con is None else con.cursor()
     try:
-        con.register("decisions", decisions)
-        con.register("outcomes", outcomes)
+        cur.register("decisions", decisions)
+        cur.register("outcomes", outcomes)
         kinds = list(mistake_kinds) or ["\x00none"]
         excluded = list(exclude_sources) or ["\x00none"]
-        rows = con.execute(
+        rows = cur.execute(
             """
             WITH m AS (SELECT DISTINCT decision_id FROM outcomes
                        WHERE decision_id IS NOT NULL AND kind IN (SELECT unnest(?)) AND event_ns <= ?
@@ -257,7 +258,7 @@ def arm_counts(decisions: pa.Table, outcomes: pa.Table, system: str, mistake_kin
             [kinds, int(until_ns), excluded, system, int(since_ns), int(until_ns)],
         ).fetchall()
     finally:
-        con.close()
+        cur.close()
     return {(f, v): {"n": int(n), "units": int(u), "mistakes": int(m)} for f, v, n, u, m in rows}
 
 
@@ -320,35 +321,41 @@ def guard_check(
     if state.production is None:
         report["notes"].append("nothing deployed")
         return report
-    view = registry.at(name, 2**62)
-    began = {f["name"]: (f["started"] or {}).get("at_ns") for f in view["flights"]}
-    _split_checks(report, registry, system, state, view, decisions, now)
-    judged, skipped = flight_goals(system) if policy.goals else ([], [])
-    if policy.goals:
-        report["goals_not_judged"] = skipped
-    for f in state.flights:
-        since = began.get(f.name)
-        since = since if since is not None else 0
-        if policy.window_s is not None:
-            since = max(since, now - int(policy.window_s * 1e9))
-        counts = arm_counts(decisions, outcomes, name, kinds, since, now, exclude_sources)
-        fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
-        pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
-        metrics = _flight_metrics(fl, pr, (ops or {}).get(f.name), (ops or {}).get(None), kinds, policy)
-        if getattr(system, "rewards", None) is not None:
-            metrics.append(_reward_metric(decisions, outcomes, system, f, state.production, (since, now), policy,
-                                          exclude_sources))
-        for goal, metric in judged:
-            gc = goal_arm_counts(decisions, outcomes, name, metric, since, now, exclude_sources)
-            metrics.append(goal_metric(goal, metric, gc.get((f.name, f.bundle), {"n": 0, "x": 0}),
-                                       gc.get((None, state.production), {"n": 0, "x": 0}), policy.alpha, policy.min_decisions))
-        entry: dict[str, Any] = {**f.to_dict(), "since_ns": since, "until_ns": now,
-                                 "decisions": {"flight": fl["n"], "production": pr["n"]},
-                                 "units": {"flight": fl["units"], "production": pr["units"]},
-                                 "metrics": metrics, "breach": any(m["breach"] for m in metrics), "action": "none"}
-        if entry["breach"]:
-            _on_breach(report, entry, registry, name, f, policy, (since, now), actor, apply)
-        report["flights"].append(entry)
+    import duckdb
+
+    con = duckdb.connect()  # one in-memory database for the whole check: each query runs on a cursor of it
+    try:
+        view = registry.at(name, 2**62)
+        began = {f["name"]: (f["started"] or {}).get("at_ns") for f in view["flights"]}
+        _split_checks(report, registry, system, state, view, decisions, now, con)
+        judged, skipped = flight_goals(system) if policy.goals else ([], [])
+        if policy.goals:
+            report["goals_not_judged"] = skipped
+        for f in state.flights:
+            since = began.get(f.name)
+            since = since if since is not None else 0
+            if policy.window_s is not None:
+                since = max(since, now - int(policy.window_s * 1e9))
+            counts = arm_counts(decisions, outcomes, name, kinds, since, now, exclude_sources, con=con)
+            fl = counts.get((f.name, f.bundle), {"n": 0, "units": 0, "mistakes": 0})
+            pr = counts.get((None, state.production), {"n": 0, "units": 0, "mistakes": 0})
+            metrics = _flight_metrics(fl, pr, (ops or {}).get(f.name), (ops or {}).get(None), kinds, policy)
+            if getattr(system, "rewards", None) is not None:
+                metrics.append(_reward_metric(decisions, outcomes, system, f, state.production, (since, now), policy,
+                                              exclude_sources, con))
+            for goal, metric in judged:
+                gc = goal_arm_counts(decisions, outcomes, name, metric, since, now, exclude_sources, con=con)
+                metrics.append(goal_metric(goal, metric, gc.get((f.name, f.bundle), {"n": 0, "x": 0}),
+                                           gc.get((None, state.production), {"n": 0, "x": 0}), policy.alpha, policy.min_decisions))
+            entry: dict[str, Any] = {**f.to_dict(), "since_ns": since, "until_ns": now,
+                                     "decisions": {"flight": fl["n"], "production": pr["n"]},
+                                     "units": {"flight": fl["units"], "production": pr["units"]},
+                                     "metrics": metrics, "breach": any(m["breach"] for m in metrics), "action": "none"}
+            if entry["breach"]:
+                _on_breach(report, entry, registry, name, f, policy, (since, now), actor, apply)
+            report["flights"].append(entry)
+    finally:
+        con.close()
     return report
 
 
@@ -382,11 +389,11 @@ def _new_report(name: str, state: Any, now: int, policy: GuardPolicy, kinds: tup
 
 
 def _split_checks(report: dict[str, Any], registry: Any, system: Any, state: Any, view: dict[str, Any],
-                  decisions: pa.Table, now: int) -> None:
+                  decisions: pa.Table, now: int, con: Any = None) -> None:
     """Into ``report``: the sample-ratio check of the flights' arms (is the split itself sound?)
     and the shadows' disagreement since the first of them started."""
     if state.flights:  # units per arm since the arms were set: is the split itself sound?
-        report["srm"] = srm_view(registry, system, state, decisions, now)
+        report["srm"] = srm_view(registry, system, state, decisions, now, con=con)
         if report["srm"] and report["srm"]["mismatch"]:
             report["notes"].append("sample ratio mismatch: the arms' sizes differ from their shares; metrics may be biased")
     shadow_starts = [(s["started"] or {}).get("at_ns") or 0 for s in view["shadows"]]
@@ -421,14 +428,15 @@ def _flight_metrics(fl: dict[str, int], pr: dict[str, int], fo: ArmOps | None, p
 
 
 def _reward_metric(decisions: pa.Table, outcomes: pa.Table, system: Any, f: Any, production: str,
-                   window: tuple[int, int], policy: GuardPolicy, exclude_sources: Sequence[str]) -> dict[str, Any]:
+                   window: tuple[int, int], policy: GuardPolicy, exclude_sources: Sequence[str],
+                   con: Any = None) -> dict[str, Any]:
     """The flight's ``reward_per_decision`` against production (:mod:`closedloop.registry.guard_rewards`),
     or not measured when the telemetry given lacks a column it reads."""
     rewards = system.rewards
     lacking = missing_columns(decisions, outcomes, rewards)
     if lacking:
         return _not_measured(REWARD_METRIC, f"the telemetry given lacks the column(s) {lacking}")
-    counts = reward_arm_counts(decisions, outcomes, system.name, rewards, window[0], window[1], exclude_sources)
+    counts = reward_arm_counts(decisions, outcomes, system.name, rewards, window[0], window[1], exclude_sources, con=con)
     return reward_metric(counts.get((f.name, f.bundle), {}), counts.get((None, production), {}),
                          binary=rewards_are_binary(rewards, system), tolerance=float(policy.reward_tolerance),
                          alpha=policy.alpha, min_decisions=policy.min_decisions, rate_test=_rate_test)

@@ -27,6 +27,9 @@ SRM_ALPHA = 0.001
 #: Units every arm must expect before the chi-square test runs (its approximation's usual rule).
 SRM_MIN_EXPECTED = 5
 
+#: The newest applied events :func:`arms_change` reads first (then eight times as many each round).
+_FIRST_READ = 64
+
 
 def srm(observed: Mapping[Any, int], expected: Mapping[Any, float]) -> dict[str, Any]:
     """Chi-square goodness of fit of observed arm sizes (units) against expected shares.
@@ -69,26 +72,40 @@ def _arms(st: Any) -> tuple[Any, ...]:
 
 def arms_change(registry: Any, name: str, state: Any) -> dict[str, Any] | None:
     """The applied change that set the current arms of ``state`` (``{"event", "before"}``: the
-    history event and the state before it), or None when the history does not hold one."""
+    history event and the state before it), or None when the history does not hold one.
+
+    The history is read from its newest end, a few events first and then eight times as many
+    each round (``registry.history(name, limit=…)``), so a long history is not read whole when
+    the arms were set lately — the usual case; the answer is the one a walk over all of it gives."""
     from closedloop.registry.state import DeploymentState
 
     now = _arms(state)
-    for e in reversed(registry.history(name, attempts=False)):
-        after = DeploymentState.from_dict(e["after"])
-        before = DeploymentState.from_dict(e["before"]) if e["before"] else DeploymentState(name)
-        if _arms(before) != _arms(after):
-            return {"event": e, "before": before} if _arms(after) == now else None
-    return None
+    limit, oldest = _FIRST_READ, None  # the id of the oldest event looked at so far
+    while True:
+        events = registry.history(name, limit=limit, attempts=False)
+        for e in reversed(events):
+            if oldest is not None and e["id"] >= oldest:
+                continue  # looked at in an earlier round
+            after = DeploymentState.from_dict(e["after"])
+            before = DeploymentState.from_dict(e["before"]) if e["before"] else DeploymentState(name)
+            if _arms(before) != _arms(after):
+                return {"event": e, "before": before} if _arms(after) == now else None
+        if len(events) < limit:
+            return None
+        oldest, limit = events[0]["id"], limit * 8
 
 
 def exposure_counts(decisions: pa.Table, system: str, since_ns: int, until_ns: int,
-                    markers: Sequence[tuple[str | None, str]]) -> tuple[dict[tuple[str | None, str], int], dict[str, int]]:
+                    markers: Sequence[tuple[str | None, str]], *,
+                    con: Any = None) -> tuple[dict[tuple[str | None, str], int], dict[str, int]]:
     """Distinct units per (flight or None, bundle version) among the decisions in [since, until]
     without the kill switch — with ``markers`` (the arms only the new deployment has), in each
     writer only the decisions after its first marker decision (by the writer's sequence
     number): that decision shows the writer had applied the change, and what follows it is an
     unselected stream of the new split. Returns the counts and ``{"writers", "writers_applied",
-    "decisions", "decisions_counted"}``."""
+    "decisions", "decisions_counted"}``.
+    ``con``: a DuckDB connection whose cursor runs the query (:func:`~closedloop.registry.guard.guard_check`
+    passes one per check: a cursor costs microseconds, a new database tens of ms); None: a new database."""
     import duckdb
 
     cols = decisions.column_names
@@ -97,36 +114,38 @@ def exposure_counts(decisions: pa.Table, system: str, since_ns: int, until_ns: i
     base = (f"SELECT {writer} AS w, {order} AS o, flight, bundle_version, unit FROM decisions "
             "WHERE system = ? AND timestamp_ns >= ? AND timestamp_ns <= ? AND NOT killswitch")
     params = [system, int(since_ns), int(until_ns)]
-    con = duckdb.connect()
+    cur = duckdb.connect() if con is None else con.cursor()
     try:
-        con.register("decisions", decisions)
+        cur.register("decisions", decisions)
         if markers:
-            con.register("markers", pa.table({"flight": pa.array([m[0] for m in markers], pa.string()),
+            cur.register("markers", pa.table({"flight": pa.array([m[0] for m in markers], pa.string()),
                                               "bundle": pa.array([m[1] for m in markers], pa.string())}))
             first = ("s AS (SELECT d.w, min(d.o) AS o0 FROM d JOIN markers m ON d.flight IS NOT DISTINCT FROM m.flight "
                      "AND d.bundle_version = m.bundle GROUP BY d.w)")
-            rows = con.execute(f"WITH d AS ({base}), {first} SELECT d.flight, d.bundle_version, count(DISTINCT d.unit) "
+            rows = cur.execute(f"WITH d AS ({base}), {first} SELECT d.flight, d.bundle_version, count(DISTINCT d.unit) "
                                "FROM d JOIN s ON d.w = s.w AND d.o > s.o0 GROUP BY 1, 2", params).fetchall()
-            info = con.execute(f"WITH d AS ({base}), {first} SELECT count(DISTINCT d.w), count(DISTINCT s.w), "
+            info = cur.execute(f"WITH d AS ({base}), {first} SELECT count(DISTINCT d.w), count(DISTINCT s.w), "
                                "count(*), count(*) FILTER (WHERE d.o > s.o0) FROM d LEFT JOIN s ON d.w = s.w",
                                params).fetchone()
         else:
-            rows = con.execute(f"WITH d AS ({base}) SELECT flight, bundle_version, count(DISTINCT unit) FROM d "
+            rows = cur.execute(f"WITH d AS ({base}) SELECT flight, bundle_version, count(DISTINCT unit) FROM d "
                                "GROUP BY 1, 2", params).fetchall()
-            info = con.execute(f"WITH d AS ({base}) SELECT count(DISTINCT w), count(DISTINCT w), count(*), count(*) "
+            info = cur.execute(f"WITH d AS ({base}) SELECT count(DISTINCT w), count(DISTINCT w), count(*), count(*) "
                                "FROM d", params).fetchone()
     finally:
-        con.close()
+        cur.close()
     w, wa, n, nc = (int(x or 0) for x in (info or (0, 0, 0, 0)))
     return ({(f, v): int(u) for f, v, u in rows},
             {"writers": w, "writers_applied": wa, "decisions": n, "decisions_counted": nc})
 
 
-def srm_view(registry: Any, system: Any, state: Any, decisions: pa.Table, until_ns: int) -> dict[str, Any] | None:
+def srm_view(registry: Any, system: Any, state: Any, decisions: pa.Table, until_ns: int, *,
+             con: Any = None) -> dict[str, Any] | None:
     """The sample-ratio check of the current flights (None: no flight runs): units per arm
     counted from the change that set the arms (see :func:`exposure_counts`), against the shares
     the flights should get. The result of :func:`srm`, with ``since`` (the change), ``counted``
-    (how exposure was counted) and ``writers`` / ``decisions`` (seen, and counted)."""
+    (how exposure was counted) and ``writers`` / ``decisions`` (seen, and counted). ``con``: the
+    DuckDB connection :func:`exposure_counts` queries through (None: a new one)."""
     from closedloop.base.times import iso
     from closedloop.runtime.deployment import expected_shares
 
@@ -142,7 +161,7 @@ def srm_view(registry: Any, system: Any, state: Any, decisions: pa.Table, until_
         old = ({(None, b.production)} if b.production is not None else set()) | {(f.name, f.bundle) for f in b.flights}
         since = int(change["event"]["at_ns"])
         markers = sorted(new - old, key=lambda m: (m[0] or "", m[1]))
-    counts, info = exposure_counts(decisions, name, since, until_ns, markers)
+    counts, info = exposure_counts(decisions, name, since, until_ns, markers, con=con)
     observed: dict[str | None, int] = {None: counts.get((None, state.production), 0)}
     for f in state.flights:
         observed[f.name] = counts.get((f.name, f.bundle), 0)
