@@ -136,3 +136,37 @@ def test_after_a_promotion_the_ended_flight_is_not_tested_against_production(tmp
         st = reg.status("phishing", telemetry=TelemetryStore(home))
     assert st["telemetry"]["srm"] is None
     assert "sample ratio" not in _status_text(home)
+
+
+def _walk(reg, state):
+    """arms_change as a walk over the whole history, newest first (what it must equal)."""
+    from closedloop.registry.srm import _arms
+    from closedloop.registry.state import DeploymentState
+
+    for e in reversed(reg.history("phishing", attempts=False)):
+        after = DeploymentState.from_dict(e["after"])
+        before = DeploymentState.from_dict(e["before"]) if e["before"] else DeploymentState("phishing")
+        if _arms(before) != _arms(after):
+            return e["id"] if _arms(after) == _arms(state) else None
+    return None
+
+
+def test_the_change_that_set_the_arms_is_found_behind_a_long_history(tmp_path, world, phishing):
+    """The arms set long ago, behind more events than the first read and the second (64, 512):
+    the change found is the one a walk over the whole history finds."""
+    from closedloop.registry.srm import arms_change
+
+    reg = _registry(tmp_path, world)
+    reg.deploy(phishing, world.H.version, actor="a", reason="first")
+    reg.deploy(phishing, world.A.version, actor="a", reason="flight", flight="a", share=0.2)
+    flight_event = reg.history("phishing", attempts=False)[-1]["id"]
+    for i in range(600):  # the kill switch does not change the arms
+        reg.killswitch("phishing", i % 2 == 0, actor="a", reason=f"drill {i}")
+    state = reg.state("phishing")
+    got = arms_change(reg, "phishing", state)
+    assert got is not None and got["event"]["id"] == flight_event == _walk(reg, state)
+    assert [f.name for f in got["before"].flights] == []
+    reg.stop("phishing", "a", actor="a", reason="end")  # set lately: found on the first read
+    state = reg.state("phishing")
+    assert arms_change(reg, "phishing", state)["event"]["id"] == _walk(reg, state)
+    reg.close()
