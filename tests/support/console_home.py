@@ -439,7 +439,8 @@ def _telemetry(system: Any, settings: Any, reg: Any, seed: int, decisions: int) 
 # -- goal series -----------------------------------------------------------------------------------------------------
 def _goal_series(system: Any, settings: Any, seed: int, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
     """One point per (goal, window) of the goals' cadences between ``start_ns`` and ``end_ns``:
-    an AR(1) walk around 70 % of the way to the target with streaks that cross it, written
+    an AR(1) walk around 70 % of the way to the target (a rate to reach: half-way from it to 1, at
+    most 1) with streaks that cross it, written
     through the loop's :class:`SeriesStore`."""
     from closedloop.orchestration.goals import Measure, SeriesStore
     from closedloop.orchestration.windows import windows_between
@@ -449,7 +450,8 @@ def _goal_series(system: Any, settings: Any, seed: int, start_ns: int, end_ns: i
     for g in system.goals:
         m = Measure.of(g)
         scale = abs(g.target) or 1.0
-        level, x = (0.7 if g.direction == "at_most" else 1.3) * g.target, 0.0
+        share = g.direction == "at_least" and 0 < g.target < 1  # a rate such as recall: at most 1, as measured
+        level, x = (g.target + 0.5 * (1 - g.target) if share else (0.7 if g.direction == "at_most" else 1.3) * g.target), 0.0
         for w in windows_between(g.cadence, start_ns, end_ns):
             if w.end_ns > end_ns:
                 break
@@ -457,7 +459,7 @@ def _goal_series(system: Any, settings: Any, seed: int, start_ns: int, end_ns: i
             if rng.random() < 0.01:
                 x += (1 if g.direction == "at_most" else -1) * 0.6 * scale  # a bad spell
             n = int(rng.integers(200, 3000)) * (24 if g.cadence != "hourly" else 1)
-            value = None if rng.random() < 0.01 else float(max(0.0, level + x))
+            value = None if rng.random() < 0.01 else float(min(max(0.0, level + x), 1.0 if share else np.inf))
             points.append({
                 "name": m.name, "metric": m.metric, "level": m.level, "cadence": m.cadence, "window": w.key,
                 "start_ns": w.start_ns, "end_ns": w.end_ns, "value": value, "n": 0 if value is None else n,
