@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from closedloop.console.framework import ConsoleError, console_of, form, render
+from closedloop.console.framework import ConsoleError, console_of, form, render, when
 from closedloop.console.framework import admin as admin_dep
 from closedloop.errors import ConflictError, RegistryError, SanityCheckError
 from closedloop.service.auth import Credential
@@ -91,7 +91,7 @@ def _rollback_preview(reg: Any, system: str) -> str:
         if e["undone_by"] is None and e["operation"] not in ("rollback", "guard_stop"):
             before = e["before"] or {}
             back = "nothing deployed" if not before.get("production") else _describe(before)
-            return (f"change #{e['id']} ({e['operation']} by {e['actor']} at {e['at']}: {e['reason']}) is undone; "
+            return (f"change #{e['id']} ({e['operation']} by {e['actor']} at {when(e['at'])}: {e['reason']}) is undone; "
                     f"what served before it comes back: {back}.")
     raise ConsoleError(409, "Nothing to roll back", f"Nothing to roll back for system {system!r}: no change is left to undo.")
 
