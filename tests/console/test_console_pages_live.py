@@ -1,0 +1,113 @@
+"""The pages that change things or follow changes, over the console tests' home (phishing: production H
+and a 10% flight 'strict'): the Flights page's live fragment (204 while nothing changed, the new state
+after a stop made elsewhere), and the Hot fixes page — the lists for a viewer, a viewer's POST refused,
+a bad entry refused with nothing changed, a hot fix by an admin (checked, confirmed) deployed as
+production and recorded in the History."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+from support.console_client import client, csrf, login
+
+S = "/systems/phishing"
+
+
+def _fingerprint(html: str) -> str:
+    m = re.search(r'data-fingerprint="([^"]+)"', html)
+    assert m
+    return m.group(1)
+
+
+def _state(home):
+    with home.registry() as reg:
+        st = reg.state("phishing")
+        return st.revision, st.production
+
+
+def test_the_flights_fragment_is_204_until_a_stop_made_elsewhere(console, home):
+    c = client(console)
+    login(c, home.tokens["viewer"])
+    page = c.get(f"{S}/flights")
+    assert page.status_code == 200 and 'id="flight-strict"' in page.text
+    fp = _fingerprint(page.text)
+    live = f"{S}/flights/live?since={fp}"
+    assert c.get(live).status_code == 204
+    with home.registry() as reg:  # the CLI, or another console
+        reg.stop("phishing", "strict", actor="bob", reason="too strict")
+    r = c.get(live)
+    assert r.status_code == 200 and "<html" not in r.text and 'id="no-flights"' in r.text and 'id="flight-strict"' not in r.text
+    assert c.get(f"{S}/flights/live?since={_fingerprint(r.text)}").status_code == 204
+    assert c.get(f"{S}/flights/live?since=").status_code == 200
+
+
+def test_a_viewer_sees_the_lists_and_cannot_post(console, home):
+    c = client(console)
+    login(c, home.tokens["viewer"])
+    r = c.get(f"{S}/hotfix")
+    assert r.status_code == 200 and 'id="allow-list"' in r.text and 'id="block-list"' in r.text
+    assert 'id="viewer-note"' in r.text and "<textarea" not in r.text
+    token = csrf(c, f"{S}/hotfix")
+    before = _state(home)
+    for step in ("check", "apply"):
+        refused = c.post(f"{S}/hotfix", data={"csrf_token": token, "step": step, "field": "domain", "block": "evil.example",
+                                              "reason": "x"})
+        assert refused.status_code == 403 and "only an admin" in unescape(refused.text)
+    assert _state(home) == before
+
+
+def test_an_invalid_entry_is_named_and_nothing_changes(console, home):
+    c = client(console)
+    login(c, home.tokens["admin"])
+    token = csrf(c, f"{S}/hotfix")
+    before = _state(home)
+    for step in ("check", "apply"):
+        r = c.post(f"{S}/hotfix", data={"csrf_token": token, "step": step, "field": "domain", "allow": "good.example",
+                                        "block": "evil.example\nhas space.example", "reason": "block evil"})
+        assert r.status_code == 422, r.text
+        text = unescape(r.text)
+        assert "The block list's entry #2 'has space.example' must not contain spaces" in text and "Nothing was changed" in text
+        assert "has space.example" in text.split('id="block"')[1]  # the form keeps what was typed
+    api = c.post(f"/api{S}/hotfix", json={"field": "domain", "block": ["a.example", "x" * 5000], "reason": "r"},
+                 headers={"X-CSRF-Token": token})
+    assert api.status_code == 422 and api.headers["content-type"] == "application/problem+json"
+    assert "entry #2" in api.json()["detail"]
+    missing = c.post(f"{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "domain", "block": "evil.example"})
+    assert missing.status_code == 422 and "needs a reason" in unescape(missing.text)
+    assert c.post(f"{S}/hotfix", data={"step": "apply", "field": "domain", "block": "evil.example", "reason": "r"}).status_code == 403
+    assert _state(home) == before
+
+
+def test_a_hot_fix_by_an_admin_changes_production_and_appears_in_history(console, home):
+    c = client(console)
+    login(c, home.tokens["admin"])
+    token = csrf(c, f"{S}/hotfix")
+    rev, prod = _state(home)
+    check = c.post(f"{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "domain",
+                                        "block": "Evil.example\n\nphish.example", "allow": "good.example", "reason": "evil phishes"})
+    assert check.status_code == 200 and "Confirm the hot fix" in check.text
+    assert "evil.example, phish.example" in unescape(check.text)  # added, as the list matches (lower case)
+    fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', check.text))
+    assert fields["step"] == "apply" and fields["expected_revision"] == str(rev)
+    done = c.post(f"{S}/hotfix", data={**{k: unescape(v) for k, v in fields.items()}, "reason": "evil phishes"})
+    assert done.status_code == 200, done.text
+    version = re.search(r'id="version">([^<]+)<', done.text).group(1)
+    new_rev, new_prod = _state(home)
+    assert new_prod == version != prod and new_rev == rev + 1
+    assert "hot-fix replay" in done.text and 'id="checks"' in done.text
+    with home.registry() as reg:
+        bundle = reg.load_bundle(version)
+        rails = {g.name: g for g in bundle.guardrails}
+        assert sorted(rails["hotfix_block"].values) == ["evil.example", "phish.example"]
+        assert list(rails["hotfix_allow"].values) == ["good.example"]
+    lists = c.get(f"{S}/hotfix").text
+    assert "<code>phish.example</code>" in lists and version in lists
+    history = unescape(c.get(f"{S}/history").text)
+    row = history.split(f'id="event-{new_rev}"')[1].split("</tr>")[0] if f'id="event-{new_rev}"' in history else ""
+    first = re.search(r'<tr id="event-(\d+)">(.*?)</tr>', history, re.S)
+    assert first and "ada" in first.group(2) and "evil phishes" in first.group(2) and "deploy_production" in first.group(2)
+    assert version in first.group(2) and row is not None
+    again = c.post(f"{S}/hotfix", data={**{k: unescape(v) for k, v in fields.items()}, "reason": "same again",
+                                        "expected_revision": str(new_rev)})
+    assert again.status_code == 200 and "No change" in again.text and _state(home) == (new_rev, new_prod)
