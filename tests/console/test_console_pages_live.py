@@ -73,6 +73,10 @@ def test_an_invalid_entry_is_named_and_nothing_changes(console, home):
                  headers={"X-CSRF-Token": token})
     assert api.status_code == 422 and api.headers["content-type"] == "application/problem+json"
     assert "entry #2" in api.json()["detail"]
+    page = c.get(f"{S}/hotfix").text
+    assert '<select id="field" name="field" required>' in page and '<option value="" selected>' in page  # no field chosen for you
+    nofield = c.post(f"{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "", "block": "evil.example", "reason": "r"})
+    assert nofield.status_code == 422 and "Choose the context field" in unescape(nofield.text)
     missing = c.post(f"{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "domain", "block": "evil.example"})
     assert missing.status_code == 422 and "needs a reason" in unescape(missing.text)
     assert c.post(f"{S}/hotfix", data={"step": "apply", "field": "domain", "block": "evil.example", "reason": "r"}).status_code == 403

@@ -27,6 +27,9 @@ from closedloop.service.auth import Credential
 
 __all__ = ["router"]
 
+#: Rows per list on a page (each row carries a whole context): at most the settings' ``page_size``.
+PER_PAGE = 20
+
 router = APIRouter()
 
 
@@ -45,7 +48,7 @@ def _mistakes(request: Request, system: str, days: str) -> dict[str, Any]:
     con = console_of(request)
     con.check_system(system)
     p = page_of(request)
-    per = min(p.size, 50)
+    per = min(p.size, PER_PAGE)
     subject = con.system_object(system) or system
     reg = con.registry()
     return {"worst": call(worst, reg, subject, page=p.number, per_page=per),
