@@ -115,3 +115,25 @@ def test_a_hot_fix_by_an_admin_changes_production_and_appears_in_history(console
     again = c.post(f"{S}/hotfix", data={**{k: unescape(v) for k, v in fields.items()}, "reason": "same again",
                                         "expected_revision": str(new_rev)})
     assert again.status_code == 200 and "No change" in again.text and _state(home) == (new_rev, new_prod)
+
+
+def test_the_pages_link_under_the_mount_of_serve_console(home):
+    from closedloop.cli.console import with_console
+    from closedloop.service import ServiceSettings
+    from closedloop.service.app import create_app
+    from closedloop.settings import Settings
+
+    settings = ServiceSettings(project=Settings(home=home.path), system="examples.phishing.system:phishing")
+    c = client(with_console(create_app(settings, system=home.system), settings))
+    login(c, home.tokens["admin"], prefix="/console")
+    for page in ("history", "goals", "flights", "reports", "mistakes", "hotfix"):
+        r = c.get(f"/console{S}/{page}")
+        assert r.status_code == 200, (page, r.text)
+        links = re.findall(r'(?:href|src|action|hx-get)="(/[^"]*)"', r.text)
+        assert links and all(x.startswith("/console/") for x in links), (page, [x for x in links if not x.startswith("/console/")])
+    goals = c.get(f"/console{S}/goals").text
+    assert 'src="/console/charts/vega.min.js"' in goals and c.get("/console/charts/vega.min.js").status_code == 200
+    token = csrf(c, f"/console{S}/hotfix")
+    r = c.post(f"/console{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "domain", "block": "evil.example",
+                                             "reason": "mounted"})
+    assert r.status_code == 200 and 'action="/console/systems/phishing/hotfix"' in r.text
