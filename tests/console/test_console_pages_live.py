@@ -42,6 +42,19 @@ def test_the_flights_fragment_is_204_until_a_stop_made_elsewhere(console, home):
     assert c.get(f"{S}/flights/live?since=").status_code == 200
 
 
+def test_new_telemetry_alone_renews_the_flights_figures_at_most_every_10_s(console, home, clock):
+    from closedloop.console.pages.flights import TELEMETRY_EVERY_S
+
+    c = client(console)
+    login(c, home.tokens["viewer"])
+    fp = _fingerprint(c.get(f"{S}/flights").text)
+    (home.path / "telemetry" / "segments" / "decisions").mkdir(parents=True)  # the telemetry moved
+    assert c.get(f"{S}/flights/live?since={fp}").status_code == 204
+    clock.advance(TELEMETRY_EVERY_S + 1)
+    r = c.get(f"{S}/flights/live?since={fp}")
+    assert r.status_code == 200 and _fingerprint(r.text) != fp
+
+
 def test_a_viewer_sees_the_lists_and_cannot_post(console, home):
     c = client(console)
     login(c, home.tokens["viewer"])

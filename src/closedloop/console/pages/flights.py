@@ -8,9 +8,10 @@ Live like the overview: the page's body is a fragment htmx asks for again every 
 (``GET …/flights/live?since=<fingerprint>``), answered ``204`` while the fingerprint (the registry's
 revision and newest event, the telemetry's and the home's modification times:
 :func:`closedloop.console.data.overview.fingerprint`) is the one the page shows; a flight stopped by
-the CLI or another console is on the page within ``refresh_seconds`` plus one render. The guard's
-figures are kept in the console's cache under that fingerprint: every viewer's poll after a change
-shares one computation.
+the CLI or another console is on the page within ``refresh_seconds`` plus one render. New telemetry
+alone renews the figures at most every :data:`TELEMETRY_EVERY_S` seconds. The guard's figures are
+kept in the console's cache under that fingerprint: every viewer's poll after a change shares one
+computation.
 
 Without the System (``closedloop console`` started without ``--system`` naming it) the guard cannot
 judge (it reads the system's mistake outcomes and goals): the page lists the flights the registry
@@ -25,12 +26,15 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from closedloop.console.data.flights import flights
-from closedloop.console.data.overview import fingerprint
+from closedloop.console.data.overview import fingerprint, registry_mark
 from closedloop.console.framework import console_of, render, unchanged, viewer
 from closedloop.console.pages._common import call
 from closedloop.service.auth import Credential
 
-__all__ = ["router"]
+__all__ = ["TELEMETRY_EVERY_S", "router"]
+
+#: A change of the telemetry alone renews the guard's figures at most this often (seconds).
+TELEMETRY_EVERY_S = 10
 
 router = APIRouter()
 
@@ -46,11 +50,28 @@ def _without_system(reg: Any, system: str) -> dict[str, Any]:
                          "breach": False, "decision": "not judged", "reason": None} for f in view["flights"]]}
 
 
+def _fingerprint(request: Request, system: str) -> str:
+    """What the page depends on: the registry's revision and newest event (a stop, a promotion: new at
+    once) and the telemetry and home files (:func:`fingerprint`) — but a change there alone renews it
+    at most every :data:`TELEMETRY_EVERY_S` seconds: on a serving system the telemetry changes every
+    second, and judging the flights again reads it all (the guard's queries)."""
+    con = console_of(request)
+    reg = con.registry()
+    mark, full, now = registry_mark(reg, system), fingerprint(reg, con.home, system), con.now_ns()
+    key = ("flights.fingerprint", system)
+    kept = con.cache.get(key)
+    if kept is not None and kept[0] == mark and (kept[1] == full or now - kept[3] < TELEMETRY_EVERY_S * 1e9):
+        return str(kept[2])
+    fp = f"{full}-{now}"
+    con.cache[key] = (mark, full, fp, now)
+    return fp
+
+
 def _data(request: Request, system: str) -> tuple[dict[str, Any], str]:
     con = console_of(request)
     con.check_system(system)
     reg = con.registry()
-    fp = fingerprint(reg, con.home, system)  # first: a change made meanwhile shows at the next poll
+    fp = _fingerprint(request, system)  # first: a change made meanwhile shows at the next poll
     key = ("flights", system)
     hit = con.cache.get(key)
     if hit is not None and hit[0] == fp:
@@ -72,9 +93,8 @@ def flights_page(request: Request, system: str, cred: Credential = Depends(viewe
 
 @router.get("/systems/{system}/flights/live", name="flights_live", include_in_schema=False)
 def flights_live(request: Request, system: str, since: str = "", cred: Credential = Depends(viewer)) -> Response:
-    con = console_of(request)
-    con.check_system(system)
-    same = unchanged(since, fingerprint(con.registry(), con.home, system))
+    console_of(request).check_system(system)
+    same = unchanged(since, _fingerprint(request, system))
     if same is not None:
         return same
     data, fp = _data(request, system)
