@@ -144,8 +144,7 @@ def test_the_pages_link_under_the_mount_of_serve_console(home):
         assert r.status_code == 200, (page, r.text)
         links = re.findall(r'(?:href|src|action|hx-get)="(/[^"]*)"', r.text)
         assert links and all(x.startswith("/console/") for x in links), (page, [x for x in links if not x.startswith("/console/")])
-    goals = c.get(f"/console{S}/goals").text
-    assert 'src="/console/charts/vega.min.js"' in goals and c.get("/console/charts/vega.min.js").status_code == 200
+    assert c.get("/console/charts/vega.min.js").status_code == 200  # the goals' and reports' chart libraries
     token = csrf(c, f"/console{S}/hotfix")
     r = c.post(f"/console{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "domain", "block": "evil.example",
                                              "reason": "mounted"})
