@@ -149,3 +149,17 @@ def test_the_pages_link_under_the_mount_of_serve_console(home):
     r = c.post(f"/console{S}/hotfix", data={"csrf_token": token, "step": "check", "field": "domain", "block": "evil.example",
                                              "reason": "mounted"})
     assert r.status_code == 200 and 'action="/console/systems/phishing/hotfix"' in r.text
+
+
+def test_history_shows_refused_attempts_unless_asked_for_applied_changes_only(console, home):
+    with home.registry() as reg:
+        try:
+            reg.stop("phishing", "nope", actor="bob", reason="a typo")
+        except Exception:  # noqa: BLE001 - refused: recorded as an attempt
+            pass
+    c = client(console)
+    login(c, home.tokens["viewer"])
+    every = unescape(c.get(f"{S}/history").text)
+    assert "a typo" in every and '<span class="badge bad">refused</span>' in every
+    applied = unescape(c.get(f"{S}/history?applied=1").text)
+    assert "a typo" not in applied and "try stricter" in applied and "Every applied change" in applied

@@ -114,6 +114,8 @@ def test_history_pages_and_what_served_at_a_time(world_home):
     assert world_home["world"].H.version in _text(r.text.split('id="served-at"')[1]) and "watch B" in r.text
     before = c.get(f"{S}/history", params={"at": "2000-01-01"})
     assert before.status_code == 200 and "nothing deployed" in before.text
+    assert 'id="applied" name="applied" value="1"' in first and '<label for="applied">' in first
+    assert 'id="event-' in c.get(f"{S}/history?applied=1").text
     at = c.get(f"/api{S}/history/at", params={"when": "2100-01-01"}).json()
     assert at["production"]["bundle"] == world_home["world"].H.version and at["flights"][0]["name"] == "a"
 

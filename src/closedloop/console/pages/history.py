@@ -2,7 +2,7 @@
 why, the operation, its status, what served before and after, the checks —, and "what served at
 time T" (:func:`closedloop.console.data.history.history`, :func:`~closedloop.console.data.history.served_at`).
 
-``GET /systems/{system}/history?page=N&at=<ISO time>``; the JSON twins are
+``GET /systems/{system}/history?page=N&at=<ISO time>`` (``&applied=1``: the applied changes only, no attempts); the JSON twins are
 ``/api/systems/{system}/history?page=N`` and ``/api/systems/{system}/history/at?when=<ISO time>``.
 """
 
@@ -31,8 +31,9 @@ def _history(request: Request, system: str, attempts: bool = True) -> dict[str, 
 
 
 @router.get("/systems/{system}/history", name="history", include_in_schema=False)
-def history_page(request: Request, system: str, at: str = "", cred: Credential = Depends(viewer)) -> Response:
-    data = _history(request, system)
+def history_page(request: Request, system: str, at: str = "", applied: str = "", cred: Credential = Depends(viewer)) -> Response:
+    only_applied = applied not in ("", "0")
+    data = _history(request, system, attempts=not only_applied)
     answer, message, status = None, None, 200
     if at.strip():
         try:
@@ -40,7 +41,8 @@ def history_page(request: Request, system: str, at: str = "", cred: Credential =
         except ConsoleError as exc:
             message, status = exc.detail, exc.status
     return render(request, "history.html", title=f"{system} — history", system=system, data=data, at=at[:64],
-                  answer=answer, message=message, status=status, pages=pager(request, "history", data, system=system, at=at[:64]))
+                  answer=answer, message=message, status=status, only_applied=only_applied,
+                  pages=pager(request, "history", data, system=system, at=at[:64], applied="1" if only_applied else ""))
 
 
 @router.get("/api/systems/{system}/history", name="api_history")
