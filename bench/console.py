@@ -10,7 +10,9 @@ are added to the copy when it has none), or without ``--home`` to seed one first
 Through the real app (``create_console_app`` over the copy, Starlette's TestClient, logged in
 with the viewer's token through the login form): the pages the overview's navigation links to,
 read from the page itself (so pages built later are timed when they land), plus the overview's
-live fragment (rendered anew, and the ``204`` its poll gets while nothing changed). Each URL is
+live fragment (rendered anew, and the ``204`` its poll gets while nothing changed), and the Flights
+page "judged again" (its cache cleared before each request, as a registry change or new telemetry
+renews it: the guard's queries run each time). Each URL is
 asked once to warm up (the first answer, "cold", is printed too), then ``--rounds`` times,
 interleaved round-robin with the baseline ``/healthz`` (the app's cheapest route: the same
 middleware, no template) so that a page and its baseline see the same machine conditions.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import re
@@ -152,7 +155,9 @@ async def _page_times(home: Path, rounds: int) -> dict[str, Any]:
     from closedloop.console import ConsoleSettings, create_console_app
 
     tokens = _tokens(home)
-    timed = Timed(create_console_app(ConsoleSettings(home=home, systems=(SYSTEM_REF,))))
+    app = create_console_app(ConsoleSettings(home=home, systems=(SYSTEM_REF,)))
+    timed = Timed(app)
+    gc.freeze()  # as `closedloop console` does before serving (cli/console.py)
     transport = httpx.ASGITransport(app=timed)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
         r = await c.post("/login", data={"token": tokens["viewer"]})
@@ -161,6 +166,8 @@ async def _page_times(home: Path, rounds: int) -> dict[str, Any]:
         overview = await c.get(f"/systems/{SYSTEM}/overview")
         urls = dict(_nav(overview.text))
         urls["Overview live (changed)"] = f"/systems/{SYSTEM}/overview/live"
+        if "Flights" in urls:  # the page keeps its judgement until the registry or the telemetry changes: time it judged again too
+            urls["Flights (judged again)"] = urls["Flights"] + "?again=1"
         fp = re.search(r'data-fingerprint="([^"]+)"', overview.text)
         if fp:
             urls["Overview live (204)"] = f"/systems/{SYSTEM}/overview/live?since={quote(fp.group(1))}"
@@ -175,6 +182,8 @@ async def _page_times(home: Path, rounds: int) -> dict[str, Any]:
             await c.get("/healthz")
             base.append(timed.last["/healthz"])
             for label, url in urls.items():
+                if "again=1" in url:
+                    app.state.console.cache.clear()  # what a change elsewhere does to the page's cache
                 await c.get(url)
                 times[label].append(timed.last[url.split("?")[0]])
     return {"urls": urls, "status": status, "cold_ms": cold, "pending": pending, "times": times, "baseline": base}

@@ -44,6 +44,7 @@ counts, per shadow and per production action, how often the shadow would have ac
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -262,6 +263,17 @@ def arm_counts(decisions: pa.Table, outcomes: pa.Table, system: str, mistake_kin
     return {(f, v): {"n": int(n), "units": int(u), "mistakes": int(m)} for f, v, n, u, m in rows}
 
 
+class _Shadow(msgspec.Struct, gc=False):
+    """What :func:`shadow_disagreement` reads of a shadow's entry in ``shadows_json``."""
+
+    bundle_version: str
+    action: str | None
+
+
+def _order(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple("" if k is None else str(k) for k in key)
+
+
 def shadow_disagreement(decisions: pa.Table, system: str, since_ns: int, until_ns: int) -> dict[str, Any]:
     """Per shadow version: decisions scored, how often its action differed from the action taken,
     and the same per production action with the shadow's actions counted."""
@@ -271,19 +283,22 @@ def shadow_disagreement(decisions: pa.Table, system: str, since_ns: int, until_n
         return {}
     mask = pc.and_(pc.and_(pc.equal(decisions["system"], system), pc.greater_equal(decisions["timestamp_ns"], since_ns)),
                    pc.and_(pc.less_equal(decisions["timestamp_ns"], until_ns), pc.is_valid(decisions["shadows_json"])))
-    t = decisions.filter(mask).select(["action", "shadows_json"])
-    decode = msgspec.json.decode
+    t = decisions.select(["action", "shadows_json"]).filter(mask)
+    raws = t["shadows_json"].to_pylist()
+    # one decode of every row (only the two fields read), then the (shadow, action, its action) triples counted in C
+    rows = msgspec.json.decode(("[" + ",".join(raws) + "]").encode(), type=list[list[_Shadow]]) if raws else []
+    triples = Counter((sh.bundle_version, action, sh.action) for action, shs in zip(t["action"].to_pylist(), rows, strict=True)
+                      for sh in shs)
     out: dict[str, Any] = {}
-    for action, raw in zip(t["action"].to_pylist(), t["shadows_json"].to_pylist(), strict=True):
-        for sh in decode(raw):
-            s = out.setdefault(sh["bundle_version"], {"n": 0, "disagree": 0, "by_action": {}})
-            s["n"] += 1
-            a = s["by_action"].setdefault(action, {"n": 0, "disagree": 0, "shadow_actions": {}})
-            a["n"] += 1
-            a["shadow_actions"][sh["action"]] = a["shadow_actions"].get(sh["action"], 0) + 1
-            if sh["action"] != action:
-                s["disagree"] += 1
-                a["disagree"] += 1
+    for (version, action, shadow_action), n in sorted(triples.items(), key=lambda kv: _order(kv[0])):
+        s = out.setdefault(version, {"n": 0, "disagree": 0, "by_action": {}})
+        a = s["by_action"].setdefault(action, {"n": 0, "disagree": 0, "shadow_actions": {}})
+        s["n"] += n
+        a["n"] += n
+        a["shadow_actions"][shadow_action] = n
+        if shadow_action != action:
+            s["disagree"] += n
+            a["disagree"] += n
     for s in out.values():
         s["rate"] = s["disagree"] / s["n"]
         for a in s["by_action"].values():

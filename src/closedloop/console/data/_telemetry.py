@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,19 +100,21 @@ def id_days(decision_id: str) -> set[str]:
     return {iso_date(ms * 1_000_000 + k * DAY_NS) for k in (-1, 0, 1)}
 
 
-def _uncompacted(home: Path, stream: str) -> tuple[pa.Table, int]:
-    """The stream's segment frames not compacted yet, forgotten units dropped (what
-    ``TelemetryStore.read`` adds to the Parquet files), and how many segment files hold them."""
+def _uncompacted(home: Path, stream: str, columns: Sequence[str] | None = None) -> tuple[pa.Table, int]:
+    """The stream's segment frames not compacted yet (``columns`` of them: a decision's context
+    is converted to JSON only when asked for), forgotten units dropped (what ``TelemetryStore.read``
+    adds to the Parquet files), and how many segment files hold them."""
     from closedloop.telemetry import TelemetryStore
     from closedloop.telemetry.segments import list_segments, read_segments
 
     store = TelemetryStore(home)
     segs = list_segments(home, stream)
     if not segs:
-        return _SCHEMAS[stream].empty_table(), 0
+        schema = _SCHEMAS[stream]
+        return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table(), 0
     with store._locked(False):
         state = store._load()
-        table = read_segments(home, stream, offsets=store._offsets(state, stream))
+        table = read_segments(home, stream, offsets=store._offsets(state, stream), columns=columns)
         table = store._drop_forgotten(stream, table, state)
     return table, len(segs)
 
@@ -135,8 +137,10 @@ def _connection() -> Any:
 
 
 @contextlib.contextmanager
-def open_lake(home: Any, streams: Sequence[str] = ("decisions", "outcomes")) -> Iterator[Lake]:
-    """The home's telemetry as DuckDB views ``decisions`` and ``outcomes`` (closed on exit)."""
+def open_lake(home: Any, streams: Sequence[str] = ("decisions", "outcomes"), *,
+              columns: Mapping[str, Sequence[str]] | None = None) -> Iterator[Lake]:
+    """The home's telemetry as DuckDB views ``decisions`` and ``outcomes`` (closed on exit);
+    ``columns``: per stream, the only columns its view has (the live segments convert no other)."""
     from closedloop.telemetry import TelemetryStore
 
     home = Path(home)
@@ -147,9 +151,10 @@ def open_lake(home: Any, streams: Sequence[str] = ("decisions", "outcomes")) -> 
     try:
         for stream in streams:
             files[stream] = store.files(stream)
-            live, segments[stream] = _uncompacted(home, stream)
+            names = list((columns or {}).get(stream) or _SCHEMAS[stream].names)
+            live, segments[stream] = _uncompacted(home, stream, None if names == _SCHEMAS[stream].names else names)
             con.register(f"_{stream}_live", live)
-            cols = ", ".join(f'"{n}"' for n in _SCHEMAS[stream].names)
+            cols = ", ".join(f'"{n}"' for n in names)
             parts = [f"SELECT {cols} FROM _{stream}_live"]
             if files[stream]:
                 listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files[stream])

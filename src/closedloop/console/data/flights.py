@@ -47,7 +47,7 @@ def _telemetry(telemetry: Any, since: int) -> Any:
     from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
     cols = ", ".join(f'"{c}"' for c in _DECISION_COLUMNS)
-    with open_lake(telemetry) as lake:
+    with open_lake(telemetry, columns={"decisions": _DECISION_COLUMNS}) as lake:
         dec = lake.arrow(f"SELECT {cols} FROM decisions WHERE timestamp_ns >= ?", [since])
         out = lake.arrow("SELECT * FROM outcomes WHERE event_ns >= ?", [max(0, since - DAY_NS)])
     dschema = pa.schema([DECISION_SCHEMA.field(c).with_nullable(True) for c in _DECISION_COLUMNS])
