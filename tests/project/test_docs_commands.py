@@ -45,6 +45,8 @@ SKIP: dict[tuple[str, str], str] = {
     ("demo.md", ".venv/bin/python -m examples.phishing.demo --help    # days, visits, fault day, homes, report path"):
         "not a closedloop command (the demo's own options; tests/examples/test_demo.py runs the demo)",
     # the operations console: servers a browser talks to (tests/console drive the same app with a test client)
+    ("README.md", "closedloop console --system …                       # the operations console: http://127.0.0.1:8470/"):
+        "serves the console until stopped (tests/console run create_console_app, the app it serves)",
     ("console.md", "closedloop console --system examples.phishing.system:phishing            # http://127.0.0.1:8470/"):
         "serves the console until stopped (tests/console run create_console_app, the app it serves)",
     ("console.md", "closedloop serve --system examples.phishing.system:phishing --console    # the service, and the console at /console"):
