@@ -49,7 +49,7 @@ for p in (ROOT, ROOT / "tests"):  # examples/ and tests/support/ are importable 
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from support.console_home import CONSOLE_USERS, SYSTEM, add_console_tokens, seed_console_home  # noqa: E402
+from support.console_home import CONSOLE_USERS, SYSTEM, add_console_tokens, best_ms, seed_console_home  # noqa: E402
 
 TARGET_MS = 200.0
 SYSTEM_REF = "examples.phishing.system:phishing"
@@ -101,15 +101,6 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
 
 
-def _best(fn: Callable[[], Any], n: int = 5) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return round(best * 1000, 2)
-
-
 def data_times(home: Path) -> dict[str, float]:
     """Each page's data function alone on ``home`` (ms, best of 5), on one registry opened once."""
     from examples.phishing.system import phishing
@@ -138,7 +129,7 @@ def data_times(home: Path) -> dict[str, float]:
         out = {}
         for name, fn in fns.items():
             try:
-                out[name] = _best(fn)
+                out[name] = best_ms(fn)
             except Exception as exc:  # noqa: BLE001 - a bench reports what failed and goes on
                 print(f"  data {name}: failed: {type(exc).__name__}: {exc}")
         return out

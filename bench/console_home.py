@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +28,7 @@ for p in (ROOT, ROOT / "tests"):  # examples/ and tests/support/ are importable 
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from support.console_home import SYSTEM, home_summary, seed_console_home  # noqa: E402
-
-
-def _best(fn: Callable[[], Any], n: int = 5) -> float:
-    """Best of ``n`` calls, in milliseconds."""
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return round(best * 1000, 2)
+from support.console_home import SYSTEM, best_ms, home_summary, seed_console_home  # noqa: E402
 
 
 def reads(home: Path) -> dict[str, float]:
@@ -62,12 +50,12 @@ def reads(home: Path) -> dict[str, float]:
         mid = hist[len(hist) // 2]["at_ns"]
         prod = reg.state(SYSTEM).production
         return {
-            "state": _best(lambda: reg.state(SYSTEM)), "status": _best(lambda: reg.status(SYSTEM)),
-            "history_last_50": _best(lambda: reg.history(SYSTEM, limit=50)),
-            "history_all": _best(lambda: reg.history(SYSTEM), 2), "at_mid": _best(lambda: reg.at(SYSTEM, mid)),
-            "bundles": _best(lambda: reg.bundles(SYSTEM)), "reports_of_production": _best(lambda: reg.reports(str(prod))),
-            "goal_points": _best(series.points), "goal_status": _best(lambda: goal_status(phishing, series)),
-            "cycles_all": _best(cycles.all), "cycles_last": _best(cycles.last), "alerts": _best(alerts.read),
+            "state": best_ms(lambda: reg.state(SYSTEM)), "status": best_ms(lambda: reg.status(SYSTEM)),
+            "history_last_50": best_ms(lambda: reg.history(SYSTEM, limit=50)),
+            "history_all": best_ms(lambda: reg.history(SYSTEM), 2), "at_mid": best_ms(lambda: reg.at(SYSTEM, mid)),
+            "bundles": best_ms(lambda: reg.bundles(SYSTEM)), "reports_of_production": best_ms(lambda: reg.reports(str(prod))),
+            "goal_points": best_ms(series.points), "goal_status": best_ms(lambda: goal_status(phishing, series)),
+            "cycles_all": best_ms(cycles.all), "cycles_last": best_ms(cycles.last), "alerts": best_ms(alerts.read),
         }
 
 

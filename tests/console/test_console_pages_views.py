@@ -13,7 +13,7 @@ from html import unescape
 import pytest
 
 from support.console_client import client, login
-from support.registry_world import build_world, page_traffic
+from support.registry_world import build_world, served_home
 
 S = "/systems/phishing"
 DAY = 86_400 * 10**9
@@ -21,29 +21,11 @@ DAY = 86_400 * 10**9
 
 @pytest.fixture(scope="module")
 def world_home(phishing, tmp_path_factory):
-    from closedloop import Runtime
-    from closedloop.registry import Registry
     from closedloop.service.auth import Credentials
-    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 
     world = build_world(phishing, tmp_path_factory.mktemp("pages-world"))
     home = tmp_path_factory.mktemp("pages-home")
-    reg = world.trust(Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open())
-    for b in (world.H, world.A, world.B):
-        reg.add_bundle(b, actor="alice")
-    reg.add_report(world.report_HA, actor="alice")
-    reg.add_report(world.report_AB, actor="alice")
-    reg.deploy(phishing, world.H.version, actor="alice", reason="the heuristic first")
-    reg.deploy(phishing, world.A.version, actor="alice", reason="try A on 30%", flight="a", share=0.3)
-    reg.deploy(phishing, world.B.version, actor="bob", reason="watch B", shadow=True)
-    with Telemetry(SegmentLog(home), system=phishing) as tel:
-        rt = Runtime(phishing, world.H, telemetry=tel)
-        assert reg.refresh(rt)["applied"]
-        first = page_traffic(rt, tel, 1200, seed=31)
-        tel.flush()
-        TelemetryStore(home).compact()
-        second = page_traffic(rt, tel, 500, seed=32)
-        tel.flush()
+    reg, first, second = served_home(phishing, world, home, (1200, 500), (31, 32))
     reg.close()
     (home / "reports").mkdir()
     (home / "reports" / "ha.json").write_text(json.dumps(world.report_HA, default=str))

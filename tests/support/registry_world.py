@@ -69,3 +69,32 @@ def page_traffic(rt, tel, n, seed, report_prob=0.6):
         if a in kinds and y == 0 and rng.random() < report_prob:
             tel.log_outcome(ids[i], kind=kinds[a], event_ns=int(batch.timestamps_ns[i]) + 1_000, source="user")
     return batch
+
+
+def served_home(system, world, home, traffic=(1500, 700), seeds=(21, 22)):
+    """A home whose registry holds the world's bundles and reports, with the heuristic H in
+    production, A flighted on 30 % and B in shadow, and ``traffic`` page loads served through a
+    Runtime on that deployment: the first batch compacted into the Parquet lake, the second left
+    in the live segments → (the open registry, the first batch, the second batch)."""
+    from closedloop import Runtime
+    from closedloop.registry import Registry
+    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
+
+    reg = world.trust(Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open())
+    for b in (world.H, world.A, world.B):
+        reg.add_bundle(b, actor="alice")
+    reg.add_report(world.report_HA, actor="alice")
+    reg.add_report(world.report_AB, actor="alice")
+    reg.deploy(system, world.H.version, actor="alice", reason="the heuristic first")
+    reg.deploy(system, world.A.version, actor="alice", reason="try A on 30%", flight="a", share=0.3)
+    reg.deploy(system, world.B.version, actor="bob", reason="watch B", shadow=True)
+    with Telemetry(SegmentLog(home), system=system) as tel:
+        rt = Runtime(system, world.H, telemetry=tel)
+        if not reg.refresh(rt)["applied"]:
+            raise RuntimeError("the runtime did not apply the registry's deployment")
+        first = page_traffic(rt, tel, traffic[0], seed=seeds[0])
+        tel.flush()
+        TelemetryStore(home).compact()
+        second = page_traffic(rt, tel, traffic[1], seed=seeds[1])
+        tel.flush()
+    return reg, first, second

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from support.registry_world import build_world, page_traffic
+from support.registry_world import build_world, served_home
 
 
 @dataclass
@@ -31,28 +31,9 @@ def console_world(phishing, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_home(phishing, console_world, tmp_path_factory):
-    from closedloop import Runtime
-    from closedloop.registry import Registry
-    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
-
     world = console_world
     home = tmp_path_factory.mktemp("console-home")
-    reg = world.trust(Registry(f"sqlite:///{home}/registry.sqlite", home / "bundles").open())
-    for b in (world.H, world.A, world.B):
-        reg.add_bundle(b, actor="alice")
-    reg.add_report(world.report_HA, actor="alice")
-    reg.add_report(world.report_AB, actor="alice")
-    reg.deploy(phishing, world.H.version, actor="alice", reason="the heuristic first")
-    reg.deploy(phishing, world.A.version, actor="alice", reason="try A on 30%", flight="a", share=0.3)
-    reg.deploy(phishing, world.B.version, actor="bob", reason="watch B", shadow=True)
-    with Telemetry(SegmentLog(home), system=phishing) as tel:
-        rt = Runtime(phishing, world.H, telemetry=tel)
-        assert reg.refresh(rt)["applied"]
-        first = page_traffic(rt, tel, 1500, seed=21)
-        tel.flush()
-        TelemetryStore(home).compact()
-        second = page_traffic(rt, tel, 700, seed=22)
-        tel.flush()
+    reg, first, second = served_home(phishing, world, home, (1500, 700), (21, 22))
     ids = first.decision_ids.to_pylist() + second.decision_ids.to_pylist()
     flights = first.flights.to_pylist() + second.flights.to_pylist()
     yield Home(home, reg, world, first.decision_ids.to_pylist(), second.decision_ids.to_pylist(),
