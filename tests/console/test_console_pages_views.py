@@ -264,3 +264,28 @@ def test_a_unit_is_looked_up_as_its_newest_decision(viewer, world_home):
     unit = api["decision"]["unit"]
     r = viewer.get(f"{S}/decision", params={"unit": unit})
     assert r.status_code == 200 and f"<dd>{unit}</dd>" in r.text and "equal to the log, bitwise" in r.text
+
+
+def test_a_ranking_report_in_place_shows_its_metrics_and_off_policy_values():
+    """A ranking report's bundles carry {metric: {value, ci}} and its policy values per estimator: the
+    page's view shows the metrics' values and each policy's value, interval and ESS, and the paired differences."""
+    from closedloop.console.pages.reports import report_view
+
+    est = {"value": 0.2, "low": 0.19, "high": 0.21, "ess": 4376.4, "support": {"passed": True}}
+    rep = {"kind": "ranking", "system": "feed", "metadata": {"k": 5},
+           "bundles": [{"version": "v1", "kind": "affinity", "n": 100, "metrics": {"ndcg_at_k": {"value": 0.77, "ci": [0.76, 0.78]}}},
+                       {"version": "v2", "kind": "affinity", "n": 100, "metrics": {"ndcg_at_k": {"value": 0.76, "ci": None}}}],
+           "comparison": [{"candidate": "v2", "baseline": "v1", "differences": {"ndcg_at_k": {"value": -0.01, "ci": [-0.02, 0.0]}}}],
+           "policy_value": {"estimators": ["dr", "snips"], "interval": "bootstrap by unit", "reward_model": "v2", "notes": [],
+                            "bundles": [{"version": "v1", "estimates": {"dr": est, "snips": est}},
+                                        {"version": "v2", "estimates": {"dr": {**est, "value": 0.21}, "snips": est}}],
+                            "comparison": [{"candidate": "v2", "baseline": "v1",
+                                            "differences": {"dr": {"value": 0.01, "low": -0.003, "high": 0.02}}}]}}
+    view = report_view(rep)
+    assert [b["quality"] for b in view["bundles"]] == [{"ndcg_at_k": 0.77}, {"ndcg_at_k": 0.76}]
+    pol = view["policy"]
+    assert pol["estimators"] == ["dr", "snips"] and [b["version"] for b in pol["bundles"]] == ["v1", "v2"]
+    assert pol["bundles"][1]["estimates"]["dr"]["value"] == 0.21
+    assert pol["comparison"][0]["differences"]["dr"] == {"value": 0.01, "low": -0.003, "high": 0.02}
+    assert pol["comparison"][0]["differences"]["snips"] == {}  # an estimator the comparison lacks: shown as —
+    assert report_view({"bundles": []})["policy"] is None  # a classification report has none

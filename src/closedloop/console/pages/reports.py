@@ -104,11 +104,17 @@ def _scalars(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if isinstance(v, int | float | str | bool) or v is None} if isinstance(obj, Mapping) else {}
 
 
+def _values(obj: Any) -> dict[str, Any]:
+    """``{metric: value}`` of a ranking report's ``{metric: {"value", "ci", …}}``."""
+    return _scalars({k: v.get("value") if isinstance(v, Mapping) else v for k, v in _map(obj).items()})
+
+
 def _bundle(b: Mapping[str, Any]) -> dict[str, Any]:
     mistakes, worst, slices = _map(b.get("mistakes")), _map(b.get("worst")), _map(b.get("slices"))
     return {
         "version": b.get("version"), "kind": b.get("kind"), "n": b.get("n"), "operating_point": b.get("operating_point"),
-        "quality": _scalars(b.get("quality")), "thresholds": _scalars(b.get("thresholds")),
+        "quality": _scalars(b.get("quality")) or _values(b.get("metrics")),  # a ranking report's: ndcg, mrr, …
+        "thresholds": _scalars(b.get("thresholds")),
         "figures": {k: v for k, v in _scalars(b).items() if k not in ("version", "kind", "n", "operating_point", "score")},
         "cost_per_1000": mistakes.get("cost_per_1000"), "best_cost_per_1000": mistakes.get("best_cost_per_1000"),
         "confusion": _map(mistakes.get("confusion")), "costs": _map(mistakes.get("costs")),
@@ -117,6 +123,23 @@ def _bundle(b: Mapping[str, Any]) -> dict[str, Any]:
         "worst": {k: [r for r in (worst.get(k) or []) if isinstance(r, Mapping)][:MAX_ROWS]
                   for k in ("false_positives", "false_negatives")},
     }
+
+
+def _policy(pv: Any) -> dict[str, Any] | None:
+    """A ranking or choice report's off-policy values: per bundle each estimator's value, interval and
+    ESS; per candidate its difference from the baseline by each estimator (None for a report without)."""
+    pv = _map(pv)
+    if not pv:
+        return None
+    names = [str(e) for e in pv.get("estimators") or []]
+    rows = [b for b in pv.get("bundles") or [] if isinstance(b, Mapping)]
+    comps = [c for c in pv.get("comparison") or [] if isinstance(c, Mapping)]
+    return {"estimators": names, "interval": pv.get("interval"), "reward_model": pv.get("reward_model"),
+            "notes": [str(n) for n in pv.get("notes") or []],
+            "bundles": [{"version": b.get("version"), "estimates": {n: _map(_map(b.get("estimates")).get(n)) for n in names}}
+                        for b in rows],
+            "comparison": [{"candidate": c.get("candidate"), "baseline": c.get("baseline"),
+                            "differences": {n: _map(_map(c.get("differences")).get(n)) for n in names}} for c in comps]}
 
 
 def report_view(rep: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,7 +151,8 @@ def report_view(rep: Mapping[str, Any]) -> dict[str, Any]:
             "notes": [str(n) for n in meta.get("notes", [])] if isinstance(meta.get("notes"), list) else [],
             "gate": rep.get("gate") if isinstance(rep.get("gate"), Mapping) else None,
             "comparison": [c for c in rep.get("comparison") or [] if isinstance(c, Mapping)],
-            "bundles": bundles, "metrics": metrics, "charts": _charts(rep), "heuristic_note": rep.get("heuristic_note")}
+            "bundles": bundles, "metrics": metrics, "charts": _charts(rep), "heuristic_note": rep.get("heuristic_note"),
+            "policy": _policy(rep.get("policy_value"))}
 
 
 @router.get("/systems/{system}/reports/file", name="report_file", include_in_schema=False)
