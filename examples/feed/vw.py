@@ -177,12 +177,15 @@ class VWPolicy:
     def _action_lines(self, X: np.ndarray) -> list[str]:
         """Each feature row as an action line: its nonzero features in the System's order (one pass
         over the nonzero values, not rows × features)."""
-        names = self._names
-        tokens: list[list[str]] = [[] for _ in range(X.shape[0])]
+        names = np.array(self._names, dtype=object)
         rows, cols = np.nonzero(X)  # row-major: each row's features in column order
-        for r, c, v in zip(rows.tolist(), cols.tolist(), X[rows, cols].tolist(), strict=True):
-            tokens[r].append(_token(names[c], v))
-        return ["|i " + " ".join(t) for t in tokens]
+        vals = X[rows, cols]
+        tok = names[cols]  # a feature of value 1 is its name alone (_token)
+        other = np.flatnonzero(vals != 1.0)
+        tok[other] = [_token(n, v) for n, v in zip(tok[other].tolist(), vals[other].tolist(), strict=True)]
+        bounds = np.searchsorted(rows, np.arange(X.shape[0] + 1)).tolist()
+        t = tok.tolist()
+        return ["|i " + " ".join(t[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     # -- decide and learn ------------------------------------------------------------------------
     def decide(self, session: Session) -> VWDecision:
