@@ -19,7 +19,8 @@ cycle must run at or after it (the cycle clock never goes back; its refusal says
 stderr (``step <name> started`` / ``done``); the cycle's record is printed as one JSON line.
 
 One cycle at a time per home: a run that finds another one's cycle running (the lock
-``<home>/.cycle.lock``) says who holds it (pid, host, since) and exits 1 — or, with ``--wait``,
+``<home>/.cycle.lock``; with a PostgreSQL registry, the system's advisory lock, shared by every
+host) says who holds it (pid, host, since) and exits 1 — or, with ``--wait``,
 waits up to that many seconds for it to finish. A cycle whose ingest failed (``ingest_failed``:
 e.g. a full disk; the files stay in the inbox) prints why on stderr and, as the last cycle of the
 run, makes it exit 1; so does an error writing the home (e.g. the cycle record on a full disk).
@@ -130,7 +131,8 @@ def loop_run(
     now: Annotated[str | None, typer.Option("--now", metavar="TIME", help="Run the cycle at this time (ISO-8601 or ns).")] = None,
     webhook: Annotated[str | None, typer.Option("--webhook", metavar="URL", help="Also POST alerts to this URL.")] = None,
     wait: Annotated[float, typer.Option("--wait", metavar="SECONDS", min=0,
-                                        help="If another run's cycle of this home is running, wait up to this long "
+                                        help="If another run's cycle of this home (PostgreSQL registry: of this system, on any host) is "
+                                             "running, wait up to this long "
                                              "for it (default: exit 1 at once, naming it).")] = 0.0,
     allow_future: Annotated[bool, typer.Option(
         "--allow-future", help="Accept a --now more than 5 minutes ahead of the wall clock (a simulated home): its "

@@ -4,7 +4,8 @@
 * :class:`Cycle` — one turn of the loop: ingest → monitor → (bootstrap | advance a rollout |
   dataset → train → evaluate → gate → register → sanity → shadow), every step recorded,
   resumable and idempotent (``closedloop loop run`` / ``closedloop loop status``); one cycle at
-  a time per home (:class:`CycleLock`, :class:`FileCycleLock`; :class:`LockHeldError`).
+  a time per home (:class:`CycleLock`, :class:`FileCycleLock`; :class:`LockHeldError`), per system
+  across hosts with a PostgreSQL registry (:class:`PostgresCycleLock`).
 * :class:`GoalTracker` / :class:`SeriesStore` / :func:`goal_status` — goals at four levels
   measured from telemetry per cadence window, kept as time series; :func:`parse_metric`.
 * :class:`DriftMonitor` (PSI of features and score), :class:`MistakeSpikes` (River's
@@ -40,6 +41,7 @@ from closedloop.orchestration.goals import (
 )
 from closedloop.orchestration.labels import LabelCheck
 from closedloop.orchestration.lock import CycleLock, FileCycleLock, LockHeldError
+from closedloop.orchestration.lock_pg import PostgresCycleLock
 from closedloop.orchestration.plan import Apprentice, LoopPlan, Rollout, Tighten
 from closedloop.orchestration.windows import CADENCES, Window, window_at, windows_between
 
@@ -65,6 +67,7 @@ __all__ = [
     "Measure",
     "MetricInput",
     "MistakeSpikes",
+    "PostgresCycleLock",
     "Rollout",
     "SeriesStore",
     "Tighten",

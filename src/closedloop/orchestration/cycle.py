@@ -17,7 +17,8 @@ recorded, it runs, and its result is recorded. A step ends the cycle when it say
 ``stopped``).
 
 **One cycle at a time per home**: :meth:`Cycle.run_once` holds the cycle lock
-(:mod:`~.lock`, ``<home>/.cycle.lock``). **One deployment change per cycle, at most**: the
+(:mod:`~.lock`, ``<home>/.cycle.lock``) — with a PostgreSQL registry, **one per system across
+hosts** (:mod:`~.lock_pg`, an advisory lock). **One deployment change per cycle, at most**: the
 bootstrap, one rollout stage, or the new shadow. **Recorded**:
 ``<home>/orchestration/cycles/<NNNNNN>.json`` (:mod:`~.records`) holds the cycle's time and each
 step's result, rewritten atomically after every step. **Resumable**: a cycle that did not finish
@@ -40,7 +41,8 @@ from typing import Any
 from closedloop.errors import SpecError
 from closedloop.orchestration.alerts import JsonLinesAlertSink
 from closedloop.orchestration.goals import GoalTracker, SeriesStore, goal_status
-from closedloop.orchestration.lock import CycleLock, FileCycleLock
+from closedloop.orchestration.lock import CycleLock
+from closedloop.orchestration.lock_pg import default_cycle_lock
 from closedloop.orchestration.plan import LoopPlan
 from closedloop.orchestration.reading import DatasetReader
 from closedloop.orchestration.records import CycleRecords
@@ -59,8 +61,9 @@ class Cycle:
     ``closedloop.registry.Registry``). ``actor`` is the name registry changes are recorded
     under; ``clock`` gives the cycle's time; ``on_event(step, phase)`` is called with phase
     ``"start"`` and ``"done"`` around every step (progress display). ``lock`` is held while a
-    cycle runs — one cycle at a time per home (default: a :class:`~.lock.FileCycleLock` on
-    ``<home>/.cycle.lock``)."""
+    cycle runs — by default (:func:`~.lock_pg.default_cycle_lock`) one cycle per system at a time
+    across hosts when the registry is PostgreSQL (a :class:`~.lock_pg.PostgresCycleLock`), else one
+    per home (a :class:`~.lock.FileCycleLock` on ``<home>/.cycle.lock``)."""
 
     def __init__(
         self,
@@ -83,7 +86,7 @@ class Cycle:
         self.plan = plan
         self.system = plan.system
         self.home = Path(home)
-        self.lock = lock if lock is not None else FileCycleLock(self.home / ".cycle.lock")
+        self.lock = lock if lock is not None else default_cycle_lock(registry, self.home, self.system.name)
         self.registry = registry
         self.actor = actor
         self.clock = clock if clock is not None else SystemClock()
