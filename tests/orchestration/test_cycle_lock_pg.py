@@ -78,6 +78,18 @@ def test_the_lock_in_process(db: str) -> None:
             lock.close()
 
 
+def test_an_unreachable_server_is_a_registry_error_not_a_hang() -> None:
+    from closedloop.errors import RegistryError
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lock = PostgresCycleLock(f"postgresql://nobody@127.0.0.1:{port}/registry", "synth")
+    with pytest.raises(RegistryError, match="Cannot reach the registry's PostgreSQL for the cycle lock of system 'synth'"):
+        lock.acquire(wait=0)
+    assert not lock.held
+
+
 def test_a_holder_killed_with_sigkill_frees_the_lock(db: str) -> None:
     holder = _hold(db, "synth")
     lock = PostgresCycleLock(db, "synth")
