@@ -10,7 +10,8 @@ atomically, so two replicas can never both admit the last show of a unit.
 
 When Redis is unreachable the store applies its declared policy, ``on_unavailable``: ``"open"``
 admits (no row is full, nothing counted), ``"closed"`` refuses (every row is full: the capped action
-falls back). Each call that met an unreachable Redis adds one to :attr:`RedisCapStore.unavailable`.
+falls back). Each call that met an unreachable Redis adds one to :attr:`RedisCapStore.unavailable`;
+:attr:`RedisCapStore.down_since` says since when calls fail (None once one succeeds).
 
 The script computes its keys, so it needs a single Redis (a primary, with or without replicas), not
 Redis Cluster. The cap numbers are the indices of a system's caps: give each system its own prefix.
@@ -18,6 +19,7 @@ Redis Cluster. The cap numbers are the indices of a system's caps: give each sys
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -120,6 +122,8 @@ class RedisCapStore(CapStore):
         self.window_ms = window_ms
         self.on_unavailable = on_unavailable
         self.unavailable = 0
+        #: when the current run of failed calls began (``time.time()``), None while Redis answers
+        self.down_since: float | None = None
         self._ttl: dict[int, int] = {}
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._admit = client.register_script(_ADMIT)
@@ -132,20 +136,26 @@ class RedisCapStore(CapStore):
 
     def _down(self) -> None:
         self.unavailable += 1
+        if self.down_since is None:
+            self.down_since = time.time()
 
     def count(self, cap: int, bucket: int, unit: str) -> int:
         """The unit's count in ``bucket``; when Redis is unreachable, 0 (open) or a huge count (closed)."""
         try:
-            return int(self._count(keys=[self.prefix], args=[int(cap), int(bucket), _unit(unit)]))
+            got = int(self._count(keys=[self.prefix], args=[int(cap), int(bucket), _unit(unit)]))
         except self._errors:
             self._down()
             return 0 if self.on_unavailable == "open" else 2**62
+        self.down_since = None
+        return got
 
     def add(self, cap: int, bucket: int, unit: str, n: int = 1) -> None:
         try:
             self._add(keys=[self.prefix], args=[int(cap), int(bucket), _unit(unit), int(n), self._ttl.get(int(cap), self.window_ms)])
         except self._errors:
             self._down()
+            return
+        self.down_since = None
 
     def admit(self, cap: int, bucket: int, unit: str, want: bool, limit: int) -> bool:
         """One row of :meth:`admit_batch`, atomically: whether the unit is full."""
@@ -167,5 +177,6 @@ class RedisCapStore(CapStore):
         except self._errors:
             self._down()
             return np.full(n, self.on_unavailable == "closed", dtype=bool)
+        self.down_since = None
         raw = flags if isinstance(flags, bytes) else str(flags).encode()
         return np.frombuffer(raw, dtype=np.uint8) == ord("1")

@@ -11,19 +11,22 @@ and taken atomically, exactly across replicas.
 
 When Redis is unreachable the declared policy applies, ``on_unavailable``: ``"open"`` allows
 (wait 0.0), ``"closed"`` refuses (wait :data:`CLOSED_WAIT` seconds); each call that met an
-unreachable Redis adds one to :attr:`RedisTokenBuckets.unavailable`.
+unreachable Redis adds one to :attr:`RedisTokenBuckets.unavailable`; ``down_since`` says since when
+calls fail (None once one succeeds). :func:`shared_state` makes the service's three stores from
+``ServiceSettings.redis_url``.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 from closedloop.errors import SpecError
 from closedloop.service.settings import RateLimit
 
-__all__ = ["CLOSED_WAIT", "RedisTokenBuckets"]
+__all__ = ["CLOSED_WAIT", "RedisTokenBuckets", "SharedState", "shared_state"]
 
 CLOSED_WAIT = 1.0  # seconds to wait when Redis is unreachable and the policy is "closed"
 
@@ -97,6 +100,8 @@ class RedisTokenBuckets:
         self.prefix = prefix
         self.on_unavailable = on_unavailable
         self.unavailable = 0
+        #: when the current run of failed calls began (``time.time()``), None while Redis answers
+        self.down_since: float | None = None
         self._errors = (redis.ConnectionError, redis.TimeoutError)
         self._script = client.register_script(_TAKE)
         # a bucket refilled from empty is full after burst / rate seconds: then its key may go
@@ -107,8 +112,13 @@ class RedisTokenBuckets:
         try:
             return sum(1 for _ in self.client.scan_iter(match=f"{self.prefix}:*", count=1000))
         except self._errors:
-            self.unavailable += 1
+            self._down()
             return 0
+
+    def _down(self) -> None:
+        self.unavailable += 1
+        if self.down_since is None:
+            self.down_since = time.time()
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
@@ -125,8 +135,9 @@ class RedisTokenBuckets:
         try:
             i, wait = self._script(keys=keys, args=args)
         except self._errors:
-            self.unavailable += 1
+            self._down()
             return (0, 0.0) if self.on_unavailable == "open" else (1, CLOSED_WAIT)
+        self.down_since = None
         return int(i), (float(wait) if int(i) else 0.0)
 
     def wait(self, key: str, now: float | None = None) -> float:
@@ -160,3 +171,45 @@ class RedisTokenBuckets:
         if i > len(which):  # the closed policy names the first limiter
             return which[0], wait
         return which[i - 1], wait
+
+
+class SharedState:
+    """The service's stores on one Redis: the caps of ``system`` and its two outcome rate limiters."""
+
+    def __init__(self, url: str, system: str, *, per_source: RateLimit, per_unit: RateLimit, on_unavailable: str,
+                 timeout_s: float = 0.5) -> None:
+        import redis
+
+        from closedloop.experience.cap_redis import RedisCapStore
+
+        self.url = url
+        self.on_unavailable = on_unavailable
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        ns = f"closedloop:{system}"
+        self.caps = RedisCapStore(self.client, prefix=f"{ns}:caps", on_unavailable=on_unavailable)
+        self.per_source = RedisTokenBuckets(per_source, client=self.client, prefix=f"{ns}:rate:source",
+                                            on_unavailable=on_unavailable)
+        self.per_unit = RedisTokenBuckets(per_unit, client=self.client, prefix=f"{ns}:rate:unit",
+                                          on_unavailable=on_unavailable)
+
+    def unavailable(self) -> list[tuple[tuple[str], float]]:
+        """Calls that found Redis unreachable, by store (the ``/metrics`` counter's samples)."""
+        return [(("caps",), float(self.caps.unavailable)), (("rate_source",), float(self.per_source.unavailable)),
+                (("rate_unit",), float(self.per_unit.unavailable))]
+
+    def problem(self) -> str | None:
+        """The ``/readyz`` line while calls fail, else None."""
+        since = [t for t in (self.caps.down_since, self.per_source.down_since, self.per_unit.down_since) if t is not None]
+        if not since:
+            return None
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(since)))
+        verb = "admitting and allowing" if self.on_unavailable == "open" else "refusing"
+        return f"shared state (Redis) unreachable since {at}; failing {self.on_unavailable}: {verb}"
+
+
+def shared_state(url: str | None, system: str, *, per_source: RateLimit, per_unit: RateLimit,
+                 on_unavailable: str = "open") -> SharedState | None:
+    """The stores on Redis at ``url``, or None (the in-process stores) when no URL is set."""
+    if url is None:
+        return None
+    return SharedState(url, system, per_source=per_source, per_unit=per_unit, on_unavailable=on_unavailable)
