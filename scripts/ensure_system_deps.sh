@@ -4,6 +4,8 @@
 #   postgresql                  the registry's tests on a real PostgreSQL server (a throwaway
 #                               cluster started by the tests themselves on a loopback port)
 #   wrk                         the service benchmark's load generator
+#   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
+#                               server started by the tests themselves on a loopback port, no persistence)
 # Idempotent and quick when everything is present; needs root (or sudo) only when something is
 # missing. Called by `make test` and `make bench`.
 set -euo pipefail
@@ -12,6 +14,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi

@@ -33,3 +33,14 @@ def registry_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.sqlite'}"
     return request.getfixturevalue("postgres").database()
+
+
+@pytest.fixture
+def redis_server():
+    """A throwaway redis-server for one test (tests/support/redis_server.py): no persistence; skipped,
+    with the reason, only when the binary is not installed."""
+    from support.redis_server import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.stop()

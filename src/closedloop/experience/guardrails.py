@@ -246,7 +246,7 @@ def guardrail_from_dict(spec: Any) -> Guardrail:
 
 class CapStore(ABC):
     """Counts of shows per (cap, window bucket, unit). The in-memory store serves one process;
-    a shared store (e.g. Redis) serves replicas (later).
+    a shared store (:class:`~closedloop.experience.cap_redis.RedisCapStore`) serves replicas.
 
     :meth:`admit_batch` applies one cap to a batch of decisions in row order. Its default runs
     :meth:`count` and :meth:`add` row by row (exact for any store whose caps count
@@ -258,6 +258,16 @@ class CapStore(ABC):
 
     @abstractmethod
     def add(self, cap: int, bucket: int, unit: str, n: int = 1) -> None: ...
+
+    def window(self, cap: int, per_ns: int) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Told each cap's window by the layer that uses the store (a store with TTLs uses it)."""
+
+    def admit(self, cap: int, bucket: int, unit: str, want: bool, limit: int) -> bool:
+        """One row of :meth:`admit_batch` (whether the unit is full; counted if wanted and not)."""
+        full = self.count(cap, bucket, unit) >= limit
+        if want and not full:
+            self.add(cap, bucket, unit)
+        return full
 
     def admit_batch(self, cap: int, buckets: np.ndarray, units: Any, want: np.ndarray, limit: int) -> np.ndarray:
         """One cap over a batch, row by row in order: row ``i`` sees the unit's count in its
@@ -399,6 +409,8 @@ class GuardLayer:
         self._caps = [(index[c.action], index[c.fallback], c.limit, c.per_ns) for c in caps]
         self._cap_of = {index[c.action]: i for i, c in enumerate(caps)}
         self.store = store if store is not None else InMemoryCapStore()
+        for j, c in enumerate(caps):
+            self.store.window(j, c.per_ns)
         self.has_caps = bool(caps)
         self._n_plain = len(inner_first)
 
@@ -421,17 +433,14 @@ class GuardLayer:
                     if targets is not None:
                         targets = [m[t] for t in targets]
         if self._caps:
-            full = {}
+            full = {}  # each cap read and counted in one step (atomic on a shared store)
             for j, (act, fb, limit, per_ns) in enumerate(self._caps):
-                full[act] = self.store.count(j, ts // per_ns, unit) >= limit
+                full[act] = self.store.admit(j, ts // per_ns, unit, b == act, limit)
                 if full[act] and b == act:
                     fired = self._n_plain + j
                     b = fb
             if targets is not None:
                 targets = [self._caps[self._cap_of[t]][1] if full.get(t) else t for t in targets]
-            cap = self._cap_of.get(b)
-            if cap is not None:
-                self.store.add(cap, ts // self._caps[cap][3], unit)
         if probs is None or targets is None:  # targets are tracked exactly when probs are given
             return b, fired, 1.0
         prop = 0.0

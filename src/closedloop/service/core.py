@@ -28,6 +28,7 @@ from closedloop.runtime.runtime import Runtime
 from closedloop.service.auth import Credential, Credentials
 from closedloop.service.durability import AckingSink, OutcomeAcks
 from closedloop.service.limits import TokenBuckets
+from closedloop.service.limits_redis import shared_state
 from closedloop.service.metrics import MetricsRegistry, SharedMetrics
 from closedloop.service.reload import ArmCounters
 from closedloop.service.settings import ServiceSettings
@@ -83,8 +84,13 @@ class Service:
         self._refresh_lock = threading.Lock()
         self.arms = ArmCounters()
         self.guard: Any = None
-        self.per_source = TokenBuckets(settings.outcome_rate_per_source, max_keys=settings.rate_limit_keys)
-        self.per_unit = TokenBuckets(settings.outcome_rate_per_unit, max_keys=settings.rate_limit_keys)
+        #: caps and rate limits on Redis (settings.redis_url), or None: in this process
+        self.shared = shared_state(settings.redis_url, system.name, per_source=settings.outcome_rate_per_source,
+                                   per_unit=settings.outcome_rate_per_unit, on_unavailable=settings.redis_on_unavailable)
+        self.per_source: Any = TokenBuckets(settings.outcome_rate_per_source, max_keys=settings.rate_limit_keys)
+        self.per_unit: Any = TokenBuckets(settings.outcome_rate_per_unit, max_keys=settings.rate_limit_keys)
+        if self.shared is not None:
+            self.per_source, self.per_unit = self.shared.per_source, self.shared.per_unit
         self.metrics = MetricsRegistry()
         # the server's other workers' numbers too, when they share a directory (closedloop serve --workers N)
         self.shared_metrics = SharedMetrics(settings.metrics_dir, self.metrics) if settings.metrics_dir else None
@@ -147,8 +153,11 @@ class Service:
                 lambda: [((), self._tstat("logged"))])
         m.gauge("closedloop_telemetry_healthy", "1 when the last telemetry commit succeeded.", (),
                 lambda: [((), 1.0 if self.telemetry is None or self.telemetry.healthy else 0.0)])
-        m.gauge("closedloop_rate_limit_keys", "Keys tracked by each outcome rate limiter.", ("limiter",),
-                lambda: [(("source",), len(self.per_source)), (("unit",), len(self.per_unit))])
+        m.gauge("closedloop_rate_limit_keys", "Keys tracked by each in-process outcome rate limiter (none on Redis).", ("limiter",),
+                lambda: [] if self.shared is not None else [(("source",), len(self.per_source)), (("unit",), len(self.per_unit))])
+        m.gauge("closedloop_shared_state_unavailable", "Calls that found Redis unreachable (the declared policy "
+                "applied), by store: caps, rate_source, rate_unit. Empty without ServiceSettings.redis_url.", ("store",),
+                lambda: [] if self.shared is None else self.shared.unavailable())
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def render_metrics(self) -> str:
@@ -169,7 +178,8 @@ class Service:
                 buffer_limit=s.buffer_limit,
             ).start()
             self.acks = OutcomeAcks(self.telemetry, sink).start()
-        self.runtime = Runtime(self.system, dep.production, telemetry=self.telemetry)
+        caps = self.shared.caps if self.shared is not None else None
+        self.runtime = Runtime(self.system, dep.production, telemetry=self.telemetry, caps=caps)
         self._apply(dep, "start")
         self._poller = threading.Thread(target=self._poll_loop, name="closedloop-service-poll", daemon=True)
         self._poller.start()
@@ -306,6 +316,9 @@ class Service:
             out.append(f"deployment source unreachable since {since} ({self.source_error}); serving revision {self.revision}")
         if self.apply_error is not None:
             out.append(f"deployment not applied: {self.apply_error}; serving revision {self.revision}")
+        down = self.shared.problem() if self.shared is not None else None
+        if down is not None:
+            out.append(down)
         t = self.telemetry
         if t is not None and not t.healthy:
             out.append(f"telemetry unhealthy: {t.stats().get('last_error')}")

@@ -3,7 +3,8 @@
 Feedback poisoning — one reporter (or one unit) flooding the loop with outcomes to skew what it
 learns — is a known abuse path, so outcome reports are limited per reported ``source`` and per
 ``unit``. Each limiter keeps at most ``max_keys`` buckets; the least recently used are forgotten
-(a forgotten key starts again with a full bucket). The limits hold per worker process.
+(a forgotten key starts again with a full bucket). The limits hold per worker process; on Redis
+(:mod:`closedloop.service.limits_redis`) they hold across replicas.
 """
 
 from __future__ import annotations
@@ -67,7 +68,12 @@ class TokenBuckets:
 
 def take_both(a: TokenBuckets, key_a: str, b: TokenBuckets, key_b: str) -> tuple[int, float]:
     """Take one token from each bucket, or none: ``(0, 0.0)`` when both were taken, else
-    ``(1 or 2, seconds to wait)`` naming the limiter that refused (the first one if both)."""
+    ``(1 or 2, seconds to wait)`` naming the limiter that refused (the first one if both). Shared
+    buckets (:class:`~closedloop.service.limits_redis.RedisTokenBuckets`) do it in one atomic step."""
+    joint = getattr(a, "take_joint", None)
+    if joint is not None and type(a) is type(b):
+        taken: tuple[int, float] = joint(key_a, b, key_b)
+        return taken
     now = a.clock()
     wa = a.wait(key_a, now)
     if wa > 0:

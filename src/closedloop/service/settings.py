@@ -110,6 +110,11 @@ class ServiceSettings:
         report names; a report linked only by decision id counts against its decision id).
     rate_limit_keys:
         How many sources / units each limiter tracks at most (least recently used are forgotten).
+    redis_url, redis_on_unavailable:
+        ``redis://host:port/db``: frequency caps and outcome rate limits live on that Redis, shared
+        by every replica (docs/service.md, "Shared state on Redis"); None (the default): in each
+        worker process. While Redis is unreachable the declared policy applies: ``"open"`` admits
+        and allows, ``"closed"`` refuses (counted in ``/metrics``, said in ``/readyz``).
     poll_interval_s:
         How often each worker polls the registry's revision (hot reload).
     ack_timeout_s:
@@ -141,6 +146,8 @@ class ServiceSettings:
     outcome_rate_per_source: RateLimit = field(default_factory=lambda: RateLimit(500.0, 2_000.0))
     outcome_rate_per_unit: RateLimit = field(default_factory=lambda: RateLimit(0.5, 20.0))
     rate_limit_keys: int = 200_000
+    redis_url: str | None = None
+    redis_on_unavailable: str = "open"
     poll_interval_s: float = 1.0
     ack_timeout_s: float = 10.0
     guard_interval_s: float = 30.0
@@ -180,6 +187,13 @@ class ServiceSettings:
             if not isinstance(getattr(self, name), RateLimit):
                 raise SpecError(f"The '{name}' parameter of {own} must be a RateLimit. Got {getattr(self, name)!r} instead.")
         _integer(own, "rate_limit_keys", self.rate_limit_keys, lo=1)
+        if self.redis_url is not None and (not isinstance(self.redis_url, str)
+                                           or not self.redis_url.startswith(("redis://", "rediss://", "unix://"))):
+            raise SpecError(f"The 'redis_url' parameter of {own} must be a redis:// URL or None. Got {self.redis_url!r} instead.")
+        if self.redis_on_unavailable not in ("open", "closed"):
+            raise SpecError(
+                f"The 'redis_on_unavailable' parameter of {own} must be 'open' or 'closed'. Got {self.redis_on_unavailable!r} instead."
+            )
         _number(own, "poll_interval_s", self.poll_interval_s, lo=0.01, hi=3600)
         _number(own, "ack_timeout_s", self.ack_timeout_s, lo=0, lo_open=True, hi=600)
         _number(own, "guard_interval_s", self.guard_interval_s, lo=0, hi=86_400)
