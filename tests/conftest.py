@@ -37,8 +37,8 @@ def registry_url(request, tmp_path):
 
 @pytest.fixture
 def redis_server():
-    """A throwaway redis-server for one test (tests/support/redis_server.py): no persistence; skipped,
-    with the reason, only when the binary is not installed."""
+    """A throwaway redis-server for one test (tests/support/redis_server.py): real, no persistence,
+    never skipped (a missing binary is an error naming the fix)."""
     from support.redis_server import RedisServer
 
     server = RedisServer().start()
