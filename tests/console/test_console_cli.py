@@ -125,3 +125,24 @@ def test_page_of_reads_the_page_asked_for(console):
     for bad in ("page=0", "page=x", "page=-1"):
         with pytest.raises(ConsoleError, match="'page' must be an integer"):
             page_of(request(bad))
+
+
+def test_serve_hands_the_redis_settings_to_its_workers(home, uvicorn):
+    from closedloop.service import ServiceSettings
+
+    r = CliRunner().invoke(cli, ["serve", "--system", "examples.phishing.system:phishing", "--home", str(home.path),
+                                 "--redis-url", "redis://127.0.0.1:6390/0", "--redis-on-unavailable", "closed"],
+                           env={"CLOSEDLOOP_HOME": ""})
+    assert r.exit_code == 0, r.output
+    got = ServiceSettings.from_environ()  # what each worker reads
+    assert got.redis_url == "redis://127.0.0.1:6390/0" and got.redis_on_unavailable == "closed"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--redis-url", "http://127.0.0.1:6379"], "'redis_url' parameter of ServiceSettings must be a redis:// URL"),
+    (["--redis-on-unavailable", "maybe"], "'redis_on_unavailable' parameter of ServiceSettings must be 'open' or 'closed'"),
+])
+def test_serve_refuses_bad_redis_settings(home, uvicorn, args, says):
+    r = CliRunner().invoke(cli, ["serve", "--system", "examples.phishing.system:phishing", "--home", str(home.path), *args],
+                           env={"CLOSEDLOOP_HOME": ""})
+    assert r.exit_code != 0 and says in r.output and uvicorn.calls == []

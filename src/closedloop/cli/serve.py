@@ -102,6 +102,13 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
     console: Annotated[bool, typer.Option(
         "--console", help="Also serve the operations console at /console (docs/console.md); the decision path is unchanged.")] = False,
+    redis_url: Annotated[str | None, typer.Option(
+        "--redis-url", metavar="URL",
+        help="Keep the frequency caps and outcome rate limits on this Redis (redis://…), shared by every replica "
+             "(docs/service.md, \"Shared state on Redis\"); default: in each worker process.")] = None,
+    redis_on_unavailable: Annotated[str, typer.Option(
+        "--redis-on-unavailable", metavar="open|closed",
+        help="While Redis is unreachable: 'open' admits and allows, 'closed' refuses (counted in /metrics, shown by /readyz).")] = "open",
 ) -> None:
     """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle \
 that bundle, fixed (no registry).
@@ -117,7 +124,7 @@ Bearer <token>' with the right role (decide, report, metrics, admin); create tok
         telemetry=telemetry, flush_interval_ms=flush_interval_ms, max_body_bytes=max_body_bytes, max_batch=max_batch,
         max_candidates=max_candidates, outcome_rate_per_source=outcome_rate_per_source, outcome_rate_per_unit=outcome_rate_per_unit,
         poll_interval=poll_interval, guard_interval=guard_interval, access_log=access_log,
-    )
+    ).replace(redis_url=redis_url, redis_on_unavailable=redis_on_unavailable)
     _warn_without_credentials(settings)
     shared = None
     if workers > 1:  # the workers share one port: /metrics answers the sums over all of them
