@@ -52,6 +52,17 @@ def parse_rate(text: str, option: str) -> RateLimit:
         ) from None
 
 
+#: ``--redis-url``: the caps and outcome rate limits on Redis, shared by every replica
+RedisUrlOption = Annotated[str | None, typer.Option(
+    "--redis-url", metavar="URL",
+    help="Keep the frequency caps and outcome rate limits on this Redis (redis://…), shared by every replica "
+         "(docs/service.md, \"Shared state on Redis\"); default: in each worker process.")]
+#: ``--redis-on-unavailable``: what the service does while Redis is unreachable
+RedisPolicyOption = Annotated[str, typer.Option(
+    "--redis-on-unavailable", metavar="open|closed",
+    help="While Redis is unreachable: 'open' admits and allows, 'closed' refuses (counted in /metrics, shown by /readyz).")]
+
+
 def serve(
     ctx: typer.Context,
     system: SystemOption,
@@ -102,13 +113,8 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (slower).")] = False,
     console: Annotated[bool, typer.Option(
         "--console", help="Also serve the operations console at /console (docs/console.md); the decision path is unchanged.")] = False,
-    redis_url: Annotated[str | None, typer.Option(
-        "--redis-url", metavar="URL",
-        help="Keep the frequency caps and outcome rate limits on this Redis (redis://…), shared by every replica "
-             "(docs/service.md, \"Shared state on Redis\"); default: in each worker process.")] = None,
-    redis_on_unavailable: Annotated[str, typer.Option(
-        "--redis-on-unavailable", metavar="open|closed",
-        help="While Redis is unreachable: 'open' admits and allows, 'closed' refuses (counted in /metrics, shown by /readyz).")] = "open",
+    redis_url: RedisUrlOption = None,
+    redis_on_unavailable: RedisPolicyOption = "open",
 ) -> None:
     """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle \
 that bundle, fixed (no registry).
