@@ -144,7 +144,8 @@ def _own_routes(app: FastAPI) -> None:
 
 def _error_handlers(app: FastAPI) -> None:
     async def console_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ConsoleError)
+        if not isinstance(exc, ConsoleError):  # registered for ConsoleError only: anything else is not ours to answer
+            raise exc
         if is_api(request):
             response: Response = Problem(exc.status, exc.slug, exc.title, exc.detail).response()
         elif exc.status == 401 and request.headers.get("hx-request"):
@@ -162,14 +163,16 @@ def _error_handlers(app: FastAPI) -> None:
         return response
 
     async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+        if not isinstance(exc, StarletteHTTPException):  # registered for HTTPException only
+            raise exc
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"The console has no page at {request.url.path}."
         return await console_error(request, ConsoleError(exc.status_code, "Not found" if exc.status_code == 404 else "Error", detail))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+        if not isinstance(exc, RequestValidationError):  # registered for RequestValidationError only
+            raise exc
         what = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
         return await console_error(request, ConsoleError(422, "Bad request", f"The request is not valid: {what}."))
 

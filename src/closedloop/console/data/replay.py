@@ -44,7 +44,8 @@ def _find(lake: Lake, name: str, decision_id: str | None, unit: str | None) -> t
     """The decision looked up (by id; or a unit's newest, its others listed): the unit's decisions
     are found on the cheap columns first, then only the one shown is read whole."""
     if decision_id is None:
-        assert unit is not None
+        if unit is None:
+            raise SpecError("A decision is looked up by its 'decision_id' or its 'unit'. Got neither.")
         brief = lake.rows("SELECT decision_id, timestamp_ns, action, bundle_version FROM decisions WHERE system = ? AND "
                           f"unit = ? ORDER BY timestamp_ns DESC, decision_id LIMIT {MAX_UNIT_DECISIONS}", [name, unit])
         if not brief:
