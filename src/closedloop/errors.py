@@ -16,6 +16,8 @@ thing, the rule and the value, in the style of scikit-learn's parameter validati
     │   └── LockHeldError      another process runs the home's orchestration cycle: .holder
     ├── DatasetError           a dataset cannot be built or loaded
     ├── ServiceError           the decision service answered an error (closedloop.Client): .status .problem
+    ├── TransportError         the telemetry log (closedloop.telemetry.transport) refused or could not be reached
+    │   └── TransportUnavailable  the log is unreachable now: nothing was acknowledged, retry later
     ├── AuthError              a credential is missing, unknown, or lacks the role an operation needs
     ├── RegistryError          a registry operation was refused (unknown bundle, bad state …)
     │   ├── ConflictError      the deployment changed meanwhile (a racing change won)
@@ -49,6 +51,8 @@ __all__ = [
     "ConflictError",
     "SanityCheckError",
     "SpecError",
+    "TransportError",
+    "TransportUnavailable",
 ]
 
 
@@ -229,6 +233,17 @@ class ServiceError(ClosedLoopError):
         super().__init__(message)
         self.status = status
         self.problem = problem or {}
+
+
+class TransportError(ClosedLoopError):
+    """The telemetry log (:mod:`closedloop.telemetry.transport`) refused a request: a bad stream or
+    message, a configuration the log does not accept."""
+
+
+class TransportUnavailable(TransportError):
+    """The telemetry log cannot be reached now (connection lost, no acknowledgement in time).
+    Nothing the failed call published counts as acknowledged; publishing it again is safe
+    (messages carry ids the log deduplicates)."""
 
 
 class AuthError(ClosedLoopError):
