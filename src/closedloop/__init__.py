@@ -29,6 +29,8 @@ from closedloop.errors import (
     SanityCheckError,
     ServiceError,
     SpecError,
+    TransportError,
+    TransportUnavailable,
 )
 from closedloop.experience.experiences import Action, BestAction, Presentation, Ranking, Thresholds
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
@@ -147,6 +149,8 @@ __all__ = [
     "SystemClock",
     "ThresholdRule",
     "Thresholds",
+    "TransportError",
+    "TransportUnavailable",
     "WeightedVote",
     "__version__",
     "checks",
