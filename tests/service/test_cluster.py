@@ -168,6 +168,35 @@ def test_deploy_rollback_and_killswitch_reach_every_replica_within_a_second(clus
         assert len(delays) == 3 and max(delays) < 1.0, (name, delays)
 
 
+def _serves(c: Cluster, r: int, version: str) -> bool:
+    d = httpx.post(c.bases[r] + "/v1/decide", json=context("probe", r), headers=_headers(c), timeout=10).json()
+    return bool(d["bundle_version"] == version)
+
+
+def test_a_bundle_not_yet_on_a_host_is_refused_there_until_it_arrives(cluster):
+    system, a = cluster.system, cluster.production
+    assert a is not None
+    c = cluster.bundle({"block": 0.9, "warn": 0.2})
+    ops = {"Authorization": f"Bearer {cluster.tokens['ops']}"}
+    with cluster.registry(0) as reg:
+        reg.add_bundle(c, actor="ops")  # into host 0's store only
+        reg.deploy(system, c, actor="ops", reason="cluster test: a bundle on one host", force=FORCE)
+        eventually(lambda: _serves(cluster, 0, c.version), what="host 0 serving the new bundle")
+        for r in (1, 2):  # the others keep serving the previous deployment, and say why
+            eventually(lambda r=r: httpx.get(cluster.bases[r] + "/readyz").json()["status"] == "degraded", what=f"replica {r} degraded")
+            reasons = " ".join(httpx.get(cluster.bases[r] + "/readyz").json()["reasons"])
+            assert "refused" in reasons and c.version in reasons, reasons
+            assert _serves(cluster, r, a.version)
+        cluster.distribute(c)  # the artifact arrives: the next poll (here: a reload now) serves it
+        for r in (1, 2):
+            assert httpx.post(cluster.bases[r] + "/v1/admin/reload", headers=ops, timeout=10).status_code == 200
+            assert _serves(cluster, r, c.version)
+            assert httpx.get(cluster.bases[r] + "/readyz").json()["status"] == "ready"
+        reg.rollback(system, actor="ops", reason="cluster test: back to production")
+    for r in range(3):
+        eventually(lambda r=r: _serves(cluster, r, a.version), what=f"replica {r} back on production")
+
+
 def test_a_replica_killed_mid_load_loses_nothing_acknowledged(cluster):
     tag = f"kill-{uuid.uuid4().hex[:6]}"
     load = Load(cluster.bases, cluster.tokens["app"], threads=4, tag=tag).start()
