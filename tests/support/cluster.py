@@ -253,6 +253,7 @@ class Cluster:
     def command(self, r: Replica) -> list[str]:
         if self.redis is None:
             raise RuntimeError("the cluster is not started")
+        # jetstream: with telemetry="jetstream", add the JetStream sink's options (the NATS URL) here
         return [sys.executable, "-m", "closedloop.cli", "serve", "--system", SPEC, "--host", "127.0.0.1",
                 "--port", str(r.port), "--redis-url", self.redis.url, *self.serve_args, *r.extra]
 
