@@ -6,6 +6,8 @@ PostgreSQL registry and one Redis (tests/support/cluster.py; started once for th
 - a source over its outcome-report rate is refused on every replica;
 - a deploy, a rollback and the kill switch made on one host (the registry API, the CLI) reach every
   replica within 1 s;
+- a bundle in one host's store only is refused by the others (previous deployment served, /readyz
+  says why) until it is copied to them;
 - a replica SIGKILLed mid-load and restarted: every outcome that got a 202 is in its telemetry
   exactly once, every answered decision is stored once, nothing acknowledged is lost.
 """
