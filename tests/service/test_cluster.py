@@ -37,10 +37,10 @@ SOURCE_BURST = 200
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(postgres) -> Iterator[Cluster]:
     # --poll-interval 5: what reaches a replica within 1 s came by PostgreSQL's NOTIFY, not a poll
     args = ("--poll-interval", "5", "--guard-interval", "0", "--outcome-rate-per-source", f"1/{SOURCE_BURST}")
-    with Cluster(3, serve_args=args) as c:
+    with Cluster(3, serve_args=args, postgres=postgres) as c:  # a database of its own on the session's server
         yield c
 
 

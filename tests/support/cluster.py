@@ -125,10 +125,11 @@ class Cluster:
 
     ``serve_args`` are added to every replica's ``closedloop serve`` command line (rates, poll
     interval, …); ``production`` is the bundle deployed first (default: the heuristic bundle of
-    :mod:`support.cluster_system`, signed by :attr:`key`)."""
+    :mod:`support.cluster_system`, signed by :attr:`key`); ``postgres``: a running server to put the
+    registry's database on (a new one is started, and stopped at the end, when None)."""
 
     def __init__(self, replicas: int = 3, *, telemetry: str = "local", serve_args: tuple[str, ...] = (),
-                 production: Bundle | None = None, ready_timeout: float = 60.0) -> None:
+                 production: Bundle | None = None, postgres: PostgresServer | None = None, ready_timeout: float = 60.0) -> None:
         if telemetry not in TELEMETRY:
             raise ValueError(f"The 'telemetry' parameter of Cluster must be one of {TELEMETRY}. Got {telemetry!r} instead.")
         if telemetry == "jetstream":
@@ -149,7 +150,8 @@ class Cluster:
         self._production = production
         self.root = Path(tempfile.mkdtemp(prefix="closedloop-cluster-"))
         self.telemetry_key = secrets.token_hex(16)
-        self.postgres: PostgresServer | None = None
+        self.postgres: PostgresServer | None = postgres
+        self._own_postgres = postgres is None  # a server given (the tests' session one) is not stopped here
         self.redis: RedisServer | None = None
         self.registry_url = ""
         self.replicas: list[Replica] = []
@@ -173,7 +175,8 @@ class Cluster:
         reap_orphans()
         (self.root / "pids").mkdir()
         (self.root / "owner.pid").write_text(str(os.getpid()))
-        self.postgres = PostgresServer().start()
+        if self.postgres is None:
+            self.postgres = PostgresServer().start()
         self.registry_url = self.postgres.database()
         self.redis = RedisServer().start()
         if self.redis.proc is not None:
@@ -205,7 +208,7 @@ class Cluster:
                     self.redis.stop()
             finally:
                 try:
-                    if self.postgres is not None:
+                    if self.postgres is not None and self._own_postgres:
                         self.postgres.stop()
                 finally:
                     shutil.rmtree(self.root, ignore_errors=True)
