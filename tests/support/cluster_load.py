@@ -1,0 +1,135 @@
+"""A bounded load generator for a cluster of replicas: ``threads`` closed-loop clients (httpx, one
+request at a time each), spreading single decisions and outcome reports round-robin across the
+replicas' base URLs. Each thread decides on replica ``k``, then reports an outcome of that decision
+(its own ``outcome_id``) to replica ``k + 1``. It records every decision id answered (200), every
+outcome that got 202 (with the replica that answered and when it was sent), every failure, and the
+latency of each request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from support.cluster_system import context
+
+__all__ = ["Load", "LoadResult"]
+
+
+@dataclass
+class LoadResult:
+    """What a load run saw. ``decisions``: (replica, decision id, monotonic time answered);
+    ``acked``: (replica, outcome id, monotonic time sent) of every 202; ``failures``: counts by
+    (kind, replica, status or error name)."""
+
+    decisions: list[tuple[int, str, float]] = field(default_factory=list)
+    acked: list[tuple[int, str, float]] = field(default_factory=list)
+    failures: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    decide_ms: list[float] = field(default_factory=list)
+    outcome_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def merge(self, other: LoadResult) -> None:
+        self.decisions += other.decisions
+        self.acked += other.acked
+        self.failures.update(other.failures)
+        self.decide_ms += other.decide_ms
+        self.outcome_ms += other.outcome_ms
+
+    def per_replica(self, n: int) -> list[dict[str, int]]:
+        dec = Counter(r for r, _, _ in self.decisions)
+        ack = Counter(r for r, _, _ in self.acked)
+        return [{"decisions": dec[i], "outcomes_acked": ack[i]} for i in range(n)]
+
+
+class Load:
+    """``Load(bases, token).run(seconds)``, or ``start()`` … ``stop()`` around something else (a
+    kill). ``tag`` makes the units, sources and outcome ids of one run distinct from another's."""
+
+    def __init__(self, bases: list[str], token: str, *, threads: int = 4, tag: str = "load",
+                 sources: int = 1000, timeout: float = 10.0) -> None:
+        if not bases:
+            raise ValueError("The 'bases' parameter of Load must name at least one replica. Got [] instead.")
+        self.bases = list(bases)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.threads = threads
+        self.tag = tag
+        self.sources = sources
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._results: list[LoadResult] = []
+        self._t0 = 0.0
+
+    def run(self, seconds: float) -> LoadResult:
+        self.start()
+        time.sleep(seconds)
+        return self.stop()
+
+    def start(self) -> Load:
+        self._stop.clear()
+        self._results = [LoadResult() for _ in range(self.threads)]
+        self._workers = [threading.Thread(target=self._work, args=(t, self._results[t]), daemon=True)
+                         for t in range(self.threads)]
+        self._t0 = time.monotonic()
+        for w in self._workers:
+            w.start()
+        return self
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        for w in self._workers:
+            w.join(timeout=self.timeout + 5)
+        out = LoadResult(seconds=time.monotonic() - self._t0)
+        for r in self._results:
+            out.merge(r)
+        return out
+
+    def _work(self, t: int, res: LoadResult) -> None:
+        n = len(self.bases)
+        k = 0
+        with httpx.Client(timeout=self.timeout, headers=self.headers) as http:
+            while not self._stop.is_set():
+                r = (t + k) % n
+                ident = f"{self.tag}-{t}-{k}"
+                decision = self._decide(http, r, context(ident, k), res)
+                if decision is not None:
+                    body = {"decision_id": decision, "kind": "reported_false_warning", "source": f"{self.tag}-{k % self.sources}",
+                            "outcome_id": ident, "event_time": time.time_ns()}
+                    self._report(http, (r + 1) % n, body, res)
+                k += 1
+
+    def _decide(self, http: httpx.Client, r: int, ctx: dict[str, Any], res: LoadResult) -> str | None:
+        t0 = time.perf_counter()
+        try:
+            resp = http.post(self.bases[r] + "/v1/decide", json=ctx)
+        except httpx.TransportError as exc:
+            res.failures[("decide", r, type(exc).__name__)] += 1
+            time.sleep(0.01)  # a replica that is down: do not spin
+            return None
+        if resp.status_code != 200:
+            res.failures[("decide", r, str(resp.status_code))] += 1
+            return None
+        res.decide_ms.append((time.perf_counter() - t0) * 1e3)
+        decision_id = str(resp.json()["decision_id"])
+        res.decisions.append((r, decision_id, time.monotonic()))
+        return decision_id
+
+    def _report(self, http: httpx.Client, r: int, body: dict[str, Any], res: LoadResult) -> None:
+        sent = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            resp = http.post(self.bases[r] + "/v1/outcomes", json=body)
+        except httpx.TransportError as exc:
+            res.failures[("outcome", r, type(exc).__name__)] += 1
+            time.sleep(0.01)
+            return
+        if resp.status_code != 202:
+            res.failures[("outcome", r, str(resp.status_code))] += 1
+            return
+        res.outcome_ms.append((time.perf_counter() - t0) * 1e3)
+        res.acked.append((r, str(body["outcome_id"]), sent))
