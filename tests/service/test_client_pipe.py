@@ -67,8 +67,8 @@ def test_each_unit_gets_its_arms_bundle_signed_with_a_strong_etag(served):
         payload = json.loads(verify_document(r.content, trusted))
         in_b = flight_bucket("b", unit) < 0.5
         want = s["b"] if in_b else s["a"]
-        assert payload["bundle_id"] == want.version == r.headers["closedloop-bundle"]
-        assert payload["system"] == "phishing"
+        assert payload["bundle"]["id"] == want.version == r.headers["closedloop-bundle"]
+        assert payload["bundle"]["system"] == "phishing"
         assert r.headers.get("closedloop-flight") == ("b" if in_b else None)
         assert r.headers["etag"] == '"' + hashlib.sha256(r.content).hexdigest() + '"'
         seen[want.version] = r.headers["etag"]
@@ -86,11 +86,12 @@ def test_a_tampered_or_truncated_document_is_refused_by_verification(served):
     r = get(served, "user-3")
     trusted = [served["key"].public_key]
     body = r.content
-    with pytest.raises(BundleError, match="does not match"):
+    with pytest.raises(BundleError, match="not JSON"):
         verify_document(body[:-5], trusted)
-    flipped = body.replace(b'"phishing"', b'"phishinG"', 1)
+    env = json.loads(body)
+    env["payload"] = env["payload"].replace("phishing", "phishinG", 1)
     with pytest.raises(BundleError, match="does not match"):
-        verify_document(flipped, trusted)
+        verify_document(json.dumps(env).encode(), trusted)
     from closedloop.runtime.signing import SigningKey
 
     with pytest.raises(BundleError, match="not trusted"):

@@ -3,27 +3,26 @@ document), signed with the project home's key, exported once per bundle.
 
 The served document
 -------------------
-One signed document, the same for a bundle and for the kill switch::
+The signed envelope of ``closedloop bundle export --target js`` (clients/js/README.md), one
+line of JSON, the same for a bundle and for the kill switch::
 
-    <signature line: a JSON object, at most 1024 bytes>\\n<payload bytes>
+    {"format": "closedloop.client.bundle.signed", "format_version": 1, "payload": "<JSON text>",
+     "signature": {"algorithm": "ed25519", "key_id": "ed25519:…", "public_key": "<base64>",
+                   "signature": "<base64>"}}
 
-The signature line is ``{"format": "closedloop.client.signed", "version": 1, "algorithm":
-"ed25519", "key_id": "ed25519:…", "signature": "<base64>"}`` and ``signature`` is the Ed25519
-signature of ``b"closedloop.client.signed.v1:" + payload`` — the payload's exact bytes, so a
-client verifies them *before* it parses anything of the payload (the line is small and parsed
-first, bounded). The prefix keeps this signature from meaning anything else (a bundle's own
-signature signs ``closedloop.runtime.bundle.signature.v1:`` and a manifest digest).
+``signature`` is the Ed25519 signature of ``b"closedloop.client.bundle.v1:"`` followed by the
+payload's UTF-8 bytes, by the project home's key: a client verifies those bytes against the
+public keys it was given *before* it parses the payload.
 
-The payload is JSON: the bundle's client form (:func:`export_client_bundle`, with
-``bundle_id``, ``system`` and ``schema_version``), or the kill switch's document
-(:func:`killswitch_payload`: ``{"format": "closedloop.client.killswitch", "system",
-"schema_version", "bundle_id", "default_action"}`` — decide the default action, propensity 1,
-until the next check says otherwise).
+The payload is the bundle's client form (:func:`export_client_bundle`), or the kill switch's
+document (:func:`killswitch_payload`: ``{"format": "closedloop.client.killswitch", "system",
+"schema_version", "bundle_id", "default_action", "why"}`` — decide the system's default action,
+propensity 1, until a later check says otherwise).
 
-The client form itself is the JavaScript runtime's (``closedloop bundle export --target js``,
-clients/js/README.md). :func:`client_form` is the seam where this module takes it; until the
-export is on this branch it builds a stand-in form (the fields every form has, and the
-system's actions), which the SDK's tests load with a stand-in runtime.
+The client form is the JavaScript runtime's export (``closedloop.runtime.export_js``).
+:func:`export_client_bundle` is the seam: it calls that export when this installation has it,
+and otherwise signs a stand-in form (the bundle's id, system, schema version and the system's
+actions: what the SDK's tests load with a stand-in runtime).
 
 :class:`ClientBundles` caches the served bytes per bundle (its version and content digest):
 a bundle is exported and signed once, never per request, and its ETag is the bytes' sha256.
@@ -33,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
 import threading
 from collections import OrderedDict
@@ -55,89 +55,88 @@ __all__ = [
     "verify_document",
 ]
 
-#: The ``format`` of a served document's signature line.
-SIGNED_FORMAT = "closedloop.client.signed"
+#: The ``format`` of a served document (the signed envelope).
+SIGNED_FORMAT = "closedloop.client.bundle.signed"
 #: The ``format`` of the kill switch's payload.
 KILLSWITCH_FORMAT = "closedloop.client.killswitch"
-_PREFIX = b"closedloop.client.signed.v1:"
-#: The longest signature line a client reads.
-MAX_SIGNATURE_LINE = 1024
+_PREFIX = b"closedloop.client.bundle.v1:"
 
 
 def client_form(bundle: Bundle, system: Any) -> dict[str, Any]:
-    """The client form of ``bundle`` (a JSON-ready mapping) — the seam for the JavaScript
-    runtime's export (``closedloop bundle export --target js``). Until it is on this branch, a
-    stand-in: the fields every form carries (``bundle_id``, ``system``, ``schema_version``)
-    and the system's actions, which only the SDK tests' stand-in runtime loads."""
+    """A stand-in client form of ``bundle``, for an installation without the JavaScript runtime's
+    export: the fields every form has (``bundle``: id, system, schema version; ``unit``,
+    ``actions``, ``default``), which only the SDK tests' stand-in runtime loads."""
     return {
-        "format": "closedloop.client.bundle.stand-in",
-        "version": 1,
-        "bundle_id": bundle.version,
-        "system": system.name,
-        "schema_version": system.schema.version,
-        "unit": system.unit,
-        "actions": list(system.actions),
-        "default_action": system.default_action,
+        "format": "closedloop.client.bundle", "format_version": 1, "stand_in": True,
+        "bundle": {"id": bundle.version, "system": system.name, "schema_version": system.schema.version},
+        "unit": system.unit, "actions": list(system.actions), "default": system.actions.index(system.default_action),
     }
 
 
-def _json(doc: Mapping[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False).encode()
+def _json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
 def export_client_bundle(bundle: Bundle, system: Any, key: SigningKey) -> bytes:
-    """The signed document of ``bundle``'s client form (see the module doc). Raises
+    """The signed envelope of ``bundle``'s client form (see the module doc). Raises
     :class:`~closedloop.errors.BundleError` for a bundle of another system or schema version,
-    or one the client form cannot hold (the export's reason)."""
+    or one the client form cannot hold (the export's reason, naming the part)."""
     bundle.check_compatible(system)
-    return sign_payload(_json(client_form(bundle, system)), key)
+    try:
+        export = importlib.import_module("closedloop.runtime.export_js")
+    except ModuleNotFoundError as e:
+        if e.name != "closedloop.runtime.export_js":
+            raise
+        return sign_payload(_json(client_form(bundle, system)), key)
+    return bytes(export.export_client_bundle(system, bundle, key))
 
 
-def killswitch_payload(system: Any, production: str) -> bytes:
+def killswitch_payload(system: Any, production: str) -> str:
     """The kill switch's payload: decide ``system``'s default action (``production``: the
-    production bundle's version, which the decisions name as the server's do)."""
+    production bundle's version, which the decisions name as the service's do)."""
     return _json({
-        "format": KILLSWITCH_FORMAT, "version": 1, "system": system.name, "schema_version": system.schema.version,
+        "format": KILLSWITCH_FORMAT, "format_version": 1, "system": system.name, "schema_version": system.schema.version,
         "bundle_id": production, "default_action": system.default_action,
+        "why": f"kill switch on → {system.default_action}",
     })
 
 
-def sign_payload(payload: bytes, key: SigningKey) -> bytes:
-    """``payload`` as a served document: its signature line, a newline, the payload's bytes."""
-    line = _json({
-        "format": SIGNED_FORMAT, "version": 1, "algorithm": "ed25519", "key_id": key.key_id,
-        "signature": base64.b64encode(key.sign_message(_PREFIX + payload)).decode("ascii"),
-    })
-    return line + b"\n" + payload
+def sign_payload(payload: str, key: SigningKey) -> bytes:
+    """``payload`` (JSON text) in the signed envelope, signed by ``key``."""
+    signature = {
+        "algorithm": "ed25519", "key_id": key.key_id, "public_key": key.public_key,
+        "signature": base64.b64encode(key.sign_message(_PREFIX + payload.encode("utf-8"))).decode("ascii"),
+    }
+    envelope = {"format": SIGNED_FORMAT, "format_version": 1, "payload": payload, "signature": signature}
+    return (json.dumps(envelope, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def verify_document(document: bytes, trusted: Mapping[str, str] | list[str]) -> bytes:
-    """The payload of a served document whose signature verifies with one of ``trusted`` (base64
-    public keys, or key id → base64 public key); :class:`~closedloop.errors.BundleError`
-    (check ``signature``) naming what failed otherwise. What the SDK does, in Python."""
+def verify_document(document: bytes, trusted: Mapping[str, str] | list[str]) -> str:
+    """The payload (JSON text) of a served document whose signature verifies with one of
+    ``trusted`` (base64 public keys, or key id → base64 public key);
+    :class:`~closedloop.errors.BundleError` (check ``signature``) naming what failed otherwise.
+    What the SDK does, in Python."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     keys = {key_id(parse_public_key(k)): k for k in trusted} if isinstance(trusted, list) else dict(trusted)
-    nl = document.find(b"\n", 0, MAX_SIGNATURE_LINE + 1)
-    if nl < 0:
-        raise BundleError("signature", f"a served document starts with a signature line of at most {MAX_SIGNATURE_LINE} bytes")
     try:
-        line = json.loads(document[:nl])
-    except ValueError:
-        line = None
-    if not isinstance(line, dict) or line.get("format") != SIGNED_FORMAT or line.get("algorithm") != "ed25519":
-        raise BundleError("signature", f"the signature line must be a {SIGNED_FORMAT!r} object, algorithm 'ed25519'")
-    kid = line.get("key_id")
-    if not isinstance(kid, str) or kid not in keys:
+        env = json.loads(document)
+    except (ValueError, UnicodeDecodeError):
+        raise BundleError("signature", "the document is not JSON (truncated?)") from None
+    if not isinstance(env, dict) or env.get("format") != SIGNED_FORMAT or not isinstance(env.get("payload"), str) \
+            or not isinstance(env.get("signature"), dict):
+        raise BundleError("signature", f"the document must be a {SIGNED_FORMAT!r} envelope with a payload and a signature")
+    sig = env["signature"]
+    kid = sig.get("key_id")
+    if sig.get("algorithm") != "ed25519" or not isinstance(kid, str) or kid not in keys:
         raise BundleError("signature", f"the document is signed by key {str(kid)[:40]!r}, which is not trusted here")
-    payload = document[nl + 1:]
+    payload: str = env["payload"]
     try:
-        sig = base64.b64decode(str(line.get("signature")), validate=True)
-        Ed25519PublicKey.from_public_bytes(parse_public_key(keys[kid])).verify(sig, _PREFIX + payload)
+        raw = base64.b64decode(str(sig.get("signature")), validate=True)
+        Ed25519PublicKey.from_public_bytes(parse_public_key(keys[kid])).verify(raw, _PREFIX + payload.encode("utf-8"))
     except (InvalidSignature, ValueError):
-        raise BundleError("signature", f"the signature by key {kid} does not match the document (forged, "
-                          "corrupted or truncated)") from None
+        raise BundleError("signature", f"the signature by key {kid} does not match the payload (forged or corrupted)") from None
     return payload
 
 
