@@ -16,7 +16,7 @@ public keys it was given *before* it parses the payload.
 
 The payload is the bundle's client form (:func:`export_client_bundle`), or the kill switch's
 document (:func:`killswitch_payload`: ``{"format": "closedloop.client.killswitch", "system",
-"schema_version", "bundle_id", "default_action", "why"}`` — decide the system's default action,
+"schema_version", "unit", "bundle_id", "default_action", "why"}`` — decide the system's default action,
 propensity 1, until a later check says otherwise).
 
 The client form is the JavaScript runtime's export (``closedloop.runtime.export_js``).
@@ -96,7 +96,7 @@ def killswitch_payload(system: Any, production: str) -> str:
     production bundle's version, which the decisions name as the service's do)."""
     return _json({
         "format": KILLSWITCH_FORMAT, "format_version": 1, "system": system.name, "schema_version": system.schema.version,
-        "bundle_id": production, "default_action": system.default_action,
+        "unit": system.unit, "bundle_id": production, "default_action": system.default_action,
         "why": f"kill switch on → {system.default_action}",
     })
 
