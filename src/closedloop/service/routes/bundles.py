@@ -28,7 +28,7 @@ from closedloop.service.problems import Problem, invalid
 from closedloop.service.settings import ServiceSettings
 from closedloop.telemetry.records import MAX_UNIT
 
-__all__ = ["DOCUMENT_TYPE", "bundles_routes", "unit_problem"]
+__all__ = ["DOCUMENT_TYPE", "bundles_routes", "not_for_ranking", "unit_problem"]
 
 #: The media type of a served document (a signature line, then the payload: not JSON as a whole).
 DOCUMENT_TYPE = "application/vnd.closedloop.signed"
@@ -44,7 +44,7 @@ def _doc() -> dict[str, Any]:
             200: {"description": "The signed document (a signature line, a newline, the payload). ETag: its sha256.",
                   "content": {DOCUMENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
             304: {"description": "Not modified: the ETag in If-None-Match is current (no body)."},
-            **{c: {"$ref": "#/components/responses/Problem"} for c in (401, 403, 422, 503)},
+            **{c: {"$ref": "#/components/responses/Problem"} for c in (401, 403, 422, 501, 503)},
         },
         "tags": ["clients"],
     }
@@ -66,6 +66,8 @@ def bundles_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Se
     async def current(request: Request) -> Response:
         svc = holder["svc"]
         svc.authenticate(request.headers.get("authorization"), "client")
+        if svc.ranking:
+            raise not_for_ranking(svc)
         unit = request.query_params.get("unit")
         bad = unit_problem(unit)
         if bad is not None:
@@ -89,6 +91,14 @@ def bundles_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Se
             raise Problem(503, "not-exportable", "Bundle not servable to clients",
                           f"The bundle {bundle.version} cannot be served to clients: {e}", bundle=bundle.version) from None
         return _answer(svc, request, served, bundle.version, flight, dep.killswitch)
+
+
+def not_for_ranking(svc: Service) -> Problem:
+    """501: a ranking system's decisions are not made in clients (the client runtime decides
+    thresholds and best actions; the export refuses a ranking)."""
+    return Problem(501, "not-for-ranking", "Not for a ranking system",
+                   f"The system '{svc.system.name}' ranks candidates: its bundles do not run in clients, so it serves "
+                   "no client bundles and takes no client decisions. Decide with POST /v1/decide.")
 
 
 def _documents(svc: Service, made: dict[str, ClientBundles]) -> ClientBundles:

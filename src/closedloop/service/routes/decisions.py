@@ -25,6 +25,7 @@ from closedloop.service.bodies import BoundedArray, TooLarge, first_byte
 from closedloop.service.client_reports import judge_items
 from closedloop.service.core import Service
 from closedloop.service.problems import Problem
+from closedloop.service.routes.bundles import not_for_ranking
 from closedloop.service.routes.edge import BAD_JSON, JSON, batch_too_large, encode, malformed, not_an_array, read_body
 from closedloop.service.settings import ServiceSettings
 
@@ -45,7 +46,7 @@ def _doc() -> dict[str, Any]:
             202: {"description": "The accepted decisions are durable in telemetry; the refused ones listed with index and field.",
                   "content": {JSON: {"schema": {"type": "object", "properties": {
                       "accepted": {"type": "integer"}, "rejected": {"type": "array", "items": {"type": "object"}}}}}}},
-            **{c: {"$ref": "#/components/responses/Problem"} for c in (400, 401, 403, 413, 422, 503)},
+            **{c: {"$ref": "#/components/responses/Problem"} for c in (400, 401, 403, 413, 422, 501, 503)},
         },
         "tags": ["clients"],
     }
@@ -62,6 +63,8 @@ def decisions_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, 
     async def decisions(request: Request) -> Response:
         svc = holder["svc"]
         svc.authenticate(request.headers.get("authorization"), "client")
+        if svc.ranking:
+            raise not_for_ranking(svc)
         body = await read_body(request, limit)
         if first_byte(body) != 91:
             raise Problem(400, "bad-request", "Bad request", "The request body must be a JSON array of decisions.")
