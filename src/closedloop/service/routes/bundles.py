@@ -40,6 +40,12 @@ def _doc() -> dict[str, Any]:
     return {
         "summary": "The signed bundle (client form) a unit should run, or the kill switch's document",
         "response_class": Response,
+        "openapi_extra": {"parameters": [
+            {"name": "unit", "in": "query", "required": True, "description": "The unit the client decides for.",
+             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_UNIT}},
+            {"name": "If-None-Match", "in": "header", "required": False, "description": "The ETag of the document held.",
+             "schema": {"type": "string"}},
+        ]},
         "responses": {
             200: {"description": "The signed document (a signature line, a newline, the payload). ETag: its sha256.",
                   "content": {DOCUMENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
