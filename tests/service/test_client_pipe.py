@@ -222,3 +222,15 @@ def test_a_home_without_a_signing_key_serves_nothing_unsigned(phishing, tmp_path
         r = httpx.get(base + "/v1/bundles/current", params={"unit": "u1"}, headers=h)
         assert r.status_code == 503 and r.json()["type"].endswith("no-signing-key") and "closedloop init" in r.json()["detail"]
         assert httpx.post(base + "/v1/decisions", json=[], headers=h).json() == {"accepted": 0, "rejected": []}
+
+
+def test_client_decisions_on_a_full_disk_are_not_acknowledged(served, monkeypatch):
+    from support.full_disk import FullDisk
+
+    disk = FullDisk(monkeypatch)
+    batch = [item(served, i) for i in range(200, 205)]
+    r = report(served, batch)
+    assert r.status_code == 503 and r.json()["type"].endswith("not-durable") and disk.failures >= 1
+    assert "No space left" in r.json()["detail"] and r.headers["retry-after"] == "1"
+    disk.full = False  # the disk has room again: the same batch, sent again, is acknowledged
+    assert report(served, batch).json() == {"accepted": 5, "rejected": []}
