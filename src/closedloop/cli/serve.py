@@ -120,7 +120,7 @@ def serve(
 that bundle, fixed (no registry).
 
     Every endpoint but /healthz, /readyz, the OpenAPI docs and (when --host is a loopback address) /metrics needs 'Authorization: \
-Bearer <token>' with the right role (decide, report, metrics, admin); create tokens with `closedloop token add`.
+Bearer <token>' with the right role (decide, report, client, metrics, admin); create tokens with `closedloop token add`.
     """
     import uvicorn  # first: an installation without it fails before anything is printed
 

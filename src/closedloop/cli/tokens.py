@@ -23,7 +23,7 @@ from closedloop.settings import Settings
 
 __all__ = ["admin", "authenticate", "token_app"]
 
-token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, metrics, viewer, admin).", no_args_is_help=True)
+token_app = typer.Typer(help="Credentials: named tokens with roles (decide, report, client, metrics, viewer, admin).", no_args_is_help=True)
 
 
 @token_app.command("add")

@@ -163,6 +163,13 @@ class SigningKey:
             "signature": _b64(self._key.sign(_message(digest))),
         }
 
+    def sign_message(self, message: bytes) -> bytes:
+        """The raw Ed25519 signature of ``message``. The caller prefixes its own domain (as
+        :meth:`sign` does with the bundle's), so that a signature means one thing only."""
+        if not isinstance(message, bytes):
+            raise BundleError("signature", f"a signed message must be bytes. Got {type(message).__name__} instead.")
+        return bytes(self._key.sign(message))
+
     def __repr__(self) -> str:
         return f"SigningKey({self.key_id})"
 

@@ -26,7 +26,9 @@ from closedloop.runtime.deployment import Deployment
 from closedloop.service.bodies import BoundedArray, ContextDecoder, OutcomeReport
 from closedloop.service.core import Service
 from closedloop.service.routes.admin import admin_routes
+from closedloop.service.routes.bundles import bundles_routes
 from closedloop.service.routes.decide import decide_routes
+from closedloop.service.routes.decisions import decisions_routes
 from closedloop.service.routes.edge import read_body as read_body  # re-exported: importable from here
 from closedloop.service.routes.errors import error_handlers
 from closedloop.service.routes.health import health_routes
@@ -54,7 +56,7 @@ def create_app(
         version="1",
         description=(
             "Decisions (one context or a batch) and outcome reports for one closed-loop System. "
-            "Authenticate with 'Authorization: Bearer <token>' (roles: decide, report, metrics, viewer, admin)."
+            "Authenticate with 'Authorization: Bearer <token>' (roles: decide, report, client, metrics, viewer, admin)."
         ),
         lifespan=_lifespan(settings, system, source, holder),
     )
@@ -63,6 +65,8 @@ def create_app(
         app.state.extra_schemas = extra_schemas(system)
     app._fast_route = decide_routes(app, settings, holder)
     outcomes_routes(app, settings, holder)
+    bundles_routes(app, settings, holder)
+    decisions_routes(app, settings, holder)
     health_routes(app, settings, holder)
     admin_routes(app, settings, holder)
     install_openapi(app, settings)

@@ -1,6 +1,8 @@
 """Credentials: named tokens with roles, stored hashed.
 
-Five roles exist: ``decide`` (ask for decisions), ``report`` (report outcomes), ``metrics``
+Six roles exist: ``decide`` (ask for decisions), ``report`` (report outcomes), ``client`` (a client
+that decides locally: fetch the bundle its unit should run, ``GET /v1/bundles/current``, and send
+the decisions it made back as telemetry, ``POST /v1/decisions``), ``metrics``
 (read the service's ``/metrics`` — reporter sources, bundle versions — when the server listens
 beyond loopback; ``admin`` may read them too), ``viewer`` (read-only: see everything the operations
 console shows, change nothing) and ``admin`` (change what serves: deploy, promote, rollback, kill
@@ -36,7 +38,7 @@ from closedloop.errors import AuthError, SpecError
 __all__ = ["ROLES", "Credential", "Credentials"]
 
 #: The roles a credential may hold.
-ROLES = ("decide", "report", "metrics", "viewer", "admin")
+ROLES = ("decide", "report", "client", "metrics", "viewer", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _FORMAT = 1
 

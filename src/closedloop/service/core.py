@@ -122,6 +122,13 @@ class Service:
             "closedloop_outcome_rejections_total",
             "Outcome reports refused, by reason (invalid, rate_source, rate_unit, telemetry).", ("reason",),
         )
+        self.m_client_decisions = m.counter(
+            "closedloop_client_decisions_total", "Decisions made in clients, reported back and acknowledged as durable."
+        )
+        self.m_client_rejections = m.counter(
+            "closedloop_client_decision_rejections_total",
+            "Decisions reported by clients and refused, by reason (invalid, telemetry).", ("reason",),
+        )
         self.m_auth_failures = m.counter(
             "closedloop_auth_failures_total", "Requests refused by auth, by reason (missing, invalid, forbidden).",
             ("reason",),

@@ -9,6 +9,13 @@ otherwise. Waiting reports share flushes, as records share group commits.
 
 The durable watermark alone cannot answer this: a failed commit leaves it behind, and the next
 successful commit moves it past the records that were lost.
+
+Decisions reported by clients (``POST /v1/decisions``) follow the same contract. Their sequence
+numbers are not remembered one by one (the service's own decisions share the stream, many
+thousands a second): a group commit takes every record buffered since the previous one, so its
+sequence numbers are one contiguous range, and :class:`AckingSink` keeps the ranges that
+successful syncs made durable, merged (:class:`Spans`: one range while commits succeed, one more
+per failed commit). A decision is durable when a range holds its sequence number.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from closedloop.telemetry.sink import Sink
 
-__all__ = ["AckingSink", "OutcomeAcks"]
+__all__ = ["AckingSink", "OutcomeAcks", "Spans"]
 
 
 class AckingSink(Sink):
@@ -35,6 +43,8 @@ class AckingSink(Sink):
         self._lock = threading.Lock()
         self._appended: list[pa.Array | pa.ChunkedArray] = []
         self._confirmed: set[int] = set()
+        self._span: tuple[int, int] | None = None  # the sequence numbers appended since the last sync
+        self._spans = Spans()
 
     @property
     def torn_tails(self) -> int:  # type: ignore[override]
@@ -48,16 +58,25 @@ class AckingSink(Sink):
 
     def append(self, stream: str, batch: pa.RecordBatch | pa.Table) -> None:
         self.inner.append(stream, batch)
+        seq = batch.column(0)  # "seq", in every record form
         if stream == "outcomes":
-            self._appended.append(batch.column(0))  # "seq"
+            self._appended.append(seq)
+        if len(seq):
+            lo_hi = pc.min_max(seq)
+            lo, hi = int(lo_hi["min"].as_py()), int(lo_hi["max"].as_py())
+            span = self._span
+            self._span = (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
 
     def sync(self) -> None:
         appended, self._appended = self._appended, []
+        span, self._span = self._span, None
         self.inner.sync()  # raises: nothing appended since the last sync is confirmed
-        if appended:
+        if appended or span is not None:
             with self._lock:
                 for col in appended:
                     self._confirmed.update(col.to_pylist())
+                if span is not None:
+                    self._spans.add(*span)
 
     def close(self) -> None:
         self.inner.close()
@@ -68,6 +87,41 @@ class AckingSink(Sink):
             ok = all(s in self._confirmed for s in seqs)
             self._confirmed.difference_update(seqs)
         return ok
+
+
+    def decisions_confirmed(self, seqs: Sequence[int]) -> bool:
+        """True when every one of ``seqs`` (decisions) was made durable by a successful sync."""
+        with self._lock:
+            return self._spans.covers(seqs)
+
+
+class Spans:
+    """Sequence numbers made durable, as merged inclusive ranges ``[lo, hi]`` (at most
+    ``limit``: the oldest are forgotten — a decision waited on that long is answered not durable,
+    and its reporter's retry is deduplicated)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.ranges: list[list[int]] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        r = self.ranges
+        if r and r[-1][0] <= lo <= r[-1][1] + 1:  # the next commit: the usual case
+            r[-1][1] = max(r[-1][1], hi)
+            return
+        r.append([lo, hi])
+        r.sort()
+        merged: list[list[int]] = []
+        for a, b in r:
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self.ranges = merged[-self.limit:]
+
+    def covers(self, seqs: Sequence[int]) -> bool:
+        r = self.ranges
+        return all(any(a <= s <= b for a, b in r) for s in seqs)
 
 
 class OutcomeAcks:
@@ -85,7 +139,7 @@ class OutcomeAcks:
         self.telemetry = telemetry
         self.sink = sink
         self._lock = threading.Lock()
-        self._waiting: list[tuple[list[int], asyncio.Future[bool], asyncio.AbstractEventLoop]] = []
+        self._waiting: list[tuple[list[int], bool, asyncio.Future[bool], asyncio.AbstractEventLoop]] = []
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -101,13 +155,13 @@ class OutcomeAcks:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def wait(self, seqs: list[int]) -> asyncio.Future[bool]:
-        """A future (of the running loop) that becomes True once ``seqs`` are durable, False if
-        their commit failed."""
+    def wait(self, seqs: list[int], *, decisions: bool = False) -> asyncio.Future[bool]:
+        """A future (of the running loop) that becomes True once ``seqs`` (outcome records, or
+        with ``decisions`` decision records) are durable, False if their commit failed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
         with self._lock:
-            self._waiting.append((seqs, fut, loop))
+            self._waiting.append((seqs, decisions, fut, loop))
         self._wake.set()
         return fut
 
@@ -126,8 +180,8 @@ class OutcomeAcks:
                 with self._lock:
                     self._waiting[:0] = batch
                 continue
-            for seqs, fut, loop in batch:
-                ok = self.sink.confirmed(seqs)
+            for seqs, decisions, fut, loop in batch:
+                ok = self.sink.decisions_confirmed(seqs) if decisions else self.sink.confirmed(seqs)
                 try:
                     loop.call_soon_threadsafe(_resolve, fut, ok)
                 except RuntimeError:  # the loop is closed (shutting down)

@@ -168,6 +168,18 @@ class Telemetry(Committer):
             self._wake.set()
         return seq
 
+    def log_reported(self, decision: Any, context: Any = None, features: Sequence[float] | None = None,
+                     sample_prob: float = 1.0) -> int | None:
+        """Log a :class:`~closedloop.Decision` made elsewhere and reported back (a client's, which
+        decided locally) with its validated context and feature tuple, as a decision logged here
+        is. No sampling policy applies: the reporter sampled already, and ``sample_prob`` is the
+        probability with which it kept this record. Returns its sequence number, or None when
+        the buffer refused it (full or closing)."""
+        if isinstance(sample_prob, bool) or not isinstance(sample_prob, int | float) or not 0.0 < sample_prob <= 1.0:
+            raise SpecError(f"The 'sample_prob' parameter of Telemetry.log_reported must be a number in (0, 1]. "
+                            f"Got {sample_prob!r} instead.")
+        return self._put((_D, decision, context, features, float(sample_prob)), 1)
+
     def log_batch(self, batch: Any, columns: Any = None, X: Any = None) -> int | None:
         """Log a :class:`~closedloop.DecisionBatch` with its validated ``Columns`` and feature
         matrix. Returns the first sequence number (the kept rows take consecutive numbers)."""
