@@ -62,6 +62,12 @@ RedisPolicyOption = Annotated[str, typer.Option(
     "--redis-on-unavailable", metavar="open|closed",
     help="While Redis is unreachable: 'open' admits and allows, 'closed' refuses (counted in /metrics, shown by /readyz).")]
 
+#: ``--cors-origin``: a page origin allowed to call the browser clients' endpoints (repeatable)
+CorsOriginOption = Annotated[list[str] | None, typer.Option(
+    "--cors-origin", metavar="URL",
+    help="An origin (scheme://host[:port]) whose pages may call /v1/bundles/current, /v1/decisions and /v1/outcomes "
+         "across origins (the JavaScript SDK in a browser); repeat for several.")]
+
 
 def serve(
     ctx: typer.Context,
@@ -115,6 +121,7 @@ def serve(
         "--console", help="Also serve the operations console at /console (docs/console.md); the decision path is unchanged.")] = False,
     redis_url: RedisUrlOption = None,
     redis_on_unavailable: RedisPolicyOption = "open",
+    cors_origin: CorsOriginOption = None,
 ) -> None:
     """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle \
 that bundle, fixed (no registry).
@@ -130,7 +137,7 @@ Bearer <token>' with the right role (decide, report, client, metrics, admin); cr
         telemetry=telemetry, flush_interval_ms=flush_interval_ms, max_body_bytes=max_body_bytes, max_batch=max_batch,
         max_candidates=max_candidates, outcome_rate_per_source=outcome_rate_per_source, outcome_rate_per_unit=outcome_rate_per_unit,
         poll_interval=poll_interval, guard_interval=guard_interval, access_log=access_log,
-    ).replace(redis_url=redis_url, redis_on_unavailable=redis_on_unavailable)
+    ).replace(redis_url=redis_url, redis_on_unavailable=redis_on_unavailable, cors_origins=tuple(cors_origin or ()))
     _warn_without_credentials(settings)
     shared = None
     if workers > 1:  # the workers share one port: /metrics answers the sums over all of them

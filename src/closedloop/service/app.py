@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from closedloop.runtime.deployment import Deployment
 from closedloop.service.bodies import BoundedArray, ContextDecoder, OutcomeReport
 from closedloop.service.core import Service
+from closedloop.service.cors import Cors
 from closedloop.service.routes.admin import admin_routes
 from closedloop.service.routes.bundles import bundles_routes
 from closedloop.service.routes.decide import decide_routes
@@ -64,6 +65,7 @@ def create_app(
     if system is not None:  # the OpenAPI document is complete before start-up
         app.state.extra_schemas = extra_schemas(system)
     app._fast_route = decide_routes(app, settings, holder)
+    app._cors = Cors(settings.cors_origins) if settings.cors_origins else None
     outcomes_routes(app, settings, holder)
     bundles_routes(app, settings, holder)
     decisions_routes(app, settings, holder)
@@ -149,8 +151,13 @@ class _ServiceApp(FastAPI):
     request takes the general path, so the middleware sees ``/v1/decide`` too."""
 
     _fast_route: Any = None
+    _cors: Cors | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        cors = self._cors
+        if cors is not None and cors.applies(scope):  # the browser clients' paths only (service/cors.py)
+            await cors(scope, receive, send, super().__call__)
+            return
         route = self._fast_route
         if (route is not None and scope["type"] == "http" and scope["path"] == "/v1/decide"
                 and scope["method"] == "POST" and not self.user_middleware):

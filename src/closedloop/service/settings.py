@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.errors import SpecError
+from closedloop.service.cors import check_origins
 from closedloop.settings import Settings
 
 __all__ = ["ENV_SERVICE_SETTINGS", "RateLimit", "ServiceSettings"]
@@ -115,6 +116,10 @@ class ServiceSettings:
         by every replica (docs/service.md, "Shared state on Redis"); None (the default): in each
         worker process. While Redis is unreachable the declared policy applies: ``"open"`` admits
         and allows, ``"closed"`` refuses (counted in ``/metrics``, said in ``/readyz``).
+    cors_origins:
+        The origins (``scheme://host[:port]``) whose pages may call the browser clients' endpoints
+        (``GET /v1/bundles/current``, ``POST /v1/decisions``, ``POST /v1/outcomes``) across origins
+        (:mod:`closedloop.service.cors`); empty (the default): none.
     poll_interval_s:
         How often each worker polls the registry's revision (hot reload).
     ack_timeout_s:
@@ -148,6 +153,7 @@ class ServiceSettings:
     rate_limit_keys: int = 200_000
     redis_url: str | None = None
     redis_on_unavailable: str = "open"
+    cors_origins: tuple[str, ...] = ()
     poll_interval_s: float = 1.0
     ack_timeout_s: float = 10.0
     guard_interval_s: float = 30.0
@@ -194,6 +200,7 @@ class ServiceSettings:
             raise SpecError(
                 f"The 'redis_on_unavailable' parameter of {own} must be 'open' or 'closed'. Got {self.redis_on_unavailable!r} instead."
             )
+        object.__setattr__(self, "cors_origins", check_origins(self.cors_origins, own))
         _number(own, "poll_interval_s", self.poll_interval_s, lo=0.01, hi=3600)
         _number(own, "ack_timeout_s", self.ack_timeout_s, lo=0, lo_open=True, hi=600)
         _number(own, "guard_interval_s", self.guard_interval_s, lo=0, hi=86_400)
