@@ -126,3 +126,18 @@ def test_serve_refuses_a_bad_telemetry_url(tmp_path):
         r = CliRunner().invoke(cli, ["serve", "--system", "examples.phishing.system:phishing", "--home", str(tmp_path), *args],
                                env={"CLOSEDLOOP_HOME": ""})
         assert r.exit_code != 0 and says in r.output, r.output
+
+
+def test_the_embedded_default_never_imports_nats(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from closedloop.service.settings import ServiceSettings\n"
+            "from closedloop.service.telemetry_log import open_sink\n"
+            "from closedloop.settings import Settings\n"
+            "import closedloop.cli.main, closedloop.service.app\n"
+            f"sink = open_sink(ServiceSettings(project=Settings(home={str(tmp_path)!r}), system='m:a'), 'phishing')\n"
+            "print(type(sink).__name__, sorted(m for m in sys.modules if m == 'nats' or m.startswith('nats.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "SegmentLog []", out.stdout + out.stderr
