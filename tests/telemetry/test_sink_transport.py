@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from closedloop import F, Float, Str, System, Thresholds
+from closedloop import Bundle, F, Float, LogisticModel, Runtime, Str, System, Thresholds
 from closedloop.errors import SpecError
 from closedloop.runtime.decision import Decision
 from closedloop.service.durability import AckingSink
@@ -228,21 +228,25 @@ def test_settings_are_checked_with_named_errors(tmp_path):
 
 def test_a_large_batch_is_split_into_messages_under_the_limit(tmp_path):
     log = MemoryTransport()
-    sink = TransportSink(log, tmp_path, system="tiny", max_message_bytes=2048)
+    sink = TransportSink(log, tmp_path, system="tiny", max_message_bytes=8192)
     sink.open()
     n = 3000
     batch = pa.RecordBatch.from_pydict({"seq": list(range(n))})
     with pytest.raises(SpecError):  # not an outcome batch
         sink.append("outcomes", batch)
-    tel = Telemetry(MemorySinkTap(), system=tiny(), flush_interval_ms=2).start()
-    _log_decisions(tel, tiny(), 200)
-    tel.close()
+    system = tiny()
+    tel = Telemetry(MemorySinkTap(), system=system, flush_interval_ms=2).start()
+    _log_decisions(tel, system, 20)  # single decisions: their contexts as JSON
+    bundle = Bundle.build(system, LogisticModel({f: 0.1 for f in system.features.names}, 0.0, output="p"))
+    Runtime(system, bundle, telemetry=tel).decide_batch({"user": [f"b{i}" for i in range(600)], "x": [1.0] * 600})
+    tel.close()  # a batch: the compact form (typed contexts, run-end encoded constants)
     for b in tel.sink.got:
         sink.append("decisions", b)
     sink.sync()
     msgs = _all(log, "decisions")
-    assert len(msgs) > 1 and all(len(m.data) <= 2048 or int(m.headers["records"]) == 1 for m in msgs)
-    assert sorted(_records(msgs, "seq")) == list(range(200))
+    assert len(msgs) > 2 and all(len(m.data) <= 8192 or int(m.headers["records"]) == 1 for m in msgs)
+    assert sorted(_records(msgs, "seq")) == list(range(620))
+    assert sorted(_records(msgs, "unit")) == sorted([f"u{i}" for i in range(20)] + [f"b{i}" for i in range(600)])
     sink.close()
 
 
