@@ -102,7 +102,7 @@ def test_a_commit_is_durable_once_the_log_acknowledged_it(tmp_path):
     assert _records(outcomes, "outcome_id") == [f"o{i}" for i in range(5)]
     m = outcomes[0]
     assert m.msg_id == f"{sink.writer}:outcomes:{m.headers['first_seq']}-{m.headers['last_seq']}"
-    assert m.headers["writer"] == sink.writer and m.headers["records"] == str(len(_records([m], "seq")))
+    assert m.headers["writer"] == sink.writer and m.headers["rows"] == str(len(_records([m], "seq")))
     fs = _all(log, "feature_sets")
     assert [x.msg_id for x in fs] == [f"fs:{system.features.fingerprint}"]
     st = sink.stats()
@@ -147,7 +147,7 @@ def test_an_outage_fails_the_commit_spills_it_and_republishes_it_in_order_with_t
     assert tried <= {m.msg_id for m in decisions + outcomes}  # re-published under the ids first tried
     for m in decisions + outcomes:
         seq = _records([m], "seq")
-        assert m.msg_id == f"{sink.writer}:{m.stream}:{min(seq)}-{max(seq)}" and m.headers["records"] == str(len(seq))
+        assert m.msg_id == f"{sink.writer}:{m.stream}:{min(seq)}-{max(seq)}" and m.headers["rows"] == str(len(seq))
     assert not list_segments(spill, "decisions") and not list_segments(spill, "outcomes")
     st = sink.stats()
     assert st["republished"] == 66 and st["reachable"] and sink.problem() is None
@@ -244,7 +244,7 @@ def test_a_large_batch_is_split_into_messages_under_the_limit(tmp_path):
         sink.append("decisions", b)
     sink.sync()
     msgs = _all(log, "decisions")
-    assert len(msgs) > 2 and all(len(m.data) <= 8192 or int(m.headers["records"]) == 1 for m in msgs)
+    assert len(msgs) > 2 and all(len(m.data) <= 8192 or int(m.headers["rows"]) == 1 for m in msgs)
     assert sorted(_records(msgs, "seq")) == list(range(620))
     assert sorted(_records(msgs, "unit")) == sorted([f"u{i}" for i in range(20)] + [f"b{i}" for i in range(600)])
     sink.close()

@@ -4,9 +4,12 @@ A :class:`~closedloop.telemetry.sink.Sink` that publishes each commit of the gro
 (:mod:`~closedloop.telemetry.committer`) to a :class:`~closedloop.telemetry.transport.Transport`
 (NATS JetStream: :mod:`closedloop.telemetry.jetstream`) instead of writing it to the project
 home. ``append`` buffers the commit's batches; ``sync`` publishes each as ONE message (the
-format: transport.py, "Telemetry messages") and returns only once the log acknowledged every one
-— then, and only then, the commit is durable, so the service's outcome reports are answered 202
-exactly as with the segment log (:class:`~closedloop.service.durability.AckingSink`, unchanged).
+format is in transport.py's contract: a segment frame, msg id ``<writer>:<stream>:<first
+seq>-<last seq>``; a batch whose frame exceeds ``max_message_bytes`` is split by rows, each piece
+a message with its own seq range, so a msg id never names two contents) and returns only once
+the log acknowledged every one — then, and only then, the commit is durable, so the service's
+outcome reports are answered 202 exactly as with the segment log
+(:class:`~closedloop.service.durability.AckingSink`, unchanged).
 
 **Outage.** When the log cannot be reached (:class:`~closedloop.errors.TransportUnavailable`),
 ``sync`` raises (the commit's outcomes are not acknowledged: their clients retry, and the
@@ -77,17 +80,18 @@ def spill_root(home: Path | str) -> Path:
 
 
 def message_for(system: str, writer: str, stream: str, table: pa.RecordBatch | pa.Table, data: bytes | None = None) -> Outgoing:
-    """The message of one batch of a writer's records (transport.py, "Telemetry messages"): data =
-    its segment frame (``encode_frame``), msg_id ``<writer>:<stream>:<first seq>-<last seq>``."""
+    """The message of one batch of a writer's records (the format: transport.py's contract): data =
+    its segment frame (``encode_frame``), msg_id ``<writer>:<stream>:<first seq>-<last seq>``,
+    headers ``writer``, ``first_seq``, ``last_seq``, ``rows``."""
     seq = to_decision_schema(table, ["seq"]).column(0)
     mm = pc.min_max(seq)
     first, last = mm["min"].as_py(), mm["max"].as_py()
-    headers = {"writer": writer, "stream": stream, "first_seq": str(first), "last_seq": str(last), "records": str(table.num_rows)}
+    headers = {"writer": writer, "first_seq": str(first), "last_seq": str(last), "rows": str(table.num_rows)}
     return Outgoing(system, stream, encode_frame(table) if data is None else data, f"{writer}:{stream}:{first}-{last}", headers)
 
 
 def _records(m: Outgoing) -> int:
-    return int(m.headers.get("records", 0))
+    return int(m.headers.get("rows", 0))
 
 
 @dataclass

@@ -28,28 +28,18 @@ The contract:
   continues where the group is. Delivery is therefore *at least once*; exactly once is the
   consumer's job (the collector's writes are idempotent per message).
 
-Telemetry messages
-------------------
-What the replicas' sink (:class:`~closedloop.telemetry.sink_transport.TransportSink`) publishes
-and the collector reads:
+What the telemetry sinks publish and the collector (:mod:`closedloop.telemetry.collector`) reads:
 
-* ``decisions`` and ``outcomes``: one message per record batch of one group commit (a commit's
-  batch larger than the sink's ``max_message_bytes`` is split by rows into several). ``data`` is
-  exactly one segment frame, as :func:`~closedloop.telemetry.segments.encode_frame` writes it
-  (``b"CLSG" | length u32 LE | crc32 u32 LE | Arrow IPC stream``): read it with
-  ``scan_segment(data).frames[0].batch()`` (crc checked; compact decision rows converted to
-  ``DECISION_SCHEMA``). ``msg_id`` is ``<writer>:<stream>:<first seq>-<last seq>`` (the batch's
-  smallest and largest ``seq``; a writer id is ``<host>-<pid>-<random>``, new in every process,
-  so an id never names two different batches). Headers: ``writer``, ``stream``, ``first_seq``,
-  ``last_seq``, ``records`` (the row count), all decimal strings but the first two. The same
-  batch re-published after an outage (from the replica's spill) has the same ``data``, ``msg_id``
-  and headers; a record reported twice by a client (a retried outcome) comes in two messages with
-  different seqs but the same ``outcome_id`` (decisions: ``decision_id``), which the collector
-  deduplicates.
-* ``feature_sets``: ``data`` = the JSON ``{"fingerprint": …, "names": [...]}`` (what
-  ``SegmentLog.feature_set`` writes to ``telemetry/feature_sets/<fingerprint>.json``), ``msg_id``
-  ``fs:<fingerprint>``, header ``fingerprint``; published once per writer (every replica
-  publishes its own; the log keeps one per msg id within its window).
+* ``decisions`` / ``outcomes``: ``data`` is one commit's records of that stream as
+  :func:`~closedloop.telemetry.segments.encode_frame` writes them (a segment frame: ``CLSG``
+  magic, length, crc32, then the Arrow IPC stream; decisions in ``DECISION_SCHEMA`` or its compact
+  form, outcomes in ``OUTCOME_SCHEMA``); ``msg_id`` is ``<writer>:<stream>:<first_seq>-<last_seq>``
+  (the same commit always gets the same id, also when re-published from the spill log); headers
+  ``writer`` (the writer id), ``first_seq`` and ``last_seq`` (the commit's sequence numbers, as
+  decimal strings) and ``rows`` (its record count; the collector refuses a frame that disagrees).
+* ``feature_sets``: ``data`` is the JSON ``{"fingerprint": …, "names": [...]}`` (what
+  ``telemetry/feature_sets/<fingerprint>.json`` holds), ``msg_id`` ``fs:<fingerprint>``, header
+  ``fingerprint``.
 """
 
 from __future__ import annotations
