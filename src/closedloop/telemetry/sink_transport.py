@@ -212,11 +212,12 @@ class TransportSink(Sink):
         acknowledged them all. On TransportUnavailable: spill them and raise."""
         with self._lock:
             pending, self._pending = self._pending, []
+            ago = None if self._last_failure is None else time.monotonic() - self._last_failure
+            if ago is not None and ago < self.retry_interval:  # failed just now: do not wait for it again
+                self._spill_commit(pending)
+                raise TransportUnavailable(f"The telemetry log was unreachable {ago:.2f} s ago ({self.last_error}); this commit is "
+                                           f"spilled, the log is retried every {self.retry_interval:g} s.")
             try:
-                if self._last_failure is not None and time.monotonic() - self._last_failure < self.retry_interval:
-                    raise TransportUnavailable(f"The telemetry log was unreachable {time.monotonic() - self._last_failure:.2f} s ago "
-                                               f"({self.last_error}); this commit is spilled, the log retried every "
-                                               f"{self.retry_interval:g} s.")
                 if self._spilled or self._adopted:
                     self._drain(self.publish_timeout)
                 self._publish([*self._feature_sets.values(), *(p.msg for p in pending)], self.publish_timeout)
