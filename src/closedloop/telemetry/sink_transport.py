@@ -268,10 +268,10 @@ class TransportSink(Sink):
             return f"telemetry log reachable; re-publishing {self._backlog} spilled records"
         return None
 
-    def spill_size(self) -> int:
-        """Bytes of spill segments on disk (this writer's and those adopted)."""
+    def spill_size(self, own: bool = False) -> int:
+        """Bytes of spill segments on disk (this writer's, and those adopted unless ``own``)."""
         total = 0
-        for d in [self._dir, *(a[0] for a in list(self._adopted))]:
+        for d in [self._dir, *([] if own else (a[0] for a in list(self._adopted)))]:
             for stream in STREAMS:
                 try:
                     total += sum(p.stat().st_size for p in list_segments(d, stream))
@@ -360,15 +360,16 @@ class TransportSink(Sink):
             self.counters["dropped"][p.msg.stream] += _records(p.msg)
 
     def _keep_bound(self) -> None:
-        """Over ``spill_bytes``: drop the oldest decision segments, then the oldest outcome segments."""
-        if self.spill_size() <= self.spill_bytes:
+        """This writer's spill over ``spill_bytes``: drop its oldest decision segments, then its oldest
+        outcome segments (an adopted spill was bounded by its own writer)."""
+        if self.spill_size(own=True) <= self.spill_bytes:
             return
         if self._spill is not None:  # every segment sealed: any may go
             self._spill.close()
             self._spill = None
         for stream in STREAMS:  # decisions first
             for path in list_segments(self._dir, stream):
-                if self.spill_size() <= self.spill_bytes:
+                if self.spill_size(own=True) <= self.spill_bytes:
                     return
                 n = sum(f.raw().num_rows for f in scan_segment(path.read_bytes(), self._offsets.pop(str(path), 0)).frames)
                 path.unlink()
