@@ -11,6 +11,9 @@ real nats-server with JetStream (tests/support/nats_server.py).
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +29,7 @@ from closedloop.service.auth import Credentials
 from closedloop.telemetry.jetstream import JetStreamTransport
 from closedloop.telemetry.segments import scan_segment
 from support.nats_server import NatsServer
-from support.service import serve_subprocess
+from support.service import ROOT, free_port, serve_subprocess, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +121,35 @@ def test_acknowledged_outcomes_are_on_the_log_and_an_outage_spills_and_recovers(
         assert acked | {"during"} <= set(outcomes)  # the spilled one and its retry: the collector dedupes
         assert not [p for p in (home / "telemetry" / "spill").rglob("*.seg")]  # re-published spill files deleted
         assert cl.ready()["status"] == "ready"
+
+
+def test_a_killed_replicas_spill_is_published_by_the_replica_started_after_it(bundle, tmp_path, js):
+    home = tmp_path / "home"
+    bundle.save(home / "bundles" / bundle.version)
+    token = Credentials(home / "credentials.json").add("app", ["decide", "report"])
+    args = ["--home", str(home), "serve", "--system", "examples.phishing.system:phishing", "--bundle", bundle.version,
+            "--telemetry-url", js.url]
+    js.stop()  # the replica starts while the log is down: it serves, and spills
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "closedloop.cli", *args, "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, proc=proc)
+        with Client(base, token, retries=0) as cl:
+            made = [cl.decide(ctx(200 + i)) for i in range(8)]
+        wait_for(lambda: metric(httpx.get(base + "/metrics").text, "closedloop_telemetry_log_spilled") >= 8, "spilling")
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a crash: the spill stays, its lock released
+        proc.wait(30)
+    assert [p for p in (home / "telemetry" / "spill").rglob("*.seg")]
+    js.start()
+    with serve_subprocess(args) as base:
+        wait_for(lambda: metric(httpx.get(base + "/metrics").text, "closedloop_telemetry_log_republished") >= 8,
+                 "re-publishing the killed replica's spill")
+        ids = {d.decision_id for d in made}
+        assert ids <= set(read_log(js.url, "decisions", "decision_id", ids, "check_killed"))
+        wait_for(lambda: not [p for p in (home / "telemetry" / "spill").rglob("*.seg")], "deleting the re-published spill")
 
 
 def test_serve_refuses_a_bad_telemetry_url(tmp_path):
