@@ -5,7 +5,9 @@ real nats-server with JetStream (tests/support/nats_server.py).
 - nats-server stopped: outcome reports are not answered 202 (503, nothing acknowledged), decisions
   are still served, /readyz and /metrics say the log is unreachable and what is spilled;
 - nats-server restarted: the spilled records arrive on the log, nothing lost, and a retried report
-  is acknowledged.
+  is acknowledged;
+- a replica started while the log is down serves and spills; SIGKILLed, its spill is re-published by
+  the replica started after it on the same home.
 """
 
 from __future__ import annotations
