@@ -3,6 +3,7 @@
 ::
 
     closedloop serve --system MOD:ATTR [--bundle PATH] [--host 127.0.0.1] [--port 8000] [--workers 1] [--console]
+                     [--redis-url redis://…] [--telemetry-url nats://…]
 
 Without ``--bundle`` the deployment comes from the registry in the project home and is
 hot-reloaded; with it, that bundle serves, fixed. ``--console`` also serves the operations console at
@@ -67,6 +68,15 @@ CorsOriginOption = Annotated[list[str] | None, typer.Option(
     "--cors-origin", metavar="URL",
     help="An origin (scheme://host[:port]) whose pages may call /v1/bundles/current, /v1/decisions and /v1/outcomes "
          "across origins (the JavaScript SDK in a browser); repeat for several.")]
+#: ``--telemetry/--no-telemetry``: decisions and outcomes logged (outcome reports need it)
+TelemetryOption = Annotated[bool, typer.Option(
+    "--telemetry/--no-telemetry", help="Log decisions and outcomes to the home's telemetry (outcome reports need it).")]
+#: ``--telemetry-url``: telemetry published to NATS JetStream instead of the home's segment log
+TelemetryUrlOption = Annotated[str | None, typer.Option(
+    "--telemetry-url", metavar="URL",
+    help="Publish decisions and outcomes to this NATS JetStream (nats://host:port): an outcome is answered 202 once the log "
+         "acknowledged it; while it is unreachable records spill to the home (docs/service.md, \"Telemetry on NATS JetStream\"). "
+         "Default: the home's segment log.")]
 
 
 def serve(
@@ -76,10 +86,7 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Worker processes (each polls the registry itself).")] = 1,
-    telemetry: Annotated[
-        bool,
-        typer.Option("--telemetry/--no-telemetry", help="Log decisions and outcomes to the home's telemetry (outcome reports need it)."),
-    ] = True,
+    telemetry: TelemetryOption = True,
     credentials: Annotated[
         str | None, typer.Option("--credentials", metavar="FILE", help="The credentials file (default: <home>/credentials.json).")
     ] = None,
@@ -122,6 +129,7 @@ def serve(
     redis_url: RedisUrlOption = None,
     redis_on_unavailable: RedisPolicyOption = "open",
     cors_origin: CorsOriginOption = None,
+    telemetry_url: TelemetryUrlOption = None,
 ) -> None:
     """Serve decisions and outcome reports over HTTP (see docs/service.md): the registry's deployment, hot-reloaded, or with --bundle \
 that bundle, fixed (no registry).
@@ -137,7 +145,8 @@ Bearer <token>' with the right role (decide, report, client, metrics, admin); cr
         telemetry=telemetry, flush_interval_ms=flush_interval_ms, max_body_bytes=max_body_bytes, max_batch=max_batch,
         max_candidates=max_candidates, outcome_rate_per_source=outcome_rate_per_source, outcome_rate_per_unit=outcome_rate_per_unit,
         poll_interval=poll_interval, guard_interval=guard_interval, access_log=access_log,
-    ).replace(redis_url=redis_url, redis_on_unavailable=redis_on_unavailable, cors_origins=tuple(cors_origin or ()))
+    ).replace(redis_url=redis_url, redis_on_unavailable=redis_on_unavailable, telemetry_url=telemetry_url,
+              cors_origins=tuple(cors_origin or ()))
     _warn_without_credentials(settings)
     shared = None
     if workers > 1:  # the workers share one port: /metrics answers the sums over all of them

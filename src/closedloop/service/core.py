@@ -7,7 +7,8 @@ in :meth:`Service.start` / :meth:`Service.stop`, which the app's lifespan calls 
   polling thread checks its revision every ``poll_interval_s`` and applies a new deployment with
   one swap (``Runtime.apply``). A source that fails (registry unreachable, bundle refused)
   leaves the last good deployment serving and makes ``/readyz`` say *degraded* with the reason;
-- **telemetry** writes decisions and outcomes to the project home through an
+- **telemetry** writes decisions and outcomes to the project home (or, with
+  ``telemetry_url``, to NATS JetStream: :mod:`~closedloop.service.telemetry_log`) through an
   :class:`~closedloop.service.durability.AckingSink`; a telemetry failure never fails a decision
   (the writer drops and counts), and outcome reports are acknowledged only once durable;
 - **credentials** are re-read when their file changes (a token added or removed takes effect
@@ -33,7 +34,9 @@ from closedloop.service.metrics import MetricsRegistry, SharedMetrics
 from closedloop.service.reload import ArmCounters
 from closedloop.service.settings import ServiceSettings
 from closedloop.service.sources import DeploymentSource
+from closedloop.service.telemetry_log import declare_log_metrics, open_sink
 from closedloop.system.spec import System
+from closedloop.telemetry.sink_transport import TransportSink
 
 __all__ = ["Service"]
 
@@ -70,6 +73,8 @@ class Service:
         self.runtime: Runtime | None = None
         self.telemetry: Any = None
         self.acks: OutcomeAcks | None = None
+        #: the sink on the distributed log (settings.telemetry_url), or None
+        self.log_sink: TransportSink | None = None
         self.credentials = Credentials(settings.credentials_path)
         self._cred_stamp: tuple[int, int] | None = None
         self.source_error: str | None = None
@@ -96,6 +101,7 @@ class Service:
         self.shared_metrics = SharedMetrics(settings.metrics_dir, self.metrics) if settings.metrics_dir else None
         self._declare_counters(self.metrics)
         self._declare_gauges(self.metrics)
+        declare_log_metrics(self.metrics, lambda: self.log_sink)
 
     def _declare_counters(self, m: MetricsRegistry) -> None:
         """The counters and histograms the routes and the deployment update (``self.m_*``)."""
@@ -177,9 +183,11 @@ class Service:
         self._reload_credentials(force=True)
         dep = self.source.deployment()
         if s.telemetry:
-            from closedloop.telemetry import SegmentLog, Telemetry
+            from closedloop.telemetry import Telemetry
 
-            sink = AckingSink(SegmentLog(s.project.home))
+            inner = open_sink(s, self.system.name)
+            self.log_sink = inner if isinstance(inner, TransportSink) else None
+            sink = AckingSink(inner)
             self.telemetry = Telemetry(
                 sink, system=self.system, key=s.project.telemetry_key, flush_interval_ms=s.flush_interval_ms,
                 buffer_limit=s.buffer_limit,
@@ -329,6 +337,9 @@ class Service:
         t = self.telemetry
         if t is not None and not t.healthy:
             out.append(f"telemetry unhealthy: {t.stats().get('last_error')}")
+        log_problem = self.log_sink.problem() if self.log_sink is not None else None
+        if log_problem is not None:
+            out.append(log_problem)
         return out
 
     def _ready_gauge(self) -> list[tuple[tuple[()], float]]:
@@ -372,6 +383,7 @@ class Service:
             "source": {**self.source.describe(), "last_poll": self.last_poll, "error": self.source_error,
                        "apply_error": self.apply_error},
             "telemetry": None if self.telemetry is None else _jsonable(self.telemetry.stats()),
+            "telemetry_log": None if self.log_sink is None else _jsonable(self.log_sink.stats()),
             "limits": {
                 "max_body_bytes": self.settings.max_body_bytes,
                 "max_batch": self.settings.max_batch,

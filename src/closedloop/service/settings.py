@@ -120,6 +120,13 @@ class ServiceSettings:
         The origins (``scheme://host[:port]``) whose pages may call the browser clients' endpoints
         (``GET /v1/bundles/current``, ``POST /v1/decisions``, ``POST /v1/outcomes``) across origins
         (:mod:`closedloop.service.cors`); empty (the default): none.
+    telemetry_url:
+        ``nats://host:port`` (several comma-separated: a cluster): publish telemetry to that NATS JetStream through a
+        :class:`~closedloop.telemetry.sink_transport.TransportSink` — an outcome is answered 202
+        once the log acknowledged it; while the log is unreachable, records spill to the home and
+        are re-published when it returns (docs/service.md, "Telemetry on NATS JetStream"); a
+        collector (``closedloop telemetry collect``) writes the log into the lake. None (the
+        default): the segment log in the project home.
     poll_interval_s:
         How often each worker polls the registry's revision (hot reload).
     ack_timeout_s:
@@ -154,6 +161,7 @@ class ServiceSettings:
     redis_url: str | None = None
     redis_on_unavailable: str = "open"
     cors_origins: tuple[str, ...] = ()
+    telemetry_url: str | None = None
     poll_interval_s: float = 1.0
     ack_timeout_s: float = 10.0
     guard_interval_s: float = 30.0
@@ -201,6 +209,13 @@ class ServiceSettings:
                 f"The 'redis_on_unavailable' parameter of {own} must be 'open' or 'closed'. Got {self.redis_on_unavailable!r} instead."
             )
         object.__setattr__(self, "cors_origins", check_origins(self.cors_origins, own))
+        if self.telemetry_url is not None:
+            if not isinstance(self.telemetry_url, str) or not self.telemetry_url.startswith("nats://"):
+                raise SpecError(f"The 'telemetry_url' parameter of {own} must be a nats://host:port URL (several comma-separated) or None. "
+                                f"Got {self.telemetry_url!r} instead.")
+            if not self.telemetry:
+                raise SpecError(f"The 'telemetry_url' parameter of {own} needs telemetry on (telemetry=True). "
+                                f"Got {self.telemetry_url!r} with telemetry=False instead.")
         _number(own, "poll_interval_s", self.poll_interval_s, lo=0.01, hi=3600)
         _number(own, "ack_timeout_s", self.ack_timeout_s, lo=0, lo_open=True, hi=600)
         _number(own, "guard_interval_s", self.guard_interval_s, lo=0, hi=86_400)

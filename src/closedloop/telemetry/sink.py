@@ -15,7 +15,10 @@ Production sinks implement the same four methods and nothing else changes:
 - an object-store lake: ``append`` buffers, ``sync`` uploads an immutable object per commit
   (``<stream>/<writer>-<seq range>.arrow``), which plays the role of a segment frame.
 
-Neither exists yet: the interface stays open, and nothing fakes them.
+Neither exists yet: the interface stays open, and nothing fakes them. A distributed log does:
+:class:`~closedloop.telemetry.sink_transport.TransportSink` publishes each commit's batches to a
+:class:`~closedloop.telemetry.transport.Transport` (NATS JetStream) and syncs once it acknowledged
+them, spilling to a local segment log while it is unreachable.
 """
 
 from __future__ import annotations
