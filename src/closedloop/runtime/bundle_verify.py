@@ -28,9 +28,9 @@ from typing import Any
 
 from closedloop.errors import BundleError, IntelligenceError
 from closedloop.runtime.manifest import _REQUIRED, _SUPPORTED, FORMAT, MANIFEST, _manifest_digest, _sha256, _trusted_types
-from closedloop.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, read_signature
+from closedloop.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, parse_signature, read_signature
 
-__all__ = ["MAX_BUNDLE_BYTES", "MAX_ENTRIES", "MAX_MANIFEST_BYTES", "SIGNATURE", "read_header", "verify_bytes"]
+__all__ = ["MAX_BUNDLE_BYTES", "MAX_ENTRIES", "MAX_MANIFEST_BYTES", "SIGNATURE", "read_header", "read_header_bytes", "verify_bytes"]
 
 #: The largest manifest.json read (a bundle's manifest is a few kB; this bounds a hostile one).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -178,12 +178,7 @@ def verify_bytes(files: Mapping[str, bytes], where: str) -> tuple[dict[str, Any]
     listing, nothing unlisted, each file's size and sha256 — before anything is parsed but the manifest."""
     if len(files) > MAX_ENTRIES:
         raise BundleError("size_limit", f"the bundle holds more than {MAX_ENTRIES} entries", where)
-    raw = files.get(MANIFEST)
-    if raw is None:
-        raise BundleError("manifest", f"{MANIFEST} is missing", where)
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise BundleError("size_limit", f"{MANIFEST} has {len(raw)} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}", where)
-    manifest = _parse_manifest(raw, where)
+    manifest, _ = read_header_bytes({MANIFEST: files[MANIFEST]} if MANIFEST in files else {}, where)
     listed = _check_listing(manifest, where)
     for rel in sorted(files):
         if rel not in listed and rel not in (MANIFEST, SIGNATURE):
@@ -350,3 +345,16 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     finally:
         os.close(root_fd)
     return manifest, read_signature(path)
+
+
+def read_header_bytes(files: Mapping[str, bytes], where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`read_header` of a bundle held in memory: the manifest of ``files`` (checked as
+    :func:`read_header` checks it, digest included) and its ``signature.json`` (parsed, or None);
+    no other file is looked at."""
+    raw = files.get(MANIFEST)
+    if raw is None:
+        raise BundleError("manifest", f"{MANIFEST} is missing", where)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError("size_limit", f"{MANIFEST} has {len(raw)} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}", where)
+    sig = files.get(SIGNATURE)
+    return _parse_manifest(raw, where), None if sig is None else parse_signature(sig, where)
