@@ -1,4 +1,6 @@
-"""Where bundles live: a :class:`BundleStore` interface and the embedded :class:`FileBundleStore`.
+"""Where bundles live: a :class:`BundleStore` interface, the embedded :class:`FileBundleStore`, and
+:class:`CachedBundleStore`, a host's files in front of a store every host shares (the registry's
+database: :mod:`closedloop.registry.store_db`).
 
 Bundles are stored content-addressed: under their version, which by default is derived from
 their content (``<system>-<12 hex of the content digest>``, see :mod:`closedloop.runtime.bundle`). Every
