@@ -17,7 +17,7 @@ def test_empty_database_upgrades_to_head(registry_url, tmp_path):
     try:
         assert db.current(engine) is None
         assert set(inspect(engine).get_table_names()) == set()
-        assert db.upgrade(engine) == db.head() == "0002"
+        assert db.upgrade(engine) == db.head() == "0003"
         assert set(inspect(engine).get_table_names()) == {*metadata.tables, "alembic_version"}
         assert db.upgrade(engine) == db.head()  # idempotent
     finally:
@@ -66,7 +66,7 @@ def test_a_registry_at_0001_upgrades_to_signing_keys_and_keeps_its_history(regis
                 status="applied", revision_before=0, revision_after=1, before=None, after=None, detail="{}",
                 undoable=False, undone_by=None))
         assert "signing_keys" not in inspect(engine).get_table_names()
-        assert db.upgrade(engine) == "0002"
+        assert db.upgrade(engine, "0002") == "0002"
         assert "signing_keys" in inspect(engine).get_table_names()
     finally:
         engine.dispose()

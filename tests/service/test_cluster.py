@@ -5,9 +5,10 @@ PostgreSQL registry and one Redis (tests/support/cluster.py; started once for th
   requests to all three;
 - a source over its outcome-report rate is refused on every replica;
 - a deploy, a rollback and the kill switch made on one host (the registry API, the CLI) reach every
-  replica within 1 s;
-- a bundle in one host's store only is refused by the others (previous deployment served, /readyz
-  says why) until it is copied to them;
+  replica within 1 s, the new bundle included: nothing is copied to the hosts;
+- a bundle deployed from host 0 reaches every replica's home from the registry's database, byte for
+  byte; a bundle whose row was altered in the database is refused by the replicas that fetch it
+  (previous deployment served, /readyz says why) and served once the row is right again;
 - a replica SIGKILLed mid-load and restarted: every outcome that got a 202 is in its telemetry
   exactly once, every answered decision is stored once, nothing acknowledged is lost.
 """
@@ -19,13 +20,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from closedloop.cli.main import app
+from closedloop.registry.models import bundle_files as T_FILES
 from support.cluster import FORCE, Cluster
 from support.cluster_load import Load
 from support.cluster_system import WARNINGS_PER_DAY, context
@@ -158,8 +162,7 @@ def _cli(c: Cluster, i: int, *args: str) -> str:
 def test_deploy_rollback_and_killswitch_reach_every_replica_within_a_second(cluster):
     system, a = cluster.system, cluster.production
     assert a is not None
-    b = cluster.bundle({"block": 0.95, "warn": 0.01})
-    cluster.distribute(b)  # the artifact on every host; the registry's pointer is what changes
+    b = cluster.bundle({"block": 0.95, "warn": 0.01})  # in no replica's home: they fetch it from the registry
     figures: dict[str, list[float]] = {}
     with cluster.registry(0) as reg:
         reg.add_bundle(b, actor="ops")
@@ -187,24 +190,52 @@ def _serves(c: Cluster, r: int, version: str) -> bool:
     return bool(d["bundle_version"] == version)
 
 
-def test_a_bundle_not_yet_on_a_host_is_refused_there_until_it_arrives(cluster):
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_deployed_bundle_reaches_every_replica_home_from_the_registry(cluster):
     system, a = cluster.system, cluster.production
     assert a is not None
     c = cluster.bundle({"block": 0.9, "warn": 0.2})
-    ops = {"Authorization": f"Bearer {cluster.tokens['ops']}"}
+    homes = [cluster.settings(i).bundles / c.version for i in range(cluster.n)]
     with cluster.registry(0) as reg:
-        reg.add_bundle(c, actor="ops")  # into host 0's store only
-        reg.deploy(system, c, actor="ops", reason="cluster test: a bundle on one host", force=FORCE)
-        eventually(lambda: _serves(cluster, 0, c.version), what="host 0 serving the new bundle")
-        for r in (1, 2):  # the others keep serving the previous deployment, and say why
+        reg.deploy(system, c, actor="ops", reason="cluster test: a bundle from host 0", force=FORCE)
+        assert homes[0].is_dir() and not any(h.exists() for h in homes[1:])  # written on host 0 and in the database only
+        for r in range(3):
+            eventually(lambda r=r: _serves(cluster, r, c.version), what=f"replica {r} serving the new bundle")
+        for h in homes[1:]:  # fetched by each replica, verified, into its own home
+            assert _tree(h) == _tree(homes[0])
+        reg.rollback(system, actor="ops", reason="cluster test: back to production")
+    for r in range(3):
+        eventually(lambda r=r: _serves(cluster, r, a.version), what=f"replica {r} back on production")
+
+
+def test_a_bundle_altered_in_the_database_is_refused_by_the_replicas_that_fetch_it(cluster):
+    system, a = cluster.system, cluster.production
+    assert a is not None
+    d = cluster.bundle({"block": 0.85, "warn": 0.15})
+    ops = {"Authorization": f"Bearer {cluster.tokens['ops']}"}
+    good = d.file_bytes()["intelligence.json"]
+    with cluster.registry(0) as reg:
+        reg.add_bundle(d, actor="ops")  # into the database and host 0's home
+        with reg.db.write() as conn:  # then its bytes altered in the database (its row's sha256 not)
+            conn.execute(update(T_FILES).where(T_FILES.c.version == d.version, T_FILES.c.path == "intelligence.json")
+                         .values(data=good.replace(b"0", b"1", 1)))
+        reg.deploy(system, d.version, actor="ops", reason="cluster test: an altered row", force=FORCE)
+        eventually(lambda: _serves(cluster, 0, d.version), what="host 0 serving its own copy")
+        for r in (1, 2):  # the others refuse it, keep serving the previous deployment, and say why
             eventually(lambda r=r: httpx.get(cluster.bases[r] + "/readyz").json()["status"] == "degraded", what=f"replica {r} degraded")
             reasons = " ".join(httpx.get(cluster.bases[r] + "/readyz").json()["reasons"])
-            assert "refused" in reasons and c.version in reasons, reasons
+            assert d.version in reasons and "'checksum'" in reasons and "intelligence.json" in reasons, reasons
             assert _serves(cluster, r, a.version)
-        cluster.distribute(c)  # the artifact arrives: the next poll (here: a reload now) serves it
+            assert not (cluster.settings(r).bundles / d.version).exists()  # nothing kept
+        with reg.db.write() as conn:  # the row right again: the next poll (here: a reload now) serves it
+            conn.execute(update(T_FILES).where(T_FILES.c.version == d.version, T_FILES.c.path == "intelligence.json")
+                         .values(data=good))
         for r in (1, 2):
             assert httpx.post(cluster.bases[r] + "/v1/admin/reload", headers=ops, timeout=10).status_code == 200
-            assert _serves(cluster, r, c.version)
+            assert _serves(cluster, r, d.version)
             assert httpx.get(cluster.bases[r] + "/readyz").json()["status"] == "ready"
         reg.rollback(system, actor="ops", reason="cluster test: back to production")
     for r in range(3):

@@ -7,8 +7,10 @@ telemetry, its bundle store, its ``run/``); what they share is what a deployment
 registry database (``CLOSEDLOOP_REGISTRY_URL``, PostgreSQL: its ``NOTIFY`` reaches every replica),
 the Redis (``--redis-url``), the trusted signing keys (in the registry), the telemetry key
 (``CLOSEDLOOP_TELEMETRY_KEY``) and the credentials file (copied into every home, so every replica
-accepts the same tokens). The bundle store is per home: :meth:`Cluster.distribute` copies a bundle
-into every replica's store, as a release pipeline copies an artifact to every host.
+accepts the same tokens). Bundles travel through the registry: with PostgreSQL each home's bundle
+store is a read-through cache of the registry database's bundles
+(:class:`~closedloop.registry.store.CachedBundleStore`), so a bundle registered or deployed from any
+home is fetched, verified, by every replica that needs it; nothing is copied between homes.
 
 Telemetry: ``telemetry="local"`` (each replica's embedded sink, its home's segments and Parquet lake;
 :meth:`Cluster.telemetry` compacts a home and reads its ids). ``telemetry="jetstream"`` is reserved:
@@ -43,7 +45,6 @@ import httpx
 
 from closedloop import Bundle
 from closedloop.registry import Registry
-from closedloop.registry.store import FileBundleStore
 from closedloop.runtime.signing import SigningKey
 from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
@@ -188,7 +189,6 @@ class Cluster:
         self.production = self._production or self.bundle()
         with self.registry() as reg:  # migrates the empty database: replicas open it without upgrading
             reg.trust_key(self.key.public_key, name="cluster", actor="ops")
-            self.distribute(self.production)
             reg.deploy(self.system, self.production, actor="ops", reason="first production", force=FORCE)
         for r in self.replicas:
             self._spawn(r)
@@ -230,7 +230,7 @@ class Cluster:
                         registry_url=self.registry_url)
 
     def registry(self, i: int = 0) -> Registry:
-        """The registry as host ``i`` sees it (the shared database, ``i``'s bundle store), open."""
+        """The registry as host ``i`` sees it (the shared database, ``i``'s bundle cache), open."""
         return Registry.from_settings(self.settings(i)).open()
 
     def bundle(self, thresholds: dict[str, float] | None = None) -> Bundle:
@@ -238,11 +238,6 @@ class Cluster:
         from examples.phishing.heuristic import heuristic_intelligence
 
         return Bundle.build(self.system, heuristic_intelligence(), thresholds=thresholds).signed(self.key)
-
-    def distribute(self, bundle: Bundle) -> None:
-        """Copy ``bundle`` into every replica's bundle store (a release pipeline's artifact copy)."""
-        for i in range(self.n):
-            FileBundleStore(self.settings(i).bundles).put(bundle)
 
     def env(self, i: int) -> dict[str, str]:
         """The environment of replica ``i``'s process."""

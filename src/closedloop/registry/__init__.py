@@ -8,7 +8,9 @@ rollback (see ``docs/registry.md``).
 * :func:`guard_check` / :class:`GuardPolicy` / :class:`ArmOps` — guard metrics per flight vs
   production and the automatic rollback; :func:`srm` (the sample-ratio test), :func:`srm_view`
   (units per arm counted from when each writer applied the current arms) and :func:`shadow_disagreement`.
-* :class:`BundleStore` / :class:`FileBundleStore` — where bundles live, verified on every load.
+* :class:`BundleStore` / :class:`FileBundleStore` / :class:`DatabaseBundleStore` /
+  :class:`CachedBundleStore` — where bundles live (a home's files, the registry's database, a
+  host's read-through cache of it: the default with PostgreSQL), verified on every load.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from closedloop.registry.guard import (
 )
 from closedloop.registry.registry import Change, Registry
 from closedloop.registry.state import DeploymentState, FlightState
-from closedloop.registry.store import BundleStore, FileBundleStore
+from closedloop.registry.store import BundleStore, CachedBundleStore, FileBundleStore
+from closedloop.registry.store_db import DatabaseBundleStore
 
 __all__ = [
     "ArmOps",
     "BundleStore",
+    "CachedBundleStore",
     "Change",
+    "DatabaseBundleStore",
     "DeploymentState",
     "FileBundleStore",
     "FlightState",

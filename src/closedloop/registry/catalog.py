@@ -150,8 +150,11 @@ class Catalog:
 
     def ensure_registered(self, ref: BundleRef, actor: str) -> str:
         """The version of ``ref``, registered if it is not yet — its signature already checked by
-        the caller (deploy), so it is not read and verified twice."""
+        the caller (deploy), so it is not read and verified twice. A registered version that only
+        this host's files hold (stored before the registry kept bundles) is uploaded to the shared
+        store (:meth:`BundleStore.share`)."""
         if isinstance(ref, str) and self.registered_version(ref):
+            self.store.share(ref)
             return ref
         return str(self.register(ref, actor)["version"])
 

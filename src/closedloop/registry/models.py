@@ -16,6 +16,9 @@ events         the history: every change and every refused or lost attempt — w
                name), why, the state before and after, details (sanity checks, guard metrics …)
 signing_keys   the Ed25519 public keys whose bundle signatures deploy accepts (closedloop.runtime.signing):
                who trusted each and when, and who revoked it
+bundle_files   the bundles themselves, for hosts that share the registry (closedloop.registry.store_db):
+               one row per file of a stored bundle and part of it (files over 4 MiB are cut in parts),
+               with the whole file's sha256 and size
 ============== =====================================================================================
 
 Times are integers of nanoseconds since the Unix epoch (UTC); JSON documents are text.
@@ -30,13 +33,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
 )
 
-__all__ = ["bundles", "deployments", "events", "metadata", "report_bundles", "reports", "signing_keys"]
+__all__ = ["bundle_files", "bundles", "deployments", "events", "metadata", "report_bundles", "reports", "signing_keys"]
 
 metadata = MetaData()
 
@@ -118,4 +122,15 @@ signing_keys = Table(
     Column("added_by", String(200), nullable=False),
     Column("revoked_ns", BigInteger, nullable=True),
     Column("revoked_by", String(200), nullable=True),
+)
+
+bundle_files = Table(
+    "bundle_files",
+    metadata,
+    Column("version", String(200), primary_key=True),
+    Column("path", String(1000), primary_key=True),  # relative to the bundle: manifest.json, intelligence.json …
+    Column("part", Integer, primary_key=True),  # 0, 1, … (a file over the part size is cut in parts)
+    Column("sha256", String(64), nullable=False),  # of the whole file
+    Column("size", BigInteger, nullable=False),  # of the whole file
+    Column("data", LargeBinary, nullable=False),  # this part's bytes
 )

@@ -46,7 +46,8 @@ from closedloop.registry.journal import NOTIFY_CHANNEL, Change
 from closedloop.registry.keys import Keys
 from closedloop.registry.lifecycle import Lifecycle
 from closedloop.registry.state import DeploymentState
-from closedloop.registry.store import BundleStore, FileBundleStore
+from closedloop.registry.store import BundleStore
+from closedloop.registry.store_db import default_bundle_store
 from closedloop.runtime.bundle import Bundle
 from closedloop.runtime.clock import Clock, SystemClock
 from closedloop.runtime.signing import SigningKey
@@ -64,7 +65,10 @@ class Registry:
     url:
         A SQLAlchemy URL: ``sqlite:///path/registry.sqlite`` or ``postgresql://user@host/db``.
     bundles:
-        The bundle store: a directory (``<home>/bundles``) or a :class:`BundleStore`.
+        The bundle store: a :class:`BundleStore`, or a directory (``<home>/bundles``): its
+        :class:`~closedloop.registry.store.FileBundleStore` — with a PostgreSQL registry, which
+        several hosts may share, as the cache of the registry database's bundles
+        (:func:`~closedloop.registry.store_db.default_bundle_store`).
     clock:
         Where event times come from (default: the wall clock).
 
@@ -76,7 +80,7 @@ class Registry:
             raise RegistryError(f"The registry 'url' must be a non-empty string. Got {url!r} instead.")
         self.db = Database(url, clock if clock is not None else SystemClock())
         self.keyring = Keys(self.db)
-        self.catalog = Catalog(self.db, bundles if isinstance(bundles, BundleStore) else FileBundleStore(bundles),
+        self.catalog = Catalog(self.db, bundles if isinstance(bundles, BundleStore) else default_bundle_store(self.db, bundles),
                                self.keyring)
         self.timeline = History(self.db, self.catalog)
         self.lifecycle = Lifecycle(self.db, self.catalog, self.timeline)

@@ -93,6 +93,7 @@ from closedloop.runtime.bundle_verify import (
     _check_trusted,
     _verify_files,
     read_header,
+    verify_bytes,
 )
 from closedloop.runtime.manifest import (
     ENTRY,
@@ -104,9 +105,12 @@ from closedloop.runtime.manifest import (
     new_manifest,
 )
 from closedloop.runtime.manifest import _manifest_digest as _manifest_digest
-from closedloop.runtime.signing import SIGNATURE_FILE, SigningKey, read_signature
+from closedloop.runtime.signing import SIGNATURE_FILE, SigningKey, parse_signature, read_signature
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "bundle_path", "content_digest", "read_header", "verify_bundle"]
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "Bundle", "bundle_path", "content_digest", "read_header", "verify_bundle", "verify_bytes",
+    "write_files",
+]
 
 
 class Bundle:
@@ -235,41 +239,29 @@ class Bundle:
         out._files = self._files
         return out
 
+    def file_bytes(self, key: SigningKey | None = None) -> dict[str, bytes]:
+        """Every file of the bundle as :meth:`save` writes it (relative path → bytes): the listed
+        files, ``manifest.json`` and — signed by ``key``, or the signature it carries — ``signature.json``."""
+        files = self._files
+        if files is None:
+            if self.path is None:
+                raise BundleError("path", "this bundle has no files to save")
+            files = {name: (self.path / name).read_bytes() for name in self.manifest["files"]}
+        out = dict(files)
+        out[MANIFEST] = json.dumps(self.manifest, indent=2, sort_keys=True).encode() + b"\n"
+        signature = key.sign(self.manifest["digest"]) if key is not None else self.signature
+        if signature is not None:
+            out[SIGNATURE_FILE] = json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n"
+        return out
+
     def save(self, directory: str | os.PathLike[str], *, key: SigningKey | None = None) -> Path:
         """Write the bundle to ``directory``, which must not exist yet (bundles are immutable),
         and return its path (read it back, verified, with :meth:`load`).
 
         With ``key`` the saved bundle is signed by it (``signature.json``, see
         :mod:`closedloop.runtime.signing`); without, a signature the bundle already carries is kept.
-        Files are written to a temporary sibling, fsynced, and renamed into place, so a crash
-        never leaves a half-written bundle under the final name. The files are read-only for
-        their owner alone (0400) in a 0700 directory: a bundle may hold what its data taught it.
-        """
-        target = Path(directory)
-        if target.exists():
-            raise BundleError("path", "the target already exists; bundles are immutable, save to a new path", str(target))
-        files = self._files
-        if files is None:
-            if self.path is None:
-                raise BundleError("path", "this bundle has no files to save")
-            files = {name: (self.path / name).read_bytes() for name in self.manifest["files"]}
-        signature = key.sign(self.manifest["digest"]) if key is not None else self.signature
-        make_private_dirs(target.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # mode 0700
-        try:
-            for name, data in files.items():
-                _write_synced(tmp / name, data)
-            _write_synced(tmp / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode() + b"\n")
-            if signature is not None:
-                _write_synced(tmp / SIGNATURE_FILE, json.dumps(signature, indent=2, sort_keys=True).encode() + b"\n")
-            for p in tmp.rglob("*"):
-                p.chmod(0o700 if p.is_dir() else 0o400)
-            os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        fsync_dir(target.parent)
-        return target
+        Files are written as :func:`write_files` writes them (atomically, read-only)."""
+        return write_files(directory, self.file_bytes(key))
 
     # -- loading and verifying ------------------------------------------------------------------
     @classmethod
@@ -284,15 +276,42 @@ class Bundle:
         its schema version and its features, and that its thresholds fit the experience."""
         root = Path(path)
         manifest, files = _verify_files(root)
+        return cls._verified(manifest, files, read_signature(root), str(root), root, system, kinds)
+
+    @classmethod
+    def from_bytes(
+        cls,
+        files: Mapping[str, bytes],
+        system: Any = None,
+        *,
+        where: str,
+        kinds: Mapping[str, type[Intelligence]] = KINDS,
+    ) -> Bundle:
+        """A bundle held in memory (``files``: relative path → bytes, ``manifest.json`` and
+        ``signature.json`` included, as :meth:`file_bytes` gives them), verified with the checks
+        :meth:`load` makes (:func:`~closedloop.runtime.bundle_verify.verify_bytes`) before anything
+        is parsed; ``where`` names it in errors. The bundle keeps its files: :meth:`save` writes them."""
+        manifest, listed = verify_bytes(files, where)
+        sig = files.get(SIGNATURE_FILE)
+        bundle = cls._verified(manifest, listed, None if sig is None else parse_signature(sig, where), where, None,
+                               system, kinds)
+        bundle._files = listed
+        return bundle
+
+    @classmethod
+    def _verified(cls, manifest: dict[str, Any], files: dict[str, bytes], signature: dict[str, Any] | None,
+                  where: str, root: Path | None, system: Any, kinds: Mapping[str, type[Intelligence]]) -> Bundle:
+        """The bundle of a verified manifest and files: its intelligence parsed (only the kinds in
+        ``kinds``, the manifest's trusted types), then checked against ``system`` when given."""
         try:
             spec = json.loads(files[manifest["intelligence"]["entry"]])
             _check_trusted(spec, manifest["intelligence"].get("trusted_types", []))
             intelligence = load_intelligence(spec, files, kinds)
         except RecursionError as exc:  # a maliciously deep document
-            raise BundleError("intelligence", "the saved intelligence is nested too deeply", str(root)) from exc
+            raise BundleError("intelligence", "the saved intelligence is nested too deeply", where) from exc
         except (ClosedLoopError, ValueError, KeyError, TypeError) as exc:
-            raise BundleError("intelligence", str(exc), str(root)) from exc
-        bundle = cls(manifest, intelligence, root, read_signature(root))
+            raise BundleError("intelligence", str(exc), where) from exc
+        bundle = cls(manifest, intelligence, root, signature)
         if system is not None:
             bundle.check_compatible(system)
         return bundle
@@ -358,6 +377,30 @@ def bundle_path(ref: str, bundles: str | os.PathLike[str]) -> Path:
         if candidate.exists():
             return candidate
     return path
+
+
+def write_files(directory: str | os.PathLike[str], files: Mapping[str, bytes]) -> Path:
+    """Write a bundle's files (relative path → bytes, as :meth:`Bundle.file_bytes` gives them) to
+    ``directory``, which must not exist yet, and return it. The files go to a temporary sibling,
+    fsynced, which is renamed into place, so a crash never leaves a half-written bundle under the
+    final name (nor does a concurrent writer: one rename wins, the other fails). The files are
+    read-only for their owner alone (0400) in a 0700 directory: a bundle may hold what its data taught it."""
+    target = Path(directory)
+    if target.exists():
+        raise BundleError("path", "the target already exists; bundles are immutable, save to a new path", str(target))
+    make_private_dirs(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # mode 0700
+    try:
+        for name, data in files.items():
+            _write_synced(tmp / name, data)
+        for p in tmp.rglob("*"):
+            p.chmod(0o700 if p.is_dir() else 0o400)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
+    return target
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -12,7 +12,8 @@ listed files (:func:`_check_unlisted`) but ``signature.json`` within its bound
 (:func:`_check_signature_size`); and each listed file is read at most its size + 1 bytes and
 its sha256 compared (:func:`_read_listed`). :func:`_check_trusted` then refuses a saved
 estimator that trusts types the manifest does not list. :func:`read_header` reads the manifest
-and the signature alone.
+and the signature alone. :func:`verify_bytes` makes the same checks on a bundle held in memory
+(a bundle read from the registry's database, :mod:`closedloop.registry.store_db`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from closedloop.errors import BundleError, IntelligenceError
 from closedloop.runtime.manifest import _REQUIRED, _SUPPORTED, FORMAT, MANIFEST, _manifest_digest, _sha256, _trusted_types
-from closedloop.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, read_signature
+from closedloop.runtime.signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, parse_signature, read_signature
 
-__all__ = ["MAX_BUNDLE_BYTES", "MAX_ENTRIES", "MAX_MANIFEST_BYTES", "SIGNATURE", "read_header"]
+__all__ = ["MAX_BUNDLE_BYTES", "MAX_ENTRIES", "MAX_MANIFEST_BYTES", "SIGNATURE", "read_header", "read_header_bytes", "verify_bytes"]
 
 #: The largest manifest.json read (a bundle's manifest is a few kB; this bounds a hostile one).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -155,11 +157,40 @@ def _read_listed(root_fd: int, found: dict[str, int], listed: dict[str, Any], wh
         data = _read(root_fd, name, size, where)
         if len(data) != size:
             raise BundleError("file_size", f"{name!r} has {len(data)}+ bytes, the manifest says {size} (altered)", where)
-        actual = _sha256(data)
-        if actual != meta["sha256"]:
-            raise BundleError("checksum", f"{name!r} has sha256 {actual[:16]}…, the manifest says {meta['sha256'][:16]}…", where)
-        files[name] = data
+        files[name] = _check_file(name, meta, data, where)
     return files
+
+
+def _check_file(name: str, meta: dict[str, Any], data: bytes, where: str) -> bytes:
+    """``data``, the bytes of the listed file ``name``, checked against its manifest entry: its size, then its sha256."""
+    if len(data) != meta["size"]:
+        raise BundleError("file_size", f"{name!r} has {len(data)} bytes, the manifest says {meta['size']} (truncated or altered)", where)
+    actual = _sha256(data)
+    if actual != meta["sha256"]:
+        raise BundleError("checksum", f"{name!r} has sha256 {actual[:16]}…, the manifest says {meta['sha256'][:16]}…", where)
+    return data
+
+
+def verify_bytes(files: Mapping[str, bytes], where: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and every listed file's bytes of a bundle held in memory (``files``: relative
+    path → bytes, ``manifest.json`` and ``signature.json`` included), verified with the checks
+    :func:`_verify_files` makes on a directory — size limits, the manifest's format and digest, its
+    listing, nothing unlisted, each file's size and sha256 — before anything is parsed but the manifest."""
+    if len(files) > MAX_ENTRIES:
+        raise BundleError("size_limit", f"the bundle holds more than {MAX_ENTRIES} entries", where)
+    manifest, _ = read_header_bytes({MANIFEST: files[MANIFEST]} if MANIFEST in files else {}, where)
+    listed = _check_listing(manifest, where)
+    for rel in sorted(files):
+        if rel not in listed and rel not in (MANIFEST, SIGNATURE):
+            raise BundleError("unlisted_file", f"{rel!r} is in the bundle but not in the manifest", where)
+    if len(files.get(SIGNATURE, b"")) > MAX_SIGNATURE_BYTES:
+        raise BundleError("size_limit", f"{SIGNATURE} holds at most {MAX_SIGNATURE_BYTES} bytes", where)
+    out: dict[str, bytes] = {}
+    for name, meta in sorted(listed.items()):
+        if name not in files:
+            raise BundleError("file_present", f"listed file {name!r} is missing", where)
+        out[name] = _check_file(name, meta, files[name], where)
+    return manifest, out
 
 
 def _plain(name: Any) -> bool:
@@ -246,6 +277,12 @@ def _read_manifest(root_fd: int, size: int, where: str) -> dict[str, Any]:
     raw = _read(root_fd, MANIFEST, MAX_MANIFEST_BYTES, where)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError("size_limit", f"{MANIFEST} grew beyond {MAX_MANIFEST_BYTES} bytes while read", where)
+    return _parse_manifest(raw, where)
+
+
+def _parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
+    """The manifest ``raw`` holds, parsed: a JSON object of a format this package reads, with
+    every required entry and a digest that matches."""
     try:
         manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -308,3 +345,16 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     finally:
         os.close(root_fd)
     return manifest, read_signature(path)
+
+
+def read_header_bytes(files: Mapping[str, bytes], where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`read_header` of a bundle held in memory: the manifest of ``files`` (checked as
+    :func:`read_header` checks it, digest included) and its ``signature.json`` (parsed, or None);
+    no other file is looked at."""
+    raw = files.get(MANIFEST)
+    if raw is None:
+        raise BundleError("manifest", f"{MANIFEST} is missing", where)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError("size_limit", f"{MANIFEST} has {len(raw)} bytes; a manifest holds at most {MAX_MANIFEST_BYTES}", where)
+    sig = files.get(SIGNATURE)
+    return _parse_manifest(raw, where), None if sig is None else parse_signature(sig, where)

@@ -52,6 +52,7 @@ __all__ = [
     "home_key",
     "key_id",
     "parse_public_key",
+    "parse_signature",
     "read_signature",
     "verify_signature",
 ]
@@ -237,12 +238,20 @@ def read_signature(bundle_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(MAX_SIGNATURE_BYTES + 1)
+    return parse_signature(data, str(bundle_dir))
+
+
+def parse_signature(data: bytes, where: str) -> dict[str, Any]:
+    """The ``signature.json`` document ``data`` holds (parsed, not verified); refused unless it is
+    a JSON object of at most :data:`MAX_SIGNATURE_BYTES` bytes. ``where`` names the bundle."""
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise BundleError("signature", f"{SIGNATURE_FILE} must be a regular file of at most {MAX_SIGNATURE_BYTES} bytes", where)
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError("signature", f"{SIGNATURE_FILE} is not valid JSON ({exc})", str(bundle_dir)) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError("signature", f"{SIGNATURE_FILE} is not valid JSON ({exc})", where) from None
     if not isinstance(doc, dict):
-        raise BundleError("signature", f"{SIGNATURE_FILE} must hold a JSON object", str(bundle_dir))
+        raise BundleError("signature", f"{SIGNATURE_FILE} must hold a JSON object", where)
     return doc
 
 
