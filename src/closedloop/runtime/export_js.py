@@ -125,6 +125,8 @@ def client_form(system: Any, bundle: Bundle) -> dict[str, Any]:
     a :class:`~closedloop.errors.BundleError` naming the part that cannot run in a client."""
     if not isinstance(bundle, Bundle):
         raise SpecError(f"The 'bundle' parameter of client_form must be a closedloop.Bundle. Got {bundle!r} instead.")
+    if not isinstance(system.experience, Thresholds | BestAction):
+        _experience(system.experience, (), (), 0)  # refuses it, naming the experience
     plan = _Plan(system, bundle, (), InMemoryCapStore())  # checks the bundle against the system
     actions = tuple(system.actions)
     features = system.features
