@@ -38,9 +38,19 @@ export class MemoryCapStore {
   }
 }
 
-/** @param {bigint} ns @param {number} perNs */
-function bucketOf(ns, perNs) {
-  return Number(ns / BigInt(perNs));
+/** The window of a decision time (`ts // per_ns` as Python computes it on nanoseconds): `ts` in
+ * nanoseconds (a bigint) or whole milliseconds (a number). @param {bigint | number} ts @param {number} perNs */
+function bucketOf(ts, perNs) {
+  if (typeof ts === "bigint") {
+    const p = BigInt(perNs), q = ts / p; // truncates toward zero; Python floors
+    return Number(q * p > ts ? q - 1n : q);
+  }
+  if (perNs % 1000000 === 0) {
+    const perMs = perNs / 1000000;
+    const r = ts % perMs;
+    return (ts - (r < 0 ? r + perMs : r)) / perMs; // floor division, exact on integers
+  }
+  return Number((BigInt(ts) * 1000000n) / BigInt(perNs));
 }
 
 /**
@@ -75,7 +85,7 @@ export function bindGuard(spec, k, fields) {
     /**
      * (final action, index of the rule that changed it or -1, propensity of the final action).
      * @param {any[]} vals @param {number} chosen @param {number[] | null} probs @param {string} unit
-     * @param {bigint} tsNs
+     * @param {bigint | number} tsNs the decision time (see bucketOf)
      * @returns {[number, number, number]}
      */
     one(vals, chosen, probs, unit, tsNs) {

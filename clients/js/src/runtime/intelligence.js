@@ -29,6 +29,19 @@ const OPS = {
   "==": (a, b) => a === b, "!=": (a, b) => a !== b,
 };
 
+const OP_CODES = [">", ">=", "<", "<=", "==", "!="];
+/** `a OP b` for the operator's index in OP_CODES. @param {number} op @param {number} a @param {number} b */
+function holds(op, a, b) {
+  switch (op) {
+    case 0: return a > b;
+    case 1: return a >= b;
+    case 2: return a < b;
+    case 3: return a <= b;
+    case 4: return a === b;
+    default: return a !== b;
+  }
+}
+
 /** @param {string} s */
 function asciiLower(s) {
   return /[A-Z]/.test(s) ? s.replace(/[A-Z]+/g, (m) => m.toLowerCase()) : s;
@@ -78,14 +91,20 @@ export function bindIntelligence(spec, env, where = "intelligence", depth = 0) {
       return spec.logistic ? (x) => sigmoid(lin(x)) : lin;
     }
     case "rules": {
-      const rules = list(spec.rules, "rules").map((r) => {
+      const raw = list(spec.rules, "rules");
+      const n = raw.length;
+      const idx = new Int32Array(n), code = new Int32Array(n), value = new Float64Array(n), points = new Float64Array(n);
+      raw.forEach((r, j) => {
         if (!Array.isArray(r) || !(r[1] in OPS)) throw bad("a rule must be [feature, op, value, points]");
-        return [feat(r[0]), OPS[r[1]], num(r[2], "value"), num(r[3], "points")];
+        idx[j] = feat(r[0]);
+        code[j] = OP_CODES.indexOf(r[1]);
+        value[j] = num(r[2], "value");
+        points[j] = num(r[3], "points");
       });
       const base = num(spec.base, "base"), lo = num(spec.lo, "lo"), hi = num(spec.hi, "hi");
       return (x) => {
         let s = base;
-        for (const [i, op, v, p] of rules) if (op(x[i], v)) s = s + p;
+        for (let j = 0; j < n; j++) if (holds(code[j], x[idx[j]], value[j])) s = s + points[j];
         return s < lo ? lo : s > hi ? hi : s;
       };
     }

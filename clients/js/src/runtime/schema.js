@@ -22,10 +22,10 @@ export function codePoints(s) {
   return n;
 }
 
-/** @param {string} s */
-function wellFormed(s) {
-  return !SURROGATE.test(s) || !LONE.test(s);
-}
+/** Whether `s` holds no lone surrogate (text UTF-8 can encode). @type {(s: string) => boolean} */
+const wellFormed = typeof (/** @type {any} */ ("").isWellFormed) === "function"
+  ? (s) => /** @type {any} */ (s).isWellFormed()
+  : (s) => !SURROGATE.test(s) || !LONE.test(s);
 
 /** @param {any} f */
 function checker(f) {
