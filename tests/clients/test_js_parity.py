@@ -144,6 +144,16 @@ def test_export_refuses_what_cannot_run_in_a_client() -> None:
     with pytest.raises(BundleError, match="custom feature 'twice'") as e:
         export_client_bundle(with_custom, b)
     assert e.value.check == "features"
+    from sklearn.linear_model import LogisticRegression
+
+    from closedloop import SklearnModel, WeightedVote
+
+    X = np.random.default_rng(1).normal(size=(60, 2))
+    estimator = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+    vote = WeightedVote([LogisticModel({"f_dots": 0.1}, output="score"), SklearnModel(estimator, ["f_len", "f_dots"], output="score")])
+    with pytest.raises(BundleError, match=r"intelligence.members\[1\] is of kind 'sklearn', which cannot run in a client") as e:
+        export_client_bundle(system, Bundle.build(system, vote))
+    assert e.value.check == "intelligence" and "skops" in str(e.value)
     rb = Bundle.build(feed, LogisticModel({feed.features.names[0]: 1.0}, output="score"))
     with pytest.raises(BundleError, match="rankings") as e:
         export_client_bundle(feed, rb)
