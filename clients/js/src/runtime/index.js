@@ -4,7 +4,7 @@
 //   validate → features → intelligence → experience (exploration drawn from the decision id)
 //            → guardrails (the system's around the bundle's; caps last) → decision
 //
-// Plain ES module, no dependencies: Node ≥ 18 and browsers. Loading never evaluates bundle
+// Plain ES module, no dependencies: Node ≥ 20 and browsers. Loading never evaluates bundle
 // content: expressions and models are JSON interpreted by this package. The signature of an
 // exported file is checked by the SDK (clients/js/src/sdk) before the payload reaches loadBundle.
 
