@@ -130,7 +130,7 @@ export function compileProgram(items, fields, what) {
   let depth = 0;
   /** @param {any} node @param {string} where @returns {number} */
   function emit(node, where) {
-    if (!Array.isArray(node) || typeof node[0] !== "string" || !(node[0] in ARITY)) {
+    if (!Array.isArray(node) || typeof node[0] !== "string" || !Object.hasOwn(ARITY, node[0])) {
       throw new BundleError(what, `${where} is not an expression the client runtime knows: ${JSON.stringify(node)?.slice(0, 80)}`);
     }
     if (++depth > 200) throw new BundleError(what, `${where} is nested too deeply`);

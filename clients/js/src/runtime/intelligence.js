@@ -95,7 +95,7 @@ export function bindIntelligence(spec, env, where = "intelligence", depth = 0) {
       const n = raw.length;
       const idx = new Int32Array(n), code = new Int32Array(n), value = new Float64Array(n), points = new Float64Array(n);
       raw.forEach((r, j) => {
-        if (!Array.isArray(r) || !(r[1] in OPS)) throw bad("a rule must be [feature, op, value, points]");
+        if (!Array.isArray(r) || !OP_CODES.includes(r[1])) throw bad("a rule must be [feature, op, value, points]");
         idx[j] = feat(r[0]);
         code[j] = OP_CODES.indexOf(r[1]);
         value[j] = num(r[2], "value");
@@ -109,7 +109,8 @@ export function bindIntelligence(spec, env, where = "intelligence", depth = 0) {
       };
     }
     case "threshold_rule": {
-      const i = feat(spec.i), op = OPS[spec.op], t = num(spec.t, "t"), then = num(spec.then, "then");
+      const i = feat(spec.i), op = Object.hasOwn(OPS, spec.op) ? OPS[spec.op] : undefined, t = num(spec.t, "t");
+      const then = num(spec.then, "then");
       const otherwise = num(spec.otherwise, "otherwise");
       if (op === undefined) throw bad(`unknown comparison ${spec.op}`);
       return (x) => (op(x[i], t) ? then : otherwise);

@@ -164,6 +164,9 @@ test("bundles it cannot load are refused naming the check", () => {
   bad({ ...form(), intelligence: { kind: "sklearn" } }, "intelligence");
   bad({ ...form(), intelligence: { kind: "rules", base: 0, lo: 0, hi: 1, rules: [[99, ">", 0, 1]] } }, "intelligence");
   bad({ ...form(), features: [{ name: "f", expr: ["eval", "x"] }] }, "feature");
+  bad({ ...form(), features: [{ name: "f", expr: ["toString", ["col", "url"], "x"] }] }, "feature"); // not an own operator
+  bad({ ...form(), intelligence: { kind: "rules", base: 0, lo: 0, hi: 1, rules: [[0, "constructor", 0, 1]] } }, "intelligence");
+  bad({ ...form(), intelligence: { kind: "threshold_rule", i: 0, op: "__proto__", t: 0, then: 1, otherwise: 0 } }, "intelligence");
   bad({ ...form(), features: [{ name: "f", expr: ["col", "nope"] }] }, "features");
   bad({ ...form(), features: [{ name: "f", expr: ["matches", ["col", "url"], "(", "("] }] }, "features");
   bad({ ...form(), experience: { kind: "ranking", explored: 0 } }, "experience");
