@@ -19,6 +19,7 @@ runner = CliRunner()
 VERIFY = """
 const fs = await import("node:fs");
 const { loadBundle } = await import("./src/runtime/index.js");
+const crypto = globalThis.crypto ?? (await import("node:crypto")).webcrypto;  // Node 18's ES modules: no global
 const env = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
 const raw = Uint8Array.from(atob(env.signature.public_key), (c) => c.charCodeAt(0));
 const key = await crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, ["verify"]);

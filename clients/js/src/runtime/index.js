@@ -4,7 +4,7 @@
 //   validate → features → intelligence → experience (exploration drawn from the decision id)
 //            → guardrails (the system's around the bundle's; caps last) → decision
 //
-// Plain ES module, no dependencies: Node ≥ 20 and browsers. Loading never evaluates bundle
+// Plain ES module, no dependencies: Node ≥ 18 and browsers. Loading never evaluates bundle
 // content: expressions and models are JSON interpreted by this package. The signature of an
 // exported file is checked by the SDK (clients/js/src/sdk) before the payload reaches loadBundle.
 
@@ -44,6 +44,8 @@ function clientForm(exported) {
   return exported;
 }
 
+/** WebCrypto: the browser's and Node's global (Node 18's ES modules have no global: node:crypto's). */
+const webcrypto = globalThis.crypto ?? (await import("node:crypto")).webcrypto;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 const POOL = new Uint8Array(16 * 256);
 let poolAt = POOL.length;
@@ -52,7 +54,7 @@ let poolAt = POOL.length;
  * the platform's cryptographic generator, drawn 256 ids at a time (one call per id is slow in Node). */
 export function newDecisionId() {
   if (poolAt === POOL.length) {
-    globalThis.crypto.getRandomValues(POOL);
+    webcrypto.getRandomValues(POOL);
     poolAt = 0;
   }
   let s = "";
