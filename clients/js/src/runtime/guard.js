@@ -57,8 +57,9 @@ function bucketOf(ts, perNs) {
  * @param {any} spec the client form's `guard` (or null)
  * @param {number} k actions
  * @param {Map<string, {index: number, kind: string}>} fields
+ * @param {MemoryCapStore} store where the caps count
  */
-export function bindGuard(spec, k, fields) {
+export function bindGuard(spec, k, fields, store) {
   if (spec === null || spec === undefined) return null;
   const bad = (/** @type {string} */ why) => new BundleError("guardrails", why);
   if (!Array.isArray(spec.layers) || !Array.isArray(spec.caps) || !Number.isInteger(spec.offset)) throw bad("the guardrails are malformed");
@@ -81,7 +82,7 @@ export function bindGuard(spec, k, fields) {
   const nPlain = maps.length;
   return {
     offset: spec.offset,
-    store: new MemoryCapStore(),
+    store,
     /**
      * (final action, index of the rule that changed it or -1, propensity of the final action).
      * @param {any[]} vals @param {number} chosen @param {number[] | null} probs @param {string} unit

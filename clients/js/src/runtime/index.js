@@ -11,12 +11,12 @@
 import { BundleError, ContextError } from "./errors.js";
 import { bindExperience, choose } from "./experience.js";
 import { compileProgram } from "./expr.js";
-import { bindGuard } from "./guard.js";
+import { bindGuard, MemoryCapStore } from "./guard.js";
 import { uniform } from "./hash.js";
 import { bindIntelligence } from "./intelligence.js";
 import { compileSchema } from "./schema.js";
 
-export { BundleError, ContextError, uniform };
+export { BundleError, ContextError, MemoryCapStore, uniform };
 
 export const CLIENT_FORMAT = "closedloop.client.bundle";
 export const ENVELOPE_FORMAT = "closedloop.client.bundle.signed";
@@ -81,7 +81,9 @@ function decisionTime(opts) {
 /**
  * Load a bundle exported for clients.
  * @param {any} exported the parsed export file (the signed envelope), its payload parsed, or the JSON text
- * @param {{system?: string, schemaVersion?: string}} [expect] refuse a bundle for another system or schema version
+ * @param {{system?: string, schemaVersion?: string, caps?: MemoryCapStore}} [expect] refuse a bundle for another
+ *   system or schema version; `caps`: the frequency caps' counts to go on with (the `caps` of the runtime this one
+ *   replaces: a new bundle of the same system keeps counting, as the Python runtime's cap store does across loads)
  * @returns {ClientRuntime}
  */
 export function loadBundle(exported, expect = {}) {
@@ -96,12 +98,13 @@ export function loadBundle(exported, expect = {}) {
   if (expect.schemaVersion !== undefined && expect.schemaVersion !== b.schema_version) {
     throw new BundleError("schema_version", `built for schema version '${b.schema_version}', expected '${expect.schemaVersion}'`);
   }
-  return new ClientRuntime(form);
+  if (expect.caps !== undefined && !(expect.caps instanceof MemoryCapStore)) throw new BundleError("caps", "caps must be a runtime's caps");
+  return new ClientRuntime(form, expect.caps ?? new MemoryCapStore());
 }
 
 class ClientRuntime {
-  /** @param {any} form */
-  constructor(form) {
+  /** @param {any} form @param {MemoryCapStore} caps */
+  constructor(form, caps) {
     const bad = (/** @type {string} */ f, /** @type {string} */ why) => new BundleError(f, why);
     this.bundleId = /** @type {string} */ (form.bundle.id);
     this.system = /** @type {string} */ (form.bundle.system);
@@ -131,7 +134,9 @@ class ClientRuntime {
     if (!Number.isInteger(form.default) || form.default < 0 || form.default >= k) throw bad("actions", "the default action is out of range");
     this.defaultAction = this.actions[form.default];
     this._chooser = bindExperience(form.experience, k, this.outputs.length);
-    this._guard = bindGuard(form.guard, k, fields);
+    /** The frequency caps' counts (pass them to the next loadBundle to keep counting). */
+    this.caps = caps;
+    this._guard = bindGuard(form.guard, k, fields, caps);
     /** @type {string[]} */
     this._guardNames = this._guard ? [...form.guard.layers, ...form.guard.caps].map((/** @type {any} */ g) => String(g.name)) : [];
     if (!Array.isArray(form.reasons) || !form.reasons.every((/** @type {any} */ r) => typeof r === "string")) throw bad("reasons", "the reasons must be text");

@@ -102,6 +102,10 @@ test("guardrails: a block list fires, a frequency cap counts per unit and window
   assert.deepEqual(got, ["warn", "warn", "allow", "allow"]);
   assert.equal(rt.decide(warn, { timestampMs: 6 * day }).action, "warn"); // a new window
   assert.equal(rt.decide({ ...warn, user: "u3" }, { timestampMs: 5 * day }).action, "warn"); // another unit
+  const next = loadBundle(form({ bundle: { id: "toy-000000000002", system: "toy", schema_version: "2" } }), { caps: rt.caps });
+  assert.equal(next.decide(warn, { timestampMs: 6 * day + 1 }).action, "warn"); // a new bundle goes on counting
+  assert.equal(next.decide(warn, { timestampMs: 6 * day + 2 }).action, "allow");
+  assert.equal(loadBundle(form()).decide(warn, { timestampMs: 6 * day + 3 }).action, "warn"); // fresh counts
 });
 
 test("exploration: epsilon-greedy draws from the decision id with exact propensities", () => {
