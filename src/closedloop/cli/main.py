@@ -6,6 +6,7 @@
     closedloop decide --system MOD:ATTR --bundle PATH       JSON lines in, decisions out
     closedloop bundle inspect PATH [--system MOD:ATTR]      the manifest, after verifying it
     closedloop bundle verify PATH [--system MOD:ATTR]       "ok <version>" or the failed check
+    closedloop bundle export PATH --system MOD:ATTR --target js --out FILE   the signed client form (clients/js)
 
 Settings (the project home) are read once, here, from ``--home`` / ``CLOSEDLOOP_HOME`` /
 ``./.closedloop``, and passed down. A :class:`~closedloop.errors.ClosedLoopError` ends a command
@@ -33,6 +34,7 @@ from typer.core import TyperGroup
 from closedloop.cli.console import console
 from closedloop.cli.data import dataset_app, outcomes_app, telemetry_app
 from closedloop.cli.evaluate import evaluate
+from closedloop.cli.export import bundle_export
 from closedloop.cli.guardrails import guardrails_app
 from closedloop.cli.keys import key_app
 from closedloop.cli.loop import loop_app
@@ -194,6 +196,7 @@ app = typer.Typer(
 )
 bundle_app = typer.Typer(help="Inspect and verify bundles.", no_args_is_help=True)
 app.add_typer(bundle_app, name="bundle")
+bundle_app.command("export")(bundle_export)
 app.add_typer(outcomes_app, name="outcomes")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(dataset_app, name="dataset")

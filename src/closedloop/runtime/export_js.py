@@ -1,0 +1,169 @@
+"""A bundle exported for clients: the compact, signed form the JavaScript runtime
+(``clients/js/src/runtime``) loads and decides with exactly as :class:`~closedloop.runtime.runtime.Runtime` does.
+
+:func:`client_form` builds the document (a JSON object: the system's context schema, its feature
+expressions as JSON trees, the intelligence's parameters, the experience, the guardrails, every
+reason a decision may give); :func:`export_client_bundle` writes it as the bytes a client downloads::
+
+    {"format": "closedloop.client.bundle.signed", "format_version": 1,
+     "payload": "<the client form as canonical JSON text>",
+     "signature": {"algorithm": "ed25519", "key_id": "ed25519:…", "public_key": "<base64 raw key>",
+                   "signature": "<base64 Ed25519 signature>"}}
+
+The signature is over ``b"closedloop.client.bundle.v1:" + payload.encode("utf-8")`` — the exact bytes
+of the payload string, so a client verifies them before it parses the payload (``signature`` is
+``null`` when no key is given). What cannot run in a client is refused here, naming the part: a
+custom feature (Python code), a scikit-learn model (skops), an affinity table, a ranking experience.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from closedloop.context.fields import Bool, Float, Int, Str
+from closedloop.errors import BundleError, SpecError
+from closedloop.experience.experiences import BestAction, Thresholds
+from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
+from closedloop.experience.guardrails import FrequencyCap, Guardrail, InMemoryCapStore
+from closedloop.runtime.bundle import Bundle
+from closedloop.runtime.export_parts import ClientRefusal, expr_tree, intelligence_tree, number
+from closedloop.runtime.serving import _Plan
+from closedloop.runtime.signing import SigningKey
+
+__all__ = ["CLIENT_FORMAT", "ENVELOPE_FORMAT", "MESSAGE_PREFIX", "client_form", "export_client_bundle", "signed_message"]
+
+CLIENT_FORMAT = "closedloop.client.bundle"
+ENVELOPE_FORMAT = "closedloop.client.bundle.signed"
+FORMAT_VERSION = 1
+#: What the signed message starts with (so the signature means nothing else).
+MESSAGE_PREFIX = b"closedloop.client.bundle.v1:"
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def signed_message(payload: str) -> bytes:
+    """The bytes a client bundle's signature is over: the prefix, then the payload's UTF-8."""
+    return MESSAGE_PREFIX + payload.encode("utf-8")
+
+
+def _field(f: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": f.name, "required": f.required}
+    if not f.required:
+        out["default"] = f.default
+    if isinstance(f, Float):
+        out.update(kind="float", ge=f.ge, le=f.le, nonfinite=f.nonfinite, rule=f.rule())
+    elif isinstance(f, Int):
+        out.update(kind="int", ge=f.ge, le=f.le, rule=f.rule())
+    elif isinstance(f, Bool):
+        out.update(kind="bool", rule=f.rule())
+    elif isinstance(f, Str):
+        out.update(kind="str", choices=list(f.choices) if f.choices is not None else None, limit=f.limit, rule=f.rule())
+    else:  # pragma: no cover - a schema holds only these four
+        raise ClientRefusal("schema", f"context field {f.name!r} is of a kind the client does not know")
+    return out
+
+
+def _policy(policy: Any, actions: tuple[str, ...]) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    if isinstance(policy, EpsilonGreedy):
+        mask = policy.mask(actions)
+        return {"kind": "epsilon", "epsilon": policy.epsilon, "low": number(policy.low), "high": number(policy.high),
+                "mask": None if mask is None else list(mask)}
+    if isinstance(policy, Softmax):
+        return {"kind": "softmax", "temperature": policy.temperature}
+    if isinstance(policy, SquareCB):
+        return {"kind": "squarecb", "gamma": policy.gamma}
+    raise ClientRefusal("experience", f"the exploration policy {policy!r} cannot run in a client")
+
+
+def _experience(exp: Any, outputs: tuple[str, ...], actions: tuple[str, ...], explored: int) -> dict[str, Any]:
+    index = {a: i for i, a in enumerate(actions)}
+    if isinstance(exp, Thresholds):
+        return {"kind": "thresholds", "column": outputs.index(exp.score),
+                "levels": [[t, index[a]] for a, t in exp.levels], "otherwise": index[exp.otherwise],
+                "explored": explored, "explore": _policy(exp.explore, actions)}
+    if isinstance(exp, BestAction):
+        return {"kind": "best_action", "explored": explored, "explore": _policy(exp.explore, actions)}
+    raise ClientRefusal(
+        "experience", f"the experience {exp!r} cannot run in the client runtime (it decides thresholds and best actions, "
+        "not rankings)")
+
+
+def _guard(rules: list[Guardrail], system: Any, offset: int) -> dict[str, Any] | None:
+    """The guardrails as GuardLayer binds them: plain rules innermost first (with their action
+    maps and conditions), then the frequency caps; ``offset``: the first guardrail reason's index."""
+    if not rules:
+        return None
+    actions = list(system.actions)
+    index = {a: i for i, a in enumerate(actions)}
+    plain = [r for r in rules if not isinstance(r, FrequencyCap)]
+    caps = [r for r in rules if isinstance(r, FrequencyCap)]
+    layers = []
+    for r in reversed(plain):
+        m = list(range(len(actions)))
+        for src, dst in r.overrides(actions).items():
+            m[index[src]] = index[dst]
+        cond = r.condition()
+        if cond is None:  # pragma: no cover - GuardLayer refused it already
+            raise ClientRefusal("guardrails", f"guardrail {r.name!r} has no condition")
+        layers.append({"name": r.name, "map": m, "when": expr_tree(cond.describe(), f"guardrail {r.name!r}")})
+    return {
+        "offset": offset,
+        "layers": layers,
+        "caps": [{"name": c.name, "action": index[c.action], "fallback": index[c.fallback], "limit": c.limit,
+                  "per_ns": c.per_ns} for c in caps],
+    }
+
+
+def client_form(system: Any, bundle: Bundle) -> dict[str, Any]:
+    """The client form of ``bundle`` for ``system`` (checked to fit it): a JSON-ready document, or
+    a :class:`~closedloop.errors.BundleError` naming the part that cannot run in a client."""
+    if not isinstance(bundle, Bundle):
+        raise SpecError(f"The 'bundle' parameter of client_form must be a closedloop.Bundle. Got {bundle!r} instead.")
+    if not isinstance(system.experience, Thresholds | BestAction):
+        _experience(system.experience, (), (), 0)  # refuses it, naming the experience
+    plan = _Plan(system, bundle, (), InMemoryCapStore())  # checks the bundle against the system
+    actions = tuple(system.actions)
+    features = system.features
+    chooser_reasons = len(plan.chooser.reasons)
+    return {
+        "format": CLIENT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bundle": {"id": bundle.version, "system": system.name, "schema_version": system.schema_version,
+                   "content_digest": bundle.content_digest, "created_at": bundle.manifest["created_at"],
+                   "feature_fingerprint": system.feature_fingerprint},
+        "schema": {"extra": system.schema.extra, "fields": [_field(f) for f in system.schema.fields]},
+        "unit": system.unit,
+        "features": [{"name": f.name, "expr": expr_tree(f.expr.describe(), f"feature {f.name!r}")} for f in features.features],
+        "intelligence": intelligence_tree(bundle.intelligence, features),
+        "outputs": list(plan.outputs),
+        "actions": list(actions),
+        "presentations": [{"mode": p.mode, "choices": list(p.choices), "outcomes": list(p.outcomes)} for p in plan.presentations],
+        "default": plan.default,
+        "experience": _experience(bundle.experience(system), plan.outputs, actions, plan.chooser.explored),
+        "guard": _guard([*system.guardrails, *bundle.guardrails], system, chooser_reasons),
+        "reasons": list(plan.reasons),
+    }
+
+
+def export_client_bundle(system: Any, bundle: Bundle, key: SigningKey | None = None) -> bytes:
+    """The bytes of ``bundle``'s signed client form for ``system`` (see the module doc): the
+    envelope as compact JSON, the payload signed by ``key`` (unsigned when None)."""
+    if key is not None and not isinstance(key, SigningKey):
+        raise SpecError(f"The 'key' parameter of export_client_bundle must be a SigningKey or None. Got {key!r} instead.")
+    try:
+        payload = _canonical(client_form(system, bundle))
+    except ValueError as exc:  # a number JSON cannot carry
+        raise BundleError("export", f"the client form is not JSON-serializable: {exc}") from exc
+    signature = None
+    if key is not None:
+        raw = key._key.sign(signed_message(payload))  # the home's Ed25519 key (runtime.signing)
+        signature = {"algorithm": "ed25519", "key_id": key.key_id, "public_key": key.public_key,
+                     "signature": base64.b64encode(raw).decode("ascii")}
+    envelope = {"format": ENVELOPE_FORMAT, "format_version": FORMAT_VERSION, "payload": payload, "signature": signature}
+    return (json.dumps(envelope, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
