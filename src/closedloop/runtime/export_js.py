@@ -32,7 +32,7 @@ from closedloop.runtime.export_parts import ClientRefusal, expr_tree, intelligen
 from closedloop.runtime.serving import _Plan
 from closedloop.runtime.signing import SigningKey
 
-__all__ = ["CLIENT_FORMAT", "ENVELOPE_FORMAT", "MESSAGE_PREFIX", "client_form", "export_client_bundle", "signed_message"]
+__all__ = ["CLIENT_FORMAT", "ENVELOPE_FORMAT", "MESSAGE_PREFIX", "client_form", "envelope", "export_client_bundle", "signed_message"]
 
 CLIENT_FORMAT = "closedloop.client.bundle"
 ENVELOPE_FORMAT = "closedloop.client.bundle.signed"
@@ -160,10 +160,15 @@ def export_client_bundle(system: Any, bundle: Bundle, key: SigningKey | None = N
         payload = _canonical(client_form(system, bundle))
     except ValueError as exc:  # a number JSON cannot carry
         raise BundleError("export", f"the client form is not JSON-serializable: {exc}") from exc
+    return envelope(payload, key)
+
+
+def envelope(payload: str, key: SigningKey | None) -> bytes:
+    """``payload`` (JSON text) in the signed envelope the clients verify (see the module doc),
+    signed by ``key`` (unsigned when None): compact JSON and a newline, as UTF-8."""
     signature = None
     if key is not None:
-        raw = key._key.sign(signed_message(payload))  # the home's Ed25519 key (runtime.signing)
         signature = {"algorithm": "ed25519", "key_id": key.key_id, "public_key": key.public_key,
-                     "signature": base64.b64encode(raw).decode("ascii")}
-    envelope = {"format": ENVELOPE_FORMAT, "format_version": FORMAT_VERSION, "payload": payload, "signature": signature}
-    return (json.dumps(envelope, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+                     "signature": base64.b64encode(key.sign_message(signed_message(payload))).decode("ascii")}
+    doc = {"format": ENVELOPE_FORMAT, "format_version": FORMAT_VERSION, "payload": payload, "signature": signature}
+    return (json.dumps(doc, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")

@@ -19,10 +19,9 @@ document (:func:`killswitch_payload`: ``{"format": "closedloop.client.killswitch
 "schema_version", "unit", "bundle_id", "default_action", "why"}`` — decide the system's default action,
 propensity 1, until a later check says otherwise).
 
-The client form is the JavaScript runtime's export (``closedloop.runtime.export_js``).
-:func:`export_client_bundle` is the seam: it calls that export when this installation has it,
-and otherwise signs a stand-in form (the bundle's id, system, schema version and the system's
-actions: what the SDK's tests load with a stand-in runtime).
+The client form and its envelope are the JavaScript runtime's export
+(:mod:`closedloop.runtime.export_js`, clients/js/README.md); the kill switch's document goes in the
+same envelope.
 
 :class:`ClientBundles` caches the served bytes per bundle (its version and content digest):
 a bundle is exported and signed once, never per request, and its ETag is the bytes' sha256.
@@ -32,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import json
 import threading
 from collections import OrderedDict
@@ -41,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from closedloop.errors import BundleError, ClosedLoopError
+from closedloop.runtime import export_js
 from closedloop.runtime.bundle import Bundle
 from closedloop.runtime.signing import SigningKey, key_id, parse_public_key
 
@@ -48,7 +47,6 @@ __all__ = [
     "SIGNED_FORMAT",
     "ClientBundles",
     "Served",
-    "client_form",
     "export_client_bundle",
     "killswitch_payload",
     "sign_payload",
@@ -56,21 +54,10 @@ __all__ = [
 ]
 
 #: The ``format`` of a served document (the signed envelope).
-SIGNED_FORMAT = "closedloop.client.bundle.signed"
+SIGNED_FORMAT = export_js.ENVELOPE_FORMAT
 #: The ``format`` of the kill switch's payload.
 KILLSWITCH_FORMAT = "closedloop.client.killswitch"
-_PREFIX = b"closedloop.client.bundle.v1:"
-
-
-def client_form(bundle: Bundle, system: Any) -> dict[str, Any]:
-    """A stand-in client form of ``bundle``, for an installation without the JavaScript runtime's
-    export: the fields every form has (``bundle``: id, system, schema version; ``unit``,
-    ``actions``, ``default``), which only the SDK tests' stand-in runtime loads."""
-    return {
-        "format": "closedloop.client.bundle", "format_version": 1, "stand_in": True,
-        "bundle": {"id": bundle.version, "system": system.name, "schema_version": system.schema.version},
-        "unit": system.unit, "actions": list(system.actions), "default": system.actions.index(system.default_action),
-    }
+_PREFIX = export_js.MESSAGE_PREFIX
 
 
 def _json(doc: Mapping[str, Any]) -> str:
@@ -82,13 +69,7 @@ def export_client_bundle(bundle: Bundle, system: Any, key: SigningKey) -> bytes:
     :class:`~closedloop.errors.BundleError` for a bundle of another system or schema version,
     or one the client form cannot hold (the export's reason, naming the part)."""
     bundle.check_compatible(system)
-    try:
-        export = importlib.import_module("closedloop.runtime.export_js")
-    except ModuleNotFoundError as e:
-        if e.name != "closedloop.runtime.export_js":
-            raise
-        return sign_payload(_json(client_form(bundle, system)), key)
-    return bytes(export.export_client_bundle(system, bundle, key))
+    return export_js.export_client_bundle(system, bundle, key)
 
 
 def killswitch_payload(system: Any, production: str) -> str:
@@ -103,12 +84,7 @@ def killswitch_payload(system: Any, production: str) -> str:
 
 def sign_payload(payload: str, key: SigningKey) -> bytes:
     """``payload`` (JSON text) in the signed envelope, signed by ``key``."""
-    signature = {
-        "algorithm": "ed25519", "key_id": key.key_id, "public_key": key.public_key,
-        "signature": base64.b64encode(key.sign_message(_PREFIX + payload.encode("utf-8"))).decode("ascii"),
-    }
-    envelope = {"format": SIGNED_FORMAT, "format_version": 1, "payload": payload, "signature": signature}
-    return (json.dumps(envelope, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+    return export_js.envelope(payload, key)
 
 
 def verify_document(document: bytes, trusted: Mapping[str, str] | list[str]) -> str:

@@ -10,7 +10,7 @@ import { readFile } from "node:fs/promises";
 import { test } from "node:test";
 
 import { createClient, SdkError } from "../../src/sdk/index.js";
-import { loadBundle } from "./runtime.js";
+import { loadBundle } from "../../src/runtime/index.js";
 
 const env = process.env;
 const need = (name) => {
