@@ -187,7 +187,7 @@ def _rel(a: list[float], b: list[float]) -> float:
 def _compare(name: str, js: list[dict[str, Any]], py: list[Any], exact: bool) -> dict[str, Any]:
     """Asserts parity; returns what it covered (pairs scored, explored requests, the largest relative difference)."""
     assert len(js) == len(py), name
-    pairs = explored = 0
+    pairs = explored = same = 0
     worst = 0.0
     for k, (j, d) in enumerate(zip(js, py, strict=True)):
         assert "refused" not in j, (name, k, j)
@@ -198,8 +198,9 @@ def _compare(name: str, js: list[dict[str, Any]], py: list[Any], exact: bool) ->
             assert j["slots"] == d.slot_propensities, (name, k)
         worst = max(worst, rel)
         pairs += len(d.scores)
+        same += sum(a == b for a, b in zip(j["scores"], d.scores, strict=True))
         explored += "differ from the greedy order" in d.why
-    return {"pairs": pairs, "explored": explored, "worst": worst}
+    return {"pairs": pairs, "explored": explored, "worst": worst, "scores_bit_equal": same / max(pairs, 1)}
 
 
 def test_feed_bundles_rank_alike_in_node_and_python(tmp_path: Path, world: tuple[Any, Any]) -> None:
@@ -229,6 +230,7 @@ def test_feed_bundles_rank_alike_in_node_and_python(tmp_path: Path, world: tuple
         py_fields = [f if isinstance(f, str) else None for f in py_bad]  # a null for a field with a default is no error
         assert sum(f is not None for f in py_fields) > 450, name
         assert [j.get("refused") for j in js_bad] == py_fields, name
+    print(json.dumps(covered))  # what the parity covered (pytest -s shows it)
     assert sum(c["pairs"] for c in covered.values()) >= 100_000, covered
     for name in ("feed_softmax", "world_affinity_squarecb", "world_affinity_epsilon"):
         assert covered[name]["explored"] > 500, covered
