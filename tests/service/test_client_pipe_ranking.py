@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 
-from closedloop import Bundle
+from closedloop import Bundle, Runtime
 from closedloop.datasets.slots import build_reward_dataset
 from closedloop.experience.exploration import SquareCB
 from closedloop.runtime.deployment import Deployment
@@ -31,6 +31,18 @@ from support.node_runtime import run_node
 from support.service import serve_in_thread
 
 CATS = ("news", "sports", "local", "tech")
+#: The SDK ranks in Node against the server: a client for unit u3 ranks the requests and flushes its
+#: telemetry; prints the decisions and the client's status.
+SDK_RANK = """
+import { createClient } from "./src/sdk/index.js";
+const [base, token, key, reqs] = process.argv.slice(1);
+const c = createClient({ baseUrl: base, token, unit: "u3", publicKeys: [key], checkEveryMs: 0, flushEveryMs: 0 });
+await c.ready();
+const out = JSON.parse(reqs).map((r) => c.rank(r));
+await c.flush();
+console.log(JSON.stringify({ out, status: c.status() }));
+await c.close();
+"""
 
 
 def _requests(n: int) -> list[dict[str, Any]]:
@@ -94,9 +106,25 @@ def test_a_ranking_systems_bundle_ranks_in_node_and_its_rankings_come_back_as_te
         try:
             doc = json.loads(verify_document(httpx.get(base + "/v1/bundles/current", params={"unit": "u1"}, headers=h).content,
                                              [key.public_key]))
-            assert doc["ranking"]["k"] == 3 and doc["default_action"] is None
+            assert doc["ranking"]["k"] == 3 and doc["default_action"] is None and doc["ranking"]["candidate_id"] == "item_id"
         finally:
             svc.runtime.set_killswitch(False)
+        # the SDK: rank locally, then the kill switch's ranking (first k in input order), telemetry flushed
+        mine = [{**q, "user_id": "u3"} for q in requests[:3]]
+        sdk = json.loads(run_node("--input-type=module", "-e", SDK_RANK, base, token, key.public_key, json.dumps(mine)))
+        py = Runtime(system, bundle)
+        for r, q in zip(sdk["out"], mine, strict=True):  # as Python ranks with the same decision id
+            d = py.decide(q, decision_id=r["decisionId"], timestamp_ns=0)
+            assert r["slate"] == d.ranking and r["why"] == d.why and r["bundleId"] == bundle.version and not r["killswitch"]
+        assert sdk["status"]["queue"] == 0 and sdk["status"]["bundleId"] == bundle.version, sdk["status"]
+        svc.runtime.set_killswitch(True)  # a client that starts under the kill switch ranks by its document
+        try:
+            killed = json.loads(run_node("--input-type=module", "-e", SDK_RANK, base, token, key.public_key, json.dumps(mine[:1])))
+        finally:
+            svc.runtime.set_killswitch(False)
+        k0 = killed["out"][0]
+        assert k0["killswitch"] and k0["slate"] == [c["item_id"] for c in mine[0]["candidates"][:3]] and k0["slotPropensities"] == [1, 1, 1]
+        sdk["out"].append(k0)
     store = TelemetryStore(home)
     store.compact()
     dec = {d["decision_id"]: d for d in pq.read_table(store.decision_files()).to_pylist()}
@@ -105,11 +133,14 @@ def test_a_ranking_systems_bundle_ranks_in_node_and_its_rankings_come_back_as_te
         assert row["slate"] == it["slate"] and row["slot_propensities"] == it["slot_propensities"]
         assert row["candidate_ids"] == [c["item_id"] for c in it["context"]["candidates"]] and row["candidates_digest"]
         assert row["action"] == it["slate"][0] and row["bundle_version"] == bundle.version
+    for r in sdk["out"]:
+        row = dec[r["decisionId"]]
+        assert row["slate"] == r["slate"] and row["unit"] == "u3" and row["killswitch"] == r["killswitch"]
     end = time.time_ns()
     m = build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
                              since_ns=0, until_ns=end + 1, cutoff_ns=end + 10**9 * 86400 * 30, out=tmp_path / "ds")
     rows = pq.read_table(Path(m.path) / "data.parquet").to_pylist()
-    assert len(rows) == sum(len(it["slate"]) for it in items)
+    assert len(rows) == sum(len(it["slate"]) for it in items) + sum(len(r["slate"]) for r in sdk["out"])
     by = {(r["decision_id"], r["action"]): r for r in rows}
     for n, it in enumerate(items):
         for j, (cid, p) in enumerate(zip(it["slate"], it["slot_propensities"], strict=True)):

@@ -83,7 +83,7 @@ def killswitch_payload(system: Any, production: str) -> str:
         return _json({
             "format": KILLSWITCH_FORMAT, "format_version": 1, "system": system.name, "schema_version": system.schema.version,
             "unit": system.unit, "bundle_id": production, "default_action": None,
-            "ranking": {"k": system.experience.k, "why": KILLSWITCH_WHY},
+            "ranking": {"k": system.experience.k, "why": KILLSWITCH_WHY, "candidate_id": system.candidate_id},
         })
     return _json({
         "format": KILLSWITCH_FORMAT, "format_version": 1, "system": system.name, "schema_version": system.schema.version,
