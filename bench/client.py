@@ -10,7 +10,11 @@ Run it as ``.venv/bin/python bench/client.py`` (``--quick`` for a small run).
 * Node: ``runtime.decide(context)`` on the same contexts (``clients/js/tools/bench.mjs``; the
   same steps, a new random decision id per call), after a warm-up;
 * per-call µs: the median over repeats of N calls each; the ratio Node / Python (target ≤ 1);
-* the exported file's size, raw and gzip-compressed (what a client downloads).
+* the exported file's size, raw and gzip-compressed (what a client downloads);
+* one feed ranking decision (the feed example's logistic model, Softmax over slates of 5 from 10
+  candidates): Python's ``Runtime.decide`` on a request with its candidates against Node's
+  ``runtime.rank`` (validation of the request and candidates, 9 features per candidate, the
+  model, the Plackett–Luce draw from the decision id, a new decision id), reported as ``feed_rank``.
 
 The last line printed is one JSON object with every figure.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -42,8 +47,8 @@ from closedloop.runtime.signing import SigningKey  # noqa: E402
 from closedloop.training import train_logistic  # noqa: E402
 
 
-def _python_us(bundle: Bundle, contexts: list[dict[str, Any]], calls: int, repeats: int) -> list[float]:
-    rt = Runtime(phishing, bundle)
+def _python_us(bundle: Bundle, contexts: list[dict[str, Any]], calls: int, repeats: int, system: Any = phishing) -> list[float]:
+    rt = Runtime(system, bundle)
     decide = rt.decide
     n = len(contexts)
     for i in range(calls):  # warm-up, as Node's
@@ -94,8 +99,38 @@ def main() -> None:
             print(f"{name:<10} {py:>10.2f} {js:>9.2f} {js / py:>12.3f} {size:>7} {packed:>6}")
             result[name] = {"python_us": round(py, 3), "node_us": round(js, 3), "node_over_python": round(js / py, 4),
                             "bundle_bytes": size, "bundle_gzip_bytes": packed}
+        result["feed_rank"] = _feed(Path(tmp), key, calls, repeats)
     result["node_not_slower"] = all(result[n]["node_over_python"] <= 1.0 for n in bundles)
     print(json.dumps(result))
+
+
+def _feed_requests(n: int) -> list[dict[str, Any]]:
+    from examples.feed.system import CATEGORIES
+
+    rng = random.Random(5)
+    return [{"user_id": f"u{rng.randrange(1000)}", "country": rng.choice(["de", "fr", ""]), "hour": rng.randrange(24),
+             "candidates": [{"item_id": f"i{j}", "category": rng.choice(CATEGORIES), "item_ctr": rng.random() / 10,
+                             "age_hours": rng.expovariate(1 / 20), "is_new": rng.random() < 0.2} for j in range(10)]}
+            for _ in range(n)]
+
+
+def _feed(tmp: Path, key: SigningKey, calls: int, repeats: int) -> dict[str, Any]:
+    """One feed ranking decision (10 candidates, 5 slots) in Python and in Node, and its bundle's size."""
+    from examples.feed.system import feed, model
+
+    bundle = Bundle.build(feed, model)
+    requests = _feed_requests(500)
+    req_file = tmp / "feed-requests.json"
+    req_file.write_text(json.dumps(requests))
+    data = export_client_bundle(feed, bundle, key)
+    exported = tmp / "feed.json"
+    exported.write_bytes(data)
+    py = statistics.median(_python_us(bundle, requests, calls // 4, repeats, feed))
+    js = statistics.median(_node_us(exported, req_file, calls // 4, repeats))
+    size, packed = len(data), len(gzip.compress(data, 9))
+    print(f"{'feed_rank':<10} {py:>10.2f} {js:>9.2f} {js / py:>12.3f} {size:>7} {packed:>6}")
+    return {"python_us": round(py, 3), "node_us": round(js, 3), "node_over_python": round(js / py, 4), "candidates": 10,
+            "slots": 5, "bundle_bytes": size, "bundle_gzip_bytes": packed}
 
 
 if __name__ == "__main__":

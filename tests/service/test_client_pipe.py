@@ -196,20 +196,6 @@ def test_client_decisions_are_validated_item_by_item_and_reach_datasets(served):
     assert row["score_names"] == ["phish"] and row["scores"] == [0.25] and row["weight"] == 2.0
 
 
-def test_a_ranking_system_serves_no_client_bundles(tmp_path):
-    from examples.feed.system import feed, model
-
-    home = tmp_path / "home"
-    bundle = Bundle.build(feed, model)
-    token = Credentials(home / "credentials.json").add("web", ["client"])
-    st = ServiceSettings(project=Settings(home=home), system="examples.feed.system:feed")
-    with serve_in_thread(create_app(st, system=feed, source=StaticSource(Deployment(bundle)))) as base:
-        h = {"Authorization": f"Bearer {token}"}
-        r = httpx.get(base + "/v1/bundles/current", params={"unit": "u1"}, headers=h)
-        assert r.status_code == 501 and r.json()["type"].endswith("not-for-ranking")
-        assert httpx.post(base + "/v1/decisions", json=[], headers=h).status_code == 501
-
-
 def test_a_home_without_a_signing_key_serves_nothing_unsigned(phishing, tmp_path):
     from examples.phishing.heuristic import heuristic_intelligence
 

@@ -5,8 +5,8 @@
     closedloop bundle export BUNDLE --system MOD:ATTR --target js --out FILE
 
 Writes the file ``clients/js`` loads (see :mod:`closedloop.runtime.export_js`), signed with the project
-home's key; what cannot run in a client (a custom feature, a scikit-learn model, a ranking) is refused
-with the part named, and nothing is written.
+home's key (a ranking system's bundle too: its client form ranks); what cannot run in a client (a custom
+feature, a scikit-learn model) is refused with the part named, and nothing is written.
 """
 
 from __future__ import annotations

@@ -92,11 +92,16 @@ __all__ = [
     "RankedDecision",
     "RankedDecisionBatch",
     "RankedShadow",
+    "KILLSWITCH_WHY",
     "RankingPlan",
     "rank",
     "ranking_plan",
     "slot_probabilities",
 ]
+
+
+#: The kill switch's reason for a ranking of ``m`` of ``n`` candidates (``.format(m=…, n=…)``).
+KILLSWITCH_WHY = "kill switch: intelligence skipped, first {m} of {n} candidates in input order"
 
 
 def ranking_plan(system: Any, bundle: Any) -> RankingPlan | None:
@@ -190,7 +195,7 @@ class RankingPlan:
         return why
 
     def _killswitch_why(self, m: int, n: int) -> str:
-        return f"kill switch: intelligence skipped, first {m} of {n} candidates in input order"
+        return KILLSWITCH_WHY.format(m=m, n=n)
 
     def _scores(self, cols: Columns) -> np.ndarray:
         return self.score_rows(self._features.batch(cols), cols)

@@ -13,7 +13,9 @@ reason a decision may give); :func:`export_client_bundle` writes it as the bytes
 The signature is over ``b"closedloop.client.bundle.v1:" + payload.encode("utf-8")`` — the exact bytes
 of the payload string, so a client verifies them before it parses the payload (``signature`` is
 ``null`` when no key is given). What cannot run in a client is refused here, naming the part: a
-custom feature (Python code), a scikit-learn model (skops), an affinity table, a ranking experience.
+custom feature (Python code), a scikit-learn model (skops), guardrails on a ranking system. A
+ranking system's form (:mod:`closedloop.runtime.export_ranking`) carries its candidate schema and
+its Ranking experience in place of actions and thresholds.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import base64
 import json
 from typing import Any
 
-from closedloop.context.fields import Bool, Float, Int, Str
 from closedloop.errors import BundleError, SpecError
-from closedloop.experience.experiences import BestAction, Thresholds
+from closedloop.experience.experiences import BestAction, Ranking, Thresholds
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 from closedloop.experience.guardrails import FrequencyCap, Guardrail, InMemoryCapStore
 from closedloop.runtime.bundle import Bundle
-from closedloop.runtime.export_parts import ClientRefusal, expr_tree, intelligence_tree, number
+from closedloop.runtime.export_parts import ClientRefusal, expr_tree, field_tree, intelligence_tree, number
+from closedloop.runtime.export_ranking import ranking_form
 from closedloop.runtime.serving import _Plan
 from closedloop.runtime.signing import SigningKey
 
@@ -48,23 +50,6 @@ def _canonical(obj: Any) -> str:
 def signed_message(payload: str) -> bytes:
     """The bytes a client bundle's signature is over: the prefix, then the payload's UTF-8."""
     return MESSAGE_PREFIX + payload.encode("utf-8")
-
-
-def _field(f: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": f.name, "required": f.required}
-    if not f.required:
-        out["default"] = f.default
-    if isinstance(f, Float):
-        out.update(kind="float", ge=f.ge, le=f.le, nonfinite=f.nonfinite, rule=f.rule())
-    elif isinstance(f, Int):
-        out.update(kind="int", ge=f.ge, le=f.le, rule=f.rule())
-    elif isinstance(f, Bool):
-        out.update(kind="bool", rule=f.rule())
-    elif isinstance(f, Str):
-        out.update(kind="str", choices=list(f.choices) if f.choices is not None else None, limit=f.limit, rule=f.rule())
-    else:  # pragma: no cover - a schema holds only these four
-        raise ClientRefusal("schema", f"context field {f.name!r} is of a kind the client does not know")
-    return out
 
 
 def _policy(policy: Any, actions: tuple[str, ...]) -> dict[str, Any] | None:
@@ -90,8 +75,8 @@ def _experience(exp: Any, outputs: tuple[str, ...], actions: tuple[str, ...], ex
     if isinstance(exp, BestAction):
         return {"kind": "best_action", "explored": explored, "explore": _policy(exp.explore, actions)}
     raise ClientRefusal(
-        "experience", f"the experience {exp!r} cannot run in the client runtime (it decides thresholds and best actions, "
-        "not rankings)")
+        "experience", f"the experience {exp!r} cannot run in the client runtime (it decides thresholds, best actions "
+        "and rankings)")
 
 
 def _guard(rules: list[Guardrail], system: Any, offset: int) -> dict[str, Any] | None:
@@ -120,11 +105,20 @@ def _guard(rules: list[Guardrail], system: Any, offset: int) -> dict[str, Any] |
     }
 
 
+def _header(system: Any, bundle: Bundle) -> dict[str, Any]:
+    return {"id": bundle.version, "system": system.name, "schema_version": system.schema_version,
+            "content_digest": bundle.content_digest, "created_at": bundle.manifest["created_at"],
+            "feature_fingerprint": system.feature_fingerprint}
+
+
 def client_form(system: Any, bundle: Bundle) -> dict[str, Any]:
     """The client form of ``bundle`` for ``system`` (checked to fit it): a JSON-ready document, or
     a :class:`~closedloop.errors.BundleError` naming the part that cannot run in a client."""
     if not isinstance(bundle, Bundle):
         raise SpecError(f"The 'bundle' parameter of client_form must be a closedloop.Bundle. Got {bundle!r} instead.")
+    if isinstance(system.experience, Ranking):
+        head = {"format": CLIENT_FORMAT, "format_version": FORMAT_VERSION, "bundle": _header(system, bundle)}
+        return {**head, **ranking_form(system, bundle)}
     if not isinstance(system.experience, Thresholds | BestAction):
         _experience(system.experience, (), (), 0)  # refuses it, naming the experience
     plan = _Plan(system, bundle, (), InMemoryCapStore())  # checks the bundle against the system
@@ -134,10 +128,8 @@ def client_form(system: Any, bundle: Bundle) -> dict[str, Any]:
     return {
         "format": CLIENT_FORMAT,
         "format_version": FORMAT_VERSION,
-        "bundle": {"id": bundle.version, "system": system.name, "schema_version": system.schema_version,
-                   "content_digest": bundle.content_digest, "created_at": bundle.manifest["created_at"],
-                   "feature_fingerprint": system.feature_fingerprint},
-        "schema": {"extra": system.schema.extra, "fields": [_field(f) for f in system.schema.fields]},
+        "bundle": _header(system, bundle),
+        "schema": {"extra": system.schema.extra, "fields": [field_tree(f) for f in system.schema.fields]},
         "unit": system.unit,
         "features": [{"name": f.name, "expr": expr_tree(f.expr.describe(), f"feature {f.name!r}")} for f in features.features],
         "intelligence": intelligence_tree(bundle.intelligence, features),

@@ -13,8 +13,10 @@ from typing import Any
 
 from closedloop.context.features import FeatureSet
 from closedloop.context.features.regex import _translate_regex
+from closedloop.context.fields import Bool, Float, Int, Str
 from closedloop.errors import BundleError, ClosedLoopError
 from closedloop.intelligence import (
+    AffinityModel,
     Calibrated,
     Intelligence,
     LightGBMModel,
@@ -29,7 +31,7 @@ from closedloop.intelligence import (
 )
 from closedloop.intelligence.lightgbm import K_ZERO
 
-__all__ = ["ClientRefusal", "expr_tree", "intelligence_tree", "js_regex", "number"]
+__all__ = ["ClientRefusal", "expr_tree", "field_tree", "intelligence_tree", "js_regex", "number"]
 
 #: Every operator of the expression tree the client interpreter knows, with its arity (children).
 EXPR_OPS = {
@@ -50,6 +52,25 @@ def number(x: float) -> Any:
     if math.isfinite(x):
         return float(x)
     return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")
+
+
+# -- context fields -----------------------------------------------------------------------------
+def field_tree(f: Any) -> dict[str, Any]:
+    """A context field as the client validates it: kind, default, bounds, choices, limit, the rule text."""
+    out: dict[str, Any] = {"name": f.name, "required": f.required}
+    if not f.required:
+        out["default"] = f.default
+    if isinstance(f, Float):
+        out.update(kind="float", ge=f.ge, le=f.le, nonfinite=f.nonfinite, rule=f.rule())
+    elif isinstance(f, Int):
+        out.update(kind="int", ge=f.ge, le=f.le, rule=f.rule())
+    elif isinstance(f, Bool):
+        out.update(kind="bool", rule=f.rule())
+    elif isinstance(f, Str):
+        out.update(kind="str", choices=list(f.choices) if f.choices is not None else None, limit=f.limit, rule=f.rule())
+    else:  # pragma: no cover - a schema holds only these four
+        raise ClientRefusal("schema", f"context field {f.name!r} is of a kind the client does not know")
+    return out
 
 
 # -- regular expressions -------------------------------------------------------------------------
@@ -162,6 +183,8 @@ def intelligence_tree(intel: Intelligence, features: FeatureSet, where: str = "i
             names = list(intel.weights)
             return {"kind": "linear", "logistic": isinstance(intel, LogisticModel), "idx": _idx(features, names),
                     "w": [intel.weights[n] for n in names], "b": intel.intercept}
+        if isinstance(intel, AffinityModel):
+            return _affinity(intel, features)
         if isinstance(intel, ThresholdRule):
             return {"kind": "threshold_rule", "i": features.index[intel.feature], "op": intel.op, "t": intel.threshold,
                     "then": intel.then, "otherwise": intel.otherwise}
@@ -201,6 +224,22 @@ def intelligence_tree(intel: Intelligence, features: FeatureSet, where: str = "i
     reason = "a scikit-learn estimator stored with skops runs only in Python" if kind == "sklearn" else (
         "the client runtime does not implement this kind")
     raise ClientRefusal("intelligence", f"{where} is of kind {kind!r}, which cannot run in a client: {reason}")
+
+
+def _affinity(model: AffinityModel, features: FeatureSet) -> dict[str, Any]:
+    """The affinity model compactly: its logistic part as ``linear``'s, and its table as the sorted
+    distinct ``a`` and ``b`` texts, each pair's code ``index(a) · |B| + index(b)`` (ascending) and
+    the offsets in code order — the arrays :class:`~closedloop.intelligence.pair_table.PairTable` holds."""
+    for k in model.keys:
+        if k not in features.schema.by_name:
+            raise ClientRefusal("intelligence", f"the affinity model's key {k!r} is not a field of the system")
+    names = list(model.weights)
+    a, b, offsets = model.pairs.columns()
+    a_values, b_values = sorted(set(a.to_pylist())), sorted(set(b.to_pylist()))
+    ia, ib = {x: i for i, x in enumerate(a_values)}, {x: i for i, x in enumerate(b_values)}
+    codes = [ia[x] * len(b_values) + ib[y] for x, y in zip(a.to_pylist(), b.to_pylist(), strict=True)]
+    return {"kind": "affinity", "idx": _idx(features, names), "w": [model.weights[n] for n in names], "b": model.intercept,
+            "keys": list(model.keys), "a": a_values, "bv": b_values, "codes": codes, "offsets": offsets.tolist()}
 
 
 def _forest(model: LightGBMModel, features: FeatureSet) -> dict[str, Any]:

@@ -74,7 +74,17 @@ def export_client_bundle(bundle: Bundle, system: Any, key: SigningKey) -> bytes:
 
 def killswitch_payload(system: Any, production: str) -> str:
     """The kill switch's payload: decide ``system``'s default action (``production``: the
-    production bundle's version, which the decisions name as the service's do)."""
+    production bundle's version, which the decisions name as the service's do); for a ranking
+    system, show the first ``k`` candidates in input order (``ranking``: k and the reason template)."""
+    from closedloop.experience.experiences import Ranking
+    from closedloop.experience.ranking import KILLSWITCH_WHY
+
+    if isinstance(system.experience, Ranking):
+        return _json({
+            "format": KILLSWITCH_FORMAT, "format_version": 1, "system": system.name, "schema_version": system.schema.version,
+            "unit": system.unit, "bundle_id": production, "default_action": None,
+            "ranking": {"k": system.experience.k, "why": KILLSWITCH_WHY, "candidate_id": system.candidate_id},
+        })
     return _json({
         "format": KILLSWITCH_FORMAT, "format_version": 1, "system": system.name, "schema_version": system.schema.version,
         "unit": system.unit, "bundle_id": production, "default_action": system.default_action,

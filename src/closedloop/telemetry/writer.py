@@ -222,6 +222,17 @@ class Telemetry(Committer):
         self.slates.add(decision)
         return self._put((RANKED, decision, context, p), 1)
 
+    def log_reported_ranked(self, decision: Any, context: Any = None, sample_prob: float = 1.0) -> int | None:
+        """Log a ranking decision made elsewhere and reported back (a client's) with the request it
+        ranked (the mapping with its ``"candidates"``), as :meth:`log_ranked` logs one made here. No
+        sampling policy applies: ``sample_prob`` is the probability the reporter kept it with.
+        Returns its sequence number, or None when the buffer refused it (full or closing)."""
+        if isinstance(sample_prob, bool) or not isinstance(sample_prob, int | float) or not 0.0 < sample_prob <= 1.0:
+            raise SpecError(f"The 'sample_prob' parameter of Telemetry.log_reported_ranked must be a number in (0, 1]. "
+                            f"Got {sample_prob!r} instead.")
+        self.slates.add(decision)
+        return self._put((RANKED, decision, context, float(sample_prob)), 1)
+
     def log_ranked_batch(self, batch: Any, requests: Any = None, candidates: Any = None) -> int | None:
         """Log a :class:`~closedloop.experience.ranked.RankedDecisionBatch` with the requests and
         candidates batches it decided (referenced). Returns the first sequence number."""

@@ -77,6 +77,48 @@ export interface ClientRuntime {
   validate(context: unknown): Record<string, unknown>;
 }
 
+/** A ranking decision, as Python's RankedDecision (closedloop.experience.ranked). */
+export interface RankedDecision {
+  decisionId: string;
+  system: string;
+  unit: string;
+  timestampMs: number;
+  bundleId: string;
+  /** The candidate ids in input order (an Int id as text). */
+  candidates: string[];
+  /** One score per candidate, input order (empty under the kill switch). */
+  candidateScores: number[];
+  /** The ids shown, slot by slot: min(k, N) of them. */
+  slate: string[];
+  /** P(slot j gets slate[j] | the earlier slots). */
+  slotPropensities: number[];
+  /** Their product, left to right. */
+  propensity: number;
+  why: string;
+  mode: string;
+  killswitch: boolean;
+  flight: null;
+}
+
+export interface RankingRuntime {
+  readonly kind: "ranking";
+  readonly bundleId: string;
+  readonly system: string;
+  readonly schemaVersion: string;
+  readonly contentDigest: string | null;
+  readonly unitField: string;
+  readonly candidateIdField: string;
+  readonly featureNames: string[];
+  readonly outputs: string[];
+  readonly k: number;
+  /** `candidates` omitted: read from `request.candidates`. Throws ContextError (`candidates[i].field`, …). */
+  rank(request: unknown, candidates?: unknown[], opts?: DecideOptions): RankedDecision;
+  /** The kill switch's ranking: the first min(k, N) candidates in input order, propensity 1 each. */
+  rankDefault(request: unknown, candidates?: unknown[], opts?: DecideOptions): RankedDecision;
+  /** Throws a BundleError (field "experience"): a ranking bundle ranks. */
+  decide(context: unknown, opts?: DecideOptions): never;
+}
+
 export const CLIENT_FORMAT: "closedloop.client.bundle";
 export const ENVELOPE_FORMAT: "closedloop.client.bundle.signed";
 export const FORMAT_VERSION: 1;
@@ -84,6 +126,6 @@ export const FORMAT_VERSION: 1;
 export function loadBundle(
   exported: unknown,
   expect?: { system?: string; schemaVersion?: string; caps?: MemoryCapStore },
-): ClientRuntime;
+): ClientRuntime | RankingRuntime;
 export function newDecisionId(): string;
 export function uniform(decisionId: string, salt?: number): number;

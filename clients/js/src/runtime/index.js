@@ -14,9 +14,11 @@ import { compileProgram } from "./expr.js";
 import { bindGuard, MemoryCapStore } from "./guard.js";
 import { uniform } from "./hash.js";
 import { bindIntelligence } from "./intelligence.js";
+import { decisionTime, newDecisionId } from "./ids.js";
+import { RankingRuntime } from "./ranking.js";
 import { compileSchema } from "./schema.js";
 
-export { BundleError, ContextError, MemoryCapStore, uniform };
+export { BundleError, ContextError, MemoryCapStore, newDecisionId, RankingRuntime, uniform };
 
 export const CLIENT_FORMAT = "closedloop.client.bundle";
 export const ENVELOPE_FORMAT = "closedloop.client.bundle.signed";
@@ -44,47 +46,13 @@ function clientForm(exported) {
   return exported;
 }
 
-/** WebCrypto: the browser's and Node's global (Node 18's ES modules have no global: node:crypto's). */
-const webcrypto = globalThis.crypto ?? (await import("node:crypto")).webcrypto;
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-const POOL = new Uint8Array(16 * 256);
-let poolAt = POOL.length;
-
-/** 32 random lower-case hex digits (what the Python runtime's decision ids look like): 128 bits of
- * the platform's cryptographic generator, drawn 256 ids at a time (one call per id is slow in Node). */
-export function newDecisionId() {
-  if (poolAt === POOL.length) {
-    webcrypto.getRandomValues(POOL);
-    poolAt = 0;
-  }
-  let s = "";
-  for (let i = poolAt; i < poolAt + 16; i++) s += HEX[POOL[i]];
-  poolAt += 16;
-  return s;
-}
-
-/** The decision time: nanoseconds as a bigint when `timestampNs` is given, else whole milliseconds. @param {any} opts */
-function decisionTime(opts) {
-  const ns = opts.timestampNs;
-  if (ns !== undefined && ns !== null) {
-    try {
-      return BigInt(ns);
-    } catch {
-      throw new ContextError("timestampNs", "an integer number of nanoseconds since the epoch", ns);
-    }
-  }
-  const ms = opts.timestampMs ?? Date.now();
-  if (!Number.isSafeInteger(ms)) throw new ContextError("timestampMs", "an integer number of milliseconds since the epoch", ms);
-  return ms;
-}
-
 /**
  * Load a bundle exported for clients.
  * @param {any} exported the parsed export file (the signed envelope), its payload parsed, or the JSON text
  * @param {{system?: string, schemaVersion?: string, caps?: MemoryCapStore}} [expect] refuse a bundle for another
  *   system or schema version; `caps`: the frequency caps' counts to go on with (the `caps` of the runtime this one
  *   replaces: a new bundle of the same system keeps counting, as the Python runtime's cap store does across loads)
- * @returns {ClientRuntime}
+ * @returns {ClientRuntime | RankingRuntime} a RankingRuntime (`rank`) for a ranking system's bundle
  */
 export function loadBundle(exported, expect = {}) {
   const form = clientForm(exported);
@@ -99,6 +67,7 @@ export function loadBundle(exported, expect = {}) {
     throw new BundleError("schema_version", `built for schema version '${b.schema_version}', expected '${expect.schemaVersion}'`);
   }
   if (expect.caps !== undefined && !(expect.caps instanceof MemoryCapStore)) throw new BundleError("caps", "caps must be a runtime's caps");
+  if (form.experience && form.experience.kind === "ranking") return new RankingRuntime(form);
   return new ClientRuntime(form, expect.caps ?? new MemoryCapStore());
 }
 

@@ -90,6 +90,7 @@ export function bindIntelligence(spec, env, where = "intelligence", depth = 0) {
       };
       return spec.logistic ? (x) => sigmoid(lin(x)) : lin;
     }
+    case "affinity": return affinity(spec, bad, feat, num, list, env);
     case "rules": {
       const raw = list(spec.rules, "rules");
       const n = raw.length;
@@ -171,6 +172,46 @@ export function bindIntelligence(spec, env, where = "intelligence", depth = 0) {
     default:
       throw bad(`the kind ${JSON.stringify(spec.kind)} cannot run in the client runtime`);
   }
+}
+
+/** closedloop.intelligence.affinity.AffinityModel: sigmoid(linear part + the (a, b) pair's offset);
+ * a pair the table lacks adds 0, and a key `a` it lacks altogether adds nothing (its batch form). @returns {Score} */
+function affinity(/** @type {any} */ spec, /** @type {any} */ bad, /** @type {any} */ feat, /** @type {any} */ num,
+  /** @type {any} */ list, /** @type {{fields: Map<string, {index: number, kind: string}>}} */ env) {
+  const idx = list(spec.idx, "idx").map(feat);
+  const w = list(spec.w, "w").map((/** @type {any} */ x) => num(x, "w"));
+  if (idx.length !== w.length) throw bad("one weight per feature");
+  const b = num(spec.b, "b");
+  const keys = list(spec.keys, "keys");
+  const key = (/** @type {any} */ name) => {
+    const f = env.fields.get(name);
+    if (f === undefined || f.kind !== "str") throw bad(`the key '${name}' must be a text field`);
+    return f.index;
+  };
+  if (keys.length !== 2) throw bad("two keys");
+  const ka = key(keys[0]), kb = key(keys[1]);
+  const as = list(spec.a, "a"), bs = list(spec.bv, "bv"), codes = list(spec.codes, "codes"), offsets = list(spec.offsets, "offsets");
+  if (codes.length !== offsets.length) throw bad("one offset per pair");
+  const nb = bs.length, limit = as.length * nb;
+  /** @type {Map<string, Map<string, number>>} */
+  const table = new Map();
+  let last = -1;
+  for (let j = 0; j < codes.length; j++) {
+    const c = codes[j];
+    if (!Number.isInteger(c) || c <= last || c >= limit) throw bad("the pair codes must be increasing integers within the table");
+    last = c;
+    const a = String(as[Math.floor(c / nb)]);
+    let row = table.get(a);
+    if (row === undefined) table.set(a, (row = new Map()));
+    row.set(String(bs[c % nb]), num(offsets[j], "offsets"));
+  }
+  const n = idx.length;
+  return (x, v) => {
+    let z = b;
+    for (let j = 0; j < n; j++) z = z + x[idx[j]] * w[j];
+    const row = table.get(v[ka]);
+    return sigmoid(row === undefined ? z : z + (row.get(v[kb]) ?? 0));
+  };
 }
 
 /** @returns {Score} */

@@ -4,6 +4,7 @@
 //   const client = createClient({ baseUrl, token, unit, publicKeys });
 //   await client.ready();                   // the last good bundle (storage) and a first check
 //   const d = client.decide(context);       // local: no round trip
+//   const r = client.rank(request, candidates);   // a ranking system's bundle: a slate, locally
 //   client.status();                        // { bundleId, lastError, queue, dropped, … }
 //
 // Plain ES module, no dependencies: Node ≥ 20 and browsers (fetch, WebCrypto Ed25519).
@@ -159,6 +160,55 @@ export class Client {
     return out;
   }
 
+  /**
+   * Rank `candidates` for `request` locally with a ranking system's bundle (the runtime's `rank`:
+   * slate, slot propensities, candidate scores, why; `candidates` omitted: `request.candidates`).
+   * Throws SdkError "bundle" while none is loaded or when the bundle decides instead of ranking;
+   * the runtime's ContextError for an invalid request or candidate. Queued for telemetry when sampled.
+   * @param {Record<string, any>} request @param {any[]} [candidates]
+   */
+  rank(request, candidates) {
+    const cur = this._current;
+    if (!cur) {
+      const why = this._errors.bundle ? ` (${this._errors.bundle.message})` : "";
+      throw new SdkError("bundle", `no bundle is loaded yet${why}: await client.ready()`);
+    }
+    const ms = Date.now();
+    const decisionId = this._ids.next(ms);
+    const opts = { decisionId, unit: this.unit, timestampMs: ms };
+    let d;
+    if (cur.killswitch) d = this._defaultRanking(cur, request, candidates, opts);
+    else if (typeof cur.runtime?.rank !== "function") throw new SdkError("bundle", "the bundle in use decides actions, it does not rank: call decide(context)");
+    else d = cur.runtime.rank(request, candidates, opts);
+    const out = { ...d, decisionId, unit: this.unit, system: cur.system, bundleId: cur.bundleId, flight: cur.flight,
+      killswitch: Boolean(cur.killswitch) || Boolean(d.killswitch) };
+    this._counts.decisions++;
+    const cands = candidates === undefined ? request.candidates : candidates;
+    this._enqueue({
+      decision_id: decisionId, bundle_id: out.bundleId, system: out.system, unit: this.unit,
+      context: candidates === undefined ? request : { ...request, candidates: cands }, slate: out.slate,
+      slot_propensities: out.slotPropensities, timestamp: new Date(ms).toISOString(), flight: out.flight ?? null,
+      killswitch: out.killswitch, sample_prob: this.sampleRate, why: out.why,
+      ...(out.candidateScores?.length && out.candidateScores.every(Number.isFinite) ? { candidate_scores: out.candidateScores } : {}),
+    });
+    return out;
+  }
+
+  /** The kill switch's ranking: the first k candidates in input order, propensity 1 each (validated by
+   * the ranking runtime loaded before, else read by the kill switch document's candidate id field). */
+  _defaultRanking(/** @type {Loaded} */ cur, /** @type {any} */ request, /** @type {any} */ candidates, /** @type {any} */ opts) {
+    const ks = cur.killswitch;
+    if (cur.runtime && typeof cur.runtime.rankDefault === "function") return cur.runtime.rankDefault(request, candidates, opts);
+    const r = ks.ranking;
+    const cands = candidates === undefined ? request?.candidates : candidates;
+    if (!r || !Array.isArray(cands)) throw new SdkError("bundle", "the kill switch is on and no ranking bundle was loaded: pass the candidates of a ranking system");
+    const ids = cands.map((/** @type {any} */ c) => String(c?.[r.candidate_id]));
+    const m = Math.min(r.k, ids.length);
+    const why = String(r.why).replaceAll("{m}", String(m)).replaceAll("{n}", String(ids.length));
+    return { decisionId: opts.decisionId, candidates: ids, candidateScores: [], slate: ids.slice(0, m),
+      slotPropensities: new Array(m).fill(1), propensity: 1, why, mode: "organize", killswitch: true };
+  }
+
   /** The kill switch's decision: the system's default action, propensity 1 (the context still
    * validated when a bundle was loaded before). */
   _defaultDecision(/** @type {Loaded} */ cur, /** @type {any} */ context, /** @type {string} */ decisionId, /** @type {number} */ ms) {
@@ -184,6 +234,7 @@ export class Client {
       this._counts.dropped++;
       return;
     }
+    /** @type {Record<string, any>} */
     const item = {
       decision_id: d.decisionId, bundle_id: d.bundleId, system: d.system, unit: this.unit, context,
       action: d.action, propensity: d.propensity, timestamp: new Date(ms).toISOString(), flight: d.flight ?? null,
@@ -194,6 +245,21 @@ export class Client {
     const scores = d.scores && typeof d.scores === "object" ? Object.entries(d.scores) : [];
     if (scores.length && scores.every(([, v]) => Number.isFinite(v))) item.scores = d.scores;
     else if (Number.isFinite(d.score)) item.score = d.score;
+    this._enqueue(item, true);
+  }
+
+  /** Queue one telemetry item (sampled at sampleRate unless `sampled`; the oldest dropped when the queue is full). */
+  _enqueue(/** @type {Record<string, any>} */ item, sampled = false) {
+    if (!sampled) {
+      if (this.sampleRate < 1 && !(Math.random() < this.sampleRate)) {
+        this._counts.sampledOut++;
+        return;
+      }
+      if (this.maxQueue === 0) {
+        this._counts.dropped++;
+        return;
+      }
+    }
     if (this._queue.length >= this.maxQueue) {
       this._queue.shift(); // the oldest goes: the queue is bounded while offline
       this._counts.dropped++;

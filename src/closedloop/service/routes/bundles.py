@@ -8,7 +8,9 @@ switch's document (decide the system's default action). Either is one signed doc
 (:mod:`~closedloop.service.client_bundles`), made once per bundle and cached; its strong ETag is
 its bytes' sha256, and a request whose ``If-None-Match`` names it is answered 304 without a
 body. ``Closedloop-Bundle`` names the bundle served and ``Closedloop-Flight`` the unit's flight
-(absent: production), so a client's decision reports can say which arm decided.
+(absent: production), so a client's decision reports can say which arm decided. A ranking
+system's bundle is served alike (its client form ranks: ``runtime.rank``); its kill switch's
+document says to show the first ``k`` candidates in input order.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from closedloop.service.problems import Problem, invalid
 from closedloop.service.settings import ServiceSettings
 from closedloop.telemetry.records import MAX_UNIT
 
-__all__ = ["DOCUMENT_TYPE", "bundles_routes", "not_for_ranking", "unit_problem"]
+__all__ = ["DOCUMENT_TYPE", "bundles_routes", "unit_problem"]
 
 #: The media type of a served document (a signature line, then the payload: not JSON as a whole).
 DOCUMENT_TYPE = "application/vnd.closedloop.signed"
@@ -72,8 +74,6 @@ def bundles_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Se
     async def current(request: Request) -> Response:
         svc = holder["svc"]
         svc.authenticate(request.headers.get("authorization"), "client")
-        if svc.ranking:
-            raise not_for_ranking(svc)
         unit = request.query_params.get("unit")
         bad = unit_problem(unit)
         if bad is not None:
@@ -97,14 +97,6 @@ def bundles_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, Se
             raise Problem(503, "not-exportable", "Bundle not servable to clients",
                           f"The bundle {bundle.version} cannot be served to clients: {e}", bundle=bundle.version) from None
         return _answer(svc, request, served, bundle.version, flight, dep.killswitch)
-
-
-def not_for_ranking(svc: Service) -> Problem:
-    """501: a ranking system's decisions are not made in clients (the client runtime decides
-    thresholds and best actions; the export refuses a ranking)."""
-    return Problem(501, "not-for-ranking", "Not for a ranking system",
-                   f"The system '{svc.system.name}' ranks candidates: its bundles do not run in clients, so it serves "
-                   "no client bundles and takes no client decisions. Decide with POST /v1/decide.")
 
 
 def _documents(svc: Service, made: dict[str, ClientBundles]) -> ClientBundles:

@@ -8,13 +8,16 @@ filled — and the bad ones listed in ``rejected`` with their ``index`` and ``fi
 item never sinks the batch. The answer is 202 ``{"accepted": n, "rejected": [...]}`` once
 telemetry has made the accepted ones durable (the outcomes' contract: acknowledged means
 durable; :mod:`~closedloop.service.durability`), 503 when it has not (nothing of them
-acknowledged: send the batch again). A resent decision is the same decision: datasets keep one
+acknowledged: send the batch again). On a ranking system the items are rankings
+(:mod:`~closedloop.service.client_ranked`: the request with its candidates, the slate, the slot
+propensities), logged as the service's own rankings. A resent decision is the same decision: datasets keep one
 record per ``decision_id`` (the first written), so a retry never duplicates a row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -22,10 +25,10 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from closedloop.service.bodies import BoundedArray, TooLarge, first_byte
+from closedloop.service.client_ranked import judge_ranked_items
 from closedloop.service.client_reports import judge_items
 from closedloop.service.core import Service
 from closedloop.service.problems import Problem
-from closedloop.service.routes.bundles import not_for_ranking
 from closedloop.service.routes.edge import BAD_JSON, JSON, batch_too_large, encode, malformed, not_an_array, read_body
 from closedloop.service.settings import ServiceSettings
 
@@ -46,7 +49,7 @@ def _doc() -> dict[str, Any]:
             202: {"description": "The accepted decisions are durable in telemetry; the refused ones listed with index and field.",
                   "content": {JSON: {"schema": {"type": "object", "properties": {
                       "accepted": {"type": "integer"}, "rejected": {"type": "array", "items": {"type": "object"}}}}}}},
-            **{c: {"$ref": "#/components/responses/Problem"} for c in (400, 401, 403, 413, 422, 501, 503)},
+            **{c: {"$ref": "#/components/responses/Problem"} for c in (400, 401, 403, 413, 422, 503)},
         },
         "tags": ["clients"],
     }
@@ -63,8 +66,6 @@ def decisions_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, 
     async def decisions(request: Request) -> Response:
         svc = holder["svc"]
         svc.authenticate(request.headers.get("authorization"), "client")
-        if svc.ranking:
-            raise not_for_ranking(svc)
         body = await read_body(request, limit)
         if first_byte(body) != 91:
             raise Problem(400, "bad-request", "Bad request", "The request body must be a JSON array of decisions.")
@@ -80,7 +81,10 @@ def decisions_routes(app: FastAPI, settings: ServiceSettings, holder: dict[str, 
             raise Problem(503, "telemetry-off", "Telemetry is off",
                           "This service runs without telemetry, so client decisions cannot be made durable.")
         dep = svc.runtime.deployment  # type: ignore[union-attr]
-        good, problems = await asyncio.to_thread(judge_items, items, svc.system, dep)
+        if svc.ranking:  # rankings: the request with its candidates, the slate and its slot propensities
+            good, problems = await asyncio.to_thread(judge_ranked_items, items, svc.runtime._plan, dep, time.time_ns())  # type: ignore[union-attr]
+        else:
+            good, problems = await asyncio.to_thread(judge_items, items, svc.system, dep)
         if problems:
             svc.m_client_rejections.inc(("invalid",), len(problems))
         seqs = _log(svc, good, problems)
@@ -101,7 +105,10 @@ def _log(svc: Service, good: list[Any], problems: list[dict[str, Any]]) -> list[
     tel = svc.telemetry
     seqs: list[int] = []
     for j in good:
-        seq = tel.log_reported(j.decision, j.context, j.features, j.sample_prob)
+        if svc.ranking:
+            seq = tel.log_reported_ranked(j.decision, j.context, j.sample_prob)
+        else:
+            seq = tel.log_reported(j.decision, j.context, j.features, j.sample_prob)
         if seq is None:
             svc.m_client_rejections.inc(("telemetry",))
             problems.append({"type": "urn:closedloop:problem:telemetry-full", "title": "Telemetry buffer full",

@@ -1,0 +1,180 @@
+"""Ranking decisions made in clients, reported back (``POST /v1/decisions`` on a ranking system):
+each item judged at the edge, then made a :class:`~closedloop.experience.ranked.RankedDecision`
+that telemetry logs as it logs the service's own rankings (:mod:`closedloop.telemetry.ranked`:
+``candidate_ids``, ``candidate_scores``, ``slate``, ``slot_propensities``, ``candidates_json`` and
+its digest), so reward datasets (``datasets/slots.py``), the guard and flights read them alike.
+
+An item is a JSON object (:class:`RankedClientDecision`), what the client runtime's ``rank`` gives::
+
+    {"decision_id": "…", "bundle_id": "…", "system": "feed", "unit": "u1",
+     "context": {"user_id": "u1", "hour": 9, "candidates": [{…}, …]},
+     "slate": ["i7", "i2", …], "slot_propensities": [0.41, 0.66, …], "candidate_scores": [0.1, …],
+     "timestamp": 1760000000000000000, "flight": null, "why": "…", "killswitch": false, "sample_prob": 1.0}
+
+Required: ``decision_id``, ``bundle_id``, ``system``, ``unit``, ``context`` (the request with its
+``candidates``, valid for the System's request and candidate schemas, ids unique; its unit field
+must be ``unit``), ``slate`` (``min(k, N)`` distinct ids of its candidates), ``slot_propensities``
+(one number in (0, 1] per slot) and ``timestamp``. Optional: ``candidate_scores`` (one finite number
+per candidate, input order; absent or empty: none), ``flight``, ``why``, ``killswitch``,
+``sample_prob`` — with the rules of :mod:`closedloop.service.client_reports`. The decision's
+propensity is the product of its slot propensities, left to right, as the runtime's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from closedloop.errors import ContextError
+from closedloop.experience.ranked import RankedDecision
+from closedloop.runtime.deployment import Deployment, assign_flight
+from closedloop.service.client_reports import _DAY_NS, _FLIGHT, _ID_RULE, Judged, _kind_of, _ns, _text
+from closedloop.service.problems import context_problem, invalid
+from closedloop.telemetry.records import MAX_ID, MAX_UNIT
+
+__all__ = ["RankedClientDecision", "judge_ranked_items"]
+
+
+class RankedClientDecision(msgspec.Struct, kw_only=True):
+    """One ranking a client made, as it reports it (every field judged by the rules, not by the decoder's types)."""
+
+    decision_id: Any = None
+    bundle_id: Any = None
+    system: Any = None
+    unit: Any = None
+    context: msgspec.Raw = msgspec.Raw(b"")
+    slate: Any = None
+    slot_propensities: Any = None
+    candidate_scores: Any = None
+    timestamp: Any = None
+    flight: Any = None
+    why: Any = None
+    killswitch: Any = False
+    sample_prob: Any = 1.0
+
+
+_one = msgspec.json.Decoder(RankedClientDecision)
+
+
+def judge_ranked_items(items: list[msgspec.Raw], plan: Any, deployment: Deployment,
+                       now_ns: int) -> tuple[list[Judged], list[dict[str, Any]]]:
+    """Each raw item → the accepted rankings (``Judged``: the decision, the request mapping it
+    ranked, no features) and the problems of the refused items (each with its ``index`` and
+    ``field``). ``plan``: the production :class:`~closedloop.experience.ranking.RankingPlan`, which
+    validates the request and candidates as the runtime does. Run it in a worker thread."""
+    good: list[Judged] = []
+    bad: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(items):
+        try:
+            item = _one.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            bad.append(invalid("decision", "<decision>", "a JSON object", _kind_of(raw), index=i))
+            continue
+        got = _judge(item, plan, deployment, now_ns, i)
+        if isinstance(got, dict):
+            bad.append(got)
+        elif got.decision.decision_id not in seen:
+            seen.add(got.decision.decision_id)
+            good.append(got)
+    return good, bad
+
+
+def _context(o: RankedClientDecision, plan: Any, i: int) -> tuple[Any, Any] | dict[str, Any]:
+    """(the request mapping, the kill switch's ranking of it: its validated candidate ids), or the problem."""
+    if not len(o.context) or bytes(memoryview(o.context)[:1]) != b"{":
+        shown = _kind_of(o.context) if len(o.context) else None
+        return invalid("decision", "context", "a JSON object: the request with its candidates", shown, index=i)
+    try:
+        ctx = msgspec.json.decode(o.context)
+        checked = plan.decide(ctx, str(o.decision_id), 0, killswitch=True)  # validates; scores nothing
+    except ContextError as e:
+        p = context_problem(e, index=i, what="decision")
+        p["field"] = f"context.{e.field}"
+        return p
+    except (msgspec.DecodeError, RecursionError):
+        return invalid("decision", "context", "a JSON object nested at most as deep as the decoder reads", "<too deep>", index=i)
+    return ctx, checked
+
+
+def _judge(o: RankedClientDecision, plan: Any, dep: Deployment, now: int, i: int) -> Judged | dict[str, Any]:
+    bad = _fields(o, plan.system, now)
+    if bad is not None:
+        return invalid("decision", bad[0], bad[1], bad[2], index=i)
+    got = _context(o, plan, i)
+    if isinstance(got, dict):
+        return got
+    ctx, checked = got
+    unit = str(o.unit)
+    if checked.unit != unit:
+        return invalid("decision", "unit", f"the context's unit field '{plan.system.unit}' ({checked.unit!r})", o.unit, index=i)
+    ids: list[str] = checked.candidates
+    m = len(checked.ranking)
+    bad = _slate(o, ids, m)
+    if bad is not None:
+        return invalid("decision", bad[0], bad[1], bad[2], index=i)
+    flight = o.flight
+    if flight is None and dep.flights:
+        k = assign_flight(dep.flights, unit)
+        if k >= 0 and dep.flights[k].bundle.version == o.bundle_id:
+            flight = dep.flights[k].name
+    slots = [float(p) for p in o.slot_propensities]
+    prop = 1.0
+    for p in slots:
+        prop = prop * p
+    scores = [float(s) for s in o.candidate_scores] if o.candidate_scores else []
+    d = RankedDecision(
+        o.decision_id, plan.system.name, unit, _ns(o.timestamp), o.bundle_id, ids, scores, list(o.slate), slots, prop,
+        o.why if o.why is not None else "client", "organize", bool(o.killswitch), [], flight,
+    )
+    return Judged(i, d, ctx, None, float(o.sample_prob))  # type: ignore[arg-type]
+
+
+def _fields(o: RankedClientDecision, system: Any, now: int) -> tuple[str, str, Any] | None:
+    """The first of an item's fields (but its context and slate) that breaks its rule, as ``(field, rule, value)``."""
+    if not _text(o.decision_id, MAX_ID):
+        return "decision_id", _ID_RULE, o.decision_id
+    if not _text(o.bundle_id, MAX_ID) or "/" in o.bundle_id:
+        return "bundle_id", f"{_ID_RULE} without '/' (a bundle version)", o.bundle_id
+    if o.system != system.name:
+        return "system", f"this service's system '{system.name}'", o.system
+    if isinstance(o.unit, int) and not isinstance(o.unit, bool):
+        o.unit = str(o.unit)
+    if not _text(o.unit, MAX_UNIT):
+        return "unit", f"a non-empty string (or an integer) of at most {MAX_UNIT} characters without control characters", o.unit
+    t = _ns(o.timestamp)
+    if t is None or not 0 <= t <= now + _DAY_NS:
+        return ("timestamp", "nanoseconds since the epoch (an integer) or an ISO-8601 time, at most a day ahead of the "
+                "service's clock", o.timestamp)
+    if o.flight is not None and (not isinstance(o.flight, str) or not _FLIGHT.match(o.flight)):
+        return "flight", "a flight name (1-64 characters of a-z, 0-9, '_', '.', '-'), or absent", o.flight
+    if o.why is not None and not _text(o.why, 400):
+        return "why", "a non-empty string of at most 400 characters without control characters, or absent", o.why
+    if not isinstance(o.killswitch, bool):
+        return "killswitch", "true or false", o.killswitch
+    sp = o.sample_prob
+    if isinstance(sp, bool) or not isinstance(sp, int | float) or not 0.0 < sp <= 1.0:
+        return "sample_prob", "a number in (0, 1] (the probability the client kept this record)", sp
+    return None
+
+
+def _number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+
+def _slate(o: RankedClientDecision, ids: list[str], m: int) -> tuple[str, str, Any] | None:
+    """The slate, its slot propensities and the candidate scores against the request's candidates."""
+    s = o.slate
+    known = set(ids)
+    if not isinstance(s, list) or len(s) != m or len(set(s) if all(isinstance(x, str) for x in s) else ()) != m \
+            or not all(x in known for x in s):
+        return "slate", f"a list of {m} distinct ids of the context's candidates (min(k, N) slots)", s
+    p = o.slot_propensities
+    if not isinstance(p, list) or len(p) != m or not all(_number(x) and 0.0 < x <= 1.0 for x in p):
+        return "slot_propensities", f"a list of {m} numbers in (0, 1], one per slot", p
+    c = o.candidate_scores
+    if c is not None and c != [] and (not isinstance(c, list) or len(c) != len(ids) or not all(_number(x) for x in c)):
+        return "candidate_scores", f"a list of {len(ids)} finite numbers (one per candidate, input order), or absent", c
+    return None
