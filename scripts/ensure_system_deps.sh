@@ -6,6 +6,8 @@
 #   wrk                         the service benchmark's load generator
 #   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
 #                               server started by the tests themselves on a loopback port, no persistence)
+#   openjdk-17-jre-headless     the Java runtime of PySpark: `closedloop dataset build --engine spark` and its
+#                               parity test (a local[2] session on the loopback address)
 # Idempotent and quick when everything is present; needs root (or sudo) only when something is
 # missing. Called by `make test` and `make bench`.
 set -euo pipefail
@@ -15,6 +17,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi
