@@ -30,7 +30,7 @@ import pyarrow as pa
 from closedloop.datasets.join.sql import quote
 from closedloop.errors import DatasetError
 
-__all__ = ["ORDER_COLUMNS", "SPARK_DRIVER_MEMORY", "SparkConnection", "register_spark_files", "spark_session"]
+__all__ = ["ORDER_COLUMNS", "SPARK_DRIVER_MEMORY", "SparkConnection", "hadoop_path", "register_spark_files", "spark_conf", "spark_session"]
 
 #: The Spark driver's memory (in ``local[…]`` the executors run inside the driver's JVM).
 SPARK_DRIVER_MEMORY = "2g"
@@ -102,7 +102,7 @@ def register_spark_files(spark: Any, name: str, files: Sequence[str], schema: pa
         df = spark.createDataFrame([], spark_schema).withColumn("filename", F.lit(0)).withColumn("file_row_number", F.lit(0).cast("bigint"))
         df.createOrReplaceTempView(name)
         return
-    raw = spark.read.option("mergeSchema", "true").parquet(*files)
+    raw = spark.read.option("mergeSchema", "true").parquet(*map(hadoop_path, files))
     have = set(raw.columns)
     cols = [F.col(f.name) if f.name in have else F.lit(None).cast(f.dataType).alias(f.name) for f in spark_schema.fields]
     index = {os.path.abspath(f): i for i, f in enumerate(files)}
@@ -137,7 +137,12 @@ class SparkConnection:
         self._rows = []
         if sql.lstrip().split(None, 1)[0].upper() in ("SET", "RESET"):
             return self
-        tree = sqlglot.parse_one(sql, read="duckdb").transform(lambda node: _bind(node, params or {}))
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        if tree.find(exp.ReadParquet) is not None and not isinstance(tree, exp.Create | exp.Copy):
+            # a file this build wrote (the data file): on this machine, where DuckDB reads it
+            self._rows = _duckdb_rows(sql, params)
+            return self
+        tree = tree.transform(lambda node: _bind(node, params or {}))
         if isinstance(tree, exp.Create):
             df = self.spark.sql(tree.expression.sql(dialect="spark")).cache()
             df.createOrReplaceTempView(tree.this.name)
@@ -180,6 +185,21 @@ class SparkConnection:
         finally:
             con.close()
             shutil.rmtree(parts, ignore_errors=True)
+
+
+def _duckdb_rows(sql: str, params: dict[str, int] | None) -> list[tuple[Any, ...]]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        return [tuple(r) for r in con.execute(sql, params).fetchall()]
+    finally:
+        con.close()
+
+
+def hadoop_path(path: str) -> str:
+    """``path`` for Spark's readers, which take a path as a glob: its glob characters escaped."""
+    return "".join("\\" + c if c in "\\{}[]*?" else c for c in path)
 
 
 def _bind(node: Any, params: dict[str, int]) -> Any:
