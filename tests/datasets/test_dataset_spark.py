@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from closedloop import F, Float, LabelPolicy, OutcomeRule, Str, System, Thresholds
 from closedloop.cli.main import app
-from closedloop.datasets import DatasetError, build_dataset
+from closedloop.datasets import DatasetError, DatasetManifest, build_dataset
 from closedloop.telemetry.records import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 S = 1_000_000_000
@@ -55,6 +55,7 @@ AUDIT = LabelPolicy(
     default="legit", action_defaults={"block": None}, audit="audit",
 )
 FP = make_system(ENTITY).feature_fingerprint
+PHISHING = "examples.phishing.system:phishing"
 
 
 def seeded_lake(home: Path, seed: int = 7) -> tuple[list[Path], list[Path]]:
@@ -101,6 +102,10 @@ def seeded_lake(home: Path, seed: int = 7) -> tuple[list[Path], list[Path]]:
         files["outcomes"][j % 2].append(rec)
         if j % 17 == 0:  # a copy of the outcome, ingested later
             files["outcomes"][(j + 1) % 2].append(dict(rec, seq=next(seq), ingest_ns=rec["ingest_ns"] + S))
+    for j, unit in enumerate(["u0", "u99"]):  # by unit, before any decision of the unit / of a unit without any: unlinked
+        files["outcomes"][j].append(dict(
+            seq=next(seq), writer="w2", outcome_id=f"early{j}", decision_id=None, system="demo", unit=unit, kind="report",
+            value=1.0, event_ns=T0 - 50 * S, ingest_ns=T0, source="user", candidate_id=None))
     out: dict[str, list[Path]] = {}
     for name, parts in files.items():
         schema = DECISION_SCHEMA if name == "decisions" else OUTCOME_SCHEMA
@@ -156,30 +161,45 @@ def assert_same(built: dict[str, tuple[dict, pa.Table]]) -> None:
             assert np.array_equal(*bits), name
 
 
-def test_entity_labels_source_weights_and_early_labels_are_the_same_on_spark(spark, lake, tmp_path, capfd):
-    built = build_both(tmp_path, lake, ENTITY, source_weights={"crowd": 0.5}, exclude_sources=["spam"], early_labels=True)
+#: the system of the CLI's builds (``--system test_dataset_spark:CLI_SYSTEM``: this module, as pytest imported it)
+CLI_SYSTEM = make_system(ENTITY)
+
+
+def test_dataset_build_engine_spark_builds_duckdbs_dataset_with_entity_labels(spark, lake, tmp_path, capfd):
+    home = lake[0][0].parents[4]
+    built = {}
+    for engine in ("duckdb", "spark"):
+        r = CliRunner().invoke(app, ["--home", str(home), "dataset", "build", "--system", "test_dataset_spark:CLI_SYSTEM",
+                                     "--since", str(SINCE), "--until", str(UNTIL), "--cutoff", str(CUTOFF),
+                                     "--engine", engine, "--out", str(tmp_path / engine)])
+        assert r.exit_code == 0, r.output
+        m = DatasetManifest.read(tmp_path / engine)
+        assert json.loads(r.stdout.strip().splitlines()[-1])["id"] == m.id
+        built[engine] = (m.content, pq.read_table(m.data_path))
     err = capfd.readouterr().err
     assert "ERROR" not in err and "WARN" not in err, err  # Spark's log is quiet
     assert_same(built)
     counts, table = built["spark"][0]["counts"], built["spark"][1]
     # the lake exercises what the join decides: each of these happened at least once
     assert counts["decisions"]["duplicates"] > 0 and counts["decisions"]["entity_labeled"] > 0
-    assert counts["decisions"]["early"] > 0 and counts["decisions"]["open"] > 0
-    for k in ("matched", "duplicates", "unknown_id", "before_decision", "after_window", "out_of_range", "other_kind"):
+    assert counts["decisions"]["open"] > 0
+    for k in ("matched", "duplicates", "unknown_id", "unlinked", "before_decision", "after_window", "out_of_range", "other_kind"):
         assert counts["outcomes"][k] > 0, k
-    assert counts["outcomes"]["excluded_source"] > 0
     assert set(table["bundle_version"].to_pylist()) == {"b1"}  # the first copy of a retried write
-    assert len(set(table["weight"].to_pylist())) > 3
+    assert not spark.catalog.tableExists("lo")  # the build left the shared session as it found it
 
 
-def test_audit_weights_and_a_projection_are_the_same_on_spark(spark, lake, tmp_path):
+def test_audit_weights_sources_early_labels_and_a_projection_are_the_same_on_spark(spark, lake, tmp_path):
     built = build_both(tmp_path, lake, AUDIT, exclude_ingested=[("report", T0 + 300 * S, T0 + 500 * S)],
+                       source_weights={"crowd": 0.5}, exclude_sources=["spam"], early_labels=True,
                        columns=["decision_id", "timestamp_ns", "action", "label_value", "weight", "outcome:audit"])
     assert_same(built)
     manifest = built["spark"][0]
     assert manifest["audit"]["actions"]["block"]["audited"] > 0
-    assert built["spark"][1].column_names == ["decision_id", "timestamp_ns", "action", "label_value", "weight",
-                                              "outcome:audit", "label"]
+    assert manifest["counts"]["decisions"]["early"] > 0 and manifest["counts"]["outcomes"]["excluded_source"] > 0
+    table = built["spark"][1]
+    assert table.column_names == ["decision_id", "timestamp_ns", "action", "label_value", "weight", "outcome:audit", "label"]
+    assert len(set(table["weight"].to_pylist())) > 3
 
 
 def test_a_bad_engine_is_refused_naming_the_field_and_the_choices(lake, tmp_path):
@@ -190,9 +210,12 @@ def test_a_bad_engine_is_refused_naming_the_field_and_the_choices(lake, tmp_path
     with pytest.raises(DatasetError, match="'spark_master' is for engine='spark' only"):
         build_dataset(make_system(ENTITY), decision_files=dfiles, outcome_files=ofiles, since_ns=SINCE, until_ns=UNTIL,
                       cutoff_ns=CUTOFF, out=tmp_path / "x", spark_master="local[1]")
+    r = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "dataset", "build", "--system", PHISHING, "--since",
+                                 "2026-01-01", "--until", "2026-01-02", "--spark-master", "local[1]"])
+    assert r.exit_code == 2 and "'--spark-master'" in r.output and "is for --engine spark only" in r.output
     r = CliRunner().invoke(app, ["--home", str(tmp_path / "home"), "dataset", "build", "--system",
-                                 "examples.phishing.system:phishing", "--since", "2026-01-01", "--until", "2026-01-02",
-                                 "--engine", "flink"])
+                                 PHISHING, "--since", "2026-01-01", "--until", "2026-01-02", "--engine", "flink"])
     assert r.exit_code == 2
     assert "'--engine'" in r.output and "'flink' is not one of 'duckdb', 'spark'" in r.output
     assert not (tmp_path / "x").exists()
+

@@ -50,6 +50,8 @@ def spark_session(master: str | None, local_dir: Path) -> Iterator[Any]:
         raise DatasetError(
             "The dataset 'engine' 'spark' needs PySpark and SQLGlot (pip install 'closedloop[spark]') and a Java 17 runtime."
         ) from None
+    if master is not None and (not isinstance(master, str) or not master.strip()):
+        raise DatasetError(f"The dataset 'spark_master' must be a Spark master URL such as 'local[2]'. Got {master!r} instead.")
     active = SparkSession.getActiveSession()
     if active is not None:
         have = active.sparkContext.master
@@ -60,8 +62,6 @@ def spark_session(master: str | None, local_dir: Path) -> Iterator[Any]:
         yield active
         return
     master = master or "local[2]"
-    if not isinstance(master, str) or not master.strip():
-        raise DatasetError(f"The dataset 'spark_master' must be a Spark master URL such as 'local[2]'. Got {master!r} instead.")
     builder = SparkSession.builder.master(master).appName("closedloop-dataset")
     for k, v in spark_conf(master, local_dir).items():
         builder = builder.config(k, v)
@@ -127,7 +127,7 @@ class SparkConnection:
         self.spark = spark
         self.work = work
         self._rows: list[tuple[Any, ...]] = []
-        self._cached: list[Any] = []
+        self._cached: dict[str, Any] = {}
 
     def execute(self, sql: str, params: dict[str, int] | None = None) -> SparkConnection:
         """Run one statement of DuckDB SQL on Spark; ``SET`` / ``RESET`` (DuckDB's settings) do nothing."""
@@ -146,7 +146,7 @@ class SparkConnection:
         if isinstance(tree, exp.Create):
             df = self.spark.sql(tree.expression.sql(dialect="spark")).cache()
             df.createOrReplaceTempView(tree.this.name)
-            self._cached.append(df)
+            self._cached[tree.this.name] = df
         elif isinstance(tree, exp.Copy):
             self._copy(tree.this.this.sql(dialect="spark"), tree.args["files"][0].name)
         else:
@@ -160,8 +160,12 @@ class SparkConnection:
         return list(self._rows)
 
     def close(self) -> None:
-        for df in self._cached:
+        """Drop what the build made in the session (it may be the caller's, used again)."""
+        for name, df in self._cached.items():
             df.unpersist()
+            self.spark.catalog.dropTempView(name)
+        for name in ("dec_files", "out_files"):
+            self.spark.catalog.dropTempView(name)
         self._cached.clear()
 
     def _copy(self, query: str, target: str) -> None:
