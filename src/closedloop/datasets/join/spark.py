@@ -76,18 +76,17 @@ def spark_session(master: str | None, local_dir: Path) -> Iterator[Any]:
 def spark_conf(master: str, local_dir: Path) -> dict[str, str]:
     """The session's settings: DuckDB's semantics where they differ (no ANSI errors: an index
     past a list's end or a division by zero is null), a quiet log, no UI; in ``local[…]`` the
-    driver's memory and a loopback address."""
+    driver's memory, a loopback address and the build's scratch directory."""
     conf = {
         "spark.sql.ansi.enabled": "false",
         "spark.sql.shuffle.partitions": "8",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.local.dir": str(local_dir),
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}",
     }
-    if master.startswith("local"):
+    if master.startswith("local"):  # a cluster's executors have their own memory and scratch space
         conf |= {"spark.driver.memory": SPARK_DRIVER_MEMORY, "spark.driver.host": "127.0.0.1",
-                 "spark.driver.bindAddress": "127.0.0.1"}
+                 "spark.driver.bindAddress": "127.0.0.1", "spark.local.dir": str(local_dir)}
     return conf
 
 
@@ -105,14 +104,14 @@ def register_spark_files(spark: Any, name: str, files: Sequence[str], schema: pa
     raw = spark.read.option("mergeSchema", "true").parquet(*map(hadoop_path, files))
     have = set(raw.columns)
     cols = [F.col(f.name) if f.name in have else F.lit(None).cast(f.dataType).alias(f.name) for f in spark_schema.fields]
-    index = {os.path.abspath(f): i for i, f in enumerate(files)}
-    uris = [r[0] for r in raw.select("_metadata.file_path").distinct().collect()]
+    index = {f: i for i, f in enumerate(files)}  # a URI as given (e.g. an object store's), or a local path
+    local = {os.path.abspath(f): i for i, f in enumerate(files)}
     pos = {}
-    for uri in uris:
-        path = os.path.abspath(unquote(urlparse(uri).path))
-        if path not in index:
+    for (uri,) in raw.select("_metadata.file_path").distinct().collect():
+        i = index.get(uri, local.get(os.path.abspath(unquote(urlparse(uri).path))))
+        if i is None:
             raise DatasetError(f"Spark read the file {uri!r}, which is not one of the dataset's files.")
-        pos[uri] = index[path]
+        pos[uri] = i
     mapping = spark.createDataFrame(sorted(pos.items()), "__uri string, filename int")
     df = raw.select(*cols, F.col("_metadata.file_path").alias("__uri"), F.col("_metadata.row_index").alias("file_row_number"))
     df = df.join(F.broadcast(mapping), "__uri").drop("__uri")
