@@ -1,7 +1,8 @@
 """Decisions joined with outcomes under a label policy: the Dataset.
 
 :func:`build_dataset` reads the telemetry Parquet files (``DECISION_SCHEMA`` / ``OUTCOME_SCHEMA``)
-with DuckDB and writes one Parquet file and a ``manifest.json``; :func:`load_dataset` reads it
+with DuckDB (or Spark: ``engine="spark"``, the same join) and writes one Parquet file and a
+``manifest.json``; :func:`load_dataset` reads it
 back. The join's rules — point in time, deduplication, linking, windows, row order, aggregation,
 label, weight, sources, and the counts of every outcome not used — are in docs/datasets.md.
 """
