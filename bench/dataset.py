@@ -11,10 +11,14 @@ child's peak RSS):
     by id, id and unit + time linking, inclusive window, per-kind aggregation, rule precedence,
     defaults, open windows left out) written to Parquet;
 (b) ``framework``: :func:`closedloop.datasets.build_dataset` (the same join, plus the manifest's
-    counts, one column per feature, an fsynced atomic write).
+    counts, one column per feature, an fsynced atomic write);
+(c) with ``--engine spark``, ``spark``: ``build_dataset(engine="spark")`` on Spark ``local[2]``
+    (the JVM started, the join run, the session stopped): its wall time and the peak RSS of the
+    child's whole process tree (Python and the JVM, sampled from /proc every 0.1 s), and whether
+    its dataset is (b)'s (the same manifest id; the same labels and aggregates row by row).
 
-Run: ``.venv/bin/python bench/dataset.py [--quick] [--dir DIR]``. The last line printed is one
-JSON object with the figures.
+Run: ``.venv/bin/python bench/dataset.py [--quick] [--dir DIR] [--engine spark]``. The last line
+printed is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ def generate(root: Path, n_dec: int, n_out: int, n_users: int, files: int = 10, 
             "shadows_json": pa.nulls(n, pa.string()),
             "killswitch": pa.array(np.zeros(n, dtype=bool)),
         }
+        for fld in DECISION_SCHEMA:  # fields added since (slates, candidates): null, as for a classifier
+            cols.setdefault(fld.name, pa.nulls(n, fld.type))
         day = (ts[0] - T0) // DAY
         d = ddir / f"day=2026-01-{1 + day:02d}"
         d.mkdir(parents=True, exist_ok=True)
@@ -188,6 +194,8 @@ def generate(root: Path, n_dec: int, n_out: int, n_users: int, files: int = 10, 
         "ingest_ns": pa.array(event[order] + rng.integers(S, DAY, m)),
         "source": pa.array(np.full(m, "user")),
     }
+    for fld in OUTCOME_SCHEMA:
+        ocols.setdefault(fld.name, pa.nulls(m, fld.type))
     od = odir / "day=2026-01-01"
     od.mkdir(parents=True, exist_ok=True)
     ot = pa.table(ocols, schema=OUTCOME_SCHEMA)
@@ -286,7 +294,7 @@ def _child(mode: str, root: Path, out: Path) -> dict:
 
         m = build_dataset(
             _system(), decision_files=dfiles, outcome_files=ofiles, since_ns=SINCE, until_ns=UNTIL,
-            cutoff_ns=CUTOFF, out=out,
+            cutoff_ns=CUTOFF, out=out, engine="spark" if mode == "spark" else "duckdb",
         )
         rows = m.counts["decisions"]["rows"]
         extra = {"counts": m.counts, "id": m.id}
@@ -327,22 +335,56 @@ def _compare(hand: Path, fw: Path) -> int:
     return int(con.execute(q).fetchone()[0])
 
 
+def _tree_rss(pid: int) -> int:
+    """The RSS in bytes of process ``pid`` and all its descendants (from /proc; 0 once gone)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            children.setdefault(int(fields[1]), []).append(int(d.name))
+            rss[int(d.name)] = int(fields[21]) * resource.getpagesize()
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
 def _run(mode: str, root: Path, out: Path) -> dict:
+    """Run one mode in a child process → its figures, with the wall time of the whole process
+    and the peak RSS of its process tree (sampled every 0.1 s: for Spark, the JVM's too)."""
     t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--dir", str(root), "--out", str(out)],
-        capture_output=True, text=True, check=False,
-    )
-    wall = time.perf_counter() - t
+    with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", mode, "--dir", str(root), "--out", str(out)],
+                                stdout=so, stderr=se, text=True)
+        peak_tree = 0
+        while proc.poll() is None:
+            peak_tree = max(peak_tree, _tree_rss(proc.pid))
+            time.sleep(0.1)
+        wall = time.perf_counter() - t
+        so.seek(0)
+        se.seek(0)
+        stdout, stderr = so.read(), se.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{mode} failed:\n{proc.stderr}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{mode} failed:\n{stderr}")
+    res = json.loads(stdout.strip().splitlines()[-1])
     res["process_seconds"] = wall
+    res["peak_tree_rss_bytes"] = peak_tree
     return res
 
 
-def bench_dataset(n_dec: int = 10_000_000, n_out: int = 2_000_000, *, root: Path | None = None, repeat: int = 1) -> dict:
-    """Generate the data (untimed), run (a) and (b) each in their own subprocess → figures."""
+def bench_dataset(
+    n_dec: int = 10_000_000, n_out: int = 2_000_000, *, root: Path | None = None, repeat: int = 1, spark: bool = False,
+) -> dict:
+    """Generate the data (untimed), run (a) and (b) (and (c) with ``spark``) each in their own
+    subprocess → figures."""
     own = root is None
     root = Path(tempfile.mkdtemp(prefix="cl-bench-dataset-")) if root is None else Path(root)
     try:
@@ -350,10 +392,10 @@ def bench_dataset(n_dec: int = 10_000_000, n_out: int = 2_000_000, *, root: Path
         sizes = generate(root, n_dec, n_out, n_users=max(1000, n_dec // 10))
         gen_s = time.perf_counter() - t
         best: dict[str, dict] = {}
-        mismatches = None
+        mismatches = spark_mismatches = None
         for i in range(repeat):
             outs = {}
-            for mode in ("hand", "framework"):
+            for mode in ("hand", "framework", *(("spark",) if spark else ())):
                 out = root / f"out-{mode}-{i}"
                 if mode == "hand":
                     out.mkdir(parents=True, exist_ok=True)
@@ -363,10 +405,12 @@ def bench_dataset(n_dec: int = 10_000_000, n_out: int = 2_000_000, *, root: Path
                     best[mode] = res
             if mismatches is None:  # untimed: do the two agree, row by row?
                 mismatches = _compare(outs["hand"], outs["framework"])
+            if spark and spark_mismatches is None:
+                spark_mismatches = _compare(outs["hand"], outs["spark"])
             for out in outs.values():
                 shutil.rmtree(out.parent, ignore_errors=True)
         hand, fw = best["hand"], best["framework"]
-        return {
+        out: dict = {
             "bench": "dataset_build",
             "decisions": sizes["decisions"],
             "outcomes": sizes["outcomes"],
@@ -383,6 +427,20 @@ def bench_dataset(n_dec: int = 10_000_000, n_out: int = 2_000_000, *, root: Path
             "label_mismatches": mismatches,
             "counts": fw.get("counts"),
         }
+        if spark:
+            sp = best["spark"]
+            out |= {
+                "spark_master": "local[2]",
+                "spark_seconds": round(sp["seconds"], 3),
+                "spark_process_seconds": round(sp["process_seconds"], 3),
+                "spark_ratio_to_framework": round(sp["seconds"] / fw["seconds"], 3),
+                "spark_peak_tree_rss_gb": round(sp["peak_tree_rss_bytes"] / 1e9, 3),
+                "framework_peak_tree_rss_gb": round(fw["peak_tree_rss_bytes"] / 1e9, 3),
+                "spark_rows": sp["rows"],
+                "spark_same_manifest_id": sp["id"] == fw["id"],
+                "spark_label_mismatches": spark_mismatches,
+            }
+        return out
     finally:
         if own:
             shutil.rmtree(root, ignore_errors=True)
@@ -393,7 +451,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="1M decisions × 200k outcomes")
     ap.add_argument("--dir", type=Path, default=None, help="where to generate (default: a temp dir)")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--child", choices=["hand", "framework"], help=argparse.SUPPRESS)
+    ap.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                    help="spark: also build on Spark local[2], next to DuckDB")
+    ap.add_argument("--child", choices=["hand", "framework", "spark"], help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -402,10 +462,15 @@ def main(argv: list[str] | None = None) -> None:
     n_dec, n_out = (1_000_000, 200_000) if a.quick else (10_000_000, 2_000_000)
     if a.dir is not None:
         a.dir.mkdir(parents=True, exist_ok=True)
-    r = bench_dataset(n_dec, n_out, root=a.dir, repeat=a.repeat)
+    r = bench_dataset(n_dec, n_out, root=a.dir, repeat=a.repeat, spark=a.engine == "spark")
     print(f"{'':24}{'seconds':>10}{'peak RSS GB':>14}{'rows':>12}")
     print(f"{'hand-written DuckDB':24}{r['hand_seconds']:>10.2f}{r['hand_peak_rss_gb']:>14.3f}{r['hand_rows']:>12}")
     print(f"{'build_dataset':24}{r['framework_seconds']:>10.2f}{r['framework_peak_rss_gb']:>14.3f}{r['framework_rows']:>12}")
+    if "spark_seconds" in r:
+        print(f"{'build_dataset on Spark':24}{r['spark_seconds']:>10.2f}{r['spark_peak_tree_rss_gb']:>14.3f}{r['spark_rows']:>12}"
+              f"   (local[2]; RSS of Python + JVM; DuckDB's process tree: {r['framework_peak_tree_rss_gb']:.3f} GB)")
+        print(f"Spark: {r['spark_ratio_to_framework']:.2f}× DuckDB's time; the same manifest id: {r['spark_same_manifest_id']}; "
+              f"rows that differ from the hand-written query: {r['spark_label_mismatches']}")
     print(f"ratio {r['ratio']:.3f} (target ≤ {r['ratio_target']}), generation {r['generate_seconds']} s (untimed), "
           f"rows that differ between the two: {r['label_mismatches']}")
     if r["counts"]:

@@ -7,6 +7,8 @@
 #   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
 #                               server started by the tests themselves on a loopback port, no persistence)
 #   nodejs                      the JavaScript client runtime's tests and benchmark (clients/js: node --test)
+#   openjdk-17-jre-headless     the Java runtime of PySpark: `closedloop dataset build --engine spark` and its
+#                               parity test (a local[2] session on the loopback address)
 # Idempotent and quick when everything is present; needs root (or sudo) only when something is
 # missing. Called by `make test` and `make bench`.
 set -euo pipefail
@@ -17,6 +19,7 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi

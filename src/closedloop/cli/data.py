@@ -8,6 +8,7 @@
     closedloop telemetry forget --unit ID [--system …]      remove one unit's decisions and outcomes
     closedloop telemetry retain --days N | --system …       drop data older than N days
     closedloop dataset build --system … --since … --until … [--cutoff …] [--out DIR]
+                             [--engine duckdb|spark] [--spark-master URL]
     closedloop dataset import FILE --system … --label COL [--unit COL] [--time COL] [--out DIR]
     closedloop dataset import FILE --system … --action COL --reward COL --propensity COL [--position COL]
                               [--decision COL] [--candidates FILE] [--unit COL] [--time COL]   logged bandit data
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +36,17 @@ __all__ = ["dataset_app", "outcomes_app", "telemetry_app"]
 outcomes_app = typer.Typer(help="Ingest outcomes into telemetry.", no_args_is_help=True)
 telemetry_app = typer.Typer(help="Inspect and maintain the telemetry log.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Build datasets: decisions joined with outcomes.", no_args_is_help=True)
+
+
+class Engine(StrEnum):
+    """What runs a dataset's join (closedloop.datasets.dataset.ENGINES)."""
+
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+#: ``--engine duckdb|spark`` (a value not listed is refused, naming both).
+EngineOption = Annotated[Engine, typer.Option("--engine", help="The join's engine: duckdb (this machine) or spark.")]
 
 
 # -- closedloop outcomes ingest ------------------------------------------------------------------
@@ -177,10 +190,14 @@ def dataset_build(
     out: Annotated[
         Path | None, typer.Option("--out", metavar="DIR", help="Where to write it (default: <home>/datasets/<id>).")
     ] = None,
+    engine: EngineOption = Engine.duckdb,
+    spark_master: Annotated[str | None, typer.Option(
+        "--spark-master", metavar="URL", help="With --engine spark: the Spark master (default local[2]).")] = None,
 ) -> None:
     """Join decisions with outcomes under the system's label policy into a dataset (Parquet and
     a manifest with its id, policy, time range, cut-off and counts). A system that declares rewards
-    (a choice or ranking system) gets its reward dataset: one row per decision and slot shown."""
+    (a choice or ranking system) gets its reward dataset: one row per decision and slot shown.
+    ``--engine spark`` runs the same join on Spark (the same dataset; docs/datasets.md, "Spark")."""
     import shutil
     import tempfile
 
@@ -193,6 +210,12 @@ def dataset_build(
     cutoff_ns = time.time_ns() if cutoff is None else parse_time(cutoff, "--cutoff")
     if not since_ns < until_ns:
         raise typer.BadParameter("--since must be before --until.", param_hint="'--since'")
+    rewards = getattr(sys_obj, "rewards", None) is not None
+    engine_name = Engine(engine).value
+    if spark_master is not None and engine_name != "spark":
+        raise typer.BadParameter("is for --engine spark only.", param_hint="'--spark-master'")
+    if rewards and engine_name != "duckdb":
+        raise typer.BadParameter(f"a reward dataset is built with duckdb only. Got {engine_name!r} instead.", param_hint="'--engine'")
     store = TelemetryStore(settings.home)
     store.compact()
     staging = None
@@ -201,11 +224,13 @@ def dataset_build(
         staging = target = Path(tempfile.mkdtemp(prefix=".build-", dir=settings.datasets)) / "dataset"
     else:
         target = out
-    build = build_reward_dataset if getattr(sys_obj, "rewards", None) is not None else build_dataset
-    manifest = build(
-        sys_obj, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
-        since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=target,
-    )
+    if rewards:
+        manifest = build_reward_dataset(sys_obj, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+                                        since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=target)
+    else:
+        manifest = build_dataset(sys_obj, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+                                 since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, out=target,
+                                 engine=engine_name, spark_master=spark_master)
     path = manifest.path
     if staging is not None:
         final = settings.datasets / manifest.id

@@ -1,7 +1,8 @@
 """Decisions joined with outcomes under a label policy: the Dataset.
 
 :func:`build_dataset` reads the telemetry Parquet files (``DECISION_SCHEMA`` / ``OUTCOME_SCHEMA``)
-with DuckDB and writes one Parquet file and a ``manifest.json``; :func:`load_dataset` reads it
+with DuckDB (or Spark: ``engine="spark"``, the same join) and writes one Parquet file and a
+``manifest.json``; :func:`load_dataset` reads it
 back. The join's rules — point in time, deduplication, linking, windows, row order, aggregation,
 label, weight, sources, and the counts of every outcome not used — are in docs/datasets.md.
 """
@@ -40,6 +41,8 @@ __all__ = ["DatasetError", "DatasetManifest", "build_dataset", "load_dataset", "
 
 #: DuckDB's memory limit for the join (it spills to disk beyond it).
 MEMORY_LIMIT = "900MB"
+#: The engines that run the join: DuckDB on this machine, or Spark (docs/datasets.md, "Spark").
+ENGINES = ("duckdb", "spark")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def build_dataset(
     exclude_ingested: Sequence[tuple[str, int, int]] = (),
     columns: Sequence[str] | None = None,
     early_labels: bool = False,
+    engine: str = "duckdb",
+    spark_master: str | None = None,
 ) -> DatasetManifest:
     """Join decisions with outcomes under ``policy`` (default ``system.label_policy``).
 
@@ -98,7 +103,14 @@ def build_dataset(
     dataset that skips the contexts; the manifest records them (``written_columns``).
     ``early_labels``: also take open decisions that already have a counted outcome
     (docs/datasets.md, "Decisions in the dataset"); the manifest says so (``early_labels``).
+    ``engine``: ``"duckdb"`` (this machine) or ``"spark"`` (PySpark: the same join, rows, labels,
+    weights, row order and manifest — docs/datasets.md, "Spark"); ``spark_master``: the Spark
+    master URL (default ``local[2]``; with a SparkSession already active, that one is used).
     """
+    if engine not in ENGINES:
+        raise DatasetError(f"The dataset 'engine' must be one of {', '.join(map(repr, ENGINES))}. Got {engine!r} instead.")
+    if spark_master is not None and engine != "spark":
+        raise DatasetError(f"The dataset 'spark_master' is for engine='spark' only. Got engine={engine!r} instead.")
     inputs = check_inputs(
         system, policy=policy, since_ns=since_ns, until_ns=until_ns, cutoff_ns=cutoff_ns, early_labels=early_labels,
         exclude_sources=exclude_sources, source_weights=source_weights, exclude_ingested=exclude_ingested,
@@ -109,7 +121,13 @@ def build_dataset(
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex}"
     make_private_dirs(tmp)
     try:
-        content = join(inputs, tmp, memory_limit, columns)
+        if engine == "spark":
+            from closedloop.datasets.join.spark import SparkConnection, spark_session
+
+            with spark_session(spark_master, tmp / "spill") as spark:
+                content = join(inputs, tmp, memory_limit, columns, SparkConnection(spark, tmp))
+        else:
+            content = join(inputs, tmp, memory_limit, columns)
         publish(tmp, out, content)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,11 +135,12 @@ def build_dataset(
     return DatasetManifest(id=content["id"], path=out, content=content)
 
 
-def join(inputs: JoinInputs, tmp: Path, memory_limit: str, columns: Sequence[str] | None) -> dict[str, Any]:
+def join(inputs: JoinInputs, tmp: Path, memory_limit: str, columns: Sequence[str] | None, spark: Any = None) -> dict[str, Any]:
     """The join's stages in order (closedloop.datasets.join): select, dedupe, link, label, write
-    the rows to ``tmp/data.parquet``, count → the manifest's content (with its id)."""
-    con = connect(memory_limit, tmp / "spill")
-    sel = select(con, inputs)
+    the rows to ``tmp/data.parquet``, count → the manifest's content (with its id). On DuckDB, or
+    on Spark when ``spark`` is a :class:`~closedloop.datasets.join.spark.SparkConnection`."""
+    con = connect(memory_limit, tmp / "spill") if spark is None else spark
+    sel = select(con, inputs, "duckdb" if spark is None else "spark")
     dedupe_decisions(con, sel)
     link_outcomes(con, sel, [r.kind for r in inputs.policy.rules], inputs.early_labels)
     labeling = label(con, sel, inputs)

@@ -17,5 +17,8 @@ hand their results on as DuckDB temp tables (``dup``, ``lo``, ``ent``) and SQL f
    decision and outcome for the manifest; :mod:`~closedloop.datasets.join.columns` names the
    columns; :mod:`~closedloop.datasets.join.sql` quotes and registers.
 
+:mod:`~closedloop.datasets.join.spark` runs the same stages on Spark: their DuckDB SQL rendered for
+Spark SQL by SQLGlot, the few differences explicit in the stages (``Selection.engine``).
+
 The rules the stages implement are in docs/datasets.md.
 """

@@ -30,7 +30,7 @@ def count(con: Any, sel: Selection, inputs: JoinInputs, data: Path, written: lis
                            AND timestamp_ns + $window > $cutoff)
         FROM dec_files
         WHERE {sel.at_cutoff()}
-          AND {not_a_copy()}
+          AND {not_a_copy("", sel.engine)}
         """,
         sel.params,
     ).fetchone()

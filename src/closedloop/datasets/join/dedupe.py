@@ -45,8 +45,13 @@ def dedupe_decisions(con: Any, sel: Selection) -> None:
     )
 
 
-def not_a_copy(alias: str = "") -> str:
-    """The predicate of a decision row (``alias`` e.g. ``"d."``) that is not a copy to drop."""
+def not_a_copy(alias: str = "", engine: str = "duckdb") -> str:
+    """The predicate of a decision row (``alias`` e.g. ``"d."``) that is not a copy to drop. On
+    Spark the file and row are one key: a NOT IN over one column is a (broadcast) anti join there,
+    over two a nested loop."""
+    if engine == "spark":
+        key = "{a}filename || '#' || CAST({a}file_row_number AS VARCHAR)"
+        return f"{key.format(a=alias)} NOT IN (SELECT {key.format(a='')} FROM dup)"
     return f"({alias}filename, {alias}file_row_number) NOT IN (SELECT (filename, file_row_number) FROM dup)"
 
 

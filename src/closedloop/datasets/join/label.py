@@ -99,7 +99,7 @@ def rows_where(sel: Selection, early_labels: bool) -> str:
     return f"""{sel.at_cutoff("d.")}
             AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
             AND {closed}
-            AND {not_a_copy("d.")}"""
+            AND {not_a_copy("d.", sel.engine)}"""
 
 
 def default_sql(policy: LabelPolicy) -> str:
@@ -155,7 +155,7 @@ def audit_weights(
         WHERE {sel.at_cutoff("d.")}
           AND d.timestamp_ns >= $since AND d.timestamp_ns < $until
           AND d.timestamp_ns + $window <= $cutoff AND {in_hidden}
-          AND {not_a_copy("d.")}
+          AND {not_a_copy("d.", sel.engine)}
         GROUP BY d.action ORDER BY d.action
         """,
         sel.params,

@@ -30,6 +30,7 @@ class Selection:
     outcome_ok: str
     params: dict[str, int]
     ingested: list[tuple[str, int, int]]
+    engine: str = "duckdb"
 
     def at_cutoff(self, alias: str = "") -> str:
         """The predicate of a record (decision or outcome; ``alias`` e.g. ``"d."``) of the system
@@ -65,14 +66,22 @@ def outcome_filter(excluded: Sequence[str], ranges: Sequence[tuple[str, int, int
     return src_ok
 
 
-def select(con: Any, inputs: JoinInputs) -> Selection:
-    """Register the files of ``inputs`` on ``con`` (``dec_files``, ``out_files``) → the Selection."""
-    register_files(con, "dec_files", inputs.decision_files, DECISION_SCHEMA)
-    register_files(con, "out_files", inputs.outcome_files, OUTCOME_SCHEMA)
+def select(con: Any, inputs: JoinInputs, engine: str = "duckdb") -> Selection:
+    """Register the files of ``inputs`` on ``con`` (``dec_files``, ``out_files``; on Spark
+    ``con`` is a :class:`~closedloop.datasets.join.spark.SparkConnection`) → the Selection."""
     ranges = ingest_ranges(inputs.exclude_ingested)
+    if engine == "spark":
+        from closedloop.datasets.join.spark import register_spark_files
+
+        register_spark_files(con.spark, "dec_files", inputs.decision_files, DECISION_SCHEMA)
+        register_spark_files(con.spark, "out_files", inputs.outcome_files, OUTCOME_SCHEMA)
+    else:
+        register_files(con, "dec_files", inputs.decision_files, DECISION_SCHEMA)
+        register_files(con, "out_files", inputs.outcome_files, OUTCOME_SCHEMA)
     return Selection(
         system=quote(inputs.system.name),
         outcome_ok=outcome_filter(inputs.excluded, ranges),
         params=inputs.params,
         ingested=ranges,
+        engine=engine,
     )

@@ -69,13 +69,19 @@ def written_columns(columns: Sequence[str] | None, feats: Sequence[tuple[str, st
 def write_rows(con: Any, sel: Selection, labeling: Labeling, select: list[str], written: list[str] | None, data: Path) -> None:
     """Write the rows (``select`` of each decision in the dataset; only ``written`` if given) to
     the Parquet file ``data`` (zstd)."""
+    order: list[str] = []
+    if sel.engine == "spark":  # Spark writes the rows in DuckDB's order: by file, then by row in it
+        from closedloop.datasets.join.spark import ORDER_COLUMNS
+
+        order = list(ORDER_COLUMNS)
+        select = [*select, f"d.filename AS {order[0]}", f"d.file_row_number AS {order[1]}"]
     body = f"""
           WITH {labeling.labels_cte}
           SELECT {", ".join(select)}
           FROM dec_files d LEFT JOIN l ON d.decision_id = l.decision_id {labeling.entity_join}
           WHERE {labeling.rows_where}"""
     if written is not None:  # a projection: DuckDB then reads only what these columns need
-        body = f"SELECT {', '.join(ident(c) for c in written)} FROM ({body})"
+        body = f"SELECT {', '.join([*(ident(c) for c in written), *order])} FROM ({body})"
     # One thread for the pass that writes the rows: no race decides their order, so the same
     # files give the same row order (docs/datasets.md, "Row order"); what it costs:
     # docs/performance.md, "Datasets".
