@@ -6,6 +6,8 @@
 #   wrk                         the service benchmark's load generator
 #   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
 #                               server started by the tests themselves on a loopback port, no persistence)
+#   nats-server                 telemetry through NATS JetStream (a throwaway server with JetStream,
+#                               its store in a temporary directory, started by the tests on a loopback port)
 # Idempotent and quick when everything is present; needs root (or sudo) only when something is
 # missing. Called by `make test` and `make bench`.
 set -euo pipefail
@@ -15,6 +17,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi
