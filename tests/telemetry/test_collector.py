@@ -13,14 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from closedloop import F, Float, Str, System, Thresholds
-from closedloop.datasets.dataset import read_feature_sets
+from closedloop import F, Float, LabelPolicy, OutcomeRule, Str, System, Thresholds
+from closedloop.datasets.dataset import build_dataset, read_feature_sets
 from closedloop.errors import TransportError
 from closedloop.runtime.decision import Decision
 from closedloop.telemetry import DECISION_SCHEMA, MemorySink, Telemetry, TelemetryStore, to_decision_schema
@@ -37,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def tiny() -> System:
     feats = {f"f{i}": F.col("x") * float(i) for i in range(3)}
     return System("tiny", context=[Str("user"), Float("x", default=0.0)], unit="user", features=feats, actions=["allow", "block"],
-                  experience=Thresholds("p", {"block": 0.5}, otherwise="allow"), labels=("ok", "bad"))
+                  experience=Thresholds("p", {"block": 0.5}, otherwise="allow"), labels=("ok", "bad"),
+                  label_policy=LabelPolicy(timedelta(hours=1), [OutcomeRule("bad", label="bad")]))
 
 
 class FrameSink(MemorySink):
@@ -111,6 +113,9 @@ def test_the_lake_holds_every_record_once_and_the_store_reads_it(tmp_path):
     files = store.decision_files()
     assert {f.parent.name for f in files} == {"day=2026-09-22", "day=2026-09-23"} and all("-js-" in f.name for f in files)
     assert read_feature_sets(tmp_path) == {tiny().features.fingerprint: list(tiny().features.names)}
+    m = build_dataset(tiny(), decision_files=store.decision_files(), outcome_files=store.outcome_files(), since_ns=T0,
+                      until_ns=T0 + 2 * DAY, cutoff_ns=time.time_ns(), out=tmp_path / "ds", feature_names=read_feature_sets(tmp_path))
+    assert m.content["counts"]["decisions"]["rows"] == 200 and m.content["counts"]["outcomes"]["matched"] == 67
     assert store.compact()["decisions"] == 0 and len(lake(tmp_path, "decisions")) == 200  # compaction leaves them be
     assert store.apply_retention(1.5, T0 + 2 * DAY)["decisions"] == 100  # retention and forget work on them
     assert c.counts["decisions"] == 200 and c.counts["duplicates"] == 0 and c.counts["messages"] == len(sink.out)

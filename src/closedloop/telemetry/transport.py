@@ -26,7 +26,7 @@ The contract:
   within the group's ``ack_wait`` seconds (its member crashed, or is slow) is delivered again,
   possibly to another member, with ``delivery`` counting up. A new member of an existing group
   continues where the group is. Delivery is therefore *at least once*; exactly once is the
-  consumer's job (the collector's writes are idempotent per message).
+  consumer's job (the collector skips record ids already in the lake: docs/telemetry.md).
 
 What the telemetry sinks publish and the collector (:mod:`closedloop.telemetry.collector`) reads:
 
