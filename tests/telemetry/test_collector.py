@@ -172,18 +172,20 @@ def test_two_collectors_at_once_write_every_record_once(tmp_path):
     log, sinks = MemoryTransport(), [replica(f"w{k}", 300, per_commit=10) for k in range(3)]
     collectors = [Collector(log, tmp_path, "tiny", batch=5, fetch_timeout=0.05) for _ in range(2)]
     stop = threading.Event()
-    threads = [threading.Thread(target=c.run, args=(stop,)) for c in collectors]
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in collectors]
     for th in threads:
         th.start()
-    for sink in sinks:
-        log.publish(sink.out)
-        log.publish(retried(sink.out[:20]))
-    deadline = time.monotonic() + 20
-    while len(lake(tmp_path, "decisions")) < 900 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    for th in threads:
-        th.join(10)
+    try:
+        for sink in sinks:
+            log.publish(sink.out)
+            log.publish(retried(sink.out[:20]))
+        deadline = time.monotonic() + 20
+        while len(lake(tmp_path, "decisions")) < 900 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
     assert sorted(lake(tmp_path, "decisions")) == expect(*sinks)["decisions"]
     assert sorted(lake(tmp_path, "outcomes")) == expect(*sinks)["outcomes"]
     assert all(c.counts["messages"] > 0 for c in collectors)  # both took part

@@ -154,6 +154,8 @@ class JetStreamTransport(Transport):
         except concurrent.futures.TimeoutError as e:
             fut.cancel()
             raise _unavailable(what, TimeoutError(f"no answer within {timeout:.3g} s")) from e
+        except concurrent.futures.CancelledError as e:  # close() stopped the loop meanwhile
+            raise TransportError(f"This JetStreamTransport was closed while {what}.") from e
         except (TransportError, TransportUnavailable):
             raise
         except _DOWN as e:
