@@ -242,12 +242,16 @@ class JetStreamTransport(Transport):
                 raise TransportError(f"The 'data' of a telemetry message must fit the server's max_payload ({limit} bytes, "
                                      f"headers included). Got {len(m.data)} bytes for {m.msg_id!r} instead.")
         futures: list[asyncio.Future[Any]] = []
-        try:
+
+        async def send_all() -> list[Any]:
             for m in messages:  # sent in order, acknowledgements awaited together
                 headers = {**m.headers, "Nats-Msg-Id": f"{m.stream}:{m.msg_id}"}
                 futures.append(await js.publish_async(subject(m.system, m.stream), bytes(m.data), stream=stream_name(m.system),
-                                                      headers=headers, wait_stall=max(deadline - time.monotonic(), 0.01)))
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=max(deadline - time.monotonic(), 0.01))
+                                                      headers=headers))
+            return await asyncio.gather(*futures)
+
+        try:  # one timer for the whole batch (a wait_for per message would cost more than the send)
+            acks = await asyncio.wait_for(send_all(), timeout=max(deadline - time.monotonic(), 0.01))
         except (*_DOWN, asyncio.CancelledError) as e:
             for f in futures:
                 f.cancel()
