@@ -231,6 +231,7 @@ class Collector:
                        "quarantined": 0}
         self._subs: dict[str, Subscription] = {}
         self._days: OrderedDict[tuple[str, str], _Day] = OrderedDict()
+        self._idle = True
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -238,11 +239,13 @@ class Collector:
         """Fetch, write and acknowledge one batch of each stream; returns the messages handled.
         Raises ``TransportUnavailable`` when the log cannot be reached."""
         handled = 0
+        # waiting fetch_timeout on every empty stream would throttle a busy one: after a busy step, a short wait
+        wait = self.fetch_timeout if self._idle else min(self.fetch_timeout, 0.02)
         for stream in STREAM_NAMES:
             sub = self._subs.get(stream)
             if sub is None:
                 sub = self._subs[stream] = self.transport.subscribe(self.system, stream, self.group, ack_wait=self.ack_wait)
-            messages = sub.fetch(self.batch, timeout=self.fetch_timeout)
+            messages = sub.fetch(self.batch, timeout=wait)
             if not messages:
                 continue
             if stream == "feature_sets":
@@ -252,6 +255,7 @@ class Collector:
             sub.ack(messages)
             self.counts["messages"] += len(messages)
             handled += len(messages)
+        self._idle = handled == 0
         return handled
 
     def run(self, stop: threading.Event, *, log_every: float = 10.0) -> dict[str, int]:
@@ -316,7 +320,7 @@ class Collector:
                 self._quarantine(stream, m, str(e))
         if not tables:
             return
-        t = pa.concat_tables(tables)
+        t = pa.concat_tables(tables).combine_chunks()  # one chunk: the filters below are per chunk
         ids = t.column(_ID[stream]).to_pylist()
         seen: set[str] = set()
         first = []
