@@ -4,10 +4,10 @@
 #   postgresql                  the registry's tests on a real PostgreSQL server (a throwaway
 #                               cluster started by the tests themselves on a loopback port)
 #   wrk                         the service benchmark's load generator
-#   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
-#                               server started by the tests themselves on a loopback port, no persistence)
 #   nats-server                 telemetry through NATS JetStream (a throwaway server with JetStream,
 #                               its store in a temporary directory, started by the tests on a loopback port)
+#   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
+#                               server started by the tests themselves on a loopback port, no persistence)
 # Idempotent and quick when everything is present; needs root (or sudo) only when something is
 # missing. Called by `make test` and `make bench`.
 set -euo pipefail
@@ -16,8 +16,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing+=(postgresql)
 fi
