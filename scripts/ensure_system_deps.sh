@@ -4,6 +4,8 @@
 #   postgresql                  the registry's tests on a real PostgreSQL server (a throwaway
 #                               cluster started by the tests themselves on a loopback port)
 #   wrk                         the service benchmark's load generator
+#   nats-server                 telemetry through NATS JetStream (a throwaway server with JetStream,
+#                               its store in a temporary directory, started by the tests on a loopback port)
 #   redis-server                the shared cap and rate-limit stores' tests on a real Redis (a throwaway
 #                               server started by the tests themselves on a loopback port, no persistence)
 #   nodejs                      the JavaScript client runtime's tests and benchmark (clients/js: node --test)
@@ -17,6 +19,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)

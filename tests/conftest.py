@@ -44,3 +44,15 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def nats_server():
+    """A throwaway nats-server with JetStream for a test module (tests/support/nats_server.py): real,
+    its store in a temporary directory, never skipped (a missing binary is an error naming the fix).
+    Tests may stop/kill and start it again: it comes back on the same port with the same store."""
+    from support.nats_server import NatsServer
+
+    server = NatsServer().start()
+    yield server
+    server.close()

@@ -7,6 +7,7 @@
     closedloop telemetry compact                           sealed segments → day-partitioned Parquet
     closedloop telemetry forget --unit ID [--system …]      remove one unit's decisions and outcomes
     closedloop telemetry retain --days N | --system …       drop data older than N days
+    closedloop telemetry collect --url nats://… --system NAME [--group G]   the log (NATS JetStream) → the lake
     closedloop dataset build --system … --since … --until … [--cutoff …] [--out DIR]
                              [--engine duckdb|spark] [--spark-master URL]
     closedloop dataset import FILE --system … --label COL [--unit COL] [--time COL] [--out DIR]
@@ -175,6 +176,47 @@ def telemetry_retain(
         raise typer.BadParameter(f"must be a number > 0. Got {days!r} instead.", param_hint="'--days'")
     settings: Settings = ctx.obj
     typer.echo(json.dumps(TelemetryStore(settings.home).apply_retention(days, time.time_ns())))
+
+
+@telemetry_app.command("collect")
+def telemetry_collect(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="The NATS server(s): nats://host:port, several comma-separated.")],
+    system: Annotated[str, typer.Option("--system", help="The system whose telemetry to collect: its name, or MOD:ATTR.")],
+    group: Annotated[str, typer.Option("--group", help="The consumer group; collectors of one lake share one.")] = "collectors",
+    batch: Annotated[int, typer.Option("--batch", help="The most messages fetched and written at a time.")] = 200,
+    ack_wait: Annotated[float, typer.Option("--ack-wait", help="Seconds before an unacknowledged message is delivered again.")] = 30.0,
+    lake: Annotated[str | None, typer.Option("--lake", help="A pyarrow.fs URI to write to instead of the home (untested "
+                                             "but for file://).")] = None,
+) -> None:
+    """Write a system's telemetry from NATS JetStream into the home's day-partitioned Parquet lake,
+    exactly once per record, until SIGTERM or Ctrl-C (any number of collectors may run in one group).
+    Logs its counts every 10 s on stderr and prints them as JSON when it stops."""
+    import logging
+    import signal
+    import threading
+
+    from closedloop.errors import TransportError
+    from closedloop.telemetry.collector import Collector
+    from closedloop.telemetry.jetstream import JetStreamTransport
+
+    settings: Settings = ctx.obj
+    name = system_from(system).name if ":" in system else system
+    try:
+        transport = JetStreamTransport(url)
+        collector = Collector(transport, lake or settings.home, name, group=group, batch=batch, ack_wait=ack_wait)
+    except TransportError as e:
+        raise typer.BadParameter(str(e)) from e
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"collecting system {name!r} from {url} (group {group!r}) into {lake or settings.home}", err=True)
+    try:
+        counts = collector.run(stop)
+    finally:
+        transport.close()
+    typer.echo(json.dumps(counts))
 
 
 # -- closedloop dataset build ------------------------------------------------------------------------

@@ -26,7 +26,20 @@ The contract:
   within the group's ``ack_wait`` seconds (its member crashed, or is slow) is delivered again,
   possibly to another member, with ``delivery`` counting up. A new member of an existing group
   continues where the group is. Delivery is therefore *at least once*; exactly once is the
-  consumer's job (the collector's writes are idempotent per message).
+  consumer's job (the collector skips record ids already in the lake: docs/telemetry.md).
+
+What the telemetry sinks publish and the collector (:mod:`closedloop.telemetry.collector`) reads:
+
+* ``decisions`` / ``outcomes``: ``data`` is one commit's records of that stream as
+  :func:`~closedloop.telemetry.segments.encode_frame` writes them (a segment frame: ``CLSG``
+  magic, length, crc32, then the Arrow IPC stream; decisions in ``DECISION_SCHEMA`` or its compact
+  form, outcomes in ``OUTCOME_SCHEMA``); ``msg_id`` is ``<writer>:<stream>:<first_seq>-<last_seq>``
+  (the same commit always gets the same id, also when re-published from the spill log); headers
+  ``writer`` (the writer id), ``first_seq`` and ``last_seq`` (the commit's sequence numbers, as
+  decimal strings) and ``rows`` (its record count; the collector refuses a frame that disagrees).
+* ``feature_sets``: ``data`` is the JSON ``{"fingerprint": …, "names": [...]}`` (what
+  ``telemetry/feature_sets/<fingerprint>.json`` holds), ``msg_id`` ``fs:<fingerprint>``, header
+  ``fingerprint``.
 """
 
 from __future__ import annotations
