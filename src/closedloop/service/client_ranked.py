@@ -29,10 +29,9 @@ import msgspec
 
 from closedloop.errors import ContextError
 from closedloop.experience.ranked import RankedDecision
-from closedloop.runtime.deployment import Deployment, assign_flight
-from closedloop.service.client_reports import _DAY_NS, _FLIGHT, _ID_RULE, Judged, _kind_of, _ns, _text
+from closedloop.runtime.deployment import Deployment
+from closedloop.service.client_reports import Judged, _kind_of, _ns, flight_of, head_fields, judge_all, tail_fields
 from closedloop.service.problems import context_problem, invalid
-from closedloop.telemetry.records import MAX_ID, MAX_UNIT
 
 __all__ = ["RankedClientDecision", "judge_ranked_items"]
 
@@ -64,22 +63,7 @@ def judge_ranked_items(items: list[msgspec.Raw], plan: Any, deployment: Deployme
     ranked, no features) and the problems of the refused items (each with its ``index`` and
     ``field``). ``plan``: the production :class:`~closedloop.experience.ranking.RankingPlan`, which
     validates the request and candidates as the runtime does. Run it in a worker thread."""
-    good: list[Judged] = []
-    bad: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(items):
-        try:
-            item = _one.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            bad.append(invalid("decision", "<decision>", "a JSON object", _kind_of(raw), index=i))
-            continue
-        got = _judge(item, plan, deployment, now_ns, i)
-        if isinstance(got, dict):
-            bad.append(got)
-        elif got.decision.decision_id not in seen:
-            seen.add(got.decision.decision_id)
-            good.append(got)
-    return good, bad
+    return judge_all(items, _one, lambda item, i: _judge(item, plan, deployment, now_ns, i))
 
 
 def _context(o: RankedClientDecision, plan: Any, i: int) -> tuple[Any, Any] | dict[str, Any]:
@@ -115,11 +99,7 @@ def _judge(o: RankedClientDecision, plan: Any, dep: Deployment, now: int, i: int
     bad = _slate(o, ids, m)
     if bad is not None:
         return invalid("decision", bad[0], bad[1], bad[2], index=i)
-    flight = o.flight
-    if flight is None and dep.flights:
-        k = assign_flight(dep.flights, unit)
-        if k >= 0 and dep.flights[k].bundle.version == o.bundle_id:
-            flight = dep.flights[k].name
+    flight = flight_of(o.flight, o.bundle_id, dep, unit)
     slots = [float(p) for p in o.slot_propensities]
     prop = 1.0
     for p in slots:
@@ -134,30 +114,7 @@ def _judge(o: RankedClientDecision, plan: Any, dep: Deployment, now: int, i: int
 
 def _fields(o: RankedClientDecision, system: Any, now: int) -> tuple[str, str, Any] | None:
     """The first of an item's fields (but its context and slate) that breaks its rule, as ``(field, rule, value)``."""
-    if not _text(o.decision_id, MAX_ID):
-        return "decision_id", _ID_RULE, o.decision_id
-    if not _text(o.bundle_id, MAX_ID) or "/" in o.bundle_id:
-        return "bundle_id", f"{_ID_RULE} without '/' (a bundle version)", o.bundle_id
-    if o.system != system.name:
-        return "system", f"this service's system '{system.name}'", o.system
-    if isinstance(o.unit, int) and not isinstance(o.unit, bool):
-        o.unit = str(o.unit)
-    if not _text(o.unit, MAX_UNIT):
-        return "unit", f"a non-empty string (or an integer) of at most {MAX_UNIT} characters without control characters", o.unit
-    t = _ns(o.timestamp)
-    if t is None or not 0 <= t <= now + _DAY_NS:
-        return ("timestamp", "nanoseconds since the epoch (an integer) or an ISO-8601 time, at most a day ahead of the "
-                "service's clock", o.timestamp)
-    if o.flight is not None and (not isinstance(o.flight, str) or not _FLIGHT.match(o.flight)):
-        return "flight", "a flight name (1-64 characters of a-z, 0-9, '_', '.', '-'), or absent", o.flight
-    if o.why is not None and not _text(o.why, 400):
-        return "why", "a non-empty string of at most 400 characters without control characters, or absent", o.why
-    if not isinstance(o.killswitch, bool):
-        return "killswitch", "true or false", o.killswitch
-    sp = o.sample_prob
-    if isinstance(sp, bool) or not isinstance(sp, int | float) or not 0.0 < sp <= 1.0:
-        return "sample_prob", "a number in (0, 1] (the probability the client kept this record)", sp
-    return None
+    return head_fields(o, system) or tail_fields(o, now, why_most=400)
 
 
 def _number(v: Any) -> bool:

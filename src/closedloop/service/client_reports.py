@@ -40,7 +40,7 @@ from closedloop.runtime.deployment import Deployment, assign_flight
 from closedloop.service.problems import context_problem, invalid
 from closedloop.telemetry.records import MAX_ID, MAX_UNIT
 
-__all__ = ["ClientDecision", "Judged", "judge_items"]
+__all__ = ["ClientDecision", "Judged", "flight_of", "head_fields", "judge_all", "judge_items", "tail_fields"]
 
 _ID_RULE = f"a non-empty string of at most {MAX_ID} characters"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -88,19 +88,26 @@ def judge_items(items: list[msgspec.Raw], system: Any, deployment: Deployment,
     ``index`` and the ``field`` it failed). Pure but for the clock: run it in a worker thread."""
     now = time.time_ns() if now_ns is None else now_ns
     outputs = _outputs(deployment)
+    return judge_all(items, _one, lambda item, i: _judge(item, system, deployment, outputs, now, i))
+
+
+def judge_all(items: list[msgspec.Raw], decoder: msgspec.json.Decoder[Any], judge: Any) -> tuple[list[Judged], list[dict[str, Any]]]:
+    """Decode each raw item with ``decoder`` and ``judge(item, index)`` it (→ :class:`Judged` or a
+    problem): the accepted decisions, each decision id once (a repeat within the batch is the same
+    decision: logged once), and the problems of the refused items."""
     good: list[Judged] = []
     bad: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, raw in enumerate(items):
         try:
-            item = _one.decode(raw)
+            item = decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             bad.append(invalid("decision", "<decision>", "a JSON object", _kind_of(raw), index=i))
             continue
-        got = _judge(item, system, deployment, outputs, now, i)
+        got = judge(item, i)
         if isinstance(got, dict):
             bad.append(got)
-        elif got.decision.decision_id not in seen:  # a repeat within the batch is the same decision: logged once
+        elif got.decision.decision_id not in seen:
             seen.add(got.decision.decision_id)
             good.append(got)
     return good, bad
@@ -146,11 +153,7 @@ def _judge(o: ClientDecision, system: Any, dep: Deployment, outputs: dict[str, t
     scores = _scores(o, outputs.get(o.bundle_id))
     if isinstance(scores, tuple):
         return invalid("decision", scores[0], scores[1], scores[2], index=i)
-    flight = o.flight
-    if flight is None and dep.flights:
-        k = assign_flight(dep.flights, unit)
-        if k >= 0 and dep.flights[k].bundle.version == o.bundle_id:
-            flight = dep.flights[k].name
+    flight = flight_of(o.flight, o.bundle_id, dep, unit)
     killswitch = bool(o.killswitch)
     d = Decision(
         o.decision_id, system.name, unit, _ns(o.timestamp), o.bundle_id, scores, o.action, float(o.propensity),
@@ -162,6 +165,25 @@ def _judge(o: ClientDecision, system: Any, dep: Deployment, outputs: dict[str, t
 
 def _fields(o: ClientDecision, system: Any, now: int) -> tuple[str, str, Any] | None:
     """The first of an item's fields (but its context and scores) that breaks its rule, as ``(field, rule, value)``."""
+    bad = head_fields(o, system)
+    if bad is not None:
+        return bad
+    if o.action not in system.actions:
+        return "action", f"one of the System's actions {list(system.actions)}", o.action
+    p = o.propensity
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 < p <= 1.0:
+        return "propensity", "a number in (0, 1] (the probability the action was chosen with)", p
+    bad = tail_fields(o, now, why_most=200)
+    if bad is not None:
+        return bad
+    if o.guardrail is not None and not _text(o.guardrail, MAX_ID):
+        return "guardrail", f"{_ID_RULE} (the guardrail that changed the action), or absent", o.guardrail
+    return None
+
+
+def head_fields(o: Any, system: Any) -> tuple[str, str, Any] | None:
+    """The first bad of the fields every client decision starts with (``decision_id``,
+    ``bundle_id``, ``system``, ``unit``; an integer unit becomes its string), or None."""
     if not _text(o.decision_id, MAX_ID):
         return "decision_id", _ID_RULE, o.decision_id
     if not _text(o.bundle_id, MAX_ID) or "/" in o.bundle_id:
@@ -172,27 +194,36 @@ def _fields(o: ClientDecision, system: Any, now: int) -> tuple[str, str, Any] | 
         o.unit = str(o.unit)
     if not _text(o.unit, MAX_UNIT):
         return "unit", f"a non-empty string (or an integer) of at most {MAX_UNIT} characters without control characters", o.unit
-    if o.action not in system.actions:
-        return "action", f"one of the System's actions {list(system.actions)}", o.action
-    p = o.propensity
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 < p <= 1.0:
-        return "propensity", "a number in (0, 1] (the probability the action was chosen with)", p
+    return None
+
+
+def tail_fields(o: Any, now: int, *, why_most: int) -> tuple[str, str, Any] | None:
+    """The first bad of the fields every client decision ends with (``timestamp``, ``flight``,
+    ``why`` of at most ``why_most`` characters, ``killswitch``, ``sample_prob``), or None."""
     t = _ns(o.timestamp)
     if t is None or not 0 <= t <= now + _DAY_NS:
         return ("timestamp", "nanoseconds since the epoch (an integer) or an ISO-8601 time, at most a day ahead of the "
                 "service's clock", o.timestamp)
     if o.flight is not None and (not isinstance(o.flight, str) or not _FLIGHT.match(o.flight)):
         return "flight", "a flight name (1-64 characters of a-z, 0-9, '_', '.', '-'), or absent", o.flight
-    if o.why is not None and not _text(o.why, 200):
-        return "why", "a non-empty string of at most 200 characters without control characters, or absent", o.why
-    if o.guardrail is not None and not _text(o.guardrail, MAX_ID):
-        return "guardrail", f"{_ID_RULE} (the guardrail that changed the action), or absent", o.guardrail
+    if o.why is not None and not _text(o.why, why_most):
+        return "why", f"a non-empty string of at most {why_most} characters without control characters, or absent", o.why
     if not isinstance(o.killswitch, bool):
         return "killswitch", "true or false", o.killswitch
     sp = o.sample_prob
     if isinstance(sp, bool) or not isinstance(sp, int | float) or not 0.0 < sp <= 1.0:
         return "sample_prob", "a number in (0, 1] (the probability the client kept this record)", sp
     return None
+
+
+def flight_of(flight: Any, bundle_id: str, dep: Deployment, unit: str) -> Any:
+    """The flight a client decision names, else the current deployment's flight that claims
+    ``unit`` with that bundle, else None (production)."""
+    if flight is None and dep.flights:
+        k = assign_flight(dep.flights, unit)
+        if k >= 0 and dep.flights[k].bundle.version == bundle_id:
+            return dep.flights[k].name
+    return flight
 
 
 def _text(v: Any, most: int) -> bool:
