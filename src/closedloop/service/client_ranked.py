@@ -30,28 +30,18 @@ import msgspec
 from closedloop.errors import ContextError
 from closedloop.experience.ranked import RankedDecision
 from closedloop.runtime.deployment import Deployment
-from closedloop.service.client_reports import Judged, _kind_of, _ns, flight_of, head_fields, judge_all, tail_fields
+from closedloop.service.client_reports import ClientItem, Judged, _kind_of, _ns, flight_of, head_fields, judge_all, tail_fields
 from closedloop.service.problems import context_problem, invalid
 
 __all__ = ["RankedClientDecision", "judge_ranked_items"]
 
 
-class RankedClientDecision(msgspec.Struct, kw_only=True):
-    """One ranking a client made, as it reports it (every field judged by the rules, not by the decoder's types)."""
+class RankedClientDecision(ClientItem, kw_only=True):
+    """One ranking a client made, as it reports it."""
 
-    decision_id: Any = None
-    bundle_id: Any = None
-    system: Any = None
-    unit: Any = None
-    context: msgspec.Raw = msgspec.Raw(b"")
     slate: Any = None
     slot_propensities: Any = None
     candidate_scores: Any = None
-    timestamp: Any = None
-    flight: Any = None
-    why: Any = None
-    killswitch: Any = False
-    sample_prob: Any = 1.0
 
 
 _one = msgspec.json.Decoder(RankedClientDecision)

@@ -40,7 +40,7 @@ from closedloop.runtime.deployment import Deployment, assign_flight
 from closedloop.service.problems import context_problem, invalid
 from closedloop.telemetry.records import MAX_ID, MAX_UNIT
 
-__all__ = ["ClientDecision", "Judged", "flight_of", "head_fields", "judge_all", "judge_items", "tail_fields"]
+__all__ = ["ClientDecision", "ClientItem", "Judged", "flight_of", "head_fields", "judge_all", "judge_items", "tail_fields"]
 
 _ID_RULE = f"a non-empty string of at most {MAX_ID} characters"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -49,24 +49,30 @@ _DAY_NS = 86_400 * 10**9
 _MAX_SCORES = 64
 
 
-class ClientDecision(msgspec.Struct, kw_only=True):
-    """One decision a client made, as it reports it (every field judged by the rules, not by the decoder's types)."""
+class ClientItem(msgspec.Struct, kw_only=True):
+    """The fields every decision a client reports carries (every field judged by the rules, not by
+    the decoder's types)."""
 
     decision_id: Any = None
     bundle_id: Any = None
     system: Any = None
     unit: Any = None
     context: msgspec.Raw = msgspec.Raw(b"")  # empty: absent
+    timestamp: Any = None
+    flight: Any = None
+    why: Any = None
+    killswitch: Any = False
+    sample_prob: Any = 1.0
+
+
+class ClientDecision(ClientItem, kw_only=True):
+    """One decision a client made, as it reports it."""
+
     action: Any = None
     propensity: Any = None
     score: Any = None
     scores: Any = None
-    timestamp: Any = None
-    flight: Any = None
-    why: Any = None
     guardrail: Any = None
-    killswitch: Any = False
-    sample_prob: Any = 1.0
 
 
 class Judged(NamedTuple):
