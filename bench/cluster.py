@@ -14,8 +14,10 @@ N replicas / 1 replica, and the CPU seconds each replica and the load generator 
 machine with fewer cores than processes the ratio says what the replicas cost, not how they scale).
 
 It also checks what it measured: every acknowledged outcome is in the telemetry of the replica
-that acknowledged it (exit 1 if not). ``--jetstream`` (the JetStream sink and the collectors'
-lag) is reserved: it exits 2 until they are merged. The last line is one JSON object.
+that acknowledged it (exit 1 if not). ``--jetstream`` then runs the same N replicas with telemetry
+through NATS JetStream and two collectors (bench/cluster_js.py: the collectors' lag, the
+JetStream sink against raw nats-py publish-with-ack; exit 1 if an acknowledged outcome is not in
+the lake or the ratio is under 0.5). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -89,20 +91,8 @@ def show(name: str, fig: dict[str, Any]) -> None:
               f"CPU {row['cpu_s']} s")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--threads", type=int, default=6)
-    ap.add_argument("--replicas", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
-    ap.add_argument("--jetstream", action="store_true", help="reserved: the JetStream sink and collectors (not available yet)")
-    args = ap.parse_args()
-    if args.jetstream:
-        # jetstream: Cluster(telemetry="jetstream"), the sink against raw nats-py publish-with-ack, the collectors' lag
-        print("bench/cluster.py --jetstream is not available yet: the JetStream sink and `closedloop telemetry collect` "
-              "are not merged.", file=sys.stderr)
-        return 2
-    seconds, warm = (3.0, 1.0) if args.quick else (args.seconds, 3.0)
+def local_run(args: argparse.Namespace, seconds: float, warm: float) -> dict[str, Any]:
+    """The embedded-sink cluster: N replicas, then replica 0 alone; figures, ratio and what is missing."""
     t0 = time.monotonic()
     with Cluster(args.replicas, serve_args=("--guard-interval", "0")) as c:
         print(f"cluster up in {time.monotonic() - t0:.1f} s: {args.replicas} replicas, PostgreSQL registry, Redis")
@@ -116,9 +106,32 @@ def main() -> int:
     ratio = {k: round(fig_many[k] / fig_one[k], 2) for k in ("decisions_per_s", "outcomes_acked_per_s") if fig_one[k]}
     print(f"ratio {args.replicas} replicas / 1 replica: {ratio}; acknowledged outcomes missing from telemetry: {lost}; "
           f"cores: {os.cpu_count()}")
-    print(json.dumps({"bench": "cluster", "threads": args.threads, "cpus": os.cpu_count(), "many": fig_many, "one": fig_one,
-                      "ratio": ratio, "acked_missing": lost}))
-    return 1 if lost else 0
+    return {"many": fig_many, "one": fig_one, "ratio": ratio, "acked_missing": lost}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, default=6)
+    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
+    ap.add_argument("--jetstream", action="store_true",
+                    help="also the same run with telemetry through NATS JetStream and two collectors (their lag), and the "
+                         "JetStream sink against raw nats-py publish-with-ack")
+    ap.add_argument("--commits", type=int, default=300, help="--jetstream: commits of the sink-vs-raw comparison")
+    args = ap.parse_args()
+    seconds, warm = (3.0, 1.0) if args.quick else (args.seconds, 3.0)
+    local = local_run(args, seconds, warm)
+    out: dict[str, Any] = {"bench": "cluster", "threads": args.threads, "cpus": os.cpu_count(), **local}
+    bad = bool(local["acked_missing"])
+    if args.jetstream:
+        from cluster_js import jetstream_run  # bench/cluster_js.py
+
+        js = jetstream_run(args, seconds, warm, measure, show)
+        out["jetstream"] = js
+        bad = bad or bool(js["acked_missing"]) or js["sink_vs_raw"]["ratio"] < 0.5
+    print(json.dumps(out))
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from closedloop.cli.main import app
 from closedloop.registry.models import bundle_files as T_FILES
 from support.cluster import FORCE, Cluster
-from support.cluster_load import Load
+from support.cluster_load import Load, decisions_at_risk
 from support.cluster_system import WARNINGS_PER_DAY, context
 from support.waiting import eventually
 
@@ -50,13 +50,6 @@ def cluster(postgres) -> Iterator[Cluster]:
 
 def _headers(c: Cluster) -> dict[str, str]:
     return {"Authorization": f"Bearer {c.tokens['app']}"}
-
-
-def test_a_jetstream_cluster_is_not_available_yet():
-    with pytest.raises(NotImplementedError, match="not available yet"):
-        Cluster(3, telemetry="jetstream")
-    with pytest.raises(ValueError, match="'telemetry' parameter of Cluster"):
-        Cluster(3, telemetry="kafka")
 
 
 def test_a_capped_unit_never_gets_a_fourth_warning_whichever_replica_answers(cluster):
@@ -275,8 +268,7 @@ def test_a_replica_killed_mid_load_loses_nothing_acknowledged(cluster):
     # every answered decision stored once. Decisions are logged by group commit, not made durable
     # before they are answered: the killed replica may lose those answered after the last outcome
     # it acknowledged before the kill (that acknowledgement flushed everything logged before it).
-    cover = max(sent for _, _, sent in before)
-    at_risk = {d for r, d, t in res.decisions if r == 1 and cover < t < t_kill}
+    at_risk = decisions_at_risk(res, 1, t_kill)
 
     def all_decisions_stored() -> list[str]:
         nonlocal decisions

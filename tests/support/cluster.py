@@ -13,15 +13,17 @@ store is a read-through cache of the registry database's bundles
 home is fetched, verified, by every replica that needs it; nothing is copied between homes.
 
 Telemetry: ``telemetry="local"`` (each replica's embedded sink, its home's segments and Parquet lake;
-:meth:`Cluster.telemetry` compacts a home and reads its ids). ``telemetry="jetstream"`` is reserved:
-it raises until the JetStream sink and the collector are merged (the ``# jetstream:`` markers are
-where they plug in).
+:meth:`Cluster.telemetry` compacts a home and reads its ids). ``telemetry="jetstream"``: one real
+``nats-server`` with JetStream, every replica publishing to it (``--telemetry-url``), and two
+``closedloop telemetry collect`` processes writing one lake (tests/support/cluster_jetstream.py);
+:meth:`Cluster.telemetry` then waits until the collectors have acknowledged every message and reads
+that lake; :meth:`Cluster.kill_collector` / :meth:`Cluster.restart_collector` crash and restart one.
 
 :meth:`Cluster.kill` SIGKILLs a replica's process group; :meth:`Cluster.restart` starts it again on
 the same port and home. :meth:`Cluster.stop` (also on exit, also when a test failed) kills every
 process group it started, then stops Redis and PostgreSQL and removes the directory. A run that was
 itself SIGKILLed leaves its processes behind: the next :meth:`Cluster.start` kills those of every
-cluster whose owning process is gone (their pids are in ``<root>/pids/``; PostgreSQL's own
+cluster whose owning process is gone (their pids are in ``<root>/pids/``: replicas, collectors, Redis, NATS; PostgreSQL's own
 ``reap_orphans`` stops its server).
 """
 
@@ -49,6 +51,7 @@ from closedloop.runtime.signing import SigningKey
 from closedloop.service.auth import Credentials
 from closedloop.settings import Settings
 from closedloop.telemetry.store import TelemetryStore
+from support.cluster_jetstream import JetStreamTelemetry
 from support.cluster_system import SPEC, system
 from support.postgres import PostgresServer
 from support.redis_server import RedisServer
@@ -57,7 +60,7 @@ from support.service import free_port
 __all__ = ["TELEMETRY", "Cluster", "Replica"]
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The telemetry paths a cluster can run: each replica's embedded sink, or (once merged) JetStream.
+#: The telemetry paths a cluster can run: each replica's embedded sink, or JetStream and two collectors.
 TELEMETRY = ("local", "jetstream")
 #: Why the registry accepts the test bundles without an evaluation report.
 FORCE = "cluster test: no evaluation report"
@@ -108,14 +111,15 @@ def reap_orphans() -> list[Path]:
                 cmdline = Path(f"/proc/{int(pid_s)}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 if mark not in cmdline:
                     continue
-                if f.name.startswith("replica"):
+                if f.name.startswith(("replica", "collector")):
                     os.killpg(int(pid_s), signal.SIGKILL)
                 else:
                     os.kill(int(pid_s), signal.SIGKILL)
             except (OSError, ValueError):
                 pass  # gone already
-        with contextlib.suppress(OSError):
-            shutil.rmtree((root / "pids" / "redis.dir").read_text(), ignore_errors=True)
+        for server in ("redis", "nats"):
+            with contextlib.suppress(OSError):
+                shutil.rmtree((root / "pids" / f"{server}.dir").read_text(), ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         removed.append(root)
     return removed
@@ -133,13 +137,6 @@ class Cluster:
                  production: Bundle | None = None, postgres: PostgresServer | None = None, ready_timeout: float = 60.0) -> None:
         if telemetry not in TELEMETRY:
             raise ValueError(f"The 'telemetry' parameter of Cluster must be one of {TELEMETRY}. Got {telemetry!r} instead.")
-        if telemetry == "jetstream":
-            # jetstream: start tests/support/nats_server.py's NATS (JetStream on) and two
-            # `closedloop telemetry collect` processes here, give every replica the sink's option,
-            # and read the collectors' lake in telemetry() instead of each home's.
-            raise NotImplementedError(
-                "Cluster(telemetry='jetstream') is not available yet: the JetStream sink (telemetry/jetstream.py) "
-                "and `closedloop telemetry collect` are not merged. Use telemetry='local'.")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 16:
             raise ValueError(f"The 'replicas' parameter of Cluster must be an integer from 1 to 16. Got {replicas!r} instead.")
         self.n = replicas
@@ -154,6 +151,7 @@ class Cluster:
         self.postgres: PostgresServer | None = postgres
         self._own_postgres = postgres is None  # a server given (the tests' session one) is not stopped here
         self.redis: RedisServer | None = None
+        self.jetstream: JetStreamTelemetry | None = None
         self.registry_url = ""
         self.replicas: list[Replica] = []
         self.tokens: dict[str, str] = {}
@@ -183,6 +181,9 @@ class Cluster:
         if self.redis.proc is not None:
             (self.root / "pids" / "redis.pid").write_text(f"{self.redis.proc.pid} 127.0.0.1:{self.redis.port}")
             (self.root / "pids" / "redis.dir").write_text(str(self.redis.root))
+        if self.telemetry_mode == "jetstream":  # the server and both collectors, before any replica publishes
+            self.jetstream = JetStreamTelemetry(self.root, self.system.name, self.env(0))
+            self.jetstream.start()
         homes = [self.root / f"home-{i}" for i in range(self.n)]
         self._credentials(homes)
         self.replicas = [Replica(i, h, free_port(), self.root / f"replica-{i}.log") for i, h in enumerate(homes)]
@@ -197,21 +198,23 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Kill every replica's process group, stop Redis and PostgreSQL, remove the directory.
-        Each step runs whatever the previous ones raised."""
-        try:
+        """Kill every replica's process group, the collectors and NATS, stop Redis and PostgreSQL,
+        remove the directory. Each step runs whatever the previous ones raised."""
+        def replicas() -> None:
             for r in self.replicas:
                 self._kill(r)
-        finally:
+
+        own_postgres = self.postgres if self._own_postgres else None
+        steps = [replicas, *(s.stop for s in (self.jetstream, self.redis, own_postgres) if s is not None)]
+        errors: list[BaseException] = []
+        for step in steps:
             try:
-                if self.redis is not None:
-                    self.redis.stop()
-            finally:
-                try:
-                    if self.postgres is not None and self._own_postgres:
-                        self.postgres.stop()
-                finally:
-                    shutil.rmtree(self.root, ignore_errors=True)
+                step()
+            except BaseException as e:  # noqa: BLE001 - every step runs; the first error is raised at the end
+                errors.append(e)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise errors[0]
 
     # -- set-up ----------------------------------------------------------------------------------
     def _credentials(self, homes: list[Path]) -> None:
@@ -251,9 +254,9 @@ class Cluster:
     def command(self, r: Replica) -> list[str]:
         if self.redis is None:
             raise RuntimeError("the cluster is not started")
-        # jetstream: with telemetry="jetstream", add the JetStream sink's options (the NATS URL) here
+        log = [] if self.jetstream is None else ["--telemetry-url", self.jetstream.url]
         return [sys.executable, "-m", "closedloop.cli", "serve", "--system", SPEC, "--host", "127.0.0.1",
-                "--port", str(r.port), "--redis-url", self.redis.url, *self.serve_args, *r.extra]
+                "--port", str(r.port), "--redis-url", self.redis.url, *log, *self.serve_args, *r.extra]
 
     # -- replicas --------------------------------------------------------------------------------
     @property
@@ -311,11 +314,31 @@ class Cluster:
         proc.wait(timeout=30)
 
     # -- telemetry -------------------------------------------------------------------------------
-    def telemetry(self, i: int) -> dict[str, list[str]]:
+    def _js(self) -> JetStreamTelemetry:
+        if self.jetstream is None:
+            raise RuntimeError("kill_collector and restart_collector need Cluster(telemetry='jetstream'), started")
+        return self.jetstream
+
+    def kill_collector(self, i: int) -> None:
+        """SIGKILL collector ``i`` (0 or 1): what it fetched and did not acknowledge is delivered again."""
+        self._js().kill_collector(i)
+
+    def restart_collector(self, i: int) -> None:
+        """Start collector ``i`` again (the same lake and consumer group)."""
+        self._js().restart_collector(i)
+
+    def telemetry(self, i: int | None = None, *, timeout: float = 30.0) -> dict[str, list[str]]:
         """Replica ``i``'s telemetry, compacted: ``{"decisions": [decision ids], "outcomes": [outcome
         ids]}`` with repeats kept (so a record stored twice shows twice). Safe while it serves:
-        compaction reads a live segment up to its last complete frame."""
-        # jetstream: read the collectors' lake (one lake for all replicas) instead of this home's
+        compaction reads a live segment up to its last complete frame. With JetStream (``i`` not
+        given): the collectors' one lake, once they acknowledged every message (within ``timeout``)."""
+        if self.jetstream is not None:
+            if i is not None:
+                raise ValueError(f"The 'i' parameter of Cluster.telemetry must be None with telemetry='jetstream' "
+                                 f"(one lake for every replica). Got {i!r} instead.")
+            return self.jetstream.read(timeout)
+        if i is None:
+            raise ValueError("The 'i' parameter of Cluster.telemetry must name a replica with telemetry='local'. Got None instead.")
         store = TelemetryStore(self.settings(i).home)
         store.compact()
         out: dict[str, list[str]] = {}

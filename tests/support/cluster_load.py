@@ -17,7 +17,7 @@ import httpx
 
 from support.cluster_system import context
 
-__all__ = ["Load", "LoadResult"]
+__all__ = ["Load", "LoadResult", "decisions_at_risk"]
 
 
 @dataclass
@@ -44,6 +44,17 @@ class LoadResult:
         dec = Counter(r for r, _, _ in self.decisions)
         ack = Counter(r for r, _, _ in self.acked)
         return [{"decisions": dec[i], "outcomes_acked": ack[i]} for i in range(n)]
+
+
+def decisions_at_risk(res: LoadResult, replica: int, killed_at: float) -> set[str]:
+    """The answered decisions a replica SIGKILLed at ``killed_at`` (monotonic) may have lost.
+    Decisions are logged by group commit, not made durable before they are answered; an outcome
+    is answered 202 only once its commit is durable, and that commit holds everything logged
+    before it. So at risk are the decisions the replica answered after the last outcome it
+    acknowledged before the kill was sent (all of its decisions if it acknowledged none)."""
+    sent = [t for r, _, t in res.acked if r == replica and t < killed_at]
+    cover = max(sent, default=float("-inf"))
+    return {d for r, d, t in res.decisions if r == replica and cover < t < killed_at}
 
 
 class Load:
