@@ -52,11 +52,11 @@ SKIP: dict[tuple[str, str], str] = {
     ("console.md", "closedloop serve --system examples.phishing.system:phishing --console    # the service, and the console at /console"):
         "serves until stopped (tests/console/test_console_overview.py mounts the console on the service app as --console does)",
     # several hosts: servers the line names (tests/service/test_cluster*.py start them for real)
-    ("README.md", "closedloop dataset build --system … --engine spark                            # the label join on Spark (pip install 'closedloop[spark]')"):
+    ("README.md", "closedloop dataset build --system … --engine spark                          # the label join on Spark"):
         "starts a JVM for Spark (tests/datasets/test_dataset_spark.py builds through `dataset build --engine spark`)",
-    ("README.md", "closedloop serve --system … --redis-url redis://… --telemetry-url nats://…    # a replica of several (docs/deploy.md)"):
+    ("README.md", "closedloop serve --system … --redis-url redis://… --telemetry-url nats://…  # one of several replicas"):
         "needs a Redis and a NATS server (tests/support/cluster.py starts both and replicas with these options)",
-    ("README.md", "closedloop telemetry collect --url nats://… --system phishing                 # the JetStream log into the lake, exactly once"):
+    ("README.md", "closedloop telemetry collect --url nats://… --system phishing               # the log into the lake"):
         "runs until stopped against a NATS server (tests/telemetry/test_collector.py runs it as processes)",
     # runs forever by design
     ("orchestration.md", "closedloop loop run --plan examples.phishing.loop:plan --every 1h  # a cycle every hour"):
