@@ -196,7 +196,9 @@ def test_latency_check_judges_the_bundle_not_the_machines_load(world, phishing, 
     from closedloop.runtime.runtime import Runtime as Rt
 
     system = copy.copy(phishing)
-    system.latency_budget_ms = 1.0
+    # 2.5 ms: under the 3 ms the wall clock sees, far above the ~0.1 ms of CPU a decision costs (a
+    # 1 ms budget failed once when a loaded machine's cache misses pushed one CPU-time p99 to 1.4 ms)
+    system.latency_budget_ms = 2.5
     contexts = _contexts(system, [])
     decide = Rt.decide
 
