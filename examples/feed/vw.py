@@ -25,6 +25,13 @@ in candidate order.
 −reward (−1 for a click), with the probability the pmf gave it, as the label
 ``action:cost:probability`` on the chosen action's line.
 
+**Speed.** A session is parsed, predicted, learned and finished through the native calls
+``Workspace.parse`` / ``predict`` / ``learn`` / ``finish_example`` make (``Workspace._parse``,
+``pylibvw.vw.predict_multi`` / ``learn_multi`` / ``_finish_example_multi_ex``), without the Python
+``Example`` wrapper they build around each line — about half of VW's time a session here. The same
+text reaches VW, so the predictions and the learned model are the same bits
+(tests/examples/test_feed_vw.py compares both paths).
+
 :meth:`VWPolicy.settings` returns the exact VW arguments and the feature mapping, for a report.
 """
 
@@ -68,6 +75,12 @@ class VWDecision:
     scores: list[float]
 
 
+def _parse(vw: Any, lines: list[str]) -> list[Any]:
+    """VW's native examples of one multi-line example: what ``Workspace.parse`` parses (the same text,
+    joined and stripped the same way), without its Python ``Example`` wrapper of each line."""
+    return list(vw._parse("\n".join(lines).replace("\r", "").strip()))
+
+
 def _token(name: str, value: float) -> str:
     return name if value == 1.0 else f"{name}:{value!r}"
 
@@ -108,6 +121,7 @@ class VWPolicy:
         self.arguments = " ".join([ALGORITHM, *(f"-q {q}" for q in self.interactions), f"--random_seed {seed}", "--quiet"])
         self.version = vowpalwabbit.__version__
         self._vw = vowpalwabbit.Workspace(self.arguments)
+        self._native = vowpalwabbit.pyvw.pylibvw.vw  # the native calls Workspace.predict / learn make (module doc, "Speed")
         self._rng = np.random.default_rng(seed)
         self._names = list(system.features.names)
 
@@ -190,13 +204,14 @@ class VWPolicy:
     # -- decide and learn ------------------------------------------------------------------------
     def decide(self, session: Session) -> VWDecision:
         """VW's ranking of ``session`` (module doc, "Deciding"); VW learns nothing here."""
-        vw = self._vw
-        examples = vw.parse([session.shared, *session.actions])
+        vw, native = self._vw, self._native
+        examples = _parse(vw, [session.shared, *session.actions])
         try:
-            pmf = [float(p) for p in vw.predict(examples)]
+            native.predict_multi(vw, examples)
+            pmf = [float(p) for p in examples[0].get_action_scores()]  # what Workspace.predict returns (ACTION_PROBS)
             scores = [float(e.get_partial_prediction()) for e in examples[1:]]
         finally:
-            vw.finish_example(examples)
+            native._finish_example_multi_ex(vw, examples)
         cum = np.cumsum(pmf)
         chosen = min(int(np.searchsorted(cum, self._rng.random() * cum[-1], side="right")), len(pmf) - 1)
         rest = sorted((i for i in range(len(pmf)) if i != chosen), key=scores.__getitem__)
@@ -209,7 +224,12 @@ class VWPolicy:
         s, j = decision.session, decision.chosen
         actions = list(s.actions)
         actions[j] = f"{j}:{0.0 - float(reward)!r}:{decision.probability!r} {actions[j]}"
-        self._vw.learn([s.shared, *actions])
+        vw, native = self._vw, self._native
+        examples = _parse(vw, [s.shared, *actions])
+        try:
+            native.learn_multi(vw, examples)
+        finally:
+            native._finish_example_multi_ex(vw, examples)
 
     def rank(self, context: Mapping[str, Any]) -> VWDecision:
         """Rank one request (its fields and ``"candidates"``)."""
