@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from closedloop.context.fields import Bool, Float, Int, Str
 from closedloop.errors import SpecError
@@ -188,6 +189,37 @@ class VWPolicy:
             row += m
         return out
 
+    def sessions_of(self, requests: pa.Table, candidates: pa.Table) -> list[Session]:
+        """:meth:`sessions` of the requests of a table (one row each, its fields as columns) and
+        their candidates, flat in request order (a ``request`` column: each candidate's row in
+        ``requests``) — the same sessions, without a mapping per request and candidate."""
+        n = requests.num_rows
+        of = np.asarray(candidates["request"].to_numpy(zero_copy_only=False), dtype=np.int64) if "request" in \
+            candidates.column_names else None
+        counts = np.bincount(of, minlength=n) if of is not None and of.size and of.min() >= 0 else None
+        if of is None or counts is None or counts.size != n or (np.diff(of) < 0).any() or (counts == 0).any():
+            raise SpecError("The 'candidates' of VWPolicy.sessions_of must carry a 'request' column: each candidate's row in "
+                            f"'requests' ({n} rows), non-decreasing, every request with a candidate. Got {candidates.schema.names} "
+                            "instead.")
+        system = self.system
+
+        def column(t: pa.Table, name: str) -> list[Any]:
+            return t[name].to_pylist() if name in t.column_names else [None] * t.num_rows
+
+        data: dict[str, Any] = {}
+        for f in system.schema.fields:  # a request's value beside each of its candidates
+            per_request = np.empty(n, dtype=object)
+            per_request[:] = column(requests, f.name)
+            data[f.name] = per_request[of].tolist()
+        for f in system.candidate_schema.fields:
+            data[f.name] = column(candidates, f.name)
+        cols = system.features.schema.validate_batch(data)
+        actions = self._action_lines(np.asarray(system.features.batch(cols)))
+        ids = [str(x) for x in column(candidates, system.candidate_id)]
+        bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        return [Session(ids[a:b], self._shared_line(c), actions[a:b])
+                for c, a, b in zip(requests.to_pylist(), bounds[:-1], bounds[1:], strict=True)]
+
     def _action_lines(self, X: np.ndarray) -> list[str]:
         """Each feature row as an action line: its nonzero features in the System's order (one pass
         over the nonzero values, not rows × features)."""
@@ -196,7 +228,9 @@ class VWPolicy:
         vals = X[rows, cols]
         tok = names[cols]  # a feature of value 1 is its name alone (_token)
         other = np.flatnonzero(vals != 1.0)
-        tok[other] = [_token(n, v) for n, v in zip(tok[other].tolist(), vals[other].tolist(), strict=True)]
+        # name:repr(value) (_token), each distinct value's repr made once
+        distinct, inverse = np.unique(vals[other], return_inverse=True)
+        tok[other] = tok[other] + np.array([f":{v!r}" for v in distinct.tolist()] or [""], dtype=object)[inverse]
         bounds = np.searchsorted(rows, np.arange(X.shape[0] + 1)).tolist()
         t = tok.tolist()
         return ["|i " + " ".join(t[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -177,3 +177,31 @@ def test_bad_parameters_are_refused_naming_them(world):
     with pytest.raises(SpecError, match=r"contexts\[0\] of VWPolicy.sessions must be a mapping with a non-empty 'candidates'"):
         VWPolicy(system).sessions([{"user_id": "u1", "segment": "north", "hour": 3, "candidates": []}])
     assert VWPolicy(feed, seed=0).k == 5  # the System's Ranking k by default
+
+
+def test_sessions_of_tables_are_the_sessions_of_mappings():
+    """VWArm featurizes a feed day from its request and candidate tables (VWPolicy.sessions_of): the
+    same ids, shared lines and action lines, character for character, as VWPolicy.sessions of the
+    day's requests as mappings — and each action line is the System's nonzero features of its row
+    as _token writes them."""
+    from examples.feed.demo_arms import _contexts
+    from examples.feed.vw import _token
+
+    from closedloop.world.feed import FeedWorld
+    from closedloop.world.feed_config import FeedConfig
+
+    w = FeedWorld(FeedConfig.load(overrides={"world": {"sessions_per_day": 400}, "users": {"count": 300}}), seed=2)
+    system = w.system(k=5)
+    policy = VWPolicy(system, seed=1)
+    w.day(0)
+    day = w.day(1)
+    got = policy.sessions_of(day.requests(), day.candidates())
+    contexts = _contexts(day)
+    assert got == policy.sessions(contexts) and len(got) == day.n > 300
+    X = policy._features(contexts)
+    lines = [a for s in got for a in s.actions]
+    names = list(system.features.names)
+    assert lines == ["|i " + " ".join(_token(n, float(v)) for n, v in zip(names, row, strict=True) if v != 0) for row in X.tolist()]
+    assert any(":" in a for a in lines) and any(" cat_" in a for a in lines)  # values and indicators both written
+    with pytest.raises(SpecError, match=r"'candidates' of VWPolicy.sessions_of must carry a 'request' column"):
+        policy.sessions_of(day.requests(), day.candidates().drop_columns(["request"]))
