@@ -228,9 +228,7 @@ class VWPolicy:
         vals = X[rows, cols]
         tok = names[cols]  # a feature of value 1 is its name alone (_token)
         other = np.flatnonzero(vals != 1.0)
-        # name:repr(value) (_token), each distinct value's repr made once
-        distinct, inverse = np.unique(vals[other], return_inverse=True)
-        tok[other] = tok[other] + np.array([f":{v!r}" for v in distinct.tolist()] or [""], dtype=object)[inverse]
+        tok[other] = [f"{n}:{v!r}" for n, v in zip(tok[other].tolist(), vals[other].tolist(), strict=True)]  # _token's, inline
         bounds = np.searchsorted(rows, np.arange(X.shape[0] + 1)).tolist()
         t = tok.tolist()
         return ["|i " + " ".join(t[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
