@@ -106,7 +106,7 @@ class VWArm:
         t0 = time.perf_counter()
         sessions = world.day(d)
         t1 = time.perf_counter()
-        vw_sessions = self.policy.sessions(_contexts(sessions))
+        vw_sessions = self.policy.sessions_of(sessions.requests(), sessions.candidates())
         t2 = time.perf_counter()
         pos = np.full((sessions.n, min(self.k, int(sessions.counts.max()) if sessions.n else self.k)), -1, dtype=np.int64)
         decisions = []

@@ -84,17 +84,30 @@ def evaluation_truth(rec: dict[str, Any], day: int, kept: dict[int, Any], world:
     cand = Runtime(system, Bundle.load(tr["path"], system))  # a candidate the gate stopped is not registered
     prod = Runtime(system, loop.reg.load_bundle(prod_version, system))
     window = [sessions for d, sessions in sorted(kept.items()) if day - loop.window_days < d <= day]
-    held = _held_out(system, window)
-    a = b = sa = sb = 0.0
-    n = 0
-    for sessions, mask in zip(window, held, strict=True):
-        ca, na = _clicks_and_slots(world, sessions, _batch(cand, world, sessions), mask)
-        cb, nb = _clicks_and_slots(world, sessions, _batch(prod, world, sessions), mask)
-        a, sa, b, sb, n = a + ca, sa + na, b + cb, sb + nb, n + int(mask.sum())
+    (a, sa, b, sb, n), _ = held_out_sums(world, window, _held_out(system, window), cand, prod)
     true = a / sa - b / sb if sa and sb else float("nan")
     lo, hi = float(ci[0]), float(ci[1])
     return {"day": day, "candidate": tr["version"], "production": prod_version, "estimator": gate.get("estimator"),
             "estimate": gate.get("difference"), "ci": [lo, hi], "true": true, "covered": lo <= true <= hi, "sessions": n}
+
+
+def held_out_sums(world: Any, window: list[Any], held: list[np.ndarray], cand: Any, prod: Any, *,
+                  every_day: bool = False) -> tuple[tuple[float, float, float, float, int], int]:
+    """The candidate's and production's expected logged clicks and slots over the held-out sessions
+    of ``window`` (``held``: each day's mask), and the sessions held out → ((clicks, slots of the
+    candidate, clicks, slots of production, sessions), the days decided). A day with no held-out
+    session adds exactly nothing (0.0 clicks, 0 slots), so it is not decided (a time split holds out
+    the window's last seventh: one or two of its days) unless ``every_day``."""
+    a = b = sa = sb = 0.0
+    n = decided = 0
+    for sessions, mask in zip(window, held, strict=True):
+        if not every_day and not mask.any():
+            continue
+        ca, na = _clicks_and_slots(world, sessions, _batch(cand, world, sessions), mask)
+        cb, nb = _clicks_and_slots(world, sessions, _batch(prod, world, sessions), mask)
+        a, sa, b, sb, n = a + ca, sa + na, b + cb, sb + nb, n + int(mask.sum())
+        decided += 1
+    return (a, sa, b, sb, n), decided
 
 
 def _held_out(system: Any, window: list[Any]) -> list[np.ndarray]:

@@ -25,6 +25,13 @@ in candidate order.
 −reward (−1 for a click), with the probability the pmf gave it, as the label
 ``action:cost:probability`` on the chosen action's line.
 
+**Speed.** A session is parsed, predicted, learned and finished through the native calls
+``Workspace.parse`` / ``predict`` / ``learn`` / ``finish_example`` make (``Workspace._parse``,
+``pylibvw.vw.predict_multi`` / ``learn_multi`` / ``_finish_example_multi_ex``), without the Python
+``Example`` wrapper they build around each line — about half of VW's time a session here. The same
+text reaches VW, so the predictions and the learned model are the same bits
+(tests/examples/test_feed_vw.py compares both paths).
+
 :meth:`VWPolicy.settings` returns the exact VW arguments and the feature mapping, for a report.
 """
 
@@ -35,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from closedloop.context.fields import Bool, Float, Int, Str
 from closedloop.errors import SpecError
@@ -66,6 +74,12 @@ class VWDecision:
     probability: float
     pmf: list[float]
     scores: list[float]
+
+
+def _parse(vw: Any, lines: list[str]) -> list[Any]:
+    """VW's native examples of one multi-line example: what ``Workspace.parse`` parses (the same text,
+    joined and stripped the same way), without its Python ``Example`` wrapper of each line."""
+    return list(vw._parse("\n".join(lines).replace("\r", "").strip()))
 
 
 def _token(name: str, value: float) -> str:
@@ -108,6 +122,7 @@ class VWPolicy:
         self.arguments = " ".join([ALGORITHM, *(f"-q {q}" for q in self.interactions), f"--random_seed {seed}", "--quiet"])
         self.version = vowpalwabbit.__version__
         self._vw = vowpalwabbit.Workspace(self.arguments)
+        self._native = vowpalwabbit.pyvw.pylibvw.vw  # the native calls Workspace.predict / learn make (module doc, "Speed")
         self._rng = np.random.default_rng(seed)
         self._names = list(system.features.names)
 
@@ -174,6 +189,37 @@ class VWPolicy:
             row += m
         return out
 
+    def sessions_of(self, requests: pa.Table, candidates: pa.Table) -> list[Session]:
+        """:meth:`sessions` of the requests of a table (one row each, its fields as columns) and
+        their candidates, flat in request order (a ``request`` column: each candidate's row in
+        ``requests``) — the same sessions, without a mapping per request and candidate."""
+        n = requests.num_rows
+        of = np.asarray(candidates["request"].to_numpy(zero_copy_only=False), dtype=np.int64) if "request" in \
+            candidates.column_names else None
+        counts = np.bincount(of, minlength=n) if of is not None and of.size and of.min() >= 0 else None
+        if of is None or counts is None or counts.size != n or (np.diff(of) < 0).any() or (counts == 0).any():
+            raise SpecError("The 'candidates' of VWPolicy.sessions_of must carry a 'request' column: each candidate's row in "
+                            f"'requests' ({n} rows), non-decreasing, every request with a candidate. Got {candidates.schema.names} "
+                            "instead.")
+        system = self.system
+
+        def column(t: pa.Table, name: str) -> list[Any]:
+            return t[name].to_pylist() if name in t.column_names else [None] * t.num_rows
+
+        data: dict[str, Any] = {}
+        for f in system.schema.fields:  # a request's value beside each of its candidates
+            per_request = np.empty(n, dtype=object)
+            per_request[:] = column(requests, f.name)
+            data[f.name] = per_request[of].tolist()
+        for f in system.candidate_schema.fields:
+            data[f.name] = column(candidates, f.name)
+        cols = system.features.schema.validate_batch(data)
+        actions = self._action_lines(np.asarray(system.features.batch(cols)))
+        ids = [str(x) for x in column(candidates, system.candidate_id)]
+        bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        return [Session(ids[a:b], self._shared_line(c), actions[a:b])
+                for c, a, b in zip(requests.to_pylist(), bounds[:-1], bounds[1:], strict=True)]
+
     def _action_lines(self, X: np.ndarray) -> list[str]:
         """Each feature row as an action line: its nonzero features in the System's order (one pass
         over the nonzero values, not rows × features)."""
@@ -182,7 +228,7 @@ class VWPolicy:
         vals = X[rows, cols]
         tok = names[cols]  # a feature of value 1 is its name alone (_token)
         other = np.flatnonzero(vals != 1.0)
-        tok[other] = [_token(n, v) for n, v in zip(tok[other].tolist(), vals[other].tolist(), strict=True)]
+        tok[other] = [f"{n}:{v!r}" for n, v in zip(tok[other].tolist(), vals[other].tolist(), strict=True)]  # _token's, inline
         bounds = np.searchsorted(rows, np.arange(X.shape[0] + 1)).tolist()
         t = tok.tolist()
         return ["|i " + " ".join(t[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -190,13 +236,14 @@ class VWPolicy:
     # -- decide and learn ------------------------------------------------------------------------
     def decide(self, session: Session) -> VWDecision:
         """VW's ranking of ``session`` (module doc, "Deciding"); VW learns nothing here."""
-        vw = self._vw
-        examples = vw.parse([session.shared, *session.actions])
+        vw, native = self._vw, self._native
+        examples = _parse(vw, [session.shared, *session.actions])
         try:
-            pmf = [float(p) for p in vw.predict(examples)]
+            native.predict_multi(vw, examples)
+            pmf = [float(p) for p in examples[0].get_action_scores()]  # what Workspace.predict returns (ACTION_PROBS)
             scores = [float(e.get_partial_prediction()) for e in examples[1:]]
         finally:
-            vw.finish_example(examples)
+            native._finish_example_multi_ex(vw, examples)
         cum = np.cumsum(pmf)
         chosen = min(int(np.searchsorted(cum, self._rng.random() * cum[-1], side="right")), len(pmf) - 1)
         rest = sorted((i for i in range(len(pmf)) if i != chosen), key=scores.__getitem__)
@@ -209,7 +256,12 @@ class VWPolicy:
         s, j = decision.session, decision.chosen
         actions = list(s.actions)
         actions[j] = f"{j}:{0.0 - float(reward)!r}:{decision.probability!r} {actions[j]}"
-        self._vw.learn([s.shared, *actions])
+        vw, native = self._vw, self._native
+        examples = _parse(vw, [s.shared, *actions])
+        try:
+            native.learn_multi(vw, examples)
+        finally:
+            native._finish_example_multi_ex(vw, examples)
 
     def rank(self, context: Mapping[str, Any]) -> VWDecision:
         """Rank one request (its fields and ``"candidates"``)."""

@@ -46,12 +46,13 @@ class Log:
         TelemetryStore(self.home).compact()
         self.days += 1
 
-    def build(self, out: Path, *, cache: Path | None, exclude: list[str] | None = None, days: int = 3) -> Any:
+    def build(self, out: Path, *, cache: Path | None, exclude: list[str] | None = None, days: int = 3,
+              tables: dict[Any, Any] | None = None) -> Any:
         store = TelemetryStore(self.home)
         now = self.start + self.days * DAY
         return build_reward_dataset(self.system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
                                     since_ns=now - days * DAY, until_ns=now, cutoff_ns=now, out=out, cache=cache,
-                                    exclude_units=exclude or ())
+                                    exclude_units=exclude or (), tables=tables)
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,36 @@ def test_the_key_names_the_file_and_the_system_declaration(log: Log, tmp_path: P
 ])
 def test_only_files_whose_candidates_infer_one_type_from_any_subset_are_cached(raw: list[Any], uniform: bool) -> None:
     assert _uniform(raw, decoded_from(raw)) is uniform
+
+
+def test_the_lake_files_read_are_kept_and_read_again_when_they_change(tmp_path: Path) -> None:
+    """build_reward_dataset(tables=…) keeps each lake file's columns read from one build to the next:
+    the same dataset as a build without them; a file whose identity (size, mtime, inode) changed is
+    read again — a new day's files, a file rewritten with other rows — and a file gone is dropped."""
+    import os
+
+    lg = Log(tmp_path / "home")
+    for _ in range(2):
+        lg.day()
+    cache, tables = tmp_path / "cache", {}
+    first = lg.build(tmp_path / "t1", cache=cache, days=2, tables=tables)
+    same(lg.build(tmp_path / "p1", cache=cache, days=2), first)
+    store = TelemetryStore(lg.home)
+    assert len(tables["decisions"]) == len(store.decision_files()) and len(tables["outcomes"]) == len(store.outcome_files())
+    kept = {kind: dict(got) for kind, got in tables.items()}
+    same(first, lg.build(tmp_path / "t2", cache=cache, days=2, tables=tables))
+    assert all(tables[kind][k] is t for kind, got in kept.items() for k, t in got.items())  # served, not read again
+    lg.day()  # a new day: its files read, the days before served
+    third = lg.build(tmp_path / "t3", cache=cache, days=2, tables=tables)
+    same(lg.build(tmp_path / "p3", cache=cache, days=2), third)
+    new = {kind: set(got) - set(kept[kind]) for kind, got in tables.items()}
+    assert new["decisions"] and new["outcomes"] and all(set(kept[kind]) <= set(tables[kind]) for kind in kept)
+    f = str(sorted(TelemetryStore(lg.home).outcome_files())[-1])  # rewritten with a row fewer
+    rows = pq.read_table(f)
+    pq.write_table(rows.slice(0, rows.num_rows - 1), f + ".tmp")
+    os.replace(f + ".tmp", f)
+    plain, memo = lg.build(tmp_path / "p4", cache=cache, days=2), lg.build(tmp_path / "t4", cache=cache, days=2, tables=tables)
+    same(plain, memo)
+    assert sum(plain.content["counts"]["outcomes"].values()) == sum(third.content["counts"]["outcomes"].values()) - 1
+    assert sum(1 for k in tables["outcomes"] if k[0] == f) == 1  # the old table of that file dropped
+

@@ -62,6 +62,53 @@ def test_seeded_runs_repeat_exactly_and_another_seed_differs(world):
     assert [r[0] for r in runs[0]] != [r[0] for r in runs[2]]
 
 
+
+def _workspace_decide_and_learn(policy, session, reward):
+    """The reference path: VW's Python API (``Workspace.parse`` / ``predict`` / ``learn``), with the
+    same ranking rule and label as VWPolicy.decide and learn."""
+    vw = policy._vw
+    examples = vw.parse([session.shared, *session.actions])
+    try:
+        pmf = [float(p) for p in vw.predict(examples)]
+        scores = [float(e.get_partial_prediction()) for e in examples[1:]]
+    finally:
+        vw.finish_example(examples)
+    cum = np.cumsum(pmf)
+    chosen = min(int(np.searchsorted(cum, policy._rng.random() * cum[-1], side="right")), len(pmf) - 1)
+    rest = sorted((i for i in range(len(pmf)) if i != chosen), key=scores.__getitem__)
+    ranking = [session.ids[chosen], *(session.ids[i] for i in rest[: policy.k - 1])]
+    actions = list(session.actions)
+    actions[chosen] = f"{chosen}:{0.0 - float(reward(chosen))!r}:{pmf[chosen]!r} {actions[chosen]}"
+    vw.learn([session.shared, *actions])
+    return ranking, pmf, scores
+
+
+def test_the_native_calls_give_the_workspace_apis_bits(world, tmp_path):
+    """VWPolicy.decide / learn call VW's native parse, predict and learn without the Python Example
+    wrappers: the same rankings, pmfs, scores and learned model, byte for byte, as VW's Python API."""
+    system = world.system(k=3)
+    contexts = world.contexts(600, seed=11)
+    runs, models = [], []
+    for native in (True, False):
+        policy = VWPolicy(system, seed=4)
+        got = []
+        for ctx, s in zip(contexts, policy.sessions(contexts), strict=True):
+            def reward(j, ctx=ctx):
+                return float(world.click_probability(ctx)[j] > 0.5)
+            if native:
+                d = policy.decide(s)
+                policy.learn(d, reward(d.chosen))
+                got.append((d.ranking, d.pmf, d.scores))
+            else:
+                got.append(_workspace_decide_and_learn(policy, s, reward))
+        policy._vw.save(str(tmp_path / f"{native}.vw"))
+        models.append((tmp_path / f"{native}.vw").read_bytes())
+        runs.append(got)
+        policy.close()
+    assert runs[0] == runs[1]
+    assert models[0] == models[1] and len(models[0]) > 1000
+    assert len({tuple(r[0]) for r in runs[0]}) > 10  # it ranked, and learned, differently across sessions
+
 def test_a_click_lowers_the_chosen_candidates_cost_until_vw_prefers_it(world):
     system = world.system(k=3)
     policy = VWPolicy(system, seed=0)
@@ -130,3 +177,31 @@ def test_bad_parameters_are_refused_naming_them(world):
     with pytest.raises(SpecError, match=r"contexts\[0\] of VWPolicy.sessions must be a mapping with a non-empty 'candidates'"):
         VWPolicy(system).sessions([{"user_id": "u1", "segment": "north", "hour": 3, "candidates": []}])
     assert VWPolicy(feed, seed=0).k == 5  # the System's Ranking k by default
+
+
+def test_sessions_of_tables_are_the_sessions_of_mappings():
+    """VWArm featurizes a feed day from its request and candidate tables (VWPolicy.sessions_of): the
+    same ids, shared lines and action lines, character for character, as VWPolicy.sessions of the
+    day's requests as mappings — and each action line is the System's nonzero features of its row
+    as _token writes them."""
+    from examples.feed.demo_arms import _contexts
+    from examples.feed.vw import _token
+
+    from closedloop.world.feed import FeedWorld
+    from closedloop.world.feed_config import FeedConfig
+
+    w = FeedWorld(FeedConfig.load(overrides={"world": {"sessions_per_day": 400}, "users": {"count": 300}}), seed=2)
+    system = w.system(k=5)
+    policy = VWPolicy(system, seed=1)
+    w.day(0)
+    day = w.day(1)
+    got = policy.sessions_of(day.requests(), day.candidates())
+    contexts = _contexts(day)
+    assert got == policy.sessions(contexts) and len(got) == day.n > 300
+    X = policy._features(contexts)
+    lines = [a for s in got for a in s.actions]
+    names = list(system.features.names)
+    assert lines == ["|i " + " ".join(_token(n, float(v)) for n, v in zip(names, row, strict=True) if v != 0) for row in X.tolist()]
+    assert any(":" in a for a in lines) and any(" cat_" in a for a in lines)  # values and indicators both written
+    with pytest.raises(SpecError, match=r"'candidates' of VWPolicy.sessions_of must carry a 'request' column"):
+        policy.sessions_of(day.requests(), day.candidates().drop_columns(["request"]))

@@ -327,3 +327,25 @@ def _uniform(raw: list[Any], decoded: Any) -> bool:
         return False
     floats = [f.name for f in flat.type if pa.types.is_floating(f.type)]
     return all(set(map(type, map(itemgetter(n), dicts))) == {float} for n in floats)
+
+
+def read_lake_files(files: Sequence[str], schema: pa.Schema, columns: Sequence[str] | None,
+                    tables: dict[Any, pa.Table] | None) -> list[pa.Table]:
+    """``pq.read_table`` of each lake file of ``files`` (``columns`` only). With ``tables`` (a dict
+    the caller keeps from one build to the next — a cycle's reader carries it), a file read before
+    with the same path, size, mtime, inode, schema and columns is not read again (a lake file is
+    written once and replaced, never changed in place: the same bits); ``tables`` then keeps the
+    files of this call only."""
+    cols = None if columns is None else list(columns)
+    if tables is None:
+        return [pq.read_table(f, schema=schema, columns=cols) for f in files]
+    used: dict[Any, pa.Table] = {}
+    for f in files:
+        st = os.stat(f)
+        key = (f, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, None if cols is None else tuple(cols), schema.to_string())
+        got = tables.get(key)
+        used[key] = got if got is not None else pq.read_table(f, schema=schema, columns=cols)
+    tables.clear()
+    tables.update(used)
+    return list(used.values())
+

@@ -46,7 +46,6 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, Decoded, _joined, candidate_sets_table, decode_candidates
 from closedloop.datasets.importer import _json_rows, context_columns, with_id, write_dataset
@@ -60,12 +59,14 @@ __all__ = ["build_reward_dataset"]
 
 
 def read_records(files: Sequence[Path | str], schema: pa.Schema, name: str, cutoff_ns: int,
-                 columns: Sequence[str] | None = None) -> pa.Table:
+                 columns: Sequence[str] | None = None, tables: dict[Any, pa.Table] | None = None) -> pa.Table:
     """The records of ``name`` ingested by the cut-off, in ingest order (deduplicated by
     :func:`first_by`). ``columns``: only those are read, and each record carries where it was read
-    (``_file``: its file's index among ``files`` sorted by name, ``_row``: its row there)."""
-    parts = [pq.read_table(f, schema=schema, columns=None if columns is None else list(columns))
-             for f in sorted(str(f) for f in files)]
+    (``_file``: its file's index among ``files`` sorted by name, ``_row``: its row there).
+    ``tables``: the files read before (:func:`~closedloop.datasets.slot_cache.read_lake_files`)."""
+    from closedloop.datasets.slot_cache import read_lake_files
+
+    parts = read_lake_files(sorted(str(f) for f in files), schema, columns, tables)
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns] + [pa.field("_file", pa.int64()), pa.field("_row", pa.int64())])
         parts = [p.append_column("_file", pa.array(np.full(p.num_rows, i, np.int64)))
@@ -114,14 +115,15 @@ def check_request(system: System, since_ns: int, until_ns: int, cutoff_ns: int, 
 def build_reward_dataset(
     system: System, *, decision_files: Sequence[Path | str], outcome_files: Sequence[Path | str],
     since_ns: int, until_ns: int, cutoff_ns: int, out: Path | str, exclude_units: Sequence[str] = (),
-    cache: Path | str | None = None,
+    cache: Path | str | None = None, tables: dict[Any, Any] | None = None,
 ) -> Any:
     """Write the per-slot dataset of a ranking system's telemetry at ``out`` (rules: module doc)
     and return its :class:`~closedloop.datasets.dataset.DatasetManifest`. The decisions of
     ``exclude_units`` (a click farm's: :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`)
     are left out and counted in the manifest (``counts.excluded``: units, decisions). ``cache``: a
     directory that keeps what each decision file decodes to from one build to the next
-    (:mod:`closedloop.datasets.slot_cache`) — the same dataset, each file decoded once."""
+    (:mod:`closedloop.datasets.slot_cache`) — the same dataset, each file decoded once; with it,
+    ``tables`` (a dict kept from one build to the next) keeps the lake files' light columns read."""
     out = Path(out)
     policy = check_request(system, since_ns, until_ns, cutoff_ns, out)
     excluded = check_units(exclude_units)
@@ -134,14 +136,14 @@ def build_reward_dataset(
     if cache is not None:
         from closedloop.datasets.slot_cache import SlotCache
 
-        built = _build(system, policy, (decision_files, outcome_files), span, out, excluded, SlotCache(cache, system))
+        built = _build(system, policy, (decision_files, outcome_files), span, out, excluded, SlotCache(cache, system), tables)
         if built is not None:
             return built
     return _build(system, policy, (decision_files, outcome_files), span, out, excluded, None)
 
 
 def _build(system: System, policy: Any, files: tuple[Sequence[Path | str], Sequence[Path | str]], span: tuple[int, int, int],
-           out: Path, excluded: list[str], cache: Any) -> Any:
+           out: Path, excluded: list[str], cache: Any, tables: dict[Any, Any] | None = None) -> Any:
     """The ranking dataset written (module doc); with ``cache`` (a :class:`~closedloop.datasets.
     slot_cache.SlotCache`) the decisions' light columns are read and the rest taken from the cache —
     None when some decision is not cached (the caller then builds without)."""
@@ -150,8 +152,9 @@ def _build(system: System, policy: Any, files: tuple[Sequence[Path | str], Seque
 
     (decision_files, outcome_files), (since_ns, until_ns, cutoff_ns) = files, span
     window = policy.window // timedelta(microseconds=1) * 1000
-    every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns,
-                                  None if cache is None else LIGHT_COLUMNS), "decision_id")
+    lake = None if tables is None or cache is None else tables  # the light columns' and outcomes' files, kept
+    every = first_by(read_records(decision_files, DECISION_SCHEMA, system.name, cutoff_ns, None if cache is None else LIGHT_COLUMNS,
+                                  None if lake is None else lake.setdefault("decisions", {})), "decision_id")
     ts = every["timestamp_ns"].to_numpy()
     chosen = (ts >= since_ns) & (ts < until_ns) & (ts + window <= cutoff_ns)
     chosen &= np.asarray(every["slate"].is_valid(), dtype=bool)
@@ -163,7 +166,8 @@ def _build(system: System, policy: Any, files: tuple[Sequence[Path | str], Seque
         if parts is None or not parts.covers(dec):
             return None
     digest_only = 0 if parts is not None else int(dec["candidates_json"].null_count)
-    outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns), "outcome_id")
+    outs = first_by(read_records(outcome_files, OUTCOME_SCHEMA, system.name, cutoff_ns, None,
+                                 None if lake is None else lake.setdefault("outcomes", {})), "outcome_id")
     find = unit_time_index(every, outs, policy.per == "slot") if policy.link == "unit_time" else None
     if find is None and can_link_columns(policy, False):
         linked: Any = linked_rewards(outs, dec, policy, window, _one(every["decision_id"]), counts)

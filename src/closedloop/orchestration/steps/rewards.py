@@ -11,7 +11,9 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
   :class:`~closedloop.orchestration.click_farm.ClickFarmPolicy`) are left out, counted in the
   manifest's ``counts.excluded``. What each telemetry decision file decodes to is kept from cycle to
   cycle in ``<home>/cache/reward_rows/<system>`` (:mod:`closedloop.datasets.slot_cache`: the same
-  dataset, each file decoded once; the quarantine is applied after the cache).
+  dataset, each file decoded once; the quarantine is applied after the cache); the lake files' light
+  columns the build read are kept by the cycle's reader for the next cycle of the process (a file is
+  read again only when it changed: ``build_reward_dataset(tables=…)``).
 - ``train`` (:class:`RewardTrain`): the candidate, by ``LoopPlan.objective``: ``"reward"`` — a
   reward model (:func:`closedloop.training.train` on the reward dataset: a click model over the
   request × candidate features, the direct method); the candidate ranks by it; ``"dr"`` — a policy
@@ -70,13 +72,16 @@ class RewardDataset(Step[DatasetResult]):
         else:
             shutil.rmtree(out, ignore_errors=True)
             dec, outc = ctx.files()
+            tables = ctx.reader.carried("reward_lake_tables") or {}  # the lake files read by the cycle before
             try:
                 m = build_reward_dataset(ctx.system, decision_files=dec, outcome_files=outc,
                                          since_ns=now - int(ctx.plan.train_window.total_seconds() * 1e9), until_ns=now,
                                          cutoff_ns=now, out=out, exclude_units=sorted(ctx.record.get("unit_quarantine") or {}),
-                                         cache=reward_cache_dir(ctx.home, ctx.system))
+                                         cache=reward_cache_dir(ctx.home, ctx.system), tables=tables)
             except ClosedLoopError as exc:
                 raise Stop("not_enough_rewards", f"no reward dataset: {exc}") from None
+            finally:
+                ctx.reader.carry("reward_lake_tables", tables)
         decisions = int(m.counts["decisions"])
         if decisions < ctx.plan.min_labeled:
             raise Stop("not_enough_rewards", f"the reward dataset has {decisions} decisions whose reward window closed; "
