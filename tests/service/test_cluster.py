@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from closedloop.cli.main import app
 from closedloop.registry.models import bundle_files as T_FILES
 from support.cluster import FORCE, Cluster
-from support.cluster_load import Load, decisions_at_risk
+from support.cluster_load import decisions_at_risk, load_through_a_kill
 from support.cluster_system import WARNINGS_PER_DAY, context
 from support.waiting import eventually
 
@@ -237,23 +237,7 @@ def test_a_bundle_altered_in_the_database_is_refused_by_the_replicas_that_fetch_
 
 def test_a_replica_killed_mid_load_loses_nothing_acknowledged(cluster):
     tag = f"kill-{uuid.uuid4().hex[:6]}"
-    load = Load(cluster.bases, cluster.tokens["app"], threads=4, tag=tag).start()
-    try:
-        time.sleep(2.0)
-        cluster.kill(1)
-        t_kill = time.monotonic()
-        time.sleep(0.5)
-        ready_s = cluster.restart(1)
-        t_back = time.monotonic()
-        time.sleep(1.5)
-    finally:
-        res = load.stop()
-    print(f"load: {len(res.decisions)} decisions, {len(res.acked)} outcomes acknowledged in {res.seconds:.1f} s; "
-          f"replica 1 ready {ready_s:.1f} s after its restart; failures {dict(res.failures)}")
-    before = [x for x in res.acked if x[0] == 1 and x[2] < t_kill]
-    after = [x for x in res.acked if x[0] == 1 and x[2] > t_back]
-    assert before and after, "replica 1 acknowledged outcomes both before the kill and after the restart"
-    assert all(f[1] == 1 for f in res.failures), res.failures  # only the killed replica failed requests
+    res, t_kill = load_through_a_kill(cluster, tag)
 
     def stored() -> tuple[list[dict[str, list[str]]], Counter[str], Counter[str]]:
         tel = [cluster.telemetry(i) for i in range(cluster.n)]

@@ -11,7 +11,6 @@ tests/service/test_cluster.py for the embedded sink); no record is in the lake t
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.cluster import Cluster
-from support.cluster_load import Load, decisions_at_risk
+from support.cluster_load import decisions_at_risk, load_through_a_kill
 from support.waiting import eventually
 
 
@@ -38,25 +37,7 @@ def test_a_replica_and_a_collector_killed_mid_load_lose_nothing_acknowledged(clu
     with pytest.raises(ValueError, match="'i' parameter of Cluster.telemetry"):
         cluster.telemetry(0)  # one lake for every replica
     tag = f"js-{uuid.uuid4().hex[:6]}"
-    load = Load(cluster.bases, cluster.tokens["app"], threads=4, tag=tag).start()
-    try:
-        time.sleep(2.0)
-        cluster.kill(1)
-        cluster.kill_collector(0)  # it holds fetched, unacknowledged messages: delivered again after ack_wait
-        t_kill = time.monotonic()
-        time.sleep(0.5)
-        cluster.restart_collector(0)
-        ready_s = cluster.restart(1)
-        t_back = time.monotonic()
-        time.sleep(1.5)
-    finally:
-        res = load.stop()
-    print(f"load: {len(res.decisions)} decisions, {len(res.acked)} outcomes acknowledged in {res.seconds:.1f} s; "
-          f"replica 1 ready {ready_s:.1f} s after its restart; failures {dict(res.failures)}")
-    before = [x for x in res.acked if x[0] == 1 and x[2] < t_kill]
-    after = [x for x in res.acked if x[0] == 1 and x[2] > t_back]
-    assert before and after, "replica 1 acknowledged outcomes both before the kill and after the restart"
-    assert all(f[1] == 1 for f in res.failures), res.failures  # only the killed replica failed requests
+    res, t_kill = load_through_a_kill(cluster, tag, collector=0)
 
     # every acknowledged outcome: in the lake exactly once (the collectors drained first)
     lake = cluster.telemetry()

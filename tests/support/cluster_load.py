@@ -144,3 +144,32 @@ class Load:
             return
         res.outcome_ms.append((time.perf_counter() - t0) * 1e3)
         res.acked.append((r, str(body["outcome_id"]), sent))
+
+
+def load_through_a_kill(cluster: Any, tag: str, *, replica: int = 1, collector: int | None = None) -> tuple[LoadResult, float]:
+    """Run the load over every replica; 2 s in, SIGKILL ``replica`` (and, when given, the
+    ``collector``), restart them 0.5 s later, go on 1.5 s. Checks that the replica acknowledged
+    outcomes both before the kill and after its restart and that only it failed requests; returns
+    the load's result and when the kill happened (for :func:`decisions_at_risk`)."""
+    load = Load(cluster.bases, cluster.tokens["app"], threads=4, tag=tag).start()
+    try:
+        time.sleep(2.0)
+        cluster.kill(replica)
+        if collector is not None:
+            cluster.kill_collector(collector)  # it holds fetched, unacknowledged messages: delivered again after ack_wait
+        t_kill = time.monotonic()
+        time.sleep(0.5)
+        if collector is not None:
+            cluster.restart_collector(collector)
+        ready_s = cluster.restart(replica)
+        t_back = time.monotonic()
+        time.sleep(1.5)
+    finally:
+        res = load.stop()
+    print(f"load: {len(res.decisions)} decisions, {len(res.acked)} outcomes acknowledged in {res.seconds:.1f} s; "
+          f"replica {replica} ready {ready_s:.1f} s after its restart; failures {dict(res.failures)}")
+    before = [x for x in res.acked if x[0] == replica and x[2] < t_kill]
+    after = [x for x in res.acked if x[0] == replica and x[2] > t_back]
+    assert before and after, f"replica {replica} acknowledged outcomes both before the kill and after the restart"
+    assert all(f[1] == replica for f in res.failures), res.failures  # only the killed replica failed requests
+    return res, t_kill
