@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from closedloop import Bundle, ManualClock, Runtime
+from closedloop import Bundle, Runtime
 from closedloop.errors import ContextError
 from closedloop.experience.exploration import EpsilonGreedy, SquareCB
 from closedloop.runtime.export_js import export_client_bundle
 from closedloop.runtime.signing import SigningKey
+from support.feed_logged import logged_feed_days
 from support.node_runtime import run_node
 
 T0 = 1_760_000_000_000_000_000
@@ -34,31 +35,10 @@ DAY_SIZE = {"world": {"sessions_per_day": 1500}, "users": {"count": 300, "new_pe
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
     """The feed world and an affinity model trained on two small days it logged under SquareCB."""
-    from closedloop.datasets.slots import build_reward_dataset
-    from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
     from closedloop.training.train import train
-    from closedloop.world.feed import FeedWorld
-    from closedloop.world.feed_config import FeedConfig
-    from closedloop.world.feed_driver import run_feed_day
 
-    tmp = tmp_path_factory.mktemp("ranking-parity")
-    w = FeedWorld(FeedConfig.load(overrides=DAY_SIZE), seed=4)
-    system = w.system(k=5, explore=SquareCB(50.0))
-    clock = ManualClock(w.day_start_ns(0))
-    tel = Telemetry(SegmentLog(tmp / "telemetry"), system=system, clock=clock.now_ns)
-    rt = Runtime(system, w.heuristic_bundle(system), telemetry=tel, clock=clock)
-    try:
-        for d in range(2):
-            clock.set_ns(w.day_start_ns(d + 1))
-            run_feed_day(w, rt, tel, d, seed=30 + d)
-    finally:
-        tel.close()
-    store = TelemetryStore(tmp / "telemetry")
-    store.compact()
-    m = build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
-                             since_ns=w.day_start_ns(0), until_ns=w.day_start_ns(2), cutoff_ns=w.day_start_ns(3),
-                             out=tmp / "dataset")
-    model = train(system, m.path, model="affinity", params={"keys": ["user_id", "category"]}).bundle.intelligence
+    w, system, path = logged_feed_days(tmp_path_factory.mktemp("ranking-parity"), size=DAY_SIZE, days=2)
+    model = train(system, path, model="affinity", params={"keys": ["user_id", "category"]}).bundle.intelligence
     assert len(model.pairs) > 500
     return w, model
 

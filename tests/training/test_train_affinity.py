@@ -7,15 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from closedloop import Bundle, ManualClock, Runtime, SpecError
-from closedloop.datasets.slots import build_reward_dataset
-from closedloop.experience.exploration import SquareCB
+from closedloop import Bundle, Runtime, SpecError
 from closedloop.intelligence import AffinityModel
-from closedloop.telemetry import SegmentLog, Telemetry, TelemetryStore
 from closedloop.training.train import train
-from closedloop.world.feed import FeedWorld
-from closedloop.world.feed_config import FeedConfig
-from closedloop.world.feed_driver import run_feed_day
+from support.feed_logged import logged_feed_days
 
 DAY = 86_400 * 10**9
 SIZE = {"world": {"sessions_per_day": 4000}, "users": {"count": 800, "new_per_day": 20}, "items": {"per_day": 600}}
@@ -24,24 +19,7 @@ SIZE = {"world": {"sessions_per_day": 4000}, "users": {"count": 800, "new_per_da
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """Four days of a small feed world under the heuristic exploring with SquareCB, and their reward dataset."""
-    tmp = tmp_path_factory.mktemp("affinity")
-    w = FeedWorld(FeedConfig.load(overrides=SIZE), seed=4)
-    system = w.system(k=5, explore=SquareCB(50.0))
-    clock = ManualClock(w.day_start_ns(0))
-    tel = Telemetry(SegmentLog(tmp / "telemetry"), system=system, clock=clock.now_ns)
-    rt = Runtime(system, w.heuristic_bundle(system), telemetry=tel, clock=clock)
-    try:
-        for d in range(4):
-            clock.set_ns(w.day_start_ns(d + 1))
-            run_feed_day(w, rt, tel, d, seed=30 + d)
-    finally:
-        tel.close()
-    store = TelemetryStore(tmp / "telemetry")
-    store.compact()
-    m = build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
-                             since_ns=w.day_start_ns(0), until_ns=w.day_start_ns(4), cutoff_ns=w.day_start_ns(5),
-                             out=tmp / "dataset")
-    return w, system, m.path
+    return logged_feed_days(tmp_path_factory.mktemp("affinity"), size=SIZE, days=4)
 
 
 def test_the_affinity_model_learns_the_users_interests_and_ranks_the_next_day_better(logged):
