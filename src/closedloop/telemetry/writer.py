@@ -52,6 +52,13 @@ def _tops(batch: Any) -> list[str]:
 _D, _B, _O = DECISION, BATCH, OUTCOME  # buffer item kinds (closedloop.telemetry.encoding)
 
 
+def _sample_prob(method: str, value: Any) -> float:
+    """A reporter's sampling probability, checked: a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
+        raise SpecError(f"The 'sample_prob' parameter of Telemetry.{method} must be a number in (0, 1]. Got {value!r} instead.")
+    return float(value)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise SpecError(f"Telemetry '{name}' must be a positive integer. Got {value!r} instead.")
@@ -175,10 +182,8 @@ class Telemetry(Committer):
         is. No sampling policy applies: the reporter sampled already, and ``sample_prob`` is the
         probability with which it kept this record. Returns its sequence number, or None when
         the buffer refused it (full or closing)."""
-        if isinstance(sample_prob, bool) or not isinstance(sample_prob, int | float) or not 0.0 < sample_prob <= 1.0:
-            raise SpecError(f"The 'sample_prob' parameter of Telemetry.log_reported must be a number in (0, 1]. "
-                            f"Got {sample_prob!r} instead.")
-        return self._put((_D, decision, context, features, float(sample_prob)), 1)
+        sample_prob = _sample_prob("log_reported", sample_prob)
+        return self._put((_D, decision, context, features, sample_prob), 1)
 
     def log_batch(self, batch: Any, columns: Any = None, X: Any = None) -> int | None:
         """Log a :class:`~closedloop.DecisionBatch` with its validated ``Columns`` and feature
@@ -227,11 +232,9 @@ class Telemetry(Committer):
         ranked (the mapping with its ``"candidates"``), as :meth:`log_ranked` logs one made here. No
         sampling policy applies: ``sample_prob`` is the probability the reporter kept it with.
         Returns its sequence number, or None when the buffer refused it (full or closing)."""
-        if isinstance(sample_prob, bool) or not isinstance(sample_prob, int | float) or not 0.0 < sample_prob <= 1.0:
-            raise SpecError(f"The 'sample_prob' parameter of Telemetry.log_reported_ranked must be a number in (0, 1]. "
-                            f"Got {sample_prob!r} instead.")
+        sample_prob = _sample_prob("log_reported_ranked", sample_prob)
         self.slates.add(decision)
-        return self._put((RANKED, decision, context, float(sample_prob)), 1)
+        return self._put((RANKED, decision, context, sample_prob), 1)
 
     def log_ranked_batch(self, batch: Any, requests: Any = None, candidates: Any = None) -> int | None:
         """Log a :class:`~closedloop.experience.ranked.RankedDecisionBatch` with the requests and
