@@ -88,7 +88,6 @@ class AckingSink(Sink):
             self._confirmed.difference_update(seqs)
         return ok
 
-
     def decisions_confirmed(self, seqs: Sequence[int]) -> bool:
         """True when every one of ``seqs`` (decisions) was made durable by a successful sync."""
         with self._lock:
