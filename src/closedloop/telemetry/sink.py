@@ -9,16 +9,14 @@ closed once. The embedded implementation is :class:`~closedloop.telemetry.segmen
 
 Production sinks implement the same four methods and nothing else changes:
 
-- a Kafka producer: ``append`` produces one message per batch (key: the writer id, value: the
-  batch's Arrow IPC bytes), ``sync`` waits for the broker acknowledgements (``acks=all``), so the
-  durable watermark keeps its meaning; a consumer compacts the topic into the same Parquet layout.
-- an object-store lake: ``append`` buffers, ``sync`` uploads an immutable object per commit
-  (``<stream>/<writer>-<seq range>.arrow``), which plays the role of a segment frame.
-
-Neither exists yet: the interface stays open, and nothing fakes them. A distributed log does:
-:class:`~closedloop.telemetry.sink_transport.TransportSink` publishes each commit's batches to a
-:class:`~closedloop.telemetry.transport.Transport` (NATS JetStream) and syncs once it acknowledged
-them, spilling to a local segment log while it is unreachable.
+- a distributed log: :class:`~closedloop.telemetry.sink_transport.TransportSink` publishes each
+  commit's batches (Arrow IPC frames) to a :class:`~closedloop.telemetry.transport.Transport` — NATS
+  JetStream here; Kafka would be another ``Transport`` passing the same conformance checks — and
+  syncs once the log acknowledged them, spilling to a local segment log while it is unreachable;
+  collectors write the log into the same Parquet layout (:mod:`~closedloop.telemetry.collector`).
+- an object-store lake (not built): ``append`` buffers, ``sync`` uploads an immutable object per
+  commit (``<stream>/<writer>-<seq range>.arrow``), which plays the role of a segment frame; the
+  interface stays open, and nothing fakes it.
 """
 
 from __future__ import annotations
