@@ -6,7 +6,10 @@ in :mod:`~closedloop.telemetry.compact`: ``to_decision_schema`` is what every re
 :mod:`~closedloop.telemetry.privacy`. The writer (:class:`Telemetry`) puts records on a buffer
 and group-commits them to a :class:`Sink` — the embedded :class:`SegmentLog` in the project
 home — and :class:`TelemetryStore` compacts segments into day-partitioned Parquet, reads,
-forgets, applies retention and counts.
+forgets, applies retention and counts. With several hosts the sink publishes to a distributed
+log instead (:mod:`~closedloop.telemetry.transport`, :mod:`~closedloop.telemetry.sink_transport`,
+:mod:`~closedloop.telemetry.jetstream`) and collectors (:mod:`~closedloop.telemetry.collector`)
+write it into the same lake.
 """
 
 from __future__ import annotations
