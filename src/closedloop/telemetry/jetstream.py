@@ -228,10 +228,9 @@ class JetStreamTransport(Transport):
                     raise TransportError(f"The header {k!r} of a telemetry message must be a one-line string. Got {v!r} instead.")
         timeout = _number(timeout, "timeout", 0.01, 3600.0)
         if messages:
-            self._run(self._publish(list(messages), timeout), timeout + 1.0, "publishing")
+            self._run(self._publish(list(messages), timeout), timeout, "publishing")
 
     async def _publish(self, messages: list[Outgoing], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         nc, js = await self._connected()
         for system in dict.fromkeys(m.system for m in messages):
             await self._ensure_stream(js, system)
@@ -250,8 +249,8 @@ class JetStreamTransport(Transport):
                                                       headers=headers))
             return await asyncio.gather(*futures)
 
-        try:  # one timer for the whole batch (a wait_for per message would cost more than the send)
-            acks = await asyncio.wait_for(send_all(), timeout=max(deadline - time.monotonic(), 0.01))
+        try:  # the caller's wait (_run) is the one timer for the whole batch: on its timeout this task is cancelled
+            acks = await send_all()
         except (*_DOWN, asyncio.CancelledError) as e:
             for f in futures:
                 f.cancel()
