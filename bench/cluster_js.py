@@ -101,7 +101,9 @@ def commits(n: int) -> list[pa.Table]:
         tel.log_decision(d, c, system.features.one(c))
     tel.close()
     t = mem.table("decisions")
-    return [t.slice(k * PER_COMMIT, PER_COMMIT) for k in range(n)]
+    # each commit its own buffers, as the writer's commits are: a slice of one big table would be
+    # serialized with its parents' whole child buffers (about twice the bytes: 166 kB instead of 79 kB)
+    return [t.take(pa.array(range(k * PER_COMMIT, (k + 1) * PER_COMMIT))) for k in range(n)]
 
 
 def _sink_round(url: str, batches: list[pa.Table]) -> float:
