@@ -15,10 +15,12 @@ Layout on the server:
   subject, explicit acknowledgement, ``ack_wait`` seconds, at most ``max_ack_pending`` messages
   delivered and not yet acknowledged, redelivered without limit.
 
-nats-py is asyncio; this class runs one event loop on a daemon thread per transport object and
-offers the synchronous, thread-safe API of the interface. It connects on first use, reconnects on
-its own after an outage (every 0.25 s, without limit) and fails fast meanwhile: while the
-connection is down every call raises :class:`~closedloop.errors.TransportUnavailable`.
+nats-py is asyncio; this class offers the synchronous, thread-safe API of the interface over one
+event loop per transport object, a :class:`~closedloop.base.driven_loop.DrivenLoop`: the calling
+thread runs the loop itself (a thread hop to a loop parked on its own thread cost more than the
+publish), a keeper thread runs it between calls. It connects on first use, reconnects on its own
+after an outage (every 0.25 s, without limit) and fails fast meanwhile: while the connection is
+down every call raises :class:`~closedloop.errors.TransportUnavailable`.
 :meth:`JetStreamTransport.publish` pipelines the whole batch (every message is sent, then every
 acknowledgement awaited) rather than one round trip per message.
 """
@@ -42,7 +44,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from closedloop.errors import TransportError, TransportUnavailable
+from closedloop.base.driven_loop import DrivenLoop
+from closedloop.errors import ClosedLoopError, TransportError, TransportUnavailable
 from closedloop.telemetry.transport import STREAM_NAMES, Message, Outgoing, Subscription, Transport, check_group, check_message
 
 __all__ = ["JetStreamTransport", "stream_name", "subject"]
@@ -126,8 +129,7 @@ class JetStreamTransport(Transport):
                                  f"Got {max_ack_pending!r} instead.")
         self.max_ack_pending = max_ack_pending
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: DrivenLoop | None = None
         self._closed = False
         # touched on the event loop only
         self._nc: NATS | None = None
@@ -135,7 +137,7 @@ class JetStreamTransport(Transport):
         self._connecting: asyncio.Lock | None = None
         self._ensured: set[str] = set()
 
-    # -- the event loop thread -------------------------------------------------------------------
+    # -- the event loop ----------------------------------------------------------------------------
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
         """Run ``coro`` on this transport's loop and wait for it (at most ``timeout`` seconds)."""
@@ -144,24 +146,25 @@ class JetStreamTransport(Transport):
                 coro.close()
                 raise TransportError("This JetStreamTransport is closed: make a new one.")
             if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._loop.run_forever, name="closedloop-jetstream", daemon=True)
-                self._thread.start()
+                self._loop = DrivenLoop("closedloop-jetstream")
             loop = self._loop
-        fut = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError as e:
-            fut.cancel()
+            return loop.run(coro, timeout)
+        except TimeoutError as e:  # the whole call's timer; nats-py's own timeouts are _DOWN too
             raise _unavailable(what, TimeoutError(f"no answer within {timeout:.3g} s")) from e
-        except concurrent.futures.CancelledError as e:  # close() stopped the loop meanwhile
+        except (asyncio.CancelledError, concurrent.futures.CancelledError) as e:  # close() cancelled it meanwhile
             raise TransportError(f"This JetStreamTransport was closed while {what}.") from e
         except (TransportError, TransportUnavailable):
             raise
         except _DOWN as e:
             raise _unavailable(what, e) from e
+        except ClosedLoopError as e:  # closed meanwhile, or called from a coroutine on the loop
+            raise TransportError(f"JetStreamTransport: {e}") from e
 
     async def _connected(self) -> tuple[NATS, JetStreamContext]:
+        nc, js = self._nc, self._js
+        if nc is not None and js is not None and nc.is_connected:  # the common case: no lock
+            return nc, js
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -294,8 +297,8 @@ class JetStreamTransport(Transport):
             if self._closed:
                 return
             self._closed = True
-            loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+            loop = self._loop
+        if loop is None:
             return
 
         async def shutdown() -> None:
@@ -303,13 +306,10 @@ class JetStreamTransport(Transport):
                 await _close_quietly(self._nc)
 
         try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5.0)
+            loop.run(shutdown(), 5.0)
         except Exception as e:  # noqa: BLE001 - closing must not raise
             _log.debug("closing the NATS connection: %s", e)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5.0)
-        if not thread.is_alive():
-            loop.close()
+        loop.close()
 
 
 async def _close_quietly(nc: NATS) -> None:
