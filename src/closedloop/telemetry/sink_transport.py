@@ -54,11 +54,9 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from closedloop.base.files import fsync_dir, make_private_dirs, open_private
 from closedloop.errors import SpecError, TransportError, TransportUnavailable
-from closedloop.telemetry.compact import to_decision_schema
 from closedloop.telemetry.segments import SegmentLog, encode_frame, list_segments, new_writer_id, scan_segment
 from closedloop.telemetry.sink import STREAMS, Sink, check_stream
 from closedloop.telemetry.transport import NAME, Outgoing, Transport
@@ -83,9 +81,9 @@ def message_for(system: str, writer: str, stream: str, table: pa.RecordBatch | p
     """The message of one batch of a writer's records (the format: transport.py's contract): data =
     its segment frame (``encode_frame``), msg_id ``<writer>:<stream>:<first seq>-<last seq>``,
     headers ``writer``, ``first_seq``, ``last_seq``, ``rows``."""
-    seq = to_decision_schema(table, ["seq"]).column(0)
-    mm = pc.min_max(seq)
-    first, last = mm["min"].as_py(), mm["max"].as_py()
+    # every record form has the int64 'seq' column; numpy, not pyarrow.compute: this runs per commit
+    seqs = table.column("seq").to_numpy()
+    first, last = int(seqs.min()), int(seqs.max())
     headers = {"writer": writer, "first_seq": str(first), "last_seq": str(last), "rows": str(table.num_rows)}
     return Outgoing(system, stream, encode_frame(table) if data is None else data, f"{writer}:{stream}:{first}-{last}", headers)
 
