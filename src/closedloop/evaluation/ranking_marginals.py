@@ -24,14 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.evaluation.ope_policy import _epsilon_cond, _softmax_cond, _squarecb_cond, _work, marginals
+from closedloop.evaluation.ope_policy import _enumerated, _epsilon_cond, _softmax_cond, _squarecb_cond, _work, marginals
 
-__all__ = ["DRAWS", "EXACT_WORK", "policy_marginals", "sampled_marginals"]
+__all__ = ["DRAWS", "EXACT_WORK", "LOGGER_DRAWS", "logger_marginals", "policy_marginals", "sampled_marginals"]
 
 #: The largest enumeration per decision (N × C(N, k − 1)) computed exactly; above it, sampled.
 EXACT_WORK = 1 << 12
 #: Rankings drawn per decision when the marginals are sampled.
 DRAWS = 128
+#: Sets of earlier slots drawn per logged slot for a logger's marginal beyond the exact slots
+#: (:func:`logger_marginals`): at SquareCB(3000) over 20 candidates, slot 5's estimate is 0.5 % off
+#: the exact marginal (median; 1/estimate 1.3 % high on average), 6 s for 20,000 decisions
+#: against 16 s with 128.
+LOGGER_DRAWS = 32
 #: Draws × candidates in one chunk of the sampling (bounds its working memory).
 _CHUNK = 1 << 21
 
@@ -84,3 +89,82 @@ def policy_marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any, *,
     if explore is None or N == 0 or _work(N, min(k, N)) <= EXACT_WORK:
         return marginals(S, counts, k, explore), "exact"
     return sampled_marginals(S, counts, k, explore, draws=DRAWS if draws is None else int(draws), seed=seed), "sampled"
+
+
+def logger_marginals(S: np.ndarray, counts: np.ndarray, logged: np.ndarray, k: int, explore: Any, *, seed: int = 0,
+                     draws: int = LOGGER_DRAWS) -> np.ndarray:
+    """The logging policy's marginal P(the logged candidate at its slot) of each decision's logged
+    slots — the propensity position-based IPS and DR divide by. ``S``, ``counts``: each decision's
+    logged scores (padded, as :func:`sampled_marginals`); ``logged[d, j]``: the column decision ``d``
+    showed at slot ``j`` (−1: none) → (decisions, k), NaN where nothing was shown.
+
+    The runtime logs each slot's propensity *given the slots before it*; the estimators pair it with
+    the target's marginal P(candidate at slot), which needs the logger's marginal: with the
+    conditional, slot ``j``'s term is worth Σ_a r(a, j) π(a at j) P_logger(a not in the earlier
+    slots) — too little wherever the logger usually shows a candidate higher than the target does
+    (docs/evaluation.md, "Logged propensities"). The first slots are exact, as many as
+    :func:`~closedloop.evaluation.ope_policy.marginals`' enumeration covers within
+    :data:`EXACT_WORK` per decision (three at 20 candidates, all five at 10). A later slot ``j``'s
+    is estimated by importance sampling: ``draws`` sets of earlier slots are drawn from the logger's
+    own conditionals *with the logged candidate taken out* and the rest renormalized (so every draw
+    leaves it free), each weighted by the mass taken out at each slot, times the logger's
+    conditional probability of the candidate after them — unbiased, and never 0 however rarely the
+    logger leaves the candidate free (a count of draws could resolve nothing below 1 / ``draws``:
+    exactly the rows an exploration moved, whose weights matter most)."""
+    S = np.asarray(S, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
+    logged = np.asarray(logged, dtype=np.int64)
+    R, N = S.shape
+    out = np.full((R, k), np.nan)
+    shown = logged >= 0
+    if R == 0 or N == 0:
+        return out
+    if explore is None:  # greedy: what it showed, it showed with probability 1
+        out[shown] = 1.0
+        return out
+    m = min(k, N)
+    depth = max(d for d in range(1, m + 1) if _work(N, d) <= EXACT_WORK or d == 1)
+    av = np.arange(N)[None, :] < counts[:, None]
+    cond = _conditional(explore)
+    step = max(1, _CHUNK // _work(N, depth))
+    for lo in range(0, R, step):
+        hi = min(R, lo + step)
+        E = _enumerated(S[lo:hi], av[lo:hi], depth, cond)
+        for j in range(depth):
+            sel = np.flatnonzero(shown[lo:hi, j])
+            out[lo + sel, j] = E[sel, logged[lo + sel, j], j]
+    rng = np.random.default_rng([int(seed), 0x10C])
+    step = max(1, _CHUNK // max(1, draws * N))
+    for j in range(depth, m):
+        dec = np.flatnonzero(shown[:, j])
+        for lo in range(0, dec.size, step):
+            part = dec[lo:lo + step]
+            out[part, j] = _drawn_marginal(S[part], av[part], logged[part, j], j, cond, draws, rng)
+    return out
+
+
+def _drawn_marginal(S: np.ndarray, av: np.ndarray, a: np.ndarray, j: int, cond: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                    draws: int, rng: np.random.Generator) -> np.ndarray:
+    """P(candidate ``a[d]`` at slot ``j``) of each row under the logger, by importance sampling
+    (:func:`logger_marginals`): each earlier slot drawn from the logger's own conditional with
+    ``a`` taken out and the rest renormalized, the draw weighted by the mass it took out (the
+    probability that the logger did not show ``a`` there) — P(earlier slots = T, ``a`` free) is
+    the product of those masses times the draw's probability of T."""
+    d, N = S.shape
+    n = d * draws
+    Srep = np.repeat(S, draws, axis=0)
+    at = np.arange(n)
+    col = np.repeat(a, draws)
+    free = np.repeat(av, draws, axis=0)
+    weight = np.ones(n)
+    u = rng.random((n, j))
+    for i in range(j):
+        P = cond(Srep, free)
+        P[at, col] = 0.0
+        rest = P.sum(axis=1)  # P(not a here): summed, not 1 − P(a), which loses it when P(a) ≈ 1
+        weight *= rest
+        cdf = np.cumsum(P, axis=1)
+        pick = np.minimum((cdf < (u[:, i] * rest)[:, None]).sum(axis=1), N - 1)
+        pick = np.where(P[at, pick] > 0, pick, P.argmax(axis=1))  # rounding at the top of the cdf
+        free[at, pick] = False
+    return (weight * cond(Srep, free)[at, col]).reshape(d, draws).mean(axis=1)

@@ -230,7 +230,8 @@ def _policy_value(system: Any, bundles: Sequence[Any], rows: SlotRows, extras: S
 
     # the report decisions' slot rows, read once for the candidate sets and the propensities
     slots = report_slots(rows.manifest.path, rows.decision_ids) if (rows.manifest.path / CANDIDATE_SETS_FILE).is_file() else None
-    cat = catalogue(system, list(bundles), rows, reward_model, slots=slots)  # the whole candidate sets, when the dataset keeps them
+    # the whole candidate sets, when the dataset keeps them
+    cat = catalogue(system, list(bundles), rows, reward_model, slots=slots, seed=int(seed) * 1000 + 2)
     q = None if reward_model is None or cat is not None else _scores(system, reward_model, rows)
     return policy_value(system, rows, [b.version for b in bundles], [e[4] for e in extras], reward_scores=q,
                         reward_model=None if reward_model is None else reward_model.version, bootstrap=bootstrap, seed=seed,

@@ -30,7 +30,10 @@ class Catalogue(NamedTuple):
     ``reward_scores``: the reward model's (or None); ``logger``: the support check's reference
     (decisions, candidates, positions) — the logging policy's probability of each candidate at each
     slot given the slots it logged before (from the logged scores), 1 for those shown earlier;
-    ``excluded``: decisions without a usable set."""
+    ``excluded``: decisions without a usable set; ``marginal``: each report row's logging policy's
+    marginal P(its candidate at its slot) from the logged scores
+    (:func:`~closedloop.evaluation.ranking_marginals.logger_marginals`; NaN where the logged
+    propensity stands: a kill-switch decision's, or one with a non-finite score or a repeated slot)."""
 
     offsets: np.ndarray
     ids: list[str]
@@ -39,6 +42,7 @@ class Catalogue(NamedTuple):
     reward_scores: np.ndarray | None
     logger: np.ndarray
     excluded: dict[str, int]
+    marginal: np.ndarray | None = None
 
 
 def _take(col: Any, idx: np.ndarray) -> Any:
@@ -73,12 +77,13 @@ def _reward_scores(system: Any, reward_model: Any, bundles: list[Any], scores: l
     return _scored(system, reward_model, batch, n_flat)
 
 
-def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None
-              ) -> Catalogue | None:
+def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None,
+              seed: int = 0) -> Catalogue | None:
     """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
     ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
     the dataset has no sets or they are too large to enumerate exactly. ``slots``: those
-    decisions' slot rows (:func:`report_slots`) when the caller read them."""
+    decisions' slot rows (:func:`report_slots`) when the caller read them; ``seed``: the draws of
+    the logger's sampled marginals."""
     from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, read_candidate_sets
 
     path = rows.manifest.path
@@ -106,10 +111,12 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     column = _columns(rows, system, offsets, ids)
     scores = [_scored(system, b, batch, flat.size) for b in bundles]
+    logged = sets.logged_scores[flat]
     return Catalogue(offsets, ids, column, scores,
                      None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, batch, flat.size),
-                     _logger(system, rows, offsets, column, sets.logged_scores[flat]),
-                     {"decisions_without_a_candidate_set": int(idx.size - have.size)})
+                     _logger(system, rows, offsets, column, logged),
+                     {"decisions_without_a_candidate_set": int(idx.size - have.size)},
+                     _marginal(system, rows, offsets, column, logged, seed))
 
 
 def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
@@ -129,11 +136,54 @@ def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
     return table.filter(mine)
 
 
+def _logged_scores(offsets: np.ndarray, logged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each decision's logged scores as a padded (D, N) matrix (NaN beyond its set), its available
+    columns, and the kill-switch decisions (no score logged)."""
+    counts = np.diff(offsets)
+    D, N = counts.size, max(1, int(counts.max()))
+    S = np.full((D, N), np.nan)
+    at = np.repeat(np.arange(D), counts), np.arange(int(counts.sum())) - np.repeat(offsets[:-1], counts)
+    S[at] = logged
+    av = np.arange(N)[None, :] < counts[:, None]
+    return S, av, ~np.any(av & ~np.isnan(S), axis=1)
+
+
+def _odd(S: np.ndarray, av: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """The decisions with a non-finite logged score or a candidate shown twice."""
+    ps = np.sort(picks, axis=1)  # a candidate shown twice: equal neighbours once sorted
+    repeated = ((ps[:, 1:] == ps[:, :-1]) & (ps[:, 1:] >= 0)).any(axis=1)
+    return np.any(av & ~np.isfinite(S), axis=1) | repeated
+
+
+def _marginal(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray, seed: int) -> np.ndarray:
+    """Each report row's logger marginal (:class:`Catalogue`'s ``marginal``)."""
+    from closedloop.evaluation.ranking_marginals import logger_marginals
+
+    k = int(system.experience.k)
+    out = np.full(int(rows.offsets[-1]), np.nan)
+    S, av, kill = _logged_scores(offsets, logged)
+    picks, slots = _shown(rows, column, k, S.shape[0])
+    at_slot = np.full(picks.shape, -1, dtype=np.int64)
+    d, i = np.nonzero(picks >= 0)
+    at_slot[d, slots[d, i]] = picks[d, i]
+    use = np.flatnonzero(~kill & ~_odd(S, av, picks) & (picks >= 0).any(axis=1))
+    if not use.size:
+        return out
+    M = np.full(picks.shape, np.nan)
+    M[use] = logger_marginals(S[use], av[use].sum(axis=1), at_slot[use], k, system.experience.explore, seed=seed)
+    pos = np.asarray(rows.position, dtype=np.int64) - 1
+    dec = np.repeat(np.arange(S.shape[0], dtype=np.int64), np.diff(rows.offsets))
+    ok = np.flatnonzero((column >= 0) & (pos >= 0) & (pos < k))
+    ok = ok[at_slot[dec[ok], pos[ok]] == column[ok]]  # the row is the decision's logged slot
+    out[ok] = M[dec[ok], pos[ok]]
+    return out
+
+
 def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray) -> np.ndarray:
     """The logging policy's distribution over each decision's candidates at each slot, **given the
-    slots it logged before** (the propensities the estimators divide by are conditional in the same
-    way): the system's exploration over the scores the decision logged, exact and cheap — the
-    marginals would need an enumeration or draws that cannot resolve a probability of 1e-3. The
+    slots it logged before** (as the runtime logs its propensities): the support check's reference,
+    the system's exploration over the scores the decision logged, exact and cheap (the estimators
+    divide by the marginals, :func:`_marginal`). The
     candidates the decision showed at an earlier slot count as supported (1): the log has them. A
     decision that logged no scores (the kill switch: the first k candidates, propensity 1) puts its
     mass on what it showed. Slot by slot over all the decisions at once (the exploration's
@@ -141,22 +191,16 @@ def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, log
     one whose slots show a candidate twice, goes through
     :func:`~closedloop.experience.ranking_policy.slot_distributions` one by one."""
     counts, k = np.diff(offsets), int(system.experience.k)
-    D, N = counts.size, max(1, int(counts.max()))
+    S, av, kill = _logged_scores(offsets, logged)
+    D, N = S.shape
     L = np.zeros((D, N, k))
     picks, slots = _shown(rows, column, k, D)
     n_shown = (picks >= 0).sum(axis=1)
-    S = np.full((D, N), np.nan)
-    at = np.repeat(np.arange(D), counts), np.arange(int(counts.sum())) - np.repeat(offsets[:-1], counts)
-    S[at] = logged
-    av = np.arange(N)[None, :] < counts[:, None]
-    kill = ~np.any(av & ~np.isnan(S), axis=1)
     d_kill = np.flatnonzero(kill & (n_shown > 0))
     for i in range(k):
         has = d_kill[picks[d_kill, i] >= 0]
         L[has, picks[has, i], slots[has, i]] = 1.0
-    ps = np.sort(picks, axis=1)  # a candidate shown twice: equal neighbours once sorted
-    repeated = ((ps[:, 1:] == ps[:, :-1]) & (ps[:, 1:] >= 0)).any(axis=1)
-    odd = ~kill & (n_shown > 0) & (np.any(av & ~np.isfinite(S), axis=1) | repeated)
+    odd = ~kill & (n_shown > 0) & _odd(S, av, picks)
     fast = np.flatnonzero(~kill & (n_shown > 0) & ~odd)
     if fast.size and system.experience.explore is not None:
         _conditionals(L, S[fast], av[fast], picks[fast], slots[fast], fast, system.experience.explore)

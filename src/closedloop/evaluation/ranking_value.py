@@ -249,6 +249,12 @@ def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[
     pscore = _propensities(rows, slots)
     if pscore is None:
         return None
+    marginal = None if catalogue is None else catalogue.marginal
+    recomputed = 0
+    if marginal is not None:  # the logger's marginal where the log determines it (docs/evaluation.md, "Logged propensities")
+        use = np.isfinite(marginal) & np.isfinite(pscore)
+        recomputed = int(use.sum())
+        pscore = np.where(use, marginal, pscore)
     f = _frame(system, rows, pscore, catalogue)
     offsets = rows.offsets if catalogue is None else catalogue.offsets
     if catalogue is not None:
@@ -258,6 +264,7 @@ def policy_value(system: Any, rows: SlotRows, versions: list[str], scores: list[
     base: dict[str, Any] = {"estimators": list(names), "reward_model": reward_model,
             "candidates": "the logged slots of each decision" if catalogue is None else "each decision's whole logged candidate set",
             "bootstrap": n_boot, "interval": "bootstrap by unit (differences: paired, the same draws for both)",
+            "propensities": {"logger_marginals": recomputed, "as_logged": int(np.isfinite(pscore).sum()) - recomputed},
             "excluded": f.excluded | ({} if catalogue is None else catalogue.excluded),
             "notes": _notes(rows, f, reward_model, catalogue is not None)}
     if not f.keep.any():
