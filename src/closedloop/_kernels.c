@@ -35,6 +35,10 @@
  *                             scores); done[i] = 0 for a row with a non-finite score (untouched)
  *                             mode 0: greedy; 1: softmax, a = temperature; 2: epsilon-greedy,
  *                             a = epsilon, [b, c] = the band
+ *   logger_is(S, R, N, j, draws, mode, a, b, c, counts, cols, U, out, done)
+ *                             a logger's marginal P(cols[i] at slot j) of each row, importance-sampled
+ *                             (evaluation/ranking_marginals.py's _drawn_marginal; done[i] = 0 when a
+ *                             score is not finite)
  *   linear_rows(X, idx, w, b, logistic, dst)
  *                             dst[r] = (b + X[r,idx0]*w0) + X[r,idx1]*w1 + ..., left to right,
  *                             then closedloop's sigmoid when logistic (as the generated scalar form)
@@ -652,6 +656,157 @@ out:;
     Py_RETURN_NONE;
 }
 
+/* ---- a logger's marginal at a logged slot ------------------------------------------------ */
+
+/* P[i]: the probability that the next slot shows free candidate i, as rank_row draws it (0 for
+ * the taken ones); r: how many are free. */
+static void slot_probs(const double *s, Py_ssize_t n, const uint8_t *freeb, Py_ssize_t r, const draw_policy *pol, double *P) {
+    Py_ssize_t best = -1;
+    double sb = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (freeb[i] && (best < 0 || s[i] > sb)) {
+            best = i;
+            sb = s[i];
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) P[i] = 0.0;
+    if (best < 0) return;
+    if (pol->mode == 1) {
+        double total = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            P[i] = freeb[i] ? exp((s[i] - sb) / pol->a) : 0.0;
+            total = i == 0 ? P[i] : total + P[i];
+        }
+        for (Py_ssize_t i = 0; i < n; i++) P[i] = P[i] / total;
+    } else if (pol->mode == 3) {
+        double total = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            P[i] = freeb[i] && i != best ? 1.0 / ((double)r + pol->a * (sb - s[i])) : 0.0;
+            total = i == 0 ? P[i] : total + P[i];
+        }
+        P[best] = 1.0 - total;
+    } else if (pol->mode == 2 && pol->lo <= sb && sb <= pol->hi) {
+        double share = pol->a / (double)r;
+        for (Py_ssize_t i = 0; i < n; i++) P[i] = freeb[i] ? share : 0.0;
+        P[best] = (1.0 - pol->a) + share;
+    } else {
+        P[best] = 1.0;
+    }
+}
+
+/* One logged slot's marginal under its logger, by importance sampling (ranking_marginals.py's
+ * _drawn_marginal, operation for operation): `draws` sets of the j earlier slots drawn from the
+ * logger's conditionals with candidate `a` taken out and the rest renormalized, each weighted by
+ * the mass taken out at each slot, times the logger's probability of `a` after them; the mean.
+ * u: draws x j uniforms. Returns 0 when a score is not finite. P, freeb: n scratch values each. */
+static int logger_is_row(const double *s, Py_ssize_t n, Py_ssize_t a, Py_ssize_t j, const draw_policy *pol, const double *u,
+                         Py_ssize_t draws, double *out, double *P, uint8_t *freeb) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!isfinite(s[i])) return 0;
+    if (a < 0 || a >= n || j >= n) {
+        *out = NAN;
+        return 1;
+    }
+    double acc = 0.0;
+    for (Py_ssize_t d = 0; d < draws; d++) {
+        for (Py_ssize_t i = 0; i < n; i++) freeb[i] = 1;
+        double w = 1.0;
+        for (Py_ssize_t step = 0; step < j; step++) {
+            slot_probs(s, n, freeb, n - step, pol, P);
+            P[a] = 0.0;
+            double rest = 0.0;
+            for (Py_ssize_t i = 0; i < n; i++) rest = i == 0 ? P[i] : rest + P[i];
+            w = w * rest;
+            double target = u[d * j + step] * rest, c = 0.0;
+            Py_ssize_t pick = -1, last = -1;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                c = i == 0 ? P[i] : c + P[i];
+                if (P[i] > 0.0) last = i;
+                if (c > target && P[i] > 0.0) {
+                    pick = i;
+                    break;
+                }
+            }
+            if (pick < 0) pick = last;
+            if (pick < 0) { /* nothing but `a` left to draw: no set leaves it free */
+                w = 0.0;
+                break;
+            }
+            freeb[pick] = 0;
+        }
+        if (w > 0.0) {
+            slot_probs(s, n, freeb, n - j, pol, P);
+            acc = acc + w * P[a];
+        }
+    }
+    *out = acc / (double)draws;
+    return 1;
+}
+
+static PyObject *logger_is(PyObject *self, PyObject *args) {
+    PyObject *So, *co, *ao, *Uo, *oo, *dno;
+    Py_ssize_t R, N, j, draws;
+    int mode;
+    double a, b, c;
+    draw_policy pol;
+    if (!PyArg_ParseTuple(args, "OnnnnidddOOOOO", &So, &R, &N, &j, &draws, &mode, &a, &b, &c, &co, &ao, &Uo, &oo, &dno))
+        return NULL;
+    if (parse_policy(mode, a, b, c, &pol) < 0) return NULL;
+    if (R < 0 || N < 0 || j < 1 || draws < 1) {
+        PyErr_SetString(PyExc_ValueError, "R and N must be >= 0, j and draws >= 1");
+        return NULL;
+    }
+    Py_buffer S, cnt, col, U, out, dn;
+    int got = 0;
+    if (get_f64(So, &S, 0, "S") < 0) return NULL;
+    got++;
+    if (S.len != R * N * 8) {
+        PyErr_SetString(PyExc_ValueError, "S must hold R x N float64 values");
+        goto out;
+    }
+    if (get_buf(co, &cnt, 8, R, "counts") < 0) goto out;
+    got++;
+    if (get_buf(ao, &col, 8, R, "cols") < 0) goto out;
+    got++;
+    if (get_f64(Uo, &U, 0, "U") < 0) goto out;
+    got++;
+    if (U.len != R * draws * j * 8) {
+        PyErr_SetString(PyExc_ValueError, "U must hold R x draws x j float64 values");
+        goto out;
+    }
+    if (get_buf(oo, &out, 8, R, "out") < 0) goto out;
+    got++;
+    if (get_buf(dno, &dn, 1, R, "done") < 0) goto out;
+    got++;
+    const int64_t *counts = (const int64_t *)cnt.buf;
+    for (Py_ssize_t i = 0; i < R; i++) {
+        if (counts[i] < 0 || counts[i] > N) {
+            PyErr_SetString(PyExc_ValueError, "counts must be in [0, N]");
+            goto out;
+        }
+    }
+    char *mem = PyMem_Malloc((size_t)N * 9 + 16);
+    if (mem == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < R; i++) {
+        ((uint8_t *)dn.buf)[i] = (uint8_t)logger_is_row(
+            (const double *)S.buf + i * N, (Py_ssize_t)counts[i], (Py_ssize_t)((const int64_t *)col.buf)[i], j, &pol,
+            (const double *)U.buf + i * draws * j, draws, (double *)out.buf + i, (double *)mem, (uint8_t *)mem + (size_t)N * 8);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(mem);
+    got = -got; /* success */
+out:;
+    int ok = got < 0, n_got = ok ? -got : got;
+    Py_buffer *views[] = {&S, &cnt, &col, &U, &out, &dn};
+    for (int i = 0; i < n_got; i++) PyBuffer_Release(views[i]);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ---- linear scores ------------------------------------------------------------------------ */
 
 static PyObject *linear_rows(PyObject *self, PyObject *args) {
@@ -1022,6 +1177,7 @@ static PyMethodDef methods[] = {
     {"gather_list", gather_list, METH_VARARGS, "[row.member for row in rows] (rows of the member's exact type)."},
     {"rank_one", rank_one, METH_VARARGS, "One request's ranking drawn from its finite scores, or None."},
     {"rank_rows", rank_rows, METH_VARARGS, "Every row's ranking drawn from its finite scores (done[i] = 0 otherwise)."},
+    {"logger_is", logger_is, METH_VARARGS, "out[i] = a logger's marginal P(cols[i] at slot j) of row i, importance-sampled."},
     {"linear_rows", linear_rows, METH_VARARGS, "dst[r] = b + X[r, idx] . w left to right, sigmoid when logistic."},
     {"uniform_hex", uniform_hex, METH_VARARGS, "dst[i, j] = uniform(ids[i], salt j) for hex ids; False if one is not."},
     {"text_in_into", text_in_into, METH_VARARGS, "dst[i] = 1.0 if string i equals one of the needles (bytes)."},

@@ -57,3 +57,27 @@ def test_a_greedy_logger_showed_what_it_showed_with_probability_one():
     S = np.array([[1.0, 2.0, 3.0]])
     got = logger_marginals(S, np.array([3]), np.array([[2, 1, -1]]), 3, None)
     assert got[0, 0] == 1.0 and got[0, 1] == 1.0 and np.isnan(got[0, 2])
+
+
+@pytest.mark.parametrize("explore", [SquareCB(50.0), Softmax(0.5), EpsilonGreedy(0.2)], ids=["squarecb", "softmax", "epsilon"])
+def test_the_compiled_draw_computes_what_the_numpy_form_does(explore):
+    from closedloop.base.numeric import compiled
+    from closedloop.evaluation import ranking_marginals as rm
+    from closedloop.experience.ranking_kernel import _policy
+
+    kernel = compiled("logger_is")
+    if kernel is None:
+        pytest.skip("closedloop._kernels is not built")
+    rng = np.random.default_rng(8)
+    R, N, j, draws = 200, 9, 3, 16
+    S = rng.normal(0.0, 1.0, (R, N))
+    counts = rng.integers(j + 1, N + 1, R)
+    S[np.arange(N)[None, :] >= counts[:, None]] = np.nan
+    cols = rng.integers(0, counts)
+    U = rng.random((R, draws * j))
+    got, done = np.empty(R), np.zeros(R, dtype=np.uint8)
+    kernel(np.ascontiguousarray(S), R, N, j, draws, *_policy(explore), counts.astype(np.int64), cols.astype(np.int64), U, got, done)
+    av = np.arange(N)[None, :] < counts[:, None]
+    want = rm._drawn_marginal(S, av, cols, j, rm._conditional(explore), draws, U)
+    assert done.all()
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)

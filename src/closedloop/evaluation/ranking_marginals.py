@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.base.numeric import compiled
 from closedloop.evaluation.ope_policy import _enumerated, _epsilon_cond, _softmax_cond, _squarecb_cond, _work, marginals
+from closedloop.experience.ranking_kernel import _policy
 
 __all__ = ["DRAWS", "EXACT_WORK", "LOGGER_DRAWS", "logger_marginals", "policy_marginals", "sampled_marginals"]
 
@@ -32,11 +34,9 @@ __all__ = ["DRAWS", "EXACT_WORK", "LOGGER_DRAWS", "logger_marginals", "policy_ma
 EXACT_WORK = 1 << 12
 #: Rankings drawn per decision when the marginals are sampled.
 DRAWS = 128
-#: Sets of earlier slots drawn per logged slot for a logger's marginal beyond the exact slots
-#: (:func:`logger_marginals`): at SquareCB(3000) over 20 candidates, slot 5's estimate is 0.5 % off
-#: the exact marginal (median; 1/estimate 1.3 % high on average), 6 s for 20,000 decisions
-#: against 16 s with 128.
-LOGGER_DRAWS = 32
+#: Sets of earlier slots drawn per logged slot for a logger's marginal beyond its exact slots
+#: (:func:`logger_marginals`; docs/evaluation.md, "Logged propensities", has its accuracy).
+LOGGER_DRAWS = 128
 #: Draws × candidates in one chunk of the sampling (bounds its working memory).
 _CHUNK = 1 << 21
 
@@ -134,22 +134,33 @@ def logger_marginals(S: np.ndarray, counts: np.ndarray, logged: np.ndarray, k: i
             sel = np.flatnonzero(shown[lo:hi, j])
             out[lo + sel, j] = E[sel, logged[lo + sel, j], j]
     rng = np.random.default_rng([int(seed), 0x10C])
+    kernel = compiled("logger_is")
     step = max(1, _CHUNK // max(1, draws * N))
     for j in range(depth, m):
         dec = np.flatnonzero(shown[:, j])
-        for lo in range(0, dec.size, step):
-            part = dec[lo:lo + step]
-            out[part, j] = _drawn_marginal(S[part], av[part], logged[part, j], j, cond, draws, rng)
+        U = rng.random((dec.size, draws * j))
+        rest = dec
+        if kernel is not None and dec.size:  # the compiled loop; a row with a non-finite score: numpy's
+            got, done = np.empty(dec.size), np.zeros(dec.size, dtype=np.uint8)
+            kernel(np.ascontiguousarray(S[dec]), dec.size, N, j, draws, *_policy(explore), np.ascontiguousarray(counts[dec]),
+                   np.ascontiguousarray(logged[dec, j]), U, got, done)
+            out[dec, j] = got
+            rest = dec[done == 0]
+            U = U[done == 0]
+        for lo in range(0, rest.size, step):
+            part = rest[lo:lo + step]
+            out[part, j] = _drawn_marginal(S[part], av[part], logged[part, j], j, cond, draws, U[lo:lo + step])
     return out
 
 
 def _drawn_marginal(S: np.ndarray, av: np.ndarray, a: np.ndarray, j: int, cond: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                    draws: int, rng: np.random.Generator) -> np.ndarray:
+                    draws: int, U: np.ndarray) -> np.ndarray:
     """P(candidate ``a[d]`` at slot ``j``) of each row under the logger, by importance sampling
     (:func:`logger_marginals`): each earlier slot drawn from the logger's own conditional with
     ``a`` taken out and the rest renormalized, the draw weighted by the mass it took out (the
     probability that the logger did not show ``a`` there) — P(earlier slots = T, ``a`` free) is
-    the product of those masses times the draw's probability of T."""
+    the product of those masses times the draw's probability of T. ``U``: each row's ``draws`` × ``j``
+    uniforms (draw by draw); the compiled ``logger_is`` does the same, operation for operation."""
     d, N = S.shape
     n = d * draws
     Srep = np.repeat(S, draws, axis=0)
@@ -157,14 +168,16 @@ def _drawn_marginal(S: np.ndarray, av: np.ndarray, a: np.ndarray, j: int, cond: 
     col = np.repeat(a, draws)
     free = np.repeat(av, draws, axis=0)
     weight = np.ones(n)
-    u = rng.random((n, j))
+    u = np.asarray(U, dtype=np.float64).reshape(n, j)
     for i in range(j):
         P = cond(Srep, free)
         P[at, col] = 0.0
         rest = P.sum(axis=1)  # P(not a here): summed, not 1 − P(a), which loses it when P(a) ≈ 1
         weight *= rest
         cdf = np.cumsum(P, axis=1)
-        pick = np.minimum((cdf < (u[:, i] * rest)[:, None]).sum(axis=1), N - 1)
-        pick = np.where(P[at, pick] > 0, pick, P.argmax(axis=1))  # rounding at the top of the cdf
-        free[at, pick] = False
+        # the first candidate whose cumulative mass exceeds u · rest (a taken-out one never), else the last
+        over = (cdf > (u[:, i] * rest)[:, None]) & (P > 0)
+        last = N - 1 - np.argmax((P > 0)[:, ::-1], axis=1)
+        pick = np.where(over.any(axis=1), over.argmax(axis=1), last)
+        free[at, pick] = False  # nothing but ``a`` left (rest 0): the weight is 0 whatever is taken
     return (weight * cond(Srep, free)[at, col]).reshape(d, draws).mean(axis=1)
