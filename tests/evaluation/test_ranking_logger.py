@@ -12,7 +12,7 @@ import pytest
 from examples.feed import system as feed_module
 
 from closedloop import System
-from closedloop.evaluation.ranking_sets import _logger
+from closedloop.evaluation.ranking_sets import _logged, _logger
 from closedloop.experience.experiences import Ranking
 from closedloop.experience.exploration import EpsilonGreedy, Softmax, SquareCB
 from closedloop.experience.ranking_policy import slot_distributions
@@ -88,7 +88,7 @@ def test_logger_is_the_per_decision_loop(explore):
         rows, offsets, column, logged = _case(seed)
         if seed == 2:  # non-finite scores: one +inf, one −inf, one NaN among finite ones
             logged[offsets[10]], logged[offsets[20]], logged[offsets[30]] = np.inf, -np.inf, np.nan
-        got = _logger(system, rows, offsets, column, logged)
+        got = _logger(system, _logged(system, rows, offsets, column, logged))
         want = reference(system, rows, offsets, column, logged)
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
@@ -105,4 +105,4 @@ def test_a_decision_showing_a_candidate_twice_is_refused_as_the_loop_refuses_it(
     with pytest.raises(SpecError, match="distinct candidate indices"):
         reference(system, rows, offsets, column, logged)
     with pytest.raises(SpecError, match="distinct candidate indices"):
-        _logger(system, rows, offsets, column, logged)
+        _logger(system, _logged(system, rows, offsets, column, logged))

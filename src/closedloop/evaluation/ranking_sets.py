@@ -111,12 +111,12 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     column = _columns(rows, system, offsets, ids)
     scores = [_scored(system, b, batch, flat.size) for b in bundles]
-    logged = sets.logged_scores[flat]
+    logged = _logged(system, rows, offsets, column, sets.logged_scores[flat])
     return Catalogue(offsets, ids, column, scores,
                      None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, batch, flat.size),
-                     _logger(system, rows, offsets, column, logged),
+                     _logger(system, logged),
                      {"decisions_without_a_candidate_set": int(idx.size - have.size)},
-                     _marginal(system, rows, offsets, column, logged, seed))
+                     _marginal(system, rows, column, logged, seed))
 
 
 def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
@@ -136,50 +136,58 @@ def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
     return table.filter(mine)
 
 
-def _logged_scores(offsets: np.ndarray, logged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each decision's logged scores as a padded (D, N) matrix (NaN beyond its set), its available
-    columns, and the kill-switch decisions (no score logged)."""
+class _Logged(NamedTuple):
+    """What the report decisions logged, as the logger's two readings (:func:`_logger`,
+    :func:`_marginal`) take it: the logged scores as a padded (D, N) matrix (NaN beyond a set), the
+    available columns, the kill-switch decisions (no score logged), the shown (column, slot) pairs
+    in slot order (:func:`_shown`) and the decisions with a non-finite score or a candidate shown
+    twice."""
+
+    S: np.ndarray
+    av: np.ndarray
+    kill: np.ndarray
+    picks: np.ndarray
+    slots: np.ndarray
+    odd: np.ndarray
+
+
+def _logged(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, scores: np.ndarray) -> _Logged:
     counts = np.diff(offsets)
     D, N = counts.size, max(1, int(counts.max()))
     S = np.full((D, N), np.nan)
     at = np.repeat(np.arange(D), counts), np.arange(int(counts.sum())) - np.repeat(offsets[:-1], counts)
-    S[at] = logged
+    S[at] = scores
     av = np.arange(N)[None, :] < counts[:, None]
-    return S, av, ~np.any(av & ~np.isnan(S), axis=1)
-
-
-def _odd(S: np.ndarray, av: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """The decisions with a non-finite logged score or a candidate shown twice."""
+    picks, slots = _shown(rows, column, int(system.experience.k), D)
     ps = np.sort(picks, axis=1)  # a candidate shown twice: equal neighbours once sorted
     repeated = ((ps[:, 1:] == ps[:, :-1]) & (ps[:, 1:] >= 0)).any(axis=1)
-    return np.any(av & ~np.isfinite(S), axis=1) | repeated
+    return _Logged(S, av, ~np.any(av & ~np.isnan(S), axis=1), picks, slots, np.any(av & ~np.isfinite(S), axis=1) | repeated)
 
 
-def _marginal(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray, seed: int) -> np.ndarray:
+def _marginal(system: Any, rows: Any, column: np.ndarray, lg: _Logged, seed: int) -> np.ndarray:
     """Each report row's logger marginal (:class:`Catalogue`'s ``marginal``)."""
     from closedloop.evaluation.ranking_marginals import logger_marginals
 
     k = int(system.experience.k)
     out = np.full(int(rows.offsets[-1]), np.nan)
-    S, av, kill = _logged_scores(offsets, logged)
-    picks, slots = _shown(rows, column, k, S.shape[0])
+    picks, slots = lg.picks, lg.slots
     at_slot = np.full(picks.shape, -1, dtype=np.int64)
     d, i = np.nonzero(picks >= 0)
     at_slot[d, slots[d, i]] = picks[d, i]
-    use = np.flatnonzero(~kill & ~_odd(S, av, picks) & (picks >= 0).any(axis=1))
+    use = np.flatnonzero(~lg.kill & ~lg.odd & (picks >= 0).any(axis=1))
     if not use.size:
         return out
     M = np.full(picks.shape, np.nan)
-    M[use] = logger_marginals(S[use], av[use].sum(axis=1), at_slot[use], k, system.experience.explore, seed=seed)
+    M[use] = logger_marginals(lg.S[use], lg.av[use].sum(axis=1), at_slot[use], k, system.experience.explore, seed=seed)
     pos = np.asarray(rows.position, dtype=np.int64) - 1
-    dec = np.repeat(np.arange(S.shape[0], dtype=np.int64), np.diff(rows.offsets))
+    dec = np.repeat(np.arange(lg.S.shape[0], dtype=np.int64), np.diff(rows.offsets))
     ok = np.flatnonzero((column >= 0) & (pos >= 0) & (pos < k))
     ok = ok[at_slot[dec[ok], pos[ok]] == column[ok]]  # the row is the decision's logged slot
     out[ok] = M[dec[ok], pos[ok]]
     return out
 
 
-def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, logged: np.ndarray) -> np.ndarray:
+def _logger(system: Any, lg: _Logged) -> np.ndarray:
     """The logging policy's distribution over each decision's candidates at each slot, **given the
     slots it logged before** (as the runtime logs its propensities): the support check's reference,
     the system's exploration over the scores the decision logged, exact and cheap (the estimators
@@ -190,17 +198,17 @@ def _logger(system: Any, rows: Any, offsets: np.ndarray, column: np.ndarray, log
     conditional, as the exact marginals compute it); a decision with a non-finite logged score, or
     one whose slots show a candidate twice, goes through
     :func:`~closedloop.experience.ranking_policy.slot_distributions` one by one."""
-    counts, k = np.diff(offsets), int(system.experience.k)
-    S, av, kill = _logged_scores(offsets, logged)
+    k = int(system.experience.k)
+    S, av, kill, picks, slots = lg.S, lg.av, lg.kill, lg.picks, lg.slots
     D, N = S.shape
+    counts = av.sum(axis=1)
     L = np.zeros((D, N, k))
-    picks, slots = _shown(rows, column, k, D)
     n_shown = (picks >= 0).sum(axis=1)
     d_kill = np.flatnonzero(kill & (n_shown > 0))
     for i in range(k):
         has = d_kill[picks[d_kill, i] >= 0]
         L[has, picks[has, i], slots[has, i]] = 1.0
-    odd = ~kill & (n_shown > 0) & _odd(S, av, picks)
+    odd = ~kill & (n_shown > 0) & lg.odd
     fast = np.flatnonzero(~kill & (n_shown > 0) & ~odd)
     if fast.size and system.experience.explore is not None:
         _conditionals(L, S[fast], av[fast], picks[fast], slots[fast], fast, system.experience.explore)

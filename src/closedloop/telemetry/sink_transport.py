@@ -83,7 +83,7 @@ def message_for(system: str, writer: str, stream: str, table: pa.RecordBatch | p
     headers ``writer``, ``first_seq``, ``last_seq``, ``rows``."""
     # every record form has the int64 'seq' column; numpy, not pyarrow.compute: this runs per commit
     seqs = table.column("seq").to_numpy()
-    first, last = int(seqs.min()), int(seqs.max())
+    first, last = (int(seqs.min()), int(seqs.max())) if seqs.size else (None, None)
     headers = {"writer": writer, "first_seq": str(first), "last_seq": str(last), "rows": str(table.num_rows)}
     return Outgoing(system, stream, encode_frame(table) if data is None else data, f"{writer}:{stream}:{first}-{last}", headers)
 
