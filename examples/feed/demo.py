@@ -55,6 +55,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                          "logged slot is ≥ −tolerance (default: %(default)s)")
     ap.add_argument("--model", choices=("affinity", "logistic"), default="affinity",
                     help="what the loop trains: affinity (logistic + a learned user × category offset) or logistic (default: affinity)")
+    ap.add_argument("--one-process", action="store_true",
+                    help="run the heuristic, frozen and VW arms in this process after the loop's days instead of in a second "
+                         "process beside it (the same figures; one core)")
     ap.add_argument("--home", type=Path, default=Path(".closedloop/feed-demo"),
                     help="each seed's loop home goes to <home>/seed-<S> (replaced) (default: .closedloop/feed-demo)")
     ap.add_argument("--report", type=Path, default=Path("feed-demo-report.html"), help="the HTML report (default: feed-demo-report.html)")
@@ -160,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     progress.update(task, advance=1)
                 progress.update(task, status=f"{last['day']} · {last['cycle']}")
 
-            runs.append(run_feed_demo(settings, _fresh(args.home / f"seed-{seed}"), on_progress=on_progress))
+            runs.append(run_feed_demo(settings, _fresh(args.home / f"seed-{seed}"), on_progress=on_progress,
+                                      arms_process=not args.one_process))
     console.print(_table(runs))
     console.print(_targets(runs))
     console.print(f"Vowpal Wabbit: {runs[0].vw_settings.get('arguments')} (vowpalwabbit {runs[0].vw_settings.get('vowpalwabbit')}); "

@@ -9,8 +9,9 @@
 The feed world (:class:`closedloop.world.feed.FeedWorld`, its committed configuration with the sizes
 scaled) runs the first ``shared_days`` under the closed loop's bootstrap (the heuristic, exploring
 with SquareCB, logged); then it is forked (a deep copy per arm) and each copy is decided by one policy
-(:mod:`.demo_arms`): ``heuristic`` (``world.heuristic_bundle``, greedy), ``frozen`` (the model the
-loop trains from the shared days' reward dataset, deployed greedy and never changed), ``loop`` (one
+(:mod:`.demo_arms`; the three that are not the loop run in a second process, :mod:`.demo_worker`):
+``heuristic`` (``world.heuristic_bundle``, greedy), ``frozen`` (the model the loop trains
+from the shared days' reward dataset, deployed greedy and never changed), ``loop`` (one
 :class:`~closedloop.orchestration.Cycle` at the end of every simulated day: reward dataset → train →
 off-policy evaluation → gate → flight under the guard → promotion or rollback, click-farm quarantine),
 ``vw`` (Vowpal Wabbit's ``cb_explore_adf``, learning once a day from the first slot's clicks).
@@ -22,7 +23,6 @@ Ground truth (the world's attraction, its farm units) only measures the arms, ne
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from closedloop import Bundle, ManualClock, Runtime, SpecError
+from closedloop import ManualClock, Runtime, SpecError
 from closedloop.evaluation.gate import Gate
 from closedloop.experience.exploration import SquareCB
 from closedloop.orchestration import Cycle, LoopPlan, Rollout
@@ -41,8 +41,9 @@ from closedloop.telemetry import SegmentLog, Telemetry
 from closedloop.world.feed import FeedWorld
 from closedloop.world.feed_config import FeedConfig
 
-from .demo_arms import VWArm, loop_day, static_day
+from .demo_arms import loop_day
 from .demo_measure import brief_cycle, evaluation_truth, fault_story, summarize
+from .demo_worker import ArmsWorker
 
 __all__ = ["ARMS", "FeedDemoRun", "FeedDemoSettings", "run_feed_demo"]
 
@@ -168,21 +169,24 @@ class _Loop:
         self.reg.close()
 
 
-def _frozen(records: list[dict[str, Any]], system: Any, d: int) -> Bundle:
-    """The last model the loop trained during the shared days (a cycle waiting on a flight trains
-    nothing, so it may be a day older than the last shared day), whatever the gate said of it."""
+def _frozen(records: list[dict[str, Any]]) -> Path:
+    """The path of the last model the loop trained during the shared days (a cycle waiting on a
+    flight trains nothing, so it may be a day older than the last shared day), whatever the gate
+    said of it."""
     for rec in reversed(records):
         tr = rec.get("steps", {}).get("train", {})
         if tr.get("status") == "done":
-            return Bundle.load(tr["result"]["path"], system)
-    raise SpecError(f"The loop trained no model by the end of shared day {d}. The frozen arm needs one "
+            return Path(tr["result"]["path"])
+    raise SpecError("The loop trained no model during the shared days. The frozen arm needs one "
                     "(more shared days or more sessions a day).")
 
 
-def run_feed_demo(settings: FeedDemoSettings, home: Path, *,
-                  on_progress: Callable[[str, dict[str, Any]], None] | None = None) -> FeedDemoRun:
+def run_feed_demo(settings: FeedDemoSettings, home: Path, *, on_progress: Callable[[str, dict[str, Any]], None] | None = None,
+                  arms_process: bool = True) -> FeedDemoRun:
     """Run the four arms (module doc). ``home`` (new or empty) becomes the loop's project home.
-    ``on_progress(what, info)``: ``("day", {"arm", "day", "row"})`` and ``("cycle", {"day", "record"})``."""
+    ``on_progress(what, info)``: ``("day", {"arm", "day", "row"})`` and ``("cycle", {"day", "record"})``.
+    ``arms_process``: the heuristic, frozen and VW arms run in a second process beside the loop
+    (:mod:`.demo_worker`; False: in this one, after the loop's days — the same rows)."""
     home = Path(home)
     if home.exists() and any(home.iterdir()):
         raise SpecError(f"The feed demo home must be empty or new. Got {str(home)!r}, which holds files.")
@@ -201,7 +205,15 @@ def run_feed_demo(settings: FeedDemoSettings, home: Path, *,
     cycles: list[dict[str, Any]] = []
     evaluations: list[dict[str, Any]] = []
     kept: dict[int, Any] = {}  # day → the loop's sessions (for the truth of its evaluations)
-    others: dict[str, Any] = {}
+    worker: ArmsWorker | None = None
+    vw_settings: dict[str, Any] = {}
+
+    def take(rows: list[tuple[str, dict[str, Any]]]) -> None:
+        for name, r in rows:
+            timings[name] += r["seconds"]
+            arms[name].append(r)
+            note("day", {"arm": name, "day": r["day"], "row": r})
+
     try:
         for d in range(s.days):
             day_seed = 1000 * s.seed + d
@@ -211,11 +223,8 @@ def run_feed_demo(settings: FeedDemoSettings, home: Path, *,
             for a in ARMS if d < s.shared_days else ("loop",):
                 arms[a].append(dict(row))
             note("day", {"arm": "loop" if d >= s.shared_days else "shared", "day": d, "row": row})
-            for name, (w, arm) in others.items():
-                r = arm.day(w, d, day_seed) if name == "vw" else static_day(w, arm, d, day_seed)
-                timings[name] += r["seconds"]
-                arms[name].append(r)
-                note("day", {"arm": name, "day": d, "row": r})
+            if worker is not None:
+                take(worker.poll())
             t0 = time.perf_counter()
             rec = loop.run_cycle(d)
             timings["cycles"] += time.perf_counter() - t0
@@ -226,30 +235,24 @@ def run_feed_demo(settings: FeedDemoSettings, home: Path, *,
             if ev is not None:
                 evaluations.append(ev)
             timings["measure"] += time.perf_counter() - t0
-            if d == s.shared_days - 1:
-                others = _fork(s, world, loop, d)
+            if d == s.shared_days - 1:  # the fork: the other arms go on in their own process
+                worker = ArmsWorker(s, world, _frozen(loop.cycle.records()), d + 1, in_process=not arms_process)
         farm = _farm(loop, world)
         fault = fault_story(s.fault_day, cycles, evaluations, loop.system.split.by == "time") if s.fault_day is not None else None
-        vw_settings = others["vw"][1].policy.settings() if "vw" in others else {}
-        if "vw" in others:
-            timings |= {f"vw_{k}": v for k, v in others["vw"][1].seconds.items()}
+        if worker is not None:
+            t0 = time.perf_counter()
+            rows, vw_settings, vw_seconds = worker.finish()
+            take(rows)
+            timings["waiting_for_arms"] = time.perf_counter() - t0
+            timings |= {f"vw_{k}": v for k, v in vw_seconds.items()}
     finally:
         loop.close()
-        if "vw" in others:
-            others["vw"][1].close()
+        if worker is not None:
+            worker.close()
     timings["total"] = time.perf_counter() - t_start
     run = FeedDemoRun(s, arms, cycles, evaluations, farm, fault, vw_settings, timings)
     (home / "feed-demo-run.json").write_text(json.dumps(run.to_json(), indent=1, default=str))
     return run
-
-
-def _fork(s: FeedDemoSettings, world: FeedWorld, loop: _Loop, d: int) -> dict[str, Any]:
-    """After the shared days: a copy of the world per other arm, and its policy."""
-    greedy = world.system(k=s.k, explore=None)
-    frozen = _frozen(loop.cycle.records(), greedy, d)
-    return {"heuristic": (copy.deepcopy(world), Runtime(greedy, world.heuristic_bundle(greedy))),
-            "frozen": (copy.deepcopy(world), Runtime(greedy, frozen)),
-            "vw": (copy.deepcopy(world), VWArm(loop.system, s.k, s.seed))}
 
 
 def _farm(loop: _Loop, world: FeedWorld) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The feed demo end to end on a tiny world: four arms measured, the JSON last line finite, and the
-same seed gives the same figures (wall-clock seconds aside)."""
+same seed gives the same figures (wall-clock seconds aside), its other arms in a second process or in this one."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ TINY = ["--seed", "2", "--days", "5", "--sessions", "600", "--shared-days", "2",
         "--fault-day", "3"]
 
 
-def _run(tmp_path, capsys, name: str, seeds: int) -> dict:
-    assert main([*TINY, "--seeds", str(seeds), "--home", str(tmp_path / name), "--report", str(tmp_path / f"{name}.html")]) == 0
+def _run(tmp_path, capsys, name: str, seeds: int, *extra: str) -> dict:
+    assert main([*TINY, "--seeds", str(seeds), "--home", str(tmp_path / name), "--report", str(tmp_path / f"{name}.html"),
+                 *extra]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -61,5 +62,6 @@ def test_the_feed_demo_runs_end_to_end_and_repeats_with_its_seed(tmp_path, capsy
     # the arms differ (each world follows what its policy showed) but share the days before the fork
     loop, vw = s["arms"]["loop"]["clicks_per_session"], s["arms"]["vw"]["clicks_per_session"]
     assert loop != vw
-    again = _run(tmp_path, capsys, "b", seeds=1)
+    # the same seed again, its other arms in this process instead of a second one: the same figures
+    again = _run(tmp_path, capsys, "b", 1, "--one-process")
     assert _without_time(again["seeds"][0]) == _without_time(s)
