@@ -807,6 +807,95 @@ out:;
     Py_RETURN_NONE;
 }
 
+/* P(candidate `a` at slot `left` + `taken` | the free ones): the sum over every ordered choice of
+ * the next `left` slots that leaves `a` free of its probability times the logger's probability of
+ * `a` after them. P: (left + 1) x n scratch values, one row per depth. */
+static double logger_exact_rec(const double *s, Py_ssize_t n, Py_ssize_t a, Py_ssize_t left, Py_ssize_t taken,
+                               const draw_policy *pol, uint8_t *freeb, double *P) {
+    slot_probs(s, n, freeb, n - taken, pol, P);
+    if (left == 0) return P[a];
+    double acc = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i == a || !freeb[i] || P[i] <= 0.0) continue;
+        freeb[i] = 0;
+        acc = acc + P[i] * logger_exact_rec(s, n, a, left - 1, taken + 1, pol, freeb, P + n);
+        freeb[i] = 1;
+    }
+    return acc;
+}
+
+/* One logged slot's exact marginal under its logger (ope_policy.py's _enumerated, for one
+ * candidate): 0 returned when a score is not finite (numpy's form takes the row). */
+static int logger_exact_row(const double *s, Py_ssize_t n, Py_ssize_t a, Py_ssize_t j, const draw_policy *pol, double *out,
+                            double *P, uint8_t *freeb) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!isfinite(s[i])) return 0;
+    if (a < 0 || a >= n || j >= n) {
+        *out = NAN;
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) freeb[i] = 1;
+    *out = logger_exact_rec(s, n, a, j, 0, pol, freeb, P);
+    return 1;
+}
+
+static PyObject *logger_exact(PyObject *self, PyObject *args) {
+    PyObject *So, *co, *ao, *oo, *dno;
+    Py_ssize_t R, N, j;
+    int mode;
+    double a, b, c;
+    draw_policy pol;
+    if (!PyArg_ParseTuple(args, "OnnnidddOOOO", &So, &R, &N, &j, &mode, &a, &b, &c, &co, &ao, &oo, &dno)) return NULL;
+    if (parse_policy(mode, a, b, c, &pol) < 0) return NULL;
+    if (R < 0 || N < 0 || j < 0 || j > 8) {
+        PyErr_SetString(PyExc_ValueError, "R and N must be >= 0 and j in [0, 8]");
+        return NULL;
+    }
+    Py_buffer S, cnt, col, out, dn;
+    int got = 0;
+    if (get_f64(So, &S, 0, "S") < 0) return NULL;
+    got++;
+    if (S.len != R * N * 8) {
+        PyErr_SetString(PyExc_ValueError, "S must hold R x N float64 values");
+        goto out;
+    }
+    if (get_buf(co, &cnt, 8, R, "counts") < 0) goto out;
+    got++;
+    if (get_buf(ao, &col, 8, R, "cols") < 0) goto out;
+    got++;
+    if (get_buf(oo, &out, 8, R, "out") < 0) goto out;
+    got++;
+    if (get_buf(dno, &dn, 1, R, "done") < 0) goto out;
+    got++;
+    const int64_t *counts = (const int64_t *)cnt.buf;
+    for (Py_ssize_t i = 0; i < R; i++) {
+        if (counts[i] < 0 || counts[i] > N) {
+            PyErr_SetString(PyExc_ValueError, "counts must be in [0, N]");
+            goto out;
+        }
+    }
+    char *mem = PyMem_Malloc((size_t)N * (8 * (size_t)(j + 1) + 1) + 16);
+    if (mem == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < R; i++) {
+        ((uint8_t *)dn.buf)[i] = (uint8_t)logger_exact_row(
+            (const double *)S.buf + i * N, (Py_ssize_t)counts[i], (Py_ssize_t)((const int64_t *)col.buf)[i], j, &pol,
+            (double *)out.buf + i, (double *)mem, (uint8_t *)mem + (size_t)N * 8 * (size_t)(j + 1));
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(mem);
+    got = -got; /* success */
+out:;
+    int ok = got < 0, n_got = ok ? -got : got;
+    Py_buffer *views[] = {&S, &cnt, &col, &out, &dn};
+    for (int i = 0; i < n_got; i++) PyBuffer_Release(views[i]);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ---- linear scores ------------------------------------------------------------------------ */
 
 static PyObject *linear_rows(PyObject *self, PyObject *args) {
@@ -1178,6 +1267,7 @@ static PyMethodDef methods[] = {
     {"rank_one", rank_one, METH_VARARGS, "One request's ranking drawn from its finite scores, or None."},
     {"rank_rows", rank_rows, METH_VARARGS, "Every row's ranking drawn from its finite scores (done[i] = 0 otherwise)."},
     {"logger_is", logger_is, METH_VARARGS, "out[i] = a logger's marginal P(cols[i] at slot j) of row i, importance-sampled."},
+    {"logger_exact", logger_exact, METH_VARARGS, "out[i] = a logger's exact marginal P(cols[i] at slot j) of row i."},
     {"linear_rows", linear_rows, METH_VARARGS, "dst[r] = b + X[r, idx] . w left to right, sigmoid when logistic."},
     {"uniform_hex", uniform_hex, METH_VARARGS, "dst[i, j] = uniform(ids[i], salt j) for hex ids; False if one is not."},
     {"text_in_into", text_in_into, METH_VARARGS, "dst[i] = 1.0 if string i equals one of the needles (bytes)."},

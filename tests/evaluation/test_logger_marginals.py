@@ -81,3 +81,28 @@ def test_the_compiled_draw_computes_what_the_numpy_form_does(explore):
     want = rm._drawn_marginal(S, av, cols, j, rm._conditional(explore), draws, U)
     assert done.all()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("explore", [SquareCB(50.0), Softmax(0.5), EpsilonGreedy(0.2)], ids=["squarecb", "softmax", "epsilon"])
+def test_the_compiled_enumeration_gives_the_exact_slots_numpys_does(explore, monkeypatch):
+    """The exact slots by the compiled loop (the logged candidate only) against numpy's enumeration
+    of every candidate; a row with a non-finite score is left to numpy in both."""
+    from closedloop.base.numeric import compiled
+    from closedloop.evaluation import ranking_marginals as rm
+
+    if compiled("logger_exact") is None:
+        pytest.skip("closedloop._kernels is not built")
+    rng = np.random.default_rng(11)
+    R, N, k = 150, 20, 5  # 20 candidates: slots 1-3 exact
+    S = rng.normal(0.0, 1.0, (R, N))
+    counts = rng.integers(4, N + 1, R)
+    S[np.arange(N)[None, :] >= counts[:, None]] = np.nan
+    S[7, 0] = -np.inf
+    logged = _logged(S, counts, k, explore, 2)
+    got = logger_marginals(S, counts, logged, k, explore, seed=3, draws=8)
+    monkeypatch.setattr(rm, "compiled", lambda name: None)
+    want = logger_marginals(S, counts, logged, k, explore, seed=3, draws=8)
+    shown = logged[:, :3] >= 0
+    assert shown.sum() > 400
+    np.testing.assert_allclose(got[:, :3][shown], want[:, :3][shown], rtol=1e-12, atol=1e-300)
+    assert np.isnan(got[:, :3][~shown]).all()

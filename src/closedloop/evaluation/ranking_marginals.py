@@ -126,13 +126,25 @@ def logger_marginals(S: np.ndarray, counts: np.ndarray, logged: np.ndarray, k: i
     depth = max(d for d in range(1, m + 1) if _work(N, d) <= EXACT_WORK or d == 1)
     av = np.arange(N)[None, :] < counts[:, None]
     cond = _conditional(explore)
-    step = max(1, _CHUNK // _work(N, depth))
-    for lo in range(0, R, step):
-        hi = min(R, lo + step)
-        E = _enumerated(S[lo:hi], av[lo:hi], depth, cond)
+    rows = np.arange(R)  # the rows whose exact slots numpy's enumeration computes
+    exact = compiled("logger_exact")
+    if exact is not None:  # the compiled loop enumerates the earlier slots for the logged candidate only
+        left = np.zeros(R, dtype=bool)
         for j in range(depth):
-            sel = np.flatnonzero(shown[lo:hi, j])
-            out[lo + sel, j] = E[sel, logged[lo + sel, j], j]
+            dec = np.flatnonzero(shown[:, j])
+            got, done = np.empty(dec.size), np.zeros(dec.size, dtype=np.uint8)
+            exact(np.ascontiguousarray(S[dec]), dec.size, N, j, *_policy(explore), np.ascontiguousarray(counts[dec]),
+                  np.ascontiguousarray(logged[dec, j]), got, done)
+            out[dec, j] = got
+            left[dec[done == 0]] = True  # a row with a non-finite score: numpy's
+        rows = np.flatnonzero(left)
+    step = max(1, _CHUNK // _work(N, depth))
+    for lo in range(0, rows.size, step):
+        part = rows[lo:lo + step]
+        E = _enumerated(S[part], av[part], depth, cond)
+        for j in range(depth):
+            sel = np.flatnonzero(shown[part, j])
+            out[part[sel], j] = E[sel, logged[part[sel], j], j]
     rng = np.random.default_rng([int(seed), 0x10C])
     kernel = compiled("logger_is")
     step = max(1, _CHUNK // max(1, draws * N))
