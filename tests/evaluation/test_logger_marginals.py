@@ -106,3 +106,25 @@ def test_the_compiled_enumeration_gives_the_exact_slots_numpys_does(explore, mon
     assert shown.sum() > 400
     np.testing.assert_allclose(got[:, :3][shown], want[:, :3][shown], rtol=1e-12, atol=1e-300)
     assert np.isnan(got[:, :3][~shown]).all()
+
+
+def test_the_marginals_do_not_depend_on_how_many_threads_compute_them(monkeypatch):
+    """The uniforms are drawn in chunk (and slot) order before the chunks run side by side: one
+    thread and several give the same bits."""
+    from closedloop.evaluation import ranking_marginals as rm
+
+    rng = np.random.default_rng(4)
+    R, N, k = 400, 20, 5
+    S = rng.normal(0.0, 1.0, (R, N))
+    counts = rng.integers(6, N + 1, R)
+    S[np.arange(N)[None, :] >= counts[:, None]] = np.nan
+    explore = SquareCB(300.0)
+    logged = _logged(S, counts, k, explore, 6)
+    monkeypatch.setattr(rm, "_CHUNK", 20 * 32 * 25)  # 25 decisions a chunk: 16 chunks
+    got = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(rm, "THREADS", threads)
+        got[threads] = (rm.sampled_marginals(S, counts, k, explore, draws=32, seed=2),
+                        rm.logger_marginals(S, counts, logged, k, explore, seed=2, draws=32))
+    for one, many in zip(got[1], got[3], strict=True):
+        np.testing.assert_array_equal(one, many)

@@ -18,7 +18,9 @@ policy's marginals are exact whatever the size (one ranking per decision).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -39,6 +41,9 @@ DRAWS = 128
 LOGGER_DRAWS = 128
 #: Draws × candidates in one chunk of the sampling (bounds its working memory).
 _CHUNK = 1 << 21
+#: Chunks of the sampled marginals (and slots of the logger's) computed side by side: the machine's
+#: cores, at most 4. The numbers do not depend on it (the uniforms are drawn in order first).
+THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _conditional(explore: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -69,16 +74,38 @@ def sampled_marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any, *
     out[:, :, 0] = _conditional(explore)(S, np.arange(N)[None, :] < counts[:, None])  # the first slot: exact
     rng = np.random.default_rng([int(seed), 0x5A3])
     step = max(1, _CHUNK // max(1, draws * N))
-    for lo in range(0, R if m > 1 else 0, step):
-        hi = min(R, lo + step)
+
+    def chunk(lo: int, hi: int, U: np.ndarray) -> None:
         d = hi - lo
         Srep, crep = np.repeat(S[lo:hi], draws, axis=0), np.repeat(counts[lo:hi], draws)
-        picks, _, _, _ = rank_rows(Srep, crep, k, explore, rng.random((d * draws, m)))
+        picks, _, _, _ = rank_rows(Srep, crep, k, explore, U)
         shown = (np.arange(m)[None, :] < np.minimum(k, crep)[:, None])[:, 1:]
         row = np.repeat(np.arange(d), draws)[:, None]
         idx = ((row * N + picks[:, 1:]) * (m - 1) + np.arange(m - 1)[None, :])[shown]
         out[lo:hi, :, 1:m] = np.bincount(idx, minlength=d * N * (m - 1)).reshape(d, N, m - 1) / draws
+
+    # the uniforms drawn here in chunk order (the same numbers however many threads), the chunks ranked side by side
+    _side_by_side(chunk, ((lo, min(R, lo + step), rng.random(((min(R, lo + step) - lo) * draws, m)))
+                          for lo in range(0, R if m > 1 else 0, step)))
     return out
+
+
+def _side_by_side(work: Callable[..., None], jobs: Iterable[tuple[Any, ...]]) -> None:
+    """``work(*job)`` for each job, up to :data:`THREADS` at once: the compiled loops release the
+    GIL, so a report's marginals use the machine's cores. ``jobs`` is consumed in order and at most
+    :data:`THREADS` ahead of the finished ones (each holds its chunk's uniforms)."""
+    if THREADS <= 1:
+        for job in jobs:
+            work(*job)
+        return
+    with ThreadPoolExecutor(THREADS, thread_name_prefix="closedloop-marginals") as pool:
+        running: list[Future[None]] = []
+        for job in jobs:
+            if len(running) >= THREADS:
+                running.pop(0).result()
+            running.append(pool.submit(work, *job))
+        for f in running:
+            f.result()
 
 
 def policy_marginals(S: np.ndarray, counts: np.ndarray, k: int, explore: Any, *, seed: int = 0,
@@ -148,9 +175,8 @@ def logger_marginals(S: np.ndarray, counts: np.ndarray, logged: np.ndarray, k: i
     rng = np.random.default_rng([int(seed), 0x10C])
     kernel = compiled("logger_is")
     step = max(1, _CHUNK // max(1, draws * N))
-    for j in range(depth, m):
-        dec = np.flatnonzero(shown[:, j])
-        U = rng.random((dec.size, draws * j))
+
+    def slot(j: int, dec: np.ndarray, U: np.ndarray) -> None:
         rest = dec
         if kernel is not None and dec.size:  # the compiled loop; a row with a non-finite score: numpy's
             got, done = np.empty(dec.size), np.zeros(dec.size, dtype=np.uint8)
@@ -162,6 +188,13 @@ def logger_marginals(S: np.ndarray, counts: np.ndarray, logged: np.ndarray, k: i
         for lo in range(0, rest.size, step):
             part = rest[lo:lo + step]
             out[part, j] = _drawn_marginal(S[part], av[part], logged[part, j], j, cond, draws, U[lo:lo + step])
+
+    def jobs() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:  # each slot's uniforms drawn in slot order
+        for j in range(depth, m):
+            dec = np.flatnonzero(shown[:, j])
+            yield j, dec, rng.random((dec.size, draws * j))
+
+    _side_by_side(slot, jobs())
     return out
 
 
