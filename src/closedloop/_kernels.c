@@ -743,69 +743,6 @@ static int logger_is_row(const double *s, Py_ssize_t n, Py_ssize_t a, Py_ssize_t
     return 1;
 }
 
-static PyObject *logger_is(PyObject *self, PyObject *args) {
-    PyObject *So, *co, *ao, *Uo, *oo, *dno;
-    Py_ssize_t R, N, j, draws;
-    int mode;
-    double a, b, c;
-    draw_policy pol;
-    if (!PyArg_ParseTuple(args, "OnnnnidddOOOOO", &So, &R, &N, &j, &draws, &mode, &a, &b, &c, &co, &ao, &Uo, &oo, &dno))
-        return NULL;
-    if (parse_policy(mode, a, b, c, &pol) < 0) return NULL;
-    if (R < 0 || N < 0 || j < 1 || draws < 1) {
-        PyErr_SetString(PyExc_ValueError, "R and N must be >= 0, j and draws >= 1");
-        return NULL;
-    }
-    Py_buffer S, cnt, col, U, out, dn;
-    int got = 0;
-    if (get_f64(So, &S, 0, "S") < 0) return NULL;
-    got++;
-    if (S.len != R * N * 8) {
-        PyErr_SetString(PyExc_ValueError, "S must hold R x N float64 values");
-        goto out;
-    }
-    if (get_buf(co, &cnt, 8, R, "counts") < 0) goto out;
-    got++;
-    if (get_buf(ao, &col, 8, R, "cols") < 0) goto out;
-    got++;
-    if (get_f64(Uo, &U, 0, "U") < 0) goto out;
-    got++;
-    if (U.len != R * draws * j * 8) {
-        PyErr_SetString(PyExc_ValueError, "U must hold R x draws x j float64 values");
-        goto out;
-    }
-    if (get_buf(oo, &out, 8, R, "out") < 0) goto out;
-    got++;
-    if (get_buf(dno, &dn, 1, R, "done") < 0) goto out;
-    got++;
-    const int64_t *counts = (const int64_t *)cnt.buf;
-    for (Py_ssize_t i = 0; i < R; i++) {
-        if (counts[i] < 0 || counts[i] > N) {
-            PyErr_SetString(PyExc_ValueError, "counts must be in [0, N]");
-            goto out;
-        }
-    }
-    char *mem = PyMem_Malloc((size_t)N * 9 + 16);
-    if (mem == NULL) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < R; i++) {
-        ((uint8_t *)dn.buf)[i] = (uint8_t)logger_is_row(
-            (const double *)S.buf + i * N, (Py_ssize_t)counts[i], (Py_ssize_t)((const int64_t *)col.buf)[i], j, &pol,
-            (const double *)U.buf + i * draws * j, draws, (double *)out.buf + i, (double *)mem, (uint8_t *)mem + (size_t)N * 8);
-    }
-    Py_END_ALLOW_THREADS
-    PyMem_Free(mem);
-    got = -got; /* success */
-out:;
-    int ok = got < 0, n_got = ok ? -got : got;
-    Py_buffer *views[] = {&S, &cnt, &col, &U, &out, &dn};
-    for (int i = 0; i < n_got; i++) PyBuffer_Release(views[i]);
-    if (!ok) return NULL;
-    Py_RETURN_NONE;
-}
 
 /* P(candidate `a` at slot `left` + `taken` | the free ones): the sum over every ordered choice of
  * the next `left` slots that leaves `a` free of its probability times the logger's probability of
@@ -839,34 +776,48 @@ static int logger_exact_row(const double *s, Py_ssize_t n, Py_ssize_t a, Py_ssiz
     return 1;
 }
 
-static PyObject *logger_exact(PyObject *self, PyObject *args) {
-    PyObject *So, *co, *ao, *oo, *dno;
-    Py_ssize_t R, N, j;
+/* logger_is and logger_exact: each row i's logger marginal of candidate cols[i] at slot j, into
+ * out[i] (done[i] = 0: a non-finite score, numpy's form takes the row); U: R x draws x j uniforms
+ * when sampled. */
+static PyObject *logger_rows(PyObject *args, int sampled) {
+    PyObject *So, *co, *ao, *Uo = NULL, *oo, *dno;
+    Py_ssize_t R, N, j, draws = 1;
     int mode;
     double a, b, c;
     draw_policy pol;
-    if (!PyArg_ParseTuple(args, "OnnnidddOOOO", &So, &R, &N, &j, &mode, &a, &b, &c, &co, &ao, &oo, &dno)) return NULL;
+    if (sampled ? !PyArg_ParseTuple(args, "OnnnnidddOOOOO", &So, &R, &N, &j, &draws, &mode, &a, &b, &c, &co, &ao, &Uo, &oo, &dno)
+                : !PyArg_ParseTuple(args, "OnnnidddOOOO", &So, &R, &N, &j, &mode, &a, &b, &c, &co, &ao, &oo, &dno))
+        return NULL;
     if (parse_policy(mode, a, b, c, &pol) < 0) return NULL;
-    if (R < 0 || N < 0 || j < 0 || j > 8) {
-        PyErr_SetString(PyExc_ValueError, "R and N must be >= 0 and j in [0, 8]");
+    if (R < 0 || N < 0 || draws < 1 || (sampled ? j < 1 : (j < 0 || j > 8))) {
+        PyErr_SetString(PyExc_ValueError, sampled ? "R and N must be >= 0, j and draws >= 1" : "R and N must be >= 0 and j in [0, 8]");
         return NULL;
     }
-    Py_buffer S, cnt, col, out, dn;
+    Py_buffer S, cnt, col, U, out, dn;
+    Py_buffer *views[6];
     int got = 0;
     if (get_f64(So, &S, 0, "S") < 0) return NULL;
-    got++;
+    views[got++] = &S;
     if (S.len != R * N * 8) {
         PyErr_SetString(PyExc_ValueError, "S must hold R x N float64 values");
         goto out;
     }
     if (get_buf(co, &cnt, 8, R, "counts") < 0) goto out;
-    got++;
+    views[got++] = &cnt;
     if (get_buf(ao, &col, 8, R, "cols") < 0) goto out;
-    got++;
+    views[got++] = &col;
+    if (sampled) {
+        if (get_f64(Uo, &U, 0, "U") < 0) goto out;
+        views[got++] = &U;
+        if (U.len != R * draws * j * 8) {
+            PyErr_SetString(PyExc_ValueError, "U must hold R x draws x j float64 values");
+            goto out;
+        }
+    }
     if (get_buf(oo, &out, 8, R, "out") < 0) goto out;
-    got++;
+    views[got++] = &out;
     if (get_buf(dno, &dn, 1, R, "done") < 0) goto out;
-    got++;
+    views[got++] = &dn;
     const int64_t *counts = (const int64_t *)cnt.buf;
     for (Py_ssize_t i = 0; i < R; i++) {
         if (counts[i] < 0 || counts[i] > N) {
@@ -874,27 +825,32 @@ static PyObject *logger_exact(PyObject *self, PyObject *args) {
             goto out;
         }
     }
-    char *mem = PyMem_Malloc((size_t)N * (8 * (size_t)(j + 1) + 1) + 16);
+    size_t levels = sampled ? 1 : (size_t)(j + 1); /* the exact enumeration: one row of P per depth */
+    char *mem = PyMem_Malloc((size_t)N * (8 * levels + 1) + 16);
     if (mem == NULL) {
         PyErr_NoMemory();
         goto out;
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < R; i++) {
-        ((uint8_t *)dn.buf)[i] = (uint8_t)logger_exact_row(
-            (const double *)S.buf + i * N, (Py_ssize_t)counts[i], (Py_ssize_t)((const int64_t *)col.buf)[i], j, &pol,
-            (double *)out.buf + i, (double *)mem, (uint8_t *)mem + (size_t)N * 8 * (size_t)(j + 1));
+        const double *s = (const double *)S.buf + i * N;
+        Py_ssize_t n = (Py_ssize_t)counts[i], cand = (Py_ssize_t)((const int64_t *)col.buf)[i];
+        double *o = (double *)out.buf + i, *P = (double *)mem;
+        uint8_t *freeb = (uint8_t *)mem + (size_t)N * 8 * levels;
+        ((uint8_t *)dn.buf)[i] = (uint8_t)(sampled ? logger_is_row(s, n, cand, j, &pol, (const double *)U.buf + i * draws * j, draws, o, P, freeb)
+                                                   : logger_exact_row(s, n, cand, j, &pol, o, P, freeb));
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(mem);
-    got = -got; /* success */
-out:;
-    int ok = got < 0, n_got = ok ? -got : got;
-    Py_buffer *views[] = {&S, &cnt, &col, &out, &dn};
-    for (int i = 0; i < n_got; i++) PyBuffer_Release(views[i]);
-    if (!ok) return NULL;
+    for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
     Py_RETURN_NONE;
+out:
+    for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
+    return NULL;
 }
+
+static PyObject *logger_is(PyObject *self, PyObject *args) { return logger_rows(args, 1); }
+static PyObject *logger_exact(PyObject *self, PyObject *args) { return logger_rows(args, 0); }
 
 /* ---- linear scores ------------------------------------------------------------------------ */
 
