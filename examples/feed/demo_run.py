@@ -186,7 +186,9 @@ def run_feed_demo(settings: FeedDemoSettings, home: Path, *, on_progress: Callab
     """Run the four arms (module doc). ``home`` (new or empty) becomes the loop's project home.
     ``on_progress(what, info)``: ``("day", {"arm", "day", "row"})`` and ``("cycle", {"day", "record"})``.
     ``arms_process``: the heuristic, frozen and VW arms run in a second process beside the loop
-    (:mod:`.demo_worker`; False: in this one, after the loop's days — the same rows)."""
+    (:mod:`.demo_worker`; False: in this one, after the loop's days — the same rows). That process
+    is spawned, so it imports the calling script again: call this under ``if __name__ ==
+    "__main__":`` in a script."""
     home = Path(home)
     if home.exists() and any(home.iterdir()):
         raise SpecError(f"The feed demo home must be empty or new. Got {str(home)!r}, which holds files.")

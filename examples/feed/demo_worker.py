@@ -93,11 +93,15 @@ class ArmsWorker:
     def poll(self) -> list[tuple[str, dict[str, Any]]]:
         """The (arm, day row) pairs received since the last call, without waiting."""
         if self._proc is not None:
+            alive = self._proc.is_alive()  # read before the drain: a process that ended has sent all it will
             while True:
                 try:
                     self._take(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if not alive and self._done is None:  # e.g. a script without a __main__ guard, re-run by spawn
+                raise ClosedLoopError(f"The feed demo's arms process ended (exit code {self._proc.exitcode}) before "
+                                      "sending its last day.")
         rows, self._rows = self._rows, []
         return rows
 
