@@ -65,3 +65,27 @@ def test_the_feed_demo_runs_end_to_end_and_repeats_with_its_seed(tmp_path, capsy
     # the same seed again, its other arms in this process instead of a second one: the same figures
     again = _run(tmp_path, capsys, "b", 1, "--one-process")
     assert _without_time(again["seeds"][0]) == _without_time(s)
+
+
+def test_an_arms_process_that_fails_is_reported_with_its_error(tmp_path):
+    """The frozen bundle cannot load: the second process sends its traceback and the parent raises it."""
+    import time
+
+    from examples.feed.demo_run import FeedDemoSettings
+    from examples.feed.demo_worker import ArmsWorker
+
+    from closedloop import ClosedLoopError
+    from closedloop.world.feed import FeedWorld
+
+    s = FeedDemoSettings(seed=2, days=4, sessions=600, shared_days=2, measure_from=2, fault_day=None)
+    world = FeedWorld(s.world_config(), seed=s.seed)
+    worker = ArmsWorker(s, world, tmp_path / "no-such-bundle", 2)
+    try:
+        with pytest.raises(ClosedLoopError, match="arms process failed") as got:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                worker.poll()
+                time.sleep(0.2)
+        assert "no-such-bundle" in str(got.value)
+    finally:
+        worker.close()
