@@ -128,3 +128,18 @@ def test_the_marginals_do_not_depend_on_how_many_threads_compute_them(monkeypatc
                         rm.logger_marginals(S, counts, logged, k, explore, seed=2, draws=32))
     for one, many in zip(got[1], got[3], strict=True):
         np.testing.assert_array_equal(one, many)
+
+
+def test_a_deep_ranking_of_few_candidates_is_enumerated_by_sets():
+    """Ten candidates, all ten slots: the enumeration covers every slot (10 × C(10, j) ≤ EXACT_WORK),
+    but the ordered choices before slot 10 number 9! — numpy's sets take it, exactly."""
+    rng = np.random.default_rng(9)
+    R, N, k = 40, 10, 10
+    S = rng.normal(0.0, 1.0, (R, N))
+    counts = np.full(R, N)
+    explore = SquareCB(50.0)
+    logged = _logged(S, counts, k, explore, 1)
+    got = logger_marginals(S, counts, logged, k, explore, seed=0)
+    exact = marginals(S, counts, k, explore)
+    d, j = np.nonzero(logged >= 0)
+    np.testing.assert_allclose(got[d, j], exact[d, logged[d, j], j], rtol=1e-12)

@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
+from math import perm
 from typing import Any
 
 import numpy as np
@@ -154,8 +155,10 @@ def logger_marginals(S: np.ndarray, counts: np.ndarray, logged: np.ndarray, k: i
     av = np.arange(N)[None, :] < counts[:, None]
     cond = _conditional(explore)
     rows = np.arange(R)  # the rows whose exact slots numpy's enumeration computes
-    exact = compiled("logger_exact")
-    if exact is not None:  # the compiled loop enumerates the earlier slots for the logged candidate only
+    # the compiled loop enumerates the earlier slots' ordered choices for the logged candidate only: cheaper
+    # than numpy's sets of every candidate while those choices are few (20 candidates, 3 slots: 342)
+    exact = compiled("logger_exact") if all(perm(N - 1, j) <= EXACT_WORK for j in range(depth)) else None
+    if exact is not None:
         left = np.zeros(R, dtype=bool)
         for j in range(depth):
             dec = np.flatnonzero(shown[:, j])
