@@ -100,6 +100,17 @@ static int get_f64(PyObject *obj, Py_buffer *view, int writable, const char *nam
     return 0;
 }
 
+/* get_f64 of exactly n float64 values (what: the shape named in the error). */
+static int get_f64_n(PyObject *obj, Py_buffer *view, Py_ssize_t n, const char *name, const char *what) {
+    if (get_f64(obj, view, 0, name) < 0) return -1;
+    if (view->len != n * 8) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %s float64 values", name, what);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_offsets(const int32_t *off, Py_ssize_t n, Py_ssize_t data_len) {
     for (Py_ssize_t i = 0; i < n; i++) {
         if (off[i] < 0 || off[i + 1] < off[i] || off[i + 1] > data_len) {
@@ -796,23 +807,15 @@ static PyObject *logger_rows(PyObject *args, int sampled) {
     Py_buffer S, cnt, col, U, out, dn;
     Py_buffer *views[6];
     int got = 0;
-    if (get_f64(So, &S, 0, "S") < 0) return NULL;
+    if (get_f64_n(So, &S, R * N, "S", "R x N") < 0) return NULL;
     views[got++] = &S;
-    if (S.len != R * N * 8) {
-        PyErr_SetString(PyExc_ValueError, "S must hold R x N float64 values");
-        goto out;
-    }
     if (get_buf(co, &cnt, 8, R, "counts") < 0) goto out;
     views[got++] = &cnt;
     if (get_buf(ao, &col, 8, R, "cols") < 0) goto out;
     views[got++] = &col;
     if (sampled) {
-        if (get_f64(Uo, &U, 0, "U") < 0) goto out;
+        if (get_f64_n(Uo, &U, R * draws * j, "U", "R x draws x j") < 0) goto out;
         views[got++] = &U;
-        if (U.len != R * draws * j * 8) {
-            PyErr_SetString(PyExc_ValueError, "U must hold R x draws x j float64 values");
-            goto out;
-        }
     }
     if (get_buf(oo, &out, 8, R, "out") < 0) goto out;
     views[got++] = &out;
