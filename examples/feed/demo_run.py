@@ -182,13 +182,15 @@ def _frozen(records: list[dict[str, Any]]) -> Path:
 
 
 def run_feed_demo(settings: FeedDemoSettings, home: Path, *, on_progress: Callable[[str, dict[str, Any]], None] | None = None,
-                  arms_process: bool = True) -> FeedDemoRun:
+                  arms_process: bool = True, on_loop_day: Callable[..., None] | None = None) -> FeedDemoRun:
     """Run the four arms (module doc). ``home`` (new or empty) becomes the loop's project home.
     ``on_progress(what, info)``: ``("day", {"arm", "day", "row"})`` and ``("cycle", {"day", "record"})``.
     ``arms_process``: the heuristic, frozen and VW arms run in a second process beside the loop
     (:mod:`.demo_worker`; False: in this one, after the loop's days — the same rows). That process
     is spawned, so it imports the calling script again: call this under ``if __name__ ==
-    "__main__":`` in a script."""
+    "__main__":`` in a script. ``on_loop_day(loop, world, day, seed, sessions)``: called after each
+    of the loop's days, before its cycle (a measurement that must not draw feedback or change the
+    world; :mod:`.fresh`)."""
     home = Path(home)
     if home.exists() and any(home.iterdir()):
         raise SpecError(f"The feed demo home must be empty or new. Got {str(home)!r}, which holds files.")
@@ -220,6 +222,8 @@ def run_feed_demo(settings: FeedDemoSettings, home: Path, *, on_progress: Callab
         for d in range(s.days):
             day_seed = 1000 * s.seed + d
             row, kept[d] = loop.day(world, d, day_seed, shift=d == s.fault_day)
+            if on_loop_day is not None:
+                on_loop_day(loop, world, d, day_seed, kept[d])
             timings["loop"] += row["seconds"]
             kept.pop(d - s.train_days - 1, None)
             for a in ARMS if d < s.shared_days else ("loop",):

@@ -22,7 +22,6 @@ from typing import Any
 
 from closedloop import Bundle, Runtime
 
-from . import demo_run
 from .demo_arms import _decide
 from .demo_run import FeedDemoSettings, run_feed_demo
 
@@ -34,32 +33,25 @@ def fresh_values(settings: FeedDemoSettings, home: Path) -> list[dict[str, Any]]
     showed, of its production greedy and of its newest model greedy (module doc), and the frozen
     model's."""
     days: list[dict[str, Any]] = []
-    plain_day = demo_run._Loop.day
 
-    def day(loop: Any, world: Any, d: int, seed: int, shift: bool) -> tuple[dict[str, Any], Any]:
-        row, sessions = plain_day(loop, world, d, seed, shift)
+    def measure(loop: Any, world: Any, d: int, seed: int, sessions: Any) -> None:
         greedy = world.system(k=settings.k, explore=None)
 
         def value(bundle: Bundle) -> float:
             return float(world.expected_clicks(sessions, _decide(Runtime(greedy, bundle), world, sessions, seed)[0]).mean())
 
-        out = {"day": d, "loop": row["true_value"],
-               "production_greedy": value(loop.reg.load_bundle(loop.reg.state(loop.system.name).production, greedy))}
+        out = {"day": d, "production_greedy": value(loop.reg.load_bundle(loop.reg.state(loop.system.name).production, greedy))}
         for rec in reversed(loop.cycle.records()):
             tr = rec.get("steps", {}).get("train", {})
             if tr.get("status") == "done":
                 out["newest_greedy"] = value(Bundle.load(tr["result"]["path"], greedy))
                 break
         days.append(out)
-        return row, sessions
 
-    demo_run._Loop.day = day  # type: ignore[method-assign]
-    try:
-        run = run_feed_demo(settings, home)
-    finally:
-        demo_run._Loop.day = plain_day  # type: ignore[method-assign]
+    run = run_feed_demo(settings, home, on_loop_day=measure)
+    loop = {r["day"]: r["true_value"] for r in run.arms["loop"]}
     frozen = {r["day"]: r["true_value"] for r in run.arms["frozen"]}
-    return [d | {"frozen": frozen[d["day"]]} for d in days if d["day"] >= settings.measure_from]
+    return [d | {"loop": loop[d["day"]], "frozen": frozen[d["day"]]} for d in days if d["day"] >= settings.measure_from]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
