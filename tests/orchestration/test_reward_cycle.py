@@ -132,3 +132,51 @@ def test_the_dr_click_model_is_the_candidates_fit_when_the_plan_fits_the_same_mo
     got, want = report["policy_value"], json.loads(json.dumps(again["policy_value"]))
     assert got["bundles"] == want["bundles"] and got["comparison"] == want["comparison"]
     assert report["gate"] == json.loads(json.dumps(again["gate"]))
+
+
+def test_a_plan_that_does_not_compare_the_heuristic_judges_the_candidate_the_same(tmp_path):
+    """``LoopPlan(compare_heuristic=False)``: the report holds production and the candidate only, and
+    the gate's verdict and both bundles' policy values are the ones of the report with the
+    heuristic beside them (the same draws: common random numbers per bundle)."""
+    from types import SimpleNamespace
+
+    from closedloop.evaluation.report import evaluate
+    from closedloop.orchestration.steps.evaluate import baselines
+    from closedloop.training import train
+
+    world = BanditWorld(seed=11, n_candidates=8)
+    system = world.system(k=2, explore=Softmax(0.1))
+    heuristic = Bundle.build(system, world.heuristic(), version="heuristic")
+    prod = Bundle.build(system, world.heuristic(), version="production")  # production that is not the heuristic
+    tel = Telemetry(SegmentLog(tmp_path), system=system, clock=ManualClock(START).now_ns, flush_interval_ms=1)
+    _day(world, Runtime(system, prod, telemetry=tel), 0)
+    tel.close()
+    from closedloop.datasets.slots import build_reward_dataset
+    from closedloop.telemetry.store import TelemetryStore
+
+    store = TelemetryStore(tmp_path)
+    store.compact()
+    ds = tmp_path / "dataset"
+    build_reward_dataset(system, decision_files=store.decision_files(), outcome_files=store.outcome_files(),
+                         since_ns=START, until_ns=START + DAY, cutoff_ns=START + DAY, out=ds)
+    cand = train(system, ds, model="logistic").bundle
+
+    def plan(compare: bool) -> SimpleNamespace:
+        p = LoopPlan(system, heuristic=heuristic, model="logistic", compare_heuristic=compare)
+        return SimpleNamespace(plan=p, production=lambda: prod)
+
+    assert [b.version for b in baselines(plan(True), cand)] == ["production", "heuristic"]
+    assert [b.version for b in baselines(plan(False), cand)] == ["production"]
+    nothing = SimpleNamespace(plan=plan(False).plan, production=lambda: None)  # no production: the heuristic is the baseline
+    assert [b.version for b in baselines(nothing, cand)] == ["heuristic"]
+    assert LoopPlan(system, compare_heuristic=False).describe()["compare_heuristic"] is False
+    assert "compare_heuristic" not in LoopPlan(system).describe()
+    with pytest.raises(SpecError, match=r"'compare_heuristic' parameter of LoopPlan must be True or False. Got 'no'"):
+        LoopPlan(system, compare_heuristic="no")
+
+    both = evaluate(system, [prod, heuristic, cand], ds, bootstrap=50, seed=3, reward_model=cand, gate=Gate(policy_tolerance=0.0))
+    two = evaluate(system, [prod, cand], ds, bootstrap=50, seed=3, reward_model=cand, gate=Gate(policy_tolerance=0.0))
+    assert [b["version"] for b in two["policy_value"]["bundles"]] == ["production", cand.version]
+    pick = {b["version"]: b for b in both["policy_value"]["bundles"]}
+    assert two["policy_value"]["bundles"] == [pick["production"], pick[cand.version]]
+    assert two["gate"] == both["gate"]

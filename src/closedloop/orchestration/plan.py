@@ -143,6 +143,12 @@ class LoopPlan:
     heuristic:
         The baseline every candidate is also compared with (a bundle or an intelligence), and the
         first production when nothing is deployed yet (``bootstrap``).
+    compare_heuristic:
+        The evaluation report values the heuristic beside production and the candidate when it is
+        neither (default True). False: the report holds production (the gate's baseline), the
+        past bundles the ``past`` step weighs, and the candidate — what the gate and ``past`` read;
+        a cycle that ranks large candidate sets saves a third of its report (the feed demo). The
+        heuristic still bootstraps production.
     model, params, calibrate:
         What :func:`closedloop.training.train` trains.
     train_weights:
@@ -224,6 +230,7 @@ class LoopPlan:
 
     system: System
     heuristic: Bundle | Intelligence | None = None
+    compare_heuristic: bool = True
     model: str = "lightgbm"
     params: Mapping[str, Any] = field(default_factory=dict)
     calibrate: str | None = None
@@ -271,7 +278,7 @@ class LoopPlan:
                 )
         if self.heuristic is not None and not isinstance(self.heuristic, Bundle | Intelligence):
             raise SpecError(f"The 'heuristic' of LoopPlan must be a Bundle or an Intelligence. Got {self.heuristic!r} instead.")
-        for name in ("train_weights", "evaluate_weights", "early_labels"):
+        for name in ("train_weights", "evaluate_weights", "early_labels", "compare_heuristic"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(f"The '{name}' parameter of LoopPlan must be True or False. Got {getattr(self, name)!r} instead.")
         if self.thresholds not in ("cost", "system"):
@@ -345,6 +352,7 @@ class LoopPlan:
             "thresholds": self.thresholds,
             "train_window_seconds": self.train_window.total_seconds(),
             **({"early_labels": True} if self.early_labels else {}),
+            **({"compare_heuristic": False} if not self.compare_heuristic else {}),
             "retrain_every_seconds": self.retrain_every.total_seconds(), "min_labeled": self.min_labeled,
             "goal_patience": self.goal_patience, "past_bundles": self.past_bundles,
             "gate": asdict(self.gate),

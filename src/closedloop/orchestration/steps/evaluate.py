@@ -73,12 +73,12 @@ def candidate_report(ctx: StepContext, make: Callable[[StepContext, Bundle], dic
 
 def baselines(ctx: StepContext, cand: Bundle) -> list[Bundle]:
     """What a candidate is compared with: production (the gate's baseline) and the plan's heuristic
-    when it is neither production nor the candidate."""
+    when it is neither production nor the candidate (and ``LoopPlan.compare_heuristic``)."""
     bundles = []
     prod = ctx.production()
     if prod is not None:
         bundles.append(prod)
-    h = ctx.plan.heuristic_bundle()
+    h = ctx.plan.heuristic_bundle() if ctx.plan.compare_heuristic or prod is None else None  # else no baseline at all
     if h is not None and all(h.version != b.version for b in bundles) and h.version != cand.version:
         bundles.append(h)
     return bundles
