@@ -139,3 +139,24 @@ def test_three_slots_are_valued_at_their_truth_with_the_loggers_marginals(tmp_pa
             assert e["low"] - 0.005 <= truth <= e["high"] + 0.005, (bundle.version, name, e, truth)
     h = value["bundles"][0]["estimates"]
     assert abs(h["ips"]["value"] - h["snips"]["value"]) < 1e-12  # the logger on its own log: every weight 1
+
+
+def test_the_logged_side_read_beforehand_gives_the_report_read_at_once(tmp_path):
+    """``logged_side`` (what a cycle reads while its candidate trains) passed to the report gives
+    the report that reads it itself, figure for figure; one read for another seed or dataset is refused."""
+    from closedloop.errors import SpecError
+    from closedloop.evaluation.ranking_report import logged_side
+
+    world, system, heuristic, ds = _logged(tmp_path, k=2, n=2000)
+    bundles = [heuristic, _affinity_bundle(world, system)]
+    side = logged_side(system, ds, seed=4)
+    assert side.sets is not None and side.sets.marginal.size == side.rows.reward.size
+    at_once = evaluate(system, bundles, ds, bootstrap=30, seed=4, reward_model=bundles[1])
+    before = evaluate(system, bundles, ds, bootstrap=30, seed=4, reward_model=bundles[1], logged=side)
+    at_once["metadata"].pop("created"), before["metadata"].pop("created")
+    assert before == at_once and before["policy_value"]["propensities"]["logger_marginals"] > 0
+    with pytest.raises(SpecError, match=r"'logged' parameter of evaluate must be what logged_side returned for the same "
+                                        r"dataset, split and seed \(.*, None, 5\)\. Got \(.*, None, 4\) instead"):
+        evaluate(system, bundles, ds, bootstrap=0, seed=5, logged=side)
+    with pytest.raises(SpecError, match=r"'logged' parameter of evaluate must be .* Got 'side' instead"):
+        evaluate(system, bundles, ds, bootstrap=0, seed=4, logged="side")

@@ -114,3 +114,39 @@ def test_shared_rows_between_datasets_are_found_aligned_or_not() -> None:
         hit, old = shared_rows(ids_a, raws_a, prev_ids, prev_raws)
         want_hit, want_old = brute(ids_a, raws_a)
         assert hit.tolist() == want_hit and old.tolist() == want_old
+
+
+def test_work_started_ahead_is_taken_by_the_step_that_asks_for_it():
+    """``DatasetReader.ahead`` runs ``make()`` on a thread of its own; ``shared`` waits for it and
+    returns its value (not computed again), raises what it raised (once), and ``end_cycle``
+    waits for work no step asked for before forgetting it."""
+    import threading
+
+    from closedloop.errors import DatasetError
+    from closedloop.orchestration.reading import DatasetReader
+
+    reader = DatasetReader(None)  # type: ignore[arg-type]  # the system is not read by shared/ahead
+    gate, threads = threading.Event(), []
+
+    def slow() -> str:
+        threads.append(threading.current_thread().name)
+        gate.wait(5)
+        return "value"
+
+    reader.ahead("k", slow)
+    reader.ahead("k", lambda: "again")  # already there: not started twice
+    gate.set()
+    assert reader.shared("k", lambda: "inline") == "value" and threads == ["closedloop-ahead"]
+    assert reader.shared("k", lambda: "inline") == "value"
+
+    def fails() -> str:
+        raise DatasetError("the sets could not be read")
+
+    reader.ahead("bad", fails)
+    with pytest.raises(DatasetError, match="could not be read"):
+        reader.shared("bad", lambda: "inline")
+    assert reader.shared("bad", lambda: "inline") == "inline"  # asked again: computed in place
+    done = threading.Event()
+    reader.ahead("unused", lambda: (gate.wait(5), done.set()))
+    reader.end_cycle()
+    assert done.is_set() and reader.shared("unused", lambda: "new") == "new"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from closedloop.evaluation.ranking_pooled import pooled, pooled_auc_intervals
 from closedloop.evaluation.ranking_rows import SlotRows, slot_rows
 from closedloop.system.splits import Split
 
-__all__ = ["evaluate_ranking"]
+__all__ = ["LoggedSide", "evaluate_ranking", "logged_side"]
 
 #: Decisions a bundle's report keeps for the registry's parity check (train/serve parity).
 GOLDEN = 50
@@ -221,21 +221,48 @@ def _notes(rows: SlotRows, source: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _policy_value(system: Any, bundles: Sequence[Any], rows: SlotRows, extras: Sequence[Any], reward_model: Any,
-                  bootstrap: int, seed: int) -> dict[str, Any] | None:
-    """Stage 5: the policy value of every bundle (:mod:`~closedloop.evaluation.ranking_value`)."""
-    from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE
-    from closedloop.evaluation.ranking_sets import catalogue, report_slots
-    from closedloop.evaluation.ranking_value import policy_value
+class LoggedSide(NamedTuple):
+    """What a ranking report reads of its dataset whatever the bundles (:func:`logged_side`): the
+    held-out decisions' rows (stage 1), their slot rows and their logged candidate sets with the
+    logger's readings (:func:`~closedloop.evaluation.ranking_sets.logged_sets`, stage 5) — what a
+    cycle computes while its candidate trains. ``dataset``, ``split``, ``seed``: what it was read for."""
 
+    dataset: str
+    split: Any
+    seed: int
+    rows: SlotRows
+    slots: Any
+    sets: Any
+
+
+def logged_side(system: Any, dataset: Path | str, *, split: Split | str | None = None, seed: int = 0,
+                loaded: tuple[Any, Any] | None = None) -> LoggedSide:
+    """The part of :func:`evaluate_ranking`'s work on ``dataset`` (its test side under ``split``,
+    its draws seeded by ``seed``) that no bundle changes; pass it as ``evaluate_ranking(logged=…)``
+    with the same dataset, split and seed."""
+    from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE
+    from closedloop.evaluation.ranking_sets import logged_sets, report_slots
+
+    rows = slot_rows(system, Path(dataset), split, loaded)
     # the report decisions' slot rows, read once for the candidate sets and the propensities
     slots = report_slots(rows.manifest.path, rows.decision_ids) if (rows.manifest.path / CANDIDATE_SETS_FILE).is_file() else None
+    sets = None if slots is None else logged_sets(system, rows, slots=slots, seed=int(seed) * 1000 + 2)
+    return LoggedSide(str(dataset), split, int(seed), rows, slots, sets)
+
+
+def _policy_value(system: Any, bundles: Sequence[Any], side: LoggedSide, extras: Sequence[Any], reward_model: Any,
+                  bootstrap: int, seed: int) -> dict[str, Any] | None:
+    """Stage 5: the policy value of every bundle (:mod:`~closedloop.evaluation.ranking_value`)."""
+    from closedloop.evaluation.ranking_sets import catalogue
+    from closedloop.evaluation.ranking_value import policy_value
+
+    rows = side.rows
     # the whole candidate sets, when the dataset keeps them
-    cat = catalogue(system, list(bundles), rows, reward_model, slots=slots, seed=int(seed) * 1000 + 2)
+    cat = None if side.sets is None else catalogue(system, list(bundles), rows, reward_model, sets=side.sets)
     q = None if reward_model is None or cat is not None else _scores(system, reward_model, rows)
     return policy_value(system, rows, [b.version for b in bundles], [e[4] for e in extras], reward_scores=q,
                         reward_model=None if reward_model is None else reward_model.version, bootstrap=bootstrap, seed=seed,
-                        catalogue=cat, slots=slots)
+                        catalogue=cat, slots=side.slots)
 
 
 def check_value_arguments(system: Any, policy_value: Any, reward_model: Any, gate: Any, kind: str = "ranking") -> None:
@@ -262,7 +289,8 @@ def check_value_arguments(system: Any, policy_value: Any, reward_model: Any, gat
 
 def evaluate_ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None = None,
                      k: int | None = None, bootstrap: int = 100, seed: int = 0, loaded: tuple[Any, Any] | None = None,
-                     policy_value: bool = True, reward_model: Any = None, gate: Any = None) -> dict[str, Any]:
+                     policy_value: bool = True, reward_model: Any = None, gate: Any = None,
+                     logged: LoggedSide | None = None) -> dict[str, Any]:
     """Evaluate ranking ``bundles`` (the first the baseline) on the per-slot reward dataset at
     ``dataset``: its test side under ``split`` (default ``system.split``; ``"all"``: every row).
     ``k``: the cut-off of NDCG@k and the hit rate@k (default the experience's ``k``).
@@ -272,19 +300,29 @@ def evaluate_ranking(system: Any, bundles: Sequence[Any], dataset: Path | str, *
     with ``reward_model`` (a Bundle whose score is the expected reward) for DM, DR, SNDR and
     Switch-DR. ``gate`` (default :class:`~closedloop.evaluation.gate.Gate` when there is a policy
     value and two bundles or more): the candidate (last bundle) against the baseline (first) by
-    :meth:`~closedloop.evaluation.gate.Gate.check_ranking`. Returns the report (docs/evaluation.md,
-    "Ranking systems")."""
+    :meth:`~closedloop.evaluation.gate.Gate.check_ranking`. ``logged``: what :func:`logged_side`
+    returned for the same dataset, split and seed, when the caller computed it (a cycle does, while its
+    candidate trains). Returns the report (docs/evaluation.md, "Ranking systems")."""
     from closedloop.evaluation.gate import Gate
     from closedloop.evaluation.report import SCHEMA_VERSION, _clean
 
     bundles, k = _check(system, bundles, k, bootstrap, seed)
     check_value_arguments(system, policy_value, reward_model, gate)
-    rows = slot_rows(system, Path(dataset), split, loaded)
+    if logged is None:
+        side = logged_side(system, dataset, split=split, seed=int(seed), loaded=loaded) if policy_value else None
+    elif isinstance(logged, LoggedSide) and (logged.dataset, logged.split, logged.seed) == (str(dataset), split, int(seed)):
+        side = logged
+    else:
+        got = (logged.dataset, logged.split, logged.seed) if isinstance(logged, LoggedSide) else logged
+        raise SpecError(f"The 'logged' parameter of evaluate must be what logged_side returned for the same dataset, split "
+                        f"and seed ({str(dataset)!r}, {split!r}, {seed!r}). Got {got!r} instead.")
+    rows = side.rows if side is not None else slot_rows(system, Path(dataset), split, loaded)
     tie = tie_keys(rows.reward.size, seed)
     parts, sums, extras = zip(*(_bundle_part(system, b, rows, k, tie) for b in bundles), strict=True)
     pairs = [(0, j) for j in range(1, len(bundles))]
     comparison = _fill(list(parts), sums, extras, rows, pairs, int(bootstrap), int(seed))
-    value = _policy_value(system, bundles, rows, extras, reward_model, int(bootstrap), int(seed)) if policy_value else None
+    value = _policy_value(system, bundles, side, extras, reward_model, int(bootstrap), int(seed)) \
+        if policy_value and side is not None else None
     verdict = None
     if len(bundles) >= 2 and (gate is not None or value is not None):
         verdict = (gate or Gate()).check_ranking(value, reward_model is not None, bundles[0].version, bundles[-1].version)

@@ -7,10 +7,9 @@ candidate, so no estimate tells two bundles apart. When the dataset was built fr
 logged its candidates' fields it has ``candidate_sets.parquet``: :func:`catalogue` then scores every
 candidate of each report decision through the runtime's batch path (each bundle, and the reward
 model) and places each logged slot at its candidate's column in that set. It returns None — the
-policy value then re-ranks the logged slots, and says so — when the dataset has no candidate sets
-or when the exact marginals would enumerate more than
-:data:`~closedloop.evaluation.ope_policy.MAX_ENUMERATION` prefixes (many candidates and a deep
-``k``).
+policy value then re-ranks the logged slots, and says so — when the dataset has no candidate sets.
+What no bundle changes (the sets read and placed, the logger's readings of them) is
+:func:`logged_sets`, which a cycle computes while its candidate trains.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Catalogue", "catalogue", "report_slots"]
+__all__ = ["Catalogue", "LoggedSets", "catalogue", "logged_sets", "report_slots"]
 
 
 class Catalogue(NamedTuple):
@@ -77,13 +76,27 @@ def _reward_scores(system: Any, reward_model: Any, bundles: list[Any], scores: l
     return _scored(system, reward_model, batch, n_flat)
 
 
-def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None,
-              seed: int = 0) -> Catalogue | None:
-    """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
-    ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
-    the dataset has no sets or they are too large to enumerate exactly. ``slots``: those
-    decisions' slot rows (:func:`report_slots`) when the caller read them; ``seed``: the draws of
-    the logger's sampled marginals."""
+class LoggedSets(NamedTuple):
+    """What :func:`catalogue` reads of the dataset whatever the bundles (:func:`logged_sets`): the
+    report decisions' whole candidate sets as the runtime's batch (``batch``: requests, candidates,
+    decision ids, timestamps; ``n_flat`` candidates in all) and the fields of :class:`Catalogue`
+    that do not depend on a bundle."""
+
+    offsets: np.ndarray
+    ids: list[str]
+    column: np.ndarray
+    batch: tuple[Any, Any, list[str], list[int]]
+    n_flat: int
+    logger: np.ndarray
+    excluded: dict[str, int]
+    marginal: np.ndarray
+
+
+def logged_sets(system: Any, rows: Any, *, slots: pa.Table | None = None, seed: int = 0) -> LoggedSets | None:
+    """The part of :func:`catalogue` no bundle changes — the sets read, placed and the logger's
+    readings of them (its support reference and its marginals, drawn with ``seed``) — so a cycle can
+    compute it while its candidate trains; None when the dataset has no sets or no report decision
+    has one."""
     from closedloop.datasets.candidate_sets import CANDIDATE_SETS_FILE, read_candidate_sets
 
     path = rows.manifest.path
@@ -110,13 +123,25 @@ def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = No
     ids = np.asarray(sets.candidate_ids, dtype=object)[flat].tolist()
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     column = _columns(rows, system, offsets, ids)
-    scores = [_scored(system, b, batch, flat.size) for b in bundles]
     logged = _logged(system, rows, offsets, column, sets.logged_scores[flat])
-    return Catalogue(offsets, ids, column, scores,
-                     None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, batch, flat.size),
-                     _logger(system, logged),
-                     {"decisions_without_a_candidate_set": int(idx.size - have.size)},
-                     _marginal(system, rows, column, logged, seed))
+    return LoggedSets(offsets, ids, column, batch, int(flat.size), _logger(system, logged),
+                      {"decisions_without_a_candidate_set": int(idx.size - have.size)}, _marginal(system, rows, column, logged, seed))
+
+
+def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None,
+              seed: int = 0, sets: LoggedSets | None = None) -> Catalogue | None:
+    """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
+    ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
+    the dataset has no sets. ``slots``: those decisions' slot rows (:func:`report_slots`) when the
+    caller read them; ``seed``: the draws of the logger's sampled marginals; ``sets``: what
+    :func:`logged_sets` returned for these rows and seed, when the caller has it."""
+    ls = sets if sets is not None else logged_sets(system, rows, slots=slots, seed=seed)
+    if ls is None:
+        return None
+    scores = [_scored(system, b, ls.batch, ls.n_flat) for b in bundles]
+    return Catalogue(ls.offsets, ls.ids, ls.column, scores,
+                     None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, ls.batch, ls.n_flat),
+                     ls.logger, ls.excluded, ls.marginal)
 
 
 def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:

@@ -310,7 +310,7 @@ def _policy_kind(system: Any) -> str | None:
 
 def _policy_report(kind: str, system: Any, bundles: Sequence[Any], dataset: Path | str, *, split: Split | str | None,
                    bootstrap: int, seed: int, gate: Gate | None, loaded: tuple[Any, Any] | None, weights: bool,
-                   policy_value: bool, reward_model: Any) -> dict[str, Any]:
+                   policy_value: bool, reward_model: Any, logged: Any) -> dict[str, Any]:
     """A ranking system's report (:mod:`closedloop.evaluation.ranking_report`) or a choice system's
     (:mod:`closedloop.evaluation.choice_report`)."""
     if weights is not False:
@@ -320,9 +320,14 @@ def _policy_report(kind: str, system: Any, bundles: Sequence[Any], dataset: Path
     from closedloop.evaluation.choice_report import evaluate_choice
     from closedloop.evaluation.ranking_report import evaluate_ranking
 
-    run: Any = evaluate_ranking if kind == "ranking" else evaluate_choice
-    return run(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
-               policy_value=policy_value, reward_model=reward_model, gate=gate)
+    if kind == "ranking":
+        return evaluate_ranking(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
+                                policy_value=policy_value, reward_model=reward_model, gate=gate, logged=logged)
+    if logged is not None:
+        raise SpecError(f"The 'logged' parameter of evaluate applies to a ranking system; system '{system.name}' chooses "
+                        f"one action. Got {type(logged).__name__} instead.")
+    return evaluate_choice(system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, loaded=loaded,
+                           policy_value=policy_value, reward_model=reward_model, gate=gate)
 
 
 def evaluate(
@@ -341,6 +346,7 @@ def evaluate(
     slice_bins: int | None = DEFAULT_SLICE_BINS,
     policy_value: bool = True,
     reward_model: Any = None,
+    logged: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``bundles`` (the first is the baseline, the last the candidate) on the labeled
     rows of the dataset directory ``dataset``: its test side under ``split`` (default
@@ -360,7 +366,9 @@ def evaluate(
     do not apply to it, nor ``weights``; ``policy_value`` (default True: when the dataset carries logged
     propensities) and ``reward_model`` (a Bundle predicting the reward, for DM and the doubly robust
     estimators) apply only to it, and its ``gate`` judges the candidate's policy value
-    (:meth:`Gate.check_ranking <closedloop.evaluation.gate.Gate.check_ranking>`).
+    (:meth:`Gate.check_ranking <closedloop.evaluation.gate.Gate.check_ranking>`); ``logged`` (what
+    :func:`~closedloop.evaluation.ranking_report.logged_side` returned for the same dataset, split and
+    seed) spares it reading what no bundle changes.
 
     A system with a :class:`~closedloop.experience.experiences.BestAction` experience (one action per
     decision) is evaluated on a logged reward dataset by
@@ -369,11 +377,12 @@ def evaluate(
     kind = _policy_kind(system)
     if kind is not None:
         return _policy_report(kind, system, bundles, dataset, split=split, bootstrap=bootstrap, seed=seed, gate=gate,
-                              loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model)
-    if policy_value is not True or reward_model is not None:
-        raise SpecError(f"The 'policy_value' and 'reward_model' parameters of evaluate apply to a ranking system; system "
-                        f"'{system.name}' decides by thresholds. Got policy_value={policy_value!r}, "
-                        f"reward_model={reward_model!r} instead.")
+                              loaded=loaded, weights=weights, policy_value=policy_value, reward_model=reward_model,
+                              logged=logged)
+    if policy_value is not True or reward_model is not None or logged is not None:
+        raise SpecError(f"The 'policy_value', 'reward_model' and 'logged' parameters of evaluate apply to a ranking system; "
+                        f"system '{system.name}' decides by thresholds. Got policy_value={policy_value!r}, "
+                        f"reward_model={reward_model!r}, logged={type(logged).__name__ if logged is not None else None} instead.")
     bundles, worst, golden, slice_bins, bootstrap, seed = _check_arguments(
         system, bundles, worst, golden, slice_bins, bootstrap, seed, gate)
     dataset = Path(dataset)

@@ -9,6 +9,7 @@ context is decoded once however many steps and cycles read it (docs/performance.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,30 @@ __all__ = ["READ_COLUMNS", "DatasetReader", "shared_rows"]
 #: the dataset columns the cycle reads (train, cost thresholds, evaluate): not the logged features,
 #: scores, per-feature and outcome columns — the cycle featurizes the contexts with the current code
 READ_COLUMNS = ("decision_id", "unit", "timestamp_ns", "context_json", "label_value", "weight")
+
+
+class _Ahead:
+    """``make()`` running on a thread of its own (:meth:`DatasetReader.ahead`); :meth:`result` waits
+    for it and returns its value or raises what it raised."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="closedloop-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._make()
+        except BaseException as exc:  # handed to the step that asks for the value, where it would have been raised
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class DatasetReader:
@@ -50,7 +75,10 @@ class DatasetReader:
 
     def end_cycle(self) -> None:
         """Forget the cycle's dataset and what its steps shared (the decoded contexts stay, for the
-        next cycle's)."""
+        next cycle's); work started :meth:`ahead` that no step asked for is waited for and dropped."""
+        for v in self._shared.values():
+            if isinstance(v, _Ahead):
+                v._thread.join()
         self._loaded = None
         self._shared = {}
 
@@ -64,10 +92,26 @@ class DatasetReader:
 
     def shared(self, key: Any, make: Callable[[], Any]) -> Any:
         """What ``make()`` returns, computed once per cycle for ``key`` — e.g. a reward dataset's
-        decoded rows, fitted on by the train step and by the evaluate step's click model."""
+        decoded rows, fitted on by the train step and by the evaluate step's click model. A value
+        started :meth:`ahead` is waited for (what it raised is raised here)."""
         if key not in self._shared:
             self._shared[key] = make()
-        return self._shared[key]
+        got = self._shared[key]
+        if isinstance(got, _Ahead):
+            try:
+                got = got.result()
+            finally:
+                del self._shared[key]  # an error is raised once; asked again, the value is computed again
+            self._shared[key] = got
+        return got
+
+    def ahead(self, key: Any, make: Callable[[], Any]) -> None:
+        """Start ``make()`` on a thread of its own for ``key``, to be taken by :meth:`shared` — work
+        a later step needs that does not depend on the steps between (the ranking report's logged
+        side while the candidate trains: the compiled kernels release the GIL). Nothing happens when
+        ``key`` is already there. Its result must not depend on when it runs."""
+        if key not in self._shared:
+            self._shared[key] = _Ahead(make)
 
     def read(self, path: str) -> Any:
         """What ``load_dataset(path, system)`` returns — the same rows, and of the columns those

@@ -30,7 +30,11 @@ results have the same types as the labeled loop's, so ``gate``, ``register``, ``
 
 Each step finds its file in the cycle's directory when it finished before (a resumed cycle). The
 train and evaluate steps share the dataset's decoded rows (once per cycle; the candidates the cycle
-before decoded are taken from it: :func:`closedloop.training.rewards.load_reward_rows`).
+before decoded are taken from it: :func:`closedloop.training.rewards.load_reward_rows`). What the
+report reads of the dataset whatever the bundles — its held-out decisions, their candidate sets and
+the logger's marginals (:func:`~closedloop.evaluation.ranking_report.logged_side`) — is started by
+the dataset step on a thread of its own (``DatasetReader.ahead``) and taken by the evaluate step: it
+is read while the candidate trains (the same numbers: its draws are seeded by the cycle).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class RewardDataset(Step[DatasetResult]):
         if decisions < ctx.plan.min_labeled:
             raise Stop("not_enough_rewards", f"the reward dataset has {decisions} decisions whose reward window closed; "
                        f"the plan needs {ctx.plan.min_labeled}")
+        ctx.reader.ahead(("logged_side", str(out)), lambda: _logged_side(ctx, str(out)))  # read while the candidate trains
         return DatasetResult(id=m.id, path=str(out), counts=m.counts)
 
 
@@ -172,14 +177,25 @@ def _report(ctx: StepContext, cand: Bundle) -> dict[str, Any]:
     if len(bundles) < 2:
         raise Stop("no_baseline", "there is neither a production bundle nor a heuristic to compare the candidate with")
     reward_model = _reward_model(ctx, cand)
+    ds = ctx.result("dataset", DatasetResult).path
     try:
-        report: dict[str, Any] = evaluate(ctx.system, bundles, ctx.result("dataset", DatasetResult).path, gate=ctx.plan.gate,
-                                          bootstrap=ctx.plan.evaluate_bootstrap, seed=ctx.id, reward_model=reward_model)
+        side = ctx.reader.shared(("logged_side", ds), lambda: _logged_side(ctx, ds))
+        report: dict[str, Any] = evaluate(ctx.system, bundles, ds, gate=ctx.plan.gate, bootstrap=ctx.plan.evaluate_bootstrap,
+                                          seed=ctx.id, reward_model=reward_model, logged=side)
     except ClosedLoopError as exc:
         raise Stop("evaluation_failed", str(exc)) from None
     if apprentice.imitating(ctx):  # an apprentice is judged by how well it imitates the logger
         return apprentice.judge(ctx, cand, report, ctx.result("dataset", DatasetResult).path)
     return report
+
+
+def _logged_side(ctx: StepContext, ds: str) -> Any:
+    """What the report reads of the cycle's dataset whatever the bundles (its held-out decisions,
+    their candidate sets, the logger's marginals: ``evaluation.ranking_report.logged_side``) — the
+    dataset step starts it, the evaluate step takes it."""
+    from closedloop.evaluation.ranking_report import logged_side
+
+    return logged_side(ctx.system, ds, seed=ctx.id)
 
 
 def _reward_model(ctx: StepContext, cand: Bundle) -> Bundle | None:
