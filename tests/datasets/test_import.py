@@ -124,3 +124,27 @@ def test_null_unit_rejects_the_row(tmp_path, phishing):
     assert m.counts["rejected"] == {"session: null unit": 1}
     table, _ = load_dataset(tmp_path / "ds", phishing)
     assert "4" not in table["decision_id"].to_pylist() and table.num_rows == 29
+
+
+def test_each_rows_json_is_the_bytes_a_per_row_dict_encodes_to():
+    """``_json_rows`` builds every row's JSON column by column; each row is byte for byte what
+    ``msgspec.json.encode(dict(zip(names, row)))`` gives — quotes, newlines, non-ASCII, nulls,
+    non-finite floats, bools, large ints — so a dataset's ``context_json`` (and its id) is unchanged."""
+    import msgspec
+
+    from closedloop.datasets.importer import _json_rows
+
+    class _Cols:
+        def __init__(self, data):
+            self.data, self.n = data, len(next(iter(data.values()))) if data else 0
+
+        def pylist(self, name):
+            return self.data[name]
+
+    data = {"s": ['a"b', "line\nbreak", "é ✓ \u2028", "", None, "\\"], "x": [1.5, float("nan"), float("inf"), -0.0, None, 1e300],
+            "b": [True, False, None, True, False, True], "i": [0, -1, 2**62, None, 7, 3]}
+    got = _json_rows(_Cols(data), list(data)).to_pylist()
+    want = [msgspec.json.encode(dict(zip(data, row, strict=True))).decode() for row in zip(*data.values(), strict=True)]
+    assert got == want and json.loads(got[1])["s"] == "line\nbreak"
+    assert _json_rows(_Cols({"s": []}), ["s"]).to_pylist() == []
+    assert _json_rows(_Cols({"s": ["x"]}), []).to_pylist() == ["{}"]
