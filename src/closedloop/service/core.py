@@ -21,7 +21,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from closedloop.errors import AuthError, SpecError
 from closedloop.runtime.deployment import Deployment, expected_shares
@@ -37,6 +38,8 @@ from closedloop.service.sources import DeploymentSource
 from closedloop.service.telemetry_log import declare_log_metrics, open_sink
 from closedloop.system.spec import System
 from closedloop.telemetry.sink_transport import TransportSink
+
+T = TypeVar("T")
 
 __all__ = ["Service"]
 
@@ -240,6 +243,17 @@ class Service:
         Failures are recorded (``/readyz``) and the last good deployment keeps serving."""
         with self._refresh_lock:  # the poller, an admin call and the guard: one at a time
             return self._refresh(via)
+
+    def change_and_refresh(self, change: Callable[[], T], applies: Callable[[T], bool], via: str) -> T:
+        """``change()`` — which may change the deployment at the source — then, when ``applies`` says
+        so of its result, the refresh that applies it, attributed to ``via``: with the refresh lock
+        held throughout, so the poller cannot apply the change in between under its own name (the
+        guard's stop counted as ``via="guard"``, never as a poll)."""
+        with self._refresh_lock:
+            out = change()
+            if applies(out):
+                self._refresh(via)
+            return out
 
     def _refresh(self, via: str) -> bool:
         try:

@@ -233,14 +233,13 @@ class Guard:
         svc = self.service
         if svc.telemetry is not None:
             svc.telemetry.flush(timeout=10)
-        report = guard_check(
-            svc.source.registry, svc.system, TelemetryStore(svc.settings.project.home), policy=self.policy,
-            ops=svc.arms.ops(), actor="guard:service",
-        )
+        report = svc.change_and_refresh(  # the stop applied here as the guard's, never by a poll in between
+            lambda: guard_check(svc.source.registry, svc.system, TelemetryStore(svc.settings.project.home), policy=self.policy,
+                                ops=svc.arms.ops(), actor="guard:service"),
+            lambda r: bool(r.get("breaches")), "guard")
         self.last = report
         if report.get("breaches"):
             log.warning("guard stopped %s", [b["flight"] for b in report["breaches"]])
-            svc.refresh("guard")
         return report
 
     def _run(self) -> None:
