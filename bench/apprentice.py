@@ -32,6 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import best_of  # bench/ is the script's own folder
+
 from closedloop import Bundle, Runtime
 from closedloop.datasets.candidate_sets import read_candidate_sets
 from closedloop.datasets.slots import build_reward_dataset
@@ -47,15 +49,6 @@ from closedloop.world.bandit import BanditWorld
 
 T0 = 1_700_000_000 * 10**9
 S = 10**9
-
-
-def _best(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def _log(world: BanditWorld, system: Any, bundle: Bundle, shadow: Bundle | None, n: int, home: Path) -> tuple[Any, Any]:
@@ -89,8 +82,8 @@ def main() -> int:
         t = time.perf_counter()
         m0, _ = _log(world, system, heuristic, None, n, Path(tmp) / "first")
         out["log_and_build_s"] = time.perf_counter() - t
-        out["train_s"], rewarded = _best(lambda: train(system, m0.path), a.repeat)
-        out["train_apprentice_s"], run = _best(lambda: train_apprentice(system, m0.path), a.repeat)
+        out["train_s"], rewarded = best_of(lambda: train(system, m0.path), a.repeat)
+        out["train_apprentice_s"], run = best_of(lambda: train_apprentice(system, m0.path), a.repeat)
         rows = run.metrics["lineage"]["imitation_rows"]["rows"]
         out["apprentice_vs_train"] = out["train_apprentice_s"] / out["train_s"]
         out["apprentice_vs_train_per_row"] = (out["train_apprentice_s"] / rows) / (out["train_s"] / rewarded.metrics["train"]["n"])
@@ -98,17 +91,17 @@ def main() -> int:
         if (held["agreement"], held["n"]) != (run.metrics["apprentice"]["agreement"], run.metrics["apprentice"]["n"]):
             print("MISMATCH: the apprentice's held-out agreement is not log_agreement's", held, run.metrics["apprentice"])
             return 1
-        out["log_agreement_s"], every = _best(lambda: log_agreement(system, run.bundle, m0.path, split="all"), a.repeat)
+        out["log_agreement_s"], every = best_of(lambda: log_agreement(system, run.bundle, m0.path, split="all"), a.repeat)
         sets = read_candidate_sets(system, m0.path)
         rt = Runtime(system, run.bundle)
-        out["decide_batch_s"], _ = _best(lambda: rt.decide_batch(sets.requests, candidates=sets.candidates,
+        out["decide_batch_s"], _ = best_of(lambda: rt.decide_batch(sets.requests, candidates=sets.candidates,
                                                                    decision_ids=sets.decision_ids,
                                                                    timestamps_ns=sets.timestamps_ns.tolist()), a.repeat)
         out["log_agreement_vs_decide_batch"] = out["log_agreement_s"] / out["decide_batch_s"]
         shadow = run.bundle
         _, decisions = _log(world, system, heuristic, shadow, n, Path(tmp) / "live")
-        out["shadow_agreement_s"], live = _best(lambda: shadow_agreement(system, decisions, shadow.version), a.repeat)
-        out["shadow_disagreement_s"], _ = _best(lambda: shadow_disagreement(decisions, system.name, 0, 2**62), a.repeat)
+        out["shadow_agreement_s"], live = best_of(lambda: shadow_agreement(system, decisions, shadow.version), a.repeat)
+        out["shadow_disagreement_s"], _ = best_of(lambda: shadow_disagreement(decisions, system.name, 0, 2**62), a.repeat)
         out["shadow_vs_guard"] = out["shadow_agreement_s"] / out["shadow_disagreement_s"]
         if live["n"] != decisions.num_rows:
             print("MISMATCH: shadow_agreement did not count every decision", live["n"], decisions.num_rows)

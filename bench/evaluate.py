@@ -40,7 +40,6 @@ is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import platform
@@ -54,6 +53,8 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _timing import best_of  # bench/ is the script's own folder
 
 import closedloop
 from closedloop import Bundle, F, Float, LogisticModel, Runtime, Str, System, Thresholds
@@ -202,16 +203,6 @@ def compare(body: dict[str, Any], base: dict[str, Any], y: np.ndarray) -> list[s
             for k in ("auc", "log_loss", "brier", "precision", "recall", "error_rate"):
                 close(f"slice {field}={row['value']} {k}", row[k], b[k])
     return bad
-
-
-def best_of(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, out = math.inf, None
-    for _ in range(repeat):
-        gc.collect()
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,27 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import best_of  # bench/ is the script's own folder
+
 from closedloop.evaluation import ranking_marginals as rm
 from closedloop.experience.exploration import SquareCB
 from closedloop.experience.ranking_kernel import rank_rows
-
-
-def _best(f: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = f()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main() -> int:
@@ -59,15 +49,15 @@ def main() -> int:
         return rm.sampled_marginals(S, counts, k, explore, seed=1)
 
     try:
-        t_c, got_c = _best(logger)
+        t_c, got_c = best_of(logger, 3)
         rm.compiled = lambda name: None if name == "logger_exact" else compiled(name)  # type: ignore[assignment]
-        t_np, got_np = _best(logger)
+        t_np, got_np = best_of(logger, 3)
         rm.compiled = compiled
         rm.THREADS = 1
-        t_l1, got_l1 = _best(logger)
-        t_s1, got_s1 = _best(sampled)
+        t_l1, got_l1 = best_of(logger, 3)
+        t_s1, got_s1 = best_of(sampled, 3)
         rm.THREADS = threads
-        t_s, got_s = _best(sampled)
+        t_s, got_s = best_of(sampled, 3)
     finally:
         rm.compiled, rm.THREADS = compiled, threads
     same = bool(np.allclose(got_c, got_np, rtol=1e-12, equal_nan=True) and np.array_equal(got_c, got_l1, equal_nan=True)
