@@ -258,7 +258,7 @@ def _policy_value(system: Any, bundles: Sequence[Any], side: LoggedSide, extras:
 
     rows = side.rows
     # the whole candidate sets, when the dataset keeps them
-    cat = None if side.sets is None else catalogue(system, list(bundles), rows, reward_model, sets=side.sets)
+    cat = None if side.sets is None else catalogue(system, list(bundles), rows, side.sets, reward_model)
     q = None if reward_model is None or cat is not None else _scores(system, reward_model, rows)
     return policy_value(system, rows, [b.version for b in bundles], [e[4] for e in extras], reward_scores=q,
                         reward_model=None if reward_model is None else reward_model.version, bootstrap=bootstrap, seed=seed,

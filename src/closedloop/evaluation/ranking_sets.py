@@ -4,12 +4,12 @@ set, when the dataset keeps it (:mod:`closedloop.datasets.candidate_sets`).
 A per-slot reward dataset holds the slots shown; a policy that re-ranks only those cannot show
 what the logger left out — and with ``k = 1`` (choosing one of N) every policy shows the one logged
 candidate, so no estimate tells two bundles apart. When the dataset was built from telemetry that
-logged its candidates' fields it has ``candidate_sets.parquet``: :func:`catalogue` then scores every
-candidate of each report decision through the runtime's batch path (each bundle, and the reward
-model) and places each logged slot at its candidate's column in that set. It returns None — the
-policy value then re-ranks the logged slots, and says so — when the dataset has no candidate sets.
-What no bundle changes (the sets read and placed, the logger's readings of them) is
-:func:`logged_sets`, which a cycle computes while its candidate trains.
+logged its candidates' fields it has ``candidate_sets.parquet``: :func:`logged_sets` reads each
+report decision's set, places each logged slot at its candidate's column in it and reads the
+logger's distribution and marginals from the logged scores — none of it depends on a bundle, so a
+cycle computes it while its candidate trains — and :func:`catalogue` scores every candidate through
+the runtime's batch path (each bundle, and the reward model). Without candidate sets
+:func:`logged_sets` returns None: the policy value then re-ranks the logged slots, and says so.
 """
 
 from __future__ import annotations
@@ -128,20 +128,14 @@ def logged_sets(system: Any, rows: Any, *, slots: pa.Table | None = None, seed: 
                       {"decisions_without_a_candidate_set": int(idx.size - have.size)}, _marginal(system, rows, column, logged, seed))
 
 
-def catalogue(system: Any, bundles: list[Any], rows: Any, reward_model: Any = None, *, slots: pa.Table | None = None,
-              seed: int = 0, sets: LoggedSets | None = None) -> Catalogue | None:
+def catalogue(system: Any, bundles: list[Any], rows: Any, sets: LoggedSets, reward_model: Any = None) -> Catalogue:
     """The whole candidate sets of the decisions of ``rows`` (a :class:`~closedloop.evaluation.
-    ranking_rows.SlotRows`) scored by ``bundles`` (and ``reward_model``) — module doc; None when
-    the dataset has no sets. ``slots``: those decisions' slot rows (:func:`report_slots`) when the
-    caller read them; ``seed``: the draws of the logger's sampled marginals; ``sets``: what
-    :func:`logged_sets` returned for these rows and seed, when the caller has it."""
-    ls = sets if sets is not None else logged_sets(system, rows, slots=slots, seed=seed)
-    if ls is None:
-        return None
-    scores = [_scored(system, b, ls.batch, ls.n_flat) for b in bundles]
-    return Catalogue(ls.offsets, ls.ids, ls.column, scores,
-                     None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, ls.batch, ls.n_flat),
-                     ls.logger, ls.excluded, ls.marginal)
+    ranking_rows.SlotRows`) — what :func:`logged_sets` read of them — scored by ``bundles`` (and
+    ``reward_model``): module doc."""
+    scores = [_scored(system, b, sets.batch, sets.n_flat) for b in bundles]
+    return Catalogue(sets.offsets, sets.ids, sets.column, scores,
+                     None if reward_model is None else _reward_scores(system, reward_model, bundles, scores, sets.batch, sets.n_flat),
+                     sets.logger, sets.excluded, sets.marginal)
 
 
 def report_slots(path: Any, decision_ids: list[str]) -> pa.Table:
