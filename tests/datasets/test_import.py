@@ -146,5 +146,12 @@ def test_each_rows_json_is_the_bytes_a_per_row_dict_encodes_to():
     got = _json_rows(_Cols(data), list(data)).to_pylist()
     want = [msgspec.json.encode(dict(zip(data, row, strict=True))).decode() for row in zip(*data.values(), strict=True)]
     assert got == want and json.loads(got[1])["s"] == "line\nbreak"
+    import closedloop.datasets.importer as importer
+
+    chunk, importer._JSON_CHUNK = importer._JSON_CHUNK, 4  # several chunks: the same rows, in order
+    try:
+        assert _json_rows(_Cols(data), list(data)).to_pylist() == want
+    finally:
+        importer._JSON_CHUNK = chunk
     assert _json_rows(_Cols({"s": []}), ["s"]).to_pylist() == []
     assert _json_rows(_Cols({"s": ["x"]}), []).to_pylist() == ["{}"]

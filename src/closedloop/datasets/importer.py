@@ -329,21 +329,30 @@ def _dataset_rows(cols: Any, system: System, y: np.ndarray, ts: np.ndarray, unit
     return pa.table(data)
 
 
-def _json_rows(cols: Any, names: list[str]) -> pa.Array:
+#: rows of ``_json_rows`` encoded at once: a column's lines stay far below Arrow's 2 GiB of one binary value
+_JSON_CHUNK = 1 << 20
+
+
+def _json_rows(cols: Any, names: list[str]) -> pa.Array | pa.ChunkedArray:
     """Each row's fields ``names`` as a JSON object, the bytes ``msgspec.json.encode(dict(zip(names,
     row)))`` gives — built column by column: each column's values encoded in one call as lines (a
     JSON value holds no raw newline), split by Arrow, and joined with the keys element-wise (a
-    tenth of the per-row dicts' time on a feed day's 200,000 slots)."""
+    tenth of the per-row dicts' time on a feed day's 200,000 slots); a chunk per
+    :data:`_JSON_CHUNK` rows."""
     enc = msgspec.json.Encoder()
     n = cols.n
     if not names or n == 0:
         return pa.array(["{}"] * n, type=pa.string())
-    parts: list[Any] = []
-    for j, nm in enumerate(names):
-        lines = enc.encode_lines(cols.pylist(nm))[:-1]  # n values, n − 1 separators
-        values = pc.split_pattern(pa.scalar(lines, pa.binary()), b"\n").values.cast(pa.string())
-        parts += [("{" if j == 0 else ",") + enc.encode(nm).decode() + ":", values]
-    return pc.binary_join_element_wise(*parts, "}", "")
+    keys = [("{" if j == 0 else ",") + enc.encode(nm).decode() + ":" for j, nm in enumerate(names)]
+    lists = [cols.pylist(nm) for nm in names]
+    chunks = []
+    for lo in range(0, n, _JSON_CHUNK):
+        parts: list[Any] = []
+        for key, values in zip(keys, lists, strict=True):
+            lines = enc.encode_lines(values[lo:lo + _JSON_CHUNK])[:-1]  # one value a line, no newline after the last
+            parts += [key, pc.split_pattern(pa.scalar(lines, pa.binary()), b"\n").values.cast(pa.string())]
+        chunks.append(pc.binary_join_element_wise(*parts, "}", ""))
+    return chunks[0] if len(chunks) == 1 else pa.chunked_array(chunks)
 
 
 def context_columns(cols: Any, system: System) -> dict[str, Any]:
